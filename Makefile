@@ -1,0 +1,51 @@
+# One entry point per job; each target installs what it needs on a fresh machine.
+#   make demo   - the main job: anvil nodes, the enclave signer, the service, a bot, a reorg
+#   make test   - lint, type checks and the whole test suite (end-to-end against real anvil)
+#   make bench  - the DESIGN.md section 8 figures, side by side with the peers
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TOOLS  := .tools
+ANVIL_VERSION := 1.7.1
+ANVIL  := $(TOOLS)/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+
+export ANVIL_BIN := $(abspath $(ANVIL))
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+$(ANVIL):
+	mkdir -p $(TOOLS)/anvil
+	npm install --silent --no-save --no-audit --no-fund --prefix $(TOOLS)/anvil \
+		@foundry-rs/anvil-linux-amd64@$(ANVIL_VERSION)
+	$(ANVIL) --version
+
+setup: $(BIN)/.installed $(ANVIL)
+
+demo: setup
+	$(BIN)/broadcaster demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/pytest -q
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest -q -m "not e2e"
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.anvil import Anvil, running_anvil
+
+# ../shared sits beside the clone (CI and dev alike).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Everything under tests/e2e/ runs real processes: mark it so `make unit` can leave it out.
+    for item in items:
+        if "/tests/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def anvil() -> Iterator[Anvil]:
+    """One fresh anvil node (no automatic mining) for the test."""
+    with running_anvil() as node:
+        yield node
