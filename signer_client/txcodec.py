@@ -1,0 +1,419 @@
+"""Transaction encoding: legacy (EIP-155), EIP-2930 and EIP-1559, fast and byte-exact.
+
+* Legacy, EIP-155: signing payload ``rlp([nonce, gasPrice, gas, to, value, data, chainId, 0, 0])``,
+  raw ``rlp([nonce, gasPrice, gas, to, value, data, v, r, s])`` with ``v = chainId*2 + 35 + y``
+  (``27 + y`` without a chain id, pre-EIP-155).
+* EIP-2930 (type 1) and EIP-1559 (type 2), enveloped per EIP-2718: payload
+  ``type || rlp(fields)``, raw ``type || rlp(fields + [yParity, r, s])``; the transaction hash is
+  ``keccak256(raw)``.
+
+This module is pure (no key, no I/O). :class:`TxFields` is the normalised value both sides compare;
+:func:`tx_from_dict` accepts eth-account style dicts with ints or 0x-hex quantities (the wire uses
+hex, since JSON integers stop at 64 bits) and :func:`tx_to_wire` produces that form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sha3
+
+from signer_client.errors import TxDecodeError, TxFieldError
+from signer_client.rlp import Item, decode, encode_bytes, encode_int, encode_list_payload
+
+__all__ = [
+    "SECP256K1_HALF_N",
+    "SECP256K1_N",
+    "AccessList",
+    "DecodedTx",
+    "TxFields",
+    "body_items",
+    "decode_raw",
+    "encode_signed",
+    "keccak",
+    "parse_address",
+    "signing_hash",
+    "signing_payload",
+    "tx_from_dict",
+    "tx_to_wire",
+]
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SECP256K1_HALF_N = SECP256K1_N // 2
+_UINT256 = 1 << 256
+_UINT64 = 1 << 64
+
+AccessList = tuple[tuple[bytes, tuple[bytes, ...]], ...]
+
+_keccak = sha3.keccak_256
+
+
+def keccak(data: bytes) -> bytes:
+    """Keccak-256 (the pre-NIST padding Ethereum uses)."""
+    return _keccak(data).digest()  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class TxFields:
+    """One unsigned transaction. ``gas_price`` is set for types 0 and 1, the 1559 fees for 2."""
+
+    type: int
+    chain_id: int | None
+    nonce: int
+    gas: int
+    to: bytes  # 20 bytes, or b"" for contract creation
+    value: int
+    data: bytes
+    gas_price: int | None = None
+    max_fee_per_gas: int | None = None
+    max_priority_fee_per_gas: int | None = None
+    access_list: AccessList = ()
+
+    @property
+    def fee_cap(self) -> int:
+        """The most the sender may pay per gas (``gasPrice`` or ``maxFeePerGas``)."""
+        return self.gas_price if self.max_fee_per_gas is None else self.max_fee_per_gas  # type: ignore[return-value]
+
+    @property
+    def tip_cap(self) -> int:
+        """The tip per gas (``gasPrice`` or ``maxPriorityFeePerGas``), as geth's txpool reads it."""
+        if self.max_priority_fee_per_gas is None:
+            return self.gas_price  # type: ignore[return-value]
+        return self.max_priority_fee_per_gas
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedTx:
+    """A signed transaction read back from raw bytes."""
+
+    fields: TxFields
+    y_parity: int
+    r: int
+    s: int
+
+
+# ---------------------------------------------------------------- dict -> TxFields
+
+
+_KNOWN_KEYS = frozenset(
+    {
+        "type",
+        "chainId",
+        "nonce",
+        "gas",
+        "to",
+        "value",
+        "data",
+        "input",
+        "gasPrice",
+        "maxFeePerGas",
+        "maxPriorityFeePerGas",
+        "accessList",
+        "from",
+    }
+)
+
+
+def _quantity(tx: Mapping[str, Any], key: str, limit: int = _UINT256) -> int:
+    raw = tx.get(key)
+    if raw is None:
+        raise TxFieldError(key, "missing")
+    if type(raw) is int:
+        value = raw
+    elif isinstance(raw, str) and raw[:2] in ("0x", "0X"):
+        try:
+            value = int(raw, 16)
+        except ValueError:
+            raise TxFieldError(key, f"not a hex quantity: {raw!r}") from None
+    else:
+        raise TxFieldError(key, f"expected an int or 0x-hex string, got {raw!r}")
+    if not 0 <= value < limit:
+        raise TxFieldError(key, f"out of range: {value}")
+    return value
+
+
+def _hex_bytes(raw: object, key: str) -> bytes:
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw)
+    if isinstance(raw, str) and raw[:2] in ("0x", "0X"):
+        try:
+            return bytes.fromhex(raw[2:])
+        except ValueError:
+            raise TxFieldError(key, "not valid hex") from None
+    raise TxFieldError(key, f"expected bytes or a 0x-hex string, got {type(raw).__name__}")
+
+
+def parse_address(raw: object, key: str = "address") -> bytes:
+    """A 20-byte address from a 0x-hex string (any case) or bytes."""
+    out = _hex_bytes(raw, key)
+    if len(out) != 20:
+        raise TxFieldError(key, f"an address is 20 bytes, got {len(out)}")
+    return out
+
+
+def _access_list(raw: object) -> AccessList:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple):
+        raise TxFieldError("accessList", "expected a list")
+    out = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, Mapping):
+            address, keys = entry.get("address"), entry.get("storageKeys", ())
+        elif isinstance(entry, list | tuple) and len(entry) == 2:
+            address, keys = entry
+        else:
+            raise TxFieldError(f"accessList[{i}]", "expected {address, storageKeys}")
+        slots = []
+        for j, key in enumerate(keys):
+            slot = _hex_bytes(key, f"accessList[{i}].storageKeys[{j}]")
+            if len(slot) != 32:
+                raise TxFieldError(f"accessList[{i}].storageKeys[{j}]", "a storage key is 32 bytes")
+            slots.append(slot)
+        out.append((parse_address(address, f"accessList[{i}].address"), tuple(slots)))
+    return tuple(out)
+
+
+def tx_from_dict(tx: Mapping[str, Any]) -> TxFields:
+    """Normalise an eth-account style transaction dict (ints or 0x-hex quantities)."""
+    unknown = tx.keys() - _KNOWN_KEYS
+    if unknown:
+        raise TxFieldError(sorted(unknown)[0], "unknown transaction field")
+    raw_type = tx.get("type")
+    if raw_type is None:
+        tx_type = 2 if "maxFeePerGas" in tx else 1 if "accessList" in tx else 0
+    else:
+        tx_type = _quantity(tx, "type", 3)
+    to_raw = tx.get("to")
+    to = b"" if to_raw in (None, "", b"", "0x") else parse_address(to_raw, "to")
+    data_raw = tx.get("data", tx.get("input", b""))
+    data = _hex_bytes(data_raw, "data") if data_raw else b""
+    nonce = _quantity(tx, "nonce", _UINT64)
+    gas = _quantity(tx, "gas", _UINT64)
+    value = _quantity(tx, "value") if "value" in tx else 0
+    if tx_type == 0:
+        if tx.get("accessList"):
+            raise TxFieldError("accessList", "legacy transactions have no access list")
+        chain_id = _quantity(tx, "chainId", _UINT64) if tx.get("chainId") is not None else None
+    else:
+        chain_id = _quantity(tx, "chainId", _UINT64)
+    if tx_type == 2:
+        if "gasPrice" in tx:
+            raise TxFieldError("gasPrice", "an EIP-1559 transaction takes maxFeePerGas instead")
+        return TxFields(
+            type=2,
+            chain_id=chain_id,
+            max_fee_per_gas=_quantity(tx, "maxFeePerGas"),
+            max_priority_fee_per_gas=_quantity(tx, "maxPriorityFeePerGas"),
+            access_list=_access_list(tx.get("accessList")),
+            nonce=nonce,
+            gas=gas,
+            to=to,
+            value=value,
+            data=data,
+        )
+    if "maxFeePerGas" in tx or "maxPriorityFeePerGas" in tx:
+        raise TxFieldError("maxFeePerGas", f"a type-{tx_type} transaction takes gasPrice")
+    return TxFields(
+        type=tx_type,
+        chain_id=chain_id,
+        gas_price=_quantity(tx, "gasPrice"),
+        access_list=_access_list(tx.get("accessList")) if tx_type == 1 else (),
+        nonce=nonce,
+        gas=gas,
+        to=to,
+        value=value,
+        data=data,
+    )
+
+
+def tx_to_wire(f: TxFields) -> dict[str, Any]:
+    """The JSON form sent to the signer: eth-account keys, 0x-hex quantities and bytes."""
+    out: dict[str, Any] = {
+        "type": hex(f.type),
+        "nonce": hex(f.nonce),
+        "gas": hex(f.gas),
+        "to": "0x" + f.to.hex() if f.to else None,
+        "value": hex(f.value),
+        "data": "0x" + f.data.hex(),
+    }
+    if f.chain_id is not None:
+        out["chainId"] = hex(f.chain_id)
+    if f.type == 2:
+        out["maxFeePerGas"] = hex(f.max_fee_per_gas)  # type: ignore[arg-type]
+        out["maxPriorityFeePerGas"] = hex(f.max_priority_fee_per_gas)  # type: ignore[arg-type]
+    else:
+        out["gasPrice"] = hex(f.gas_price)  # type: ignore[arg-type]
+    if f.type != 0:
+        out["accessList"] = [
+            {"address": "0x" + a.hex(), "storageKeys": ["0x" + k.hex() for k in keys]}
+            for a, keys in f.access_list
+        ]
+    return out
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _encode_access_list(access_list: AccessList) -> bytes:
+    if not access_list:
+        return b"\xc0"
+    parts = []
+    for address, keys in access_list:
+        slots = encode_list_payload(b"".join([b"\xa0" + k for k in keys]))
+        parts.append(encode_list_payload(b"\x94" + address + slots))
+    return encode_list_payload(b"".join(parts))
+
+
+def body_items(f: TxFields) -> bytes:
+    """The encoded list items every signing payload and raw encoding share."""
+    tail = (
+        encode_int(f.gas)
+        + (b"\x94" + f.to if f.to else b"\x80")
+        + encode_int(f.value)
+        + encode_bytes(f.data)
+    )
+    if f.type == 2:
+        return (
+            encode_int(f.chain_id)  # type: ignore[arg-type]
+            + encode_int(f.nonce)
+            + encode_int(f.max_priority_fee_per_gas)  # type: ignore[arg-type]
+            + encode_int(f.max_fee_per_gas)  # type: ignore[arg-type]
+            + tail
+            + _encode_access_list(f.access_list)
+        )
+    head = encode_int(f.nonce) + encode_int(f.gas_price) + tail  # type: ignore[arg-type]
+    if f.type == 1:
+        return encode_int(f.chain_id) + head + _encode_access_list(f.access_list)  # type: ignore[arg-type]
+    return head
+
+
+def signing_payload(f: TxFields, body: bytes | None = None) -> bytes:
+    """The bytes whose keccak256 the sender signs (EIP-155 / EIP-2930 / EIP-1559)."""
+    if body is None:
+        body = body_items(f)
+    if f.type == 0:
+        if f.chain_id is None:
+            return encode_list_payload(body)
+        return encode_list_payload(body + encode_int(f.chain_id) + b"\x80\x80")
+    return bytes((f.type,)) + encode_list_payload(body)
+
+
+def signing_hash(f: TxFields) -> bytes:
+    return keccak(signing_payload(f))
+
+
+def encode_signed(
+    f: TxFields, y_parity: int, r: bytes, s: bytes, body: bytes | None = None
+) -> bytes:
+    """Raw signed transaction. ``r``/``s`` are big-endian bytes (leading zeros allowed)."""
+    if body is None:
+        body = body_items(f)
+    r = r.lstrip(b"\x00")
+    s = s.lstrip(b"\x00")
+    if f.type == 0:
+        v = y_parity + (27 if f.chain_id is None else f.chain_id * 2 + 35)
+        return encode_list_payload(body + encode_int(v) + encode_bytes(r) + encode_bytes(s))
+    sig = (b"\x01" if y_parity else b"\x80") + encode_bytes(r) + encode_bytes(s)
+    return bytes((f.type,)) + encode_list_payload(body + sig)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _int(item: Item, name: str) -> int:
+    if not isinstance(item, bytes):
+        raise TxDecodeError(f"{name}: expected a byte string")
+    if item[:1] == b"\x00":
+        raise TxDecodeError(f"{name}: integer with leading zero")
+    return int.from_bytes(item, "big")
+
+
+def _bytes(item: Item, name: str) -> bytes:
+    if not isinstance(item, bytes):
+        raise TxDecodeError(f"{name}: expected a byte string")
+    return item
+
+
+def _to(item: Item) -> bytes:
+    to = _bytes(item, "to")
+    if len(to) not in (0, 20):
+        raise TxDecodeError("to: expected 0 or 20 bytes")
+    return to
+
+
+def _decode_access_list(item: Item) -> AccessList:
+    if not isinstance(item, list):
+        raise TxDecodeError("accessList: expected a list")
+    out = []
+    for entry in item:
+        if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], list):
+            raise TxDecodeError("accessList: expected [address, [keys]]")
+        address = _bytes(entry[0], "accessList.address")
+        keys = tuple(_bytes(k, "accessList.storageKey") for k in entry[1])
+        if len(address) != 20 or any(len(k) != 32 for k in keys):
+            raise TxDecodeError("accessList: bad address or storage key length")
+        out.append((address, keys))
+    return tuple(out)
+
+
+def decode_raw(raw: bytes) -> DecodedTx:
+    """Decode a signed legacy / EIP-2930 / EIP-1559 transaction (strict, canonical RLP)."""
+    if not raw:
+        raise TxDecodeError("empty transaction")
+    if raw[0] >= 0xC0:
+        items = decode(raw)
+        if not isinstance(items, list) or len(items) != 9:
+            raise TxDecodeError("legacy transaction: expected 9 fields")
+        v = _int(items[6], "v")
+        if v in (27, 28):
+            chain_id, y = None, v - 27
+        elif v >= 37:
+            chain_id, y = (v - 35) >> 1, (v - 35) & 1
+        else:
+            raise TxDecodeError(f"legacy transaction: bad v {v}")
+        fields = TxFields(
+            type=0,
+            chain_id=chain_id,
+            nonce=_int(items[0], "nonce"),
+            gas_price=_int(items[1], "gasPrice"),
+            gas=_int(items[2], "gas"),
+            to=_to(items[3]),
+            value=_int(items[4], "value"),
+            data=_bytes(items[5], "data"),
+        )
+        return DecodedTx(fields, y, _int(items[7], "r"), _int(items[8], "s"))
+    tx_type = raw[0]
+    if tx_type not in (1, 2):
+        raise TxDecodeError(f"unsupported transaction type {tx_type}")
+    items = decode(raw[1:])
+    want = 12 if tx_type == 2 else 11
+    if not isinstance(items, list) or len(items) != want:
+        raise TxDecodeError(f"type-{tx_type} transaction: expected {want} fields")
+    chain_id = _int(items[0], "chainId")
+    nonce = _int(items[1], "nonce")
+    if tx_type == 2:
+        fees = {
+            "max_priority_fee_per_gas": _int(items[2], "maxPriorityFeePerGas"),
+            "max_fee_per_gas": _int(items[3], "maxFeePerGas"),
+        }
+    else:
+        fees = {"gas_price": _int(items[2], "gasPrice")}
+    i = want - 8  # index of gas
+    fields = TxFields(
+        type=tx_type,
+        chain_id=chain_id,
+        nonce=nonce,
+        gas=_int(items[i], "gas"),
+        to=_to(items[i + 1]),
+        value=_int(items[i + 2], "value"),
+        data=_bytes(items[i + 3], "data"),
+        access_list=_decode_access_list(items[i + 4]),
+        **fees,
+    )
+    y = _int(items[i + 5], "yParity")
+    if y > 1:
+        raise TxDecodeError(f"yParity must be 0 or 1, got {y}")
+    return DecodedTx(fields, y, _int(items[i + 6], "r"), _int(items[i + 7], "s"))
