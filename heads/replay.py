@@ -1,0 +1,156 @@
+"""Deterministic replay of a recorded head stream through the tracker (DESIGN.md §4).
+
+Reads the JSON-lines recording format (plain or ``.gz``) and yields one JSON-ready dict per
+reorg, deep reorg and rejected header, then a summary::
+
+    {"event": "reorg", "depth": 2, "ancestor": {"number": 143, "hash": "0x.."},
+     "old": ["0x..", "0x.."], "new": ["0x.."], "client": "a", "t": 3.9}
+    {"event": "summary", "heads": 1234, "reorgs": 7, "max_depth": 2, "rejected": 0,
+     "tip": {"number": 150, "hash": "0x.."}, ...}
+
+``heads`` counts the ``head`` lines read, rejected ones included; ``rejected`` counts the
+``head``/``block`` lines whose header failed verification (hash mismatch or malformed fields).
+Lines that are not JSON objects of the format (a truncated last line, garbage) are counted as
+``invalid_lines`` and skipped. The first accepted ``head`` anchors the chain.
+
+This loop reads lines itself instead of going through a line-object layer: at the target of
+200,000 heads/s each head has a budget of 5 µs, and a dataclass per line costs a tenth of it.
+Memory is bounded by the tracker's window, never by the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+import orjson
+
+from heads.events import DeepReorg, Extension, NeedAncestor, Rejected, Reorg
+from heads.tracker import ChainTracker, ForkChoice
+
+__all__ = ["open_recording", "replay"]
+
+
+def open_recording(path: str | Path) -> IO[bytes]:
+    """Open a recording for binary line iteration, gunzipping ``.gz`` files."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def reorg_json(event: Reorg, t: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "event": "reorg",
+        "depth": event.depth,
+        "ancestor": event.ancestor.ref(),
+        "old": [b.hash for b in event.old],
+        "new": [b.hash for b in event.new],
+        "client": event.client,
+    }
+    if t is not None:
+        out["t"] = t
+    return out
+
+
+def deep_reorg_json(event: DeepReorg, t: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "event": "deep_reorg",
+        "reason": event.reason,
+        "old_tip": event.old_tip.ref() if event.old_tip else None,
+        "new_tip": event.new_tip.ref(),
+        "client": event.client,
+    }
+    if t is not None:
+        out["t"] = t
+    return out
+
+
+def rejected_json(event: Rejected, t: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "event": "rejected",
+        "reason": event.reason,
+        "hash": event.hash,
+        "detail": event.detail,
+        "client": event.client,
+    }
+    if t is not None:
+        out["t"] = t
+    return out
+
+
+def replay(
+    path: str | Path,
+    *,
+    finality_depth: int = 64,
+    fork_choice: ForkChoice = "latest",
+    verify: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Replay ``path``; yield reorg/deep_reorg/rejected events, then the summary."""
+    tracker = ChainTracker(finality_depth=finality_depth, fork_choice=fork_choice, verify=verify)
+    heads = blocks = reorgs = deep_reorgs = rejected = invalid = 0
+    max_depth = 0
+    loads = orjson.loads
+    on_head = tracker.on_head
+    with open_recording(path) as stream:
+        for line in stream:
+            try:
+                record = loads(line)
+                client = record["client"]
+                header = record.get("head")
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                invalid += 1
+                continue
+            if header is not None:
+                heads += 1
+                if type(header) is not dict or type(client) is not str:
+                    rejected += 1
+                    continue
+                events = on_head(client, header)
+            else:
+                header = record.get("block")
+                if header is not None:
+                    blocks += 1
+                    if type(header) is not dict or type(client) is not str:
+                        rejected += 1
+                        continue
+                    events = tracker.on_block(client, header)
+                elif record.get("event") == "disconnected":
+                    events = tracker.on_disconnect(client)
+                    continue
+                else:
+                    continue
+            if not events:
+                continue
+            for event in events:
+                kind = type(event)
+                if kind is Extension or kind is NeedAncestor:
+                    continue
+                if kind is Reorg:
+                    assert isinstance(event, Reorg)
+                    reorgs += 1
+                    if event.depth > max_depth:
+                        max_depth = event.depth
+                    yield reorg_json(event, record.get("t"))
+                elif kind is DeepReorg:
+                    assert isinstance(event, DeepReorg)
+                    deep_reorgs += 1
+                    yield deep_reorg_json(event, record.get("t"))
+                elif kind is Rejected:
+                    assert isinstance(event, Rejected)
+                    rejected += 1
+                    yield rejected_json(event, record.get("t"))
+    tip = tracker.tip
+    yield {
+        "event": "summary",
+        "heads": heads,
+        "reorgs": reorgs,
+        "max_depth": max_depth,
+        "rejected": rejected,
+        "tip": tip.ref() if tip else None,
+        "deep_reorgs": deep_reorgs,
+        "blocks": blocks,
+        "invalid_lines": invalid,
+    }
