@@ -39,6 +39,7 @@ __all__ = [
     "classify_exception",
     "classify_http_status",
     "classify_reply",
+    "classify_response",
 ]
 
 
@@ -425,6 +426,16 @@ def classify_reply(
                 kind = ErrorKind.TRANSIENT if http_status >= 500 else kind
         snippet = (body or b"")[:120].decode("utf-8", "replace")
         return Verdict(kind, f"malformed JSON-RPC reply: {snippet!r}")
+    return classify_response(reply, http_status=http_status, expected_hash=expected_hash)
+
+
+def classify_response(
+    reply: Any,
+    *,
+    http_status: int | None = None,
+    expected_hash: bytes | None = None,
+) -> Verdict:
+    """Classify an already-parsed JSON-RPC 2.0 response object (see :func:`classify_reply`)."""
     if not isinstance(reply, dict):
         return Verdict(ErrorKind.TRANSIENT, f"unexpected JSON-RPC reply: {str(reply)[:120]}")
     if reply.get("error") is not None:

@@ -1,0 +1,412 @@
+"""Multi-RPC fan-out: every signed transaction goes to every configured endpoint at once.
+
+DESIGN.md section 5 ("Fan-out"): one bounded queue per RPC endpoint so a slow endpoint never
+delays another; kept-alive connections; replies classified by :mod:`broadcaster.rpc_errors`.
+
+API::
+
+    fanout = FanOut([Endpoint("a", "http://127.0.0.1:8545"), Endpoint("b", "ws://...")],
+                    on_result=handle_result, on_written=note_write)
+    async with fanout:                       # or: tg.create_task(fanout.run()) after start()
+        fanout.submit(raw, tx_hash, context)  # sync, never blocks, never raises on a full queue
+
+Per endpoint (a *lane*): ``submit`` writes straight to the socket when the lane is idle (its
+queue empty, its worker not holding a job, a connection ready) -- the reorg reaction's fast
+path, no event-loop turn between the head frame and the last write. Otherwise the job goes to
+the lane's bounded queue (full -> a ``DROPPED`` result for that endpoint, the caller never
+waits) and the lane's worker writes it when the endpoint is ready; per-endpoint FIFO order is
+kept, so a sender's later nonces reach each node in order.
+
+Every write is reported through ``on_written`` (a :class:`Written`, with ``written_ns`` from the
+injectable clock: the "last RPC write done" end of ``broadcaster_reaction_seconds``); every
+answer through ``on_result`` (a :class:`BroadcastResult`: endpoint, kind, the node's message,
+``latency_s`` write -> reply for ``broadcast_seconds{rpc}``). Retryable kinds (timeouts,
+transient failures, full pools, rate limits) are retried after delays from :func:`backoff`,
+up to ``max_attempts``; each attempt yields a result, ``final`` tells the last one. Metrics
+stay out of this module: the callbacks feed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from broadcaster.rpc_errors import (
+    REACTIONS,
+    ErrorKind,
+    Reaction,
+    Verdict,
+    classify_exception,
+    classify_reply,
+    classify_response,
+)
+from broadcaster.rpc_transport import OnReply, Reply, Transport, encode_send_raw, split_url
+
+__all__ = [
+    "BroadcastResult",
+    "Endpoint",
+    "FanOut",
+    "LaneStats",
+    "Written",
+    "backoff",
+    "default_transport",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A broadcast target: ``[[rpcs]]`` in the config (``http(s)://`` or ``ws(s)://``)."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The request bytes of one attempt were handed to the endpoint's socket."""
+
+    endpoint: str
+    tx_hash: bytes
+    written_ns: int
+    attempt: int
+    context: object
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastResult:
+    """One endpoint's answer to one attempt (or why there was none)."""
+
+    endpoint: str
+    tx_hash: bytes
+    kind: ErrorKind
+    message: str | None
+    code: int | None
+    latency_s: float | None  # write -> reply; None when nothing was written
+    written_ns: int | None
+    attempt: int
+    final: bool  # no further attempt will follow for this endpoint
+    context: object
+
+    @property
+    def reaction(self) -> Reaction:
+        return REACTIONS[self.kind]
+
+
+@dataclass(slots=True)
+class LaneStats:
+    fast_writes: int = 0  # written inside submit()
+    queued_writes: int = 0  # written by the worker
+    dropped: int = 0
+    retries: int = 0
+    timeouts: int = 0
+
+
+def backoff(
+    *,
+    base: float = 0.05,
+    factor: float = 2.0,
+    cap: float = 2.0,
+    rng: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """Retry delays in seconds: exponential, capped, "equal jitter" (half fixed, half random).
+
+    Jitter spreads retries of many transactions so an endpoint coming back is not hit by all of
+    them at once (AWS Architecture Blog, "Exponential Backoff And Jitter"). Inject ``rng`` (or
+    a whole factory into :class:`FanOut`) for deterministic tests.
+    """
+    delay = base
+    while True:
+        yield delay / 2 + delay / 2 * rng()
+        delay = min(cap, delay * factor)
+
+
+TransportFactory = Callable[[Endpoint, OnReply], Transport]
+
+
+def default_transport(endpoint: Endpoint, on_reply: OnReply) -> Transport:
+    """Raw keep-alive HTTP/1.1 for ``http(s)://``, websockets for ``ws(s)://``."""
+    scheme = split_url(endpoint.url).scheme
+    if scheme in ("http", "https"):
+        from broadcaster.rpc_transport_http import HttpTransport
+
+        return HttpTransport(endpoint.name, endpoint.url, on_reply)
+    from broadcaster.rpc_transport_ws import WsTransport
+
+    return WsTransport(endpoint.name, endpoint.url, on_reply)
+
+
+@dataclass(slots=True)
+class _Job:
+    raw_hex: bytes
+    tx_hash: bytes
+    context: object
+    attempt: int = 0
+    delays: Iterator[float] | None = None
+
+
+@dataclass(slots=True)
+class _InFlight:
+    job: _Job
+    written_ns: int
+    timer: asyncio.TimerHandle | None
+
+
+@dataclass(eq=False)
+class _Lane:
+    fanout: FanOut
+    endpoint: Endpoint
+    queue: asyncio.Queue[_Job]
+    transport: Transport = field(init=False)
+    holding: bool = False
+    in_flight: dict[int, _InFlight] = field(default_factory=dict)
+    stats: LaneStats = field(default_factory=LaneStats)
+
+    def offer(self, job: _Job) -> None:
+        if not self.holding and self.queue.empty() and self.transport.ready():
+            self.stats.fast_writes += 1
+            self.write(job)
+            return
+        try:
+            self.queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+            self.fanout._report(self, job, Verdict(ErrorKind.DROPPED, "queue full"), None, True)
+
+    def write(self, job: _Job) -> None:
+        fanout = self.fanout
+        job.attempt += 1
+        rid = next(fanout._ids)
+        try:
+            self.transport.send(rid, encode_send_raw(rid, job.raw_hex))
+        except (OSError, RuntimeError) as exc:
+            self.fanout._settle(self, job, _failure(exc), None)
+            return
+        written_ns = fanout._clock_ns()
+        timer = fanout._loop().call_later(fanout._timeout, self.expire, rid)
+        self.in_flight[rid] = _InFlight(job, written_ns, timer)
+        if fanout._on_written is not None:
+            try:
+                fanout._on_written(
+                    Written(self.endpoint.name, job.tx_hash, written_ns, job.attempt, job.context)
+                )
+            except Exception:
+                log.exception("on_written callback failed")
+
+    def on_reply(self, rid: int, reply: Reply) -> None:
+        entry = self.in_flight.pop(rid, None)
+        if entry is None:
+            return  # late reply to a request that already timed out
+        if entry.timer is not None:
+            entry.timer.cancel()
+        expected = entry.job.tx_hash
+        if reply.failure is not None:
+            verdict = _failure(reply.failure)
+        elif reply.payload is not None:
+            verdict = classify_response(reply.payload, expected_hash=expected)
+        else:
+            verdict = classify_reply(reply.body, http_status=reply.status, expected_hash=expected)
+        self.fanout._settle(self, entry.job, verdict, entry.written_ns)
+
+    def expire(self, rid: int) -> None:
+        entry = self.in_flight.pop(rid, None)
+        if entry is None:
+            return
+        self.stats.timeouts += 1
+        self.transport.forget(rid)
+        verdict = Verdict(ErrorKind.TIMEOUT, f"no reply within {self.fanout._timeout:g} s")
+        self.fanout._settle(self, entry.job, verdict, entry.written_ns)
+
+    async def run(self) -> None:
+        """The lane's worker: drain the queue in order, waiting for the endpoint as needed."""
+        while True:
+            job = await self.queue.get()
+            self.holding = True
+            try:
+                while not self.transport.ready():
+                    await self.transport.wait_ready()
+            except (OSError, TimeoutError) as exc:
+                job.attempt += 1
+                self.fanout._settle(self, job, _failure(exc), None)
+                continue
+            finally:
+                self.holding = False
+            self.stats.queued_writes += 1
+            self.write(job)
+
+
+def _failure(exc: BaseException) -> Verdict:
+    text = str(exc) or type(exc).__name__
+    return Verdict(classify_exception(exc), f"{type(exc).__name__}: {text}")
+
+
+class FanOut:
+    """Send each signed transaction to all endpoints concurrently (see the module docstring)."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        on_result: Callable[[BroadcastResult], None],
+        on_written: Callable[[Written], None] | None = None,
+        queue_size: int = 1024,
+        timeout: float = 2.0,
+        max_attempts: int = 4,
+        backoff: Callable[[], Iterator[float]] = backoff,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+        transport_factory: TransportFactory = default_transport,
+    ) -> None:
+        names = [endpoint.name for endpoint in endpoints]
+        if not endpoints or len(set(names)) != len(names):
+            raise ValueError(f"need at least one endpoint, with unique names: {names}")
+        self._on_result = on_result
+        self._on_written = on_written
+        self._timeout = timeout
+        self._max_attempts = max(1, max_attempts)
+        self._backoff = backoff
+        self._clock_ns = clock_ns
+        self._ids = itertools.count(1)
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._lanes: list[_Lane] = []
+        for endpoint in endpoints:
+            lane = _Lane(self, endpoint, asyncio.Queue(maxsize=queue_size))
+            lane.transport = transport_factory(endpoint, lane.on_reply)
+            self._lanes.append(lane)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [lane.endpoint.name for lane in self._lanes]
+
+    def stats(self) -> dict[str, LaneStats]:
+        return {lane.endpoint.name: lane.stats for lane in self._lanes}
+
+    def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> None:
+        """Queue (or write at once) ``raw`` to every endpoint. Sync; never blocks the caller."""
+        if self._closed:
+            raise RuntimeError("FanOut is closed")
+        raw_hex = raw.hex().encode()
+        for lane in self._lanes:
+            lane.offer(_Job(raw_hex, tx_hash, context))
+
+    async def start(self) -> None:
+        """Open connections and run the lane workers in a task owned by this object."""
+        await self.connect()
+        self._runner = asyncio.create_task(self.run(), name="fanout")
+
+    async def connect(self) -> None:
+        """Pre-open every endpoint's connections (best effort: a down endpoint is retried)."""
+        self._event_loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            for lane in self._lanes:
+                tg.create_task(lane.transport.start())
+
+    async def run(self) -> None:
+        """Run one worker per endpoint until cancelled (for the service's TaskGroup)."""
+        self._event_loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            for lane in self._lanes:
+                tg.create_task(lane.run(), name=f"fanout:{lane.endpoint.name}")
+
+    async def aclose(self) -> None:
+        """Stop the workers, close connections; unsent and unanswered jobs end DROPPED."""
+        if self._closed:
+            return
+        self._closed = True
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            try:
+                await runner
+            except asyncio.CancelledError:
+                pass
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for lane in self._lanes:
+            await lane.transport.aclose()
+            closing = Verdict(ErrorKind.DROPPED, "fan-out closed")
+            for rid in list(lane.in_flight):
+                entry = lane.in_flight.pop(rid)
+                if entry.timer is not None:
+                    entry.timer.cancel()
+                self._report(lane, entry.job, closing, entry.written_ns, True)
+            while not lane.queue.empty():
+                self._report(lane, lane.queue.get_nowait(), closing, None, True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._event_loop is None:
+            self._event_loop = asyncio.get_running_loop()
+        return self._event_loop
+
+    def _settle(self, lane: _Lane, job: _Job, verdict: Verdict, written_ns: int | None) -> None:
+        retry = (
+            REACTIONS[verdict.kind] is Reaction.RETRY
+            and job.attempt < self._max_attempts
+            and not self._closed
+        )
+        self._report(lane, job, verdict, written_ns, final=not retry)
+        if retry:
+            if job.delays is None:
+                job.delays = self._backoff()
+            delay = next(job.delays)
+            lane.stats.retries += 1
+            timer: asyncio.TimerHandle | None = None
+
+            def fire() -> None:
+                if timer is not None:
+                    self._timers.discard(timer)
+                if not self._closed:
+                    lane.offer(job)
+
+            timer = self._loop().call_later(delay, fire)
+            self._timers.add(timer)
+
+    def _report(
+        self, lane: _Lane, job: _Job, verdict: Verdict, written_ns: int | None, final: bool
+    ) -> None:
+        latency = None
+        if written_ns is not None:
+            latency = (self._clock_ns() - written_ns) / 1e9
+        result = BroadcastResult(
+            endpoint=lane.endpoint.name,
+            tx_hash=job.tx_hash,
+            kind=verdict.kind,
+            message=verdict.message,
+            code=verdict.code,
+            latency_s=latency,
+            written_ns=written_ns,
+            attempt=job.attempt,
+            final=final,
+            context=job.context,
+        )
+        try:
+            self._on_result(result)
+        except Exception:
+            log.exception("on_result callback failed")
