@@ -291,8 +291,9 @@ class Subscription:
         sink = self._sink
         state = self.state
         name = self.name
-        async with asyncio.timeout(None if watchdog is None else loop.time() + watchdog) as timer:
-            try:
+        timer = asyncio.timeout_at(None if watchdog is None else loop.time() + watchdog)
+        try:
+            async with timer:
                 while True:
                     raw = await ws.recv(decode=False)
                     recv_ns = perf_counter_ns()
@@ -313,9 +314,11 @@ class Subscription:
                         continue
                     if self._outbox:
                         await self._send_requests(ws)
-            except TimeoutError:
-                state.watchdog_expiries += 1
-                raise WatchdogExpired(f"no head for {watchdog} s") from None
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            state.watchdog_expiries += 1
+            raise WatchdogExpired(f"no head for {watchdog} s") from None
 
     def _response(self, frame: ResponseFrame, recv_ns: int) -> None:
         if frame.id == self._subscribe_id:
