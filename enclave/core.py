@@ -1,0 +1,166 @@
+"""The enclave app's request handler: sans-I/O, one call per decoded request.
+
+``EnclaveCore.handle(message, now)`` returns the reply object; the asyncio server (``server.py``)
+only moves frames. The sign path is written for speed: sender lookup by lowercase hex, one RLP body
+shared by the signing payload and the raw encoding, a cached ``coincurve.PrivateKey`` per address.
+Audit entries are queued here and committed by the adapter (see ``AuditLog``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from enclave.attestor import DevAttestor
+from enclave.audit import AuditLog
+from enclave.policy import Policy
+from signer_client.errors import PolicyDenied, TxFieldError
+from signer_client.protocol import PROTOCOL_VERSION, error_reply, hello_info_bytes
+from signer_client.signing import LocalKey
+from signer_client.txcodec import body_items, encode_signed, keccak, signing_payload, tx_from_dict
+
+__all__ = ["EnclaveCore"]
+
+
+class EnclaveCore:
+    def __init__(
+        self,
+        keys: list[LocalKey],
+        policy: Policy,
+        *,
+        audit: AuditLog | None = None,
+        attestor: DevAttestor | None = None,
+        mode: str = "dev",
+    ) -> None:
+        if not keys:
+            raise ValueError("the enclave needs at least one signing key")
+        self.keys = {"0x" + k.address_bytes.hex(): k for k in keys}
+        self.policy = policy
+        self.audit = audit
+        self.attestor = attestor
+        self.log_key = audit.key if audit is not None else LocalKey(os.urandom(32))
+        self.hello_result: dict[str, Any] = {
+            "protocol": PROTOCOL_VERSION,
+            "mode": mode,
+            "addresses": [k.address for k in keys],
+            "chain_ids": list(policy.config.chain_ids),
+            "policy_hash": policy.hash,
+            "log_public_key": "0x" + self.log_key.public_key.hex(),
+        }
+        self._user_data = keccak(hello_info_bytes(self.hello_result))
+        self._methods: dict[str, Callable[[Any, Any, float], dict[str, Any]]] = {
+            "sign_transaction": self._sign,
+            "hello": self._hello,
+            "attestation": self._attestation,
+            "audit_head": self._audit_head,
+        }
+
+    def start(self, now: float, pcr0: bytes) -> None:
+        """Open an audit segment: the ``start`` entry announces the log key and the policy."""
+        if self.audit is not None:
+            self.audit.append(
+                now,
+                "start",
+                {**self.hello_result, "pcr0": "0x" + pcr0.hex(), "policy": self.policy.describe()},
+            )
+            self.audit.commit()
+
+    def handle(self, message: dict[str, Any], now: float) -> dict[str, Any]:
+        request_id = message.get("id")
+        method = self._methods.get(message.get("method"))  # type: ignore[arg-type]
+        if method is None:
+            return error_reply(request_id, "unknown_method", f"no method {message.get('method')!r}")
+        try:
+            return method(request_id, message.get("params") or {}, now)
+        except TxFieldError as exc:
+            return error_reply(request_id, "bad_request", exc.reason)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return error_reply(request_id, "bad_request", f"malformed params: {exc!r}")
+
+    # ------------------------------------------------------------ methods
+
+    def _sign(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        sender_hex = params["sender"].lower()
+        key = self.keys.get(sender_hex)
+        if key is None:
+            return error_reply(request_id, "unknown_sender", f"no key for {params['sender']}")
+        f = tx_from_dict(params["tx"])
+        body = body_items(f)
+        msg_hash = keccak(signing_payload(f, body))
+        try:
+            self.policy.check(f, key.address_bytes, msg_hash, now)
+        except PolicyDenied as exc:
+            if self.audit is not None:
+                self.audit.append(
+                    now,
+                    "deny",
+                    {
+                        "sender": sender_hex,
+                        "chain": f.chain_id,
+                        "nonce": f.nonce,
+                        "signing_hash": "0x" + msg_hash.hex(),
+                        "rule": exc.rule,
+                        "reason": exc.reason,
+                    },
+                )
+            return error_reply(request_id, "policy_denied", exc.reason, rule=exc.rule)
+        sig = key.sign_hash(msg_hash)
+        raw = encode_signed(f, sig[64], sig[:32], sig[32:64], body)
+        tx_hash_hex = "0x" + keccak(raw).hex()
+        if self.audit is not None:
+            self.audit.append(
+                now,
+                "sign",
+                {
+                    "sender": sender_hex,
+                    "chain": f.chain_id,
+                    "nonce": f.nonce,
+                    "signing_hash": "0x" + msg_hash.hex(),
+                    "tx_hash": tx_hash_hex,
+                    "fee_cap": hex(f.fee_cap),
+                    "tip_cap": hex(f.tip_cap),
+                },
+            )
+        return {"id": request_id, "result": {"raw": "0x" + raw.hex(), "hash": tx_hash_hex}}
+
+    def _hello(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        return {"id": request_id, "result": self.hello_result}
+
+    def _attestation(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        if self.attestor is None:
+            return error_reply(request_id, "unsupported", "this signer has no attestation PKI")
+        nonce = bytes.fromhex(str(params["nonce"]).removeprefix("0x"))
+        if len(nonce) > 512:
+            return error_reply(request_id, "bad_request", "nonce longer than 512 bytes")
+        doc = self.attestor.document(nonce, self._user_data, self.log_key.public_key, now)
+        return {"id": request_id, "result": {"document": "0x" + doc.hex()}}
+
+    def _audit_head(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        if self.audit is None:
+            return error_reply(request_id, "unsupported", "audit log disabled")
+        self.audit.commit()
+        return {"id": request_id, "result": {"seq": self.audit.seq, "hash": self.audit.head}}
+
+    def restore_from_log(self, path: str) -> int:
+        """Re-learn signed nonces from an existing audit log: nonce protection survives restarts."""
+        from enclave.audit import iter_entries
+
+        count = 0
+        try:
+            entries = iter_entries(path)
+        except FileNotFoundError:
+            return 0
+        for e in entries:
+            if e.get("kind") == "sign":
+                d = e["data"]
+                self.policy.restore(
+                    int(d["chain"]),
+                    bytes.fromhex(d["sender"][2:]),
+                    int(d["nonce"]),
+                    bytes.fromhex(d["signing_hash"][2:]),
+                    int(d["fee_cap"], 16),
+                    int(d["tip_cap"], 16),
+                )
+                count += 1
+        return count

@@ -1,0 +1,375 @@
+"""The asyncio signer client: one persistent, pipelined connection per signer.
+
+Usage (one design, two spellings)::
+
+    client = await SignerClient.connect("unix:///run/enclave.sock")   # connected, hello'd, attested
+    signed = await client.sign_transaction(tx, sender)
+    await client.close()
+
+    async with SignerClient(url) as client:          # connects on enter, closes on exit
+        ...
+
+``SignerClient.connect(url)`` returns an open client; ``async with`` on it (or on an unopened one)
+opens if needed and always closes. After a connection loss the client reconnects on the next
+request, with jittered exponential backoff, re-running ``hello`` (and the attestation check when an
+:class:`AttestationPolicy` is given) before any request is sent on the new connection.
+
+Requests in flight when a connection dies are re-sent: signing is deterministic (RFC 6979), so a
+re-sent request gets the identical transaction, never a second one. A per-request timeout raises
+:class:`SignerTimeout` and resets the connection. Every reply goes through :class:`ReplyVerifier`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from signer_client.attestation import AttestationPolicy, AttestationResult, verify_attestation
+from signer_client.endpoints import Endpoint, connect_vsock_socket, parse_endpoint
+from signer_client.errors import (
+    AttestationError,
+    FrameTooLarge,
+    PolicyDenied,
+    ProtocolError,
+    ReplyVerificationError,
+    SignerError,
+    SignerTimeout,
+    SignerUnavailable,
+    TruncatedFrame,
+    remote_error,
+)
+from signer_client.events import EventSink, SignerEvent, backoff
+from signer_client.framing import FrameDecoder, encode_frame, parse_message
+from signer_client.protocol import SignerInfo, hello_info_bytes, parse_hello
+from signer_client.signing import SignedTx
+from signer_client.txcodec import (
+    TxFields,
+    keccak,
+    parse_address,
+    signing_hash,
+    tx_from_dict,
+    tx_to_wire,
+)
+from signer_client.verify import ReplyVerifier
+
+__all__ = ["SignerClient"]
+
+
+class _ConnectionLost(SignerUnavailable):
+    """Internal: the connection died with the request in flight (safe to re-send)."""
+
+
+class _Connection(asyncio.Protocol):
+    """One stream to the signer: writes frames, resolves reply futures by id."""
+
+    def __init__(self, on_event: Callable[[str], None]) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.decoder = FrameDecoder()
+        self.closed = False
+        self._on_event = on_event
+        self._error: SignerError | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bodies = self.decoder.feed(data)
+        except FrameTooLarge as exc:
+            self._on_event(SignerEvent.FRAME_TOO_LARGE)
+            self.abort(exc)
+            return
+        pending = self.pending
+        for body in bodies:
+            try:
+                message = parse_message(body)
+            except ProtocolError as exc:
+                self._on_event(SignerEvent.PROTOCOL_ERROR)
+                self.abort(exc)
+                return
+            fut = pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+            if fut is None:
+                self._on_event(SignerEvent.LATE_REPLY)
+            elif not fut.done():
+                fut.set_result(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        try:
+            self.decoder.eof()
+        except TruncatedFrame:
+            self._on_event(SignerEvent.FRAME_TRUNCATED)
+        self._on_event(SignerEvent.DISCONNECTED)
+        error = self._error or _ConnectionLost(f"connection lost: {exc or 'closed by peer'}")
+        self._fail_all(error)
+
+    def abort(self, error: SignerError) -> None:
+        """Fatal protocol violation: fail everything in flight with ``error`` and drop the link."""
+        self._error = error
+        self._fail_all(error)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail_all(self, error: SignerError) -> None:
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class SignerClient:
+    """Client for the enclave signer (``vsock://``, ``unix://``, ``tcp://``).
+
+    :param url: signer endpoint.
+    :param timeout: seconds per request, reconnects and re-sends included.
+    :param connect_timeout: seconds for one connection attempt (hello and attestation included).
+    :param max_in_flight: requests outstanding at once; further callers wait for a slot.
+    :param attestation: when set, every new connection must present a valid attestation document
+        (pinned root, PCR0, fresh nonce) before it is used. ``None`` trusts the endpoint (dev).
+    :param on_event: called with a :class:`SignerEvent` kind on every failure / lifecycle event.
+    :param backoff: factory of reconnect delay iterators (tests inject a deterministic one).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        connect_timeout: float = 2.0,
+        max_in_flight: int = 256,
+        attestation: AttestationPolicy | None = None,
+        on_event: EventSink | None = None,
+        backoff: Callable[[], Iterator[float]] = backoff,
+    ) -> None:
+        self.url = url
+        self.endpoint: Endpoint = parse_endpoint(url)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.attestation_policy = attestation
+        self._emit: EventSink = on_event or (lambda kind: None)
+        self._backoff_factory = backoff
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._conn: _Connection | None = None
+        self._connect_lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._verifier = ReplyVerifier()
+        self._closed = False
+        self.info: SignerInfo | None = None
+        self.attested: AttestationResult | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def connect(cls, url: str, **kwargs: Any) -> SignerClient:
+        """Create a client and open its connection (hello + attestation) before returning."""
+        client = cls(url, **kwargs)
+        try:
+            await client.open()
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self._connected(loop.time() + self.connect_timeout)
+
+    async def __aenter__(self) -> SignerClient:
+        if self._conn is None or self._conn.closed:
+            await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+            conn.abort(SignerUnavailable("client closed"))
+
+    # ------------------------------------------------------------ requests
+
+    async def sign_transaction(
+        self, tx: Mapping[str, Any] | TxFields, sender: str | bytes
+    ) -> SignedTx:
+        """Have the signer sign ``tx`` as ``sender``; return it only after full verification."""
+        fields = tx if isinstance(tx, TxFields) else tx_from_dict(tx)
+        sender_bytes = parse_address(sender, "sender")
+        params = {"sender": "0x" + sender_bytes.hex(), "tx": tx_to_wire(fields)}
+        state: list[bytes] = []
+
+        def while_waiting() -> None:
+            # Runs after the request is written: overlaps our hashing with the signer's work.
+            if not state:
+                state.append(signing_hash(fields))
+
+        try:
+            result = await self._call("sign_transaction", params, while_waiting)
+        except PolicyDenied:
+            self._emit(SignerEvent.POLICY_DENIED)
+            raise
+        try:
+            signed = self._verifier.verify(
+                fields, state[0], sender_bytes, result.get("raw"), result.get("hash")
+            )
+        except ReplyVerificationError:
+            self._emit(SignerEvent.REPLY_INVALID)
+            raise
+        self._emit(SignerEvent.SIGNED)
+        return signed
+
+    async def hello(self) -> SignerInfo:
+        return parse_hello(await self._call("hello", {}))
+
+    async def audit_head(self) -> dict[str, Any]:
+        return await self._call("audit_head", {})
+
+    async def _call(
+        self, method: str, params: dict[str, Any], after_write: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        async with self._slots:
+            while True:
+                conn = await self._connected(deadline)
+                try:
+                    return await self._roundtrip(conn, method, params, deadline, after_write)
+                except _ConnectionLost:
+                    if loop.time() >= deadline:
+                        raise SignerTimeout(f"{method}: connection lost, no time left") from None
+                    self._emit(SignerEvent.RETRY)
+
+    async def _roundtrip(
+        self,
+        conn: _Connection,
+        method: str,
+        params: dict[str, Any],
+        deadline: float,
+        after_write: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        request_id = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        conn.pending[request_id] = fut
+        frame = encode_frame({"id": request_id, "method": method, "params": params})
+        conn.transport.write(frame)  # type: ignore[union-attr]
+        if after_write is not None:
+            after_write()
+        timer = loop.call_at(deadline, _expire, fut)
+        try:
+            reply = await fut
+        except TimeoutError:
+            conn.pending.pop(request_id, None)
+            self._emit(SignerEvent.TIMEOUT)
+            self._drop(conn, SignerTimeout(f"{method}: no reply within {self.timeout}s"))
+            raise SignerTimeout(f"{method}: no reply within {self.timeout}s") from None
+        finally:
+            timer.cancel()
+        error = reply.get("error")
+        if error is not None:
+            exc = remote_error(error)
+            if not isinstance(exc, PolicyDenied):
+                self._emit(SignerEvent.REMOTE_ERROR)
+            raise exc
+        result = reply.get("result")
+        if type(result) is not dict:
+            self._emit(SignerEvent.PROTOCOL_ERROR)
+            raise ProtocolError(f"{method}: reply has neither result object nor error")
+        return result
+
+    def _drop(self, conn: _Connection, error: SignerError) -> None:
+        """Reset a connection we no longer trust (timeout): in-flight requests are re-sent."""
+        if self._conn is conn:
+            self._conn = None
+        conn.abort(_ConnectionLost(str(error)))
+
+    # ------------------------------------------------------------ connecting
+
+    async def _connected(self, deadline: float) -> _Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        if self._closed:
+            raise SignerUnavailable("client is closed")
+        async with self._connect_lock:
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                return conn
+            self._conn = await self._establish(deadline)
+            return self._conn
+
+    async def _establish(self, deadline: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        delays = self._backoff_factory()
+        last: Exception | None = None
+        while True:
+            budget = min(self.connect_timeout, deadline - loop.time())
+            if budget <= 0:
+                raise SignerUnavailable(f"{self.endpoint}: cannot connect ({last})") from last
+            try:
+                conn = await asyncio.wait_for(self._open_stream(), budget)
+                await self._handshake(conn, loop.time() + budget)
+            except AttestationError:
+                self._emit(SignerEvent.ATTESTATION_FAILED)
+                raise
+            except (OSError, TimeoutError, SignerError) as exc:
+                last = exc
+                self._emit(SignerEvent.CONNECT_FAILED)
+                await asyncio.sleep(min(next(delays), max(0.0, deadline - loop.time())))
+                continue
+            self._emit(SignerEvent.CONNECTED)
+            return conn
+
+    async def _open_stream(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        ep = self.endpoint
+        conn = _Connection(self._emit)
+        if ep.scheme == "unix":
+            await loop.create_unix_connection(lambda: conn, ep.path)
+        elif ep.scheme == "tcp":
+            await loop.create_connection(lambda: conn, ep.host, ep.port)
+        else:
+            sock = await connect_vsock_socket(ep.cid, ep.port, self.connect_timeout)
+            await loop.create_connection(lambda: conn, sock=sock)
+        return conn
+
+    async def _handshake(self, conn: _Connection, deadline: float) -> None:
+        try:
+            hello_result = await self._roundtrip(conn, "hello", {}, deadline)
+            info = parse_hello(hello_result)
+            policy = self.attestation_policy
+            if policy is not None:
+                nonce = os.urandom(32)
+                doc = await self._roundtrip(
+                    conn, "attestation", {"nonce": "0x" + nonce.hex()}, deadline
+                )
+                document = doc.get("document")
+                if not isinstance(document, str) or not document.startswith("0x"):
+                    raise AttestationError("format", "attestation reply has no 0x-hex document")
+                self.attested = verify_attestation(
+                    bytes.fromhex(document[2:]),
+                    policy,
+                    nonce=nonce,
+                    user_data=keccak(hello_info_bytes(hello_result)),
+                )
+                self._emit(SignerEvent.ATTESTED)
+            self.info = info
+        except BaseException:
+            conn.abort(SignerUnavailable("handshake failed"))
+            raise
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
