@@ -1,0 +1,100 @@
+"""What the book hands to its journal, and the ``Journal`` seam (a Protocol with fakes).
+
+Entries are frozen values holding the facts at the moment of the change (never the mutable
+``TxRecord``), so a writer thread may serialise them later without a lock. The book calls
+``journal.append(entry)`` on every change, on the reorg hot path too: implementations must make
+``append`` O(1) and never block (``SqliteJournal`` enqueues to its writer thread).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from nonce.state import Attempt, BlockRef, Intent, TxState
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOpened:
+    """An intent was booked at ``(intent.sender, nonce)``."""
+
+    intent: Intent
+    nonce: int
+    state: TxState
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptAdded:
+    """A signed attempt was added to the record of ``intent_id`` (raw bytes included)."""
+
+    intent_id: str
+    attempt: Attempt
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The record's state and/or chain facts changed (``old == new`` for a facts-only change).
+
+    Facts-only changes happen when a noop attempt of a cancelled/expired/failed record is included,
+    dropped or finalized: the intent's status stays, the slot's inclusion moves.
+    """
+
+    intent_id: str
+    old: TxState
+    new: TxState
+    reason: str
+    at: float
+    block: BlockRef | None
+    included_hash: bytes | None
+    settled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SlotReleased:
+    """The record gave its nonce back (``NonceBook.resync`` moved the next nonce below it)."""
+
+    intent_id: str
+    at: float
+
+
+Entry = RecordOpened | AttemptAdded | StateChanged | SlotReleased
+_E = TypeVar("_E")
+
+
+class Journal(Protocol):
+    """Durable sink of book changes. ``append`` must be O(1) and must never block."""
+
+    def append(self, entry: Entry) -> None: ...
+
+
+class NullJournal:
+    """Journals nothing (benchmarks, throwaway books)."""
+
+    def append(self, entry: Entry) -> None:
+        pass
+
+
+class MemoryJournal:
+    """Keeps entries in a list, in order: the fake for tests of code that drives a book."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+
+    def append(self, entry: Entry) -> None:
+        self.entries.append(entry)
+
+    def of_type(self, kind: type[_E]) -> list[_E]:
+        return [e for e in self.entries if isinstance(e, kind)]
+
+
+__all__ = [
+    "AttemptAdded",
+    "Entry",
+    "Journal",
+    "MemoryJournal",
+    "NullJournal",
+    "RecordOpened",
+    "SlotReleased",
+    "StateChanged",
+]

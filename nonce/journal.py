@@ -1,0 +1,280 @@
+"""The durable journal: SQLite in WAL mode, written by one background thread (DESIGN.md §5).
+
+Durability contract
+-------------------
+- ``journal.append(entry)`` is what ``NonceBook`` calls on every change, on the reorg hot path
+  too. It is O(1) and never blocks: one ``SimpleQueue.put``. The writer thread drains the queue,
+  commits whatever has accumulated as one transaction (group commit, in append order) with
+  ``synchronous=NORMAL``: a committed batch survives a crash of this process (``kill -9``), it may
+  be lost with the machine's power. Nothing on the reaction path waits for it.
+- ``await journal.flush()`` (asyncio) and ``journal.commit_now()`` (blocking, for start-up,
+  shutdown and tests) return once everything appended before the call is committed *and fsynced*
+  (that batch commits with ``synchronous=FULL``): durable against ``kill -9`` and power loss.
+  The intent API awaits ``flush()`` after booking (and signing) an intent and before it answers:
+  an acknowledged intent is never lost. Concurrent flushes share one commit.
+- So after a crash the file holds every flushed entry, and a prefix of the entries appended after
+  the last flush: batches are atomic and in order (an attempt never without its record), but the
+  last milliseconds of state changes and re-signed attempts may be missing. ``recovery`` closes
+  that hole by matching ``(sender, nonce)`` against chain state.
+- If a write fails (disk full, I/O error) the journal turns unhealthy: ``error`` is set, every
+  pending and later ``flush``/``commit_now`` raises :class:`JournalError`; stop acknowledging.
+
+``load(path)`` reads the records back (booking order, attempts with their raw bytes, last states);
+``open_book(path)`` is load + a fresh writer + ``NonceBook.restore``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from nonce.book import NonceBook
+from nonce.entries import Entry
+from nonce.errors import JournalClosed, JournalError
+from nonce.schema import SCHEMA, SCHEMA_VERSION, Statement, read_records, statements
+from nonce.state import TxRecord
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 4096
+"""Entries per transaction at most: bounds the writer's time holding the GIL per batch."""
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """A flush request: resolved after the batch holding it is committed and fsynced."""
+
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[None] | None
+    event: threading.Event | None
+    error: BaseException | None = None
+
+
+class _Close:
+    pass
+
+
+_CLOSE = _Close()
+
+
+class SqliteJournal:
+    """``Journal`` on a SQLite file in WAL mode, with a writer thread (see the module docstring)."""
+
+    def __init__(self, path: str | Path, *, max_batch: int = MAX_BATCH) -> None:
+        self.path = Path(path)
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Entry | _Barrier | _Close] = queue.SimpleQueue()
+        self._closed = False
+        self._error: JournalError | None = None
+        self.committed_batches = 0
+        try:
+            self._conn = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self._full = False
+        self._thread = threading.Thread(target=self._run, name="nonce-journal", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side ---------------------------------------------------------------------
+
+    def append(self, entry: Entry) -> None:
+        """Enqueue ``entry`` for the writer thread: O(1), never blocks, never waits on disk."""
+        if self._closed:
+            raise JournalClosed()
+        self._queue.put(entry)
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far is committed and fsynced (not on the hot path)."""
+        if self._closed:
+            raise JournalClosed()
+        loop = asyncio.get_running_loop()
+        barrier = _Barrier(loop, loop.create_future(), None)
+        self._queue.put(barrier)
+        assert barrier.future is not None
+        await barrier.future
+
+    def commit_now(self, timeout: float | None = None) -> None:
+        """Blocking ``flush``: for start-up, shutdown and tests, never from the event loop."""
+        if self._closed:
+            raise JournalClosed()
+        barrier = _Barrier(None, None, threading.Event())
+        self._queue.put(barrier)
+        assert barrier.event is not None
+        if not barrier.event.wait(timeout):
+            raise JournalError(f"journal commit did not finish within {timeout} s")
+        if barrier.error is not None:
+            raise barrier.error
+
+    @property
+    def error(self) -> JournalError | None:
+        """Why the journal stopped writing, ``None`` while healthy."""
+        return self._error
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer, close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_CLOSE)
+        self._thread.join()
+        self._conn.close()
+
+    def __enter__(self) -> SqliteJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        get, get_nowait, empty = self._queue.get, self._queue.get_nowait, queue.Empty
+        while True:
+            batch = [get()]  # blocks without holding the GIL
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(get_nowait())
+                except empty:
+                    break
+            entries: list[Entry] = []
+            barriers: list[_Barrier] = []
+            closing = False
+            for item in batch:
+                if isinstance(item, _Barrier):
+                    barriers.append(item)
+                elif isinstance(item, _Close):
+                    closing = True
+                else:
+                    entries.append(item)
+            if self._error is None and (entries or barriers):
+                try:
+                    self._write(entries, durable=bool(barriers))
+                except Exception as exc:  # any failure here breaks durability: surface it
+                    self._error = JournalError(f"journal write failed: {exc}")
+                    self._error.__cause__ = exc
+                    logger.exception(
+                        "journal %s: write failed, journal is now unhealthy", self.path
+                    )
+            for barrier in barriers:
+                _resolve(barrier, self._error)
+            if closing:
+                return
+
+    def _write(self, entries: list[Entry], *, durable: bool) -> None:
+        conn = self._conn
+        if durable != self._full:
+            conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            self._full = durable
+        conn.execute("BEGIN")
+        try:
+            for sql, rows in _grouped(entries):
+                if len(rows) == 1:
+                    conn.execute(sql, rows[0])
+                else:
+                    conn.executemany(sql, rows)
+            if not entries:  # a flush with nothing new: commit a write so the WAL gets fsynced
+                conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'flushes'")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.committed_batches += 1
+
+
+def _grouped(entries: list[Entry]) -> list[tuple[str, list[tuple[object, ...]]]]:
+    """Runs of the same statement become one ``executemany``; order within a table is kept.
+
+    Consecutive entries of one kind touch each table in append order, so splitting a run's
+    statements per SQL text keeps every table's order (records, attempts, transitions are
+    independent tables; an UPDATE of a record follows its INSERT within the same run or later).
+    """
+    out: list[tuple[str, list[tuple[object, ...]]]] = []
+    run_kind: type | None = None
+    run: dict[str, list[tuple[object, ...]]] = {}
+    for entry in entries:
+        if type(entry) is not run_kind:
+            out.extend(run.items())
+            run = {}
+            run_kind = type(entry)
+        stmt: Statement
+        for stmt in statements(entry):
+            run.setdefault(stmt[0], []).append(stmt[1])
+    out.extend(run.items())
+    return out
+
+
+def _resolve(barrier: _Barrier, error: JournalError | None) -> None:
+    barrier.error = error
+    if barrier.event is not None:
+        barrier.event.set()
+        return
+    loop, future = barrier.loop, barrier.future
+    assert loop is not None and future is not None
+    try:
+        loop.call_soon_threadsafe(_settle, future, error)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
+
+
+def _settle(future: asyncio.Future[None], error: JournalError | None) -> None:
+    if future.done():  # the flushing task was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode != "wal":
+        conn.close()
+        raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL unavailable")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('flushes', '0')")
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise sqlite3.DatabaseError(f"journal schema {version}, this code reads {SCHEMA_VERSION}")
+    return conn
+
+
+def load(path: str | Path) -> list[TxRecord]:
+    """Every record of the journal at ``path`` (booking order, attempts and last states).
+
+    A missing file is an empty journal. Opening the file replays its WAL, so this is also the
+    read after a ``kill -9``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            has_schema = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+            ).fetchone()
+            return read_records(conn) if has_schema else []
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}") from exc
+
+
+def open_book(path: str | Path) -> tuple[NonceBook, SqliteJournal]:
+    """Reload the book from ``path`` and journal its further changes there (start-up)."""
+    records = load(path)
+    journal = SqliteJournal(path)
+    return NonceBook.restore(records, journal), journal
+
+
+__all__ = ["MAX_BATCH", "SqliteJournal", "load", "open_book"]
