@@ -185,14 +185,17 @@ class _Lane:
         fanout = self.fanout
         job.attempt += 1
         rid = next(fanout._ids)
+        # Registered before the write: a transport may deliver the reply synchronously.
+        entry = self.in_flight[rid] = _InFlight(job, fanout._clock_ns(), None)
         try:
             self.transport.send(rid, encode_send_raw(rid, job.raw_hex))
         except (OSError, RuntimeError) as exc:
+            del self.in_flight[rid]
             self.fanout._settle(self, job, _failure(exc), None)
             return
-        written_ns = fanout._clock_ns()
-        timer = fanout._loop().call_later(fanout._timeout, self.expire, rid)
-        self.in_flight[rid] = _InFlight(job, written_ns, timer)
+        written_ns = entry.written_ns = fanout._clock_ns()
+        if rid in self.in_flight:
+            entry.timer = fanout._loop().call_later(fanout._timeout, self.expire, rid)
         if fanout._on_written is not None:
             try:
                 fanout._on_written(

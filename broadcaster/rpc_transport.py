@@ -14,6 +14,7 @@ Implementations: :mod:`broadcaster.rpc_transport_http` (raw keep-alive HTTP/1.1,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -152,6 +153,11 @@ class FakeTransport:
     sent: list[tuple[int, bytes]] = field(default_factory=list)
     forgotten: list[int] = field(default_factory=list)
     closed: bool = False
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set_ready(self, ready: bool) -> None:
+        self.is_ready = ready
+        self._changed.set()
 
     def ready(self) -> bool:
         return self.is_ready and not self.closed
@@ -172,11 +178,15 @@ class FakeTransport:
         self.forgotten.append(rid)
 
     async def wait_ready(self) -> None:
-        if self.closed:
-            raise TransportClosed(f"{self.name}: closed")
+        while not self.ready():
+            if self.closed:
+                raise TransportClosed(f"{self.name}: closed")
+            self._changed.clear()
+            await self._changed.wait()
 
     async def start(self) -> None:
         return None
 
     async def aclose(self) -> None:
         self.closed = True
+        self._changed.set()
