@@ -15,8 +15,17 @@ from heads.events import DeepReorg, Event, Extension, NeedAncestor, Rejected, Re
 from heads.hub import HeadHub, HubHooks
 from heads.recording import iter_recording
 from heads.tracker import ChainTracker
+from tests.anvil import Anvil
 
 WAIT = 20.0  # seconds before a wait counts as a hang (generous: 2-core CI boxes)
+
+
+def stop_anvil(node: Anvil) -> None:
+    """``node.stop()`` and close its stderr pipe (``Anvil.stop`` leaves it open, which
+    pytest's warnings-as-errors turns into a failure)."""
+    node.stop()
+    if node.process.stderr is not None:
+        node.process.stderr.close()
 
 
 def zero_backoff() -> Iterator[float]:
