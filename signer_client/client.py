@@ -122,6 +122,10 @@ class _Connection(asyncio.Protocol):
                 fut.set_exception(error)
 
 
+def _ignore(kind: str) -> None:
+    pass
+
+
 def _expire(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
@@ -156,7 +160,7 @@ class SignerClient:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.attestation_policy = attestation
-        self._emit: EventSink = on_event or (lambda kind: None)
+        self._emit: EventSink = on_event if on_event is not None else _ignore
         self._backoff_factory = backoff
         self._slots = asyncio.Semaphore(max_in_flight)
         self._conn: _Connection | None = None
