@@ -8,12 +8,15 @@ keeps replay at hundreds of thousands of heads per second.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    """A block as the tracker sees it: its place in the tree and nothing else."""
+class Head(NamedTuple):
+    """A block as the tracker sees it: its place in the tree and nothing else.
+
+    A NamedTuple rather than a frozen dataclass: one is built per announcement, and tuple
+    construction is twice as fast (replay handles hundreds of thousands a second).
+    """
 
     number: int
     hash: str

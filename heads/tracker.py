@@ -47,6 +47,9 @@ _HASH_TEXT: Final = re.compile(r"0x[0-9a-f]{64}")
 # Held (unconnected) blocks kept at most, per tracker; beyond it the lowest are dropped. Bounds
 # memory when a client announces chains that never connect.
 _HELD_PER_WINDOW_BLOCK: Final = 4
+# The store is pruned in batches of this many heights: up to this many blocks beyond the window
+# are kept, and the window rule is enforced explicitly when diffing (see ``_diff``).
+_PRUNE_BATCH: Final = 32
 
 
 def _is_hash(value: object) -> bool:
@@ -188,13 +191,20 @@ class ChainTracker:
             self._adopt_connected(self._connect(head))
             self._heads[client] = (head, seq)
             return self._choose_tip(client)
-        if head.parent_hash in self._blocks:
-            connected = self._connect(head)
+        tip = self._tip
+        if head.parent_hash == tip.hash and not self._held_by_parent:
+            # The common case: one block on top of the tip. Its number is above every candidate,
+            # so it wins under either fork-choice rule without ranking the clients.
+            self._add_to_store(head)
             self._heads[client] = (head, seq)
-            events: list[Event] = []
-            self._adopt_connected(connected)
-            events.extend(self._choose_tip(client))
-            return events
+            self._tip = head
+            if head.number - self.finality_depth >= self._pruned_below + _PRUNE_BATCH:
+                self._prune()
+            return [Extension(client, tip, (head,))]
+        if head.parent_hash in self._blocks:
+            self._adopt_connected(self._connect(head))
+            self._heads[client] = (head, seq)
+            return self._choose_tip(client)
         return self._hold_announcement(client, head, seq)
 
     def on_block(self, client: str, header: Mapping[str, Any]) -> list[Event]:
@@ -459,7 +469,7 @@ class ChainTracker:
             new_path.append(b)
             a = blocks.get(a.parent_hash)
             b = blocks.get(b.parent_hash)
-        if a is None or b is None:
+        if a is None or b is None or a.number < old_tip.number - self.finality_depth:
             return DeepReorg(client, old_tip, new_tip, "ancestor_below_window")
         new_path.reverse()
         if not old_path:
@@ -473,7 +483,7 @@ class ChainTracker:
         """Forget blocks more than ``finality_depth`` below the tip (store, held, foreign)."""
         assert self._tip is not None
         low = self._tip.number - self.finality_depth
-        if low <= self._pruned_below:
+        if low < self._pruned_below + _PRUNE_BATCH:
             return
         by_number = self._by_number
         heights: Iterable[int]
