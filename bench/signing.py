@@ -1,0 +1,228 @@
+"""Signing figures of DESIGN.md section 8, side by side with their peers.
+
+* enclave sign, server-side: a decoded request -> policy -> sign -> reply frame encoded
+  (``EnclaveCore.handle`` + ``encode_frame``; the audit entry is committed after the reply, so it is
+  timed separately in its own row). Peer: libsecp256k1 ``sign_recoverable`` alone.
+* client round trip over a unix socket to the real enclave app process (``python -m enclave``),
+  reply verification included. Peer: eth-account signing in-process, no enclave at all.
+* build + sign a 1559 tx (dict -> raw bytes) vs eth-account ``Account.sign_transaction``, bytes
+  asserted identical.
+
+``ratio`` is always ``peer_p50_us / p50_us``: how many times faster than the peer we are.
+Run alone: ``python -m bench.signing [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import coincurve
+from eth_account import Account
+
+from enclave.audit import AuditLog
+from enclave.core import EnclaveCore
+from enclave.policy import Policy, PolicyConfig
+from signer_client import SignerClient
+from signer_client.framing import encode_frame
+from signer_client.signing import LocalKey
+from signer_client.txcodec import keccak, tx_from_dict, tx_to_wire
+from signer_client.verify import ReplyVerifier
+
+KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+SENDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+TO = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tx(nonce: int) -> dict[str, Any]:
+    return {
+        "type": 2,
+        "chainId": 31337,
+        "nonce": nonce,
+        "to": TO,
+        "value": 10**16,
+        "data": b"",
+        "gas": 21000,
+        "maxFeePerGas": 30 * 10**9,
+        "maxPriorityFeePerGas": 2 * 10**9,
+        "accessList": [],
+    }
+
+
+def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
+    s = sorted(samples_ns)
+    return s[len(s) // 2] / 1000, s[min(len(s) - 1, int(len(s) * 0.99))] / 1000
+
+
+def _time(fn: Callable[[int], object], n: int) -> tuple[float, float]:
+    for i in range(min(200, n)):  # warm up
+        fn(i)
+    clock = time.perf_counter_ns
+    samples = []
+    for i in range(n):
+        t0 = clock()
+        fn(i)
+        samples.append(clock() - t0)
+    return _percentiles(samples)
+
+
+def _row(
+    figure: str, ours: tuple[float, float], peer: str, theirs: float, target: str
+) -> dict[str, Any]:
+    return {
+        "figure": figure,
+        "p50_us": round(ours[0], 1),
+        "p99_us": round(ours[1], 1),
+        "peer": peer,
+        "peer_p50_us": round(theirs, 1),
+        "ratio": round(theirs / ours[0], 2),
+        "target": target,
+    }
+
+
+def bench_server_side(n: int) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        audit = AuditLog(os.path.join(tmp, "audit.jsonl"), LocalKey(os.urandom(32)))
+        config = PolicyConfig(chain_ids=(31337,), rate_per_second=1e9, burst=10**9)
+        core = EnclaveCore([LocalKey(KEY)], Policy(config), audit=audit)
+        messages = [
+            {
+                "id": i,
+                "method": "sign_transaction",
+                "params": {"sender": SENDER, "tx": tx_to_wire(tx_from_dict(tx(i)))},
+            }
+            for i in range(n + 200)
+        ]
+        now = time.time()
+
+        def sign(i: int) -> None:
+            encode_frame(core.handle(messages[i], now))
+
+        ours = _time(sign, n)
+        audit.commit()
+        raw_key = coincurve.PrivateKey(bytes.fromhex(KEY[2:]))
+        digest = keccak(b"x")
+        peer = _time(lambda i: raw_key.sign_recoverable(digest, hasher=None), n)
+
+        def sign_and_audit(i: int) -> None:
+            encode_frame(core.handle(messages[i], now))
+            audit.commit()
+
+        core.policy = Policy(config)  # fresh nonce memory: the same requests sign again
+        with_audit = _time(sign_and_audit, n)
+        audit.close()
+    return [
+        _row("enclave sign, server-side (decoded request -> policy -> sign -> reply encoded)",
+             ours, "libsecp256k1 sign_recoverable alone", peer[0], "p50 <= 35 us"),
+        _row("enclave sign + signed audit entry written", with_audit,
+             "libsecp256k1 sign_recoverable alone", peer[0], "(informational)"),
+    ]  # fmt: skip
+
+
+def bench_build_sign(n: int) -> dict[str, Any]:
+    key = LocalKey(KEY)
+    for i in range(50):
+        ours_raw = key.sign(tx_from_dict(tx(i))).raw
+        assert ours_raw == bytes(Account.sign_transaction(tx(i), KEY).raw_transaction), (
+            "bytes differ"
+        )
+    ours = _time(lambda i: key.sign(tx_from_dict(tx(i))), n)
+    peer = _time(lambda i: Account.sign_transaction(tx(i), KEY), max(200, n // 10))
+    return _row("build + sign a 1559 tx (dict -> raw), bytes identical", ours,
+                "eth-account Account.sign_transaction", peer[0], ">= 8x faster")  # fmt: skip
+
+
+def bench_verify(n: int) -> dict[str, Any]:
+    key = LocalKey(KEY)
+    verifier = ReplyVerifier()
+    fields = tx_from_dict(tx(1))
+    raw, tx_hash, msg_hash = key.sign_fields(fields)
+    raw_hex, hash_hex = "0x" + raw.hex(), "0x" + tx_hash.hex()
+    ours = _time(
+        lambda i: verifier.verify(fields, msg_hash, key.address_bytes, raw_hex, hash_hex), n
+    )
+    signed = Account.sign_transaction(tx(1), KEY)
+    peer = _time(lambda i: Account.recover_transaction(signed.raw_transaction), max(200, n // 10))
+    return _row("client reply verification (decode, compare, recover, hash, low-s)", ours,
+                "eth-account recover_transaction", peer[0], "(part of the reaction budget)")  # fmt: skip
+
+
+def bench_round_trip(n: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file = Path(tmp, "keys.txt")
+        key_file.write_text(KEY + "\n")
+        config = Path(tmp, "enclave.toml")
+        config.write_text(
+            "[policy]\nchain_ids = [31337]\nrate_per_second = 1e9\nburst = 1000000000\n"
+        )
+        url = f"unix://{tmp}/enclave.sock"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "enclave", "--listen", url, "--key-file", str(key_file),
+             "--config", str(config), "--audit-log", str(Path(tmp, "audit.jsonl"))],
+            cwd=REPO, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            if not proc.stdout.readline().startswith("listening"):
+                raise RuntimeError("enclave app did not start")
+            ours = _run_loop(_client_loop(url, n))
+        finally:
+            proc.terminate()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+    peer = _time(lambda i: Account.sign_transaction(tx(i), KEY), max(200, n // 5))
+    return _row("client round trip over a unix socket to the enclave app (verified)", ours,
+                "eth-account sign_transaction in-process", peer[0], "inside reaction p50 <= 250 us")  # fmt: skip
+
+
+def _run_loop(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+async def _client_loop(url: str, n: int) -> tuple[float, float]:
+    async with await SignerClient.connect(url) as client:
+        requests = [tx(i) for i in range(n + 200)]
+        for i in range(200):
+            await client.sign_transaction(requests[i], SENDER)
+        clock = time.perf_counter_ns
+        samples = []
+        for i in range(200, n + 200):
+            t0 = clock()
+            await client.sign_transaction(requests[i], SENDER)
+            samples.append(clock() - t0)
+    return _percentiles(samples)
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    n = 2_000 if quick else 20_000
+    return [
+        *bench_server_side(n),
+        bench_build_sign(n),
+        bench_verify(n),
+        bench_round_trip(500 if quick else 5_000),
+    ]
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    print(f"{'figure':<80} {'p50 us':>8} {'p99 us':>8} {'peer p50':>9} {'ratio':>6}  target / peer")
+    for r in rows:
+        print(f"{r['figure']:<80} {r['p50_us']:>8} {r['p99_us']:>8} {r['peer_p50_us']:>9} "
+              f"{r['ratio']:>5}x  {r['target']} / {r['peer']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    _print(run(quick="--quick" in sys.argv))
