@@ -160,7 +160,7 @@ def _raw_chunks(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Decompress gzip members as they stream by.
+    """Decompress gzip members as they stream by, at most ``_READ_CHUNK`` bytes at a time.
 
     zlib directly rather than ``gzip.GzipFile``: a file cut short by a kill (no trailer, maybe
     half a deflate block) yields everything that was synced, where ``GzipFile`` raises
@@ -171,16 +171,20 @@ def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
         data = chunk
         while data:
             try:
-                out = inflater.decompress(data)
+                out = inflater.decompress(data, _READ_CHUNK)
             except zlib.error:  # a torn tail: what came before it has been yielded
                 return
             if out:
                 yield out
-            if not inflater.eof:
-                break
-            data = inflater.unused_data  # concatenated members (e.g. an appended recording)
-            inflater = zlib.decompressobj(wbits=31)
-    tail = inflater.flush()
+            if inflater.eof:
+                data = inflater.unused_data  # concatenated members (an appended recording)
+                inflater = zlib.decompressobj(wbits=31)
+            else:
+                data = inflater.unconsumed_tail  # output was capped: memory stays bounded
+    try:
+        tail = inflater.flush()
+    except zlib.error:
+        return
     if tail:
         yield tail
 
@@ -193,19 +197,6 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
     return _gunzip(chunks) if magic == b"\x1f\x8b" else chunks
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[bytes, bool]]:
-    """Yield ``(line, complete)``; only the last line of a file may be incomplete."""
-    rest = b""
-    for chunk in _chunks(stream):
-        data = rest + chunk if rest else chunk
-        lines = data.split(_NEWLINE)
-        rest = lines.pop()
-        for line in lines:
-            yield line, True
-    if rest:
-        yield rest, False
-
-
 def iter_recording(path: str | Path) -> Iterator[RecordedLine]:
     """Stream the lines of a §4 recording (plain or gzip), in file order.
 
@@ -213,36 +204,44 @@ def iter_recording(path: str | Path) -> Iterator[RecordedLine]:
     was killed) ends the stream quietly; any other bad line raises ``RecordingError``.
     """
     path = Path(path)
-    name = str(path)
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
-    make = RecordedLine
     with open(path, "rb") as stream:
+        rest = b""
         number = 0
-        for line, complete in _lines(stream):
-            number += 1
+        for chunk in _chunks(stream):
+            lines = (rest + chunk if rest else chunk).split(_NEWLINE)
+            rest = lines.pop()
+            yield from _parse_lines(lines, path, number)
+            number += len(lines)
+        if rest:
+            yield from _parse_lines([rest], path, number, last_complete=False)
+
+
+def _parse_lines(
+    lines: list[bytes], path: Path, number: int, last_complete: bool = True
+) -> Iterator[RecordedLine]:
+    loads = orjson.loads
+    make = RecordedLine
+    for line in lines:
+        number += 1
+        try:
+            record = loads(line)
+        except orjson.JSONDecodeError:
             if not line or line.isspace():
                 continue
-            try:
-                record = loads(line)
-            except decode_error:
-                if not complete:
-                    return
-                raise RecordingError(name, number, "not valid JSON") from None
-            try:
-                t = record["t"]
-                client = record["client"]
-                header = record.get("head")
-                if header is not None:
-                    yield make(t, client, "head", header, None)
-                    continue
-                header = record.get("block")
-                if header is not None:
-                    yield make(t, client, "block", header, None)
-                    continue
-                event = record["event"]
-            except (KeyError, TypeError, AttributeError):
-                raise RecordingError(
-                    name, number, "expected t, client and one of head/block/event"
-                ) from None
-            yield make(t, client, "event", None, event)
+            if not last_complete:
+                return  # the torn last line of a killed recorder
+            raise RecordingError(str(path), number, "not valid JSON") from None
+        try:
+            header = record.get("head")
+            if header is not None:
+                yield make(record["t"], record["client"], "head", header, None)
+                continue
+            header = record.get("block")
+            if header is not None:
+                yield make(record["t"], record["client"], "block", header, None)
+                continue
+            yield make(record["t"], record["client"], "event", None, record["event"])
+        except (KeyError, TypeError, AttributeError):
+            raise RecordingError(
+                str(path), number, "expected t, client and one of head/block/event"
+            ) from None
