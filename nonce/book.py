@@ -56,7 +56,7 @@ _DEBUG = logging.DEBUG
 _INCLUDED = TxState.INCLUDED
 _REORGED = TxState.REORGED
 _FINALIZED = TxState.FINALIZED
-_INCLUDABLE = frozenset((TxState.SIGNED, TxState.BROADCAST, TxState.REORGED))
+_INCLUDABLE = frozenset((TxState.PENDING, TxState.SIGNED, TxState.BROADCAST, TxState.REORGED))
 
 
 class NonceBook:

@@ -12,6 +12,8 @@ transaction while the intent's status stays ``cancelled``/``expired``/``failed``
 Transition table (``TRANSITIONS``; anything else raises :class:`~nonce.errors.InvalidTransition`)::
 
     pending   -> signed                      the first attempt was signed
+              -> included                    after a crash: its attempt was journaled, the
+                                             "signed" change was not, and the chain mined it
               -> cancelled | expired | failed  (before any signature: the nonce is a hole)
     signed    -> broadcast                   handed to at least one RPC
               -> included                    seen in a canonical block (a restart, a fast node)
@@ -66,7 +68,7 @@ class TxState(StrEnum):
 _S = TxState
 _GIVE_UP = (_S.CANCELLED, _S.EXPIRED, _S.FAILED)
 TRANSITIONS: dict[TxState, frozenset[TxState]] = {
-    _S.PENDING: frozenset((_S.SIGNED, *_GIVE_UP)),
+    _S.PENDING: frozenset((_S.SIGNED, _S.INCLUDED, *_GIVE_UP)),
     _S.SIGNED: frozenset((_S.BROADCAST, _S.INCLUDED, *_GIVE_UP)),
     _S.BROADCAST: frozenset((_S.INCLUDED, _S.SIGNED, *_GIVE_UP)),
     _S.INCLUDED: frozenset((_S.FINALIZED, _S.REORGED)),

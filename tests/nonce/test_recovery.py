@@ -151,3 +151,14 @@ def test_the_plan_applied_to_the_book_leaves_nothing_to_do() -> None:
     assert mined.state is TxState.INCLUDED
     again = plan_recovery(list(book.all_records()), facts)
     assert again == [Resend(waiting, waiting.attempts[0], was_included=False)]
+
+
+def test_an_attempt_journaled_before_its_signed_state_can_still_be_marked_included() -> None:
+    book = synced_book()
+    record = book.accept(intent(), now=0)
+    a = attempt(record)
+    book.add_attempt(record, a)  # crash here: the 'signed' transition never reached the journal
+    plan = plan_recovery(list(book.all_records()), ChainFacts({ALICE: 1, BOB: 0}, {a.hash: B1}))
+    assert plan == [MarkIncluded(record, a.hash, B1)]
+    book.mark_included(a.hash, B1, now=1)
+    assert record.state is TxState.INCLUDED and book.pending_count(ALICE) == 0
