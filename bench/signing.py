@@ -150,9 +150,11 @@ def bench_verify(n: int) -> dict[str, Any]:
         lambda i: verifier.verify(fields, msg_hash, key.address_bytes, raw_hex, hash_hex), n
     )
     signed = Account.sign_transaction(tx(1), KEY)
-    peer = _time(lambda i: Account.recover_transaction(signed.raw_transaction), max(200, n // 10))
+    raw_tx = signed.raw_transaction
+    peer = _time(lambda i: Account.recover_transaction(raw_tx), max(200, n // 10))
     return _row("client reply verification (decode, compare, recover, hash, low-s)", ours,
-                "eth-account recover_transaction", peer[0], "(part of the reaction budget)")  # fmt: skip
+                "eth-account recover_transaction", peer[0],
+                "(part of the reaction budget)")  # fmt: skip
 
 
 def bench_round_trip(n: int) -> dict[str, Any]:
@@ -181,7 +183,8 @@ def bench_round_trip(n: int) -> dict[str, Any]:
                 proc.stdout.close()
     peer = _time(lambda i: Account.sign_transaction(tx(i), KEY), max(200, n // 5))
     return _row("client round trip over a unix socket to the enclave app (verified)", ours,
-                "eth-account sign_transaction in-process", peer[0], "inside reaction p50 <= 250 us")  # fmt: skip
+                "eth-account sign_transaction in-process", peer[0],
+                "inside reaction p50 <= 250 us")  # fmt: skip
 
 
 def _run_loop(coro: Any) -> Any:

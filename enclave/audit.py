@@ -17,6 +17,7 @@ only visible against an anchor: pass the head reported by the ``audit_head`` met
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -46,10 +47,16 @@ class AuditLog:
         self.fsync = fsync
         self.seq, self.head = read_tail(path)
         self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - lives as long as the log
-        self._pending: list[tuple[float, str, dict[str, Any]]] = []
+        self._pending: list[tuple[float, str, Any]] = []
 
-    def append(self, now: float, kind: str, data: dict[str, Any]) -> None:
-        """Queue an entry; it is hashed, signed and written by :meth:`commit`."""
+    def append(
+        self, now: float, kind: str, data: dict[str, Any] | Callable[[], dict[str, Any]]
+    ) -> None:
+        """Queue an entry; it is hashed, signed and written by :meth:`commit`.
+
+        ``data`` may be a zero-argument callable: the sign path passes one so that building the
+        entry's dict (hex strings of hashes) happens after the reply is written, not before.
+        """
         self._pending.append((now, kind, data))
 
     def commit(self) -> None:
@@ -57,7 +64,8 @@ class AuditLog:
             return
         pending, self._pending = self._pending, []
         lines = []
-        for ts, kind, data in pending:
+        for ts, kind, item in pending:
+            data = item() if callable(item) else item
             self.seq += 1
             digest = _entry_hash(self.seq, ts, self.head, kind, data)
             sig = self.key.sign_hash(digest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from enclave.attestor import DevAttestor
@@ -18,9 +19,28 @@ from enclave.policy import Policy
 from signer_client.errors import PolicyDenied, TxFieldError
 from signer_client.protocol import PROTOCOL_VERSION, error_reply, hello_info_bytes
 from signer_client.signing import LocalKey
-from signer_client.txcodec import body_items, encode_signed, keccak, signing_payload, tx_from_dict
+from signer_client.txcodec import (
+    TxFields,
+    body_items,
+    encode_signed,
+    keccak,
+    signing_payload,
+    tx_from_dict,
+)
 
 __all__ = ["EnclaveCore"]
+
+
+def _sign_entry(sender_hex: str, f: TxFields, msg_hash: bytes, tx_hash: bytes) -> dict[str, Any]:
+    return {
+        "sender": sender_hex,
+        "chain": f.chain_id,
+        "nonce": f.nonce,
+        "signing_hash": "0x" + msg_hash.hex(),
+        "tx_hash": "0x" + tx_hash.hex(),
+        "fee_cap": hex(f.fee_cap),
+        "tip_cap": hex(f.tip_cap),
+    }
 
 
 class EnclaveCore:
@@ -107,22 +127,10 @@ class EnclaveCore:
             return error_reply(request_id, "policy_denied", exc.reason, rule=exc.rule)
         sig = key.sign_hash(msg_hash)
         raw = encode_signed(f, sig[64], sig[:32], sig[32:64], body)
-        tx_hash_hex = "0x" + keccak(raw).hex()
+        tx_hash = keccak(raw)
         if self.audit is not None:
-            self.audit.append(
-                now,
-                "sign",
-                {
-                    "sender": sender_hex,
-                    "chain": f.chain_id,
-                    "nonce": f.nonce,
-                    "signing_hash": "0x" + msg_hash.hex(),
-                    "tx_hash": tx_hash_hex,
-                    "fee_cap": hex(f.fee_cap),
-                    "tip_cap": hex(f.tip_cap),
-                },
-            )
-        return {"id": request_id, "result": {"raw": "0x" + raw.hex(), "hash": tx_hash_hex}}
+            self.audit.append(now, "sign", partial(_sign_entry, sender_hex, f, msg_hash, tx_hash))
+        return {"id": request_id, "result": {"raw": "0x" + raw.hex(), "hash": "0x" + tx_hash.hex()}}
 
     def _hello(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
         return {"id": request_id, "result": self.hello_result}

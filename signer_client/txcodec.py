@@ -118,18 +118,18 @@ _KNOWN_KEYS = frozenset(
 
 def _quantity(tx: Mapping[str, Any], key: str, limit: int = _UINT256) -> int:
     raw = tx.get(key)
-    if raw is None:
-        raise TxFieldError(key, "missing")
-    if type(raw) is int:
-        value = raw
-    elif isinstance(raw, str) and raw[:2] in ("0x", "0X"):
+    if type(raw) is str and raw[:2] == "0x":  # the wire form: checked first, it is the hot path
         try:
             value = int(raw, 16)
         except ValueError:
             raise TxFieldError(key, f"not a hex quantity: {raw!r}") from None
+    elif type(raw) is int:
+        value = raw
+    elif raw is None:
+        raise TxFieldError(key, "missing")
     else:
         raise TxFieldError(key, f"expected an int or 0x-hex string, got {raw!r}")
-    if not 0 <= value < limit:
+    if value < 0 or value >= limit:
         raise TxFieldError(key, f"out of range: {value}")
     return value
 
