@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import sha3  # safe-pysha3: keccak256 in C
 
-__all__ = ["HeaderError", "UNVERIFIABLE", "VERIFIED", "verify_header_hash"]
+__all__ = ["UNVERIFIABLE", "VERIFIED", "HeaderError", "verify_header_hash"]
 
 VERIFIED: Final = True
 UNVERIFIABLE: Final = None

@@ -168,8 +168,11 @@ class HeadHub:
             self._dispatch(events, client, recv_ns)
 
     def missing_block(self, client: str, block_hash: str) -> None:
-        log.warning("client %s does not have ancestor %s: its head stays held", client, block_hash)
+        log.warning(
+            "client %s does not have ancestor %s: dropping what waited on it", client, block_hash
+        )
         self.hooks.on_backfill_missing(client, block_hash)
+        self.tracker.on_missing(client, block_hash)
 
     def connection(self, client: str, connected: bool) -> None:
         if self.recorder is not None:

@@ -197,6 +197,22 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
     return _gunzip(chunks) if magic == b"\x1f\x8b" else chunks
 
 
+def iter_line_batches(path: str | Path) -> Iterator[list[bytes]]:
+    """The file's lines (without newlines), in batches as they decompress: plain or gzip.
+
+    The last batch ends with the final line even when it has no newline (a killed recorder's
+    torn tail); callers decide what to do with a line that is not valid JSON.
+    """
+    with open(path, "rb") as stream:
+        rest = b""
+        for chunk in _chunks(stream):
+            lines = (rest + chunk if rest else chunk).split(_NEWLINE)
+            rest = lines.pop()
+            yield lines
+        if rest:
+            yield [rest]
+
+
 def iter_recording(path: str | Path) -> Iterator[RecordedLine]:
     """Stream the lines of a §4 recording (plain or gzip), in file order.
 
@@ -204,16 +220,15 @@ def iter_recording(path: str | Path) -> Iterator[RecordedLine]:
     was killed) ends the stream quietly; any other bad line raises ``RecordingError``.
     """
     path = Path(path)
-    with open(path, "rb") as stream:
-        rest = b""
-        number = 0
-        for chunk in _chunks(stream):
-            lines = (rest + chunk if rest else chunk).split(_NEWLINE)
-            rest = lines.pop()
-            yield from _parse_lines(lines, path, number)
-            number += len(lines)
-        if rest:
-            yield from _parse_lines([rest], path, number, last_complete=False)
+    number = 0
+    batches = iter_line_batches(path)
+    batch = next(batches, None)
+    while batch is not None:
+        following = next(batches, None)
+        # Only the file's very last line may be torn; it is the last one of the last batch.
+        yield from _parse_lines(batch, path, number, last_complete=following is not None)
+        number += len(batch)
+        batch = following
 
 
 def _parse_lines(
@@ -228,7 +243,7 @@ def _parse_lines(
         except orjson.JSONDecodeError:
             if not line or line.isspace():
                 continue
-            if not last_complete:
+            if not last_complete and line is lines[-1]:
                 return  # the torn last line of a killed recorder
             raise RecordingError(str(path), number, "not valid JSON") from None
         try:

@@ -20,25 +20,17 @@ Memory is bounded by the tracker's window, never by the file.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import orjson
 
 from heads.events import DeepReorg, Extension, NeedAncestor, Rejected, Reorg
+from heads.recording import iter_line_batches
 from heads.tracker import ChainTracker, ForkChoice
 
-__all__ = ["open_recording", "replay"]
-
-
-def open_recording(path: str | Path) -> IO[bytes]:
-    """Open a recording for binary line iteration, gunzipping ``.gz`` files."""
-    path = Path(path)
-    if path.suffix == ".gz":
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return path.open("rb")
+__all__ = ["replay"]
 
 
 def reorg_json(event: Reorg, t: float | None = None) -> dict[str, Any]:
@@ -94,14 +86,15 @@ def replay(
     max_depth = 0
     loads = orjson.loads
     on_head = tracker.on_head
-    with open_recording(path) as stream:
-        for line in stream:
+    for batch in iter_line_batches(path):
+        for line in batch:
             try:
                 record = loads(line)
                 client = record["client"]
                 header = record.get("head")
             except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-                invalid += 1
+                if line.strip():
+                    invalid += 1
                 continue
             if header is not None:
                 heads += 1

@@ -128,6 +128,9 @@ class ChainTracker:
         self._held_by_parent: dict[str, list[str]] = {}
         # Announcements of held blocks: hash -> [(client, announcement seq)].
         self._held_announcements: dict[str, list[tuple[str, int]]] = {}
+        # Parent hashes of stored roots (the anchor, re-anchored heads): a backfilled block with
+        # such a hash extends the store downwards (a fork just below the anchor is found).
+        self._root_parents: set[str] = set()
         # Blocks on chains proven not to meet ours inside the window (not fetched again).
         self._foreign: dict[str, Head] = {}
         # Each client's current head and the sequence number of its announcement.
@@ -188,6 +191,7 @@ class ChainTracker:
             self._heads[client] = (head, seq)
             return self._choose_tip(client)
         if self._tip is None:  # the first accepted head anchors the chain
+            self._root_parents.add(head.parent_hash)
             self._adopt_connected(self._connect(head))
             self._heads[client] = (head, seq)
             return self._choose_tip(client)
@@ -227,8 +231,34 @@ class ChainTracker:
             connected = self._connect(block)
             self._adopt_connected(connected)
             return self._choose_tip(client)
+        if block.hash in self._root_parents and block.number >= self._window_low():
+            # The parent of a root: store it as the new root, so forks below the anchor connect.
+            self._root_parents.discard(block.hash)
+            self._root_parents.add(block.parent_hash)
+            self._adopt_connected(self._connect(block))
+            return self._choose_tip(client)
         self._hold(block)
         return self._request_or_give_up(client, block)
+
+    def on_missing(self, client: str, block_hash: str) -> list[Event]:
+        """``client`` answered ``null`` for an ancestor we asked for: drop what waited on it.
+
+        The held blocks above it cannot connect through this client; they are forgotten (a
+        later announcement that needs them asks again).
+        """
+        waiting = [
+            self._held[h] for h in self._held_by_parent.get(block_hash, ()) if h in self._held
+        ]
+        while waiting:
+            block = waiting.pop()
+            waiting.extend(
+                self._held[h] for h in self._held_by_parent.get(block.hash, ()) if h in self._held
+            )
+            self._forget_held(block)
+        return []
+
+    def _window_low(self) -> int:
+        return self._tip.number - self.finality_depth if self._tip is not None else 0
 
     def on_disconnect(self, client: str) -> list[Event]:
         """A lost connection is not a rollback: the client's head stays a candidate."""
@@ -406,6 +436,9 @@ class ChainTracker:
             )
             return []
         self._foreign.pop(head.hash, None)
+        self._root_parents.add(head.parent_hash)
+        if len(self._root_parents) > 64:  # stale roots of pruned chains: keep the set small
+            self._root_parents = {head.parent_hash}
         self._add_to_store(head)
         self._heads[client] = (head, seq)
         self._tip = head

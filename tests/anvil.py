@@ -84,6 +84,8 @@ class Anvil:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 def start_anvil(*extra: str, port: int | None = None, block_time: float | None = None) -> Anvil:

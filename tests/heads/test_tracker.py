@@ -309,3 +309,31 @@ def test_every_internal_map_stays_bounded_by_the_window() -> None:
     for name, size in tracker.stats().items():
         assert size <= bound, (name, size)
     assert tracker.tip and tracker.tip.hash == tree.hash("m3000")
+
+
+def test_a_fork_just_below_the_anchor_connects_through_the_anchors_parent() -> None:
+    tree = Tree()
+    tree.chain("a", "g", 3)  # g a1 a2 a3
+    tree.chain("f", "a1", 2)  # fork at a1: f1 (height 2), f2 (height 3)
+    tracker = ChainTracker()
+    tracker.on_head("x", tree["a2"])  # anchors at a2; a1 (its parent) unknown
+    tracker.on_head("x", tree["a3"])
+    assert tracker.on_head("y", tree["f2"]) == [NeedAncestor("y", tree.hash("f1"))]
+    assert tracker.on_block("y", tree["f1"]) == [NeedAncestor("y", tree.hash("a1"))]
+    (event,) = tracker.on_block("y", tree["a1"])
+    assert isinstance(event, Reorg)
+    assert event.ancestor.hash == tree.hash("a1")
+    assert tuple(b.hash for b in event.old) == hashes(tree, "a2", "a3")
+    assert tuple(b.hash for b in event.new) == hashes(tree, "f1", "f2")
+
+
+def test_a_missing_ancestor_drops_what_waited_on_it() -> None:
+    tree = Tree()
+    tree.chain("a", "g", 3)
+    tracker = ChainTracker()
+    tracker.on_head("x", tree["g"])
+    tracker.on_head("y", tree["a3"])
+    tracker.on_block("y", tree["a2"])
+    assert tracker.stats()["held"] == 2
+    tracker.on_missing("y", tree.hash("a1"))
+    assert tracker.stats()["held"] == 0
