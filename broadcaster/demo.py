@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from broadcaster.devnet import start_anvil
 from heads.events import DeepReorg, Event, Extension, Reorg
@@ -25,7 +27,9 @@ def _say(text: str) -> None:
 async def _demo(anvil_path: str | None) -> int:
     reorgs: list[Reorg] = []
 
-    def on_events(events: list[Event], client: str, recv_ns: int) -> None:
+    def on_events(
+        events: list[Event], client: str, recv_ns: int, header: Mapping[str, Any]
+    ) -> None:
         for event in events:
             if isinstance(event, Extension):
                 for block in event.added:

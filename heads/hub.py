@@ -6,7 +6,8 @@
 
 Data flow (DESIGN.md §2): ``subscriber -> tracker -> (events) -> consumer``. Every frame is
 handled to the end synchronously inside the reading task: recorded, fed to the tracker, and the
-resulting events handed to ``on_events(events, client, recv_ns)`` before the next frame is read.
+resulting events handed to ``on_events(events, client, recv_ns, header)`` before the next frame
+is read.
 There is no queue between the socket and the consumer, so a reorg reaction starts in the same
 turn of the event loop that read the head, and ``recv_ns`` (``time.perf_counter_ns()`` right after
 the frame left the socket) lets the consumer measure its reaction from there.
@@ -37,8 +38,9 @@ __all__ = ["ClientStatus", "EventsCallback", "HeadHub", "HubHooks", "Subscriptio
 
 log = logging.getLogger(__name__)
 
-EventsCallback = Callable[[list[Event], str, int], None]
-"""``on_events(events, client, recv_ns)``: called for every frame that produced events."""
+EventsCallback = Callable[[list[Event], str, int, Mapping[str, Any]], None]
+"""``on_events(events, client, recv_ns, header)``: called for every frame that produced events;
+``header`` is the head or backfilled block that produced them (e.g. for its ``baseFeePerGas``)."""
 
 
 class SubscriptionEnded(RuntimeError):
@@ -158,14 +160,14 @@ class HeadHub:
             self.recorder.head(client, header)
         events = self.tracker.on_head(client, header)
         if events:
-            self._dispatch(events, client, recv_ns)
+            self._dispatch(events, client, recv_ns, header)
 
     def block(self, client: str, header: dict[str, Any], recv_ns: int) -> None:
         if self.recorder is not None:
             self.recorder.block(client, header)
         events = self.tracker.on_block(client, header)
         if events:
-            self._dispatch(events, client, recv_ns)
+            self._dispatch(events, client, recv_ns, header)
 
     def missing_block(self, client: str, block_hash: str) -> None:
         log.warning(
@@ -181,15 +183,17 @@ class HeadHub:
         if not connected:
             events = self.tracker.on_disconnect(client)
             if events:
-                self._dispatch(events, client, time.perf_counter_ns())
+                self._dispatch(events, client, time.perf_counter_ns(), {})
 
     def invalid(self, client: str, reason: str, detail: str) -> None:
         self.hooks.on_invalid(client, reason)
 
-    def _dispatch(self, events: list[Event], client: str, recv_ns: int) -> None:
+    def _dispatch(
+        self, events: list[Event], client: str, recv_ns: int, header: Mapping[str, Any]
+    ) -> None:
         # The consumer first: the reorg reaction must not wait behind backfill bookkeeping.
         if self._on_events is not None:
-            self._on_events(events, client, recv_ns)
+            self._on_events(events, client, recv_ns, header)
         for event in events:
             if type(event) is NeedAncestor:
                 subscription = self.subscriptions.get(event.client)

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class _StopAfter(HubHooks):
         log.info("client %s %s", client, "connected" if connected else "disconnected")
 
 
-def _report(events: list[Event], client: str, recv_ns: int) -> None:
+def _report(events: list[Event], client: str, recv_ns: int, header: Mapping[str, Any]) -> None:
     for event in events:
         if type(event) is Reorg:
             log.warning(

@@ -46,7 +46,7 @@ class Probe(HubHooks):
         self._changed = asyncio.Event()
 
     # hub callbacks
-    def on_events(self, events: list[Event], client: str, recv_ns: int) -> None:
+    def on_events(self, events: list[Event], client: str, recv_ns: int, header: Any = None) -> None:
         for event in events:
             self.events.append((event, client, recv_ns))
         self._poke()

@@ -186,7 +186,7 @@ async def test_heads_reach_the_consumer_synchronously_with_their_receive_time(
     probe = Probe()
     seen_at: list[tuple[int, int]] = []
 
-    def consumer(events: list[Any], client: str, recv_ns: int) -> None:
+    def consumer(events: list[Any], client: str, recv_ns: int, header: Any) -> None:
         seen_at.append((recv_ns, time.perf_counter_ns()))
         probe.on_events(events, client, recv_ns)
 
