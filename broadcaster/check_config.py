@@ -1,0 +1,397 @@
+"""``broadcaster check-config FILE``, and the checking reader behind :mod:`broadcaster.config`.
+
+:class:`ConfigReader` wraps the parsed TOML document with typed getters that *record* problems
+(key path + message) instead of raising, so one pass reports everything wrong with a file.
+:func:`run_check_config` prints every problem, or a short summary of what is configured.
+:func:`render_config` writes a valid file from values (the demo renders its own with real ports).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+if TYPE_CHECKING:
+    from broadcaster.config import Config
+
+__all__ = ["ConfigReader", "describe_config", "quote", "render_config", "run_check_config"]
+
+
+_T = TypeVar("_T")
+_MISSING: Any = object()
+_SECRET_NAME = re.compile(
+    r"(?i)private|secret|mnemonic|seed|passphrase|password|keystore|^(key|keys|pk|priv|sk)$"
+)
+_SECRET_VALUE = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+_KEYS_ELSEWHERE = "keys live in the signer (python -m enclave --key-file), never in this file"
+
+
+def quote(value: object) -> str:
+    """A value as messages show it, TOML-like (strings in double quotes), cut to a short length."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str | list | dict):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _is_str(v: object) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_str_list(v: object) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_int_list(v: object) -> bool:
+    return isinstance(v, list) and all(_is_int(x) for x in v)
+
+
+class ConfigReader:
+    """Typed getters over the parsed document that record problems instead of raising.
+
+    A getter returns ``None`` when the value is unusable (and says why, once), so one pass finds
+    every problem. A table that is absent is passed on as ``None``: its keys then take their
+    defaults, and a required one is not reported a second time under the missing table.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append((path, message))
+
+    def has_problem(self, path: str) -> bool:
+        return any(p == path for p, _ in self.problems)
+
+    def scan_secrets(self, data: dict[str, Any]) -> None:
+        """Flag values shaped like a 32-byte private key anywhere (API tokens excepted)."""
+        stack: list[tuple[str, object]] = [("", data)]
+        while stack:
+            path, value = stack.pop()
+            if isinstance(value, dict):
+                stack.extend((_join(path, str(k)), v) for k, v in value.items())
+            elif isinstance(value, list) and path != "api.tokens":
+                stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+            elif isinstance(value, str) and _SECRET_VALUE.fullmatch(value):
+                self.problem(path, f"looks like a private key (32 bytes of hex): {_KEYS_ELSEWHERE}")
+
+    def known_keys(self, table: dict[str, Any], path: str, allowed: Sequence[str]) -> None:
+        for key in table:
+            if key in allowed:
+                continue
+            where = _join(path, key)
+            if _SECRET_NAME.search(key):
+                if not self.has_problem(where):  # scan_secrets may have flagged its value
+                    self.problem(where, f"not allowed: {_KEYS_ELSEWHERE}")
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(allowed)
+            self.problem(where, f"unknown key ({hint})")
+
+    def _get(self, table: dict[str, Any] | None, key: str, path: str, required: bool) -> Any:
+        if table is None:
+            return _MISSING
+        if key not in table:
+            if required:
+                self.problem(_join(path, key), "missing (required)")
+            return _MISSING
+        return table[key]
+
+    def _typed(
+        self,
+        table: dict[str, Any] | None,
+        key: str,
+        path: str,
+        default: Any,
+        kind: str,
+        ok: Callable[[object], bool],
+        required: bool = True,
+    ) -> Any:
+        value = self._get(table, key, path, required and default is _MISSING)
+        if value is _MISSING:
+            return None if default is _MISSING else default
+        if not ok(value):
+            self.problem(_join(path, key), f"expected {kind}, got {_kind(value)} ({quote(value)})")
+            return None
+        return value
+
+    def table(
+        self, data: dict[str, Any], key: str, allowed: Sequence[str], required: bool = True
+    ) -> dict[str, Any] | None:
+        value = self._get(data, key, "", False)
+        if value is _MISSING:
+            if required:
+                self.problem(key, f"missing (required table [{key}])")
+            return None
+        if not isinstance(value, dict):
+            self.problem(key, f"expected a table ([{key}]), got {_kind(value)} ({quote(value)})")
+            return None
+        self.known_keys(value, key, allowed)
+        return value
+
+    def array_of_tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        value = self._get(data, key, "", False)
+        if value is _MISSING:
+            self.problem(key, f"missing (at least one [[{key}]] entry is required)")
+            return []
+        if not isinstance(value, list) or not value:
+            got = "an empty array" if value == [] else f"{_kind(value)}"
+            self.problem(key, f"expected one or more [[{key}]] tables, got {got}")
+            return []
+        out = []
+        for index, entry in enumerate(value):
+            if isinstance(entry, dict):
+                out.append(entry)
+            else:
+                self.problem(f"{key}[{index}]", f"expected a table, got {_kind(entry)}")
+        return out
+
+    def string(
+        self, table: dict[str, Any] | None, key: str, path: str, required: bool = True
+    ) -> str | None:
+        result: str | None = self._typed(table, key, path, _MISSING, "a string", _is_str, required)
+        return result
+
+    def integer(
+        self,
+        table: dict[str, Any] | None,
+        key: str,
+        path: str,
+        *,
+        default: Any = _MISSING,
+        required: bool = True,
+        low: int | None = None,
+        high: int | None = None,
+    ) -> int | None:
+        value = self._typed(table, key, path, default, "an integer", _is_int, required)
+        if value is None or value is default:
+            return None if value is None else int(value)
+        return self._range(_join(path, key), int(value), low, high)
+
+    def number(
+        self, table: dict[str, Any] | None, key: str, path: str, *, default: float, positive: bool
+    ) -> float | None:
+        value = self._typed(table, key, path, default, "a number", _is_number)
+        if value is None:
+            return None
+        if value < 0 or (positive and value == 0):
+            bound = "greater than 0" if positive else "at least 0"
+            self.problem(_join(path, key), f"must be {bound}, got {quote(value)}")
+            return None
+        return float(value)
+
+    def _range(self, where: str, value: int, low: int | None, high: int | None) -> int | None:
+        if low is not None and value < low:
+            self.problem(where, f"must be at least {low}, got {value}")
+            return None
+        if high is not None and value > high:
+            self.problem(where, f"must be at most {high}, got {value}")
+            return None
+        return value
+
+    def choice(
+        self, table: dict[str, Any], key: str, path: str, options: Sequence[str], default: str
+    ) -> str | None:
+        value = self.string(table, key, path, required=False)
+        if value is None:
+            return None if self.has_problem(_join(path, key)) else default
+        if value not in options:
+            listed = " or ".join(f'"{o}"' for o in options)
+            self.problem(_join(path, key), f"expected {listed}, got {quote(value)}")
+            return None
+        return value
+
+    def parsed(
+        self, table: dict[str, Any] | None, key: str, path: str, parse: Callable[[str], _T | str]
+    ) -> _T | None:
+        """A required string turned into a value by ``parse``, which returns an error text."""
+        text = self.string(table, key, path)
+        if text is None:
+            return None
+        result = parse(text)
+        if isinstance(result, str):
+            self.problem(_join(path, key), result)
+            return None
+        return result
+
+    def string_list(self, table: dict[str, Any] | None, key: str, path: str) -> list[str] | None:
+        value: list[str] | None = self._typed(
+            table, key, path, _MISSING, "an array of strings", _is_str_list
+        )
+        return value
+
+    def int_list(
+        self, table: dict[str, Any] | None, key: str, path: str, low: int, high: int
+    ) -> list[int] | None:
+        value: list[int] | None = self._typed(
+            table, key, path, [], "an array of integers", _is_int_list
+        )
+        if value is None:
+            return None
+        bad = [x for x in value if not low <= x <= high]
+        if bad:
+            self.problem(_join(path, key), f"values must be {low}..{high}, got {bad}")
+            return None
+        return value
+
+
+# ---------------------------------------------------------------- broadcaster check-config
+
+
+def _warnings(config: Config) -> list[str]:
+    """Legal but probably not meant for production."""
+    out = []
+    for index, token in enumerate(config.api.tokens):
+        if token in {"change-me", "changeme", "dev-token"} or len(token) < 16:
+            out.append(f"api.tokens[{index}]: short or placeholder token; use a long random one")
+    if config.signer.endpoint.scheme == "vsock" and config.signer.pcr0 is None:
+        out.append("signer: vsock without attestation_root/pcr0 trusts whatever answers there")
+    if len(config.clients) < 2:
+        out.append("clients: a single newHeads source cannot outvote a lying or lagging node")
+    if config.heads.watchdog_seconds is None:
+        out.append("heads.watchdog_seconds = 0: a silent subscription is never reconnected")
+    return out
+
+
+def describe_config(config: Config) -> str:
+    """A short, human summary of what a valid config sets up (``check-config`` prints it)."""
+    fees = config.fees
+    cap = "no cap" if fees.max_fee_cap_wei is None else f"cap {fees.max_fee_cap_wei} wei"
+    signer = config.signer
+    attested = "attested (pcr0 pinned)" if signer.pcr0 else "not attested"
+    api = config.api
+    watchdog = config.heads.watchdog_seconds
+    lines = [
+        f"chain {config.chain_id}, fork choice {config.fork_choice}, "
+        f"finality depth {config.finality_depth}",
+        f"clients ({len(config.clients)}): "
+        + ", ".join(f"{c.name}={c.url}" for c in config.clients),
+        f"rpcs ({len(config.rpcs)}): " + ", ".join(f"{r.name}={r.url}" for r in config.rpcs),
+        f"signer: {signer.url} ({attested}, timeout {signer.timeout_seconds:g} s)",
+        f"accounts ({len(config.accounts)}): " + ", ".join(a.address for a in config.accounts),
+        f"fees: bump {fees.bump_percent}%, default tip {fees.priority_fee_wei} wei, {cap}",
+        f"api: ws://{api.listen} ({len(api.tokens)} token(s), max message {api.max_message_bytes}"
+        f" bytes, {api.rate_per_token:g} req/s per token, burst {api.rate_burst})",
+        f"metrics: http://{config.metrics.listen}/metrics (and /healthz)",
+        f"journal: {config.journal.path}",
+        "heads watchdog: " + ("off" if watchdog is None else f"{watchdog:g} s"),
+        "cpu pinning: " + (", ".join(map(str, config.cpu.pinning)) or "none"),
+    ]
+    lines += [f"warning: {w}" for w in _warnings(config)]
+    return "\n".join(lines)
+
+
+def run_check_config(
+    path: str | Path, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """``broadcaster check-config FILE``: 0 and a summary if valid, 1 and every problem if not."""
+    from broadcaster.config import ConfigError, load_config
+
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        count = len(exc.problems)
+        print(f"{path}: {count} error{'s' * (count != 1)}", file=err)
+        for problem in exc.problems:
+            print(f"  {problem}", file=err)
+        return 1
+    print(f"{path}: OK", file=out)
+    for line in describe_config(config).splitlines():
+        print(f"  {line}", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------- writing a config
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # JSON string escapes are valid TOML basic strings
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def render_config(
+    *,
+    chain_id: int,
+    clients: Sequence[tuple[str, str]],
+    rpcs: Sequence[tuple[str, str]],
+    signer_url: str,
+    accounts: Sequence[str],
+    api_listen: str,
+    tokens: Sequence[str],
+    metrics_listen: str,
+    journal_path: str | Path,
+    fork_choice: str = "latest",
+    finality_depth: int = 64,
+    bump_percent: int = 10,
+    watchdog_seconds: float | None = None,
+    header: str = "",
+) -> str:
+    """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs.
+
+    What it writes is what :func:`broadcaster.config.parse_config` reads (a test round-trips it).
+    """
+    lines = [f"# {line}" for line in header.splitlines()]
+    lines += [
+        f"chain_id = {_toml(chain_id)}",
+        f"fork_choice = {_toml(fork_choice)}",
+        f"finality_depth = {_toml(finality_depth)}",
+    ]
+    for section, pairs in (("clients", clients), ("rpcs", rpcs)):
+        for name, url in pairs:
+            lines += ["", f"[[{section}]]", f"name = {_toml(name)}", f"url = {_toml(url)}"]
+    lines += ["", "[signer]", f"url = {_toml(signer_url)}"]
+    for address in accounts:
+        lines += ["", "[[accounts]]", f"address = {_toml(address)}"]
+    lines += ["", "[fees]", f"bump_percent = {_toml(bump_percent)}"]
+    lines += ["", "[api]", f"listen = {_toml(api_listen)}", f"tokens = {_toml(list(tokens))}"]
+    lines += ["", "[metrics]", f"listen = {_toml(metrics_listen)}"]
+    lines += ["", "[journal]", f"path = {_toml(journal_path)}"]
+    if watchdog_seconds is not None:
+        lines += ["", "[heads]", f"watchdog_seconds = {_toml(watchdog_seconds)}"]
+    return "\n".join(lines) + "\n"
