@@ -78,6 +78,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from broadcaster.check_config import run_check_config
+
+    return run_check_config(args.file)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from broadcaster.run import run_service
+
+    return run_service(args.config, log_level=args.log_level)
+
+
 def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         print(f"broadcaster {name}: not available in this build yet", file=sys.stderr)
@@ -110,11 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--anvil", help="path to the anvil binary (default: ANVIL_BIN or PATH)")
     demo.set_defaults(func=_cmd_demo)
 
-    for name in ("run", "check-config", "doctor"):
-        stub = sub.add_parser(name)
-        stub.add_argument("rest", nargs="*")
-        stub.add_argument("--config")
-        stub.set_defaults(func=_not_yet(name))
+    run = sub.add_parser("run", help="run the service")
+    run.add_argument("--config", required=True, help="the service's TOML file")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file, listing every problem")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_check_config)
+
+    doctor = sub.add_parser("doctor", help="check this host for latency pitfalls")
+    doctor.add_argument("rest", nargs="*")
+    doctor.set_defaults(func=_not_yet("doctor"))
     return parser
 
 

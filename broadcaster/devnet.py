@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,67 @@ async def start_anvil(
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+
+# anvil's default account 0 (public test key; dev and tests only).
+DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+DEV_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+
+def _enclave_files(workdir: Path, keys: tuple[str, ...], chain_id: int) -> tuple[Path, Path]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    key_file = workdir / "enclave-keys.txt"
+    key_file.write_text("\n".join(keys) + "\n")
+    key_file.chmod(0o600)
+    config = workdir / "enclave.toml"
+    config.write_text(
+        f'mode = "dev"\n[policy]\nchain_ids = [{chain_id}]\nallow_self = true\n'
+        f"rate_per_second = 100000\nburst = 100000\n"
+        f'[audit]\npath = "{workdir / "enclave-audit.jsonl"}"\n'
+    )
+    return key_file, config
+
+
+@contextlib.asynccontextmanager
+async def start_enclave(
+    workdir: Path, *, keys: tuple[str, ...] = (DEV_KEY,), chain_id: int = 31337
+) -> AsyncIterator[str]:
+    """Run the reference enclave app (``python -m enclave``) on a unix socket in ``workdir``.
+
+    Its output goes to ``workdir/enclave.log``. Yields the signer URL once the app listens.
+    """
+    key_file, config = _enclave_files(workdir, keys, chain_id)
+    url = f"unix://{workdir / 'enclave.sock'}"
+    log_path = workdir / "enclave.log"
+    with open(log_path, "wb") as log_file:  # noqa: ASYNC230 - opened once, before anything runs
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "enclave",
+            "--listen",
+            url,
+            "--key-file",
+            str(key_file),
+            "--config",
+            str(config),
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        for _ in range(600):
+            if process.returncode is not None:
+                raise RuntimeError(f"the enclave app exited with {process.returncode}")
+            if b"listening on" in log_path.read_bytes():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("the enclave app did not start listening within 30 s")
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()

@@ -12,14 +12,23 @@ from dataclasses import dataclass
 
 import coincurve
 
-from signer_client.errors import TxFieldError
-from signer_client.txcodec import TxFields, body_items, encode_signed, keccak, signing_payload
+from signer_client.errors import TxDecodeError, TxFieldError
+from signer_client.txcodec import (
+    TxFields,
+    body_items,
+    decode_raw,
+    encode_signed,
+    keccak,
+    signing_hash,
+    signing_payload,
+)
 
 __all__ = [
     "LocalKey",
     "SignedTx",
     "address_from_pubkey",
     "recover_pubkey",
+    "signed_from_raw",
     "to_checksum_address",
 ]
 
@@ -103,3 +112,19 @@ class LocalKey:
     def sign(self, f: TxFields) -> SignedTx:
         raw, tx_hash, _ = self.sign_fields(f)
         return SignedTx(raw, tx_hash, self.address, f.nonce, f.chain_id, f.type)
+
+
+def signed_from_raw(raw: bytes) -> tuple[TxFields, SignedTx]:
+    """Decode raw signed bytes (``eth_sendRawTransaction``) and recover who signed them.
+
+    Raises ``TxDecodeError`` for bytes that are not a canonical legacy / EIP-2930 / EIP-1559
+    transaction, or whose signature does not recover.
+    """
+    decoded = decode_raw(raw)
+    fields = decoded.fields
+    try:
+        pubkey = recover_pubkey(signing_hash(fields), decoded.y_parity, decoded.r, decoded.s)
+    except (ValueError, TypeError) as exc:
+        raise TxDecodeError(f"signature does not recover: {exc}") from exc
+    sender = to_checksum_address(keccak(pubkey[1:])[12:])
+    return fields, SignedTx(raw, keccak(raw), sender, fields.nonce, fields.chain_id, fields.type)

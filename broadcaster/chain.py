@@ -1,0 +1,199 @@
+"""Reading chain state over JSON-RPC: nonces, block transaction lists, receipts.
+
+The tx manager asks three kinds of questions, none of them on the reaction's hot path:
+
+- ``eth_getTransactionCount(sender, latest|pending)`` to resync nonces (start, reorgs, errors);
+- ``eth_getBlockByHash(hash, false)``, batched, to learn which of our hashes a canonical block
+  holds (inclusion tracking);
+- ``eth_getTransactionReceipt(hash)`` to reconcile after a crash, a deep reorg or "nonce too low".
+
+Answers are checked before use: a block must come back with the hash we asked for (a lying or
+confused RPC is skipped, counted, and the next endpoint asked). Endpoints are tried in order,
+failing over on transport errors; one kept-alive ``aiohttp`` session serves them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+__all__ = ["BlockTxs", "ChainReadError", "ChainReader", "Receipt"]
+
+log = logging.getLogger(__name__)
+
+
+class ChainReadError(RuntimeError):
+    """No endpoint gave a usable answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTxs:
+    """A block's number, hash and transaction hashes (``eth_getBlockByHash(h, false)``)."""
+
+    number: int
+    hash: str
+    tx_hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    tx_hash: bytes
+    block_number: int
+    block_hash: str
+    status: int
+
+
+def _hex_int(value: Any) -> int:
+    if type(value) is not str or not value.startswith("0x"):
+        raise ValueError(f"not a quantity: {value!r:.60}")
+    return int(value, 16)
+
+
+class ChainReader:
+    """JSON-RPC reads with failover across ``urls`` (http(s):// only; ws URLs are skipped)."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        on_lie: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.urls = [u for u in urls if u.startswith(("http://", "https://"))]
+        if not self.urls:
+            raise ValueError("ChainReader needs at least one http(s):// endpoint")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._ids = itertools.count(1)
+        self._on_lie = on_lie or (lambda url, what: None)
+
+    async def __aenter__(self) -> ChainReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers={"content-type": "application/json"}
+            )
+        return self._session
+
+    async def _post(self, url: str, body: Any) -> Any:
+        async with self._http().post(url, data=orjson.dumps(body)) as response:
+            if response.status >= 400:
+                raise ChainReadError(f"{url}: HTTP {response.status}")
+            return orjson.loads(await response.read())
+
+    async def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        """Results of ``calls`` in order (``None`` where a call answered with an error)."""
+        if not calls:
+            return []
+        ids = [next(self._ids) for _ in calls]
+        body = [
+            {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+            for i, (m, p) in zip(ids, calls, strict=True)
+        ]
+        last_error: Exception | None = None
+        for url in self.urls:
+            try:
+                replies = await self._post(url, body)
+            except (
+                aiohttp.ClientError,
+                TimeoutError,
+                ChainReadError,
+                orjson.JSONDecodeError,
+            ) as exc:
+                last_error = exc
+                continue
+            if type(replies) is not list:
+                last_error = ChainReadError(f"{url}: batch answer is not a list")
+                continue
+            by_id = {r.get("id"): r for r in replies if type(r) is dict}
+            return [by_id.get(i, {}).get("result") for i in ids]
+        raise ChainReadError(f"no endpoint answered: {last_error}") from last_error
+
+    async def call(self, method: str, *params: Any) -> Any:
+        (result,) = await self.batch([(method, list(params))])
+        return result
+
+    async def transaction_counts(self, sender: str) -> tuple[int, int]:
+        """``eth_getTransactionCount`` at ``latest`` and ``pending``."""
+        latest, pending = await self.batch(
+            [
+                ("eth_getTransactionCount", [sender, "latest"]),
+                ("eth_getTransactionCount", [sender, "pending"]),
+            ]
+        )
+        try:
+            return _hex_int(latest), _hex_int(pending)
+        except ValueError as exc:
+            raise ChainReadError(f"eth_getTransactionCount({sender}): {exc}") from exc
+
+    async def block_number(self) -> int:
+        return _hex_int(await self.call("eth_blockNumber"))
+
+    async def base_fee(self) -> int | None:
+        block = await self.call("eth_getBlockByNumber", "latest", False)
+        if type(block) is dict and block.get("baseFeePerGas"):
+            return _hex_int(block["baseFeePerGas"])
+        return None
+
+    async def blocks(self, hashes: Sequence[str]) -> dict[str, BlockTxs]:
+        """Transaction hashes of the blocks the endpoint knows; unknown or lying ones left out."""
+        results = await self.batch([("eth_getBlockByHash", [h, False]) for h in hashes])
+        out: dict[str, BlockTxs] = {}
+        for wanted, block in zip(hashes, results, strict=True):
+            if type(block) is not dict:
+                continue
+            try:
+                if str(block.get("hash", "")).lower() != wanted:
+                    self._on_lie(self.urls[0], "block_hash_mismatch")
+                    log.warning("RPC answered block %s for %s: ignored", block.get("hash"), wanted)
+                    continue
+                txs = block.get("transactions") or []
+                out[wanted] = BlockTxs(
+                    _hex_int(block["number"]),
+                    wanted,
+                    tuple(bytes.fromhex(t[2:]) for t in txs if type(t) is str),
+                )
+            except (KeyError, ValueError) as exc:
+                self._on_lie(self.urls[0], "malformed_block")
+                log.warning("malformed block %s: %s", wanted, exc)
+        return out
+
+    async def receipts(self, tx_hashes: Sequence[bytes]) -> dict[bytes, Receipt]:
+        """Receipts that exist, by transaction hash."""
+        results = await self.batch(
+            [("eth_getTransactionReceipt", ["0x" + h.hex()]) for h in tx_hashes]
+        )
+        out: dict[bytes, Receipt] = {}
+        for tx_hash, receipt in zip(tx_hashes, results, strict=True):
+            if type(receipt) is not dict or receipt.get("blockHash") is None:
+                continue
+            try:
+                if bytes.fromhex(str(receipt["transactionHash"])[2:]) != tx_hash:
+                    self._on_lie(self.urls[0], "receipt_hash_mismatch")
+                    continue
+                out[tx_hash] = Receipt(
+                    tx_hash,
+                    _hex_int(receipt["blockNumber"]),
+                    str(receipt["blockHash"]).lower(),
+                    _hex_int(receipt.get("status", "0x1")),
+                )
+            except (KeyError, ValueError) as exc:
+                self._on_lie(self.urls[0], "malformed_receipt")
+                log.warning("malformed receipt for 0x%s: %s", tx_hash.hex(), exc)
+        return out

@@ -1,0 +1,300 @@
+"""``broadcaster run``: every part of the service under one supervisor (DESIGN.md §2).
+
+    subscriber -> tracker -> (events) -> tx manager -> signer client -> fan-out -> RPCs
+                                             ^ intent API            everything -> metrics
+
+Start-up order: metrics endpoint (so an operator sees a starting service), journal reload,
+fan-out connections, nonce resync and crash recovery against the chain (retried until an RPC
+answers), the intent API, then the head subscriptions. Everything then runs in one TaskGroup: a
+part that fails takes the service down (a supervisor restarts it) rather than limping on.
+
+Shutdown (SIGTERM/SIGINT, or cancelling :meth:`Service.run`) drains: the API stops accepting
+intents, in-flight requests finish, the journal is flushed and closed, connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from broadcaster.api import ApiLimits, IntentApi
+from broadcaster.chain import ChainReader, ChainReadError
+from broadcaster.config import Config
+from broadcaster.fanout import BroadcastResult, Endpoint, FanOut
+from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
+from broadcaster.rpc_errors import ErrorKind
+from broadcaster.txmanager import FeePolicy, TxManager, TxObserver
+from heads.events import DeepReorg, Event, Rejected, Reorg
+from heads.hub import HeadHub, HubHooks
+from heads.subscriber import SubscriptionOptions
+from heads.tracker import ChainTracker
+from nonce import TxRecord, open_book
+from signer_client import AttestationPolicy, SignerClient
+
+__all__ = ["Service"]
+
+log = logging.getLogger(__name__)
+
+_COUNTED_STATUSES = frozenset({"included", "finalized", "failed", "expired", "cancelled"})
+
+
+class _HubMetrics(HubHooks):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_client_state(self, client: str, connected: bool) -> None:
+        self.metrics.client_connected(client, connected)
+        log.info("client %s %s", client, "connected" if connected else "disconnected")
+
+    def on_head(self, client: str) -> None:
+        self.metrics.head(client)
+
+    def on_invalid(self, client: str, reason: str) -> None:
+        self.metrics.invalid_message(client, reason)
+
+    def on_backfill_missing(self, client: str, block_hash: str) -> None:
+        self.metrics.invalid_message(client, "missing_ancestor")
+
+
+class _TxMetrics(TxObserver):
+    """Maps the tx manager's hooks to Prometheus and to API subscriptions."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.api: IntentApi | None = None
+
+    def status(self, record: TxRecord, event: str) -> None:
+        if self.api is not None:
+            self.api.notify(record, event)
+        if event in _COUNTED_STATUSES:
+            self.metrics.intent(event)
+
+    def reaction(self, seconds: float, dropped: int) -> None:
+        self.metrics.reaction(seconds)
+        log.info(
+            "reorg reaction: %d tx re-signed and rebroadcast in %.0f µs", dropped, seconds * 1e6
+        )
+
+    def resend(self, reason: str) -> None:
+        self.metrics.resend(reason)
+
+    def signed(self, seconds: float) -> None:
+        self.metrics.sign(seconds)
+
+    def signer_error(self, kind: str) -> None:
+        self.metrics.signer_error(kind)
+
+    def broadcast(self, result: BroadcastResult) -> None:
+        if result.latency_s is not None:
+            self.metrics.broadcast(result.endpoint, result.latency_s)
+        if result.kind is not ErrorKind.ACCEPTED:
+            self.metrics.broadcast_error(result.endpoint, result.kind.value)
+
+    def pending(self, counts: Mapping[str, int]) -> None:
+        for sender, count in counts.items():
+            self.metrics.pending(sender, count)
+
+    def alert(self, kind: str, detail: str) -> None:
+        log.error("ALERT %s: %s", kind, detail)
+
+
+def _http_of(ws_url: str) -> str:
+    """anvil, geth and reth serve HTTP JSON-RPC beside the websocket: derive it for reads."""
+    parts = urlsplit(ws_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return f"{scheme}://{parts.netloc}{parts.path}"
+
+
+class Service:
+    """The assembled broadcaster. ``await Service(config).run()`` until cancelled."""
+
+    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+        self.config = config
+        accounts = [a.address.lower() for a in config.accounts]
+        self.accounts = accounts
+        self.metrics = metrics or Metrics(
+            clients=[c.name for c in config.clients],
+            rpcs=[r.name for r in config.rpcs],
+            senders=accounts,
+        )
+        self.ready = asyncio.Event()
+        self.api: IntentApi | None = None
+        self.api_port: int | None = None
+        self.metrics_server: MetricsServer | None = None
+        self.manager: TxManager | None = None
+        self.hub: HeadHub | None = None
+
+    def health(self) -> Mapping[str, Any]:
+        hub = self.hub
+        clients = hub.status() if hub is not None else []
+        up = sum(1 for c in clients if c.connected)
+        tip = hub.tracker.tip if hub is not None else None
+        return {
+            "healthy": self.ready.is_set() and up > 0,
+            "ready": self.ready.is_set(),
+            "clients_up": up,
+            "clients": len(clients),
+            "tip": tip.number if tip else None,
+        }
+
+    async def run(self) -> None:
+        config = self.config
+        if config.cpu.pinning:
+            os.sched_setaffinity(0, config.cpu.pinning)
+            log.info("pinned to CPUs %s", list(config.cpu.pinning))
+        self.metrics_server = await start_metrics_server(
+            self.metrics, config.metrics.listen.host, config.metrics.listen.port, self.health
+        )
+        book, journal = open_book(config.journal.path)
+        observer = _TxMetrics(self.metrics)
+        attestation = None
+        if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
+            attestation = AttestationPolicy.from_files(
+                str(config.signer.attestation_root), config.signer.pcr0
+            )
+        signer = SignerClient(
+            config.signer.url,
+            timeout=config.signer.timeout_seconds,
+            connect_timeout=config.signer.connect_timeout_seconds,
+            max_in_flight=config.signer.max_in_flight,
+            attestation=attestation,
+            on_event=self.metrics.signer_error,
+        )
+        read_urls = [r.url for r in config.rpcs] + [_http_of(c.url) for c in config.clients]
+        chain = ChainReader(
+            read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
+        )
+        manager: TxManager
+        fanout = FanOut(
+            [Endpoint(r.name, r.url) for r in config.rpcs],
+            on_result=lambda result: manager.on_result(result),
+            on_written=lambda written: manager.on_written(written),
+        )
+        manager = self.manager = TxManager(
+            chain_id=config.chain_id,
+            book=book,
+            journal=journal,
+            signer=signer,
+            fanout=fanout,
+            endpoints=len(config.rpcs),
+            chain=chain,
+            finality_depth=config.finality_depth,
+            fees=FeePolicy(
+                bump_percent=config.fees.bump_percent, fee_cap=config.fees.max_fee_cap_wei
+            ),
+            observer=observer,
+        )
+        tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
+        hub = self.hub = HeadHub(
+            [(c.name, c.url) for c in config.clients],
+            tracker=tracker,
+            on_events=self._on_events,
+            hooks=_HubMetrics(self.metrics),
+            options=SubscriptionOptions(watchdog=config.heads.watchdog_seconds),
+        )
+        api = self.api = IntentApi(
+            manager,
+            chain_id=config.chain_id,
+            accounts=self.accounts,
+            tokens=config.api.tokens,
+            limits=ApiLimits(
+                max_message_bytes=config.api.max_message_bytes,
+                rate_per_second=config.api.rate_per_token,
+                burst=config.api.rate_burst,
+            ),
+            tip_number=lambda: tracker.tip.number if tracker.tip else None,
+            passthrough=chain.call,
+            on_intent=self.metrics.intent,
+        )
+        observer.api = api
+        server = None
+        try:
+            await fanout.connect()
+            await self._start_manager(manager)
+            server = await api.serve(config.api.listen.host, config.api.listen.port)
+            self.api_port = int(next(iter(server.sockets)).getsockname()[1])
+            log.info(
+                "serving intents on ws://%s:%d, metrics on %s",
+                config.api.listen.host,
+                self.api_port,
+                self.metrics_server.url,
+            )
+            async with asyncio.TaskGroup() as group:
+                group.create_task(hub.run(), name="heads")
+                group.create_task(fanout.run(), name="fanout")
+                group.create_task(manager.run(), name="txmanager")
+                group.create_task(self._lag_updater(hub), name="lag")
+                self.ready.set()
+        finally:
+            self.ready.clear()
+            manager.stop_accepting()
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 5)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(journal.flush(), 5)
+            journal.close()
+            await fanout.aclose()
+            await signer.close()
+            await chain.close()
+            await self.metrics_server.close()
+            log.info("stopped; journal flushed and closed")
+
+    async def _start_manager(self, manager: TxManager) -> None:
+        """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""
+        delay = 0.2
+        while True:
+            try:
+                actions = await manager.start(self.accounts)
+            except ChainReadError as exc:
+                log.warning("chain not reachable yet (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if actions:
+                log.info("recovery: %d actions on reloaded transactions", len(actions))
+            return
+
+    def _on_events(
+        self, events: list[Event], client: str, recv_ns: int, header: Mapping[str, Any]
+    ) -> None:
+        manager = self.manager
+        if manager is not None:
+            manager.on_chain(events, client, recv_ns, header)  # the reaction first
+        metrics = self.metrics
+        for event in events:
+            kind = type(event)
+            if kind is Reorg:
+                assert isinstance(event, Reorg)
+                metrics.reorg(event.depth)
+                log.warning(
+                    "reorg depth %d at #%d (client %s): dropped %s",
+                    event.depth,
+                    event.ancestor.number,
+                    client,
+                    [b.hash[:12] for b in event.old],
+                )
+            elif kind is DeepReorg:
+                assert isinstance(event, DeepReorg)
+                metrics.deep_reorg()
+            elif kind is Rejected:
+                assert isinstance(event, Rejected)
+                metrics.rejected_header(client, event.reason)
+                metrics.invalid_message(client, f"header_{event.reason}")
+                log.warning("rejected header from %s: %s (%s)", client, event.reason, event.detail)
+        hub = self.hub
+        if hub is not None and hub.tracker.tip is not None:
+            metrics.tip(hub.tracker.tip.number)
+
+    async def _lag_updater(self, hub: HeadHub) -> None:
+        while True:
+            for status in hub.status():
+                if status.lag is not None:
+                    self.metrics.client_lag(status.name, status.lag)
+            await asyncio.sleep(1.0)
