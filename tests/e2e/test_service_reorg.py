@@ -34,9 +34,9 @@ async def bot(stack: DevStack) -> AsyncIterator[BroadcasterClient]:
         yield client
 
 
-async def until(predicate: Any, what: str, timeout: float = 20.0) -> None:
+async def until(predicate: Any, what: str, limit: float = 20.0) -> None:
     """Poll an async predicate until it holds (a deadline, not a timing assertion)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + limit
     while not await predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
