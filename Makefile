@@ -12,7 +12,7 @@ ANVIL  := $(TOOLS)/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 export ANVIL_BIN := $(abspath $(ANVIL))
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup prometheus demo test lint typecheck unit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,16 @@ $(ANVIL):
 		@foundry-rs/anvil-linux-amd64@$(ANVIL_VERSION)
 	$(ANVIL) --version
 
-setup: $(BIN)/.installed $(ANVIL)
+# Prometheus server + promtool (Debian package): the scrape test and the alert-rule checks.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	}
+	@promtool --version | head -n 1
+
+setup: $(BIN)/.installed $(ANVIL) prometheus
 
 demo: setup
 	$(BIN)/broadcaster demo
