@@ -18,6 +18,7 @@ import base64
 import contextlib
 import ssl
 from dataclasses import dataclass
+from typing import cast
 
 from broadcaster.rpc_transport import OnReply, Reply, TransportClosed, split_url
 
@@ -177,8 +178,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
+        self.transport = cast(asyncio.Transport, transport)
 
     def write(self, rid: int, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():

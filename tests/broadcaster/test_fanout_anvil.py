@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+import uvloop
 
 from broadcaster.fanout import Endpoint, FanOut
 from broadcaster.rpc_errors import ErrorKind
@@ -141,3 +142,20 @@ async def test_many_transactions_in_a_row_keep_their_order_and_all_land(
         pending = await asyncio.to_thread(node.rpc, "txpool_content")
         by_nonce = pending["pending"]
         assert sum(len(v) for v in by_nonce.values()) == len(txs)
+
+
+def test_the_fan_out_works_under_uvloop_too(two_anvils: tuple[Anvil, Anvil]) -> None:
+    # The service runs on uvloop, whose transports are only duck-typed asyncio.Transports.
+    a, b = two_anvils
+
+    async def scenario() -> Collector:
+        seen = Collector()
+        async with FanOut(endpoints_of(a, b), on_result=seen.on_result) as fanout:
+            for nonce in range(3):
+                fanout.submit(*signed_transfer(nonce))
+            await seen.until(lambda: len(seen.finals()) == 12)
+        return seen
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        seen = runner.run(scenario())
+    assert {r.kind for r in seen.finals()} == {ErrorKind.ACCEPTED}

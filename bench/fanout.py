@@ -1,0 +1,135 @@
+"""Fan-out write path against 3 local anvils: submit() -> last RPC write, and round trips.
+
+    .venv/bin/python -m bench.fanout [--n 2000] [--ws]
+
+Figures (µs): ``submit->last write`` is what the reorg reaction pays for the fan-out
+(``broadcaster_reaction_seconds`` ends at the last write); ``round trip`` is submit -> all 3
+replies. The aiohttp baseline posts the same pre-built body through one kept-alive
+``ClientSession`` per endpoint (its write time is not observable, so only its round trip is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from contextlib import ExitStack
+
+import aiohttp
+from eth_account import Account
+
+from broadcaster.fanout import BroadcastResult, Endpoint, FanOut, Written
+from broadcaster.rpc_transport import encode_send_raw
+from tests.anvil import DEV_ADDRESS, DEV_KEY, running_anvil
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(label: str, samples_ns: list[int]) -> None:
+    us = [s / 1000 for s in samples_ns]
+    print(
+        f"{label:34s} p50 {statistics.median(us):8.1f}  p90 {pct(us, 0.9):8.1f}"
+        f"  p99 {pct(us, 0.99):8.1f}  (n={len(us)})"
+    )
+
+
+def signed(n: int) -> list[tuple[bytes, bytes]]:
+    account = Account.from_key(DEV_KEY)
+    out = []
+    for nonce in range(n):
+        tx = {
+            "type": 2,
+            "chainId": 31337,
+            "nonce": nonce,
+            "to": DEV_ADDRESS,
+            "value": 1,
+            "gas": 21000,
+            "maxFeePerGas": 3 * 10**9,
+            "maxPriorityFeePerGas": 10**9,
+        }
+        s = account.sign_transaction(tx)
+        out.append((bytes(s.raw_transaction), bytes(s.hash)))
+    return out
+
+
+async def bench_fanout(urls: list[str], txs: list[tuple[bytes, bytes]]) -> None:
+    writes: list[int] = []
+    replies: list[int] = []
+    done = asyncio.Event()
+
+    def on_written(w: Written) -> None:
+        writes.append(w.written_ns)
+
+    def on_result(r: BroadcastResult) -> None:
+        replies.append(time.perf_counter_ns())
+        if len(replies) == len(urls):
+            done.set()
+
+    endpoints = [Endpoint(f"rpc{i}", url) for i, url in enumerate(urls)]
+    to_write: list[int] = []
+    round_trip: list[int] = []
+    async with FanOut(endpoints, on_result=on_result, on_written=on_written) as fanout:
+        for raw, tx_hash in txs:
+            writes.clear()
+            replies.clear()
+            done.clear()
+            t0 = time.perf_counter_ns()
+            fanout.submit(raw, tx_hash)
+            t1 = time.perf_counter_ns()
+            async with asyncio.timeout(10):
+                await done.wait()
+            if len(writes) == len(urls):
+                to_write.append(max(writes) - t0)
+            round_trip.append(max(replies) - t0)
+            assert t1 >= t0
+        fast = sum(s.fast_writes for s in fanout.stats().values())
+    report("fanout submit->last write", to_write)
+    report("fanout submit->all replies", round_trip)
+    print(f"  (writes done inside submit(): {fast} of {len(txs) * len(urls)})")
+
+
+async def bench_aiohttp(urls: list[str], txs: list[tuple[bytes, bytes]]) -> None:
+    sessions = [aiohttp.ClientSession() for _ in urls]
+    samples: list[int] = []
+    headers = {"content-type": "application/json"}
+    try:
+        for i, (raw, _) in enumerate(txs):
+            body = encode_send_raw(i, raw.hex().encode())
+            t0 = time.perf_counter_ns()
+
+            async def post(session: aiohttp.ClientSession, url: str, data: bytes) -> None:
+                async with session.post(url, data=data, headers=headers) as response:
+                    await response.read()
+
+            await asyncio.gather(*(post(s, u, body) for s, u in zip(sessions, urls, strict=True)))
+            samples.append(time.perf_counter_ns() - t0)
+    finally:
+        for session in sessions:
+            await session.close()
+    report("aiohttp gather->all replies", samples)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--ws", action="store_true", help="websocket endpoints instead of http")
+    args = parser.parse_args()
+    txs = signed(args.n)
+    with ExitStack() as stack:
+        nodes = [stack.enter_context(running_anvil("--no-mining")) for _ in range(3)]
+        urls = [n.ws_url if args.ws else n.http_url for n in nodes]
+        await bench_fanout(urls, txs)
+        for node in nodes:  # fresh pools for the baseline
+            node.rpc("anvil_dropAllTransactions")
+        if not args.ws:
+            await bench_aiohttp(urls, txs)
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())
