@@ -63,6 +63,10 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
 def _is_str(v: object) -> bool:
     return isinstance(v, str)
 
@@ -188,6 +192,10 @@ class ConfigReader:
     ) -> str | None:
         result: str | None = self._typed(table, key, path, _MISSING, "a string", _is_str, required)
         return result
+
+    def boolean(self, table: dict[str, Any] | None, key: str, path: str, default: bool) -> bool:
+        result = self._typed(table, key, path, default, "true or false", _is_bool, False)
+        return bool(result) if result is not None else default
 
     def integer(
         self,
@@ -371,6 +379,7 @@ def render_config(
     bump_percent: int = 10,
     watchdog_seconds: float | None = None,
     header: str = "",
+    presign_replacements: bool = True,
 ) -> str:
     """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs.
 
@@ -389,6 +398,8 @@ def render_config(
     for address in accounts:
         lines += ["", "[[accounts]]", f"address = {_toml(address)}"]
     lines += ["", "[fees]", f"bump_percent = {_toml(bump_percent)}"]
+    if not presign_replacements:
+        lines += ["presign_replacements = false"]
     lines += ["", "[api]", f"listen = {_toml(api_listen)}", f"tokens = {_toml(list(tokens))}"]
     lines += ["", "[metrics]", f"listen = {_toml(metrics_listen)}"]
     lines += ["", "[journal]", f"path = {_toml(journal_path)}"]

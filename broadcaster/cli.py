@@ -131,9 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
 
+    from broadcaster.doctor.command import add_doctor_arguments, run_doctor
+
     doctor = sub.add_parser("doctor", help="check this host for latency pitfalls")
-    doctor.add_argument("rest", nargs="*")
-    doctor.set_defaults(func=_not_yet("doctor"))
+    add_doctor_arguments(doctor)
+    doctor.set_defaults(func=run_doctor)
     return parser
 
 

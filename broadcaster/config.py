@@ -130,11 +130,14 @@ class AccountConfig:
 class FeesConfig:
     """Fee policy (wei). ``bump_percent``: raise on a re-sign at the same nonce (geth's replace
     rule needs >= 10). ``priority_fee_wei``: tip for intents that give none. ``max_fee_cap_wei``:
-    never sign a ``maxFeePerGas`` above this (``None``: no cap here; the enclave policy may cap)."""
+    never sign a ``maxFeePerGas`` above this (``None``: no cap here; the enclave policy may cap).
+    ``presign_replacements``: once a transaction is included, sign its replacement (fees bumped)
+    in the background, so a reorg that drops it sends the replacement with no signer round trip."""
 
     bump_percent: int = MIN_BUMP_PERCENT
     priority_fee_wei: int = 1_000_000_000
     max_fee_cap_wei: int | None = None
+    presign_replacements: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,9 +374,10 @@ def _fees(r: ConfigReader, table: dict[str, Any] | None) -> FeesConfig | None:
     cap = r.integer(table, "max_fee_cap_wei", "fees", required=False, low=1)
     if cap is not None and tip is not None and cap < tip:
         r.problem("fees.max_fee_cap_wei", f"is below fees.priority_fee_wei ({tip})")
+    presign = r.boolean(table, "presign_replacements", "fees", True)
     if bump is None or tip is None:
         return None
-    return FeesConfig(bump, tip, cap)
+    return FeesConfig(bump, tip, cap, presign)
 
 
 def _api(r: ConfigReader, table: dict[str, Any] | None) -> ApiConfig | None:
@@ -450,7 +454,7 @@ _SIGNER = (
     "attestation_root",
     "pcr0",
 )
-_FEES = ("bump_percent", "priority_fee_wei", "max_fee_cap_wei")
+_FEES = ("bump_percent", "priority_fee_wei", "max_fee_cap_wei", "presign_replacements")
 _API = ("listen", "tokens", "max_message_bytes", "rate_per_token", "rate_burst")
 
 

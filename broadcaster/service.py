@@ -188,6 +188,7 @@ class Service:
                 bump_percent=config.fees.bump_percent, fee_cap=config.fees.max_fee_cap_wei
             ),
             observer=observer,
+            presign=config.fees.presign_replacements,
         )
         tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
         hub = self.hub = HeadHub(

@@ -202,6 +202,7 @@ class TxManager:
         observer: TxObserver | None = None,
         clock: Callable[[], float] = time.time,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
+        presign: bool = True,
     ) -> None:
         self.chain_id = chain_id
         self.book = book
@@ -223,7 +224,11 @@ class TxManager:
         self._scan_queue: dict[str, int] = {}
         self._scan_wakeup = asyncio.Event()
         self._resync_wanted: set[str] = set()
-        self._bumps: dict[bytes, int] = {}  # attempt hash -> bumps already made for its record
+        # Replacements signed ahead of need: included attempt's hash -> (signed, fees). A reorg
+        # that drops the attempt sends its replacement at once, with no signer round trip.
+        self._presigned: dict[bytes, tuple[SignedTx, Fees]] = {}
+        self.presign = presign
+        self.presigned_sent = 0  # reorg replacements that went out with no signer round trip
         self._bumped_for: set[bytes] = set()  # attempt hashes already answered with a bump
         self._results: dict[bytes, dict[str, ErrorKind]] = {}
         self._ids = itertools.count(1)
@@ -518,13 +523,24 @@ class TxManager:
         self._send(record, attempt, reason=AttemptReason.GAP_FILL.value)
 
     def _bumped(self, record: TxRecord) -> Fees | None:
-        """Replacement fees over the record's latest attempt (geth's rule, new base fee)."""
+        """Replacement fees over the record's latest attempt (geth's rule, new base fee).
+
+        A replacement signed ahead (and not used) counts as the latest signature: the enclave's
+        nonce protection compares a new payload with the last one it signed at that nonce.
+        """
         latest = record.latest
         if latest is None:
             return self._initial_fees(record.intent)
+        old = Fees(latest.max_fee_per_gas, latest.max_priority_fee_per_gas)
+        ahead = self._presigned.get(latest.hash)
+        if ahead is not None:
+            old = Fees(
+                max(old.max_fee_per_gas, ahead[1].max_fee_per_gas),
+                max(old.max_priority_fee_per_gas, ahead[1].max_priority_fee_per_gas),
+            )
         try:
             return replacement_fees(
-                Fees(latest.max_fee_per_gas, latest.max_priority_fee_per_gas),
+                old,
                 base_fee=self.base_fee or 0,
                 bump_percent=self.fees.bump_percent,
                 tip=None if record.intent.noop else record.intent.max_priority_fee_per_gas,
@@ -569,15 +585,83 @@ class TxManager:
         dropped = self.book.on_reorg([b.hash for b in event.old], now=now)
         if dropped:
             reaction = _Reaction(recv_ns, len(dropped), len(dropped) * self._endpoints)
+            # Replacements signed ahead go out right here, in the task that read the frame.
+            # The rest are signed now; a sender's later nonces wait behind its first unsigned one.
+            slow: list[TxRecord] = []
+            waiting: set[str] = set()
+            sent: list[TxRecord] = []
+            tip_number = event.tip.number
+            for record in dropped:
+                if record.sender not in waiting and self._send_presigned(
+                    record, reaction, tip_number
+                ):
+                    sent.append(record)
+                else:
+                    waiting.add(record.sender)
+                    slow.append(record)
+            if slow:
+                self._react(slow, reaction, tip_number)
             for record in dropped:
                 self.observer.status(record, "reorged")
-            self._react(dropped, reaction, event.tip.number)
+            for record in sent:
+                self.observer.resend(AttemptReason.REORG.value)
+                self.observer.status(record, "resent")
         self.window.reorg(event)
         self.tip = event.tip
         self._queue_scan(event.new)
         self._after_tip_move()
         for sender in {r.sender for r in dropped}:
             self._want_resync(sender)
+
+    def presigned_for(self, record: TxRecord) -> bool:
+        """A replacement for ``record``'s latest attempt is signed and waiting."""
+        latest = record.latest
+        return latest is not None and latest.hash in self._presigned
+
+    def _send_presigned(self, record: TxRecord, reaction: _Reaction, tip_number: int) -> bool:
+        """Send the replacement signed ahead for ``record``'s dropped attempt, if still good."""
+        latest = record.latest
+        if latest is None or not self._presigned:
+            return False
+        ahead = self._presigned.pop(latest.hash, None)
+        if ahead is None:
+            return False
+        signed, fees = ahead
+        if record.intent.expired_at(tip_number + 1):
+            return False  # a noop must take the nonce instead
+        needed = self._bumped(record)
+        if (
+            needed is None
+            or fees.max_fee_per_gas < needed.max_fee_per_gas
+            or fees.max_priority_fee_per_gas < needed.max_priority_fee_per_gas
+        ):
+            return False  # the base fee rose past what it was signed for: sign afresh
+        attempt = self._record_attempt(record, signed, fees, AttemptReason.REORG)
+        self.presigned_sent += 1
+        if record.state is _S.REORGED:
+            self.book.transition(record, _S.SIGNED, reason="re-signed ahead", now=attempt.signed_at)
+        self.fanout.submit(attempt.raw, attempt.hash, _Send(record, attempt, reaction))
+        return True
+
+    def _presign_replacement(self, record: TxRecord) -> None:
+        """Sign, in the background, what a reorg dropping ``record``'s attempt would send."""
+        latest = record.latest
+        if (
+            self.presign
+            and latest is not None
+            and latest.hash not in self._presigned
+            and not record.intent.external
+        ):
+            self._spawn(self._presign(record, latest))
+
+    async def _presign(self, record: TxRecord, latest: Attempt) -> None:
+        fees = self._bumped(record)
+        if fees is None:
+            return
+        noop = (record.has_noop or latest.is_noop) and not record.intent.noop
+        signed = await self._sign(record, fees, noop=noop)
+        if signed is not None and record.latest is latest and record.state is _S.INCLUDED:
+            self._presigned[latest.hash] = (signed, fees)
 
     def _react(self, dropped: list[TxRecord], reaction: _Reaction, tip_number: int) -> None:
         """Start re-signing every dropped transaction; sends keep each sender's nonce order."""
@@ -685,6 +769,8 @@ class TxManager:
         for block_hash in self.window.final_blocks():
             for record in self.book.finalize(block_hash, now=now):
                 self.observer.status(record, "finalized")
+                for attempt in record.attempts:
+                    self._presigned.pop(attempt.hash, None)
         # Expiry: intents whose validUntilBlock is behind us and that are not mined.
         for record in self._expiring(tip.number + 1):
             self._spawn(
@@ -754,6 +840,7 @@ class TxManager:
                     self.window.hold(block_hash, number)
                     if record.state is _S.INCLUDED and before is not _S.INCLUDED:
                         self.observer.status(record, "included")
+                        self._presign_replacement(record)
             if self._scan_queue:
                 await asyncio.sleep(0.05)
                 self._scan_wakeup.set()

@@ -22,9 +22,10 @@ from broadcaster.devstack import DevStack, dev_stack
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[DevStack]:
-    async with dev_stack(tmp_path) as running:
+@pytest.fixture(params=[True, False], ids=["presigned", "live-resign"])
+async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[DevStack]:
+    """The stack twice: replacements signed ahead of the reorg, and signed at reaction time."""
+    async with dev_stack(tmp_path, presign=request.param) as running:
         yield running
 
 
@@ -96,6 +97,15 @@ async def test_reorged_out_intents_are_re_signed_with_higher_fees_and_included_a
     sent = await send(bot, depth)
     await until(lambda: all_included(bot, sent), "first inclusion")
     first = {s["id"]: s["hash"] for s in sent}
+    manager = stack.service.manager
+    assert manager is not None
+    if manager.presign:
+
+        async def presigned() -> bool:
+            book = manager.book
+            return all(manager.presigned_for(book.by_intent(s["id"])) for s in sent)
+
+        await until(presigned, "replacements signed ahead")
     reorgs_before = stack.service.metrics.sample("broadcaster_reorgs_total") or 0
 
     await stack.node.rpc("anvil_reorg", depth, [])  # drops the blocks and their transactions
@@ -114,6 +124,7 @@ async def test_reorged_out_intents_are_re_signed_with_higher_fees_and_included_a
     assert (metrics.sample("broadcaster_reorgs_total") or 0) == reorgs_before + 1
     assert metrics.sample("broadcaster_resends_total", {"reason": "reorg"}) == depth
     assert metrics.sample("broadcaster_reaction_seconds_count") == 1
+    assert manager.presigned_sent == (depth if manager.presign else 0)
 
 
 async def test_a_reorg_while_a_broadcast_is_in_flight_keeps_every_intent_exactly_once(
