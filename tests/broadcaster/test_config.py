@@ -95,7 +95,12 @@ def test_the_example_file_sets_and_comments_every_key_the_loader_knows() -> None
     for table in ("signer", "fees", "api", "metrics", "journal", "heads", "cpu"):
         assert table in data, table
     assert set(data["signer"]) >= {"url", "timeout_seconds", "attestation_root", "pcr0"}
-    assert set(data["fees"]) == {"bump_percent", "priority_fee_wei", "max_fee_cap_wei"}
+    assert set(data["fees"]) == {
+        "bump_percent",
+        "priority_fee_wei",
+        "max_fee_cap_wei",
+        "presign_replacements",
+    }
     assert set(data["api"]) == {
         "listen",
         "tokens",
