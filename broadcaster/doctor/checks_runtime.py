@@ -35,15 +35,13 @@ def check_clocksource(host: Host) -> Finding:
     if current in _NATIVE_CLOCKS:
         return Finding("clock.source", title, Status.OK, value)
     switch = (
-        f"tsc is available: echo tsc > /{_CLOCKSOURCE}/current_clocksource, or boot with "
-        "clocksource=tsc tsc=reliable"
+        f"Switch: echo tsc > /{_CLOCKSOURCE}/current_clocksource (or boot with clocksource=tsc)"
         if "tsc" in available
-        else "use an instance type that offers tsc"
+        else "Use an instance type that offers tsc"
     )
     if current in _PARAVIRT_CLOCKS:
         extra = (
-            " On Xen, older kernels cannot read it in the vDSO at all, so every time.monotonic() "
-            "is a syscall."
+            " Older kernels cannot read xen in the vDSO: every clock read is a syscall."
             if current == "xen"
             else ""
         )
@@ -52,9 +50,9 @@ def check_clocksource(host: Host) -> Finding:
             title,
             Status.WARN,
             value,
-            f"{current} is a paravirtual clock: each read goes through a hypervisor-shared page "
-            f"with a retry loop, slower than reading the TSC, and the service reads the clock per "
-            f"frame and per metric.{extra} {switch} (AWS recommends tsc on Nitro and Xen).",
+            f"{current} is a paravirtual clock: each read goes through a hypervisor-shared page, "
+            f"slower than the TSC, and the service reads the clock per frame.{extra} {switch}; "
+            "AWS recommends tsc.",
         )
     return Finding(
         "clock.source",
@@ -62,7 +60,7 @@ def check_clocksource(host: Host) -> Finding:
         Status.FAIL,
         value,
         f"{current} cannot be read from user space: every clock read is a syscall plus a slow "
-        f"device register read (µs each), and the service reads the clock per frame; {switch}.",
+        f"device register read (µs each), and the service reads the clock per frame. {switch}.",
     )
 
 
