@@ -179,7 +179,7 @@ def test_isolated_cpus_come_from_sysfs_and_the_kernel_command_line(tmp_path: Pat
             "proc/cmdline": "ro isolcpus=managed_irq,domain,5-6 quiet -- isolcpus=9",
         },
     )
-    assert isolated_cpus(host) == {2, 5, 6}
+    assert isolated_cpus(host) == frozenset({2, 5, 6})
 
 
 def test_a_process_confined_to_isolated_cpus_is_ok(tmp_path: Path) -> None:

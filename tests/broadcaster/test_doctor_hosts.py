@@ -32,7 +32,7 @@ def _cpus(count: int, governor: str) -> dict[str, str]:
 
 
 def _idle(cpu: int, states: list[tuple[str, int, int]]) -> dict[str, str]:
-    files = {}
+    files: dict[str, str] = {}
     for i, (name, latency, disabled) in enumerate(states):
         base = f"sys/devices/system/cpu/cpu{cpu}/cpuidle/state{i}"
         files |= {
@@ -158,11 +158,11 @@ def test_a_host_reads_missing_files_as_none(tmp_path: Path) -> None:
     host = make_host(tmp_path, {"proc/self/status": "Cpus_allowed_list:\t1-2\n"})
     assert host.read("proc/cmdline") is None
     assert host.status_field("Mems_allowed_list") is None
-    assert host.allowed_cpus() == {1, 2}
+    assert host.allowed_cpus() == frozenset({1, 2})
     assert host.numa_nodes() is None
 
 
 def test_injected_affinity_wins_over_the_status_file(tmp_path: Path) -> None:
     host = make_host(tmp_path, GOOD, affinity=frozenset({5}))
-    assert host.allowed_cpus() == {5}
-    assert host.numa_nodes() == {0: set(range(8)), 1: set(range(8, 16))}
+    assert host.allowed_cpus() == frozenset({5})
+    assert host.numa_nodes() == {0: frozenset(range(8)), 1: frozenset(range(8, 16))}
