@@ -29,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broadcaster.doctor.model import Status
+from broadcaster.doctor.model import Status, format_cpulist
 
 __all__ = [
     "CanaryResult",
@@ -149,6 +150,7 @@ class CanaryResult:
     seconds: float
     elapsed_s: float
     loop: str
+    cpus: str
     sleep_us: float
     wakeup: Distribution
     busy: Distribution
@@ -168,6 +170,7 @@ class CanaryResult:
             "seconds": self.seconds,
             "elapsed_s": round(self.elapsed_s, 6),
             "loop": self.loop,
+            "cpus": self.cpus,
             "sleep_us": self.sleep_us,
             "wakeup": self.wakeup.to_json(),
             "busy": self.busy.to_json(),
@@ -227,6 +230,11 @@ def _proc_nonvoluntary() -> int | None:
     return None
 
 
+def _affinity_text() -> str:
+    getter = getattr(os, "sched_getaffinity", None)
+    return format_cpulist(getter(0)) if getter is not None else "unknown"
+
+
 async def measure(
     seconds: float,
     *,
@@ -269,6 +277,7 @@ async def measure(
         seconds=seconds,
         elapsed_s=elapsed,
         loop=loop_name,
+        cpus=_affinity_text(),
         sleep_us=sleep_s * 1e6,
         wakeup=wake_d,
         busy=busy_d,
@@ -281,12 +290,21 @@ async def measure(
     )
 
 
-def run_canary(seconds: float) -> CanaryResult:
-    """Run :func:`measure` on a fresh uvloop loop (the stock loop if uvloop is missing)."""
+def run_canary(seconds: float, cpus: Sequence[int] | None = None) -> CanaryResult:
+    """Run :func:`measure` on a fresh uvloop loop (the stock loop if uvloop is missing). With
+    ``cpus`` (the config's pinning), this thread runs pinned to them, as the service would, and
+    its affinity is restored afterwards."""
     factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     with contextlib.suppress(ImportError):
         import uvloop
 
         factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(measure(seconds))
+    saved = os.sched_getaffinity(0) if cpus and hasattr(os, "sched_setaffinity") else None
+    if saved is not None and cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(measure(seconds))
+    finally:
+        if saved is not None:
+            os.sched_setaffinity(0, saved)

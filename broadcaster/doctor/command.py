@@ -82,7 +82,13 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.canary:
         if not args.json:
             print(f"running the jitter canary for {args.canary:g} s...", file=sys.stderr)
-        canary = run_canary(args.canary)
+        try:
+            canary = run_canary(args.canary, cpus=pinning or None)
+        except OSError as exc:  # the pinning names CPUs this process may not use
+            print(
+                f"broadcaster doctor: canary not pinned ({exc}); running unpinned", file=sys.stderr
+            )
+            canary = run_canary(args.canary)
     if args.json:
         out = orjson.dumps(render_json(host, findings, canary), option=orjson.OPT_INDENT_2)
         sys.stdout.buffer.write(out + b"\n")

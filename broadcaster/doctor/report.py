@@ -125,7 +125,7 @@ def _why(text: str) -> list[str]:
 def _canary_lines(c: CanaryResult) -> list[str]:
     w, b = c.wakeup, c.busy
     return [
-        f"canary: {c.elapsed_s:.1f} s on {c.loop}",
+        f"canary: {c.elapsed_s:.1f} s on {c.loop}, CPUs {c.cpus}",
         f"  wakeup after {c.sleep_us:g} µs sleep, lateness µs: p50 {w.p50_us:.0f}  "
         f"p99 {w.p99_us:.0f}  p99.9 {w.p999_us:.0f}  max {w.max_us:.0f}  "
         f"(>100 µs: {w.over_100us}, >1 ms: {w.over_1ms} of {w.samples})",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 from collections.abc import Iterator
 
@@ -150,3 +151,11 @@ def test_the_canary_leaves_no_event_loop_behind() -> None:
     run_canary(0.05)
     with pytest.raises(RuntimeError):
         asyncio.get_running_loop()
+
+
+def test_a_pinned_canary_runs_on_those_cpus_and_restores_the_affinity() -> None:
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    result = run_canary(0.05, cpus=[cpu])
+    assert result.cpus == str(cpu)
+    assert os.sched_getaffinity(0) == before

@@ -242,3 +242,15 @@ def test_the_real_root_uses_this_processs_affinity_and_other_roots_their_status_
 ) -> None:
     assert host_for_root("/").affinity() == frozenset(os.sched_getaffinity(0))
     assert host_for_root(tmp_path).affinity() is None
+
+
+def test_a_canary_that_cannot_take_the_configured_cpus_runs_unpinned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = build_tree(tmp_path / "root", GOOD)
+    config = config_file(tmp_path, [4000])
+    code = main(["doctor", "--root", str(root), "--config", str(config), "--canary", "0.05"])
+    captured = capsys.readouterr()
+    assert code == 1  # CPU 4000 is not online in the fixture
+    assert "canary not pinned" in captured.err
+    assert "canary: " in captured.out
