@@ -134,7 +134,12 @@ def _canary_lines(c: CanaryResult) -> list[str]:
         f"(>100 µs: {b.over_100us}, >1 ms: {b.over_1ms} of {b.samples})",
         f"  involuntary context switches: {c.involuntary} ({c.involuntary_per_s:.1f}/s), "
         f"voluntary {c.voluntary}",
-        f"  {_LABEL[c.status]:<8}  {c.verdict}",
+        *textwrap.wrap(
+            c.verdict,
+            width=100,
+            initial_indent=f"  {_LABEL[c.status]:<8}",
+            subsequent_indent=" " * 10,
+        ),
     ]
 
 
