@@ -33,7 +33,7 @@ from enclave.policy import Policy, PolicyConfig
 from signer_client import SignerClient
 from signer_client.framing import encode_frame
 from signer_client.signing import LocalKey
-from signer_client.txcodec import keccak, tx_from_dict, tx_to_wire
+from signer_client.txcodec import body_items, keccak, signing_payload, tx_from_dict
 from signer_client.verify import ReplyVerifier
 
 KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -93,11 +93,14 @@ def bench_server_side(n: int) -> list[dict[str, Any]]:
         audit = AuditLog(os.path.join(tmp, "audit.jsonl"), LocalKey(os.urandom(32)))
         config = PolicyConfig(chain_ids=(31337,), rate_per_second=1e9, burst=10**9)
         core = EnclaveCore([LocalKey(KEY)], Policy(config), audit=audit)
-        messages = [
+        messages = [  # what SignerClient sends (protocol 2), as the server has it after orjson
             {
                 "id": i,
                 "method": "sign_transaction",
-                "params": {"sender": SENDER, "tx": tx_to_wire(tx_from_dict(tx(i)))},
+                "params": {
+                    "sender": SENDER.lower(),
+                    "payload": "0x" + signing_payload(tx_from_dict(tx(i))).hex(),
+                },
             }
             for i in range(n + 200)
         ]
@@ -146,8 +149,9 @@ def bench_verify(n: int) -> dict[str, Any]:
     fields = tx_from_dict(tx(1))
     raw, tx_hash, msg_hash = key.sign_fields(fields)
     raw_hex, hash_hex = "0x" + raw.hex(), "0x" + tx_hash.hex()
+    body = body_items(fields)  # the client built it for the request
     ours = _time(
-        lambda i: verifier.verify(fields, msg_hash, key.address_bytes, raw_hex, hash_hex), n
+        lambda i: verifier.verify(fields, msg_hash, key.address_bytes, raw_hex, hash_hex, body), n
     )
     signed = Account.sign_transaction(tx(1), KEY)
     raw_tx = signed.raw_transaction

@@ -16,12 +16,13 @@ from typing import Any
 from enclave.attestor import DevAttestor
 from enclave.audit import AuditLog
 from enclave.policy import Policy
-from signer_client.errors import PolicyDenied, TxFieldError
+from signer_client.errors import PolicyDenied, TransactionError, TxFieldError
 from signer_client.protocol import PROTOCOL_VERSION, error_reply, hello_info_bytes
 from signer_client.signing import LocalKey
 from signer_client.txcodec import (
     TxFields,
     body_items,
+    decode_payload,
     encode_signed,
     keccak,
     signing_payload,
@@ -31,13 +32,15 @@ from signer_client.txcodec import (
 __all__ = ["EnclaveCore"]
 
 
-def _sign_entry(sender_hex: str, f: TxFields, msg_hash: bytes, tx_hash: bytes) -> dict[str, Any]:
+def _sign_entry(sender_hex: str, f: TxFields, msg_hash: bytes, raw: bytes) -> dict[str, Any]:
+    # Built when the entry is committed, after the reply is written: even the tx hash is computed
+    # here, off the reply path (the client hashes the raw bytes itself).
     return {
         "sender": sender_hex,
         "chain": f.chain_id,
         "nonce": f.nonce,
         "signing_hash": "0x" + msg_hash.hex(),
-        "tx_hash": "0x" + tx_hash.hex(),
+        "tx_hash": "0x" + keccak(raw).hex(),
         "fee_cap": hex(f.fee_cap),
         "tip_cap": hex(f.tip_cap),
     }
@@ -88,12 +91,16 @@ class EnclaveCore:
 
     def handle(self, message: dict[str, Any], now: float) -> dict[str, Any]:
         request_id = message.get("id")
-        method = self._methods.get(message.get("method"))  # type: ignore[arg-type]
+        name = message.get("method")
+        if name == "sign_transaction":  # the hot one: no table lookup
+            method: Callable[[Any, Any, float], dict[str, Any]] | None = self._sign
+        else:
+            method = self._methods.get(name)  # type: ignore[arg-type]
         if method is None:
             return error_reply(request_id, "unknown_method", f"no method {message.get('method')!r}")
         try:
             return method(request_id, message.get("params") or {}, now)
-        except TxFieldError as exc:
+        except TransactionError as exc:  # TxFieldError (dict form), TxDecodeError (payload)
             return error_reply(request_id, "bad_request", exc.reason)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return error_reply(request_id, "bad_request", f"malformed params: {exc!r}")
@@ -101,13 +108,27 @@ class EnclaveCore:
     # ------------------------------------------------------------ methods
 
     def _sign(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
-        sender_hex = params["sender"].lower()
-        key = self.keys.get(sender_hex)
+        sender_hex = params["sender"]
+        key = self.keys.get(sender_hex)  # clients send lowercase hex: one lookup
         if key is None:
-            return error_reply(request_id, "unknown_sender", f"no key for {params['sender']}")
-        f = tx_from_dict(params["tx"])
-        body = body_items(f)
-        msg_hash = keccak(signing_payload(f, body))
+            sender_hex = sender_hex.lower()
+            key = self.keys.get(sender_hex)
+            if key is None:
+                return error_reply(request_id, "unknown_sender", f"no key for {params['sender']}")
+        payload_hex = params.get("payload")
+        if payload_hex is not None:
+            # Protocol 2: the unsigned signing payload. Decoded strictly (it must be the one
+            # canonical encoding of the fields we return), so the policy checks exactly what the
+            # signature will cover, and its hash needs no re-encoding.
+            if type(payload_hex) is not str or payload_hex[:2] != "0x":
+                raise TxFieldError("payload", "expected a 0x-hex string")
+            payload = bytes.fromhex(payload_hex[2:])
+            f, body = decode_payload(payload)
+            msg_hash = keccak(payload)
+        else:  # the eth-account style dict form (protocol 1's, still accepted)
+            f = tx_from_dict(params["tx"])
+            body = body_items(f)
+            msg_hash = keccak(signing_payload(f, body))
         try:
             self.policy.check(f, key.address_bytes, msg_hash, now)
         except PolicyDenied as exc:
@@ -127,10 +148,9 @@ class EnclaveCore:
             return error_reply(request_id, "policy_denied", exc.reason, rule=exc.rule)
         sig = key.sign_hash(msg_hash)
         raw = encode_signed(f, sig[64], sig[:32], sig[32:64], body)
-        tx_hash = keccak(raw)
         if self.audit is not None:
-            self.audit.append(now, "sign", partial(_sign_entry, sender_hex, f, msg_hash, tx_hash))
-        return {"id": request_id, "result": {"raw": "0x" + raw.hex(), "hash": "0x" + tx_hash.hex()}}
+            self.audit.append(now, "sign", partial(_sign_entry, sender_hex, f, msg_hash, raw))
+        return {"id": request_id, "result": {"raw": "0x" + raw.hex()}}
 
     def _hello(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
         return {"id": request_id, "result": self.hello_result}

@@ -67,7 +67,7 @@ class PolicyConfig:
         return "0x" + keccak(canonical).hex()
 
 
-@dataclass
+@dataclass(slots=True)
 class NonceRecord:
     """Everything signed at one (chain, sender, nonce): payload hashes and the latest fees."""
 
@@ -76,7 +76,7 @@ class NonceRecord:
     tip_cap: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     tokens: float
     stamp: float
@@ -98,8 +98,9 @@ class Policy:
     def check(self, f: TxFields, sender: bytes, msg_hash: bytes, now: float) -> None:
         """Raise :class:`PolicyDenied` or, when allowed, record the signature about to be made."""
         c = self.config
-        if f.chain_id not in self._chain_ids:
-            raise PolicyDenied("chain_id", f"chain id {f.chain_id} is not allowed")
+        chain_id = f.chain_id
+        if chain_id not in self._chain_ids:
+            raise PolicyDenied("chain_id", f"chain id {chain_id} is not allowed")
         to = f.to
         if not to:
             if not c.allow_create:
@@ -114,23 +115,28 @@ class Policy:
             raise PolicyDenied("value_cap", f"value {f.value} exceeds cap {c.max_value}")
         if f.gas > c.max_gas:
             raise PolicyDenied("gas_cap", f"gas {f.gas} exceeds cap {c.max_gas}")
-        fee_cap, tip_cap = f.fee_cap, f.tip_cap
-        if fee_cap > c.max_fee_per_gas:
+        fee_cap = f.max_fee_per_gas
+        if fee_cap is None:  # types 0 and 1: gasPrice is both caps
+            fee_cap = tip_cap = f.gas_price
+        else:
+            tip_cap = f.max_priority_fee_per_gas
+        if fee_cap > c.max_fee_per_gas:  # type: ignore[operator]
             raise PolicyDenied("fee_cap", f"fee cap {fee_cap} exceeds {c.max_fee_per_gas}")
-        if tip_cap > c.max_priority_fee_per_gas:
+        if tip_cap > c.max_priority_fee_per_gas:  # type: ignore[operator]
             raise PolicyDenied("tip_cap", f"tip {tip_cap} exceeds {c.max_priority_fee_per_gas}")
-        key = (f.chain_id, sender, f.nonce)
+        key = (chain_id, sender, f.nonce)
         record = self._nonces.get(key)
         if record is not None and msg_hash not in record.hashes:
-            self._check_replacement(record, fee_cap, tip_cap, f.nonce)
+            self._check_replacement(record, fee_cap, tip_cap, f.nonce)  # type: ignore[arg-type]
         self._take_token(sender, now)
         if record is None:
-            record = self._nonces[key] = NonceRecord()
-            if len(self._nonces) > c.nonce_memory:
-                del self._nonces[next(iter(self._nonces))]
-        if msg_hash not in record.hashes:
+            nonces = self._nonces
+            nonces[key] = NonceRecord({msg_hash}, fee_cap, tip_cap)  # type: ignore[arg-type]
+            if len(nonces) > c.nonce_memory:
+                del nonces[next(iter(nonces))]
+        elif msg_hash not in record.hashes:
             record.hashes.add(msg_hash)
-            record.fee_cap, record.tip_cap = fee_cap, tip_cap
+            record.fee_cap, record.tip_cap = fee_cap, tip_cap  # type: ignore[assignment]
 
     def _check_replacement(self, old: NonceRecord, fee_cap: int, tip_cap: int, nonce: int) -> None:
         bump = 100 + self.config.bump_percent

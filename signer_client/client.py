@@ -47,11 +47,11 @@ from signer_client.protocol import SignerInfo, hello_info_bytes, parse_hello
 from signer_client.signing import SignedTx
 from signer_client.txcodec import (
     TxFields,
+    body_items,
     keccak,
     parse_address,
-    signing_hash,
+    signing_payload,
     tx_from_dict,
-    tx_to_wire,
 )
 from signer_client.verify import ReplyVerifier
 
@@ -167,6 +167,7 @@ class SignerClient:
         self._connect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._verifier = ReplyVerifier()
+        self._senders: dict[str | bytes, tuple[bytes, str]] = {}
         self._closed = False
         self.info: SignerInfo | None = None
         self.attested: AttestationResult | None = None
@@ -208,16 +209,23 @@ class SignerClient:
     async def sign_transaction(
         self, tx: Mapping[str, Any] | TxFields, sender: str | bytes
     ) -> SignedTx:
-        """Have the signer sign ``tx`` as ``sender``; return it only after full verification."""
+        """Have the signer sign ``tx`` as ``sender``; return it only after full verification.
+
+        ``tx`` is an eth-account style dict or, faster (no dict normalisation), a
+        :class:`TxFields`. The request carries the unsigned signing payload (protocol 2); the
+        enclave decodes it strictly, checks its policy on the decoded fields and signs its hash.
+        """
         fields = tx if isinstance(tx, TxFields) else tx_from_dict(tx)
-        sender_bytes = parse_address(sender, "sender")
-        params = {"sender": "0x" + sender_bytes.hex(), "tx": tx_to_wire(fields)}
+        sender_bytes, sender_hex = self._sender(sender)
+        body = body_items(fields)
+        payload = signing_payload(fields, body)
+        params = {"sender": sender_hex, "payload": "0x" + payload.hex()}
         state: list[bytes] = []
 
         def while_waiting() -> None:
             # Runs after the request is written: overlaps our hashing with the signer's work.
             if not state:
-                state.append(signing_hash(fields))
+                state.append(keccak(payload))
 
         try:
             result = await self._call("sign_transaction", params, while_waiting)
@@ -226,13 +234,23 @@ class SignerClient:
             raise
         try:
             signed = self._verifier.verify(
-                fields, state[0], sender_bytes, result.get("raw"), result.get("hash")
+                fields, state[0], sender_bytes, result.get("raw"), result.get("hash"), body
             )
         except ReplyVerificationError:
             self._emit(SignerEvent.REPLY_INVALID)
             raise
         self._emit(SignerEvent.SIGNED)
         return signed
+
+    def _sender(self, sender: str | bytes) -> tuple[bytes, str]:
+        """``(20 bytes, lowercase 0x-hex)`` of a sender, parsed once per spelling."""
+        known = self._senders.get(sender)
+        if known is None:
+            address = parse_address(sender, "sender")
+            known = (address, "0x" + address.hex())
+            if len(self._senders) < 4096:  # a service has a handful of accounts; stay bounded
+                self._senders[sender] = known
+        return known
 
     async def hello(self) -> SignerInfo:
         return parse_hello(await self._call("hello", {}))
@@ -247,7 +265,9 @@ class SignerClient:
         deadline = loop.time() + self.timeout
         async with self._slots:
             while True:
-                conn = await self._connected(deadline)
+                conn = self._conn
+                if conn is None or conn.closed:
+                    conn = await self._connected(deadline)
                 try:
                     return await self._roundtrip(conn, method, params, deadline, after_write)
                 except _ConnectionLost:

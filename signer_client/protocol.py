@@ -1,14 +1,24 @@
-"""Messages of the signer wire protocol, version 1 (DESIGN.md section 6).
+"""Messages of the signer wire protocol, version 2 (DESIGN.md section 6).
 
 Every frame body is a JSON object. Requests ``{"id": int, "method": str, "params": {...}}``;
 replies ``{"id": int, "result": {...}}`` or ``{"id": int, "error": {"code", "reason"[, "rule"]}}``.
 Many requests may be in flight on one connection; replies come back in any order, matched by id.
 
+Version history: 1 sent the transaction as a JSON dict of hex quantities and replied with the
+hash too; 2 sends the signing payload (no JSON tx parsing in the enclave, no re-encoding before
+hashing) and replies with the raw bytes only. ``hello`` reports the version and the client refuses
+a signer that speaks another.
+
 Methods:
 
 ``hello`` -> ``{"protocol", "mode", "addresses", "chain_ids", "policy_hash", "log_public_key"}``
-``sign_transaction`` ``{"sender", "tx"}`` -> ``{"raw", "hash"}`` (0x-hex; ``tx`` in wire form, see
-  :func:`signer_client.txcodec.tx_to_wire`)
+``sign_transaction`` ``{"sender", "payload"}`` -> ``{"raw"}`` (0x-hex; a ``"hash"`` may come
+  along and is then checked, but the client computes ``keccak256(raw)`` itself). ``payload`` is
+  the unsigned EIP-155 / EIP-2718 signing payload (:func:`signer_client.txcodec.signing_payload`),
+  whose keccak256 is what gets signed; the signer decodes it strictly
+  (:func:`signer_client.txcodec.decode_payload`) and applies its policy to the decoded fields.
+  The dict form ``{"sender", "tx"}`` (``tx`` as :func:`signer_client.txcodec.tx_to_wire` makes
+  it) is still accepted.
 ``attestation`` ``{"nonce"}`` -> ``{"document"}`` (0x-hex COSE_Sign1 bytes, see ``attestation.py``)
 ``audit_head`` -> ``{"seq", "hash"}``: the newest audit-log entry, an anchor for the verifier.
 """
@@ -29,7 +39,7 @@ __all__ = [
     "parse_hello",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: Error codes a server may send; clients map them with :func:`signer_client.errors.remote_error`.
 ERROR_CODES = (

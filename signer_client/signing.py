@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import coincurve
 
 from signer_client.errors import TxDecodeError, TxFieldError
+from signer_client.secp import sign_recoverable
 from signer_client.txcodec import (
     TxFields,
     body_items,
@@ -77,7 +78,7 @@ def recover_pubkey(msg_hash: bytes, y_parity: int, r: int, s: int) -> bytes:
 class LocalKey:
     """One secp256k1 private key, parsed once and kept as a ``coincurve.PrivateKey``."""
 
-    __slots__ = ("_key", "address", "address_bytes", "public_key")
+    __slots__ = ("_key", "_secret", "address", "address_bytes", "public_key")
 
     def __init__(self, secret: bytes | str) -> None:
         if isinstance(secret, str):
@@ -93,19 +94,20 @@ class LocalKey:
             self._key = coincurve.PrivateKey(secret)
         except ValueError as exc:
             raise TxFieldError("key", "not a valid secp256k1 private key") from exc
+        self._secret = secret
         self.public_key: bytes = self._key.public_key.format(compressed=False)
         self.address_bytes: bytes = keccak(self.public_key[1:])[12:]
         self.address: str = to_checksum_address(self.address_bytes)
 
     def sign_hash(self, msg_hash: bytes) -> bytes:
         """65 bytes ``r || s || recid`` over a 32-byte hash (no re-hashing)."""
-        return self._key.sign_recoverable(msg_hash, hasher=None)
+        return sign_recoverable(self._secret, msg_hash)
 
     def sign_fields(self, f: TxFields) -> tuple[bytes, bytes, bytes]:
         """Sign ``f``; return ``(raw, tx_hash, signing_hash)``."""
         body = body_items(f)
         msg_hash = keccak(signing_payload(f, body))
-        sig = self._key.sign_recoverable(msg_hash, hasher=None)
+        sig = sign_recoverable(self._secret, msg_hash)
         raw = encode_signed(f, sig[64], sig[:32], sig[32:64], body)
         return raw, keccak(raw), msg_hash
 

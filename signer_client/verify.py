@@ -1,23 +1,47 @@
 """Reply verification: never trust the signer's answer (DESIGN.md section 6).
 
-For every ``sign_transaction`` reply we decode the returned raw transaction with our own strict
-decoder, compare every field with what we asked for, check ``hash == keccak256(raw)``, check the
-signature is canonical (``0 < r < n``, ``0 < s <= n/2``: EIP-2 low-s, which geth's txpool requires)
-and recover the sender with libsecp256k1 over the signing hash *we* computed from the request.
-Only then is the transaction handed out; a failure raises :class:`ReplyVerificationError`.
+For every ``sign_transaction`` reply we prove, before the transaction is handed out:
+
+1. *The raw transaction is exactly what we asked for.* ``raw`` must be our own canonical encoding
+   of the requested fields followed by a signature (:func:`~signer_client.txcodec.split_signed`:
+   one byte comparison against the RLP body we already built for the request, then the three
+   signature integers). Equal bytes mean every field matches by construction, with no decode into
+   fields and no field-by-field compare. When that check fails we decode ``raw`` with the strict
+   decoder only to say *which* field differs (``field:<name>``) or that it does not decode.
+2. The hash handed out is ``keccak256(raw)``, computed here; a hash the signer sent along (the
+   enclave app no longer does, protocol 2) must equal it.
+3. The signature is canonical: ``0 < r < n`` and ``0 < s <= n/2`` (EIP-2 low-s, which geth's
+   txpool requires).
+4. It is by the expected sender *with the transmitted recovery id*: libsecp256k1 recovers the
+   public key from ``(y_parity, r, s)`` over the signing hash *we* computed from the request, and
+   it must equal the sender's key (whose address is checked once against the sender, then cached).
+   Recover-and-compare rather than ``verify``: ``verify`` ignores ``y_parity``, and a wrong one
+   would make every node recover some other sender from these bytes.
+
+A failure raises :class:`ReplyVerificationError` whose ``check`` names the failed step.
 """
 
 from __future__ import annotations
 
-import coincurve
+from typing import NoReturn
 
 from signer_client.errors import ReplyVerificationError, TxDecodeError
+from signer_client.secp import recover_uncompressed
 from signer_client.signing import SignedTx, to_checksum_address
-from signer_client.txcodec import SECP256K1_HALF_N, SECP256K1_N, TxFields, decode_raw, keccak
+from signer_client.txcodec import (
+    SECP256K1_HALF_N,
+    SECP256K1_N,
+    TxFields,
+    body_items,
+    decode_raw,
+    keccak,
+    split_signed,
+)
 
 __all__ = ["ReplyVerifier"]
 
-_FIELD_NAMES = TxFields.__slots__
+_FIELD_NAMES = TxFields._fields
+_fromhex = bytes.fromhex
 
 
 class ReplyVerifier:
@@ -29,44 +53,64 @@ class ReplyVerifier:
         self._pubkeys: dict[bytes, tuple[bytes, str]] = {}
 
     def verify(
-        self, fields: TxFields, msg_hash: bytes, sender: bytes, raw_hex: object, hash_hex: object
+        self,
+        fields: TxFields,
+        msg_hash: bytes,
+        sender: bytes,
+        raw_hex: object,
+        hash_hex: object,
+        body: bytes | None = None,
     ) -> SignedTx:
-        """Return the verified :class:`SignedTx` or raise :class:`ReplyVerificationError`."""
-        if not isinstance(raw_hex, str) or not isinstance(hash_hex, str):
+        """Return the verified :class:`SignedTx` or raise :class:`ReplyVerificationError`.
+
+        ``msg_hash`` is ``signing_hash(fields)``; ``body`` is ``body_items(fields)`` when the caller
+        has it already (the client built it for the request). ``hash_hex`` may be ``None``: the
+        enclave (protocol 2) leaves the hash out, since we compute ``keccak256(raw)`` ourselves
+        anyway; a signer that does send one must send the right one.
+        """
+        if type(raw_hex) is not str or (hash_hex is not None and type(hash_hex) is not str):
             raise ReplyVerificationError("format", "raw and hash must be 0x-hex strings")
         try:
-            raw = bytes.fromhex(raw_hex[2:])
-            claimed = bytes.fromhex(hash_hex[2:])
+            raw = _fromhex(raw_hex[2:])
+            claimed = None if hash_hex is None else _fromhex(hash_hex[2:])
         except ValueError:
             raise ReplyVerificationError("format", "raw or hash is not hex") from None
-        try:
-            decoded = decode_raw(raw)
-        except TxDecodeError as exc:
-            raise ReplyVerificationError("decode", str(exc)) from exc
-        if decoded.fields != fields:
-            for name in _FIELD_NAMES:
-                if getattr(decoded.fields, name) != getattr(fields, name):
-                    got, want = getattr(decoded.fields, name), getattr(fields, name)
-                    raise ReplyVerificationError(f"field:{name}", f"signed {got!r}, asked {want!r}")
+        parts = split_signed(raw, fields, body_items(fields) if body is None else body)
+        if parts is None:
+            _explain_mismatch(raw, fields)
+        y_parity, r, s = parts
         tx_hash = keccak(raw)
-        if tx_hash != claimed:
+        if claimed is not None and tx_hash != claimed:
             raise ReplyVerificationError("hash", "claimed hash is not keccak256(raw)")
-        r, s = decoded.r, decoded.s
         if not 0 < r < SECP256K1_N:
             raise ReplyVerificationError("signature", "r out of range")
         if not 0 < s <= SECP256K1_HALF_N:
             raise ReplyVerificationError("low_s", "s is not in the lower half of the order (EIP-2)")
-        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((decoded.y_parity,))
-        try:
-            pub = coincurve.PublicKey.from_signature_and_message(sig, msg_hash, hasher=None)
-        except Exception as exc:  # coincurve raises a bare Exception on unrecoverable input
-            raise ReplyVerificationError("signature", "public key not recoverable") from exc
-        pub_bytes = pub.format(compressed=False)
+        pub = recover_uncompressed(
+            r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((y_parity,)), msg_hash
+        )
+        if pub is None:
+            raise ReplyVerificationError("signature", "public key not recoverable")
         known = self._pubkeys.get(sender)
         if known is None:
-            if keccak(pub_bytes[1:])[12:] != sender:
+            if keccak(pub[1:])[12:] != sender:
                 raise ReplyVerificationError("sender", "signature recovers to another address")
-            known = self._pubkeys[sender] = (pub_bytes, to_checksum_address(sender))
-        elif pub_bytes != known[0]:
+            known = self._pubkeys[sender] = (pub, to_checksum_address(sender))
+        elif pub != known[0]:
             raise ReplyVerificationError("sender", "signature recovers to another address")
         return SignedTx(raw, tx_hash, known[1], fields.nonce, fields.chain_id, fields.type)
+
+
+def _explain_mismatch(raw: bytes, fields: TxFields) -> NoReturn:
+    """``raw`` is not our encoding of ``fields``: raise saying why (the slow, obvious path)."""
+    try:
+        decoded = decode_raw(raw)
+    except TxDecodeError as exc:
+        raise ReplyVerificationError("decode", str(exc)) from exc
+    for name in _FIELD_NAMES:
+        got, want = getattr(decoded.fields, name), getattr(fields, name)
+        if got != want:
+            raise ReplyVerificationError(f"field:{name}", f"signed {got!r}, asked {want!r}")
+    # decode_raw is canonical-only, so equal fields with a bad split means a bad signature part
+    # (a legacy v that does not match the chain id cannot reach here: chain_id would differ).
+    raise ReplyVerificationError("decode", "raw is not the canonical encoding of the request")

@@ -13,7 +13,7 @@ from typing import Any
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
 from signer_client.protocol import PROTOCOL_VERSION
 from signer_client.signing import LocalKey
-from signer_client.txcodec import SECP256K1_N, decode_raw, encode_signed, tx_from_dict
+from signer_client.txcodec import SECP256K1_N, decode_payload, decode_raw, encode_signed
 from tests.enclave.running import ANVIL_KEY, OTHER_KEY
 
 HELLO = {
@@ -64,14 +64,13 @@ class FaultServer:
         if action == "die":
             transport.abort()
             return
-        fields = tx_from_dict(message["params"]["tx"])
+        fields, _ = decode_payload(bytes.fromhex(message["params"]["payload"][2:]))
         key = self.other if action == "wrong_key" else self.key
         raw, tx_hash, _ = key.sign_fields(fields)
         if action == "tamper_value":
             decoded = decode_raw(raw)
-            tampered = tx_from_dict({**message["params"]["tx"], "value": hex(fields.value + 1)})
             raw = encode_signed(
-                tampered,
+                fields._replace(value=fields.value + 1),
                 decoded.y_parity,
                 decoded.r.to_bytes(32, "big"),
                 decoded.s.to_bytes(32, "big"),
@@ -84,6 +83,16 @@ class FaultServer:
                 decoded.r.to_bytes(32, "big"),
                 (SECP256K1_N - decoded.s).to_bytes(32, "big"),
             )
+        elif action == "flip_parity":
+            decoded = decode_raw(raw)
+            raw = encode_signed(
+                fields,
+                1 - decoded.y_parity,
+                decoded.r.to_bytes(32, "big"),
+                decoded.s.to_bytes(32, "big"),
+            )
+        elif action == "append_byte":
+            raw += b"\x00"
         from signer_client.txcodec import keccak
 
         tx_hash = keccak(raw)

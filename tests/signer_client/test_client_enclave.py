@@ -81,7 +81,7 @@ async def test_hello_reports_addresses_chain_ids_policy_hash_mode_and_version(
         assert info.addresses == (ANVIL_ADDRESS, OTHER_ADDRESS)
         assert info.chain_ids == (31337, 1)
         assert info.mode == "dev"
-        assert info.protocol == 1
+        assert info.protocol == 2
         assert info.policy_hash.startswith("0x") and len(info.policy_hash) == 66
 
 

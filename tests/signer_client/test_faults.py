@@ -49,6 +49,8 @@ def client(server: FaultServer, events: EventCounter, timeout: float = 2.0) -> S
         ("wrong_key", "sender"),
         ("high_s", "low_s"),
         ("bad_hash", "hash"),
+        ("flip_parity", "sender"),
+        ("append_byte", "decode"),
     ],
 )
 async def test_a_reply_that_fails_verification_raises_and_is_counted(
