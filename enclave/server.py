@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from enclave.core import EnclaveCore
-from signer_client.endpoints import Endpoint, listen_socket, parse_endpoint
+from signer_client.endpoints import Endpoint, listen_socket, parse_endpoint, set_nodelay
 from signer_client.errors import FrameTooLarge, ProtocolError
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
 from signer_client.protocol import error_reply
@@ -36,6 +36,7 @@ class EnclaveServerProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         transport = self.transport

@@ -19,7 +19,14 @@ from urllib.parse import urlsplit
 
 from signer_client.errors import SignerUnavailable
 
-__all__ = ["VMADDR_CID_ANY", "Endpoint", "connect_vsock_socket", "listen_socket", "parse_endpoint"]
+__all__ = [
+    "VMADDR_CID_ANY",
+    "Endpoint",
+    "connect_vsock_socket",
+    "listen_socket",
+    "parse_endpoint",
+    "set_nodelay",
+]
 
 VMADDR_CID_ANY = 0xFFFFFFFF
 _AF_VSOCK: int = getattr(socket, "AF_VSOCK", 40)  # 40 on Linux; absent from some builds
@@ -118,3 +125,14 @@ def listen_socket(ep: Endpoint, factory: SocketFactory = socket.socket) -> socke
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """Disable Nagle on a TCP transport: a reply frame must leave the moment it is written.
+
+    asyncio and uvloop already do this for TCP connections they create; we say it explicitly so
+    neither side's latency depends on that default. Unix and vsock streams have no Nagle.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -106,3 +106,22 @@ async def test_the_fake_signer_satisfies_the_signer_protocol_with_real_signature
     signed = await fake.sign_transaction(tx, ANVIL_ADDRESS)
     assert signed.raw == bytes(Account.sign_transaction(tx, ANVIL_KEY).raw_transaction)
     assert fake.signed == [signed]
+
+
+def test_set_nodelay_turns_nagle_off_on_tcp_and_leaves_unix_alone() -> None:
+    import socket
+
+    from signer_client.endpoints import set_nodelay
+
+    class Transport:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def get_extra_info(self, name: str) -> object:
+            return self.sock if name == "socket" else None
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        set_nodelay(Transport(tcp))  # type: ignore[arg-type]
+        assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+        set_nodelay(Transport(unix))  # type: ignore[arg-type]

@@ -142,3 +142,23 @@ async def test_an_unreachable_signer_raises_unavailable_after_backing_off(tmp_pa
         await c.open()
     assert events["connect_failed"] >= 1
     await c.close()
+
+
+async def test_every_stalled_request_in_flight_times_out_and_the_client_carries_on(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    events = EventCounter()
+    async with (
+        FaultServer(tmp_path / "s.sock", ["stall", "stall", "stall"]) as server,
+        client(server, events, timeout=0.3) as c,
+    ):
+        requests = [{**TX, "nonce": n} for n in range(3)]
+        results = await asyncio.gather(
+            *(c.sign_transaction(r, ANVIL_ADDRESS) for r in requests), return_exceptions=True
+        )
+        assert all(isinstance(r, SignerTimeout) for r in results), results
+        assert not c._deadlines  # the shared timer keeps nothing for finished requests
+        signed = await c.sign_transaction(TX, ANVIL_ADDRESS)
+    assert server.signed == [signed.raw]
