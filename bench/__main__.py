@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -332,38 +333,45 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.monotonic()
             log(f"{section}...")
-            if section == "reaction":
-                results = uvloop.run(_reaction(plan, workdir, args.fake_delay_ms))
-                rows += reaction_rows(results)
-                data["reaction"] = [
-                    {"impl": r.impl, "k": r.k, "samples_us": r.samples_us,
-                     "in_process_us": r.in_process_us, "error": r.error}
-                    for r in results
-                ]  # fmt: skip
-                series: dict[int, dict[str, list[float]]] = {}
-                for r in results:
-                    series.setdefault(r.k, {})[LABELS.get(r.impl, r.impl)] = r.samples_us
-                    if r.impl == "broadcaster":
-                        series[r.k]["broadcaster in-process (log)"] = r.in_process_us
-                plot_reaction(
-                    out / "reaction.png",
-                    series,
-                    f"reorg reaction, end to end on loopback (harness frame write -> last of 3 "
-                    f"RPCs); {'quick' if plan.quick else 'full'} run {datetime.now(UTC):%Y-%m-%d}",
-                )
-            elif section == "throughput":
-                ours, peer = uvloop.run(_throughput(plan, workdir))
-                rows += throughput_rows(ours, peer)
-                data["throughput"] = [vars(ours), {**vars(peer)}]
-            elif section == "replay":
-                startup = startup_seconds(workdir)
-                runs = run_replay(workdir, list(plan.replay_sizes), log)
-                rows += replay_rows(runs, startup)
-                data["replay"] = {"startup_s": startup, "runs": [vars(r) for r in runs]}
-            elif section == "signing":
-                from bench import signing
+            try:
+                if section == "reaction":
+                    results = uvloop.run(_reaction(plan, workdir, args.fake_delay_ms))
+                    rows += reaction_rows(results)
+                    data["reaction"] = [
+                        {"impl": r.impl, "k": r.k, "samples_us": r.samples_us,
+                         "in_process_us": r.in_process_us, "error": r.error}
+                        for r in results
+                    ]  # fmt: skip
+                    series: dict[int, dict[str, list[float]]] = {}
+                    for r in results:
+                        series.setdefault(r.k, {})[LABELS.get(r.impl, r.impl)] = r.samples_us
+                        if r.impl == "broadcaster":
+                            series[r.k]["broadcaster in-process (log)"] = r.in_process_us
+                    plot_reaction(
+                        out / "reaction.png",
+                        series,
+                        "reorg reaction, end to end on loopback (harness frame write -> last of "
+                        f"3 RPCs); {'quick' if plan.quick else 'full'} run "
+                        f"{datetime.now(UTC):%Y-%m-%d}",
+                    )
+                elif section == "throughput":
+                    ours, peer = uvloop.run(_throughput(plan, workdir))
+                    rows += throughput_rows(ours, peer)
+                    data["throughput"] = [vars(ours), {**vars(peer)}]
+                elif section == "replay":
+                    startup = startup_seconds(workdir)
+                    runs = run_replay(workdir, list(plan.replay_sizes), log)
+                    rows += replay_rows(runs, startup)
+                    data["replay"] = {"startup_s": startup, "runs": [vars(r) for r in runs]}
+                elif section == "signing":
+                    from bench import signing
 
-                rows += signing_rows(signing.run(plan.quick))
+                    rows += signing_rows(signing.run(plan.quick))
+            except Exception as exc:  # one broken section must not lose the others
+                traceback.print_exc()
+                rows.append(row(f"{section}.failed", f"{section}: the section failed",
+                                unit="-", ours="-", ours_p50=None,
+                                error=f"{type(exc).__name__}: {exc}"))  # fmt: skip
             durations[section] = round(time.monotonic() - t0, 1)
             log(f"{section} done in {durations[section]:.0f} s")
     load = sampler.stop()
