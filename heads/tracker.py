@@ -194,7 +194,12 @@ class ChainTracker:
             self._root_parents.add(head.parent_hash)
             self._adopt_connected(self._connect(head))
             self._heads[client] = (head, seq)
-            return self._choose_tip(client)
+            events = self._choose_tip(client)
+            if head.number > 0:
+                # Fill the window below the anchor (by hash, from this client), so a reorg
+                # right after start-up finds its common ancestor instead of looking deep.
+                events.append(NeedAncestor(client, head.parent_hash))
+            return events
         tip = self._tip
         if head.parent_hash == tip.hash and not self._held_by_parent:
             # The common case: one block on top of the tip. Its number is above every candidate,
@@ -232,11 +237,15 @@ class ChainTracker:
             self._adopt_connected(connected)
             return self._choose_tip(client)
         if block.hash in self._root_parents and block.number >= self._window_low():
-            # The parent of a root: store it as the new root, so forks below the anchor connect.
+            # The parent of a root: store it as the new root, so forks below the anchor connect,
+            # and keep filling the window downwards.
             self._root_parents.discard(block.hash)
             self._root_parents.add(block.parent_hash)
             self._adopt_connected(self._connect(block))
-            return self._choose_tip(client)
+            events = self._choose_tip(client)
+            if block.number > 0 and block.number - 1 >= self._window_low():
+                events.append(NeedAncestor(client, block.parent_hash))
+            return events
         self._hold(block)
         return self._request_or_give_up(client, block)
 

@@ -37,8 +37,11 @@ async def test_record_stops_after_the_requested_number_of_heads(tmp_path: Path) 
         stop_anvil(node)
     lines = list(iter_recording(out))
     assert [line.kind for line in lines].count("head") == 5
-    numbers = [int(line.header["number"], 16) for line in lines if line.header]
+    numbers = [int(line.header["number"], 16) for line in lines if line.kind == "head"]
     assert numbers == list(range(numbers[0], numbers[0] + 5))
+    # The window below the first head is backfilled by hash and recorded as block lines.
+    backfilled = [int(line.header["number"], 16) for line in lines if line.kind == "block"]
+    assert backfilled == list(range(numbers[0] - 1, -1, -1))
     assert (lines[0].event, lines[-1].event) == ("connected", "disconnected")
 
 

@@ -251,10 +251,12 @@ async def test_a_gap_is_filled_by_hash_from_the_announcing_client_and_recorded(
             await node.send(notification(header(5)))  # 2, 3, 4 never announced
             await probe.until(lambda: hub.tracker.tip is not None and hub.tracker.tip.number == 5)
     asked = [params[0] for method, params in node.requests if method == "eth_getBlockByHash"]
-    assert asked == [block_hash(4), block_hash(3), block_hash(2)]  # by hash, walking back
+    # The anchor (block 1) first asks for its parent to fill the window below it; then the gap
+    # before block 5 is filled by hash, walking back.
+    assert asked == [block_hash(0), block_hash(4), block_hash(3), block_hash(2)]
     assert [params[1] for method, params in node.requests if method == "eth_getBlockByHash"] == [
         False
-    ] * 3
+    ] * 4
     extension = probe.tip_changes()[-1]
     assert type(extension) is Extension
     assert [h.number for h in extension.added] == [2, 3, 4, 5]
@@ -280,8 +282,10 @@ async def test_an_ancestor_the_node_does_not_have_is_counted_and_the_head_stays_
         await probe.until(lambda: hub.state("a").connected, "connected")
         await node.send(notification(header(1)))
         await node.send(notification(header(3)))
-        await probe.until(lambda: probe.missing == [("a", block_hash(2))], "a null answer")
-    assert hub.state("a").backfill_missing == 1
+        await probe.until(lambda: ("a", block_hash(2)) in probe.missing, "a null answer")
+    # Block 0 (the anchor's parent, asked for to fill the window) is missing too.
+    assert sorted(probe.missing) == sorted([("a", block_hash(0)), ("a", block_hash(2))])
+    assert hub.state("a").backfill_missing == 2
     assert hub.tracker.tip is not None and hub.tracker.tip.number == 1
 
 

@@ -19,8 +19,28 @@ def test_first_head_anchors_the_chain_without_a_known_parent() -> None:
     tree = Tree(root="x", root_number=1000)
     tracker = ChainTracker()
     events = tracker.on_head("a", tree["x"])
-    assert [type(e) for e in events] == [Extension]
+    # An anchor above genesis asks for its parent: the window below it is filled by hash.
+    assert [type(e) for e in events] == [Extension, NeedAncestor]
+    assert events[1] == NeedAncestor("a", tree["x"]["parentHash"])
     assert tracker.tip is not None and tracker.tip.number == 1000
+
+
+def test_the_window_below_the_anchor_is_backfilled_down_to_finality_depth() -> None:
+    tree = Tree()
+    labels = tree.chain("a", "g", 20)
+    tracker = ChainTracker(finality_depth=5)
+    events = tracker.on_head("x", tree["a20"])
+    asked = [e.hash for e in events if isinstance(e, NeedAncestor)]
+    while asked:
+        block = next(tree[label] for label in labels if tree.hash(label) == asked[-1])
+        events = tracker.on_block("x", block)
+        requests = [e.hash for e in events if isinstance(e, NeedAncestor)]
+        if not requests:
+            break
+        asked += requests
+    assert asked == list(hashes(tree, "a19", "a18", "a17", "a16", "a15"))
+    assert tracker.get(tree.hash("a15")) is not None
+    assert tracker.tip and tracker.tip.hash == tree.hash("a20")
 
 
 def test_a_child_of_the_tip_is_an_extension_not_a_reorg() -> None:
@@ -316,11 +336,12 @@ def test_a_fork_just_below_the_anchor_connects_through_the_anchors_parent() -> N
     tree.chain("a", "g", 3)  # g a1 a2 a3
     tree.chain("f", "a1", 2)  # fork at a1: f1 (height 2), f2 (height 3)
     tracker = ChainTracker()
-    tracker.on_head("x", tree["a2"])  # anchors at a2; a1 (its parent) unknown
+    tracker.on_head("x", tree["a2"])  # anchors at a2; a1 (its parent) not fetched yet
     tracker.on_head("x", tree["a3"])
     assert tracker.on_head("y", tree["f2"]) == [NeedAncestor("y", tree.hash("f1"))]
     assert tracker.on_block("y", tree["f1"]) == [NeedAncestor("y", tree.hash("a1"))]
-    (event,) = tracker.on_block("y", tree["a1"])
+    events = tracker.on_block("y", tree["a1"])
+    (event,) = tip_changes(events)
     assert isinstance(event, Reorg)
     assert event.ancestor.hash == tree.hash("a1")
     assert tuple(b.hash for b in event.old) == hashes(tree, "a2", "a3")
