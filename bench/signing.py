@@ -3,8 +3,12 @@
 * enclave sign, server-side: a decoded request -> policy -> sign -> reply frame encoded
   (``EnclaveCore.handle`` + ``encode_frame``; the audit entry is committed after the reply, so it is
   timed separately in its own row). Peer: libsecp256k1 ``sign_recoverable`` alone.
-* client round trip over a unix socket to the real enclave app process (``python -m enclave``),
-  reply verification included. Peer: eth-account signing in-process, no enclave at all.
+* client reply verification alone. Peer: eth-account ``recover_transaction``.
+* client round trip over a unix socket to the real enclave app process (``python -m enclave``,
+  audit log on), reply verification included: back to back, and one request every 2 ms (how a
+  reorg reaction finds the signer: idle). Peer: eth-account signing in-process, no enclave at all.
+  A last row is the floor: two uvloop processes echoing a 300-byte frame, i.e. what the two
+  process wake-ups of any round trip cost on this machine.
 * build + sign a 1559 tx (dict -> raw bytes) vs eth-account ``Account.sign_transaction``, bytes
   asserted identical.
 
@@ -156,39 +160,57 @@ def bench_verify(n: int) -> dict[str, Any]:
     signed = Account.sign_transaction(tx(1), KEY)
     raw_tx = signed.raw_transaction
     peer = _time(lambda i: Account.recover_transaction(raw_tx), max(200, n // 10))
-    return _row("client reply verification (decode, compare, recover, hash, low-s)", ours,
+    return _row("client reply verification (our encoding + canonical sig, hash, low-s, recover)",
+                ours,
                 "eth-account recover_transaction", peer[0],
                 "(part of the reaction budget)")  # fmt: skip
 
 
-def bench_round_trip(n: int) -> dict[str, Any]:
+def _start_enclave(tmp: str) -> tuple[subprocess.Popen[str], str]:
+    key_file = Path(tmp, "keys.txt")
+    key_file.write_text(KEY + "\n")
+    config = Path(tmp, "enclave.toml")
+    config.write_text("[policy]\nchain_ids = [31337]\nrate_per_second = 1e9\nburst = 1000000000\n")
+    url = f"unix://{tmp}/enclave.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enclave", "--listen", url, "--key-file", str(key_file),
+         "--config", str(config), "--audit-log", str(Path(tmp, "audit.jsonl"))],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    if not proc.stdout.readline().startswith("listening"):
+        proc.terminate()
+        proc.wait()
+        raise RuntimeError("enclave app did not start")
+    return proc, url
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def bench_round_trip(n: int) -> list[dict[str, Any]]:
+    """The real enclave app (audit log on), one client; back to back, then one at a time."""
     with tempfile.TemporaryDirectory() as tmp:
-        key_file = Path(tmp, "keys.txt")
-        key_file.write_text(KEY + "\n")
-        config = Path(tmp, "enclave.toml")
-        config.write_text(
-            "[policy]\nchain_ids = [31337]\nrate_per_second = 1e9\nburst = 1000000000\n"
-        )
-        url = f"unix://{tmp}/enclave.sock"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "enclave", "--listen", url, "--key-file", str(key_file),
-             "--config", str(config), "--audit-log", str(Path(tmp, "audit.jsonl"))],
-            cwd=REPO, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        proc, url = _start_enclave(tmp)
         try:
-            assert proc.stdout is not None
-            if not proc.stdout.readline().startswith("listening"):
-                raise RuntimeError("enclave app did not start")
-            ours = _run_loop(_client_loop(url, n))
+            back_to_back, isolated = _run_loop(_client_loop(url, n))
         finally:
-            proc.terminate()
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            _stop(proc)
+        floor = _echo_floor(tmp, n)
     peer = _time(lambda i: Account.sign_transaction(tx(i), KEY), max(200, n // 5))
-    return _row("client round trip over a unix socket to the enclave app (verified)", ours,
-                "eth-account sign_transaction in-process", peer[0],
-                "inside reaction p50 <= 250 us")  # fmt: skip
+    return [
+        _row("client round trip over a unix socket to the enclave app (verified), back to back",
+             back_to_back, "eth-account sign_transaction in-process", peer[0],
+             "inside reaction p50 <= 250 us"),
+        _row("same, one request per 2 ms (a reorg reaction finds the signer idle)", isolated,
+             "eth-account sign_transaction in-process", peer[0], "(informational)"),
+        _row("floor: uvloop echo of a 300-byte frame between two processes, unix socket", floor,
+             "eth-account sign_transaction in-process", peer[0], "(what a wake-up costs here)"),
+    ]  # fmt: skip
 
 
 def _run_loop(coro: Any) -> Any:
@@ -200,9 +222,9 @@ def _run_loop(coro: Any) -> Any:
         return asyncio.run(coro)
 
 
-async def _client_loop(url: str, n: int) -> tuple[float, float]:
+async def _client_loop(url: str, n: int) -> tuple[tuple[float, float], tuple[float, float]]:
     async with await SignerClient.connect(url) as client:
-        requests = [tx(i) for i in range(n + 200)]
+        requests = [tx(i) for i in range(2 * n + 200)]
         for i in range(200):
             await client.sign_transaction(requests[i], SENDER)
         clock = time.perf_counter_ns
@@ -211,7 +233,68 @@ async def _client_loop(url: str, n: int) -> tuple[float, float]:
             t0 = clock()
             await client.sign_transaction(requests[i], SENDER)
             samples.append(clock() - t0)
+        isolated = []
+        for i in range(n + 200, 2 * n + 200):
+            await asyncio.sleep(0.002)
+            t0 = clock()
+            await client.sign_transaction(requests[i], SENDER)
+            isolated.append(clock() - t0)
+    return _percentiles(samples), _percentiles(isolated)
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def _echo_server(path: str) -> None:
+    await asyncio.get_running_loop().create_unix_server(_Echo, path)
+    print("listening", flush=True)
+    await asyncio.Event().wait()
+
+
+class _Ping(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[bytes] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(data)
+
+
+async def _ping(path: str, n: int) -> tuple[float, float]:
+    loop = asyncio.get_running_loop()
+    transport, ping = await loop.create_unix_connection(_Ping, path)
+    frame = bytes(300)
+    samples = []
+    clock = time.perf_counter_ns
+    for i in range(n + 200):
+        ping.waiter = loop.create_future()
+        t0 = clock()
+        transport.write(frame)
+        await ping.waiter
+        if i >= 200:
+            samples.append(clock() - t0)
+    transport.close()
     return _percentiles(samples)
+
+
+def _echo_floor(tmp: str, n: int) -> tuple[float, float]:
+    path = f"{tmp}/echo.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.signing", "--echo-server", path],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        if not proc.stdout.readline().startswith("listening"):
+            raise RuntimeError("echo server did not start")
+        return _run_loop(_ping(path, n))  # type: ignore[no-any-return]
+    finally:
+        _stop(proc)
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
@@ -220,7 +303,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         *bench_server_side(n),
         bench_build_sign(n),
         bench_verify(n),
-        bench_round_trip(500 if quick else 5_000),
+        *bench_round_trip(500 if quick else 5_000),
     ]
 
 
@@ -232,4 +315,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 
 if __name__ == "__main__":
-    _print(run(quick="--quick" in sys.argv))
+    if sys.argv[1:2] == ["--echo-server"]:
+        _run_loop(_echo_server(sys.argv[2]))
+    else:
+        _print(run(quick="--quick" in sys.argv))

@@ -17,12 +17,12 @@ from enclave.attestor import DevAttestor
 from enclave.audit import AuditLog
 from enclave.policy import Policy
 from signer_client.errors import PolicyDenied, TransactionError, TxFieldError
+from signer_client.payload import decode_payload
 from signer_client.protocol import PROTOCOL_VERSION, error_reply, hello_info_bytes
 from signer_client.signing import LocalKey
 from signer_client.txcodec import (
     TxFields,
     body_items,
-    decode_payload,
     encode_signed,
     keccak,
     signing_payload,

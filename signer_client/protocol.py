@@ -16,7 +16,7 @@ Methods:
   along and is then checked, but the client computes ``keccak256(raw)`` itself). ``payload`` is
   the unsigned EIP-155 / EIP-2718 signing payload (:func:`signer_client.txcodec.signing_payload`),
   whose keccak256 is what gets signed; the signer decodes it strictly
-  (:func:`signer_client.txcodec.decode_payload`) and applies its policy to the decoded fields.
+  (:func:`signer_client.payload.decode_payload`) and applies its policy to the decoded fields.
   The dict form ``{"sender", "tx"}`` (``tx`` as :func:`signer_client.txcodec.tx_to_wire` makes
   it) is still accepted.
 ``attestation`` ``{"nonce"}`` -> ``{"document"}`` (0x-hex COSE_Sign1 bytes, see ``attestation.py``)

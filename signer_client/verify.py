@@ -3,7 +3,7 @@
 For every ``sign_transaction`` reply we prove, before the transaction is handed out:
 
 1. *The raw transaction is exactly what we asked for.* ``raw`` must be our own canonical encoding
-   of the requested fields followed by a signature (:func:`~signer_client.txcodec.split_signed`:
+   of the requested fields followed by a signature (:func:`~signer_client.payload.split_signed`:
    one byte comparison against the RLP body we already built for the request, then the three
    signature integers). Equal bytes mean every field matches by construction, with no decode into
    fields and no field-by-field compare. When that check fails we decode ``raw`` with the strict
@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 from signer_client.errors import ReplyVerificationError, TxDecodeError
+from signer_client.payload import split_signed
 from signer_client.secp import recover_uncompressed
 from signer_client.signing import SignedTx, to_checksum_address
 from signer_client.txcodec import (
@@ -35,7 +36,6 @@ from signer_client.txcodec import (
     body_items,
     decode_raw,
     keccak,
-    split_signed,
 )
 
 __all__ = ["ReplyVerifier"]

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
+from signer_client.payload import decode_payload
 from signer_client.protocol import PROTOCOL_VERSION
 from signer_client.signing import LocalKey
-from signer_client.txcodec import SECP256K1_N, decode_payload, decode_raw, encode_signed
+from signer_client.txcodec import SECP256K1_N, decode_raw, encode_signed
 from tests.enclave.running import ANVIL_KEY, OTHER_KEY
 
 HELLO = {

@@ -14,16 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from signer_client.errors import TxDecodeError
+from signer_client.payload import decode_payload, split_signed
 from signer_client.rlp import encode_bytes, encode_int, encode_list_payload
 from signer_client.signing import LocalKey
 from signer_client.txcodec import (
     TxFields,
     body_items,
-    decode_payload,
     decode_raw,
     encode_signed,
     signing_payload,
-    split_signed,
     tx_from_dict,
 )
 from tests.signer_client.test_txcodec import ANVIL_KEY, transactions
