@@ -23,7 +23,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-__all__ = ["BlockTxs", "ChainReadError", "ChainReader", "Receipt"]
+__all__ = [
+    "BlockTxs",
+    "ChainReadError",
+    "ChainReader",
+    "MinedTx",
+    "Receipt",
+]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +180,10 @@ class ChainReader:
                 log.warning("malformed block %s: %s", wanted, exc)
         return out
 
+    async def mined_at(self, sender: str, nonce: int) -> MinedTx | None:
+        """The mined transaction at ``(sender, nonce)``, if the endpoint can tell (see below)."""
+        return await _mined_at(self, sender, nonce)
+
     async def receipts(self, tx_hashes: Sequence[bytes]) -> dict[bytes, Receipt]:
         """Receipts that exist, by transaction hash."""
         results = await self.batch(
@@ -197,3 +207,60 @@ class ChainReader:
                 self._on_lie(self.urls[0], "malformed_receipt")
                 log.warning("malformed receipt for 0x%s: %s", tx_hash.hex(), exc)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class MinedTx:
+    """A transaction the chain holds at ``(sender, nonce)``, with its raw bytes when known."""
+
+    hash: bytes
+    to: str | None
+    value: int
+    data: bytes
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    block_number: int
+    block_hash: str
+    raw: bytes
+
+
+async def _mined_at(reader: ChainReader, sender: str, nonce: int) -> MinedTx | None:
+    """Find the mined transaction at ``(sender, nonce)`` (crash recovery's last resort).
+
+    ``eth_getTransactionBySenderAndNonce`` (anvil, reth, Erigon) or otterscan's
+    ``ots_getTransactionBySenderAndNonce``; ``None`` when neither answers or it is not mined.
+    """
+    tx: Any = None
+    try:
+        tx = await reader.call("eth_getTransactionBySenderAndNonce", sender, hex(nonce))
+    except ChainReadError:
+        tx = None
+    if type(tx) is not dict:
+        try:
+            tx_hash = await reader.call("ots_getTransactionBySenderAndNonce", sender, hex(nonce))
+            if type(tx_hash) is str:
+                tx = await reader.call("eth_getTransactionByHash", tx_hash)
+        except ChainReadError:
+            return None
+    if type(tx) is not dict or tx.get("blockHash") is None:
+        return None
+    try:
+        if str(tx.get("from", "")).lower() != sender.lower() or _hex_int(tx["nonce"]) != nonce:
+            return None
+        raw_hex = await reader.call("eth_getRawTransactionByHash", tx["hash"])
+        fee = tx.get("maxFeePerGas", tx.get("gasPrice"))
+        tip = tx.get("maxPriorityFeePerGas", fee)
+        return MinedTx(
+            hash=bytes.fromhex(tx["hash"][2:]),
+            to=str(tx["to"]).lower() if tx.get("to") else None,
+            value=_hex_int(tx["value"]),
+            data=bytes.fromhex(str(tx.get("input", "0x"))[2:]),
+            max_fee_per_gas=_hex_int(fee),
+            max_priority_fee_per_gas=_hex_int(tip),
+            block_number=_hex_int(tx["blockNumber"]),
+            block_hash=str(tx["blockHash"]).lower(),
+            raw=bytes.fromhex(raw_hex[2:]) if type(raw_hex) is str else b"",
+        )
+    except (KeyError, ValueError, ChainReadError) as exc:
+        log.warning("could not read the transaction at %s/%d: %s", sender, nonce, exc)
+        return None

@@ -65,7 +65,10 @@ class BroadcasterClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._ws.close()
+        try:
+            await self._ws.close()
+        except ConnectionClosed:
+            pass  # the service went away first: nothing left to close politely
         self._reader.cancel()
         try:
             await self._reader
@@ -107,11 +110,15 @@ class BroadcasterClient:
         request_id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
-        await self._ws.send(
-            orjson.dumps(
-                {"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}
-            ).decode()
-        )
+        try:
+            await self._ws.send(
+                orjson.dumps(
+                    {"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}
+                ).decode()
+            )
+        except ConnectionClosed as exc:
+            self._pending.pop(request_id, None)
+            raise ConnectionError(f"connection to the broadcaster closed: {exc}") from exc
         return await fut
 
     async def send_intent(

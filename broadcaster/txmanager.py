@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from broadcaster.chain import ChainReadError
+from broadcaster.chain import ChainReadError, MinedTx
 from broadcaster.fanout import BroadcastResult, Written
 from broadcaster.inclusion import CanonicalWindow
 from broadcaster.rpc_errors import ErrorKind
@@ -91,6 +91,8 @@ class ChainState(Protocol):
     async def receipts(self, tx_hashes: Sequence[bytes]) -> Mapping[bytes, Any]: ...
 
     async def base_fee(self) -> int | None: ...
+
+    async def mined_at(self, sender: str, nonce: int) -> MinedTx | None: ...
 
 
 class Durable(Protocol):
@@ -322,16 +324,53 @@ class TxManager:
         elif isinstance(action, FillGap):
             await self._fill_gap(action.sender, action.nonce)
         elif isinstance(action, NonceTaken):
-            record = action.record
-            log.error(
-                "%s/%d: the chain used this nonce with a transaction the journal does not hold",
-                record.sender,
-                record.nonce,
-            )
-            self.observer.alert("nonce_taken", f"{record.sender}/{record.nonce}")
-            if _S.FAILED in _allowed(record):
-                self.book.transition(record, _S.FAILED, reason="nonce used elsewhere", now=now)
-                self.observer.status(record, "failed")
+            await self._nonce_taken(action.record, now)
+
+    async def _nonce_taken(self, record: TxRecord, now: float) -> None:
+        """The chain used ``record``'s nonce with a hash the journal does not hold.
+
+        Usually our own attempt whose journal entry was still queued when the process died (the
+        reaction path does not wait on disk). Find the mined transaction at (sender, nonce): if it
+        carries the intent's payload (or our noop), it is ours and the intent is included;
+        otherwise another holder of the key used the nonce and the intent failed.
+        """
+        mined = await self.chain.mined_at(record.sender, record.nonce)
+        intent = record.intent
+        if mined is not None:
+            ours = (mined.to, mined.value, mined.data) == (intent.to, intent.value, intent.data)
+            noop = mined.to == record.sender and mined.value == 0 and not mined.data
+            if ours or noop:
+                attempt = Attempt(
+                    raw=mined.raw,
+                    hash=mined.hash,
+                    nonce=record.nonce,
+                    max_fee_per_gas=mined.max_fee_per_gas,
+                    max_priority_fee_per_gas=mined.max_priority_fee_per_gas,
+                    signed_at=now,
+                    reason=AttemptReason.REORG if record.attempts else AttemptReason.INITIAL,
+                    replaces=record.latest.hash if record.latest is not None else None,
+                )
+                if self.book.by_hash(mined.hash) is None:
+                    self.book.add_attempt(record, attempt)
+                block = BlockRef(mined.block_number, mined.block_hash)
+                self.book.mark_included(mined.hash, block, now=now)
+                self.observer.status(record, "included")
+                log.warning(
+                    "%s/%d: recovered a mined attempt the journal had not written yet (0x%s)",
+                    record.sender,
+                    record.nonce,
+                    mined.hash.hex(),
+                )
+                return
+        log.error(
+            "%s/%d: the chain used this nonce with a transaction that is not ours",
+            record.sender,
+            record.nonce,
+        )
+        self.observer.alert("nonce_taken", f"{record.sender}/{record.nonce}")
+        if _S.FAILED in _allowed(record):
+            self.book.transition(record, _S.FAILED, reason="nonce used elsewhere", now=now)
+            self.observer.status(record, "failed")
 
     # -- intents -------------------------------------------------------------------------------
 
