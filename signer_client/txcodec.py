@@ -179,41 +179,65 @@ def _access_list(raw: object) -> AccessList:
     return tuple(out)
 
 
+def _u(tx: Mapping[str, Any], key: str, limit: int = _UINT256) -> int:
+    """``_quantity`` with the common case (a plain in-range int) answered without a call."""
+    value = tx.get(key)
+    if type(value) is int and 0 <= value < limit:
+        return value
+    return _quantity(tx, key, limit)
+
+
+_address_cache: dict[str, bytes] = {}
+
+
+def _to_address(raw: object) -> bytes:
+    if raw in (None, "", b"", "0x"):
+        return b""
+    if type(raw) is str:  # a service sends to a handful of contracts: parse each spelling once
+        known = _address_cache.get(raw)
+        if known is None:
+            known = parse_address(raw, "to")
+            if len(_address_cache) < 4096:
+                _address_cache[raw] = known
+        return known
+    return parse_address(raw, "to")
+
+
 def tx_from_dict(tx: Mapping[str, Any]) -> TxFields:
     """Normalise an eth-account style transaction dict (ints or 0x-hex quantities)."""
     if not _KNOWN_KEYS.issuperset(tx):
         raise TxFieldError(sorted(tx.keys() - _KNOWN_KEYS)[0], "unknown transaction field")
-    raw_type = tx.get("type")
+    get = tx.get
+    raw_type = get("type")
     if raw_type is None:
         tx_type = 2 if "maxFeePerGas" in tx else 1 if "accessList" in tx else 0
+    elif raw_type == 2 and type(raw_type) is int:
+        tx_type = 2
     else:
         tx_type = _quantity(tx, "type", 3)
-    to_raw = tx.get("to")
-    to = b"" if to_raw in (None, "", b"", "0x") else parse_address(to_raw, "to")
-    data_raw = tx.get("data", tx.get("input", b""))
+    to = _to_address(get("to"))
+    data_raw = get("data", get("input", b""))
     data = _hex_bytes(data_raw, "data") if data_raw else b""
-    nonce = _quantity(tx, "nonce", _UINT64)
-    gas = _quantity(tx, "gas", _UINT64)
-    value = _quantity(tx, "value") if "value" in tx else 0
+    nonce = _u(tx, "nonce", _UINT64)
+    gas = _u(tx, "gas", _UINT64)
+    value = _u(tx, "value") if "value" in tx else 0
     if tx_type == 0:
-        if tx.get("accessList"):
+        if get("accessList"):
             raise TxFieldError("accessList", "legacy transactions have no access list")
-        chain_id = _quantity(tx, "chainId", _UINT64) if tx.get("chainId") is not None else None
+        chain_id = _u(tx, "chainId", _UINT64) if get("chainId") is not None else None
     else:
-        chain_id = _quantity(tx, "chainId", _UINT64)
-    access = tx.get("accessList")
+        chain_id = _u(tx, "chainId", _UINT64)
+    access = get("accessList")
     if tx_type == 2:
         if "gasPrice" in tx:
             raise TxFieldError("gasPrice", "an EIP-1559 transaction takes maxFeePerGas instead")
-        max_fee = _quantity(tx, "maxFeePerGas")
-        tip = _quantity(tx, "maxPriorityFeePerGas")
         return TxFields(
-            2, chain_id, nonce, gas, to, value, data, None, max_fee, tip,
-            _access_list(access),
+            2, chain_id, nonce, gas, to, value, data, None, _u(tx, "maxFeePerGas"),
+            _u(tx, "maxPriorityFeePerGas"), _access_list(access),
         )  # fmt: skip
     if "maxFeePerGas" in tx or "maxPriorityFeePerGas" in tx:
         raise TxFieldError("maxFeePerGas", f"a type-{tx_type} transaction takes gasPrice")
-    gas_price = _quantity(tx, "gasPrice")
+    gas_price = _u(tx, "gasPrice")
     return TxFields(
         tx_type, chain_id, nonce, gas, to, value, data, gas_price, None, None,
         _access_list(access) if tx_type == 1 else (),
