@@ -246,7 +246,7 @@ def replay_rows(runs: list[ReplayRun], startup: float) -> list[dict[str, Any]]:
                 else "3 clients, Prague headers, keccak-verified")  # fmt: skip
         for r in mine:
             is_target = r.heads == largest
-            net = r.heads / max(1e-9, r.wall_s - startup)
+            net = f"{r.heads / (r.wall_s - startup):,.0f}/s" if r.wall_s > startup else "n/a"
             rows.append(
                 row(
                     f"replay.{variant}.{r.heads}",
@@ -257,7 +257,7 @@ def replay_rows(runs: list[ReplayRun], startup: float) -> list[dict[str, Any]]:
                     target=">= 200,000 heads/s (wall)" if is_target else "(scaling)",
                     met=(r.rate >= 200_000) if is_target else None, n=r.heads,
                     note=(f"wall {r.wall_s:.2f} s incl. ~{startup:.2f} s start-up "
-                          f"(net {net:,.0f}/s), peak RSS {r.rss_mb:.1f} MB, "
+                          f"(net {net}), peak RSS {r.rss_mb:.1f} MB, "
                           f"{r.summary.get('reorgs', '?')} reorgs"),
                     error=r.error,
                 )

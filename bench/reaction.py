@@ -207,26 +207,33 @@ async def _trial(impl: Impl, k: int) -> tuple[float, float]:
     """One reorg; returns (end-to-end µs, the reorg frame's write time in s)."""
     harness = impl.harness
     chain = harness.chain
-    chain.pending_nonce = chain.mined_count() + k
-    waiter = harness.expect(k)
-    await impl.send(k)
-    await harness.wait(waiter, 20)
-    block = chain.child(chain.tip, waiter.hashes())
-    harness.announce(block)
-    await impl.wait_included()
-    await asyncio.sleep(0.005)  # everyone idle before the frame
-    sibling = chain.child(chain.blocks[block.parent_hash])
-    waiter = harness.expect(k)
-    gc.disable()
+    step = "the first transactions at all 3 RPCs"
     try:
-        t0 = harness.announce(sibling)
-        started = time.monotonic()
-        await harness.wait(waiter, 10)
-    finally:
-        gc.enable()
-    sample_us = (waiter.last_ns() - t0) / 1000
-    harness.announce(chain.child(sibling, waiter.hashes()))
-    await impl.wait_included()
+        chain.pending_nonce = chain.mined_count() + k
+        waiter = harness.expect(k)
+        await impl.send(k)
+        await harness.wait(waiter, 20)
+        block = chain.child(chain.tip, waiter.hashes())
+        harness.announce(block)
+        step = "inclusion in block N"
+        await impl.wait_included()
+        await asyncio.sleep(0.005)  # everyone idle before the frame
+        sibling = chain.child(chain.blocks[block.parent_hash])
+        waiter = harness.expect(k)
+        step = "the re-signed transactions at all 3 RPCs"
+        gc.disable()
+        try:
+            t0 = harness.announce(sibling)
+            started = time.monotonic()
+            await harness.wait(waiter, 10)
+        finally:
+            gc.enable()
+        sample_us = (waiter.last_ns() - t0) / 1000
+        harness.announce(chain.child(sibling, waiter.hashes()))
+        step = "inclusion of the re-signed transactions in block N'+1"
+        await impl.wait_included()
+    except TimeoutError:
+        raise RuntimeError(f"timed out waiting for {step}") from None
     return sample_us, started
 
 

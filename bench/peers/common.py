@@ -85,6 +85,10 @@ class Tracker:
         if len(canon) > 128:
             for n in sorted(canon)[:-64]:
                 del canon[n]
+            # Ours below the kept window are final for this bot: forget them with their blocks.
+            low = min(canon)
+            for nonce in [n for n, tx in self.txs.items() if tx.block and tx.block[0] < low]:
+                del self.txs[nonce]
         return dropped
 
     def on_block(self, number: int, block_hash: str, tx_hashes: set[str]) -> bool:
