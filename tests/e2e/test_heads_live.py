@@ -167,7 +167,9 @@ async def test_a_reorg_on_one_of_three_clients_wins_once_it_matches_the_height()
     assert (first.client, first.depth, first.ancestor.number) == ("c", 3, 5)
     assert [h.hash for h in first.old] == old
     assert [h.hash for h in first.new] == new
-    assert (second.client, second.depth, second.ancestor.number) == ("a", 3, 5)
+    # a and b announce the same 9: whichever frame arrives first flips the tip back
+    assert second.client in ("a", "b")
+    assert (second.depth, second.ancestor.number) == (3, 5)
     assert [h.hash for h in second.old] == new
     assert [h.hash for h in second.new] == [*old, nine]
 
