@@ -7,6 +7,9 @@
     signed = await client.sign_transaction(tx, sender)   # signed.raw, signed.hash
     await client.close()
 
+``tx`` is an eth-account style dict, or a :class:`TxFields` (skips the dict normalisation,
+~1.5 us: the faster entry point for hot paths that build transactions themselves).
+
 See ``client.py`` for the connection design and ``errors.py`` for the error tree.
 """
 

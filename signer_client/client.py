@@ -40,6 +40,7 @@ from signer_client.errors import (
     SignerTimeout,
     SignerUnavailable,
     TruncatedFrame,
+    TxFieldError,
     remote_error,
 )
 from signer_client.events import EventSink, SignerEvent, backoff
@@ -225,8 +226,12 @@ class SignerClient:
         """
         fields = tx if isinstance(tx, TxFields) else tx_from_dict(tx)
         sender_bytes, sender_hex = self._sender(sender)
-        body = body_items(fields)
-        payload = signing_payload(fields, body)
+        try:
+            body = body_items(fields)
+            payload = signing_payload(fields, body)
+        except (OverflowError, TypeError, ValueError, AttributeError) as exc:
+            # A TxFields built by hand with a negative or non-int quantity (dicts are checked).
+            raise TxFieldError("tx", f"not encodable: {exc}") from exc
         params = {"sender": sender_hex, "payload": "0x" + payload.hex()}
         state: list[bytes] = []
 
@@ -252,6 +257,9 @@ class SignerClient:
 
     def _sender(self, sender: str | bytes) -> tuple[bytes, str]:
         """``(20 bytes, lowercase 0x-hex)`` of a sender, parsed once per spelling."""
+        if type(sender) is not str and type(sender) is not bytes:  # bytearray, memoryview
+            address = parse_address(sender, "sender")
+            return address, "0x" + address.hex()
         known = self._senders.get(sender)
         if known is None:
             address = parse_address(sender, "sender")
