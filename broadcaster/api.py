@@ -31,6 +31,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from broadcaster.chain import ChainReadError
 from broadcaster.intents import (
     IntentDefaults,
     ParamError,
@@ -159,7 +160,7 @@ class IntentApi:
         tokens: Sequence[str],
         limits: ApiLimits | None = None,
         tip_number: Callable[[], int | None] = lambda: None,
-        passthrough: Callable[[str, list[Any]], Awaitable[Any]] | None = None,
+        passthrough: Callable[..., Awaitable[Any]] | None = None,
         on_intent: Callable[[str], None] = lambda status: None,
     ) -> None:
         if not tokens:
@@ -289,7 +290,7 @@ class IntentApi:
             if handler is not None:
                 result = await handler(client, params)
             elif method in PASS_THROUGH and self._passthrough is not None:
-                result = await self._passthrough(method, params if isinstance(params, list) else [])
+                result = await self._pass(method, params if isinstance(params, list) else [])
             else:
                 raise RpcError(
                     METHOD_NOT_FOUND, f"the method {method} does not exist/is not available"
@@ -309,6 +310,15 @@ class IntentApi:
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
     # -- methods ---------------------------------------------------------------------------------
+
+    async def _pass(self, method: str, params: list[Any]) -> Any:
+        """``method`` answered by the node (``passthrough`` is called as ``ChainReader.call``:
+        ``(method, *params)``)."""
+        assert self._passthrough is not None
+        try:
+            return await self._passthrough(method, *params)
+        except ChainReadError as exc:
+            raise RpcError(SERVER_ERROR, f"{method}: no node answered ({exc})") from exc
 
     def _defaults(self) -> IntentDefaults:
         return IntentDefaults(
@@ -391,8 +401,13 @@ class IntentApi:
 
     async def _block_number(self, client: _Client, params: Any) -> str:
         tip = self._tip_number()
+        if tip is None and self._passthrough is not None:
+            # No new head since start (an idle chain): ask the node rather than fail the bot.
+            number = await self._pass("eth_blockNumber", [])
+            if isinstance(number, str):
+                return number
         if tip is None:
-            raise RpcError(SERVER_ERROR, "no head seen yet")
+            raise RpcError(SERVER_ERROR, "no block seen yet: the node has not sent a head")
         return _hex(tip)
 
     async def _eth_accounts(self, client: _Client, params: Any) -> list[str]:
@@ -407,7 +422,20 @@ class IntentApi:
         if "gas" not in tx:
             if self._passthrough is None:
                 raise ParamError("gas", "required")
-            estimate = await self._passthrough("eth_estimateGas", [tx])
+            # Name a bad field before asking the node; estimate what will actually be signed.
+            draft = parse_intent(tx, self._defaults(), require_gas=False)
+            call: dict[str, Any] = {"from": draft.sender, "value": _hex(draft.value)}
+            if draft.to is not None:
+                call["to"] = draft.to
+            if draft.data:
+                call["data"] = "0x" + draft.data.hex()
+            estimate = await self._pass("eth_estimateGas", [call])
+            if estimate is None:  # the node answered with an error (ChainReader.call gives None)
+                raise ParamError(
+                    "gas",
+                    "not given, and the node could not estimate it "
+                    "(the transaction would probably revert); pass gas explicitly",
+                )
             tx["gas"] = parse_quantity(estimate, "gas")
         record = await self._submit(parse_intent(tx, self._defaults()))
         latest = record.latest
