@@ -214,10 +214,11 @@ def bench_round_trip(n: int) -> list[dict[str, Any]]:
              "inside reaction p50 <= 250 us"),
         _row("same, one request per 2 ms (a reorg reaction finds the signer idle)", isolated,
              "eth-account sign_transaction in-process", peer[0], "(informational)"),
-        _row("same, enclave app run with --busy-poll (for dedicated vCPUs: it takes a core)",
+        _row("same, one per 2 ms, enclave app run with --busy-poll (dedicated vCPUs: takes a core)",
              polled, "eth-account sign_transaction in-process", peer[0], "(informational)"),
         _row("floor: uvloop echo of a 300-byte frame between two processes, unix socket", floor,
-             "eth-account sign_transaction in-process", peer[0], "(what a wake-up costs here)"),
+             "our verified round trip, back to back", back_to_back[0],
+             "(what the two wake-ups cost here)"),
     ]  # fmt: skip
 
 
