@@ -246,7 +246,10 @@ class IntentApi:
 
     async def handle_message(self, client: _Client, message: str | bytes) -> bytes | None:
         """The reply to one websocket message (``None`` for notifications-only batches)."""
+        # The limit is in bytes (a text frame arrives decoded: its UTF-8 may be up to 4x longer).
         size = len(message)
+        if type(message) is str and 4 * size > self.limits.max_message_bytes:
+            size = len(message.encode("utf-8", "surrogatepass"))
         if size > self.limits.max_message_bytes:
             return orjson.dumps(
                 _error(
@@ -272,10 +275,12 @@ class IntentApi:
         if not isinstance(request, dict):
             return _error(None, INVALID_REQUEST, "a request must be a JSON object")
         request_id = request.get("id")
-        if request.get("jsonrpc") != "2.0" or not isinstance(request.get("method"), str):
-            return _error(request_id, INVALID_REQUEST, 'expected "jsonrpc": "2.0" and a method')
         if type(request_id) not in (int, str, type(None)):
-            return _error(None, INVALID_REQUEST, "id must be a string, a number or null")
+            return _error(None, INVALID_REQUEST, "id must be a string, an integer or null")
+        if request.get("jsonrpc") != "2.0":
+            return _error(request_id, INVALID_REQUEST, 'expected "jsonrpc": "2.0"')
+        if not isinstance(request.get("method"), str):
+            return _error(request_id, INVALID_REQUEST, "expected a method name (a string)")
         bucket = self._buckets.get(client.token)
         if bucket is None:
             bucket = self._buckets[client.token] = _TokenBucket(
@@ -293,7 +298,7 @@ class IntentApi:
                 result = await self._pass(method, params if isinstance(params, list) else [])
             else:
                 raise RpcError(
-                    METHOD_NOT_FOUND, f"the method {method} does not exist/is not available"
+                    METHOD_NOT_FOUND, f"the method {method:.100} does not exist/is not available"
                 )
         except ParamError as exc:
             self._on_intent("invalid") if method.startswith(
@@ -363,7 +368,9 @@ class IntentApi:
         try:
             return self.manager.book.by_intent(params)
         except UnknownIntent:
-            raise RpcError(INVALID_PARAMS, f"invalid params: id: no intent {params}") from None
+            raise RpcError(
+                INVALID_PARAMS, f"invalid params: id: no intent {params!r:.100} is known here"
+            ) from None
 
     async def _get_intent(self, client: _Client, params: Any) -> dict[str, Any]:
         return intent_json(self._record(params))
@@ -444,8 +451,9 @@ class IntentApi:
         return "0x" + latest.hash.hex()
 
     async def _eth_send_raw_transaction(self, client: _Client, params: Any) -> str:
-        raw_hex = params[0] if isinstance(params, list) and len(params) == 1 else None
-        raw = parse_data(raw_hex, "params[0]")
+        if not isinstance(params, list) or len(params) != 1:
+            raise ParamError("params", "expected [signed transaction as 0x-hex bytes]")
+        raw = parse_data(params[0], "params[0]")
         try:
             fields, signed = signed_from_raw(raw)
         except TransactionError as exc:

@@ -14,6 +14,7 @@ to their iterators. Errors from the service raise :class:`ApiError` with the JSO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,6 +47,7 @@ class BroadcasterClient:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._subscriptions: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._early: dict[str, list[dict[str, Any]]] = {}
+        self._ended: set[str] = set()  # subscriptions whose late notifications are dropped
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -94,7 +96,7 @@ class BroadcasterClient:
             queue = self._subscriptions.get(params["subscription"])
             if queue is not None:
                 queue.put_nowait(params["result"])
-            else:  # arrived before subscribe() returned its id
+            elif params["subscription"] not in self._ended:  # before subscribe() returned its id
                 self._early.setdefault(params["subscription"], []).append(params["result"])
             return
         fut = self._pending.pop(item.get("id"), None)  # type: ignore[arg-type]
@@ -164,7 +166,11 @@ class BroadcasterClient:
         return result
 
     async def subscribe(self, intent_ids: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Status notifications (all intents, or only ``intent_ids``) until the caller stops."""
+        """Status notifications (all intents, or only ``intent_ids``) until the caller stops.
+
+        The subscription is made on the first iteration; closing the iterator (``break`` out of
+        ``async with contextlib.aclosing(...)``) unsubscribes on the service too.
+        """
         params = [intent_ids] if intent_ids else []
         sub_id: str = await self.request("broadcaster_subscribe", *params)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -176,3 +182,8 @@ class BroadcasterClient:
                 yield await queue.get()
         finally:
             self._subscriptions.pop(sub_id, None)
+            self._ended.add(sub_id)
+            self._early.pop(sub_id, None)
+            # Else the service keeps sending (and counting it against max_subscriptions).
+            with contextlib.suppress(ConnectionError, ApiError):
+                await self.request("broadcaster_unsubscribe", sub_id)

@@ -30,8 +30,10 @@ __all__ = [
 
 _ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 _HEX_DATA: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+_HEX_QUANTITY: Final = re.compile(r"0x[0-9a-fA-F]+")
 _MAX_UINT256: Final = (1 << 256) - 1
 _MAX_KEY_LENGTH: Final = 128
+_INTRINSIC_GAS: Final = 21_000  # the least gas any transaction uses (Yellow Paper G_transaction)
 _INTENT_FIELDS: Final = frozenset(
     {
         "from",
@@ -78,16 +80,19 @@ def parse_quantity(value: Any, field: str, *, maximum: int = _MAX_UINT256) -> in
     elif type(value) is str:
         if not value.startswith("0x") or len(value) < 3:
             raise ParamError(field, f"expected a 0x-prefixed hex quantity, got {value!r:.80}")
-        try:
-            number = int(value[2:], 16)
-        except ValueError:
-            raise ParamError(field, f"not hex: {value!r:.80}") from None
-        if "_" in value or value[2:].strip() != value[2:]:
+        if _HEX_QUANTITY.fullmatch(value) is None:  # int() alone would take "0x-1", "0x_1"
             raise ParamError(field, f"not hex: {value!r:.80}")
+        number = int(value[2:], 16)
+    elif type(value) is float and value.is_integer() and abs(value) >= 2**63:
+        # JSON parsers turn integers past 64 bits into floats: the exact value is already lost.
+        raise ParamError(field, f"{value!r} is too large for a JSON integer: send it as 0x-hex")
     else:
         raise ParamError(field, f"expected a quantity (hex string or integer), got {value!r:.80}")
-    if number < 0 or number > maximum:
-        raise ParamError(field, f"out of range: {number}")
+    if number < 0:
+        raise ParamError(field, "must not be negative")
+    if number > maximum:
+        # (not the number itself: printing a huge int is slow and capped by Python)
+        raise ParamError(field, f"too large: the maximum is 2**{maximum.bit_length()} - 1")
     return number
 
 
@@ -143,11 +148,22 @@ def parse_intent(
     data = parse_data(params.get("data", params.get("input")), "data")
     if "chainId" in params and parse_quantity(params["chainId"], "chainId") != defaults.chain_id:
         raise ParamError("chainId", f"this broadcaster signs for chain {defaults.chain_id}")
+    if "gasPrice" in params and ("maxFeePerGas" in params or "maxPriorityFeePerGas" in params):
+        raise ParamError(
+            "gasPrice",
+            "give either gasPrice (legacy) or maxFeePerGas and maxPriorityFeePerGas "
+            "(EIP-1559), not both",
+        )
     tx_type = parse_quantity(params.get("type", 2 if "gasPrice" not in params else 0), "type")
     if tx_type not in (0, 1, 2):
         raise ParamError("type", "must be 0 (legacy), 1 (EIP-2930) or 2 (EIP-1559)")
     if "gas" in params:
         gas = parse_quantity(params["gas"], "gas", maximum=(1 << 64) - 1)
+        if gas < _INTRINSIC_GAS:
+            raise ParamError(
+                "gas",
+                f"{gas} is below the {_INTRINSIC_GAS} every transaction needs (intrinsic gas)",
+            )
     elif require_gas:
         raise ParamError("gas", "required")
     else:
