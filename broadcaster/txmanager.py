@@ -64,7 +64,11 @@ from nonce.recovery import (
 from nonce.state import ACTIVE_STATES, GIVEN_UP_STATES
 from signer_client import PolicyDenied, SignedTx, SignerError
 
-__all__ = ["FeePolicy", "TxManager", "TxObserver"]
+__all__ = ["REBROADCAST_BLOCKS", "FeePolicy", "TxManager", "TxObserver"]
+
+REBROADCAST_BLOCKS = 2
+"""A signed transaction not mined this many blocks after it went out is sent again, byte for
+byte: a node may have dropped it (pool eviction, a restart, a reorg it did not re-inject)."""
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +235,10 @@ class TxManager:
         self._presigned: dict[bytes, tuple[SignedTx, Fees]] = {}
         self.presign = presign
         self.presigned_sent = 0  # reorg replacements that went out with no signer round trip
+        self._sent_at: dict[bytes, int] = {}  # attempt hash -> tip number when it last went out
+        self._stall_checked = -1
         self._bumped_for: set[bytes] = set()  # attempt hashes already answered with a bump
+        self._checked: set[bytes] = set()  # attempts already rechecked after "nonce too low"
         self._results: dict[bytes, dict[str, ErrorKind]] = {}
         self._ids = itertools.count(1)
         self._stopping = False
@@ -499,6 +506,7 @@ class TxManager:
         if reason is not None:
             self.observer.resend(str(reason))
             self.observer.status(record, "resent")
+        self._sent_at[attempt.hash] = self.tip.number if self.tip is not None else 0
         self.fanout.submit(attempt.raw, attempt.hash, _Send(record, attempt, reaction))
 
     async def _retry_signing(self, record: TxRecord) -> None:
@@ -679,6 +687,7 @@ class TxManager:
         self.presigned_sent += 1
         if record.state is _S.REORGED:
             self.book.transition(record, _S.SIGNED, reason="re-signed ahead", now=attempt.signed_at)
+        self._sent_at[attempt.hash] = tip_number
         self.fanout.submit(attempt.raw, attempt.hash, _Send(record, attempt, reaction))
         return True
 
@@ -808,14 +817,67 @@ class TxManager:
         for block_hash in self.window.final_blocks():
             for record in self.book.finalize(block_hash, now=now):
                 self.observer.status(record, "finalized")
-                for attempt in record.attempts:
+                for attempt in record.attempts:  # per-attempt bookkeeping ends with finality
                     self._presigned.pop(attempt.hash, None)
+                    self._sent_at.pop(attempt.hash, None)
+                    self._bumped_for.discard(attempt.hash)
+                    self._checked.discard(attempt.hash)
+                    self._results.pop(attempt.hash, None)
+        if tip.number > self._stall_checked:
+            self._stall_checked = tip.number
+            self._rebroadcast_stalled(tip.number)
         # Expiry: intents whose validUntilBlock is behind us and that are not mined.
         for record in self._expiring(tip.number + 1):
             self._spawn(
                 self._replace_with_noop(record, _S.EXPIRED, AttemptReason.EXPIRED_REPLACEMENT)
             )
         self.observer.pending(self.book.pending_counts())
+
+    def _rebroadcast_stalled(self, tip_number: int) -> None:
+        """Recheck what went out ``REBROADCAST_BLOCKS`` ago and is not known to be mined."""
+        stalled = []
+        for record in list(self._open_records()):
+            latest = record.latest
+            if latest is None or record.block is not None or record.state is _S.PENDING:
+                continue
+            if record.settled or record.released:
+                continue
+            if record.state in GIVEN_UP_STATES and not latest.is_noop:
+                continue  # a failed or cancelled payload is not pushed again
+            sent = self._sent_at.get(latest.hash)
+            if sent is None or tip_number - sent >= REBROADCAST_BLOCKS:
+                self._sent_at[latest.hash] = tip_number  # one recheck per stall period
+                stalled.append(record)
+        if stalled:
+            self._spawn(self._recheck(stalled, resend=True))
+
+    async def _recheck(self, records: list[TxRecord], *, resend: bool) -> None:
+        """Ask the chain whether any attempt of ``records`` is mined; resend the rest unchanged.
+
+        Inclusion tracking can miss a block (mined while we were down or starting, or an RPC
+        that lagged past our retries); receipts settle it. What is not mined may have been
+        dropped by a node, so the same bytes go out again.
+        """
+        hashes = [a.hash for r in records for a in r.attempts]
+        try:
+            receipts = await self.chain.receipts(hashes)
+        except ChainReadError as exc:
+            log.warning("receipt check failed: %s", exc)
+            receipts = {}
+        now = self._clock()
+        for record in records:
+            found = next((receipts[a.hash] for a in record.attempts if a.hash in receipts), None)
+            if found is not None:
+                if record.block is None:
+                    before = record.state
+                    ref = BlockRef(found.block_number, found.block_hash)
+                    self.book.mark_included(found.tx_hash, ref, now=now)
+                    self.window.hold(found.block_hash, found.block_number)
+                    if record.state is _S.INCLUDED and before is not _S.INCLUDED:
+                        self.observer.status(record, "included")
+                        self._presign_replacement(record)
+            elif resend and record.block is None and record.latest is not None:
+                self._send(record, record.latest, reason="rebroadcast")
 
     def _expiring(self, next_block: int) -> list[TxRecord]:
         return [
@@ -918,7 +980,13 @@ class TxManager:
                 bumps = sum(1 for a in record.attempts if a.reason is AttemptReason.UNDERPRICED)
                 if bumps < self.fees.max_bumps:
                     self._spawn(self._bump(record, attempt))
-        elif kind is ErrorKind.NONCE_TOO_LOW or kind is ErrorKind.NONCE_TOO_HIGH:
+        elif kind is ErrorKind.NONCE_TOO_LOW:
+            # Not proof of inclusion (one lagging or forked node can say it): ask for receipts.
+            if attempt.hash not in self._checked:
+                self._checked.add(attempt.hash)
+                self._spawn(self._recheck([record], resend=False))
+            self._want_resync(record.sender)
+        elif kind is ErrorKind.NONCE_TOO_HIGH:
             self._want_resync(record.sender)
         elif kind in (ErrorKind.INSUFFICIENT_FUNDS, ErrorKind.INVALID) and result.final:
             answers = self._results.setdefault(attempt.hash, {})
@@ -974,6 +1042,3 @@ def _allowed(record: TxRecord) -> frozenset[TxState]:
     from nonce import TRANSITIONS
 
     return TRANSITIONS[record.state]
-
-
-_ = GIVEN_UP_STATES  # re-exported for readers of this module's state logic

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from tests.anvil import Anvil, running_anvil
 
@@ -23,3 +25,10 @@ def anvil() -> Iterator[Anvil]:
     """One fresh anvil node (no automatic mining) for the test."""
     with running_anvil() as node:
         yield node
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on uvloop, the loop the service runs on in production."""
+    return {"uvloop": uvloop.new_event_loop}

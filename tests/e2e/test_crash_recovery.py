@@ -98,7 +98,10 @@ async def run_trials(tmp_path: Path, trials: int, seed: int) -> None:
             async with await BroadcasterClient.connect(service.api_url, token=TOKEN) as api:
                 for key in [k for k in bot.asked if k not in bot.acked]:
                     await bot.submit(api, key)  # the resubmission a careful bot makes
-                await wait_all_included(api, list(bot.acked.values()))
+                try:
+                    await wait_all_included(api, list(bot.acked.values()))
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\n{await diagnose(node)}") from None
             assert await service.stop() == 0
         await check_chain(node, bot)
 
@@ -118,6 +121,17 @@ async def one_trial(service: ServiceProcess, node: AnvilNode, bot: Bot, rng: ran
         await service.kill9()
         stop.set()
         await streaming
+
+
+async def diagnose(node: AnvilNode) -> str:
+    """What the chain and the node's pool say, for a failure message."""
+    latest = int(await node.rpc("eth_getTransactionCount", DEV_ADDRESS, "latest"), 16)
+    pending = int(await node.rpc("eth_getTransactionCount", DEV_ADDRESS, "pending"), 16)
+    pool = await node.rpc("txpool_content")
+    ours = {**pool.get("pending", {}), **pool.get("queued", {})}
+    mine = {k.lower(): v for k, v in ours.items()}.get(DEV_ADDRESS.lower(), {})
+    summary = {n: (tx["hash"], tx.get("maxFeePerGas")) for n, tx in sorted(mine.items())[:8]}
+    return f"chain nonce latest {latest}, pending {pending}; pool (first 8): {summary}"
 
 
 async def check_chain(node: AnvilNode, bot: Bot) -> None:
