@@ -1,4 +1,4 @@
-"""``broadcaster demo`` (what ``make demo`` runs) completes on this machine and survives its reorgs."""
+"""``broadcaster demo`` (what ``make demo`` runs) completes and survives its reorgs."""
 
 from __future__ import annotations
 
