@@ -2,6 +2,8 @@
 #   make demo   - the main job: anvil nodes, the enclave signer, the service, a bot, a reorg
 #   make test   - lint, type checks and the whole test suite (end-to-end against real anvil)
 #   make bench  - the DESIGN.md section 8 figures, side by side with the peers
+#   make reliability      - chaos, crash, fault and bad-input suites, short form (also in `make test`)
+#   make reliability-long - the same with many trials and a long soak (docs/reliability.md)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,7 +14,7 @@ ANVIL  := $(TOOLS)/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 export ANVIL_BIN := $(abspath $(ANVIL))
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup prometheus demo test lint typecheck unit bench clean
+.PHONY: setup prometheus demo test lint typecheck unit bench reliability reliability-long clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +57,20 @@ unit: $(BIN)/.installed
 
 bench: setup
 	$(BIN)/python -m bench
+
+# Knobs (docs/reliability.md): RELIABILITY_SEED (default: random, printed), RELIABILITY_TRIALS
+# (kill -9 trials), RELIABILITY_CHAOS_ROUNDS (reorgs under client chaos), RELIABILITY_SIGNER_ROUNDS,
+# RELIABILITY_SOAK_SECONDS, RELIABILITY_EXAMPLES (hypothesis examples per fuzz test).
+reliability: setup
+	$(BIN)/pytest -q -s tests/reliability tests/e2e/test_crash_recovery.py
+
+reliability-long: setup
+	RELIABILITY_TRIALS=$${RELIABILITY_TRIALS:-25} \
+	RELIABILITY_CHAOS_ROUNDS=$${RELIABILITY_CHAOS_ROUNDS:-200} \
+	RELIABILITY_SIGNER_ROUNDS=$${RELIABILITY_SIGNER_ROUNDS:-60} \
+	RELIABILITY_SOAK_SECONDS=$${RELIABILITY_SOAK_SECONDS:-1200} \
+	RELIABILITY_EXAMPLES=$${RELIABILITY_EXAMPLES:-20000} \
+	$(BIN)/pytest -q -s -o timeout=0 tests/reliability tests/e2e/test_crash_recovery.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,282 @@
+"""Client chaos: three client connections are cut, stalled, slowed and healed at random while
+reorgs of depth 1-10 are injected.
+
+One anvil sits behind three :class:`ChaosProxy` instances (clients ``a``, ``b``, ``c``), so the
+three connections agree on every block and each one can fail on its own: ``cut`` (connections
+reset, new ones refused: the client is down), ``stall`` (the socket stays open but nothing
+arrives: only the watchdog can tell), ``slow`` (every frame delayed) and ``restore`` (the client
+comes back). At least one client is always up or slow (a surviving client).
+
+Each round mines 1-3 blocks, waits until every surviving client announced the latest one (so no
+stale announcement is still in flight when the chain changes), injects ``anvil_reorg(depth)`` and
+waits until the service's tip is the new head. Checked at the end, against what was injected:
+
+- every injected reorg is reported exactly once, with the same ancestor and the same dropped
+  blocks in order (nothing missed, nothing double-counted, no deep reorg);
+- ``reorgs_total`` and the ``reorg_depth`` histogram agree with the injected list;
+- a stalled socket was replaced by the watchdog; the service never stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from broadcaster.devnet import start_anvil, start_enclave
+from broadcaster.service import Service
+from heads.events import DeepReorg, Event, Extension, Reorg
+from tests.reliability.common import (
+    ChaosProxy,
+    knob,
+    report,
+    running_service,
+    seed,
+    service_config,
+    until,
+)
+
+ROUNDS = knob("RELIABILITY_CHAOS_ROUNDS", 12)
+WATCHDOG = 1.5
+CLIENTS = ("a", "b", "c")
+
+
+class EventLog:
+    """Wraps the service's event callback: keeps every reorg it reported."""
+
+    def __init__(self) -> None:
+        self.reorgs: list[Reorg] = []
+        self.deep: list[DeepReorg] = []
+        self.moves: list[Extension | Reorg] = []  # every tip move, in order
+
+    def install(self, service: Service) -> None:
+        original = service._on_events
+
+        def on_events(
+            events: list[Event], client: str, recv_ns: int, header: Mapping[str, Any]
+        ) -> None:
+            original(events, client, recv_ns, header)
+            for event in events:
+                if type(event) is Reorg:
+                    self.reorgs.append(event)
+                    self.moves.append(event)
+                elif type(event) is Extension:
+                    self.moves.append(event)
+                elif type(event) is DeepReorg:
+                    self.deep.append(event)
+
+        service._on_events = on_events  # type: ignore[method-assign]
+
+
+def replay_moves(moves: list[Extension | Reorg]) -> tuple[dict[int, str], int]:
+    """Rebuild the canonical chain from the service's own tip moves.
+
+    Asserts that every block a reorg reports as dropped was canonical at that moment (a block is
+    never counted as dropped twice unless it was re-adopted in between). Returns the chain
+    (number -> hash) and how many reorgs re-adopted a block an earlier reorg had dropped.
+    """
+    canon: dict[int, str] = {}
+    dropped: set[str] = set()
+    readopted = 0
+    for move in moves:
+        if type(move) is Extension:
+            blocks = move.added
+            low = blocks[0].number
+        else:
+            assert type(move) is Reorg
+            for block in move.old:
+                assert canon.get(block.number) == block.hash, f"{block} dropped but not canonical"
+            dropped.update(b.hash for b in move.old)
+            readopted += any(b.hash in dropped for b in move.new)
+            blocks = move.new
+            low = move.ancestor.number + 1
+        for number in [n for n in canon if n >= low]:
+            del canon[number]
+        for block in blocks:
+            canon[block.number] = block.hash
+    return canon, readopted
+
+
+def chaos_step(rng: random.Random, proxies: dict[str, ChaosProxy], tally: dict[str, int]) -> None:
+    """Change one or two clients' state at random, keeping at least one surviving client."""
+    for name in rng.sample(CLIENTS, rng.randint(1, 2)):
+        proxy = proxies[name]
+        action = rng.choice(["cut", "stall", "slow", "restore", "restore"])
+        others_alive = any(proxies[o].state in ("up", "slow") for o in CLIENTS if o != name)
+        if action in ("cut", "stall") and not others_alive:
+            action = "slow"
+        if action == "cut":
+            proxy.cut()
+        elif action == "stall":
+            proxy.stall()
+        elif action == "slow":
+            proxy.restore()
+            proxy.slow(rng.uniform(0.01, 0.2))
+        else:
+            proxy.restore()
+        tally[action] += 1
+
+
+async def test_reorgs_under_client_chaos_are_each_reported_exactly_once(tmp_path: Path) -> None:
+    rng = random.Random(seed("client-chaos"))
+    log = EventLog()
+    injected: list[tuple[int, str, list[str]]] = []  # depth, ancestor, dropped hashes
+    seen_at: list[int] = []  # how many reorgs the service had reported when each was injected
+    tally = {"cut": 0, "stall": 0, "slow": 0, "restore": 0}
+    async with (
+        start_anvil("chain") as node,
+        start_enclave(tmp_path / "enclave") as signer_url,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        proxies = {n: await stack.enter_async_context(ChaosProxy(node.port)) for n in CLIENTS}
+        config = service_config(
+            tmp_path,
+            clients=[(n, proxies[n].ws_url) for n in CLIENTS],
+            rpcs=[("rpc", node.http_url)],
+            signer_url=signer_url,
+            watchdog_seconds=WATCHDOG,
+        )
+        async with running_service(config, log.install) as running:
+            hub = running.service.hub
+            assert hub is not None
+
+            async def latest() -> str:
+                return str((await node.rpc("eth_getBlockByNumber", "latest", False))["hash"])
+
+            def connects() -> dict[str, int]:
+                return {s.name: s.connects for s in hub.status()}
+
+            async def delivered(before: dict[str, int]) -> None:
+                """The tip is anvil's latest block and no surviving client can still announce an
+                older one: each connected one announced it, or reconnected since ``before`` (a new
+                subscription only carries blocks mined after it).
+
+                A client that reconnected just after the last block never announces it: when the
+                tip lags for a while, one more block is mined (a chain never stops producing).
+                """
+                loop = asyncio.get_running_loop()
+                nudge_at = loop.time() + 3.0
+                target = await latest()
+
+                async def done() -> bool:
+                    nonlocal nudge_at, target
+                    tip = hub.tracker.tip
+                    if tip is None or tip.hash != target:
+                        if loop.time() > nudge_at:
+                            await node.rpc("evm_mine")
+                            target = await latest()
+                            nudge_at = loop.time() + 3.0
+                        return False
+                    for status in hub.status():
+                        if not status.connected or proxies[status.name].state not in ("up", "slow"):
+                            continue
+                        if status.head_hash != target and status.connects <= before[status.name]:
+                            return False
+                    return True
+
+                try:
+                    await until(done, "every surviving client at the latest block")
+                except AssertionError as exc:
+                    tip = hub.tracker.tip
+                    states = {n: p.state for n, p in proxies.items()}
+                    raise AssertionError(
+                        f"{exc}; tip {tip}; proxies {states}; before {before}; {hub.status()}"
+                    ) from None
+
+            await until(lambda: all(s.connected for s in hub.status()), "three clients up")
+            before = connects()
+            for _ in range(12):
+                await node.rpc("evm_mine")
+            await delivered(before)
+
+            # A silent socket first, on purpose: the watchdog must replace it while a and b work.
+            proxies["c"].stall()
+            tally["stall"] += 1
+            expiries = {s.name: s.watchdog_expiries for s in hub.status()}["c"]
+
+            def c_replaced() -> bool:
+                return {s.name: s.watchdog_expiries for s in hub.status()}["c"] > expiries
+
+            while not c_replaced():
+                before = connects()
+                await node.rpc("evm_mine")
+                await delivered(before)
+                await asyncio.sleep(0.1)  # the block pace while c is silent (not a wait)
+            proxies["c"].restore()
+
+            for _ in range(ROUNDS):
+                chaos_step(rng, proxies, tally)
+                before = connects()
+                for _ in range(rng.randint(1, 3)):
+                    await node.rpc("evm_mine")
+                await delivered(before)
+                height = int(await node.rpc("eth_blockNumber"), 16)
+                depth = rng.randint(1, 10)
+                ancestor = await node.rpc("eth_getBlockByNumber", hex(height - depth), False)
+                dropped = [
+                    (await node.rpc("eth_getBlockByNumber", hex(n), False))["hash"]
+                    for n in range(height - depth + 1, height + 1)
+                ]
+                before = connects()
+                seen_at.append(len(log.reorgs))
+                await node.rpc("anvil_reorg", depth, [])
+                injected.append((depth, ancestor["hash"], dropped))
+                await delivered(before)
+                assert running.alive(), "the service stopped"
+
+            for proxy in proxies.values():
+                proxy.restore()
+            await until(lambda: all(s.connected for s in hub.status()), "every client back")
+            before = connects()
+            await node.rpc("evm_mine")
+            await delivered(before)
+
+            statuses = hub.status()
+            got = [(e.depth, e.ancestor.hash, [b.hash for b in e.old]) for e in log.reorgs]
+            canon, readopted = replay_moves(log.moves)
+            missed = [
+                (depth, hashes)
+                for (depth, _, hashes), start in zip(injected, seen_at, strict=True)
+                if not set(hashes) <= {b.hash for e in log.reorgs[start:] for b in e.old}
+            ]
+            height = int(await node.rpc("eth_blockNumber"), 16)
+            chain = {
+                n: (await node.rpc("eth_getBlockByNumber", hex(n), False))["hash"]
+                for n in range(max(1, height - 60), height + 1)
+            }
+            report(
+                "client-chaos",
+                rounds=ROUNDS,
+                reorgs_injected=len(injected),
+                reorgs_reported=len(got),
+                reported_exactly_as_injected=got == injected,
+                readopted_abandoned_branch=readopted,
+                blocks_dropped_injected=sum(d for d, _, _ in injected),
+                blocks_dropped_reported=sum(d for d, _, _ in got),
+                depths=sorted(d for d, _, _ in injected),
+                deep_reorgs=len(log.deep),
+                chaos_actions=tally,
+                clients={
+                    s.name: {
+                        "connects": s.connects,
+                        "disconnects": s.disconnects,
+                        "watchdog_expiries": s.watchdog_expiries,
+                        "heads": s.heads,
+                        "backfills": s.backfill_requests,
+                    }
+                    for s in statuses
+                },
+            )
+            assert not log.deep, f"deep reorgs reported: {log.deep}"
+            assert not missed, f"injected reorgs not reported: {missed}"
+            assert {n: canon[n] for n in chain} == chain, "the service's chain is not anvil's"
+            # the metrics count exactly the events the service reported, once each
+            assert running.metric("broadcaster_reorgs_total") == len(got)
+            assert running.metric("broadcaster_reorg_depth_count") == len(got)
+            assert running.metric("broadcaster_reorg_depth_sum") == sum(d for d, _, _ in got)
+            assert c_replaced()
+            assert running.alive()
+            assert running.service.health()["healthy"] is True
