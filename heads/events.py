@@ -26,11 +26,11 @@ class Head(NamedTuple):
         return {"number": self.number, "hash": self.hash}
 
 
-@dataclass(frozen=True, slots=True)
-class Extension:
+class Extension(NamedTuple):
     """The canonical tip moved to a descendant of the old tip.
 
-    ``added`` are the blocks that joined the canonical chain, ascending (usually one).
+    ``added`` are the blocks that joined the canonical chain, ascending (usually one). A
+    NamedTuple like ``Head``: one is built for nearly every announcement.
     """
 
     client: str

@@ -52,8 +52,11 @@ _HELD_PER_WINDOW_BLOCK: Final = 4
 _PRUNE_BATCH: Final = 32
 
 
+_hash_match = _HASH_TEXT.fullmatch
+
+
 def _is_hash(value: object) -> bool:
-    return type(value) is str and _HASH_TEXT.fullmatch(value) is not None
+    return type(value) is str and _hash_match(value) is not None
 
 
 def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | Rejected:
@@ -68,16 +71,17 @@ def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | R
         number_text = header["number"]
     except (KeyError, TypeError):
         return Rejected(client, None, "malformed", "missing number, hash or parentHash")
-    if type(block_hash) is str:
-        block_hash = block_hash.lower()
-    if type(parent_hash) is str:
-        parent_hash = parent_hash.lower()
-    if not _is_hash(block_hash):
-        return Rejected(
-            client, None, "malformed", f"hash is not 32 bytes of hex: {block_hash!r:.80}"
-        )
-    if not _is_hash(parent_hash):
-        return Rejected(client, block_hash, "malformed", f"bad parentHash {parent_hash!r:.80}")
+    # Clients send lowercase hex; anything else is normalised (or refused) off the fast path.
+    if type(block_hash) is not str or _hash_match(block_hash) is None:
+        block_hash = block_hash.lower() if type(block_hash) is str else block_hash
+        if not _is_hash(block_hash):
+            return Rejected(
+                client, None, "malformed", f"hash is not 32 bytes of hex: {block_hash!r:.80}"
+            )
+    if type(parent_hash) is not str or _hash_match(parent_hash) is None:
+        parent_hash = parent_hash.lower() if type(parent_hash) is str else parent_hash
+        if not _is_hash(parent_hash):
+            return Rejected(client, block_hash, "malformed", f"bad parentHash {parent_hash!r:.80}")
     try:
         if type(number_text) is str and number_text.startswith("0x"):
             number = int(number_text, 16)
@@ -115,6 +119,7 @@ class ChainTracker:
             raise ValueError(f'fork_choice must be "latest" or "first-seen", got {fork_choice!r}')
         self.finality_depth = finality_depth
         self.fork_choice: ForkChoice = fork_choice
+        self._track_first_seen = fork_choice == "first-seen"  # only that rule reads it
         self.verify = verify
         self._tip: Head | None = None
         # The store: connected blocks in the window, and an index by height for pruning.
@@ -185,7 +190,8 @@ class ChainTracker:
         current = self._heads.get(client)
         if current is not None and current[0].hash == head.hash:
             return []  # a duplicate changes nothing, not even recency
-        self._first_seen.setdefault(head.hash, seq)
+        if self._track_first_seen:
+            self._first_seen.setdefault(head.hash, seq)
 
         if head.hash in self._blocks:
             self._heads[client] = (head, seq)
@@ -226,7 +232,8 @@ class ChainTracker:
             return [block]
         assert type(block) is Head
         self._seq += 1
-        self._first_seen.setdefault(block.hash, self._seq)
+        if self._track_first_seen:
+            self._first_seen.setdefault(block.hash, self._seq)
         if block.hash in self._held or block.hash in self._foreign:
             return []
         if self._tip is None:
