@@ -153,6 +153,15 @@ async def test_a_reorg_on_one_of_three_clients_wins_once_it_matches_the_height()
                 for node in (a, b, c):
                     old_tip = await mine(node, n)
             await tip_is(hub, probe, old_tip)
+            # Every client's 8 must be in before c reorgs: a late "8" from a or b, announced
+            # after c's 8', would (rightly) win back the tip under the "latest" rule.
+            await probe.until(
+                lambda: all(
+                    (head := hub.tracker.client_head(name)) is not None and head.hash == old_tip
+                    for name in ("a", "b", "c")
+                ),
+                "every client at 8",
+            )
             old = await chain_hashes(a, 6, 8)
             await rpc(c, "anvil_reorg", 3, [])
             new = await chain_hashes(c, 6, 8)
