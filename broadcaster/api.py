@@ -391,6 +391,8 @@ class IntentApi:
                 wanted = [wanted]
             if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted):
                 raise ParamError("params", "expected [] (all intents) or [[intent ids]]")
+            if not wanted:  # would silently match nothing, forever
+                raise ParamError("params[0]", "no intent ids: pass [] to follow all intents")
             ids = frozenset(wanted)
         if len(client.subscriptions) >= self.limits.max_subscriptions:
             raise RpcError(SERVER_ERROR, "too many subscriptions on this connection")

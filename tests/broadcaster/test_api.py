@@ -497,11 +497,18 @@ async def test_notifications_go_to_matching_subscriptions_only() -> None:
     assert client.outbox.empty()
 
 
-@pytest.mark.parametrize("params", [[5], [[1, 2]], [{"ids": []}]])
-async def test_subscribe_with_malformed_ids_is_a_32602(params: list[Any]) -> None:
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ([5], "params: expected [] (all intents) or [[intent ids]]"),
+        ([[1, 2]], "params: expected [] (all intents) or [[intent ids]]"),
+        ([{"ids": []}], "params: expected [] (all intents) or [[intent ids]]"),
+        ([[]], "params[0]: no intent ids: pass [] to follow all intents"),
+    ],
+)
+async def test_subscribe_with_malformed_ids_is_a_32602(params: list[Any], words: str) -> None:
     code, message = error_of(await call(make_api(), request("broadcaster_subscribe", *params)))
-    assert code == -32602
-    assert "expected [] (all intents) or [[intent ids]]" in message
+    assert (code, message) == (-32602, f"invalid params: {words}")
 
 
 async def test_subscriptions_per_connection_are_limited() -> None:
