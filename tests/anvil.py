@@ -8,9 +8,6 @@ A missing anvil is an error, not a skip: the README's test command installs it.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,30 +18,28 @@ from typing import Any
 
 import orjson
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_ANVIL = REPO / ".tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+from broadcaster.devnet import DEV_ADDRESS, DEV_KEY, find_anvil, free_port
 
-# anvil's default mnemonic ("test test ... junk"): account 0 and its key.
-DEV_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+__all__ = [
+    "DEV_ADDRESS",
+    "DEV_KEY",
+    "REPO",
+    "Anvil",
+    "anvil_binary",
+    "free_port",
+    "running_anvil",
+    "start_anvil",
+]
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def anvil_binary() -> str:
-    path = os.environ.get("ANVIL_BIN") or str(DEFAULT_ANVIL)
-    if Path(path).is_file():
-        return path
-    found = shutil.which("anvil")
-    if found:
-        return found
-    raise RuntimeError(
-        f"anvil not found at {path}; run `make setup` (installs @foundry-rs/anvil-linux-amd64)"
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """The anvil ``make setup`` installed (``ANVIL_BIN``), else one on PATH; an error if none."""
+    try:
+        return find_anvil()
+    except FileNotFoundError as exc:
+        raise RuntimeError(f"{exc} (installs @foundry-rs/anvil-linux-amd64)") from None
 
 
 @dataclass
