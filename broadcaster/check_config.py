@@ -37,10 +37,27 @@ def quote(value: object) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, str | list | dict):
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = json.dumps(_shallow(value), ensure_ascii=False, default=str)
     else:
         text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _shallow(value: object, depth: int = 0) -> object:
+    """A bounded copy for :func:`quote`, which shows 60 characters: at most 30 levels, 30 items
+    per container and 200 characters per string survive. Serialising an arbitrarily deep value
+    whole overflows the C stack of ``json``'s encoder (a segfault, not a RecursionError)."""
+    if isinstance(value, str):
+        return value[:200]
+    if isinstance(value, dict):
+        if depth >= 30:
+            return "..."
+        return {str(k): _shallow(v, depth + 1) for k, v in list(value.items())[:30]}
+    if isinstance(value, list):
+        if depth >= 30:
+            return ["..."]
+        return [_shallow(v, depth + 1) for v in value[:30]]
+    return value
 
 
 def _kind(value: object) -> str:

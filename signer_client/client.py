@@ -94,7 +94,13 @@ class _Connection(asyncio.Protocol):
                 self._on_event(SignerEvent.PROTOCOL_ERROR)
                 self.abort(exc)
                 return
-            fut = pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+            request_id = message.get("id")
+            if request_id is not None and type(request_id) is not int:
+                # Our ids are ints; a list or object here would not even be a dict key.
+                self._on_event(SignerEvent.PROTOCOL_ERROR)
+                self.abort(ProtocolError(f"reply id is not an integer: {request_id!r:.60}"))
+                return
+            fut = pending.pop(request_id, None)  # type: ignore[arg-type]
             if fut is None:
                 self._on_event(SignerEvent.LATE_REPLY)
             elif not fut.done():
