@@ -42,7 +42,7 @@ from broadcaster.intents import (
 )
 from broadcaster.txmanager import TxManager
 from nonce import AttemptReason, Intent, TxRecord
-from nonce.errors import DuplicateIdempotencyKey, NonceError, UnknownIntent
+from nonce.errors import DuplicateIdempotencyKey, NonceError, NonceInUse, UnknownIntent
 from signer_client.errors import TransactionError
 from signer_client.signing import signed_from_raw
 
@@ -89,8 +89,8 @@ class RpcError(Exception):
 @dataclass(frozen=True, slots=True)
 class ApiLimits:
     max_message_bytes: int = 128 * 1024
-    rate_per_second: float = 1000.0  # per token
-    burst: int = 2000
+    rate_per_second: float = 10_000.0  # per token
+    burst: int = 20_000
     max_subscriptions: int = 64  # per connection
     notify_queue: int = 4096  # notifications buffered per connection before dropping
 
@@ -265,7 +265,9 @@ class IntentApi:
             return orjson.dumps(_error(None, PARSE_ERROR, f"parse error: {exc}"))
         if isinstance(payload, list):
             if not payload:
-                return orjson.dumps(_error(None, INVALID_REQUEST, "empty batch"))
+                return orjson.dumps(
+                    _error(None, INVALID_REQUEST, "empty batch: send at least one request")
+                )
             replies = [r for r in [await self._one(client, item) for item in payload] if r]
             return orjson.dumps(replies) if replies else None
         reply = await self._one(client, payload)
@@ -287,7 +289,12 @@ class IntentApi:
                 self.limits.rate_per_second, self.limits.burst
             )
         if not bucket.take():
-            return _error(request_id, RATE_LIMITED, "rate limit exceeded for this token")
+            return _error(
+                request_id,
+                RATE_LIMITED,
+                f"rate limit exceeded for this token ({self.limits.rate_per_second:g} requests/s, "
+                f"bursts of {self.limits.burst}): retry shortly",
+            )
         method = request["method"]
         params = request.get("params", [])
         handler = self._methods.get(method)
@@ -395,7 +402,11 @@ class IntentApi:
                 raise ParamError("params[0]", "no intent ids: pass [] to follow all intents")
             ids = frozenset(wanted)
         if len(client.subscriptions) >= self.limits.max_subscriptions:
-            raise RpcError(SERVER_ERROR, "too many subscriptions on this connection")
+            raise RpcError(
+                SERVER_ERROR,
+                f"too many subscriptions on this connection (at most "
+                f"{self.limits.max_subscriptions}): broadcaster_unsubscribe one first",
+            )
         self._sub_ids += 1
         sub_id = hex(self._sub_ids)
         client.subscriptions[sub_id] = ids
@@ -449,7 +460,12 @@ class IntentApi:
         record = await self._submit(parse_intent(tx, self._defaults()))
         latest = record.latest
         if latest is None:
-            raise RpcError(SERVER_ERROR, "accepted but not signed yet", intent_json(record))
+            raise RpcError(
+                SERVER_ERROR,
+                f"intent {record.intent.id} accepted but not signed yet (the signer is "
+                "unavailable; signing is retried): follow it with broadcaster_getIntent",
+                intent_json(record),
+            )
         return "0x" + latest.hash.hex()
 
     async def _eth_send_raw_transaction(self, client: _Client, params: Any) -> str:
@@ -481,6 +497,12 @@ class IntentApi:
         )
         try:
             await self.manager.submit_raw(intent, fields.nonce, signed)
+        except NonceInUse as exc:
+            raise RpcError(
+                SERVER_ERROR,
+                f"nonce {exc.nonce} of {checksum_address(sender)} is already taken by intent "
+                f"{exc.occupant} (a replacement signed elsewhere is not accepted)",
+            ) from exc
         except NonceError as exc:
             raise RpcError(SERVER_ERROR, str(exc)) from exc
         self._on_intent("accepted")

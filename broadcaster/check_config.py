@@ -397,6 +397,8 @@ def render_config(
     watchdog_seconds: float | None = None,
     header: str = "",
     presign_replacements: bool = True,
+    rate_per_token: float | None = None,
+    rate_burst: int | None = None,
 ) -> str:
     """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs.
 
@@ -418,6 +420,10 @@ def render_config(
     if not presign_replacements:
         lines += ["presign_replacements = false"]
     lines += ["", "[api]", f"listen = {_toml(api_listen)}", f"tokens = {_toml(list(tokens))}"]
+    if rate_per_token is not None:
+        lines += [f"rate_per_token = {_toml(float(rate_per_token))}"]
+    if rate_burst is not None:
+        lines += [f"rate_burst = {_toml(rate_burst)}"]
     lines += ["", "[metrics]", f"listen = {_toml(metrics_listen)}"]
     lines += ["", "[journal]", f"path = {_toml(journal_path)}"]
     if watchdog_seconds is not None:
