@@ -140,6 +140,8 @@ class Service:
             "clients_up": up,
             "clients": len(clients),
             "tip": tip.number if tip else None,
+            # Live asyncio tasks: flat in a healthy service (the soak test watches it for leaks).
+            "tasks": len(asyncio.all_tasks()),
         }
 
     async def run(self) -> None:
