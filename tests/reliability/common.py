@@ -113,6 +113,15 @@ class RunningService:
     def metric(self, name: str, **labels: str) -> float:
         return self.service.metrics.sample(name, labels) or 0.0
 
+    def samples(self, family: str) -> dict[str, float]:
+        """Every non-zero sample of a counter family, keyed by its label values."""
+        out: dict[str, float] = {}
+        for metric in self.service.metrics.registry.collect():
+            for sample in metric.samples:
+                if sample.name == family and sample.value:
+                    out[",".join(sample.labels.values())] = sample.value
+        return out
+
     def alive(self) -> bool:
         return not self.task.done()
 
