@@ -103,7 +103,7 @@ def parse_address(value: Any, field: str) -> str:
     body = value[2:]
     lower = body.lower()
     if body != lower and body != body.upper() and checksum_address(value) != value:
-        raise ParamError(field, f"bad EIP-55 checksum in {value}")
+        raise ParamError(field, f"bad EIP-55 checksum in {value} (a typo? mixed case is checked)")
     return "0x" + lower
 
 
@@ -131,7 +131,7 @@ def parse_intent(
         raise ParamError("params", "expected an intent object")
     unknown = sorted(set(params) - _INTENT_FIELDS)
     if unknown:
-        raise ParamError(unknown[0], "unknown field")
+        raise ParamError(unknown[0], f"unknown field (known: {', '.join(sorted(_INTENT_FIELDS))})")
 
     if params.get("from") is None:
         if len(defaults.accounts) != 1:

@@ -173,7 +173,10 @@ async def test_a_batch_of_notifications_gets_no_answer_and_a_notification_neithe
 
 
 async def test_an_empty_batch_is_an_invalid_request() -> None:
-    assert error_of(await call(make_api(), [])) == (-32600, "empty batch")
+    assert error_of(await call(make_api(), [])) == (
+        -32600,
+        "empty batch: send at least one request",
+    )
 
 
 @pytest.mark.parametrize(
@@ -291,6 +294,7 @@ async def test_a_bad_intent_field_is_named_in_a_32602_answer(
     assert code == -32602
     assert message.startswith(f"invalid params: {field}: "), message
     assert words in message
+    assert len(message) < 300  # one readable line, not a dump
     assert api.manager.submitted == []  # type: ignore[attr-defined]
 
 
@@ -360,20 +364,20 @@ async def test_the_same_idempotency_key_answers_with_the_first_intent() -> None:
 # -- raw transactions ----------------------------------------------------------------------------
 
 
+_RAW_TX: dict[str, Any] = {
+    "type": 2,
+    "chainId": CHAIN_ID,
+    "nonce": 0,
+    "to": RECIPIENT,
+    "value": 5,
+    "gas": 21_000,
+    "maxFeePerGas": 3 * GWEI,
+    "maxPriorityFeePerGas": GWEI,
+}
+
+
 def signed_raw(chain_id: int = CHAIN_ID, nonce: int = 0) -> Any:
-    return Account.sign_transaction(
-        {
-            "type": 2,
-            "chainId": chain_id,
-            "nonce": nonce,
-            "to": RECIPIENT,
-            "value": 5,
-            "gas": 21_000,
-            "maxFeePerGas": 3 * GWEI,
-            "maxPriorityFeePerGas": GWEI,
-        },
-        OTHER_KEY,
-    )
+    return Account.sign_transaction({**_RAW_TX, "chainId": chain_id, "nonce": nonce}, OTHER_KEY)
 
 
 async def test_a_raw_transaction_is_tracked_under_its_hash() -> None:
@@ -407,6 +411,24 @@ async def test_a_bad_raw_transaction_is_a_32602_naming_what_is_wrong(
     assert code == -32602
     assert message.startswith(f"invalid params: {field}: ")
     assert words in message
+
+
+async def test_a_raw_transaction_at_a_nonce_already_tracked_is_refused_naming_it() -> None:
+    api = make_api()
+    first = signed_raw(nonce=3)
+    await call(api, request("eth_sendRawTransaction", first.raw_transaction.to_0x_hex()))
+    replacement = Account.sign_transaction(
+        {**_RAW_TX, "nonce": 3, "maxFeePerGas": 9 * GWEI}, OTHER_KEY
+    )
+    code, message = error_of(
+        await call(api, request("eth_sendRawTransaction", replacement.raw_transaction.to_0x_hex()))
+    )
+    assert code == -32000
+    sender = Account.from_key(OTHER_KEY).address
+    assert message == (
+        f"nonce 3 of {sender} is already taken by intent raw-{first.hash.hex()} "
+        "(a replacement signed elsewhere is not accepted)"
+    )
 
 
 async def test_a_raw_transaction_for_another_chain_is_refused() -> None:
@@ -517,7 +539,10 @@ async def test_subscriptions_per_connection_are_limited() -> None:
     for _ in range(2):
         assert "result" in await call(api, request("broadcaster_subscribe"), client)
     code, message = error_of(await call(api, request("broadcaster_subscribe"), client))
-    assert (code, message) == (-32000, "too many subscriptions on this connection")
+    assert (code, message) == (
+        -32000,
+        "too many subscriptions on this connection (at most 2): broadcaster_unsubscribe one first",
+    )
 
 
 # -- limits --------------------------------------------------------------------------------------
@@ -554,7 +579,7 @@ async def test_rate_limit_per_token_answers_32005_then_recovers_as_the_bucket_re
         assert "result" in await call(api, request("eth_chainId"), mine)
     assert error_of(await call(api, request("eth_chainId"), mine)) == (
         -32005,
-        "rate limit exceeded for this token",
+        "rate limit exceeded for this token (2 requests/s, bursts of 3): retry shortly",
     )
     # Another token has its own bucket; a batch spends one token per request.
     replies = await call(api, [request("eth_chainId", id=i) for i in range(4)], theirs)

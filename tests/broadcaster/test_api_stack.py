@@ -232,6 +232,27 @@ async def test_cancelling_a_pending_intent_keeps_its_transfer_off_the_chain(
     assert await chain_nonce(stack) == int(later["nonce"], 16) + 1  # no nonce left unused
 
 
+async def test_eth_send_transaction_while_the_signer_is_down_says_so_and_returns_the_intent(
+    stack: DevStack,
+) -> None:
+    manager = stack.service.manager
+    assert manager is not None
+    signer = FailingSigner(manager.signer)
+    manager.signer = signer
+    async with wire(stack) as w:
+        reply = await w.call("eth_sendTransaction", INTENT)
+        error = reply["error"]
+        assert error["code"] == -32000
+        intent_id = error["data"]["id"]
+        assert error["message"] == (
+            f"intent {intent_id} accepted but not signed yet (the signer is unavailable; "
+            "signing is retried): follow it with broadcaster_getIntent"
+        )
+        signer.down = False  # the retry signs and sends it
+        included = await w.status_becomes(intent_id, "included")
+    assert await stack.node.rpc("eth_getTransactionReceipt", included["hash"]) is not None
+
+
 async def test_notifications_follow_an_intent_through_its_life_in_order(stack: DevStack) -> None:
     async with wire(stack) as w:
         every = await w.result("broadcaster_subscribe")
