@@ -9,7 +9,8 @@ The tx manager asks three kinds of questions, none of them on the reaction's hot
 
 Answers are checked before use: a block must come back with the hash we asked for (a lying or
 confused RPC is skipped, counted, and the next endpoint asked). Endpoints are tried in order,
-failing over on transport errors; one kept-alive ``aiohttp`` session serves them all.
+starting from the one that answered last, failing over on transport errors; one kept-alive
+``aiohttp`` session serves them all.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class ChainReader:
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
         self._on_lie = on_lie or (lambda url, what: None)
+        # The endpoint that answered last is asked first: a stalled endpoint listed first would
+        # otherwise cost a full timeout on every read, forever.
+        self._first = 0
 
     async def __aenter__(self) -> ChainReader:
         return self
@@ -113,7 +117,10 @@ class ChainReader:
             for i, (m, p) in zip(ids, calls, strict=True)
         ]
         last_error: Exception | None = None
-        for url in self.urls:
+        urls = self.urls
+        for k in range(len(urls)):
+            index = (self._first + k) % len(urls)
+            url = urls[index]
             try:
                 replies = await self._post(url, body)
             except (
@@ -128,6 +135,7 @@ class ChainReader:
                 last_error = ChainReadError(f"{url}: batch answer is not a list")
                 continue
             by_id = {r.get("id"): r for r in replies if type(r) is dict}
+            self._first = index
             return [by_id.get(i, {}).get("result") for i in ids]
         raise ChainReadError(f"no endpoint answered: {last_error}") from last_error
 

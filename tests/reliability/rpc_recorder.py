@@ -26,6 +26,7 @@ class RecordingRpc:
         self.mode = mode
         self.raws: list[bytes] = []  # every raw tx received, in order
         self.served: list[str] = []  # txpool strings answered
+        self.requests = 0
         self._strings = itertools.cycle([pattern for pattern, _ in MESSAGE_RULES])
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -55,6 +56,7 @@ class RecordingRpc:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.requests += 1
         calls = orjson.loads(body)
         for call in calls if isinstance(calls, list) else [calls]:
             if call.get("method") == "eth_sendRawTransaction":
