@@ -102,8 +102,22 @@ async def run_trials(tmp_path: Path, trials: int, seed: int) -> None:
                     await wait_all_included(api, list(bot.acked.values()))
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n{await diagnose(node)}") from None
+                reported = {key: await api.get_intent(i) for key, i in bot.acked.items()}
             assert await service.stop() == 0
         await check_chain(node, bot)
+        await check_reported_blocks(node, reported)
+        print(f"kill -9 trials: {trials}, intents accepted: {len(bot.acked)}, all mined once")
+
+
+async def check_reported_blocks(node: AnvilNode, reported: dict[str, dict[str, Any]]) -> None:
+    """What the service reports for each intent is the final chain: its block is canonical and
+    holds the intent's transaction (no stale status survived a crash or a reorg)."""
+    for key, intent in reported.items():
+        block = intent["block"]
+        assert block is not None, f"{key}: included without a block"
+        canonical = await node.rpc("eth_getBlockByNumber", block["number"], False)
+        assert canonical["hash"] == block["hash"], f"{key}: reported block is not canonical"
+        assert intent["hash"] in canonical["transactions"], f"{key}: tx not in its block"
 
 
 async def one_trial(service: ServiceProcess, node: AnvilNode, bot: Bot, rng: random.Random) -> None:
