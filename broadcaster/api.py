@@ -42,7 +42,7 @@ from broadcaster.intents import (
 )
 from broadcaster.txmanager import TxManager
 from nonce import AttemptReason, Intent, TxRecord
-from nonce.errors import DuplicateIdempotencyKey, NonceError, NonceInUse, UnknownIntent
+from nonce.errors import DuplicateIdempotencyKey, NonceError, NonceInUse
 from signer_client.errors import TransactionError
 from signer_client.signing import signed_from_raw
 
@@ -363,7 +363,7 @@ class IntentApi:
         out = intent_json(record)
         return {k: out[k] for k in ("id", "from", "nonce", "hash", "status")}
 
-    def _record(self, params: Any) -> TxRecord:
+    async def _record(self, params: Any) -> TxRecord:
         if isinstance(params, list):
             if len(params) != 1:
                 raise ParamError("params", "expected [id]")
@@ -372,18 +372,18 @@ class IntentApi:
             params = params.get("id")
         if type(params) is not str or not params:
             raise ParamError("id", "expected the intent id string")
-        try:
-            return self.manager.book.by_intent(params)
-        except UnknownIntent:
+        record = await self.manager.find(params)  # memory, then the journal on disk
+        if record is None:
             raise RpcError(
                 INVALID_PARAMS, f"invalid params: id: no intent {params!r:.100} is known here"
-            ) from None
+            )
+        return record
 
     async def _get_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        return intent_json(self._record(params))
+        return intent_json(await self._record(params))
 
     async def _cancel_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        record = self._record(params)
+        record = await self._record(params)
         try:
             await self.manager.cancel(record)
         except NonceError as exc:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +36,7 @@ from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
 from nonce import TxRecord, open_book
+from nonce.journal import lookup
 from signer_client import AttestationPolicy, SignerClient
 
 __all__ = ["Service"]
@@ -103,6 +106,14 @@ class _TxMetrics(TxObserver):
         log.error("ALERT %s: %s", kind, detail)
 
 
+RETAIN_SETTLED = 10_000
+"""Finalized records kept in memory; older ones are answered from the journal file."""
+
+
+def _journal_lookup(path: Path, intent_id: str | None, key: str | None) -> TxRecord | None:
+    return lookup(path, intent_id=intent_id, key=key)
+
+
 def _http_of(ws_url: str) -> str:
     """anvil, geth and reth serve HTTP JSON-RPC beside the websocket: derive it for reads."""
     parts = urlsplit(ws_url)
@@ -152,7 +163,8 @@ class Service:
         self.metrics_server = await start_metrics_server(
             self.metrics, config.metrics.listen.host, config.metrics.listen.port, self.health
         )
-        book, journal = open_book(config.journal.path)
+        # Finalized records beyond the newest few thousand stay on disk (journal lookups).
+        book, journal = open_book(config.journal.path, settled_kept=RETAIN_SETTLED)
         observer = _TxMetrics(self.metrics)
         attestation = None
         if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
@@ -191,6 +203,9 @@ class Service:
             ),
             observer=observer,
             presign=config.fees.presign_replacements,
+            lookup=functools.partial(_journal_lookup, config.journal.path),
+            retain_settled=RETAIN_SETTLED,
+            evicted_on_disk=True,
         )
         tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
         hub = self.hub = HeadHub(

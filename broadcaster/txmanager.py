@@ -24,6 +24,7 @@ failure stops the service.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -49,7 +50,7 @@ from nonce import (
     noop_intent,
     replacement_fees,
 )
-from nonce.errors import FeeCapExceeded
+from nonce.errors import DuplicateIdempotencyKey, FeeCapExceeded
 from nonce.recovery import (
     ChainFacts,
     FillGap,
@@ -209,6 +210,9 @@ class TxManager:
         clock: Callable[[], float] = time.time,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
         presign: bool = True,
+        lookup: Callable[[str | None, str | None], TxRecord | None] | None = None,
+        retain_settled: int = 10_000,
+        evicted_on_disk: bool = False,
     ) -> None:
         self.chain_id = chain_id
         self.book = book
@@ -236,6 +240,12 @@ class TxManager:
         self.presign = presign
         self.presigned_sent = 0  # reorg replacements that went out with no signer round trip
         self._sent_at: dict[bytes, int] = {}  # attempt hash -> tip number when it last went out
+        # Memory stays bounded: only the newest ``retain_settled`` finalized records are kept;
+        # older ones are evicted and answered from the journal on disk (``lookup``).
+        self._lookup = lookup
+        self._retain_settled = retain_settled
+        self._settled: collections.deque[TxRecord] = collections.deque()
+        self._evicted_any = evicted_on_disk
         self._stall_checked = -1
         self._bumped_for: set[bytes] = set()  # attempt hashes already answered with a bump
         self._checked: set[bytes] = set()  # attempts already rechecked after "nonce too low"
@@ -393,11 +403,28 @@ class TxManager:
         """
         if self._stopping:
             raise RuntimeError("the service is shutting down and accepts no new intents")
+        if intent.key is not None and self.book.by_key(intent.key) is None:
+            earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
+            if earlier is not None:
+                raise DuplicateIdempotencyKey(intent.key, earlier)
         record = self.book.accept(intent, now=self._clock())
         await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
         self.observer.pending(self.book.pending_counts())
         await self._sign_and_send(record, self._initial_fees(intent))
         return record
+
+    async def find(
+        self, intent_id: str | None = None, *, key: str | None = None
+    ) -> TxRecord | None:
+        """A record by intent id or idempotency key: in memory, else (once anything was
+        evicted) from the journal on disk, read off the event loop."""
+        if intent_id is not None:
+            record = self.book.find_intent(intent_id)
+        else:
+            record = self.book.by_key(key) if key is not None else None
+        if record is not None or not self._evicted_any or self._lookup is None:
+            return record
+        return await asyncio.to_thread(self._lookup, intent_id, key)
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
         """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign."""
@@ -817,12 +844,16 @@ class TxManager:
         for block_hash in self.window.final_blocks():
             for record in self.book.finalize(block_hash, now=now):
                 self.observer.status(record, "finalized")
+                self._settled.append(record)
                 for attempt in record.attempts:  # per-attempt bookkeeping ends with finality
                     self._presigned.pop(attempt.hash, None)
                     self._sent_at.pop(attempt.hash, None)
                     self._bumped_for.discard(attempt.hash)
                     self._checked.discard(attempt.hash)
                     self._results.pop(attempt.hash, None)
+        while len(self._settled) > self._retain_settled:
+            self.book.evict(self._settled.popleft())
+            self._evicted_any = True
         if tip.number > self._stall_checked:
             self._stall_checked = tip.number
             self._rebroadcast_stalled(tip.number)

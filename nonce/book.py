@@ -418,7 +418,8 @@ class NonceBook:
     # -- memory ----------------------------------------------------------------------------------
 
     def evict(self, record: TxRecord) -> None:
-        """Forget a settled record (its journal rows stay). Its idempotency key stays booked."""
+        """Forget a settled record (its journal rows stay, and ``journal.lookup`` finds it by
+        id or idempotency key: the caller checks there for what the book no longer holds)."""
         slots = self._slots.get(record.intent.sender)
         if slots is not None and slots.get(record.nonce) is record:
             del slots[record.nonce]
@@ -427,6 +428,9 @@ class NonceBook:
                 del self._by_hash[attempt.hash]
         if self._by_intent.get(record.intent.id) is record:
             del self._by_intent[record.intent.id]
+        key = record.intent.key
+        if key is not None and self._by_key.get(key) is record:
+            del self._by_key[key]
         if record.state in ACTIVE_STATES:
             self._pending[record.intent.sender] -= 1
         if record.block is not None and not record.settled:

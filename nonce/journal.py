@@ -270,13 +270,39 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def load(path: str | Path) -> list[TxRecord]:
-    """Every record of the journal at ``path`` (booking order, attempts and last states).
+def load(path: str | Path, *, settled_kept: int | None = None) -> list[TxRecord]:
+    """The records of the journal at ``path`` (booking order, attempts and last states).
 
-    A missing file is an empty journal. Opening the file replays its WAL, so this is also the
-    read after a ``kill -9``.
+    Every record that is not settled is loaded; of the settled (finalized) ones only the last
+    ``settled_kept`` when it is given (the rest stay on disk: ``lookup`` finds them). A missing
+    file is an empty journal. Opening the file replays its WAL, so this is also the read after a
+    ``kill -9``.
     """
-    path = Path(path)
+    where = ""
+    params: tuple[object, ...] = ()
+    if settled_kept is not None:
+        where = (
+            "settled = 0 OR rowid IN (SELECT rowid FROM records WHERE settled = 1"
+            " ORDER BY rowid DESC LIMIT ?)"
+        )
+        params = (settled_kept,)
+    return _query(Path(path), where, params)
+
+
+def lookup(
+    path: str | Path, *, intent_id: str | None = None, key: str | None = None
+) -> TxRecord | None:
+    """One record from the journal on disk, by intent id or idempotency key (``None``: none)."""
+    if intent_id is not None:
+        found = _query(Path(path), "id = ?", (intent_id,))
+    elif key is not None:
+        found = _query(Path(path), "idem_key = ?", (key,))
+    else:
+        raise ValueError("lookup needs an intent id or a key")
+    return found[0] if found else None
+
+
+def _query(path: Path, where: str, params: tuple[object, ...]) -> list[TxRecord]:
     if not path.exists():
         return []
     try:
@@ -285,16 +311,21 @@ def load(path: str | Path) -> list[TxRecord]:
             has_schema = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'"
             ).fetchone()
-            return read_records(conn) if has_schema else []
+            return read_records(conn, where, params) if has_schema else []
         finally:
             conn.close()
     except sqlite3.Error as exc:
         raise JournalError(f"cannot read journal {path}: {exc}") from exc
 
 
-def open_book(path: str | Path) -> tuple[NonceBook, SqliteJournal]:
-    """Reload the book from ``path`` and journal its further changes there (start-up)."""
-    records = load(path)
+def open_book(
+    path: str | Path, *, settled_kept: int | None = None
+) -> tuple[NonceBook, SqliteJournal]:
+    """Reload the book from ``path`` and journal its further changes there (start-up).
+
+    ``settled_kept`` bounds how many finalized records come back into memory (see ``load``).
+    """
+    records = load(path, settled_kept=settled_kept)
     journal = SqliteJournal(path)
     return NonceBook.restore(records, journal), journal
 

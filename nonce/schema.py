@@ -140,12 +140,18 @@ def statements(entry: Entry) -> Iterator[Statement]:
         raise TypeError(f"not a journal entry: {entry!r}")
 
 
-def read_records(conn: sqlite3.Connection) -> list[TxRecord]:
-    """Every record in the journal with its attempts, in booking order."""
+def read_records(
+    conn: sqlite3.Connection, where: str = "", params: tuple[object, ...] = ()
+) -> list[TxRecord]:
+    """The journal's records (all, or those matching the SQL ``where`` on ``records``) with
+    their attempts, in booking order."""
+    record_filter = f" WHERE {where}" if where else ""
+    attempt_filter = f" WHERE record_id IN (SELECT id FROM records{record_filter})" if where else ""
     attempts: dict[str, list[Attempt]] = {}
     for row in conn.execute(
         "SELECT record_id, raw, hash, nonce, max_fee_per_gas, max_priority_fee_per_gas,"
-        " signed_at, reason, replaces FROM attempts ORDER BY rowid"
+        f" signed_at, reason, replaces FROM attempts{attempt_filter} ORDER BY rowid",
+        params,
     ):
         attempts.setdefault(row[0], []).append(
             Attempt(
@@ -164,7 +170,8 @@ def read_records(conn: sqlite3.Connection) -> list[TxRecord]:
         "SELECT id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data, gas,"
         " max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list, external,"
         " noop, state, state_reason, updated_at, block_number, block_hash, included_hash,"
-        " settled, released FROM records ORDER BY rowid"
+        f" settled, released FROM records{record_filter} ORDER BY rowid",
+        params,
     ):
         access = tuple((addr, tuple(keys)) for addr, keys in orjson.loads(row[13] or b"[]"))
         intent = Intent(

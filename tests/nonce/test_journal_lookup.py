@@ -1,0 +1,63 @@
+"""Finalized records beyond what stays in memory are found on disk, by id or idempotency key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nonce import BlockRef, Intent, TxState
+from nonce.journal import load, lookup, open_book
+
+ALICE = "0x" + "aa" * 20
+BOB = "0x" + "bb" * 20
+
+
+def settle(path: Path, count: int) -> list[str]:
+    """Book ``count`` intents, include and finalize all but the last; return their ids."""
+    from nonce import Attempt, AttemptReason
+
+    book, journal = open_book(path)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0)
+    ids = []
+    for i in range(count):
+        intent = Intent(
+            id=f"i{i}", sender=ALICE, to=BOB, value=i, data=b"", gas=21_000,
+            max_fee_per_gas=2, max_priority_fee_per_gas=1, chain_id=1, key=f"k{i}",
+        )  # fmt: skip
+        record = book.accept(intent, now=i)
+        tx_hash = bytes([i % 256]) * 31 + bytes([i // 256])
+        book.add_attempt(
+            record,
+            Attempt(b"\x02raw", tx_hash, record.nonce, 2, 1, float(i), AttemptReason.INITIAL),
+        )
+        book.transition(record, TxState.SIGNED, reason="signed", now=i)
+        if i < count - 1:
+            block = BlockRef(i + 1, "0x" + f"{i + 1:064x}")
+            book.mark_included(tx_hash, block, now=i)
+            book.finalize(block.hash, now=i)
+        ids.append(intent.id)
+    journal.commit_now()
+    journal.close()
+    return ids
+
+
+def test_load_keeps_every_open_record_and_only_the_last_finalized_ones(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    ids = settle(path, 10)
+    everything = load(path)
+    assert [r.intent.id for r in everything] == ids
+    kept = load(path, settled_kept=3)
+    assert [r.intent.id for r in kept] == ids[-4:]  # the 3 newest finalized + the open one
+    assert kept[-1].state is TxState.SIGNED and not kept[-1].settled
+
+
+def test_lookup_finds_an_evicted_record_by_id_or_key(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    ids = settle(path, 5)
+    by_id = lookup(path, intent_id=ids[0])
+    by_key = lookup(path, key="k0")
+    assert by_id is not None and by_key is not None
+    assert by_id.intent.id == by_key.intent.id == ids[0]
+    assert by_id.state is TxState.FINALIZED and by_id.block == BlockRef(1, "0x" + f"{1:064x}")
+    assert len(by_id.attempts) == 1
+    assert lookup(path, intent_id="nope") is None
+    assert lookup(path, key="nope") is None
