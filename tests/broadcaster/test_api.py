@@ -56,6 +56,13 @@ class StubManager:
         self.submitted: list[Intent] = []
         self.cancelled: list[str] = []
 
+    async def find(
+        self, intent_id: str | None = None, *, key: str | None = None
+    ) -> TxRecord | None:
+        if intent_id is not None:
+            return self.book.find_intent(intent_id)
+        return self.book.by_key(key) if key is not None else None
+
     async def submit(self, intent: Intent) -> TxRecord:
         record = self.book.accept(intent, now=0.0)  # raises DuplicateIdempotencyKey
         self.submitted.append(intent)
