@@ -31,7 +31,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from broadcaster.chain import ChainReadError
+from broadcaster.chain import ChainReadError, NodeError
 from broadcaster.intents import (
     IntentDefaults,
     ParamError,
@@ -329,6 +329,8 @@ class IntentApi:
         assert self._passthrough is not None
         try:
             return await self._passthrough(method, *params)
+        except NodeError as exc:  # the node's own answer (a revert, a bad parameter): pass it on
+            raise RpcError(exc.code, exc.message, exc.data) from exc
         except ChainReadError as exc:
             raise RpcError(SERVER_ERROR, f"{method}: no node answered ({exc})") from exc
 
@@ -449,12 +451,18 @@ class IntentApi:
                 call["to"] = draft.to
             if draft.data:
                 call["data"] = "0x" + draft.data.hex()
-            estimate = await self._pass("eth_estimateGas", [call])
-            if estimate is None:  # the node answered with an error (ChainReader.call gives None)
+            reason = "no estimate"
+            try:
+                estimate = await self._passthrough("eth_estimateGas", call)
+            except NodeError as exc:  # the node's own answer: a revert, a bad parameter
+                estimate, reason = None, exc.message
+            except ChainReadError as exc:
+                raise RpcError(SERVER_ERROR, f"eth_estimateGas: no node answered ({exc})") from exc
+            if estimate is None:
                 raise ParamError(
                     "gas",
-                    "not given, and the node could not estimate it "
-                    "(the transaction would probably revert); pass gas explicitly",
+                    f"not given, and the node could not estimate it ({reason}: the transaction "
+                    "would probably revert); pass gas explicitly",
                 )
             tx["gas"] = parse_quantity(estimate, "gas")
         record = await self._submit(parse_intent(tx, self._defaults()))

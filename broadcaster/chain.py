@@ -39,6 +39,16 @@ class ChainReadError(RuntimeError):
     """No endpoint gave a usable answer."""
 
 
+class NodeError(ChainReadError):
+    """The node answered with a JSON-RPC error (a revert, a bad parameter...): its own words."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
 @dataclass(frozen=True, slots=True)
 class BlockTxs:
     """A block's number, hash and transaction hashes (``eth_getBlockByHash(h, false)``)."""
@@ -109,6 +119,21 @@ class ChainReader:
 
     async def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
         """Results of ``calls`` in order (``None`` where a call answered with an error)."""
+        return [reply.get("result") for reply in await self.replies(calls)]
+
+    async def proxy(self, method: str, *params: Any) -> Any:
+        """One call whose JSON-RPC error is raised as :class:`NodeError` (for pass-through)."""
+        (reply,) = await self.replies([(method, list(params))])
+        error = reply.get("error")
+        if type(error) is dict:
+            code = error.get("code")
+            raise NodeError(
+                code if type(code) is int else -32603, str(error.get("message")), error.get("data")
+            )
+        return reply.get("result")
+
+    async def replies(self, calls: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+        """The reply objects of ``calls`` in order (``{}`` where the node gave none)."""
         if not calls:
             return []
         ids = [next(self._ids) for _ in calls]
@@ -136,7 +161,7 @@ class ChainReader:
                 continue
             by_id = {r.get("id"): r for r in replies if type(r) is dict}
             self._first = index
-            return [by_id.get(i, {}).get("result") for i in ids]
+            return [by_id.get(i, {}) for i in ids]
         raise ChainReadError(f"no endpoint answered: {last_error}") from last_error
 
     async def call(self, method: str, *params: Any) -> Any:

@@ -226,7 +226,7 @@ class Service:
                 burst=config.api.rate_burst,
             ),
             tip_number=lambda: tracker.tip.number if tracker.tip else None,
-            passthrough=chain.call,
+            passthrough=chain.proxy,
             on_intent=self.metrics.intent,
         )
         observer.api = api
