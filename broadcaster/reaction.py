@@ -27,7 +27,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from broadcaster.chain import ChainReadError
-from broadcaster.txcore import REBROADCAST_BLOCKS, TxCore, _allowed, _Reaction, _Send
+from broadcaster.txcore import (
+    REBROADCAST_BLOCKS,
+    Presigned,
+    TxCore,
+    _allowed,
+    _Reaction,
+    _Send,
+)
 from heads.events import DeepReorg, Event, Extension, Head, Reorg
 from nonce import (
     Attempt,
@@ -37,6 +44,7 @@ from nonce import (
     TxRecord,
     TxState,
 )
+from nonce.fees import BASE_FEE_HEADROOM
 from nonce.state import GIVEN_UP_STATES
 from signer_client import SignedTx
 
@@ -118,29 +126,31 @@ class ChainReactions(TxCore):
         return latest is not None and latest.hash in self._presigned
 
     def _send_presigned(self, record: TxRecord, reaction: _Reaction, tip_number: int) -> bool:
-        """Send the replacement signed ahead for ``record``'s dropped attempt, if still good."""
+        """Send the replacement signed ahead for ``record``'s dropped attempt, if still good.
+
+        The bytes go to the fan-out first and the book learns of them right after: the writes
+        are the reaction, the bookkeeping (journal entries included) is not.
+        """
         latest = record.latest
         if latest is None or not self._presigned:
             return False
         ahead = self._presigned.pop(latest.hash, None)
         if ahead is None:
             return False
-        signed, fees = ahead
         if record.intent.expired_at(tip_number + 1):
             return False  # a noop must take the nonce instead
-        needed = self._bumped(record)
-        if (
-            needed is None
-            or fees.max_fee_per_gas < needed.max_fee_per_gas
-            or fees.max_priority_fee_per_gas < needed.max_priority_fee_per_gas
-        ):
+        if self.base_fee is not None and self.base_fee > ahead.max_base_fee:
             return False  # the base fee rose past what it was signed for: sign afresh
-        attempt = self._record_attempt(record, signed, fees, AttemptReason.REORG)
+        attempt = ahead.attempt
+        self._sent_at[attempt.hash] = tip_number
+        writes_before = reaction.writes_left
+        self.fanout.submit(attempt.raw, attempt.hash, _Send(record, attempt, reaction))
+        self.book.add_attempt(record, attempt)
         self.presigned_sent += 1
         if record.state is _S.REORGED:
-            self.book.transition(record, _S.SIGNED, reason="re-signed ahead", now=attempt.signed_at)
-        self._sent_at[attempt.hash] = tip_number
-        self.fanout.submit(attempt.raw, attempt.hash, _Send(record, attempt, reaction))
+            written = reaction.writes_left < writes_before
+            new_state = _S.BROADCAST if written else _S.SIGNED
+            self.book.transition(record, new_state, reason="re-signed ahead", now=self._clock())
         return True
 
     def _presign_replacement(self, record: TxRecord) -> None:
@@ -161,7 +171,21 @@ class ChainReactions(TxCore):
         noop = (record.has_noop or latest.is_noop) and not record.intent.noop
         signed = await self._sign(record, fees, noop=noop)
         if signed is not None and record.latest is latest and record.state is _S.INCLUDED:
-            self._presigned[latest.hash] = (signed, fees)
+            attempt = Attempt(
+                raw=signed.raw,
+                hash=signed.hash,
+                nonce=record.nonce,
+                max_fee_per_gas=fees.max_fee_per_gas,
+                max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+                signed_at=self._clock(),
+                reason=AttemptReason.REORG,
+                replaces=latest.hash,
+            )
+            # Good while maxFeePerGas >= 2 * baseFee + tip still holds (nonce.fees' floor).
+            max_base_fee = (
+                fees.max_fee_per_gas - fees.max_priority_fee_per_gas
+            ) // BASE_FEE_HEADROOM
+            self._presigned[latest.hash] = Presigned(attempt, fees, max_base_fee)
 
     def _react(self, dropped: list[TxRecord], reaction: _Reaction, tip_number: int) -> None:
         """Start re-signing every dropped transaction; sends keep each sender's nonce order."""

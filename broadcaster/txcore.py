@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from broadcaster.chain import ChainReadError, MinedTx
 from broadcaster.fanout import BroadcastResult
@@ -42,6 +42,7 @@ __all__ = [
     "ChainState",
     "Durable",
     "FeePolicy",
+    "Presigned",
     "Signer",
     "Submitter",
     "TxCore",
@@ -136,6 +137,15 @@ class _Reaction:
         self.writes_left = writes
 
 
+class Presigned(NamedTuple):
+    """A replacement signed ahead of need for an included attempt (the dict key): the attempt
+    to send if a reorg drops it, and the highest base fee it is still good for."""
+
+    attempt: Attempt
+    fees: Fees
+    max_base_fee: int
+
+
 @dataclass(frozen=True, slots=True)
 class _Send:
     """Fan-out context of one attempt."""
@@ -217,7 +227,7 @@ class TxCore:
         self._resync_wanted: set[str] = set()
         # Replacements signed ahead of need: included attempt's hash -> (signed, fees). A reorg
         # that drops the attempt sends its replacement at once, with no signer round trip.
-        self._presigned: dict[bytes, tuple[SignedTx, Fees]] = {}
+        self._presigned: dict[bytes, Presigned] = {}
         self.presign = presign
         self.presigned_sent = 0  # reorg replacements that went out with no signer round trip
         self._sent_at: dict[bytes, int] = {}  # attempt hash -> tip number when it last went out
@@ -444,8 +454,8 @@ class TxCore:
         ahead = self._presigned.get(latest.hash)
         if ahead is not None:
             old = Fees(
-                max(old.max_fee_per_gas, ahead[1].max_fee_per_gas),
-                max(old.max_priority_fee_per_gas, ahead[1].max_priority_fee_per_gas),
+                max(old.max_fee_per_gas, ahead.fees.max_fee_per_gas),
+                max(old.max_priority_fee_per_gas, ahead.fees.max_priority_fee_per_gas),
             )
         try:
             return replacement_fees(
