@@ -185,6 +185,87 @@ def compute_header_hash(
     return "0x" + digest
 
 
+# -- the fast path ---------------------------------------------------------------------------
+#
+# ``compute_header_hash`` above is the obvious encoder: a loop over the plan. The hot path (every
+# head on the reorg reaction's critical path, every line of a replay) uses one straight-line
+# function per fork instead, generated below from the same plan: the field reads, the width and
+# prefix checks and one ``%`` format with the RLP prefixes baked in, ~30% faster (``make bench``
+# replay figures). Anything it does not accept goes to the obvious encoder, which raises the
+# precise ``HeaderError``; a property test pins the two to the same output.
+
+_QTY_CACHE: dict[str, str] = {}
+
+
+def _qty_item(value: object) -> str | None:
+    """RLP item (hex) of a quantity field, None when it is not 0x-hex text."""
+    if type(value) is not str:
+        return None
+    cached = _QTY_CACHE.get(value)
+    if cached is not None:
+        return cached
+    if not value.startswith("0x"):
+        return None
+    digits = value[2:].lstrip("0")
+    if len(digits) & 1:
+        digits = "0" + digits
+    n = len(digits) >> 1
+    item = digits if n == 1 and digits < "80" else _rlp_prefix_hex(n, 0x80) + digits
+    if len(_QTY_CACHE) > 4096:  # values repeat (gas limits, zero fields); keep it small
+        _QTY_CACHE.clear()
+    _QTY_CACHE[value] = item
+    return item
+
+
+def _bytes_item(value: object) -> str | None:
+    """RLP item (hex) of a variable-width byte field, None when it is not even 0x-hex text."""
+    if type(value) is not str or not value.startswith("0x") or len(value) & 1:
+        return None
+    digits = value[2:]
+    n = len(digits) >> 1
+    return digits if n == 1 and digits < "80" else _rlp_prefix_hex(n, 0x80) + digits
+
+
+def _compile(plan: tuple[tuple[str, int, int, str], ...]) -> Any:
+    body = ["def encode(h):"]
+    checks = []
+    fmt = []
+    args = []
+    for i, (key, kind, length, prefix) in enumerate(plan):
+        body.append(f"    f{i} = h[{key!r}]")
+        if length:
+            checks.append(f"type(f{i}) is str and len(f{i}) == {length} and f{i}[:2] == '0x'")
+            fmt.append(prefix + "%s")
+            args.append(f"f{i}[2:]")
+        else:
+            body.append(f"    i{i} = {'_qty_item' if kind == _QTY else '_bytes_item'}(f{i})")
+            checks.append(f"i{i} is not None")
+            fmt.append("%s")
+            args.append(f"i{i}")
+    body.append(f"    if not ({' and '.join(checks)}):")
+    body.append("        return None")
+    body.append(f"    return {''.join(fmt)!r} % ({', '.join(args)},)")
+    namespace: dict[str, Any] = {"_qty_item": _qty_item, "_bytes_item": _bytes_item}
+    exec("\n".join(body), namespace)  # generated from the plan above, never from input
+    return namespace["encode"]
+
+
+_ENCODERS: Final = {count: _compile(plan) for count, plan in _PLANS.items()}
+
+
+def fast_header_hash(header: Mapping[str, Any], plan: tuple[tuple[str, int, int, str], ...]) -> str:
+    """:func:`compute_header_hash`, generated straight-line per fork (see above)."""
+    payload = _ENCODERS[len(plan)](header)
+    if payload is None:
+        return compute_header_hash(header, plan)  # raises the precise HeaderError
+    try:
+        raw = bytes.fromhex(_rlp_prefix_hex(len(payload) >> 1, 0xC0) + payload)
+    except ValueError:
+        return compute_header_hash(header, plan)
+    digest: str = sha3.keccak_256(raw).hexdigest()
+    return "0x" + digest
+
+
 def verify_header_hash(header: Mapping[str, Any], claimed_hash: str) -> bool | None:
     """True if the recomputed hash equals ``claimed_hash``, False if it differs, None when the
     header does not carry enough to tell (see :func:`header_plan`).
@@ -194,4 +275,4 @@ def verify_header_hash(header: Mapping[str, Any], claimed_hash: str) -> bool | N
     plan = header_plan(header)
     if plan is None:
         return UNVERIFIABLE
-    return compute_header_hash(header, plan) == claimed_hash.lower()
+    return fast_header_hash(header, plan) == claimed_hash.lower()
