@@ -382,9 +382,14 @@ class ChainTracker:
 
     def _held_root(self, block: Head) -> Head:
         """The lowest held ancestor of ``block`` (its parent is what to fetch next)."""
-        while block.parent_hash in self._held:
-            block = self._held[block.parent_hash]
-        return block
+        # Follow a held parent only one height down: unverified headers can claim any parent,
+        # and a lying client's cycle (A's parent B, B's parent A) would loop here forever.
+        held = self._held
+        while True:
+            parent = held.get(block.parent_hash)
+            if parent is None or parent.number != block.number - 1:
+                return block
+            block = parent
 
     def _request_or_give_up(self, client: str, block: Head) -> list[Event]:
         """Ask for the missing parent, unless it lies below the window (then it cannot connect)."""

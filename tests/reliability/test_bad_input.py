@@ -141,6 +141,24 @@ def test_any_websocket_message_is_classified_and_no_header_crashes_the_tracker(
     assert tip is not None and tip.number >= 0
 
 
+def _h(n: int) -> str:
+    return "0x" + f"{n:064x}"
+
+
+def test_a_header_that_is_its_own_parent_does_not_hang_the_tracker() -> None:
+    """Regression (found by the fuzzer above): ``_held_root`` followed held parents without
+    end when a lying client announced a block whose parentHash is its own hash (or a cycle of
+    them); the event loop, and with it the service, hung forever."""
+    tracker = ChainTracker(finality_depth=8)
+    tracker.on_head("a", {"number": "0x10", "hash": _h(16), "parentHash": _h(15)})
+    events = tracker.on_head("b", {"number": "0x11", "hash": _h(99), "parentHash": _h(99)})
+    assert all(type(e) in (NeedAncestor, Rejected) for e in events)
+    # A two-block cycle with plausible numbers: A(#20, parent B), B(#19, parent A).
+    tracker.on_head("c", {"number": "0x13", "hash": _h(201), "parentHash": _h(200)})
+    tracker.on_head("c", {"number": "0x14", "hash": _h(200), "parentHash": _h(201)})
+    assert tracker.tip is not None and tracker.tip.hash == _h(16)
+
+
 @FUZZ
 @given(HEADERS)
 def test_a_header_with_any_field_of_any_type_is_accepted_or_rejected_with_a_reason(
