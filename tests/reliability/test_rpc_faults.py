@@ -2,7 +2,7 @@
 
 The service broadcasts to five endpoints: one honest (anvil behind a recorder), one that never
 answers, one that answers 503, one that answers each ``eth_sendRawTransaction`` with the next
-txpool error string of ``broadcaster/rpc_errors.py`` (cycling through all of them), and one that
+txpool error string of ``broadcaster/rpc_errors.py`` (until every one was served), and one that
 says ``already known`` without passing the transaction on. It follows two clients: anvil itself,
 and anvil behind a proxy that rewrites ``timestamp`` in every ``newHeads`` frame (the hash no
 longer matches the fields: a lying node). Checked:
@@ -22,6 +22,7 @@ from pathlib import Path
 from broadcaster.chain import ChainReader
 from broadcaster.client import GWEI, BroadcasterClient
 from broadcaster.devnet import start_anvil, start_enclave
+from broadcaster.rpc_errors import MESSAGE_RULES
 from tests.reliability.common import (
     RECIPIENT,
     TOKEN,
@@ -81,7 +82,11 @@ async def test_faulty_and_lying_endpoints_are_routed_around_and_counted(tmp_path
             running_service(config) as running,
             await BroadcasterClient.connect(running.api_url, token=TOKEN) as api,
         ):
-            for _ in range(INTENTS):
+            # At least INTENTS intents, and on until the txpool endpoint has answered with every
+            # string of the table (each broadcast takes the next one).
+            while len(values) < INTENTS or (
+                len(set(txpool.served)) < len(MESSAGE_RULES) and len(values) < 400
+            ):
                 value = 70_000 + len(values)
                 values.append(value)
                 answer = await api.send_intent(
@@ -92,6 +97,7 @@ async def test_faulty_and_lying_endpoints_are_routed_around_and_counted(tmp_path
                     max_priority_fee_per_gas=GWEI,
                 )
                 ids.append(answer["id"])
+                await until(lambda: len(txpool.raws) >= len(values), "the txpool endpoint asked")
 
             async def all_included() -> bool:
                 states = [await api.get_intent(i) for i in ids]
@@ -130,6 +136,7 @@ async def test_faulty_and_lying_endpoints_are_routed_around_and_counted(tmp_path
     assert errors.get("stall,timeout"), "timeouts not counted"
     assert errors.get("5xx,transient"), "5xx not counted"
     assert any(k.startswith("txpool,") for k in errors), "txpool errors not counted"
+    assert len(set(txpool.served)) == len(MESSAGE_RULES), "not every txpool string was served"
     assert rejected.get("liar,hash_mismatch"), "lying headers not counted"
     assert invalid.get("liar,header_hash_mismatch")
     assert not any(k.startswith("anvil,") for k in rejected), "honest headers rejected"
