@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from eth_account import Account
+
 from broadcaster.devnet import start_anvil, start_enclave
 from broadcaster.service import Service
 from heads.events import DeepReorg, Event, Extension, Reorg
@@ -39,6 +41,8 @@ from tests.reliability.common import (
     until,
 )
 
+# anvil's account 1 (public test key): its self-transfers mark the re-mined branch.
+MARKER = Account.from_key("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
 ROUNDS = knob("RELIABILITY_CHAOS_ROUNDS", 12)
 WATCHDOG = 1.5
 CLIENTS = ("a", "b", "c")
@@ -125,6 +129,7 @@ async def test_reorgs_under_client_chaos_are_each_reported_exactly_once(tmp_path
     log = EventLog()
     injected: list[tuple[int, str, list[str]]] = []  # depth, ancestor, dropped hashes
     seen_at: list[int] = []  # how many reorgs the service had reported when each was injected
+    noop = 0  # anvil_reorg calls that re-mined identical blocks
     tally = {"cut": 0, "stall": 0, "slow": 0, "restore": 0}
     async with (
         start_anvil("chain") as node,
@@ -215,15 +220,40 @@ async def test_reorgs_under_client_chaos_are_each_reported_exactly_once(tmp_path
                 await delivered(before)
                 height = int(await node.rpc("eth_blockNumber"), 16)
                 depth = rng.randint(1, 10)
-                ancestor = await node.rpc("eth_getBlockByNumber", hex(height - depth), False)
                 dropped = [
                     (await node.rpc("eth_getBlockByNumber", hex(n), False))["hash"]
                     for n in range(height - depth + 1, height + 1)
                 ]
                 before = connects()
                 seen_at.append(len(log.reorgs))
-                await node.rpc("anvil_reorg", depth, [])
-                injected.append((depth, ancestor["hash"], dropped))
+                # A transaction in the first re-mined block makes every re-mined block differ
+                # from the one it replaces (empty re-mined blocks can come out identical).
+                nonce = int(
+                    await node.rpc("eth_getTransactionCount", MARKER.address, hex(height - depth)),
+                    16,
+                )
+                marker = MARKER.sign_transaction(
+                    {"type": 2, "chainId": 31337, "nonce": nonce, "to": MARKER.address,
+                     "value": len(injected) + noop + 1, "gas": 21_000, "maxFeePerGas": 10**11,
+                     "maxPriorityFeePerGas": 10**9}
+                )  # fmt: skip
+                await node.rpc(
+                    "anvil_reorg", depth, [["0x" + bytes(marker.raw_transaction).hex(), 0]]
+                )
+                # anvil re-mines empty blocks with the original timestamps, so a re-mined block
+                # can come out identical (same hash): only the blocks that changed were dropped.
+                heights = range(height - depth + 1, height + 1)
+                after = [
+                    (await node.rpc("eth_getBlockByNumber", hex(n), False))["hash"] for n in heights
+                ]
+                changed = [old for old, new in zip(dropped, after, strict=True) if old != new]
+                if not changed:
+                    noop += 1
+                    seen_at.pop()
+                else:
+                    first = height - len(changed)
+                    parent = await node.rpc("eth_getBlockByNumber", hex(first), False)
+                    injected.append((len(changed), parent["hash"], changed))
                 await delivered(before)
                 assert running.alive(), "the service stopped"
 
@@ -251,6 +281,7 @@ async def test_reorgs_under_client_chaos_are_each_reported_exactly_once(tmp_path
                 "client-chaos",
                 rounds=ROUNDS,
                 reorgs_injected=len(injected),
+                anvil_reorgs_that_changed_nothing=noop,
                 reorgs_reported=len(got),
                 reported_exactly_as_injected=got == injected,
                 readopted_abandoned_branch=readopted,
