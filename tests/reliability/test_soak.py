@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from broadcaster.client import GWEI, BroadcasterClient
-from broadcaster.devnet import start_anvil, start_enclave
+from broadcaster.devnet import DEV_ADDRESS, start_anvil, start_enclave
 from broadcaster.devstack import TOKEN, write_config
 from tests.e2e.service_process import service_process
 from tests.e2e.test_crash_recovery import wait_all_included
@@ -93,7 +93,17 @@ async def test_memory_and_task_count_stay_flat_under_steady_intents_and_reorgs(
                     group.create_task(intents())
                     group.create_task(chain())
                     group.create_task(sample())
-                await wait_all_included(api, ids, limit=120)
+                try:
+                    await wait_all_included(api, ids, limit=120)
+                except AssertionError as exc:
+                    latest = await node.rpc("eth_getTransactionCount", DEV_ADDRESS, "latest")
+                    pending = await node.rpc("eth_getTransactionCount", DEV_ADDRESS, "pending")
+                    pool = await node.rpc("txpool_status")
+                    raise AssertionError(
+                        f"{exc}\nchain nonce latest {int(latest, 16)} pending {int(pending, 16)},"
+                        f" anvil pool {pool}, intents {len(ids)}, reorgs {reorgs}, samples"
+                        f" (t, rss, tasks) {samples[::10]}"
+                    ) from None
             assert service.process.returncode is None, "the service stopped"
             assert await service.stop() == 0
         await assert_exactly_once(node, values)
