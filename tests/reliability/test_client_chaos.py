@@ -8,12 +8,14 @@ arrives: only the watchdog can tell), ``slow`` (every frame delayed) and ``resto
 comes back). At least one client is always up or slow (a surviving client).
 
 Each round mines 1-3 blocks, waits until every surviving client announced the latest one (so no
-stale announcement is still in flight when the chain changes), injects ``anvil_reorg(depth)`` and
-waits until the service's tip is the new head. Checked at the end, against what was injected:
+stale announcement is still in flight when the chain changes), injects ``anvil_reorg(depth)``
+(with a marker tx, so every re-mined block differs from the one it replaces) and waits until the
+service's tip is the new head. Checked at the end, against what was injected:
 
-- every injected reorg is reported exactly once, with the same ancestor and the same dropped
-  blocks in order (nothing missed, nothing double-counted, no deep reorg);
-- ``reorgs_total`` and the ``reorg_depth`` histogram agree with the injected list;
+- no injected reorg is missed: its dropped blocks all appear among the reorgs reported since;
+- nothing is double-counted: a block a reported reorg drops was canonical at that moment
+  according to the service's own stream of tip moves, and ``reorgs_total`` and the
+  ``reorg_depth`` histogram equal the reported events; no deep reorg; the final chain is anvil's;
 - a stalled socket was replaced by the watchdog; the service never stopped.
 """
 
@@ -124,7 +126,7 @@ def chaos_step(rng: random.Random, proxies: dict[str, ChaosProxy], tally: dict[s
         tally[action] += 1
 
 
-async def test_reorgs_under_client_chaos_are_each_reported_exactly_once(tmp_path: Path) -> None:
+async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(tmp_path: Path) -> None:
     rng = random.Random(seed("client-chaos"))
     log = EventLog()
     injected: list[tuple[int, str, list[str]]] = []  # depth, ancestor, dropped hashes
