@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from broadcaster.devnet import DEV_ADDRESS, AnvilNode
 from heads.events import DeepReorg, Event, Extension, NeedAncestor, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.recording import iter_recording
@@ -214,3 +215,17 @@ class CutProxy:
             writer.write(data)
             await writer.drain()
         writer.transport.abort()  # one side closed: end both (the other pipe then sees EOF)
+
+
+async def mined_by_nonce(node: AnvilNode) -> dict[int, dict[str, Any]]:
+    """Our sender's mined transactions on the canonical chain, by nonce; a nonce twice fails."""
+    head = int(await node.rpc("eth_blockNumber"), 16)
+    mined: dict[int, dict[str, Any]] = {}
+    for number in range(1, head + 1):
+        block = await node.rpc("eth_getBlockByNumber", hex(number), True)
+        for tx in block["transactions"]:
+            if tx["from"].lower() == DEV_ADDRESS.lower():
+                nonce = int(tx["nonce"], 16)
+                assert nonce not in mined, f"nonce {nonce} mined twice"
+                mined[nonce] = tx
+    return mined

@@ -21,6 +21,7 @@ from broadcaster.client import GWEI, ApiError, BroadcasterClient
 from broadcaster.devnet import DEV_ADDRESS, AnvilNode, start_anvil, start_enclave
 from broadcaster.devstack import TOKEN, write_config
 from tests.e2e.service_process import ServiceProcess, service_process
+from tests.e2e.support import mined_by_nonce
 
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "3"))
@@ -51,20 +52,6 @@ class Bot:
             while not stop.is_set():
                 await self.submit(api, f"k{len(self.asked)}")
                 await asyncio.sleep(0.02)
-
-
-async def chain_transactions(node: AnvilNode) -> dict[int, dict[str, Any]]:
-    """Our sender's mined transactions by nonce, from the canonical chain."""
-    head = int(await node.rpc("eth_blockNumber"), 16)
-    mined: dict[int, dict[str, Any]] = {}
-    for number in range(1, head + 1):
-        block = await node.rpc("eth_getBlockByNumber", hex(number), True)
-        for tx in block["transactions"]:
-            if tx["from"].lower() == DEV_ADDRESS.lower():
-                nonce = int(tx["nonce"], 16)
-                assert nonce not in mined, f"nonce {nonce} mined twice"
-                mined[nonce] = tx
-    return mined
 
 
 async def wait_all_included(api: BroadcasterClient, ids: list[str], limit: float = 60) -> None:
@@ -149,7 +136,7 @@ async def diagnose(node: AnvilNode) -> str:
 
 
 async def check_chain(node: AnvilNode, bot: Bot) -> None:
-    mined = await chain_transactions(node)
+    mined = await mined_by_nonce(node)
     count = int(await node.rpc("eth_getTransactionCount", DEV_ADDRESS, "latest"), 16)
     assert sorted(mined) == list(range(count)), "a nonce gap remains"
     payloads = [

@@ -30,7 +30,7 @@ from broadcaster.check_config import render_config
 from broadcaster.config import load_config
 from broadcaster.devnet import DEV_ADDRESS, AnvilNode, free_port
 from broadcaster.service import Service
-from tests.e2e.support import CutProxy
+from tests.e2e.support import CutProxy, mined_by_nonce
 
 TOKEN = "reliability-token"
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -195,20 +195,6 @@ class ChaosProxy(CutProxy):
             writer.write(data)
             await writer.drain()
         writer.transport.abort()
-
-
-async def mined_by_nonce(node: AnvilNode) -> dict[int, dict[str, Any]]:
-    """Our sender's mined transactions on the canonical chain, by nonce; a nonce twice fails."""
-    head = int(await node.rpc("eth_blockNumber"), 16)
-    mined: dict[int, dict[str, Any]] = {}
-    for number in range(1, head + 1):
-        block = await node.rpc("eth_getBlockByNumber", hex(number), True)
-        for tx in block["transactions"]:
-            if tx["from"].lower() == DEV_ADDRESS.lower():
-                nonce = int(tx["nonce"], 16)
-                assert nonce not in mined, f"nonce {nonce} mined twice"
-                mined[nonce] = tx
-    return mined
 
 
 async def assert_exactly_once(node: AnvilNode, values: list[int]) -> dict[int, dict[str, Any]]:
