@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -88,14 +88,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from broadcaster.run import run_service
 
     return run_service(args.config, log_level=args.log_level)
-
-
-def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
-    def command(args: argparse.Namespace) -> int:
-        print(f"broadcaster {name}: not available in this build yet", file=sys.stderr)
-        return 2
-
-    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
