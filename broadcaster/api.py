@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ PASS_THROUGH = frozenset(
         "web3_clientVersion",
     }
 )
+
+
+_TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 class RpcError(Exception):
@@ -375,6 +379,10 @@ class IntentApi:
         if type(params) is not str or not params:
             raise ParamError("id", "expected the intent id string")
         record = await self.manager.find(params)  # memory, then the journal on disk
+        if record is None and _TX_HASH.fullmatch(params):
+            # Any attempt's transaction hash names its intent too (what eth_sendTransaction
+            # gave the bot), while the record is in memory.
+            record = self.manager.book.by_hash(bytes.fromhex(params[2:]))
         if record is None:
             raise RpcError(
                 INVALID_PARAMS, f"invalid params: id: no intent {params!r:.100} is known here"

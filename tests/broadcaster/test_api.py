@@ -401,6 +401,16 @@ async def test_a_raw_transaction_is_tracked_under_its_hash() -> None:
     assert len(api.manager.submitted) == 1  # type: ignore[attr-defined]
 
 
+async def test_an_intent_can_be_looked_up_by_any_of_its_transaction_hashes() -> None:
+    api = make_api()
+    signed = signed_raw(nonce=4)
+    await call(api, request("eth_sendRawTransaction", signed.raw_transaction.to_0x_hex()))
+    by_hash = await call(api, request("broadcaster_getIntent", signed.hash.to_0x_hex()))
+    assert by_hash["result"]["id"] == f"raw-{signed.hash.hex()}"
+    unknown = await call(api, request("broadcaster_getIntent", "0x" + "ab" * 32))
+    assert error_of(unknown)[0] == -32602
+
+
 @pytest.mark.parametrize(
     ("params", "field", "words"),
     [
