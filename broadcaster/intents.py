@@ -115,6 +115,38 @@ def parse_data(value: Any, field: str) -> bytes:
     return bytes.fromhex(value[2:])
 
 
+_STORAGE_KEY: Final = re.compile(r"0x[0-9a-fA-F]{64}")
+_MAX_ACCESS_ENTRIES: Final = 1024
+
+
+def parse_access_list(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """EIP-2930 ``accessList``: ``[{address, storageKeys: [32-byte hex, ...]}, ...]``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > _MAX_ACCESS_ENTRIES:
+        raise ParamError(
+            "accessList",
+            f"expected a list of at most {_MAX_ACCESS_ENTRIES} {{address, storageKeys}}",
+        )
+    entries = []
+    for index, entry in enumerate(value):
+        where = f"accessList[{index}]"
+        if not isinstance(entry, dict) or set(entry) - {"address", "storageKeys"}:
+            raise ParamError(where, "expected {address, storageKeys}")
+        address = parse_address(entry.get("address"), f"{where}.address")
+        keys = entry.get("storageKeys", [])
+        if not isinstance(keys, list) or len(keys) > _MAX_ACCESS_ENTRIES:
+            raise ParamError(f"{where}.storageKeys", "expected a list of 32-byte 0x-hex keys")
+        for key_index, key in enumerate(keys):
+            if type(key) is not str or _STORAGE_KEY.fullmatch(key) is None:
+                raise ParamError(
+                    f"{where}.storageKeys[{key_index}]",
+                    f"expected 32 bytes of 0x-hex, got {key!r:.80}",
+                )
+        entries.append((address, tuple(k.lower() for k in keys)))
+    return tuple(entries)
+
+
 def parse_intent(
     params: Any,
     defaults: IntentDefaults,
@@ -188,6 +220,9 @@ def parse_intent(
     key = params.get("key")
     if key is not None and (type(key) is not str or not 0 < len(key) <= _MAX_KEY_LENGTH):
         raise ParamError("key", f"expected a string of 1 to {_MAX_KEY_LENGTH} characters")
+    access_list = parse_access_list(params.get("accessList"))
+    if access_list and tx_type == 0:
+        raise ParamError("accessList", "a legacy (type 0) transaction has no access list")
     try:
         return Intent(
             id=intent_id or uuid.uuid4().hex,
@@ -204,6 +239,7 @@ def parse_intent(
             ),
             key=key,
             tx_type=tx_type,
+            access_list=access_list,
         )
     except InvalidIntent as exc:
         raise ParamError(exc.field, exc.reason) from exc

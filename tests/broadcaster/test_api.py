@@ -847,3 +847,20 @@ def test_handle_message_always_answers_well_formed_json_rpc(batch: list[bytes | 
                 api.notify(record, "signed")  # notifications for whatever got subscribed
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("access", "field"),
+    [
+        ("nope", "accessList"),
+        ([{"address": "0x12"}], "accessList[0].address"),
+        ([{"address": "0x" + "11" * 20, "storageKeys": ["0x01"]}], "accessList[0].storageKeys[0]"),
+        ([{"address": "0x" + "11" * 20, "other": 1}], "accessList[0]"),
+    ],
+)
+async def test_a_malformed_access_list_is_refused_naming_the_entry(access: Any, field: str) -> None:
+    api = make_api()
+    reply = await call(api, request("broadcaster_sendIntent", {**INTENT, "accessList": access}))
+    code, message = error_of(reply)
+    assert code == -32602
+    assert field in message

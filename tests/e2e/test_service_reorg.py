@@ -140,3 +140,23 @@ async def test_a_reorg_while_a_broadcast_is_in_flight_keeps_every_intent_exactly
     await until(lambda: all_included(bot, everything), "everything included")
     await asyncio.sleep(0.5)  # let any late duplicate show itself before counting
     await assert_exactly_once_on_chain(stack, bot, everything)
+
+
+async def test_an_intents_access_list_is_signed_into_its_transaction(
+    stack: DevStack, bot: BroadcasterClient
+) -> None:
+    access = [{"address": RECIPIENT.lower(), "storageKeys": ["0x" + "00" * 31 + "07"]}]
+    sent = await bot.request(
+        "broadcaster_sendIntent",
+        {
+            "to": RECIPIENT,
+            "value": "0x1",
+            "gas": hex(30_000),
+            "maxFeePerGas": hex(3 * GWEI),
+            "maxPriorityFeePerGas": hex(GWEI),
+            "accessList": access,
+        },
+    )
+    await until(lambda: all_included(bot, [sent]), "inclusion")
+    tx = await stack.node.rpc("eth_getTransactionByHash", sent["hash"])
+    assert tx["accessList"] == access
