@@ -13,10 +13,10 @@ from broadcaster.cli import main
 from broadcaster.doctor.command import host_for_root
 from broadcaster.doctor.model import Status
 from broadcaster.doctor.report import CHECKS, exit_code, render_json, render_text, run_checks
+from tests.broadcaster.test_config import MINIMAL
 from tests.broadcaster.test_doctor_checks import good as good_host
 from tests.broadcaster.test_doctor_hosts import BAD, BAD_ENV, GOOD, build_tree, make_host, no_uvloop
 
-DEV_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 CHECK_KEYS = {"id", "title", "status", "value", "why"}
 SUMMARY_KEYS = {
     "status",
@@ -44,30 +44,7 @@ DISTRIBUTION_KEYS = {
 
 def config_file(tmp_path: Path, pinning: list[int]) -> Path:
     path = tmp_path / "broadcaster.toml"
-    path.write_text(
-        f"""
-chain_id = 31337
-[[clients]]
-name = "a"
-url = "ws://127.0.0.1:8545"
-[[rpcs]]
-name = "a"
-url = "http://127.0.0.1:8545"
-[signer]
-url = "unix:///run/enclave.sock"
-[[accounts]]
-address = "{DEV_ADDRESS}"
-[api]
-listen = "127.0.0.1:8650"
-tokens = ["change-me"]
-[metrics]
-listen = "127.0.0.1:9650"
-[journal]
-path = "broadcaster.db"
-[cpu]
-pinning = {pinning}
-"""
-    )
+    path.write_text(MINIMAL + f"[cpu]\npinning = {pinning}\n")
     return path
 
 
