@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import sha3  # safe-pysha3: keccak256 for the EIP-55 checksum
 
 from broadcaster.check_config import ConfigReader, quote
+from broadcaster.scheduling import SLICE_MAX_US, SLICE_MIN_US
 from signer_client.endpoints import Endpoint, parse_endpoint
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
 ForkChoice = Literal["latest", "first-seen"]
 DEFAULT_FINALITY_DEPTH = 64
 MIN_BUMP_PERCENT = 10  # geth's txpool.pricebump default (nonce.fees.MIN_BUMP_PERCENT)
+DEFAULT_SLICE_US = 300  # docs/performance.md: the reaction figures at 100, 300 µs and the default
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +177,17 @@ class HeadsConfig:
 
 @dataclass(frozen=True, slots=True)
 class CpuConfig:
-    """CPU ids to pin the service to (``sched_setaffinity``); empty: leave it to the OS."""
+    """How the service asks for the CPU (see :mod:`broadcaster.scheduling`).
+
+    ``pinning``: CPU ids to pin the service to (``sched_setaffinity``); empty: leave it to the
+    OS. ``slice_us``: the EEVDF slice asked for (Linux >= 6.12), ``None`` (``0`` in the file):
+    the kernel's default. ``yield_after_reaction``: give the CPU away right after a reorg
+    reaction's last write, so a co-located reader runs at once.
+    """
 
     pinning: tuple[int, ...] = ()
+    slice_us: int | None = DEFAULT_SLICE_US
+    yield_after_reaction: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +390,24 @@ def _fees(r: ConfigReader, table: dict[str, Any] | None) -> FeesConfig | None:
     return FeesConfig(bump, tip, cap, presign)
 
 
+def _cpu(r: ConfigReader, table: dict[str, Any] | None) -> CpuConfig | None:
+    pinning = r.int_list(table, "pinning", "cpu", low=0, high=4095)
+    if pinning is not None and len(set(pinning)) != len(pinning):
+        r.problem("cpu.pinning", f"lists a CPU twice: {pinning}")
+    slice_us = r.integer(
+        table, "slice_us", "cpu", default=DEFAULT_SLICE_US, low=0, high=SLICE_MAX_US
+    )
+    if slice_us is not None and 0 < slice_us < SLICE_MIN_US:
+        r.problem(
+            "cpu.slice_us", f"must be 0 (the kernel's default) or {SLICE_MIN_US}..{SLICE_MAX_US}"
+        )
+        slice_us = None
+    yield_after = r.boolean(table, "yield_after_reaction", "cpu", True)
+    if pinning is None or slice_us is None:
+        return None
+    return CpuConfig(tuple(pinning), slice_us or None, yield_after)
+
+
 def _api(r: ConfigReader, table: dict[str, Any] | None) -> ApiConfig | None:
     listen = r.parsed(table, "listen", "api", _listen)
     tokens = r.string_list(table, "tokens", "api")
@@ -418,17 +446,14 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
         r.problem("journal.path", "must not be empty")
     heads_t = r.table(data, "heads", ("watchdog_seconds",), required=False)
     watchdog = r.number(heads_t, "watchdog_seconds", "heads", default=30.0, positive=False)
-    cpu_t = r.table(data, "cpu", ("pinning",), required=False)
-    pinning = r.int_list(cpu_t, "pinning", "cpu", low=0, high=4095)
-    if pinning is not None and len(set(pinning)) != len(pinning):
-        r.problem("cpu.pinning", f"lists a CPU twice: {pinning}")
+    cpu = _cpu(r, r.table(data, "cpu", _CPU, required=False))
     if api is not None and metrics is not None and api.listen == metrics:
         r.problem("metrics.listen", f"same address as api.listen ({metrics})")
     if r.problems:
         return None
     assert chain_id is not None and fork is not None and depth is not None
     assert signer is not None and fees is not None and api is not None
-    assert metrics is not None and journal is not None and pinning is not None
+    assert metrics is not None and journal is not None and cpu is not None
     return Config(
         chain_id=chain_id,
         fork_choice="latest" if fork == "latest" else "first-seen",
@@ -442,7 +467,7 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
         metrics=MetricsConfig(metrics),
         journal=JournalConfig(base / journal),
         heads=HeadsConfig(watchdog or None),
-        cpu=CpuConfig(tuple(pinning)),
+        cpu=cpu,
     )
 
 
@@ -455,6 +480,7 @@ _SIGNER = (
     "pcr0",
 )
 _FEES = ("bump_percent", "priority_fee_wei", "max_fee_cap_wei", "presign_replacements")
+_CPU = ("pinning", "slice_us", "yield_after_reaction")
 _API = ("listen", "tokens", "max_message_bytes", "rate_per_token", "rate_burst")
 
 

@@ -170,18 +170,31 @@ class _Lane:
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
     stats: LaneStats = field(default_factory=LaneStats)
 
-    def offer(self, job: _Job) -> None:
-        if not self.holding and self.queue.empty() and self.transport.ready():
-            self.stats.fast_writes += 1
-            self.write(job)
-            return
+    def idle(self) -> bool:
+        """Nothing queued or held, and a connection ready: a job can be written right now."""
+        return not self.holding and self.queue.empty() and self.transport.ready()
+
+    def enqueue(self, job: _Job) -> None:
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             self.stats.dropped += 1
             self.fanout._report(self, job, Verdict(ErrorKind.DROPPED, "queue full"), None, True)
 
+    def offer(self, job: _Job) -> None:
+        if self.idle():
+            self.stats.fast_writes += 1
+            self.write(job)
+        else:
+            self.enqueue(job)
+
     def write(self, job: _Job) -> None:
+        sent = self.send(job)
+        if sent is not None:
+            self.after_write(*sent)
+
+    def send(self, job: _Job) -> tuple[int, _InFlight] | None:
+        """The socket write alone; :meth:`after_write` arms the timeout and reports it."""
         fanout = self.fanout
         job.attempt += 1
         rid = next(fanout._ids)
@@ -192,14 +205,21 @@ class _Lane:
         except (OSError, RuntimeError) as exc:
             del self.in_flight[rid]
             self.fanout._settle(self, job, _failure(exc), None)
-            return
-        written_ns = entry.written_ns = fanout._clock_ns()
+            return None
+        entry.written_ns = fanout._clock_ns()
+        return rid, entry
+
+    def after_write(self, rid: int, entry: _InFlight) -> None:
+        fanout = self.fanout
         if rid in self.in_flight:
             entry.timer = fanout._loop().call_later(fanout._timeout, self.expire, rid)
         if fanout._on_written is not None:
+            job = entry.job
             try:
                 fanout._on_written(
-                    Written(self.endpoint.name, job.tx_hash, written_ns, job.attempt, job.context)
+                    Written(
+                        self.endpoint.name, job.tx_hash, entry.written_ns, job.attempt, job.context
+                    )
                 )
             except Exception:
                 log.exception("on_written callback failed")
@@ -301,8 +321,20 @@ class FanOut:
         if self._closed:
             raise RuntimeError("FanOut is closed")
         raw_hex = raw.hex().encode()
+        # Every idle endpoint's socket write first, the timers and callbacks after: the last
+        # write of a reorg reaction does not wait behind the other lanes' bookkeeping.
+        written: list[tuple[_Lane, int, _InFlight]] = []
         for lane in self._lanes:
-            lane.offer(_Job(raw_hex, tx_hash, context))
+            job = _Job(raw_hex, tx_hash, context)
+            if lane.idle():
+                lane.stats.fast_writes += 1
+                sent = lane.send(job)
+                if sent is not None:
+                    written.append((lane, *sent))
+            else:
+                lane.enqueue(job)
+        for lane, rid, entry in written:
+            lane.after_write(rid, entry)
 
     async def start(self) -> None:
         """Open connections and run the lane workers in a task owned by this object."""

@@ -253,6 +253,8 @@ class ChainReactions(TxCore):
     def _maybe_reaction_done(self, reaction: _Reaction, written_ns: int | None = None) -> None:
         if reaction.writes_left <= 0 and reaction.recv_ns:
             end = written_ns if written_ns is not None else self._clock_ns()
+            if self._after_reaction is not None:
+                self._after_reaction()
             self.observer.reaction((end - reaction.recv_ns) / 1e9, reaction.dropped)
             reaction.recv_ns = 0  # reported once
 

@@ -30,6 +30,7 @@ from broadcaster.config import Config
 from broadcaster.fanout import BroadcastResult, Endpoint, FanOut
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
 from broadcaster.rpc_errors import ErrorKind
+from broadcaster.scheduling import apply_slice
 from broadcaster.txmanager import FeePolicy, TxManager, TxObserver
 from heads.events import DeepReorg, Event, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
@@ -160,6 +161,14 @@ class Service:
         if config.cpu.pinning:
             os.sched_setaffinity(0, config.cpu.pinning)
             log.info("pinned to CPUs %s", list(config.cpu.pinning))
+        if config.cpu.slice_us is not None:
+            result = apply_slice(config.cpu.slice_us)
+            if result.applied:
+                log.info("scheduler slice set to %d µs ([cpu] slice_us)", result.slice_us)
+            else:
+                log.warning(
+                    "[cpu] slice_us = %d not in effect: %s", config.cpu.slice_us, result.reason
+                )
         self.metrics_server = await start_metrics_server(
             self.metrics, config.metrics.listen.host, config.metrics.listen.port, self.health
         )
@@ -203,6 +212,7 @@ class Service:
             ),
             observer=observer,
             presign=config.fees.presign_replacements,
+            after_reaction=os.sched_yield if config.cpu.yield_after_reaction else None,
             lookup=functools.partial(_journal_lookup, config.journal.path),
             retain_settled=RETAIN_SETTLED,
             evicted_on_disk=True,

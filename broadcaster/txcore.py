@@ -201,6 +201,7 @@ class TxCore:
         clock: Callable[[], float] = time.time,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
         presign: bool = True,
+        after_reaction: Callable[[], None] | None = None,
         lookup: Callable[[str | None, str | None], TxRecord | None] | None = None,
         retain_settled: int = 10_000,
         evicted_on_disk: bool = False,
@@ -229,6 +230,9 @@ class TxCore:
         # that drops the attempt sends its replacement at once, with no signer round trip.
         self._presigned: dict[bytes, Presigned] = {}
         self.presign = presign
+        # Called right after a reorg reaction's last write (the service passes os.sched_yield
+        # when [cpu] yield_after_reaction is on: see broadcaster.scheduling).
+        self._after_reaction = after_reaction
         self.presigned_sent = 0  # reorg replacements that went out with no signer round trip
         self._sent_at: dict[bytes, int] = {}  # attempt hash -> tip number when it last went out
         # Memory stays bounded: only the newest ``retain_settled`` finalized records are kept;

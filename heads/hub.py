@@ -57,7 +57,7 @@ class HubHooks:
         """The client's subscription came up (subscribe acknowledged) or went down."""
 
     def on_head(self, client: str) -> None:
-        """A head announcement from ``client`` was read (before the tracker saw it)."""
+        """A head announcement from ``client`` was handled (after the consumer saw its events)."""
 
     def on_invalid(self, client: str, reason: str) -> None:
         """A frame was skipped: ``malformed_json``, ``not_notification``, ``missing_fields`` or
@@ -155,12 +155,14 @@ class HeadHub:
     # -- HeadSink: called synchronously by the subscriptions ------------------------------------
 
     def head(self, client: str, header: dict[str, Any], recv_ns: int) -> None:
-        self.hooks.on_head(client)
-        if self.recorder is not None:
-            self.recorder.head(client, header)
         events = self.tracker.on_head(client, header)
         if events:
             self._dispatch(events, client, recv_ns, header)
+        # After the consumer: a reorg reaction's writes must not wait behind a counter and a
+        # recording line (nothing in between reads either, so the recorded order is the same).
+        self.hooks.on_head(client)
+        if self.recorder is not None:
+            self.recorder.head(client, header)
 
     def block(self, client: str, header: dict[str, Any], recv_ns: int) -> None:
         if self.recorder is not None:

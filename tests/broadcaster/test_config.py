@@ -81,6 +81,16 @@ def test_the_minimal_file_of_design_section_7_loads_with_documented_defaults() -
     assert config.journal.path == Path("/srv/broadcaster.db")
     assert config.heads.watchdog_seconds == 30.0
     assert config.cpu.pinning == ()
+    assert config.cpu.slice_us == 300
+    assert config.cpu.yield_after_reaction is True
+
+
+def test_a_zero_slice_leaves_the_kernel_default() -> None:
+    data = minimal()
+    data["cpu"] = {"slice_us": 0, "yield_after_reaction": False}
+    config = config_from_dict(data)
+    assert config.cpu.slice_us is None
+    assert config.cpu.yield_after_reaction is False
 
 
 @pytest.mark.parametrize("name", ["broadcaster.example.toml", "demo.toml"])
@@ -101,6 +111,7 @@ def test_the_example_file_sets_and_comments_every_key_the_loader_knows() -> None
         "max_fee_cap_wei",
         "presign_replacements",
     }
+    assert set(data["cpu"]) == {"pinning", "slice_us", "yield_after_reaction"}
     assert set(data["api"]) == {
         "listen",
         "tokens",
@@ -235,6 +246,10 @@ def test_unknown_keys_are_errors_with_a_did_you_mean_hint(mutate: Any, expected:
         (lambda d: d.update(cpu={"pinning": [0, 0]}), "cpu.pinning: lists a CPU twice: [0, 0]"),
         (lambda d: d.update(cpu={"pinning": [-1]}), "cpu.pinning: values must be 0..4095, got [-1]"),
         (lambda d: d.update(cpu={"pinning": ["0"]}), 'cpu.pinning: expected an array of integers, got an array (["0"])'),
+        (lambda d: d.update(cpu={"slice_us": 50}), "cpu.slice_us: must be 0 (the kernel's default) or 100..100000"),
+        (lambda d: d.update(cpu={"slice_us": 100_001}), "cpu.slice_us: must be at most 100000, got 100001"),
+        (lambda d: d.update(cpu={"slice_us": -1}), "cpu.slice_us: must be at least 0, got -1"),
+        (lambda d: d.update(cpu={"yield_after_reaction": "yes"}), 'cpu.yield_after_reaction: expected true or false, got a string ("yes")'),
         (lambda d: d.update(fees={"priority_fee_wei": 10, "max_fee_cap_wei": 5}), "fees.max_fee_cap_wei: is below fees.priority_fee_wei (10)"),
         (lambda d: d["clients"].append({"name": "a", "url": "ws://b"}), 'clients[1].name: duplicate name "a" (also clients[0].name)'),
         (lambda d: d["rpcs"][0].update(name="has space"), "rpcs[0].name: use 1-64 letters, digits, '_', '.', '-' (it becomes a metric label), got \"has space\""),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcaster.fanout import BroadcastResult, Endpoint, FanOut, backoff
+from broadcaster.fanout import BroadcastResult, Endpoint, FanOut, Written, backoff
 from broadcaster.rpc_errors import ErrorKind
 from broadcaster.rpc_transport import FakeTransport, OnReply, Reply, encode_send_raw, split_url
 from broadcaster.rpc_transport_http import ProtocolError, ResponseParser
@@ -72,6 +72,38 @@ async def test_an_idle_endpoint_is_written_before_submit_returns() -> None:
         ("c", ErrorKind.ACCEPTED, True),
     ]
     assert {n: s.fast_writes for n, s in fanout.stats().items()} == {"a": 1, "b": 1, "c": 1}
+
+
+async def test_every_idle_endpoint_is_written_before_any_write_is_reported() -> None:
+    # The reorg reaction's last write must not wait behind the earlier lanes' timers and
+    # callbacks: submit() writes every socket first, then reports the writes.
+    seen = Collector()
+    fanout, fakes = fake_fanout(["a", "b", "c"], seen)
+    sent_when_reported: list[int] = []
+    seen_written = seen.on_written
+
+    def on_written(written: Written) -> None:
+        sent_when_reported.append(sum(len(f.sent) for f in fakes.values()))
+        seen_written(written)
+
+    fanout._on_written = on_written
+    async with fanout:
+        fanout.submit(b"\x01", HASH)
+    assert sent_when_reported == [3, 3, 3]
+    assert [w.endpoint for w in seen.writes] == ["a", "b", "c"]
+
+
+async def test_a_reply_delivered_during_the_write_still_reports_the_write() -> None:
+    seen = Collector()
+    fanout, fakes = fake_fanout(["a", "b"], seen)
+    fakes["a"].auto_reply = lambda rid, body: result_for(rid)
+    async with fanout:
+        fanout.submit(b"\x01", HASH)
+    assert [w.endpoint for w in seen.writes] == ["a", "b"]
+    assert [(r.endpoint, r.kind) for r in seen.results] == [
+        ("a", ErrorKind.ACCEPTED),
+        ("b", ErrorKind.DROPPED),
+    ]
 
 
 async def test_a_busy_endpoint_queues_in_order_and_a_full_queue_drops_without_blocking() -> None:

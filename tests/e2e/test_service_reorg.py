@@ -107,6 +107,19 @@ async def test_reorged_out_intents_are_re_signed_with_higher_fees_and_included_a
 
         await until(presigned, "replacements signed ahead")
     reorgs_before = stack.service.metrics.sample("broadcaster_reorgs_total") or 0
+    # [cpu] yield_after_reaction (on by default): the CPU is given away once per reaction,
+    # after its last write. Count the calls and the writes done by then.
+    yields: list[int] = []
+    assert manager._after_reaction is not None
+    gives_away = manager._after_reaction
+    fanout_stats = manager.fanout.stats  # type: ignore[attr-defined]
+
+    def counted_yield() -> None:
+        yields.append(sum(s.fast_writes + s.queued_writes for s in fanout_stats().values()))
+        gives_away()
+
+    manager._after_reaction = counted_yield
+    writes_before = sum(s.fast_writes + s.queued_writes for s in fanout_stats().values())
 
     await stack.node.rpc("anvil_reorg", depth, [])  # drops the blocks and their transactions
 
@@ -125,6 +138,8 @@ async def test_reorged_out_intents_are_re_signed_with_higher_fees_and_included_a
     assert metrics.sample("broadcaster_resends_total", {"reason": "reorg"}) == depth
     assert metrics.sample("broadcaster_reaction_seconds_count") == 1
     assert manager.presigned_sent == (depth if manager.presign else 0)
+    # One reaction: depth transactions, each to the stack's one RPC endpoint.
+    assert len(yields) == 1 and yields[0] >= writes_before + depth
 
 
 async def test_a_reorg_while_a_broadcast_is_in_flight_keeps_every_intent_exactly_once(

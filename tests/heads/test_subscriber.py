@@ -183,13 +183,20 @@ def test_duplicate_client_names_are_refused() -> None:
 async def test_heads_reach_the_consumer_synchronously_with_their_receive_time(
     node: FakeNode,
 ) -> None:
-    probe = Probe()
     seen_at: list[tuple[int, int]] = []
+    order: list[str] = []
 
     def consumer(events: list[Any], client: str, recv_ns: int, header: Any) -> None:
         seen_at.append((recv_ns, time.perf_counter_ns()))
+        order.append("consumer")
         probe.on_events(events, client, recv_ns)
 
+    class OrderProbe(Probe):
+        def on_head(self, client: str) -> None:
+            order.append("hook")
+            super().on_head(client)
+
+    probe = OrderProbe()
     hub = HeadHub([("a", node.url)], on_events=consumer, hooks=probe)
     async with running(hub):
         await probe.until(lambda: hub.state("a").connected, "connected")
@@ -199,6 +206,8 @@ async def test_heads_reach_the_consumer_synchronously_with_their_receive_time(
     assert [type(e) for e in probe.tip_changes()] == [Extension] * 3
     assert hub.tracker.tip == Head(3, block_hash(3), block_hash(2))
     assert all(0 < recv <= called for recv, called in seen_at)
+    # The consumer (a reorg reaction) runs before the metrics hook of the same frame.
+    assert order == ["consumer", "hook"] * 3
     status = hub.status()[0]
     assert (status.heads, status.head_number, status.lag) == (3, 3, 0)
 
