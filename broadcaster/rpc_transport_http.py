@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -24,7 +25,8 @@ from broadcaster.rpc_transport import OnReply, Reply, TransportClosed, split_url
 
 __all__ = ["HttpTransport", "ParsedResponse", "ProtocolError", "ResponseParser"]
 
-MAX_RESPONSE = 1 << 20  # a sendRawTransaction reply is ~100 bytes; cap what a bad peer can send
+# A sendRawTransaction reply is ~100 bytes, a batch of 100 ~10 kB: cap what a bad peer can send.
+MAX_RESPONSE = 1 << 20
 
 
 class ProtocolError(ConnectionError):
@@ -280,7 +282,9 @@ class HttpTransport:
     def ready(self) -> bool:
         return bool(self._idle)
 
-    def send(self, rid: int, body: bytes) -> None:
+    def send(self, rid: int, body: bytes, ids: Sequence[int] = ()) -> None:
+        # A batch is one request like any other here: its reply, the array, comes on this
+        # connection and goes to ``rid``; the element ids matter only to the fan-out.
         if not self._idle:
             raise TransportClosed(f"{self.name}: no idle connection")
         conn = self._idle.pop()

@@ -4,13 +4,18 @@
 ping/pong, close) without touching the network; this module only moves bytes between it and an
 asyncio transport. That keeps :meth:`WsTransport.send` synchronous: the frame is in the socket
 buffer when it returns. Requests are pipelined on one connection and replies matched by the
-JSON-RPC ``id``, so one slow reply never holds back another.
+JSON-RPC ``id``, so one slow reply never holds back another. A batch reply (a JSON array) is
+matched through any of its elements' ids to the batch it answers; a lone error object with a
+``null`` id (JSON-RPC 2.0 section 5: the server could not read the request's id, which is how
+an endpoint without batch support answers an array) goes to the oldest batch in flight, since
+our single requests always carry a readable id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
@@ -34,6 +39,8 @@ class _WsConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending: set[int] = set()
+        self.batches: dict[int, Sequence[int]] = {}  # batch rid -> its elements' ids (in order)
+        self.members: dict[int, int] = {}  # element id -> batch rid
         self.fragments: list[bytes] = []
         self.lost = False
 
@@ -62,12 +69,22 @@ class _WsConnection(asyncio.Protocol):
             and not self.transport.is_closing()
         )
 
-    def write(self, rid: int, body: bytes) -> None:
+    def write(self, rid: int, body: bytes, ids: Sequence[int]) -> None:
         if not self.is_open():
             raise TransportClosed(f"{self.owner.name}: websocket not open")
         self.pending.add(rid)
+        if ids:
+            self.batches[rid] = ids
+            for member in ids:
+                self.members[member] = rid
         self.protocol.send_text(body)
         self.flush()
+
+    def done(self, rid: int) -> None:
+        """Stop expecting ``rid`` (answered or forgotten), and its batch's element ids."""
+        self.pending.discard(rid)
+        for member in self.batches.pop(rid, ()):
+            self.members.pop(member, None)
 
     def data_received(self, data: bytes) -> None:
         self.protocol.receive_data(data)
@@ -107,10 +124,29 @@ class _WsConnection(asyncio.Protocol):
             payload: Any = orjson.loads(message)
         except orjson.JSONDecodeError:
             return  # not a reply to anything we can match: ignore (counted as a timeout)
-        rid = payload.get("id") if isinstance(payload, dict) else None
-        if isinstance(rid, int) and rid in self.pending:
-            self.pending.discard(rid)
+        rid = self._match(payload)
+        if rid is not None:
+            self.done(rid)
             self.owner.on_reply(rid, Reply(payload=payload))
+
+    def _match(self, payload: Any) -> int | None:
+        """The request ``payload`` answers, if it is one of ours (subscriptions are not)."""
+        if isinstance(payload, list):
+            for element in payload:
+                member = element.get("id") if isinstance(element, dict) else None
+                if isinstance(member, int) and member in self.members:
+                    return self.members[member]
+            return None
+        if not isinstance(payload, dict):
+            return None
+        rid = payload.get("id")
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            if rid in self.pending:
+                return rid
+            return self.members.get(rid)  # one element of a batch answered on its own
+        if rid is None and "error" in payload and self.batches:
+            return next(iter(self.batches))
+        return None
 
     def _set_opened(self, exc: BaseException | None) -> None:
         if not self.opened.done():
@@ -128,6 +164,8 @@ class _WsConnection(asyncio.Protocol):
         self._set_opened(exc or TransportClosed(f"{self.owner.name}: closed during handshake"))
         failure = exc or TransportClosed(f"{self.owner.name}: websocket closed")
         pending, self.pending = self.pending, set()
+        self.batches.clear()
+        self.members.clear()
         self.owner.lost(self)
         for rid in sorted(pending):
             self.owner.on_reply(rid, Reply(failure=failure))
@@ -172,14 +210,14 @@ class WsTransport:
             and conn.transport.get_write_buffer_size() < HIGH_WATER
         )
 
-    def send(self, rid: int, body: bytes) -> None:
+    def send(self, rid: int, body: bytes, ids: Sequence[int] = ()) -> None:
         if self._conn is None:
             raise TransportClosed(f"{self.name}: not connected")
-        self._conn.write(rid, body)
+        self._conn.write(rid, body, ids)
 
     def forget(self, rid: int) -> None:
         if self._conn is not None:
-            self._conn.pending.discard(rid)
+            self._conn.done(rid)
 
     async def wait_ready(self) -> None:
         while not self.ready():
