@@ -9,18 +9,28 @@ API::
                     on_result=handle_result, on_written=note_write)
     async with fanout:                       # or: tg.create_task(fanout.run()) after start()
         fanout.submit(raw, tx_hash, context)  # sync, never blocks, never raises on a full queue
+        fanout.submit_many([(raw, tx_hash, context), ...])  # same, one batch request per lane
 
-Per endpoint (a *lane*): ``submit`` writes straight to the socket when the lane is idle (its
-queue empty, its worker not holding a job, a connection ready) -- the reorg reaction's fast
+Per endpoint (a *lane*, :mod:`broadcaster.fanout_lane`): ``submit`` writes straight to the
+socket when the lane is idle (its queue empty, a connection ready) -- the reorg reaction's fast
 path, no event-loop turn between the head frame and the last write. Otherwise the job goes to
 the lane's bounded queue (full -> a ``DROPPED`` result for that endpoint, the caller never
 waits) and the lane's worker writes it when the endpoint is ready; per-endpoint FIFO order is
 kept, so a sender's later nonces reach each node in order.
 
+Batching (JSON-RPC 2.0 section 6) is adaptive: one job goes out as the plain
+``eth_sendRawTransaction`` request, byte for byte; more than one -- ``submit_many``'s items, or
+what queued up while the endpoint was busy -- go out as one JSON array of up to ``max_batch``
+requests, in FIFO order (geth and anvil take a batch's elements in array order). Each job of a
+batch is still answered, reported and retried on its own (:mod:`broadcaster.fanout_batch`
+reads the reply array by ``id``); an endpoint that refuses batches gets single requests from
+then on.
+
 Every write is reported through ``on_written`` (a :class:`Written`, with ``written_ns`` from the
 injectable clock: the "last RPC write done" end of ``broadcaster_reaction_seconds``); every
 answer through ``on_result`` (a :class:`BroadcastResult`: endpoint, kind, the node's message,
-``latency_s`` write -> reply for ``broadcast_seconds{rpc}``). Retryable kinds (timeouts,
+``latency_s`` write -> reply for ``broadcast_seconds{rpc}``), one of each per job also when
+the job went out inside a batch (its ``written_ns`` is then the batch's). Retryable kinds (timeouts,
 transient failures, full pools, rate limits) are retried after delays from :func:`backoff`,
 up to ``max_attempts``; each attempt yields a result, ``final`` tells the last one. Metrics
 stay out of this module: the callbacks feed them.
@@ -34,20 +44,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from broadcaster.rpc_errors import (
-    REACTIONS,
-    ErrorKind,
-    Reaction,
-    Verdict,
-    classify_exception,
-    classify_reply,
-    classify_response,
-)
-from broadcaster.rpc_transport import OnReply, Reply, Transport, encode_send_raw, split_url
+from broadcaster.fanout_lane import Job, Lane, LaneStats, Sent
+from broadcaster.rpc_errors import REACTIONS, ErrorKind, Reaction, Verdict
+from broadcaster.rpc_transport import OnReply, Transport, split_url
 
 __all__ = [
     "BroadcastResult",
@@ -101,15 +104,6 @@ class BroadcastResult:
         return REACTIONS[self.kind]
 
 
-@dataclass(slots=True)
-class LaneStats:
-    fast_writes: int = 0  # written inside submit()
-    queued_writes: int = 0  # written by the worker
-    dropped: int = 0
-    retries: int = 0
-    timeouts: int = 0
-
-
 def backoff(
     *,
     base: float = 0.05,
@@ -144,133 +138,6 @@ def default_transport(endpoint: Endpoint, on_reply: OnReply) -> Transport:
     return WsTransport(endpoint.name, endpoint.url, on_reply)
 
 
-@dataclass(slots=True)
-class _Job:
-    raw_hex: bytes
-    tx_hash: bytes
-    context: object
-    attempt: int = 0
-    delays: Iterator[float] | None = None
-
-
-@dataclass(slots=True)
-class _InFlight:
-    job: _Job
-    written_ns: int
-    timer: asyncio.TimerHandle | None
-
-
-@dataclass(eq=False)
-class _Lane:
-    fanout: FanOut
-    endpoint: Endpoint
-    queue: asyncio.Queue[_Job]
-    transport: Transport = field(init=False)
-    holding: bool = False
-    in_flight: dict[int, _InFlight] = field(default_factory=dict)
-    stats: LaneStats = field(default_factory=LaneStats)
-
-    def idle(self) -> bool:
-        """Nothing queued or held, and a connection ready: a job can be written right now."""
-        return not self.holding and self.queue.empty() and self.transport.ready()
-
-    def enqueue(self, job: _Job) -> None:
-        try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self.stats.dropped += 1
-            self.fanout._report(self, job, Verdict(ErrorKind.DROPPED, "queue full"), None, True)
-
-    def offer(self, job: _Job) -> None:
-        if self.idle():
-            self.stats.fast_writes += 1
-            self.write(job)
-        else:
-            self.enqueue(job)
-
-    def write(self, job: _Job) -> None:
-        sent = self.send(job)
-        if sent is not None:
-            self.after_write(*sent)
-
-    def send(self, job: _Job) -> tuple[int, _InFlight] | None:
-        """The socket write alone; :meth:`after_write` arms the timeout and reports it."""
-        fanout = self.fanout
-        job.attempt += 1
-        rid = next(fanout._ids)
-        # Registered before the write: a transport may deliver the reply synchronously.
-        entry = self.in_flight[rid] = _InFlight(job, fanout._clock_ns(), None)
-        try:
-            self.transport.send(rid, encode_send_raw(rid, job.raw_hex))
-        except (OSError, RuntimeError) as exc:
-            del self.in_flight[rid]
-            self.fanout._settle(self, job, _failure(exc), None)
-            return None
-        entry.written_ns = fanout._clock_ns()
-        return rid, entry
-
-    def after_write(self, rid: int, entry: _InFlight) -> None:
-        fanout = self.fanout
-        if rid in self.in_flight:
-            entry.timer = fanout._loop().call_later(fanout._timeout, self.expire, rid)
-        if fanout._on_written is not None:
-            job = entry.job
-            try:
-                fanout._on_written(
-                    Written(
-                        self.endpoint.name, job.tx_hash, entry.written_ns, job.attempt, job.context
-                    )
-                )
-            except Exception:
-                log.exception("on_written callback failed")
-
-    def on_reply(self, rid: int, reply: Reply) -> None:
-        entry = self.in_flight.pop(rid, None)
-        if entry is None:
-            return  # late reply to a request that already timed out
-        if entry.timer is not None:
-            entry.timer.cancel()
-        expected = entry.job.tx_hash
-        if reply.failure is not None:
-            verdict = _failure(reply.failure)
-        elif reply.payload is not None:
-            verdict = classify_response(reply.payload, expected_hash=expected)
-        else:
-            verdict = classify_reply(reply.body, http_status=reply.status, expected_hash=expected)
-        self.fanout._settle(self, entry.job, verdict, entry.written_ns)
-
-    def expire(self, rid: int) -> None:
-        entry = self.in_flight.pop(rid, None)
-        if entry is None:
-            return
-        self.stats.timeouts += 1
-        self.transport.forget(rid)
-        verdict = Verdict(ErrorKind.TIMEOUT, f"no reply within {self.fanout._timeout:g} s")
-        self.fanout._settle(self, entry.job, verdict, entry.written_ns)
-
-    async def run(self) -> None:
-        """The lane's worker: drain the queue in order, waiting for the endpoint as needed."""
-        while True:
-            job = await self.queue.get()
-            self.holding = True
-            try:
-                while not self.transport.ready():
-                    await self.transport.wait_ready()
-            except (OSError, TimeoutError) as exc:
-                job.attempt += 1
-                self.fanout._settle(self, job, _failure(exc), None)
-                continue
-            finally:
-                self.holding = False
-            self.stats.queued_writes += 1
-            self.write(job)
-
-
-def _failure(exc: BaseException) -> Verdict:
-    text = str(exc) or type(exc).__name__
-    return Verdict(classify_exception(exc), f"{type(exc).__name__}: {text}")
-
-
 class FanOut:
     """Send each signed transaction to all endpoints concurrently (see the module docstring)."""
 
@@ -281,6 +148,7 @@ class FanOut:
         on_result: Callable[[BroadcastResult], None],
         on_written: Callable[[Written], None] | None = None,
         queue_size: int = 1024,
+        max_batch: int = 100,
         timeout: float = 2.0,
         max_attempts: int = 4,
         backoff: Callable[[], Iterator[float]] = backoff,
@@ -301,9 +169,9 @@ class FanOut:
         self._runner: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._lanes: list[_Lane] = []
+        self._lanes: list[Lane] = []
         for endpoint in endpoints:
-            lane = _Lane(self, endpoint, asyncio.Queue(maxsize=queue_size))
+            lane = Lane(self, endpoint, queue_size=queue_size, max_batch=max(1, max_batch))
             lane.transport = transport_factory(endpoint, lane.on_reply)
             self._lanes.append(lane)
 
@@ -323,16 +191,36 @@ class FanOut:
         raw_hex = raw.hex().encode()
         # Every idle endpoint's socket write first, the timers and callbacks after: the last
         # write of a reorg reaction does not wait behind the other lanes' bookkeeping.
-        written: list[tuple[_Lane, int, _InFlight]] = []
+        written: list[Sent] = []
         for lane in self._lanes:
-            job = _Job(raw_hex, tx_hash, context)
+            job = Job(raw_hex, tx_hash, context)
             if lane.idle():
                 lane.stats.fast_writes += 1
-                sent = lane.send(job)
+                sent = lane.send_one(job)
                 if sent is not None:
-                    written.append((lane, *sent))
+                    written.append(sent)
             else:
                 lane.enqueue(job)
+        for lane, rid, entry in written:
+            lane.after_write(rid, entry)
+
+    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> None:
+        """:meth:`submit` for several ``(raw, tx_hash, context)`` at once, kept in this order.
+
+        Each idle endpoint gets them in one batch request (``max_batch`` at most per request,
+        as many requests as it takes now), written before this returns -- every lane's socket
+        writes first, then the timers and ``on_written`` callbacks, as in :meth:`submit`. A
+        busy endpoint queues them. One item is exactly :meth:`submit` (same bytes).
+        """
+        if len(items) == 1:
+            self.submit(*items[0])
+            return
+        if self._closed:
+            raise RuntimeError("FanOut is closed")
+        prepared = [(raw.hex().encode(), tx_hash, context) for raw, tx_hash, context in items]
+        written: list[Sent] = []
+        for lane in self._lanes:
+            lane.offer_many([Job(*item) for item in prepared], written)
         for lane, rid, entry in written:
             lane.after_write(rid, entry)
 
@@ -372,14 +260,7 @@ class FanOut:
         self._timers.clear()
         for lane in self._lanes:
             await lane.transport.aclose()
-            closing = Verdict(ErrorKind.DROPPED, "fan-out closed")
-            for rid in list(lane.in_flight):
-                entry = lane.in_flight.pop(rid)
-                if entry.timer is not None:
-                    entry.timer.cancel()
-                self._report(lane, entry.job, closing, entry.written_ns, True)
-            while not lane.queue.empty():
-                self._report(lane, lane.queue.get_nowait(), closing, None, True)
+            lane.close(Verdict(ErrorKind.DROPPED, "fan-out closed"))
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -400,10 +281,10 @@ class FanOut:
             self._event_loop = asyncio.get_running_loop()
         return self._event_loop
 
-    def _settle(self, lane: _Lane, job: _Job, verdict: Verdict, written_ns: int | None) -> None:
+    def _settle(self, lane: Lane, job: Job, verdict: Verdict, written_ns: int | None) -> None:
         retry = (
             REACTIONS[verdict.kind] is Reaction.RETRY
-            and job.attempt < self._max_attempts
+            and job.attempt - job.refused < self._max_attempts
             and not self._closed
         )
         self._report(lane, job, verdict, written_ns, final=not retry)
@@ -424,7 +305,7 @@ class FanOut:
             self._timers.add(timer)
 
     def _report(
-        self, lane: _Lane, job: _Job, verdict: Verdict, written_ns: int | None, final: bool
+        self, lane: Lane, job: Job, verdict: Verdict, written_ns: int | None, final: bool
     ) -> None:
         latency = None
         if written_ns is not None:
@@ -445,3 +326,12 @@ class FanOut:
             self._on_result(result)
         except Exception:
             log.exception("on_result callback failed")
+
+    def _written(self, lane: Lane, job: Job, written_ns: int) -> None:
+        if self._on_written is None:
+            return
+        written = Written(lane.endpoint.name, job.tx_hash, written_ns, job.attempt, job.context)
+        try:
+            self._on_written(written)
+        except Exception:
+            log.exception("on_written callback failed")
