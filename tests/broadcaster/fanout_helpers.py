@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from eth_account import Account
 
-from broadcaster.fanout import BroadcastResult, Written
+from broadcaster.fanout import BroadcastResult, Endpoint, FanOut, Written
+from broadcaster.rpc_transport import FakeTransport, OnReply
 from tests.anvil import DEV_ADDRESS, DEV_KEY, Anvil, running_anvil
 
 CHAIN_ID = 31337
@@ -40,6 +41,26 @@ class Collector:
             while not condition():
                 self._changed.clear()
                 await self._changed.wait()
+
+
+def fake_fanout(
+    names: list[str], seen: Collector, **kwargs: object
+) -> tuple[FanOut, dict[str, FakeTransport]]:
+    """A FanOut over FakeTransports (one per name, returned by name) reporting to ``seen``."""
+    fakes: dict[str, FakeTransport] = {}
+
+    def factory(endpoint: Endpoint, on_reply: OnReply) -> FakeTransport:
+        fakes[endpoint.name] = FakeTransport(endpoint.name, on_reply)
+        return fakes[endpoint.name]
+
+    fanout = FanOut(
+        [Endpoint(name, f"http://{name}") for name in names],
+        on_result=seen.on_result,
+        on_written=seen.on_written,
+        transport_factory=factory,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return fanout, fakes
 
 
 def signed_transfer(

@@ -159,3 +159,36 @@ def test_the_fan_out_works_under_uvloop_too(two_anvils: tuple[Anvil, Anvil]) -> 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         seen = runner.run(scenario())
     assert {r.kind for r in seen.finals()} == {ErrorKind.ACCEPTED}
+
+
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+async def test_a_batch_of_consecutive_nonces_is_accepted_one_by_one_and_lands_in_the_pool(
+    two_anvils: tuple[Anvil, Anvil], scheme: str
+) -> None:
+    a, _ = two_anvils
+    seen = Collector()
+    txs = [signed_transfer(nonce) for nonce in range(5)]
+    url = a.http_url if scheme == "http" else a.ws_url
+    async with FanOut(
+        [Endpoint(scheme, url)], on_result=seen.on_result, on_written=seen.on_written
+    ) as fanout:
+        fanout.submit_many([(raw, tx_hash, nonce) for nonce, (raw, tx_hash) in enumerate(txs)])
+        assert len(seen.writes) == 5  # one write, before submit_many returned
+        await seen.until(lambda: len(seen.finals()) == 5)
+
+    stats = fanout.stats()[scheme]
+    assert (stats.batches, stats.batched_jobs, stats.batch_refusals) == (1, 5, 0)
+    assert len({w.written_ns for w in seen.writes}) == 1
+    # Each job answered on its own: a fresh accept (no message) carrying its own hash.
+    assert [(r.tx_hash, r.kind, r.message, r.context) for r in seen.results] == [
+        (tx_hash, ErrorKind.ACCEPTED, None, nonce) for nonce, (_, tx_hash) in enumerate(txs)
+    ]
+    pool = await asyncio.to_thread(a.rpc, "txpool_content")
+    [by_nonce] = pool["pending"].values()
+    assert {int(n): tx["hash"] for n, tx in by_nonce.items()} == {
+        nonce: "0x" + tx_hash.hex() for nonce, (_, tx_hash) in enumerate(txs)
+    }
+    for _, tx_hash in txs:
+        found = await pooled(a, tx_hash)
+        assert found is not None
+        assert found["blockNumber"] is None

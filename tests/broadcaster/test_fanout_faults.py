@@ -327,3 +327,60 @@ async def test_a_websocket_that_closes_mid_request_fails_it_and_reconnects() -> 
         (ErrorKind.ACCEPTED, 2),
     ]
     assert connections == 2
+
+
+REFUSAL = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"batch not supported"}}'
+
+
+async def test_an_http_endpoint_without_batches_gets_the_jobs_one_by_one(
+    anvil_node: Anvil, faulty: Callable[[Behaviour], Awaitable[FaultyHttp]]
+) -> None:
+    async def no_batches(n: int, body: bytes) -> bytes | None:
+        return http_response(200, REFUSAL if body.startswith(b"[") else ok_reply(body))
+
+    server = await faulty(no_batches)
+    seen = Collector()
+    txs = [signed_transfer(nonce) for nonce in range(3)]
+    endpoints = [Endpoint("old", server.url), Endpoint("anvil", anvil_node.http_url)]
+    async with FanOut(endpoints, on_result=seen.on_result) as fanout:
+        fanout.submit_many([(raw, tx_hash, None) for raw, tx_hash in txs])
+        await seen.until(lambda: len(seen.finals()) == 6)
+        fanout.submit_many([(raw, tx_hash, None) for raw, tx_hash in txs])  # singles now
+        await seen.until(lambda: len(seen.finals()) == 12)
+    assert {r.kind for r in seen.results} == {ErrorKind.ACCEPTED}  # no failure reported
+    batch, *singles = server.requests
+    assert [call["params"][0] for call in orjson.loads(batch)] == ["0x" + r.hex() for r, _ in txs]
+    assert sorted(orjson.loads(s)["params"][0] for s in singles) == sorted(
+        ["0x" + raw.hex() for raw, _ in txs] * 2
+    )
+    stats = fanout.stats()
+    assert (stats["old"].batches, stats["old"].batch_refusals) == (1, 1)
+    assert (stats["anvil"].batches, stats["anvil"].batch_refusals) == (2, 0)
+
+
+async def test_a_websocket_endpoint_without_batches_gets_the_jobs_one_by_one() -> None:
+    received: list[bytes] = []
+
+    async def no_batches(ws: ServerConnection) -> None:
+        async for message in ws:
+            body = message.encode() if isinstance(message, str) else message
+            received.append(body)
+            # JSON-RPC 2.0 section 5: an id the server could not read is answered as null.
+            await ws.send((REFUSAL if body.startswith(b"[") else ok_reply(body)).decode())
+
+    seen = Collector()
+    txs = [signed_transfer(nonce) for nonce in range(3)]
+    async with serve(no_batches, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with FanOut(
+            [Endpoint("ws", f"ws://127.0.0.1:{port}")], on_result=seen.on_result
+        ) as fanout:
+            fanout.submit_many([(raw, tx_hash, n) for n, (raw, tx_hash) in enumerate(txs)])
+            await seen.until(lambda: len(seen.finals()) == 3)
+    assert [(r.context, r.kind, r.attempt) for r in seen.results] == [
+        (n, ErrorKind.ACCEPTED, 2) for n in range(3)
+    ]
+    # The batch, then each transaction alone and in nonce order (one pipelined connection).
+    assert [len(orjson.loads(b)) if b.startswith(b"[") else 1 for b in received] == [3, 1, 1, 1]
+    assert [orjson.loads(b)["params"][0] for b in received[1:]] == ["0x" + r.hex() for r, _ in txs]
+    assert fanout.stats()["ws"].batch_refusals == 1

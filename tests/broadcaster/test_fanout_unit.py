@@ -13,28 +13,9 @@ from broadcaster.fanout import BroadcastResult, Endpoint, FanOut, Written, backo
 from broadcaster.rpc_errors import ErrorKind
 from broadcaster.rpc_transport import FakeTransport, OnReply, Reply, encode_send_raw, split_url
 from broadcaster.rpc_transport_http import ProtocolError, ResponseParser
-from tests.broadcaster.fanout_helpers import Collector
+from tests.broadcaster.fanout_helpers import Collector, fake_fanout
 
 HASH = b"\x11" * 32
-
-
-def fake_fanout(
-    names: list[str], seen: Collector, **kwargs: object
-) -> tuple[FanOut, dict[str, FakeTransport]]:
-    fakes: dict[str, FakeTransport] = {}
-
-    def factory(endpoint: Endpoint, on_reply: OnReply) -> FakeTransport:
-        fakes[endpoint.name] = FakeTransport(endpoint.name, on_reply)
-        return fakes[endpoint.name]
-
-    fanout = FanOut(
-        [Endpoint(name, f"http://{name}") for name in names],
-        on_result=seen.on_result,
-        on_written=seen.on_written,
-        transport_factory=factory,
-        **kwargs,  # type: ignore[arg-type]
-    )
-    return fanout, fakes
 
 
 def result_for(rid: int, tx_hash: bytes = HASH) -> Reply:
