@@ -1,11 +1,17 @@
 """Fan-out write path against 3 local anvils: submit() -> last RPC write, and round trips.
 
-    .venv/bin/python -m bench.fanout [--n 2000] [--ws]
+    .venv/bin/python -m bench.fanout [--n 2000] [--ws] [--k 10,100] [--rounds 20]
 
 Figures (µs): ``submit->last write`` is what the reorg reaction pays for the fan-out
 (``broadcaster_reaction_seconds`` ends at the last write); ``round trip`` is submit -> all 3
 replies. The aiohttp baseline posts the same pre-built body through one kept-alive
 ``ClientSession`` per endpoint (its write time is not observable, so only its round trip is).
+
+Then k transactions at once (a reorg dropping k): ``submit_many`` (one JSON-RPC batch per
+endpoint), k ``submit()`` calls (the first ones written at once, the rest batched by the lane
+workers), and k ``submit()`` calls "unbatched" (``max_batch=1``: one request per transaction,
+the fan-out before batching). Each round starts with idle endpoints and ends when all k x 3
+replies are in; ``requests`` is the number of HTTP/ws requests per endpoint per round.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import aiohttp
 from eth_account import Account
 
 from broadcaster.fanout import BroadcastResult, Endpoint, FanOut, Written
+from broadcaster.rpc_errors import ErrorKind
 from broadcaster.rpc_transport import encode_send_raw
 from tests.anvil import DEV_ADDRESS, DEV_KEY, running_anvil
 
@@ -32,7 +39,7 @@ def pct(values: list[float], q: float) -> float:
 def report(label: str, samples_ns: list[int]) -> None:
     us = [s / 1000 for s in samples_ns]
     print(
-        f"{label:34s} p50 {statistics.median(us):8.1f}  p90 {pct(us, 0.9):8.1f}"
+        f"{label:40s} p50 {statistics.median(us):8.1f}  p90 {pct(us, 0.9):8.1f}"
         f"  p99 {pct(us, 0.99):8.1f}  (n={len(us)})"
     )
 
@@ -92,6 +99,55 @@ async def bench_fanout(urls: list[str], txs: list[tuple[bytes, bytes]]) -> None:
     print(f"  (writes done inside submit(): {fast} of {len(txs) * len(urls)})")
 
 
+async def bench_k(
+    urls: list[str], txs: list[tuple[bytes, bytes]], k: int, rounds: int, mode: str
+) -> None:
+    writes: list[int] = []
+    answered: list[int] = []
+    refused: list[BroadcastResult] = []
+    done = asyncio.Event()
+
+    def on_written(w: Written) -> None:
+        writes.append(w.written_ns)
+
+    def on_result(r: BroadcastResult) -> None:
+        answered.append(time.perf_counter_ns())
+        if r.kind is not ErrorKind.ACCEPTED:
+            refused.append(r)
+        if len(answered) == k * len(urls):
+            done.set()
+
+    endpoints = [Endpoint(f"rpc{i}", url) for i, url in enumerate(urls)]
+    max_batch = 1 if mode.endswith("unbatched") else 100
+    to_write: list[int] = []
+    round_trip: list[int] = []
+    async with FanOut(
+        endpoints, on_result=on_result, on_written=on_written, max_batch=max_batch
+    ) as fanout:
+        for r in range(rounds):
+            chunk = txs[r * k : (r + 1) * k]
+            writes.clear()
+            answered.clear()
+            done.clear()
+            t0 = time.perf_counter_ns()
+            if mode == "submit_many":
+                fanout.submit_many([(raw, tx_hash, None) for raw, tx_hash in chunk])
+            else:
+                for raw, tx_hash in chunk:
+                    fanout.submit(raw, tx_hash)
+            async with asyncio.timeout(30):
+                await done.wait()
+            to_write.append(max(writes) - t0)
+            round_trip.append(max(answered) - t0)
+        stats = list(fanout.stats().values())
+    jobs = sum(s.fast_writes + s.queued_writes for s in stats)
+    requests = jobs - sum(s.batched_jobs for s in stats) + sum(s.batches for s in stats)
+    per_round = requests / len(stats) / rounds
+    report(f"k={k:<3d} {mode}: ->last write", to_write)
+    report(f"k={k:<3d} {mode}: ->replies", round_trip)
+    print(f"  (requests per endpoint per round: {per_round:.1f}; not accepted: {len(refused)})")
+
+
 async def bench_aiohttp(urls: list[str], txs: list[tuple[bytes, bytes]]) -> None:
     sessions = [aiohttp.ClientSession() for _ in urls]
     samples: list[int] = []
@@ -117,16 +173,24 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--ws", action="store_true", help="websocket endpoints instead of http")
+    parser.add_argument("--k", default="10,100", help="batch sizes for the k-at-once figures")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds per k-at-once figure")
     args = parser.parse_args()
-    txs = signed(args.n)
+    ks = [int(k) for k in args.k.split(",") if k]
+    txs = signed(max([args.n, *(k * args.rounds for k in ks)]))
     with ExitStack() as stack:
         nodes = [stack.enter_context(running_anvil("--no-mining")) for _ in range(3)]
         urls = [n.ws_url if args.ws else n.http_url for n in nodes]
-        await bench_fanout(urls, txs)
+        await bench_fanout(urls, txs[: args.n])
         for node in nodes:  # fresh pools for the baseline
             node.rpc("anvil_dropAllTransactions")
         if not args.ws:
-            await bench_aiohttp(urls, txs)
+            await bench_aiohttp(urls, txs[: args.n])
+        for k in ks:
+            for mode in ("submit_many", "k submit()", "k submit() unbatched"):
+                for node in nodes:
+                    node.rpc("anvil_dropAllTransactions")
+                await bench_k(urls, txs, k, args.rounds, mode)
 
 
 if __name__ == "__main__":
