@@ -29,11 +29,11 @@ then on.
 Every write is reported through ``on_written`` (a :class:`Written`, with ``written_ns`` from the
 injectable clock: the "last RPC write done" end of ``broadcaster_reaction_seconds``); every
 answer through ``on_result`` (a :class:`BroadcastResult`: endpoint, kind, the node's message,
-``latency_s`` write -> reply for ``broadcast_seconds{rpc}``), one of each per job also when
-the job went out inside a batch (its ``written_ns`` is then the batch's). Retryable kinds (timeouts,
-transient failures, full pools, rate limits) are retried after delays from :func:`backoff`,
-up to ``max_attempts``; each attempt yields a result, ``final`` tells the last one. Metrics
-stay out of this module: the callbacks feed them.
+``latency_s`` write -> reply for ``broadcast_seconds{rpc}``) -- one of each per job, also for
+a job that went out inside a batch (its ``written_ns`` is then the batch's). Retryable kinds
+(timeouts, transient failures, full pools, rate limits) are retried per job after delays from
+:func:`backoff`, up to ``max_attempts``; each attempt yields a result, ``final`` tells the last
+one. Metrics stay out of this module: the callbacks feed them.
 """
 
 from __future__ import annotations
