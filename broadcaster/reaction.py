@@ -96,23 +96,24 @@ class ChainReactions(TxCore):
             # The rest are signed now; a sender's later nonces wait behind its first unsigned one.
             slow: list[TxRecord] = []
             waiting: set[str] = set()
-            sent: list[TxRecord] = []
+            ready: list[_Send] = []
             tip_number = event.tip.number
             for record in dropped:
-                if record.sender not in waiting and self._send_presigned(
-                    record, reaction, tip_number
-                ):
-                    sent.append(record)
-                else:
+                attempt = None if record.sender in waiting else self._usable_presigned(record)
+                if attempt is not None and not record.intent.expired_at(tip_number + 1):
+                    ready.append(_Send(record, attempt, reaction))
+                else:  # unsigned (or a noop must take the nonce): its later nonces wait behind it
                     waiting.add(record.sender)
                     slow.append(record)
+            if ready:
+                self._send_presigned(ready, tip_number)
             if slow:
                 self._react(slow, reaction, tip_number)
             for record in dropped:
                 self.observer.status(record, "reorged")
-            for record in sent:
+            for send in ready:
                 self.observer.resend(AttemptReason.REORG.value)
-                self.observer.status(record, "resent")
+                self.observer.status(send.record, "resent")
         self.window.reorg(event)
         self.tip = event.tip
         self._queue_scan(event.new)
@@ -125,33 +126,35 @@ class ChainReactions(TxCore):
         latest = record.latest
         return latest is not None and latest.hash in self._presigned
 
-    def _send_presigned(self, record: TxRecord, reaction: _Reaction, tip_number: int) -> bool:
-        """Send the replacement signed ahead for ``record``'s dropped attempt, if still good.
+    def _usable_presigned(self, record: TxRecord) -> Attempt | None:
+        """The replacement signed ahead for ``record``'s dropped attempt, if still good."""
+        latest = record.latest
+        if latest is None or not self._presigned:
+            return None
+        ahead = self._presigned.pop(latest.hash, None)
+        if ahead is None:
+            return None
+        if self.base_fee is not None and self.base_fee > ahead.max_base_fee:
+            return None  # the base fee rose past what it was signed for: sign afresh
+        return ahead.attempt
+
+    def _send_presigned(self, ready: list[_Send], tip_number: int) -> None:
+        """Write the replacements signed ahead: one request per RPC for all of them.
 
         The bytes go to the fan-out first and the book learns of them right after: the writes
         are the reaction, the bookkeeping (journal entries included) is not.
         """
-        latest = record.latest
-        if latest is None or not self._presigned:
-            return False
-        ahead = self._presigned.pop(latest.hash, None)
-        if ahead is None:
-            return False
-        if record.intent.expired_at(tip_number + 1):
-            return False  # a noop must take the nonce instead
-        if self.base_fee is not None and self.base_fee > ahead.max_base_fee:
-            return False  # the base fee rose past what it was signed for: sign afresh
-        attempt = ahead.attempt
-        self._sent_at[attempt.hash] = tip_number
-        writes_before = reaction.writes_left
-        self.fanout.submit(attempt.raw, attempt.hash, _Send(record, attempt, reaction))
-        self.book.add_attempt(record, attempt)
-        self.presigned_sent += 1
-        if record.state is _S.REORGED:
-            written = reaction.writes_left < writes_before
-            new_state = _S.BROADCAST if written else _S.SIGNED
-            self.book.transition(record, new_state, reason="re-signed ahead", now=self._clock())
-        return True
+        for send in ready:
+            self._sent_at[send.attempt.hash] = tip_number
+        self.fanout.submit_many([(s.attempt.raw, s.attempt.hash, s) for s in ready])
+        now = self._clock()
+        for send in ready:
+            record = send.record
+            self.book.add_attempt(record, send.attempt)
+            self.presigned_sent += 1
+            if record.state is _S.REORGED:
+                new_state = _S.BROADCAST if send.written else _S.SIGNED
+                self.book.transition(record, new_state, reason="re-signed ahead", now=now)
 
     def _presign_replacement(self, record: TxRecord) -> None:
         """Sign, in the background, what a reorg dropping ``record``'s attempt would send."""

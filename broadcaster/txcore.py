@@ -59,9 +59,11 @@ _S = TxState
 
 
 class Submitter(Protocol):
-    """The fan-out seam: ``FanOut.submit``."""
+    """The fan-out seam: ``FanOut.submit`` and ``FanOut.submit_many``."""
 
     def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> None: ...
+
+    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> None: ...
 
 
 class Signer(Protocol):
@@ -146,13 +148,14 @@ class Presigned(NamedTuple):
     max_base_fee: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Send:
-    """Fan-out context of one attempt."""
+    """Fan-out context of one attempt; ``written`` once any RPC's socket took its bytes."""
 
     record: TxRecord
     attempt: Attempt
     reaction: _Reaction | None
+    written: bool = False
 
 
 def _tx_dict(intent: Intent, nonce: int, fees: Fees, *, noop: bool = False) -> dict[str, Any]:

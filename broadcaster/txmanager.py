@@ -107,6 +107,7 @@ class TxManager(ChainReactions, Recovery):
         if type(send) is not _Send:
             return
         record = send.record
+        send.written = True
         if written.attempt == 1 and send.reaction is not None:
             reaction = send.reaction
             reaction.writes_left -= 1

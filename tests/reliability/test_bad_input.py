@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,9 @@ class _Fanout:
 
     def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> None:
         self.sent.append(raw)
+
+    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> None:
+        self.sent.extend(raw for raw, _, _ in items)
 
 
 class _Ws:
