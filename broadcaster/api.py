@@ -97,6 +97,7 @@ class ApiLimits:
     burst: int = 20_000
     max_subscriptions: int = 64  # per connection
     notify_queue: int = 4096  # notifications buffered per connection before dropping
+    pipeline: int = 1024  # messages of one connection being handled at once
 
 
 def _hex(n: int) -> str:
@@ -150,6 +151,10 @@ class _Client:
         self.subscriptions: dict[str, frozenset[str] | None] = {}
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue(limits.notify_queue)
         self.dropped = 0
+        # Messages are handled concurrently (a bot may pipeline requests), but intents are
+        # admitted (given nonces) one at a time, in the order they arrived: FIFO lock.
+        self.admission = asyncio.Lock()
+        self.in_flight = asyncio.Semaphore(limits.pipeline)
 
 
 class IntentApi:
@@ -229,15 +234,27 @@ class IntentApi:
                 writer = group.create_task(self._write_notifications(client))
                 try:
                     async for message in ws:
-                        reply = await self.handle_message(client, message)
-                        if reply is not None:
-                            await ws.send(reply.decode())
+                        # Pipelined: each message in its own task, started in arrival order
+                        # (the admission lock keeps intents' nonces in that order); a bounded
+                        # number at once, so a flood waits here instead of piling up tasks.
+                        await client.in_flight.acquire()
+                        group.create_task(self._answer(client, message))
                 except ConnectionClosed:
                     pass
                 finally:
                     writer.cancel()
         finally:
             self._clients.discard(client)
+
+    async def _answer(self, client: _Client, message: str | bytes) -> None:
+        try:
+            reply = await self.handle_message(client, message)
+            if reply is not None:
+                await client.ws.send(reply.decode())
+        except ConnectionClosed:
+            pass
+        finally:
+            client.in_flight.release()
 
     async def _write_notifications(self, client: _Client) -> None:
         try:
@@ -272,7 +289,9 @@ class IntentApi:
                 return orjson.dumps(
                     _error(None, INVALID_REQUEST, "empty batch: send at least one request")
                 )
-            replies = [r for r in [await self._one(client, item) for item in payload] if r]
+            # Concurrently, started in order: intents are admitted in batch order.
+            answers = await asyncio.gather(*(self._one(client, item) for item in payload))
+            replies = [r for r in answers if r]
             return orjson.dumps(replies) if replies else None
         reply = await self._one(client, payload)
         return orjson.dumps(reply) if reply is not None else None
@@ -345,9 +364,11 @@ class IntentApi:
             base_fee=self.manager.base_fee,
         )
 
-    async def _submit(self, intent: Intent) -> TxRecord:
+    async def _submit(self, client: _Client, intent: Intent) -> TxRecord:
         try:
-            record = await self.manager.submit(intent)
+            async with client.admission:
+                record = await self.manager.admit(intent)
+            await self.manager.complete(record)
         except DuplicateIdempotencyKey as exc:
             self._on_intent("duplicate")
             return exc.record
@@ -365,7 +386,7 @@ class IntentApi:
         return record
 
     async def _send_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        record = await self._submit(parse_intent(params, self._defaults()))
+        record = await self._submit(client, parse_intent(params, self._defaults()))
         out = intent_json(record)
         return {k: out[k] for k in ("id", "from", "nonce", "hash", "status")}
 
@@ -473,7 +494,7 @@ class IntentApi:
                     "would probably revert); pass gas explicitly",
                 )
             tx["gas"] = parse_quantity(estimate, "gas")
-        record = await self._submit(parse_intent(tx, self._defaults()))
+        record = await self._submit(client, parse_intent(tx, self._defaults()))
         latest = record.latest
         if latest is None:
             raise RpcError(

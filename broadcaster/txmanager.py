@@ -55,17 +55,28 @@ class TxManager(ChainReactions, Recovery):
         Signer trouble does not raise: the record stays ``pending`` and is retried, or goes
         ``failed`` on a policy denial (check ``record.state``).
         """
+        record = await self.admit(intent)
+        await self.complete(record)
+        return record
+
+    async def admit(self, intent: Intent) -> TxRecord:
+        """The first half of :meth:`submit`: check the idempotency key and give ``intent`` its
+        nonce (in memory; :meth:`complete` makes it durable). Admissions in a given order get
+        nonces in that order, which is how the API keeps one connection's intents in order
+        while the rest of their work overlaps."""
         if self._stopping:
             raise RuntimeError("the service is shutting down and accepts no new intents")
         if intent.key is not None and self.book.by_key(intent.key) is None:
             earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
             if earlier is not None:
                 raise DuplicateIdempotencyKey(intent.key, earlier)
-        record = self.book.accept(intent, now=self._clock())
+        return self.book.accept(intent, now=self._clock())
+
+    async def complete(self, record: TxRecord) -> None:
+        """The second half of :meth:`submit`: journal flush, then sign and send."""
         await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
         self.observer.pending(self.book.pending_counts())
-        await self._sign_and_send(record, self._initial_fees(intent))
-        return record
+        await self._sign_and_send(record, self._initial_fees(record.intent))
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
         """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign."""

@@ -63,10 +63,15 @@ class StubManager:
             return self.book.find_intent(intent_id)
         return self.book.by_key(key) if key is not None else None
 
-    async def submit(self, intent: Intent) -> TxRecord:
+    async def admit(self, intent: Intent) -> TxRecord:
+        if intent.key is not None and self.book.by_key(intent.key) is None:
+            await self.find(key=intent.key)  # as TxManager.admit: the journal may know the key
         record = self.book.accept(intent, now=0.0)  # raises DuplicateIdempotencyKey
         self.submitted.append(intent)
         return record
+
+    async def complete(self, record: TxRecord) -> None:
+        await asyncio.sleep(0)  # the real one waits for the journal and the signer
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
         record = self.book.accept(intent, now=0.0, nonce=nonce)
@@ -864,3 +869,41 @@ async def test_a_malformed_access_list_is_refused_naming_the_entry(access: Any, 
     code, message = error_of(reply)
     assert code == -32602
     assert field in message
+
+
+async def test_one_connection_pipelines_intents_and_keeps_their_nonces_in_sending_order() -> None:
+    # The first intent's signing is held up; the others are answered meanwhile (the connection
+    # does not wait for one message before reading the next), and the nonces follow the order
+    # the intents were sent in, keyed ones (whose admission awaits a journal lookup) included.
+    api = make_api()
+    manager: StubManager = api.manager  # type: ignore[assignment]
+    gate = asyncio.Event()
+    held: list[str] = []
+
+    async def complete(record: TxRecord) -> None:
+        if not held:
+            held.append(record.intent.id)
+            await gate.wait()
+
+    async def find(intent_id: str | None = None, *, key: str | None = None) -> TxRecord | None:
+        await asyncio.sleep(0.001 * (hash(key) % 5))  # a journal lookup takes its time
+        return None
+
+    manager.complete = complete  # type: ignore[method-assign]
+    manager.find = find  # type: ignore[method-assign]
+    async with (
+        served(api) as url,
+        ws_connect(url, {"Authorization": f"Bearer {TOKEN}"}) as ws,
+    ):
+        for n in range(8):
+            params = {**INTENT, "key": f"k{n}"} if n % 2 else INTENT
+            await ws.send(orjson.dumps(request("broadcaster_sendIntent", params, id=n)))
+        answers = []
+        async with asyncio.timeout(10):
+            while len(answers) < 7:
+                answers.append(orjson.loads(await ws.recv()))
+            assert 0 not in [a["id"] for a in answers]  # still held, the rest answered
+            gate.set()
+            answers.append(orjson.loads(await ws.recv()))
+    by_id = {a["id"]: a["result"] for a in answers}
+    assert [int(by_id[n]["nonce"], 16) for n in range(8)] == list(range(8))
