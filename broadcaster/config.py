@@ -14,6 +14,7 @@ every key; ``broadcaster check-config FILE`` (:mod:`broadcaster.check_config`) p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
 from collections.abc import Sequence
@@ -215,8 +216,13 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _PCR0 = re.compile(r"(0x)?[0-9a-fA-F]{96}")
 
 
+@functools.lru_cache(maxsize=16_384)
 def checksum_address(address: str) -> str:
-    """EIP-55 mixed-case checksum of a ``0x`` + 40-hex address."""
+    """EIP-55 mixed-case checksum of a ``0x`` + 40-hex address.
+
+    Cached: every intent and every answer about one names its addresses, a handful of senders
+    and recipients account for nearly all of them, and the keccak costs ~10 µs each time.
+    """
     lower = address[2:].lower()
     digest: str = sha3.keccak_256(lower.encode()).hexdigest()
     return "0x" + "".join(
