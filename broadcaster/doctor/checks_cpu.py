@@ -17,6 +17,7 @@ __all__ = [
     "check_cpu_isolation",
     "check_cpu_pinning",
     "check_cstates",
+    "check_scheduler_slice",
     "cmdline_params",
     "isolated_cpus",
 ]
@@ -266,4 +267,45 @@ def check_cstates(host: Host) -> Finding:
         f"Idle cores may enter {name}, which takes {latency} µs to leave when a frame arrives; "
         "boot with intel_idle.max_cstate=1 processor.max_cstate=1, or hold /dev/cpu_dma_latency "
         "at 0 (the tuned latency-performance profile does this).",
+    )
+
+
+SLICE_KERNEL = (6, 12)  # custom EEVDF slices for SCHED_OTHER (sched_setattr sched_runtime)
+
+
+def _kernel_version(release: str) -> tuple[int, int] | None:
+    parts = release.strip().split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or "x")
+    except (IndexError, ValueError):
+        return None
+
+
+def check_scheduler_slice(host: Host) -> Finding:
+    """Whether the kernel honours ``[cpu] slice_us`` (broadcaster.scheduling; Linux >= 6.12).
+
+    Without it, a process on this host woken by the reaction's RPC writes (a local node) may
+    preempt the reaction between its writes: 100-250 µs per write on the development VM
+    (docs/performance.md).
+    """
+    title = "scheduler slice ([cpu] slice_us)"
+    release = host.read("proc/sys/kernel/osrelease")
+    if release is None:
+        return Finding(
+            "cpu.slice", title, Status.UNKNOWN, "unknown", "no /proc/sys/kernel/osrelease"
+        )
+    version = _kernel_version(release)
+    value = f"Linux {release.strip()}"
+    if version is None:
+        return Finding("cpu.slice", title, Status.UNKNOWN, value, "kernel release not understood")
+    if version >= SLICE_KERNEL:
+        return Finding("cpu.slice", title, Status.OK, f"{value}: custom slices honoured")
+    return Finding(
+        "cpu.slice",
+        title,
+        Status.WARN,
+        f"{value}: custom slices ignored",
+        "[cpu] slice_us needs Linux 6.12; here a process woken by the reaction's RPC writes can "
+        "preempt it between writes. Run the service with chrt -f 10 or a negative nice value "
+        "(CAP_SYS_NICE), or on isolated CPUs.",
     )

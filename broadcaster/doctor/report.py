@@ -24,6 +24,7 @@ from broadcaster.doctor.checks_cpu import (
     check_cpu_isolation,
     check_cpu_pinning,
     check_cstates,
+    check_scheduler_slice,
 )
 from broadcaster.doctor.checks_memory import check_swap, check_thp_defrag, check_thp_enabled
 from broadcaster.doctor.checks_numa import (
@@ -56,6 +57,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("cpu.pinning", check_cpu_pinning),
     ("cpu.governor", lambda h, _p: check_cpu_governor(h)),
     ("cpu.cstates", lambda h, _p: check_cstates(h)),
+    ("cpu.slice", lambda h, _p: check_scheduler_slice(h)),
     ("irq.balance", lambda h, _p: check_irqbalance(h)),
     ("clock.source", lambda h, _p: check_clocksource(h)),
     ("proc.timer_slack", lambda h, _p: check_timer_slack(h)),

@@ -12,6 +12,7 @@ from broadcaster.doctor.checks_cpu import (
     check_cpu_isolation,
     check_cpu_pinning,
     check_cstates,
+    check_scheduler_slice,
     isolated_cpus,
 )
 from broadcaster.doctor.checks_memory import (
@@ -380,3 +381,24 @@ def test_a_check_that_crashes_becomes_unknown_and_the_audit_completes(tmp_path: 
     assert len(findings) == len(CHECKS)
     crashed = [f for f in findings if f.value == "error"]
     assert crashed and all("RuntimeError: boom" in f.why for f in crashed)
+
+
+@pytest.mark.parametrize(
+    ("release", "status"),
+    [("6.12.3-test", OK), ("6.12.0-rc1", OK), ("7.0.1", OK), ("6.18.44-fc-v595", OK),
+     ("6.11.9", WARN), ("5.15.0-91-generic", WARN), ("6.x", UNKNOWN), ("", UNKNOWN)],
+)  # fmt: skip
+def test_the_scheduler_slice_is_honoured_from_linux_6_12(
+    tmp_path: Path, release: str, status: Status
+) -> None:
+    finding = check_scheduler_slice(make_host(tmp_path, {"proc/sys/kernel/osrelease": release}))
+    assert finding.status is status
+    if status is WARN:
+        assert_explained(finding)
+        assert "chrt" in finding.why and finding.value.endswith("custom slices ignored")
+
+
+def test_the_scheduler_slice_is_unknown_without_a_kernel_release(tmp_path: Path) -> None:
+    assert check_scheduler_slice(empty(tmp_path)).status is UNKNOWN
+    assert check_scheduler_slice(good(tmp_path / "g")).status is OK
+    assert check_scheduler_slice(bad(tmp_path / "b")).status is WARN

@@ -56,6 +56,7 @@ _COMMON = {
 
 GOOD: dict[str, str] = {
     **_COMMON,
+    "proc/sys/kernel/osrelease": "6.12.3-test",
     "sys/kernel/mm/transparent_hugepage/enabled": "always madvise [never]",
     "sys/kernel/mm/transparent_hugepage/defrag": "always defer defer+madvise [madvise] never",
     "proc/swaps": "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n",
