@@ -1,11 +1,15 @@
 """One client's ``newHeads`` subscription over a websocket, kept alive forever.
 
 The pure part is :func:`parse_frame` (raw bytes in, one of three small values out); the rest is a
-thin loop around ``websockets.asyncio``: connect, ``eth_subscribe ["newHeads"]`` (JSON-RPC 2.0 /
-geth's pub-sub API), read frames, hand each head to a :class:`HeadSink` *synchronously* together
-with the ``time.perf_counter_ns()`` taken right after the frame left the socket (the reorg
-reaction is measured from there). Backfill requests (``eth_getBlockByHash(hash, false)``) go out
-on the same socket; their responses are matched by ``id``.
+thin layer over ``websockets.asyncio``: connect, ``eth_subscribe ["newHeads"]`` (JSON-RPC 2.0 /
+geth's pub-sub API), and hand each head to a :class:`HeadSink` *synchronously* together with the
+``time.perf_counter_ns()`` taken when its bytes were read from the socket (the reorg reaction is
+measured from there). A message that arrives in one websocket frame (every node sends heads so)
+is handled inside the connection's ``data_received``, the moment the event loop reads the
+socket: no hop through websockets' message queue and the reading task, which under load could
+sit behind other ready tasks. A fragmented message takes the ordinary ``recv()`` path. Backfill
+requests (``eth_getBlockByHash(hash, false)``) go out on the same socket; their responses are
+matched by ``id``.
 
 Failure handling:
 
@@ -33,6 +37,9 @@ from typing import Any, Final, NoReturn, Protocol
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidURI, WebSocketException
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
+from websockets.protocol import Event
 from websockets.uri import parse_uri
 
 __all__ = [
@@ -211,6 +218,46 @@ _RECONNECTABLE: Final = (
 )
 
 
+_WHOLE_MESSAGE: Final = (Opcode.TEXT, Opcode.BINARY)
+_DATA: Final = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class _HeadsConnection(ClientConnection):
+    """A client connection that hands every single-frame message to ``on_message`` at once.
+
+    ``create_connection`` is websockets' documented hook for customising the connection class.
+    The message's bytes are stamped when the event loop reads them (``data_received``), and the
+    callback runs from ``process_event`` in that same call: before the frame would have been put
+    into the message queue for ``recv()``. Fragmented messages (a first frame without FIN, then
+    continuations) still go through the queue, and so does every message after one while it
+    waits there (``backlog``): messages are always handled in the order they arrived.
+    """
+
+    on_message: Callable[[bytes, int], None] | None = None
+    backlog = 0  # complete messages in the queue, not yet taken by recv()
+    _read_ns = 0
+
+    def data_received(self, data: bytes) -> None:
+        self._read_ns = time.perf_counter_ns()
+        super().data_received(data)
+
+    def process_event(self, event: Event) -> None:
+        if type(event) is WsFrame and event.opcode in _DATA:
+            handler = self.on_message
+            if (
+                handler is not None
+                and not self.backlog
+                and event.fin
+                and event.opcode in _WHOLE_MESSAGE
+            ):
+                data = event.data
+                handler(data if type(data) is bytes else bytes(data), self._read_ns)
+                return
+            if event.fin:
+                self.backlog += 1
+        super().process_event(event)
+
+
 class Subscription:
     """One client's websocket, subscribed to ``newHeads`` for as long as ``run()`` runs."""
 
@@ -235,6 +282,12 @@ class Subscription:
         self._subscription: str | None = None
         self._pending: dict[int, str] = {}  # request id -> block hash asked for
         self._outbox: list[str] = []  # block hashes to ask for, sent after the current frame
+        # Per session: the connection, its watchdog, the task sending queued requests, and an
+        # exception raised while handling a message inside data_received (re-raised by _read).
+        self._ws: _HeadsConnection | None = None
+        self._timer: asyncio.Timeout | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
 
     def request_block(self, block_hash: str) -> None:
         """Queue ``eth_getBlockByHash(block_hash, false)``; sent once the current frame is done.
@@ -275,50 +328,93 @@ class Subscription:
             close_timeout=options.close_timeout,
             ping_interval=options.ping_interval,
             max_size=options.max_socket_frame,
+            create_connection=_HeadsConnection,
         )
         async with connection as ws:
+            assert isinstance(ws, _HeadsConnection)
+            self._ws = ws
+            self._failure = None
             self._subscribe_id = self._next_id()
             self._subscription = None
-            await ws.send(_request(self._subscribe_id, "eth_subscribe", ["newHeads"]), text=True)
-            await self._read(ws)
+            try:
+                ws.on_message = self._on_message
+                await ws.send(
+                    _request(self._subscribe_id, "eth_subscribe", ["newHeads"]), text=True
+                )
+                await self._read(ws)
+            finally:
+                ws.on_message = None
+                self._ws = None
+                if self._sender is not None:
+                    self._sender.cancel()
+                    self._sender = None
 
-    async def _read(self, ws: ClientConnection) -> None:
-        options = self._options
+    async def _read(self, ws: _HeadsConnection) -> None:
+        """Wait for the session to end; only fragmented messages are read here."""
         loop = asyncio.get_running_loop()
-        watchdog = options.watchdog
-        max_frame = options.max_frame
-        perf_counter_ns = time.perf_counter_ns
-        sink = self._sink
-        state = self.state
-        name = self.name
-        timer = asyncio.timeout_at(None if watchdog is None else loop.time() + watchdog)
+        watchdog = self._options.watchdog
+        timer = self._timer = asyncio.timeout_at(
+            None if watchdog is None else loop.time() + watchdog
+        )
         try:
             async with timer:
                 while True:
-                    raw = await ws.recv(decode=False)
-                    recv_ns = perf_counter_ns()
-                    frame = parse_frame(raw, max_frame)
-                    if type(frame) is HeadFrame:
-                        if frame.subscription != self._subscription:
-                            self._invalid(NOT_NOTIFICATION, "notification for another subscription")
-                            continue
-                        state.heads += 1
-                        sink.head(name, frame.header, recv_ns)
-                        if watchdog is not None:
-                            timer.reschedule(loop.time() + watchdog)
-                    elif type(frame) is ResponseFrame:
-                        self._response(frame, recv_ns)
-                    else:
-                        assert type(frame) is InvalidFrame
-                        self._invalid(frame.reason, frame.detail)
-                        continue
-                    if self._outbox:
-                        await self._send_requests(ws)
+                    try:
+                        raw = await ws.recv(decode=False)
+                    except WebSocketException:
+                        self._raise_failure()
+                        raise
+                    ws.backlog -= 1
+                    self._on_message(raw, time.perf_counter_ns())
+                    self._raise_failure()
         except TimeoutError:
             if not timer.expired():
                 raise
-            state.watchdog_expiries += 1
+            self.state.watchdog_expiries += 1
             raise WatchdogExpired(f"no head for {watchdog} s") from None
+        finally:
+            self._timer = None
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _on_message(self, raw: bytes, recv_ns: int) -> None:
+        """Handle one message, synchronously (called from the connection's data_received).
+
+        An exception here must not escape into websockets' protocol callback: it is kept, the
+        connection is aborted, and :meth:`_read` raises it (a subscribe error reconnects, a bug
+        in a consumer fails the hub loudly, as before).
+        """
+        if self._failure is not None:
+            return
+        try:
+            frame = parse_frame(raw, self._options.max_frame)
+            if type(frame) is HeadFrame:
+                if frame.subscription != self._subscription:
+                    self._invalid(NOT_NOTIFICATION, "notification for another subscription")
+                    return
+                self.state.heads += 1
+                self._sink.head(self.name, frame.header, recv_ns)
+                timer, watchdog = self._timer, self._options.watchdog
+                if timer is not None and watchdog is not None:
+                    timer.reschedule(asyncio.get_running_loop().time() + watchdog)
+            elif type(frame) is ResponseFrame:
+                self._response(frame, recv_ns)
+            else:
+                assert type(frame) is InvalidFrame
+                self._invalid(frame.reason, frame.detail)
+                return
+            if self._outbox and self._sender is None and self._ws is not None:
+                self._sender = asyncio.get_running_loop().create_task(
+                    self._send_requests(self._ws), name=f"heads:{self.name}:requests"
+                )
+        except BaseException as exc:
+            self._failure = exc
+            ws = self._ws
+            if ws is not None and ws.transport is not None:
+                ws.transport.abort()  # ends recv() in _read, which raises the failure
 
     def _response(self, frame: ResponseFrame, recv_ns: int) -> None:
         if frame.id == self._subscribe_id:
@@ -348,14 +444,19 @@ class Subscription:
             self._invalid(MISSING_FIELDS, f"eth_getBlockByHash {block_hash}: not a header")
 
     async def _send_requests(self, ws: ClientConnection) -> None:
-        while self._outbox:
-            block_hash = self._outbox.pop(0)
-            request_id = self._next_id()
-            self._pending[request_id] = block_hash
-            self.state.backfill_requests += 1
-            await ws.send(
-                _request(request_id, "eth_getBlockByHash", [block_hash, False]), text=True
-            )
+        try:
+            while self._outbox:
+                block_hash = self._outbox.pop(0)
+                request_id = self._next_id()
+                self._pending[request_id] = block_hash
+                self.state.backfill_requests += 1
+                await ws.send(
+                    _request(request_id, "eth_getBlockByHash", [block_hash, False]), text=True
+                )
+        except WebSocketException:
+            pass  # the session is ending; _read reports why, the next head asks again
+        finally:
+            self._sender = None
 
     def _invalid(self, reason: str, detail: str) -> None:
         self.state.invalid[reason] += 1

@@ -352,3 +352,45 @@ async def test_an_unreachable_node_is_retried_with_delays_from_the_injected_back
     assert not hub.state("a").connected
     assert probe.states == []  # never came up, so never reported down either
     assert "ConnectionRefused" in (hub.state("a").last_error or "")
+
+
+async def test_a_fragmented_message_is_read_through_the_queue_and_still_handled(
+    node: FakeNode,
+) -> None:
+    # Nodes send a head in one frame (handled inside data_received); a message split into
+    # fragments takes websockets' ordinary recv() path and must reach the tracker all the same.
+    probe = Probe()
+    hub = make_hub(node, probe)
+    async with running(hub):
+        await probe.until(lambda: hub.state("a").connected, "connected")
+        await node.send(notification(header(1)))
+        text = notification(header(2)).decode()
+        assert node.connection is not None
+        await node.connection.send([text[:40], text[40:90], text[90:]])  # three fragments
+        await node.send(notification(header(3)))
+        await probe.until(lambda: len(probe.tip_changes()) == 3, "three extensions")
+    assert hub.tracker.tip == Head(3, block_hash(3), block_hash(2))
+    assert hub.state("a").heads == 3
+
+
+async def test_a_consumer_that_raises_fails_the_hub_instead_of_being_swallowed(
+    node: FakeNode,
+) -> None:
+    # The consumer runs inside the connection's data_received; its exception must not vanish
+    # into websockets' protocol callback: the hub's task group fails with it (a bug is loud).
+    probe = Probe()
+
+    def consumer(events: list[Any], client: str, recv_ns: int, header: Any) -> None:
+        raise RuntimeError("consumer bug")
+
+    hub = HeadHub([("a", node.url)], on_events=consumer, hooks=probe)
+    task = asyncio.get_running_loop().create_task(hub.run())
+    try:
+        await probe.until(lambda: hub.state("a").connected, "connected")
+        await node.send(notification(header(1)))
+        async with asyncio.timeout(10):
+            with pytest.raises(ExceptionGroup) as failed:
+                await task
+        assert failed.group_contains(RuntimeError, match="consumer bug")
+    finally:
+        task.cancel()
