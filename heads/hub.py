@@ -5,12 +5,12 @@
         tg.create_task(hub.run())           # never returns; cancel it to stop
 
 Data flow (DESIGN.md §2): ``subscriber -> tracker -> (events) -> consumer``. Every frame is
-handled to the end synchronously inside the reading task: recorded, fed to the tracker, and the
-resulting events handed to ``on_events(events, client, recv_ns, header)`` before the next frame
-is read.
-There is no queue between the socket and the consumer, so a reorg reaction starts in the same
-turn of the event loop that read the head, and ``recv_ns`` (``time.perf_counter_ns()`` right after
-the frame left the socket) lets the consumer measure its reaction from there.
+handled to the end synchronously, inside the connection's ``data_received`` (see
+:mod:`heads.subscriber`): fed to the tracker, the resulting events handed to
+``on_events(events, client, recv_ns, header)``, then counted and recorded, before the next frame
+is looked at. There is no queue between the socket and the consumer, so a reorg reaction starts
+in the same event-loop callback that read the head's bytes, and ``recv_ns``
+(``time.perf_counter_ns()`` when they were read) lets the consumer measure its reaction from there.
 
 ``NeedAncestor`` requests are routed to the subscription of the client named in them (backfill by
 hash from the client that announced the head, never by number); the fetched block goes to
