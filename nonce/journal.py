@@ -6,15 +6,18 @@ Durability contract
   too. It is O(1) and never blocks: one ``deque.append``, which does not even wake the writer
   thread (a wake-up in the middle of a reaction would make the two threads trade the GIL). The
   writer wakes every ``linger`` seconds (default 2 ms), or at once on ``kick()``/``flush()``,
-  and commits whatever has accumulated as one transaction (group commit, in append order) with
-  ``synchronous=NORMAL``: a committed batch survives a crash of this process (``kill -9``), it may
-  be lost with the machine's power. Nothing on the reaction path waits for it; the tx manager
-  calls ``kick()`` once its reaction's last write is done.
+  and commits whatever has accumulated as one transaction (group commit; each table's rows in
+  append order, a record's state updates within the batch folded into its last one, see
+  ``schema.batch_statements``) with ``synchronous=NORMAL``: a committed batch survives a crash
+  of this process (``kill -9``), it may be lost with the machine's power. Nothing on the
+  reaction path waits for it; the tx manager calls ``kick()`` once its reaction's last write
+  is done.
 - ``await journal.flush()`` (asyncio) and ``journal.commit_now()`` (blocking, for start-up,
   shutdown and tests) return once everything appended before the call is committed *and fsynced*
   (that batch commits with ``synchronous=FULL``): durable against ``kill -9`` and power loss.
   The intent API awaits ``flush()`` after booking (and signing) an intent and before it answers:
-  an acknowledged intent is never lost. Concurrent flushes share one commit.
+  an acknowledged intent is never lost. Concurrent flushes share one commit, and flushes with
+  nothing new since an fsynced commit need none.
 - So after a crash the file holds every flushed entry, and a prefix of the entries appended after
   the last flush: batches are atomic and in order (an attempt never without its record), but the
   last milliseconds of state changes and re-signed attempts may be missing. ``recovery`` closes
@@ -39,7 +42,7 @@ from pathlib import Path
 from nonce.book import NonceBook
 from nonce.entries import Entry
 from nonce.errors import JournalClosed, JournalError
-from nonce.schema import SCHEMA, SCHEMA_VERSION, Statement, read_records, statements
+from nonce.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, batch_statements, read_records
 from nonce.state import TxRecord
 
 logger = logging.getLogger(__name__)
@@ -87,6 +90,7 @@ class SqliteJournal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._full = False
+        self._synced = False  # the last commit was fsynced: nothing written since awaits one
         self._thread = threading.Thread(target=self._run, name="nonce-journal", daemon=True)
         self._thread.start()
         # Bound methods, looked up once: append is on the reorg hot path.
@@ -182,74 +186,64 @@ class SqliteJournal:
                     logger.exception(
                         "journal %s: write failed, journal is now unhealthy", self.path
                     )
-            for barrier in barriers:
-                _resolve(barrier, self._error)
+            if barriers:
+                _resolve(barriers, self._error)
             if closing:
                 return
 
     def _write(self, entries: list[Entry], *, durable: bool) -> None:
         conn = self._conn
+        if not entries and self._synced:
+            return  # flushes with nothing new since an fsynced commit: already durable
+        groups = batch_statements(entries)
         if durable != self._full:
             conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             self._full = durable
         conn.execute("BEGIN")
         try:
-            for sql, rows in _grouped(entries):
-                if len(rows) == 1:
-                    conn.execute(sql, rows[0])
-                else:
-                    conn.executemany(sql, rows)
+            for sql, rows in groups:
+                conn.executemany(sql, rows)
             if not entries:  # a flush with nothing new: commit a write so the WAL gets fsynced
                 conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'flushes'")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._synced = durable
         self.committed_batches += 1
 
 
-def _grouped(entries: list[Entry]) -> list[tuple[str, list[tuple[object, ...]]]]:
-    """Runs of the same statement become one ``executemany``; order within a table is kept.
-
-    Consecutive entries of one kind touch each table in append order, so splitting a run's
-    statements per SQL text keeps every table's order (records, attempts, transitions are
-    independent tables; an UPDATE of a record follows its INSERT within the same run or later).
-    """
-    out: list[tuple[str, list[tuple[object, ...]]]] = []
-    run_kind: type | None = None
-    run: dict[str, list[tuple[object, ...]]] = {}
-    for entry in entries:
-        if type(entry) is not run_kind:
-            out.extend(run.items())
-            run = {}
-            run_kind = type(entry)
-        stmt: Statement
-        for stmt in statements(entry):
-            run.setdefault(stmt[0], []).append(stmt[1])
-    out.extend(run.items())
-    return out
-
-
-def _resolve(barrier: _Barrier, error: JournalError | None) -> None:
-    barrier.error = error
-    if barrier.event is not None:
-        barrier.event.set()
-        return
-    loop, future = barrier.loop, barrier.future
-    assert loop is not None and future is not None
-    try:
-        loop.call_soon_threadsafe(_settle, future, error)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
+def _resolve(barriers: list[_Barrier], error: JournalError | None) -> None:
+    # One call_soon_threadsafe per loop for the whole batch: each call writes the loop's
+    # self-pipe (a syscall here, a wake-up there), and a batch often holds dozens of flushes.
+    waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for barrier in barriers:
+        barrier.error = error
+        if barrier.event is not None:
+            barrier.event.set()
+            continue
+        loop, future = barrier.loop, barrier.future
+        assert loop is not None and future is not None
+        futures = waiting.get(loop)
+        if futures is None:
+            waiting[loop] = [future]
+        else:
+            futures.append(future)
+    for loop, futures in waiting.items():
+        try:
+            loop.call_soon_threadsafe(_settle, futures, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
 
-def _settle(future: asyncio.Future[None], error: JournalError | None) -> None:
-    if future.done():  # the flushing task was cancelled
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _settle(futures: list[asyncio.Future[None]], error: JournalError | None) -> None:
+    for future in futures:
+        if future.done():  # the flushing task was cancelled
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -264,6 +258,12 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('flushes', '0')")
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+    while version in MIGRATIONS:  # a journal written by earlier code: bring it up to date
+        version, sql = MIGRATIONS[version]
+        conn.executescript(
+            f"BEGIN; {sql} UPDATE meta SET value = '{version}' WHERE key = 'schema'; COMMIT;"
+        )
+        logger.info("journal %s: migrated to schema %s", path, version)
     if version != SCHEMA_VERSION:
         conn.close()
         raise sqlite3.DatabaseError(f"journal schema {version}, this code reads {SCHEMA_VERSION}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sqlite3
@@ -11,13 +12,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nonce.book import NonceBook
-from nonce.entries import AttemptAdded
-from nonce.errors import JournalClosed, JournalError
-from nonce.journal import SqliteJournal, load, open_book
+from nonce.entries import (
+    AttemptAdded,
+    Entry,
+    MemoryJournal,
+    RecordOpened,
+    SlotReleased,
+    StateChanged,
+)
+from nonce.errors import JournalClosed, JournalError, NonceError
+from nonce.journal import SqliteJournal, load, lookup, open_book
+from nonce.schema import SCHEMA, SCHEMA_VERSION, batch_statements, statements
 from nonce.state import AttemptReason, BlockRef, Intent, TxRecord, TxState
-from tests.nonce.factories import ALICE, BOB, TARGET, attempt, intent
+from tests.nonce.factories import ALICE, BOB, TARGET, attempt, intent, synced_book
 
 REPO = Path(__file__).resolve().parents[2]
 B1 = BlockRef(10, "0x" + "11" * 32)
@@ -205,3 +216,223 @@ def test_every_acknowledged_intent_survives_kill_9(tmp_path: Path, acks_before_k
         nonces = [r.nonce for r in book.records(sender)]
         assert nonces == list(range(len(nonces)))
         assert book.gaps(sender, chain_latest=0) == []
+
+
+# -- the batch writer: coalesced updates, same end state as the entry-by-entry path ----------
+
+OPS = ("accept", "sign", "broadcast", "include", "reorg", "finalize", "give_up", "noop", "resync")
+BLOCKS = [BlockRef(n, f"0x{n:064x}") for n in range(3)]
+
+
+def _entries(ops: list[tuple[str, int]]) -> list[Entry]:
+    """Drive a book through ``ops`` (invalid ones skipped) and return what it journaled."""
+    memory = MemoryJournal()
+    book = synced_book(memory)
+    for step, (op, i) in enumerate(ops):
+        now = float(step)
+        live = sorted((r for r in book.all_records() if not r.released), key=lambda r: r.nonce)
+        r = live[i % len(live)] if live else None
+        block = BLOCKS[i % len(BLOCKS)]
+        try:
+            if op == "accept":
+                book.accept(intent((ALICE, BOB)[i % 2]), now=now)
+            elif r is None:
+                continue
+            elif op == "sign":
+                book.add_attempt(r, attempt(r, at=now))
+                book.transition(r, TxState.SIGNED, reason="signed", now=now)
+            elif op == "broadcast":
+                book.transition(r, TxState.BROADCAST, reason="sent", now=now)
+            elif op == "include" and r.latest is not None:
+                book.mark_included(r.latest.hash, block, now=now)
+            elif op == "reorg":
+                book.on_reorg([block.hash], now=now)
+            elif op == "finalize":
+                book.finalize(block.hash, now=now)
+            elif op == "give_up":
+                book.transition(r, TxState.CANCELLED, reason="given up", now=now)
+            elif op == "noop" and not r.covers_nonce:
+                book.add_attempt(r, attempt(r, reason=AttemptReason.GAP_FILL, at=now))
+            elif op == "resync":
+                book.resync(r.sender, chain_latest=i % 3, chain_pending=i % 3, now=now)
+        except NonceError:
+            pass
+    return memory.entries
+
+
+def _tables(conn: sqlite3.Connection) -> list[list[tuple[object, ...]]]:
+    return [
+        conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+        for table in ("records", "attempts", "transitions")
+    ]
+
+
+def _fresh() -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(SCHEMA)
+    return conn
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 50)), max_size=60),
+    cuts=st.lists(st.integers(0, 200), max_size=8),
+)
+def test_batches_leave_the_tables_as_entry_by_entry_writes_do(
+    ops: list[tuple[str, int]], cuts: list[int]
+) -> None:
+    entries = _entries(ops)
+    slow, fast = _fresh(), _fresh()
+    for entry in entries:
+        for sql, params in statements(entry):
+            slow.execute(sql, params)
+    bounds = [0, *sorted(c for c in cuts if c < len(entries)), len(entries)]
+    for start, end in itertools.pairwise(bounds):
+        for sql, rows in batch_statements(entries[start:end]):
+            fast.executemany(sql, rows)
+    assert _tables(fast) == _tables(slow)
+
+
+def test_one_batch_of_many_changes_reloads_the_last_state_and_keeps_every_transition(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.db"
+    book, journal = open_book(path)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    before = book.accept(intent(id="before"), now=1.0)
+    journal.commit_now()  # its row is on disk: the changes below are UPDATEs of it
+    batches = journal.committed_batches
+    within = book.accept(intent(id="within"), now=2.0)  # opened and changed in one batch
+    for n, record in enumerate((before, within)):
+        a = attempt(record, at=3.0 + n)
+        book.add_attempt(record, a)
+        book.transition(record, TxState.SIGNED, reason="signed", now=3.0 + n)
+        book.transition(record, TxState.BROADCAST, reason="sent", now=4.0 + n)
+        book.mark_included(a.hash, B1, now=5.0 + n)
+    book.finalize(B1.hash, now=7.0)
+    journal.commit_now()
+    assert journal.committed_batches == batches + 1
+    journal.close()
+
+    assert _snapshot(load(path)) == _snapshot(list(book.all_records()))
+    conn = sqlite3.connect(path)
+    trail = conn.execute("SELECT record_id, old, new, at FROM transitions ORDER BY seq").fetchall()
+    conn.close()
+    assert trail == [
+        ("before", "pending", "signed", 3.0),
+        ("before", "signed", "broadcast", 4.0),
+        ("before", "broadcast", "included", 5.0),
+        ("within", "pending", "signed", 4.0),
+        ("within", "signed", "broadcast", 5.0),
+        ("within", "broadcast", "included", 6.0),
+        ("before", "included", "finalized", 7.0),
+        ("within", "included", "finalized", 7.0),
+    ]
+
+
+def test_a_release_and_a_state_change_in_one_batch_keep_the_later_time(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    book, journal = open_book(path)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    first = book.accept(intent(id="first"), now=1.0)
+    journal.commit_now()
+    book.transition(first, TxState.CANCELLED, reason="user", now=2.0)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=3.0)  # releases its nonce
+    second = book.accept(intent(id="second"), now=4.0)  # reuses nonce 0, same batch
+    book.transition(second, TxState.CANCELLED, reason="user", now=5.0)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=6.0)
+    journal.close()
+    records = {r.intent.id: r for r in load(path)}
+    assert (records["first"].released, records["first"].updated_at) == (True, 3.0)
+    assert (records["second"].released, records["second"].updated_at) == (True, 6.0)
+    assert records["second"].state is TxState.CANCELLED
+    assert _snapshot(list(records.values())) == _snapshot([first, second])
+
+
+# -- fsyncs: shared by concurrent flushes, skipped when nothing is new ------------------------
+
+
+async def test_a_burst_of_flushes_shares_a_few_commits(tmp_path: Path) -> None:
+    book, journal = open_book(tmp_path / "j.db")
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    await journal.flush()
+    before = journal.committed_batches
+
+    async def one(i: int) -> None:
+        book.accept(intent(id=f"i{i}"), now=i)
+        await journal.flush()
+
+    await asyncio.gather(*(one(i) for i in range(200)))
+    # Typically one commit; the bound leaves room for the writer taking the GIL mid-burst.
+    assert journal.committed_batches - before < 20
+    assert len(load(tmp_path / "j.db")) == 200
+    journal.close()
+
+
+def test_a_flush_after_an_fsynced_commit_with_nothing_new_commits_nothing(tmp_path: Path) -> None:
+    book, journal = open_book(tmp_path / "j.db")
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(intent(), now=1.0)
+    journal.commit_now()
+    batches = journal.committed_batches
+    journal.commit_now()
+    assert journal.committed_batches == batches
+
+
+# -- schema v1 (before attempts_slot) --------------------------------------------------------
+
+SCHEMA_V1_INDEXES = """
+CREATE INDEX records_slot ON records (sender, nonce);
+CREATE INDEX attempts_record ON attempts (record_id);
+"""
+
+
+def test_a_v1_journal_is_migrated_and_reloads_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    memory = MemoryJournal()
+    book = NonceBook(memory)
+    _populate(book)
+    # What the v1 code wrote: the same tables, its two indexes, one row per statement.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA.replace("CREATE INDEX IF NOT EXISTS attempts_slot", "-- "))
+    conn.executescript(SCHEMA_V1_INDEXES)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema', '1'), ('flushes', '0')")
+    for entry in memory.entries:
+        for sql, params in statements(entry):
+            conn.execute(sql, params)
+    conn.close()
+    assert _snapshot(load(path)) == _snapshot(list(book.all_records()))  # v1 reads as before
+
+    book2, journal = open_book(path)
+    assert _snapshot(list(book2.all_records())) == _snapshot(list(book.all_records()))
+    book2.resync(ALICE, chain_latest=3, chain_pending=3, now=6.0)
+    book2.accept(intent(id="after-migration"), now=6.0)
+    journal.close()
+    conn = sqlite3.connect(path)
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+    conn.close()
+    assert "attempts_slot" in indexes
+    assert not indexes & {"records_slot", "attempts_record"}
+    assert version == SCHEMA_VERSION
+    found, held = lookup(path, intent_id="big"), book.find_intent("big")
+    assert found is not None and held is not None
+    assert _snapshot([found]) == _snapshot([held])
+    assert [r.intent.id for r in load(path)][-1] == "after-migration"
+
+
+def test_a_change_after_a_release_in_one_batch_keeps_its_own_time() -> None:
+    """The book does not produce this order today; the batch writer must still not reorder it."""
+    opened = RecordOpened(intent(id="r"), 0, TxState.PENDING, 1.0)
+    released = SlotReleased("r", 2.0)
+    changed = StateChanged("r", TxState.PENDING, TxState.FAILED, "late", 3.0, None, None, False)
+    for head, tail in (([opened], [released, changed]), ([], [opened, released, changed])):
+        slow, fast = _fresh(), _fresh()
+        for entry in [*head, *tail]:
+            for sql, params in statements(entry):
+                slow.execute(sql, params)
+        for batch in (head, tail):
+            for sql, rows in batch_statements(batch):
+                fast.executemany(sql, rows)
+        assert _tables(fast) == _tables(slow)

@@ -61,3 +61,47 @@ def test_lookup_finds_an_evicted_record_by_id_or_key(tmp_path: Path) -> None:
     assert len(by_id.attempts) == 1
     assert lookup(path, intent_id="nope") is None
     assert lookup(path, key="nope") is None
+
+
+def test_lookup_keeps_apart_the_attempts_of_records_that_share_a_nonce(tmp_path: Path) -> None:
+    """Attempts are found by (nonce, record id): other senders' and released records' attempts
+    at the same nonce stay with their own records."""
+    from nonce import Attempt, AttemptReason
+
+    path = tmp_path / "j.db"
+    book, journal = open_book(path)
+    for sender in (ALICE, BOB):
+        book.resync(sender, chain_latest=0, chain_pending=0, now=0)
+
+    def booked(intent_id: str, sender: str, n: int) -> bytes:
+        intent = Intent(
+            id=intent_id, sender=sender, to=BOB, value=1, data=b"", gas=21_000,
+            max_fee_per_gas=2, max_priority_fee_per_gas=1, chain_id=1, key=f"k-{intent_id}",
+        )  # fmt: skip
+        record = book.accept(intent, now=n)
+        tx_hash = bytes([n]) * 32
+        book.add_attempt(
+            record,
+            Attempt(
+                b"\x02" + tx_hash, tx_hash, record.nonce, 2, 1, float(n), AttemptReason.INITIAL
+            ),
+        )
+        return tx_hash
+
+    alice, bob = booked("alice-0", ALICE, 1), booked("bob-0", BOB, 2)
+    released = book.accept(
+        Intent(id="gone", sender=BOB, to=ALICE, value=1, data=b"", gas=21_000,
+               max_fee_per_gas=2, max_priority_fee_per_gas=1, chain_id=1),
+        now=3,
+    )  # fmt: skip
+    book.transition(released, TxState.CANCELLED, reason="user", now=3)
+    book.resync(BOB, chain_latest=1, chain_pending=1, now=3)  # gives nonce 1 back: reused
+    again = booked("bob-1", BOB, 4)
+    journal.close()
+
+    for intent_id, tx_hash in (("alice-0", alice), ("bob-0", bob), ("bob-1", again)):
+        found = lookup(path, intent_id=intent_id)
+        assert found is not None and [a.hash for a in found.attempts] == [tx_hash]
+    gone = lookup(path, intent_id="gone")
+    assert gone is not None and gone.released and gone.attempts == []
+    assert [len(r.attempts) for r in load(path, settled_kept=0)] == [1, 1, 0, 1]
