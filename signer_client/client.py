@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -64,8 +65,22 @@ class _ConnectionLost(SignerUnavailable):
     """Internal: the connection died with the request in flight (safe to re-send)."""
 
 
+#: Most frames one coalesced ``write`` carries (see :meth:`_Connection.send`).
+COALESCE_FRAMES = 8
+
+
 class _Connection(asyncio.Protocol):
-    """One stream to the signer: writes frames, resolves reply futures by id."""
+    """One stream to the signer: writes frames, resolves reply futures by id.
+
+    Frames are coalesced per event-loop pass (:meth:`send`): the first frame of a pass is written
+    at once, so a lone request (a reorg reaction's re-sign) leaves exactly as before; frames sent
+    later in the same pass are queued and leave together in one ``write``, when
+    :data:`COALESCE_FRAMES` have gathered or at the start of the next pass. A ``send`` syscall on
+    a unix socket costs ~2 us (it also wakes the signer); joined, ~0.4 us a frame. The cap keeps
+    the signer busy while we are still building the rest of a burst: flushing a whole burst only
+    at the end of the pass left the two processes taking turns instead of working side by side
+    (measured: wall per sign up ~20% at 100 in flight, for no less CPU than batches of 8).
+    """
 
     def __init__(self, on_event: Callable[[str], None]) -> None:
         self.transport: asyncio.Transport | None = None
@@ -74,10 +89,32 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._on_event = on_event
         self._error: SignerError | None = None
+        # None: nothing written in this loop pass yet; a list: a flush is scheduled and frames
+        # sent meanwhile wait in it.
+        self._queued: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         set_nodelay(transport)
+
+    def send(self, frame: bytes) -> None:
+        """Write ``frame`` now if it is the first of this loop pass, else with the next flush."""
+        queued = self._queued
+        if queued is not None:
+            queued.append(frame)
+            if len(queued) >= COALESCE_FRAMES:
+                self._queued = []
+                self.transport.write(b"".join(queued))  # type: ignore[union-attr]
+            return
+        self.transport.write(frame)  # type: ignore[union-attr]
+        self._queued = []
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, None
+        # A closed connection's requests were failed with it and are re-sent on the next one.
+        if queued and not self.closed:
+            self.transport.write(queued[0] if len(queued) == 1 else b"".join(queued))  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -171,7 +208,11 @@ class SignerClient:
         self.attestation_policy = attestation
         self._emit: EventSink = on_event if on_event is not None else _ignore
         self._backoff_factory = backoff
-        self._slots = asyncio.Semaphore(max_in_flight)
+        # A request slot is a counter, not an ``asyncio.Semaphore``: ``async with`` a semaphore
+        # costs ~1.2 us per request even when free (two coroutines); see _acquire_slot.
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._conn: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -239,21 +280,15 @@ class SignerClient:
             # A TxFields built by hand with a negative or non-int quantity (dicts are checked).
             raise TxFieldError("tx", f"not encodable: {exc}") from exc
         params = {"sender": sender_hex, "payload": "0x" + payload.hex()}
-        state: list[bytes] = []
-
-        def while_waiting() -> None:
-            # Runs after the request is written: overlaps our hashing with the signer's work.
-            if not state:
-                state.append(keccak(payload))
-
         try:
-            result = await self._call("sign_transaction", params, while_waiting)
+            # keccak(payload) is computed once the request is written, while the signer works.
+            result, msg_hash = await self._call("sign_transaction", params, payload)
         except PolicyDenied:
             self._emit(SignerEvent.POLICY_DENIED)
             raise
         try:
             signed = self._verifier.verify(
-                fields, state[0], sender_bytes, result.get("raw"), result.get("hash"), body
+                fields, msg_hash, sender_bytes, result.get("raw"), result.get("hash"), body
             )
         except ReplyVerificationError:
             self._emit(SignerEvent.REPLY_INVALID)
@@ -275,27 +310,56 @@ class SignerClient:
         return known
 
     async def hello(self) -> SignerInfo:
-        return parse_hello(await self._call("hello", {}))
+        return parse_hello((await self._call("hello", {}))[0])
 
     async def audit_head(self) -> dict[str, Any]:
-        return await self._call("audit_head", {})
+        return (await self._call("audit_head", {}))[0]
 
     async def _call(
-        self, method: str, params: dict[str, Any], after_write: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
+        self, method: str, params: dict[str, Any], digest_of: bytes | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """``(result, keccak(digest_of))``; the hash is computed after the request is written."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        async with self._slots:
+        if self._in_flight < self._max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
+            await self._acquire_slot(loop)
+        try:
             while True:
                 conn = self._conn
                 if conn is None or conn.closed:
                     conn = await self._connected(deadline)
                 try:
-                    return await self._roundtrip(conn, method, params, deadline, after_write)
+                    return await self._roundtrip(conn, method, params, deadline, digest_of)
                 except _ConnectionLost:
                     if loop.time() >= deadline:
                         raise SignerTimeout(f"{method}: connection lost, no time left") from None
                     self._emit(SignerEvent.RETRY)
+        finally:
+            self._release_slot()
+
+    async def _acquire_slot(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait, first come first served, until a finishing request hands us its slot."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed a slot just as we were cancelled: pass it on
+            elif waiter in self._slot_waiters:  # (a release may have dropped it already)
+                self._slot_waiters.remove(waiter)
+            raise
+
+    def _release_slot(self) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes straight to the next caller
+                return
+        self._in_flight -= 1
 
     async def _roundtrip(
         self,
@@ -303,16 +367,16 @@ class SignerClient:
         method: str,
         params: dict[str, Any],
         deadline: float,
-        after_write: Callable[[], None] | None = None,
-    ) -> dict[str, Any]:
+        digest_of: bytes | None = None,
+    ) -> tuple[dict[str, Any], bytes]:
         loop = asyncio.get_running_loop()
         request_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         conn.pending[request_id] = fut
         frame = encode_frame({"id": request_id, "method": method, "params": params})
-        conn.transport.write(frame)  # type: ignore[union-attr]
-        if after_write is not None:
-            after_write()
+        conn.send(frame)
+        # Hashing here overlaps it with the signer's work instead of adding it to the latency.
+        digest = b"" if digest_of is None else keccak(digest_of)
         deadlines = self._deadlines
         deadlines[fut] = deadline
         if deadline < self._watch_at:
@@ -336,7 +400,7 @@ class SignerClient:
         if type(result) is not dict:
             self._emit(SignerEvent.PROTOCOL_ERROR)
             raise ProtocolError(f"{method}: reply has neither result object nor error")
-        return result
+        return result, digest
 
     # One timer for all requests in flight instead of one per request: arming and cancelling a
     # loop timer costs ~2 us per request, a dict entry ~0.1 us. It fires at the earliest deadline.
@@ -416,12 +480,12 @@ class SignerClient:
 
     async def _handshake(self, conn: _Connection, deadline: float) -> None:
         try:
-            hello_result = await self._roundtrip(conn, "hello", {}, deadline)
+            hello_result, _ = await self._roundtrip(conn, "hello", {}, deadline)
             info = parse_hello(hello_result)
             policy = self.attestation_policy
             if policy is not None:
                 nonce = os.urandom(32)
-                doc = await self._roundtrip(
+                doc, _ = await self._roundtrip(
                     conn, "attestation", {"nonce": "0x" + nonce.hex()}, deadline
                 )
                 document = doc.get("document")

@@ -1,12 +1,14 @@
 """A small in-process signer that misbehaves on demand, for the client's failure tests.
 
 Each ``sign_transaction`` request takes the next action from ``actions`` (``"ok"`` once they run
-out). Genuine signatures come from the real codec, so "ok" replies pass verification.
+out). Genuine signatures come from the real codec, so "ok" replies pass verification. ``"hold"``
+answers honestly but only when the test calls :meth:`FaultServer.release`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ class FaultServer:
         self.requests = 0
         self.connections = 0
         self.transports: list[asyncio.Transport] = []
+        self.held: list[tuple[dict[str, Any], asyncio.Transport]] = []
+        self._arrived = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
 
     async def __aenter__(self) -> FaultServer:
@@ -59,9 +63,31 @@ class FaultServer:
             transport.write(encode_frame({"id": request_id, "result": HELLO}))
             return
         self.requests += 1
+        self._arrived.set()
         action = self.actions.pop(0) if self.actions else "ok"
         if action == "stall":
             return
+        if action == "hold":
+            self.held.append((message, transport))
+            return
+        self._answer(message, transport, action)
+
+    async def until(self, condition: Callable[[], bool], seconds: float = 2.0) -> None:
+        """Wait, request by request, until ``condition()`` holds (no polling)."""
+        async with asyncio.timeout(seconds):
+            while not condition():
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def release(self, count: int | None = None) -> None:
+        """Answer the first ``count`` held requests (all when ``None``), honestly."""
+        count = len(self.held) if count is None else count
+        released, self.held = self.held[:count], self.held[count:]
+        for message, transport in released:
+            self._answer(message, transport, "ok")
+
+    def _answer(self, message: dict[str, Any], transport: asyncio.Transport, action: str) -> None:
+        request_id = message["id"]
         if action == "die":
             transport.abort()
             return
