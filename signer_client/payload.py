@@ -144,16 +144,35 @@ def split_signed(raw: bytes, f: TxFields, body: bytes) -> tuple[int, int, int] |
     Never raises; the caller explains a ``None`` with the slow path (``decode_raw`` + compare).
     """
     n = len(raw)
+    tx_type = f.type
     try:
-        if f.type == 0:
+        if tx_type == 0:
             start, stop = list_at(raw, 0, n)
         else:
-            if raw[0] != f.type:
+            if raw[0] != tx_type:
                 return None
             start, stop = list_at(raw, 1, n)
         pos = start + len(body)
         if stop != n or raw[start:pos] != body:
             return None
+        if (
+            tx_type
+            and stop - pos == 67
+            and (raw[pos] == 0x80 or raw[pos] == 0x01)
+            and raw[pos + 1] == 0xA0
+            and raw[pos + 2]
+            and raw[pos + 34] == 0xA0
+            and raw[pos + 35]
+        ):
+            # The shape of all but ~1 in 85 signatures: yParity as one byte (0x80 is 0, 0x01 is
+            # 1), then r and s as 32-byte strings without a leading zero byte, which is their one
+            # canonical encoding. Read in place: half the cost of three item parses. Any other
+            # shape (a short r or s, a legacy v) takes the general path below.
+            return (
+                raw[pos] & 1,
+                _from_bytes(raw[pos + 2 : pos + 34], "big"),
+                _from_bytes(raw[pos + 35 : stop], "big"),
+            )
         v, pos = _uint_at(raw, pos, stop, "v", _ANY)
         r, pos = _uint_at(raw, pos, stop, "r", _ANY)
         s, pos = _uint_at(raw, pos, stop, "s", _ANY)
@@ -161,7 +180,7 @@ def split_signed(raw: bytes, f: TxFields, body: bytes) -> tuple[int, int, int] |
         return None
     if pos != stop:
         return None
-    if f.type == 0:
+    if tx_type == 0:
         v -= 27 if f.chain_id is None else f.chain_id * 2 + 35
     if v != 0 and v != 1:
         return None

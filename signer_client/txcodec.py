@@ -284,29 +284,35 @@ def _encode_access_list(access_list: AccessList) -> bytes:
 
 def body_items(f: TxFields) -> bytes:
     """The encoded list items every signing payload and raw encoding share."""
-    to = f.to
-    tail = [
-        encode_int(f.gas),
-        b"\x94" + to if to else b"\x80",
-        encode_int(f.value),
-        encode_bytes(f.data),
-    ]
-    if f.type == 2:
+    # One tuple unpack instead of a property call per field, one join of a flat tuple: this runs
+    # on every sign request and every reply check.
+    tx_type, chain_id, nonce, gas, to, value, data, gas_price, max_fee, tip, access_list = f
+    to_item = b"\x94" + to if to else b"\x80"
+    access = b"\xc0" if not access_list else _encode_access_list(access_list)
+    if tx_type == 2:
         return b"".join(
-            [
-                encode_int(f.chain_id),  # type: ignore[arg-type]
-                encode_int(f.nonce),
-                encode_int(f.max_priority_fee_per_gas),  # type: ignore[arg-type]
-                encode_int(f.max_fee_per_gas),  # type: ignore[arg-type]
-                *tail,
-                _encode_access_list(f.access_list),
-            ]
+            (
+                encode_int(chain_id),  # type: ignore[arg-type]
+                encode_int(nonce),
+                encode_int(tip),  # type: ignore[arg-type]
+                encode_int(max_fee),  # type: ignore[arg-type]
+                encode_int(gas),
+                to_item,
+                encode_int(value),
+                encode_bytes(data),
+                access,
+            )
         )
-    head = [encode_int(f.nonce), encode_int(f.gas_price), *tail]  # type: ignore[arg-type]
-    if f.type == 1:
-        return b"".join(
-            [encode_int(f.chain_id), *head, _encode_access_list(f.access_list)]  # type: ignore[arg-type]
-        )
+    head = (
+        encode_int(nonce),
+        encode_int(gas_price),  # type: ignore[arg-type]
+        encode_int(gas),
+        to_item,
+        encode_int(value),
+        encode_bytes(data),
+    )
+    if tx_type == 1:
+        return encode_int(chain_id) + b"".join(head) + access  # type: ignore[arg-type]
     return b"".join(head)
 
 

@@ -93,6 +93,43 @@ def test_every_tampering_is_refused_with_its_check(
     assert check(request_fields, tamper(request_fields, honest), body=body) == expected
 
 
+@pytest.mark.parametrize("request_fields", [REQUEST, LEGACY], ids=["1559", "legacy"])
+@pytest.mark.parametrize(("name", "tamper", "expected"), TAMPERINGS, ids=[t[0] for t in TAMPERINGS])
+def test_every_tampering_is_refused_once_the_senders_key_is_cached_too(
+    request_fields: TxFields, name: str, tamper: Tamper, expected: str
+) -> None:
+    """After a good reply the sender's public key is cached (no keccak of the recovered key):
+    the comparison against the cached key must refuse exactly what the first check refuses."""
+    verifier = ReplyVerifier()
+    msg_hash = signing_hash(request_fields)
+    honest = KEY.sign(request_fields).raw
+    verifier.verify(request_fields, msg_hash, KEY.address_bytes, "0x" + honest.hex(), None)
+    with pytest.raises(ReplyVerificationError) as info:
+        verifier.verify(
+            request_fields,
+            msg_hash,
+            KEY.address_bytes,
+            "0x" + tamper(request_fields, honest).hex(),
+            None,
+            body_items(request_fields),
+        )
+    assert info.value.check == expected
+    # and the cache still holds the right key: the honest reply passes again
+    verifier.verify(request_fields, msg_hash, KEY.address_bytes, "0x" + honest.hex(), None)
+
+
+def test_a_reply_by_another_key_is_refused_for_a_sender_whose_key_is_cached() -> None:
+    verifier = ReplyVerifier()
+    other = LocalKey(OTHER_KEY)
+    for signer in (KEY, other):  # both keys cached, each for its own address
+        signed = signer.sign(REQUEST)
+        verifier.verify(REQUEST, signing_hash(REQUEST), signer.address_bytes, signed.raw_hex, None)
+    with pytest.raises(ReplyVerificationError) as info:
+        verifier.verify(REQUEST, signing_hash(REQUEST), KEY.address_bytes,
+                        other.sign(REQUEST).raw_hex, None)  # fmt: skip
+    assert info.value.check == "sender"
+
+
 def test_a_non_canonical_signature_encoding_is_refused() -> None:
     honest = KEY.sign(REQUEST).raw
     d = decode_raw(honest)

@@ -172,6 +172,65 @@ def test_split_signed_accepts_a_tampered_raw_only_if_it_is_still_exactly_the_req
     assert decode_raw(tampered).fields == f
 
 
+_R = int.from_bytes(b"\x5a" * 32, "big")
+_S = int.from_bytes(b"\x3c" * 32, "big")
+
+
+@pytest.mark.parametrize("tx_type", [0, 1, 2])
+@pytest.mark.parametrize("y", [0, 1])
+@pytest.mark.parametrize(
+    ("r", "s"),
+    [(_R, _S), (_R >> 8, _S), (_R, _S >> 8), (_R >> 200, _S >> 16), (1, 1)],
+    ids=["32-byte r and s", "short r", "short s", "both short", "one-byte r and s"],
+)
+def test_split_signed_reads_every_signature_shape_as_the_strict_decoder_does(
+    tx_type: int, y: int, r: int, s: int
+) -> None:
+    """The in-place read of the common shape and the item-by-item path agree on every shape."""
+    f = (
+        fields(type=tx_type)
+        if tx_type == 2
+        else fields(
+            type=tx_type, gas_price=10**9, max_fee_per_gas=None, max_priority_fee_per_gas=None
+        )
+    )
+    body = body_items(f)
+    raw = encode_signed(f, y, r.to_bytes(32, "big"), s.to_bytes(32, "big"), body)
+    decoded = decode_raw(raw)
+    assert split_signed(raw, f, body) == (decoded.y_parity, decoded.r, decoded.s) == (y, r, s)
+
+
+def _sig_tail(y_item: bytes, r_item: bytes, s_item: bytes) -> bytes:
+    body = body_items(fields())
+    payload = body + y_item + r_item + s_item
+    return b"\x02" + encode_list_payload(payload)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (_sig_tail(b"\x00", b"\xa0" + b"\x5a" * 32, b"\xa0" + b"\x3c" * 32), "yParity as 0x00"),
+        (_sig_tail(b"\x02", b"\xa0" + b"\x5a" * 32, b"\xa0" + b"\x3c" * 32), "yParity 2"),
+        (_sig_tail(b"\x81\x01", b"\x9f" + b"\x5a" * 31, b"\xa0" + b"\x3c" * 32), "wrapped 1"),
+        (
+            _sig_tail(b"\x80", b"\xa0\x00" + b"\x5a" * 31, b"\xa0" + b"\x3c" * 32),
+            "32-byte r with a leading zero",
+        ),
+        (
+            _sig_tail(b"\x01", b"\xa0" + b"\x5a" * 32, b"\xa0\x00" + b"\x3c" * 31),
+            "32-byte s with a leading zero",
+        ),
+        (
+            _sig_tail(b"\x01", b"\xa0" + b"\x5a" * 32, b"\xa0" + b"\x3c" * 32 + b"\x80"),
+            "an item after s",
+        ),
+        (_sig_tail(b"\x01", b"\xb8\x20" + b"\x5a" * 32, b"\x9f" + b"\x3c" * 31), "long-form r"),
+    ],
+)
+def test_split_signed_refuses_non_canonical_signature_items(raw: bytes, why: str) -> None:
+    assert split_signed(raw, fields(), body_items(fields())) is None
+
+
 def test_split_signed_refuses_a_legacy_v_for_another_chain() -> None:
     f = tx_from_dict({"chainId": 1, "nonce": 0, "gas": 21000, "gasPrice": 1, "to": "0x" + TO.hex()})
     raw = KEY.sign(f).raw
