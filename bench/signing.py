@@ -9,6 +9,9 @@
   reorg reaction finds the signer: idle). Peer: eth-account signing in-process, no enclave at all.
   A last row is the floor: two uvloop processes echoing a 300-byte frame, i.e. what the two
   process wake-ups of any round trip cost on this machine.
+* client CPU per verified sign under load: bursts of 100 requests in flight on one connection
+  (what the service's main thread spends per signature at intent throughput: building, framing,
+  the coalesced writes, reply parsing and the full verification, secp256k1 recovery included).
 * build + sign a 1559 tx (dict -> raw bytes) vs eth-account ``Account.sign_transaction``, bytes
   asserted identical.
 
@@ -198,6 +201,7 @@ def bench_round_trip(n: int) -> list[dict[str, Any]]:
         proc, url = _start_enclave(tmp)
         try:
             back_to_back, isolated = _run_loop(_client_loop(url, n))
+            burst = _run_loop(_burst_loop(url, max(20, n // 25)))
         finally:
             _stop(proc)
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,6 +223,8 @@ def bench_round_trip(n: int) -> list[dict[str, Any]]:
         _row("floor: uvloop echo of a 300-byte frame between two processes, unix socket", floor,
              "our verified round trip, back to back", back_to_back[0],
              "(what the two wake-ups cost here)"),
+        _row("client CPU per verified sign, bursts of 100 in flight (per-burst CPU / 100)", burst,
+             "eth-account sign_transaction in-process", peer[0], "(informational)"),
     ]  # fmt: skip
 
 
@@ -249,6 +255,26 @@ async def _client_loop(url: str, n: int) -> tuple[tuple[float, float], tuple[flo
             await client.sign_transaction(requests[i], SENDER)
             isolated.append(clock() - t0)
     return _percentiles(samples), _percentiles(isolated)
+
+
+async def _burst_loop(url: str, bursts: int, size: int = 100) -> tuple[float, float]:
+    """Client CPU (``process_time``) per sign, one sample per burst of ``size`` concurrent signs."""
+    async with await SignerClient.connect(url) as client:
+        nonces = iter(range(10**6, 2 * 10**6))
+
+        async def burst() -> None:
+            await asyncio.gather(
+                *(client.sign_transaction(tx(next(nonces)), SENDER) for _ in range(size))
+            )
+
+        for _ in range(3):  # warm up
+            await burst()
+        samples = []
+        for _ in range(bursts):
+            t0 = time.process_time_ns()
+            await burst()
+            samples.append((time.process_time_ns() - t0) // size)
+    return _percentiles(samples)
 
 
 class _Echo(asyncio.Protocol):
