@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -147,6 +148,16 @@ def parse_access_list(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(entries)
 
 
+def _new_intent_id() -> str:
+    """32 hex digits: the time in µs (14 digits), then 72 random bits.
+
+    Time-ordered like UUIDv7, so journal rows keyed by id land next to each other in SQLite's
+    B-tree (random ids cost the journal writer 15-25% more CPU, bench/journal.py); 72 random
+    bits per µs keep ids unique and unguessable across restarts and processes.
+    """
+    return f"{time.time_ns() // 1000:014x}{os.urandom(9).hex()}"
+
+
 def parse_intent(
     params: Any,
     defaults: IntentDefaults,
@@ -225,7 +236,7 @@ def parse_intent(
         raise ParamError("accessList", "a legacy (type 0) transaction has no access list")
     try:
         return Intent(
-            id=intent_id or os.urandom(16).hex(),  # 128 random bits, as uuid4 but cheaper
+            id=intent_id or _new_intent_id(),
             sender=sender,
             to=to,
             value=value,

@@ -907,3 +907,16 @@ async def test_one_connection_pipelines_intents_and_keeps_their_nonces_in_sendin
             answers.append(orjson.loads(await ws.recv()))
     by_id = {a["id"]: a["result"] for a in answers}
     assert [int(by_id[n]["nonce"], 16) for n in range(8)] == list(range(8))
+
+
+async def test_intent_ids_are_32_hex_digits_unique_and_in_time_order() -> None:
+    # Time-ordered ids keep the journal's id-keyed rows together (see intents._new_intent_id).
+    api = make_api()
+    client = conn(api)
+    ids = []
+    for n in range(50):
+        reply = await call(api, request("broadcaster_sendIntent", INTENT, id=n), client)
+        ids.append(reply["result"]["id"])
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert len(set(ids)) == 50
+    assert [i[:14] for i in ids] == sorted(i[:14] for i in ids)
