@@ -130,6 +130,41 @@ def _thread_cpu(journal: SqliteJournal) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(ident))
 
 
+class _Meter:
+    """The writer thread's counters at the start of a measurement; :meth:`result` at its end."""
+
+    def __init__(self, journal: SqliteJournal) -> None:
+        self.journal = journal
+        self.batches, self.cpu = journal.committed_batches, _thread_cpu(journal)
+        self.user, self.sys = _user_sys(journal)
+        self.t0 = time.perf_counter()
+        self.end: tuple[float, float, float, float, int] | None = None
+
+    def stop(self) -> None:
+        """Read the counters (before the journal closes)."""
+        journal = self.journal
+        user, sys_ = _user_sys(journal)
+        elapsed = time.perf_counter() - self.t0
+        self.end = (elapsed, _thread_cpu(journal) - self.cpu, user - self.user, sys_ - self.sys,
+                    journal.committed_batches - self.batches)  # fmt: skip
+
+    def result(self, intents: int, flushes: int, latencies: list[float]) -> Result:
+        assert self.end is not None, "stop() first"
+        seconds, cpu, user, sys_, commits = self.end
+        latencies.sort()
+        return Result(
+            intents=intents,
+            seconds=seconds,
+            writer_cpu_s=cpu,
+            user_s=user,
+            sys_s=sys_,
+            commits=commits,
+            flushes=flushes,
+            flush_p50_ms=statistics.median(latencies) * 1e3,
+            flush_p99_ms=latencies[int(len(latencies) * 0.99)] * 1e3,
+        )
+
+
 async def run(path: Path, intents: int, rate: float, mode: str, warm: int) -> Result:
     journal, entries = _prepare(path, intents, warm)
     append, flush = journal.append, journal.flush
@@ -153,8 +188,8 @@ async def run(path: Path, intents: int, rate: float, mode: str, warm: int) -> Re
             append(sent)
 
     try:
-        batches0, cpu0, t0 = journal.committed_batches, _thread_cpu(journal), clock()
-        user0, sys0 = _user_sys(journal)
+        meter = _Meter(journal)
+        t0 = meter.t0
         async with asyncio.TaskGroup() as tg:
             if rate <= 0:
                 for e in entries:
@@ -168,24 +203,10 @@ async def run(path: Path, intents: int, rate: float, mode: str, warm: int) -> Re
                     started = due
                     await asyncio.sleep(0.001)
         await flush()  # the last follow-ups, so every intent's four entries are counted
-        seconds = clock() - t0
-        cpu = _thread_cpu(journal) - cpu0
-        user1, sys1 = _user_sys(journal)
-        commits = journal.committed_batches - batches0
+        meter.stop()
     finally:
         journal.close()
-    latencies.sort()
-    return Result(
-        intents=intents,
-        seconds=seconds,
-        writer_cpu_s=cpu,
-        user_s=user1 - user0,
-        sys_s=sys1 - sys0,
-        commits=commits,
-        flushes=intents + 1,
-        flush_p50_ms=statistics.median(latencies) * 1e3,
-        flush_p99_ms=latencies[int(len(latencies) * 0.99)] * 1e3,
-    )
+    return meter.result(intents, intents + 1, latencies)
 
 
 def run_fixed(path: Path, intents: int, per_commit: int, warm: int) -> Result:
@@ -196,8 +217,7 @@ def run_fixed(path: Path, intents: int, per_commit: int, warm: int) -> Result:
     clock = time.perf_counter
     latencies: list[float] = []
     try:
-        batches0, cpu0, t0 = journal.committed_batches, _thread_cpu(journal), clock()
-        user0, sys0 = _user_sys(journal)
+        meter = _Meter(journal)
         previous: list[Entries] = []
         for start in range(0, intents + per_commit, per_commit):
             chunk = entries[start : start + per_commit]
@@ -211,24 +231,10 @@ def run_fixed(path: Path, intents: int, per_commit: int, warm: int) -> Result:
             journal.commit_now()
             latencies.append(clock() - t1)
             previous = chunk
-        seconds = clock() - t0
-        cpu = _thread_cpu(journal) - cpu0
-        user1, sys1 = _user_sys(journal)
-        commits = journal.committed_batches - batches0
+        meter.stop()
     finally:
         journal.close()
-    latencies.sort()
-    return Result(
-        intents=intents,
-        seconds=seconds,
-        writer_cpu_s=cpu,
-        user_s=user1 - user0,
-        sys_s=sys1 - sys0,
-        commits=commits,
-        flushes=len(latencies),
-        flush_p50_ms=statistics.median(latencies) * 1e3,
-        flush_p99_ms=latencies[int(len(latencies) * 0.99)] * 1e3,
-    )
+    return meter.result(intents, len(latencies), latencies)
 
 
 def main() -> None:
