@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from heads.connection import FrameBoundaries
 from heads.events import Extension, Head
 from heads.hub import HeadHub
 from heads.recording import Recorder, iter_recording
 from heads.subscriber import (
-    FrameBoundaries,
     HeadFrame,
     InvalidFrame,
     ResponseFrame,
