@@ -193,14 +193,7 @@ class FanOut:
         # write of a reorg reaction does not wait behind the other lanes' bookkeeping.
         written: list[Sent] = []
         for lane in self._lanes:
-            job = Job(raw_hex, tx_hash, context)
-            if lane.idle():
-                lane.stats.fast_writes += 1
-                sent = lane.send_one(job)
-                if sent is not None:
-                    written.append(sent)
-            else:
-                lane.enqueue(job)
+            lane.offer(Job(raw_hex, tx_hash, context), written)
         for lane, rid, entry in written:
             lane.after_write(rid, entry)
 

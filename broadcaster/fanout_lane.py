@@ -96,13 +96,17 @@ class Lane:
         self.queue.append(job)
         self.wake.set()
 
-    def offer(self, job: Job) -> None:
+    def offer(self, job: Job, written: list[Sent] | None = None) -> None:
+        """Write ``job`` now if the lane is idle, else queue it. A write is reported at once,
+        or appended to ``written`` for the caller to report after every lane has written."""
         if self.idle():
             self.stats.fast_writes += 1
             sent = self.send_one(job)
             if sent is not None:
-                _, rid, entry = sent
-                self.after_write(rid, entry)
+                if written is None:
+                    self.after_write(sent[1], sent[2])
+                else:
+                    written.append(sent)
         else:
             self.enqueue(job)
 
