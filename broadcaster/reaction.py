@@ -174,16 +174,7 @@ class ChainReactions(TxCore):
         noop = (record.has_noop or latest.is_noop) and not record.intent.noop
         signed = await self._sign(record, fees, noop=noop)
         if signed is not None and record.latest is latest and record.state is _S.INCLUDED:
-            attempt = Attempt(
-                raw=signed.raw,
-                hash=signed.hash,
-                nonce=record.nonce,
-                max_fee_per_gas=fees.max_fee_per_gas,
-                max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
-                signed_at=self._clock(),
-                reason=AttemptReason.REORG,
-                replaces=latest.hash,
-            )
+            attempt = self._signed_attempt(record, signed, fees, AttemptReason.REORG)
             # Good while maxFeePerGas >= 2 * baseFee + tip still holds (nonce.fees' floor).
             max_base_fee = (
                 fees.max_fee_per_gas - fees.max_priority_fee_per_gas

@@ -333,11 +333,12 @@ class TxCore:
         self.observer.signed((self._clock_ns() - started) / 1e9)
         return signed
 
-    def _record_attempt(
+    def _signed_attempt(
         self, record: TxRecord, signed: SignedTx, fees: Fees, reason: AttemptReason
     ) -> Attempt:
+        """The attempt ``signed`` makes at ``record``'s nonce, replacing its latest one."""
         previous = record.latest
-        attempt = Attempt(
+        return Attempt(
             raw=signed.raw,
             hash=signed.hash,
             nonce=record.nonce,
@@ -347,6 +348,11 @@ class TxCore:
             reason=reason,
             replaces=previous.hash if previous is not None else None,
         )
+
+    def _record_attempt(
+        self, record: TxRecord, signed: SignedTx, fees: Fees, reason: AttemptReason
+    ) -> Attempt:
+        attempt = self._signed_attempt(record, signed, fees, reason)
         self.book.add_attempt(record, attempt)
         return attempt
 
