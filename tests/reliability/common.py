@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from broadcaster.check_config import render_config
+from broadcaster.client import GWEI, BroadcasterClient
 from broadcaster.config import load_config
 from broadcaster.devnet import DEV_ADDRESS, AnvilNode, free_port
 from broadcaster.service import Service
@@ -34,6 +35,24 @@ from tests.e2e.support import CutProxy, mined_by_nonce
 
 TOKEN = "reliability-token"
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+async def send_valued(
+    api: BroadcasterClient, values: list[int], ids: list[str], base: int
+) -> dict[str, Any]:
+    """Submit a transfer to RECIPIENT whose value (``base`` + its index) names it on chain;
+    the value and the intent id are appended to ``values`` and ``ids``."""
+    value = base + len(values)
+    values.append(value)
+    answer = await api.send_intent(
+        to=RECIPIENT,
+        value=value,
+        gas=21_000,
+        max_fee_per_gas=3 * GWEI,
+        max_priority_fee_per_gas=GWEI,
+    )
+    ids.append(answer["id"])
+    return answer
 
 
 def knob(name: str, default: int) -> int:

@@ -20,17 +20,17 @@ import re
 from pathlib import Path
 
 from broadcaster.chain import ChainReader
-from broadcaster.client import GWEI, BroadcasterClient
+from broadcaster.client import BroadcasterClient
 from broadcaster.devnet import start_anvil, start_enclave
 from broadcaster.rpc_errors import MESSAGE_RULES
 from tests.reliability.common import (
-    RECIPIENT,
     TOKEN,
     ChaosProxy,
     assert_exactly_once,
     knob,
     report,
     running_service,
+    send_valued,
     service_config,
     until,
 )
@@ -87,16 +87,7 @@ async def test_faulty_and_lying_endpoints_are_routed_around_and_counted(tmp_path
             while len(values) < INTENTS or (
                 len(set(txpool.served)) < len(MESSAGE_RULES) and len(values) < 400
             ):
-                value = 70_000 + len(values)
-                values.append(value)
-                answer = await api.send_intent(
-                    to=RECIPIENT,
-                    value=value,
-                    gas=21_000,
-                    max_fee_per_gas=3 * GWEI,
-                    max_priority_fee_per_gas=GWEI,
-                )
-                ids.append(answer["id"])
+                await send_valued(api, values, ids, 70_000)
                 await until(lambda: len(txpool.raws) >= len(values), "the txpool endpoint asked")
 
             async def all_included() -> bool:

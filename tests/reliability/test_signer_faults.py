@@ -24,17 +24,17 @@ from typing import Any
 
 from eth_account import Account
 
-from broadcaster.client import GWEI, BroadcasterClient
+from broadcaster.client import BroadcasterClient
 from broadcaster.devnet import DEV_ADDRESS, start_anvil
 from signer_client.txcodec import decode_raw
 from tests.reliability.common import (
-    RECIPIENT,
     TOKEN,
     assert_exactly_once,
     knob,
     report,
     running_service,
     seed,
+    send_valued,
     service_config,
     until,
 )
@@ -107,16 +107,7 @@ async def test_signer_faults_never_lose_an_intent_nor_broadcast_an_unverified_tx
             ):
 
                 async def send() -> dict[str, Any]:
-                    value = 50_000 + len(values)
-                    values.append(value)
-                    answer = await api.send_intent(
-                        to=RECIPIENT,
-                        value=value,
-                        gas=21_000,
-                        max_fee_per_gas=3 * GWEI,
-                        max_priority_fee_per_gas=GWEI,
-                    )
-                    ids.append(answer["id"])
+                    answer = await send_valued(api, values, ids, 50_000)
                     answers[answer["status"]] = answers.get(answer["status"], 0) + 1
                     assert answer["status"] != "failed", answer
                     return answer

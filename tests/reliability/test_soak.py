@@ -19,12 +19,18 @@ from pathlib import Path
 
 import aiohttp
 
-from broadcaster.client import GWEI, BroadcasterClient
+from broadcaster.client import BroadcasterClient
 from broadcaster.devnet import DEV_ADDRESS, start_anvil, start_enclave
 from broadcaster.devstack import TOKEN, write_config
 from tests.e2e.service_process import service_process
 from tests.e2e.test_crash_recovery import wait_all_included
-from tests.reliability.common import RECIPIENT, assert_exactly_once, knob, report, seed
+from tests.reliability.common import (
+    assert_exactly_once,
+    knob,
+    report,
+    seed,
+    send_valued,
+)
 
 SECONDS = knob("RELIABILITY_SOAK_SECONDS", 45)
 RSS_ALLOWANCE = 16 << 20  # bytes: allocator noise, caches filling once
@@ -61,16 +67,7 @@ async def test_memory_and_task_count_stay_flat_under_steady_intents_and_reorgs(
 
                 async def intents() -> None:
                     while loop.time() - start < SECONDS:
-                        value = 10_000 + len(values)
-                        values.append(value)
-                        answer = await api.send_intent(
-                            to=RECIPIENT,
-                            value=value,
-                            gas=21_000,
-                            max_fee_per_gas=3 * GWEI,
-                            max_priority_fee_per_gas=GWEI,
-                        )
-                        ids.append(answer["id"])
+                        await send_valued(api, values, ids, 10_000)
                         await asyncio.sleep(0.1)  # the offered load: 10 intents/s
 
                 async def chain() -> None:
