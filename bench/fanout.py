@@ -25,9 +25,9 @@ from contextlib import ExitStack
 import aiohttp
 from eth_account import Account
 
-from broadcaster.fanout import BroadcastResult, Endpoint, FanOut, Written
-from broadcaster.rpc_errors import ErrorKind
-from broadcaster.rpc_transport import encode_send_raw
+from broadcaster.rpc.error_table import ErrorKind
+from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, Written
+from broadcaster.rpc.transport.base import encode_send_raw
 from tests.anvil import DEV_ADDRESS, DEV_KEY, running_anvil
 
 

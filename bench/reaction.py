@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.harness import Harness
 from bench.service import RunningService, reaction_lines, running_broadcaster
-from broadcaster.client import GWEI, BroadcasterClient
+from broadcaster.api.client import GWEI, BroadcasterClient
 
 __all__ = ["BroadcasterImpl", "Impl", "PeerImpl", "ReactionResult", "run_reaction"]
 

@@ -1,6 +1,6 @@
 """Run the real broadcaster against the harness: the enclave app + ``broadcaster run --config``.
 
-The config is rendered with :func:`broadcaster.check_config.render_config` (clients = the
+The config is rendered with :func:`broadcaster.settings.render_config` (clients = the
 harness websocket, rpcs = its 3 endpoints, signer = the enclave app over a unix socket, journal
 in a temp dir). The service's log (stderr) goes to a file: the in-process reaction figure is
 parsed from its ``reorg reaction: N tx re-signed and rebroadcast in X µs`` lines afterwards,
@@ -21,9 +21,9 @@ from websockets.exceptions import WebSocketException
 
 from bench.harness import CHAIN_ID, Harness
 from bench.peers.common import ADDRESS
-from broadcaster.check_config import render_config
-from broadcaster.client import BroadcasterClient
-from broadcaster.devnet import free_port, start_enclave
+from broadcaster.api.client import BroadcasterClient
+from broadcaster.dev.anvil import free_port, start_enclave
+from broadcaster.settings import render_config
 
 __all__ = ["RunningService", "reaction_lines", "running_broadcaster"]
 

@@ -1,5 +1,5 @@
 import sys
 
-from broadcaster.cli import main
+from broadcaster.cli.main import main
 
 sys.exit(main())

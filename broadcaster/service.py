@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from broadcaster.api import ApiLimits, IntentApi
-from broadcaster.chain import ChainReader, ChainReadError
-from broadcaster.config import Config
-from broadcaster.fanout import BroadcastResult, Endpoint, FanOut
+from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
-from broadcaster.rpc_errors import ErrorKind
+from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
+from broadcaster.rpc.error_table import ErrorKind
+from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut
 from broadcaster.scheduling import apply_slice
-from broadcaster.txmanager import FeePolicy, TxManager, TxObserver
+from broadcaster.settings import Config
+from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
 from heads.events import DeepReorg, Event, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions

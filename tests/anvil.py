@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from broadcaster.devnet import DEV_ADDRESS, DEV_KEY, find_anvil, free_port
+from broadcaster.dev.anvil import DEV_ADDRESS, DEV_KEY, find_anvil, free_port
 
 __all__ = [
     "DEV_ADDRESS",

@@ -36,10 +36,10 @@ if _TRACE and "run" in sys.argv:
 
         setattr(owner, name, traced)
 
-    import broadcaster.fanout as fanout
-    import broadcaster.reaction as reaction
-    import broadcaster.rpc_transport_http as http
-    import broadcaster.txmanager as txmanager
+    import broadcaster.rpc.fanout as fanout
+    import broadcaster.rpc.transport.http as http
+    import broadcaster.tx.manager as txmanager
+    import broadcaster.tx.reaction as reaction
     import heads.subscriber as subscriber
     import heads.tracker as tracker
     import nonce.book as book

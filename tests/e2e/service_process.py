@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from broadcaster.config import load_config
+from broadcaster.settings import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from broadcaster.devnet import DEV_ADDRESS, AnvilNode
+from broadcaster.dev.anvil import DEV_ADDRESS, AnvilNode
 from heads.events import DeepReorg, Event, Extension, NeedAncestor, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.recording import iter_recording

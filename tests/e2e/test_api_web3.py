@@ -20,9 +20,9 @@ import pytest
 from eth_account import Account
 from web3 import AsyncWeb3, WebSocketProvider
 
-from broadcaster.client import GWEI, ApiError, BroadcasterClient
-from broadcaster.devnet import DEV_ADDRESS
-from broadcaster.devstack import DevStack, dev_stack
+from broadcaster.api.client import GWEI, ApiError, BroadcasterClient
+from broadcaster.dev.anvil import DEV_ADDRESS
+from broadcaster.dev.stack import DevStack, dev_stack
 
 RECIPIENT = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # anvil account 2
 # anvil account 1: signs elsewhere (eth_account) and only hands the broadcaster the bytes

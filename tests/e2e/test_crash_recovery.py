@@ -17,9 +17,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from broadcaster.client import GWEI, ApiError, BroadcasterClient
-from broadcaster.devnet import DEV_ADDRESS, AnvilNode, start_anvil, start_enclave
-from broadcaster.devstack import TOKEN, write_config
+from broadcaster.api.client import GWEI, ApiError, BroadcasterClient
+from broadcaster.dev.anvil import DEV_ADDRESS, AnvilNode, start_anvil, start_enclave
+from broadcaster.dev.stack import TOKEN, write_config
 from tests.e2e.service_process import ServiceProcess, service_process
 from tests.e2e.support import mined_by_nonce
 

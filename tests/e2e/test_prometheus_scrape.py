@@ -13,8 +13,8 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from broadcaster.client import GWEI, BroadcasterClient
-from broadcaster.devstack import dev_stack
+from broadcaster.api.client import GWEI, BroadcasterClient
+from broadcaster.dev.stack import dev_stack
 from tests.prometheus import running_prometheus
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from heads.record_cli import record
+from broadcaster.cli.record import record
 from heads.recording import iter_recording
 from heads.subscriber import SubscriptionOptions
 from tests.anvil import REPO, start_anvil
@@ -52,7 +52,7 @@ def test_a_record_process_stopped_by_sigterm_closes_its_file(tmp_path: Path) -> 
         script = textwrap.dedent(
             """
             import argparse, sys
-            from heads.record_cli import add_record_arguments, run_record
+            from broadcaster.cli.record import add_record_arguments, run_record
             parser = argparse.ArgumentParser()
             add_record_arguments(parser)
             sys.exit(run_record(parser.parse_args(sys.argv[1:])))

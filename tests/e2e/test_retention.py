@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from broadcaster.client import GWEI, BroadcasterClient
-from broadcaster.devstack import dev_stack
+from broadcaster.api.client import GWEI, BroadcasterClient
+from broadcaster.dev.stack import dev_stack
 
 
 async def test_evicted_finalized_intents_are_still_answered_and_keys_still_deduplicate(

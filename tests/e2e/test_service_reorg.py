@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from broadcaster.client import GWEI, BroadcasterClient
-from broadcaster.devnet import DEV_ADDRESS
-from broadcaster.devstack import DevStack, dev_stack
+from broadcaster.api.client import GWEI, BroadcasterClient
+from broadcaster.dev.anvil import DEV_ADDRESS
+from broadcaster.dev.stack import DevStack, dev_stack
 
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 

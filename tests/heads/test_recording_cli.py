@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from heads.record_cli import add_record_arguments, clients_from_args, run_record
+from broadcaster.cli.record import add_record_arguments, clients_from_args, run_record
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -26,11 +26,10 @@ from typing import Any
 
 import orjson
 
-from broadcaster.check_config import render_config
-from broadcaster.client import GWEI, BroadcasterClient
-from broadcaster.config import load_config
-from broadcaster.devnet import DEV_ADDRESS, AnvilNode, free_port
+from broadcaster.api.client import GWEI, BroadcasterClient
+from broadcaster.dev.anvil import DEV_ADDRESS, AnvilNode, free_port
 from broadcaster.service import Service
+from broadcaster.settings import load_config, render_config
 from tests.e2e.support import CutProxy, mined_by_nonce
 
 TOKEN = "reliability-token"

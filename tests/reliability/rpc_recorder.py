@@ -3,7 +3,7 @@ sent, and may misbehave: the service's ``[[rpcs]]`` entry in the signer and RPC 
 
 ``mode``: ``honest`` forwards everything; ``stall`` never answers; ``5xx`` answers 503;
 ``txpool`` answers every ``eth_sendRawTransaction`` with the next txpool error string of
-``broadcaster/rpc_errors.py`` (reads are forwarded); ``liar`` answers ``already known`` without
+``broadcaster/rpc/error_table.py`` (reads are forwarded); ``liar`` answers ``already known`` without
 forwarding the transaction (reads are forwarded).
 """
 
@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from broadcaster.rpc_errors import MESSAGE_RULES
+from broadcaster.rpc.error_table import MESSAGE_RULES
 
 
 class RecordingRpc:

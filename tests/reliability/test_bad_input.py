@@ -31,10 +31,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broadcaster.api import IntentApi, _Client
-from broadcaster.check_config import render_config
-from broadcaster.config import ConfigError, config_from_dict, parse_config
-from broadcaster.txmanager import TxManager
+from broadcaster.api.server import IntentApi, _Client
+from broadcaster.settings import ConfigError, config_from_dict, parse_config, render_config
+from broadcaster.tx.manager import TxManager
 from heads.events import Event, Extension, NeedAncestor, Rejected, Reorg
 from heads.subscriber import HeadFrame, InvalidFrame, ResponseFrame, parse_frame
 from heads.tracker import ChainTracker

@@ -30,7 +30,7 @@ from typing import Any
 
 from eth_account import Account
 
-from broadcaster.devnet import start_anvil, start_enclave
+from broadcaster.dev.anvil import start_anvil, start_enclave
 from broadcaster.service import Service
 from heads.events import DeepReorg, Event, Extension, Reorg
 from tests.reliability.common import (

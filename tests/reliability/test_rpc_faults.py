@@ -2,7 +2,7 @@
 
 The service broadcasts to five endpoints: one honest (anvil behind a recorder), one that never
 answers, one that answers 503, one that answers each ``eth_sendRawTransaction`` with the next
-txpool error string of ``broadcaster/rpc_errors.py`` (until every one was served), and one that
+txpool error string of ``broadcaster/rpc/error_table.py`` (until every one was served), and one that
 says ``already known`` without passing the transaction on. It follows two clients: anvil itself,
 and anvil behind a proxy that rewrites ``timestamp`` in every ``newHeads`` frame (the hash no
 longer matches the fields: a lying node). Checked:
@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from broadcaster.chain import ChainReader
-from broadcaster.client import BroadcasterClient
-from broadcaster.devnet import start_anvil, start_enclave
-from broadcaster.rpc_errors import MESSAGE_RULES
+from broadcaster.api.client import BroadcasterClient
+from broadcaster.dev.anvil import start_anvil, start_enclave
+from broadcaster.rpc.chain_reader import ChainReader
+from broadcaster.rpc.error_table import MESSAGE_RULES
 from tests.reliability.common import (
     TOKEN,
     ChaosProxy,

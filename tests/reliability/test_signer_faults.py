@@ -24,8 +24,8 @@ from typing import Any
 
 from eth_account import Account
 
-from broadcaster.client import BroadcasterClient
-from broadcaster.devnet import DEV_ADDRESS, start_anvil
+from broadcaster.api.client import BroadcasterClient
+from broadcaster.dev.anvil import DEV_ADDRESS, start_anvil
 from signer_client.txcodec import decode_raw
 from tests.reliability.common import (
     TOKEN,

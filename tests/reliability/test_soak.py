@@ -19,9 +19,9 @@ from pathlib import Path
 
 import aiohttp
 
-from broadcaster.client import BroadcasterClient
-from broadcaster.devnet import DEV_ADDRESS, start_anvil, start_enclave
-from broadcaster.devstack import TOKEN, write_config
+from broadcaster.api.client import BroadcasterClient
+from broadcaster.dev.anvil import DEV_ADDRESS, start_anvil, start_enclave
+from broadcaster.dev.stack import TOKEN, write_config
 from tests.e2e.service_process import service_process
 from tests.e2e.test_crash_recovery import wait_all_included
 from tests.reliability.common import (

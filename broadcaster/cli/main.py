@@ -1,0 +1,141 @@
+"""The ``broadcaster`` command line (DESIGN.md §7).
+
+broadcaster run --config FILE
+broadcaster demo
+broadcaster record --client a=ws://127.0.0.1:8545 --out heads.jsonl.gz
+broadcaster replay FILE [--json]
+broadcaster check-config FILE
+broadcaster doctor
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+__all__ = ["main"]
+
+
+def _describe(event: dict[str, Any]) -> str:
+    """One human-readable line per replay event."""
+    kind = event["event"]
+    if kind == "reorg":
+        anc = event["ancestor"]
+        return (
+            f"reorg depth {event['depth']} at #{anc['number']} {anc['hash'][:12]}: "
+            f"-{len(event['old'])} +{len(event['new'])} blocks (client {event.get('client')})"
+        )
+    if kind == "deep_reorg":
+        new = event["new_tip"]
+        return f"DEEP REORG ({event['reason']}) -> #{new['number']} {new['hash'][:12]}"
+    if kind == "rejected":
+        return (
+            f"rejected {event['hash']} from {event['client']}: {event['reason']} {event['detail']}"
+        )
+    tip = event.get("tip") or {}
+    return (
+        f"{event['heads']} heads, {event['reorgs']} reorgs (max depth {event['max_depth']}), "
+        f"{event['deep_reorgs']} deep, {event['rejected']} rejected, "
+        f"{event['invalid_lines']} invalid lines; tip #{tip.get('number')} {tip.get('hash')}"
+    )
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from heads.replay import replay
+
+    out = sys.stdout.buffer
+    try:
+        for event in replay(
+            args.file,
+            finality_depth=args.finality_depth,
+            fork_choice=args.fork_choice,
+            verify=not args.no_verify,
+        ):
+            if args.json:
+                out.write(orjson.dumps(event) + b"\n")
+            else:
+                out.write(_describe(event).encode() + b"\n")
+    except OSError as exc:
+        print(f"broadcaster replay: {exc}", file=sys.stderr)
+        return 2
+    out.flush()
+    return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from broadcaster.cli.record import run_record
+
+    return run_record(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from broadcaster.cli.demo import run_demo
+
+    return run_demo(args)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from broadcaster.cli.check_config import run_check_config
+
+    return run_check_config(args.file)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from broadcaster.cli.run import run_service
+
+    return run_service(args.config, log_level=args.log_level)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broadcaster", description="Reorg-aware transaction broadcaster"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    replay = sub.add_parser("replay", help="replay a recorded head stream through the tracker")
+    replay.add_argument("file", help="recording (JSON lines, optionally .gz)")
+    replay.add_argument("--json", action="store_true", help="print JSON lines (DESIGN.md §4)")
+    replay.add_argument("--finality-depth", type=int, default=64)
+    replay.add_argument("--fork-choice", choices=["latest", "first-seen"], default="latest")
+    replay.add_argument("--no-verify", action="store_true", help="skip header hash checks")
+    replay.set_defaults(func=_cmd_replay)
+
+    from broadcaster.cli.record import add_record_arguments
+
+    record = sub.add_parser("record", help="record live newHeads streams to a file")
+    add_record_arguments(record)
+    record.set_defaults(func=_cmd_record)
+
+    demo = sub.add_parser("demo", help="run the demo on local anvil nodes")
+    demo.add_argument("--anvil", help="path to the anvil binary (default: ANVIL_BIN or PATH)")
+    demo.set_defaults(func=_cmd_demo)
+
+    run = sub.add_parser("run", help="run the service")
+    run.add_argument("--config", required=True, help="the service's TOML file")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file, listing every problem")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_check_config)
+
+    from broadcaster.cli.doctor.command import add_doctor_arguments, run_doctor
+
+    doctor = sub.add_parser("doctor", help="check this host for latency pitfalls")
+    add_doctor_arguments(doctor)
+    doctor.set_defaults(func=run_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
