@@ -18,6 +18,7 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 ``pending_transactions{sender}``         gauge      our not-yet-final transactions per sender
 ``invalid_messages_total{client,reason}`` counter   frames from a client that were not usable
 ``intents_total{status}``                counter    intents reaching each status
+``foreign_transactions_total{sender}``   counter    nonces of ours taken by a tx we never signed
 =======================================  =========  ==============================================
 
 Extras for operators: ``deep_reorgs_total`` (reorg below the finality window: re-anchored, needs
@@ -41,6 +42,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
+
+from broadcaster.tx.reasons import ResendReason
 
 __all__ = [
     "BROADCAST_BUCKETS",
@@ -91,17 +94,20 @@ BROADCAST_BUCKETS = (
     5.0,
 )  # fmt: skip
 INTENT_STATUSES = (
-    "pending",
-    "signed",
-    "broadcast",
+    # told by the API when an intent arrives
+    "accepted",
+    "duplicate",
+    "rejected",
+    "invalid",
+    "unauthorized",
+    # outcomes the tx manager reaches (broadcaster.service counts these)
     "included",
-    "reorged",
     "finalized",
     "cancelled",
     "expired",
     "failed",
 )
-RESEND_REASONS = ("reorg", "underpriced", "retry", "expired")
+RESEND_REASONS = tuple(reason.value for reason in ResendReason)
 
 
 class _Registry(CollectorRegistry):
@@ -162,6 +168,11 @@ class Metrics:
             "deep_reorgs", "Reorgs below the finality window (re-anchored; needs a human)"
         )
         self.resends_total = counter("resends", "Re-signed or rebroadcast attempts", ("reason",))
+        self.foreign_transactions_total = counter(
+            "foreign_transactions",
+            "Transactions we never signed that took one of our nonces",
+            ("sender",),
+        )
         self.reaction_seconds = histogram(
             "reaction_seconds",
             "Reorg head's bytes received -> last rebroadcast written",
@@ -214,6 +225,7 @@ class Metrics:
             self._broadcast[rpc] = self.broadcast_seconds.labels(rpc)
         for sender in senders:
             self._pending[sender] = self.pending_transactions.labels(sender)
+            self._labelled("foreign", self.foreign_transactions_total, sender)
         for status in INTENT_STATUSES:
             self._labelled("intents", self.intents_total, status)
         for reason in RESEND_REASONS:
@@ -277,6 +289,10 @@ class Metrics:
     def resend(self, reason: str) -> None:
         """One re-signed or rebroadcast attempt (``reorg``, ``underpriced``, ``retry``...)."""
         self._labelled("resends", self.resends_total, reason).inc()
+
+    def foreign_transaction(self, sender: str) -> None:
+        """A nonce of ``sender`` was taken by a transaction we never signed."""
+        self._labelled("foreign", self.foreign_transactions_total, sender).inc()
 
     def reaction(self, seconds: float) -> None:
         """Reorg head's bytes received -> last rebroadcast written (DESIGN.md section 8)."""

@@ -106,6 +106,9 @@ class _TxMetrics(TxObserver):
     def alert(self, kind: str, detail: str) -> None:
         log.error("ALERT %s: %s", kind, detail)
 
+    def foreign(self, sender: str) -> None:
+        self.metrics.foreign_transaction(sender)
+
 
 RETAIN_SETTLED = 10_000
 """Finalized records kept in memory; older ones are answered from the journal file."""
@@ -208,7 +211,10 @@ class Service:
             chain=chain,
             finality_depth=config.finality_depth,
             fees=FeePolicy(
-                bump_percent=config.fees.bump_percent, fee_cap=config.fees.max_fee_cap_wei
+                bump_percent=config.fees.bump_percent,
+                fee_cap=config.fees.max_fee_cap_wei,
+                priority_fee=config.fees.priority_fee_wei,
+                max_gap_fill=config.fees.max_gap_fill,
             ),
             observer=observer,
             presign=config.fees.presign_replacements,
@@ -238,6 +244,7 @@ class Service:
             tip_number=lambda: tracker.tip.number if tracker.tip else None,
             passthrough=chain.proxy,
             on_intent=self.metrics.intent,
+            priority_fee=config.fees.priority_fee_wei,
         )
         observer.api = api
         server = None

@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 
 
 class Head(NamedTuple):
-    """A block as the tracker sees it: its place in the tree and nothing else.
+    """A block as the tracker sees it: its place in the tree, and its verified base fee.
 
     A NamedTuple rather than a frozen dataclass: one is built per announcement, and tuple
     construction is twice as fast (replay handles hundreds of thousands a second).
@@ -21,6 +21,9 @@ class Head(NamedTuple):
     number: int
     hash: str
     parent_hash: str
+    base_fee: int | None = None
+    """EIP-1559 ``baseFeePerGas``, only from a header whose hash was verified (a liar can put any
+    base fee into an unverifiable header): the fee the transaction side prices re-signs with."""
 
     def ref(self) -> dict[str, int | str]:
         return {"number": self.number, "hash": self.hash}

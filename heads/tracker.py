@@ -60,7 +60,8 @@ def _is_hash(value: object) -> bool:
 
 
 def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | Rejected:
-    """Extract ``(number, hash, parentHash)`` and, when ``verify``, check the hash.
+    """Extract ``(number, hash, parentHash)`` and, when ``verify``, check the hash (a verified
+    header's ``baseFeePerGas`` comes along as ``Head.base_fee``).
 
     Hashes are normalised to lowercase. A malformed header or one whose recomputed hash differs
     comes back as a :class:`Rejected` event, never as an exception.
@@ -100,6 +101,10 @@ def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | R
             return Rejected(client, block_hash, "malformed", str(exc))
         if ok is False:
             return Rejected(client, block_hash, "hash_mismatch", "keccak256(rlp(header)) != hash")
+        if ok:  # the hash covers baseFeePerGas: it is as true as the block (hex, checked above)
+            fee = header.get("baseFeePerGas")
+            if type(fee) is str:
+                return Head(number, block_hash, parent_hash, int(fee, 16))
     return Head(number, block_hash, parent_hash)
 
 

@@ -13,13 +13,16 @@ lookups are single dict hits and a change is a table check, a few field stores a
     book.finalize(block_hash, now=t)                                   # finality_depth deep
 
 Every state change, and every change of a slot's chain facts, goes through ``_apply``: it keeps
-the indexes and the pending counts right, logs, and journals one ``StateChanged``.
+the indexes and the pending counts right, logs, journals one ``StateChanged`` and, when the state
+itself changed, tells the book's listener (``book.listen(fn)``; ``fn(record, old, new)``). The
+observers (metrics, the API's status notifications) hang on that: no transition is announced by
+hand, and a change of chain facts alone (a noop of a cancelled intent mined) announces nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from nonce.entries import (
     AttemptAdded,
@@ -58,6 +61,11 @@ _REORGED = TxState.REORGED
 _FINALIZED = TxState.FINALIZED
 _INCLUDABLE = frozenset((TxState.PENDING, TxState.SIGNED, TxState.BROADCAST, TxState.REORGED))
 
+TransitionListener = Callable[[TxRecord, TxState, TxState], None]
+"""``listener(record, old, new)``, called synchronously after ``record`` moved from ``old`` to
+``new`` (the record already shows ``new``; its ``state_reason`` says why). Keep it cheap: it runs
+on the reorg reaction's path."""
+
 
 class NonceBook:
     """All our transactions by ``(sender, nonce)``, by any attempt's hash, by intent id and key."""
@@ -68,6 +76,7 @@ class NonceBook:
         "_by_intent",
         "_by_key",
         "_journal",
+        "_listeners",
         "_next",
         "_pending",
         "_slots",
@@ -82,6 +91,11 @@ class NonceBook:
         self._by_key: dict[str, TxRecord] = {}
         self._by_block: dict[str, list[TxRecord]] = {}
         self._pending: dict[Address, int] = {}
+        self._listeners: tuple[TransitionListener, ...] = ()
+
+    def listen(self, listener: TransitionListener) -> None:
+        """Call ``listener(record, old, new)`` after every state change from now on."""
+        self._listeners = (*self._listeners, listener)
 
     # -- lookups (the hot ones are one dict hit) ------------------------------------------------
 
@@ -359,6 +373,9 @@ class NonceBook:
                 record.intent.id, old, new, reason, now, block, included_hash, record.settled
             )
         )
+        if old is not new:
+            for listener in self._listeners:
+                listener(record, old, new)
 
     # -- reconciliation with the chain ---------------------------------------------------------
 
@@ -474,4 +491,4 @@ def _slot_order(record: TxRecord) -> tuple[str, int]:
     return (record.intent.sender, record.nonce)
 
 
-__all__ = ["NonceBook", "ResyncResult"]
+__all__ = ["NonceBook", "ResyncResult", "TransitionListener"]

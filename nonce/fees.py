@@ -13,8 +13,13 @@ We compute the bump with *ceiling* division (``ceil(old * 1.1)``, never 9.99 %) 
 On top of the bump, a re-signed EIP-1559 transaction must fit the *new* chain's base fee:
 ``maxFeePerGas >= 2 * baseFee + maxPriorityFeePerGas`` (the usual wallet headroom: the base fee
 rises at most 12.5 % per block, EIP-1559 ``BASE_FEE_MAX_CHANGE_DENOMINATOR = 8``, so 2x survives
-about six full blocks). A legacy ``gasPrice`` is paid in full, so it only gets one block of
-headroom: ``gasPrice >= baseFee + ceil(baseFee / 8) + min_tip``.
+about six full blocks). A legacy or EIP-2930 ``gasPrice`` is paid in full, so it gets no headroom
+on top (DESIGN.md §5): the bump, and at least ``baseFee + min_tip`` so that it can be mined now.
+
+A fee cap (the operator's ``[fees] max_fee_cap_wei`` or the enclave policy's) clamps the headroom,
+never the bump: while the smallest valid replacement fits under the cap, the result is that
+replacement with ``maxFeePerGas`` lowered to the cap; only when the bump itself exceeds the cap
+is there no valid replacement (:class:`~nonce.errors.FeeCapExceeded`).
 """
 
 from __future__ import annotations
@@ -85,7 +90,12 @@ def replacement_fees(
         new_tip = tip
     new_fee = max(floor.max_fee_per_gas, BASE_FEE_HEADROOM * base_fee + new_tip)
     if cap is not None and new_fee > cap:
-        raise FeeCapExceeded("maxFeePerGas", new_fee, cap)
+        if floor.max_fee_per_gas > cap:
+            raise FeeCapExceeded("maxFeePerGas", floor.max_fee_per_gas, cap)
+        if floor.max_priority_fee_per_gas > cap:
+            raise FeeCapExceeded("maxPriorityFeePerGas", floor.max_priority_fee_per_gas, cap)
+        new_fee = cap  # the bump fits: give up headroom, not the replacement
+        new_tip = min(new_tip, cap)  # EIP-1559: the tip never exceeds maxFeePerGas
     return Fees(new_fee, new_tip)
 
 
@@ -97,13 +107,16 @@ def legacy_replacement_price(
     min_tip: int = 0,
     cap: int | None = None,
 ) -> int:
-    """``gasPrice`` for a legacy/EIP-2930 re-sign: the bump, and one block of base-fee headroom."""
-    price = bump(old_price, check_bump_percent(bump_percent))
+    """``gasPrice`` for a legacy/EIP-2930 re-sign: the bump, at least ``base_fee + min_tip``, no
+    1559 headroom (32 gwei at base fee 30 becomes 35.2 gwei, not ``2 * 30 + 35.2``)."""
+    bumped = bump(old_price, check_bump_percent(bump_percent))
+    price = bumped
     if base_fee is not None:
-        next_max = base_fee + -(-base_fee // BASE_FEE_MAX_CHANGE_DENOMINATOR)
-        price = max(price, next_max + min_tip)
+        price = max(price, base_fee + min_tip)
     if cap is not None and price > cap:
-        raise FeeCapExceeded("gasPrice", price, cap)
+        if bumped > cap:
+            raise FeeCapExceeded("gasPrice", bumped, cap)
+        price = cap
     return price
 
 

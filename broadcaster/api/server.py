@@ -43,7 +43,7 @@ from broadcaster.api.intents import (
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
 from broadcaster.tx.manager import TxManager
 from nonce import AttemptReason, Intent, TxRecord
-from nonce.errors import DuplicateIdempotencyKey, NonceError, NonceInUse
+from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
 from signer_client.errors import TransactionError
 from signer_client.signing import signed_from_raw
 
@@ -171,6 +171,7 @@ class IntentApi:
         tip_number: Callable[[], int | None] = lambda: None,
         passthrough: Callable[..., Awaitable[Any]] | None = None,
         on_intent: Callable[[str], None] = lambda status: None,
+        priority_fee: int = 1_000_000_000,
     ) -> None:
         if not tokens:
             raise ValueError("the API needs at least one token")
@@ -182,6 +183,7 @@ class IntentApi:
         self._tip_number = tip_number
         self._passthrough = passthrough
         self._on_intent = on_intent
+        self._priority_fee = priority_fee  # [fees] priority_fee_wei: the tip of intents without one
         self._buckets: dict[str, _TokenBucket] = {}
         self._clients: set[_Client] = set()
         self._sub_ids = 0
@@ -362,6 +364,7 @@ class IntentApi:
             chain_id=self.chain_id,
             accounts=self.accounts,
             base_fee=self.manager.base_fee,
+            priority_fee=self._priority_fee,
         )
 
     async def _submit(self, client: _Client, intent: Intent) -> TxRecord:
@@ -372,6 +375,9 @@ class IntentApi:
         except DuplicateIdempotencyKey as exc:
             self._on_intent("duplicate")
             return exc.record
+        except InvalidIntent as exc:
+            self._on_intent("rejected")
+            raise RpcError(INVALID_PARAMS, f"invalid params: {exc}") from exc
         except NonceError as exc:
             raise RpcError(SERVER_ERROR, str(exc)) from exc
         except RuntimeError as exc:  # shutting down
@@ -534,6 +540,8 @@ class IntentApi:
         )
         try:
             await self.manager.submit_raw(intent, fields.nonce, signed)
+        except InvalidIntent as exc:
+            raise RpcError(INVALID_PARAMS, f"invalid params: {exc}") from exc
         except NonceInUse as exc:
             raise RpcError(
                 SERVER_ERROR,

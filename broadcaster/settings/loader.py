@@ -231,9 +231,10 @@ def _fees(r: ConfigReader, table: dict[str, Any] | None) -> FeesConfig | None:
     if cap is not None and tip is not None and cap < tip:
         r.problem("fees.max_fee_cap_wei", f"is below fees.priority_fee_wei ({tip})")
     presign = r.boolean(table, "presign_replacements", "fees", True)
-    if bump is None or tip is None:
+    gap_fill = r.integer(table, "max_gap_fill", "fees", default=4, low=0, high=1024)
+    if bump is None or tip is None or gap_fill is None:
         return None
-    return FeesConfig(bump, tip, cap, presign)
+    return FeesConfig(bump, tip, cap, presign, gap_fill)
 
 
 def _cpu(r: ConfigReader, table: dict[str, Any] | None) -> CpuConfig | None:
@@ -325,7 +326,13 @@ _SIGNER = (
     "attestation_root",
     "pcr0",
 )
-_FEES = ("bump_percent", "priority_fee_wei", "max_fee_cap_wei", "presign_replacements")
+_FEES = (
+    "bump_percent",
+    "priority_fee_wei",
+    "max_fee_cap_wei",
+    "presign_replacements",
+    "max_gap_fill",
+)
 _CPU = ("pinning", "slice_us", "yield_after_reaction")
 _API = ("listen", "tokens", "max_message_bytes", "rate_per_token", "rate_burst")
 

@@ -117,12 +117,15 @@ class FeesConfig:
     rule needs >= 10). ``priority_fee_wei``: tip for intents that give none. ``max_fee_cap_wei``:
     never sign a ``maxFeePerGas`` above this (``None``: no cap here; the enclave policy may cap).
     ``presign_replacements``: once a transaction is included, sign its replacement (fees bumped)
-    in the background, so a reorg that drops it sends the replacement with no signer round trip."""
+    in the background, so a reorg that drops it sends the replacement with no signer round trip.
+    ``max_gap_fill``: noops (0-value self-transfers) signed per sender to plug nonce gaps before
+    an alert asks an operator; also how far ahead of the next nonce a raw transaction may be."""
 
     bump_percent: int = MIN_BUMP_PERCENT
     priority_fee_wei: int = 1_000_000_000
     max_fee_cap_wei: int | None = None
     presign_replacements: bool = True
+    max_gap_fill: int = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,20 @@ class CanonicalWindow:
     def is_canonical(self, block_hash: str) -> bool:
         return block_hash in self._numbers
 
+    def judge(self, number: int, block_hash: str) -> bool | None:
+        """Is ``block_hash`` at height ``number`` canonical? ``True``/``False`` inside the window,
+        ``False`` above the tip (not ours yet), ``None`` below the window (cannot tell)."""
+        if block_hash in self._numbers:
+            return True
+        tip = self.tip
+        if tip is None:
+            return None
+        if number > tip.number:
+            return False
+        if number in self._by_number:
+            return False
+        return None  # below what we have followed: finality or a later recheck settles it
+
     def hold(self, block_hash: str, number: int) -> None:
         """``block_hash`` holds one of our transactions: report it when it becomes final."""
         self._held[block_hash] = number

@@ -24,6 +24,7 @@ from broadcaster.tx.core import (
     _allowed,
     _Send,
 )
+from broadcaster.tx.plans import Alert, Bump, CheckInclusion, Fail, Resync, plan_nonce_error
 from broadcaster.tx.reaction import ChainReactions
 from broadcaster.tx.recovery import Recovery
 from nonce import (
@@ -34,13 +35,17 @@ from nonce import (
     TxRecord,
     TxState,
 )
-from nonce.errors import DuplicateIdempotencyKey
+from nonce.errors import DuplicateIdempotencyKey, InvalidIntent
 from nonce.state import ACTIVE_STATES
 from signer_client import SignedTx
 
-__all__ = ["REBROADCAST_BLOCKS", "FeePolicy", "TxManager", "TxObserver"]
+__all__ = ["REBROADCAST_BLOCKS", "CancelFailed", "FeePolicy", "TxManager", "TxObserver"]
 
 _S = TxState
+
+
+class CancelFailed(NonceError):
+    """The noop that would take the intent's nonce could not be signed now: not cancelled."""
 
 
 class TxManager(ChainReactions, Recovery):
@@ -51,13 +56,22 @@ class TxManager(ChainReactions, Recovery):
     async def submit(self, intent: Intent) -> TxRecord:
         """Book ``intent``, make it durable, sign it and send it. Returns its record.
 
-        Raises ``DuplicateIdempotencyKey`` (with the earlier record) for a repeated key.
-        Signer trouble does not raise: the record stays ``pending`` and is retried, or goes
-        ``failed`` on a policy denial (check ``record.state``).
+        Raises ``DuplicateIdempotencyKey`` (with the earlier record) for a repeated key and
+        ``InvalidIntent`` for one already past its ``validUntilBlock``. Signer trouble does not
+        raise: the record stays ``pending`` and is retried, or goes ``failed`` on a policy
+        denial (check ``record.state``).
         """
         record = await self.admit(intent)
         await self.complete(record)
         return record
+
+    def _check_not_expired(self, intent: Intent) -> None:
+        head = self.chain_head()
+        if head is not None and intent.expired_at(head + 1):
+            raise InvalidIntent(
+                "validUntilBlock",
+                f"{intent.valid_until_block} has passed (the next block is {head + 1})",
+            )
 
     async def admit(self, intent: Intent) -> TxRecord:
         """The first half of :meth:`submit`: check the idempotency key and give ``intent`` its
@@ -66,6 +80,7 @@ class TxManager(ChainReactions, Recovery):
         while the rest of their work overlaps."""
         if self._stopping:
             raise RuntimeError("the service is shutting down and accepts no new intents")
+        self._check_not_expired(intent)
         if intent.key is not None and self.book.by_key(intent.key) is None:
             earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
             if earlier is not None:
@@ -76,10 +91,22 @@ class TxManager(ChainReactions, Recovery):
         """The second half of :meth:`submit`: journal flush, then sign and send."""
         await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
         self.observer.pending(self.book.pending_counts())
-        await self._sign_and_send(record, self._initial_fees(record.intent))
+        await self._sign_and_send(record)
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
-        """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign."""
+        """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign.
+
+        A nonce more than ``[fees] max_gap_fill`` beyond the sender's next one is refused: the
+        nonces between would be holes that only noops could fill.
+        """
+        self._check_not_expired(intent)
+        upcoming = self.book.peek_next(intent.sender)
+        limit = self.fees.max_gap_fill
+        if upcoming is not None and nonce > upcoming + limit:
+            raise InvalidIntent(
+                "nonce",
+                f"{nonce} is more than max_gap_fill = {limit} beyond the next nonce {upcoming}",
+            )
         now = self._clock()
         record = self.book.accept(intent, now=now, nonce=nonce)
         attempt = Attempt(
@@ -98,14 +125,22 @@ class TxManager(ChainReactions, Recovery):
         return record
 
     async def cancel(self, record: TxRecord) -> TxRecord:
-        """Cancel: unsigned -> ``cancelled``; signed -> a noop replacement at its nonce."""
-        now = self._clock()
-        if record.state is _S.PENDING:
-            self.book.transition(record, _S.CANCELLED, reason="cancelled before signing", now=now)
-            self.observer.status(record, "cancelled")
-            self._want_resync(record.sender)
-        elif record.state in (_S.SIGNED, _S.BROADCAST, _S.REORGED):
-            await self._replace_with_noop(record, _S.CANCELLED, AttemptReason.CANCEL)
+        """Cancel: unsigned -> ``cancelled``; signed -> a noop replacement at its nonce, and
+        ``cancelled`` once that noop is signed (raises :class:`CancelFailed` if it cannot be)."""
+        if record.state is _S.PENDING and not record.attempts:
+            async with self._lock(record):  # a first signature in flight finishes first
+                pass
+        if record.state is _S.PENDING and not record.attempts:
+            self._give_up(record, _S.CANCELLED, "cancelled before signing")
+        elif record.state in (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED):
+            if record.intent.external:
+                raise NonceError(f"intent {record.intent.id} was signed elsewhere: cancel it there")
+            done = await self._replace_with_noop(record, _S.CANCELLED, AttemptReason.CANCEL)
+            if not done:
+                raise CancelFailed(
+                    f"intent {record.intent.id}: the noop that would take nonce {record.nonce} "
+                    "could not be signed now (signer unavailable or fee cap); not cancelled"
+                )
         else:
             raise NonceError(f"intent {record.intent.id} is {record.state.value}: cannot cancel")
         await self.journal.flush()
@@ -126,7 +161,6 @@ class TxManager(ChainReactions, Recovery):
                 self._maybe_reaction_done(reaction, written.written_ns)
         if record.state is _S.SIGNED and record.latest is send.attempt:
             self.book.transition(record, _S.BROADCAST, reason="written", now=self._clock())
-            self.observer.status(record, "broadcast")
 
     def on_result(self, result: BroadcastResult) -> None:
         self.observer.broadcast(result)
@@ -137,44 +171,53 @@ class TxManager(ChainReactions, Recovery):
         if kind is ErrorKind.ACCEPTED:
             return
         record, attempt = send.record, send.attempt
-        if record.latest is not attempt or record.settled:
-            return  # an older attempt: superseded, its errors do not matter
-        if kind in (ErrorKind.UNDERPRICED, ErrorKind.FEE_CAP_TOO_LOW):
-            if attempt.hash not in self._bumped_for and record.state in ACTIVE_STATES:
-                self._bumped_for.add(attempt.hash)
-                bumps = sum(1 for a in record.attempts if a.reason is AttemptReason.UNDERPRICED)
-                if bumps < self.fees.max_bumps:
-                    self._spawn(self._bump(record, attempt))
-        elif kind is ErrorKind.NONCE_TOO_LOW:
-            # Not proof of inclusion (one lagging or forked node can say it): ask for receipts.
-            if attempt.hash not in self._checked:
-                self._checked.add(attempt.hash)
+        final = result.final and kind in (ErrorKind.INSUFFICIENT_FUNDS, ErrorKind.INVALID)
+        refusals = self.ledger.refused(attempt.hash, result.endpoint, kind.value) if final else 0
+        notes = self.ledger.peek(attempt.hash)
+        actions = plan_nonce_error(
+            record,
+            attempt,
+            kind,
+            final=result.final,
+            refusals=refusals,
+            endpoints=self._endpoints,
+            bumps=sum(1 for a in record.attempts if a.reason is AttemptReason.UNDERPRICED),
+            max_bumps=self.fees.max_bumps,
+            first_bump=notes is None or not notes.bumped,
+            first_recheck=notes is None or not notes.rechecked,
+            previous_alive=self._previous_alive(record, attempt),
+            message=result.message or kind.value,
+        )
+        for action in actions:
+            if type(action) is Bump:
+                self.ledger.first_bump(attempt.hash)
+                self._spawn(self._bump(record, attempt))
+            elif type(action) is CheckInclusion:
+                self.ledger.first_recheck(attempt.hash)
                 self._spawn(self._recheck([record], resend=False))
-            self._want_resync(record.sender)
-        elif kind is ErrorKind.NONCE_TOO_HIGH:
-            self._want_resync(record.sender)
-        elif kind in (ErrorKind.INSUFFICIENT_FUNDS, ErrorKind.INVALID) and result.final:
-            answers = self._results.setdefault(attempt.hash, {})
-            answers[result.endpoint] = kind
-            if len(answers) >= self._endpoints:
-                self._results.pop(attempt.hash, None)
-                self._fail(record, kind, result.message or kind.value)
+            elif type(action) is Resync:
+                self._want_resync(action.sender)
+            elif type(action) is Alert:
+                self._alert(action)
+            elif type(action) is Fail:
+                self._fail(action.record, action.kind, action.message)
+
+    def _previous_alive(self, record: TxRecord, attempt: Attempt) -> bool:
+        """An earlier attempt at the nonce is not refused for good by every endpoint."""
+        for earlier in record.attempts:
+            if earlier is attempt:
+                return False
+            notes = self.ledger.peek(earlier.hash)
+            if notes is None or notes.refusals is None or len(notes.refusals) < self._endpoints:
+                return True
+        return False
 
     def _fail(self, record: TxRecord, kind: ErrorKind, message: str) -> None:
         if _S.FAILED not in _allowed(record) or record.block is not None:
             return
-        if kind is ErrorKind.INSUFFICIENT_FUNDS:
-            self.observer.alert("insufficient_funds", f"{record.sender}: {message}")
-        self.book.transition(
-            record, _S.FAILED, reason=f"{kind.value}: {message}", now=self._clock()
-        )
-        self.observer.status(record, "failed")
-        self._want_resync(record.sender)
+        self._give_up(record, _S.FAILED, f"{kind.value}: {message}")
 
     async def _bump(self, record: TxRecord, attempt: Attempt) -> None:
         if record.latest is not attempt or record.state not in ACTIVE_STATES:
             return
-        fees = self._bumped(record)
-        if fees is None:
-            return
-        await self._sign_and_send(record, fees, AttemptReason.UNDERPRICED)
+        await self._sign_and_send(record, AttemptReason.UNDERPRICED)

@@ -49,55 +49,61 @@ class Recovery(TxCore):
     async def start(self, accounts: Iterable[str]) -> list[Any]:
         """Resync every account's nonce against the chain and reconcile the reloaded book.
 
-        Returns the recovery actions taken (for logs and tests).
+        Reads the chain's current block first: intents past ``validUntilBlock`` are judged
+        against it even before any head arrives (also after a restart). Returns the recovery
+        actions taken (for logs and tests).
         """
         senders = sorted({a.lower() for a in accounts} | set(self.book.senders()))
         try:
             self.base_fee = await self.chain.base_fee()
         except ChainReadError as exc:
             log.warning("could not read the base fee at start: %s", exc)
-        return await self._reconcile(senders, head_number=None)
+        if self.tip is None:
+            self.head_number = await self.chain.block_number()
+        return await self._reconcile(senders, head_number=self.chain_head())
 
     async def _reconcile(self, senders: Sequence[str], head_number: int | None) -> list[Any]:
-        counts = {s: await self.chain.transaction_counts(s) for s in senders}
+        counts = {s: await self._counts(s) for s in senders}
         records = [r for r in self.book.all_records() if not r.settled and not r.released]
         latest = {s: counts[s][0] for s in senders}
         for record in records:
             if record.sender not in latest:
-                latest[record.sender] = (await self.chain.transaction_counts(record.sender))[0]
+                counts[record.sender] = await self._counts(record.sender)
+                latest[record.sender] = counts[record.sender][0]
         check = hashes_to_check(records, latest)
         receipts = await self.chain.receipts(check) if check else {}
-        refs = {h: BlockRef(r.block_number, r.block_hash) for h, r in receipts.items()}
-        head = head_number if head_number is not None else (self.tip.number if self.tip else None)
+        refs = {
+            h: BlockRef(r.block_number, r.block_hash)
+            for h, r in receipts.items()
+            if self._canonical(r.block_number, r.block_hash)
+        }
+        head = head_number if head_number is not None else self.chain_head()
         actions = plan_recovery(records, ChainFacts(latest, refs, head))
         now = self._clock()
         for action in actions:
             await self._apply_recovery(action, now)
-        for sender in senders:
-            chain_latest, chain_pending = counts[sender]
-            result = self.book.resync(
-                sender, chain_latest=chain_latest, chain_pending=chain_pending, now=now
-            )
-            for nonce in result.gaps:
-                await self._fill_gap(sender, nonce)
-        self.observer.pending(self.book.pending_counts())
+        for sender in sorted(counts):
+            await self._apply_counts(sender, *counts[sender])
         return actions
 
     async def _apply_recovery(self, action: Any, now: float) -> None:
         if isinstance(action, MarkIncluded):
-            self.book.mark_included(action.tx_hash, action.block, now=now)
-            self.observer.status(action.record, "included")
+            self._mark_included(action.tx_hash, action.block, now)
         elif isinstance(action, Resend):
             record = action.record
             if action.was_included and record.state is _S.INCLUDED:
                 self.book.transition(record, _S.REORGED, reason="recovery: not mined", now=now)
             self._send(record, action.attempt, reason="recovery")
         elif isinstance(action, Sign):
-            await self._sign_and_send(action.record, self._initial_fees(action.record.intent))
+            await self._sign_and_send(action.record)
         elif isinstance(action, ReplaceExpired):
-            await self._replace_with_noop(
-                action.record, _S.EXPIRED, AttemptReason.EXPIRED_REPLACEMENT
-            )
+            record = action.record
+            if record.state is _S.PENDING and not record.attempts:
+                self._give_up(record, _S.EXPIRED, "validUntilBlock passed before it was signed")
+                return
+            if record.state is _S.INCLUDED:
+                self.book.transition(record, _S.REORGED, reason="recovery: not mined", now=now)
+            await self._replace_with_noop(record, _S.EXPIRED, AttemptReason.EXPIRED_REPLACEMENT)
         elif isinstance(action, FillGap):
             await self._fill_gap(action.sender, action.nonce)
         elif isinstance(action, NonceTaken):
@@ -109,9 +115,14 @@ class Recovery(TxCore):
         Usually our own attempt whose journal entry was still queued when the process died (the
         reaction path does not wait on disk). Find the mined transaction at (sender, nonce): if it
         carries the intent's payload (or our noop), it is ours and the intent is included;
-        otherwise another holder of the key used the nonce and the intent failed.
+        otherwise another holder of the key used the nonce: a *foreign* transaction (DESIGN.md
+        §5): the intent fails, the ``foreign_transaction`` alert fires, and it is never resent.
         """
-        mined = await self.chain.mined_at(record.sender, record.nonce)
+        try:
+            mined = await self.chain.mined_at(record.sender, record.nonce)
+        except ChainReadError as exc:
+            log.warning("%s/%d: cannot look up the mined tx: %s", record.sender, record.nonce, exc)
+            return  # asked again at the next recheck
         intent = record.intent
         if mined is not None:
             ours = (mined.to, mined.value, mined.data) == (intent.to, intent.value, intent.data)
@@ -124,14 +135,18 @@ class Recovery(TxCore):
                     max_fee_per_gas=mined.max_fee_per_gas,
                     max_priority_fee_per_gas=mined.max_priority_fee_per_gas,
                     signed_at=now,
-                    reason=AttemptReason.REORG if record.attempts else AttemptReason.INITIAL,
+                    reason=(
+                        AttemptReason.CANCEL
+                        if noop and not ours
+                        else AttemptReason.REORG
+                        if record.attempts
+                        else AttemptReason.INITIAL
+                    ),
                     replaces=record.latest.hash if record.latest is not None else None,
                 )
                 if self.book.by_hash(mined.hash) is None:
                     self.book.add_attempt(record, attempt)
-                block = BlockRef(mined.block_number, mined.block_hash)
-                self.book.mark_included(mined.hash, block, now=now)
-                self.observer.status(record, "included")
+                self._mark_included(mined.hash, BlockRef(mined.block_number, mined.block_hash), now)
                 log.warning(
                     "%s/%d: recovered a mined attempt the journal had not written yet (0x%s)",
                     record.sender,
@@ -144,7 +159,9 @@ class Recovery(TxCore):
             record.sender,
             record.nonce,
         )
-        self.observer.alert("nonce_taken", f"{record.sender}/{record.nonce}")
+        self.observer.alert("foreign_transaction", f"{record.sender}/{record.nonce}")
+        self.observer.foreign(record.sender)
         if _S.FAILED in _allowed(record):
             self.book.transition(record, _S.FAILED, reason="nonce used elsewhere", now=now)
-            self.observer.status(record, "failed")
+        if record.state is _S.FAILED:
+            self._settle(record)

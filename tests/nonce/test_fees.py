@@ -81,10 +81,17 @@ def test_a_bump_below_ten_percent_is_refused() -> None:
     assert check_bump_percent(150, blob=True) == 150
 
 
-def test_the_cap_is_enforced_instead_of_signing_a_doomed_replacement() -> None:
+def test_the_cap_clamps_the_headroom_but_keeps_a_valid_bump_under_it() -> None:
+    # 2 * 50 + 1.1 gwei of headroom exceeds the cap; the +10% bump (33 gwei) fits under it.
+    fees = replacement_fees(Fees(30 * GWEI, GWEI), base_fee=50 * GWEI, cap=100 * GWEI)
+    assert fees == Fees(100 * GWEI, 1_100_000_000)
+    assert geth_accepts_replacement(Fees(30 * GWEI, GWEI), fees)
+
+
+def test_the_cap_is_enforced_when_no_valid_bump_fits_under_it() -> None:
     with pytest.raises(FeeCapExceeded) as caught:
-        replacement_fees(Fees(30 * GWEI, GWEI), base_fee=50 * GWEI, cap=100 * GWEI)
-    assert caught.value.required == 101_100_000_000
+        replacement_fees(Fees(95 * GWEI, GWEI), base_fee=50 * GWEI, cap=100 * GWEI)
+    assert caught.value.required == 104_500_000_000
     assert caught.value.field == "maxFeePerGas"
 
 
@@ -92,7 +99,8 @@ def test_the_cap_is_enforced_instead_of_signing_a_doomed_replacement() -> None:
     "old,base_fee,expected",
     [
         (20 * GWEI, None, 22 * GWEI),
-        (20 * GWEI, 30 * GWEI, 33_750_000_000),  # base fee + 1/8 (next block's maximum)
+        (20 * GWEI, 30 * GWEI, 30 * GWEI),  # raised to the base fee, nothing on top
+        (32 * GWEI, 30 * GWEI, 35_200_000_000),  # +10% only: not the 1559 rule's 95.2 gwei
         (20 * GWEI, 7, 22 * GWEI),
         (1, None, 2),
     ],
@@ -104,6 +112,7 @@ def test_legacy_gas_price_table(old: int, base_fee: int | None, expected: int) -
 def test_legacy_cap_and_blob_fee() -> None:
     with pytest.raises(FeeCapExceeded):
         legacy_replacement_price(100, cap=105)
+    assert legacy_replacement_price(100, base_fee=200, cap=150) == 150  # bump fits: clamp
     assert blob_fee_replacement(7) == 14
     with pytest.raises(BumpTooSmall):
         blob_fee_replacement(7, bump_percent=3)

@@ -111,6 +111,7 @@ def test_the_example_file_sets_and_comments_every_key_the_loader_knows() -> None
         "priority_fee_wei",
         "max_fee_cap_wei",
         "presign_replacements",
+        "max_gap_fill",
     }
     assert set(data["cpu"]) == {"pinning", "slice_us", "yield_after_reaction"}
     assert set(data["api"]) == {
