@@ -51,21 +51,21 @@ if _TRACE and "run" in sys.argv:
     _wrap(tracker, "verify_header_hash", "verify")
     _wrap(tracker.ChainTracker, "_choose_tip", "choose_tip")
     _wrap(tracker.ChainTracker, "_diff", "diff")
-    _wrap(reaction.ChainReactions, "on_chain", "on_chain")
+    _wrap(reaction.ChainFollower, "on_chain", "on_chain")
     _wrap(book.NonceBook, "on_reorg", "book.on_reorg")
-    _wrap(reaction.ChainReactions, "_send_presigned", "send_presigned")
+    _wrap(reaction.ChainFollower, "_send_presigned", "send_presigned")
     _wrap(fanout.FanOut, "submit_many", "submit_many")
     _wrap(fanout.FanOut, "submit", "submit")
     _wrap(http.HttpTransport, "send", "write")  # the socket write of one request
     _wrap(txmanager.TxManager, "on_written", "on_written")
 
-    _done = reaction.ChainReactions._maybe_reaction_done
+    _done = reaction.ChainFollower._done
 
-    def _maybe_reaction_done(self: Any, pending: Any, written_ns: int | None = None) -> None:
+    def _reaction_done(self: Any, pending: Any, end_ns: int) -> None:
         start = pending.recv_ns
-        _done(self, pending, written_ns)
-        if start and pending.recv_ns == 0 and written_ns is not None:  # reported just now
+        _done(self, pending, end_ns)
+        if start and pending.recv_ns == 0:  # reported just now
             stamps = " ".join(f"{label}:{(t - start) // 1000}" for label, t in _stamps)
-            _out.write(f"TRACE total={(written_ns - start) // 1000} {stamps}\n")
+            _out.write(f"TRACE total={(end_ns - start) // 1000} {stamps}\n")
 
-    reaction.ChainReactions._maybe_reaction_done = _maybe_reaction_done  # type: ignore[method-assign]
+    reaction.ChainFollower._done = _reaction_done  # type: ignore[method-assign]

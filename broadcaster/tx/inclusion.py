@@ -1,96 +1,325 @@
-"""Which blocks are canonical right now, and which of ours are deep enough to be final.
+"""What the chain holds of ours: inclusion scans, receipts, and nonces taken by others.
 
-A small pure helper for the tx manager: it follows the tracker's events (extensions, reorgs,
-re-anchors), answers "is this block still canonical?" (an inclusion scan that raced a reorg must
-not mark anything in a dropped block) and reports the blocks holding our transactions once they
-are ``finality_depth`` below the tip.
+DESIGN.md §5 ("Inclusion"): for each canonical block, learn its transaction hashes (one
+``eth_getBlockByHash(h, false)`` per block, batched) and mark ours ``included`` with that block.
+A receipt from an RPC is a fact only if its block is canonical in our window (a lagging RPC
+answers from an abandoned branch). Once included, the replacement a reorg would need is signed
+ahead (``presign``), so the reaction needs no signer round trip.
+
+A nonce the chain used while none of our attempts there is mined, for ``foreign_blocks`` blocks
+in a row, is looked up at ``(sender, nonce)`` (``ChainReader.mined_at``): our own attempt whose
+journal entry a crash lost (then it is ``included``), or a *foreign* transaction, which ends the
+intent ``failed`` with the ``foreign_transaction`` alert; it is never resent forever.
 """
 
 from __future__ import annotations
 
-from heads.events import Extension, Head, Reorg
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
 
-__all__ = ["CanonicalWindow"]
+from broadcaster.rpc.chain_reader import ChainReadError
+from broadcaster.tx.executor import Executor, SignRefused
+from broadcaster.tx.ledger import AttemptLedger, Presigned
+from broadcaster.tx.nonces import NonceSync, Retention
+from broadcaster.tx.reasons import ResendReason
+from broadcaster.tx.seams import ChainState, TxObserver
+from broadcaster.tx.view import ChainView
+from heads.events import Head
+from nonce import Attempt, AttemptReason, BlockRef, NonceBook, TxRecord, TxState
+from nonce.fees import BASE_FEE_HEADROOM
+from nonce.state import GIVEN_UP_STATES
+
+__all__ = ["InclusionTracker", "noop_reason"]
+
+log = logging.getLogger(__name__)
+
+_S = TxState
+SCAN_RETRIES = 20
+"""Times a queued canonical block is asked for again when the RPC does not have it yet."""
 
 
-class CanonicalWindow:
-    """Canonical ``number -> hash`` for the last ``finality_depth`` (+ margin) blocks."""
+def noop_reason(record: TxRecord) -> AttemptReason:
+    """The reason a record's earlier noop was signed (what a new noop there repeats)."""
+    for attempt in reversed(record.attempts):
+        if attempt.is_noop:
+            return attempt.reason
+    return AttemptReason.CANCEL
 
-    def __init__(self, finality_depth: int, margin: int = 16) -> None:
-        self.finality_depth = finality_depth
-        self._keep = finality_depth + margin
-        self._by_number: dict[int, str] = {}
-        self._numbers: dict[str, int] = {}
-        self._held: dict[str, int] = {}  # blocks holding our transactions: hash -> number
-        self.tip: Head | None = None
 
-    def _add(self, block: Head) -> None:
-        previous = self._by_number.get(block.number)
-        if previous is not None:
-            self._numbers.pop(previous, None)
-        self._by_number[block.number] = block.hash
-        self._numbers[block.hash] = block.number
+class InclusionTracker:
+    """Finds our transactions on the canonical chain (see the module docstring)."""
 
-    def _set_tip(self, tip: Head) -> None:
-        self.tip = tip
-        # Heights above a lower tip (a rollback) are no longer canonical.
-        for number in [n for n in self._by_number if n > tip.number]:
-            self._numbers.pop(self._by_number.pop(number), None)
-        low = tip.number - self._keep
-        if len(self._by_number) > self._keep + 8:
-            for number in [n for n in self._by_number if n < low]:
-                self._numbers.pop(self._by_number.pop(number), None)
+    def __init__(
+        self,
+        *,
+        book: NonceBook,
+        chain: ChainState,
+        view: ChainView,
+        ledger: AttemptLedger,
+        executor: Executor,
+        nonces: NonceSync,
+        retention: Retention,
+        observer: TxObserver,
+        endpoints: int,
+        presign: bool = True,
+        foreign_blocks: int = 3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.book = book
+        self.chain = chain
+        self.view = view
+        self.ledger = ledger
+        self.executor = executor
+        self.nonces = nonces
+        self.retention = retention
+        self.observer = observer
+        self.endpoints = endpoints
+        self.presign = presign
+        self.foreign_blocks = foreign_blocks
+        self.clock = clock
+        self.queue: dict[str, int] = {}
+        self.wakeup = asyncio.Event()
+        self._retries: dict[str, int] = {}
+        # (sender, nonce) the chain used with none of our hashes -> tip number first seen so.
+        self._taken_since: dict[tuple[str, int], int] = {}
+        retention.also_forget(self._forget)
 
-    def extend(self, event: Extension) -> None:
-        for block in event.added:
-            self._add(block)
-        self._set_tip(event.tip)
+    def _forget(self, record: TxRecord) -> None:
+        self._taken_since.pop((record.sender, record.nonce), None)
 
-    def reorg(self, event: Reorg) -> None:
-        for block in event.old:
-            if self._by_number.get(block.number) == block.hash:
-                del self._by_number[block.number]
-            self._numbers.pop(block.hash, None)
-            self._held.pop(block.hash, None)
-        for block in event.new:
-            self._add(block)
-        self._set_tip(event.tip)
+    def open_records(self) -> Iterable[TxRecord]:
+        counts = self.book.pending_counts()
+        return (r for s, n in counts.items() if n for r in self.book.records(s))
 
-    def reset(self, tip: Head) -> None:
-        """A deep reorg: nothing we knew is known to be canonical any more."""
-        self._by_number.clear()
-        self._numbers.clear()
-        self._held.clear()
-        self._add(tip)
-        self._set_tip(tip)
+    def anything_sent(self) -> bool:
+        return any(r.attempts for r in self.open_records())
 
-    def is_canonical(self, block_hash: str) -> bool:
-        return block_hash in self._numbers
+    # -- scans of canonical blocks ---------------------------------------------------------------
 
-    def judge(self, number: int, block_hash: str) -> bool | None:
-        """Is ``block_hash`` at height ``number`` canonical? ``True``/``False`` inside the window,
-        ``False`` above the tip (not ours yet), ``None`` below the window (cannot tell)."""
-        if block_hash in self._numbers:
-            return True
-        tip = self.tip
+    def enqueue(self, blocks: Iterable[Head]) -> None:
+        if not self.anything_sent():
+            return
+        for block in blocks:
+            self.queue[block.hash] = block.number
+        if self.queue:
+            self.wakeup.set()
+
+    async def scan_queued(self) -> None:
+        """Fetch the queued blocks' tx hashes (one batch) and mark ours included."""
+        batch = dict(self.queue)
+        self.queue.clear()
+        if not batch:
+            return
+        try:
+            found = await self.chain.blocks(list(batch))
+        except ChainReadError as exc:
+            log.warning("inclusion scan failed: %s", exc)
+            found = {}
+        window = self.view.window
+        now = self.clock()
+        for block_hash, number in batch.items():
+            block = found.get(block_hash)
+            if block is None:
+                # The RPC does not have it yet (it lags the head client): try again shortly.
+                tries = self._retries.get(block_hash, 0)
+                if tries < SCAN_RETRIES and window.is_canonical(block_hash):
+                    self._retries[block_hash] = tries + 1
+                    self.queue[block_hash] = number
+                else:
+                    self._retries.pop(block_hash, None)
+                continue
+            self._retries.pop(block_hash, None)
+            if not window.is_canonical(block_hash):
+                continue  # reorged out while we fetched it
+            ref = BlockRef(number, block_hash)
+            for tx_hash in block.tx_hashes:
+                if self.book.by_hash(tx_hash) is not None:
+                    self.mark_included(tx_hash, ref, now)
+            tip = self.view.tip
+            if tip is not None and block_hash == tip.hash:
+                self.view.scanned_tip = block_hash
+
+    def mark_included(self, tx_hash: bytes, block: BlockRef, now: float) -> None:
+        """Our ``tx_hash`` is in canonical ``block``: the book, finality and the presign."""
+        record = self.book.mark_included(tx_hash, block, now=now)
+        if record is None:
+            return
+        self.view.window.hold(block.hash, block.number)
+        self._taken_since.pop((record.sender, record.nonce), None)
+        if record.block is not None and not record.settled:
+            self._presign_replacement(record)
+
+    def canonical(self, number: int, block_hash: str) -> bool:
+        """A receipt's block is a fact only if canonical in our window (or older than what we
+        have followed, where there is nothing to compare with: finality covers those)."""
+        verdict = self.view.window.judge(number, block_hash)
+        return verdict if verdict is not None else True
+
+    # -- replacements signed ahead -----------------------------------------------------------------
+
+    def _presign_replacement(self, record: TxRecord) -> None:
+        latest = record.latest
+        if (
+            self.presign
+            and latest is not None
+            and self.ledger.presigned(latest.hash) is None
+            and not record.intent.external
+        ):
+            self.executor.background.spawn(self._presign(record, latest))
+
+    async def _presign(self, record: TxRecord, latest: Attempt) -> None:
+        """Sign what a reorg dropping ``latest`` would send (a noop for a given-up record)."""
+        noop = (record.has_noop or record.state in GIVEN_UP_STATES) and not record.intent.noop
+        executor = self.executor
+        async with executor.lock(record):
+            if record.latest is not latest or self.ledger.presigned(latest.hash) is not None:
+                return
+            fees = executor.fees_for(record, noop=noop)
+            if fees is None:
+                return
+            try:
+                signed = await executor.sign(record, fees, noop=noop)
+            except SignRefused:
+                return
+        if signed is None or record.latest is not latest or record.block is None:
+            return  # its fees stay the floor of the next signature (AttemptLedger.floor)
+        reason = noop_reason(record) if noop else AttemptReason.REORG
+        attempt = executor.attempt_of(record, signed, fees, reason)
+        # Good while maxFeePerGas >= 2 * baseFee + tip still holds (nonce.fees' floor); a
+        # legacy gasPrice while it covers the base fee.
+        if record.intent.tx_type in (0, 1) and not noop:
+            max_base_fee = fees.max_fee_per_gas
+        else:
+            max_base_fee = (
+                fees.max_fee_per_gas - fees.max_priority_fee_per_gas
+            ) // BASE_FEE_HEADROOM
+        self.ledger.presign(latest.hash, Presigned(attempt, fees, max_base_fee))
+
+    # -- rechecks of what stalls -------------------------------------------------------------------
+
+    def live_attempt(self, record: TxRecord) -> Attempt | None:
+        """The attempt worth resending: the newest not refused for good by every endpoint."""
+        for attempt in reversed(record.attempts):
+            notes = self.ledger.peek(attempt.hash)
+            if notes is None or notes.refusals is None or len(notes.refusals) < self.endpoints:
+                return attempt
+        return None
+
+    async def recheck(self, records: list[TxRecord], *, resend: bool) -> None:
+        """Ask for receipts of ``records``' attempts; resend what is not mined, unchanged.
+
+        Inclusion tracking can miss a block (mined while we were down, or an RPC that lagged
+        past our retries); receipts in canonical blocks settle it. What is not mined may have
+        been dropped by a node, so the same bytes go out again (never a given-up or expired
+        payload).
+        """
+        hashes = [a.hash for r in records for a in r.attempts]
+        try:
+            receipts = await self.chain.receipts(hashes)
+        except ChainReadError as exc:
+            log.warning("receipt check failed: %s", exc)
+            receipts = {}
+        now = self.clock()
+        unmined: list[TxRecord] = []
+        for record in records:
+            found = None
+            for attempt in record.attempts:
+                receipt = receipts.get(attempt.hash)
+                if receipt is not None and self.canonical(receipt.block_number, receipt.block_hash):
+                    found = receipt
+                    break
+            if found is not None:
+                if record.block is None:
+                    ref = BlockRef(found.block_number, found.block_hash)
+                    self.mark_included(found.tx_hash, ref, now)
+            elif record.block is None:
+                unmined.append(record)
+        if unmined:
+            await self._check_taken(unmined)
+        if not resend:
+            return
+        head = self.view.head() or 0
+        for record in unmined:
+            if record.block is not None or record.state is _S.FAILED:
+                continue
+            live = self.live_attempt(record)
+            if live is None:
+                continue
+            if not live.is_noop and (
+                record.state in GIVEN_UP_STATES or record.intent.expired_at(head + 1)
+            ):
+                continue
+            self.executor.send(record, live, reason=ResendReason.REBROADCAST)
+
+    async def _check_taken(self, records: list[TxRecord]) -> None:
+        tip = self.view.head()
         if tip is None:
-            return None
-        if number > tip.number:
-            return False
-        if number in self._by_number:
-            return False
-        return None  # below what we have followed: finality or a later recheck settles it
+            return
+        mined_counts: dict[str, int] = {}
+        for sender in {r.sender for r in records}:
+            try:
+                mined_counts[sender] = (await self.nonces.counts(sender))[0]
+            except ChainReadError:
+                continue
+        for record in records:
+            mined = mined_counts.get(record.sender)
+            key = (record.sender, record.nonce)
+            if mined is None or record.nonce >= mined:
+                self._taken_since.pop(key, None)
+                continue
+            first = self._taken_since.setdefault(key, tip)
+            if tip - first >= self.foreign_blocks:
+                await self.resolve_taken(record)
 
-    def hold(self, block_hash: str, number: int) -> None:
-        """``block_hash`` holds one of our transactions: report it when it becomes final."""
-        self._held[block_hash] = number
-
-    def final_blocks(self) -> list[str]:
-        """Held blocks now at least ``finality_depth`` below the tip (each reported once)."""
-        if self.tip is None or not self._held:
-            return []
-        limit = self.tip.number - self.finality_depth
-        final = [h for h, n in self._held.items() if n <= limit]
-        for block_hash in final:
-            del self._held[block_hash]
-        return final
+    async def resolve_taken(self, record: TxRecord) -> None:
+        """The chain used ``record``'s nonce with a hash we do not hold (see the module doc)."""
+        now = self.clock()
+        try:
+            mined = await self.chain.mined_at(record.sender, record.nonce)
+        except ChainReadError as exc:
+            log.warning("%s/%d: cannot look up the mined tx: %s", record.sender, record.nonce, exc)
+            return  # asked again at the next recheck
+        intent = record.intent
+        if mined is not None:
+            ours = (mined.to, mined.value, mined.data) == (intent.to, intent.value, intent.data)
+            noop = mined.to == record.sender and mined.value == 0 and not mined.data
+            if ours or noop:
+                if self.book.by_hash(mined.hash) is None:
+                    if ours:
+                        reason = AttemptReason.REORG if record.attempts else AttemptReason.INITIAL
+                    else:
+                        reason = noop_reason(record)
+                    attempt = Attempt(
+                        raw=mined.raw,
+                        hash=mined.hash,
+                        nonce=record.nonce,
+                        max_fee_per_gas=mined.max_fee_per_gas,
+                        max_priority_fee_per_gas=mined.max_priority_fee_per_gas,
+                        signed_at=now,
+                        reason=reason,
+                        replaces=record.latest.hash if record.latest is not None else None,
+                    )
+                    self.book.add_attempt(record, attempt)
+                if noop and not ours and record.state not in GIVEN_UP_STATES:
+                    # Our noop took the nonce, not the payload: "included" would be untrue.
+                    self.executor.give_up(record, _S.CANCELLED, "a noop of ours took the nonce")
+                self.mark_included(mined.hash, BlockRef(mined.block_number, mined.block_hash), now)
+                log.warning(
+                    "%s/%d: found a mined attempt of ours the journal did not hold (0x%s)",
+                    record.sender,
+                    record.nonce,
+                    mined.hash.hex(),
+                )
+                return
+        log.error(
+            "%s/%d: the chain used this nonce with a transaction that is not ours",
+            record.sender,
+            record.nonce,
+        )
+        self.observer.alert("foreign_transaction", f"{record.sender}/{record.nonce}")
+        self.observer.foreign(record.sender)
+        self.executor.give_up(record, _S.FAILED, "nonce used by a foreign transaction")
+        if record.state is _S.FAILED:
+            self.retention.settle(record)

@@ -1,36 +1,47 @@
 """The transaction manager: intents in, signed attempts out (DESIGN.md §5).
 
 Data flow: ``subscriber -> tracker -> on_chain() -> NonceBook -> signer -> FanOut -> RPCs``.
-``TxManager`` is assembled from ``TxCore`` (state, signing, sending, resync;
-``broadcaster/tx/core.py``), ``ChainReactions`` (the reorg reaction and the rest of the chain
-events; ``broadcaster/tx/reaction.py``) and ``Recovery`` (start-up and crash recovery;
-``broadcaster/tx/recovery.py``). This module adds what the API and the fan-out call: intents
-(submit, raw bytes, cancel) and the fan-out's answers (underpriced -> bump, nonce too low ->
-check receipts, insufficient funds -> fail and alert).
+``TxManager`` is assembled from parts that each own one job and are handed what they need:
 
-Background work (inclusion scans, finality, expiry, resync, retries of unsigned intents) runs in
-the manager's own ``TaskGroup`` (``run``); each task guards its exceptions, so no single failure
-stops the service.
+- ``Executor`` (``executor.py``): every signature and send, serialized per nonce;
+- ``ChainFollower`` (``reaction.py``): the reorg reaction and what every tip move asks for;
+- ``InclusionTracker`` (``inclusion.py``): what the chain holds of ours, presigns, foreign txs;
+- ``NonceSync`` and ``Retention`` (``nonces.py``): nonce resync, gap fill, bounded memory;
+- ``Recovery`` (``recovery.py``): start-up and crash recovery;
+- the decisions are pure functions in ``plans.py`` and ``pricing.py``; per-attempt notes and the
+  fee floor live in the ``AttemptLedger`` (``ledger.py``).
+
+This module adds what the API and the fan-out call: intents (submit, raw bytes, cancel) and the
+fan-out's answers (underpriced -> bump, nonce too low -> check receipts, insufficient funds ->
+fail and alert, unless an earlier attempt is still valid). Every state change is announced by the
+book's transition listener (``observer.status``), never by hand.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Written
-from broadcaster.tx.core import (
-    REBROADCAST_BLOCKS,
-    FeePolicy,
-    TxObserver,
-    _allowed,
-    _Send,
-)
+from broadcaster.tx.executor import Executor, Send, allowed
+from broadcaster.tx.inclusion import InclusionTracker
+from broadcaster.tx.ledger import AttemptLedger
+from broadcaster.tx.nonces import NonceSync, Retention
 from broadcaster.tx.plans import Alert, Bump, CheckInclusion, Fail, Resync, plan_nonce_error
-from broadcaster.tx.reaction import ChainReactions
+from broadcaster.tx.pricing import FeePolicy
+from broadcaster.tx.reaction import REBROADCAST_BLOCKS, ChainFollower
 from broadcaster.tx.recovery import Recovery
+from broadcaster.tx.seams import ChainState, Durable, Signer, Submitter, TxObserver
+from broadcaster.tx.view import Background, ChainView
+from heads.events import Event, Head
 from nonce import (
     Attempt,
     AttemptReason,
     Intent,
+    NonceBook,
     NonceError,
     TxRecord,
     TxState,
@@ -48,8 +59,179 @@ class CancelFailed(NonceError):
     """The noop that would take the intent's nonce could not be signed now: not cancelled."""
 
 
-class TxManager(ChainReactions, Recovery):
+class TxManager:
     """Owns the book, signs through the enclave client, sends through the fan-out."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: int,
+        book: NonceBook,
+        journal: Durable,
+        signer: Signer,
+        fanout: Submitter,
+        endpoints: int,
+        chain: ChainState,
+        finality_depth: int = 64,
+        fees: FeePolicy | None = None,
+        observer: TxObserver | None = None,
+        clock: Callable[[], float] = time.time,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+        presign: bool = True,
+        after_reaction: Callable[[], None] | None = None,
+        lookup: Callable[[str | None, str | None], TxRecord | None] | None = None,
+        retain_settled: int = 10_000,
+        evicted_on_disk: bool = False,
+        resync_delay: float = 0.2,
+        foreign_blocks: int = 3,
+    ) -> None:
+        self.chain_id = chain_id
+        self.book = book
+        self.journal = journal
+        self.chain = chain
+        self.fees = fees = fees or FeePolicy()
+        self.observer = observer = observer or TxObserver()
+        self.presign = presign
+        self._endpoints = endpoints
+        self._clock = clock
+        self._lookup = lookup
+        self._stopping = False
+        book.listen(self._announce)  # first: observers hear a change before its consequences
+        self.view = view = ChainView(finality_depth)
+        self.ledger = ledger = AttemptLedger()
+        self.background = background = Background()
+        self.executor = executor = Executor(
+            chain_id=chain_id,
+            book=book,
+            ledger=ledger,
+            signer=signer,
+            fanout=fanout,
+            view=view,
+            fees=fees,
+            observer=observer,
+            background=background,
+            clock=clock,
+            clock_ns=clock_ns,
+        )
+        self.retention = retention = Retention(
+            book,
+            ledger,
+            executor,
+            retain_settled=retain_settled,
+            evicted_on_disk=evicted_on_disk,
+        )
+        self.nonces = nonces = NonceSync(
+            book=book,
+            chain=chain,
+            executor=executor,
+            retention=retention,
+            fees=fees,
+            observer=observer,
+            background=background,
+            clock=clock,
+            delay=resync_delay,
+        )
+        self.inclusion = inclusion = InclusionTracker(
+            book=book,
+            chain=chain,
+            view=view,
+            ledger=ledger,
+            executor=executor,
+            nonces=nonces,
+            retention=retention,
+            observer=observer,
+            endpoints=endpoints,
+            presign=presign,
+            foreign_blocks=foreign_blocks,
+            clock=clock,
+        )
+        self.recovery = recovery = Recovery(
+            book=book,
+            chain=chain,
+            view=view,
+            executor=executor,
+            inclusion=inclusion,
+            nonces=nonces,
+            observer=observer,
+            clock=clock,
+        )
+        self.follower = ChainFollower(
+            book=book,
+            ledger=ledger,
+            view=view,
+            executor=executor,
+            inclusion=inclusion,
+            nonces=nonces,
+            retention=retention,
+            observer=observer,
+            background=background,
+            reconcile=recovery.reconcile,
+            endpoints=endpoints,
+            clock=clock,
+            clock_ns=clock_ns,
+            after_reaction=after_reaction,
+        )
+
+    def _announce(self, record: TxRecord, old: TxState, new: TxState) -> None:
+        self.observer.status(record, new.value)
+
+    # -- what the service and the API read -------------------------------------------------------
+
+    @property
+    def base_fee(self) -> int | None:
+        return self.view.base_fee
+
+    @property
+    def tip(self) -> Head | None:
+        return self.view.tip
+
+    @property
+    def presigned_sent(self) -> int:
+        return self.follower.presigned_sent
+
+    def presigned_for(self, record: TxRecord) -> bool:
+        """A replacement for ``record``'s latest attempt is signed and waiting."""
+        latest = record.latest
+        return latest is not None and self.ledger.presigned(latest.hash) is not None
+
+    async def find(
+        self, intent_id: str | None = None, *, key: str | None = None
+    ) -> TxRecord | None:
+        """A record by intent id or idempotency key: in memory, else (once anything was
+        evicted) from the journal on disk, read off the event loop."""
+        if intent_id is not None:
+            record = self.book.find_intent(intent_id)
+        else:
+            record = self.book.by_key(key) if key is not None else None
+        if record is not None or not self.retention.evicted_any or self._lookup is None:
+            return record
+        return await asyncio.to_thread(self._lookup, intent_id, key)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, accounts: Iterable[str]) -> list[Any]:
+        """Resync nonces and recover the reloaded book (``Recovery.start``)."""
+        return await self.recovery.start(accounts)
+
+    async def run(self) -> None:
+        """Own the background tasks until cancelled (put it in the service's TaskGroup)."""
+        await self.background.run(self.follower.inclusion_worker())
+
+    def stop_accepting(self) -> None:
+        self._stopping = True
+
+    def on_chain(
+        self,
+        events: list[Event],
+        client: str,
+        recv_ns: int,
+        header: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Called by the head hub for every frame that changed something (synchronously).
+
+        ``client`` and ``header`` are not read: the base fee comes from the canonical tip only.
+        """
+        self.follower.on_chain(events, recv_ns)
 
     # -- intents -------------------------------------------------------------------------------
 
@@ -66,7 +248,7 @@ class TxManager(ChainReactions, Recovery):
         return record
 
     def _check_not_expired(self, intent: Intent) -> None:
-        head = self.chain_head()
+        head = self.view.head()
         if head is not None and intent.expired_at(head + 1):
             raise InvalidIntent(
                 "validUntilBlock",
@@ -91,7 +273,7 @@ class TxManager(ChainReactions, Recovery):
         """The second half of :meth:`submit`: journal flush, then sign and send."""
         await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
         self.observer.pending(self.book.pending_counts())
-        await self._sign_and_send(record)
+        await self.executor.sign_and_send(record)
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
         """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign.
@@ -121,21 +303,22 @@ class TxManager(ChainReactions, Recovery):
         self.book.add_attempt(record, attempt)
         self.book.transition(record, _S.SIGNED, reason="external", now=now)
         await self.journal.flush()
-        self._send(record, attempt, reason=None)
+        self.executor.send(record, attempt, reason=None)
         return record
 
     async def cancel(self, record: TxRecord) -> TxRecord:
         """Cancel: unsigned -> ``cancelled``; signed -> a noop replacement at its nonce, and
         ``cancelled`` once that noop is signed (raises :class:`CancelFailed` if it cannot be)."""
+        executor = self.executor
         if record.state is _S.PENDING and not record.attempts:
-            async with self._lock(record):  # a first signature in flight finishes first
+            async with executor.lock(record):  # a first signature in flight finishes first
                 pass
         if record.state is _S.PENDING and not record.attempts:
-            self._give_up(record, _S.CANCELLED, "cancelled before signing")
+            executor.give_up(record, _S.CANCELLED, "cancelled before signing")
         elif record.state in (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED):
             if record.intent.external:
                 raise NonceError(f"intent {record.intent.id} was signed elsewhere: cancel it there")
-            done = await self._replace_with_noop(record, _S.CANCELLED, AttemptReason.CANCEL)
+            done = await executor.noop(record, AttemptReason.CANCEL, final=_S.CANCELLED)
             if not done:
                 raise CancelFailed(
                     f"intent {record.intent.id}: the noop that would take nonce {record.nonce} "
@@ -150,22 +333,19 @@ class TxManager(ChainReactions, Recovery):
 
     def on_written(self, written: Written) -> None:
         send = written.context
-        if type(send) is not _Send:
+        if type(send) is not Send:
             return
         record = send.record
         send.written = True
         if written.attempt == 1 and send.reaction is not None:
-            reaction = send.reaction
-            reaction.writes_left -= 1
-            if reaction.writes_left <= 0:
-                self._maybe_reaction_done(reaction, written.written_ns)
+            self.follower.written(send.reaction, written.written_ns)
         if record.state is _S.SIGNED and record.latest is send.attempt:
             self.book.transition(record, _S.BROADCAST, reason="written", now=self._clock())
 
     def on_result(self, result: BroadcastResult) -> None:
         self.observer.broadcast(result)
         send = result.context
-        if type(send) is not _Send:
+        if type(send) is not Send:
             return
         kind = result.kind
         if kind is ErrorKind.ACCEPTED:
@@ -191,14 +371,14 @@ class TxManager(ChainReactions, Recovery):
         for action in actions:
             if type(action) is Bump:
                 self.ledger.first_bump(attempt.hash)
-                self._spawn(self._bump(record, attempt))
+                self.background.spawn(self._bump(record, attempt))
             elif type(action) is CheckInclusion:
                 self.ledger.first_recheck(attempt.hash)
-                self._spawn(self._recheck([record], resend=False))
+                self.background.spawn(self.inclusion.recheck([record], resend=False))
             elif type(action) is Resync:
-                self._want_resync(action.sender)
+                self.nonces.want(action.sender)
             elif type(action) is Alert:
-                self._alert(action)
+                self.nonces.alert(action)
             elif type(action) is Fail:
                 self._fail(action.record, action.kind, action.message)
 
@@ -213,11 +393,11 @@ class TxManager(ChainReactions, Recovery):
         return False
 
     def _fail(self, record: TxRecord, kind: ErrorKind, message: str) -> None:
-        if _S.FAILED not in _allowed(record) or record.block is not None:
+        if _S.FAILED not in allowed(record) or record.block is not None:
             return
-        self._give_up(record, _S.FAILED, f"{kind.value}: {message}")
+        self.executor.give_up(record, _S.FAILED, f"{kind.value}: {message}")
 
     async def _bump(self, record: TxRecord, attempt: Attempt) -> None:
         if record.latest is not attempt or record.state not in ACTIVE_STATES:
             return
-        await self._sign_and_send(record, AttemptReason.UNDERPRICED)
+        await self.executor.sign_and_send(record, AttemptReason.UNDERPRICED)

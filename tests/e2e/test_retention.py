@@ -15,7 +15,7 @@ async def test_evicted_finalized_intents_are_still_answered_and_keys_still_dedup
     async with dev_stack(tmp_path, finality_depth=2) as stack:
         manager = stack.service.manager
         assert manager is not None
-        manager._retain_settled = 1  # keep one finalized record in memory
+        manager.retention.retain_settled = 1  # keep one finalized record in memory
         async with await BroadcasterClient.connect(stack.api_url, token=stack.token) as bot:
             sent = [
                 await bot.send_intent(

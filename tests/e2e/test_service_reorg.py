@@ -110,15 +110,15 @@ async def test_reorged_out_intents_are_re_signed_with_higher_fees_and_included_a
     # [cpu] yield_after_reaction (on by default): the CPU is given away once per reaction,
     # after its last write. Count the calls and the writes done by then.
     yields: list[int] = []
-    assert manager._after_reaction is not None
-    gives_away = manager._after_reaction
-    fanout_stats = manager.fanout.stats  # type: ignore[attr-defined]
+    assert manager.follower.after_reaction is not None
+    gives_away = manager.follower.after_reaction
+    fanout_stats = manager.executor.fanout.stats  # type: ignore[attr-defined]
 
     def counted_yield() -> None:
         yields.append(sum(s.fast_writes + s.queued_writes for s in fanout_stats().values()))
         gives_away()
 
-    manager._after_reaction = counted_yield
+    manager.follower.after_reaction = counted_yield
     writes_before = sum(s.fast_writes + s.queued_writes for s in fanout_stats().values())
 
     await stack.node.rpc("anvil_reorg", depth, [])  # drops the blocks and their transactions

@@ -212,8 +212,8 @@ async def test_cancelling_a_pending_intent_keeps_its_transfer_off_the_chain(
 ) -> None:
     manager = stack.service.manager
     assert manager is not None
-    signer = FailingSigner(manager.signer)
-    manager.signer = signer
+    signer = FailingSigner(manager.executor.signer)
+    manager.executor.signer = signer
     async with wire(stack) as w:
         sent = await w.result("broadcaster_sendIntent", INTENT)
         assert (sent["status"], sent["hash"]) == ("pending", None)
@@ -237,8 +237,8 @@ async def test_eth_send_transaction_while_the_signer_is_down_says_so_and_returns
 ) -> None:
     manager = stack.service.manager
     assert manager is not None
-    signer = FailingSigner(manager.signer)
-    manager.signer = signer
+    signer = FailingSigner(manager.executor.signer)
+    manager.executor.signer = signer
     async with wire(stack) as w:
         reply = await w.call("eth_sendTransaction", INTENT)
         error = reply["error"]

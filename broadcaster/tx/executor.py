@@ -1,0 +1,321 @@
+"""The thin executor: signs what the plans decided, through the enclave, and sends it.
+
+Everything that obtains a signature at a ``(sender, nonce)`` goes through here, serialized per
+nonce (a cancel's noop and a reorg's re-sign never race each other to the enclave; whichever
+comes second sees the first's result), priced by ``pricing.replacement`` over the ledger's floor.
+A payload is never signed or sent once its intent was given up, found mined, or is past its
+``validUntilBlock``; ``cancelled``/``expired`` are entered only once the noop is signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from broadcaster.tx.ledger import AttemptLedger
+from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
+from broadcaster.tx.reasons import ResendReason
+from broadcaster.tx.seams import Signer, Submitter, TxObserver
+from broadcaster.tx.view import Background, ChainView
+from nonce import (
+    TRANSITIONS,
+    Attempt,
+    AttemptReason,
+    Fees,
+    NonceBook,
+    TxRecord,
+    TxState,
+    noop_intent,
+)
+from nonce.errors import FeeCapExceeded
+from signer_client import PolicyDenied, SignedTx, SignerError
+
+__all__ = ["RETRY_DELAYS", "Executor", "Reaction", "Send", "SignRefused", "retry_delays"]
+
+log = logging.getLogger(__name__)
+
+_S = TxState
+_ACTIVE = (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED)
+
+RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0)
+"""Seconds between attempts at something that failed for a reason that passes (signer down, an
+enclave rate limit): doubling, capped at 5 s."""
+
+
+def retry_delays() -> Iterator[float]:
+    """``RETRY_DELAYS``, then 5 s forever."""
+    yield from RETRY_DELAYS
+    while True:
+        yield RETRY_DELAYS[-1]
+
+
+class Reaction:
+    """Measures one reorg reaction: head frame read -> the last expected RPC write."""
+
+    __slots__ = ("dropped", "recv_ns", "writes_left")
+
+    def __init__(self, recv_ns: int, dropped: int, writes: int) -> None:
+        self.recv_ns = recv_ns
+        self.dropped = dropped
+        self.writes_left = writes
+
+
+@dataclass(slots=True)
+class Send:
+    """Fan-out context of one attempt; ``written`` once any RPC's socket took its bytes."""
+
+    record: TxRecord
+    attempt: Attempt
+    reaction: Reaction | None
+    written: bool = False
+
+
+class SignRefused(Exception):
+    """The signer will not sign this, for a reason that does not pass (a policy denial)."""
+
+
+def allowed(record: TxRecord) -> frozenset[TxState]:
+    return TRANSITIONS[record.state]
+
+
+class Executor:
+    """Signs and sends for every part of the tx manager (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: int,
+        book: NonceBook,
+        ledger: AttemptLedger,
+        signer: Signer,
+        fanout: Submitter,
+        view: ChainView,
+        fees: FeePolicy,
+        observer: TxObserver,
+        background: Background,
+        clock: Callable[[], float] = time.time,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self.chain_id = chain_id
+        self.book = book
+        self.ledger = ledger
+        self.signer = signer
+        self.fanout = fanout
+        self.view = view
+        self.fees = fees
+        self.observer = observer
+        self.background = background
+        self.clock = clock
+        self.clock_ns = clock_ns
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._ids = itertools.count(1)
+
+    # -- per-nonce serialization -----------------------------------------------------------------
+
+    def lock(self, record: TxRecord) -> asyncio.Lock:
+        key = (record.sender, record.nonce)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def forget(self, record: TxRecord) -> None:
+        self._locks.pop((record.sender, record.nonce), None)
+
+    # -- signatures ------------------------------------------------------------------------------
+
+    async def sign(self, record: TxRecord, fees: Fees, *, noop: bool = False) -> SignedTx | None:
+        """One signature at ``record``'s nonce; ``None`` when it cannot be had now (retry).
+
+        Raises :class:`SignRefused` for a denial that does not pass. An enclave ``rate_limit``
+        passes (retry); a ``nonce_conflict`` means something at or above ``fees`` was signed at
+        the nonce before (a replacement signed ahead and lost in a restart): the floor rises, and
+        the caller's next computation bumps over it.
+        """
+        tx = tx_dict(record.intent, record.nonce, fees, noop=noop)
+        started = self.clock_ns()
+        try:
+            signed = await self.signer.sign_transaction(tx, record.sender)
+        except PolicyDenied as exc:
+            self.observer.signer_error("policy_denied")
+            log.warning("%s/%d: signer refused: %s", record.sender, record.nonce, exc)
+            if exc.rule == "rate_limit":
+                return None
+            if exc.rule == "nonce_conflict":
+                self.ledger.raise_floor(record, fees)
+                return None
+            raise SignRefused(str(exc)) from exc
+        except SignerError as exc:
+            self.observer.signer_error(type(exc).__name__)
+            log.warning("%s/%d: signer failed: %s", record.sender, record.nonce, exc)
+            return None
+        self.observer.signed((self.clock_ns() - started) / 1e9)
+        self.ledger.signed_fees(record.sender, record.nonce, fees)
+        return signed
+
+    def attempt_of(
+        self, record: TxRecord, signed: SignedTx, fees: Fees, reason: AttemptReason
+    ) -> Attempt:
+        """The attempt ``signed`` makes at ``record``'s nonce, replacing its latest one."""
+        previous = record.latest
+        return Attempt(
+            raw=signed.raw,
+            hash=signed.hash,
+            nonce=record.nonce,
+            max_fee_per_gas=fees.max_fee_per_gas,
+            max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+            signed_at=self.clock(),
+            reason=reason,
+            replaces=previous.hash if previous is not None else None,
+        )
+
+    def _record_attempt(
+        self, record: TxRecord, signed: SignedTx, fees: Fees, reason: AttemptReason
+    ) -> Attempt:
+        attempt = self.attempt_of(record, signed, fees, reason)
+        self.book.add_attempt(record, attempt)
+        return attempt
+
+    def fees_for(self, record: TxRecord, *, noop: bool) -> Fees | None:
+        """Fees for the next signature at ``record``'s nonce, ``None`` (alerted) when no valid
+        replacement fits under the cap."""
+        try:
+            return replacement(
+                record.intent, self.ledger.floor(record), self.view.base_fee, self.fees, noop=noop
+            )
+        except FeeCapExceeded as exc:
+            log.error("%s/%d: cannot bump fees: %s", record.sender, record.nonce, exc)
+            self.observer.alert("fee_cap", f"{record.sender}/{record.nonce}: {exc}")
+            return None
+
+    def give_up(self, record: TxRecord, state: TxState, reason: str) -> None:
+        """Enter a given-up state (the book's listeners resync the sender if a hole opened)."""
+        if state in allowed(record):
+            self.book.transition(record, state, reason=reason, now=self.clock())
+
+    def wants_payload(self, record: TxRecord) -> bool:
+        """The intent's own payload may still be signed and sent at its nonce."""
+        if record.state not in _ACTIVE or record.has_noop or record.released:
+            return False
+        if record.block is not None:
+            return False
+        head = self.view.head()
+        return head is None or not record.intent.expired_at(head + 1)
+
+    async def sign_and_send(
+        self,
+        record: TxRecord,
+        reason: AttemptReason = AttemptReason.INITIAL,
+        reaction: Reaction | None = None,
+    ) -> Attempt | None:
+        """Sign the payload (initial fees, or a bump over the floor) and send it.
+
+        Nothing is sent once the intent was given up or found mined while the signer worked.
+        A first signature that cannot be had now is retried in the background.
+        """
+        async with self.lock(record):
+            if not self.wants_payload(record):
+                return None
+            fees = self.fees_for(record, noop=False)
+            if fees is None:
+                return None
+            try:
+                signed = await self.sign(record, fees)
+            except SignRefused as exc:
+                if not record.attempts:
+                    self.give_up(record, _S.FAILED, f"policy: {exc}")
+                return None
+            if signed is None:
+                if record.state is _S.PENDING and not record.attempts:
+                    self.background.spawn(self._retry_signing(record))
+                return None
+            if not self.wants_payload(record):
+                return None  # cancelled or expired while the enclave signed: never sent
+            attempt = self._record_attempt(record, signed, fees, reason)
+            if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
+                self.book.transition(record, _S.SIGNED, reason=reason.value, now=attempt.signed_at)
+            resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
+            self.send(record, attempt, reason=resend, reaction=reaction)
+            return attempt
+
+    async def _retry_signing(self, record: TxRecord) -> None:
+        """A first signature the signer could not give yet: retry with backoff while it stays
+        pending; past ``validUntilBlock`` it expires unsigned instead."""
+        for delay in retry_delays():
+            await asyncio.sleep(delay)
+            if record.state is not _S.PENDING or record.attempts:
+                return
+            head = self.view.head()
+            if head is not None and record.intent.expired_at(head + 1):
+                self.give_up(record, _S.EXPIRED, "validUntilBlock passed before it was signed")
+                return
+            if await self.sign_and_send(record) is not None:
+                return
+
+    async def noop(
+        self,
+        record: TxRecord,
+        reason: AttemptReason,
+        *,
+        final: TxState | None = None,
+        reaction: Reaction | None = None,
+    ) -> bool:
+        """Sign a 0-value self-transfer at the record's nonce and send it; then enter ``final``.
+
+        ``False`` when it could not be signed now (the record's state is unchanged).
+        """
+        async with self.lock(record):
+            if final is not None and record.has_noop and record.state is final:
+                return True
+            fees = self.fees_for(record, noop=True)
+            if fees is None:
+                return False
+            try:
+                signed = await self.sign(record, fees, noop=True)
+            except SignRefused:
+                return False
+            if signed is None:
+                return False
+            attempt = self._record_attempt(record, signed, fees, reason)
+            if final is not None and final is not record.state and final in allowed(record):
+                self.book.transition(record, final, reason=reason.value, now=self.clock())
+            elif record.state is _S.PENDING:
+                self.book.transition(record, _S.SIGNED, reason=reason.value, now=self.clock())
+            self.send(record, attempt, reason=ResendReason(reason.value), reaction=reaction)
+            return True
+
+    async def fill_gap(self, sender: str, nonce: int) -> bool:
+        """Sign a noop at a nonce nothing of ours will use; ``False`` when it could not be now."""
+        tip = self.fees.priority_fee
+        intent = noop_intent(
+            f"gap-{sender[2:10]}-{nonce}-{next(self._ids)}",
+            sender,
+            chain_id=self.chain_id,
+            max_fee_per_gas=2 * (self.view.base_fee or 1_000_000_000) + tip,
+            tip=tip,
+        )
+        record = self.book.open_gap_fill(intent, nonce, now=self.clock())
+        if record.has_noop:
+            return True
+        return await self.noop(record, AttemptReason.GAP_FILL)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(
+        self,
+        record: TxRecord,
+        attempt: Attempt,
+        *,
+        reason: ResendReason | None,
+        reaction: Reaction | None = None,
+    ) -> None:
+        """Hand ``attempt`` to the fan-out (every RPC that takes it), noting when it went out."""
+        if reason is not None:
+            self.observer.resend(reason.value)
+            self.observer.status(record, "resent")
+        self.ledger.sent(attempt.hash, self.view.tip_number())
+        self.fanout.submit(attempt.raw, attempt.hash, Send(record, attempt, reaction))
