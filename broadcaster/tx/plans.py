@@ -281,18 +281,18 @@ def plan_nonce_counts(
     alerts: list[Alert] = []
     latest = _confirmed([latest for latest, _ in values])
     pending = _confirmed([pending for _, pending in values])
-    limit = max(held, latest) + max_gap_fill
-    if pending > limit:
-        jumpers = [name for name, (_, p) in counts.items() if p > limit]
-        if len(values) < 2 or len(jumpers) < 2:
-            alerts.append(
-                Alert(
-                    "nonce_jump",
-                    f"pending nonce count {pending} from {', '.join(sorted(jumpers))} is more "
-                    f"than {max_gap_fill} beyond ours ({max(held, latest)}); not trusted alone",
-                )
+    ours = max(held, latest)
+    limit = ours + max_gap_fill
+    jumpers = sorted(name for name, (_, p) in counts.items() if p > limit)
+    if jumpers and (len(values) < 2 or len(jumpers) < 2):
+        alerts.append(
+            Alert(
+                "nonce_jump",
+                f"pending nonce count from {', '.join(jumpers)} is more than {max_gap_fill} "
+                f"beyond ours ({ours}); not trusted alone",
             )
-            pending = max(held, latest)
+        )
+        pending = max((p for _, p in values if p <= limit), default=ours)
     return latest, pending, alerts
 
 
