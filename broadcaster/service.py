@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broadcaster.api.server import ApiLimits, IntentApi
+from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
@@ -68,13 +69,12 @@ class _HubMetrics(HubHooks):
 class _TxMetrics(TxObserver):
     """Maps the tx manager's hooks to Prometheus and to API subscriptions."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, subscriptions: Subscriptions) -> None:
         self.metrics = metrics
-        self.api: IntentApi | None = None
+        self.subscriptions = subscriptions
 
     def status(self, record: TxRecord, event: str) -> None:
-        if self.api is not None:
-            self.api.notify(record, event)
+        self.subscriptions.notify(record, event)
         if event in _COUNTED_STATUSES:
             self.metrics.intent(event)
 
@@ -177,7 +177,8 @@ class Service:
         )
         # Finalized records beyond the newest few thousand stay on disk (journal lookups).
         book, journal = open_book(config.journal.path, settled_kept=RETAIN_SETTLED)
-        observer = _TxMetrics(self.metrics)
+        subscriptions = Subscriptions()  # before the manager and the API: both only use it
+        observer = _TxMetrics(self.metrics, subscriptions)
         attestation = None
         if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
             attestation = AttestationPolicy.from_files(
@@ -245,8 +246,8 @@ class Service:
             passthrough=chain.proxy,
             on_intent=self.metrics.intent,
             priority_fee=config.fees.priority_fee_wei,
+            subscriptions=subscriptions,
         )
-        observer.api = api
         server = None
         try:
             await fanout.connect()

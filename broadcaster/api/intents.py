@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from broadcaster.settings import checksum_address
-from nonce import Intent
+from nonce import Intent, TxRecord
 from nonce.errors import InvalidIntent
 
 __all__ = [
     "IntentDefaults",
     "ParamError",
     "checksum_address",
+    "intent_json",
     "parse_address",
     "parse_intent",
     "parse_quantity",
@@ -254,3 +255,22 @@ def parse_intent(
         )
     except InvalidIntent as exc:
         raise ParamError(exc.field, exc.reason) from exc
+
+
+def intent_json(record: TxRecord) -> dict[str, Any]:
+    """``broadcaster_getIntent``'s answer for ``record``."""
+    latest = record.latest
+    return {
+        "id": record.intent.id,
+        "status": record.state.value,
+        "from": checksum_address(record.sender),
+        "nonce": hex(record.nonce),
+        "hash": "0x" + latest.hash.hex() if latest is not None else None,
+        "hashes": ["0x" + a.hash.hex() for a in record.attempts],
+        "block": (
+            {"number": hex(record.block.number), "hash": record.block.hash}
+            if record.block is not None
+            else None
+        ),
+        "reason": record.state_reason,
+    }

@@ -36,10 +36,12 @@ from broadcaster.api.intents import (
     IntentDefaults,
     ParamError,
     checksum_address,
+    intent_json,
     parse_data,
     parse_intent,
     parse_quantity,
 )
+from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
 from broadcaster.tx.manager import TxManager
 from nonce import AttemptReason, Intent, TxRecord
@@ -104,25 +106,6 @@ def _hex(n: int) -> str:
     return hex(n)
 
 
-def intent_json(record: TxRecord) -> dict[str, Any]:
-    """``broadcaster_getIntent``'s answer for ``record``."""
-    latest = record.latest
-    return {
-        "id": record.intent.id,
-        "status": record.state.value,
-        "from": checksum_address(record.sender),
-        "nonce": _hex(record.nonce),
-        "hash": "0x" + latest.hash.hex() if latest is not None else None,
-        "hashes": ["0x" + a.hash.hex() for a in record.attempts],
-        "block": (
-            {"number": _hex(record.block.number), "hash": record.block.hash}
-            if record.block is not None
-            else None
-        ),
-        "reason": record.state_reason,
-    }
-
-
 class _TokenBucket:
     __slots__ = ("burst", "last", "rate", "tokens")
 
@@ -172,6 +155,7 @@ class IntentApi:
         passthrough: Callable[..., Awaitable[Any]] | None = None,
         on_intent: Callable[[str], None] = lambda status: None,
         priority_fee: int = 1_000_000_000,
+        subscriptions: Subscriptions | None = None,
     ) -> None:
         if not tokens:
             raise ValueError("the API needs at least one token")
@@ -185,8 +169,8 @@ class IntentApi:
         self._on_intent = on_intent
         self._priority_fee = priority_fee  # [fees] priority_fee_wei: the tip of intents without one
         self._buckets: dict[str, _TokenBucket] = {}
-        self._clients: set[_Client] = set()
-        self._sub_ids = 0
+        # Built by the service before the manager (its observers notify there); or our own.
+        self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
         self._methods: dict[str, Callable[[_Client, Any], Awaitable[Any]]] = {
             "broadcaster_sendIntent": self._send_intent,
             "broadcaster_getIntent": self._get_intent,
@@ -230,7 +214,7 @@ class IntentApi:
     async def _handle(self, ws: ServerConnection) -> None:
         token: str = getattr(ws, "token", "")
         client = _Client(ws, token, self.limits)
-        self._clients.add(client)
+        self.subscriptions.add(client)
         try:
             async with asyncio.TaskGroup() as group:
                 writer = group.create_task(self._write_notifications(client))
@@ -246,7 +230,7 @@ class IntentApi:
                 finally:
                     writer.cancel()
         finally:
-            self._clients.discard(client)
+            self.subscriptions.discard(client)
 
     async def _answer(self, client: _Client, message: str | bytes) -> None:
         try:
@@ -444,8 +428,7 @@ class IntentApi:
                 f"too many subscriptions on this connection (at most "
                 f"{self.limits.max_subscriptions}): broadcaster_unsubscribe one first",
             )
-        self._sub_ids += 1
-        sub_id = hex(self._sub_ids)
+        sub_id = self.subscriptions.next_id()
         client.subscriptions[sub_id] = ids
         return sub_id
 
@@ -557,28 +540,7 @@ class IntentApi:
 
     def notify(self, record: TxRecord, event: str) -> None:
         """Queue a status notification for every subscription that wants ``record`` (sync)."""
-        if not self._clients:
-            return
-        intent_id = record.intent.id
-        body: dict[str, Any] | None = None
-        for client in self._clients:
-            for sub_id, ids in client.subscriptions.items():
-                if ids is not None and intent_id not in ids:
-                    continue
-                if body is None:
-                    body = intent_json(record)
-                    body["event"] = event
-                message = orjson.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "method": "broadcaster_subscription",
-                        "params": {"subscription": sub_id, "result": body},
-                    }
-                )
-                try:
-                    client.outbox.put_nowait(message)
-                except asyncio.QueueFull:
-                    client.dropped += 1
+        self.subscriptions.notify(record, event)
 
 
 def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:

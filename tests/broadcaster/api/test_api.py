@@ -518,7 +518,7 @@ async def test_a_cancel_the_manager_refuses_is_a_server_error_with_the_intent_as
 async def test_notifications_go_to_matching_subscriptions_only() -> None:
     api = make_api()
     client = conn(api)
-    api._clients.add(client)
+    api.subscriptions.add(client)
     every = (await call(api, request("broadcaster_subscribe"), client))["result"]
     first = (await call(api, request("broadcaster_sendIntent", INTENT)))["result"]
     second = (await call(api, request("broadcaster_sendIntent", INTENT)))["result"]
@@ -710,7 +710,7 @@ async def test_a_message_beyond_four_times_the_limit_closes_the_connection_with_
             async with asyncio.timeout(10):
                 await ws.recv()
         assert ws.close_code == 1009
-    assert api._clients == set()
+    assert api.subscriptions.followers() == set()
 
 
 async def test_the_bot_client_maps_errors_and_unsubscribes_when_its_iterator_closes() -> None:
@@ -724,7 +724,7 @@ async def test_the_bot_client_maps_errors_and_unsubscribes_when_its_iterator_clo
         assert refused.value.code == -32602
         sent = await bot.send_intent(to=RECIPIENT, gas=21_000, max_fee_per_gas=3 * GWEI)
         record = api.manager.book.by_intent(sent["id"])
-        (server_side,) = api._clients
+        (server_side,) = api.subscriptions.followers()
         for round_ in range(3):  # more than max_subscriptions, one after the other
             async with contextlib.aclosing(bot.subscribe([sent["id"]])) as notes:
                 first = asyncio.ensure_future(anext(notes))
@@ -839,7 +839,7 @@ def test_handle_message_always_answers_well_formed_json_rpc(batch: list[bytes | 
     async def run() -> None:
         api = make_api(passthrough=fuzz_node)
         client = conn(api)
-        api._clients.add(client)
+        api.subscriptions.add(client)
         for message in batch:
             reply = await api.handle_message(client, message)
             if reply is None:
