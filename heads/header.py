@@ -31,6 +31,8 @@ from typing import Any, Final
 
 import sha3  # safe-pysha3: keccak256 in C
 
+from heads.errors import HeaderError
+
 __all__ = ["UNVERIFIABLE", "VERIFIED", "HeaderError", "verify_header_hash"]
 
 VERIFIED: Final = True
@@ -86,10 +88,6 @@ _NON_CONSENSUS_KEYS: Final = frozenset(
         "includedIn",  # shared/data uncles: which canonical block referenced it
     }
 )
-
-
-class HeaderError(ValueError):
-    """A header field is not the hex text JSON-RPC promises (so the header is malformed)."""
 
 
 def _rlp_prefix_hex(byte_len: int, offset: int) -> str:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from heads.errors import SubscriptionEnded
 from heads.events import Event, NeedAncestor
 from heads.recording import Recorder
 from heads.subscriber import ClientState, Subscription, SubscriptionOptions
@@ -41,10 +42,6 @@ log = logging.getLogger(__name__)
 EventsCallback = Callable[[list[Event], str, int, Mapping[str, Any]], None]
 """``on_events(events, client, recv_ns, header)``: called for every frame that produced events;
 ``header`` is the head or backfilled block that produced them (e.g. for its ``baseFeePerGas``)."""
-
-
-class SubscriptionEnded(RuntimeError):
-    """A client subscription returned; it must not (CONVENTIONS.md 7)."""
 
 
 class HubHooks:

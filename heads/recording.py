@@ -28,6 +28,8 @@ from typing import IO, Any, Literal
 
 import orjson
 
+from heads.errors import RecordingError
+
 __all__ = [
     "RecordedLine",
     "Recorder",
@@ -39,16 +41,6 @@ Kind = Literal["head", "block", "event"]
 
 _NEWLINE = b"\n"
 _READ_CHUNK = 1 << 20
-
-
-class RecordingError(ValueError):
-    """A line in the middle of a recording is not a valid §4 record."""
-
-    def __init__(self, path: str, line_number: int, reason: str) -> None:
-        super().__init__(f"{path}:{line_number}: {reason}")
-        self.path = path
-        self.line_number = line_number
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

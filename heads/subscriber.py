@@ -40,6 +40,7 @@ from websockets.exceptions import InvalidURI, WebSocketException
 from websockets.uri import parse_uri
 
 from heads.connection import HeadsConnection
+from heads.errors import SubscribeFailed, WatchdogExpired
 
 __all__ = [
     "ClientState",
@@ -196,14 +197,6 @@ class SubscriptionOptions:
     close_timeout: float = 2.0
     ping_interval: float | None = 20.0
     backoff: Callable[[], Iterator[float]] = backoff
-
-
-class WatchdogExpired(Exception):
-    """No head arrived within the watchdog period on an open socket."""
-
-
-class SubscribeFailed(Exception):
-    """The node answered ``eth_subscribe`` with an error (or not with a subscription id)."""
 
 
 # Connection failures that end a session and lead to a reconnect. Anything else is a bug and
