@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 _S = TxState
 _ACTIVE = (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED)
 
+NONCE_CONFLICT_RETRIES = 3
+"""Signatures tried at one nonce when the enclave says something higher was signed there."""
+
 RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0)
 """Seconds between attempts at something that failed for a reason that passes (signer down, an
 enclave rate limit): doubling, capped at 5 s."""
@@ -127,6 +130,24 @@ class Executor:
         self._locks.pop((record.sender, record.nonce), None)
 
     # -- signatures ------------------------------------------------------------------------------
+
+    async def sign_priced(
+        self, record: TxRecord, *, noop: bool = False
+    ) -> tuple[SignedTx, Fees] | None:
+        """Price the next signature at ``record``'s nonce and sign it; ``None`` when it cannot be
+        had now. A ``nonce_conflict`` (something above our floor was signed there before) raises
+        the floor and is priced again over it, a few times at most."""
+        for _ in range(NONCE_CONFLICT_RETRIES):
+            fees = self.fees_for(record, noop=noop)
+            if fees is None:
+                return None
+            floor = self.ledger.floor(record)
+            signed = await self.sign(record, fees, noop=noop)
+            if signed is not None:
+                return signed, fees
+            if self.ledger.floor(record) == floor:
+                return None  # not a conflict: the signer is down or rate limited
+        return None
 
     async def sign(self, record: TxRecord, fees: Fees, *, noop: bool = False) -> SignedTx | None:
         """One signature at ``record``'s nonce; ``None`` when it cannot be had now (retry).
@@ -220,19 +241,17 @@ class Executor:
         async with self.lock(record):
             if not self.wants_payload(record):
                 return None
-            fees = self.fees_for(record, noop=False)
-            if fees is None:
-                return None
             try:
-                signed = await self.sign(record, fees)
+                priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
                     self.give_up(record, _S.FAILED, f"policy: {exc}")
                 return None
-            if signed is None:
+            if priced is None:
                 if record.state is _S.PENDING and not record.attempts:
                     self.background.spawn(self._retry_signing(record))
                 return None
+            signed, fees = priced
             if not self.wants_payload(record):
                 return None  # cancelled or expired while the enclave signed: never sent
             attempt = self._record_attempt(record, signed, fees, reason)
@@ -271,15 +290,13 @@ class Executor:
         async with self.lock(record):
             if final is not None and record.has_noop and record.state is final:
                 return True
-            fees = self.fees_for(record, noop=True)
-            if fees is None:
-                return False
             try:
-                signed = await self.sign(record, fees, noop=True)
+                priced = await self.sign_priced(record, noop=True)
             except SignRefused:
                 return False
-            if signed is None:
+            if priced is None:
                 return False
+            signed, fees = priced
             attempt = self._record_attempt(record, signed, fees, reason)
             if final is not None and final is not record.state and final in allowed(record):
                 self.book.transition(record, final, reason=reason.value, now=self.clock())

@@ -176,15 +176,13 @@ class InclusionTracker:
         async with executor.lock(record):
             if record.latest is not latest or self.ledger.presigned(latest.hash) is not None:
                 return
-            fees = executor.fees_for(record, noop=noop)
-            if fees is None:
-                return
             try:
-                signed = await executor.sign(record, fees, noop=noop)
+                priced = await executor.sign_priced(record, noop=noop)
             except SignRefused:
                 return
-        if signed is None or record.latest is not latest or record.block is None:
+        if priced is None or record.latest is not latest or record.block is None:
             return  # its fees stay the floor of the next signature (AttemptLedger.floor)
+        signed, fees = priced
         reason = noop_reason(record) if noop else AttemptReason.REORG
         attempt = executor.attempt_of(record, signed, fees, reason)
         # Good while maxFeePerGas >= 2 * baseFee + tip still holds (nonce.fees' floor); a

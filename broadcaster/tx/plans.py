@@ -29,6 +29,7 @@ __all__ = [
     "Resign",
     "Resync",
     "SendPresigned",
+    "plan_bump",
     "plan_expiry",
     "plan_gap_fill",
     "plan_nonce_counts",
@@ -229,9 +230,8 @@ def plan_nonce_error(
     if kind is ErrorKind.ACCEPTED or record.latest is not attempt or record.settled:
         return []
     if kind in (ErrorKind.UNDERPRICED, ErrorKind.FEE_CAP_TOO_LOW):
-        if first_bump and bumps < max_bumps and record.state in _ACTIVE:
-            return [Bump(record, attempt)]
-        return []
+        bump = plan_bump(record, attempt, bumps=bumps, max_bumps=max_bumps, first=first_bump)
+        return [bump] if bump is not None else []
     if kind is ErrorKind.NONCE_TOO_LOW:
         out: list[Bump | CheckInclusion | Resync | Fail | Alert] = []
         if first_recheck:
@@ -259,6 +259,19 @@ def plan_nonce_error(
 
 
 _ACTIVE = frozenset((_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED))
+
+
+def plan_bump(
+    record: TxRecord, attempt: Attempt, *, bumps: int, max_bumps: int, first: bool
+) -> Bump | None:
+    """An "underpriced" answer: re-sign with bumped fees (``pricing.replacement`` prices it),
+    once per attempt, at most ``max_bumps`` times per nonce, only while the intent is active and
+    ``attempt`` is its latest (a noop of a given-up intent is not bumped for its payload)."""
+    if not first or bumps >= max_bumps or record.state not in _ACTIVE:
+        return None
+    if record.latest is not attempt or record.has_noop:
+        return None
+    return Bump(record, attempt)
 
 
 # -- nonce counts and gaps -------------------------------------------------------------------------
