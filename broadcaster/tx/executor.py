@@ -220,7 +220,9 @@ class Executor:
 
     def wants_payload(self, record: TxRecord) -> bool:
         """The intent's own payload may still be signed and sent at its nonce."""
-        if record.state not in _ACTIVE or record.has_noop or record.released:
+        if record.state not in _ACTIVE or record.released:
+            return False
+        if record.has_noop and not record.intent.noop:  # a gap fill's payload is its noop
             return False
         if record.block is not None:
             return False

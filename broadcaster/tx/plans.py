@@ -269,7 +269,7 @@ def plan_bump(
     ``attempt`` is its latest (a noop of a given-up intent is not bumped for its payload)."""
     if not first or bumps >= max_bumps or record.state not in _ACTIVE:
         return None
-    if record.latest is not attempt or record.has_noop:
+    if record.latest is not attempt or (record.has_noop and not record.intent.noop):
         return None
     return Bump(record, attempt)
 
