@@ -24,11 +24,21 @@ from broadcaster.tx.testing.chain import Block, SimChain, SimTx, decode_tx
 from broadcaster.tx.testing.checker import Checker, Told, Violation
 from broadcaster.tx.testing.nodes import Network, Node
 from broadcaster.tx.testing.signer import SignRequest, SimEnclave, SimSigner
-from broadcaster.tx.testing.sim import CHAIN_ID, GWEI, KEYS, RECIPIENTS, Sim, SimConfig
+from broadcaster.tx.testing.sim import (
+    CHAIN_ID,
+    FOREIGN_TO,
+    GWEI,
+    KEYS,
+    RECIPIENTS,
+    Sim,
+    SimConfig,
+    SimFactory,
+)
 from broadcaster.tx.testing.vloop import VirtualClock, VirtualDeadlock, VirtualTimeLoop
 
 __all__ = [
     "CHAIN_ID",
+    "FOREIGN_TO",
     "GWEI",
     "KEYS",
     "RECIPIENTS",
@@ -43,6 +53,7 @@ __all__ = [
     "SimChain",
     "SimConfig",
     "SimEnclave",
+    "SimFactory",
     "SimSigner",
     "SimTx",
     "Told",

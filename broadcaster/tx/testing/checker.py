@@ -9,8 +9,8 @@ fan-out), against what was true at that instant:
   chain is past it; ``cancelled`` only once a noop at that nonce is signed (or nothing was ever
   signed); ``failed`` only while the payload is not mined; ``finalized`` only ``finality_depth``
   deep;
-- no payload goes out after the bot was told ``cancelled``/``expired``, nor once the known tip is
-  past its ``validUntilBlock``;
+- no payload goes out after the bot was told ``cancelled``/``expired``, nor once the known tip has
+  reached its ``validUntilBlock`` (the next block could not hold it);
 - every signature request fits the fee rules: a replacement clears geth's +10 % (the enclave's
   ``nonce_conflict`` would refuse it), an EIP-1559 re-sign has ``maxFeePerGas >= 2 * baseFee +
   tip`` for the canonical tip's base fee, a legacy/2930 re-sign is the +10 % bump with no 1559
@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from broadcaster.tx.testing.chain import Block, SimTx
+from broadcaster.tx.testing.chain import Block, SimTx, decode_tx
 from broadcaster.tx.testing.signer import SignRequest
 from nonce import TxRecord, TxState
 from nonce.fees import bump
@@ -194,6 +194,14 @@ class Checker:
         block = self.sim.chain.blocks.get(ref.hash)
         if block is None or tx_hash not in {tx.hash for tx in block.txs}:
             self._flag("included_not_in_block", record.intent.id, f"{ref} lacks 0x{tx_hash.hex()}")
+        elif not record.intent.noop and any(
+            a.hash == tx_hash and decode_tx(a.raw).is_noop for a in record.attempts
+        ):
+            self._flag(
+                "included_by_noop",
+                record.intent.id,
+                f"told included, but what block {ref.number} holds is its noop",
+            )
         elif not self.canonical(ref.hash):
             self._flag(
                 "included_not_canonical",
@@ -263,11 +271,11 @@ class Checker:
             )
         vub = self.sim.intents[intent_id].valid_until_block
         tip = self.known_tip().number
-        if vub is not None and tip > vub:
+        if vub is not None and tip >= vub:  # the next block is past validUntilBlock
             self._flag(
                 "expired_payload_broadcast",
                 intent_id,
-                f"payload sent at tip {tip} > validUntilBlock {vub}",
+                f"payload sent at tip {tip}: the next block is past validUntilBlock {vub}",
             )
 
     # -- steps and the end -----------------------------------------------------------------------
@@ -300,8 +308,23 @@ class Checker:
                 continue  # evicted after finality (checked by the memory scenario)
             mined = self.mined(intent_id)
             if record.state in (_S.INCLUDED, _S.FINALIZED):
+                ref, truth = record.block, self.sim.chain.truth
                 if not mined:
                     self._flag("included_not_on_chain", intent_id, f"ended {record.state.value}")
+                elif ref is None or not truth.contains(ref.hash):
+                    self._flag(
+                        "included_in_abandoned_block",
+                        intent_id,
+                        f"ended {record.state.value} in {ref}, mined in block {mined[0].number}",
+                    )
+                elif record.state is _S.INCLUDED and (
+                    self.sim.chain.tip.number - ref.number > self.sim.config.finality_depth + 1
+                ):
+                    self._flag(
+                        "never_finalized",
+                        intent_id,
+                        f"included in block {ref.number}, tip {self.sim.chain.tip.number}",
+                    )
             elif record.state in _GIVEN_UP:
                 if mined:
                     self._flag(

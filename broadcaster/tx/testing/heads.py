@@ -40,8 +40,10 @@ class HeadFeed:
         fork_choice: ForkChoice = "latest",
         clock_ns: Callable[[], int],
         consumer: EventsConsumer,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.network = network
+        self.loop = loop
         self.clients = list(clients)
         self.tracker = ChainTracker(finality_depth=finality_depth, fork_choice=fork_choice)
         self._clock_ns = clock_ns
@@ -85,9 +87,7 @@ class HeadFeed:
         for event in events:
             if type(event) is NeedAncestor:
                 node = self.network[event.client]
-                asyncio.get_running_loop().call_later(
-                    node.latency, self._backfill, event.client, event.hash
-                )
+                self.loop.call_later(node.latency, self._backfill, event.client, event.hash)
 
     def _backfill(self, client: str, block_hash: str) -> None:
         if not self.alive:

@@ -106,6 +106,7 @@ async def boot(
     fanout = SimFanOut(
         network,
         plan.rpcs,
+        loop=clock.loop,
         clock_ns=clock.ns,
         on_result=lambda result: adapter.on_result(result) if adapter else None,
         on_written=lambda written: adapter.on_written(written) if adapter else None,
@@ -118,6 +119,7 @@ async def boot(
         finality_depth=plan.finality_depth,
         clock_ns=clock.ns,
         consumer=on_chain,
+        loop=clock.loop,
     )
     adapter = ManagerAdapter(
         chain_id=plan.chain_id,

@@ -51,6 +51,7 @@ class SimFanOut:
         network: Network,
         endpoints: Sequence[str],
         *,
+        loop: asyncio.AbstractEventLoop,
         clock_ns: Callable[[], int],
         on_result: Callable[[BroadcastResult], None],
         on_written: Callable[[Written], None],
@@ -60,6 +61,7 @@ class SimFanOut:
     ) -> None:
         self.network = network
         self.endpoints = list(endpoints)
+        self.loop = loop
         self._clock_ns = clock_ns
         self._on_result = on_result
         self._on_written = on_written
@@ -102,7 +104,6 @@ class SimFanOut:
         self._timers.clear()
 
     def _later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
-        loop = asyncio.get_running_loop()
         handle: asyncio.TimerHandle | None = None
 
         def fire() -> None:
@@ -110,7 +111,7 @@ class SimFanOut:
                 self._timers.discard(handle)
             fn(*args)
 
-        handle = loop.call_later(delay, fire)
+        handle = self.loop.call_later(delay, fire)
         self._timers.add(handle)
 
     def _offer(self, node: Node, job: _Job, written: list[Written] | None) -> None:
@@ -145,9 +146,7 @@ class SimFanOut:
             )
             return
         # The node gets the bytes after half the round trip, whoever is still listening.
-        asyncio.get_running_loop().call_later(
-            node.latency / 2, self._deliver, node, job, written_ns
-        )
+        self.loop.call_later(node.latency / 2, self._deliver, node, job, written_ns)
 
     def _deliver(self, node: Node, job: _Job, written_ns: int) -> None:
         message = node.send(job.tx)

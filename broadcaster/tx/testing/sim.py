@@ -37,7 +37,7 @@ from nonce import Intent, TxRecord
 from signer_client.signing import LocalKey
 from signer_client.txcodec import tx_from_dict
 
-__all__ = ["CHAIN_ID", "GWEI", "KEYS", "RECIPIENTS", "Sim", "SimConfig"]
+__all__ = ["CHAIN_ID", "FOREIGN_TO", "GWEI", "KEYS", "RECIPIENTS", "Sim", "SimConfig", "SimFactory"]
 
 _T = TypeVar("_T")
 GWEI = 10**9
@@ -346,10 +346,12 @@ class Sim:
         await self.advance(wait)
         return record
 
-    async def cancel(self, intent_id: str) -> TxRecord:
+    async def cancel(self, intent_id: str, *, wait: float = 0.01) -> TxRecord:
+        """``broadcaster_cancelIntent`` (then ``wait`` seconds, as for :meth:`submit`)."""
         record = self.adapter.find(intent_id)
         assert record is not None, intent_id
         cancelled: TxRecord = await self.adapter.cancel(record)
+        await self.advance(wait)
         return cancelled
 
     def record(self, intent_id: str) -> TxRecord:
@@ -378,3 +380,31 @@ class Sim:
 
     def check(self) -> None:
         self.checker.raise_if_violated()
+
+
+class SimFactory:
+    """Booted simulations under one directory, closed together (a test fixture's body)::
+
+    @pytest.fixture
+    def sims(tmp_path):
+        factory = SimFactory(tmp_path)
+        yield factory
+        factory.close()
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.made: list[Sim] = []
+
+    def __call__(self, **config: Any) -> Sim:
+        workdir = self.root / f"sim{len(self.made)}"
+        workdir.mkdir(parents=True)
+        sim = Sim(workdir, SimConfig(**config))
+        self.made.append(sim)
+        sim.run(sim.boot())
+        return sim
+
+    def close(self) -> None:
+        for sim in self.made:
+            sim.close()
+        self.made.clear()
