@@ -346,6 +346,44 @@ class Sim:
         await self.advance(wait)
         return record
 
+    async def submit_raw(
+        self, nonce: int, *, sender: int = 0, value: int | None = None, wait: float = 0.01
+    ) -> TxRecord:
+        """``eth_sendRawTransaction`` of bytes a bot signed with our key at ``nonce``."""
+        n = next(self._ids)
+        tip = 2 * GWEI
+        fee = 3 * self.chain.tip.base_fee
+        fields = tx_from_dict(
+            {
+                "type": 2,
+                "chainId": CHAIN_ID,
+                "nonce": nonce,
+                "to": RECIPIENTS[0],
+                "value": value if value is not None else 1_000 + n,
+                "data": b"",
+                "gas": 21_000,
+                "maxFeePerGas": fee,
+                "maxPriorityFeePerGas": tip,
+            }
+        )
+        signed = self.keys[sender].sign(fields)
+        intent = Intent(
+            id=f"raw-{n}",
+            sender=self.accounts[sender],
+            to=RECIPIENTS[0],
+            value=fields.value,
+            data=b"",
+            gas=21_000,
+            max_fee_per_gas=fee,
+            max_priority_fee_per_gas=tip,
+            chain_id=CHAIN_ID,
+            external=True,
+        )
+        self.intents[intent.id] = intent
+        record: TxRecord = await self.adapter.submit_raw(intent, nonce, signed)
+        await self.advance(wait)
+        return record
+
     async def cancel(self, intent_id: str, *, wait: float = 0.01) -> TxRecord:
         """``broadcaster_cancelIntent`` (then ``wait`` seconds, as for :meth:`submit`)."""
         record = self.adapter.find(intent_id)
