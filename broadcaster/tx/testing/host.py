@@ -3,7 +3,7 @@
 :func:`boot` does what ``broadcaster/service.py`` does at start-up, in its order: reload the book
 from the journal file, build the fan-out and the chain reader, build the manager, resync and
 recover (``start``, retried while no RPC answers), start the background tasks (the manager's
-``run`` and the journal writer), then connect the head clients. :meth:`Host.kill` is ``kill -9``:
+``run``), then connect the head clients. :meth:`Host.kill` is ``kill -9``:
 the journal queue is lost (or a prefix of it kept), the tracker and every task die, bytes already
 written still reach the nodes but their answers reach nobody. The enclave and the nodes live
 outside the process and are not touched.
@@ -93,7 +93,7 @@ async def boot(
     hooks: Hooks,
     on_send: Any,
 ) -> Host:
-    book, journal = reopen(plan.journal_path, linger=plan.linger)
+    book, journal = reopen(plan.journal_path, loop=clock.loop, linger=plan.linger)
     adapter: ManagerAdapter | None = None
 
     def on_chain(events: list[Event], client: str, recv_ns: int, header: Mapping[str, Any]) -> None:
@@ -141,7 +141,6 @@ async def boot(
     host.recovery = await adapter.start(plan.accounts)
     loop = asyncio.get_running_loop()
     host.tasks.append(loop.create_task(adapter.run(), name="txmanager"))
-    host.tasks.append(loop.create_task(journal.run(), name="journal-writer"))
     await asyncio.sleep(0)  # let the manager's TaskGroup start before heads arrive
     feed.connect()
     return host

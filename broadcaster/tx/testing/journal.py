@@ -3,8 +3,9 @@
 ``nonce.journal.SqliteJournal`` commits from a writer thread every ``linger`` of *real* time, so
 what a ``kill -9`` loses would depend on the machine's speed. :class:`SimJournal` keeps the
 book's entries in memory (the writer's queue) and hands them to a ``SqliteJournal`` only at a
-writer tick (every ``linger`` virtual seconds, driven by :meth:`run`) or on ``flush()`` (the
-manager's durability barrier, ``commit_now``: committed and fsynced). :meth:`crash` is
+writer tick (``linger`` virtual seconds after the first entry queued since the last commit; no
+tick with ``linger=None``) or on ``flush()`` (the manager's durability barrier, ``commit_now``:
+committed and fsynced). :meth:`crash` is
 ``kill -9``: the queue is lost, optionally after a prefix of it made it to disk; the file holds
 exactly what a crash at that instant would leave. :func:`reopen` is the restart: ``load`` the
 file and ``NonceBook.restore`` it, as ``nonce.journal.open_book`` does, journaling further
@@ -26,9 +27,17 @@ __all__ = ["SimJournal", "reopen"]
 class SimJournal:
     """Book ``Journal`` and manager ``Durable`` in one (see the module docstring)."""
 
-    def __init__(self, path: Path, *, linger: float | None = 0.002) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        linger: float | None = 0.002,
+    ) -> None:
         self.path = path
+        self.loop = loop
         self.linger = linger
+        self._tick: asyncio.TimerHandle | None = None
         self._db = SqliteJournal(path, linger=3600.0)
         self._queue: list[Entry] = []
         self.dead = False
@@ -42,6 +51,12 @@ class SimJournal:
             return  # a killed process writes nothing
         self.appended += 1
         self._queue.append(entry)
+        if self._tick is None and self.linger is not None:
+            self._tick = self.loop.call_later(self.linger, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        self.commit()
 
     # -- the manager's Durable -------------------------------------------------------------------
 
@@ -68,18 +83,12 @@ class SimJournal:
                 self._db.append(entry)
         self._db.commit_now(timeout=30)
 
-    async def run(self) -> None:
-        """The writer thread's tick, on virtual time (a task of the host process)."""
-        if self.linger is None:
-            return
-        while not self.dead:
-            await asyncio.sleep(self.linger)
-            if self._queue:
-                self.commit()
-
     def crash(self, keep: int = 0) -> int:
         """``kill -9``: the first ``keep`` queued entries reach the disk, the rest are lost.
         Returns how many were lost."""
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         self.commit(keep)
         lost = len(self._queue)
         self._queue.clear()
@@ -90,13 +99,18 @@ class SimJournal:
     def close(self) -> None:
         """Orderly shutdown: everything queued is committed."""
         if not self.dead:
+            if self._tick is not None:
+                self._tick.cancel()
+                self._tick = None
             self.commit()
             self.dead = True
             self._db.close()
 
 
-def reopen(path: Path, *, linger: float | None = 0.002) -> tuple[NonceBook, SimJournal]:
+def reopen(
+    path: Path, *, loop: asyncio.AbstractEventLoop, linger: float | None = 0.002
+) -> tuple[NonceBook, SimJournal]:
     """Start-up after a crash or a shutdown: the book as the file has it, and its journal."""
     records = load(path)
-    journal = SimJournal(path, linger=linger)
+    journal = SimJournal(path, loop=loop, linger=linger)
     return NonceBook.restore(records, journal), journal

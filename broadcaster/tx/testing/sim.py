@@ -400,8 +400,10 @@ class Sim:
     # -- endings ---------------------------------------------------------------------------------
 
     def heal(self) -> None:
-        """Every fault off: signer up, nodes honest and following the chain."""
+        """Every fault off: signer up, nodes honest and following the chain, the base fee back to
+        the lowest it has been (so whatever a bot priced for the chain can be mined)."""
         self.enclave.down = self.enclave.hang = False
+        self.next_base_fee = min(b.base_fee for b in self.chain.blocks.values())
         for node in self.network.nodes.values():
             node.down = node.timeout = node.drop_sends = False
             node.answer, node.pending_offset = None, 0
