@@ -19,7 +19,8 @@ fan-out), against what was true at that instant:
 After every step: no intent's payload is on the chain twice, or after its ``validUntilBlock``;
 every status told matches the intent's state at that moment (no ``included`` for a cancelled
 intent whose noop was mined). At the end (:meth:`final`, after
-healing and mining to finality): every intent ended ``included``/``finalized`` with its payload
+healing and mining to finality): no sender's chain nonce is stuck under nonces we hold; every
+intent ended ``included``/``finalized`` with its payload
 on chain exactly once, or ``failed``/``expired``/``cancelled`` with it nowhere on chain.
 """
 
@@ -41,6 +42,7 @@ __all__ = ["Checker", "Told", "Violation"]
 
 _S = TxState
 _GIVEN_UP = frozenset((_S.CANCELLED, _S.EXPIRED, _S.FAILED))
+_WAITING = frozenset((_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED))
 _STATUS_EVENTS = frozenset(("included", "finalized", "cancelled", "expired", "failed"))
 
 
@@ -302,6 +304,23 @@ class Checker:
 
     def final(self) -> None:
         self.after_step()
+        for sender in self.sim.accounts:
+            chain_nonce = self.sim.chain.tip.nonce(sender)
+            stuck = sorted(
+                r.nonce
+                for r in self.sim.adapter.records()
+                if r.sender == sender
+                and not r.released
+                and r.nonce > chain_nonce
+                and r.state in _WAITING
+            )
+            if stuck:
+                self._flag(
+                    "nonce_hole",
+                    None,
+                    f"{sender[:10]}: chain nonce stuck at {chain_nonce} under our "
+                    f"nonces {stuck[:5]}",
+                )
         for intent_id in self.sim.intents:
             record = self.sim.adapter.find(intent_id)
             if record is None:
