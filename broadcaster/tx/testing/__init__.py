@@ -13,6 +13,7 @@ signer and crashes can be tested deterministically and fast:
   seam, with the client's reply verification;
 - ``journal``: the real SQLite journal with a crash-loss window on virtual time;
 - ``adapter``: the one module that knows the manager's API;
+- ``config``: keys, addresses, the enclave policy, :class:`SimConfig`;
 - ``host``: one life of the broadcaster process; ``sim``: the world and its step actions;
 - ``checker``: the invariants, checked at every status, signature, send and step.
 
@@ -22,18 +23,18 @@ Start with :class:`Sim` (``sim.py``'s docstring has an example).
 from broadcaster.tx.testing.adapter import FeeSettings, ManagerAdapter
 from broadcaster.tx.testing.chain import Block, SimChain, SimTx, decode_tx
 from broadcaster.tx.testing.checker import Checker, Told, Violation
-from broadcaster.tx.testing.nodes import Network, Node
-from broadcaster.tx.testing.signer import SignRequest, SimEnclave, SimSigner
-from broadcaster.tx.testing.sim import (
+from broadcaster.tx.testing.config import (
     CHAIN_ID,
     FOREIGN_TO,
     GWEI,
     KEYS,
     RECIPIENTS,
-    Sim,
     SimConfig,
-    SimFactory,
+    default_policy,
 )
+from broadcaster.tx.testing.nodes import Network, Node
+from broadcaster.tx.testing.signer import SignRequest, SimEnclave, SimSigner
+from broadcaster.tx.testing.sim import Sim, SimFactory
 from broadcaster.tx.testing.vloop import VirtualClock, VirtualDeadlock, VirtualTimeLoop
 
 __all__ = [
@@ -62,4 +63,5 @@ __all__ = [
     "VirtualDeadlock",
     "VirtualTimeLoop",
     "decode_tx",
+    "default_policy",
 ]

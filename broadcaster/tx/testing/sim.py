@@ -20,68 +20,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from broadcaster.tx.testing.adapter import FeeSettings
 from broadcaster.tx.testing.chain import Block, SimChain, SimTx, decode_tx
 from broadcaster.tx.testing.checker import Checker
+from broadcaster.tx.testing.config import CHAIN_ID, FOREIGN_TO, GWEI, KEYS, RECIPIENTS, SimConfig
 from broadcaster.tx.testing.host import Host, HostPlan, boot
 from broadcaster.tx.testing.nodes import Network, Node
 from broadcaster.tx.testing.signer import SimEnclave
 from broadcaster.tx.testing.vloop import VirtualClock, VirtualTimeLoop, _cancel_all
-from enclave.policy import PolicyConfig
 from nonce import Intent, TxRecord
-from signer_client.signing import LocalKey
+from signer_client.signing import LocalKey, SignedTx
 from signer_client.txcodec import tx_from_dict
 
-__all__ = ["CHAIN_ID", "FOREIGN_TO", "GWEI", "KEYS", "RECIPIENTS", "Sim", "SimConfig", "SimFactory"]
+__all__ = ["Sim", "SimFactory"]
 
 _T = TypeVar("_T")
-GWEI = 10**9
-CHAIN_ID = 31337
-KEYS = (  # anvil's public dev keys 0-2: test material, never funds
-    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-)
-RECIPIENTS = (
-    "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc",
-    "0x90f79bf6eb2c4f870365e785982e1f101e93b906",
-)
-FOREIGN_TO = "0x15d34aaf54267db7d7c367839aaf71a00a2c6a65"  # not in the enclave's allowlist
-
-
-def default_policy() -> PolicyConfig:
-    return PolicyConfig(
-        chain_ids=(CHAIN_ID,),
-        allowed_to=RECIPIENTS,
-        max_fee_per_gas=1000 * GWEI,
-        max_priority_fee_per_gas=100 * GWEI,
-        rate_per_second=1000.0,
-        burst=1000,
-    )
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    nodes: tuple[str, ...] = ("a", "b", "c")
-    head_clients: tuple[str, ...] = ("a", "b")
-    rpcs: tuple[str, ...] = ("a", "b", "c")
-    readers: tuple[str, ...] = ("a", "b")
-    delays: Mapping[str, float] = field(default_factory=lambda: {"a": 0.0, "b": 0.03, "c": 0.06})
-    senders: int = 1
-    base_fee: int = 10 * GWEI
-    block_time: float = 2.0
-    finality_depth: int = 8
-    fees: FeeSettings = field(default_factory=FeeSettings)
-    policy: PolicyConfig = field(default_factory=default_policy)
-    presign: bool = True
-    retain_settled: int = 10_000
-    linger: float | None = 0.002
-    history: int = 3
 
 
 class Sim:
@@ -272,30 +228,30 @@ class Sim:
         self.checker.after_step()
         return made
 
-    def foreign_tx(
-        self,
-        nonce: int,
-        *,
-        sender: int = 0,
-        value: int = 7,
-        to: str = FOREIGN_TO,
-        tip: int = 3 * GWEI,
-    ) -> SimTx:
-        """A transaction signed with our key somewhere else (never through our enclave)."""
-        fields = tx_from_dict(
-            {
-                "type": 2,
-                "chainId": CHAIN_ID,
-                "nonce": nonce,
-                "to": to,
-                "value": value,
-                "data": b"",
-                "gas": 21_000,
-                "maxFeePerGas": 4 * self.chain.tip.base_fee + tip,
-                "maxPriorityFeePerGas": tip,
-            }
+    def signed_elsewhere(
+        self, nonce: int, *, sender: int = 0, to: str, value: int, fee: int, tip: int
+    ) -> SignedTx:
+        """A 1559 transfer signed with our key outside our enclave (a bot, or a leaked key)."""
+        tx = {
+            "type": 2,
+            "chainId": CHAIN_ID,
+            "nonce": nonce,
+            "to": to,
+            "value": value,
+            "data": b"",
+            "gas": 21_000,
+            "maxFeePerGas": fee,
+            "maxPriorityFeePerGas": tip,
+        }
+        return self.keys[sender].sign(tx_from_dict(tx))
+
+    def foreign_tx(self, nonce: int, *, sender: int = 0, tip: int = 3 * GWEI) -> SimTx:
+        """A transaction someone else made with our key at ``nonce`` (to ``FOREIGN_TO``)."""
+        fee = 4 * self.chain.tip.base_fee + tip
+        signed = self.signed_elsewhere(
+            nonce, sender=sender, to=FOREIGN_TO, value=7, fee=fee, tip=tip
         )
-        return decode_tx(self.keys[sender].sign(fields).raw)
+        return decode_tx(signed.raw)
 
     # -- the bot ---------------------------------------------------------------------------------
 
@@ -346,32 +302,17 @@ class Sim:
         await self.advance(wait)
         return record
 
-    async def submit_raw(
-        self, nonce: int, *, sender: int = 0, value: int | None = None, wait: float = 0.01
-    ) -> TxRecord:
+    async def submit_raw(self, nonce: int, *, sender: int = 0, wait: float = 0.01) -> TxRecord:
         """``eth_sendRawTransaction`` of bytes a bot signed with our key at ``nonce``."""
-        n = next(self._ids)
-        tip = 2 * GWEI
-        fee = 3 * self.chain.tip.base_fee
-        fields = tx_from_dict(
-            {
-                "type": 2,
-                "chainId": CHAIN_ID,
-                "nonce": nonce,
-                "to": RECIPIENTS[0],
-                "value": value if value is not None else 1_000 + n,
-                "data": b"",
-                "gas": 21_000,
-                "maxFeePerGas": fee,
-                "maxPriorityFeePerGas": tip,
-            }
+        n, tip, fee = next(self._ids), 2 * GWEI, 3 * self.chain.tip.base_fee
+        signed = self.signed_elsewhere(
+            nonce, sender=sender, to=RECIPIENTS[0], value=1_000 + n, fee=fee, tip=tip
         )
-        signed = self.keys[sender].sign(fields)
         intent = Intent(
             id=f"raw-{n}",
             sender=self.accounts[sender],
             to=RECIPIENTS[0],
-            value=fields.value,
+            value=1_000 + n,
             data=b"",
             gas=21_000,
             max_fee_per_gas=fee,

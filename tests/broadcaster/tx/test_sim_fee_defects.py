@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster.tx.testing import FOREIGN_TO, GWEI, FeeSettings, SignRequest, SimFactory, SimTx
-from broadcaster.tx.testing.sim import default_policy
+from broadcaster.tx.testing import (
+    FOREIGN_TO,
+    GWEI,
+    FeeSettings,
+    SignRequest,
+    SimFactory,
+    SimTx,
+    default_policy,
+)
 from nonce import TxState
 
 _S = TxState

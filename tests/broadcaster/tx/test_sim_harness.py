@@ -147,9 +147,17 @@ def test_the_real_enclave_policy_protects_a_signed_nonce(sims: SimFactory) -> No
     sim = sims()
     record = sim.run(sim.submit())
     signer = SimSigner(sim.enclave)
-    other = {"type": 2, "chainId": 31337, "nonce": record.nonce, "to": RECIPIENTS[1],
-             "value": 5, "data": b"", "gas": 21_000, "maxFeePerGas": 100 * GWEI,
-             "maxPriorityFeePerGas": 2 * GWEI}  # fmt: skip
+    other = {
+        "type": 2,
+        "chainId": 31337,
+        "nonce": record.nonce,
+        "to": RECIPIENTS[1],
+        "value": 5,
+        "data": b"",
+        "gas": 21_000,
+        "maxFeePerGas": 100 * GWEI,
+        "maxPriorityFeePerGas": 2 * GWEI,
+    }
     with pytest.raises(PolicyDenied) as denied:
         sim.run(signer.sign_transaction(other, record.sender))
     assert denied.value.rule == "nonce_conflict"  # a different payload without a +10 % bump
@@ -164,9 +172,17 @@ def test_an_enclave_restart_keeps_its_nonce_memory_unless_told_to_lose_it(
     sim = sims()
     record = sim.run(sim.submit())
     signer = SimSigner(sim.enclave)
-    other = {"type": 2, "chainId": 31337, "nonce": record.nonce, "to": RECIPIENTS[1],
-             "value": 5, "data": b"", "gas": 21_000, "maxFeePerGas": 30 * GWEI,
-             "maxPriorityFeePerGas": 2 * GWEI}  # fmt: skip
+    other = {
+        "type": 2,
+        "chainId": 31337,
+        "nonce": record.nonce,
+        "to": RECIPIENTS[1],
+        "value": 5,
+        "data": b"",
+        "gas": 21_000,
+        "maxFeePerGas": 30 * GWEI,
+        "maxPriorityFeePerGas": 2 * GWEI,
+    }
     sim.enclave.restart(keep_state=True)
     with pytest.raises(PolicyDenied):
         sim.run(signer.sign_transaction(other, record.sender))
@@ -186,10 +202,22 @@ def test_every_enclave_reply_goes_through_the_clients_verification(sims: SimFact
 
     sim.enclave.core.handle = lying  # type: ignore[method-assign]
     with pytest.raises(ReplyVerificationError):
-        sim.run(SimSigner(sim.enclave).sign_transaction(
-            {"type": 2, "chainId": 31337, "nonce": 0, "to": RECIPIENTS[0], "value": 1001,
-             "data": b"", "gas": 21_000, "maxFeePerGas": 30 * GWEI,
-             "maxPriorityFeePerGas": GWEI}, sim.accounts[0]))  # fmt: skip
+        sim.run(
+            SimSigner(sim.enclave).sign_transaction(
+                {
+                    "type": 2,
+                    "chainId": 31337,
+                    "nonce": 0,
+                    "to": RECIPIENTS[0],
+                    "value": 1001,
+                    "data": b"",
+                    "gas": 21_000,
+                    "maxFeePerGas": 30 * GWEI,
+                    "maxPriorityFeePerGas": GWEI,
+                },
+                sim.accounts[0],
+            )
+        )
 
 
 # -- the journal's crash window ----------------------------------------------------------------
@@ -201,9 +229,17 @@ def test_a_crash_loses_exactly_what_was_not_flushed(tmp_path: Path) -> None:
         book, journal = reopen(tmp_path / "j.db", loop=loop, linger=None)
         book.resync("0x" + "11" * 20, chain_latest=0, chain_pending=0, now=0.0)
         for k in range(3):
-            intent = Intent(id=f"i{k}", sender="0x" + "11" * 20, to=RECIPIENTS[0], value=k,
-                            data=b"", gas=21_000, max_fee_per_gas=1, max_priority_fee_per_gas=1,
-                            chain_id=31337)  # fmt: skip
+            intent = Intent(
+                id=f"i{k}",
+                sender="0x" + "11" * 20,
+                to=RECIPIENTS[0],
+                value=k,
+                data=b"",
+                gas=21_000,
+                max_fee_per_gas=1,
+                max_priority_fee_per_gas=1,
+                chain_id=31337,
+            )
             book.accept(intent, now=0.0)
             if k == 0:
                 loop.run_until_complete(journal.flush())
@@ -221,9 +257,17 @@ def test_the_writer_tick_commits_linger_seconds_after_an_append(tmp_path: Path) 
         book, journal = reopen(tmp_path / "j.db", loop=loop, linger=0.002)
         assert isinstance(journal, SimJournal)
         book.resync("0x" + "11" * 20, chain_latest=0, chain_pending=0, now=0.0)
-        intent = Intent(id="i0", sender="0x" + "11" * 20, to=RECIPIENTS[0], value=0, data=b"",
-                        gas=21_000, max_fee_per_gas=1, max_priority_fee_per_gas=1,
-                        chain_id=31337)  # fmt: skip
+        intent = Intent(
+            id="i0",
+            sender="0x" + "11" * 20,
+            to=RECIPIENTS[0],
+            value=0,
+            data=b"",
+            gas=21_000,
+            max_fee_per_gas=1,
+            max_priority_fee_per_gas=1,
+            chain_id=31337,
+        )
         book.accept(intent, now=0.0)
         assert journal.queued == 1
         loop.run_until_complete(asyncio.sleep(0.003))

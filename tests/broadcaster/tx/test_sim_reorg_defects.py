@@ -188,8 +188,12 @@ def _tip_fee(sim: Sim) -> int:
 def test_a_rejected_header_does_not_set_the_base_fee(sims: SimFactory) -> None:
     sim = sims()
     assert sim.host is not None
-    header = {"number": "0xzz", "hash": "0x" + "ab" * 32, "parentHash": sim.tip.hash,
-              "baseFeePerGas": hex(500 * GWEI)}  # fmt: skip
+    header = {
+        "number": "0xzz",
+        "hash": "0x" + "ab" * 32,
+        "parentHash": sim.tip.hash,
+        "baseFeePerGas": hex(500 * GWEI),
+    }
     sim.host.feed.announce_raw("b", header)
     assert sim.adapter.base_fee == _tip_fee(sim), f"base fee now {sim.adapter.base_fee / GWEI} gwei"
 
@@ -201,8 +205,12 @@ def test_a_rejected_header_does_not_set_the_base_fee(sims: SimFactory) -> None:
 def test_a_held_head_does_not_set_the_base_fee(sims: SimFactory) -> None:
     sim = sims()
     assert sim.host is not None
-    header = {"number": hex(sim.tip.number + 5), "hash": "0x" + "cd" * 32,
-              "parentHash": "0x" + "ef" * 32, "baseFeePerGas": hex(500 * GWEI)}  # fmt: skip
+    header = {
+        "number": hex(sim.tip.number + 5),
+        "hash": "0x" + "cd" * 32,
+        "parentHash": "0x" + "ef" * 32,
+        "baseFeePerGas": hex(500 * GWEI),
+    }
     sim.host.feed.announce_raw("b", header)
     assert sim.adapter.base_fee == _tip_fee(sim), f"base fee now {sim.adapter.base_fee / GWEI} gwei"
 
