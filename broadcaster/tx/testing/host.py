@@ -1,0 +1,146 @@
+"""One life of the broadcaster process: journal, tracker, seams and the manager, until killed.
+
+:func:`boot` does what ``broadcaster/service.py`` does at start-up, in its order: reload the book
+from the journal file, build the fan-out and the chain reader, build the manager, resync and
+recover (``start``, retried while no RPC answers), start the background tasks (the manager's
+``run``), then connect the head clients. :meth:`Host.kill` is ``kill -9``:
+the journal queue is lost (or a prefix of it kept), the tracker and every task die, bytes already
+written still reach the nodes but their answers reach nobody. The enclave and the nodes live
+outside the process and are not touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broadcaster.tx.testing.adapter import FeeSettings, Hooks, ManagerAdapter
+from broadcaster.tx.testing.chain import SimTx
+from broadcaster.tx.testing.heads import HeadFeed
+from broadcaster.tx.testing.journal import SimJournal, reopen
+from broadcaster.tx.testing.nodes import Network
+from broadcaster.tx.testing.rpc import SimChainState, SimFanOut
+from broadcaster.tx.testing.signer import SimEnclave, SimSigner
+from broadcaster.tx.testing.vloop import VirtualClock
+from heads.events import Event
+
+__all__ = ["Host", "HostPlan", "boot"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostPlan:
+    """What a process is started with (the parts of the config the simulation varies)."""
+
+    chain_id: int
+    accounts: Sequence[str]
+    head_clients: Sequence[str]
+    rpcs: Sequence[str]
+    readers: Sequence[str]
+    finality_depth: int
+    fees: FeeSettings
+    presign: bool
+    retain_settled: int
+    journal_path: Path
+    linger: float | None
+
+
+@dataclass(eq=False)
+class Host:
+    plan: HostPlan
+    journal: SimJournal
+    fanout: SimFanOut
+    chain: SimChainState
+    adapter: ManagerAdapter
+    feed: HeadFeed
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    recovery: list[Any] = field(default_factory=list)
+    alive: bool = True
+
+    async def kill(self, keep: int = 0) -> int:
+        """``kill -9``; ``keep`` queued journal entries still reach the disk. Returns the lost."""
+        self.alive = False
+        self.fanout.detach()
+        self.feed.stop()
+        lost = self.journal.crash(keep)
+        await _cancel(self.tasks)
+        return lost
+
+    async def shutdown(self) -> None:
+        """An orderly stop (SIGTERM): the journal is flushed and closed."""
+        self.alive = False
+        self.fanout.detach()
+        self.feed.stop()
+        await _cancel(self.tasks)
+        self.journal.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks.clear()
+
+
+async def boot(
+    plan: HostPlan,
+    *,
+    network: Network,
+    enclave: SimEnclave,
+    clock: VirtualClock,
+    hooks: Hooks,
+    on_send: Any,
+) -> Host:
+    book, journal = reopen(plan.journal_path, loop=clock.loop, linger=plan.linger)
+    adapter: ManagerAdapter | None = None
+
+    def on_chain(events: list[Event], client: str, recv_ns: int, header: Mapping[str, Any]) -> None:
+        if adapter is not None:
+            adapter.on_chain(events, client, recv_ns, header)
+
+    def sent(tx: SimTx) -> None:
+        on_send(tx)
+
+    fanout = SimFanOut(
+        network,
+        plan.rpcs,
+        loop=clock.loop,
+        clock_ns=clock.ns,
+        on_result=lambda result: adapter.on_result(result) if adapter else None,
+        on_written=lambda written: adapter.on_written(written) if adapter else None,
+        on_send=sent,
+    )
+    chain = SimChainState(network, plan.readers)
+    feed = HeadFeed(
+        network,
+        plan.head_clients,
+        finality_depth=plan.finality_depth,
+        clock_ns=clock.ns,
+        consumer=on_chain,
+        loop=clock.loop,
+    )
+    adapter = ManagerAdapter(
+        chain_id=plan.chain_id,
+        book=book,
+        journal=journal,
+        signer=SimSigner(enclave),
+        fanout=fanout,
+        endpoints=len(plan.rpcs),
+        chain=chain,
+        finality_depth=plan.finality_depth,
+        fees=plan.fees,
+        hooks=hooks,
+        clock=clock.wall,
+        clock_ns=clock.ns,
+        presign=plan.presign,
+        retain_settled=plan.retain_settled,
+    )
+    host = Host(plan, journal, fanout, chain, adapter, feed)
+    host.recovery = await adapter.start(plan.accounts)
+    loop = asyncio.get_running_loop()
+    host.tasks.append(loop.create_task(adapter.run(), name="txmanager"))
+    await asyncio.sleep(0)  # let the manager's TaskGroup start before heads arrive
+    feed.connect()
+    return host
