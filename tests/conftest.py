@@ -9,8 +9,8 @@ import uvloop
 
 from tests.anvil import Anvil, running_anvil
 
-# ../shared sits beside the clone (CI and dev alike).
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real mainnet frontier headers and uncles, kept in the repo (tests/fixtures/mainnet/README.md).
+MAINNET_FRONTIER = Path(__file__).resolve().parent / "fixtures" / "mainnet"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
