@@ -13,6 +13,17 @@ from tests.anvil import Anvil, running_anvil
 MAINNET_FRONTIER = Path(__file__).resolve().parent / "fixtures" / "mainnet"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hypothesis_unicode_table() -> None:
+    # On a fresh clone Hypothesis has no .hypothesis/ cache yet and builds its Unicode table
+    # (about a second) inside the first st.text() draw, which then fails the too_slow health
+    # check. Build it once per process (each xdist worker too) before the first test runs.
+    # (Not at plugin/conftest load time: Hypothesis forbids storage access there.)
+    from hypothesis.internal.charmap import charmap
+
+    charmap()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Everything under tests/e2e/ runs real processes: mark it so `make unit` can leave it out.
     for item in items:
