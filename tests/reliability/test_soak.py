@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from broadcaster.api.client import BroadcasterClient
 from broadcaster.dev.anvil import DEV_ADDRESS, start_anvil, start_enclave
@@ -31,6 +32,8 @@ from tests.reliability.common import (
     seed,
     send_valued,
 )
+
+pytestmark = pytest.mark.e2e  # the service as a real process against a real anvil
 
 SECONDS = knob("RELIABILITY_SOAK_SECONDS", 45)
 RSS_ALLOWANCE = 16 << 20  # bytes: allocator noise, caches filling once
