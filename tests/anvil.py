@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from broadcaster.dev.anvil import DEV_ADDRESS, DEV_KEY, find_anvil, free_port
+from tests import real_servers
 
 __all__ = [
     "DEV_ADDRESS",
@@ -37,9 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 def anvil_binary() -> str:
     """The anvil ``make setup`` installed (``ANVIL_BIN``), else one on PATH; an error if none."""
     try:
-        return find_anvil()
+        found = find_anvil()
     except FileNotFoundError as exc:
         raise RuntimeError(f"{exc} (installs @foundry-rs/anvil-linux-amd64)") from None
+    return real_servers.binary("anvil", found)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import real_servers
 from tests.anvil import free_port
 
 __all__ = ["Prometheus", "prometheus_binary", "running_prometheus", "start_prometheus"]
@@ -41,10 +42,10 @@ def prometheus_binary(name: str = "prometheus") -> str:
     """Path of ``prometheus`` (or ``promtool``); ``PROMETHEUS_BIN`` overrides the server's."""
     override = os.environ.get("PROMETHEUS_BIN") if name == "prometheus" else None
     if override and Path(override).is_file():
-        return override
+        return real_servers.binary(name, override)
     found = shutil.which(name)
     if found:
-        return found
+        return real_servers.binary(name, found)
     raise RuntimeError(f"{name} not found on PATH; {SETUP_HINT}")
 
 

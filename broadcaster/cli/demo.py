@@ -36,25 +36,48 @@ def _short(value: str | None) -> str:
 
 
 class _Narrator:
-    """Prints the bot's status notifications as they arrive."""
+    """Turns the bot's status notifications into the demo's lines, as they arrive.
+
+    A notification's ``hash`` is the intent's *latest* attempt when it was sent. For a reorg
+    whose replacement was signed ahead, the replacement is already written (and is the latest
+    attempt) by the time ``reorged`` goes out, so that note's ``hash`` is the new transaction, not
+    the one the dropped block held. The narrator therefore remembers, per intent, the hash (and
+    block) of its last ``included`` note and names that as what the reorg dropped; the
+    replacement's hash is the ``resent`` note's (its own line).
+    """
 
     def __init__(self) -> None:
         self.labels: dict[str, str] = {}
+        self.included: dict[str, tuple[str, dict[str, Any] | None]] = {}
 
     def label(self, intent_id: str, text: str) -> None:
         self.labels[intent_id] = text
 
-    def show(self, note: dict[str, Any]) -> None:
-        who = self.labels.get(note["id"], _short(note["id"]))
+    def lines(self, note: dict[str, Any]) -> list[str]:
+        """What to print for ``note`` (nothing for the events the demo does not narrate)."""
+        intent_id = note["id"]
+        who = self.labels.get(intent_id, _short(intent_id))
         event = note["event"]
         block = note.get("block")
-        where = f" in block #{int(block['number'], 16)} {_short(block['hash'])}" if block else ""
         if event == "reorged":
-            _say(f"   {who}: DROPPED by the reorg (was {_short(note['hash'])})")
-        elif event == "resent":
-            _say(f"   {who}: re-signed -> {_short(note['hash'])} (same nonce, fees +10%)")
-        elif event in ("included", "finalized", "failed", "expired", "cancelled"):
-            _say(f"   {who}: {event}{where} {_short(note['hash'])}")
+            dropped_hash, dropped_block = self.included.pop(intent_id, (None, None))
+            where = _where(dropped_block)
+            return [f"   {who}: DROPPED by the reorg (was {_short(dropped_hash)}{where})"]
+        if event == "resent":
+            return [f"   {who}: re-signed -> {_short(note['hash'])} (same nonce, fees +10%)"]
+        if event == "included":
+            self.included[intent_id] = (note["hash"], block)
+        if event in ("included", "finalized", "failed", "expired", "cancelled"):
+            return [f"   {who}: {event}{_where(block)} {_short(note['hash'])}"]
+        return []
+
+    def show(self, note: dict[str, Any]) -> None:
+        for line in self.lines(note):
+            _say(line)
+
+
+def _where(block: dict[str, Any] | None) -> str:
+    return f" in block #{int(block['number'], 16)} {_short(block['hash'])}" if block else ""
 
 
 async def _follow(bot: BroadcasterClient, narrator: _Narrator) -> None:

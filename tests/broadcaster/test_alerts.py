@@ -15,6 +15,10 @@ from tests.prometheus import prometheus_binary, running_prometheus
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
+# promtool and a real Prometheus server check every rule here (the Makefile's `prometheus`
+# target installs them; `make unit` leaves this module out).
+pytestmark = pytest.mark.e2e
+
 
 def exposed_names() -> set[str]:
     """Every sample name Metrics exposes (histograms as _bucket/_sum/_count and the base name)."""

@@ -7,6 +7,8 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.broadcaster.test_alerts import exposed_names, promql_metric_names
 from tests.prometheus import running_prometheus
 
@@ -63,6 +65,7 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
     assert any("histogram_quantile(0.99," in e for e in reaction)
 
 
+@pytest.mark.e2e  # a real Prometheus server
 def test_every_panel_query_parses_in_a_real_prometheus(tmp_path: Path) -> None:
     grafana_variables = {"$instance": ".*", "$__rate_interval": "1m", "$__range": "1h"}
     with running_prometheus([], tmp_path) as prom:

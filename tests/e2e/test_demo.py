@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,23 @@ def test_the_demo_runs_to_completion_and_every_intent_is_mined_once() -> None:
     assert "4 intents, nonces used 4 (expected 4), 2 reorgs survived, 4 re-signed" in out
     assert "PROBLEM" not in out
     assert "stopped everything" in out
+    assert_drops_name_the_included_hash(out)
+
+
+def assert_drops_name_the_included_hash(out: str) -> None:
+    """Each DROPPED line names the hash its intent was included under; re-signed, a new one."""
+    included: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    resigned = 0
+    for line in out.splitlines():
+        if m := re.search(r"(intent nonce \d+): included in block #\d+ \S+ (0x[0-9a-f]{8})…", line):
+            included[m[1]] = m[2]
+        elif m := re.search(
+            r"(intent nonce \d+): DROPPED by the reorg \(was (0x[0-9a-f]{8})…", line
+        ):
+            assert included.pop(m[1], None) == m[2], line
+            dropped[m[1]] = m[2]
+        elif m := re.search(r"(intent nonce \d+): re-signed -> (0x[0-9a-f]{8})…", line):
+            assert m[2] != dropped[m[1]], line
+            resigned += 1
+    assert len(dropped) == resigned == 4

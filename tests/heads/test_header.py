@@ -19,9 +19,9 @@ from heads.header import (
     verify_header_hash,
 )
 from heads.tracker import ChainTracker
-from tests.conftest import SHARED_DATA
+from tests.conftest import MAINNET_FRONTIER
 
-FRONTIER = SHARED_DATA / "mainnet-frontier"
+FRONTIER = MAINNET_FRONTIER
 ANVIL_PRAGUE = Path(__file__).parent / "fixtures" / "anvil-prague-headers.json"
 
 

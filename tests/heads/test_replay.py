@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from heads.replay import replay
-from tests.conftest import SHARED_DATA
+from tests.conftest import MAINNET_FRONTIER
 
-FRONTIER = SHARED_DATA / "mainnet-frontier"
+FRONTIER = MAINNET_FRONTIER
 MAINNET_TIP = "0xa6860fefa339c963e1bb622526cc8dd4344eedd2a9b969e74de5cccc445fbed4"
 
 

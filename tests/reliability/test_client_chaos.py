@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from eth_account import Account
 
 from broadcaster.dev.anvil import start_anvil, start_enclave
@@ -42,6 +43,8 @@ from tests.reliability.common import (
     service_config,
     until,
 )
+
+pytestmark = pytest.mark.e2e  # a real anvil behind chaos proxies
 
 # anvil's account 1 (public test key): its self-transfers mark the re-mined branch.
 MARKER = Account.from_key("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")

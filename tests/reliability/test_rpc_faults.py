@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from broadcaster.api.client import BroadcasterClient
 from broadcaster.dev.anvil import start_anvil, start_enclave
 from broadcaster.rpc.chain_reader import ChainReader
@@ -35,6 +37,8 @@ from tests.reliability.common import (
     until,
 )
 from tests.reliability.rpc_recorder import RecordingRpc
+
+pytestmark = pytest.mark.e2e  # real anvil nodes behind faulty endpoints
 
 INTENTS = knob("RELIABILITY_RPC_INTENTS", 12)
 _TIMESTAMP = re.compile(rb'("timestamp":"0x[0-9a-f]*)([0-9a-f])"')

@@ -22,6 +22,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from eth_account import Account
 
 from broadcaster.api.client import BroadcasterClient
@@ -40,6 +41,8 @@ from tests.reliability.common import (
 )
 from tests.reliability.rpc_recorder import RecordingRpc
 from tests.signer_client.fault_server import FaultServer
+
+pytestmark = pytest.mark.e2e  # a real anvil mining a block a second
 
 FAULTS = [
     "ok", "stall", "die", "slow", "garbage", "wrong_key", "tamper_value", "high_s",

@@ -24,6 +24,8 @@ from broadcaster.dev.stack import DevStack, dev_stack
 from signer_client import SignedTx
 from signer_client.errors import SignerUnavailable
 
+pytestmark = pytest.mark.e2e  # every test runs the real stack: anvil, the enclave app, the service
+
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 GWEI = 10**9
 WAIT = 20.0  # seconds before a wait counts as a hang (2-core CI boxes), not a timing assertion

@@ -13,6 +13,8 @@ from broadcaster.rpc.fanout import Endpoint, FanOut
 from tests.anvil import Anvil
 from tests.broadcaster.rpc.fanout_helpers import Collector, quiet_anvil, signed_transfer
 
+pytestmark = pytest.mark.e2e  # every test broadcasts to real anvil nodes
+
 
 @pytest.fixture
 def two_anvils() -> Iterator[tuple[Anvil, Anvil]]:

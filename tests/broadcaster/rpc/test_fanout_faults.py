@@ -117,6 +117,7 @@ async def stall(n: int, body: bytes) -> bytes | None:
     return None
 
 
+@pytest.mark.e2e  # a real anvil beside the broken endpoint
 async def test_a_stalled_endpoint_does_not_delay_the_others(
     anvil_node: Anvil, faulty: Callable[[Behaviour], Awaitable[FaultyHttp]]
 ) -> None:
@@ -163,6 +164,7 @@ async def test_a_stall_times_out_and_is_retried_until_attempts_run_out(
     assert fanout.stats()["stalled"].timeouts == 3
 
 
+@pytest.mark.e2e  # a real anvil beside the broken endpoint
 async def test_5xx_answers_are_retried_and_a_recovered_endpoint_accepts(
     anvil_node: Anvil, faulty: Callable[[Behaviour], Awaitable[FaultyHttp]]
 ) -> None:
@@ -249,6 +251,7 @@ async def test_a_chunked_reply_is_read_like_any_other(
     assert {r.kind for r in seen.finals()} == {ErrorKind.ACCEPTED}
 
 
+@pytest.mark.e2e  # a real anvil beside the broken endpoint
 async def test_an_endpoint_that_refuses_connections_fails_fast_and_the_rest_carry_on(
     anvil_node: Anvil,
 ) -> None:
@@ -332,6 +335,7 @@ async def test_a_websocket_that_closes_mid_request_fails_it_and_reconnects() -> 
 REFUSAL = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"batch not supported"}}'
 
 
+@pytest.mark.e2e  # a real anvil beside the broken endpoint
 async def test_an_http_endpoint_without_batches_gets_the_jobs_one_by_one(
     anvil_node: Anvil, faulty: Callable[[Behaviour], Awaitable[FaultyHttp]]
 ) -> None:
