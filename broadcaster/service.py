@@ -197,13 +197,19 @@ class Service:
             [Endpoint(r.name, r.url) for r in config.rpcs],
             on_result=lambda result: manager.on_result(result),
             on_written=lambda written: manager.on_written(written),
+            # TxManager still learns of every write through on_written, also of those submit()
+            # returns (it does not read the returned Submitted yet).
+            legacy_on_written=True,
         )
         manager = self.manager = TxManager(
             chain_id=config.chain_id,
             book=book,
             journal=journal,
             signer=signer,
-            fanout=fanout,
+            # tx.core.Submitter still declares submit() -> None; FanOut now returns a
+            # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
+            # the Protocol declares the return value.
+            fanout=fanout,  # type: ignore[arg-type]
             endpoints=len(config.rpcs),
             chain=chain,
             finality_depth=config.finality_depth,

@@ -229,7 +229,8 @@ async def test_a_fake_network_under_a_fanout_scripts_each_endpoint() -> None:
     ) as fanout:
         network["b"].script.append(Reject("insufficient funds for gas * price + value"))
         network["c"].script.append(RawReply(200, b"not json"))
-        fanout.submit(raw, keccak(raw))
+        done = fanout.submit(raw, keccak(raw))
+        assert done.written == 3
         await seen.until(lambda: len(seen.finals()) == 3)
     assert {r.endpoint: r.kind for r in seen.results} == {
         "a": ErrorKind.ACCEPTED,
