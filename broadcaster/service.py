@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broadcaster.api.server import ApiLimits, IntentApi
+from broadcaster.backoff import backoff
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
@@ -282,14 +283,12 @@ class Service:
 
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""
-        delay = 0.2
-        while True:
+        for delay in backoff(initial=0.2, maximum=5.0):
             try:
                 actions = await manager.start(self.accounts)
             except ChainReadError as exc:
                 log.warning("chain not reachable yet (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 continue
             if actions:
                 log.info("recovery: %d actions on reloaded transactions", len(actions))
