@@ -5,19 +5,26 @@ The tx manager asks three kinds of questions, none of them on the reaction's hot
 - ``eth_getTransactionCount(sender, latest|pending)`` to resync nonces (start, reorgs, errors);
 - ``eth_getBlockByHash(hash, false)``, batched, to learn which of our hashes a canonical block
   holds (inclusion tracking);
-- ``eth_getTransactionReceipt(hash)`` to reconcile after a crash, a deep reorg or "nonce too low".
+- ``eth_getTransactionReceipt(hash)`` to reconcile after a crash, a deep reorg or "nonce too low"
+  (each :class:`Receipt` carries its block's number *and* hash, so the caller can check that the
+  block is canonical in its window before believing it).
 
-Answers are checked before use: a block must come back with the hash we asked for (a lying or
-confused RPC is skipped, counted, and the next endpoint asked). Endpoints are tried in order,
-starting from the one that answered last, failing over on transport errors; one kept-alive
-``aiohttp`` session serves them all.
+:meth:`ChainReader.transaction_counts_each` asks every read endpoint at once, so that one RPC
+whose pending count jumps far beyond the others is not trusted alone (DESIGN.md section 5).
+
+Answers are checked before use: a block must come back with the hash we asked for, a receipt
+with the hash it was asked for (a lying or confused RPC is skipped, counted through ``on_lie``,
+and the next endpoint asked).
+Endpoints are tried in order, starting from the one that answered last, failing over on
+transport errors; one kept-alive ``aiohttp`` session serves them all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +36,12 @@ __all__ = [
     "ChainReadError",
     "ChainReader",
     "MinedTx",
+    "NodeError",
     "Receipt",
 ]
+
+Post = Callable[[str, Any], Awaitable[Any]]
+"""POST one JSON-RPC body (an object or a batch array) to a URL; return the parsed answer."""
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +71,11 @@ class BlockTxs:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
+    """A receipt and the block it was read from: a fact only if that block is canonical."""
+
     tx_hash: bytes
     block_number: int
-    block_hash: str
+    block_hash: str  # 0x-hex, lower case
     status: int
 
 
@@ -81,12 +94,15 @@ class ChainReader:
         *,
         timeout: float = 5.0,
         on_lie: Callable[[str, str], None] | None = None,
+        post: Post | None = None,
     ) -> None:
+        """``post`` replaces the HTTP POST (tests script the node with it)."""
         self.urls = [u for u in urls if u.startswith(("http://", "https://"))]
         if not self.urls:
             raise ValueError("ChainReader needs at least one http(s):// endpoint")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._post_body: Post = post or self._http_post
         self._ids = itertools.count(1)
         self._on_lie = on_lie or (lambda url, what: None)
         # The endpoint that answered last is asked first: a stalled endpoint listed first would
@@ -111,11 +127,15 @@ class ChainReader:
             )
         return self._session
 
-    async def _post(self, url: str, body: Any) -> Any:
+    async def _http_post(self, url: str, body: Any) -> Any:
         async with self._http().post(url, data=orjson.dumps(body)) as response:
             if response.status >= 400:
                 raise ChainReadError(f"{url}: HTTP {response.status}")
             return orjson.loads(await response.read())
+
+    def _lie(self, what: str) -> None:
+        # The endpoint that answered last is the one ``replies`` just used.
+        self._on_lie(self.urls[self._first], what)
 
     async def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
         """Results of ``calls`` in order (``None`` where a call answered with an error)."""
@@ -136,33 +156,38 @@ class ChainReader:
         """The reply objects of ``calls`` in order (``{}`` where the node gave none)."""
         if not calls:
             return []
+        last_error: Exception | None = None
+        urls = self.urls
+        for k in range(len(urls)):
+            index = (self._first + k) % len(urls)
+            try:
+                replies = await self._replies_at(urls[index], calls)
+            except ChainReadError as exc:
+                last_error = exc
+                continue
+            self._first = index
+            return replies
+        raise ChainReadError(f"no endpoint answered: {last_error}") from last_error
+
+    async def _replies_at(
+        self, url: str, calls: Sequence[tuple[str, list[Any]]]
+    ) -> list[dict[str, Any]]:
+        """``calls`` as one batch to ``url`` alone; ChainReadError if it gave no usable answer."""
         ids = [next(self._ids) for _ in calls]
         body = [
             {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
             for i, (m, p) in zip(ids, calls, strict=True)
         ]
-        last_error: Exception | None = None
-        urls = self.urls
-        for k in range(len(urls)):
-            index = (self._first + k) % len(urls)
-            url = urls[index]
-            try:
-                replies = await self._post(url, body)
-            except (
-                aiohttp.ClientError,
-                TimeoutError,
-                ChainReadError,
-                orjson.JSONDecodeError,
-            ) as exc:
-                last_error = exc
-                continue
-            if type(replies) is not list:
-                last_error = ChainReadError(f"{url}: batch answer is not a list")
-                continue
-            by_id = {r.get("id"): r for r in replies if type(r) is dict}
-            self._first = index
-            return [by_id.get(i, {}) for i in ids]
-        raise ChainReadError(f"no endpoint answered: {last_error}") from last_error
+        try:
+            replies = await self._post_body(url, body)
+        except ChainReadError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, OSError) as exc:
+            raise ChainReadError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        if type(replies) is not list:
+            raise ChainReadError(f"{url}: batch answer is not a list")
+        by_id = {r.get("id"): r for r in replies if type(r) is dict}
+        return [by_id.get(i, {}) for i in ids]
 
     async def call(self, method: str, *params: Any) -> Any:
         (result,) = await self.batch([(method, list(params))])
@@ -181,6 +206,32 @@ class ChainReader:
         except ValueError as exc:
             raise ChainReadError(f"eth_getTransactionCount({sender}): {exc}") from exc
 
+    async def transaction_counts_each(
+        self, sender: str
+    ) -> dict[str, tuple[int, int] | ChainReadError]:
+        """``(latest, pending)`` from every read endpoint, asked concurrently, by URL; an
+        endpoint that gave no usable answer maps to its :class:`ChainReadError`.
+
+        For the caller's sanity check: one RPC whose pending count jumps far beyond the others'
+        is not to be trusted alone (DESIGN.md section 5).
+        """
+        calls = [
+            ("eth_getTransactionCount", [sender, "latest"]),
+            ("eth_getTransactionCount", [sender, "pending"]),
+        ]
+
+        async def ask(url: str) -> tuple[int, int] | ChainReadError:
+            try:
+                latest, pending = await self._replies_at(url, calls)
+                return _hex_int(latest.get("result")), _hex_int(pending.get("result"))
+            except ChainReadError as exc:
+                return exc
+            except ValueError as exc:
+                return ChainReadError(f"{url}: eth_getTransactionCount({sender}): {exc}")
+
+        answers = await asyncio.gather(*(ask(url) for url in self.urls))
+        return dict(zip(self.urls, answers, strict=True))
+
     async def block_number(self) -> int:
         return _hex_int(await self.call("eth_blockNumber"))
 
@@ -191,7 +242,8 @@ class ChainReader:
         return None
 
     async def blocks(self, hashes: Sequence[str]) -> dict[str, BlockTxs]:
-        """Transaction hashes of the blocks the endpoint knows; unknown or lying ones left out."""
+        """Transaction hashes of the blocks the endpoint knows, by the (lower-case) hash asked
+        for; unknown ones left out, and so is a block answered with another hash (a lie)."""
         results = await self.batch([("eth_getBlockByHash", [h, False]) for h in hashes])
         out: dict[str, BlockTxs] = {}
         for wanted, block in zip(hashes, results, strict=True):
@@ -199,7 +251,7 @@ class ChainReader:
                 continue
             try:
                 if str(block.get("hash", "")).lower() != wanted:
-                    self._on_lie(self.urls[0], "block_hash_mismatch")
+                    self._lie("block_hash_mismatch")
                     log.warning("RPC answered block %s for %s: ignored", block.get("hash"), wanted)
                     continue
                 txs = block.get("transactions") or []
@@ -209,7 +261,7 @@ class ChainReader:
                     tuple(bytes.fromhex(t[2:]) for t in txs if type(t) is str),
                 )
             except (KeyError, ValueError) as exc:
-                self._on_lie(self.urls[0], "malformed_block")
+                self._lie("malformed_block")
                 log.warning("malformed block %s: %s", wanted, exc)
         return out
 
@@ -218,7 +270,8 @@ class ChainReader:
         return await _mined_at(self, sender, nonce)
 
     async def receipts(self, tx_hashes: Sequence[bytes]) -> dict[bytes, Receipt]:
-        """Receipts that exist, by transaction hash."""
+        """Receipts that exist, by transaction hash, each with its block's number and hash
+        (a receipt for another hash than asked is a lie, left out)."""
         results = await self.batch(
             [("eth_getTransactionReceipt", ["0x" + h.hex()]) for h in tx_hashes]
         )
@@ -228,7 +281,7 @@ class ChainReader:
                 continue
             try:
                 if bytes.fromhex(str(receipt["transactionHash"])[2:]) != tx_hash:
-                    self._on_lie(self.urls[0], "receipt_hash_mismatch")
+                    self._lie("receipt_hash_mismatch")
                     continue
                 out[tx_hash] = Receipt(
                     tx_hash,
@@ -237,7 +290,7 @@ class ChainReader:
                     _hex_int(receipt.get("status", "0x1")),
                 )
             except (KeyError, ValueError) as exc:
-                self._on_lie(self.urls[0], "malformed_receipt")
+                self._lie("malformed_receipt")
                 log.warning("malformed receipt for 0x%s: %s", tx_hash.hex(), exc)
         return out
 
