@@ -1,14 +1,22 @@
-"""ChainReader against scripted nodes (its ``post`` replaced): no network, exact answers."""
+"""ChainReader against scripted nodes (its ``post`` replaced): no network, exact answers.
+
+The search behind ``mined_at`` (for nodes without ``eth_getTransactionBySenderAndNonce``) is
+checked at the block boundaries: a nonce used in block 1, in the latest block, by the first or
+last of several transactions in one block, not used at all; and what a pruned node or a search
+range that starts too late does to it (never "not mined" for a used nonce).
+"""
 
 from __future__ import annotations
 
 import bisect
+import random
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from eth_utils import keccak
 
-from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
+from broadcaster.rpc.chain_reader import ChainReader, ChainReadError, UnlocatedNonce
 
 ME = "0x" + "ab" * 20
 OTHER = "0x" + "cd" * 20
@@ -163,6 +171,106 @@ def reader_for(node: ScriptedNode, lies: list[str] | None = None) -> ChainReader
 def chain(length: int, placed: dict[int, list[tuple[str, int]]]) -> list[list[tuple[str, int]]]:
     """``length`` blocks after the genesis, with ``placed[n]`` in block n."""
     return [[]] + [placed.get(n, []) for n in range(1, length + 1)]
+
+
+@pytest.mark.parametrize(
+    ("where", "length"),
+    [(1, 1), (1, 500), (500, 500), (499, 500), (2, 3), (250, 500)],
+    ids=["only-block", "first-block", "latest-block", "below-latest", "middle-short", "middle"],
+)
+async def test_the_search_finds_the_block_that_used_the_nonce(where: int, length: int) -> None:
+    placed = {n: [(ME, n - 1)] for n in range(1, where)}  # nonces 0..where-2 before it
+    placed[where] = [(OTHER, 0), (ME, where - 1)]
+    node = ScriptedNode(chain(length, placed))
+    mined = await reader_for(node).mined_at(ME, where - 1)
+    assert mined is not None
+    assert (mined.block_number, mined.block_hash) == (where, block_hash(where))
+    assert mined.hash.hex() == hash_of(ME, where - 1)[2:]
+    assert mined.raw == raw_of(ME, where - 1)  # served, and it hashes to the hash
+    assert (mined.to, mined.value, mined.data) == (OTHER, where, b"")
+    assert (mined.max_fee_per_gas, mined.max_priority_fee_per_gas) == (100, 2)
+
+
+async def test_a_nonce_not_used_on_chain_is_none_and_costs_no_search() -> None:
+    node = ScriptedNode(chain(50, {3: [(ME, 0)], 9: [(ME, 1)]}))
+    reader = reader_for(node)
+    assert await reader.mined_at(ME, 2) is None
+    assert await reader.mined_at(OTHER, 0) is None
+    assert not any("eth_getBlockByNumber" in methods for methods in node.requests)
+
+
+async def test_each_of_several_nonces_in_one_block_and_every_nonce_of_a_long_chain() -> None:
+    rng = random.Random(5)
+    placed: dict[int, list[tuple[str, int]]] = {}
+    nonce = 0
+    for number in range(1, 2001):
+        for _ in range(rng.choice([0, 0, 0, 1, 3])):  # gaps, and blocks with several
+            placed.setdefault(number, []).append((ME, nonce))
+            nonce += 1
+    node = ScriptedNode(chain(2000, placed))
+    reader = reader_for(node)
+    for n in range(nonce):
+        mined = await reader.mined_at(ME, n)
+        assert mined is not None and mined.block_number == node.where(ME, n), n
+    assert await reader.mined_at(ME, nonce) is None
+
+
+async def test_a_recent_transaction_takes_few_round_trips() -> None:
+    node = ScriptedNode(chain(100_000, {99_998: [(ME, 0)]}))
+    mined = await reader_for(node).mined_at(ME, 0)
+    assert mined is not None and mined.block_number == 99_998
+    searching = [m for m in node.requests if m[0] == "eth_getTransactionCount"]
+    assert len(searching) <= 3  # latest, the gallop, one narrowing batch
+
+
+async def test_a_node_with_the_direct_lookup_is_asked_that_and_believed() -> None:
+    node = ScriptedNode(chain(30, {7: [(ME, 0)]}), direct=True)
+    reader = reader_for(node)
+    mined = await reader.mined_at(ME, 0)
+    assert mined is not None and mined.block_number == 7
+    assert await reader.mined_at(ME, 1) is None
+    assert not any("eth_getTransactionCount" in methods for methods in node.requests)
+
+
+async def test_a_used_nonce_below_the_search_range_is_unlocated_never_none() -> None:
+    node = ScriptedNode(chain(40, {5: [(ME, 0)], 30: [(ME, 1)]}))
+    reader = reader_for(node)
+    with pytest.raises(UnlocatedNonce, match="count already past it at block 9") as caught:
+        await reader.mined_at(ME, 0, since_block=10)
+    assert isinstance(caught.value, ChainReadError)
+    assert (caught.value.nonce, caught.value.searched_from) == (0, 10)
+    found = await reader.mined_at(ME, 0, since_block=5)  # the boundary: block 5 may hold it
+    assert found is not None and found.block_number == 5
+    found = await reader.mined_at(ME, 1, since_block=30)
+    assert found is not None and found.block_number == 30
+
+
+async def test_a_pruned_node_finds_recent_transactions_and_says_so_for_old_ones() -> None:
+    node = ScriptedNode(chain(1000, {100: [(ME, 0)], 990: [(ME, 1)]}), pruned_below=1000 - 128)
+    reader = reader_for(node)
+    recent = await reader.mined_at(ME, 1)
+    assert recent is not None and recent.block_number == 990
+    with pytest.raises(UnlocatedNonce, match="no state for block"):
+        await reader.mined_at(ME, 0)
+
+
+async def test_raw_bytes_are_kept_only_when_they_hash_to_the_transaction() -> None:
+    lies: list[str] = []
+    wrong = ScriptedNode(chain(3, {2: [(ME, 0)]}), raw="wrong")
+    mined = await reader_for(wrong, lies).mined_at(ME, 0)
+    assert mined is not None and mined.raw == b""
+    assert lies == ["raw_hash_mismatch"]
+    without = ScriptedNode(chain(3, {2: [(ME, 0)]}), raw="missing")
+    mined = await reader_for(without).mined_at(ME, 0)
+    assert mined is not None and (mined.raw, mined.block_number) == (b"", 2)
+
+
+async def test_a_direct_answer_for_another_sender_or_nonce_is_not_believed() -> None:
+    lies: list[str] = []
+    node = ScriptedNode(chain(3, {2: [(ME, 0)]}), direct=True)
+    node.lie_about["eth_getTransactionBySenderAndNonce"] = node.tx(OTHER, 0, 2)
+    assert await reader_for(node, lies).mined_at(ME, 0) is None
+    assert lies == ["mined_tx_mismatch"]
 
 
 async def test_transaction_counts_each_asks_every_endpoint_and_keeps_their_failures() -> None:
