@@ -8,8 +8,9 @@ API::
     fanout = FanOut([Endpoint("a", "http://127.0.0.1:8545"), Endpoint("b", "ws://...")],
                     on_result=handle_result, on_written=note_later_write)
     async with fanout:                       # or: tg.create_task(fanout.run()) after start()
-        done = fanout.submit(raw, tx_hash, context)   # sync, never blocks, never raises on a
-        done.written, done.last_ns, done.queued, done.refused   # full queue or a down endpoint
+        done = fanout.submit(raw, tx_hash, context)  # sync; never blocks, never raises on a
+                                                     # full queue or a down endpoint
+        done.written, done.last_ns, done.queued, done.refused  # see "What submit returns"
         done = fanout.submit_many([(raw, tx_hash, context), ...])  # one batch request per lane
 
 Per endpoint (a *lane*, :mod:`broadcaster.rpc.lane`): ``submit`` writes straight to the
@@ -18,14 +19,14 @@ path, no event-loop turn between the head frame and the last write. Otherwise th
 the lane's bounded queue and the lane's worker writes it when the endpoint is ready; per-endpoint
 FIFO order is kept, so a sender's later nonces reach each node in order. An endpoint whose last
 connection attempt failed is *down*: it takes no new job until its worker, reconnecting after
-delays from :func:`broadcaster.backoff.backoff`, connects again (its queue full is the same:
-no room).
+delays from :func:`broadcaster.backoff.backoff`, connects again; an endpoint whose queue is full
+takes none either.
 
 **What submit returns.** ``submit`` and ``submit_many`` return a :class:`Submitted`: the
 (transaction, endpoint) jobs written before the call returned (``written``, and ``last_ns``,
 the clock's stamp right after the last of those writes: the "last RPC write done" end of
 ``broadcaster_reaction_seconds`` when nothing else is pending), the jobs queued for a write
-later (``queued``) and the jobs no endpoint took (``refused``: down, or its queue full). Neither
+later (``queued``) and the jobs their endpoint did not take (``refused``: down, queue full). Neither
 call invokes a callback: the writes it returns are not reported again through ``on_written``,
 and results that arise during the call (a refusal, a write that failed) reach ``on_result`` on
 the next event-loop turn. The guarantee that lets a caller account for every job:
@@ -35,8 +36,9 @@ the next event-loop turn. The guarantee that lets a caller account for every job
   ``final=True, written=False``);
 - for each job counted in ``refused``: a final ``on_result`` (``DROPPED``, ``written=False``)
   on the next turn, and nothing else;
-- for each job counted in ``written``: nothing through ``on_written`` for that write, and its
-  answer(s) through ``on_result`` as for any other write.
+- for each job counted in ``written``: nothing through ``on_written`` for that write (unless
+  the transitional ``legacy_on_written``), and its answer(s) through ``on_result`` as for any
+  other write.
 
 Batching (JSON-RPC 2.0 section 6) is adaptive: one job goes out as the plain
 ``eth_sendRawTransaction`` request, byte for byte; more than one -- ``submit_many``'s items, or
@@ -105,7 +107,7 @@ class Submitted:
     written: int = 0  # jobs written before the call returned (not reported via on_written)
     last_ns: int = 0  # the clock (``clock_ns``) right after the last of those writes; 0: none
     queued: int = 0  # jobs to be written later: each ends in a first write or an unwritten final
-    refused: int = 0  # jobs no endpoint took (down, queue full): a final DROPPED result each
+    refused: int = 0  # jobs their endpoint did not take (down, queue full): a final DROPPED each
     written_items: int = 0  # the first ``written_items`` items reached at least one endpoint
 
 
