@@ -3,8 +3,11 @@
     .venv/bin/python -m bench.fanout [--n 2000] [--ws] [--k 10,100] [--rounds 20]
 
 Figures (µs): ``submit->last write`` is what the reorg reaction pays for the fan-out
-(``broadcaster_reaction_seconds`` ends at the last write); ``round trip`` is submit -> all 3
-replies. The aiohttp baseline posts the same pre-built body through one kept-alive
+(``broadcaster_reaction_seconds`` ends at the last write); ``submit() call, whole`` is how long
+the call takes until it returns to its caller (the writes plus the fan-out's bookkeeping after
+them); ``round trip`` is submit -> all 3 replies. The ``null transports`` figures are the same
+two over transports whose writes go nowhere: the fan-out's own cost, without syscalls or
+anvil. The aiohttp baseline posts the same pre-built body through one kept-alive
 ``ClientSession`` per endpoint (its write time is not observable, so only its round trip is).
 
 Then k transactions at once (a reorg dropping k): ``submit_many`` (one JSON-RPC batch per
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 
 import aiohttp
@@ -27,7 +31,7 @@ from eth_account import Account
 
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, Written
-from broadcaster.rpc.transport.base import encode_send_raw
+from broadcaster.rpc.transport.base import OnReply, Reply, encode_send_raw
 from tests.anvil import DEV_ADDRESS, DEV_KEY, running_anvil
 
 
@@ -78,6 +82,7 @@ async def bench_fanout(urls: list[str], txs: list[tuple[bytes, bytes]]) -> None:
 
     endpoints = [Endpoint(f"rpc{i}", url) for i, url in enumerate(urls)]
     to_write: list[int] = []
+    in_submit: list[int] = []
     round_trip: list[int] = []
     async with FanOut(endpoints, on_result=on_result, on_written=on_written) as fanout:
         for raw, tx_hash in txs:
@@ -85,16 +90,17 @@ async def bench_fanout(urls: list[str], txs: list[tuple[bytes, bytes]]) -> None:
             replies.clear()
             done.clear()
             t0 = time.perf_counter_ns()
-            fanout.submit(raw, tx_hash)
+            submitted = fanout.submit(raw, tx_hash)
             t1 = time.perf_counter_ns()
             async with asyncio.timeout(10):
                 await done.wait()
-            if len(writes) == len(urls):
-                to_write.append(max(writes) - t0)
+            if submitted.written + len(writes) == len(urls):  # later writes: on_written
+                to_write.append(max([submitted.last_ns, *writes]) - t0)
             round_trip.append(max(replies) - t0)
-            assert t1 >= t0
+            in_submit.append(t1 - t0)
         fast = sum(s.fast_writes for s in fanout.stats().values())
     report("fanout submit->last write", to_write)
+    report("fanout submit() call, whole", in_submit)
     report("fanout submit->all replies", round_trip)
     print(f"  (writes done inside submit(): {fast} of {len(txs) * len(urls)})")
 
@@ -120,6 +126,7 @@ async def bench_k(
     endpoints = [Endpoint(f"rpc{i}", url) for i, url in enumerate(urls)]
     max_batch = 1 if mode.endswith("unbatched") else 100
     to_write: list[int] = []
+    in_call: list[int] = []
     round_trip: list[int] = []
     async with FanOut(
         endpoints, on_result=on_result, on_written=on_written, max_batch=max_batch
@@ -131,21 +138,84 @@ async def bench_k(
             done.clear()
             t0 = time.perf_counter_ns()
             if mode == "submit_many":
-                fanout.submit_many([(raw, tx_hash, None) for raw, tx_hash in chunk])
+                dones = [fanout.submit_many([(raw, tx_hash, None) for raw, tx_hash in chunk])]
             else:
-                for raw, tx_hash in chunk:
-                    fanout.submit(raw, tx_hash)
+                dones = [fanout.submit(raw, tx_hash) for raw, tx_hash in chunk]
+            in_call.append(time.perf_counter_ns() - t0)
             async with asyncio.timeout(30):
                 await done.wait()
-            to_write.append(max(writes) - t0)
+            to_write.append(max([d.last_ns for d in dones] + writes) - t0)
             round_trip.append(max(answered) - t0)
         stats = list(fanout.stats().values())
     jobs = sum(s.fast_writes + s.queued_writes for s in stats)
     requests = jobs - sum(s.batched_jobs for s in stats) + sum(s.batches for s in stats)
     per_round = requests / len(stats) / rounds
     report(f"k={k:<3d} {mode}: ->last write", to_write)
+    report(f"k={k:<3d} {mode}: the call(s), whole", in_call)
     report(f"k={k:<3d} {mode}: ->replies", round_trip)
     print(f"  (requests per endpoint per round: {per_round:.1f}; not accepted: {len(refused)})")
+
+
+class NullTransport:
+    """A :class:`Transport` whose writes go nowhere: the fan-out's own cost, no syscalls."""
+
+    def __init__(self, name: str, on_reply: OnReply) -> None:
+        self.name = name
+        self.on_reply = on_reply
+        self.unanswered: list[int] = []
+
+    def ready(self) -> bool:
+        return True
+
+    def send(self, rid: int, body: bytes, ids: Sequence[int] = ()) -> None:
+        self.unanswered.append(rid)
+
+    def forget(self, rid: int) -> None:
+        pass
+
+    async def wait_ready(self) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    def answer_all(self, body: bytes) -> None:
+        unanswered, self.unanswered = self.unanswered, []
+        for rid in unanswered:
+            self.on_reply(rid, Reply(status=200, body=body % rid))
+
+
+async def bench_null(txs: list[tuple[bytes, bytes]]) -> None:
+    """submit() over 3 null transports: what the fan-out itself costs per call, in-process."""
+    nulls: list[NullTransport] = []
+
+    def factory(endpoint: Endpoint, on_reply: OnReply) -> NullTransport:
+        nulls.append(NullTransport(endpoint.name, on_reply))
+        return nulls[-1]
+
+    endpoints = [Endpoint(f"null{i}", f"http://null{i}") for i in range(3)]
+    to_write: list[int] = []
+    in_submit: list[int] = []
+    async with FanOut(
+        endpoints,
+        on_result=lambda r: None,
+        on_written=lambda w: None,
+        transport_factory=factory,
+    ) as fanout:
+        for raw, tx_hash in txs:
+            body = b'{"jsonrpc":"2.0","id":%%d,"result":"0x%s"}' % tx_hash.hex().encode()
+            t0 = time.perf_counter_ns()
+            done = fanout.submit(raw, tx_hash)
+            t1 = time.perf_counter_ns()
+            to_write.append(done.last_ns - t0)
+            in_submit.append(t1 - t0)
+            for null in nulls:
+                null.answer_all(body)
+    report("null transports: submit->last write", to_write)
+    report("null transports: submit() call, whole", in_submit)
 
 
 async def bench_aiohttp(urls: list[str], txs: list[tuple[bytes, bytes]]) -> None:
@@ -178,6 +248,7 @@ async def main() -> None:
     args = parser.parse_args()
     ks = [int(k) for k in args.k.split(",") if k]
     txs = signed(max([args.n, *(k * args.rounds for k in ks)]))
+    await bench_null(txs[: args.n])
     with ExitStack() as stack:
         nodes = [stack.enter_context(running_anvil("--no-mining")) for _ in range(3)]
         urls = [n.ws_url if args.ws else n.http_url for n in nodes]

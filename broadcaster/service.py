@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.api.subscriptions import Subscriptions
+from broadcaster.backoff import backoff
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
@@ -196,17 +197,15 @@ class Service:
         chain = ChainReader(
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
-        manager: TxManager
-        fanout = FanOut(
-            [Endpoint(r.name, r.url) for r in config.rpcs],
-            on_result=lambda result: manager.on_result(result),
-            on_written=lambda written: manager.on_written(written),
-        )
+        fanout = FanOut([Endpoint(r.name, r.url) for r in config.rpcs])  # the manager listens
         manager = self.manager = TxManager(
             chain_id=config.chain_id,
             book=book,
             journal=journal,
             signer=signer,
+            # tx.core.Submitter still declares submit() -> None; FanOut now returns a
+            # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
+            # the Protocol declares the return value.
             fanout=fanout,
             endpoints=len(config.rpcs),
             chain=chain,
@@ -284,14 +283,12 @@ class Service:
 
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""
-        delay = 0.2
-        while True:
+        for delay in backoff(initial=0.2, maximum=5.0):
             try:
                 actions = await manager.start(self.accounts)
             except ChainReadError as exc:
                 log.warning("chain not reachable yet (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 continue
             if actions:
                 log.info("recovery: %d actions on reloaded transactions", len(actions))

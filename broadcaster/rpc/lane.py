@@ -11,6 +11,13 @@ while a lone job still goes out as the plain request it always was.
 An endpoint that answers a batch with anything but an array (``-32600``, a 4xx...) does not
 take batches (:class:`~broadcaster.rpc.batch.BatchRefused`): the lane sends single requests
 from then on, and the refused jobs go back to the head of its queue, not counted as failures.
+
+A lane whose connection attempt failed is *down* (``Lane.down`` holds why): every job it had
+queued fails that attempt (and is retried or given up by the fan-out's rules), a new job from
+``submit`` is refused at once (a final ``DROPPED``), a retry fails its attempt at once, and only
+the worker tries to connect again, after delays from the fan-out's ``reconnect`` backoff, so a
+dead endpoint costs one connection attempt per delay however many jobs arrive. The first
+successful connection brings it back up.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from broadcaster.rpc.error_table import ErrorKind, Verdict, classify_reply, clas
 from broadcaster.rpc.transport.base import Reply, Transport, encode_send_batch, encode_send_raw
 
 if TYPE_CHECKING:
-    from broadcaster.rpc.fanout import Endpoint, FanOut
+    from broadcaster.rpc.fanout import Endpoint, FanOut, Submitted
 
 __all__ = ["InFlight", "Job", "Lane", "LaneStats"]
 
@@ -38,14 +45,15 @@ log = logging.getLogger(__name__)
 class LaneStats:
     """Per-endpoint counters; the ``*_writes`` count jobs, a batch of k jobs counts k."""
 
-    fast_writes: int = 0  # jobs written inside submit() / submit_many()
+    fast_writes: int = 0  # jobs written when offered (inside submit(), or a retry's timer)
     queued_writes: int = 0  # jobs written by the worker
-    dropped: int = 0
+    dropped: int = 0  # jobs refused: queue full, or the endpoint down
     retries: int = 0
     timeouts: int = 0  # jobs whose request got no reply in time
     batches: int = 0  # batch requests written (2..max_batch jobs each)
     batched_jobs: int = 0  # jobs that went out inside a batch
     batch_refusals: int = 0  # batches the endpoint answered with a non-array (see module doc)
+    connect_failures: int = 0  # connection attempts by the worker that failed (lane down)
 
 
 @dataclass(slots=True)
@@ -53,7 +61,8 @@ class Job:
     raw_hex: bytes
     tx_hash: bytes
     context: object
-    attempt: int = 0
+    attempt: int = 0  # attempts so far, written or not
+    writes: int = 0  # attempts that reached the socket
     delays: Iterator[float] | None = None
     refused: int = 0  # writes inside a refused batch: not failures, not held against retries
 
@@ -62,13 +71,11 @@ class Job:
 class InFlight:
     """One written request: a single job (``ids`` None) or a batch of jobs (``ids[i]``)."""
 
+    rid: int
     jobs: list[Job]
     ids: list[int] | None
     written_ns: int
     timer: asyncio.TimerHandle | None
-
-
-Sent = tuple["Lane", int, InFlight]
 
 
 @dataclass(eq=False)
@@ -83,100 +90,148 @@ class Lane:
     in_flight: dict[int, InFlight] = field(default_factory=dict)
     stats: LaneStats = field(default_factory=LaneStats)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    down: Verdict | None = None  # why the last connection attempt failed; None: up
+    # Written inside the current submit() call; armed once every lane has written.
+    fresh: list[InFlight] = field(default_factory=list)
 
-    def idle(self) -> bool:
-        """Nothing queued, and a connection ready: a job can be written right now."""
-        return not self.queue and self.transport.ready()
+    # -- new jobs, from submit() / submit_many(): they count into ``done``, call back nothing --
 
-    def enqueue(self, job: Job) -> None:
-        if len(self.queue) >= self.queue_size:
-            self.stats.dropped += 1
-            self.fanout._report(self, job, Verdict(ErrorKind.DROPPED, "queue full"), None, True)
-            return
-        self.queue.append(job)
-        self.wake.set()
+    def write_new(self, job: Job) -> InFlight | None:
+        """Write ``job`` now (the lane is idle): the write, or None if it failed (then a retry
+        or a final failure follows, reported later)."""
+        self.stats.fast_writes += 1
+        entry = self.send_one(job)
+        if entry is not None:
+            self.fresh.append(entry)
+        return entry
 
-    def offer(self, job: Job, written: list[Sent] | None = None) -> None:
-        """Write ``job`` now if the lane is idle, else queue it. A write is reported at once,
-        or appended to ``written`` for the caller to report after every lane has written."""
-        if self.idle():
-            self.stats.fast_writes += 1
-            sent = self.send_one(job)
-            if sent is not None:
-                if written is None:
-                    self.after_write(sent[1], sent[2])
-                else:
-                    written.append(sent)
-        else:
-            self.enqueue(job)
-
-    def offer_many(self, jobs: list[Job], written: list[Sent]) -> None:
-        """Write ``jobs`` (in order) in as few requests as the lane takes now; queue the rest.
-
-        The writes are appended to ``written``: the caller reports them once every lane has
-        written (see ``FanOut.submit``).
-        """
+    def take_new_many(self, jobs: list[Job], done: Submitted) -> None:
+        """Write ``jobs`` (in order) in as few requests as the lane takes now; hold the rest."""
         step = self.max_batch if self.batching else 1
         start = 0
-        while start < len(jobs) and self.idle():
+        written = 0
+        while start < len(jobs) and not self.queue and self.transport.ready():
             chunk = jobs[start : start + step]
             start += len(chunk)
             self.stats.fast_writes += len(chunk)
-            sent = self.send(chunk)
-            if sent is not None:
-                written.append(sent)
+            entry = self.send(chunk)
+            if entry is None:
+                done.queued += len(chunk)
+                break
+            written = start
+            done.written += len(chunk)
+            done.last_ns = entry.written_ns
+            self.fresh.append(entry)
         for job in jobs[start:]:
-            self.enqueue(job)
+            self.hold(job, done)
+        if written > done.written_items:
+            done.written_items = written
 
-    def send(self, jobs: list[Job]) -> Sent | None:
+    def hold(self, job: Job, done: Submitted) -> None:
+        """A new job the lane cannot write now: queue it, or refuse it (down, queue full)."""
+        if self.down is not None:
+            self.refuse(job, f"endpoint down: {self.down.message}")
+            done.refused += 1
+        elif len(self.queue) >= self.queue_size:
+            self.refuse(job, "queue full")
+            done.refused += 1
+        else:
+            self.queue.append(job)
+            self.wake.set()
+            done.queued += 1
+
+    def refuse(self, job: Job, why: str) -> None:
+        self.stats.dropped += 1
+        self.fanout._report(self, job, Verdict(ErrorKind.DROPPED, why), None, True)
+
+    def arm_fresh(self) -> None:
+        """After a submit call's writes: arm their timeouts (and, legacy, report them)."""
+        fanout = self.fanout
+        loop = fanout._loop()
+        timeout = fanout._timeout
+        in_flight = self.in_flight
+        for entry in self.fresh:
+            if entry.rid in in_flight:  # else answered during the write already
+                entry.timer = loop.call_later(timeout, self.expire, entry.rid)
+        self.fresh.clear()
+
+    # -- retries ---------------------------------------------------------------------------------
+
+    def offer(self, job: Job) -> None:
+        """A retry: written now if the lane is idle, else queued; a down lane fails it at once."""
+        if not self.queue and self.transport.ready():
+            self.stats.fast_writes += 1
+            entry = self.send_one(job)
+            if entry is not None:
+                self.arm(entry)
+        elif self.down is not None:
+            job.attempt += 1
+            self.fanout._settle(self, job, self.down, None)
+        elif len(self.queue) >= self.queue_size:
+            self.refuse(job, "queue full")
+        else:
+            self.queue.append(job)
+            self.wake.set()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def send(self, jobs: list[Job]) -> InFlight | None:
         return self.send_one(jobs[0]) if len(jobs) == 1 else self.send_batch(jobs)
 
-    def send_one(self, job: Job) -> Sent | None:
-        """The socket write alone; :meth:`after_write` arms the timeout and reports it."""
+    def send_one(self, job: Job) -> InFlight | None:
+        """The socket write alone (:meth:`arm` or :meth:`arm_fresh` arm its timeout); a write
+        that fails settles the job and returns None."""
         fanout = self.fanout
         job.attempt += 1
+        job.writes += 1
         rid = next(fanout._ids)
         # Registered before the write: a transport may deliver the reply synchronously.
-        entry = self.in_flight[rid] = InFlight([job], None, fanout._clock_ns(), None)
+        entry = self.in_flight[rid] = InFlight(rid, [job], None, fanout._clock_ns(), None)
         try:
             self.transport.send(rid, encode_send_raw(rid, job.raw_hex))
         except (OSError, RuntimeError) as exc:
-            del self.in_flight[rid]
+            job.writes -= 1
+            self.in_flight.pop(rid, None)
             fanout._settle(self, job, failure_verdict(exc), None)
             return None
         entry.written_ns = fanout._clock_ns()
-        return self, rid, entry
+        return entry
 
-    def send_batch(self, jobs: list[Job]) -> Sent | None:
+    def send_batch(self, jobs: list[Job]) -> InFlight | None:
         """Like :meth:`send_one`, for a JSON-RPC batch: one id per job, one for the request."""
         fanout = self.fanout
         ids = []
         for job in jobs:
             job.attempt += 1
+            job.writes += 1
             ids.append(next(fanout._ids))
         rid = next(fanout._ids)
         body = encode_send_batch(ids, [job.raw_hex for job in jobs])
-        entry = self.in_flight[rid] = InFlight(jobs, ids, fanout._clock_ns(), None)
+        entry = self.in_flight[rid] = InFlight(rid, jobs, ids, fanout._clock_ns(), None)
         try:
             self.transport.send(rid, body, ids)
         except (OSError, RuntimeError) as exc:
-            del self.in_flight[rid]
+            self.in_flight.pop(rid, None)
             verdict = failure_verdict(exc)
             for job in jobs:
+                job.writes -= 1
                 fanout._settle(self, job, verdict, None)
             return None
         entry.written_ns = fanout._clock_ns()
         self.stats.batches += 1
         self.stats.batched_jobs += len(jobs)
-        return self, rid, entry
+        return entry
 
-    def after_write(self, rid: int, entry: InFlight) -> None:
+    def arm(self, entry: InFlight) -> None:
+        """After a write outside submit(): arm its timeout and report it through on_written."""
         fanout = self.fanout
-        if rid in self.in_flight:
-            entry.timer = fanout._loop().call_later(fanout._timeout, self.expire, rid)
+        if entry.rid in self.in_flight:
+            entry.timer = fanout._loop().call_later(fanout._timeout, self.expire, entry.rid)
         if fanout._on_written is not None:
             for job in entry.jobs:
                 fanout._written(self, job, entry.written_ns)
+
+    # -- replies ---------------------------------------------------------------------------------
 
     def on_reply(self, rid: int, reply: Reply) -> None:
         entry = self.in_flight.pop(rid, None)
@@ -233,6 +288,8 @@ class Lane:
         for job in entry.jobs:
             self.fanout._settle(self, job, verdict, entry.written_ns)
 
+    # -- the worker ------------------------------------------------------------------------------
+
     def take(self) -> list[Job]:
         """The next request's jobs: the queue's head, up to ``max_batch`` when batching."""
         queue = self.queue
@@ -240,32 +297,58 @@ class Lane:
         return [queue.popleft() for _ in range(count)]
 
     async def run(self) -> None:
-        """The lane's worker: drain the queue in order, waiting for the endpoint as needed.
+        """The lane's worker: drain the queue in order, waiting for the endpoint as needed;
+        while the lane is down, reconnect after the fan-out's ``reconnect`` delays.
 
         Jobs stay in the queue while the worker waits (so ``idle()`` is false and newcomers
         queue behind them); whatever is queued once the endpoint is ready goes out together.
         """
+        delays: Iterator[float] | None = None
+        # No connection after the transport's start(): try at once, so that an endpoint down
+        # from the beginning is known down before the first transaction (not only after it).
+        connect = not self.transport.ready()
         while True:
-            if not self.queue:
+            if self.down is not None:
+                if delays is None:
+                    delays = self.fanout._reconnect()
+                await asyncio.sleep(next(delays))
+            elif not self.queue and not connect:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            connect = False
             try:
                 while not self.transport.ready():
                     await self.transport.wait_ready()
             except (OSError, TimeoutError) as exc:
-                verdict = failure_verdict(exc)
-                for job in self.take():  # the request that could not be written
-                    job.attempt += 1
-                    self.fanout._settle(self, job, verdict, None)
+                self.went_down(failure_verdict(exc))
                 continue
+            if self.down is not None:
+                log.info("%s: connected again", self.endpoint.name)
+                self.down = None
+                delays = None
             jobs = self.take()
             if jobs:
                 self.stats.queued_writes += len(jobs)
-                sent = self.send(jobs)
-                if sent is not None:
-                    _, rid, entry = sent
-                    self.after_write(rid, entry)
+                entry = self.send(jobs)
+                if entry is not None:
+                    self.arm(entry)
+
+    def went_down(self, verdict: Verdict) -> None:
+        """A connection attempt failed: every queued job fails this attempt (see module doc)."""
+        self.stats.connect_failures += 1
+        if self.down is None:
+            log.warning(
+                "%s: cannot connect (%s); it takes no new transaction until it is back",
+                self.endpoint.name,
+                verdict.message,
+            )
+        self.down = verdict
+        queued = list(self.queue)
+        self.queue.clear()
+        for job in queued:
+            job.attempt += 1
+            self.fanout._settle(self, job, verdict, None)
 
     def close(self, verdict: Verdict) -> None:
         """Settle everything unanswered or unsent with ``verdict`` (final); the fan-out closed."""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from broadcaster.rpc.fanout import Submitted
 from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
@@ -57,14 +58,39 @@ def retry_delays() -> Iterator[float]:
 
 
 class Reaction:
-    """Measures one reorg reaction: head frame read -> the last expected RPC write."""
+    """Measures one reorg reaction: head frame read -> the last RPC write it expects.
 
-    __slots__ = ("dropped", "recv_ns", "writes_left")
+    ``writes_left`` counts jobs (one transaction to one endpoint). A job written inside the
+    fan-out's call, or refused there (endpoint down, queue full: it will never be written), is
+    settled at once from the call's ``Submitted``; a queued one when its first write happens or
+    it fails unwritten. When none is left, ``on_done(end_ns)`` reports the reaction, so every
+    reaction is observed, also when an endpoint is down, queued or retried.
+    """
 
-    def __init__(self, recv_ns: int, dropped: int, writes: int) -> None:
+    __slots__ = ("dropped", "last_ns", "on_done", "recv_ns", "writes_left")
+
+    def __init__(
+        self, recv_ns: int, dropped: int, writes: int, on_done: Callable[[Reaction, int], None]
+    ) -> None:
         self.recv_ns = recv_ns
         self.dropped = dropped
         self.writes_left = writes
+        self.last_ns = 0
+        self.on_done = on_done
+
+    def took(self, done: Submitted) -> None:
+        """A fan-out call for this reaction returned ``done``."""
+        if done.last_ns > self.last_ns:
+            self.last_ns = done.last_ns
+        self.settle(done.written + done.refused, 0)
+
+    def settle(self, jobs: int, at_ns: int) -> None:
+        """``jobs`` expected writes are done or will never happen (latest stamp ``at_ns``)."""
+        if at_ns > self.last_ns:
+            self.last_ns = at_ns
+        self.writes_left -= jobs
+        if self.writes_left <= 0 and self.recv_ns:
+            self.on_done(self, self.last_ns)
 
 
 @dataclass(slots=True)
@@ -331,10 +357,23 @@ class Executor:
         *,
         reason: ResendReason | None,
         reaction: Reaction | None = None,
-    ) -> None:
+    ) -> Submitted:
         """Hand ``attempt`` to the fan-out (every RPC that takes it), noting when it went out."""
         if reason is not None:
             self.observer.resend(reason.value)
             self.observer.status(record, "resent")
         self.ledger.sent(attempt.hash, self.view.tip_number())
-        self.fanout.submit(attempt.raw, attempt.hash, Send(record, attempt, reaction))
+        send = Send(record, attempt, reaction)
+        done = self.fanout.submit(attempt.raw, attempt.hash, send)
+        if done.written:
+            self.wrote(send)
+        if reaction is not None:
+            reaction.took(done)
+        return done
+
+    def wrote(self, send: Send) -> None:
+        """An endpoint's socket took ``send``'s bytes (now, or later for a queued job)."""
+        send.written = True
+        record = send.record
+        if record.state is _S.SIGNED and record.latest is send.attempt:
+            self.book.transition(record, _S.BROADCAST, reason="written", now=self.clock())

@@ -171,6 +171,7 @@ class TxManager:
             clock_ns=clock_ns,
             after_reaction=after_reaction,
         )
+        fanout.listen(self.on_result, self.on_written)
 
     def _announce(self, record: TxRecord, old: TxState, new: TxState) -> None:
         self.observer.status(record, new.value)
@@ -332,21 +333,27 @@ class TxManager:
     # -- fan-out callbacks ---------------------------------------------------------------------
 
     def on_written(self, written: Written) -> None:
+        """A queued (or retried) job's bytes reached an endpoint's socket, after ``submit``."""
         send = written.context
         if type(send) is not Send:
             return
-        record = send.record
-        send.written = True
-        if written.attempt == 1 and send.reaction is not None:
-            self.follower.written(send.reaction, written.written_ns)
-        if record.state is _S.SIGNED and record.latest is send.attempt:
-            self.book.transition(record, _S.BROADCAST, reason="written", now=self._clock())
+        if not send.written:
+            self.executor.wrote(send)
+        if written.first and send.reaction is not None:
+            send.reaction.settle(1, written.written_ns)
 
     def on_result(self, result: BroadcastResult) -> None:
         self.observer.broadcast(result)
         send = result.context
         if type(send) is not Send:
             return
+        if (
+            result.final
+            and not result.written
+            and result.attempt > 0  # a refused job (attempt 0) was settled from submit's return
+            and send.reaction is not None
+        ):
+            send.reaction.settle(1, 0)  # a queued job that will never be written
         kind = result.kind
         if kind is ErrorKind.ACCEPTED:
             return

@@ -140,7 +140,7 @@ class ChainFollower:
                 base_fee=view.base_fee,
                 take_presigned=self.ledger.take_presigned,
             )
-            reaction = Reaction(recv_ns, len(dropped), len(actions) * self.endpoints)
+            reaction = Reaction(recv_ns, len(dropped), len(actions) * self.endpoints, self._done)
             ready = [
                 Send(a.record, a.attempt, reaction) for a in actions if type(a) is SendPresigned
             ]
@@ -166,12 +166,15 @@ class ChainFollower:
         ledger = self.ledger
         for send in ready:
             ledger.sent(send.attempt.hash, tip_number)
-        self.executor.fanout.submit_many([(s.attempt.raw, s.attempt.hash, s) for s in ready])
+        done = self.executor.fanout.submit_many([(s.attempt.raw, s.attempt.hash, s) for s in ready])
+        ready[0].reaction.took(done)  # type: ignore[union-attr]  # every one carries it
         now = self.clock()
-        for send in ready:
+        for index, send in enumerate(ready):
             record = send.record
             self.book.add_attempt(record, send.attempt)
             self.presigned_sent += 1
+            if index < done.written_items:
+                send.written = True
             if record.state is _S.REORGED:
                 new_state = _S.BROADCAST if send.written else _S.SIGNED
                 self.book.transition(record, new_state, reason="re-signed ahead", now=now)
@@ -210,17 +213,9 @@ class ChainFollower:
 
     # -- the reaction's clock --------------------------------------------------------------------
 
-    def written(self, reaction: Reaction, written_ns: int) -> None:
-        """One expected write of ``reaction`` happened at ``written_ns``."""
-        reaction.writes_left -= 1
-        if reaction.writes_left <= 0:
-            self._done(reaction, written_ns)
-
     def writes_missed(self, reaction: Reaction, count: int) -> None:
-        """``count`` expected writes will not happen (nothing to send, an endpoint down)."""
-        reaction.writes_left -= count
-        if reaction.writes_left <= 0:
-            self._done(reaction, self.clock_ns())
+        """``count`` expected writes will not happen (nothing to send for an action)."""
+        reaction.settle(count, self.clock_ns())
 
     def _done(self, reaction: Reaction, end_ns: int) -> None:
         if reaction.recv_ns:

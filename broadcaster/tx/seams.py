@@ -5,11 +5,11 @@ reports to. Protocols (with the real implementations named), so tests and the si
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from broadcaster.rpc.chain_reader import MinedTx
-from broadcaster.rpc.fanout import BroadcastResult
+from broadcaster.rpc.fanout import BroadcastResult, Submitted, Written
 from nonce import TxRecord
 from signer_client import SignedTx
 
@@ -19,9 +19,15 @@ __all__ = ["ChainState", "Durable", "Signer", "Submitter", "TxObserver"]
 class Submitter(Protocol):
     """The fan-out seam: ``FanOut.submit`` and ``FanOut.submit_many``."""
 
-    def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> None: ...
+    def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> Submitted: ...
 
-    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> None: ...
+    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> Submitted: ...
+
+    def listen(
+        self,
+        on_result: Callable[[BroadcastResult], None],
+        on_written: Callable[[Written], None] | None = None,
+    ) -> None: ...
 
 
 class Signer(Protocol):

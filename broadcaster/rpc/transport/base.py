@@ -11,19 +11,18 @@ method, :meth:`Transport.wait_ready`.
 
 Implementations: :mod:`broadcaster.rpc.transport.http` (raw keep-alive HTTP/1.1, ``http(s)://``),
 :mod:`broadcaster.rpc.transport.ws` (websockets' sans-I/O protocol, ``ws(s)://``) and
-:class:`FakeTransport` (for tests of code that uses the fan-out).
+:mod:`broadcaster.rpc.transport.fake` (scripted, in memory: tests and simulations of code that
+uses the fan-out).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 __all__ = [
-    "FakeTransport",
     "OnReply",
     "Reply",
     "Transport",
@@ -153,60 +152,3 @@ def split_url(url: str) -> SplitUrl:
         tls=scheme in ("https", "wss"),
         userinfo=userinfo,
     )
-
-
-@dataclass
-class FakeTransport:
-    """An in-memory :class:`Transport` for tests: records what was sent, replies on demand.
-
-    ``auto_reply`` (if set) is called for each send and its :class:`Reply` delivered at once.
-    ``batches`` maps the ``rid`` of each batch sent to its elements' ids.
-    """
-
-    name: str
-    on_reply: OnReply
-    auto_reply: Callable[[int, bytes], Reply | None] | None = None
-    is_ready: bool = True
-    sent: list[tuple[int, bytes]] = field(default_factory=list)
-    batches: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    forgotten: list[int] = field(default_factory=list)
-    closed: bool = False
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def set_ready(self, ready: bool) -> None:
-        self.is_ready = ready
-        self._changed.set()
-
-    def ready(self) -> bool:
-        return self.is_ready and not self.closed
-
-    def send(self, rid: int, body: bytes, ids: Sequence[int] = ()) -> None:
-        if self.closed:
-            raise TransportClosed(f"{self.name}: closed")
-        self.sent.append((rid, body))
-        if ids:
-            self.batches[rid] = tuple(ids)
-        if self.auto_reply is not None:
-            reply = self.auto_reply(rid, body)
-            if reply is not None:
-                self.on_reply(rid, reply)
-
-    def reply(self, rid: int, reply: Reply) -> None:
-        self.on_reply(rid, reply)
-
-    def forget(self, rid: int) -> None:
-        self.forgotten.append(rid)
-
-    async def wait_ready(self) -> None:
-        while not self.ready():
-            if self.closed:
-                raise TransportClosed(f"{self.name}: closed")
-            self._changed.clear()
-            await self._changed.wait()
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        self.closed = True
-        self._changed.set()

@@ -108,8 +108,6 @@ async def boot(
         plan.rpcs,
         loop=clock.loop,
         clock_ns=clock.ns,
-        on_result=lambda result: adapter.on_result(result) if adapter else None,
-        on_written=lambda written: adapter.on_written(written) if adapter else None,
         on_send=sent,
     )
     chain = SimChainState(network, plan.readers)

@@ -1,9 +1,10 @@
 """The manager's RPC seams over simulated nodes: ``Submitter`` (fan-out) and ``ChainState``.
 
 :class:`SimFanOut` behaves like ``broadcaster.rpc.fanout.FanOut`` as the manager sees it: every
-``submit`` goes to every endpoint; an endpoint that takes the bytes reports ``Written`` at once
-(inside ``submit``, after every lane's write, as the real one does for idle lanes); its answer
-comes back ``latency`` later as a ``BroadcastResult`` classified by the project's own table
+``submit`` goes to every endpoint and returns a ``Submitted`` (the writes done inside the call,
+and the endpoints that refused the job because they are down: a final ``DROPPED`` for each on
+the next turn); a retry's write is reported later as ``Written``; an endpoint's answer comes
+back ``latency`` later as a ``BroadcastResult`` classified by the project's own table
 (``broadcaster.rpc.error_table.classify_response`` on the JSON-RPC error the node gives); answers
 the table says to retry (timeouts, refused connections, full pools) are retried with backoff, up
 to ``max_attempts``, with ``final`` set on the last. A crash ``detach``es it: bytes already
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 from broadcaster.rpc.chain_reader import BlockTxs, ChainReadError, MinedTx, Receipt
 from broadcaster.rpc.error_table import REACTIONS, ErrorKind, Reaction, classify_response
-from broadcaster.rpc.fanout import BroadcastResult, Written
+from broadcaster.rpc.fanout import BroadcastResult, Submitted, Written
 from broadcaster.tx.testing.chain import SimTx, decode_tx
 from broadcaster.tx.testing.nodes import Network, Node
 
@@ -41,6 +42,7 @@ class _Job:
     context: object
     tx: SimTx
     attempt: int = 1
+    writes: int = 0
 
 
 class SimFanOut:
@@ -53,8 +55,8 @@ class SimFanOut:
         *,
         loop: asyncio.AbstractEventLoop,
         clock_ns: Callable[[], int],
-        on_result: Callable[[BroadcastResult], None],
-        on_written: Callable[[Written], None],
+        on_result: Callable[[BroadcastResult], None] | None = None,
+        on_written: Callable[[Written], None] | None = None,
         on_send: Callable[[SimTx], None] = lambda tx: None,
         max_attempts: int = 4,
         timeout: float = 2.0,
@@ -63,8 +65,8 @@ class SimFanOut:
         self.endpoints = list(endpoints)
         self.loop = loop
         self._clock_ns = clock_ns
-        self._on_result = on_result
-        self._on_written = on_written
+        self._on_result = on_result or (lambda result: None)
+        self._on_written = on_written or (lambda written: None)
         self._on_send = on_send
         self.max_attempts = max_attempts
         self.timeout = timeout
@@ -74,10 +76,18 @@ class SimFanOut:
 
     # -- the Submitter seam ----------------------------------------------------------------------
 
-    def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> None:
-        self.submit_many([(raw, tx_hash, context)])
+    def listen(
+        self,
+        on_result: Callable[[BroadcastResult], None],
+        on_written: Callable[[Written], None] | None = None,
+    ) -> None:
+        self._on_result = on_result
+        self._on_written = on_written or (lambda written: None)
 
-    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> None:
+    def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> Submitted:
+        return self.submit_many([(raw, tx_hash, context)])
+
+    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> Submitted:
         if not self.attached:
             raise RuntimeError("FanOut is closed")
         jobs = []
@@ -87,12 +97,32 @@ class SimFanOut:
             self.sent.append(tx)
             self._on_send(tx)
             jobs.append((raw, tx_hash, context, tx))
-        written: list[Written] = []
+        done = Submitted()
+        reached = [False] * len(jobs)
         for name in self.endpoints:
-            for raw, tx_hash, context, tx in jobs:
-                self._offer(self.network[name], _Job(raw, tx_hash, context, tx), written)
-        for item in written:
-            self._written(item)
+            node = self.network[name]
+            for index, (raw, tx_hash, context, tx) in enumerate(jobs):
+                job = _Job(raw, tx_hash, context, tx)
+                if node.down:  # the real lane refuses a job for a down endpoint at once
+                    done.refused += 1
+                    self._later(0.0, self._refused, node, job)
+                    continue
+                written_ns = self._offer(node, job, inline=True)
+                done.written += 1
+                done.last_ns = max(done.last_ns, written_ns)
+                reached[index] = True
+        while done.written_items < len(jobs) and reached[done.written_items]:
+            done.written_items += 1
+        return done
+
+    def _refused(self, node: Node, job: _Job) -> None:
+        if not self.attached:
+            return
+        result = BroadcastResult(
+            node.name, job.tx_hash, ErrorKind.DROPPED, "endpoint down", None, None, None, 0,
+            True, False, job.context,
+        )  # fmt: skip
+        self._on_result(result)
 
     # -- lanes -----------------------------------------------------------------------------------
 
@@ -103,7 +133,7 @@ class SimFanOut:
             timer.cancel()
         self._timers.clear()
 
-    def _later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+    def _later(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
         handle: asyncio.TimerHandle | None = None
 
         def fire() -> None:
@@ -114,7 +144,8 @@ class SimFanOut:
         handle = self.loop.call_later(delay, fire)
         self._timers.add(handle)
 
-    def _offer(self, node: Node, job: _Job, written: list[Written] | None) -> None:
+    def _offer(self, node: Node, job: _Job, *, inline: bool = False) -> int:
+        """Write ``job`` to ``node`` (a retry: reported as ``Written``); returns the stamp."""
         if node.down:  # connection refused: nothing written
             self._later(
                 0.001,
@@ -126,13 +157,15 @@ class SimFanOut:
                 None,
                 None,
             )
-            return
+            return 0
         written_ns = self._clock_ns()
-        item = Written(node.name, job.tx_hash, written_ns, job.attempt, job.context)
-        if written is not None:
-            written.append(item)
-        else:
-            self._written(item)
+        job.writes += 1
+        if not inline:
+            self._written(
+                Written(
+                    node.name, job.tx_hash, written_ns, job.attempt, job.writes == 1, job.context
+                )
+            )
         if node.timeout:
             self._later(
                 self.timeout,
@@ -144,9 +177,10 @@ class SimFanOut:
                 None,
                 written_ns,
             )
-            return
+            return written_ns
         # The node gets the bytes after half the round trip, whoever is still listening.
         self.loop.call_later(node.latency / 2, self._deliver, node, job, written_ns)
+        return written_ns
 
     def _deliver(self, node: Node, job: _Job, written_ns: int) -> None:
         message = node.send(job.tx)
@@ -191,13 +225,14 @@ class SimFanOut:
             written_ns,
             job.attempt,
             not retry,
+            job.writes > 0,
             job.context,
         )
         self._on_result(result)
         if retry:
             delay = 0.05 * 2 ** (job.attempt - 1)
             job.attempt += 1
-            self._later(delay, self._offer, node, job, None)
+            self._later(delay, self._offer, node, job)
 
     def _written(self, item: Written) -> None:
         if self.attached:

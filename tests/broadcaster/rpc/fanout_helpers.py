@@ -1,4 +1,7 @@
-"""Helpers for the fan-out tests: a result collector that tests await, signed test txs."""
+"""Helpers for the fan-out tests: a result collector that tests await, signed test txs.
+
+The fake transport itself ships with the package: :mod:`broadcaster.rpc.transport.fake`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from dataclasses import dataclass, field
 from eth_account import Account
 
 from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, Written
-from broadcaster.rpc.transport.base import FakeTransport, OnReply
+from broadcaster.rpc.transport.fake import FakeNetwork, FakeTransport
 from tests.anvil import DEV_ADDRESS, DEV_KEY, Anvil, running_anvil
 
 CHAIN_ID = 31337
@@ -43,24 +46,31 @@ class Collector:
                 await self._changed.wait()
 
 
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait, one short sleep at a time, until ``condition()`` holds: for state that no callback
+    announces (an endpoint going down while nothing is queued for it)."""
+    async with asyncio.timeout(30):
+        while not condition():  # noqa: ASYNC110 (no event to wait for: polling is the point)
+            await asyncio.sleep(0.001)
+
+
 def fake_fanout(
-    names: list[str], seen: Collector, **kwargs: object
+    names: list[str], seen: Collector, network: FakeNetwork | None = None, **kwargs: object
 ) -> tuple[FanOut, dict[str, FakeTransport]]:
-    """A FanOut over FakeTransports (one per name, returned by name) reporting to ``seen``."""
-    fakes: dict[str, FakeTransport] = {}
+    """A FanOut over FakeTransports (one per name, returned by name) reporting to ``seen``.
 
-    def factory(endpoint: Endpoint, on_reply: OnReply) -> FakeTransport:
-        fakes[endpoint.name] = FakeTransport(endpoint.name, on_reply)
-        return fakes[endpoint.name]
-
+    The fakes answer nothing by themselves unless ``network`` says otherwise: a test answers by
+    hand (``fake.reply``), or scripts one (``fake.script``, ``fake.handler``, ``fake.default``).
+    """
+    network = network or FakeNetwork()
     fanout = FanOut(
         [Endpoint(name, f"http://{name}") for name in names],
         on_result=seen.on_result,
         on_written=seen.on_written,
-        transport_factory=factory,
+        transport_factory=network,
         **kwargs,  # type: ignore[arg-type]
     )
-    return fanout, fakes
+    return fanout, network.transports
 
 
 def signed_transfer(

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from broadcaster.rpc.batch import BatchRefused, classify_batch_reply
 from broadcaster.rpc.error_table import ErrorKind
-from broadcaster.rpc.fanout import Written
 from broadcaster.rpc.transport.base import Reply, encode_send_batch
+from broadcaster.rpc.transport.fake import Answer, FakeNetwork, RawReply, Request, Result
 from tests.broadcaster.rpc.fanout_helpers import Collector, fake_fanout
 
 REFUSAL = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"batch not supported"}}'
@@ -34,18 +34,9 @@ def answer(call: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": call["id"], "result": call["params"][0]}
 
 
-def echo(rid: int, body: bytes) -> Reply:
-    """A healthy node: every request (single or batch) answered with the expected hash."""
-    request = orjson.loads(body)
-    if isinstance(request, list):
-        return Reply(status=200, body=orjson.dumps([answer(c) for c in request]))
-    return Reply(status=200, body=orjson.dumps(answer(request)))
-
-
-def calls(body: bytes) -> list[dict[str, Any]]:
-    """The requests in a body: a batch's elements, or the single request."""
-    request = orjson.loads(body)
-    return request if isinstance(request, list) else [request]
+def echo(request: Request) -> list[Answer]:
+    """A healthy node: every transaction (single or in a batch) answered with its hash."""
+    return [Result(call["params"][0]) for call in request.calls]
 
 
 def no_delay() -> Iterator[float]:
@@ -67,41 +58,63 @@ def test_batch_bytes_equal_the_obvious_orjson_encoding(requests: list[tuple[int,
     assert orjson.loads(body) == expected
 
 
-async def test_submit_many_writes_one_batch_per_idle_endpoint_before_any_write_is_reported() -> (
-    None
-):
+async def test_submit_many_writes_one_batch_per_idle_endpoint_and_returns_the_count() -> None:
     seen = Collector()
     fanout, fakes = fake_fanout(["a", "b", "c"], seen)
-    sent_when_reported: list[int] = []
-
-    def on_written(written: Written) -> None:
-        sent_when_reported.append(sum(len(f.sent) for f in fakes.values()))
-        seen.on_written(written)
-
-    fanout._on_written = on_written
     items = txs(4)
     async with fanout:
-        fanout.submit_many(items)
+        done = fanout.submit_many(items)
         # Written before submit_many returned: one request per endpoint, all four in order.
+        assert (done.written, done.queued, done.refused, done.written_items) == (12, 0, 0, 4)
         for name in "abc":
-            [(rid, body)] = fakes[name].sent
-            requests = orjson.loads(body)
-            assert [c["params"][0] for c in requests] == ["0x" + raw.hex() for raw, _, _ in items]
-            assert [c["id"] for c in requests] == list(fakes[name].batches[rid])
-            assert len({c["id"] for c in requests}) == 4
-            fakes[name].reply(rid, echo(rid, body))
-    assert sent_when_reported == [3] * 12  # every socket written before the first report
+            [request] = fakes[name].requests
+            assert list(request.raws) == [raw for raw, _, _ in items]
+            assert [c["id"] for c in request.calls] == list(request.ids)
+            assert len(set(request.ids)) == 4
+            fakes[name].answer(request.rid, echo(request))
+        await seen.until(lambda: len(seen.finals()) == 12)
+    assert seen.writes == []  # returned, so not reported again
     for name in "abc":
-        writes = [w for w in seen.writes if w.endpoint == name]
-        assert [w.context for w in writes] == [0, 1, 2, 3]
-        assert {w.written_ns for w in writes} == {writes[0].written_ns}  # the batch's write time
-        assert {w.attempt for w in writes} == {1}
         results = [r for r in seen.results if r.endpoint == name]
         assert [(r.tx_hash, r.kind, r.final) for r in results] == [
             (tx_hash, ErrorKind.ACCEPTED, True) for _, tx_hash, _ in items
         ]
+        assert {r.written_ns for r in results} == {results[0].written_ns}  # the batch's write
+    assert done.last_ns == max(r.written_ns or 0 for r in seen.results)
     stats = fanout.stats()["a"]
     assert (stats.fast_writes, stats.batches, stats.batched_jobs) == (4, 1, 4)
+
+
+async def test_submit_many_to_a_busy_endpoint_queues_and_reports_each_first_write_later() -> None:
+    seen = Collector()
+    fanout, fakes = fake_fanout(["a", "b"], seen)
+    items = txs(3)
+    async with fanout:
+        fakes["b"].set_ready(False)
+        done = fanout.submit_many(items)
+        assert (done.written, done.queued, done.refused, done.written_items) == (3, 3, 0, 3)
+        fakes["b"].set_ready(True)
+        await seen.until(lambda: len(seen.writes) == 3)
+    assert [(w.endpoint, w.context, w.first, w.attempt) for w in seen.writes] == [
+        ("b", n, True, 1) for n in range(3)
+    ]
+    assert len({w.written_ns for w in seen.writes}) == 1  # one batch
+
+
+async def test_each_endpoint_writes_a_prefix_and_written_items_counts_the_longest() -> None:
+    seen = Collector()
+    # One request in flight at most: the first batch goes out now, the rest queues.
+    network = FakeNetwork(max_in_flight=1)
+    fanout, fakes = fake_fanout(["a", "b"], seen, network, max_batch=2)
+    async with fanout:
+        done = fanout.submit_many(txs(5))
+        assert (done.written, done.queued, done.written_items) == (4, 6, 2)
+        assert [fakes[n].requests[0].raws for n in "ab"] == [(bytes([0]) * 32, bytes([1]) * 32)] * 2
+        fakes["b"].max_in_flight = None
+        fakes["b"].handler = echo
+        fakes["b"].answer(fakes["b"].requests[0].rid, echo(fakes["b"].requests[0]))
+        await seen.until(lambda: len([w for w in seen.writes if w.endpoint == "b"]) == 3)
+    assert [w.context for w in seen.writes if w.endpoint == "b"] == [2, 3, 4]
 
 
 async def test_a_single_item_goes_out_as_the_same_bytes_as_submit() -> None:
@@ -109,10 +122,20 @@ async def test_a_single_item_goes_out_as_the_same_bytes_as_submit() -> None:
     one, one_fakes = fake_fanout(["a"], Collector())
     many, many_fakes = fake_fanout(["a"], Collector())
     async with one, many:
-        one.submit(raw, tx_hash, context)
-        many.submit_many([(raw, tx_hash, context)])
-        assert many_fakes["a"].sent == one_fakes["a"].sent
-        assert orjson.loads(one_fakes["a"].sent[0][1])["method"] == "eth_sendRawTransaction"
+        alone = one.submit(raw, tx_hash, context)
+        listed = many.submit_many([(raw, tx_hash, context)])
+        assert (
+            (alone.written, alone.written_items)
+            == (listed.written, listed.written_items)
+            == (
+                1,
+                1,
+            )
+        )
+        [single], [many_single] = one_fakes["a"].requests, many_fakes["a"].requests
+        assert (many_single.rid, many_single.body) == (single.rid, single.body)
+        assert single.methods == ("eth_sendRawTransaction",)
+        assert not single.batch
     assert many.stats()["a"].batches == 0
 
 
@@ -124,14 +147,14 @@ async def test_the_worker_sends_what_queued_up_as_one_batch_in_fifo_order() -> N
         fakes["a"].set_ready(False)
         for raw, tx_hash, context in items:
             fanout.submit(raw, tx_hash, context)
-        assert fakes["a"].sent == []
+        assert fakes["a"].requests == []
         fakes["a"].set_ready(True)
         await seen.until(lambda: len(seen.writes) == 5)
-        [(rid, body)] = fakes["a"].sent
-        assert [c["params"][0] for c in calls(body)] == ["0x" + raw.hex() for raw, _, _ in items]
+        [request] = fakes["a"].requests
+        assert list(request.raws) == [raw for raw, _, _ in items]
         # Replies to a batch may come in any order: they are matched by id.
-        reversed_reply = [answer(c) for c in reversed(calls(body))]
-        fakes["a"].reply(rid, Reply(status=200, body=orjson.dumps(reversed_reply)))
+        reversed_reply = [answer(c) for c in reversed(request.calls)]
+        fakes["a"].reply(request.rid, Reply(status=200, body=orjson.dumps(reversed_reply)))
     assert [(r.tx_hash, r.kind) for r in seen.results] == [
         (tx_hash, ErrorKind.ACCEPTED) for _, tx_hash, _ in items
     ]
@@ -145,9 +168,10 @@ async def test_each_element_of_a_batch_reply_is_classified_and_retried_on_its_ow
     items = txs(4)
     async with fanout:
         fanout.submit_many(items)
-        [(rid, body)] = fakes["a"].sent
-        ok, foreign, low, missing = calls(body)
-        fakes["a"].auto_reply = echo  # for the retry
+        [request] = fakes["a"].requests
+        rid = request.rid
+        ok, foreign, low, missing = request.calls
+        fakes["a"].handler = echo  # for the retry
         reply = [
             {
                 "jsonrpc": "2.0",
@@ -187,9 +211,9 @@ async def test_a_failed_batch_fails_every_job_and_each_is_retried(failure: Reply
     items = txs(3)
     async with fanout:
         fanout.submit_many(items)
-        [(rid, _)] = fakes["a"].sent
-        fakes["a"].auto_reply = echo
-        fakes["a"].reply(rid, failure)
+        [request] = fakes["a"].requests
+        fakes["a"].handler = echo
+        fakes["a"].reply(request.rid, failure)
         await seen.until(lambda: len(seen.finals()) == 3)
     for _, tx_hash, _ in items:
         mine = [r for r in seen.results if r.tx_hash == tx_hash]
@@ -206,8 +230,9 @@ async def test_a_batch_timeout_reaches_every_job_and_each_is_retried() -> None:
     items = txs(3)
     async with fanout:
         fanout.submit_many(items)  # the fake never answers this one
-        [(rid, _)] = fakes["a"].sent
-        fakes["a"].auto_reply = echo
+        [request] = fakes["a"].requests
+        rid = request.rid
+        fakes["a"].handler = echo
         await seen.until(lambda: len(seen.finals()) == 3)
     for _, tx_hash, _ in items:
         mine = [r for r in seen.results if r.tx_hash == tx_hash]
@@ -222,13 +247,13 @@ async def test_a_batch_timeout_reaches_every_job_and_each_is_retried() -> None:
 async def test_an_endpoint_without_batches_gets_single_requests_and_still_accepts(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def no_batches(rid: int, body: bytes) -> Reply:
-        return Reply(status=200, body=REFUSAL) if body.startswith(b"[") else echo(rid, body)
+    def no_batches(request: Request) -> Answer | list[Answer]:
+        return RawReply(200, REFUSAL) if request.batch else echo(request)
 
     seen = Collector()
     fanout, fakes = fake_fanout(["old", "new"], seen)
-    fakes["old"].auto_reply = no_batches
-    fakes["new"].auto_reply = echo
+    fakes["old"].handler = no_batches
+    fakes["new"].handler = echo
     items = txs(3)
     with caplog.at_level(logging.WARNING, logger="broadcaster"):
         async with fanout:
@@ -241,7 +266,7 @@ async def test_an_endpoint_without_batches_gets_single_requests_and_still_accept
     assert [(r.tx_hash, r.kind, r.attempt) for r in old] == [
         (bytes([n]) * 32, ErrorKind.ACCEPTED, 2 if n < 3 else 1) for n in range(5)
     ]
-    sent = [[c["params"][0] for c in calls(body)] for _, body in fakes["old"].sent]
+    sent = [[c["params"][0] for c in r.calls] for r in fakes["old"].requests]
     hexes = ["0x" + bytes([n]).hex() * 32 for n in range(5)]
     assert sent == [hexes[:3], *[[h] for h in hexes]]
     stats = fanout.stats()
@@ -255,7 +280,7 @@ async def test_an_endpoint_without_batches_gets_single_requests_and_still_accept
 async def test_max_batch_caps_every_request_on_both_paths() -> None:
     seen = Collector()
     fanout, fakes = fake_fanout(["a"], seen, max_batch=3)
-    fakes["a"].auto_reply = echo
+    fakes["a"].handler = echo
     async with fanout:
         fanout.submit_many(txs(7))  # fast path: the fake is always ready
         fakes["a"].set_ready(False)
@@ -263,9 +288,9 @@ async def test_max_batch_caps_every_request_on_both_paths() -> None:
             fanout.submit(raw, tx_hash, context)
         fakes["a"].set_ready(True)
         await seen.until(lambda: len(seen.finals()) == 14)
-    sizes = [len(calls(body)) for _, body in fakes["a"].sent]
+    sizes = [len(r.calls) for r in fakes["a"].requests]
     assert sizes == [3, 3, 1, 3, 3, 1]
-    assert orjson.loads(fakes["a"].sent[2][1])["id"] > 0  # a lone job is a plain request
+    assert not fakes["a"].requests[2].batch  # a lone job is a plain request
     contexts = [r.context for r in seen.results]
     assert contexts == list(range(14))  # FIFO across requests
     assert {r.kind for r in seen.results} == {ErrorKind.ACCEPTED}

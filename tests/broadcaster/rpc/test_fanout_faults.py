@@ -20,7 +20,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import Endpoint, FanOut
 from tests.anvil import Anvil
-from tests.broadcaster.rpc.fanout_helpers import Collector, quiet_anvil, signed_transfer
+from tests.broadcaster.rpc.fanout_helpers import (
+    Collector,
+    eventually,
+    quiet_anvil,
+    signed_transfer,
+)
 
 
 def no_delay() -> Iterator[float]:
@@ -133,7 +138,7 @@ async def test_a_stalled_endpoint_does_not_delay_the_others(
         # The healthy node answered everything while the stalled one answered nothing, though
         # it was written to as well (its pool opened a connection per outstanding request).
         assert seen.finals("stalled") == []
-        await seen.until(lambda: len([w for w in seen.writes if w.endpoint == "stalled"]) == 3)
+        await eventually(lambda: len(stalled.requests) == 3)
     assert {r.kind for r in seen.finals("anvil")} == {ErrorKind.ACCEPTED}
     # Closing the fan-out settles what the stalled endpoint never answered.
     assert [r.kind for r in seen.finals("stalled")] == [ErrorKind.DROPPED] * 3

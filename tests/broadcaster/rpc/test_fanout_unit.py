@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Sequence
 
 import orjson
 import pytest
+from eth_utils import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
 from broadcaster.rpc.error_table import ErrorKind
-from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, Written, backoff
-from broadcaster.rpc.transport.base import FakeTransport, OnReply, Reply, encode_send_raw, split_url
+from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, Submitted
+from broadcaster.rpc.transport.base import Reply, encode_send_raw, split_url
+from broadcaster.rpc.transport.fake import ACCEPT, FakeNetwork, Result
 from broadcaster.rpc.transport.http import ProtocolError, ResponseParser
-from tests.broadcaster.rpc.fanout_helpers import Collector, fake_fanout
+from tests.broadcaster.rpc.fanout_helpers import Collector, eventually, fake_fanout
 
 HASH = b"\x11" * 32
 
@@ -36,54 +40,158 @@ def test_request_bytes_equal_the_obvious_orjson_encoding(rid: int, raw: bytes) -
     assert orjson.loads(encode_send_raw(rid, raw.hex().encode())) == expected
 
 
-async def test_an_idle_endpoint_is_written_before_submit_returns() -> None:
+async def test_an_idle_endpoint_is_written_before_submit_returns_and_not_reported_again() -> None:
     seen = Collector()
-    fanout, fakes = fake_fanout(["a", "b", "c"], seen)
+    ticks = itertools.count(1000)
+    fanout, fakes = fake_fanout(["a", "b", "c"], seen, clock_ns=lambda: next(ticks))
     async with fanout:
-        fanout.submit(b"\x01\x02", HASH, context=7)
-        assert [len(fakes[n].sent) for n in "abc"] == [1, 1, 1]
-        assert [w.endpoint for w in seen.writes] == ["a", "b", "c"]
-        assert all(w.context == 7 and w.attempt == 1 for w in seen.writes)
+        done = fanout.submit(b"\x01\x02", HASH, context=7)
+        assert [len(fakes[n].requests) for n in "abc"] == [1, 1, 1]
+        # The clock is read before and after each write: c's "after" is the last stamp.
+        assert done == Submitted(written=3, last_ns=1005, queued=0, refused=0, written_items=1)
+        await asyncio.sleep(0)
+        assert seen.writes == []  # returned, so never reported through on_written
         for name in "abc":
-            rid, _ = fakes[name].sent[0]
+            rid = fakes[name].requests[0].rid
             fakes[name].reply(rid, result_for(rid))
-    assert [(r.endpoint, r.kind, r.final) for r in seen.results] == [
-        ("a", ErrorKind.ACCEPTED, True),
-        ("b", ErrorKind.ACCEPTED, True),
-        ("c", ErrorKind.ACCEPTED, True),
+    assert [(r.endpoint, r.kind, r.final, r.written, r.context) for r in seen.results] == [
+        ("a", ErrorKind.ACCEPTED, True, True, 7),
+        ("b", ErrorKind.ACCEPTED, True, True, 7),
+        ("c", ErrorKind.ACCEPTED, True, True, 7),
     ]
     assert {n: s.fast_writes for n, s in fanout.stats().items()} == {"a": 1, "b": 1, "c": 1}
 
 
-async def test_every_idle_endpoint_is_written_before_any_write_is_reported() -> None:
-    # The reorg reaction's last write must not wait behind the earlier lanes' timers and
-    # callbacks: submit() writes every socket first, then reports the writes.
+async def test_a_listener_added_after_construction_gets_the_answers() -> None:
+    seen = Collector()
+    fanout, fakes = fake_fanout(["a"], Collector())
+    fanout.listen(seen.on_result, seen.on_written)
+    async with fanout:
+        done = fanout.submit(b"\x01", HASH, context=7)
+        assert done.written == 1
+        fakes["a"].reply(fakes["a"].requests[0].rid, result_for(fakes["a"].requests[0].rid))
+        await seen.until(lambda: len(seen.results) == 1)
+    assert [(r.endpoint, r.kind, r.context) for r in seen.results] == [("a", ErrorKind.ACCEPTED, 7)]
+    assert seen.writes == []  # written inside submit: told by its return value only
+
+
+async def test_a_busy_endpoint_queues_and_its_later_write_is_reported_once_as_first() -> None:
     seen = Collector()
     fanout, fakes = fake_fanout(["a", "b", "c"], seen)
-    sent_when_reported: list[int] = []
-    seen_written = seen.on_written
-
-    def on_written(written: Written) -> None:
-        sent_when_reported.append(sum(len(f.sent) for f in fakes.values()))
-        seen_written(written)
-
-    fanout._on_written = on_written
     async with fanout:
-        fanout.submit(b"\x01", HASH)
-    assert sent_when_reported == [3, 3, 3]
-    assert [w.endpoint for w in seen.writes] == ["a", "b", "c"]
+        fakes["b"].set_ready(False)
+        done = fanout.submit(b"\x01", HASH, context="x")
+        assert (done.written, done.queued, done.refused) == (2, 1, 0)
+        assert fakes["b"].requests == []
+        fakes["b"].set_ready(True)
+        await seen.until(lambda: len(seen.writes) == 1)
+        [written] = seen.writes
+        assert (written.endpoint, written.first, written.attempt, written.context) == (
+            "b",
+            True,
+            1,
+            "x",
+        )
+        rid = fakes["b"].requests[0].rid
+        fakes["b"].reply(rid, result_for(rid))
+        await seen.until(lambda: len(seen.finals("b")) == 1)
+    assert [w.endpoint for w in seen.writes] == ["b"]
+    assert fanout.stats()["b"].queued_writes == 1
 
 
-async def test_a_reply_delivered_during_the_write_still_reports_the_write() -> None:
+async def test_an_endpoint_known_down_refuses_new_jobs_and_says_so_in_the_return_value() -> None:
     seen = Collector()
-    fanout, fakes = fake_fanout(["a", "b"], seen)
-    fakes["a"].auto_reply = lambda rid, body: result_for(rid)
+    fanout, fakes = fake_fanout(
+        ["a", "b", "c"], seen, reconnect=lambda: itertools.repeat(0.001), max_attempts=1
+    )
+    fakes["c"].go_down()
     async with fanout:
-        fanout.submit(b"\x01", HASH)
-    assert [w.endpoint for w in seen.writes] == ["a", "b"]
-    assert [(r.endpoint, r.kind) for r in seen.results] == [
-        ("a", ErrorKind.ACCEPTED),
-        ("b", ErrorKind.DROPPED),
+        # The worker's first connection attempt (start() opened nothing) finds it down.
+        await eventually(lambda: fanout.down() == ["c"])
+        done = fanout.submit(b"\x01", HASH, context=1)
+        assert (done.written, done.queued, done.refused, done.written_items) == (2, 0, 1, 1)
+        assert seen.results == []  # not from inside submit(): on the next loop turn
+        await seen.until(lambda: len(seen.results) == 1)
+        [refusal] = seen.results
+        assert (refusal.endpoint, refusal.kind, refusal.final, refusal.written) == (
+            "c",
+            ErrorKind.DROPPED,
+            True,
+            False,
+        )
+        assert refusal.message is not None
+        assert refusal.message.startswith("endpoint down: ConnectionRefusedError")
+        # Back up: the worker reconnects by itself, and c takes jobs again.
+        fakes["c"].come_up()
+        await eventually(lambda: fanout.down() == [])
+        again = fanout.submit(b"\x02", b"\x22" * 32)
+        assert (again.written, again.refused) == (3, 0)
+    assert seen.writes == []
+    assert fakes["c"].refusals >= 1
+    assert fanout.stats()["c"].dropped == 1
+
+
+async def test_a_queued_job_whose_endpoint_dies_before_writing_ends_final_and_unwritten() -> None:
+    seen = Collector()
+    fanout, fakes = fake_fanout(
+        ["a", "b"],
+        seen,
+        backoff=lambda: itertools.repeat(0.0),
+        reconnect=lambda: itertools.repeat(0.001),
+        max_attempts=2,
+    )
+    async with fanout:
+        fakes["b"].set_ready(False)
+        done = fanout.submit(b"\x01", HASH)
+        assert (done.written, done.queued) == (1, 1)
+        fakes["b"].go_down()  # the worker waiting for a connection gets refused
+        await seen.until(lambda: len(seen.finals("b")) == 1)
+    b = [r for r in seen.results if r.endpoint == "b"]
+    assert [(r.kind, r.attempt, r.final, r.written, r.written_ns) for r in b] == [
+        (ErrorKind.TRANSIENT, 1, False, False, None),  # the connection attempt failed
+        (ErrorKind.TRANSIENT, 2, True, False, None),  # the retry met the down endpoint
+    ]
+    assert seen.writes == []  # never written, so never a first write
+    assert fakes["b"].requests == []
+
+
+async def test_a_write_that_fails_inside_submit_is_counted_queued_and_reported_later() -> None:
+    seen = Collector()
+    fanout, fakes = fake_fanout(["a"], seen, backoff=lambda: itertools.repeat(0.0))
+
+    def broken(rid: int, body: bytes, ids: Sequence[int] = ()) -> None:
+        fakes["a"].send = original  # type: ignore[method-assign]
+        raise ConnectionResetError("reset while writing")
+
+    async with fanout:
+        original = fakes["a"].send
+        fakes["a"].send = broken  # type: ignore[method-assign]
+        fakes["a"].default = ACCEPT
+        raw = b"\x01"
+        done = fanout.submit(raw, keccak(raw))
+        assert (done.written, done.queued) == (0, 1)
+        assert seen.results == []
+        await seen.until(lambda: len(seen.finals()) == 1)
+    assert [(r.kind, r.attempt, r.written) for r in seen.results] == [
+        (ErrorKind.TRANSIENT, 1, False),
+        (ErrorKind.ACCEPTED, 2, True),
+    ]
+    assert [(w.attempt, w.first) for w in seen.writes] == [(2, True)]
+
+
+async def test_a_reply_delivered_during_the_write_is_reported_after_submit_returns() -> None:
+    seen = Collector()
+    network = FakeNetwork(reply_delay=None)  # answers synchronously, inside send()
+    fanout, fakes = fake_fanout(["a", "b"], seen, network)
+    fakes["a"].handler = lambda request: Result("0x" + HASH.hex())
+    async with fanout:
+        done = fanout.submit(b"\x01", HASH)
+        assert done.written == 2
+        assert seen.results == []
+        await seen.until(lambda: len(seen.results) == 1)
+    assert [(r.endpoint, r.kind, r.written) for r in seen.results] == [
+        ("a", ErrorKind.ACCEPTED, True),
+        ("b", ErrorKind.DROPPED, True),  # unanswered at close
     ]
 
 
@@ -93,21 +201,26 @@ async def test_a_busy_endpoint_queues_in_order_and_a_full_queue_drops_without_bl
     async with fanout:
         fakes["slow"].set_ready(False)
         hashes = [bytes([n]) * 32 for n in range(4)]
-        for tx_hash in hashes:
-            fanout.submit(tx_hash, tx_hash)
-        assert len(fakes["fast"].sent) == 4  # the other endpoint was not held back
-        assert fakes["slow"].sent == []
+        dones = [fanout.submit(tx_hash, tx_hash) for tx_hash in hashes]
+        assert [(d.written, d.queued, d.refused) for d in dones] == [
+            (1, 1, 0),
+            (1, 1, 0),
+            (1, 0, 1),
+            (1, 0, 1),
+        ]
+        assert len(fakes["fast"].requests) == 4  # the other endpoint was not held back
+        assert fakes["slow"].requests == []
+        await seen.until(lambda: len(seen.results) == 2)
         dropped = [r for r in seen.results if r.kind is ErrorKind.DROPPED]
-        assert [(r.endpoint, r.tx_hash) for r in dropped] == [
-            ("slow", hashes[2]),
-            ("slow", hashes[3]),
+        assert [(r.endpoint, r.tx_hash, r.message) for r in dropped] == [
+            ("slow", hashes[2], "queue full"),
+            ("slow", hashes[3], "queue full"),
         ]
         fakes["slow"].set_ready(True)
-        await seen.until(lambda: len(seen.writes) == 6)
+        await seen.until(lambda: len(seen.writes) == 2)
         # What queued up while the endpoint was busy goes out as one batch, in FIFO order.
-        [(_, body)] = fakes["slow"].sent
-        sent = [call["params"][0] for call in orjson.loads(body)]
-        assert sent == ["0x" + hashes[0].hex(), "0x" + hashes[1].hex()]
+        [request] = fakes["slow"].requests
+        assert request.raws == (hashes[0], hashes[1])
     assert fanout.stats()["slow"].dropped == 2
 
 
@@ -116,7 +229,7 @@ async def test_a_reply_with_someone_elses_hash_is_not_trusted() -> None:
     fanout, fakes = fake_fanout(["a"], seen)
     async with fanout:
         fanout.submit(b"\x01", HASH)
-        rid, _ = fakes["a"].sent[0]
+        rid = fakes["a"].requests[0].rid
         fakes["a"].reply(rid, result_for(rid, b"\x22" * 32))
     assert [r.kind for r in seen.results] == [ErrorKind.UNKNOWN]
 
@@ -128,19 +241,13 @@ async def test_a_raising_callback_does_not_stop_the_fan_out() -> None:
         calls.append(result)
         raise RuntimeError("metrics exporter bug")
 
-    fakes: dict[str, FakeTransport] = {}
-
-    def factory(endpoint: Endpoint, on_reply: OnReply) -> FakeTransport:
-        fakes[endpoint.name] = FakeTransport(
-            endpoint.name, on_reply, auto_reply=lambda rid, body: result_for(rid)
-        )
-        return fakes[endpoint.name]
-
+    network = FakeNetwork(handler=lambda request: Result("0x" + HASH.hex()))
     async with FanOut(
-        [Endpoint("a", "http://a")], on_result=explode, transport_factory=factory
+        [Endpoint("a", "http://a")], on_result=explode, transport_factory=network
     ) as f:
         f.submit(b"\x01", HASH)
         f.submit(b"\x02", HASH)
+        await asyncio.sleep(0)
     assert [r.kind for r in calls] == [ErrorKind.ACCEPTED, ErrorKind.ACCEPTED]
 
 
@@ -149,23 +256,16 @@ async def test_nonce_too_low_is_final_and_never_retried() -> None:
     fanout, fakes = fake_fanout(["a"], seen, backoff=lambda: itertools.repeat(0.0))
     async with fanout:
         fanout.submit(b"\x01", HASH)
-        rid, _ = fakes["a"].sent[0]
+        rid = fakes["a"].requests[0].rid
         body = b'{"jsonrpc":"2.0","id":%d,"error":{"code":-32000,"message":"nonce too low"}}' % rid
         fakes["a"].reply(rid, Reply(status=200, body=body))
     assert [(r.kind, r.final) for r in seen.results] == [(ErrorKind.NONCE_TOO_LOW, True)]
-    assert len(fakes["a"].sent) == 1
+    assert len(fakes["a"].requests) == 1
 
 
 def test_endpoint_names_must_be_unique() -> None:
     with pytest.raises(ValueError, match="unique"):
         FanOut([Endpoint("a", "http://x"), Endpoint("a", "ws://y")], on_result=print)
-
-
-def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
-    delays = list(itertools.islice(backoff(base=0.1, factor=2, cap=0.4, rng=lambda: 1.0), 5))
-    assert delays == pytest.approx([0.1, 0.2, 0.4, 0.4, 0.4])
-    low = list(itertools.islice(backoff(base=0.1, factor=2, cap=0.4, rng=lambda: 0.0), 3))
-    assert low == pytest.approx([0.05, 0.1, 0.2])
 
 
 def test_urls_split_into_host_port_and_target() -> None:
