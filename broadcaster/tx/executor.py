@@ -260,11 +260,13 @@ class Executor:
         record: TxRecord,
         reason: AttemptReason = AttemptReason.INITIAL,
         reaction: Reaction | None = None,
+        *,
+        retry: bool = True,
     ) -> Attempt | None:
         """Sign the payload (initial fees, or a bump over the floor) and send it.
 
         Nothing is sent once the intent was given up or found mined while the signer worked.
-        A first signature that cannot be had now is retried in the background.
+        A first signature that cannot be had now is retried in the background (``retry``).
         """
         async with self.lock(record):
             if not self.wants_payload(record):
@@ -276,7 +278,7 @@ class Executor:
                     self.give_up(record, _S.FAILED, f"policy: {exc}")
                 return None
             if priced is None:
-                if record.state is _S.PENDING and not record.attempts:
+                if retry and record.state is _S.PENDING and not record.attempts:
                     self.background.spawn(self._retry_signing(record))
                 return None
             signed, fees = priced
@@ -300,7 +302,7 @@ class Executor:
             if head is not None and record.intent.expired_at(head + 1):
                 self.give_up(record, _S.EXPIRED, "validUntilBlock passed before it was signed")
                 return
-            if await self.sign_and_send(record) is not None:
+            if await self.sign_and_send(record, retry=False) is not None:
                 return
 
     async def noop(

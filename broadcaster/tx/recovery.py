@@ -73,6 +73,10 @@ class Recovery:
         actions taken (for logs and tests).
         """
         senders = sorted({a.lower() for a in accounts} | set(self.book.senders()))
+        window = self.view.window
+        for record in self.book.all_records():  # the journal's inclusions still need finality
+            if record.block is not None and not record.settled and not record.released:
+                window.hold(record.block.hash, record.block.number)
         try:
             self.view.base_fee = await self.chain.base_fee()
         except ChainReadError as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broadcaster.api.server import IntentApi, _Client
+from broadcaster.rpc.fanout import Submitted
 from broadcaster.settings import ConfigError, config_from_dict, parse_config, render_config
 from broadcaster.tx.manager import TxManager
 from heads.events import Event, Extension, NeedAncestor, Rejected, Reorg
@@ -291,14 +293,23 @@ class _Chain:
 
 
 class _Fanout:
+    """Takes every transaction at once (one endpoint that never answers)."""
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> None:
-        self.sent.append(raw)
+    def listen(self, on_result: object, on_written: object = None) -> None:
+        pass
 
-    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> None:
+    def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> Submitted:
+        self.sent.append(raw)
+        return Submitted(written=1, last_ns=time.perf_counter_ns(), written_items=1)
+
+    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> Submitted:
         self.sent.extend(raw for raw, _, _ in items)
+        return Submitted(
+            written=len(items), last_ns=time.perf_counter_ns(), written_items=len(items)
+        )
 
 
 class _Ws:

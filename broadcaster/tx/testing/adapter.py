@@ -13,18 +13,15 @@ Everything else in ``broadcaster.tx.testing`` talks to the manager only through
 - reads: ``book`` (``find_intent``, ``all_records``), ``base_fee``;
 - the ``TxObserver`` hooks ``status(record, event)`` and ``alert(kind, detail)`` (and the rest as
   no-ops);
-- ``FeePolicy`` fields ``bump_percent``, ``fee_cap`` and, when they exist, a default priority fee
-  and ``max_gap_fill`` (also looked for among ``TxManager``'s keyword arguments);
-- for the memory-bound check only, the sizes of the manager's per-attempt maps when they exist
-  (``_sent_at``, ``_presigned``, ``_bumped_for``, ``_checked``, ``_results``, ``_settled``).
+- ``FeePolicy(bump_percent, fee_cap, priority_fee, max_gap_fill)``, as the service fills it;
+- for the memory-bound check only, the sizes of what grows with traffic: the book, the attempt
+  ledger (``manager.ledger``), the per-nonce signing locks and the retention queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,11 +33,6 @@ from nonce import Intent, NonceBook, TxRecord
 from signer_client import SignedTx
 
 __all__ = ["FeeSettings", "Hooks", "ManagerAdapter"]
-
-# Names a default tip or a gap-fill bound may get in the manager's configuration.
-_TIP_NAMES = ("priority_fee_wei", "priority_fee", "default_priority_fee", "default_tip")
-_GAP_NAMES = ("max_gap_fill",)
-_MAPS = ("_sent_at", "_presigned", "_bumped_for", "_checked", "_results", "_settled")
 
 
 class Hooks(Protocol):
@@ -70,11 +62,6 @@ class _Observer(TxObserver):
         self.hooks.alert(kind, detail)
 
 
-def _known_names(names: Iterable[str], wanted: Sequence[str]) -> str | None:
-    present = set(names)
-    return next((n for n in wanted if n in present), None)
-
-
 class ManagerAdapter:
     """A ``TxManager`` assembled for the simulator."""
 
@@ -97,17 +84,12 @@ class ManagerAdapter:
         retain_settled: int = 10_000,
         lookup: Callable[[str | None, str | None], TxRecord | None] | None = None,
     ) -> None:
-        policy_fields = {f.name for f in dataclasses.fields(FeePolicy)}
-        policy: dict[str, Any] = {"bump_percent": fees.bump_percent, "fee_cap": fees.fee_cap}
-        extra: dict[str, Any] = {}
-        manager_args = set(inspect.signature(TxManager.__init__).parameters)
-        for names, value in ((_TIP_NAMES, fees.priority_fee_wei), (_GAP_NAMES, fees.max_gap_fill)):
-            name = _known_names(policy_fields, names)
-            if name is not None:
-                policy[name] = value
-            elif (name := _known_names(manager_args, names)) is not None:
-                extra[name] = value
-        self.wired = sorted({*policy, *extra})  # which settings reached the manager
+        policy = FeePolicy(
+            bump_percent=fees.bump_percent,
+            fee_cap=fees.fee_cap,
+            priority_fee=fees.priority_fee_wei,
+            max_gap_fill=fees.max_gap_fill,
+        )
         self.manager = TxManager(
             chain_id=chain_id,
             book=book,
@@ -117,7 +99,7 @@ class ManagerAdapter:
             endpoints=endpoints,
             chain=chain,
             finality_depth=finality_depth,
-            fees=FeePolicy(**policy),
+            fees=policy,
             observer=_Observer(hooks),
             clock=clock,
             clock_ns=clock_ns,
@@ -125,7 +107,6 @@ class ManagerAdapter:
             retain_settled=retain_settled,
             lookup=lookup,
             evicted_on_disk=lookup is not None,
-            **extra,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -178,10 +159,11 @@ class ManagerAdapter:
         return self.manager.base_fee
 
     def sizes(self) -> dict[str, int]:
-        """Sizes of what grows with traffic: the book's records and the manager's maps."""
-        out = {"records": sum(1 for _ in self.manager.book.all_records())}
-        for name in _MAPS:
-            value = getattr(self.manager, name, None)
-            if value is not None and hasattr(value, "__len__"):
-                out[name.lstrip("_")] = len(value)
-        return out
+        """Sizes of what grows with traffic: the book's records and the manager's notes."""
+        manager = self.manager
+        return {
+            "records": sum(1 for _ in manager.book.all_records()),
+            "ledger": len(manager.ledger),
+            "locks": len(manager.executor._locks),
+            "settled": len(manager.retention._settled),
+        }

@@ -1,9 +1,8 @@
 """A scripted chain: blocks, branches, nonces and fee-ordered mining (no EVM, no network).
 
-Blocks carry what the broadcaster looks at (``number``, ``hash``, ``parentHash``, ``timestamp``,
-``baseFeePerGas``) and the transactions they hold. Hashes are unique 32-byte hex strings derived
-from the block's place and a counter, not ``keccak(rlp(header))``: the tracker accepts headers
-without the full field set unverified (DESIGN.md §3), which is what a simulated header is.
+Blocks carry a whole London header (placeholder roots, a counter in ``extraData`` so siblings
+differ) whose hash is its real ``keccak256(rlp(header))``: the tracker verifies every simulated
+head as it verifies a real client's (DESIGN.md §3), and takes the base fee from it.
 
 Transactions are the real signed bytes; :func:`decode_tx` reads sender, nonce, fees and payload
 back with the project's codec (``signer_client.signing.signed_from_raw``). Mining follows what a
@@ -22,9 +21,9 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from heads.header import compute_header_hash, header_plan
 from nonce.fees import Fees
 from signer_client.signing import signed_from_raw
-from signer_client.txcodec import keccak
 
 __all__ = ["Block", "ChainView", "SimChain", "SimTx", "decode_tx"]
 
@@ -88,19 +87,51 @@ class Block:
     base_fee: int
     txs: tuple[SimTx, ...]
     nonces: Mapping[str, int] = field(repr=False)  # account nonces after this block
+    extra: str = "0x"  # extraData: tells siblings apart
 
     def header(self) -> dict[str, str]:
-        """The ``newHeads`` object a node would send (the fields the broadcaster reads)."""
-        return {
-            "number": hex(self.number),
-            "hash": self.hash,
-            "parentHash": self.parent_hash,
-            "timestamp": hex(self.timestamp),
-            "baseFeePerGas": hex(self.base_fee),
-        }
+        """The ``newHeads`` object a node would send: a whole London header whose ``hash`` is
+        its ``keccak256(rlp(header))``, so the tracker verifies it (and takes its base fee)."""
+        header = london_header(
+            self.number, self.parent_hash, self.timestamp, self.base_fee, self.extra
+        )
+        header["hash"] = self.hash
+        return header
 
     def nonce(self, sender: str) -> int:
         return self.nonces.get(sender, 0)
+
+
+def london_header(
+    number: int, parent_hash: str, timestamp: int, base_fee: int, extra: str
+) -> dict[str, str]:
+    """The 16 consensus fields of a London header (EIP-1559), with placeholder roots."""
+    zero32 = "0x" + "00" * 32
+    return {
+        "parentHash": parent_hash,
+        "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
+        "miner": "0x" + "00" * 20,
+        "stateRoot": zero32,
+        "transactionsRoot": zero32,
+        "receiptsRoot": zero32,
+        "logsBloom": "0x" + "00" * 256,
+        "difficulty": "0x0",
+        "number": hex(number),
+        "gasLimit": hex(30_000_000),
+        "gasUsed": "0x0",
+        "timestamp": hex(timestamp),
+        "extraData": extra,
+        "mixHash": zero32,
+        "nonce": "0x0000000000000000",
+        "baseFeePerGas": hex(base_fee),
+    }
+
+
+def header_hash(number: int, parent_hash: str, timestamp: int, base_fee: int, extra: str) -> str:
+    header = london_header(number, parent_hash, timestamp, base_fee, extra)
+    plan = header_plan(header)
+    assert plan is not None, "a London header is verifiable"
+    return compute_header_hash(header, plan)
 
 
 class ChainView:
@@ -172,16 +203,24 @@ class SimChain:
     def __init__(self, *, base_fee: int, genesis_time: int = 1_700_000_000) -> None:
         self._ids = itertools.count(1)
         self.blocks: dict[str, Block] = {}
+        zero = "0x" + "00" * 32
+        extra = self._extra()
         genesis = Block(
-            0, self._hash(0, "0x" + "00" * 32), "0x" + "00" * 32, genesis_time, base_fee, (), {}
+            0,
+            header_hash(0, zero, genesis_time, base_fee, extra),
+            zero,
+            genesis_time,
+            base_fee,
+            (),
+            {},
+            extra,
         )
         self.blocks[genesis.hash] = genesis
         self.genesis = genesis
         self.truth = ChainView(self.blocks, genesis)
 
-    def _hash(self, number: int, parent: str) -> str:
-        seed = f"{number}:{parent}:{next(self._ids)}".encode()
-        return "0x" + keccak(seed).hex()
+    def _extra(self) -> str:
+        return "0x" + next(self._ids).to_bytes(8, "big").hex()
 
     @property
     def tip(self) -> Block:
@@ -216,15 +255,17 @@ class SimChain:
             if held is None or tx.effective_tip(fee) > held.effective_tip(fee):
                 best[key] = tx
         chosen.extend(_select(best, nonces, fee, max_txs - len(chosen)))
-        when = parent.timestamp + 12 if timestamp is None else timestamp
+        when = max(parent.timestamp + 12 if timestamp is None else timestamp, parent.timestamp + 1)
+        extra = self._extra()
         block = Block(
             parent.number + 1,
-            self._hash(parent.number + 1, parent.hash),
+            header_hash(parent.number + 1, parent.hash, when, fee, extra),
             parent.hash,
-            max(when, parent.timestamp + 1),
+            when,
             fee,
             tuple(chosen),
             nonces,
+            extra,
         )
         self.blocks[block.hash] = block
         return block

@@ -125,8 +125,15 @@ class Node:
         return out
 
     def mined_at(self, sender: str, nonce: int) -> MinedTx | None:
+        """``eth_getTransactionBySenderAndNonce``; ``None`` where the node lacks the method."""
         if not self.sender_nonce_lookup:
             return None
+        return self.search_mined(sender, nonce)
+
+    def search_mined(self, sender: str, nonce: int) -> MinedTx | None:
+        """What ``ChainReader``'s fallback finds on a node without the method: the block whose
+        nonce count passes ``nonce`` (``eth_getTransactionCount`` by block), then the tx from
+        ``sender`` at ``nonce`` in it (``eth_getBlockByNumber(n, true)``)."""
         for block, tx in self.view.txs():
             if tx.sender == sender and tx.nonce == nonce:
                 return MinedTx(

@@ -281,6 +281,14 @@ class SimChainState:
         return await self._ask("eth_blockNumber", lambda n: n.view.head.number)
 
     async def mined_at(self, sender: str, nonce: int) -> MinedTx | None:
+        """Like ``ChainReader.mined_at``: the direct lookup, else the search by block (a few
+        more round trips), which ``tests/broadcaster/rpc`` pins against anvil behind a
+        geth-like proxy."""
         return await self._ask(
-            "eth_getTransactionBySenderAndNonce", lambda n: n.mined_at(sender, nonce)
+            "eth_getTransactionBySenderAndNonce",
+            lambda n: (
+                n.mined_at(sender, nonce)
+                if n.sender_nonce_lookup
+                else n.search_mined(sender, nonce)
+            ),
         )

@@ -1,8 +1,8 @@
 """Fee, nonce-count and signer-answer defects the simulator reproduces (DESIGN.md §5, §6).
 
-Each ``xfail(strict=True)`` names the defect: the test asserts the contract's outcome and fails
-today for that reason; once the manager is fixed it XPASSes, which fails the suite until the mark
-is removed. Tests without the mark pin behaviour that is right today.
+Each test asserts the contract's outcome. The ones with a "Failed before the fix" comment were
+strict xfails written against the old manager, each failing for the reason the comment gives
+(checked with ``--runxfail``); the rebuilt manager passes them, and they stay as regressions.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from broadcaster.tx.testing import (
     default_policy,
 )
 from nonce import TxState
+from nonce.errors import InvalidIntent
 
 _S = TxState
 
@@ -42,11 +43,9 @@ def is_noop(request: SignRequest) -> bool:
 # -- 5. unbounded gap fill ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: one RPC's pending count far beyond what we signed is trusted alone (the next "
-    "intent gets nonce +495) and gap filling is unbounded (no [fees] max_gap_fill): 495 noops",
-)
+# Failed before the fix (issue 11): one RPC's pending count far beyond what we signed is trusted
+# alone (the next intent gets nonce +495) and gap filling is unbounded (no [fees] max_gap_fill):
+# 495 noops
 def test_a_bad_pending_count_from_one_rpc_does_not_sign_hundreds_of_noops(
     sims: SimFactory,
 ) -> None:
@@ -65,17 +64,15 @@ def test_a_bad_pending_count_from_one_rpc_does_not_sign_hundreds_of_noops(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a raw transaction at nonce +10,000 is tracked and the next resync books a "
-    "gap fill at each of the 9,999 nonces below it (no max_gap_fill bound)",
-)
 def test_a_raw_transaction_far_ahead_does_not_queue_thousands_of_gap_fills(
     sims: SimFactory,
 ) -> None:
+    # Before the fix the raw tx was tracked and the next resync booked a gap fill at each of the
+    # 9,999 nonces below it. Now it is refused, saying which bound it broke.
     sim = sims()
     base = sim.tip.nonce(sim.accounts[0])
-    sim.run(sim.submit_raw(base + 10_000))
+    with pytest.raises(InvalidIntent, match="max_gap_fill"):
+        sim.run(sim.submit_raw(base + 10_000))
     sim.enclave.down = True  # count what gets booked, not what gets signed
     sim.run(sim.crash())
     sim.run(sim.restart())
@@ -83,14 +80,28 @@ def test_a_raw_transaction_far_ahead_does_not_queue_thousands_of_gap_fills(
     assert len(booked) <= 4, f"{len(booked)} gap fills booked below nonce {base + 10_000}"
 
 
+def test_a_raw_transaction_a_few_nonces_ahead_is_tracked_and_its_gaps_filled(
+    sims: SimFactory,
+) -> None:
+    sim = sims()
+    base = sim.tip.nonce(sim.accounts[0])
+    record = sim.run(sim.submit_raw(base + 3))
+    # The nonces below it may still come from the bot itself; a resync (here: a restart) plugs
+    # what is still open, within max_gap_fill.
+    sim.run(sim.crash())
+    sim.run(sim.restart())
+    sim.run(sim.mine(4))
+    noops = [r for r in sim.adapter.records() if r.intent.noop]
+    assert sorted(r.nonce for r in noops) == [base, base + 1, base + 2]
+    assert sim.record(record.intent.id).state in (_S.INCLUDED, _S.FINALIZED)
+
+
 # -- 8. insufficient funds for a bumped replacement ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: 'insufficient funds' from every RPC for a bumped replacement fails the intent "
-    "although the earlier attempt's bytes are still valid (and they are never sent again)",
-)
+# Failed before the fix (issue 11): 'insufficient funds' from every RPC for a bumped replacement
+# fails the intent although the earlier attempt's bytes are still valid (and they are never sent
+# again)
 def test_insufficient_funds_for_a_bump_keeps_the_earlier_attempt_alive(sims: SimFactory) -> None:
     sim = sims()
     record = sim.run(sim.submit())
@@ -117,11 +128,9 @@ def test_insufficient_funds_for_a_bump_keeps_the_earlier_attempt_alive(sims: Sim
 # -- 11. [fees] priority_fee_wei ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: [fees] priority_fee_wei never reaches the manager (FeePolicy has no field for "
-    "it; service.py passes only bump_percent and max_fee_cap_wei): gap fills always tip 1 gwei",
-)
+# Failed before the fix (issue 11): [fees] priority_fee_wei never reaches the manager (FeePolicy
+# has no field for it; service.py passes only bump_percent and max_fee_cap_wei): gap fills always
+# tip 1 gwei
 def test_the_configured_priority_fee_is_the_tip_of_gap_fill_noops(sims: SimFactory) -> None:
     sim = sims(fees=FeeSettings(priority_fee_wei=3 * GWEI))
     sim.enclave.down = True
@@ -133,18 +142,15 @@ def test_the_configured_priority_fee_is_the_tip_of_gap_fill_noops(sims: SimFacto
     fills = [r for r in sim.enclave.signed() if is_noop(r) and r.fields.nonce == doomed.nonce]
     assert fills, "no gap fill happened"
     tip = fills[0].fields.max_priority_fee_per_gas or 0
-    assert tip == 3 * GWEI, f"the gap fill tipped {tip / GWEI} gwei (wired: {sim.adapter.wired})"
+    assert tip == 3 * GWEI, f"the gap fill tipped {tip / GWEI} gwei ({sim.adapter.manager.fees})"
 
 
 # -- 13. the fee cap and the rate limit ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: replacement_fees raises FeeCapExceeded when 2 * baseFee + tip is over [fees] "
-    "max_fee_cap_wei instead of clamping to a valid +10% bump under the cap: nothing is re-signed "
-    "and only the original, under the base fee, goes out again",
-)
+# Failed before the fix (issue 11): replacement_fees raises FeeCapExceeded when 2 * baseFee + tip
+# is over [fees] max_fee_cap_wei instead of clamping to a valid +10% bump under the cap: nothing
+# is re-signed and only the original, under the base fee, goes out again
 def test_a_re_sign_over_the_fee_cap_is_clamped_to_a_valid_bump_under_it(sims: SimFactory) -> None:
     sim = sims(presign=False, fees=FeeSettings(fee_cap=25 * GWEI))
     record = sim.run(sim.submit(max_fee=20 * GWEI, tip=2 * GWEI))
@@ -157,11 +163,8 @@ def test_a_re_sign_over_the_fee_cap_is_clamped_to_a_valid_bump_under_it(sims: Si
     assert final.state is _S.INCLUDED, f"{final.state.value}; alerts {alerts}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an enclave rate_limit denial is handled like any policy denial: the unsigned "
-    "intent is failed at once instead of retried when the bucket refills",
-)
+# Failed before the fix (issue 11): an enclave rate_limit denial is handled like any policy
+# denial: the unsigned intent is failed at once instead of retried when the bucket refills
 def test_a_rate_limited_signature_is_retried_not_failed(sims: SimFactory) -> None:
     sim = sims(policy=dataclasses.replace(default_policy(), rate_per_second=0.5, burst=2))
     ids = [sim.run(sim.submit()).intent.id for _ in range(3)]

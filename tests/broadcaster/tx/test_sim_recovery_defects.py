@@ -1,8 +1,8 @@
 """Expiry, crash-recovery and bookkeeping defects the simulator reproduces (DESIGN.md §5).
 
-Each ``xfail(strict=True)`` names the defect: the test asserts the contract's outcome and fails
-today for that reason; once the manager is fixed it XPASSes, which fails the suite until the mark
-is removed. Tests without the mark pin behaviour that is right today.
+Each test asserts the contract's outcome. The ones with a "Failed before the fix" comment were
+strict xfails written against the old manager, each failing for the reason the comment gives
+(checked with ``--runxfail``); the rebuilt manager passes them, and they stay as regressions.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster.tx.manager import CancelFailed
 from broadcaster.tx.testing import FOREIGN_TO, SimFactory
 from nonce import TxState
 
@@ -28,11 +29,8 @@ def sims(tmp_path: Path) -> Iterator[SimFactory]:
 # -- 4. expiry ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: crash recovery judges validUntilBlock against the tracker's tip, which is "
-    "unknown before the first head: a restart resends the expired payload",
-)
+# Failed before the fix (issue 11): crash recovery judges validUntilBlock against the tracker's
+# tip, which is unknown before the first head: a restart resends the expired payload
 def test_a_restart_before_any_head_does_not_resend_an_expired_payload(sims: SimFactory) -> None:
     sim = sims()
     record = sim.run(sim.submit(valid_until=sim.tip.number + 2))
@@ -46,11 +44,8 @@ def test_a_restart_before_any_head_does_not_resend_an_expired_payload(sims: SimF
     assert sim.record(record.intent.id).state is _S.EXPIRED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an intent whose validUntilBlock is already behind the tip is accepted, "
-    "signed and broadcast at submission",
-)
+# Failed before the fix (issue 11): an intent whose validUntilBlock is already behind the tip is
+# accepted, signed and broadcast at submission
 def test_an_intent_past_its_valid_until_block_is_never_broadcast(sims: SimFactory) -> None:
     sim = sims()
     intent = sim.intent(valid_until=sim.tip.number - 1)
@@ -63,11 +58,9 @@ def test_an_intent_past_its_valid_until_block_is_never_broadcast(sims: SimFactor
     assert sends == 0, f"broadcast {sends}x though validUntilBlock {intent.valid_until_block} < tip"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the expiry pass runs on the new tip before the inclusion scan of that block: "
-    "a transaction mined in exactly validUntilBlock is told 'expired' (then 'included')",
-)
+# Failed before the fix (issue 11): the expiry pass runs on the new tip before the inclusion scan
+# of that block: a transaction mined in exactly validUntilBlock is told 'expired' (then
+# 'included')
 def test_a_transaction_mined_in_its_valid_until_block_is_never_told_expired(
     sims: SimFactory,
 ) -> None:
@@ -97,13 +90,10 @@ def test_an_unmined_intent_expires_with_a_noop_after_its_valid_until_block(
 
 
 @pytest.mark.parametrize("kept", [1, 0], ids=["reorg-journaled", "nothing-journaled"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: when kill -9 lost the journal entry of a mined replacement and the node has "
-    "no eth_getTransactionBySenderAndNonce, recovery calls the nonce foreign instead of scanning "
-    "canonical blocks for (sender, nonce): the intent ends failed (or, if the journal still says "
-    "included, stays included in the abandoned block)",
-)
+# Failed before the fix (issue 11): when kill -9 lost the journal entry of a mined replacement and
+# the node has no eth_getTransactionBySenderAndNonce, recovery calls the nonce foreign instead of
+# scanning canonical blocks for (sender, nonce): the intent ends failed (or, if the journal still
+# says included, stays included in the abandoned block)
 def test_a_mined_replacement_the_journal_lost_is_recovered_as_included(
     sims: SimFactory, kept: int
 ) -> None:
@@ -130,11 +120,8 @@ def test_a_mined_replacement_the_journal_lost_is_recovered_as_included(
 # -- 12. an unsigned intent expires while the signer is down -----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an unsigned intent that expires while the signer is down leaves its nonce "
-    "a hole (no noop, no resync): every later nonce of the sender is stuck behind it",
-)
+# Failed before the fix (issue 11): an unsigned intent that expires while the signer is down
+# leaves its nonce a hole (no noop, no resync): every later nonce of the sender is stuck behind it
 def test_an_intent_that_expires_unsigned_leaves_no_nonce_hole(sims: SimFactory) -> None:
     sim = sims()
     sim.enclave.down = True
@@ -151,11 +138,8 @@ def test_an_intent_that_expires_unsigned_leaves_no_nonce_hole(sims: SimFactory) 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a gap fill the signer could not sign (down) is never retried, and nothing "
-    "asks for another resync: the hole below a later signed nonce stays for ever",
-)
+# Failed before the fix (issue 11): a gap fill the signer could not sign (down) is never retried,
+# and nothing asks for another resync: the hole below a later signed nonce stays for ever
 def test_a_gap_fill_that_could_not_be_signed_is_retried(sims: SimFactory) -> None:
     sim = sims()
     sim.enclave.down = True
@@ -175,11 +159,8 @@ def test_a_gap_fill_that_could_not_be_signed_is_retried(sims: SimFactory) -> Non
 # -- 14. recovery and finality bookkeeping -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: recovery tells 'included' for a cancelled intent whose noop it finds mined "
-    "(its status did not change: it stays cancelled)",
-)
+# Failed before the fix (issue 11): recovery tells 'included' for a cancelled intent whose noop it
+# finds mined (its status did not change: it stays cancelled)
 def test_recovery_does_not_tell_included_when_nothing_changed(sims: SimFactory) -> None:
     sim = sims(linger=None)
     record = sim.run(sim.submit())
@@ -191,11 +172,8 @@ def test_recovery_does_not_tell_included_when_nothing_changed(sims: SimFactory) 
     assert not wrong, wrong[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: after a restart, intents the journal holds as included are never finalized: "
-    "the canonical window's held blocks are not rebuilt from the book",
-)
+# Failed before the fix (issue 11): after a restart, intents the journal holds as included are
+# never finalized: the canonical window's held blocks are not rebuilt from the book
 def test_a_restart_keeps_finalizing_what_was_included_before_it(sims: SimFactory) -> None:
     sim = sims()
     record = sim.run(sim.submit())
@@ -208,11 +186,8 @@ def test_a_restart_keeps_finalizing_what_was_included_before_it(sims: SimFactory
     assert final.state is _S.FINALIZED, f"still {final.state.value} at tip {sim.tip.number}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an inclusion found by crash recovery is never held for finality (no "
-    "window.hold): the intent stays 'included' for ever",
-)
+# Failed before the fix (issue 11): an inclusion found by crash recovery is never held for
+# finality (no window.hold): the intent stays 'included' for ever
 def test_an_inclusion_found_by_recovery_finalizes(sims: SimFactory) -> None:
     sim = sims()
     record = sim.run(sim.submit(wait=0.01))
@@ -224,11 +199,8 @@ def test_an_inclusion_found_by_recovery_finalizes(sims: SimFactory) -> None:
     assert final.state is _S.FINALIZED, f"still {final.state.value} at tip {sim.tip.number}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an inclusion found by the deep-reorg reconcile is never held for finality: "
-    "the intent stays 'included' for ever",
-)
+# Failed before the fix (issue 11): an inclusion found by the deep-reorg reconcile is never held
+# for finality: the intent stays 'included' for ever
 def test_an_inclusion_found_after_a_deep_reorg_finalizes(sims: SimFactory) -> None:
     sim = sims(history=12)
     record = sim.run(sim.submit())
@@ -241,11 +213,8 @@ def test_an_inclusion_found_after_a_deep_reorg_finalizes(sims: SimFactory) -> No
     assert final.state is _S.FINALIZED, f"still {final.state.value} at tip {sim.tip.number}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: given-up records without a finalized noop (cancelled before signing, failed "
-    "by policy) are never evicted: the book grows with every one",
-)
+# Failed before the fix (issue 11): given-up records without a finalized noop (cancelled before
+# signing, failed by policy) are never evicted: the book grows with every one
 def test_given_up_records_are_evicted_like_finalized_ones(sims: SimFactory) -> None:
     sim = sims(retain_settled=5)
     for _ in range(10):
@@ -265,11 +234,9 @@ def test_given_up_records_are_evicted_like_finalized_ones(sims: SimFactory) -> N
 # -- further defects found while building the scenarios ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: when the gap-fill noop at a cancelled intent's nonce finalizes, the bot is "
-    "told 'finalized' for the cancelled intent (finalize reports every record in the block)",
-)
+# Failed before the fix (issue 11): when the gap-fill noop at a cancelled intent's nonce
+# finalizes, the bot is told 'finalized' for the cancelled intent (finalize reports every record
+# in the block)
 def test_a_cancelled_intent_is_never_told_finalized(sims: SimFactory) -> None:
     sim = sims()
     sim.enclave.down = True
@@ -282,27 +249,27 @@ def test_a_cancelled_intent_is_never_told_finalized(sims: SimFactory) -> None:
     assert "finalized" not in events, f"told {events}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a cancel while the signer is down is told 'cancelled' with no noop signed; "
-    "the payload already in the pools is then mined",
-)
+# Failed before the fix (issue 11): a cancel while the signer is down is told 'cancelled' with no
+# noop signed; the payload already in the pools is then mined
 def test_a_cancel_with_the_signer_down_is_not_told_cancelled_without_a_noop(
     sims: SimFactory,
 ) -> None:
     sim = sims()
     record = sim.run(sim.submit())
     sim.enclave.down = True
-    sim.run(sim.cancel(record.intent.id))
+    with pytest.raises(CancelFailed, match="not cancelled"):  # the bot hears the truth
+        sim.run(sim.cancel(record.intent.id))
     found = sim.checker.of("cancelled_without_noop")
     assert not found, found[0]
+    assert "cancelled" not in sim.checker.events(record.intent.id)
+    sim.enclave.down = False
+    sim.run(sim.cancel(record.intent.id))  # once the signer is back, the cancel goes through
+    assert sim.record(record.intent.id).state is _S.CANCELLED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an intent told expired whose payload then won (mined in validUntilBlock) has "
-    "a noop attempt; after a reorg its presigned noop is mined and the intent is told 'included'",
-)
+# Failed before the fix (issue 11): an intent told expired whose payload then won (mined in
+# validUntilBlock) has a noop attempt; after a reorg its presigned noop is mined and the intent is
+# told 'included'
 def test_an_intent_is_never_told_included_for_its_noop(sims: SimFactory) -> None:
     sim = sims()
     sim.run(sim.submit(valid_until=sim.tip.number + 1))

@@ -1,8 +1,8 @@
 """Reorg-reaction defects the simulator reproduces (DESIGN.md §3, §5).
 
-Each ``xfail(strict=True)`` names the defect: the test asserts the contract's outcome and fails
-today for that reason; once the manager is fixed it XPASSes, which fails the suite until the mark
-is removed. Tests without the mark pin behaviour that is right today.
+Each test asserts the contract's outcome. The ones with a "Failed before the fix" comment were
+strict xfails written against the old manager, each failing for the reason the comment gives
+(checked with ``--runxfail``); the rebuilt manager passes them, and they stay as regressions.
 """
 
 from __future__ import annotations
@@ -29,12 +29,9 @@ def sims(tmp_path: Path) -> Iterator[SimFactory]:
 # -- 1. a presigned replacement discarded -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a presigned replacement discarded because the base fee rose is re-signed from "
-    "the original attempt's fees, i.e. with the tip the enclave already signed (nonce_conflict); "
-    "only the original, now under the base fee, goes out again",
-)
+# Failed before the fix (issue 11): a presigned replacement discarded because the base fee rose is
+# re-signed from the original attempt's fees, i.e. with the tip the enclave already signed
+# (nonce_conflict); only the original, now under the base fee, goes out again
 def test_a_replacement_presigned_before_the_base_fee_rose_is_re_signed_above_it(
     sims: SimFactory,
 ) -> None:
@@ -52,12 +49,9 @@ def test_a_replacement_presigned_before_the_base_fee_rose_is_re_signed_above_it(
     assert final.state is _S.INCLUDED, f"still {final.state.value}: stuck under the base fee"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: when a reorg drops an intent whose validUntilBlock has passed, its noop is "
-    "priced like the presigned payload replacement (nonce_conflict), so the original payload is "
-    "rebroadcast instead (again every 2 blocks) and mined after validUntilBlock",
-)
+# Failed before the fix (issue 11): when a reorg drops an intent whose validUntilBlock has passed,
+# its noop is priced like the presigned payload replacement (nonce_conflict), so the original
+# payload is rebroadcast instead (again every 2 blocks) and mined after validUntilBlock
 def test_an_intent_expired_at_the_reorg_is_replaced_by_a_noop_and_its_payload_never_resent(
     sims: SimFactory,
 ) -> None:
@@ -77,11 +71,9 @@ def test_an_intent_expired_at_the_reorg_is_replaced_by_a_noop_and_its_payload_ne
 # -- 2. a cancel racing a reorg re-sign -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a cancel that races the reorg re-sign of its payload is told 'cancelled' "
-    "although its noop was refused (nonce_conflict) and the payload replacement took the nonce",
-)
+# Failed before the fix (issue 11): a cancel that races the reorg re-sign of its payload is told
+# 'cancelled' although its noop was refused (nonce_conflict) and the payload replacement took the
+# nonce
 def test_a_cancel_racing_a_reorg_re_sign_is_not_told_cancelled_when_the_payload_wins(
     sims: SimFactory,
 ) -> None:
@@ -103,11 +95,8 @@ def test_a_cancel_racing_a_reorg_re_sign_is_not_told_cancelled_when_the_payload_
 
 
 @pytest.mark.parametrize("tx_type", [0, 1])
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: legacy/2930 re-signs are priced by the EIP-1559 rule (gasPrice = 2 * baseFee "
-    "+ bumped price: 95.2 gwei) instead of the +10% bump (35.2 gwei)",
-)
+# Failed before the fix (issue 11): legacy/2930 re-signs are priced by the EIP-1559 rule (gasPrice
+# = 2 * baseFee + bumped price: 95.2 gwei) instead of the +10% bump (35.2 gwei)
 def test_a_legacy_re_sign_is_the_ten_percent_bump_without_1559_headroom(
     sims: SimFactory, tx_type: int
 ) -> None:
@@ -117,22 +106,23 @@ def test_a_legacy_re_sign_is_the_ten_percent_bump_without_1559_headroom(
     assert record.state is _S.INCLUDED
     sim.run(sim.reorg(1, reinclude=False))
     sim.run(sim.mine())
-    prices = [r.fields.gas_price for r in sim.enclave.signed() if r.previous is not None]
-    assert prices, "no re-sign happened"
+    resigns = [r for r in sim.enclave.signed() if r.previous is not None]
+    assert resigns, "no re-sign happened"
+    first = resigns[0].fields.gas_price or 0
     want = legacy_replacement_price(32 * GWEI, base_fee=30 * GWEI)  # 35.2 gwei
-    assert max(p or 0 for p in prices) <= want, (
-        f"re-signed at {max(p or 0 for p in prices) / GWEI} gwei"
-    )
+    assert first == want, f"re-signed at {first / GWEI} gwei"
+    for r in resigns:  # each later one (a replacement signed ahead for the next reorg) too
+        assert r.previous is not None
+        step = legacy_replacement_price(r.previous.gas_price or 0, base_fee=30 * GWEI)
+        assert (r.fields.gas_price or 0) <= step, f"{r.fields.gas_price} over {step}"
 
 
 # -- 6. a foreign transaction at our nonce ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a foreign transaction that takes our nonce after a reorg is never detected: "
-    "the intent stays open and its bytes are resent every 2 blocks, no foreign_transaction alert",
-)
+# Failed before the fix (issue 11): a foreign transaction that takes our nonce after a reorg is
+# never detected: the intent stays open and its bytes are resent every 2 blocks, no
+# foreign_transaction alert
 def test_a_foreign_transaction_at_our_nonce_after_a_reorg_fails_the_intent_within_blocks(
     sims: SimFactory,
 ) -> None:
@@ -152,11 +142,8 @@ def test_a_foreign_transaction_at_our_nonce_after_a_reorg_fails_the_intent_withi
 # -- 9. a lagging RPC's receipt --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a receipt from a lagging RPC, in a block the reorg abandoned, marks the "
-    "dropped transaction included (the recheck does not ask whether the block is canonical)",
-)
+# Failed before the fix (issue 11): a receipt from a lagging RPC, in a block the reorg abandoned,
+# marks the dropped transaction included (the recheck does not ask whether the block is canonical)
 def test_a_lagging_rpcs_receipt_in_an_abandoned_block_is_not_inclusion(sims: SimFactory) -> None:
     sim = sims(readers=("a",))
     record = sim.run(sim.submit())
@@ -180,11 +167,8 @@ def _tip_fee(sim: Sim) -> int:
     return sim.chain.blocks[tip.hash].base_fee
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: on_chain reads baseFeePerGas from any header that produced events, here a "
-    "header the tracker rejected",
-)
+# Failed before the fix (issue 11): on_chain reads baseFeePerGas from any header that produced
+# events, here a header the tracker rejected
 def test_a_rejected_header_does_not_set_the_base_fee(sims: SimFactory) -> None:
     sim = sims()
     assert sim.host is not None
@@ -198,10 +182,8 @@ def test_a_rejected_header_does_not_set_the_base_fee(sims: SimFactory) -> None:
     assert sim.adapter.base_fee == _tip_fee(sim), f"base fee now {sim.adapter.base_fee / GWEI} gwei"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: on_chain reads baseFeePerGas from a held head (parent unknown, not canonical)",
-)
+# Failed before the fix (issue 11): on_chain reads baseFeePerGas from a held head (parent unknown,
+# not canonical)
 def test_a_held_head_does_not_set_the_base_fee(sims: SimFactory) -> None:
     sim = sims()
     assert sim.host is not None
@@ -215,11 +197,8 @@ def test_a_held_head_does_not_set_the_base_fee(sims: SimFactory) -> None:
     assert sim.adapter.base_fee == _tip_fee(sim), f"base fee now {sim.adapter.base_fee / GWEI} gwei"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: on_chain reads baseFeePerGas from backfilled ancestors: after a start-up the "
-    "base fee is the oldest backfilled block's, not the tip's",
-)
+# Failed before the fix (issue 11): on_chain reads baseFeePerGas from backfilled ancestors: after
+# a start-up the base fee is the oldest backfilled block's, not the tip's
 def test_backfilled_ancestors_do_not_set_the_base_fee(sims: SimFactory) -> None:
     sim = sims()
     for k in range(4):  # every block a different base fee

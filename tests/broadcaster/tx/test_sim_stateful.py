@@ -3,19 +3,18 @@
 Two machines over the same world (3 nodes with skew, 2 head clients, the real enclave, the SQLite
 journal, kill -9 at any step):
 
-- :class:`SafeRun` uses the actions the manager handles correctly today (1559 intents, mining,
-  reorgs of depth 1-3 with or without the dropped transactions, small base-fee moves, crashes
-  between steps, time). It must pass: it guards what works.
+- :class:`SafeRun` uses the plain actions (1559 intents, mining, reorgs of depth 1-3 with or
+  without the dropped transactions, small base-fee moves, crashes between steps, time).
 - :class:`FullRun` adds everything else: cancels, ``validUntilBlock``, legacy and 2930 intents,
   base-fee jumps, the signer going down, lagging, lying, failing and hung RPCs, foreign
-  transactions at our nonces, crashes in the middle of a reorg reaction. It finds the defects the
-  named scenarios pin (``test_sim_*_defects.py``), so it is a strict xfail: when they are all
-  fixed it XPASSes and the mark must go.
+  transactions at our nonces, crashes in the middle of a reorg reaction. Against the old manager
+  it found the defects the named scenarios pin (``test_sim_*_defects.py``) and was a strict
+  xfail; both machines must pass now.
 
 Runs are derandomized (the same examples every time: the simulator itself is deterministic), so
 a failure replays as is. Knobs (``docs/reliability.md``'s): ``RELIABILITY_EXAMPLES`` (examples per
 machine; default 20 and 8: raise it for longer runs, e.g. 500), ``RELIABILITY_STEPS`` (steps per
-run, default 25). Shrinking is off for the xfail machine unless ``RELIABILITY_SHRINK=1``.
+run, default 25). Shrinking is off for the full machine unless ``RELIABILITY_SHRINK=1``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -40,6 +38,7 @@ from hypothesis.stateful import (
 
 from broadcaster.tx.testing import Sim, SimConfig
 from nonce import ACTIVE_STATES
+from nonce.errors import InvalidIntent
 
 STEPS = int(os.environ.get("RELIABILITY_STEPS", "25"))
 SHRINK = os.environ.get("RELIABILITY_SHRINK") == "1"
@@ -58,11 +57,8 @@ class SafeRun(RuleBasedStateMachine):
     """Actions the manager gets right today (see the module docstring)."""
 
     config = SimConfig()
-    # Violations of a defect a named scenario already pins, tolerated here so this machine keeps
-    # guarding the rest: remove an entry when its scenario is fixed (the xfail turns XPASS).
-    waived: ClassVar[Mapping[str, str]] = {
-        "never_finalized": "test_a_restart_keeps_finalizing_what_was_included_before_it",
-    }
+    # Violations a named scenario pins, tolerated here while it is open (none are).
+    waived: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,7 +139,17 @@ class FullRun(SafeRun):
     )
     def submit_any(self, tx_type: int, valid_for: int | None) -> None:
         valid_until = None if valid_for is None else self.sim.tip.number + valid_for
-        self.sim.run(self.sim.submit(tx_type=tx_type, valid_until=valid_until))
+        head = self.sim.adapter.manager.view.head()
+        try:
+            self.sim.run(self.sim.submit(tx_type=tx_type, valid_until=valid_until))
+        except InvalidIntent as exc:
+            # DESIGN.md §5: an intent past validUntilBlock is refused at submission, judged
+            # against the chain's current block as the broadcaster knows it.
+            assert exc.field == "validUntilBlock", exc
+            assert valid_until is not None and head is not None and valid_until <= head, (
+                valid_until,
+                head,
+            )
 
     @precondition(lambda self: bool(self.open_ids()))
     @rule(data=st.data())
@@ -220,10 +226,7 @@ def test_random_runs_of_what_works_today_keep_every_invariant() -> None:
     _run(SafeRun, _examples(20), shrink=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: random runs over every action hit the defects the named scenarios pin "
-    "(test_sim_reorg_defects.py, test_sim_recovery_defects.py, test_sim_fee_defects.py)",
-)
+# Failed before the fix (issue 11): random runs over every action hit the defects the named
+# scenarios pin (test_sim_reorg_defects.py, test_sim_recovery_defects.py, test_sim_fee_defects.py)
 def test_random_runs_of_every_action_keep_every_invariant() -> None:
     _run(FullRun, _examples(8), shrink=SHRINK)
