@@ -75,6 +75,7 @@ class NonceBook:
         "_by_hash",
         "_by_intent",
         "_by_key",
+        "_deferred",
         "_journal",
         "_listeners",
         "_next",
@@ -92,10 +93,26 @@ class NonceBook:
         self._by_block: dict[str, list[TxRecord]] = {}
         self._pending: dict[Address, int] = {}
         self._listeners: tuple[TransitionListener, ...] = ()
+        self._deferred: list[tuple[TxRecord, TxState, TxState]] | None = None
 
     def listen(self, listener: TransitionListener) -> None:
         """Call ``listener(record, old, new)`` after every state change from now on."""
         self._listeners = (*self._listeners, listener)
+
+    def defer_announcements(self) -> None:
+        """Hold the listeners' calls until :meth:`announce` (the reorg reaction writes first and
+        tells the observers right after; the book and the journal change at once)."""
+        if self._deferred is None:
+            self._deferred = []
+
+    def announce(self) -> None:
+        """Make the calls held since :meth:`defer_announcements`, in order."""
+        held, self._deferred = self._deferred, None
+        if held:
+            listeners = self._listeners
+            for record, old, new in held:
+                for listener in listeners:
+                    listener(record, old, new)
 
     # -- lookups (the hot ones are one dict hit) ------------------------------------------------
 
@@ -374,8 +391,11 @@ class NonceBook:
             )
         )
         if old is not new:
-            for listener in self._listeners:
-                listener(record, old, new)
+            if self._deferred is not None:
+                self._deferred.append((record, old, new))
+            else:
+                for listener in self._listeners:
+                    listener(record, old, new)
 
     # -- reconciliation with the chain ---------------------------------------------------------
 

@@ -23,12 +23,14 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from broadcaster.errors import BroadcasterError
+
 __all__ = ["GWEI", "ApiError", "BroadcasterClient"]
 
 GWEI = 10**9
 
 
-class ApiError(Exception):
+class ApiError(BroadcasterError):
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code

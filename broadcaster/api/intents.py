@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from broadcaster.errors import BroadcasterError
 from broadcaster.settings import checksum_address
 from nonce import Intent, TxRecord
 from nonce.errors import InvalidIntent
@@ -57,7 +58,7 @@ _INTENT_FIELDS: Final = frozenset(
 )
 
 
-class ParamError(ValueError):
+class ParamError(BroadcasterError, ValueError):
     """A parameter is missing or malformed; ``field`` names it."""
 
     def __init__(self, field: str, reason: str) -> None:

@@ -42,6 +42,7 @@ from broadcaster.api.intents import (
     parse_quantity,
 )
 from broadcaster.api.subscriptions import Subscriptions
+from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
 from broadcaster.tx.manager import TxManager
 from nonce import AttemptReason, Intent, TxRecord
@@ -84,7 +85,7 @@ PASS_THROUGH = frozenset(
 _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
-class RpcError(Exception):
+class RpcError(BroadcasterError):
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(message)
         self.code = code

@@ -35,6 +35,8 @@ import aiohttp
 import orjson
 import sha3  # safe-pysha3
 
+from broadcaster.errors import BroadcasterError
+
 __all__ = [
     "MINED_AT_SEARCH_BLOCKS",
     "BlockTxs",
@@ -56,7 +58,7 @@ Post = Callable[[str, Any], Awaitable[Any]]
 log = logging.getLogger(__name__)
 
 
-class ChainReadError(RuntimeError):
+class ChainReadError(BroadcasterError, RuntimeError):
     """No endpoint gave a usable answer."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from broadcaster.errors import BroadcasterError
 from signer_client.endpoints import Endpoint
 
 __all__ = [
@@ -51,7 +52,7 @@ class ConfigProblem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(ValueError):
+class ConfigError(BroadcasterError, ValueError):
     """The file cannot be used. ``problems`` lists every problem found, grouped by section."""
 
     def __init__(self, problems: Sequence[ConfigProblem], source: str | None = None) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.fanout import Submitted
 from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
@@ -103,7 +104,7 @@ class Send:
     written: bool = False
 
 
-class SignRefused(Exception):
+class SignRefused(BroadcasterError):
     """The signer will not sign this, for a reason that does not pass (a policy denial)."""
 
 

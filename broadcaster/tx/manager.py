@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Written
 from broadcaster.tx.executor import Executor, Send, allowed
@@ -55,7 +56,7 @@ __all__ = ["REBROADCAST_BLOCKS", "CancelFailed", "FeePolicy", "TxManager", "TxOb
 _S = TxState
 
 
-class CancelFailed(NonceError):
+class CancelFailed(BroadcasterError, NonceError):
     """The noop that would take the intent's nonce could not be signed now: not cancelled."""
 
 

@@ -128,30 +128,39 @@ class ChainFollower:
 
     def _on_reorg(self, event: Reorg, recv_ns: int) -> None:
         view = self.view
-        dropped = self.book.on_reorg([b.hash for b in event.old], now=self.clock())
-        view.window.reorg(event)
-        view.tip = event.tip
-        view.scanned_tip = None
+        book = self.book
+        book.defer_announcements()  # the writes first; observers hear of it right after
+        ready: list[Send] = []
+        try:
+            dropped = book.on_reorg([b.hash for b in event.old], now=self.clock())
+            if dropped:
+                tip_number = event.tip.number
+                actions = plan_reorg(
+                    dropped,
+                    next_block=tip_number + 1,
+                    base_fee=view.base_fee,
+                    take_presigned=self.ledger.take_presigned,
+                )
+                reaction = Reaction(
+                    recv_ns, len(dropped), len(actions) * self.endpoints, self._done
+                )
+                ready = [
+                    Send(a.record, a.attempt, reaction) for a in actions if type(a) is SendPresigned
+                ]
+                if ready:
+                    self._send_presigned(ready, tip_number)
+                slow = [a for a in actions if not isinstance(a, SendPresigned)]
+                if slow:
+                    self.background.spawn(self._resend_all(slow, reaction))
+        finally:
+            book.announce()
         if dropped:
-            tip_number = event.tip.number
-            actions = plan_reorg(
-                dropped,
-                next_block=tip_number + 1,
-                base_fee=view.base_fee,
-                take_presigned=self.ledger.take_presigned,
-            )
-            reaction = Reaction(recv_ns, len(dropped), len(actions) * self.endpoints, self._done)
-            ready = [
-                Send(a.record, a.attempt, reaction) for a in actions if type(a) is SendPresigned
-            ]
-            if ready:
-                self._send_presigned(ready, tip_number)
-            slow = [a for a in actions if not isinstance(a, SendPresigned)]
-            if slow:
-                self.background.spawn(self._resend_all(slow, reaction))
             for send in ready:
                 self.observer.resend(ResendReason.REORG.value)
                 self.observer.status(send.record, "resent")
+        view.window.reorg(event)
+        view.tip = event.tip
+        view.scanned_tip = None
         self.inclusion.enqueue(event.new)
         self.after_tip_move()
         for sender in {r.sender for r in dropped}:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from broadcaster.errors import BroadcasterError
+
 __all__ = [
     "OnReply",
     "Reply",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 
-class TransportClosed(ConnectionError):
+class TransportClosed(BroadcasterError, ConnectionError):
     """The transport was closed (by us, or it lost its connection) before a reply came."""
 
 

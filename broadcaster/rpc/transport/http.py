@@ -29,7 +29,7 @@ __all__ = ["HttpTransport", "ParsedResponse", "ProtocolError", "ResponseParser"]
 MAX_RESPONSE = 1 << 20
 
 
-class ProtocolError(ConnectionError):
+class ProtocolError(TransportClosed):
     """The peer sent something that is not an HTTP/1.1 response."""
 
 
