@@ -198,6 +198,7 @@ class Service:
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
         fanout = FanOut([Endpoint(r.name, r.url) for r in config.rpcs])  # the manager listens
+        tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
         manager = self.manager = TxManager(
             chain_id=config.chain_id,
             book=book,
@@ -222,8 +223,8 @@ class Service:
             lookup=functools.partial(_journal_lookup, config.journal.path),
             retain_settled=RETAIN_SETTLED,
             evicted_on_disk=True,
+            canonical_chain=tracker.canonical_chain,
         )
-        tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
         hub = self.hub = HeadHub(
             [(c.name, c.url) for c in config.clients],
             tracker=tracker,

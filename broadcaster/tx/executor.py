@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from broadcaster.backoff import backoff
 from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.fanout import Submitted
 from broadcaster.tx.ledger import AttemptLedger
@@ -36,7 +37,7 @@ from nonce import (
 from nonce.errors import FeeCapExceeded
 from signer_client import PolicyDenied, SignedTx, SignerError
 
-__all__ = ["RETRY_DELAYS", "Executor", "Reaction", "Send", "SignRefused", "retry_delays"]
+__all__ = ["RETRY_MAX", "Executor", "Reaction", "Send", "SignRefused", "retry_delays"]
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,14 @@ _ACTIVE = (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED)
 NONCE_CONFLICT_RETRIES = 3
 """Signatures tried at one nonce when the enclave says something higher was signed there."""
 
-RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0)
-"""Seconds between attempts at something that failed for a reason that passes (signer down, an
-enclave rate limit): doubling, capped at 5 s."""
+RETRY_MAX = 5.0
+"""Seconds at most between attempts at something that failed for a reason that passes (signer
+down, an enclave rate limit)."""
 
 
 def retry_delays() -> Iterator[float]:
-    """``RETRY_DELAYS``, then 5 s forever."""
-    yield from RETRY_DELAYS
-    while True:
-        yield RETRY_DELAYS[-1]
+    """Delays between those attempts: 0.1 s doubling to ``RETRY_MAX`` (``broadcaster.backoff``)."""
+    return backoff(initial=0.1, maximum=RETRY_MAX)
 
 
 class Reaction:
@@ -319,8 +318,6 @@ class Executor:
         ``False`` when it could not be signed now (the record's state is unchanged).
         """
         async with self.lock(record):
-            if final is not None and record.has_noop and record.state is final:
-                return True
             try:
                 priced = await self.sign_priced(record, noop=True)
             except SignRefused:

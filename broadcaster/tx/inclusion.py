@@ -36,8 +36,9 @@ __all__ = ["InclusionTracker", "noop_reason"]
 log = logging.getLogger(__name__)
 
 _S = TxState
-SCAN_RETRIES = 20
-"""Times a queued canonical block is asked for again when the RPC does not have it yet."""
+SCAN_RETRIES = 400
+"""Times a queued canonical block is asked for again (every 50 ms, all queued blocks in one
+batch) while the RPC does not have it yet: 20 s for a reader that lags the head clients."""
 
 
 def noop_reason(record: TxRecord) -> AttemptReason:
@@ -84,14 +85,42 @@ class InclusionTracker:
         self._retries: dict[str, int] = {}
         # (sender, nonce) the chain used with none of our hashes -> tip number first seen so.
         self._taken_since: dict[tuple[str, int], int] = {}
+        # Given-up intents until they settle: their noop (or the payload that won the race) is
+        # still to be found on chain, resent when it stalls, and followed to finality, also
+        # when nothing else of the sender is open.
+        self._given_up: dict[tuple[str, int], TxRecord] = {}
         retention.also_forget(self._forget)
+        book.listen(self._on_transition)
+
+    def _on_transition(self, record: TxRecord, old: TxState, new: TxState) -> None:
+        if new in GIVEN_UP_STATES and not record.settled:
+            self._given_up[(record.sender, record.nonce)] = record
+
+    def watch(self, record: TxRecord) -> None:
+        """Follow a given-up record reloaded from the journal (the listener saw no transition)."""
+        if record.state in GIVEN_UP_STATES and not record.settled and not record.released:
+            self._given_up[(record.sender, record.nonce)] = record
 
     def _forget(self, record: TxRecord) -> None:
-        self._taken_since.pop((record.sender, record.nonce), None)
+        key = (record.sender, record.nonce)
+        self._taken_since.pop(key, None)
+        if self._given_up.get(key) is record:
+            del self._given_up[key]
 
     def open_records(self) -> Iterable[TxRecord]:
+        """Records with something to watch on chain: active ones, and given-up ones until they
+        settle (each once)."""
         counts = self.book.pending_counts()
-        return (r for s, n in counts.items() if n for r in self.book.records(s))
+        retired = self.retention.retired
+        active = [r for s, n in counts.items() if n for r in self.book.records(s) if not retired(r)]
+        if not self._given_up:
+            return active
+        seen = {id(r) for r in active}
+        return active + [
+            r
+            for r in self._given_up.values()
+            if id(r) not in seen and not r.settled and not r.released and not retired(r)
+        ]
 
     def anything_sent(self) -> bool:
         return any(r.attempts for r in self.open_records())
@@ -137,9 +166,7 @@ class InclusionTracker:
             for tx_hash in block.tx_hashes:
                 if self.book.by_hash(tx_hash) is not None:
                     self.mark_included(tx_hash, ref, now)
-            tip = self.view.tip
-            if tip is not None and block_hash == tip.hash:
-                self.view.scanned_tip = block_hash
+            window.mark_scanned(block_hash)
 
     def mark_included(self, tx_hash: bytes, block: BlockRef, now: float) -> None:
         """Our ``tx_hash`` is in canonical ``block``: the book, finality and the presign."""
@@ -154,7 +181,7 @@ class InclusionTracker:
     def canonical(self, number: int, block_hash: str) -> bool:
         """A receipt's block is a fact only if canonical in our window (or older than what we
         have followed, where there is nothing to compare with: finality covers those)."""
-        verdict = self.view.window.judge(number, block_hash)
+        verdict = self.view.is_canonical(number, block_hash)
         return verdict if verdict is not None else True
 
     # -- replacements signed ahead -----------------------------------------------------------------
@@ -280,9 +307,18 @@ class InclusionTracker:
             log.warning("%s/%d: cannot look up the mined tx: %s", record.sender, record.nonce, exc)
             return  # asked again at the next recheck
         intent = record.intent
+        if mined is not None and not self.canonical(mined.block_number, mined.block_hash):
+            return  # an answer from a branch we do not follow (a lagging RPC): ask again later
         if mined is not None:
             ours = (mined.to, mined.value, mined.data) == (intent.to, intent.value, intent.data)
-            noop = mined.to == record.sender and mined.value == 0 and not mined.data
+            # A 0-value self-transfer is ours only where we signed a noop at this nonce (its
+            # journal entry may be what the crash lost): anyone holding the key can send one.
+            noop = (
+                mined.to == record.sender
+                and mined.value == 0
+                and not mined.data
+                and (record.has_noop or intent.noop)
+            )
             if ours or noop:
                 if self.book.by_hash(mined.hash) is None:
                     if ours:
@@ -318,6 +354,8 @@ class InclusionTracker:
         )
         self.observer.alert("foreign_transaction", f"{record.sender}/{record.nonce}")
         self.observer.foreign(record.sender)
+        # Active: failed. Given up already (a cancel or an expiry whose noop lost to the foreign
+        # tx): it keeps its state, which stays true. Either way the nonce is gone: nothing of
+        # ours is sent there again, and it is counted once.
         self.executor.give_up(record, _S.FAILED, "nonce used by a foreign transaction")
-        if record.state is _S.FAILED:
-            self.retention.settle(record)
+        self.retention.settle(record)

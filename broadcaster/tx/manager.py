@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from broadcaster.errors import BroadcasterError
+from broadcaster.rpc.chain_reader import ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Written
 from broadcaster.tx.executor import Executor, Send, allowed
@@ -85,6 +86,7 @@ class TxManager:
         evicted_on_disk: bool = False,
         resync_delay: float = 0.2,
         foreign_blocks: int = 3,
+        canonical_chain: Callable[[], Iterable[Head]] | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.book = book
@@ -98,7 +100,7 @@ class TxManager:
         self._lookup = lookup
         self._stopping = False
         book.listen(self._announce)  # first: observers hear a change before its consequences
-        self.view = view = ChainView(finality_depth)
+        self.view = view = ChainView(finality_depth, canonical_chain)
         self.ledger = ledger = AttemptLedger()
         self.background = background = Background()
         self.executor = executor = Executor(
@@ -291,6 +293,19 @@ class TxManager:
                 "nonce",
                 f"{nonce} is more than max_gap_fill = {limit} beyond the next nonce {upcoming}",
             )
+        if (
+            upcoming is not None
+            and nonce < upcoming
+            and self.book.get(intent.sender, nonce) is None
+        ):
+            # Below our next nonce with nothing of ours booked there: a hole we would fill, or a
+            # nonce an intent we no longer hold in memory used. The chain tells which.
+            try:
+                mined, _ = await self.nonces.counts(intent.sender)
+            except ChainReadError as exc:
+                raise NonceError(f"cannot check nonce {nonce} against the chain: {exc}") from exc
+            if nonce < mined:
+                raise InvalidIntent("nonce", f"{nonce} is already used on chain (next {mined})")
         now = self._clock()
         record = self.book.accept(intent, now=now, nonce=nonce)
         attempt = Attempt(

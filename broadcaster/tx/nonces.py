@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from broadcaster.rpc.chain_reader import ChainReadError
-from broadcaster.tx.executor import RETRY_DELAYS, Executor
+from broadcaster.tx.executor import RETRY_MAX, Executor
 from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.plans import Alert, plan_gap_fill, plan_nonce_counts
 from broadcaster.tx.pricing import FeePolicy
@@ -54,6 +54,7 @@ class Retention:
         self.retain_settled = retain_settled
         self.evicted_any = evicted_on_disk
         self._settled: collections.deque[TxRecord] = collections.deque()
+        self._retired: set[int] = set()  # id() of the records in _settled
         self._forgetters: list[Callable[[TxRecord], None]] = []
 
     def also_forget(self, forget: Callable[[TxRecord], None]) -> None:
@@ -61,14 +62,23 @@ class Retention:
         self._forgetters.append(forget)
 
     def settle(self, record: TxRecord) -> None:
+        if id(record) in self._retired:
+            return
         self.ledger.forget(record)
         self.executor.forget(record)
         for forget in self._forgetters:
             forget(record)
         self._settled.append(record)
+        self._retired.add(id(record))
         while len(self._settled) > self.retain_settled:
-            self.book.evict(self._settled.popleft())
+            old = self._settled.popleft()
+            self._retired.discard(id(old))
+            self.book.evict(old)
             self.evicted_any = True
+
+    def retired(self, record: TxRecord) -> bool:
+        """Nothing more is done for ``record`` (final, released, or its nonce taken by others)."""
+        return id(record) in self._retired
 
 
 class NonceSync:
@@ -162,5 +172,5 @@ class NonceSync:
         self.observer.pending(self.book.pending_counts())
 
     async def _later(self, sender: str) -> None:
-        await asyncio.sleep(RETRY_DELAYS[-1])
+        await asyncio.sleep(RETRY_MAX)
         self.want(sender)

@@ -177,13 +177,14 @@ def plan_reorg(
 
 
 def plan_expiry(
-    records: Iterable[TxRecord], *, next_block: int, scanned: bool
+    records: Iterable[TxRecord], *, next_block: int, scanned: Callable[[int], bool]
 ) -> list[ReplaceExpired | ExpireUnsigned]:
     """Intents whose ``validUntilBlock`` is below ``next_block`` and that are not mined.
 
-    ``scanned``: the canonical blocks up to the tip have been searched for our transactions.
-    Until then a signed intent is not judged (it may sit in exactly its ``validUntilBlock``);
-    an unsigned one cannot have been mined and expires at once.
+    ``scanned(n)``: the canonical block at height ``n`` has been searched for our transactions.
+    Until its ``validUntilBlock`` was, a signed intent is not judged (it may sit in exactly that
+    block, and a lagging RPC may not have it yet); an unsigned one cannot have been mined and
+    expires at once.
     """
     out: list[ReplaceExpired | ExpireUnsigned] = []
     for record in records:
@@ -194,7 +195,7 @@ def plan_expiry(
         if state is _S.PENDING and not record.attempts:
             out.append(ExpireUnsigned(record))
         elif (
-            scanned
+            scanned(intent.valid_until_block)  # type: ignore[arg-type]  # expired_at: not None
             and state in (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED)
             and record.block is None
             and not record.has_noop

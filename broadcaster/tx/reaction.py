@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from broadcaster.tx.executor import Executor, Reaction, Send
+from broadcaster.tx.executor import Executor, Reaction, Send, retry_delays
 from broadcaster.tx.inclusion import InclusionTracker, noop_reason
 from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.nonces import NonceSync, Retention
@@ -127,18 +127,31 @@ class ChainFollower:
             self.view.base_fee = tip.base_fee
 
     def _on_reorg(self, event: Reorg, recv_ns: int) -> None:
+        dropped = self._react([b.hash for b in event.old], event.tip.number, recv_ns)
         view = self.view
+        view.window.reorg(event)
+        view.tip = event.tip
+        self.inclusion.enqueue(event.new)
+        self.after_tip_move()
+        for sender in {r.sender for r in dropped}:
+            self.nonces.want(sender)
+
+    def _react(self, old_blocks: list[str], tip_number: int, recv_ns: int) -> list[TxRecord]:
+        """Re-send what ``old_blocks`` held of ours (the reaction); returns the dropped records.
+
+        ``recv_ns`` 0: not a head frame's reaction (nothing to measure).
+        """
         book = self.book
         book.defer_announcements()  # the writes first; observers hear of it right after
         ready: list[Send] = []
+        dropped: list[TxRecord] = []
         try:
-            dropped = book.on_reorg([b.hash for b in event.old], now=self.clock())
+            dropped = book.on_reorg(old_blocks, now=self.clock())
             if dropped:
-                tip_number = event.tip.number
                 actions = plan_reorg(
                     dropped,
                     next_block=tip_number + 1,
-                    base_fee=view.base_fee,
+                    base_fee=self.view.base_fee,
                     take_presigned=self.ledger.take_presigned,
                 )
                 reaction = Reaction(
@@ -154,17 +167,10 @@ class ChainFollower:
                     self.background.spawn(self._resend_all(slow, reaction))
         finally:
             book.announce()
-        if dropped:
-            for send in ready:
-                self.observer.resend(ResendReason.REORG.value)
-                self.observer.status(send.record, "resent")
-        view.window.reorg(event)
-        view.tip = event.tip
-        view.scanned_tip = None
-        self.inclusion.enqueue(event.new)
-        self.after_tip_move()
-        for sender in {r.sender for r in dropped}:
-            self.nonces.want(sender)
+        for send in ready:
+            self.observer.resend(ResendReason.REORG.value)
+            self.observer.status(send.record, "resent")
+        return dropped
 
     def _send_presigned(self, ready: list[Send], tip_number: int) -> None:
         """Write the replacements signed ahead: one request per RPC for all of them.
@@ -203,8 +209,25 @@ class ChainFollower:
             assert isinstance(action, Resign)
             if not await self._resign(action, reaction):
                 self.writes_missed(reaction, self.endpoints)
+                self.background.spawn(self._resign_later(action))
 
-    async def _resign(self, action: Resign, reaction: Reaction) -> bool:
+    async def _resign_later(self, action: Resign) -> None:
+        """A re-sign the signer could not make during the reaction (down, rate limited): try
+        again with backoff until it is made, or something newer was signed at the nonce, or the
+        chain holds one of ours there (the earlier bytes meanwhile go out again unchanged at each
+        stall recheck: valid while the nonce is unused)."""
+        record = action.record
+        dropped = record.latest
+        for delay in retry_delays():
+            await asyncio.sleep(delay)
+            if record.block is not None or record.settled or record.released:
+                return
+            if record.latest is not dropped:
+                return
+            if await self._resign(action, None):
+                return
+
+    async def _resign(self, action: Resign, reaction: Reaction | None) -> bool:
         record = action.record
         if record.state not in (_S.REORGED, *GIVEN_UP_STATES) or record.block is not None:
             return False  # meanwhile found in a new canonical block: nothing to send
@@ -252,7 +275,6 @@ class ChainFollower:
         self.observer.alert("deep_reorg", event.reason)
         self.view.window.reset(event.new_tip)
         self.view.tip = event.new_tip
-        self.view.scanned_tip = None
         self.background.spawn(self._reconcile_after_deep_reorg(event.new_tip.number))
 
     async def _reconcile_after_deep_reorg(self, head: int) -> None:
@@ -269,6 +291,13 @@ class ChainFollower:
         tip = self.view.tip
         if tip is None:
             return
+        orphans = self.view.orphaned_holds()
+        if orphans:
+            log.warning(
+                "our inclusions in %d block(s) off the canonical chain: re-sending", len(orphans)
+            )
+            for record in self._react(orphans, tip.number, 0):
+                self.nonces.want(record.sender)
         now = self.clock()
         for block_hash in self.view.window.final_blocks():
             for record in self.book.finalize(block_hash, now=now):
@@ -277,10 +306,8 @@ class ChainFollower:
             self._stall_checked = tip.number
             self._rebroadcast_stalled(tip.number)
         inclusion = self.inclusion
-        scanned = self.view.scanned_tip == tip.hash or (
-            not inclusion.queue and not inclusion.anything_sent()
-        )
         open_records = list(inclusion.open_records())
+        scanned = self.view.window.scanned
         for action in plan_expiry(open_records, next_block=tip.number + 1, scanned=scanned):
             record = action.record
             if type(action) is ExpireUnsigned:

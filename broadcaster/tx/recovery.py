@@ -77,6 +77,7 @@ class Recovery:
         for record in self.book.all_records():  # the journal's inclusions still need finality
             if record.block is not None and not record.settled and not record.released:
                 window.hold(record.block.hash, record.block.number)
+            self.inclusion.watch(record)
         try:
             self.view.base_fee = await self.chain.base_fee()
         except ChainReadError as exc:

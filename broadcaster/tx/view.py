@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from broadcaster.tx.window import CanonicalWindow
@@ -23,14 +23,20 @@ class ChainView:
     Written only by ``ChainFollower`` (and ``Recovery.start`` for ``head_number``); read by all.
     """
 
-    __slots__ = ("base_fee", "head_number", "scanned_tip", "tip", "window")
+    __slots__ = ("base_fee", "canonical_chain", "head_number", "tip", "window")
 
-    def __init__(self, finality_depth: int) -> None:
+    def __init__(
+        self,
+        finality_depth: int,
+        canonical_chain: Callable[[], Iterable[Head]] | None = None,
+    ) -> None:
         self.window = CanonicalWindow(finality_depth)
+        # The tracker's canonical chain (``ChainTracker.canonical_chain``): it reaches below
+        # where our window starts after a restart (the tracker backfills by hash).
+        self.canonical_chain = canonical_chain
         self.tip: Head | None = None
         self.base_fee: int | None = None
         self.head_number: int | None = None
-        self.scanned_tip: str | None = None  # the tip block once the inclusion scan covered it
 
     def head(self) -> int | None:
         """The canonical block number as far as we know (the tip, else what start read)."""
@@ -38,6 +44,32 @@ class ChainView:
 
     def tip_number(self) -> int:
         return self.tip.number if self.tip is not None else 0
+
+    def is_canonical(self, number: int, block_hash: str) -> bool | None:
+        """Is ``block_hash`` the canonical block at ``number``? Our window first, then the
+        tracker's chain; ``None`` where neither reaches (older than either follows)."""
+        verdict = self.window.judge(number, block_hash)
+        if verdict is not None or self.canonical_chain is None:
+            return verdict
+        for head in self.canonical_chain():
+            if head.number == number:
+                return head.hash == block_hash
+        return None
+
+    def orphaned_holds(self) -> list[str]:
+        """Held blocks (our inclusions) that are not canonical at their height, by our window or
+        by the tracker's chain below it; each reported once (the hold is dropped)."""
+        window = self.window
+        bad = window.orphans()
+        outside = window.holds_outside() if self.canonical_chain is not None else ()
+        if outside:
+            assert self.canonical_chain is not None
+            canonical = {head.number: head.hash for head in self.canonical_chain()}
+            below = [h for h, n in outside if n in canonical and canonical[n] != h]
+            for block_hash in below:
+                window.drop_hold(block_hash)
+            bad += below
+        return bad
 
 
 class Background:

@@ -22,12 +22,14 @@ class CanonicalWindow:
         self._by_number: dict[int, str] = {}
         self._numbers: dict[str, int] = {}
         self._held: dict[str, int] = {}  # blocks holding our transactions: hash -> number
+        self._scanned: set[str] = set()  # canonical blocks searched for our transactions
         self.tip: Head | None = None
 
     def _add(self, block: Head) -> None:
         previous = self._by_number.get(block.number)
         if previous is not None:
             self._numbers.pop(previous, None)
+            self._scanned.discard(previous)
         self._by_number[block.number] = block.hash
         self._numbers[block.hash] = block.number
 
@@ -35,11 +37,15 @@ class CanonicalWindow:
         self.tip = tip
         # Heights above a lower tip (a rollback) are no longer canonical.
         for number in [n for n in self._by_number if n > tip.number]:
-            self._numbers.pop(self._by_number.pop(number), None)
+            self._forget(self._by_number.pop(number))
         low = tip.number - self._keep
         if len(self._by_number) > self._keep + 8:
             for number in [n for n in self._by_number if n < low]:
-                self._numbers.pop(self._by_number.pop(number), None)
+                self._forget(self._by_number.pop(number))
+
+    def _forget(self, block_hash: str) -> None:
+        self._numbers.pop(block_hash, None)
+        self._scanned.discard(block_hash)
 
     def extend(self, event: Extension) -> None:
         for block in event.added:
@@ -50,7 +56,7 @@ class CanonicalWindow:
         for block in event.old:
             if self._by_number.get(block.number) == block.hash:
                 del self._by_number[block.number]
-            self._numbers.pop(block.hash, None)
+            self._forget(block.hash)
             self._held.pop(block.hash, None)
         for block in event.new:
             self._add(block)
@@ -61,6 +67,7 @@ class CanonicalWindow:
         self._by_number.clear()
         self._numbers.clear()
         self._held.clear()
+        self._scanned.clear()
         self._add(tip)
         self._set_tip(tip)
 
@@ -80,6 +87,38 @@ class CanonicalWindow:
         if number in self._by_number:
             return False
         return None  # below what we have followed: finality or a later recheck settles it
+
+    def orphans(self) -> list[str]:
+        """Held blocks the window now shows another block at (their inclusion came from an RPC
+        answer about a branch we do not follow, e.g. a lagging node's receipt at a restart);
+        each reported once."""
+        by_number = self._by_number
+        out = [h for h, n in self._held.items() if n in by_number and by_number[n] != h]
+        for block_hash in out:
+            del self._held[block_hash]
+        return out
+
+    def holds_outside(self) -> list[tuple[str, int]]:
+        """Held blocks at heights the window has no block for (below where it starts, e.g. an
+        inclusion the journal or a receipt gave at a restart): ``(hash, number)``."""
+        by_number = self._by_number
+        return [(h, n) for h, n in self._held.items() if n not in by_number]
+
+    def drop_hold(self, block_hash: str) -> None:
+        self._held.pop(block_hash, None)
+
+    def mark_scanned(self, block_hash: str) -> None:
+        """The canonical block ``block_hash`` was searched for our transactions."""
+        if block_hash in self._numbers:
+            self._scanned.add(block_hash)
+
+    def scanned(self, number: int) -> bool:
+        """The canonical block at height ``number`` was searched for our transactions (or it is
+        below what we have followed: receipts and finality answer for those)."""
+        block_hash = self._by_number.get(number)
+        if block_hash is not None:
+            return block_hash in self._scanned
+        return not self._by_number or number < min(self._by_number)
 
     def hold(self, block_hash: str, number: int) -> None:
         """``block_hash`` holds one of our transactions: report it when it becomes final."""

@@ -21,14 +21,14 @@ Everything else in ``broadcaster.tx.testing`` talks to the manager only through
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broadcaster.rpc.chain_reader import ChainReadError
 from broadcaster.rpc.fanout import BroadcastResult, Written
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
-from heads.events import Event
+from heads.events import Event, Head
 from nonce import Intent, NonceBook, TxRecord
 from signer_client import SignedTx
 
@@ -83,6 +83,7 @@ class ManagerAdapter:
         presign: bool = True,
         retain_settled: int = 10_000,
         lookup: Callable[[str | None, str | None], TxRecord | None] | None = None,
+        canonical_chain: Callable[[], Iterable[Head]] | None = None,
     ) -> None:
         policy = FeePolicy(
             bump_percent=fees.bump_percent,
@@ -107,6 +108,7 @@ class ManagerAdapter:
             retain_settled=retain_settled,
             lookup=lookup,
             evicted_on_disk=lookup is not None,
+            canonical_chain=canonical_chain,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------

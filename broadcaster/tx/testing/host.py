@@ -134,6 +134,7 @@ async def boot(
         clock_ns=clock.ns,
         presign=plan.presign,
         retain_settled=plan.retain_settled,
+        canonical_chain=feed.tracker.canonical_chain,
     )
     host = Host(plan, journal, fanout, chain, adapter, feed)
     host.recovery = await adapter.start(plan.accounts)

@@ -118,20 +118,27 @@ def test_bytes_signed_elsewhere_are_rebroadcast_unchanged() -> None:
 # -- plan_expiry ---------------------------------------------------------------------------------
 
 
-def test_a_signed_intent_is_not_judged_expired_before_the_tip_block_was_scanned() -> None:
+def test_a_signed_intent_is_not_judged_expired_before_its_last_block_was_scanned() -> None:
     book = _book()
     record = book.accept(intent(valid_until_block=10), now=0)
     book.add_attempt(record, attempt(record))
     book.transition(record, TxState.SIGNED, reason="t", now=0)
-    assert plan_expiry([record], next_block=11, scanned=False) == []
-    assert plan_expiry([record], next_block=11, scanned=True) == [ReplaceExpired(record)]
-    assert plan_expiry([record], next_block=10, scanned=True) == []  # block 10 is still good
+    asked: list[int] = []
+
+    def scanned(n: int) -> bool:
+        asked.append(n)
+        return n == 10
+
+    assert plan_expiry([record], next_block=11, scanned=lambda n: False) == []
+    assert plan_expiry([record], next_block=11, scanned=scanned) == [ReplaceExpired(record)]
+    assert asked == [10]  # the block that decides is validUntilBlock itself, not the tip
+    assert plan_expiry([record], next_block=10, scanned=lambda n: True) == []  # 10 still good
 
 
 def test_an_unsigned_intent_expires_at_once() -> None:
     book = _book()
     record = book.accept(intent(valid_until_block=3), now=0)
-    assert plan_expiry([record], next_block=4, scanned=False) == [ExpireUnsigned(record)]
+    assert plan_expiry([record], next_block=4, scanned=lambda n: False) == [ExpireUnsigned(record)]
 
 
 # -- plan_nonce_error ----------------------------------------------------------------------------
