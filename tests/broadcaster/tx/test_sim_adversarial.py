@@ -1,7 +1,8 @@
 """Adversarial scenarios against the rebuilt tx side (DESIGN.md §5, §6a, §7).
 
-Each test pins one rule of the contract; the ones with a "Failed before the fix" note found a
-defect in the rebuilt manager (the review's others were fixed while it ran, see its docstrings).
+Each test pins one rule of the contract. Eight of them found defects in the rebuilt manager when
+the review began (fixed since: the commit that added this file lists them); the rest are
+attacks that held.
 """
 
 from __future__ import annotations
