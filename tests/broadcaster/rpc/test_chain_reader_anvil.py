@@ -147,6 +147,12 @@ async def test_counts_from_every_endpoint_and_receipts_with_their_block(
 ) -> None:
     raw, tx_hash = signed_transfer(0)
     await rpc(node, "eth_sendRawTransaction", "0x" + raw.hex())
+    # anvil's automine answers the send before the block is in: wait for the receipt, so both
+    # endpoints count from the same block (a CI run once saw latest 0 on one of them).
+    for _ in range(500):
+        if await rpc(node, "eth_getTransactionReceipt", "0x" + tx_hash.hex()) is not None:
+            break
+        await asyncio.sleep(0.01)
     async with ChainReader([node.http_url, geth_like.url]) as reader:
         counts = await reader.transaction_counts_each(DEV_ADDRESS)
         assert counts == {node.http_url: (1, 1), geth_like.url: (1, 1)}
