@@ -1,0 +1,41 @@
+"""Every label value the metrics pre-bind is one the code emits; the runbooks name only those."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from broadcaster.metrics import INTENT_STATUSES, RESEND_REASONS
+from broadcaster.tx.reasons import ResendReason
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_pre_bound_resend_reasons_are_exactly_the_ones_the_tx_side_sends_with() -> None:
+    assert set(RESEND_REASONS) == {reason.value for reason in ResendReason}
+    # Every ResendReason is used somewhere in broadcaster/tx (an enum member nobody sends with
+    # would be a pre-bound label that never moves).
+    sources = "\n".join(p.read_text() for p in (REPO / "broadcaster/tx").glob("*.py"))
+    for reason in ResendReason:
+        used = f"ResendReason.{reason.name}" in sources or f'"{reason.value}"' in sources
+        assert used, f"ResendReason.{reason.name} is never sent with"
+
+
+def test_the_alert_runbooks_name_only_label_values_the_code_emits() -> None:
+    text = (REPO / "config/alerts.yml").read_text()
+    for value in re.findall(r'reason="?\\?"?([a-z_]+)', text):
+        assert value in RESEND_REASONS, value
+    quoted = re.findall(r'"([a-z_]+)" means', text)
+    assert quoted and set(quoted) <= set(RESEND_REASONS), quoted
+    for value in re.findall(r'status="([a-z_]+)"', text):
+        assert value in INTENT_STATUSES, value
+
+
+def test_the_pre_bound_intent_statuses_are_ones_the_api_or_the_service_counts() -> None:
+    api = (REPO / "broadcaster/api/server.py").read_text()
+    told = set(re.findall(r'_on_intent\("([a-z_]+)"\)', api))
+    service = (REPO / "broadcaster/service.py").read_text()
+    counted = set(
+        re.findall(r'"([a-z]+)"', service.split("_COUNTED_STATUSES = ")[1].split("\n")[0])
+    )
+    assert set(INTENT_STATUSES) == told | counted
