@@ -104,6 +104,7 @@ def make_api(
     passthrough: Callable[..., Any] | None = None,
     on_intent: Callable[[str], None] = lambda status: None,
     base_fee: int | None = 10 * GWEI,
+    priority_fee: int = GWEI,
 ) -> IntentApi:
     return IntentApi(
         StubManager(base_fee),  # type: ignore[arg-type]
@@ -114,6 +115,7 @@ def make_api(
         tip_number=lambda: 7,
         passthrough=passthrough,
         on_intent=on_intent,
+        priority_fee=priority_fee,
     )
 
 
@@ -353,6 +355,15 @@ async def test_a_good_intent_is_accepted_with_defaults_filled_in() -> None:
     (intent,) = api.manager.submitted  # type: ignore[attr-defined]
     assert intent.max_priority_fee_per_gas == GWEI
     assert intent.max_fee_per_gas == 2 * 10 * GWEI + GWEI  # twice the base fee plus the tip
+
+
+async def test_the_default_tip_is_fees_priority_fee_wei() -> None:
+    api = make_api(priority_fee=3 * GWEI)
+    params = {"to": RECIPIENT.lower(), "gas": 21_000}
+    await call(api, request("broadcaster_sendIntent", params))
+    (intent,) = api.manager.submitted  # type: ignore[attr-defined]
+    assert intent.max_priority_fee_per_gas == 3 * GWEI
+    assert intent.max_fee_per_gas == 2 * 10 * GWEI + 3 * GWEI
 
 
 async def test_rejected_intents_are_counted_as_invalid() -> None:
