@@ -227,8 +227,7 @@ class InclusionTracker:
     def live_attempt(self, record: TxRecord) -> Attempt | None:
         """The attempt worth resending: the newest not refused for good by every endpoint."""
         for attempt in reversed(record.attempts):
-            notes = self.ledger.peek(attempt.hash)
-            if notes is None or notes.refusals is None or len(notes.refusals) < self.endpoints:
+            if not self.ledger.refused_by_all(attempt.hash, self.endpoints):
                 return attempt
         return None
 

@@ -92,6 +92,11 @@ class AttemptLedger:
         notes.refusals[endpoint] = kind
         return len(notes.refusals)
 
+    def refused_by_all(self, tx_hash: bytes, endpoints: int) -> bool:
+        """Every one of the ``endpoints`` refused ``tx_hash`` for good (its bytes are dead)."""
+        notes = self._notes.get(tx_hash)
+        return notes is not None and notes.refusals is not None and len(notes.refusals) >= endpoints
+
     # -- replacements signed ahead ---------------------------------------------------------------
 
     def presign(self, tx_hash: bytes, presigned: Presigned) -> None:

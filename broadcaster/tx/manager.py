@@ -410,8 +410,7 @@ class TxManager:
         for earlier in record.attempts:
             if earlier is attempt:
                 return False
-            notes = self.ledger.peek(earlier.hash)
-            if notes is None or notes.refusals is None or len(notes.refusals) < self._endpoints:
+            if not self.ledger.refused_by_all(earlier.hash, self._endpoints):
                 return True
         return False
 
