@@ -107,7 +107,7 @@ class InclusionTracker:
         if self._given_up.get(key) is record:
             del self._given_up[key]
 
-    def open_records(self) -> Iterable[TxRecord]:
+    def open_records(self) -> list[TxRecord]:
         """Records with something to watch on chain: active ones, and given-up ones until they
         settle (each once)."""
         counts = self.book.pending_counts()

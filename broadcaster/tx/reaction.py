@@ -302,11 +302,10 @@ class ChainFollower:
         for block_hash in self.view.window.final_blocks():
             for record in self.book.finalize(block_hash, now=now):
                 self.retention.settle(record)
+        open_records = self.inclusion.open_records()  # once per tip move: it sorts every slot
         if tip.number > self._stall_checked:
             self._stall_checked = tip.number
-            self._rebroadcast_stalled(tip.number)
-        inclusion = self.inclusion
-        open_records = list(inclusion.open_records())
+            self._rebroadcast_stalled(tip.number, open_records)
         scanned = self.view.window.scanned
         for action in plan_expiry(open_records, next_block=tip.number + 1, scanned=scanned):
             record = action.record
@@ -322,10 +321,10 @@ class ChainFollower:
     async def _expire(self, record: TxRecord) -> None:
         await self.executor.noop(record, AttemptReason.EXPIRED_REPLACEMENT, final=_S.EXPIRED)
 
-    def _rebroadcast_stalled(self, tip_number: int) -> None:
+    def _rebroadcast_stalled(self, tip_number: int, open_records: list[TxRecord]) -> None:
         """Recheck what went out ``REBROADCAST_BLOCKS`` ago and is not known to be mined."""
         stalled = []
-        for record in list(self.inclusion.open_records()):
+        for record in open_records:
             latest = record.latest
             if latest is None or record.block is not None or record.state is _S.PENDING:
                 continue
