@@ -1,56 +1,59 @@
-"""The intent API: JSON-RPC 2.0 over a websocket, bearer-token auth (DESIGN.md §7).
+"""The intent API: JSON-RPC 2.0 over HTTP and websocket on one port (DESIGN.md §7).
 
 Methods: ``broadcaster_sendIntent``, ``broadcaster_getIntent``, ``broadcaster_cancelIntent``,
 ``broadcaster_subscribe`` / ``broadcaster_unsubscribe`` (status notifications as
-``broadcaster_subscription`` messages), and the Ethereum methods a web3.py
-``AsyncWeb3(WebSocketProvider(url))`` bot uses: ``eth_chainId``, ``eth_blockNumber``,
-``eth_sendTransaction`` (we sign), ``eth_sendRawTransaction`` (signed elsewhere: tracked and
-rebroadcast byte for byte). A few read-only ``eth_`` methods are passed through to an RPC so
-such a bot can fill in gas and fees unchanged; anything else answers ``-32601``.
+``broadcaster_subscription`` messages; websocket only), and the Ethereum methods bots use:
+``eth_chainId``, ``eth_blockNumber``, ``eth_accounts``, ``eth_sendTransaction`` (we sign),
+``eth_sendRawTransaction`` (signed elsewhere: tracked and rebroadcast byte for byte),
+``eth_subscribe("newHeads")`` / ``eth_unsubscribe`` (websocket only; ethers' and viem's websocket
+providers wait for blocks this way), and read-only ``eth_`` methods passed through to an RPC.
+``eth_getTransactionReceipt`` and ``eth_getTransactionByHash`` of a hash any intent ever had
+answer about its canonical attempt (:mod:`broadcaster.api.continuity`). Anything else: ``-32601``.
 
-Auth: ``Authorization: Bearer <token>`` on the websocket handshake (``401`` otherwise).
-Limits: a message over ``max_message_bytes`` gets a ``-32600`` answer and the connection stays
-up (beyond 4x the limit the websocket layer closes it with 1009); each token has a token bucket
-(``-32005`` when empty). Errors follow JSON-RPC 2.0: ``-32700`` parse error, ``-32600`` invalid
-request, ``-32601`` method not found, ``-32602`` invalid params (the message names the field).
+Access (:mod:`broadcaster.api.access`): full-access tokens and tenants; the transport
+(:mod:`broadcaster.api.transport`) authenticates, this module scopes every method.
+Limits: a message over ``max_message_bytes`` gets a ``-32600`` answer; each token has a token
+bucket (``-32005`` when empty) and at most ``max_connections_per_token`` connections. Errors
+follow JSON-RPC 2.0: ``-32700`` parse error, ``-32600`` invalid request, ``-32601`` method not
+found, ``-32602`` invalid params (the message names the field or the raw-transaction rule),
+``-32000`` could not be carried out, ``-32010`` not accepting intents (:data:`NOT_ACCEPTING`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import dataclasses
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
+from broadcaster.api.access import FULL_ACCESS, Access, Principals
+from broadcaster.api.continuity import canonical_attempt
 from broadcaster.api.intents import (
     IntentDefaults,
     ParamError,
     checksum_address,
+    idempotency_conflict,
     intent_json,
     parse_data,
     parse_intent,
     parse_quantity,
 )
+from broadcaster.api.rawtx import RawTxRefused, check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
+from broadcaster.api.transport import ApiServer
 from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
 from broadcaster.tx.manager import TxManager
 from nonce import AttemptReason, Intent, TxRecord
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
-from signer_client.errors import TransactionError
-from signer_client.signing import signed_from_raw
 
-__all__ = ["ApiLimits", "IntentApi", "intent_json"]
+__all__ = ["NOT_ACCEPTING", "ApiLimits", "IntentApi", "intent_json"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,9 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000  # the intent could not be carried out (signer refused, ...)
 RATE_LIMITED = -32005  # as Infura/Alchemy answer "limit exceeded"
+NOT_ACCEPTING = -32010  # this instance takes no intents now (a standby: the message names why)
 
-# Read-only methods passed through to an RPC so unchanged web3.py bots can fill gas and fees.
+# Read-only methods passed through to an RPC so unchanged bots can fill gas and fees.
 PASS_THROUGH = frozenset(
     {
         "eth_estimateGas",
@@ -75,14 +79,19 @@ PASS_THROUGH = frozenset(
         "eth_getTransactionReceipt",
         "eth_getTransactionByHash",
         "eth_getBalance",
+        "eth_getCode",
         "eth_call",
         "net_version",
         "web3_clientVersion",
     }
 )
-
+_SENDS = ("broadcaster_send", "eth_send")
+_CONTINUITY = frozenset({"eth_getTransactionReceipt", "eth_getTransactionByHash"})
 
 _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+# What an intent id can look like: ours (32 hex digits) or a raw transaction's ("raw-" + hash).
+# Anything else cannot be in the journal, so it is never looked up on disk.
+_INTENT_ID = re.compile(r"[0-9a-f]{32}|raw-[0-9a-f]{64}")
 
 
 class RpcError(BroadcasterError):
@@ -101,6 +110,8 @@ class ApiLimits:
     max_subscriptions: int = 64  # per connection
     notify_queue: int = 4096  # notifications buffered per connection before dropping
     pipeline: int = 1024  # messages of one connection being handled at once
+    max_connections_per_token: int = 256  # open websockets + HTTP requests in progress
+    disk_lookups: int = 2  # journal lookups of ids not in memory, at once (the rest wait)
 
 
 def _hex(n: int) -> str:
@@ -127,11 +138,21 @@ class _TokenBucket:
 
 
 class _Client:
-    """One websocket connection: its token, subscriptions and outgoing notification queue."""
+    """One connection (a websocket; or one HTTP request): who it is, its subscriptions and
+    outgoing notification queue."""
 
-    def __init__(self, ws: ServerConnection, token: str, limits: ApiLimits) -> None:
+    def __init__(
+        self,
+        ws: Any,
+        token: str,
+        limits: ApiLimits,
+        access: Access = FULL_ACCESS,
+        transport: str = "websocket",
+    ) -> None:
         self.ws = ws
         self.token = token
+        self.access = access
+        self.transport = transport
         self.subscriptions: dict[str, frozenset[str] | None] = {}
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue(limits.notify_queue)
         self.dropped = 0
@@ -142,7 +163,11 @@ class _Client:
 
 
 class IntentApi:
-    """Serves the API for one :class:`TxManager`."""
+    """Serves the API for one :class:`TxManager`.
+
+    ``intake`` is the "accepting intents?" gate: ``None`` to accept, else the reason to refuse
+    (``-32010``, the reason as message); a standby instance answers so, naming its leader.
+    """
 
     def __init__(
         self,
@@ -151,25 +176,31 @@ class IntentApi:
         chain_id: int,
         accounts: Sequence[str],
         tokens: Sequence[str],
+        tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
         limits: ApiLimits | None = None,
         tip_number: Callable[[], int | None] = lambda: None,
         passthrough: Callable[..., Awaitable[Any]] | None = None,
         on_intent: Callable[[str], None] = lambda status: None,
         priority_fee: int = 1_000_000_000,
+        max_gap_fill: int = 4,
         subscriptions: Subscriptions | None = None,
+        intake: Callable[[], str | None] = lambda: None,
     ) -> None:
-        if not tokens:
-            raise ValueError("the API needs at least one token")
+        if not tokens and not tenants:
+            raise ValueError("the API needs at least one token or tenant")
         self.manager = manager
         self.chain_id = chain_id
         self.accounts = [a.lower() for a in accounts]
-        self._tokens = [t.encode() for t in tokens]
+        self.principals = Principals(tokens, tenants)
         self.limits = limits or ApiLimits()
         self._tip_number = tip_number
         self._passthrough = passthrough
         self._on_intent = on_intent
         self._priority_fee = priority_fee  # [fees] priority_fee_wei: the tip of intents without one
+        self._max_gap_fill = max_gap_fill
+        self._intake = intake
         self._buckets: dict[str, _TokenBucket] = {}
+        self._disk = asyncio.Semaphore(self.limits.disk_lookups)
         # Built by the service before the manager (its observers notify there); or our own.
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
         self._methods: dict[str, Callable[[_Client, Any], Awaitable[Any]]] = {
@@ -183,72 +214,20 @@ class IntentApi:
             "eth_sendTransaction": self._eth_send_transaction,
             "eth_sendRawTransaction": self._eth_send_raw_transaction,
             "eth_accounts": self._eth_accounts,
+            "eth_subscribe": self._eth_subscribe,
+            "eth_unsubscribe": self._unsubscribe,
         }
 
     # -- server ----------------------------------------------------------------------------------
 
-    async def serve(self, host: str, port: int) -> Server:
-        """Start listening; the caller owns the returned server (``async with`` / ``close()``)."""
-        return await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._authorize,
-            max_size=4 * self.limits.max_message_bytes,
-            compression=None,
-        )
+    async def serve(self, host: str, port: int) -> ApiServer:
+        """Start listening; the caller owns the returned server (``close()``, ``wait_closed()``)."""
+        return await ApiServer(self, self._on_intent).start(host, port)
 
-    def _authorize(self, connection: ServerConnection, request: Request) -> Response | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            candidate = token.strip().encode()
-            for known in self._tokens:
-                if hmac.compare_digest(candidate, known):
-                    connection.token = token.strip()  # type: ignore[attr-defined]
-                    return None
-        self._on_intent("unauthorized")
-        response = connection.respond(HTTPStatus.UNAUTHORIZED, "missing or invalid bearer token\n")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="broadcaster"'
-        return response
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        token: str = getattr(ws, "token", "")
-        client = _Client(ws, token, self.limits)
-        self.subscriptions.add(client)
-        try:
-            async with asyncio.TaskGroup() as group:
-                writer = group.create_task(self._write_notifications(client))
-                try:
-                    async for message in ws:
-                        # Pipelined: each message in its own task, started in arrival order
-                        # (the admission lock keeps intents' nonces in that order); a bounded
-                        # number at once, so a flood waits here instead of piling up tasks.
-                        await client.in_flight.acquire()
-                        group.create_task(self._answer(client, message))
-                except ConnectionClosed:
-                    pass
-                finally:
-                    writer.cancel()
-        finally:
-            self.subscriptions.discard(client)
-
-    async def _answer(self, client: _Client, message: str | bytes) -> None:
-        try:
-            reply = await self.handle_message(client, message)
-            if reply is not None:
-                await client.ws.send(reply.decode())
-        except ConnectionClosed:
-            pass
-        finally:
-            client.in_flight.release()
-
-    async def _write_notifications(self, client: _Client) -> None:
-        try:
-            while True:
-                await client.ws.send((await client.outbox.get()).decode())
-        except ConnectionClosed:
-            return
+    def connection(
+        self, ws: Any, token: str, access: Access, transport: str = "websocket"
+    ) -> _Client:
+        return _Client(ws, token, self.limits, access, transport)
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -311,6 +290,8 @@ class IntentApi:
         try:
             if handler is not None:
                 result = await handler(client, params)
+            elif method in _CONTINUITY and self._passthrough is not None:
+                result = await self._continuity(client, method, params)
             elif method in PASS_THROUGH and self._passthrough is not None:
                 result = await self._pass(method, params if isinstance(params, list) else [])
             else:
@@ -318,10 +299,12 @@ class IntentApi:
                     METHOD_NOT_FOUND, f"the method {method:.100} does not exist/is not available"
                 )
         except ParamError as exc:
-            self._on_intent("invalid") if method.startswith(
-                ("broadcaster_send", "eth_send")
-            ) else None
+            if method.startswith(_SENDS):
+                self._on_intent("invalid")
             return _error(request_id, INVALID_PARAMS, f"invalid params: {exc}")
+        except RawTxRefused as exc:
+            self._on_intent("rejected")
+            return _error(request_id, INVALID_PARAMS, f"invalid params: params[0]: {exc}")
         except RpcError as exc:
             return _error(request_id, exc.code, exc.message, exc.data)
         except Exception:
@@ -331,7 +314,7 @@ class IntentApi:
             return None  # a notification: no answer
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
-    # -- methods ---------------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------
 
     async def _pass(self, method: str, params: list[Any]) -> Any:
         """``method`` answered by the node (``passthrough`` is called as ``ChainReader.call``:
@@ -344,22 +327,42 @@ class IntentApi:
         except ChainReadError as exc:
             raise RpcError(SERVER_ERROR, f"{method}: no node answered ({exc})") from exc
 
-    def _defaults(self) -> IntentDefaults:
+    def _defaults(self, client: _Client) -> IntentDefaults:
         return IntentDefaults(
             chain_id=self.chain_id,
-            accounts=self.accounts,
+            accounts=client.access.senders(self.accounts),
             base_fee=self.manager.base_fee,
             priority_fee=self._priority_fee,
         )
 
-    async def _submit(self, client: _Client, intent: Intent) -> TxRecord:
+    def _check_intake(self) -> None:
+        refusal = self._intake()
+        if refusal is not None:
+            self._on_intent("rejected")
+            raise RpcError(NOT_ACCEPTING, refusal)
+
+    def _own(self, client: _Client, record: TxRecord | None) -> TxRecord | None:
+        """``record`` if the caller may see it; otherwise as if it did not exist."""
+        return record if record is not None and client.access.owns(record) else None
+
+    async def _submit(self, client: _Client, intent: Intent, params: Any = None) -> TxRecord:
+        self._check_intake()
         try:
             async with client.admission:
                 record = await self.manager.admit(intent)
             await self.manager.complete(record)
         except DuplicateIdempotencyKey as exc:
             self._on_intent("duplicate")
-            return exc.record
+            earlier = exc.record
+            differs = idempotency_conflict(params, intent, earlier.intent)
+            if differs is not None:
+                raise RpcError(
+                    INVALID_PARAMS,
+                    f"invalid params: key: already used for intent {earlier.intent.id} with a "
+                    f"different {differs}: a key names one request; use a new key for a new one",
+                    intent_json(earlier),
+                ) from exc
+            return earlier
         except InvalidIntent as exc:
             self._on_intent("rejected")
             raise RpcError(INVALID_PARAMS, f"invalid params: {exc}") from exc
@@ -376,12 +379,23 @@ class IntentApi:
             )
         return record
 
-    async def _send_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        record = await self._submit(client, parse_intent(params, self._defaults()))
-        out = intent_json(record)
-        return {k: out[k] for k in ("id", "from", "nonce", "hash", "status")}
+    async def _lookup(self, client: _Client, wanted: str) -> TxRecord | None:
+        """The caller's record named by ``wanted``: an intent id, or any attempt's hash."""
+        manager = self.manager
+        record = manager.book.find_intent(wanted)
+        if record is None and _TX_HASH.fullmatch(wanted):
+            # Any attempt's transaction hash names its intent too (what eth_sendTransaction
+            # gave the bot), while the record is in memory.
+            record = manager.book.by_hash(bytes.fromhex(wanted[2:]))
+        if record is None and _INTENT_ID.fullmatch(wanted):
+            # Not in memory: perhaps evicted to the journal. A bounded number of these disk
+            # reads at once (they run in the default executor, which the signer's vsock
+            # connect needs too): a flood of made-up ids waits here instead of filling it.
+            async with self._disk:
+                record = await manager.find(wanted)
+        return self._own(client, record)
 
-    async def _record(self, params: Any) -> TxRecord:
+    async def _record(self, client: _Client, params: Any) -> TxRecord:
         if isinstance(params, list):
             if len(params) != 1:
                 raise ParamError("params", "expected [id]")
@@ -390,29 +404,53 @@ class IntentApi:
             params = params.get("id")
         if type(params) is not str or not params:
             raise ParamError("id", "expected the intent id string")
-        record = await self.manager.find(params)  # memory, then the journal on disk
-        if record is None and _TX_HASH.fullmatch(params):
-            # Any attempt's transaction hash names its intent too (what eth_sendTransaction
-            # gave the bot), while the record is in memory.
-            record = self.manager.book.by_hash(bytes.fromhex(params[2:]))
+        record = await self._lookup(client, params)
         if record is None:
             raise RpcError(
                 INVALID_PARAMS, f"invalid params: id: no intent {params!r:.100} is known here"
             )
         return record
 
+    # -- broadcaster_* -------------------------------------------------------------------------
+
+    async def _send_intent(self, client: _Client, params: Any) -> dict[str, Any]:
+        intent = parse_intent(params, self._defaults(client))
+        scoped = client.access.scoped_key(intent.key)
+        if scoped != intent.key:
+            intent = _replace_key(intent, scoped)
+        record = await self._submit(client, intent, params)
+        out = intent_json(record)
+        return {k: out[k] for k in ("id", "from", "nonce", "hash", "status")}
+
     async def _get_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        return intent_json(await self._record(params))
+        return intent_json(await self._record(client, params))
 
     async def _cancel_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        record = await self._record(params)
+        record = await self._record(client, params)
         try:
             await self.manager.cancel(record)
         except NonceError as exc:
             raise RpcError(SERVER_ERROR, str(exc), intent_json(record)) from exc
         return intent_json(record)
 
+    def _websocket_only(self, client: _Client, method: str) -> None:
+        if client.transport != "websocket":
+            raise RpcError(
+                METHOD_NOT_FOUND,
+                f"{method} needs a websocket (notifications cannot be sent over HTTP): "
+                "connect to ws://host:port/TOKEN",
+            )
+
+    def _check_room(self, client: _Client) -> None:
+        if self.subscriptions.count(client) >= self.limits.max_subscriptions:
+            raise RpcError(
+                SERVER_ERROR,
+                f"too many subscriptions on this connection (at most "
+                f"{self.limits.max_subscriptions}): broadcaster_unsubscribe one first",
+            )
+
     async def _subscribe(self, client: _Client, params: Any) -> str:
+        self._websocket_only(client, "broadcaster_subscribe")
         ids: frozenset[str] | None = None
         if isinstance(params, list) and params:
             wanted = params[0]
@@ -422,20 +460,39 @@ class IntentApi:
                 raise ParamError("params", "expected [] (all intents) or [[intent ids]]")
             if not wanted:  # would silently match nothing, forever
                 raise ParamError("params[0]", "no intent ids: pass [] to follow all intents")
-            ids = frozenset(wanted)
-        if len(client.subscriptions) >= self.limits.max_subscriptions:
-            raise RpcError(
-                SERVER_ERROR,
-                f"too many subscriptions on this connection (at most "
-                f"{self.limits.max_subscriptions}): broadcaster_unsubscribe one first",
-            )
-        sub_id = self.subscriptions.next_id()
-        client.subscriptions[sub_id] = ids
-        return sub_id
+            if len(wanted) > 1024:
+                raise ParamError("params[0]", "at most 1024 intent ids per subscription")
+            resolved = set()
+            for item in wanted:
+                if not client.access.full or _TX_HASH.fullmatch(item):
+                    # A tenant follows only its own intents, named by id or any hash; a hash
+                    # is resolved to the intent it names.
+                    record = await self._lookup(client, item)
+                    if record is None:
+                        raise RpcError(
+                            INVALID_PARAMS,
+                            f"invalid params: params[0]: no intent {item!r:.100} is known here",
+                        )
+                    resolved.add(record.intent.id)
+                else:
+                    resolved.add(item)  # full access may follow an id before it exists
+            ids = frozenset(resolved)
+        self._check_room(client)
+        return self.subscriptions.subscribe(client, ids)
 
     async def _unsubscribe(self, client: _Client, params: Any) -> bool:
         sub_id = params[0] if isinstance(params, list) and params else params
-        return client.subscriptions.pop(sub_id, 0) != 0 if isinstance(sub_id, str) else False
+        return self.subscriptions.unsubscribe(client, sub_id) if isinstance(sub_id, str) else False
+
+    # -- eth_* -----------------------------------------------------------------------------------
+
+    async def _eth_subscribe(self, client: _Client, params: Any) -> str:
+        self._websocket_only(client, "eth_subscribe")
+        kind = params[0] if isinstance(params, list) and params else None
+        if kind != "newHeads":
+            raise ParamError("params[0]", 'only "newHeads" is served here')
+        self._check_room(client)
+        return self.subscriptions.subscribe_heads(client)
 
     async def _chain_id(self, client: _Client, params: Any) -> str:
         return _hex(self.chain_id)
@@ -452,7 +509,23 @@ class IntentApi:
         return _hex(tip)
 
     async def _eth_accounts(self, client: _Client, params: Any) -> list[str]:
-        return [checksum_address(a) for a in self.accounts]
+        return [checksum_address(a) for a in client.access.senders(self.accounts)]
+
+    async def _continuity(self, client: _Client, method: str, params: Any) -> Any:
+        """``eth_getTransactionReceipt`` / ``eth_getTransactionByHash`` of a hash an intent of
+        the caller's ever had: asked about its canonical attempt (:mod:`.continuity`)."""
+        params = params if isinstance(params, list) else []
+        if len(params) == 1 and type(params[0]) is str and _TX_HASH.fullmatch(params[0]):
+            asked = bytes.fromhex(params[0][2:])
+            record = self._own(client, self.manager.book.by_hash(asked))
+            if record is not None:
+                attempt = canonical_attempt(record, asked)
+                if attempt is None:
+                    return None
+                if method == "eth_getTransactionReceipt" and record.included_hash is None:
+                    return None  # not in a canonical block (yet): no receipt is a fact
+                return await self._pass(method, ["0x" + attempt.hash.hex()])
+        return await self._pass(method, params)
 
     async def _eth_send_transaction(self, client: _Client, params: Any) -> str:
         tx = params[0] if isinstance(params, list) and len(params) == 1 else params
@@ -460,11 +533,12 @@ class IntentApi:
             raise ParamError("params", "expected [transaction object]")
         tx = dict(tx)
         tx.pop("nonce", None)  # nonces are the broadcaster's to allocate
+        defaults = self._defaults(client)
         if "gas" not in tx:
             if self._passthrough is None:
                 raise ParamError("gas", "required")
             # Name a bad field before asking the node; estimate what will actually be signed.
-            draft = parse_intent(tx, self._defaults(), require_gas=False)
+            draft = parse_intent(tx, defaults, require_gas=False)
             call: dict[str, Any] = {"from": draft.sender, "value": _hex(draft.value)}
             if draft.to is not None:
                 call["to"] = draft.to
@@ -484,7 +558,8 @@ class IntentApi:
                     "would probably revert); pass gas explicitly",
                 )
             tx["gas"] = parse_quantity(estimate, "gas")
-        record = await self._submit(client, parse_intent(tx, self._defaults()))
+        intent = parse_intent(tx, defaults)
+        record = await self._submit(client, intent)
         latest = record.latest
         if latest is None:
             raise RpcError(
@@ -495,20 +570,29 @@ class IntentApi:
             )
         return "0x" + latest.hash.hex()
 
+    async def _next_nonce(self, sender: str) -> int | None:
+        """Our next nonce for ``sender``; for a sender we never synced, the node's pending
+        count (``None`` when no node can say: the manager's own check still applies)."""
+        upcoming = self.manager.book.peek_next(sender)
+        if upcoming is not None or self._passthrough is None:
+            return upcoming
+        try:
+            count = await self._passthrough("eth_getTransactionCount", sender, "pending")
+        except (NodeError, ChainReadError):
+            return None
+        return int(count, 16) if type(count) is str and count.startswith("0x") else None
+
     async def _eth_send_raw_transaction(self, client: _Client, params: Any) -> str:
         if not isinstance(params, list) or len(params) != 1:
             raise ParamError("params", "expected [signed transaction as 0x-hex bytes]")
         raw = parse_data(params[0], "params[0]")
-        try:
-            fields, signed = signed_from_raw(raw)
-        except TransactionError as exc:
-            raise ParamError("params[0]", f"not a signed transaction: {exc}") from exc
-        if fields.chain_id not in (None, self.chain_id):
-            raise ParamError("chainId", f"this broadcaster serves chain {self.chain_id}")
+        fields, signed = check_raw_transaction(raw, chain_id=self.chain_id, access=client.access)
         sender = signed.sender.lower()
         existing = self.manager.book.by_hash(signed.hash)
         if existing is not None:
             return "0x" + signed.hash.hex()  # already tracked: "already known"
+        self._check_intake()
+        check_nonce_gap(fields.nonce, await self._next_nonce(sender), self._max_gap_fill)
         intent = Intent(
             id=f"raw-{signed.hash.hex()}",
             sender=sender,
@@ -542,6 +626,10 @@ class IntentApi:
     def notify(self, record: TxRecord, event: str) -> None:
         """Queue a status notification for every subscription that wants ``record`` (sync)."""
         self.subscriptions.notify(record, event)
+
+
+def _replace_key(intent: Intent, key: str | None) -> Intent:
+    return dataclasses.replace(intent, key=key)
 
 
 def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:

@@ -468,7 +468,10 @@ async def test_a_raw_transaction_for_another_chain_is_refused() -> None:
     raw = signed_raw(chain_id=1).raw_transaction.to_0x_hex()
     code, message = error_of(await call(make_api(), request("eth_sendRawTransaction", raw)))
     assert code == -32602
-    assert message == "invalid params: chainId: this broadcaster serves chain 31337"
+    assert message == (
+        "invalid params: params[0]: raw transaction refused (chain-id): signed for chain 1, "
+        "this broadcaster serves 31337"
+    )
 
 
 # -- getIntent / cancelIntent --------------------------------------------------------------------
