@@ -181,12 +181,12 @@ def parse_intent(
 
     if params.get("from") is None:
         if len(defaults.accounts) != 1:
-            raise ParamError("from", "required when more than one account is configured")
+            raise ParamError("from", "required when this token may send from several accounts")
         sender = defaults.accounts[0]
     else:
         sender = parse_address(params["from"], "from")
         if sender not in defaults.accounts:
-            raise ParamError("from", f"{sender} is not an account of this broadcaster")
+            raise ParamError("from", f"{sender} is not an account this token may send from")
     to = None if params.get("to") in (None, "0x") else parse_address(params["to"], "to")
     value = parse_quantity(params.get("value", 0), "value")
     if "data" in params and "input" in params and params["data"] != params["input"]:
