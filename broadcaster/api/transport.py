@@ -55,7 +55,9 @@ class ApiServer:
         self.api = api
         self._on_refused = on_refused
         self._open: dict[str, int] = {}  # token -> websockets open + HTTP requests in progress
-        self._web = web.Server(self._entry, handler_cancellation=True)
+        # No handler cancellation when a client goes away: an intent half admitted (nonce given,
+        # not yet journaled or signed) must finish, or it would hold its nonce unsigned.
+        self._web = web.Server(self._entry, handler_cancellation=False)
         self._server: asyncio.Server | None = None
         self._closing: asyncio.Task[None] | None = None
 
