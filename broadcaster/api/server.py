@@ -45,7 +45,7 @@ from broadcaster.api.intents import (
     parse_quantity,
 )
 from broadcaster.api.rawtx import RawTxRefused, check_nonce_gap, check_raw_transaction
-from broadcaster.api.subscriptions import Subscriptions
+from broadcaster.api.subscriptions import Outgoing, Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
@@ -108,7 +108,7 @@ class ApiLimits:
     rate_per_second: float = 10_000.0  # per token
     burst: int = 20_000
     max_subscriptions: int = 64  # per connection
-    notify_queue: int = 4096  # notifications buffered per connection before dropping
+    notify_queue: int = 4096  # events buffered per connection before dropping
     pipeline: int = 1024  # messages of one connection being handled at once
     max_connections_per_token: int = 256  # open websockets + HTTP requests in progress
     disk_lookups: int = 2  # journal lookups of ids not in memory, at once (the rest wait)
@@ -154,7 +154,7 @@ class _Client:
         self.access = access
         self.transport = transport
         self.subscriptions: dict[str, frozenset[str] | None] = {}
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(limits.notify_queue)
+        self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(limits.notify_queue)
         self.dropped = 0
         # Messages are handled concurrently (a bot may pipeline requests), but intents are
         # admitted (given nonces) one at a time, in the order they arrived: FIFO lock.

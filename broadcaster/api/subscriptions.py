@@ -5,9 +5,11 @@ Built before the tx manager and the API (the service's observers announce every 
 here; the API registers its websocket connections), so neither needs a reference to the other.
 
 Cost per event (DESIGN.md §7 "load limits"): a status notification is serialized *once*, however
-many subscriptions want it; each subscription then gets ``prefix + body + suffix``, its prefix
-(which carries its id) built when it subscribed. Subscriptions to given ids are indexed by id,
-so an event touches only the subscriptions that want it. ``bench/api_notify.py`` measures it
+many subscriptions want it, and each connection gets *one* queue entry per event: the body and
+the prefixes (which carry the subscription ids, built when each subscribed) of its subscriptions
+that want it. The connection's writer task, off the reaction path, sends each subscription its
+``prefix + body + suffix`` (:func:`expand`). Subscriptions to given ids are indexed by id, so an
+event touches only the connections that want it. ``bench/api_notify.py`` measures it
 (docs/performance.md).
 """
 
@@ -23,7 +25,7 @@ from broadcaster.api.access import Access
 from broadcaster.api.intents import intent_json
 from nonce import TxRecord
 
-__all__ = ["Follower", "Subscriptions"]
+__all__ = ["Follower", "Outgoing", "Subscriptions", "expand"]
 
 _STATUS_PREFIX = b'{"jsonrpc":"2.0","method":"broadcaster_subscription","params":{"subscription":"'
 _HEAD_PREFIX = b'{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"'
@@ -31,18 +33,28 @@ _MIDDLE = b'","result":'
 _SUFFIX = b"}}"
 
 
+Outgoing = tuple[tuple[bytes, ...], bytes]
+"""One queue entry: the prefixes of the subscriptions owed a message, and the shared body."""
+
+
+def expand(item: Outgoing) -> list[bytes]:
+    """The websocket messages one queue entry stands for, one per subscription."""
+    prefixes, body = item
+    return [prefix + body + _SUFFIX for prefix in prefixes]
+
+
 class Follower(Protocol):
     """One connection that may follow intents (the API's websocket client)."""
 
     access: Access
     subscriptions: dict[str, frozenset[str] | None]
-    outbox: asyncio.Queue[bytes]
+    outbox: asyncio.Queue[Outgoing]
     dropped: int
 
 
-def _put(follower: Follower, message: bytes) -> None:
+def _put(follower: Follower, prefixes: tuple[bytes, ...], body: bytes) -> None:
     try:
-        follower.outbox.put_nowait(message)
+        follower.outbox.put_nowait((prefixes, body))
     except asyncio.QueueFull:
         follower.dropped += 1  # a slow bot never stalls the service
 
@@ -54,9 +66,9 @@ class Subscriptions:
         self._followers: set[Any] = set()
         self._ids = 0
         # intent id -> follower -> prefixes of its subscriptions to that id
-        self._by_intent: dict[str, dict[Any, list[bytes]]] = {}
-        self._all: dict[Any, list[bytes]] = {}  # follower -> prefixes of its "all intents" subs
-        self._heads: dict[Any, dict[str, bytes]] = {}  # follower -> sub id -> prefix
+        self._by_intent: dict[str, dict[Any, tuple[bytes, ...]]] = {}
+        self._all: dict[Any, tuple[bytes, ...]] = {}  # follower -> its "all intents" subs
+        self._heads: dict[Any, dict[str, bytes]] = {}  # follower -> sub id -> prefix (newHeads)
         self._prefixes: dict[tuple[Any, str], bytes] = {}
 
     def add(self, follower: Follower) -> None:
@@ -85,10 +97,11 @@ class Subscriptions:
         follower.subscriptions[sub_id] = ids
         self._prefixes[(follower, sub_id)] = prefix
         if ids is None:
-            self._all.setdefault(follower, []).append(prefix)
+            self._all[follower] = (*self._all.get(follower, ()), prefix)
         else:
             for intent_id in ids:
-                self._by_intent.setdefault(intent_id, {}).setdefault(follower, []).append(prefix)
+                by_follower = self._by_intent.setdefault(intent_id, {})
+                by_follower[follower] = (*by_follower.get(follower, ()), prefix)
         return sub_id
 
     def subscribe_heads(self, follower: Follower) -> str:
@@ -107,16 +120,18 @@ class Subscriptions:
         ids = follower.subscriptions.pop(sub_id)
         prefix = self._prefixes.pop((follower, sub_id))
         if ids is None:
-            alls = self._all.get(follower, [])
-            alls.remove(prefix)
-            if not alls:
+            alls = tuple(p for p in self._all.get(follower, ()) if p != prefix)
+            if alls:
+                self._all[follower] = alls
+            else:
                 self._all.pop(follower, None)
         else:
             for intent_id in ids:
                 by_follower = self._by_intent[intent_id]
-                prefixes = by_follower[follower]
-                prefixes.remove(prefix)
-                if not prefixes:
+                prefixes = tuple(p for p in by_follower[follower] if p != prefix)
+                if prefixes:
+                    by_follower[follower] = prefixes
+                else:
                     del by_follower[follower]
                 if not by_follower:
                     del self._by_intent[intent_id]
@@ -140,16 +155,14 @@ class Subscriptions:
                 continue
             if body is None:
                 body = _status_body(record, event)
-            for prefix in prefixes:
-                _put(follower, prefix + body + _SUFFIX)
+            _put(follower, prefixes, body)
         if targeted:
             for follower, prefixes in targeted.items():
                 if not follower.access.owns(record):
                     continue  # subscribed before the id was someone else's: never told
                 if body is None:
                     body = _status_body(record, event)
-                for prefix in prefixes:
-                    _put(follower, prefix + body + _SUFFIX)
+                _put(follower, prefixes, body)
 
     def new_head(self, header: Mapping[str, Any]) -> None:
         """Queue ``header`` (the node's own ``newHeads`` object) for every ``newHeads`` sub."""
@@ -157,8 +170,7 @@ class Subscriptions:
             return
         body = orjson.dumps(header)
         for follower, subs in self._heads.items():
-            for prefix in subs.values():
-                _put(follower, prefix + body + _SUFFIX)
+            _put(follower, tuple(subs.values()), body)
 
 
 def _status_body(record: TxRecord, event: str) -> bytes:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from broadcaster.api.subscriptions import Outgoing, expand
+
 if TYPE_CHECKING:
     from broadcaster.api.server import IntentApi
 
@@ -196,10 +198,11 @@ class ApiServer:
             client.in_flight.release()
 
     async def _write_notifications(
-        self, ws: web.WebSocketResponse, outbox: asyncio.Queue[bytes]
+        self, ws: web.WebSocketResponse, outbox: asyncio.Queue[Outgoing]
     ) -> None:
         try:
             while not ws.closed:
-                await ws.send_frame(await outbox.get(), WSMsgType.TEXT)
+                for message in expand(await outbox.get()):
+                    await ws.send_frame(message, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError):
             return

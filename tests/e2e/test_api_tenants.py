@@ -136,7 +136,9 @@ async def test_every_cross_tenant_read_cancel_subscribe_and_send_is_refused(
     async with callers(stack, transport) as (a, b):
         assert await a.result("eth_accounts") == [DEV_ADDRESS]
         assert await b.result("eth_accounts") == [B_ADDRESS]
-        sent_a = await a.result("broadcaster_sendIntent", INTENT)  # "from" left out: its one account
+        sent_a = await a.result(
+            "broadcaster_sendIntent", INTENT
+        )  # "from" left out: its one account
         sent_b = await b.result("broadcaster_sendIntent", INTENT)
         assert (sent_a["from"], sent_b["from"]) == (DEV_ADDRESS, B_ADDRESS)
 

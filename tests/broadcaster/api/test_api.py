@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 import broadcaster.api.server as api_module
 from broadcaster.api.client import ApiError, BroadcasterClient
 from broadcaster.api.server import PASS_THROUGH, ApiLimits, IntentApi, _Client
+from broadcaster.api.subscriptions import expand
 from broadcaster.rpc.chain_reader import ChainReadError
 from nonce import Attempt, AttemptReason, Intent, TxRecord, TxState
 from nonce.book import NonceBook
@@ -132,6 +133,15 @@ async def call(api: IntentApi, message: Any, client: _Client | None = None) -> A
 
 def request(method: str, *params: Any, id: Any = 1) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id, "method": method, "params": list(params)}
+
+
+def notes_of(client: _Client) -> list[Any]:
+    """The notifications queued for ``client``, one per subscription, in order."""
+    return [
+        orjson.loads(message)
+        for _ in range(client.outbox.qsize())
+        for message in expand(client.outbox.get_nowait())
+    ]
 
 
 def error_of(reply: Any) -> tuple[int, str]:
@@ -540,7 +550,7 @@ async def test_notifications_go_to_matching_subscriptions_only() -> None:
     book = api.manager.book
     api.notify(book.by_intent(first["id"]), "signed")
     api.notify(book.by_intent(second["id"]), "signed")
-    notes = [orjson.loads(client.outbox.get_nowait()) for _ in range(client.outbox.qsize())]
+    notes = notes_of(client)
     assert [(n["params"]["subscription"], n["params"]["result"]["id"]) for n in notes] == [
         (every, first["id"]),
         (only, first["id"]),

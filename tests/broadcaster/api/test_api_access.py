@@ -8,7 +8,6 @@ import dataclasses
 import itertools
 from typing import Any
 
-import orjson
 import pytest
 import rlp
 from eth_account import Account
@@ -30,11 +29,13 @@ from tests.broadcaster.api.test_api import (
     StubManager,
     call,
     error_of,
+    notes_of,
     request,
 )
 
 OTHER = Account.from_key(OTHER_KEY).address  # anvil #2: tenant B's account
 KEY_A = DEV.lower()
+DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # anvil #0
 RAW: dict[str, Any] = {
     "type": 2,
     "chainId": CHAIN_ID,
@@ -108,10 +109,15 @@ async def test_a_tenant_sees_only_its_accounts_and_sends_only_from_them() -> Non
 async def test_another_tenants_intent_is_unknown_by_id_and_by_hash_for_reads_and_cancels() -> None:
     api = tenant_api()
     a, b = as_(api, "tok-a"), as_(api, "tok-b")
-    raw_a = hex_raw({**RAW, "nonce": 0}, key="0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+    raw_a = hex_raw(
+        {**RAW, "nonce": 0},
+        key=DEV_KEY,
+    )
     tx_hash = (await call(api, request("eth_sendRawTransaction", raw_a), a))["result"]
     intent_id = f"raw-{tx_hash[2:]}"
-    assert (await call(api, request("broadcaster_getIntent", tx_hash), a))["result"]["id"] == intent_id
+    assert (await call(api, request("broadcaster_getIntent", tx_hash), a))["result"][
+        "id"
+    ] == intent_id
     for method in ("broadcaster_getIntent", "broadcaster_cancelIntent"):
         for name in (intent_id, tx_hash):
             assert error_of(await call(api, request(method, name), b)) == (
@@ -126,7 +132,9 @@ async def test_another_tenants_intent_is_unknown_by_id_and_by_hash_for_reads_and
     )
     assert api.manager.cancelled == []  # type: ignore[attr-defined]
     full = as_(api, "full")
-    assert (await call(api, request("broadcaster_getIntent", tx_hash), full))["result"]["id"] == intent_id
+    assert (await call(api, request("broadcaster_getIntent", tx_hash), full))["result"][
+        "id"
+    ] == intent_id
 
 
 async def test_a_tenant_follows_only_its_own_intents() -> None:
@@ -135,7 +143,9 @@ async def test_a_tenant_follows_only_its_own_intents() -> None:
     for client in (a, b):
         api.subscriptions.add(client)
     sent_a = (await call(api, request("broadcaster_sendIntent", INTENT), a))["result"]
-    sent_b = (await call(api, request("broadcaster_sendIntent", {**INTENT, "from": OTHER}), b))["result"]
+    sent_b = (await call(api, request("broadcaster_sendIntent", {**INTENT, "from": OTHER}), b))[
+        "result"
+    ]
     assert error_of(await call(api, request("broadcaster_subscribe", [sent_a["id"]]), b)) == (
         -32602,
         f"invalid params: params[0]: no intent {sent_a['id']!r} is known here",
@@ -145,8 +155,7 @@ async def test_a_tenant_follows_only_its_own_intents() -> None:
     book = api.manager.book
     api.notify(book.by_intent(sent_a["id"]), "signed")
     api.notify(book.by_intent(sent_b["id"]), "signed")
-    notes_b = [orjson.loads(b.outbox.get_nowait()) for _ in range(b.outbox.qsize())]
-    notes_a = [orjson.loads(a.outbox.get_nowait()) for _ in range(a.outbox.qsize())]
+    notes_b, notes_a = notes_of(b), notes_of(a)
     assert [(n["params"]["subscription"], n["params"]["result"]["id"]) for n in notes_b] == [
         (every_b, sent_b["id"])
     ]
@@ -155,22 +164,37 @@ async def test_a_tenant_follows_only_its_own_intents() -> None:
     ]
 
 
-async def test_idempotency_keys_are_per_tenant_and_a_reused_key_with_other_fields_is_an_error() -> None:
+async def test_idempotency_keys_are_per_tenant_and_a_reused_key_with_other_fields_is_an_error() -> (
+    None
+):
     api = tenant_api()
     a, b = as_(api, "tok-a"), as_(api, "tok-b")
-    first = (await call(api, request("broadcaster_sendIntent", {**INTENT, "key": "k"}), a))["result"]
+    first = (await call(api, request("broadcaster_sendIntent", {**INTENT, "key": "k"}), a))[
+        "result"
+    ]
     # B's "k" is its own: a new intent, not A's record.
-    theirs = (await call(api, request("broadcaster_sendIntent", {**INTENT, "from": OTHER, "key": "k"}), b))["result"]
+    theirs = (
+        await call(api, request("broadcaster_sendIntent", {**INTENT, "from": OTHER, "key": "k"}), b)
+    )["result"]
     assert theirs["id"] != first["id"] and theirs["from"] == OTHER
-    again = (await call(api, request("broadcaster_sendIntent", {**INTENT, "key": "k"}), a))["result"]
+    again = (await call(api, request("broadcaster_sendIntent", {**INTENT, "key": "k"}), a))[
+        "result"
+    ]
     assert again == first
     # maxFeePerGas left out defaults to the base fee of the moment: still the same request.
     loose = {k: v for k, v in INTENT.items() if k != "maxFeePerGas"}
     assert (await call(api, request("broadcaster_sendIntent", {**loose, "key": "k2"}), a))["result"]
     api.manager.base_fee = 20 * GWEI  # type: ignore[attr-defined]
     assert "result" in await call(api, request("broadcaster_sendIntent", {**loose, "key": "k2"}), a)
-    for field, value in (("value", "0x2"), ("to", DEV), ("gas", "0x5209"), ("maxFeePerGas", hex(4 * GWEI))):
-        reply = await call(api, request("broadcaster_sendIntent", {**INTENT, "key": "k", field: value}), a)
+    for field, value in (
+        ("value", "0x2"),
+        ("to", DEV),
+        ("gas", "0x5209"),
+        ("maxFeePerGas", hex(4 * GWEI)),
+    ):
+        reply = await call(
+            api, request("broadcaster_sendIntent", {**INTENT, "key": "k", field: value}), a
+        )
         assert error_of(reply) == (
             -32602,
             f"invalid params: key: already used for intent {first['id']} with a different "
@@ -198,19 +222,42 @@ async def node_counts(method: str, *params: Any) -> Any:
     return "0x5"
 
 
-@pytest.mark.parametrize(
-    ("raw", "rule", "reason"),
-    [
-        (lambda: hex_raw({k: v for k, v in RAW.items() if k not in ("type", "chainId", "maxFeePerGas", "maxPriorityFeePerGas")} | {"gasPrice": GWEI}),
-         "chain-id", "a legacy transaction without an EIP-155 chain id is valid on every chain (a replay risk): sign it with chainId 31337"),
-        (lambda: hex_raw({**RAW, "chainId": 1}), "chain-id", "signed for chain 1, this broadcaster serves 31337"),
-        (lambda: high_s(hex_raw(RAW)), "low-s", "the signature's s is above secp256k1n/2 (EIP-2): use the low-s form, as every standard signer does"),
-        (lambda: hex_raw(RAW, key="0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"),
-         "sender", f"signed by {DEV}, which is not an account of this token"),
-        (lambda: hex_raw({**RAW, "nonce": 5}), "nonce-gap", "nonce 5 is more than max_gap_fill = 4 beyond the sender's next nonce 0"),
-    ],
-    ids=["no-chain-id", "other-chain", "high-s", "other-sender", "nonce-gap"],
-)  # fmt: skip
+LEGACY = {k: v for k, v in RAW.items() if k not in ("type", "chainId", "maxFeePerGas")} | {
+    "gasPrice": GWEI
+}
+LEGACY.pop("maxPriorityFeePerGas")
+RULE_CASES = {
+    "no-chain-id": (
+        lambda: hex_raw(LEGACY),
+        "chain-id",
+        "a legacy transaction without an EIP-155 chain id is valid on every chain (a replay "
+        "risk): sign it with chainId 31337",
+    ),
+    "other-chain": (
+        lambda: hex_raw({**RAW, "chainId": 1}),
+        "chain-id",
+        "signed for chain 1, this broadcaster serves 31337",
+    ),
+    "high-s": (
+        lambda: high_s(hex_raw(RAW)),
+        "low-s",
+        "the signature's s is above secp256k1n/2 (EIP-2): use the low-s form, as every standard "
+        "signer does",
+    ),
+    "other-sender": (
+        lambda: hex_raw(RAW, key=DEV_KEY),
+        "sender",
+        f"signed by {DEV}, which is not an account of this token",
+    ),
+    "nonce-gap": (
+        lambda: hex_raw({**RAW, "nonce": 5}),
+        "nonce-gap",
+        "nonce 5 is more than max_gap_fill = 4 beyond the sender's next nonce 0",
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "rule", "reason"), RULE_CASES.values(), ids=RULE_CASES.keys())
 async def test_a_raw_transaction_breaking_a_rule_is_refused_naming_the_rule(
     raw: Any, rule: str, reason: str
 ) -> None:
@@ -227,13 +274,19 @@ async def test_the_nonce_rule_asks_the_node_for_a_sender_we_never_synced() -> No
     api = tenant_api(passthrough=node_counts)  # the node says: next nonce 5
     stranger = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil #1
     full = as_(api, "full")
-    reply = await call(api, request("eth_sendRawTransaction", hex_raw({**RAW, "nonce": 10}, stranger)), full)
+    reply = await call(
+        api, request("eth_sendRawTransaction", hex_raw({**RAW, "nonce": 10}, stranger)), full
+    )
     assert error_of(reply)[1].endswith(
         "(nonce-gap): nonce 10 is more than max_gap_fill = 4 beyond the sender's next nonce 5"
     )
-    assert "result" in await call(api, request("eth_sendRawTransaction", hex_raw({**RAW, "nonce": 9}, stranger)), full)
+    assert "result" in await call(
+        api, request("eth_sendRawTransaction", hex_raw({**RAW, "nonce": 9}, stranger)), full
+    )
     # Within the gap and from the tenant's own account: accepted.
-    assert "result" in await call(api, request("eth_sendRawTransaction", hex_raw({**RAW, "nonce": 4})), as_(api, "tok-b"))
+    assert "result" in await call(
+        api, request("eth_sendRawTransaction", hex_raw({**RAW, "nonce": 4})), as_(api, "tok-b")
+    )
 
 
 # -- the intake gate (a standby instance) --------------------------------------------------------
@@ -244,7 +297,9 @@ async def test_a_closed_intake_refuses_every_send_with_its_reason_and_still_answ
     open_ = [True]
     api = tenant_api(intake=lambda: None if open_[0] else reason)
     b = as_(api, "tok-b")
-    sent = (await call(api, request("broadcaster_sendIntent", {**INTENT, "from": OTHER}), b))["result"]
+    sent = (await call(api, request("broadcaster_sendIntent", {**INTENT, "from": OTHER}), b))[
+        "result"
+    ]
     open_[0] = False
     for method, params in (
         ("broadcaster_sendIntent", {**INTENT, "from": OTHER}),
@@ -252,7 +307,9 @@ async def test_a_closed_intake_refuses_every_send_with_its_reason_and_still_answ
         ("eth_sendRawTransaction", hex_raw({**RAW, "nonce": 1})),
     ):
         assert error_of(await call(api, request(method, params), b)) == (-32010, reason)
-    assert (await call(api, request("broadcaster_getIntent", sent["id"]), b))["result"]["id"] == sent["id"]
+    assert (await call(api, request("broadcaster_getIntent", sent["id"]), b))["result"][
+        "id"
+    ] == sent["id"]
 
 
 # -- hash continuity -----------------------------------------------------------------------------
@@ -282,7 +339,11 @@ def record_with(api: IntentApi, *attempts: Attempt, included: int | None = None)
 
 
 def test_the_canonical_attempt_is_the_included_one_else_the_latest_payload_never_a_noop() -> None:
-    first, second, noop = attempt(1), attempt(2, AttemptReason.REORG), attempt(3, AttemptReason.CANCEL)
+    first, second, noop = (
+        attempt(1),
+        attempt(2, AttemptReason.REORG),
+        attempt(3, AttemptReason.CANCEL),
+    )
 
     def resolved(record: TxRecord, asked: Attempt) -> bytes | None:
         found = canonical_attempt(record, asked.hash)
@@ -299,7 +360,9 @@ def test_the_canonical_attempt_is_the_included_one_else_the_latest_payload_never
     assert canonical_attempt(record_with(tenant_api()), first.hash) is None  # nothing signed yet
 
 
-async def test_receipts_and_transactions_by_an_old_hash_are_asked_about_the_canonical_attempt() -> None:
+async def test_receipts_and_transactions_by_an_old_hash_are_asked_about_the_canonical_attempt() -> (
+    None
+):
     asked: list[tuple[str, str]] = []
 
     async def node(method: str, *params: Any) -> Any:
@@ -312,21 +375,32 @@ async def test_receipts_and_transactions_by_an_old_hash_are_asked_about_the_cano
     a, b = as_(api, "tok-a"), as_(api, "tok-b")
     old, new = "0x" + first.hash.hex(), "0x" + second.hash.hex()
     # Pending: the transaction is the latest attempt; no receipt (none is a fact yet).
-    assert (await call(api, request("eth_getTransactionByHash", old), a))["result"] == {"transactionHash": new}
+    assert (await call(api, request("eth_getTransactionByHash", old), a))["result"] == {
+        "transactionHash": new
+    }
     assert (await call(api, request("eth_getTransactionReceipt", old), a))["result"] is None
     record.included_hash, record.block = second.hash, BlockRef(1, "0x" + "11" * 32)
-    assert (await call(api, request("eth_getTransactionReceipt", old), a))["result"] == {"transactionHash": new}
+    assert (await call(api, request("eth_getTransactionReceipt", old), a))["result"] == {
+        "transactionHash": new
+    }
     # Another tenant's hash, and a hash nobody has: the node's own answer for that very hash.
     unknown = "0x" + "ee" * 32
-    assert (await call(api, request("eth_getTransactionReceipt", old), b))["result"] == {"transactionHash": old}
-    assert (await call(api, request("eth_getTransactionReceipt", unknown), a))["result"] == {"transactionHash": unknown}
-    assert asked[-2:] == [("eth_getTransactionReceipt", old), ("eth_getTransactionReceipt", unknown)]
+    assert (await call(api, request("eth_getTransactionReceipt", old), b))["result"] == {
+        "transactionHash": old
+    }
+    assert (await call(api, request("eth_getTransactionReceipt", unknown), a))["result"] == {
+        "transactionHash": unknown
+    }
+    assert asked[-2:] == [
+        ("eth_getTransactionReceipt", old),
+        ("eth_getTransactionReceipt", unknown),
+    ]
 
 
 # -- load limits ---------------------------------------------------------------------------------
 
 
-async def test_lookups_of_ids_not_in_memory_go_to_disk_a_few_at_a_time_and_malformed_ones_never() -> None:
+async def test_ids_not_in_memory_go_to_disk_a_few_at_a_time_and_malformed_ones_never() -> None:
     api = tenant_api(limits=ApiLimits(disk_lookups=2))
     manager: Any = api.manager
     inside = peak = 0
@@ -342,7 +416,10 @@ async def test_lookups_of_ids_not_in_memory_go_to_disk_a_few_at_a_time_and_malfo
     manager.find = slow_find
     full = as_(api, "full")
     ids = (f"{n:032x}" for n in itertools.count())
-    calls = [asyncio.ensure_future(call(api, request("broadcaster_getIntent", next(ids)), full)) for _ in range(50)]
+    calls = [
+        asyncio.ensure_future(call(api, request("broadcaster_getIntent", next(ids)), full))
+        for _ in range(50)
+    ]
     for _ in range(20):
         await asyncio.sleep(0)
     assert (inside, peak) == (2, 2)
@@ -367,18 +444,20 @@ async def test_a_status_notification_is_serialized_once_for_every_subscription(
 
     monkeypatch.setattr(subscriptions_module, "intent_json", counting)
     followers = [as_(api, "full") for _ in range(5)]
-    sub_ids = []
+    sub_ids: list[str] = []
     for client in followers:
         api.subscriptions.add(client)
-        for _ in range(4):
-            sub_ids.append((await call(api, request("broadcaster_subscribe"), client))["result"])
+        replies = [await call(api, request("broadcaster_subscribe"), client) for _ in range(4)]
+        sub_ids.extend(r["result"] for r in replies)
     sent = (await call(api, request("broadcaster_sendIntent", INTENT), followers[0]))["result"]
-    targeted = (await call(api, request("broadcaster_subscribe", [sent["id"]]), followers[1]))["result"]
+    targeted = (await call(api, request("broadcaster_subscribe", [sent["id"]]), followers[1]))[
+        "result"
+    ]
     api.notify(api.manager.book.by_intent(sent["id"]), "signed")
     assert built == 1
-    got = [
-        orjson.loads(c.outbox.get_nowait()) for c in followers for _ in range(c.outbox.qsize())
-    ]
+    # One queue entry per connection (the second has its targeted subscription's entry too).
+    assert [c.outbox.qsize() for c in followers] == [1, 2, 1, 1, 1]
+    got = [note for c in followers for note in notes_of(c)]
     assert sorted(n["params"]["subscription"] for n in got) == sorted([*sub_ids, targeted])
     assert all(n["params"]["result"]["id"] == sent["id"] for n in got)
     assert all(n["params"]["result"]["event"] == "signed" for n in got)

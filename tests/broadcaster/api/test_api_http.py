@@ -75,7 +75,8 @@ async def test_http_post_answers_json_rpc_with_a_bearer_header_or_the_token_as_t
         assert status == 200 and [r["result"] for r in replies] == [hex(CHAIN_ID), "0x7"]
         # Notifications only: no JSON-RPC answer, so no body.
         async with session.post(
-            f"http://{where}/{TOKEN}", data=orjson.dumps({"jsonrpc": "2.0", "method": "eth_chainId"})
+            f"http://{where}/{TOKEN}",
+            data=orjson.dumps({"jsonrpc": "2.0", "method": "eth_chainId"}),
         ) as response:
             assert response.status == 204 and await response.read() == b""
 
@@ -321,5 +322,7 @@ def test_intents_sent_by_the_fuzz_are_never_accepted_from_bad_params(
     """Counterpart of the websocket fuzz's check: only well-formed intents were booked."""
     for intent in thread_server.api.manager.submitted:  # type: ignore[attr-defined]
         assert intent.gas >= 21_000 and intent.chain_id == CHAIN_ID
-    good = http_request("POST", f"/{TOKEN}", [], orjson.dumps(request("broadcaster_sendIntent", INTENT)))
+    good = http_request(
+        "POST", f"/{TOKEN}", [], orjson.dumps(request("broadcaster_sendIntent", INTENT))
+    )
     assert b'"result"' in exchange(thread_server.port, good)

@@ -158,7 +158,9 @@ async def test_an_idempotency_key_sent_twice_gives_one_intent_and_one_transactio
         assert late["id"] == first["id"] and late["status"] == "included"
         # The same key with other fields is another request under a reused key: an error, not
         # the earlier record (which would tell the bot its new order went through).
-        other_value = await w.call("broadcaster_sendIntent", {**INTENT, "key": "order-42", "value": 9})
+        other_value = await w.call(
+            "broadcaster_sendIntent", {**INTENT, "key": "order-42", "value": 9}
+        )
         assert other_value["error"]["code"] == -32602
         assert other_value["error"]["message"] == (
             f"invalid params: key: already used for intent {first['id']} with a different "
