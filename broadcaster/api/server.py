@@ -278,6 +278,7 @@ class IntentApi:
                 self.limits.rate_per_second, self.limits.burst
             )
         if not bucket.take():
+            self._on_intent("rate_limited")
             return _error(
                 request_id,
                 RATE_LIMITED,
