@@ -120,7 +120,12 @@ def test_the_example_file_sets_and_comments_every_key_the_loader_knows() -> None
         "max_message_bytes",
         "rate_per_token",
         "rate_burst",
+        "max_connections_per_token",
+        "tenants",
     }
+    assert set(data["api"]["tenants"][0]) == {"name", "token", "accounts"}
+    keys_ = set(data["api"]["tenants"][0])
+    assert all(f"`{k}`" in text for k in keys_)
     comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
     keys = {key for value in data.values() if isinstance(value, dict) for key in value}
     keys |= {key for value in data.values() if isinstance(value, list) for key in value[0]}
