@@ -428,6 +428,7 @@ class IntentApi:
 
     async def _cancel_intent(self, client: _Client, params: Any) -> dict[str, Any]:
         record = await self._record(client, params)
+        self._check_intake()  # a cancel signs a noop: only the instance that sends may
         try:
             await self.manager.cancel(record)
         except NonceError as exc:

@@ -189,3 +189,29 @@ async def test_viem_wait_for_transaction_receipt_ends_with_the_resigned_receipt(
     stack: DevStack, kind: str
 ) -> None:
     await run_node_bot(stack, "viem_bot.cjs", kind)
+
+
+async def test_eth_subscribe_new_heads_announces_each_new_tip_as_the_node_sent_it(
+    stack: DevStack,
+) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(stack.url_for(stack.token), proxy=None) as ws:
+        await ws.send(
+            json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
+            )
+        )
+        sub_id = json.loads(await ws.recv())["result"]
+        await stack.node.rpc("evm_mine")
+        async with asyncio.timeout(WAIT):
+            note = json.loads(await ws.recv())
+    assert note["method"] == "eth_subscription"
+    assert note["params"]["subscription"] == sub_id
+    head = note["params"]["result"]
+    block = await stack.node.rpc("eth_getBlockByNumber", "latest", False)
+    assert (head["hash"], head["number"], head["parentHash"]) == (
+        block["hash"],
+        block["number"],
+        block["parentHash"],
+    )

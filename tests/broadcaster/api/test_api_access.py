@@ -307,6 +307,10 @@ async def test_a_closed_intake_refuses_every_send_with_its_reason_and_still_answ
         ("eth_sendRawTransaction", hex_raw({**RAW, "nonce": 1})),
     ):
         assert error_of(await call(api, request(method, params), b)) == (-32010, reason)
+    assert error_of(await call(api, request("broadcaster_cancelIntent", sent["id"]), b)) == (
+        -32010,
+        reason,
+    )
     assert (await call(api, request("broadcaster_getIntent", sent["id"]), b))["result"][
         "id"
     ] == sent["id"]
