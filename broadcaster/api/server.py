@@ -25,15 +25,21 @@ import asyncio
 import dataclasses
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from broadcaster.api.access import FULL_ACCESS, Access, Principals
+from broadcaster.api.access import Access, Principals
 from broadcaster.api.continuity import canonical_attempt
+from broadcaster.api.envelope import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    NOT_ACCEPTING,
+    SERVER_ERROR,
+    ApiLimits,
+    Connection,
+    Dispatcher,
+    RpcError,
+)
 from broadcaster.api.intents import (
     IntentDefaults,
     ParamError,
@@ -44,27 +50,19 @@ from broadcaster.api.intents import (
     parse_intent,
     parse_quantity,
 )
-from broadcaster.api.rawtx import RawTxRefused, check_nonce_gap, check_raw_transaction
-from broadcaster.api.subscriptions import Outgoing, Subscriptions
+from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
+from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
-from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
 from broadcaster.tx.manager import TxManager
 from nonce import AttemptReason, Intent, TxRecord
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
 
-__all__ = ["NOT_ACCEPTING", "ApiLimits", "IntentApi", "intent_json"]
+__all__ = ["NOT_ACCEPTING", "PASS_THROUGH", "ApiLimits", "IntentApi", "intent_json"]
+
+_Client = Connection  # the name the tests and fuzzers have always used
 
 log = logging.getLogger(__name__)
-
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-SERVER_ERROR = -32000  # the intent could not be carried out (signer refused, ...)
-RATE_LIMITED = -32005  # as Infura/Alchemy answer "limit exceeded"
-NOT_ACCEPTING = -32010  # this instance takes no intents now (a standby: the message names why)
 
 # Read-only methods passed through to an RPC so unchanged bots can fill gas and fees.
 PASS_THROUGH = frozenset(
@@ -85,7 +83,6 @@ PASS_THROUGH = frozenset(
         "web3_clientVersion",
     }
 )
-_SENDS = ("broadcaster_send", "eth_send")
 _CONTINUITY = frozenset({"eth_getTransactionReceipt", "eth_getTransactionByHash"})
 
 _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
@@ -94,75 +91,7 @@ _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _INTENT_ID = re.compile(r"[0-9a-f]{32}|raw-[0-9a-f]{64}")
 
 
-class RpcError(BroadcasterError):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-@dataclass(frozen=True, slots=True)
-class ApiLimits:
-    max_message_bytes: int = 128 * 1024
-    rate_per_second: float = 10_000.0  # per token
-    burst: int = 20_000
-    max_subscriptions: int = 64  # per connection
-    notify_queue: int = 4096  # events buffered per connection before dropping
-    pipeline: int = 1024  # messages of one connection being handled at once
-    max_connections_per_token: int = 256  # open websockets + HTTP requests in progress
-    disk_lookups: int = 2  # journal lookups of ids not in memory, at once (the rest wait)
-
-
-def _hex(n: int) -> str:
-    return hex(n)
-
-
-class _TokenBucket:
-    __slots__ = ("burst", "last", "rate", "tokens")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.last = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-class _Client:
-    """One connection (a websocket; or one HTTP request): who it is, its subscriptions and
-    outgoing notification queue."""
-
-    def __init__(
-        self,
-        ws: Any,
-        token: str,
-        limits: ApiLimits,
-        access: Access = FULL_ACCESS,
-        transport: str = "websocket",
-    ) -> None:
-        self.ws = ws
-        self.token = token
-        self.access = access
-        self.transport = transport
-        self.subscriptions: dict[str, frozenset[str] | None] = {}
-        self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(limits.notify_queue)
-        self.dropped = 0
-        # Messages are handled concurrently (a bot may pipeline requests), but intents are
-        # admitted (given nonces) one at a time, in the order they arrived: FIFO lock.
-        self.admission = asyncio.Lock()
-        self.in_flight = asyncio.Semaphore(limits.pipeline)
-
-
-class IntentApi:
+class IntentApi(Dispatcher):
     """Serves the API for one :class:`TxManager`.
 
     ``intake`` is the "accepting intents?" gate: ``None`` to accept, else the reason to refuse
@@ -191,19 +120,17 @@ class IntentApi:
         self.manager = manager
         self.chain_id = chain_id
         self.accounts = [a.lower() for a in accounts]
+        super().__init__(limits or ApiLimits(), on_intent)
         self.principals = Principals(tokens, tenants)
-        self.limits = limits or ApiLimits()
         self._tip_number = tip_number
         self._passthrough = passthrough
-        self._on_intent = on_intent
         self._priority_fee = priority_fee  # [fees] priority_fee_wei: the tip of intents without one
         self._max_gap_fill = max_gap_fill
         self._intake = intake
-        self._buckets: dict[str, _TokenBucket] = {}
         self._disk = asyncio.Semaphore(self.limits.disk_lookups)
         # Built by the service before the manager (its observers notify there); or our own.
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
-        self._methods: dict[str, Callable[[_Client, Any], Awaitable[Any]]] = {
+        self._methods = {
             "broadcaster_sendIntent": self._send_intent,
             "broadcaster_getIntent": self._get_intent,
             "broadcaster_cancelIntent": self._cancel_intent,
@@ -226,94 +153,15 @@ class IntentApi:
 
     def connection(
         self, ws: Any, token: str, access: Access, transport: str = "websocket"
-    ) -> _Client:
-        return _Client(ws, token, self.limits, access, transport)
+    ) -> Connection:
+        return Connection(ws, token, self.limits, access, transport)
 
-    # -- messages --------------------------------------------------------------------------------
-
-    async def handle_message(self, client: _Client, message: str | bytes) -> bytes | None:
-        """The reply to one websocket message (``None`` for notifications-only batches)."""
-        # The limit is in bytes (a text frame arrives decoded: its UTF-8 may be up to 4x longer).
-        size = len(message)
-        if type(message) is str and 4 * size > self.limits.max_message_bytes:
-            size = len(message.encode("utf-8", "surrogatepass"))
-        if size > self.limits.max_message_bytes:
-            return orjson.dumps(
-                _error(
-                    None,
-                    INVALID_REQUEST,
-                    f"message of {size} bytes exceeds the limit of "
-                    f"{self.limits.max_message_bytes} bytes",
-                )
-            )
-        try:
-            payload = orjson.loads(message)
-        except orjson.JSONDecodeError as exc:
-            return orjson.dumps(_error(None, PARSE_ERROR, f"parse error: {exc}"))
-        if isinstance(payload, list):
-            if not payload:
-                return orjson.dumps(
-                    _error(None, INVALID_REQUEST, "empty batch: send at least one request")
-                )
-            # Concurrently, started in order: intents are admitted in batch order.
-            answers = await asyncio.gather(*(self._one(client, item) for item in payload))
-            replies = [r for r in answers if r]
-            return orjson.dumps(replies) if replies else None
-        reply = await self._one(client, payload)
-        return orjson.dumps(reply) if reply is not None else None
-
-    async def _one(self, client: _Client, request: Any) -> dict[str, Any] | None:
-        if not isinstance(request, dict):
-            return _error(None, INVALID_REQUEST, "a request must be a JSON object")
-        request_id = request.get("id")
-        if type(request_id) not in (int, str, type(None)):
-            return _error(None, INVALID_REQUEST, "id must be a string, an integer or null")
-        if request.get("jsonrpc") != "2.0":
-            return _error(request_id, INVALID_REQUEST, 'expected "jsonrpc": "2.0"')
-        if not isinstance(request.get("method"), str):
-            return _error(request_id, INVALID_REQUEST, "expected a method name (a string)")
-        bucket = self._buckets.get(client.token)
-        if bucket is None:
-            bucket = self._buckets[client.token] = _TokenBucket(
-                self.limits.rate_per_second, self.limits.burst
-            )
-        if not bucket.take():
-            self._on_intent("rate_limited")
-            return _error(
-                request_id,
-                RATE_LIMITED,
-                f"rate limit exceeded for this token ({self.limits.rate_per_second:g} requests/s, "
-                f"bursts of {self.limits.burst}): retry shortly",
-            )
-        method = request["method"]
-        params = request.get("params", [])
-        handler = self._methods.get(method)
-        try:
-            if handler is not None:
-                result = await handler(client, params)
-            elif method in _CONTINUITY and self._passthrough is not None:
-                result = await self._continuity(client, method, params)
-            elif method in PASS_THROUGH and self._passthrough is not None:
-                result = await self._pass(method, params if isinstance(params, list) else [])
-            else:
-                raise RpcError(
-                    METHOD_NOT_FOUND, f"the method {method:.100} does not exist/is not available"
-                )
-        except ParamError as exc:
-            if method.startswith(_SENDS):
-                self._on_intent("invalid")
-            return _error(request_id, INVALID_PARAMS, f"invalid params: {exc}")
-        except RawTxRefused as exc:
-            self._on_intent("rejected")
-            return _error(request_id, INVALID_PARAMS, f"invalid params: params[0]: {exc}")
-        except RpcError as exc:
-            return _error(request_id, exc.code, exc.message, exc.data)
-        except Exception:
-            log.exception("API method %s failed", method)
-            return _error(request_id, INTERNAL_ERROR, "internal error")
-        if "id" not in request:
-            return None  # a notification: no answer
-        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+    async def _other(self, client: Connection, method: str, params: Any) -> Any:
+        if method in _CONTINUITY and self._passthrough is not None:
+            return await self._continuity(client, method, params)
+        if method in PASS_THROUGH and self._passthrough is not None:
+            return await self._pass(method, params if isinstance(params, list) else [])
+        return await super()._other(client, method, params)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -328,7 +176,7 @@ class IntentApi:
         except ChainReadError as exc:
             raise RpcError(SERVER_ERROR, f"{method}: no node answered ({exc})") from exc
 
-    def _defaults(self, client: _Client) -> IntentDefaults:
+    def _defaults(self, client: Connection) -> IntentDefaults:
         return IntentDefaults(
             chain_id=self.chain_id,
             accounts=client.access.senders(self.accounts),
@@ -342,11 +190,11 @@ class IntentApi:
             self._on_intent("rejected")
             raise RpcError(NOT_ACCEPTING, refusal)
 
-    def _own(self, client: _Client, record: TxRecord | None) -> TxRecord | None:
+    def _own(self, client: Connection, record: TxRecord | None) -> TxRecord | None:
         """``record`` if the caller may see it; otherwise as if it did not exist."""
         return record if record is not None and client.access.owns(record) else None
 
-    async def _submit(self, client: _Client, intent: Intent, params: Any = None) -> TxRecord:
+    async def _submit(self, client: Connection, intent: Intent, params: Any = None) -> TxRecord:
         self._check_intake()
         try:
             async with client.admission:
@@ -380,7 +228,7 @@ class IntentApi:
             )
         return record
 
-    async def _lookup(self, client: _Client, wanted: str) -> TxRecord | None:
+    async def _lookup(self, client: Connection, wanted: str) -> TxRecord | None:
         """The caller's record named by ``wanted``: an intent id, or any attempt's hash."""
         manager = self.manager
         record = manager.book.find_intent(wanted)
@@ -396,7 +244,7 @@ class IntentApi:
                 record = await manager.find(wanted)
         return self._own(client, record)
 
-    async def _record(self, client: _Client, params: Any) -> TxRecord:
+    async def _record(self, client: Connection, params: Any) -> TxRecord:
         if isinstance(params, list):
             if len(params) != 1:
                 raise ParamError("params", "expected [id]")
@@ -414,7 +262,7 @@ class IntentApi:
 
     # -- broadcaster_* -------------------------------------------------------------------------
 
-    async def _send_intent(self, client: _Client, params: Any) -> dict[str, Any]:
+    async def _send_intent(self, client: Connection, params: Any) -> dict[str, Any]:
         intent = parse_intent(params, self._defaults(client))
         scoped = client.access.scoped_key(intent.key)
         if scoped != intent.key:
@@ -423,10 +271,10 @@ class IntentApi:
         out = intent_json(record)
         return {k: out[k] for k in ("id", "from", "nonce", "hash", "status")}
 
-    async def _get_intent(self, client: _Client, params: Any) -> dict[str, Any]:
+    async def _get_intent(self, client: Connection, params: Any) -> dict[str, Any]:
         return intent_json(await self._record(client, params))
 
-    async def _cancel_intent(self, client: _Client, params: Any) -> dict[str, Any]:
+    async def _cancel_intent(self, client: Connection, params: Any) -> dict[str, Any]:
         record = await self._record(client, params)
         self._check_intake()  # a cancel signs a noop: only the instance that sends may
         try:
@@ -435,7 +283,7 @@ class IntentApi:
             raise RpcError(SERVER_ERROR, str(exc), intent_json(record)) from exc
         return intent_json(record)
 
-    def _websocket_only(self, client: _Client, method: str) -> None:
+    def _websocket_only(self, client: Connection, method: str) -> None:
         if client.transport != "websocket":
             raise RpcError(
                 METHOD_NOT_FOUND,
@@ -443,7 +291,7 @@ class IntentApi:
                 "connect to ws://host:port/TOKEN",
             )
 
-    def _check_room(self, client: _Client) -> None:
+    def _check_room(self, client: Connection) -> None:
         if self.subscriptions.count(client) >= self.limits.max_subscriptions:
             raise RpcError(
                 SERVER_ERROR,
@@ -451,7 +299,7 @@ class IntentApi:
                 f"{self.limits.max_subscriptions}): broadcaster_unsubscribe one first",
             )
 
-    async def _subscribe(self, client: _Client, params: Any) -> str:
+    async def _subscribe(self, client: Connection, params: Any) -> str:
         self._websocket_only(client, "broadcaster_subscribe")
         ids: frozenset[str] | None = None
         if isinstance(params, list) and params:
@@ -482,13 +330,13 @@ class IntentApi:
         self._check_room(client)
         return self.subscriptions.subscribe(client, ids)
 
-    async def _unsubscribe(self, client: _Client, params: Any) -> bool:
+    async def _unsubscribe(self, client: Connection, params: Any) -> bool:
         sub_id = params[0] if isinstance(params, list) and params else params
         return self.subscriptions.unsubscribe(client, sub_id) if isinstance(sub_id, str) else False
 
     # -- eth_* -----------------------------------------------------------------------------------
 
-    async def _eth_subscribe(self, client: _Client, params: Any) -> str:
+    async def _eth_subscribe(self, client: Connection, params: Any) -> str:
         self._websocket_only(client, "eth_subscribe")
         kind = params[0] if isinstance(params, list) and params else None
         if kind != "newHeads":
@@ -496,10 +344,10 @@ class IntentApi:
         self._check_room(client)
         return self.subscriptions.subscribe_heads(client)
 
-    async def _chain_id(self, client: _Client, params: Any) -> str:
-        return _hex(self.chain_id)
+    async def _chain_id(self, client: Connection, params: Any) -> str:
+        return hex(self.chain_id)
 
-    async def _block_number(self, client: _Client, params: Any) -> str:
+    async def _block_number(self, client: Connection, params: Any) -> str:
         tip = self._tip_number()
         if tip is None and self._passthrough is not None:
             # No new head since start (an idle chain): ask the node rather than fail the bot.
@@ -508,12 +356,12 @@ class IntentApi:
                 return number
         if tip is None:
             raise RpcError(SERVER_ERROR, "no block seen yet: the node has not sent a head")
-        return _hex(tip)
+        return hex(tip)
 
-    async def _eth_accounts(self, client: _Client, params: Any) -> list[str]:
+    async def _eth_accounts(self, client: Connection, params: Any) -> list[str]:
         return [checksum_address(a) for a in client.access.senders(self.accounts)]
 
-    async def _continuity(self, client: _Client, method: str, params: Any) -> Any:
+    async def _continuity(self, client: Connection, method: str, params: Any) -> Any:
         """``eth_getTransactionReceipt`` / ``eth_getTransactionByHash`` of a hash an intent of
         the caller's ever had: asked about its canonical attempt (:mod:`.continuity`)."""
         params = params if isinstance(params, list) else []
@@ -529,7 +377,7 @@ class IntentApi:
                 return await self._pass(method, ["0x" + attempt.hash.hex()])
         return await self._pass(method, params)
 
-    async def _eth_send_transaction(self, client: _Client, params: Any) -> str:
+    async def _eth_send_transaction(self, client: Connection, params: Any) -> str:
         tx = params[0] if isinstance(params, list) and len(params) == 1 else params
         if not isinstance(tx, Mapping):
             raise ParamError("params", "expected [transaction object]")
@@ -541,7 +389,7 @@ class IntentApi:
                 raise ParamError("gas", "required")
             # Name a bad field before asking the node; estimate what will actually be signed.
             draft = parse_intent(tx, defaults, require_gas=False)
-            call: dict[str, Any] = {"from": draft.sender, "value": _hex(draft.value)}
+            call: dict[str, Any] = {"from": draft.sender, "value": hex(draft.value)}
             if draft.to is not None:
                 call["to"] = draft.to
             if draft.data:
@@ -584,7 +432,7 @@ class IntentApi:
             return None
         return int(count, 16) if type(count) is str and count.startswith("0x") else None
 
-    async def _eth_send_raw_transaction(self, client: _Client, params: Any) -> str:
+    async def _eth_send_raw_transaction(self, client: Connection, params: Any) -> str:
         if not isinstance(params, list) or len(params) != 1:
             raise ParamError("params", "expected [signed transaction as 0x-hex bytes]")
         raw = parse_data(params[0], "params[0]")
@@ -632,13 +480,6 @@ class IntentApi:
 
 def _replace_key(intent: Intent, key: str | None) -> Intent:
     return dataclasses.replace(intent, key=key)
-
-
-def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
 _ = AttemptReason  # status events name attempt reasons too (resent)

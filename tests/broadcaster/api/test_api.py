@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-import broadcaster.api.server as api_module
+import broadcaster.api.envelope as api_module
 from broadcaster.api.client import ApiError, BroadcasterClient
 from broadcaster.api.server import PASS_THROUGH, ApiLimits, IntentApi, _Client
 from broadcaster.api.subscriptions import expand
