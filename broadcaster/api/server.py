@@ -374,7 +374,12 @@ class IntentApi(Dispatcher):
                     return None
                 if method == "eth_getTransactionReceipt" and record.included_hash is None:
                     return None  # not in a canonical block (yet): no receipt is a fact
-                return await self._pass(method, ["0x" + attempt.hash.hex()])
+                answer = await self._pass(method, ["0x" + attempt.hash.hex()])
+                if answer is None and attempt.hash != asked and record.included_hash is None:
+                    # The node never saw the latest attempt (sent only to private endpoints,
+                    # or not yet): the hash asked about may still be in its pool.
+                    answer = await self._pass(method, params)
+                return answer
         return await self._pass(method, params)
 
     async def _eth_send_transaction(self, client: Connection, params: Any) -> str:

@@ -331,6 +331,10 @@ def attempt(n: int, reason: AttemptReason = AttemptReason.INITIAL) -> Attempt:
     )
 
 
+async def none() -> None:
+    return None
+
+
 def record_with(api: IntentApi, *attempts: Attempt, included: int | None = None) -> TxRecord:
     book = api.manager.book
     record = book.accept(parse_intent(INTENT, api._defaults(as_(api, "full"))), now=0.0)
@@ -383,6 +387,11 @@ async def test_receipts_and_transactions_by_an_old_hash_are_asked_about_the_cano
         "transactionHash": new
     }
     assert (await call(api, request("eth_getTransactionReceipt", old), a))["result"] is None
+    # A node that never saw the latest attempt: the transaction asked about, as it knows it.
+    blind_api = tenant_api(passthrough=lambda method, h: node(method, h) if h == old else none())
+    record_with(blind_api, first, second)
+    blind = await call(blind_api, request("eth_getTransactionByHash", old), as_(blind_api, "tok-a"))
+    assert blind["result"] == {"transactionHash": old}
     record.included_hash, record.block = second.hash, BlockRef(1, "0x" + "11" * 32)
     assert (await call(api, request("eth_getTransactionReceipt", old), a))["result"] == {
         "transactionHash": new
