@@ -258,7 +258,7 @@ class Service:
             server = await api.serve(config.api.listen.host, config.api.listen.port)
             self.api_port = int(next(iter(server.sockets)).getsockname()[1])
             log.info(
-                "serving intents on http:// and ws://%s:%d, metrics on %s",
+                "serving intents on %s:%d (HTTP and websocket), metrics on %s",
                 config.api.listen.host,
                 self.api_port,
                 self.metrics_server.url,

@@ -51,7 +51,7 @@ def describe_config(config: Config) -> str:
         f"signer: {signer.url} ({attested}, timeout {signer.timeout_seconds:g} s)",
         f"accounts ({len(config.accounts)}): " + ", ".join(a.address for a in config.accounts),
         f"fees: bump {fees.bump_percent}%, default tip {fees.priority_fee_wei} wei, {cap}",
-        f"api: http:// and ws://{api.listen} ({len(api.tokens)} token(s), "
+        f"api: {api.listen}, HTTP and websocket ({len(api.tokens)} token(s), "
         f"{len(api.tenants)} tenant(s), max message {api.max_message_bytes} bytes, "
         f"{api.rate_per_token:g} req/s per token, burst {api.rate_burst}, "
         f"{api.max_connections_per_token} connections per token)",
