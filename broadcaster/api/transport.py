@@ -59,7 +59,9 @@ class ApiServer:
         self._open: dict[str, int] = {}  # token -> websockets open + HTTP requests in progress
         # No handler cancellation when a client goes away: an intent half admitted (nonce given,
         # not yet journaled or signed) must finish, or it would hold its nonce unsigned.
-        self._web = web.Server(self._entry, handler_cancellation=False)
+        # No access log: a line per request is noise and CPU on a path bots call thousands of
+        # times a second (refusals are counted in metrics instead).
+        self._web = web.Server(self._entry, handler_cancellation=False, access_log=None)
         self._server: asyncio.Server | None = None
         self._closing: asyncio.Task[None] | None = None
 
