@@ -55,7 +55,7 @@ from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
 from broadcaster.tx.manager import TxManager
-from nonce import AttemptReason, Intent, TxRecord
+from nonce import Attempt, AttemptReason, Intent, TxRecord
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
 
 __all__ = ["NOT_ACCEPTING", "PASS_THROUGH", "ApiLimits", "IntentApi", "intent_json"]
@@ -372,8 +372,8 @@ class IntentApi(Dispatcher):
                 attempt = canonical_attempt(record, asked)
                 if attempt is None:
                     return None
-                if method == "eth_getTransactionReceipt" and record.included_hash is None:
-                    return None  # not in a canonical block (yet): no receipt is a fact
+                if method == "eth_getTransactionReceipt":
+                    return await self._canonical_receipt(record, attempt)
                 answer = await self._pass(method, ["0x" + attempt.hash.hex()])
                 if answer is None and attempt.hash != asked and record.included_hash is None:
                     # The node never saw the latest attempt (sent only to private endpoints,
@@ -381,6 +381,20 @@ class IntentApi(Dispatcher):
                     answer = await self._pass(method, params)
                 return answer
         return await self._pass(method, params)
+
+    async def _canonical_receipt(self, record: TxRecord, attempt: Attempt) -> Any:
+        """The node's receipt of ``attempt`` only if it is the attempt our canonical block
+        holds, *in that block*: not included (yet), or a payload whose nonce a noop took (a
+        cancel), is ``null``; so is a receipt a lagging node still has from an abandoned block
+        (it may even say ``status: 1`` for a trade the canonical chain never made)."""
+        block = record.block
+        if record.included_hash is None or attempt.hash != record.included_hash or block is None:
+            return None
+        answer = await self._pass("eth_getTransactionReceipt", ["0x" + attempt.hash.hex()])
+        found = answer.get("blockHash") if isinstance(answer, Mapping) else None
+        if not isinstance(found, str) or found.lower() != block.hash.lower():
+            return None  # the node has not (yet) the block we call canonical
+        return answer
 
     async def _eth_send_transaction(self, client: Connection, params: Any) -> str:
         tx = params[0] if isinstance(params, list) and len(params) == 1 else params

@@ -14,10 +14,18 @@ parser serves only the ``GET`` of a handshake and refuses any request with a bod
 frames websockets in C, and serves both from one handler.
 
 Answers: ``401`` (with ``WWW-Authenticate: Bearer``) for a missing or unknown token, ``429``
-when the token already has ``max_connections_per_token`` open websockets plus HTTP requests in
-progress, ``413`` for a body over 4x ``max_message_bytes`` (between 1x and 4x, a JSON-RPC
-``-32600`` answer, as on the websocket), ``405`` for other methods, ``404`` for deeper paths.
+when the token already holds ``max_connections_per_token`` connections, ``413`` for a body
+over 4x ``max_message_bytes`` (between 1x and 4x, a JSON-RPC ``-32600`` answer, as on the
+websocket), ``405`` for other methods, ``404`` for deeper paths.
 A JSON-RPC answer is ``200 application/json``; a request of notifications only gets ``204``.
+
+What the cap counts: TCP connections a token was used on, from its first request until the
+connection closes *and* its last request has finished (no handler cancellation: a request whose
+client left still runs). So an idle keep-alive HTTP connection counts (else a token could hold
+any number of sockets, one request each, until the process runs out of file descriptors), and so
+does a request whose client hung up. Refusals (``401``, ``429``) close their connection, and a
+connection idle for ``KEEPALIVE_SECONDS`` (or that never finishes its first request's headers)
+is closed.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ __all__ = ["ApiServer"]
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
+KEEPALIVE_SECONDS = 75.0  # aiohttp's web.AppRunner default (its low-level Server: an hour)
 
 
 def _json_error(status: int, code: int, message: str) -> web.Response:
@@ -56,12 +65,21 @@ class ApiServer:
     def __init__(self, api: IntentApi, on_refused: Callable[[str], None]) -> None:
         self.api = api
         self._on_refused = on_refused
-        self._open: dict[str, int] = {}  # token -> websockets open + HTTP requests in progress
+        self._open: dict[str, int] = {}  # token -> connections holding it (module docstring)
+        self._held: dict[Any, set[str]] = {}  # connection (aiohttp handler) -> tokens it holds
+        self._busy: dict[Any, int] = {}  # connection -> its requests in progress
+        self._lost: set[Any] = set()  # connections closed with requests still in progress
         # No handler cancellation when a client goes away: an intent half admitted (nonce given,
         # not yet journaled or signed) must finish, or it would hold its nonce unsigned.
         # No access log: a line per request is noise and CPU on a path bots call thousands of
         # times a second (refusals are counted in metrics instead).
-        self._web = web.Server(self._entry, handler_cancellation=False, access_log=None)
+        self._web = _Server(
+            self._entry,
+            self._connection_lost,
+            handler_cancellation=False,
+            access_log=None,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+        )
         self._server: asyncio.Server | None = None
         self._closing: asyncio.Task[None] | None = None
 
@@ -114,6 +132,7 @@ class ApiServer:
             self._on_refused("unauthorized")
             response = web.Response(status=401, text="missing or invalid bearer token\n")
             response.headers["WWW-Authenticate"] = 'Bearer realm="broadcaster"'
+            response.force_close()
             return response
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if request.method not in ("POST", "GET") or (request.method == "GET" and not upgrade):
@@ -122,21 +141,43 @@ class ApiServer:
             )
             response.headers["Allow"] = "GET, POST"
             return response
-        limit = self.api.limits.max_connections_per_token
-        if self._open.get(token, 0) >= limit:
-            self._on_refused("rate_limited")
-            return _json_error(
-                429,
-                -32005,
-                f"too many connections for this token (at most {limit} websockets and HTTP "
-                "requests in progress): close one or retry shortly",
-            )
-        self._open[token] = self._open.get(token, 0) + 1
+        connection = request.protocol
+        held = self._held.setdefault(connection, set())
+        if token not in held:
+            limit = self.api.limits.max_connections_per_token
+            if self._open.get(token, 0) >= limit:
+                self._on_refused("rate_limited")
+                response = _json_error(
+                    429,
+                    -32005,
+                    f"too many connections for this token (at most {limit} connections, idle "
+                    "keep-alive ones included): close one or retry shortly",
+                )
+                response.force_close()
+                return response
+            held.add(token)
+            self._open[token] = self._open.get(token, 0) + 1
+        self._busy[connection] = self._busy.get(connection, 0) + 1
         try:
             if upgrade:
                 return await self._websocket(request, token, access)
             return await self._http(request, token, access)
         finally:
+            busy = self._busy.pop(connection) - 1
+            if busy:
+                self._busy[connection] = busy
+            elif connection in self._lost:
+                self._release(connection)
+
+    def _connection_lost(self, connection: Any) -> None:
+        if self._busy.get(connection):
+            self._lost.add(connection)  # released when its last request finishes
+        else:
+            self._release(connection)
+
+    def _release(self, connection: Any) -> None:
+        self._lost.discard(connection)
+        for token in self._held.pop(connection, ()):
             left = self._open[token] - 1
             if left:
                 self._open[token] = left
@@ -208,3 +249,15 @@ class ApiServer:
                     await ws.send_frame(message, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError):
             return
+
+
+class _Server(web.Server):
+    """aiohttp's connection manager, telling the API when a connection closes."""
+
+    def __init__(self, handler: Any, on_lost: Callable[[Any], None], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._on_lost = on_lost
+
+    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self._on_lost(handler)

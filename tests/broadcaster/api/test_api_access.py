@@ -368,6 +368,9 @@ def test_the_canonical_attempt_is_the_included_one_else_the_latest_payload_never
     assert canonical_attempt(record_with(tenant_api()), first.hash) is None  # nothing signed yet
 
 
+BLOCK = "0x" + "11" * 32  # the canonical block of record_with(included=...)
+
+
 async def test_receipts_and_transactions_by_an_old_hash_are_asked_about_the_canonical_attempt() -> (
     None
 ):
@@ -375,7 +378,7 @@ async def test_receipts_and_transactions_by_an_old_hash_are_asked_about_the_cano
 
     async def node(method: str, *params: Any) -> Any:
         asked.append((method, params[0]))
-        return {"transactionHash": params[0]}
+        return {"transactionHash": params[0], "blockHash": BLOCK}
 
     api = tenant_api(passthrough=node)
     first, second = attempt(1), attempt(2, AttemptReason.REORG)
@@ -384,25 +387,29 @@ async def test_receipts_and_transactions_by_an_old_hash_are_asked_about_the_cano
     old, new = "0x" + first.hash.hex(), "0x" + second.hash.hex()
     # Pending: the transaction is the latest attempt; no receipt (none is a fact yet).
     assert (await call(api, request("eth_getTransactionByHash", old), a))["result"] == {
-        "transactionHash": new
+        "transactionHash": new,
+        "blockHash": BLOCK,
     }
     assert (await call(api, request("eth_getTransactionReceipt", old), a))["result"] is None
     # A node that never saw the latest attempt: the transaction asked about, as it knows it.
     blind_api = tenant_api(passthrough=lambda method, h: node(method, h) if h == old else none())
     record_with(blind_api, first, second)
     blind = await call(blind_api, request("eth_getTransactionByHash", old), as_(blind_api, "tok-a"))
-    assert blind["result"] == {"transactionHash": old}
-    record.included_hash, record.block = second.hash, BlockRef(1, "0x" + "11" * 32)
+    assert blind["result"] == {"transactionHash": old, "blockHash": BLOCK}
+    record.included_hash, record.block = second.hash, BlockRef(1, BLOCK)
     assert (await call(api, request("eth_getTransactionReceipt", old), a))["result"] == {
-        "transactionHash": new
+        "transactionHash": new,
+        "blockHash": BLOCK,
     }
     # Another tenant's hash, and a hash nobody has: the node's own answer for that very hash.
     unknown = "0x" + "ee" * 32
     assert (await call(api, request("eth_getTransactionReceipt", old), b))["result"] == {
-        "transactionHash": old
+        "transactionHash": old,
+        "blockHash": BLOCK,
     }
     assert (await call(api, request("eth_getTransactionReceipt", unknown), a))["result"] == {
-        "transactionHash": unknown
+        "transactionHash": unknown,
+        "blockHash": BLOCK,
     }
     assert asked[-2:] == [
         ("eth_getTransactionReceipt", old),
