@@ -70,6 +70,7 @@ class ApiLimits:
     pipeline: int = 1024  # messages of one connection being handled at once
     max_connections_per_token: int = 256  # open websockets + HTTP requests in progress
     disk_lookups: int = 2  # journal lookups of ids not in memory, at once (the rest wait)
+    max_batch: int = 1000  # requests in one batch (geth's BatchRequestLimit default)
 
 
 class _TokenBucket:
@@ -160,6 +161,18 @@ class Dispatcher:
                 return orjson.dumps(
                     _error(None, INVALID_REQUEST, "empty batch: send at least one request")
                 )
+            if len(payload) > self.limits.max_batch:
+                # 64k one-byte items fit in a message: answering them stalls the event loop
+                # (the reaction path) for a second and builds a 6 MB answer.
+                self._on_intent("rate_limited")
+                return orjson.dumps(
+                    _error(
+                        None,
+                        INVALID_REQUEST,
+                        f"batch of {len(payload)} requests exceeds the limit of "
+                        f"{self.limits.max_batch}: split it",
+                    )
+                )
             # Concurrently, started in order: intents are admitted in batch order.
             answers = await asyncio.gather(*(self._one(client, item) for item in payload))
             replies = [r for r in answers if r]
@@ -168,6 +181,21 @@ class Dispatcher:
         return orjson.dumps(reply) if reply is not None else None
 
     async def _one(self, client: Connection, request: Any) -> dict[str, Any] | None:
+        # Every item costs a token, malformed ones too (else they would be free to flood with).
+        bucket = self._buckets.get(client.token)
+        if bucket is None:
+            bucket = self._buckets[client.token] = _TokenBucket(
+                self.limits.rate_per_second, self.limits.burst
+            )
+        if not bucket.take():
+            self._on_intent("rate_limited")
+            request_id = request.get("id") if isinstance(request, dict) else None
+            return _error(
+                request_id if type(request_id) in (int, str) else None,
+                RATE_LIMITED,
+                f"rate limit exceeded for this token ({self.limits.rate_per_second:g} requests/s, "
+                f"bursts of {self.limits.burst}): retry shortly",
+            )
         if not isinstance(request, dict):
             return _error(None, INVALID_REQUEST, "a request must be a JSON object")
         request_id = request.get("id")
@@ -177,19 +205,6 @@ class Dispatcher:
             return _error(request_id, INVALID_REQUEST, 'expected "jsonrpc": "2.0"')
         if not isinstance(request.get("method"), str):
             return _error(request_id, INVALID_REQUEST, "expected a method name (a string)")
-        bucket = self._buckets.get(client.token)
-        if bucket is None:
-            bucket = self._buckets[client.token] = _TokenBucket(
-                self.limits.rate_per_second, self.limits.burst
-            )
-        if not bucket.take():
-            self._on_intent("rate_limited")
-            return _error(
-                request_id,
-                RATE_LIMITED,
-                f"rate limit exceeded for this token ({self.limits.rate_per_second:g} requests/s, "
-                f"bursts of {self.limits.burst}): retry shortly",
-            )
         method = request["method"]
         params = request.get("params", [])
         handler = self._methods.get(method)

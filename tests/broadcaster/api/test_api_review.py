@@ -7,13 +7,28 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
+import rlp
 
 from broadcaster.api.server import ApiLimits
 from nonce import AttemptReason, BlockRef
-from tests.broadcaster.api.test_api import TOKEN, call, make_api, request
+from signer_client.txcodec import SECP256K1_N
+from tests.broadcaster.api.test_api import (
+    CHAIN_ID,
+    GWEI,
+    RECIPIENT,
+    TOKEN,
+    call,
+    conn,
+    error_of,
+    make_api,
+    request,
+)
 from tests.broadcaster.api.test_api_access import (
+    RAW,
     as_,
     attempt,
+    hex_raw,
     record_with,
     tenant_api,
 )
@@ -90,3 +105,109 @@ async def test_after_a_cancel_a_lagging_nodes_payload_receipt_is_never_passed_on
     a = as_(api, "tok-a")
     reply = await call(api, request("eth_getTransactionReceipt", "0x" + payload.hash.hex()), a)
     assert reply["result"] is None
+
+
+async def test_a_batch_over_the_limit_is_one_invalid_request_answer() -> None:
+    seen: list[str] = []
+    api = make_api(limits=ApiLimits(max_batch=3), on_intent=seen.append)
+    client = conn(api)
+    three = orjson.loads(await api.handle_message(client, orjson.dumps([1, 1, 1])))  # type: ignore[arg-type]
+    assert [item["error"]["code"] for item in three] == [-32600] * 3
+    reply = orjson.loads(await api.handle_message(client, orjson.dumps([1, 1, 1, 1])))  # type: ignore[arg-type]
+    assert reply["error"] == {
+        "code": -32600,
+        "message": "batch of 4 requests exceeds the limit of 3: split it",
+    }
+    assert seen == ["rate_limited"]
+
+
+async def test_malformed_batch_items_cost_rate_tokens_too() -> None:
+    api = make_api(limits=ApiLimits(rate_per_second=1e-9, burst=2))
+    client = conn(api)
+    reply = orjson.loads(await api.handle_message(client, orjson.dumps([1, 1, 1, 1])))  # type: ignore[arg-type]
+    assert [item["error"]["code"] for item in reply] == [-32600, -32600, -32005, -32005]
+    later = await call(api, request("eth_chainId", id=7), client)
+    assert later["error"]["code"] == -32005 and later["id"] == 7
+
+
+LEGACY_155: dict[str, Any] = {
+    "chainId": CHAIN_ID,
+    "nonce": 0,
+    "to": RECIPIENT,
+    "value": 5,
+    "gas": 21_000,
+    "gasPrice": GWEI,
+}
+
+
+def _typed(mutate: Any) -> str:
+    raw = bytes.fromhex(hex_raw(RAW)[2:])
+    items = rlp.decode(raw[1:])
+    return "0x" + (raw[:1] + rlp.encode(mutate(list(items)))).hex()
+
+
+def _legacy(mutate: Any) -> str:
+    items = list(rlp.decode(bytes.fromhex(hex_raw(LEGACY_155)[2:])))
+    return "0x" + rlp.encode(mutate(items)).hex()
+
+
+def _set(items: list[Any], index: int, value: bytes) -> list[Any]:
+    items[index] = value
+    return items
+
+
+def _legacy_high_s(items: list[Any]) -> list[Any]:
+    v = int.from_bytes(items[6], "big")
+    s = int.from_bytes(items[8], "big")
+    items[8] = (SECP256K1_N - s).to_bytes(32, "big").lstrip(b"\0")
+    items[6] = (v + 1 if v % 2 else v - 1).to_bytes(4, "big").lstrip(b"\0")
+    return items
+
+
+EVASIONS = {
+    "trailing-bytes": (lambda: hex_raw(RAW) + "00", "decode", "rlp: trailing bytes"),
+    "yparity-2": (lambda: _typed(lambda i: _set(i, 9, b"\x02")), "decode", "yParity must be 0"),
+    "yparity-27": (lambda: _typed(lambda i: _set(i, 9, b"\x1b")), "decode", "yParity must be 0"),
+    "yparity-padded": (
+        lambda: _typed(lambda i: _set(i, 9, b"\x00\x01")),
+        "decode",
+        "yParity: integer with leading zero",
+    ),
+    "s-padded": (
+        lambda: _typed(lambda i: _set(i, 11, b"\x00" + i[11])),
+        "decode",
+        "s: integer with leading zero",
+    ),
+    "r-zero": (lambda: _typed(lambda i: _set(i, 10, b"")), "decode", "does not recover"),
+    "type-3": (lambda: "0x03" + hex_raw(RAW)[4:], "decode", "unsupported transaction type 3"),
+    "legacy-v27": (
+        lambda: _legacy(lambda i: _set(i, 6, b"\x1b")),
+        "chain-id",
+        "a legacy transaction without an EIP-155 chain id",
+    ),
+    "legacy-v-next-chain": (
+        lambda: _legacy(
+            lambda i: _set(i, 6, (int.from_bytes(i[6], "big") + 2).to_bytes(4, "big").lstrip(b"\0"))
+        ),
+        "chain-id",
+        f"signed for chain {CHAIN_ID + 1}",
+    ),
+    "legacy-high-s": (lambda: _legacy(_legacy_high_s), "low-s", "above secp256k1n/2"),
+    "typed-chain-0": (
+        lambda: hex_raw({**RAW, "chainId": 0}),
+        "chain-id",
+        "signed for chain 0",
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "rule", "words"), EVASIONS.values(), ids=EVASIONS.keys())
+async def test_raw_transaction_rule_evasions_are_refused(raw: Any, rule: str, words: str) -> None:
+    api = tenant_api()
+    code, message = error_of(
+        await call(api, request("eth_sendRawTransaction", raw()), as_(api, "tok-b"))
+    )
+    assert code == -32602
+    assert message.startswith(f"invalid params: params[0]: raw transaction refused ({rule}): ")
+    assert words in message
+    assert api.manager.submitted == []  # type: ignore[attr-defined]
