@@ -43,8 +43,10 @@ def keep_alive_request(body: bytes, token: str = TOKEN) -> bytes:
     return head.encode() + body
 
 
-async def one_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
-    writer.write(keep_alive_request(orjson.dumps(request("eth_chainId"))))
+async def one_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str = TOKEN
+) -> bytes:
+    writer.write(keep_alive_request(orjson.dumps(request("eth_chainId")), token))
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     length = next(
@@ -211,3 +213,46 @@ async def test_raw_transaction_rule_evasions_are_refused(raw: Any, rule: str, wo
     assert message.startswith(f"invalid params: params[0]: raw transaction refused ({rule}): ")
     assert words in message
     assert api.manager.submitted == []  # type: ignore[attr-defined]
+
+
+async def test_idle_and_half_sent_connections_are_closed_and_free_their_tokens_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from broadcaster.api import transport
+
+    monkeypatch.setattr(transport, "KEEPALIVE_SECONDS", 0.2)
+    api = make_api(limits=ApiLimits(max_connections_per_token=1))
+    async with http_served(api) as where:
+        host, port = where.split(":")
+        # Slowloris: headers never finished. The server closes the connection (EOF).
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
+        # An idle keep-alive connection holding the token's one slot is closed too ...
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert (await one_exchange(reader, writer)).startswith(b"HTTP/1.1 200")
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
+        # ... which frees the slot for a new connection.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert (await one_exchange(reader, writer)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_refused_connection_is_closed_after_its_answer() -> None:
+    api = make_api(limits=ApiLimits(max_connections_per_token=1))
+    async with http_served(api) as where:
+        host, port = where.split(":")
+        held = await asyncio.open_connection(host, int(port))
+        assert (await one_exchange(*held)).startswith(b"HTTP/1.1 200")
+        for token in (TOKEN, "not-a-token"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            head = await one_exchange(reader, writer, token)
+            assert head.startswith((b"HTTP/1.1 429", b"HTTP/1.1 401")), head
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            writer.close()
+        held[1].close()
+        await held[1].wait_closed()
