@@ -71,7 +71,8 @@ class Principals:
 
     def lookup(self, token: str) -> Access | None:
         """The access ``token`` grants; every entry is compared (no early exit on a match)."""
-        candidate = token.encode()
+        # A header's bytes that are not UTF-8 arrive as surrogates: encodable, never a match.
+        candidate = token.encode("utf-8", "surrogatepass")
         found: Access | None = None
         for known, access in self._entries:
             if hmac.compare_digest(candidate, known):

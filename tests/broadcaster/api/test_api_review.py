@@ -256,3 +256,21 @@ async def test_a_refused_connection_is_closed_after_its_answer() -> None:
             writer.close()
         held[1].close()
         await held[1].wait_closed()
+
+
+@pytest.mark.parametrize(
+    "auth", [b"Bearer \xff\xfe", b"Bearer \xed\xa0\x80", b"\xff \xff", b"Bearer \xc3\xa9"]
+)
+async def test_a_token_header_that_is_not_utf8_is_401_not_a_crash(auth: bytes) -> None:
+    async with http_served(make_api()) as where:
+        host, port = where.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+            + auth
+            + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+        )
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
