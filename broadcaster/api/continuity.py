@@ -17,6 +17,10 @@ trades again. So for a hash we know, ``eth_getTransactionReceipt`` and
   that never happened. Such a hash resolves to the latest payload attempt, which the chain
   answers ``null`` for; the noop's own hash resolves to itself.
 
+The node's answer is then checked against our canonical block (``server.py``): a receipt only
+for the included attempt and only from that block, and a transaction object that says "mined"
+somewhere else, is ``null`` (a lagging node on an abandoned branch, a cancelled payload).
+
 Hashes we do not know (or that a tenant may not see) go to the node unchanged.
 """
 

@@ -379,6 +379,8 @@ class IntentApi(Dispatcher):
                     # The node never saw the latest attempt (sent only to private endpoints,
                     # or not yet): the hash asked about may still be in its pool.
                     answer = await self._pass(method, params)
+                if _stale(answer, record, attempt):
+                    return None
                 return answer
         return await self._pass(method, params)
 
@@ -495,6 +497,18 @@ class IntentApi(Dispatcher):
     def notify(self, record: TxRecord, event: str) -> None:
         """Queue a status notification for every subscription that wants ``record`` (sync)."""
         self.subscriptions.notify(record, event)
+
+
+def _stale(answer: Any, record: TxRecord, attempt: Attempt) -> bool:
+    """``answer`` (a transaction object) says ``attempt`` is mined where our canonical chain
+    says otherwise: another attempt took its nonce (a cancel's noop, a replacement that won), or
+    it is in another block (a lagging node still on an abandoned branch)."""
+    found = answer.get("blockHash") if isinstance(answer, Mapping) else None
+    if found is None or record.included_hash is None or record.block is None:
+        return False  # pending, or we have no canonical block to say otherwise (yet)
+    if attempt.hash != record.included_hash:
+        return True
+    return not isinstance(found, str) or found.lower() != record.block.hash.lower()
 
 
 def _replace_key(intent: Intent, key: str | None) -> Intent:

@@ -274,3 +274,43 @@ async def test_a_token_header_that_is_not_utf8_is_401_not_a_crash(auth: bytes) -
         reply = await asyncio.wait_for(reader.read(), 30)
         writer.close()
         assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+
+
+async def test_a_lagging_nodes_transaction_in_an_abandoned_block_is_not_passed_on() -> None:
+    canonical, abandoned = "0x" + "11" * 32, "0x" + "22" * 32
+    answers: dict[str, Any] = {}
+
+    async def node(method: str, *params: Any) -> Any:
+        return answers.get(params[0])
+
+    api = tenant_api(passthrough=node)
+    a = as_(api, "tok-a")
+    # Cancelled: the noop is in our canonical block; the node still has the payload mined in
+    # an abandoned one. The payload's hash must not read as mined.
+    payload, noop = attempt(1), attempt(3, AttemptReason.CANCEL)
+    record_with(api, payload, noop, included=3)
+    asked = "0x" + payload.hash.hex()
+    answers[asked] = {"hash": asked, "blockHash": abandoned, "blockNumber": "0x1"}
+    assert (await call(api, request("eth_getTransactionByHash", asked), a))["result"] is None
+    # Included in our canonical block, the node still on the abandoned branch: not passed on;
+    # once it catches up (same block), it is.
+    api2 = tenant_api(passthrough=node)
+    first = attempt(4)
+    record = record_with(api2, first)
+    record.included_hash, record.block = first.hash, BlockRef(1, canonical)
+    mined = "0x" + first.hash.hex()
+    answers[mined] = {"hash": mined, "blockHash": abandoned, "blockNumber": "0x1"}
+    a2 = as_(api2, "tok-a")
+    assert (await call(api2, request("eth_getTransactionByHash", mined), a2))["result"] is None
+    answers[mined] = {"hash": mined, "blockHash": canonical, "blockNumber": "0x1"}
+    assert (await call(api2, request("eth_getTransactionByHash", mined), a2))["result"] == (
+        answers[mined]
+    )
+    # Pending (nothing included): the node's pending view passes as it is.
+    api3 = tenant_api(passthrough=node)
+    pending = attempt(5)
+    record_with(api3, pending)
+    waiting = "0x" + pending.hash.hex()
+    answers[waiting] = {"hash": waiting, "blockHash": None}
+    reply = await call(api3, request("eth_getTransactionByHash", waiting), as_(api3, "tok-a"))
+    assert reply["result"] == answers[waiting]
