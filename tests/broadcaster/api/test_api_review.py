@@ -314,3 +314,32 @@ async def test_a_lagging_nodes_transaction_in_an_abandoned_block_is_not_passed_o
     answers[waiting] = {"hash": waiting, "blockHash": None}
     reply = await call(api3, request("eth_getTransactionByHash", waiting), as_(api3, "tok-a"))
     assert reply["result"] == answers[waiting]
+
+
+async def test_a_slow_follower_neither_delays_nor_reorders_a_fast_ones_notifications() -> None:
+    import aiohttp
+
+    api = tenant_api(limits=ApiLimits(notify_queue=64))
+    record = record_with(api, attempt(1))
+    async with http_served(api) as where, aiohttp.ClientSession() as session:
+        slow = await session.ws_connect(f"ws://{where}/full", max_msg_size=0)
+        fast = await session.ws_connect(f"ws://{where}/full", max_msg_size=0)
+        for ws in (slow, fast):
+            await ws.send_bytes(orjson.dumps(request("broadcaster_subscribe")))
+            assert "result" in orjson.loads((await ws.receive()).data)
+        # The slow follower never reads again; the fast one gets every event, in order,
+        # while the slow one's queue stays bounded (the excess dropped and counted).
+        followers = list(api.subscriptions.followers())
+        sent = 0
+        pad = "x" * 4000  # 200 bursts x 50 x 4 kB: far beyond any socket buffer
+        for _burst in range(200):
+            for _ in range(50):
+                api.notify(record, f"e{sent}{pad}")
+                sent += 1
+            for n in range(sent - 50, sent):
+                note = orjson.loads((await fast.receive()).data)
+                assert note["params"]["result"]["event"] == f"e{n}{pad}"
+            assert all(f.outbox.qsize() <= 64 for f in followers)
+        assert sum(f.dropped for f in followers) > 0  # the slow one's, not the fast one's
+        await slow.close()
+        await fast.close()
