@@ -68,7 +68,7 @@ class ApiLimits:
     max_subscriptions: int = 64  # per connection
     notify_queue: int = 4096  # events buffered per connection before dropping
     pipeline: int = 1024  # messages of one connection being handled at once
-    max_connections_per_token: int = 256  # open websockets + HTTP requests in progress
+    max_connections_per_token: int = 256  # connections (websocket or HTTP, idle ones too)
     disk_lookups: int = 2  # journal lookups of ids not in memory, at once (the rest wait)
     max_batch: int = 1000  # requests in one batch (geth's BatchRequestLimit default)
 
