@@ -10,8 +10,13 @@ BIN    := $(VENV)/bin
 TOOLS  := .tools
 ANVIL_VERSION := 1.7.1
 ANVIL  := $(TOOLS)/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+# ethers v6 and viem, unchanged from npm: the API's client tests drive them (tests/clients/*.mjs)
+ETHERS_VERSION := 6.17.0
+VIEM_VERSION   := 2.57.20
+JS_CLIENTS := $(TOOLS)/js-clients/.installed-ethers-$(ETHERS_VERSION)-viem-$(VIEM_VERSION)
 
 export ANVIL_BIN := $(abspath $(ANVIL))
+export JS_CLIENTS_DIR := $(abspath $(TOOLS)/js-clients/node_modules)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup prometheus demo test lint typecheck unit bench reliability reliability-long clean
@@ -28,6 +33,13 @@ $(ANVIL):
 		@foundry-rs/anvil-linux-amd64@$(ANVIL_VERSION)
 	$(ANVIL) --version
 
+$(JS_CLIENTS):
+	mkdir -p $(TOOLS)/js-clients
+	npm install --silent --no-save --no-audit --no-fund --prefix $(TOOLS)/js-clients \
+		ethers@$(ETHERS_VERSION) viem@$(VIEM_VERSION)
+	node -e 'require("$(abspath $(TOOLS))/js-clients/node_modules/ethers"); require("$(abspath $(TOOLS))/js-clients/node_modules/viem")'
+	touch $@
+
 # Prometheus server + promtool (Debian package): the scrape test and the alert-rule checks.
 prometheus:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
@@ -37,7 +49,7 @@ prometheus:
 	}
 	@promtool --version | head -n 1
 
-setup: $(BIN)/.installed $(ANVIL) prometheus
+setup: $(BIN)/.installed $(ANVIL) $(JS_CLIENTS) prometheus
 
 demo: setup
 	$(BIN)/broadcaster demo

@@ -100,6 +100,7 @@ INTENT_STATUSES = (
     "rejected",
     "invalid",
     "unauthorized",
+    "rate_limited",  # the token's request bucket or connection cap was full (-32005 / 429)
     # outcomes the tx manager reaches (broadcaster.service counts these)
     "included",
     "finalized",

@@ -237,15 +237,18 @@ class Service:
             chain_id=config.chain_id,
             accounts=self.accounts,
             tokens=config.api.tokens,
+            tenants=[(t.name, t.token, t.accounts) for t in config.api.tenants],
             limits=ApiLimits(
                 max_message_bytes=config.api.max_message_bytes,
                 rate_per_second=config.api.rate_per_token,
                 burst=config.api.rate_burst,
+                max_connections_per_token=config.api.max_connections_per_token,
             ),
             tip_number=lambda: tracker.tip.number if tracker.tip else None,
             passthrough=chain.proxy,
             on_intent=self.metrics.intent,
             priority_fee=config.fees.priority_fee_wei,
+            max_gap_fill=config.fees.max_gap_fill,
             subscriptions=subscriptions,
         )
         server = None
@@ -255,7 +258,7 @@ class Service:
             server = await api.serve(config.api.listen.host, config.api.listen.port)
             self.api_port = int(next(iter(server.sockets)).getsockname()[1])
             log.info(
-                "serving intents on ws://%s:%d, metrics on %s",
+                "serving intents on %s:%d (HTTP and websocket), metrics on %s",
                 config.api.listen.host,
                 self.api_port,
                 self.metrics_server.url,
@@ -324,7 +327,11 @@ class Service:
                 log.warning("rejected header from %s: %s (%s)", client, event.reason, event.detail)
         hub = self.hub
         if hub is not None and hub.tracker.tip is not None:
-            metrics.tip(hub.tracker.tip.number)
+            tip = hub.tracker.tip
+            metrics.tip(tip.number)
+            api = self.api
+            if api is not None and str(header.get("hash", "")).lower() == tip.hash.lower():
+                api.subscriptions.new_head(header)  # eth_subscribe("newHeads"): the new tip
 
     async def _lag_updater(self, hub: HeadHub) -> None:
         while True:

@@ -25,6 +25,7 @@ __all__ = [
     "IntentDefaults",
     "ParamError",
     "checksum_address",
+    "idempotency_conflict",
     "intent_json",
     "parse_address",
     "parse_intent",
@@ -180,12 +181,12 @@ def parse_intent(
 
     if params.get("from") is None:
         if len(defaults.accounts) != 1:
-            raise ParamError("from", "required when more than one account is configured")
+            raise ParamError("from", "required when this token may send from several accounts")
         sender = defaults.accounts[0]
     else:
         sender = parse_address(params["from"], "from")
         if sender not in defaults.accounts:
-            raise ParamError("from", f"{sender} is not an account of this broadcaster")
+            raise ParamError("from", f"{sender} is not an account this token may send from")
     to = None if params.get("to") in (None, "0x") else parse_address(params["to"], "to")
     value = parse_quantity(params.get("value", 0), "value")
     if "data" in params and "input" in params and params["data"] != params["input"]:
@@ -275,3 +276,36 @@ def intent_json(record: TxRecord) -> dict[str, Any]:
         ),
         "reason": record.state_reason,
     }
+
+
+_COMPARED: Final = (
+    ("from", "sender"),
+    ("to", "to"),
+    ("value", "value"),
+    ("data", "data"),
+    ("gas", "gas"),
+    ("maxPriorityFeePerGas", "max_priority_fee_per_gas"),
+    ("validUntilBlock", "valid_until_block"),
+    ("type", "tx_type"),
+    ("accessList", "access_list"),
+)
+
+
+def idempotency_conflict(params: Any, new: Intent, earlier: Intent) -> str | None:
+    """The first field in which ``new`` (parsed from ``params``) differs from ``earlier``, the
+    intent booked under the same key; ``None`` when it is the same request again.
+
+    ``maxFeePerGas`` is compared only when the request gives it: left out, it defaults to twice
+    the base fee of the moment, and a retry a block later must still count as the same request.
+    """
+    if isinstance(params, list) and len(params) == 1:
+        params = params[0]
+    given = params if isinstance(params, Mapping) else {}
+    for name, attribute in _COMPARED:
+        if getattr(new, attribute) != getattr(earlier, attribute):
+            return name
+    if ("maxFeePerGas" in given or "gasPrice" in given) and (
+        new.max_fee_per_gas != earlier.max_fee_per_gas
+    ):
+        return "gasPrice" if "gasPrice" in given else "maxFeePerGas"
+    return None

@@ -1,68 +1,70 @@
-"""The intent API: JSON-RPC 2.0 over a websocket, bearer-token auth (DESIGN.md §7).
+"""The intent API: JSON-RPC 2.0 over HTTP and websocket on one port (DESIGN.md §7).
 
 Methods: ``broadcaster_sendIntent``, ``broadcaster_getIntent``, ``broadcaster_cancelIntent``,
 ``broadcaster_subscribe`` / ``broadcaster_unsubscribe`` (status notifications as
-``broadcaster_subscription`` messages), and the Ethereum methods a web3.py
-``AsyncWeb3(WebSocketProvider(url))`` bot uses: ``eth_chainId``, ``eth_blockNumber``,
-``eth_sendTransaction`` (we sign), ``eth_sendRawTransaction`` (signed elsewhere: tracked and
-rebroadcast byte for byte). A few read-only ``eth_`` methods are passed through to an RPC so
-such a bot can fill in gas and fees unchanged; anything else answers ``-32601``.
+``broadcaster_subscription`` messages; websocket only), and the Ethereum methods bots use:
+``eth_chainId``, ``eth_blockNumber``, ``eth_accounts``, ``eth_sendTransaction`` (we sign),
+``eth_sendRawTransaction`` (signed elsewhere: tracked and rebroadcast byte for byte),
+``eth_subscribe("newHeads")`` / ``eth_unsubscribe`` (websocket only; ethers' and viem's websocket
+providers wait for blocks this way), and read-only ``eth_`` methods passed through to an RPC.
+``eth_getTransactionReceipt`` and ``eth_getTransactionByHash`` of a hash any intent ever had
+answer about its canonical attempt (:mod:`broadcaster.api.continuity`). Anything else: ``-32601``.
 
-Auth: ``Authorization: Bearer <token>`` on the websocket handshake (``401`` otherwise).
-Limits: a message over ``max_message_bytes`` gets a ``-32600`` answer and the connection stays
-up (beyond 4x the limit the websocket layer closes it with 1009); each token has a token bucket
-(``-32005`` when empty). Errors follow JSON-RPC 2.0: ``-32700`` parse error, ``-32600`` invalid
-request, ``-32601`` method not found, ``-32602`` invalid params (the message names the field).
+Access (:mod:`broadcaster.api.access`): full-access tokens and tenants; the transport
+(:mod:`broadcaster.api.transport`) authenticates, this module scopes every method.
+Limits: a message over ``max_message_bytes`` gets a ``-32600`` answer; each token has a token
+bucket (``-32005`` when empty) and at most ``max_connections_per_token`` connections. Errors
+follow JSON-RPC 2.0: ``-32700`` parse error, ``-32600`` invalid request, ``-32601`` method not
+found, ``-32602`` invalid params (the message names the field or the raw-transaction rule),
+``-32000`` could not be carried out, ``-32010`` not accepting intents (:data:`NOT_ACCEPTING`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import dataclasses
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
-import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-
+from broadcaster.api.access import Access, Principals
+from broadcaster.api.continuity import canonical_attempt
+from broadcaster.api.envelope import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    NOT_ACCEPTING,
+    SERVER_ERROR,
+    ApiLimits,
+    Connection,
+    Dispatcher,
+    RpcError,
+)
 from broadcaster.api.intents import (
     IntentDefaults,
     ParamError,
     checksum_address,
+    idempotency_conflict,
     intent_json,
     parse_data,
     parse_intent,
     parse_quantity,
 )
+from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
-from broadcaster.errors import BroadcasterError
+from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
 from broadcaster.tx.manager import TxManager
-from nonce import AttemptReason, Intent, TxRecord
+from nonce import Attempt, AttemptReason, Intent, TxRecord
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
-from signer_client.errors import TransactionError
-from signer_client.signing import signed_from_raw
 
-__all__ = ["ApiLimits", "IntentApi", "intent_json"]
+__all__ = ["NOT_ACCEPTING", "PASS_THROUGH", "ApiLimits", "IntentApi", "intent_json"]
+
+_Client = Connection  # the name the tests and fuzzers have always used
 
 log = logging.getLogger(__name__)
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-SERVER_ERROR = -32000  # the intent could not be carried out (signer refused, ...)
-RATE_LIMITED = -32005  # as Infura/Alchemy answer "limit exceeded"
-
-# Read-only methods passed through to an RPC so unchanged web3.py bots can fill gas and fees.
+# Read-only methods passed through to an RPC so unchanged bots can fill gas and fees.
 PASS_THROUGH = frozenset(
     {
         "eth_estimateGas",
@@ -75,74 +77,26 @@ PASS_THROUGH = frozenset(
         "eth_getTransactionReceipt",
         "eth_getTransactionByHash",
         "eth_getBalance",
+        "eth_getCode",
         "eth_call",
         "net_version",
         "web3_clientVersion",
     }
 )
-
+_CONTINUITY = frozenset({"eth_getTransactionReceipt", "eth_getTransactionByHash"})
 
 _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+# What an intent id can look like: ours (32 hex digits) or a raw transaction's ("raw-" + hash).
+# Anything else cannot be in the journal, so it is never looked up on disk.
+_INTENT_ID = re.compile(r"[0-9a-f]{32}|raw-[0-9a-f]{64}")
 
 
-class RpcError(BroadcasterError):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
+class IntentApi(Dispatcher):
+    """Serves the API for one :class:`TxManager`.
 
-
-@dataclass(frozen=True, slots=True)
-class ApiLimits:
-    max_message_bytes: int = 128 * 1024
-    rate_per_second: float = 10_000.0  # per token
-    burst: int = 20_000
-    max_subscriptions: int = 64  # per connection
-    notify_queue: int = 4096  # notifications buffered per connection before dropping
-    pipeline: int = 1024  # messages of one connection being handled at once
-
-
-def _hex(n: int) -> str:
-    return hex(n)
-
-
-class _TokenBucket:
-    __slots__ = ("burst", "last", "rate", "tokens")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.last = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-class _Client:
-    """One websocket connection: its token, subscriptions and outgoing notification queue."""
-
-    def __init__(self, ws: ServerConnection, token: str, limits: ApiLimits) -> None:
-        self.ws = ws
-        self.token = token
-        self.subscriptions: dict[str, frozenset[str] | None] = {}
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(limits.notify_queue)
-        self.dropped = 0
-        # Messages are handled concurrently (a bot may pipeline requests), but intents are
-        # admitted (given nonces) one at a time, in the order they arrived: FIFO lock.
-        self.admission = asyncio.Lock()
-        self.in_flight = asyncio.Semaphore(limits.pipeline)
-
-
-class IntentApi:
-    """Serves the API for one :class:`TxManager`."""
+    ``intake`` is the "accepting intents?" gate: ``None`` to accept, else the reason to refuse
+    (``-32010``, the reason as message); a standby instance answers so, naming its leader.
+    """
 
     def __init__(
         self,
@@ -151,28 +105,32 @@ class IntentApi:
         chain_id: int,
         accounts: Sequence[str],
         tokens: Sequence[str],
+        tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
         limits: ApiLimits | None = None,
         tip_number: Callable[[], int | None] = lambda: None,
         passthrough: Callable[..., Awaitable[Any]] | None = None,
         on_intent: Callable[[str], None] = lambda status: None,
         priority_fee: int = 1_000_000_000,
+        max_gap_fill: int = 4,
         subscriptions: Subscriptions | None = None,
+        intake: Callable[[], str | None] = lambda: None,
     ) -> None:
-        if not tokens:
-            raise ValueError("the API needs at least one token")
+        if not tokens and not tenants:
+            raise ValueError("the API needs at least one token or tenant")
         self.manager = manager
         self.chain_id = chain_id
         self.accounts = [a.lower() for a in accounts]
-        self._tokens = [t.encode() for t in tokens]
-        self.limits = limits or ApiLimits()
+        super().__init__(limits or ApiLimits(), on_intent)
+        self.principals = Principals(tokens, tenants)
         self._tip_number = tip_number
         self._passthrough = passthrough
-        self._on_intent = on_intent
         self._priority_fee = priority_fee  # [fees] priority_fee_wei: the tip of intents without one
-        self._buckets: dict[str, _TokenBucket] = {}
+        self._max_gap_fill = max_gap_fill
+        self._intake = intake
+        self._disk = asyncio.Semaphore(self.limits.disk_lookups)
         # Built by the service before the manager (its observers notify there); or our own.
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
-        self._methods: dict[str, Callable[[_Client, Any], Awaitable[Any]]] = {
+        self._methods = {
             "broadcaster_sendIntent": self._send_intent,
             "broadcaster_getIntent": self._get_intent,
             "broadcaster_cancelIntent": self._cancel_intent,
@@ -183,155 +141,29 @@ class IntentApi:
             "eth_sendTransaction": self._eth_send_transaction,
             "eth_sendRawTransaction": self._eth_send_raw_transaction,
             "eth_accounts": self._eth_accounts,
+            "eth_subscribe": self._eth_subscribe,
+            "eth_unsubscribe": self._unsubscribe,
         }
 
     # -- server ----------------------------------------------------------------------------------
 
-    async def serve(self, host: str, port: int) -> Server:
-        """Start listening; the caller owns the returned server (``async with`` / ``close()``)."""
-        return await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._authorize,
-            max_size=4 * self.limits.max_message_bytes,
-            compression=None,
-        )
+    async def serve(self, host: str, port: int) -> ApiServer:
+        """Start listening; the caller owns the returned server (``close()``, ``wait_closed()``)."""
+        return await ApiServer(self, self._on_intent).start(host, port)
 
-    def _authorize(self, connection: ServerConnection, request: Request) -> Response | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            candidate = token.strip().encode()
-            for known in self._tokens:
-                if hmac.compare_digest(candidate, known):
-                    connection.token = token.strip()  # type: ignore[attr-defined]
-                    return None
-        self._on_intent("unauthorized")
-        response = connection.respond(HTTPStatus.UNAUTHORIZED, "missing or invalid bearer token\n")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="broadcaster"'
-        return response
+    def connection(
+        self, ws: Any, token: str, access: Access, transport: str = "websocket"
+    ) -> Connection:
+        return Connection(ws, token, self.limits, access, transport)
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        token: str = getattr(ws, "token", "")
-        client = _Client(ws, token, self.limits)
-        self.subscriptions.add(client)
-        try:
-            async with asyncio.TaskGroup() as group:
-                writer = group.create_task(self._write_notifications(client))
-                try:
-                    async for message in ws:
-                        # Pipelined: each message in its own task, started in arrival order
-                        # (the admission lock keeps intents' nonces in that order); a bounded
-                        # number at once, so a flood waits here instead of piling up tasks.
-                        await client.in_flight.acquire()
-                        group.create_task(self._answer(client, message))
-                except ConnectionClosed:
-                    pass
-                finally:
-                    writer.cancel()
-        finally:
-            self.subscriptions.discard(client)
+    async def _other(self, client: Connection, method: str, params: Any) -> Any:
+        if method in _CONTINUITY and self._passthrough is not None:
+            return await self._continuity(client, method, params)
+        if method in PASS_THROUGH and self._passthrough is not None:
+            return await self._pass(method, params if isinstance(params, list) else [])
+        return await super()._other(client, method, params)
 
-    async def _answer(self, client: _Client, message: str | bytes) -> None:
-        try:
-            reply = await self.handle_message(client, message)
-            if reply is not None:
-                await client.ws.send(reply.decode())
-        except ConnectionClosed:
-            pass
-        finally:
-            client.in_flight.release()
-
-    async def _write_notifications(self, client: _Client) -> None:
-        try:
-            while True:
-                await client.ws.send((await client.outbox.get()).decode())
-        except ConnectionClosed:
-            return
-
-    # -- messages --------------------------------------------------------------------------------
-
-    async def handle_message(self, client: _Client, message: str | bytes) -> bytes | None:
-        """The reply to one websocket message (``None`` for notifications-only batches)."""
-        # The limit is in bytes (a text frame arrives decoded: its UTF-8 may be up to 4x longer).
-        size = len(message)
-        if type(message) is str and 4 * size > self.limits.max_message_bytes:
-            size = len(message.encode("utf-8", "surrogatepass"))
-        if size > self.limits.max_message_bytes:
-            return orjson.dumps(
-                _error(
-                    None,
-                    INVALID_REQUEST,
-                    f"message of {size} bytes exceeds the limit of "
-                    f"{self.limits.max_message_bytes} bytes",
-                )
-            )
-        try:
-            payload = orjson.loads(message)
-        except orjson.JSONDecodeError as exc:
-            return orjson.dumps(_error(None, PARSE_ERROR, f"parse error: {exc}"))
-        if isinstance(payload, list):
-            if not payload:
-                return orjson.dumps(
-                    _error(None, INVALID_REQUEST, "empty batch: send at least one request")
-                )
-            # Concurrently, started in order: intents are admitted in batch order.
-            answers = await asyncio.gather(*(self._one(client, item) for item in payload))
-            replies = [r for r in answers if r]
-            return orjson.dumps(replies) if replies else None
-        reply = await self._one(client, payload)
-        return orjson.dumps(reply) if reply is not None else None
-
-    async def _one(self, client: _Client, request: Any) -> dict[str, Any] | None:
-        if not isinstance(request, dict):
-            return _error(None, INVALID_REQUEST, "a request must be a JSON object")
-        request_id = request.get("id")
-        if type(request_id) not in (int, str, type(None)):
-            return _error(None, INVALID_REQUEST, "id must be a string, an integer or null")
-        if request.get("jsonrpc") != "2.0":
-            return _error(request_id, INVALID_REQUEST, 'expected "jsonrpc": "2.0"')
-        if not isinstance(request.get("method"), str):
-            return _error(request_id, INVALID_REQUEST, "expected a method name (a string)")
-        bucket = self._buckets.get(client.token)
-        if bucket is None:
-            bucket = self._buckets[client.token] = _TokenBucket(
-                self.limits.rate_per_second, self.limits.burst
-            )
-        if not bucket.take():
-            return _error(
-                request_id,
-                RATE_LIMITED,
-                f"rate limit exceeded for this token ({self.limits.rate_per_second:g} requests/s, "
-                f"bursts of {self.limits.burst}): retry shortly",
-            )
-        method = request["method"]
-        params = request.get("params", [])
-        handler = self._methods.get(method)
-        try:
-            if handler is not None:
-                result = await handler(client, params)
-            elif method in PASS_THROUGH and self._passthrough is not None:
-                result = await self._pass(method, params if isinstance(params, list) else [])
-            else:
-                raise RpcError(
-                    METHOD_NOT_FOUND, f"the method {method:.100} does not exist/is not available"
-                )
-        except ParamError as exc:
-            self._on_intent("invalid") if method.startswith(
-                ("broadcaster_send", "eth_send")
-            ) else None
-            return _error(request_id, INVALID_PARAMS, f"invalid params: {exc}")
-        except RpcError as exc:
-            return _error(request_id, exc.code, exc.message, exc.data)
-        except Exception:
-            log.exception("API method %s failed", method)
-            return _error(request_id, INTERNAL_ERROR, "internal error")
-        if "id" not in request:
-            return None  # a notification: no answer
-        return {"jsonrpc": "2.0", "id": request_id, "result": result}
-
-    # -- methods ---------------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------
 
     async def _pass(self, method: str, params: list[Any]) -> Any:
         """``method`` answered by the node (``passthrough`` is called as ``ChainReader.call``:
@@ -344,22 +176,42 @@ class IntentApi:
         except ChainReadError as exc:
             raise RpcError(SERVER_ERROR, f"{method}: no node answered ({exc})") from exc
 
-    def _defaults(self) -> IntentDefaults:
+    def _defaults(self, client: Connection) -> IntentDefaults:
         return IntentDefaults(
             chain_id=self.chain_id,
-            accounts=self.accounts,
+            accounts=client.access.senders(self.accounts),
             base_fee=self.manager.base_fee,
             priority_fee=self._priority_fee,
         )
 
-    async def _submit(self, client: _Client, intent: Intent) -> TxRecord:
+    def _check_intake(self) -> None:
+        refusal = self._intake()
+        if refusal is not None:
+            self._on_intent("rejected")
+            raise RpcError(NOT_ACCEPTING, refusal)
+
+    def _own(self, client: Connection, record: TxRecord | None) -> TxRecord | None:
+        """``record`` if the caller may see it; otherwise as if it did not exist."""
+        return record if record is not None and client.access.owns(record) else None
+
+    async def _submit(self, client: Connection, intent: Intent, params: Any = None) -> TxRecord:
+        self._check_intake()
         try:
             async with client.admission:
                 record = await self.manager.admit(intent)
             await self.manager.complete(record)
         except DuplicateIdempotencyKey as exc:
             self._on_intent("duplicate")
-            return exc.record
+            earlier = exc.record
+            differs = idempotency_conflict(params, intent, earlier.intent)
+            if differs is not None:
+                raise RpcError(
+                    INVALID_PARAMS,
+                    f"invalid params: key: already used for intent {earlier.intent.id} with a "
+                    f"different {differs}: a key names one request; use a new key for a new one",
+                    intent_json(earlier),
+                ) from exc
+            return earlier
         except InvalidIntent as exc:
             self._on_intent("rejected")
             raise RpcError(INVALID_PARAMS, f"invalid params: {exc}") from exc
@@ -376,12 +228,23 @@ class IntentApi:
             )
         return record
 
-    async def _send_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        record = await self._submit(client, parse_intent(params, self._defaults()))
-        out = intent_json(record)
-        return {k: out[k] for k in ("id", "from", "nonce", "hash", "status")}
+    async def _lookup(self, client: Connection, wanted: str) -> TxRecord | None:
+        """The caller's record named by ``wanted``: an intent id, or any attempt's hash."""
+        manager = self.manager
+        record = manager.book.find_intent(wanted)
+        if record is None and _TX_HASH.fullmatch(wanted):
+            # Any attempt's transaction hash names its intent too (what eth_sendTransaction
+            # gave the bot), while the record is in memory.
+            record = manager.book.by_hash(bytes.fromhex(wanted[2:]))
+        if record is None and _INTENT_ID.fullmatch(wanted):
+            # Not in memory: perhaps evicted to the journal. A bounded number of these disk
+            # reads at once (they run in the default executor, which the signer's vsock
+            # connect needs too): a flood of made-up ids waits here instead of filling it.
+            async with self._disk:
+                record = await manager.find(wanted)
+        return self._own(client, record)
 
-    async def _record(self, params: Any) -> TxRecord:
+    async def _record(self, client: Connection, params: Any) -> TxRecord:
         if isinstance(params, list):
             if len(params) != 1:
                 raise ParamError("params", "expected [id]")
@@ -390,29 +253,54 @@ class IntentApi:
             params = params.get("id")
         if type(params) is not str or not params:
             raise ParamError("id", "expected the intent id string")
-        record = await self.manager.find(params)  # memory, then the journal on disk
-        if record is None and _TX_HASH.fullmatch(params):
-            # Any attempt's transaction hash names its intent too (what eth_sendTransaction
-            # gave the bot), while the record is in memory.
-            record = self.manager.book.by_hash(bytes.fromhex(params[2:]))
+        record = await self._lookup(client, params)
         if record is None:
             raise RpcError(
                 INVALID_PARAMS, f"invalid params: id: no intent {params!r:.100} is known here"
             )
         return record
 
-    async def _get_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        return intent_json(await self._record(params))
+    # -- broadcaster_* -------------------------------------------------------------------------
 
-    async def _cancel_intent(self, client: _Client, params: Any) -> dict[str, Any]:
-        record = await self._record(params)
+    async def _send_intent(self, client: Connection, params: Any) -> dict[str, Any]:
+        intent = parse_intent(params, self._defaults(client))
+        scoped = client.access.scoped_key(intent.key)
+        if scoped != intent.key:
+            intent = _replace_key(intent, scoped)
+        record = await self._submit(client, intent, params)
+        out = intent_json(record)
+        return {k: out[k] for k in ("id", "from", "nonce", "hash", "status")}
+
+    async def _get_intent(self, client: Connection, params: Any) -> dict[str, Any]:
+        return intent_json(await self._record(client, params))
+
+    async def _cancel_intent(self, client: Connection, params: Any) -> dict[str, Any]:
+        record = await self._record(client, params)
+        self._check_intake()  # a cancel signs a noop: only the instance that sends may
         try:
             await self.manager.cancel(record)
         except NonceError as exc:
             raise RpcError(SERVER_ERROR, str(exc), intent_json(record)) from exc
         return intent_json(record)
 
-    async def _subscribe(self, client: _Client, params: Any) -> str:
+    def _websocket_only(self, client: Connection, method: str) -> None:
+        if client.transport != "websocket":
+            raise RpcError(
+                METHOD_NOT_FOUND,
+                f"{method} needs a websocket (notifications cannot be sent over HTTP): "
+                "connect to ws://host:port/TOKEN",
+            )
+
+    def _check_room(self, client: Connection) -> None:
+        if self.subscriptions.count(client) >= self.limits.max_subscriptions:
+            raise RpcError(
+                SERVER_ERROR,
+                f"too many subscriptions on this connection (at most "
+                f"{self.limits.max_subscriptions}): broadcaster_unsubscribe one first",
+            )
+
+    async def _subscribe(self, client: Connection, params: Any) -> str:
+        self._websocket_only(client, "broadcaster_subscribe")
         ids: frozenset[str] | None = None
         if isinstance(params, list) and params:
             wanted = params[0]
@@ -422,25 +310,44 @@ class IntentApi:
                 raise ParamError("params", "expected [] (all intents) or [[intent ids]]")
             if not wanted:  # would silently match nothing, forever
                 raise ParamError("params[0]", "no intent ids: pass [] to follow all intents")
-            ids = frozenset(wanted)
-        if len(client.subscriptions) >= self.limits.max_subscriptions:
-            raise RpcError(
-                SERVER_ERROR,
-                f"too many subscriptions on this connection (at most "
-                f"{self.limits.max_subscriptions}): broadcaster_unsubscribe one first",
-            )
-        sub_id = self.subscriptions.next_id()
-        client.subscriptions[sub_id] = ids
-        return sub_id
+            if len(wanted) > 1024:
+                raise ParamError("params[0]", "at most 1024 intent ids per subscription")
+            resolved = set()
+            for item in wanted:
+                if not client.access.full or _TX_HASH.fullmatch(item):
+                    # A tenant follows only its own intents, named by id or any hash; a hash
+                    # is resolved to the intent it names.
+                    record = await self._lookup(client, item)
+                    if record is None:
+                        raise RpcError(
+                            INVALID_PARAMS,
+                            f"invalid params: params[0]: no intent {item!r:.100} is known here",
+                        )
+                    resolved.add(record.intent.id)
+                else:
+                    resolved.add(item)  # full access may follow an id before it exists
+            ids = frozenset(resolved)
+        self._check_room(client)
+        return self.subscriptions.subscribe(client, ids)
 
-    async def _unsubscribe(self, client: _Client, params: Any) -> bool:
+    async def _unsubscribe(self, client: Connection, params: Any) -> bool:
         sub_id = params[0] if isinstance(params, list) and params else params
-        return client.subscriptions.pop(sub_id, 0) != 0 if isinstance(sub_id, str) else False
+        return self.subscriptions.unsubscribe(client, sub_id) if isinstance(sub_id, str) else False
 
-    async def _chain_id(self, client: _Client, params: Any) -> str:
-        return _hex(self.chain_id)
+    # -- eth_* -----------------------------------------------------------------------------------
 
-    async def _block_number(self, client: _Client, params: Any) -> str:
+    async def _eth_subscribe(self, client: Connection, params: Any) -> str:
+        self._websocket_only(client, "eth_subscribe")
+        kind = params[0] if isinstance(params, list) and params else None
+        if kind != "newHeads":
+            raise ParamError("params[0]", 'only "newHeads" is served here')
+        self._check_room(client)
+        return self.subscriptions.subscribe_heads(client)
+
+    async def _chain_id(self, client: Connection, params: Any) -> str:
+        return hex(self.chain_id)
+
+    async def _block_number(self, client: Connection, params: Any) -> str:
         tip = self._tip_number()
         if tip is None and self._passthrough is not None:
             # No new head since start (an idle chain): ask the node rather than fail the bot.
@@ -449,23 +356,61 @@ class IntentApi:
                 return number
         if tip is None:
             raise RpcError(SERVER_ERROR, "no block seen yet: the node has not sent a head")
-        return _hex(tip)
+        return hex(tip)
 
-    async def _eth_accounts(self, client: _Client, params: Any) -> list[str]:
-        return [checksum_address(a) for a in self.accounts]
+    async def _eth_accounts(self, client: Connection, params: Any) -> list[str]:
+        return [checksum_address(a) for a in client.access.senders(self.accounts)]
 
-    async def _eth_send_transaction(self, client: _Client, params: Any) -> str:
+    async def _continuity(self, client: Connection, method: str, params: Any) -> Any:
+        """``eth_getTransactionReceipt`` / ``eth_getTransactionByHash`` of a hash an intent of
+        the caller's ever had: asked about its canonical attempt (:mod:`.continuity`)."""
+        params = params if isinstance(params, list) else []
+        if len(params) == 1 and type(params[0]) is str and _TX_HASH.fullmatch(params[0]):
+            asked = bytes.fromhex(params[0][2:])
+            record = self._own(client, self.manager.book.by_hash(asked))
+            if record is not None:
+                attempt = canonical_attempt(record, asked)
+                if attempt is None:
+                    return None
+                if method == "eth_getTransactionReceipt":
+                    return await self._canonical_receipt(record, attempt)
+                answer = await self._pass(method, ["0x" + attempt.hash.hex()])
+                if answer is None and attempt.hash != asked and record.included_hash is None:
+                    # The node never saw the latest attempt (sent only to private endpoints,
+                    # or not yet): the hash asked about may still be in its pool.
+                    answer = await self._pass(method, params)
+                if _stale(answer, record, attempt):
+                    return None
+                return answer
+        return await self._pass(method, params)
+
+    async def _canonical_receipt(self, record: TxRecord, attempt: Attempt) -> Any:
+        """The node's receipt of ``attempt`` only if it is the attempt our canonical block
+        holds, *in that block*: not included (yet), or a payload whose nonce a noop took (a
+        cancel), is ``null``; so is a receipt a lagging node still has from an abandoned block
+        (it may even say ``status: 1`` for a trade the canonical chain never made)."""
+        block = record.block
+        if record.included_hash is None or attempt.hash != record.included_hash or block is None:
+            return None
+        answer = await self._pass("eth_getTransactionReceipt", ["0x" + attempt.hash.hex()])
+        found = answer.get("blockHash") if isinstance(answer, Mapping) else None
+        if not isinstance(found, str) or found.lower() != block.hash.lower():
+            return None  # the node has not (yet) the block we call canonical
+        return answer
+
+    async def _eth_send_transaction(self, client: Connection, params: Any) -> str:
         tx = params[0] if isinstance(params, list) and len(params) == 1 else params
         if not isinstance(tx, Mapping):
             raise ParamError("params", "expected [transaction object]")
         tx = dict(tx)
         tx.pop("nonce", None)  # nonces are the broadcaster's to allocate
+        defaults = self._defaults(client)
         if "gas" not in tx:
             if self._passthrough is None:
                 raise ParamError("gas", "required")
             # Name a bad field before asking the node; estimate what will actually be signed.
-            draft = parse_intent(tx, self._defaults(), require_gas=False)
-            call: dict[str, Any] = {"from": draft.sender, "value": _hex(draft.value)}
+            draft = parse_intent(tx, defaults, require_gas=False)
+            call: dict[str, Any] = {"from": draft.sender, "value": hex(draft.value)}
             if draft.to is not None:
                 call["to"] = draft.to
             if draft.data:
@@ -484,7 +429,8 @@ class IntentApi:
                     "would probably revert); pass gas explicitly",
                 )
             tx["gas"] = parse_quantity(estimate, "gas")
-        record = await self._submit(client, parse_intent(tx, self._defaults()))
+        intent = parse_intent(tx, defaults)
+        record = await self._submit(client, intent)
         latest = record.latest
         if latest is None:
             raise RpcError(
@@ -495,20 +441,29 @@ class IntentApi:
             )
         return "0x" + latest.hash.hex()
 
-    async def _eth_send_raw_transaction(self, client: _Client, params: Any) -> str:
+    async def _next_nonce(self, sender: str) -> int | None:
+        """Our next nonce for ``sender``; for a sender we never synced, the node's pending
+        count (``None`` when no node can say: the manager's own check still applies)."""
+        upcoming = self.manager.book.peek_next(sender)
+        if upcoming is not None or self._passthrough is None:
+            return upcoming
+        try:
+            count = await self._passthrough("eth_getTransactionCount", sender, "pending")
+        except (NodeError, ChainReadError):
+            return None
+        return int(count, 16) if type(count) is str and count.startswith("0x") else None
+
+    async def _eth_send_raw_transaction(self, client: Connection, params: Any) -> str:
         if not isinstance(params, list) or len(params) != 1:
             raise ParamError("params", "expected [signed transaction as 0x-hex bytes]")
         raw = parse_data(params[0], "params[0]")
-        try:
-            fields, signed = signed_from_raw(raw)
-        except TransactionError as exc:
-            raise ParamError("params[0]", f"not a signed transaction: {exc}") from exc
-        if fields.chain_id not in (None, self.chain_id):
-            raise ParamError("chainId", f"this broadcaster serves chain {self.chain_id}")
+        fields, signed = check_raw_transaction(raw, chain_id=self.chain_id, access=client.access)
         sender = signed.sender.lower()
         existing = self.manager.book.by_hash(signed.hash)
         if existing is not None:
             return "0x" + signed.hash.hex()  # already tracked: "already known"
+        self._check_intake()
+        check_nonce_gap(fields.nonce, await self._next_nonce(sender), self._max_gap_fill)
         intent = Intent(
             id=f"raw-{signed.hash.hex()}",
             sender=sender,
@@ -544,11 +499,20 @@ class IntentApi:
         self.subscriptions.notify(record, event)
 
 
-def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+def _stale(answer: Any, record: TxRecord, attempt: Attempt) -> bool:
+    """``answer`` (a transaction object) says ``attempt`` is mined where our canonical chain
+    says otherwise: another attempt took its nonce (a cancel's noop, a replacement that won), or
+    it is in another block (a lagging node still on an abandoned branch)."""
+    found = answer.get("blockHash") if isinstance(answer, Mapping) else None
+    if found is None or record.included_hash is None or record.block is None:
+        return False  # pending, or we have no canonical block to say otherwise (yet)
+    if attempt.hash != record.included_hash:
+        return True
+    return not isinstance(found, str) or found.lower() != record.block.hash.lower()
+
+
+def _replace_key(intent: Intent, key: str | None) -> Intent:
+    return dataclasses.replace(intent, key=key)
 
 
 _ = AttemptReason  # status events name attempt reasons too (resent)

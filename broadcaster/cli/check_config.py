@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from broadcaster.settings import checksum_address
+
 if TYPE_CHECKING:
     from broadcaster.settings.model import Config
 
@@ -18,6 +20,11 @@ def _warnings(config: Config) -> list[str]:
     for index, token in enumerate(config.api.tokens):
         if token in {"change-me", "changeme", "dev-token"} or len(token) < 16:
             out.append(f"api.tokens[{index}]: short or placeholder token; use a long random one")
+    for index, tenant in enumerate(config.api.tenants):
+        if len(tenant.token) < 16 or tenant.token.startswith("change-me"):
+            out.append(
+                f"api.tenants[{index}].token: short or placeholder token; use a long random one"
+            )
     if config.signer.endpoint.scheme == "vsock" and config.signer.pcr0 is None:
         out.append("signer: vsock without attestation_root/pcr0 trusts whatever answers there")
     if len(config.clients) < 2:
@@ -44,12 +51,18 @@ def describe_config(config: Config) -> str:
         f"signer: {signer.url} ({attested}, timeout {signer.timeout_seconds:g} s)",
         f"accounts ({len(config.accounts)}): " + ", ".join(a.address for a in config.accounts),
         f"fees: bump {fees.bump_percent}%, default tip {fees.priority_fee_wei} wei, {cap}",
-        f"api: ws://{api.listen} ({len(api.tokens)} token(s), max message {api.max_message_bytes}"
-        f" bytes, {api.rate_per_token:g} req/s per token, burst {api.rate_burst})",
+        f"api: {api.listen}, HTTP and websocket ({len(api.tokens)} token(s), "
+        f"{len(api.tenants)} tenant(s), max message {api.max_message_bytes} bytes, "
+        f"{api.rate_per_token:g} req/s per token, burst {api.rate_burst}, "
+        f"{api.max_connections_per_token} connections per token)",
         f"metrics: http://{config.metrics.listen}/metrics (and /healthz)",
         f"journal: {config.journal.path}",
         "heads watchdog: " + ("off" if watchdog is None else f"{watchdog:g} s"),
         "cpu pinning: " + (", ".join(map(str, config.cpu.pinning)) or "none"),
+        *(
+            f"tenant {t.name}: " + ", ".join(checksum_address(a) for a in t.accounts)
+            for t in api.tenants
+        ),
     ]
     lines += [f"warning: {w}" for w in _warnings(config)]
     return "\n".join(lines)

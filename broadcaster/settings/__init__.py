@@ -28,6 +28,7 @@ from broadcaster.settings.model import (
     MetricsConfig,
     RpcConfig,
     SignerConfig,
+    TenantConfig,
 )
 from broadcaster.settings.render import render_config
 
@@ -48,6 +49,7 @@ __all__ = [
     "MetricsConfig",
     "RpcConfig",
     "SignerConfig",
+    "TenantConfig",
     "checksum_address",
     "config_from_dict",
     "load_config",

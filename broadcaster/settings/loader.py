@@ -43,6 +43,7 @@ from broadcaster.settings.model import (
     MetricsConfig,
     RpcConfig,
     SignerConfig,
+    TenantConfig,
 )
 from broadcaster.settings.reader import ConfigReader, quote
 from signer_client.endpoints import parse_endpoint
@@ -255,23 +256,105 @@ def _cpu(r: ConfigReader, table: dict[str, Any] | None) -> CpuConfig | None:
     return CpuConfig(tuple(pinning), slice_us or None, yield_after)
 
 
+def _token_problem(token: str) -> str | None:
+    if not token.strip() or token != token.strip() or " " in token:
+        return "must be non-empty, without spaces"
+    if "/" in token or "?" in token or "#" in token:
+        return 'must not contain "/", "?" or "#" (clients may send it as the URL path)'
+    return None
+
+
+def _tenants(r: ConfigReader, table: dict[str, Any] | None) -> list[TenantConfig] | None:
+    """``[[api.tenants]] name, token, accounts``; an account belongs to one tenant at most (an
+    intent's owner is the tenant of its sender)."""
+    if table is None or "tenants" not in table:
+        return []
+    value = table["tenants"]
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        r.problem("api.tenants", "expected [[api.tenants]] tables (name, token, accounts)")
+        return None
+    out: list[TenantConfig] = []
+    names: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    ok = True
+    for index, entry in enumerate(value):
+        path = f"api.tenants[{index}]"
+        r.known_keys(entry, path, ("name", "token", "accounts"))
+        name = r.string(entry, "name", path)
+        token = r.string(entry, "token", path)
+        accounts = r.string_list(entry, "accounts", path)
+        if name is not None:
+            if not _NAME.fullmatch(name):
+                r.problem(f"{path}.name", f"expected letters, digits, _ . - (got {quote(name)})")
+            elif name in names:
+                r.problem(f"{path}.name", f"duplicate tenant name (also {names[name]})")
+            names.setdefault(name, path)
+        if token is not None and (problem := _token_problem(token)) is not None:
+            r.problem(f"{path}.token", problem)
+        checked: list[str] = []
+        if accounts is not None:
+            if not accounts:
+                r.problem(f"{path}.accounts", "needs at least one account")
+            for i, text in enumerate(accounts):
+                try:
+                    address = _address(text).lower()
+                except ValueError as exc:
+                    r.problem(f"{path}.accounts[{i}]", str(exc))
+                    continue
+                if address in owners:
+                    r.problem(
+                        f"{path}.accounts[{i}]",
+                        f"{text} already belongs to {owners[address]} (an account has one tenant)",
+                    )
+                    continue
+                owners[address] = path
+                checked.append(address)
+        if name is None or token is None or accounts is None:
+            ok = False
+            continue
+        out.append(TenantConfig(name, token, tuple(checked)))
+    return out if ok else None
+
+
 def _api(r: ConfigReader, table: dict[str, Any] | None) -> ApiConfig | None:
     listen = r.parsed(table, "listen", "api", _listen)
-    tokens = r.string_list(table, "tokens", "api")
+    tenants = _tenants(r, table)
+    tokens: list[str] | None = []
+    if table is not None and ("tokens" in table or not tenants):
+        tokens = r.string_list(table, "tokens", "api")
     if tokens is not None:
-        if not tokens:
-            r.problem("api.tokens", "needs at least one token (clients send it as a bearer token)")
+        if not tokens and not tenants and table is not None:
+            r.problem(
+                "api.tokens",
+                "needs at least one token, or [[api.tenants]] (clients send it as a bearer token)",
+            )
         for index, token in enumerate(tokens):
-            if not token.strip() or token != token.strip() or " " in token:
-                r.problem(f"api.tokens[{index}]", "must be non-empty, without spaces")
+            if (problem := _token_problem(token)) is not None:
+                r.problem(f"api.tokens[{index}]", problem)
         if len(set(tokens)) != len(tokens):
             r.problem("api.tokens", "contains duplicates")
+        for index, tenant in enumerate(tenants or ()):
+            if tenant.token in tokens:
+                r.problem(f"api.tenants[{index}].token", "is also in api.tokens (full access)")
+        seen: dict[str, int] = {}
+        for index, tenant in enumerate(tenants or ()):
+            if tenant.token in seen:
+                r.problem(
+                    f"api.tenants[{index}].token",
+                    f"same token as api.tenants[{seen[tenant.token]}]",
+                )
+            seen.setdefault(tenant.token, index)
     size = r.integer(table, "max_message_bytes", "api", default=1 << 20, low=1024, high=64 << 20)
     rate = r.number(table, "rate_per_token", "api", default=10_000.0, positive=True)
     burst = r.integer(table, "rate_burst", "api", default=20_000, low=1)
+    per_token = r.integer(
+        table, "max_connections_per_token", "api", default=256, low=1, high=1_000_000
+    )
     if listen is None or tokens is None or size is None or rate is None or burst is None:
         return None
-    return ApiConfig(listen, tuple(tokens), size, rate, burst)
+    if tenants is None or per_token is None:
+        return None
+    return ApiConfig(listen, tuple(tokens), size, rate, burst, tuple(tenants), per_token)
 
 
 def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
@@ -334,7 +417,15 @@ _FEES = (
     "max_gap_fill",
 )
 _CPU = ("pinning", "slice_us", "yield_after_reaction")
-_API = ("listen", "tokens", "max_message_bytes", "rate_per_token", "rate_burst")
+_API = (
+    "listen",
+    "tokens",
+    "tenants",
+    "max_message_bytes",
+    "rate_per_token",
+    "rate_burst",
+    "max_connections_per_token",
+)
 
 
 def _section_order(problem: tuple[str, str]) -> int:

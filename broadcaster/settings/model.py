@@ -33,6 +33,7 @@ __all__ = [
     "MetricsConfig",
     "RpcConfig",
     "SignerConfig",
+    "TenantConfig",
 ]
 
 ForkChoice = Literal["latest", "first-seen"]
@@ -130,14 +131,30 @@ class FeesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantConfig:
+    """``[[api.tenants]]``: one bot's scoped token. It sends only from ``accounts`` (lowercase
+    addresses) and sees, follows and cancels only the intents of those accounts."""
+
+    name: str
+    token: str
+    accounts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
-    """The intent API (JSON-RPC 2.0 over a websocket, bearer tokens)."""
+    """The intent API (JSON-RPC 2.0 over HTTP ``POST /`` and websocket on one port).
+
+    ``tokens``: full access; ``tenants``: scoped access (at least one of the two).
+    ``max_connections_per_token``: open websockets plus HTTP requests being answered, per token.
+    """
 
     listen: ListenAddress
     tokens: tuple[str, ...]
     max_message_bytes: int = 1 << 20
     rate_per_token: float = 10_000.0  # requests per second, token bucket (above the 5,000/s target)
     rate_burst: int = 20_000  # bucket size
+    tenants: tuple[TenantConfig, ...] = ()
+    max_connections_per_token: int = 256
 
 
 @dataclass(frozen=True, slots=True)

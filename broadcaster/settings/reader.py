@@ -22,6 +22,7 @@ _SECRET_NAME = re.compile(
     r"(?i)private|secret|mnemonic|seed|passphrase|password|keystore|^(key|keys|pk|priv|sk)$"
 )
 _SECRET_VALUE = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+_TOKEN_PATH = re.compile(r"api\.tokens|api\.tenants\[\d+\]\.token")
 _KEYS_ELSEWHERE = "keys live in the signer (python -m enclave --key-file), never in this file"
 
 
@@ -123,6 +124,8 @@ class ConfigReader:
                 stack.extend((_join(path, str(k)), v) for k, v in value.items())
             elif isinstance(value, list) and path != "api.tokens":
                 stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+            elif isinstance(value, str) and _TOKEN_PATH.fullmatch(path):
+                continue  # a bearer token may well be 32 random bytes in hex
             elif isinstance(value, str) and _SECRET_VALUE.fullmatch(value):
                 self.problem(path, f"looks like a private key (32 bytes of hex): {_KEYS_ELSEWHERE}")
 

@@ -44,8 +44,11 @@ def render_config(
     presign_replacements: bool = True,
     rate_per_token: float | None = None,
     rate_burst: int | None = None,
+    tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
+    max_connections_per_token: int | None = None,
 ) -> str:
-    """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs.
+    """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs,
+    ``tenants`` ``(name, token, accounts)`` triples (``tokens`` may then be empty).
 
     What it writes is what :func:`broadcaster.settings.loader.parse_config` reads (a test
     round-trips it).
@@ -65,11 +68,18 @@ def render_config(
     lines += ["", "[fees]", f"bump_percent = {_toml(bump_percent)}"]
     if not presign_replacements:
         lines += ["presign_replacements = false"]
-    lines += ["", "[api]", f"listen = {_toml(api_listen)}", f"tokens = {_toml(list(tokens))}"]
+    lines += ["", "[api]", f"listen = {_toml(api_listen)}"]
+    if tokens or not tenants:
+        lines += [f"tokens = {_toml(list(tokens))}"]
     if rate_per_token is not None:
         lines += [f"rate_per_token = {_toml(float(rate_per_token))}"]
     if rate_burst is not None:
         lines += [f"rate_burst = {_toml(rate_burst)}"]
+    if max_connections_per_token is not None:
+        lines += [f"max_connections_per_token = {_toml(max_connections_per_token)}"]
+    for name, token, tenant_accounts in tenants:
+        lines += ["", "[[api.tenants]]", f"name = {_toml(name)}", f"token = {_toml(token)}"]
+        lines += [f"accounts = {_toml(list(tenant_accounts))}"]
     lines += ["", "[metrics]", f"listen = {_toml(metrics_listen)}"]
     lines += ["", "[journal]", f"path = {_toml(journal_path)}"]
     if watchdog_seconds is not None:

@@ -32,8 +32,8 @@ def test_the_alert_runbooks_name_only_label_values_the_code_emits() -> None:
 
 
 def test_the_pre_bound_intent_statuses_are_ones_the_api_or_the_service_counts() -> None:
-    api = (REPO / "broadcaster/api/server.py").read_text()
-    told = set(re.findall(r'_on_intent\("([a-z_]+)"\)', api))
+    api = "\n".join(p.read_text() for p in sorted((REPO / "broadcaster/api").glob("*.py")))
+    told = set(re.findall(r'_on_(?:intent|refused)\("([a-z_]+)"\)', api))
     service = (REPO / "broadcaster/service.py").read_text()
     counted = set(
         re.findall(r'"([a-z]+)"', service.split("_COUNTED_STATUSES = ")[1].split("\n")[0])

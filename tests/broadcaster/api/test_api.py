@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-import broadcaster.api.server as api_module
+import broadcaster.api.envelope as api_module
 from broadcaster.api.client import ApiError, BroadcasterClient
 from broadcaster.api.server import PASS_THROUGH, ApiLimits, IntentApi, _Client
+from broadcaster.api.subscriptions import expand
 from broadcaster.rpc.chain_reader import ChainReadError
 from nonce import Attempt, AttemptReason, Intent, TxRecord, TxState
 from nonce.book import NonceBook
@@ -132,6 +133,15 @@ async def call(api: IntentApi, message: Any, client: _Client | None = None) -> A
 
 def request(method: str, *params: Any, id: Any = 1) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id, "method": method, "params": list(params)}
+
+
+def notes_of(client: _Client) -> list[Any]:
+    """The notifications queued for ``client``, one per subscription, in order."""
+    return [
+        orjson.loads(message)
+        for _ in range(client.outbox.qsize())
+        for message in expand(client.outbox.get_nowait())
+    ]
 
 
 def error_of(reply: Any) -> tuple[int, str]:
@@ -468,7 +478,10 @@ async def test_a_raw_transaction_for_another_chain_is_refused() -> None:
     raw = signed_raw(chain_id=1).raw_transaction.to_0x_hex()
     code, message = error_of(await call(make_api(), request("eth_sendRawTransaction", raw)))
     assert code == -32602
-    assert message == "invalid params: chainId: this broadcaster serves chain 31337"
+    assert message == (
+        "invalid params: params[0]: raw transaction refused (chain-id): signed for chain 1, "
+        "this broadcaster serves 31337"
+    )
 
 
 # -- getIntent / cancelIntent --------------------------------------------------------------------
@@ -537,7 +550,7 @@ async def test_notifications_go_to_matching_subscriptions_only() -> None:
     book = api.manager.book
     api.notify(book.by_intent(first["id"]), "signed")
     api.notify(book.by_intent(second["id"]), "signed")
-    notes = [orjson.loads(client.outbox.get_nowait()) for _ in range(client.outbox.qsize())]
+    notes = notes_of(client)
     assert [(n["params"]["subscription"], n["params"]["result"]["id"]) for n in notes] == [
         (every, first["id"]),
         (only, first["id"]),

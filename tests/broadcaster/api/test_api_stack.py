@@ -154,11 +154,22 @@ async def test_an_idempotency_key_sent_twice_gives_one_intent_and_one_transactio
         again = await other.result("broadcaster_sendIntent", {**INTENT, "key": "order-42"})
         assert again["id"] == first["id"] and again["hash"] == first["hash"]
         included = await w.status_becomes(first["id"], "included")
-        late = await w.result("broadcaster_sendIntent", {**INTENT, "key": "order-42", "value": 9})
+        late = await w.result("broadcaster_sendIntent", {**INTENT, "key": "order-42"})
         assert late["id"] == first["id"] and late["status"] == "included"
+        # The same key with other fields is another request under a reused key: an error, not
+        # the earlier record (which would tell the bot its new order went through).
+        other_value = await w.call(
+            "broadcaster_sendIntent", {**INTENT, "key": "order-42", "value": 9}
+        )
+        assert other_value["error"]["code"] == -32602
+        assert other_value["error"]["message"] == (
+            f"invalid params: key: already used for intent {first['id']} with a different "
+            "value: a key names one request; use a new key for a new one"
+        )
+        assert other_value["error"]["data"]["id"] == first["id"]
     assert await chain_nonce(stack) == 1
     assert included["hashes"] == [first["hash"]]
-    assert stack.service.metrics.sample("broadcaster_intents_total", {"status": "duplicate"}) == 2
+    assert stack.service.metrics.sample("broadcaster_intents_total", {"status": "duplicate"}) == 3
 
 
 async def test_cancelling_an_included_intent_is_refused_with_its_status(stack: DevStack) -> None:

@@ -120,7 +120,12 @@ def test_the_example_file_sets_and_comments_every_key_the_loader_knows() -> None
         "max_message_bytes",
         "rate_per_token",
         "rate_burst",
+        "max_connections_per_token",
+        "tenants",
     }
+    assert set(data["api"]["tenants"][0]) == {"name", "token", "accounts"}
+    keys_ = set(data["api"]["tenants"][0])
+    assert all(f"`{k}`" in text for k in keys_)
     comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
     keys = {key for value in data.values() if isinstance(value, dict) for key in value}
     keys |= {key for value in data.values() if isinstance(value, list) for key in value[0]}
@@ -212,7 +217,7 @@ def test_config_error_text_lists_every_problem() -> None:
         (lambda d: d["fees"].update(bump_precent=12), 'fees.bump_precent: unknown key (did you mean "bump_percent"?)'),
         (lambda d: d.update(finalty_depth=3), 'finalty_depth: unknown key (did you mean "finality_depth"?)'),
         (lambda d: d["clients"][0].update(uri="ws://a"), 'clients[0].uri: unknown key (did you mean "url"?)'),
-        (lambda d: d["api"].update(zzz=1), "api.zzz: unknown key (known keys: listen, tokens, max_message_bytes, rate_per_token, rate_burst)"),
+        (lambda d: d["api"].update(zzz=1), "api.zzz: unknown key (known keys: listen, tokens, tenants, max_message_bytes, rate_per_token, rate_burst, max_connections_per_token)"),
     ],
 )  # fmt: skip
 def test_unknown_keys_are_errors_with_a_did_you_mean_hint(mutate: Any, expected: str) -> None:
@@ -233,7 +238,7 @@ def test_unknown_keys_are_errors_with_a_did_you_mean_hint(mutate: Any, expected:
         (lambda d: d.update(rpcs=[1]), "rpcs[0]: expected a table, got an integer"),
         (lambda d: d.update(signer="unix:///x"), 'signer: expected a table ([signer]), got a string ("unix:///x")'),
         (lambda d: d["api"].update(tokens="t"), 'api.tokens: expected an array of strings, got a string ("t")'),
-        (lambda d: d["api"].update(tokens=[]), "api.tokens: needs at least one token (clients send it as a bearer token)"),
+        (lambda d: d["api"].update(tokens=[]), "api.tokens: needs at least one token, or [[api.tenants]] (clients send it as a bearer token)"),
         (lambda d: d["api"].update(tokens=["a b"]), "api.tokens[0]: must be non-empty, without spaces"),
         (lambda d: d["api"].update(tokens=["t", "t"]), "api.tokens: contains duplicates"),
         (lambda d: d["api"].update(rate_per_token=0), "api.rate_per_token: must be greater than 0, got 0"),
@@ -412,3 +417,84 @@ def test_check_config_summarises_a_valid_file_and_exits_0(
     assert "demo.toml: OK" in out
     assert "clients (3): a=ws://127.0.0.1:8545" in out
     assert "metrics: http://127.0.0.1:9650/metrics" in out
+
+
+# ---------------------------------------------------------------- [[api.tenants]]
+
+TENANT_A = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+TENANT_B = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+
+
+def with_tenants(*tenants: dict[str, Any], tokens: bool = True) -> dict[str, Any]:
+    data = minimal()
+    if not tokens:
+        data["api"].pop("tokens")
+    data["api"]["tenants"] = list(tenants)
+    return data
+
+
+def test_tenants_load_with_lowercase_accounts_and_tokens_become_optional() -> None:
+    data = with_tenants(
+        {"name": "bot-a", "token": "a" * 64, "accounts": [TENANT_A]},
+        {"name": "bot-b", "token": "token-b", "accounts": [TENANT_B.lower()]},
+        tokens=False,
+    )
+    data["api"]["max_connections_per_token"] = 8
+    api = config_from_dict(data).api
+    assert api.tokens == ()
+    assert [(t.name, t.token, t.accounts) for t in api.tenants] == [
+        ("bot-a", "a" * 64, (TENANT_A.lower(),)),  # 64 hex digits: a token, not a private key
+        ("bot-b", "token-b", (TENANT_B.lower(),)),
+    ]
+    assert api.max_connections_per_token == 8
+    assert config_from_dict(minimal()).api.max_connections_per_token == 256
+
+
+@pytest.mark.parametrize(
+    ("tenants", "expected"),
+    [
+        ([{"name": "a", "token": "t1", "accounts": [TENANT_A]}, {"name": "b", "token": "t2", "accounts": [TENANT_A]}],
+         f"api.tenants[1].accounts[0]: {TENANT_A} already belongs to api.tenants[0] (an account has one tenant)"),
+        ([{"name": "a", "token": "t1", "accounts": [TENANT_A]}, {"name": "a", "token": "t2", "accounts": [TENANT_B]}],
+         "api.tenants[1].name: duplicate tenant name (also api.tenants[0])"),
+        ([{"name": "a", "token": "t1", "accounts": [TENANT_A]}, {"name": "b", "token": "t1", "accounts": [TENANT_B]}],
+         "api.tenants[1].token: same token as api.tenants[0]"),
+        ([{"name": "a", "token": "t/1", "accounts": [TENANT_A]}],
+         'api.tenants[0].token: must not contain "/", "?" or "#" (clients may send it as the URL path)'),
+        ([{"name": "a", "token": "t1", "accounts": []}], "api.tenants[0].accounts: needs at least one account"),
+        ([{"name": "a", "token": "t1", "accounts": ["0x12"]}],
+         'api.tenants[0].accounts[0]: expected 0x followed by 40 hex digits, got "0x12"'),
+        ([{"name": "a", "token": "t1"}], "api.tenants[0].accounts: missing (required)"),
+        ([{"name": "a", "token": "t1", "accounts": [TENANT_A], "acounts": []}],
+         'api.tenants[0].acounts: unknown key (did you mean "accounts"?)'),
+        ([{"name": "a", "token": "change-me", "accounts": [TENANT_A]}],
+         "api.tenants[0].token: is also in api.tokens (full access)"),
+    ],
+)  # fmt: skip
+def test_each_bad_tenant_is_reported_with_its_key_path(
+    tenants: list[dict[str, Any]], expected: str
+) -> None:
+    data = with_tenants(*tenants)
+    data["api"]["tokens"] = ["change-me"]
+    assert only_problem(data) == expected
+
+
+def test_render_config_writes_tenants_that_load_back() -> None:
+    from broadcaster.settings import render_config
+
+    text = render_config(
+        chain_id=1,
+        clients=[("a", "ws://127.0.0.1:1")],
+        rpcs=[("a", "http://127.0.0.1:1")],
+        signer_url="unix:///tmp/x.sock",
+        accounts=[TENANT_A],
+        api_listen="127.0.0.1:2",
+        tokens=[],
+        tenants=[("bot-a", "tok-a", [TENANT_A])],
+        max_connections_per_token=3,
+        metrics_listen="127.0.0.1:3",
+        journal_path="j.db",
+    )
+    api = parse_config(text).api
+    assert api.tokens == () and api.max_connections_per_token == 3
+    assert [(t.name, t.accounts) for t in api.tenants] == [("bot-a", (TENANT_A.lower(),))]
