@@ -145,10 +145,10 @@ __all__ = [
     "InvalidIntent",
     "InvalidTransition",
     "JournalClosed",
-    "StaleEpoch",
     "JournalError",
     "NonceError",
     "NonceInUse",
     "SenderNotSynced",
+    "StaleEpoch",
     "UnknownIntent",
 ]

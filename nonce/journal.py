@@ -198,7 +198,6 @@ class ThreadedJournal:
                 return
 
 
-
 class SqliteJournal(ThreadedJournal):
     """``Journal`` on a SQLite file in WAL mode, with a writer thread (see the module docstring)."""
 

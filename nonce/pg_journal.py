@@ -200,7 +200,9 @@ class PgReader:
                         self._conn.close()
                     self._conn = None
                     if attempt:
-                        raise JournalError(f"cannot read journal {redact(self.url)}: {exc}") from exc
+                        raise JournalError(
+                            f"cannot read journal {redact(self.url)}: {exc}"
+                        ) from exc
                 except psycopg.Error as exc:
                     raise JournalError(f"cannot read journal {redact(self.url)}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover

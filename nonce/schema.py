@@ -22,6 +22,7 @@ from nonce.state import Attempt, AttemptReason, BlockRef, Intent, TxRecord, TxSt
 
 SCHEMA_VERSION = "2"
 
+
 @dataclass(frozen=True, slots=True)
 class Table:
     """One table, written once for every backend (SQLite and PostgreSQL).
@@ -495,16 +496,16 @@ def read_records(
 
 
 __all__ = [
+    "LEASE",
     "MIGRATIONS",
     "POSTGRES",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SQLITE",
-    "LEASE",
     "TABLES",
     "Dialect",
-    "Table",
     "Statement",
+    "Table",
     "batch_statements",
     "read_records",
     "statements",

@@ -44,6 +44,9 @@ def render_config(
     presign_replacements: bool = True,
     rate_per_token: float | None = None,
     rate_burst: int | None = None,
+    journal_url: str | None = None,
+    ha_instance: str | None = None,
+    lease_seconds: float | None = None,
 ) -> str:
     """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs.
 
@@ -71,7 +74,14 @@ def render_config(
     if rate_burst is not None:
         lines += [f"rate_burst = {_toml(rate_burst)}"]
     lines += ["", "[metrics]", f"listen = {_toml(metrics_listen)}"]
-    lines += ["", "[journal]", f"path = {_toml(journal_path)}"]
+    if journal_url is not None:
+        lines += ["", "[journal]", f"url = {_toml(journal_url)}"]
+    else:
+        lines += ["", "[journal]", f"path = {_toml(journal_path)}"]
+    if ha_instance is not None:
+        lines += ["", "[ha]", f"instance = {_toml(ha_instance)}"]
+        if lease_seconds is not None:
+            lines += [f"lease_seconds = {_toml(float(lease_seconds))}"]
     if watchdog_seconds is not None:
         lines += ["", "[heads]", f"watchdog_seconds = {_toml(watchdog_seconds)}"]
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nonce.backends import Target, load, lookup, open_book, open_journal
 from nonce.book import NonceBook
 from nonce.entries import (
     AttemptAdded,
@@ -26,7 +27,6 @@ from nonce.entries import (
     StateChanged,
 )
 from nonce.errors import JournalClosed, JournalError, NonceError
-from nonce.backends import Target, load, lookup, open_book, open_journal
 from nonce.journal import SqliteJournal
 from nonce.schema import SCHEMA, SCHEMA_VERSION, batch_statements, statements
 from nonce.state import AttemptReason, BlockRef, Intent, TxRecord, TxState
@@ -189,7 +189,10 @@ def test_every_acknowledged_intent_survives_kill_9(store: Target, acks_before_ki
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
     )
     assert child.stdout is not None and child.stderr is not None
     acked: dict[str, tuple[str, int, bytes]] = {}

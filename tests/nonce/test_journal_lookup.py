@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from nonce import BlockRef, Intent, TxState
 from nonce.backends import Target, load, lookup, open_book
 
