@@ -1,0 +1,95 @@
+"""The lease and the journal's fencing on a real PostgreSQL (tests/postgres.py).
+
+Leases here are short (0.3 s) and expiry is waited for by polling the database's own verdict
+(``try_acquire`` until it grants), never by sleeping a guessed time.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from broadcaster.ha.lease import Grant, Holder, PgLeaseStore
+from nonce.errors import JournalError, StaleEpoch
+from nonce.pg_journal import PgJournal, load, open_book
+from tests.nonce.factories import ALICE, intent
+from tests.postgres import Postgres
+
+pytestmark = pytest.mark.e2e
+
+LEASE = 0.3
+
+
+def take_over(store: PgLeaseStore, instance: str) -> Grant:
+    """Poll until the lease is ours (it expires on the database's clock)."""
+    done = threading.Event()
+    while not done.wait(0.02):
+        answer = store.try_acquire(instance, LEASE)
+        if isinstance(answer, Grant):
+            return answer
+    raise AssertionError("unreachable")
+
+
+def test_one_leader_a_standby_sees_it_and_takes_over_only_after_expiry(postgres: Postgres) -> None:
+    url = postgres.new_database()
+    a, b = PgLeaseStore(url), PgLeaseStore(url)
+    open_book(url)[1].close()  # the schema
+    first = a.try_acquire("a", 60.0)
+    assert first == Grant(1, None)
+    held = b.try_acquire("b", 60.0)
+    assert isinstance(held, Holder) and (held.holder, held.epoch) == ("a", 1)
+    assert a.renew("a", 1, LEASE)  # shorten it: expires in 0.3 s
+    grant = take_over(b, "b")
+    assert grant == Grant(2, "a")
+    assert not a.renew("a", 1, LEASE)  # an expired epoch never comes back
+    seen = a.try_acquire("a", 60.0)
+    assert isinstance(seen, Holder) and (seen.holder, seen.epoch) == ("b", 2)
+    a.close()
+    b.close()
+
+
+def test_a_stale_epoch_cannot_write_the_journal(postgres: Postgres) -> None:
+    url = postgres.new_database()
+    store = PgLeaseStore(url)
+    open_book(url)[1].close()
+    assert store.try_acquire("a", LEASE) == Grant(1, None)
+    book, journal = open_book(url, epoch=1)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(intent(id="by-a"), now=1.0)
+    journal.commit_now(timeout=10)  # epoch 1 is the lease's: written
+
+    other = PgLeaseStore(url)
+    assert take_over(other, "b").epoch == 2
+    book.accept(intent(id="late-a"), now=2.0)
+    with pytest.raises(JournalError) as caught:
+        journal.commit_now(timeout=10)
+    assert isinstance(caught.value.__cause__, StaleEpoch)
+    assert journal.error is not None
+    journal.close()
+    with pytest.raises(JournalError):  # a stale epoch cannot even open the journal
+        open_book(url, epoch=1)
+
+    book_b, journal_b = open_book(url, epoch=2)
+    assert [r.intent.id for r in book_b.all_records()] == ["by-a"]
+    book_b.accept(intent(id="by-b"), now=3.0)
+    journal_b.commit_now(timeout=10)
+    journal_b.close()
+    assert [r.intent.id for r in load(url)] == ["by-a", "by-b"]
+    store.close()
+    other.close()
+
+
+def test_the_journal_rides_out_a_database_restart(postgres: Postgres) -> None:
+    url = postgres.new_database()
+    book, journal = open_book(url)
+    assert isinstance(journal, PgJournal)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(intent(id="before"), now=1.0)
+    journal.commit_now(timeout=10)
+    postgres.restart()  # every connection is cut
+    book.accept(intent(id="after"), now=2.0)
+    journal.commit_now(timeout=60)  # reconnects and writes the batch again
+    assert journal.reconnects >= 1 and journal.error is None
+    journal.close()
+    assert [r.intent.id for r in load(url)] == ["before", "after"]
