@@ -24,7 +24,9 @@ def test_every_request_is_refused_naming_the_leader() -> None:
 def test_batches_notifications_and_garbage() -> None:
     api = StandbyApi(["t"], lambda: None)
     batch = orjson.loads(
-        api.answer(b'[{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","method":"x"}]')
+        api.answer(
+            b'[{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","method":"x"}]'
+        )
         or b""
     )
     assert [r["id"] for r in batch] == [1]
