@@ -220,33 +220,36 @@ async def test_a_leader_frozen_past_its_lease_sends_nothing_when_resumed(
     tmp_path: Path, postgres: Postgres
 ) -> None:
     url = postgres.new_database()
-    async with start_anvil("chain", block_time=1) as node, RecordingRpc(node.http_url) as seen_a:
-        async with pair(tmp_path, node, url, {"a": [seen_a.url]}) as (a, b):
-            await a.start()
-            await until(a.leading, "a leads", limit=60)
-            await b.start()
-            await until(lambda: _standby_of(b, "a"), "b is a standby of a", limit=30)
-            bot = Bot()
-            async with await BroadcasterClient.connect(a.api_url, token=TOKEN) as api:
-                for i in range(4):
-                    await bot.submit(api, f"f{i}")
-                await wait_all_included(api, list(bot.acked.values()))
-            assert a.process is not None
-            a.process.send_signal(signal.SIGSTOP)
-            frozen = time.monotonic()
-            await until(b.leading, "b takes over from the frozen a", limit=8 * LEASE + 30)
-            takeover = time.monotonic() - frozen
-            # Drop a's transactions: a resumed a would see the reorg and resend at once.
-            height = int(await node.rpc("eth_blockNumber"), 16)
-            await node.rpc("anvil_reorg", min(height, 3), [])
-            sent_before = len(seen_a.raws)
-            a.process.send_signal(signal.SIGCONT)
-            code = await asyncio.wait_for(a.process.wait(), 60)
-            assert code == EXIT_LEASE_LOST
-            assert len(seen_a.raws) == sent_before, "the frozen leader sent after resuming"
-            async with await BroadcasterClient.connect(b.api_url, token=TOKEN) as api:
-                await wait_all_included(api, list(bot.acked.values()), limit=120)
-            await check_chain(node, bot)
+    async with (
+        start_anvil("chain", block_time=1) as node,
+        RecordingRpc(node.http_url) as seen_a,
+        pair(tmp_path, node, url, {"a": [seen_a.url]}) as (a, b),
+    ):
+        await a.start()
+        await until(a.leading, "a leads", limit=60)
+        await b.start()
+        await until(lambda: _standby_of(b, "a"), "b is a standby of a", limit=30)
+        bot = Bot()
+        async with await BroadcasterClient.connect(a.api_url, token=TOKEN) as api:
+            for i in range(4):
+                await bot.submit(api, f"f{i}")
+            await wait_all_included(api, list(bot.acked.values()))
+        assert a.process is not None
+        a.process.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        await until(b.leading, "b takes over from the frozen a", limit=8 * LEASE + 30)
+        takeover = time.monotonic() - frozen
+        # Drop a's transactions: a resumed a would see the reorg and resend at once.
+        height = int(await node.rpc("eth_blockNumber"), 16)
+        await node.rpc("anvil_reorg", min(height, 3), [])
+        sent_before = len(seen_a.raws)
+        a.process.send_signal(signal.SIGCONT)
+        code = await asyncio.wait_for(a.process.wait(), 60)
+        assert code == EXIT_LEASE_LOST
+        assert len(seen_a.raws) == sent_before, "the frozen leader sent after resuming"
+        async with await BroadcasterClient.connect(b.api_url, token=TOKEN) as api:
+            await wait_all_included(api, list(bot.acked.values()), limit=120)
+        await check_chain(node, bot)
     report("frozen_leader", lease_seconds=LEASE, takeover_seconds=round(takeover, 2),
            sent_after_resume=0, exit_code=code)  # fmt: skip
 

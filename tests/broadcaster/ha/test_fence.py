@@ -67,7 +67,7 @@ def test_the_deadline_counts_from_when_the_grant_was_sent_less_the_margin() -> N
 
 
 def test_a_lapsed_fence_stays_lapsed_and_reports_once() -> None:
-    f, clock, lapses = fence()
+    f, _, lapses = fence()
     f.extend(sent_at=100.0, lease_seconds=2.0, epoch=1)
     f.lapse("taken")
     f.extend(sent_at=100.0, lease_seconds=2.0, epoch=1)  # a late renewal answer
