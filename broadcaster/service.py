@@ -220,18 +220,29 @@ class Service:
             hooks=_HubMetrics(self.metrics),
             options=SubscriptionOptions(watchdog=config.heads.watchdog_seconds),
         )
-        epoch: int | None = None
         heads_task: asyncio.Task[None] | None = None
-        if config.ha is not None:
-            heads_task = asyncio.get_running_loop().create_task(hub.run(), name="heads")
+        lease_task: asyncio.Task[None] | None = None
+        if config.ha is None:
+            # Finalized records beyond the newest few thousand stay on disk (journal lookups).
+            book, journal = open_book(config.journal.target, settled_kept=RETAIN_SETTLED)
+        else:
+            loop = asyncio.get_running_loop()
+            heads_task = loop.create_task(hub.run(), name="heads")
             try:
                 epoch = await self._standby(config)
+                assert self.leadership is not None
+                # Renewing from now on: the reload and the recovery below may take a while.
+                lease_task = loop.create_task(self.leadership.keep(), name="lease")
+                # Off the loop, so the renewals go on while a big journal loads.
+                book, journal = await asyncio.to_thread(
+                    open_book, config.journal.target, epoch=epoch, settled_kept=RETAIN_SETTLED
+                )
             except BaseException:
                 heads_task.cancel()
+                if lease_task is not None:
+                    lease_task.cancel()
                 await self.metrics_server.close()
                 raise
-        # Finalized records beyond the newest few thousand stay on disk (journal lookups).
-        book, journal = open_book(config.journal.target, epoch=epoch, settled_kept=RETAIN_SETTLED)
         subscriptions = Subscriptions()  # before the manager and the API: both only use it
         observer = _TxMetrics(self.metrics, subscriptions)
         attestation = None
@@ -320,8 +331,8 @@ class Service:
                     group.create_task(hub.run(), name="heads")
                 else:
                     group.create_task(_follow(heads_task), name="heads")
-                if self.leadership is not None:
-                    group.create_task(self.leadership.keep(), name="lease")
+                if lease_task is not None:
+                    group.create_task(_follow(lease_task), name="lease")
                 group.create_task(fanout.run(), name="fanout")
                 group.create_task(manager.run(), name="txmanager")
                 group.create_task(self._lag_updater(hub), name="lag")
@@ -339,8 +350,9 @@ class Service:
             await fanout.aclose()
             await signer.close()
             await chain.close()
-            if heads_task is not None:
-                heads_task.cancel()
+            for task in (heads_task, lease_task):
+                if task is not None:
+                    task.cancel()
             if self.leadership is not None:
                 await self._release()
             await self.metrics_server.close()
