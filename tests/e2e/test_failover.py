@@ -34,6 +34,7 @@ from broadcaster.dev.stack import TOKEN, write_config
 from broadcaster.ha.standby import NOT_LEADER
 from broadcaster.service import EXIT_LEASE_LOST
 from broadcaster.settings import load_config
+from tests.e2e.support import mined_by_nonce
 from tests.e2e.test_crash_recovery import RECIPIENT, Bot, check_chain, wait_all_included
 from tests.postgres import Postgres
 from tests.reliability.common import report, until
@@ -167,6 +168,7 @@ async def test_the_standby_refuses_and_takes_over_after_kill_9_losing_nothing(
     url = postgres.new_database()
     bot = Bot()
     takeovers: list[float] = []
+    resubmitted = 0
     async with start_anvil("chain", block_time=1) as node, pair(tmp_path, node, url) as (a, b):
         await a.start()
         await until(a.leading, "a leads", limit=60)
@@ -189,8 +191,10 @@ async def test_the_standby_refuses_and_takes_over_after_kill_9_losing_nothing(
                 await streaming
             await until(standby.leading, f"{standby.name} takes over", limit=8 * LEASE + 30)
             takeovers.append(time.monotonic() - killed)
+            unanswered = [k for k in bot.asked if k not in bot.acked]
+            resubmitted += len(unanswered)
             async with await BroadcasterClient.connect(standby.api_url, token=TOKEN) as api:
-                for key in [k for k in bot.asked if k not in bot.acked]:
+                for key in unanswered:
                     await bot.submit(api, key)  # the resubmission a careful bot makes
             await leader.start()  # restarted by its supervisor: now the standby
             await until(lambda s=leader, n=standby.name: _standby_of(s, n), "restarted standby")
@@ -200,14 +204,17 @@ async def test_the_standby_refuses_and_takes_over_after_kill_9_losing_nothing(
             await wait_all_included(api, list(bot.acked.values()), limit=120)
         assert await leader.metric("broadcaster_failovers_total") == 1
         await check_chain(node, bot)  # every intent once, no nonce reused or skipped
+        payloads = [int(tx["value"], 16) for tx in (await mined_by_nonce(node)).values()]
     report(
         "failover",
         rounds=ROUNDS,
         lease_seconds=LEASE,
         takeover_seconds=[round(t, 2) for t in takeovers],
+        takeover_max=round(max(takeovers), 2),
         intents=len(bot.asked),
-        lost=0,
-        duplicated=0,
+        resubmitted_unanswered=resubmitted,
+        lost=len(set(bot.asked.values()) - set(payloads)),
+        duplicated=len(payloads) - len(set(payloads)),
     )
 
 
