@@ -1,4 +1,11 @@
-"""The journal's SQLite schema and the codec between rows and the book's values.
+"""The journal's schema, one definition for both backends, and the codec between rows and the
+book's values.
+
+:data:`TABLES` is written once (:class:`Table`: neutral column types); :data:`SQLITE` and
+:data:`POSTGRES` (:class:`Dialect`) render its DDL and translate the statements below (written
+for SQLite: ``?`` placeholders, ``rowid`` order; PostgreSQL gets ``%s`` and an identity column
+``_seq``). A new table is one more :class:`Table` in :data:`TABLES`; a schema change is one
+more entry in :data:`MIGRATIONS`, applied by both backends.
 
 Three tables: ``records`` (one row per booked intent: the intent as accepted plus its current
 state and chain facts), ``attempts`` (every signed attempt, raw bytes included, never updated)
