@@ -382,14 +382,13 @@ class Service:
         )
         standby = StandbyApi(config.api.tokens, lambda: leadership.leader)
         server = await standby.serve(config.api.listen.host, config.api.listen.port)
-        self.api_port = int(next(iter(server.sockets)).getsockname()[1])
+        self.api_port = server.port
         log.info("standby %s: refusing intents on ws://%s:%d", config.ha.instance,
                  config.api.listen.host, self.api_port)  # fmt: skip
         try:
             grant = await leadership.acquire()
         finally:
-            server.close()
-            await server.wait_closed()
+            await server.close()
         return grant.epoch
 
     async def _release(self) -> None:

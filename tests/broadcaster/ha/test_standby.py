@@ -40,3 +40,32 @@ def test_the_lease_decision() -> None:
     assert decide(None, 10.0) == "insert"
     assert decide(LeaseRow("a", 1, expires_at=9.0, renewed_at=7.0), 10.0) == "take"
     assert decide(LeaseRow("a", 1, expires_at=10.0, renewed_at=8.0), 10.0) == "held"
+
+
+async def test_the_standby_server_refuses_over_websocket_and_http_and_checks_the_token() -> None:
+    import aiohttp
+    import websockets
+
+    server = await StandbyApi(["tok"], lambda: "a").serve("127.0.0.1", 0)
+    base = f"127.0.0.1:{server.port}"
+    request = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "broadcaster_sendIntent"})
+    try:
+        async with websockets.connect(
+            f"ws://{base}", additional_headers={"Authorization": "Bearer tok"}
+        ) as ws:
+            await ws.send(request.decode())
+            answer = orjson.loads(await ws.recv())
+            assert answer["error"]["message"] == "standby, leader is a"
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"http://{base}/tok", data=request) as response:
+                    assert response.status == 200
+                    assert (await response.json())["error"]["data"] == {"leader": "a"}
+                async with session.post(f"http://{base}/", data=request) as response:
+                    assert response.status == 401
+                async with session.post(
+                    f"http://{base}/", data=request, headers={"Authorization": "Bearer nope"}
+                ) as response:
+                    assert response.status == 401
+            await server.close()  # with the websocket still open: takeover does not wait for it
+    finally:
+        await server.close()
