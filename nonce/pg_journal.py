@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import psycopg.sql
 
 from nonce.book import NonceBook
 from nonce.entries import Entry
@@ -66,10 +67,25 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def connect(url: str) -> psycopg.Connection[Any]:
-    """An autocommit connection (transactions are explicit), the schema created or migrated."""
+STUCK_TRANSACTION_MS = 1000
+"""A session idle inside a transaction this long is ended by the server (its transaction rolls
+back): a writer paused mid-batch (SIGSTOP) must not hold its ``FOR SHARE`` lock on the lease row,
+which would block a standby's takeover until it resumes. A batch never idles that long between
+its statements; if it did, it is written again after the reconnect."""
+_WRITER = {"idle_in_transaction_session_timeout": str(STUCK_TRANSACTION_MS)}
+
+
+def connect(url: str, *, settings: dict[str, str] | None = None) -> psycopg.Connection[Any]:
+    """An autocommit connection (transactions are explicit), the schema created or migrated,
+    ``settings`` applied to the session (``SET name = value``)."""
     conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     try:
+        for name, value in (settings or {}).items():
+            conn.execute(
+                psycopg.sql.SQL("SELECT set_config({}, {}, false)").format(
+                    psycopg.sql.Literal(name), psycopg.sql.Literal(value)
+                )
+            )
         ensure_schema(conn)
     except BaseException:
         conn.close()
@@ -121,7 +137,7 @@ class PgJournal(ThreadedJournal):
         self.epoch = epoch
         self.reconnects = 0
         try:
-            self._conn: psycopg.Connection[Any] | None = connect(url)
+            self._conn: psycopg.Connection[Any] | None = connect(url, settings=_WRITER)
         except (psycopg.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {self.where}: {exc}") from exc
         self._start()
@@ -153,7 +169,7 @@ class PgJournal(ThreadedJournal):
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
                 try:
-                    self._conn = connect(self.url)
+                    self._conn = connect(self.url, settings=_WRITER)
                     self.reconnects += 1
                 except (psycopg.Error, OSError) as again:
                     logger.warning("journal %s: reconnect failed: %s", self.where, again)

@@ -107,7 +107,8 @@ class Postgres:
                 time.sleep(0.05)
 
     def stop(self, *, fast: bool = True) -> None:
-        """Stop the server (SIGINT: fast shutdown, open connections are cut)."""
+        """Stop the server: ``fast`` (open connections are cut, a checkpoint is written, as an
+        operator's restart does) or immediate (like a crash)."""
         process = self.process
         if process is None:
             return
@@ -153,5 +154,5 @@ def running_postgres() -> Iterator[Postgres]:
         server.start()
         yield server
     finally:
-        server.stop()
+        server.stop(fast=False)  # immediate: no shutdown checkpoint, the directory goes anyway
         shutil.rmtree(directory, ignore_errors=True)

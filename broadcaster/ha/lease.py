@@ -68,6 +68,7 @@ def decide(row: LeaseRow | None, now: float) -> Literal["insert", "take", "held"
     return "held"
 
 
+LOCK_TIMEOUT_MS = 500
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
 
 
@@ -80,7 +81,9 @@ class PgLeaseStore:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.url)
+            # A takeover waits for the old leader's journal batch in flight (its FOR SHARE
+            # lock), never longer than this: then the poll fails and is tried again.
+            self._conn = connect(self.url, settings={"lock_timeout": str(LOCK_TIMEOUT_MS)})
         return self._conn
 
     def _reset(self) -> None:
