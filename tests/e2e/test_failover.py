@@ -175,6 +175,7 @@ async def test_the_standby_refuses_and_takes_over_after_kill_9_losing_nothing(
         await b.start()
         await until(lambda: _standby_of(b, "a"), "b is a standby of a", limit=30)
         await refused_by(b, "a")
+        await until(lambda: _follows_heads(b), "the standby follows heads")
         assert await b.metric("broadcaster_is_leader") == 0
         assert await a.metric("broadcaster_is_leader") == 1
 
@@ -216,6 +217,11 @@ async def test_the_standby_refuses_and_takes_over_after_kill_9_losing_nothing(
         lost=len(set(bot.asked.values()) - set(payloads)),
         duplicated=len(payloads) - len(set(payloads)),
     )
+
+
+async def _follows_heads(instance: Instance) -> bool:
+    health = await instance.health()
+    return health is not None and health[1].get("tip") is not None and health[1]["tip"] >= 1
 
 
 async def _standby_of(instance: Instance, leader: str) -> bool:
