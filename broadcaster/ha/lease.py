@@ -2,8 +2,14 @@
 
 - **Acquire** (a standby, every ``lease_seconds / 4``): in one transaction, read the row ``FOR
   UPDATE``; no row: insert ours at epoch 1; a row whose ``expires_at`` is past (the database's
-  clock): take it, epoch + 1; otherwise it is held (by whom, renewed how long ago: the standby
-  says so). The pure decision is :func:`decide`.
+  clock) *and* that this standby has seen unchanged for a whole ``lease_seconds`` on its own
+  monotonic clock: take it, epoch + 1; otherwise it is held (by whom, renewed how long ago: the
+  standby says so). The pure decision is :func:`decide`. The second condition is what makes a
+  step of the database's clock (NTP, a managed database failing over to a host whose clock is
+  ahead) harmless: the row would look expired at once while the leader's fence, on *its*
+  monotonic clock, still lets it send for up to ``0.9 x lease_seconds``. A released row
+  (``expires_at`` before ``renewed_at``: the holder gave it up after lapsing its fence) is taken
+  at once.
 - **Renew** (the leader, every ``lease_seconds / 4``): ``expires_at = now + lease_seconds`` only
   where holder, epoch are ours and the row has not expired yet: an expired epoch never comes back,
   so a standby that saw it expired may act on it.
@@ -22,6 +28,8 @@ the service calls it through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,11 +67,22 @@ class Holder:
     age: float
 
 
-def decide(row: LeaseRow | None, now: float) -> Literal["insert", "take", "held"]:
-    """What a standby does about the lease row it read at database time ``now``."""
+def decide(
+    row: LeaseRow | None,
+    now: float,
+    *,
+    seen_for: float = math.inf,
+    lease_seconds: float = 0.0,
+) -> Literal["insert", "take", "held"]:
+    """What a standby does about the lease row it read at database time ``now``, having seen
+    this very row (holder, epoch, renewal) for ``seen_for`` seconds of its monotonic clock.
+    The wait is the longer of our ``lease_seconds`` and the holder's (the row's
+    ``expires_at - renewed_at``): instances configured differently never shorten a fence."""
     if row is None:
         return "insert"
-    if row.expires_at < now:
+    if row.expires_at < row.renewed_at:
+        return "take"  # released by its holder
+    if row.expires_at < now and seen_for >= max(lease_seconds, row.expires_at - row.renewed_at):
         return "take"
     return "held"
 
@@ -78,6 +97,18 @@ class PgLeaseStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
+        # The row version (holder, epoch, renewed_at) last read, and when (monotonic) it was
+        # first read: a lease is taken only once it has stood still for lease_seconds here.
+        self._seen: tuple[str, int, float] | None = None
+        self._seen_at = 0.0
+
+    def _seen_for(self, row: LeaseRow) -> float:
+        """Seconds (monotonic, read after the row) this same row version has been seen."""
+        now = time.monotonic()
+        version = (row.holder, row.epoch, row.renewed_at)
+        if version != self._seen:
+            self._seen, self._seen_at = version, now
+        return now - self._seen_at
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -106,7 +137,8 @@ class PgLeaseStore:
                     row = None
                 else:
                     row, now = LeaseRow(*found[:4]), found[4]
-                action = decide(row, now)
+                seen_for = self._seen_for(row) if row is not None else 0.0
+                action = decide(row, now, seen_for=seen_for, lease_seconds=lease_seconds)
                 if action == "held":
                     assert row is not None
                     return Holder(row.holder, row.epoch, max(0.0, now - row.renewed_at))

@@ -2,9 +2,11 @@
 
 - :meth:`Leadership.acquire` polls the lease every ``lease_seconds / 4`` (the database may be
   down: retried) and returns the grant; meanwhile :attr:`leader` names the holder for
-  ``/healthz`` and the standby API. A lease that lapses is taken within ``lease_seconds / 4``
-  after its expiry, so a standby takes over within ``1.25 x lease_seconds`` of the leader's
-  last renewal (DESIGN.md asks for ``2 x``; the journal reload and recovery come on top).
+  ``/healthz`` and the standby API. A lease is taken once expired on the database's clock and
+  seen unchanged for ``lease_seconds`` on ours (``broadcaster.ha.lease``): the last renewal is
+  seen within a poll, taken at most a poll after that wait, so a standby takes over within
+  ``1.5 x lease_seconds`` of the leader's last renewal (DESIGN.md asks for ``2 x``; the journal
+  reload and recovery come on top).
 - :meth:`Leadership.keep` renews every ``lease_seconds / 4`` while leading. A renewal that says
   the lease is not ours, or a deadline that passes without one (the database unreachable, this
   process paused), lapses the fence (:class:`broadcaster.ha.fence.Fence`): the service exits

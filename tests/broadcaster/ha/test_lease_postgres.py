@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
 import pytest
 
 from broadcaster.ha.lease import Grant, Holder, PgLeaseStore
@@ -93,3 +94,40 @@ def test_the_journal_rides_out_a_database_restart(postgres: Postgres) -> None:
     assert journal.reconnects >= 1 and journal.error is None
     journal.close()
     assert [r.intent.id for r in load(url)] == ["before", "after"]
+
+
+def test_a_database_clock_jump_does_not_hand_the_lease_over_while_the_leader_may_still_send(
+    postgres: Postgres,
+) -> None:
+    """The database's clock steps forward (NTP, a managed database's failover to a host whose
+    clock is ahead): the row looks expired at once, but the leader's fence (its own monotonic
+    clock, ``0.9 x lease_seconds`` from the renewal) still lets it sign and send. A standby
+    must not take over before a whole lease has passed on its own clock with the row unchanged."""
+    url = postgres.new_database()
+    a, b = PgLeaseStore(url), PgLeaseStore(url)
+    open_book(url)[1].close()
+    assert a.try_acquire("a", 60.0) == Grant(1, None)  # a's fence: valid for 54 s from here
+    jump = psycopg.connect(url, autocommit=True)
+    jump.execute(  # as if the clock stepped 120 s ahead
+        "UPDATE ha_lease SET expires_at = expires_at - 120, renewed_at = renewed_at - 120"
+    )
+    jump.close()
+    for _ in range(5):
+        held = b.try_acquire("b", 60.0)
+        assert isinstance(held, Holder) and (held.holder, held.epoch) == ("a", 1)
+    assert not a.renew("a", 1, 60.0)  # the leader finds out at its next renewal, and exits
+    a.close()
+    b.close()
+
+
+def test_a_released_lease_is_taken_at_once(postgres: Postgres) -> None:
+    """A clean stop gives the lease up (its fence lapsed first): no need to wait it out."""
+    url = postgres.new_database()
+    a, b = PgLeaseStore(url), PgLeaseStore(url)
+    open_book(url)[1].close()
+    assert a.try_acquire("a", 60.0) == Grant(1, None)
+    assert isinstance(b.try_acquire("b", 60.0), Holder)
+    a.release("a", 1)
+    assert b.try_acquire("b", 60.0) == Grant(2, "a")
+    a.close()
+    b.close()

@@ -42,6 +42,18 @@ def test_the_lease_decision() -> None:
     assert decide(LeaseRow("a", 1, expires_at=10.0, renewed_at=8.0), 10.0) == "held"
 
 
+def test_an_expired_row_is_taken_only_once_it_stood_still_a_whole_lease_on_our_clock() -> None:
+    """The database's clock says expired; the leader's fence (its own clock) may not have."""
+    row = LeaseRow("a", 1, expires_at=9.0, renewed_at=7.0)  # the holder's lease: 2 s
+    assert decide(row, 10.0, seen_for=0.5, lease_seconds=2.0) == "held"
+    assert decide(row, 10.0, seen_for=2.0, lease_seconds=2.0) == "take"
+    # configured shorter than the holder: the holder's lease length rules
+    assert decide(row, 10.0, seen_for=1.0, lease_seconds=1.0) == "held"
+    # released (expires_at moved before renewed_at by the holder): at once
+    released = LeaseRow("a", 1, expires_at=6.0, renewed_at=7.0)
+    assert decide(released, 10.0, seen_for=0.0, lease_seconds=2.0) == "take"
+
+
 async def test_the_standby_server_refuses_over_websocket_and_http_and_checks_the_token() -> None:
     import aiohttp
     import websockets
