@@ -4,7 +4,8 @@ against a monotonic clock (DESIGN.md §9: a leader whose lease lapsed stops send
 The deadline is set from the moment a lease grant or renewal was *sent* (the database's expiry
 is later than that: it counts from when the database ran it), minus a margin, so a leader stops
 before a standby may take over even if the answer took long. A paused process (SIGSTOP, a VM
-freeze) finds its deadline passed on its first step after resuming, before it writes anything.
+freeze, a suspended machine: the clock is ``CLOCK_BOOTTIME``) finds its deadline passed on its
+first step after resuming, before it writes anything.
 
 ``check()`` is the fence: past the deadline it calls ``on_lapse`` (the service exits there: a
 crash, recovered as one by whichever instance holds the lease next) and, if that returns,
@@ -25,20 +26,30 @@ from broadcaster.rpc.transport.base import OnReply, Transport
 from broadcaster.tx.seams import Signer
 from signer_client import SignedTx
 
-__all__ = ["MARGIN", "Fence", "FencedSigner", "FencedTransport", "fenced_transports"]
+__all__ = ["FENCE_CLOCK", "MARGIN", "Fence", "FencedSigner", "FencedTransport", "fenced_transports"]
 
 MARGIN = 0.1
 """Fraction of the lease the fence gives up early (clock rates, scheduling)."""
 
 
+def _boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+FENCE_CLOCK: Callable[[], float] = _boottime if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+"""The fence's clock: ``CLOCK_BOOTTIME`` (Linux), which goes on counting while the machine is
+suspended (a VM paused or a host put to sleep); ``CLOCK_MONOTONIC`` does not, and a leader
+woken after a suspend longer than its lease would find its deadline not yet passed."""
+
+
 class Fence:
-    """The leader's deadline (``time.monotonic`` seconds); ``0``: not the leader."""
+    """The leader's deadline (:data:`FENCE_CLOCK` seconds); ``0``: not the leader."""
 
     def __init__(
         self,
         on_lapse: Callable[[str], None],
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = FENCE_CLOCK,
     ) -> None:
         self.deadline = 0.0
         self.epoch: int | None = None
@@ -52,6 +63,10 @@ class Fence:
             return  # never again: a lapsed leader does not come back in this process
         self.epoch = epoch
         self.deadline = max(self.deadline, sent_at + lease_seconds * (1 - MARGIN))
+
+    def now(self) -> float:
+        """This fence's clock: a grant or renewal is timed on it (``extend(sent_at=...)``)."""
+        return self._clock()
 
     def remaining(self) -> float:
         return self.deadline - self._clock()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 import psycopg
@@ -77,7 +76,7 @@ class Leadership:
     async def acquire(self) -> Grant:
         """Wait as a standby until the lease is ours."""
         while True:
-            sent_at = time.monotonic()
+            sent_at = self.fence.now()  # on the fence's clock, before sending
             try:
                 answer = await asyncio.to_thread(
                     self.store.try_acquire, self.instance, self.lease_seconds
@@ -111,13 +110,13 @@ class Leadership:
         """Renew while leading; lapse the fence when the lease is not ours any more."""
         assert self.epoch is not None
         epoch = self.epoch
-        renewed = time.monotonic()
+        renewed = self.fence.now()
         while not self.fence.lapsed:
             await asyncio.sleep(min(self.period, max(0.0, self.fence.remaining())))
             if not self.fence.valid():
                 self.fence.lapse("the lease was not renewed in time")
                 break
-            sent_at = time.monotonic()
+            sent_at = self.fence.now()  # on the fence's clock, before sending
             try:
                 ours = await asyncio.wait_for(
                     asyncio.to_thread(self.store.renew, self.instance, epoch, self.lease_seconds),
@@ -128,7 +127,7 @@ class Leadership:
                 break
             except psycopg.Error as exc:
                 log.warning("lease: renewal failed (%s)", exc)
-                self.metrics.leadership(True, time.monotonic() - renewed)
+                self.metrics.leadership(True, self.fence.now() - renewed)
                 continue
             if not ours:
                 self.fence.lapse("the lease is not ours any more")

@@ -106,3 +106,17 @@ def test_no_transport_write_past_the_deadline() -> None:
     with pytest.raises(RuntimeError, match="lease lapsed"):  # the lane settles it unwritten
         transport.send(2, b"{}")
     assert inner.sent == [1]
+
+
+def test_the_fence_clock_counts_time_the_machine_spent_suspended() -> None:
+    """CLOCK_MONOTONIC stops while a machine is suspended (a paused VM, a host asleep): a leader
+    woken after its lease would still think it leads. The fence counts on CLOCK_BOOTTIME."""
+    import time
+
+    from broadcaster.ha.fence import FENCE_CLOCK
+
+    before = time.clock_gettime(time.CLOCK_BOOTTIME)
+    reading = FENCE_CLOCK()
+    after = time.clock_gettime(time.CLOCK_BOOTTIME)
+    assert before <= reading <= after
+    assert Fence(lambda why: None).now() >= after
