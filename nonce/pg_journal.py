@@ -58,13 +58,24 @@ _BUMP_FLUSHES = "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = '
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """``url`` without its password, for logs and errors: the one in the authority and a
+    ``password=`` query parameter (libpq takes both); a URL that does not parse is not shown."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "postgresql://(a URL that does not parse)"
+    if password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    if parts.query:
+        fields = [
+            f"{name}=***" if name.lower() == "password" else field
+            for field in parts.query.split("&")
+            for name in (field.partition("=")[0],)
+        ]
+        parts = parts._replace(query="&".join(fields))
+    return urlunsplit(parts)
 
 
 STUCK_TRANSACTION_MS = 1000

@@ -288,7 +288,15 @@ def _journal(r: ConfigReader, table: dict[str, Any] | None, base: Path) -> Journ
         if url is None:
             return None
         if not url.startswith(("postgresql://", "postgres://")):
-            r.problem("journal.url", f"expected a postgresql:// URL, got {quote(url[:40])}")
+            # Only the scheme is shown: the rest may hold a password.
+            scheme = url.partition("://")[0] if "://" in url else url[:0]
+            shown = f"scheme {quote(scheme[:20])}" if scheme else "no scheme"
+            r.problem("journal.url", f"expected a postgresql:// URL, got {shown}")
+            return None
+        try:  # (libpq checks the rest; a multi-host "h1:5432,h2:5432" is fine)
+            urlsplit(url)
+        except ValueError as exc:
+            r.problem("journal.url", f"is not a valid URL ({exc})")
             return None
         return JournalConfig(url=url)
     path = r.string(table, "path", "journal")

@@ -43,7 +43,7 @@ def test_ha_defaults_to_a_two_second_lease_and_is_off_without_its_table() -> Non
     ("change", "message"),
     [
         (lambda d: d["journal"].update(url=URL), "journal: set either path (SQLite) or url (PostgreSQL), not both"),
-        (lambda d: d.update(journal={"url": "mysql://x"}), 'journal.url: expected a postgresql:// URL, got "mysql://x"'),
+        (lambda d: d.update(journal={"url": "mysql://x"}), 'journal.url: expected a postgresql:// URL, got scheme "mysql"'),
         (lambda d: d.update(ha={"instance": "a"}), 'ha: needs a PostgreSQL journal ([journal] url = "postgresql://...")'),
         (lambda d: ha(d, instance=""), "ha.instance: must be a non-empty name of at most 64 characters"),
         (lambda d: ha(d, instance="a", lease_seconds=0.1), "ha.lease_seconds: must be between 0.2 and 300 seconds, got 0.1"),
@@ -71,3 +71,37 @@ def test_render_config_writes_the_ha_keys(tmp_path: Path) -> None:
     data = tomllib.loads(text)
     assert data["journal"] == {"url": URL}
     assert data["ha"] == {"instance": "a", "lease_seconds": 1.0}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresq://broadcaster:hunter2@db.internal/broadcaster",  # a typo in the scheme
+        "broadcaster:hunter2@db.internal/broadcaster",  # no scheme at all
+        "postgresql://broadcaster:hunter2@[::1/broadcaster",  # an unclosed IPv6 bracket
+    ],
+)
+def test_a_bad_journal_url_is_refused_without_showing_its_password(url: str) -> None:
+    data = minimal()
+    data["journal"] = {"url": url}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    assert "journal.url" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_check_config_hides_a_password_given_as_a_query_parameter() -> None:
+    url = "postgresql://broadcaster@127.0.0.1:5432/broadcaster?sslmode=disable&password=hunter2"
+    data = minimal()
+    data["journal"] = {"url": url}
+    described = describe_config(config_from_dict(data))
+    assert "hunter2" not in described and "sslmode=disable" in described
+
+
+def test_a_multi_host_url_of_a_managed_database_loads() -> None:
+    url = "postgresql://broadcaster:secret@db1:5432,db2:5432/broadcaster?target_session_attrs=read-write"
+    data = minimal()
+    data["journal"] = {"url": url}
+    config = config_from_dict(data)
+    assert config.journal.url == url
+    assert "secret" not in describe_config(config)
