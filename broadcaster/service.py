@@ -237,6 +237,10 @@ class Service:
                 book, journal = await asyncio.to_thread(
                     open_book, config.journal.target, epoch=epoch, settled_kept=RETAIN_SETTLED
                 )
+                from nonce.pg_journal import PgJournal
+
+                if isinstance(journal, PgJournal):  # another instance holds the lease: stop now
+                    journal.on_stale = lambda stale: self.fence.lapse(f"journal: {stale}")
             except BaseException:
                 heads_task.cancel()
                 if lease_task is not None:

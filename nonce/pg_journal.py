@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -147,6 +148,9 @@ class PgJournal(ThreadedJournal):
         self.where = redact(url)
         self.epoch = epoch
         self.reconnects = 0
+        self.on_stale: Callable[[StaleEpoch], None] | None = None
+        """Called (on the writer thread) the moment a batch finds the lease at another epoch:
+        the service lapses its fence there, before the next send, not at the next renewal."""
         try:
             self._conn: psycopg.Connection[Any] | None = connect(url, settings=_WRITER)
         except (psycopg.Error, OSError) as exc:
@@ -196,7 +200,10 @@ class PgJournal(ThreadedJournal):
                 row = conn.execute(_FENCE).fetchone()
                 current = row[0] if row else None
                 if current != self.epoch:
-                    raise StaleEpoch(self.epoch, current)
+                    stale = StaleEpoch(self.epoch, current)
+                    if self.on_stale is not None:
+                        self.on_stale(stale)
+                    raise stale
             if not durable:
                 conn.execute("SET LOCAL synchronous_commit TO off")
             cursor = conn.cursor()

@@ -59,6 +59,9 @@ def test_a_stale_epoch_cannot_write_the_journal(postgres: Postgres) -> None:
     book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
     book.accept(intent(id="by-a"), now=1.0)
     journal.commit_now(timeout=10)  # epoch 1 is the lease's: written
+    assert isinstance(journal, PgJournal)
+    told: list[StaleEpoch] = []
+    journal.on_stale = told.append  # the service lapses its fence there
 
     other = PgLeaseStore(url)
     assert take_over(other, "b").epoch == 2
@@ -66,6 +69,7 @@ def test_a_stale_epoch_cannot_write_the_journal(postgres: Postgres) -> None:
     with pytest.raises(JournalError) as caught:
         journal.commit_now(timeout=10)
     assert isinstance(caught.value.__cause__, StaleEpoch)
+    assert [(t.epoch, t.current) for t in told] == [(1, 2)]
     assert journal.error is not None
     journal.close()
     with pytest.raises(JournalError):  # a stale epoch cannot even open the journal
