@@ -60,11 +60,14 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Holder:
-    """Someone holds the lease; ``age``: seconds since its last renewal (database clock)."""
+    """Someone holds the lease; ``age``: seconds since its last renewal (database clock);
+    ``ready_in``: at the earliest, seconds until it may be taken (expired on the database's
+    clock and seen unchanged for a lease on ours): the standby polls again then, not later."""
 
     holder: str
     epoch: int
     age: float
+    ready_in: float = math.inf
 
 
 def decide(
@@ -141,7 +144,9 @@ class PgLeaseStore:
                 action = decide(row, now, seen_for=seen_for, lease_seconds=lease_seconds)
                 if action == "held":
                     assert row is not None
-                    return Holder(row.holder, row.epoch, max(0.0, now - row.renewed_at))
+                    lease = max(lease_seconds, row.expires_at - row.renewed_at)
+                    ready_in = max(0.0, lease - seen_for, row.expires_at - now)
+                    return Holder(row.holder, row.epoch, max(0.0, now - row.renewed_at), ready_in)
                 if action == "insert":
                     inserted = conn.execute(
                         "INSERT INTO ha_lease (name, holder, epoch, expires_at, renewed_at)"

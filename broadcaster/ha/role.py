@@ -4,9 +4,9 @@
   down: retried) and returns the grant; meanwhile :attr:`leader` names the holder for
   ``/healthz`` and the standby API. A lease is taken once expired on the database's clock and
   seen unchanged for ``lease_seconds`` on ours (``broadcaster.ha.lease``): the last renewal is
-  seen within a poll, taken at most a poll after that wait, so a standby takes over within
-  ``1.5 x lease_seconds`` of the leader's last renewal (DESIGN.md asks for ``2 x``; the journal
-  reload and recovery come on top).
+  seen within a poll and the standby polls again the moment that wait ends, so it takes over
+  within ``1.25 x lease_seconds`` of the leader's last renewal (DESIGN.md asks for ``2 x``; the
+  journal reload and recovery come on top).
 - :meth:`Leadership.keep` renews every ``lease_seconds / 4`` while leading. A renewal that says
   the lease is not ours, or a deadline that passes without one (the database unreachable, this
   process paused), lapses the fence (:class:`broadcaster.ha.fence.Fence`): the service exits
@@ -104,7 +104,8 @@ class Leadership:
                 log.info("lease: standby, leader is %s (epoch %d)", answer.holder, answer.epoch)
             self.leader = answer.holder
             self.metrics.leadership(False, answer.age)
-            await asyncio.sleep(self.period)
+            # Poll again when it may be taken, if that comes before the next period.
+            await asyncio.sleep(min(self.period, answer.ready_in + 0.005))
 
     async def keep(self) -> None:
         """Renew while leading; lapse the fence when the lease is not ours any more."""

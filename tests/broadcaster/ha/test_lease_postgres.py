@@ -119,6 +119,7 @@ def test_a_database_clock_jump_does_not_hand_the_lease_over_while_the_leader_may
     for _ in range(5):
         held = b.try_acquire("b", 60.0)
         assert isinstance(held, Holder) and (held.holder, held.epoch) == ("a", 1)
+        assert held.ready_in > 30  # a whole lease on b's clock from when b first saw the row
     assert not a.renew("a", 1, 60.0)  # the leader finds out at its next renewal, and exits
     a.close()
     b.close()
