@@ -14,8 +14,9 @@ Differences, all on the writer thread:
   transaction rolled back; the writer reconnects (backoff up to 1 s) and writes the same batch
   again, for as long as it takes. Flushes wait meanwhile: the intent API does not acknowledge
   what is not durable. A batch whose COMMIT was sent but whose answer was lost may be written
-  twice: its inserts are ``ON CONFLICT DO NOTHING`` and its updates set whole states, so the
-  second write changes nothing (its audit ``transitions`` rows may appear twice).
+  twice: written again, its inserts are ``ON CONFLICT DO NOTHING`` and its updates set whole
+  states, so the second write changes nothing (its audit ``transitions`` rows may appear
+  twice). A first write is as strict as SQLite's: a genuine conflict fails the journal.
 - **Fencing** (``epoch`` given, with ``[ha]``): every batch first reads the lease row ``FOR
   SHARE`` and goes on only if its epoch is still ours. A standby's takeover (which updates that
   row) waits for a batch in flight and every later batch of the old leader fails with
@@ -132,6 +133,15 @@ def _tables() -> tuple[Any, ...]:
     return TABLES
 
 
+def _strict(sql: str) -> str:
+    """``sql`` in PostgreSQL without the ``ON CONFLICT DO NOTHING`` a retried batch needs
+    (kept where SQLite ignores too: ``INSERT OR IGNORE``)."""
+    done = POSTGRES.sql(sql)
+    if sql.startswith("INSERT OR IGNORE"):
+        return done
+    return done.removesuffix(" ON CONFLICT DO NOTHING")
+
+
 class PgJournal(ThreadedJournal):
     """``Journal`` on PostgreSQL with a writer thread; ``epoch``: fence every write on it."""
 
@@ -165,7 +175,10 @@ class PgJournal(ThreadedJournal):
     def _write(self, entries: list[Entry], *, durable: bool) -> None:
         if not entries and self._synced:
             return
-        groups = [(POSTGRES.sql(sql), rows) for sql, rows in batch_statements(entries)]
+        statements = list(batch_statements(entries))
+        # The first write is as strict as SQLite's (a genuine conflict fails the journal, loudly);
+        # only a batch written again after a lost connection may find its own rows there.
+        groups = [(_strict(sql), rows) for sql, rows in statements]
         delay = 0.05
         gave_up_at: float | None = None
         while True:
@@ -179,6 +192,7 @@ class PgJournal(ThreadedJournal):
                     gave_up_at = gave_up_at or now + GIVE_UP_ON_CLOSE
                     if now > gave_up_at:
                         raise
+                groups = [(POSTGRES.sql(sql), rows) for sql, rows in statements]
                 logger.warning("journal %s: %s; reconnecting in %.2f s", self.where, exc, delay)
                 self._disconnect()
                 time.sleep(delay)
