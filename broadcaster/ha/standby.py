@@ -98,6 +98,8 @@ class StandbyApi:
             payload = orjson.loads(message)
         except orjson.JSONDecodeError:
             return orjson.dumps(refusal({"id": None}, leader))
+        if payload == []:  # JSON-RPC 2.0: an empty batch is one error, not an empty answer
+            return orjson.dumps(refusal({"id": None}, leader))
         if isinstance(payload, list):
             replies = [r for r in (refusal(item, leader) for item in payload) if r]
             return orjson.dumps(replies) if replies else None

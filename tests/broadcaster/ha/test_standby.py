@@ -34,6 +34,12 @@ def test_batches_notifications_and_garbage() -> None:
     assert api.answer(b'{"jsonrpc":"2.0","method":"x"}') is None
     garbage = orjson.loads(api.answer(b"not json") or b"")
     assert garbage["error"]["code"] == NOT_LEADER and garbage["id"] is None
+    # An empty batch is answered (JSON-RPC 2.0: one error, never an empty body), and a
+    # batch of non-objects gets one refusal per element.
+    empty = orjson.loads(api.answer(b"[]") or b"null")
+    assert empty is not None and empty["error"]["code"] == NOT_LEADER
+    odd = orjson.loads(api.answer(b'[1, "x"]') or b"null")
+    assert [r["id"] for r in odd] == [None, None]
 
 
 def test_the_lease_decision() -> None:
