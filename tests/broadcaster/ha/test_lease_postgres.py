@@ -136,3 +136,29 @@ def test_a_released_lease_is_taken_at_once(postgres: Postgres) -> None:
     assert b.try_acquire("b", 60.0) == Grant(2, "a")
     a.close()
     b.close()
+
+
+def test_a_takeover_waits_for_a_fenced_batch_in_flight_and_then_sees_it(postgres: Postgres) -> None:
+    """The old leader's batch read the lease FOR SHARE (its fence) and is still writing: the
+    standby's takeover cannot pass it (the poll fails after LOCK_TIMEOUT_MS and is retried), and
+    what that batch committed is in the journal the new leader reloads."""
+    url = postgres.new_database()
+    open_book(url)[1].close()
+    a, b = PgLeaseStore(url), PgLeaseStore(url)
+    assert a.try_acquire("a", LEASE) == Grant(1, None)
+    in_flight = psycopg.connect(url)  # a transaction, as the writer's batch
+    assert in_flight.execute(
+        "SELECT epoch FROM ha_lease WHERE name = 'leader' FOR SHARE"
+    ).fetchone() == (1,)
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        b.try_acquire("b", LEASE)
+    in_flight.execute("INSERT INTO meta (key, value) VALUES ('batch-of-a', 'committed')")
+    in_flight.commit()
+    in_flight.close()
+    assert take_over(b, "b") == Grant(2, "a")
+    with psycopg.connect(url) as reader:
+        assert reader.execute("SELECT value FROM meta WHERE key = 'batch-of-a'").fetchone() == (
+            "committed",
+        )
+    a.close()
+    b.close()
