@@ -18,9 +18,10 @@ Differences, all on the writer thread:
   states, so the second write changes nothing (its audit ``transitions`` rows may appear
   twice). A first write is as strict as SQLite's: a genuine conflict fails the journal.
 - **Fencing** (``epoch`` given, with ``[ha]``): every batch first reads the lease row ``FOR
-  SHARE`` and goes on only if its epoch is still ours. A standby's takeover (which updates that
-  row) waits for a batch in flight and every later batch of the old leader fails with
-  :class:`nonce.errors.StaleEpoch`: the journal turns unhealthy, nothing more is written.
+  KEY SHARE`` and goes on only if its epoch is still ours. A standby's takeover (which locks
+  that row ``FOR UPDATE``) waits for a batch in flight, the leader's renewal does not, and
+  every later batch of the old leader fails with :class:`nonce.errors.StaleEpoch`: the journal
+  turns unhealthy, nothing more is written.
 
 ``load``/``lookup``/``open_book`` mirror those of :mod:`nonce.journal`. The schema is the one of
 :data:`nonce.schema.TABLES` in :data:`nonce.schema.POSTGRES`; migrations are the same
@@ -55,7 +56,10 @@ GIVE_UP_ON_CLOSE = 5.0
 """Seconds a closing journal keeps retrying a lost connection before it gives up (and says so)."""
 
 _SCHEMA_LOCK = 0x6A6F75726E616C  # pg_advisory_xact_lock key: "journal"
-_FENCE = "SELECT epoch FROM ha_lease WHERE name = 'leader' FOR SHARE"
+_FENCE = "SELECT epoch FROM ha_lease WHERE name = 'leader' FOR KEY SHARE"
+"""The batch's fence. ``KEY SHARE``: a takeover (``FOR UPDATE``) waits for it, the leader's own
+renewal (an ``UPDATE`` of non-key columns) does not -- with ``FOR SHARE`` a renewal waited for
+the batch in flight, and a batch slower than the lock timeout failed it (the leader exited)."""
 _BUMP_FLUSHES = "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'flushes'"
 
 
@@ -82,8 +86,8 @@ def redact(url: str) -> str:
 
 STUCK_TRANSACTION_MS = 1000
 """A session idle inside a transaction this long is ended by the server (its transaction rolls
-back): a writer paused mid-batch (SIGSTOP) must not hold its ``FOR SHARE`` lock on the lease row,
-which would block a standby's takeover until it resumes. A batch never idles that long between
+back): a writer paused mid-batch (SIGSTOP) must not hold its ``FOR KEY SHARE`` lock on the lease
+row, which would block a standby's takeover until it resumes. A batch never idles that long between
 its statements; if it did, it is written again after the reconnect."""
 _WRITER = {"idle_in_transaction_session_timeout": str(STUCK_TRANSACTION_MS)}
 

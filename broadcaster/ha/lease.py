@@ -18,7 +18,7 @@
   from *before* it sent the renewal, so it ends before the database's expiry.
 
 A takeover updates the row, so it waits for a journal batch of the old leader in flight (that
-batch reads the row ``FOR SHARE``, ``nonce.pg_journal``) and every later batch of the old epoch
+batch reads the row ``FOR KEY SHARE``, ``nonce.pg_journal``) and every later batch of the old epoch
 fails: fencing on the database side.
 
 :class:`PgLeaseStore` is the blocking adapter (its own connection, re-opened after a failure);
@@ -115,7 +115,7 @@ class PgLeaseStore:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            # A takeover waits for the old leader's journal batch in flight (its FOR SHARE
+            # A takeover waits for the old leader's journal batch in flight (its FOR KEY SHARE
             # lock), never longer than this: then the poll fails and is tried again.
             self._conn = connect(self.url, settings={"lock_timeout": str(LOCK_TIMEOUT_MS)})
         return self._conn
