@@ -66,3 +66,42 @@ async def test_a_leader_that_cannot_renew_lapses_at_its_deadline() -> None:
         "the lease renewal did not answer before the deadline",
     )
     assert store.renewed >= 1 and not role.fence.valid()
+
+
+async def test_a_late_renewal_answer_extends_the_deadline_from_when_it_was_sent() -> None:
+    """The database counts the new expiry from when it ran the renewal, at or after the send:
+    the fence must count from the send, never from the (late) answer."""
+    import asyncio
+    import time
+
+    from broadcaster.ha.fence import FENCE_CLOCK, MARGIN
+
+    entered: list[float] = []
+
+    class SlowStore(ScriptedStore):
+        def renew(self, instance: str, epoch: int, lease_seconds: float) -> bool:
+            entered.append(FENCE_CLOCK())
+            time.sleep(lease_seconds / 4)  # the answer comes late, still before the deadline
+            return True
+
+    class Watched(Fence):
+        extended = asyncio.Event()
+
+        def extend(self, sent_at: float, lease_seconds: float, epoch: int) -> None:
+            super().extend(sent_at, lease_seconds, epoch)
+            self.extended.set()
+
+    lapses: list[str] = []
+    fence = Watched(lapses.append)
+    role = Leadership(
+        SlowStore([Grant(1, None)], []),  # type: ignore[arg-type]
+        instance="b", lease_seconds=2.0, fence=fence,
+        metrics=Metrics(clients=[], rpcs=["r"], senders=[]),
+    )  # fmt: skip
+    await role.acquire()
+    fence.extended.clear()
+    keeping = asyncio.create_task(role.keep())
+    await asyncio.wait_for(fence.extended.wait(), 30)  # the first renewal's extension
+    keeping.cancel()
+    assert role.fence.deadline <= entered[0] + role.lease_seconds * (1 - MARGIN)
+    assert not lapses
