@@ -27,6 +27,7 @@ __all__ = [
     "CpuConfig",
     "FeesConfig",
     "ForkChoice",
+    "HaConfig",
     "HeadsConfig",
     "JournalConfig",
     "ListenAddress",
@@ -166,9 +167,29 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class JournalConfig:
-    """The SQLite journal. A relative path is relative to the config file's directory."""
+    """The journal: ``path``, a SQLite file (the embedded default; relative to the config
+    file's directory), or ``url``, a PostgreSQL database (``postgresql://...``, for
+    active/standby with ``[ha]``). Exactly one of them is set."""
 
-    path: Path
+    path: Path | None = None
+    url: str | None = None
+
+    @property
+    def target(self) -> Path | str:
+        """What :mod:`nonce.backends` opens: the path or the URL."""
+        if self.url is not None:
+            return self.url
+        assert self.path is not None
+        return self.path
+
+
+@dataclass(frozen=True, slots=True)
+class HaConfig:
+    """Active/standby (DESIGN.md §9): ``instance`` names this process to the others (the
+    leader a standby names), ``lease_seconds`` is the leader lease; only with ``[journal] url``."""
+
+    instance: str
+    lease_seconds: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,4 +230,5 @@ class Config:
     journal: JournalConfig
     heads: HeadsConfig = HeadsConfig()
     cpu: CpuConfig = CpuConfig()
+    ha: HaConfig | None = None
     source: Path | None = None

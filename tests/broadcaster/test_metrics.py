@@ -33,6 +33,7 @@ DESIGN_TYPES = {
     "broadcaster_pending_transactions": "gauge",
     "broadcaster_invalid_messages_total": "counter",
     "broadcaster_intents_total": "counter",
+    "broadcaster_is_leader": "gauge",
 }
 DESIGN_LABELS = {
     "broadcaster_heads_total": {"client"},
