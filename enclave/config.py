@@ -12,7 +12,7 @@ from typing import Any
 from enclave.policy import PolicyConfig
 from signer_client.signing import LocalKey
 
-__all__ = ["ConfigError", "EnclaveConfig", "load_config", "load_keys"]
+__all__ = ["ConfigError", "EnclaveConfig", "load_config", "load_keys", "parse_keys"]
 
 KEYS_ENV = "ENCLAVE_KEYS"
 
@@ -41,7 +41,7 @@ _POLICY_INTS = (
     "max_priority_fee_per_gas",
     "bump_percent",
     "burst",
-    "nonce_memory",
+    "nonce_window",
 )
 
 
@@ -128,6 +128,11 @@ def load_keys(key_file: str | None, *, allow_env: bool) -> list[LocalKey]:
         texts = os.environ[KEYS_ENV].replace(",", " ").split()
     else:
         raise ConfigError(f"no keys: pass --key-file FILE (or set {KEYS_ENV} in dev mode)")
+    return parse_keys(texts)
+
+
+def parse_keys(texts: list[str]) -> list[LocalKey]:
+    """0x-hex private keys; errors name the key's position, never its text."""
     keys = []
     for i, text in enumerate(texts, 1):
         try:

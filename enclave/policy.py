@@ -10,13 +10,27 @@ Rules, in the order they are checked (the first that fails names the denial, ``P
 ``gas_cap``           ``gas <= max_gas``
 ``fee_cap``           ``maxFeePerGas`` (or ``gasPrice``) ``<= max_fee_per_gas``
 ``tip_cap``           ``maxPriorityFeePerGas`` (or ``gasPrice``) ``<= max_priority_fee_per_gas``
-``nonce_conflict``    nonce protection: a *different* payload at an already signed
-                      ``(chain, sender, nonce)`` is signed only as a valid fee bump, geth's txpool
-                      replace rule (``core/txpool/legacypool``): both the fee cap and the tip cap
-                      strictly above, and at least ``bump_percent`` (>= 10) % above, the last
-                      signed attempt. Re-signing an identical payload is allowed: RFC 6979 makes
-                      it the same transaction.
+``nonce_conflict``    nonce protection binds the *intent* (DESIGN.md section 6a): at an already signed
+                      ``(chain, sender, nonce)`` only the same intent (same ``type``, ``to``,
+                      ``value``, ``data``, ``gas``, access list) is signed again, and only as a
+                      valid fee bump, geth's txpool replace rule (``core/txpool/legacypool``): both
+                      the fee cap and the tip cap strictly above, and at least ``bump_percent``
+                      (>= 10) % above, the highest signed so far; or the noop (a 0-value,
+                      empty-data transfer to the sender itself) at any fees. Never another
+                      payload, whatever its fees. Re-signing an identical payload is allowed:
+                      RFC 6979 makes it the same transaction.
+``nonce_window``      the memory of signed nonces is bounded per ``(chain, sender)`` by a window,
+                      never by forgetting the oldest: nonces below the window's floor are refused
+                      (``nonce_too_low``: what the enclave no longer remembers it does not sign),
+                      nonces at or above ``floor + nonce_window`` are refused (a flood of
+                      far-future nonces cannot push real ones out). The floor starts at the
+                      first nonce signed for that account minus half the window and only rises:
+                      with :meth:`Policy.advance_floor` (the chain's confirmed nonce, given by the
+                      client) or when the highest signed nonce leaves no room above.
 ``rate_limit``        per-sender token bucket: ``rate_per_second`` refill, ``burst`` capacity
+
+``allow_self`` lets the sender itself through the ``to`` allowlist only for the noop shape (0 value,
+empty data): a self-call with calldata or value is a payload like any other.
 
 Blob (type 3) transactions are not signed at all, so their +100% rule is not needed here.
 """
@@ -47,11 +61,13 @@ class PolicyConfig:
     bump_percent: int = 10
     rate_per_second: float = 1000.0
     burst: int = 1000
-    nonce_memory: int = 100_000  # (chain, sender, nonce) records kept; oldest forgotten first
+    nonce_window: int = 4096  # nonces remembered per (chain, sender); refuse outside the window
 
     def __post_init__(self) -> None:
         if self.bump_percent < 10:
             raise ValueError("bump_percent must be at least 10 (geth's replace rule)")
+        if self.nonce_window < 16:
+            raise ValueError("nonce_window must be at least 16")
         if self.allowed_to is not None:
             object.__setattr__(self, "allowed_to", tuple(a.lower() for a in self.allowed_to))
 
@@ -67,13 +83,56 @@ class PolicyConfig:
         return "0x" + keccak(canonical).hex()
 
 
+def intent_of(f: TxFields) -> tuple[Any, ...]:
+    """What a fee bump must keep: every field but the nonce and the fees."""
+    return (f.type, f.chain_id, f.gas, f.to, f.value, f.data, f.access_list)
+
+
+def intent_hash(f: TxFields) -> bytes:
+    """keccak256 of :func:`intent_of` in a canonical byte form (audit entries carry it, restored
+    records compare with it)."""
+    body = orjson.dumps(
+        [
+            f.type,
+            f.chain_id,
+            f.gas,
+            f.to.hex(),
+            hex(f.value),
+            keccak(f.data).hex(),
+            [[a.hex(), [k.hex() for k in keys]] for a, keys in f.access_list],
+        ]
+    )
+    return keccak(body)
+
+
+def is_noop(f: TxFields, sender: bytes) -> bool:
+    """The 0-value, empty-data transfer to the sender itself that fills a given-up nonce."""
+    return f.to == sender and f.value == 0 and not f.data and not f.access_list
+
+
 @dataclass(slots=True)
 class NonceRecord:
-    """Everything signed at one (chain, sender, nonce): payload hashes and the latest fees."""
+    """Everything signed at one (chain, sender, nonce): payload hashes, the intent, the highest
+    fees the intent was signed with. ``intent`` is the hash (:func:`intent_hash`); ``fields`` the
+    first signed fields when known in this process (compared without hashing)."""
 
     hashes: set[bytes] = field(default_factory=set)
     fee_cap: int = 0
     tip_cap: int = 0
+    intent: bytes | None = None
+    fields: tuple[Any, ...] | None = None
+    noop_only: bool = False  # only noops signed here so far: the first real intent may still come
+
+    def same_intent(self, f: TxFields) -> bool:
+        if self.fields is not None:
+            return self.fields == intent_of(f)
+        return self.intent == intent_hash(f)
+
+
+@dataclass(slots=True)
+class _Window:
+    floor: int
+    records: dict[int, NonceRecord] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -91,7 +150,7 @@ class Policy:
             if config.allowed_to is None
             else frozenset(bytes.fromhex(a[2:]) for a in config.allowed_to)
         )
-        self._nonces: dict[tuple[int, bytes, int], NonceRecord] = {}
+        self._windows: dict[tuple[int, bytes], _Window] = {}
         self._buckets: dict[bytes, _Bucket] = {}
         self.hash = config.policy_hash()
 
@@ -108,7 +167,7 @@ class Policy:
         elif (
             self._allowed is not None
             and to not in self._allowed
-            and not (c.allow_self and to == sender)
+            and not (c.allow_self and to == sender and f.value == 0 and not f.data)
         ):
             raise PolicyDenied("to_not_allowed", f"0x{to.hex()} is not in the allowlist")
         if f.value > c.max_value:
@@ -124,21 +183,59 @@ class Policy:
             raise PolicyDenied("fee_cap", f"fee cap {fee_cap} exceeds {c.max_fee_per_gas}")
         if tip_cap > c.max_priority_fee_per_gas:  # type: ignore[operator]
             raise PolicyDenied("tip_cap", f"tip {tip_cap} exceeds {c.max_priority_fee_per_gas}")
-        key = (chain_id, sender, f.nonce)
-        record = self._nonces.get(key)
-        if record is not None and msg_hash not in record.hashes:
-            self._check_replacement(record, fee_cap, tip_cap, f.nonce)  # type: ignore[arg-type]
+        nonce = f.nonce
+        wkey = (chain_id, sender)
+        window = self._windows.get(wkey)
+        if window is None:
+            window = _Window(max(0, nonce - c.nonce_window // 2))
+        elif nonce < window.floor:
+            raise PolicyDenied(
+                "nonce_too_low", f"nonce {nonce} is below the remembered window ({window.floor})"
+            )
+        record = window.records.get(nonce)
+        if record is None:
+            if nonce >= window.floor + c.nonce_window:
+                raise PolicyDenied(
+                    "nonce_window",
+                    f"nonce {nonce} is beyond the window [{window.floor}, "
+                    f"{window.floor + c.nonce_window}): refused rather than forgetting",
+                )
+        elif msg_hash not in record.hashes:
+            self._check_replacement(record, f, sender, fee_cap, tip_cap)  # type: ignore[arg-type]
         self._take_token(sender, now)
         if record is None:
-            nonces = self._nonces
-            nonces[key] = NonceRecord({msg_hash}, fee_cap, tip_cap)  # type: ignore[arg-type]
-            if len(nonces) > c.nonce_memory:
-                del nonces[next(iter(nonces))]
+            self._windows[wkey] = window
+            if nonce >= window.floor + c.nonce_window - c.nonce_window // 4:
+                self._slide(window, nonce - c.nonce_window // 2)
+            noop = is_noop(f, sender)
+            window.records[nonce] = NonceRecord(
+                {msg_hash},
+                0 if noop else fee_cap,  # type: ignore[arg-type]
+                0 if noop else tip_cap,  # type: ignore[arg-type]
+                None,
+                None if noop else intent_of(f),
+                noop,
+            )
         elif msg_hash not in record.hashes:
             record.hashes.add(msg_hash)
-            record.fee_cap, record.tip_cap = fee_cap, tip_cap  # type: ignore[assignment]
+            if not is_noop(f, sender):
+                if record.noop_only:
+                    record.noop_only = False
+                    record.fields = intent_of(f)
+                record.fee_cap, record.tip_cap = fee_cap, tip_cap  # type: ignore[assignment]
 
-    def _check_replacement(self, old: NonceRecord, fee_cap: int, tip_cap: int, nonce: int) -> None:
+    def _check_replacement(
+        self, old: NonceRecord, f: TxFields, sender: bytes, fee_cap: int, tip_cap: int
+    ) -> None:
+        if is_noop(f, sender):
+            return  # the noop may always take the nonce: it moves nothing
+        nonce = f.nonce
+        if not old.noop_only and not old.same_intent(f):
+            raise PolicyDenied(
+                "nonce_conflict",
+                f"nonce {nonce} already signed for another intent (to, value, data, gas, type or "
+                "access list differ): only the same intent with higher fees, or the noop",
+            )
         bump = 100 + self.config.bump_percent
         min_fee = old.fee_cap * bump // 100
         min_tip = old.tip_cap * bump // 100
@@ -168,13 +265,56 @@ class Policy:
             raise PolicyDenied("rate_limit", f"more than {c.rate_per_second}/s (burst {c.burst})")
         bucket.tokens -= 1.0
 
+    @staticmethod
+    def _slide(window: _Window, floor: int) -> None:
+        # Forgetting is safe only together with refusing: nonces below the floor are denied.
+        window.floor = floor
+        for n in [n for n in window.records if n < floor]:
+            del window.records[n]
+
+    def advance_floor(self, chain_id: int, sender: bytes, nonce: int) -> None:
+        """Raise the window floor to ``nonce`` (the chain's confirmed nonce): records below it are
+        dropped and their nonces refused from then on. Never lowers it."""
+        window = self._windows.get((chain_id, sender))
+        if window is None:
+            self._windows[(chain_id, sender)] = _Window(nonce)
+            return
+        if nonce > window.floor:
+            self._slide(window, nonce)
+
     def restore(
-        self, chain_id: int, sender: bytes, nonce: int, msg_hash: bytes, fee_cap: int, tip_cap: int
+        self,
+        chain_id: int,
+        sender: bytes,
+        nonce: int,
+        msg_hash: bytes,
+        fee_cap: int,
+        tip_cap: int,
+        intent: bytes | None = None,
+        noop: bool = False,
     ) -> None:
-        """Re-learn a signature from the audit log after a restart (nonce protection survives)."""
-        record = self._nonces.setdefault((chain_id, sender, nonce), NonceRecord())
+        """Re-learn a signature from the verified audit log after a restart."""
+        window = self._windows.get((chain_id, sender))
+        if window is None:
+            window = self._windows[(chain_id, sender)] = _Window(
+                max(0, nonce - self.config.nonce_window // 2)
+            )
+        if nonce < window.floor:
+            window.floor = max(0, nonce - self.config.nonce_window // 2)
+        record = window.records.get(nonce)
+        if record is None:
+            record = window.records[nonce] = NonceRecord(noop_only=True)
         record.hashes.add(msg_hash)
-        record.fee_cap, record.tip_cap = fee_cap, tip_cap
+        if not noop:
+            if record.noop_only:
+                record.noop_only = False
+                record.intent = intent
+            record.fee_cap = max(record.fee_cap, fee_cap)
+            record.tip_cap = max(record.tip_cap, tip_cap)
+
+    def remembered(self) -> int:
+        """How many (chain, sender, nonce) records are held (bounded by the window)."""
+        return sum(len(w.records) for w in self._windows.values())
 
     def describe(self) -> dict[str, Any]:
         return {

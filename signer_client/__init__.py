@@ -16,6 +16,7 @@ See ``client.py`` for the connection design and ``errors.py`` for the error tree
 from signer_client.attestation import AttestationPolicy, AttestationResult, verify_attestation
 from signer_client.client import SignerClient
 from signer_client.errors import (
+    HelloMismatch,
     AttestationError,
     BadRequest,
     FrameError,
@@ -35,7 +36,7 @@ from signer_client.errors import (
 )
 from signer_client.events import EventCounter, EventSink, SignerEvent
 from signer_client.fake import ANVIL_DEV_KEY, FakeSigner, Signer
-from signer_client.protocol import PROTOCOL_VERSION, SignerInfo
+from signer_client.protocol import PROTOCOL_VERSION, SignerInfo, SignerPins, check_hello
 from signer_client.signing import LocalKey, SignedTx, to_checksum_address
 from signer_client.txcodec import TxFields, decode_raw, tx_from_dict
 
@@ -61,7 +62,10 @@ __all__ = [
     "SignerClient",
     "SignerError",
     "SignerEvent",
+    "HelloMismatch",
     "SignerInfo",
+    "SignerPins",
+    "check_hello",
     "SignerTimeout",
     "SignerUnavailable",
     "TransactionError",
