@@ -39,6 +39,7 @@ class Attestor(Protocol):
         """The measurement documents report (48 bytes)."""
         ...
 
+
 _PACKAGES = ("enclave", "signer_client")
 
 

@@ -90,7 +90,11 @@ class EnclaveCore:
         self.audit = audit
         self.attestor = attestor
         self.log_key = (
-            audit.key if audit is not None else log_key if log_key is not None else LocalKey(os.urandom(32))
+            audit.key
+            if audit is not None
+            else log_key
+            if log_key is not None
+            else LocalKey(os.urandom(32))
         )
         self.session: Session | None = None  # the connection of the request being handled
         self.hello_result: dict[str, Any] = {
@@ -139,7 +143,9 @@ class EnclaveCore:
         except RecursionError:
             return self._bad(request_id, now, "bad_request", "params nested too deeply", name)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            return self._bad(request_id, now, "bad_request", f"malformed params: {exc!r:.200}", name)
+            return self._bad(
+                request_id, now, "bad_request", f"malformed params: {exc!r:.200}", name
+            )
 
     def bad_frame(self, now: float, reason: str) -> dict[str, Any]:
         """A frame that is not a request at all (the adapter's parse failed): logged, answered."""

@@ -98,7 +98,7 @@ def kms_decrypt(
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our URL
+        with urllib.request.urlopen(request, timeout=10) as response:
             reply: Any = orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:300]

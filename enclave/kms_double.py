@@ -104,7 +104,7 @@ class KmsDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = min(int(self.headers.get("Content-Length", "0")), 1 << 20)
                 target = self.headers.get("X-Amz-Target", "")
                 try:
@@ -123,7 +123,7 @@ class KmsDouble:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -62,7 +62,7 @@ class NsmAttestor:
             self._fd = (opener or (lambda path: os.open(path, os.O_RDWR)))(device)
         except OSError as exc:
             raise NsmError(f"{device}: {exc.strerror} (is this a Nitro enclave?)") from exc
-        self._ioctl: IoctlFn = ioctl or fcntl.ioctl  # type: ignore[assignment]
+        self._ioctl: IoctlFn = ioctl or fcntl.ioctl
         self._pcr0: bytes | None = None
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:

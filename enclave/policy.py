@@ -10,8 +10,8 @@ Rules, in the order they are checked (the first that fails names the denial, ``P
 ``gas_cap``           ``gas <= max_gas``
 ``fee_cap``           ``maxFeePerGas`` (or ``gasPrice``) ``<= max_fee_per_gas``
 ``tip_cap``           ``maxPriorityFeePerGas`` (or ``gasPrice``) ``<= max_priority_fee_per_gas``
-``nonce_conflict``    nonce protection binds the *intent* (DESIGN.md section 6a): at an already signed
-                      ``(chain, sender, nonce)`` only the same intent (same ``type``, ``to``,
+``nonce_conflict``    nonce protection binds the *intent* (DESIGN.md section 6a): at an already
+                      signed ``(chain, sender, nonce)`` only the same intent (same ``type``, ``to``,
                       ``value``, ``data``, ``gas``, access list) is signed again, and only as a
                       valid fee bump, geth's txpool replace rule (``core/txpool/legacypool``): both
                       the fee cap and the tip cap strictly above, and at least ``bump_percent``

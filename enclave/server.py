@@ -196,6 +196,8 @@ async def serve(
     sock = listen_socket(ep)
     assert sock is not None
     return await loop.create_server(factory, sock=sock)
+
+
 class BusyPoll:
     """Keep the event loop polling instead of sleeping in ``epoll_wait`` (``--busy-poll``).
 

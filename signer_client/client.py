@@ -556,9 +556,7 @@ class SignerClient:
                         "public_key", "the attested public key is not the hello's log key"
                     )
                 try:
-                    conn.mac_key = derive_mac_key(
-                        ephemeral.secret, attested.public_key, nonce
-                    )
+                    conn.mac_key = derive_mac_key(ephemeral.secret, attested.public_key, nonce)
                 except ValueError as exc:
                     raise AttestationError("public_key", str(exc)) from exc
                 self.attested = attested

@@ -92,7 +92,9 @@ async def test_a_restart_after_cutting_the_logs_tail_refuses_to_start(tmp_path: 
     enclave.audit_log.write_bytes(b"\n".join(rows[: sign_rows[-1]]) + b"\n")
     with pytest.raises(RuntimeError):
         start_enclave(tmp_path, f"unix://{tmp_path}/e.sock")
-    result = subprocess.run(enclave.args, cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = await asyncio.to_thread(
+        subprocess.run, enclave.args, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "refusing to start" in result.stderr and "cut" in result.stderr
 
@@ -298,8 +300,20 @@ def test_limits_default_to_a_cap_and_a_timeout() -> None:
         (["--pcr0", "00" * 48], {}, "--pcr0"),
         (["--pki-dir", "pki"], {}, "--pki-dir"),
         (["--key-bundle", "b.json", "--kms-url", "http://127.0.0.1:1/"], {}, "--audit-log"),
-        (["--key-bundle", "b.json", "--kms-url", "http://127.0.0.1:1/", "--audit-log", "a.jsonl",
-          "--nsm-device", "/nonexistent/nsm"], {}, "Nitro enclave"),  # fmt: skip
+        (
+            [
+                "--key-bundle",
+                "b.json",
+                "--kms-url",
+                "http://127.0.0.1:1/",
+                "--audit-log",
+                "a.jsonl",
+                "--nsm-device",
+                "/nonexistent/nsm",
+            ],
+            {},
+            "Nitro enclave",
+        ),
     ],
 )
 def test_nitro_mode_refuses_keys_measurements_and_pki_from_the_parent(

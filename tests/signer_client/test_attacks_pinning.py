@@ -26,9 +26,9 @@ from signer_client import (
     SignerPins,
 )
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
+from signer_client.payload import decode_payload
 from signer_client.signing import LocalKey
 from signer_client.txcodec import encode_signed, keccak
-from signer_client.payload import decode_payload
 from tests.enclave.running import ANVIL_ADDRESS, ANVIL_KEY, POLICY_TOML, Enclave, running_enclave
 
 OUTSIDE = "0x000000000000000000000000000000000000dEaD"  # not in the enclave's allowlist
