@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 GENESIS = "0x" + "00" * 32
+_dumps = orjson.dumps
+_SORTED = orjson.OPT_SORT_KEYS
 _ANCHOR_LEN = 20 + 1 + 66 + 1 + 64 + 1
 
 
@@ -72,7 +74,9 @@ def recover_head_key(seq: int, head: str, signature_hex: str) -> bytes:
 
 def _anchor_mac(seal_key: bytes, seq: int, head: str) -> str:
     msg = b"enclave-audit-anchor\x00" + seq.to_bytes(8, "big") + bytes.fromhex(head[2:])
-    return hmac.new(seal_key, msg, hashlib.sha256).hexdigest()
+    # Keyed BLAKE2b (RFC 7693 section 2.9's MAC mode): a third of HMAC-SHA256's cost, and the
+    # anchor is rewritten on every commit, in front of every reply.
+    return hashlib.blake2b(msg, key=seal_key, digest_size=32).hexdigest()
 
 
 def _anchor_path(path: str) -> str:
@@ -149,22 +153,20 @@ class AuditLog:
         for ts, kind, item in pending:
             data = item() if callable(item) else item
             seq += 1
-            digest = _entry_hash(seq, ts, head, kind, data)
-            hash_hex = "0x" + digest.hex()
-            sig = "0x" + self.key.sign_hash(digest).hex() if kind == "start" else None
-            lines.append(
-                orjson.dumps(
-                    {
-                        "seq": seq,
-                        "ts": ts,
-                        "prev": head,
-                        "kind": kind,
-                        "data": data,
-                        "hash": hash_hex,
-                        "sig": sig,
-                    }
-                )
+            # One serialisation serves both the hash and the line: the hashed bytes are the
+            # sorted {data, kind, prev, seq, ts}; the line is them plus hash and sig.
+            body = _dumps(
+                {"seq": seq, "ts": ts, "prev": head, "kind": kind, "data": data},
+                option=_SORTED,
             )
+            digest = keccak(body)
+            hash_hex = "0x" + digest.hex()
+            sig = (
+                b'"0x' + self.key.sign_hash(digest).hex().encode() + b'"'
+                if kind == "start"
+                else b"null"
+            )
+            lines.append(body[:-1] + b',"hash":"' + hash_hex.encode() + b'","sig":' + sig + b"}")
             head = hash_hex
         data = b"\n".join(lines) + b"\n"
         try:

@@ -20,7 +20,7 @@ from typing import Any
 
 from enclave.attestor import Attestor
 from enclave.audit import AuditLog, load_verified
-from enclave.policy import Policy, intent_hash, is_noop
+from enclave.policy import Policy, intent_hash
 from signer_client.channel import derive_mac_key
 from signer_client.errors import PolicyDenied, TransactionError, TxFieldError
 from signer_client.payload import decode_payload
@@ -41,22 +41,23 @@ __all__ = ["EnclaveCore"]
 def _sign_entry(sender_hex: str, f: TxFields, msg_hash: bytes, raw: bytes) -> dict[str, Any]:
     # Built in commit, not in the policy path: the whole intent (DESIGN.md section 6a), so the
     # log can be compared with the chain field by field.
-    sender = bytes.fromhex(sender_hex[2:])
+    data_keccak = keccak(f.data)
+    to = f.to
     return {
         "sender": sender_hex,
         "chain": f.chain_id,
         "nonce": f.nonce,
         "type": f.type,
-        "to": "0x" + f.to.hex(),
+        "to": "0x" + to.hex(),
         "value": hex(f.value),
-        "data_keccak": "0x" + keccak(f.data).hex(),
+        "data_keccak": "0x" + data_keccak.hex(),
         "data_len": len(f.data),
         "gas": f.gas,
         "fee_cap": hex(f.fee_cap),
         "tip_cap": hex(f.tip_cap),
         "access_list_len": len(f.access_list),
-        "intent": "0x" + intent_hash(f).hex(),
-        "noop": is_noop(f, sender),
+        "intent": "0x" + intent_hash(f, data_keccak).hex(),
+        "noop": f.value == 0 and not f.data and not f.access_list and to.hex() == sender_hex[2:],
         "signing_hash": "0x" + msg_hash.hex(),
         "tx_hash": "0x" + keccak(raw).hex(),
     }

@@ -88,9 +88,9 @@ def intent_of(f: TxFields) -> tuple[Any, ...]:
     return (f.type, f.chain_id, f.gas, f.to, f.value, f.data, f.access_list)
 
 
-def intent_hash(f: TxFields) -> bytes:
+def intent_hash(f: TxFields, data_keccak: bytes | None = None) -> bytes:
     """keccak256 of :func:`intent_of` in a canonical byte form (audit entries carry it, restored
-    records compare with it)."""
+    records compare with it). ``data_keccak`` is ``keccak256(f.data)`` when the caller has it."""
     body = orjson.dumps(
         [
             f.type,
@@ -98,7 +98,7 @@ def intent_hash(f: TxFields) -> bytes:
             f.gas,
             f.to.hex(),
             hex(f.value),
-            keccak(f.data).hex(),
+            (keccak(f.data) if data_keccak is None else data_keccak).hex(),
             [[a.hex(), [k.hex() for k in keys]] for a, keys in f.access_list],
         ]
     )
