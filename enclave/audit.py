@@ -236,7 +236,7 @@ class Problem:
     line: int
     seq: int | None
     # malformed | edited | bad_signature | untrusted_key | unanchored | dropped | reordered
-    # | chain_break | truncated
+    # | chain_break | truncated | conflicting_intent
     kind: str
     detail: str
 
@@ -324,6 +324,7 @@ def verify_log(
             problems.append(Problem(n, seq, "chain_break", "first entry must link to genesis"))
         hashes.setdefault(seq, str(e.get("hash")))
         expected = max(expected, seq + 1)
+    problems.extend(_conflicts(parsed))
     if expect_head is not None:
         head_seq, head_hash = expect_head
         if expected - 1 < head_seq:
@@ -334,6 +335,27 @@ def verify_log(
             problems.append(Problem(len(parsed), head_seq, "edited", "head hash does not match"))
     problems.sort(key=lambda p: (p.line, p.seq or 0))
     return problems, keys
+
+
+def _conflicts(parsed: list[tuple[int, dict[str, Any]]]) -> list[Problem]:
+    """Two ``sign`` entries with different intents at one ``(chain, sender, nonce)``: what an
+    enclave whose nonce memory was rolled back (log and anchor replaced by an older pair) would
+    leave behind. Noops are not conflicts."""
+    intents: dict[tuple[Any, Any, Any], Any] = {}
+    found = []
+    for n, e in parsed:
+        d = e.get("data")
+        if e.get("kind") != "sign" or not isinstance(d, dict) or d.get("noop"):
+            continue
+        key = (d.get("chain"), d.get("sender"), d.get("nonce"))
+        intent = d.get("intent")
+        seen = intents.setdefault(key, intent)
+        if intent is not None and seen is not None and seen != intent:
+            found.append(
+                Problem(n, e.get("seq"), "conflicting_intent",
+                        f"another intent signed at chain {key[0]} sender {key[1]} nonce {key[2]}")
+            )  # fmt: skip
+    return found
 
 
 def load_verified(path: str, seal_key: bytes | None) -> list[dict[str, Any]]:

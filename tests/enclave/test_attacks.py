@@ -184,6 +184,37 @@ async def test_a_cut_tail_is_detected_against_a_signed_head(
     assert "truncated" in capsys.readouterr().out
 
 
+async def test_a_rollback_of_log_and_anchor_together_is_visible_in_the_log_it_leaves(
+    tmp_path: Path,
+) -> None:
+    """The host snapshots the log and its anchor, lets the enclave sign, restores the snapshot
+    and restarts it: the enclave cannot tell (README, threat model), but the log it then writes
+    holds two intents at one nonce, which verify-log names, and a signed head from before the
+    restore no longer matches."""
+    url = f"unix://{tmp_path}/e.sock"
+    with running_enclave(tmp_path, url) as enclave:
+        async with SignerClient(enclave.url) as client:
+            await client.sign_transaction(tx(nonce=0), ANVIL_ADDRESS)
+    anchor = Path(str(enclave.audit_log) + ".head")
+    snapshot = (enclave.audit_log.read_bytes(), anchor.read_bytes())
+    with running_enclave(tmp_path, url) as enclave:
+        async with SignerClient(enclave.url) as client:
+            await client.sign_transaction(tx(nonce=1), ANVIL_ADDRESS)
+            head = await client.audit_head()
+    genuine = enclave.audit_log.read_bytes()
+    enclave.audit_log.write_bytes(snapshot[0])
+    anchor.write_bytes(snapshot[1])
+    with running_enclave(tmp_path, url) as enclave:
+        async with SignerClient(enclave.url) as client:
+            await client.sign_transaction(tx(nonce=1, to=OTHER_ADDRESS), ANVIL_ADDRESS)
+    merged = tmp_path / "both.jsonl"  # the verifier's copy holds what it saw before the restore
+    merged.write_bytes(genuine + enclave.audit_log.read_bytes()[len(snapshot[0]) :])
+    problems, _ = verify_log(str(enclave.audit_log), None, (head["seq"], head["hash"]))
+    assert any(p.kind == "edited" for p in problems)  # the held head is not in the new history
+    problems, _ = verify_log(str(merged))
+    assert any(p.kind == "conflicting_intent" for p in problems)
+
+
 async def test_every_request_kind_is_logged_with_the_whole_intent(tmp_path: Path) -> None:
     with running_enclave(tmp_path, f"unix://{tmp_path}/e.sock") as enclave:
         async with SignerClient(enclave.url) as client:
