@@ -195,7 +195,7 @@ async def test_a_rollback_of_log_and_anchor_together_is_visible_in_the_log_it_le
     with running_enclave(tmp_path, url) as enclave:
         async with SignerClient(enclave.url) as client:
             await client.sign_transaction(tx(nonce=0), ANVIL_ADDRESS)
-    anchor = Path(str(enclave.audit_log) + ".head")
+    anchor = enclave.audit_log.with_name(enclave.audit_log.name + ".head")
     snapshot = (enclave.audit_log.read_bytes(), anchor.read_bytes())
     with running_enclave(tmp_path, url) as enclave:
         async with SignerClient(enclave.url) as client:
