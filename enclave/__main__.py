@@ -76,8 +76,8 @@ def _nitro_refusals(args: argparse.Namespace, config: EnclaveConfig) -> list[str
         found.append("--pcr0 / attestation.pcr0 (the NSM reports the measurement)")
     if args.pki_dir or config.pki_dir:
         found.append("--pki-dir / attestation.pki_dir (a dev PKI: documents come from the NSM)")
-    if args.audit_after_reply:
-        found.append("--audit-after-reply (entries are written before the reply)")
+    if args.audit_after_reply or not config.audit_before_reply:
+        found.append("--audit-after-reply / audit.before_reply = false (entries go first)")
     return found
 
 
@@ -117,6 +117,8 @@ def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveCo
         )
     try:
         if args.key_bundle:
+            if not args.kms_url:
+                raise StartError("--key-bundle needs --kms-url URL (KMS Decrypt releases the key)")
             if attestor is None:
                 raise StartError("--key-bundle needs an attestor (--pki-dir in dev mode)")
             lines, data_key = load_sealed_keys(args.key_bundle, args.kms_url, attestor, now)
@@ -166,7 +168,7 @@ async def _run(args: argparse.Namespace) -> int:
     server = await serve(
         core,
         listen,
-        audit_before_reply=not args.audit_after_reply,
+        audit_before_reply=not args.audit_after_reply and config.audit_before_reply,
         limits=ServerLimits(args.max_connections, args.read_timeout),
     )
     stop = asyncio.Event()

@@ -29,7 +29,7 @@ class EnclaveConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     audit_path: str | None = None
     audit_fsync: bool = False
-    audit_before_reply: bool = False
+    audit_before_reply: bool = True
     pki_dir: str | None = None
     pcr0: str | None = None
 
@@ -111,7 +111,7 @@ def load_config(path: str | None) -> EnclaveConfig:
         policy=_policy(raw.get("policy", {})),
         audit_path=audit.get("path"),
         audit_fsync=bool(audit.get("fsync", False)),
-        audit_before_reply=bool(audit.get("before_reply", False)),
+        audit_before_reply=bool(audit.get("before_reply", True)),
         pki_dir=attestation.get("pki_dir"),
         pcr0=attestation.get("pcr0") or None,
     )
