@@ -109,11 +109,11 @@ class EnclaveServerProtocol(asyncio.Protocol):
             transport.write(encode_frame(error_reply(None, "frame_too_large", exc.reason)))
             transport.close()
             return
-        if self.decoder.buffered:
-            self._arm()
-        elif self._deadline is not None:
-            self._deadline.cancel()
+        if self._deadline is not None and (bodies or not self.decoder.buffered):
+            self._deadline.cancel()  # the frame it timed is complete
             self._deadline = None
+        if self.decoder.buffered:
+            self._arm()  # a new frame started: it has read_timeout from now
         if not bodies:
             return
         now = self.clock()
