@@ -4,7 +4,8 @@
                       [--pki-dir DIR] [--pcr0 HEX] [--audit-after-reply] [--fsync]
                       [--busy-poll] [--max-connections N] [--read-timeout S]
     python -m enclave --mode nitro --listen vsock://-1:PORT --key-bundle FILE --kms-url URL
-                      --audit-log FILE          # keys only via KMS, attestation from /dev/nsm
+                      --audit-log FILE [--generate-keys N --kms-key-id ID]
+                      # keys only via KMS (or generated inside), attestation from /dev/nsm
     python -m enclave verify-log FILE [--keys FILE] [--key 0xPUB ...] [--expect-head SEQ:0xHASH]
     python -m enclave dev-pki DIR        # writes DIR/root.pem and DIR/root.key.pem
     python -m enclave measure            # prints this build's PCR0 (dev measurement)
@@ -25,7 +26,7 @@ from enclave.attestor import Attestor, DevAttestor, create_dev_pki, measure_pcr0
 from enclave.audit import AuditLog, AuditStateError, verify_log
 from enclave.config import KEYS_ENV, ConfigError, EnclaveConfig, load_config, load_keys, parse_keys
 from enclave.core import EnclaveCore
-from enclave.kms import KmsError, load_sealed_keys, seal_key_from
+from enclave.kms import KmsError, generate_sealed_keys, load_sealed_keys, seal_key_from
 from enclave.nsm import NSM_DEVICE, NsmAttestor, NsmError
 from enclave.policy import Policy
 from enclave.server import BusyPoll, ServerLimits, serve
@@ -43,6 +44,14 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("dev", "nitro"), help="overrides the config's mode")
     p.add_argument("--key-bundle", help="KMS key bundle (JSON, see enclave/kms.py)")
     p.add_argument("--kms-url", help="KMS endpoint (the vsock-proxy in production)")
+    p.add_argument(
+        "--generate-keys",
+        type=int,
+        metavar="N",
+        help="first start: generate N keys inside and seal them into --key-bundle (needs "
+        "--kms-key-id); later starts load the bundle",
+    )
+    p.add_argument("--kms-key-id", help="the KMS key that seals generated keys")
     p.add_argument("--nsm-device", default=NSM_DEVICE, help="the NSM device (nitro mode)")
     p.add_argument(
         "--audit-after-reply",
@@ -121,7 +130,20 @@ def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveCo
                 raise StartError("--key-bundle needs --kms-url URL (KMS Decrypt releases the key)")
             if attestor is None:
                 raise StartError("--key-bundle needs an attestor (--pki-dir in dev mode)")
-            lines, data_key = load_sealed_keys(args.key_bundle, args.kms_url, attestor, now)
+            if args.generate_keys and not os.path.exists(args.key_bundle):
+                if not args.kms_key_id or args.generate_keys < 1:
+                    raise StartError("--generate-keys N needs N >= 1 and --kms-key-id ID")
+                lines, data_key = generate_sealed_keys(
+                    args.key_bundle, args.kms_url, args.kms_key_id, args.generate_keys,
+                    attestor, now,
+                )  # fmt: skip
+                print(
+                    f"enclave: generated {len(lines)} key(s) inside, sealed into "
+                    f"{args.key_bundle}: " + ", ".join(LocalKey(k).address for k in lines),
+                    file=sys.stderr,
+                )
+            else:
+                lines, data_key = load_sealed_keys(args.key_bundle, args.kms_url, attestor, now)
             keys = parse_keys(lines)
             seal_key = seal_key_from(data_key)
         else:

@@ -1,8 +1,9 @@
 """A KMS double for tests: a small HTTP server on 127.0.0.1 speaking the two KMS calls the enclave
 path needs, with a key policy that releases a key only to a valid attestation document.
 
-``Encrypt`` / ``GenerateDataKey`` (operator side, no recipient) and ``Decrypt``. ``Decrypt``
-*requires* a ``Recipient`` (like a key policy with ``kms:RecipientAttestation:PCR0``): the document
+``Encrypt`` / ``GenerateDataKey`` (operator side, in-process, no recipient) and, over HTTP,
+``Decrypt`` and ``GenerateDataKey`` with a recipient (keys generated inside the enclave). Both
+*require* a ``Recipient`` (like a key policy with ``kms:RecipientAttestation:PCR0``): the document
 must verify (``signer_client.attestation.verify_attestation``: chain to the pinned root, the leaf's
 COSE signature, fresh timestamp) and its PCR0 must be the one the key's policy names. Then the
 plaintext is returned only as ``CiphertextForRecipient``: RSA-OAEP-SHA256 to the document's
@@ -56,9 +57,10 @@ class KmsDouble:
         key = os.urandom(32)
         return key, self.encrypt(key_id, key)
 
-    def decrypt(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """``(HTTP status, JSON reply)`` for a ``TrentService.Decrypt`` request body."""
-        key_id = str(request.get("KeyId", ""))
+    def _recipient_key(
+        self, request: dict[str, Any], key_id: str
+    ) -> rsa.RSAPublicKey | tuple[int, dict[str, Any]]:
+        """The document's RSA key when the key policy allows it, else the refusal to send."""
         pcr0 = self.key_policy.get(key_id)
         if pcr0 is None:
             return self._refuse(400, "NotFoundException", f"no key {key_id!r}")
@@ -79,19 +81,43 @@ class KmsDouble:
         except (ValueError, TypeError) as exc:
             return self._refuse(400, "ValidationException", f"AttestationDocument: {exc}")
         try:
-            blob = base64.b64decode(request["CiphertextBlob"])
-            plaintext = AESGCM(self._master).decrypt(blob[:12], blob[12:], key_id.encode())
             public = serialization.load_der_public_key(result.public_key)
-        except Exception:  # InvalidTag, bad base64, not a key: all one answer
-            return self._refuse(400, "InvalidCiphertextException", "ciphertext or public key")
+        except ValueError:
+            return self._refuse(400, "ValidationException", "recipient public key")
         if not isinstance(public, rsa.RSAPublicKey):
             return self._refuse(400, "ValidationException", "recipient key is not RSA")
+        return public
+
+    def decrypt(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """``(HTTP status, JSON reply)`` for a ``TrentService.Decrypt`` request body."""
+        key_id = str(request.get("KeyId", ""))
+        public = self._recipient_key(request, key_id)
+        if isinstance(public, tuple):
+            return public
+        try:
+            blob = base64.b64decode(request["CiphertextBlob"])
+            plaintext = AESGCM(self._master).decrypt(blob[:12], blob[12:], key_id.encode())
+        except Exception:  # InvalidTag, bad base64: one answer
+            return self._refuse(400, "InvalidCiphertextException", "ciphertext")
         self.released += 1
-        wrapped = public.encrypt(plaintext, OAEP)
         return 200, {
             "KeyId": key_id,
-            "CiphertextForRecipient": base64.b64encode(wrapped).decode(),
+            "CiphertextForRecipient": base64.b64encode(public.encrypt(plaintext, OAEP)).decode(),
             "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        }
+
+    def generate_data_key_for(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """``TrentService.GenerateDataKey`` with a ``Recipient``: the plaintext only wrapped."""
+        key_id = str(request.get("KeyId", ""))
+        public = self._recipient_key(request, key_id)
+        if isinstance(public, tuple):
+            return public
+        key, blob = self.generate_data_key(key_id)
+        self.released += 1
+        return 200, {
+            "KeyId": key_id,
+            "CiphertextBlob": base64.b64encode(blob).decode(),
+            "CiphertextForRecipient": base64.b64encode(public.encrypt(key, OAEP)).decode(),
         }
 
     def _refuse(self, status: int, kind: str, message: str) -> tuple[int, dict[str, Any]]:
@@ -114,6 +140,8 @@ class KmsDouble:
                 else:
                     if target == "TrentService.Decrypt" and isinstance(body, dict):
                         status, reply = double.decrypt(body)
+                    elif target == "TrentService.GenerateDataKey" and isinstance(body, dict):
+                        status, reply = double.generate_data_key_for(body)
                     else:
                         status, reply = 400, {"__type": "UnknownOperationException"}
                 data = orjson.dumps(reply)

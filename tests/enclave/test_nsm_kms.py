@@ -16,7 +16,7 @@ import cbor2
 import pytest
 
 from enclave.attestor import DevAttestor, create_dev_pki, measure_pcr0
-from enclave.kms import KmsError, load_sealed_keys, seal_bundle
+from enclave.kms import KmsError, generate_sealed_keys, load_sealed_keys, seal_bundle
 from enclave.kms_double import KmsDouble
 from enclave.nsm import NSM_IOCTL_RAW, NsmAttestor, NsmError
 from signer_client.attestation import AttestationPolicy, verify_attestation
@@ -225,3 +225,53 @@ def test_the_app_gets_its_keys_from_kms_when_the_document_is_good(
     finally:
         double.stop()
     assert double.released == 1
+
+
+def test_keys_generated_inside_are_sealed_and_only_the_genuine_image_reopens_them(
+    tmp_path: Path, kms: Any, aws_root: Path
+) -> None:
+    _, url = kms
+    path = tmp_path / "generated.kms.json"
+    attestor, _ = nsm(aws_root, GENUINE)
+    lines, _ = generate_sealed_keys(str(path), url, "signer-key", 2, attestor, time.time())
+    assert len(lines) == 2
+    assert all(line[2:].encode() not in path.read_bytes() for line in lines)  # ciphertext only
+    again, _ = load_sealed_keys(str(path), url, attestor, time.time())
+    assert again == lines
+    patched, _ = nsm(aws_root, PATCHED)
+    with pytest.raises(KmsError, match="pcr0"):
+        load_sealed_keys(str(path), url, patched, time.time())
+    with pytest.raises(KmsError, match="refusing to replace"):
+        generate_sealed_keys(str(path), url, "signer-key", 1, attestor, time.time())
+    with pytest.raises(KmsError, match="pcr0"):  # a patched build cannot mint keys either
+        generate_sealed_keys(str(tmp_path / "p.json"), url, "signer-key", 1, patched, 0.0)
+
+
+def test_the_app_generates_its_keys_inside_once_and_reloads_them(
+    tmp_path: Path, aws_root: Path
+) -> None:
+    double = KmsDouble((aws_root / "root.pem").read_bytes(), {"signer-key": measure_pcr0()})
+    url = double.start()
+    bundle_path = tmp_path / "keys.kms.json"
+    args = [sys.executable, "-m", "enclave", "--listen", f"unix://{tmp_path}/e.sock",
+            "--key-bundle", str(bundle_path), "--kms-url", url, "--pki-dir", str(aws_root),
+            "--generate-keys", "1", "--kms-key-id", "signer-key",
+            "--audit-log", str(tmp_path / "audit.jsonl")]  # fmt: skip
+    addresses = []
+    try:
+        for _ in range(2):
+            proc = subprocess.Popen(
+                args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            assert proc.stdout is not None and proc.stderr is not None
+            assert proc.stdout.readline().startswith("listening on")
+            proc.terminate()
+            proc.wait(10)
+            addresses.append(proc.stderr.read())
+            proc.stdout.close()
+            proc.stderr.close()
+    finally:
+        double.stop()
+    assert "generated 1 key(s) inside" in addresses[0]
+    assert "generated" not in addresses[1]  # the second start loaded the sealed bundle
+    assert double.released == 2  # GenerateDataKey once, Decrypt once
