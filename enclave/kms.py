@@ -13,8 +13,9 @@ writes the bundle for the parent to keep). At start the enclave makes an ephemer
 pair, asks its attestor (the NSM) for a document whose ``public_key`` is that key's
 SubjectPublicKeyInfo, and sends KMS ``TrentService.Decrypt`` with ``Recipient =
 {KeyEncryptionAlgorithm: RSAES_OAEP_SHA_256, AttestationDocument}``. KMS checks the document
-(AWS root, signature, the key policy's ``kms:RecipientAttestation:PCR0`` condition) and returns the data key encrypted to the document's
-public key (``CiphertextForRecipient``), never in plaintext. Only this process holds the RSA
+(AWS root, signature, the key policy's ``kms:RecipientAttestation:PCR0`` condition) and
+returns the data key encrypted to the document's public key (``CiphertextForRecipient``), never
+in plaintext. Only this process holds the RSA
 private key, so only this measured image ever sees the data key; it opens ``sealed_keys`` with it
 and derives the sealing key of its audit anchor from it (:func:`seal_key_from`).
 
