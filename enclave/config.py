@@ -42,6 +42,7 @@ _POLICY_INTS = (
     "bump_percent",
     "burst",
     "nonce_window",
+    "max_value_per_window",
 )
 
 
@@ -82,6 +83,19 @@ def _policy(raw: dict[str, Any]) -> PolicyConfig:
             kwargs[key] = bool(raw[key])
     if "rate_per_second" in raw:
         kwargs["rate_per_second"] = float(raw["rate_per_second"])
+    if "value_window_seconds" in raw:
+        kwargs["value_window_seconds"] = float(raw["value_window_seconds"])
+    if "allowed_selectors" in raw:
+        table = raw["allowed_selectors"]
+        if not isinstance(table, dict):
+            raise ConfigError("policy.allowed_selectors: expected a table of address = [selectors]")
+        rules = []
+        for to, selectors in table.items():
+            path = f"policy.allowed_selectors.{to}"
+            if not (isinstance(selectors, list) and all(isinstance(x, str) for x in selectors)):
+                raise ConfigError(f"{path}: expected an array of 0x-hex 4-byte selectors")
+            rules.append((to, tuple(selectors)))
+        kwargs["allowed_selectors"] = tuple(rules)
     try:
         return PolicyConfig(**kwargs)
     except ValueError as exc:

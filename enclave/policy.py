@@ -29,6 +29,11 @@ Rules, in the order they are checked (the first that fails names the denial, ``P
                       client) or when the highest signed nonce leaves no room above.
 ``rate_limit``        per-sender token bucket: ``rate_per_second`` refill, ``burst`` capacity
 
+Optional (DESIGN.md section 6a), checked after ``to_not_allowed`` and at the first signature of a
+nonce respectively: ``selector_not_allowed`` (``allowed_selectors``: per ``to``, the 4-byte
+selectors its calldata may start with) and ``value_window_cap`` (``max_value_per_window`` wei per
+sender over ``value_window_seconds``; like the rate limit it lives in memory and restarts empty).
+
 ``allow_self`` lets the sender itself through the ``to`` allowlist only for the noop shape (0 value,
 empty data): a self-call with calldata or value is a payload like any other.
 
@@ -37,6 +42,7 @@ Blob (type 3) transactions are not signed at all, so their +100% rule is not nee
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,6 +68,13 @@ class PolicyConfig:
     rate_per_second: float = 1000.0
     burst: int = 1000
     nonce_window: int = 4096  # nonces remembered per (chain, sender); refuse outside the window
+    # Calldata rule: for a `to` listed here, data must start with one of its 4-byte selectors
+    # ("0x" in the list allows empty data). Lowercase 0x-hex; None = no calldata rule.
+    allowed_selectors: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    # Cumulative value cap: total wei a sender may move in new transactions per sliding window
+    # (fee bumps of a signed intent and noops do not count again). None = no cap.
+    max_value_per_window: int | None = None
+    value_window_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.bump_percent < 10:
@@ -70,6 +83,22 @@ class PolicyConfig:
             raise ValueError("nonce_window must be at least 16")
         if self.allowed_to is not None:
             object.__setattr__(self, "allowed_to", tuple(a.lower() for a in self.allowed_to))
+        if self.allowed_selectors is not None:
+            rules = tuple(
+                sorted(
+                    (to.lower(), tuple(x.lower() for x in sel))
+                    for to, sel in self.allowed_selectors
+                )
+            )
+            for to, selectors in rules:
+                if not (to.startswith("0x") and len(to) == 42):
+                    raise ValueError(f"allowed_selectors: {to!r} is not a 0x address")
+                for x in selectors:
+                    if x != "0x" and not (x.startswith("0x") and len(x) == 10):
+                        raise ValueError(f"allowed_selectors: {x!r} is not a 4-byte selector")
+            object.__setattr__(self, "allowed_selectors", rules)
+        if self.value_window_seconds <= 0:
+            raise ValueError("value_window_seconds must be positive")
 
     def policy_hash(self) -> str:
         """keccak256 of the canonical JSON of this policy: ``hello`` reports it, logs record it."""
@@ -152,6 +181,15 @@ class Policy:
         )
         self._windows: dict[tuple[int, bytes], _Window] = {}
         self._buckets: dict[bytes, _Bucket] = {}
+        self._selectors = (
+            None
+            if config.allowed_selectors is None
+            else {
+                bytes.fromhex(to[2:]): frozenset(bytes.fromhex(x[2:]) for x in sel)
+                for to, sel in config.allowed_selectors
+            }
+        )
+        self._moved: dict[bytes, deque[tuple[float, int]]] = {}
         self.hash = config.policy_hash()
 
     def check(self, f: TxFields, sender: bytes, msg_hash: bytes, now: float) -> None:
@@ -170,6 +208,14 @@ class Policy:
             and not (c.allow_self and to == sender and f.value == 0 and not f.data)
         ):
             raise PolicyDenied("to_not_allowed", f"0x{to.hex()} is not in the allowlist")
+        selectors = self._selectors
+        if selectors is not None and to in selectors:
+            allowed = selectors[to]
+            if f.data[:4] not in allowed or (len(f.data) < 4 and f.data):
+                raise PolicyDenied(
+                    "selector_not_allowed",
+                    f"calldata selector 0x{f.data[:4].hex()} is not allowed for 0x{to.hex()}",
+                )
         if f.value > c.max_value:
             raise PolicyDenied("value_cap", f"value {f.value} exceeds cap {c.max_value}")
         if f.gas > c.max_gas:
@@ -202,7 +248,12 @@ class Policy:
                 )
         elif msg_hash not in record.hashes:
             self._check_replacement(record, f, sender, fee_cap, tip_cap)  # type: ignore[arg-type]
+        counts = record is None and f.value > 0 and c.max_value_per_window is not None
+        if counts:
+            self._check_moved(sender, f.value, now)
         self._take_token(sender, now)
+        if counts:
+            self._moved.setdefault(sender, deque()).append((now, f.value))
         if record is None:
             self._windows[wkey] = window
             if nonce >= window.floor + c.nonce_window - c.nonce_window // 4:
@@ -249,6 +300,23 @@ class Policy:
                 "nonce_conflict",
                 f"nonce {nonce} already signed; a replacement needs fee cap >= {min_fee} and "
                 f"tip >= {min_tip} (+{self.config.bump_percent}%), got {fee_cap} / {tip_cap}",
+            )
+
+    def _check_moved(self, sender: bytes, value: int, now: float) -> None:
+        cap = self.config.max_value_per_window
+        assert cap is not None
+        moved = self._moved.get(sender)
+        total = 0
+        if moved:
+            horizon = now - self.config.value_window_seconds
+            while moved and moved[0][0] <= horizon:
+                moved.popleft()
+            total = sum(v for _, v in moved)
+        if total + value > cap:
+            raise PolicyDenied(
+                "value_window_cap",
+                f"{total} wei already moved in the last {self.config.value_window_seconds:g} s; "
+                f"{value} more exceeds {cap}",
             )
 
     def _take_token(self, sender: bytes, now: float) -> None:

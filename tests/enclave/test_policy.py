@@ -162,3 +162,25 @@ def test_the_bump_percent_cannot_be_configured_below_ten() -> None:
 def test_the_policy_hash_changes_with_the_policy() -> None:
     assert PolicyConfig().policy_hash() == PolicyConfig().policy_hash()
     assert PolicyConfig().policy_hash() != PolicyConfig(max_gas=1).policy_hash()
+
+
+def test_calldata_to_a_listed_destination_must_start_with_an_allowed_selector() -> None:
+    transfer = "0xa9059cbb" + "00" * 64
+    policy = Policy(PolicyConfig(chain_ids=(1,), allowed_selectors=((TO, ("0xa9059cbb",)),)))
+    check(policy, fields(data=transfer))
+    assert rule_of(policy, fields(nonce=1, data="0x095ea7b3" + "00" * 64)) == (
+        "selector_not_allowed"
+    )
+    assert rule_of(policy, fields(nonce=1, data="0xa905")) == "selector_not_allowed"
+    assert rule_of(policy, fields(nonce=1)) == "selector_not_allowed"  # empty needs "0x"
+    other = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    check(policy, fields(nonce=1, to=other, data="0x12345678"))  # unlisted: no calldata rule
+
+
+def test_the_cumulative_value_cap_counts_new_transactions_in_a_sliding_window() -> None:
+    policy = Policy(PolicyConfig(chain_ids=(1,), max_value_per_window=10, value_window_seconds=60))
+    check(policy, fields(nonce=0, value=6), now=0.0)
+    check(policy, fields(nonce=0, value=6, maxFeePerGas=200, maxPriorityFeePerGas=20), now=1.0)
+    assert rule_of(policy, fields(nonce=1, value=5), now=2.0) == "value_window_cap"
+    check(policy, fields(nonce=1, value=4), now=2.0)  # the bump above did not count twice
+    check(policy, fields(nonce=2, value=6), now=61.0)  # the first 6 left the window
