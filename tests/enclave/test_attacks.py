@@ -20,7 +20,7 @@ from enclave.__main__ import main
 from enclave.audit import AuditLog, _entry_hash, verify_log
 from enclave.core import EnclaveCore
 from enclave.policy import Policy, PolicyConfig
-from enclave.server import ServerLimits, serve
+from enclave.server import serve
 from signer_client import PolicyDenied, RemoteError, SignerClient
 from signer_client.framing import FrameDecoder, encode_frame
 from signer_client.signing import LocalKey
@@ -313,11 +313,6 @@ async def test_a_slowloris_frame_is_cut_off_and_the_connection_cap_holds(tmp_pat
         for h in holders:
             h.close()
         assert b"too_many_connections" in refused
-
-
-def test_limits_default_to_a_cap_and_a_timeout() -> None:
-    limits = ServerLimits()
-    assert limits.max_connections > 0 and limits.read_timeout > 0
 
 
 # ---------------------------------------------------------------- nitro mode refuses parent input
