@@ -361,16 +361,24 @@ class Policy:
         intent: bytes | None = None,
         noop: bool = False,
     ) -> None:
-        """Re-learn a signature from the verified audit log after a restart."""
+        """Re-learn a signature from the verified audit log after a restart.
+
+        Entries are replayed in log order with the window rule :meth:`check` applied when they
+        were signed (the floor starts half a window below the first nonce and slides up when a
+        new nonce nears the top), so the restored window is the one the enclave had: a log with
+        more than half a window of nonces must not leave the floor at the first one (every new
+        nonce would be refused as beyond the window, for good). An entry below the floor is
+        refused as ``nonce_too_low`` from then on anyway, so it is not kept."""
+        w = self.config.nonce_window
         window = self._windows.get((chain_id, sender))
         if window is None:
-            window = self._windows[(chain_id, sender)] = _Window(
-                max(0, nonce - self.config.nonce_window // 2)
-            )
+            window = self._windows[(chain_id, sender)] = _Window(max(0, nonce - w // 2))
         if nonce < window.floor:
-            window.floor = max(0, nonce - self.config.nonce_window // 2)
+            return
         record = window.records.get(nonce)
         if record is None:
+            if nonce >= window.floor + w - w // 4:
+                self._slide(window, nonce - w // 2)
             record = window.records[nonce] = NonceRecord(noop_only=True)
         record.hashes.add(msg_hash)
         if not noop:
