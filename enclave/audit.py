@@ -18,7 +18,8 @@ head) and a wholly re-signed log (its start entries announce keys nobody atteste
 
 Inside the enclave the log also anchors its own restart: every commit rewrites ``PATH.head`` with
 ``(seq, hash)`` and an HMAC under the sealing key (derived from the keys only the enclave holds),
-and on start the enclave refuses a log that does not end exactly at that anchor. What a host that
+and on start the enclave refuses a log that does not reach that anchor, and cuts off what follows
+it (:func:`cut_to_anchor`: unsigned lines the host may have appended). What a host that
 owns the disk can still do, and what catches it, is in the README ("Threat model").
 
 A failed write raises :class:`AuditWriteError` and leaves the log as it was: the server then
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,7 @@ __all__ = [
     "AuditStateError",
     "AuditWriteError",
     "Problem",
+    "cut_to_anchor",
     "head_digest",
     "load_verified",
     "read_tail",
@@ -189,6 +192,11 @@ class AuditLog:
             raise AuditWriteError(exc.errno or 0, f"audit log write failed: {exc}") from exc
         self._size += len(data)
         self.seq, self.head = seq, head
+
+    def resync(self) -> None:
+        """Re-read the tail after the file was cut (:func:`cut_to_anchor`) before any append."""
+        self.seq, self.head = read_tail(self.path)
+        self._size = os.fstat(self._fd).st_size
 
     def sign_head(self) -> dict[str, Any]:
         """``{seq, hash, signature}``: the current head, signed by the log key."""
@@ -369,12 +377,51 @@ def load_verified(path: str, seal_key: bytes | None) -> list[dict[str, Any]]:
                 f"{path} is missing but its sealed anchor says seq {anchor[0]}: deleted log"
             )
         return []
+    if anchor is not None:
+        dropped = cut_to_anchor(path, anchor)
+        if dropped:
+            print(
+                f"enclave: {path}: cut {dropped} entr{'y' if dropped == 1 else 'ies'} after the "
+                f"sealed anchor (seq {anchor[0]}): never answered, or not written by this enclave",
+                file=sys.stderr,
+                flush=True,
+            )
     problems, _ = verify_log(path, None, anchor)
     if problems:
         raise AuditStateError(f"{path}: {problems[0]} ({len(problems)} problem(s))")
     entries = iter_entries(path)
     if seal_key is not None and anchor is None and entries:
         raise AuditStateError(f"{path} has entries but no sealed anchor ({path}.head)")
-    # A log longer than its anchor is a crash between the two writes (or entries the host
-    # appended): extra entries only make the enclave remember more, never sign more.
     return entries
+
+
+def cut_to_anchor(path: str, anchor: tuple[int, str]) -> int:
+    """Truncate the log right after its anchored entry; return how many lines were cut.
+
+    Entries after the anchor are either a crash between the log write and the anchor write (the
+    reply waits for both, so none of their signatures left) or lines the host appended. Only
+    ``start`` entries are signed one by one, so an appended, well-chained ``sign`` entry cannot
+    be told from a genuine one: adopted, the enclave would chain onto it and every later signed
+    head would vouch for it (an alibi for a transaction signed elsewhere). So they are cut, never
+    restored. A log without the anchored entry is left as it is (``load_verified`` refuses it).
+    """
+    seq, head = anchor
+    needle = head.encode()
+    offset = 0
+    cut: int | None = None
+    dropped = 0
+    with open(path, "rb") as f:
+        for line in f:
+            offset += len(line)
+            if cut is not None:
+                dropped += bool(line.strip())
+            elif needle in line:
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(entry, dict) and (entry.get("seq"), entry.get("hash")) == (seq, head):
+                    cut = offset
+    if cut is not None and dropped:
+        os.truncate(path, cut)
+    return dropped if cut is not None else 0

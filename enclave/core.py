@@ -263,7 +263,10 @@ class EnclaveCore:
         app refuses to start, rather than forget what it signed."""
         seal_key = self.audit.seal_key if self.audit is not None else None
         count = 0
-        for e in load_verified(path, seal_key):
+        entries = load_verified(path, seal_key)
+        if self.audit is not None and os.path.abspath(self.audit.path) == os.path.abspath(path):
+            self.audit.resync()  # the tail past the sealed anchor may have been cut
+        for e in entries:
             kind = e.get("kind")
             d = e["data"]
             if kind == "sign":

@@ -124,6 +124,40 @@ def test_a_forged_anchor_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not sealed by this enclave" in result.stderr
 
 
+async def test_entries_appended_past_the_sealed_anchor_are_not_adopted_on_restart(
+    tmp_path: Path,
+) -> None:
+    """Non-start entries carry no signature: the host appends a well-chained ``sign`` entry (the
+    alibi for a transaction it got signed elsewhere) after the anchored head and restarts the
+    enclave. Adopted, the genuine enclave would chain onto it and its signed heads would vouch
+    for it. Entries past the anchor never had a reply leave (the entry and its anchor are
+    written before the reply), so the enclave cuts them off instead."""
+    url = f"unix://{tmp_path}/e.sock"
+    with running_enclave(tmp_path, url) as enclave:
+        async with SignerClient(enclave.url) as client:
+            await client.sign_transaction(tx(nonce=0), ANVIL_ADDRESS)
+    log = enclave.audit_log
+    genuine = log.read_bytes()
+    last = orjson.loads(genuine.splitlines()[-1])
+    data = {"sender": ANVIL_ADDRESS.lower(), "chain": 31337, "nonce": 7, "type": 2,
+            "to": "0x" + "ee" * 20, "value": hex(10**24), "fee_cap": "0x1", "tip_cap": "0x1",
+            "intent": "0x" + "11" * 32, "signing_hash": "0x" + "22" * 32,
+            "tx_hash": "0x" + "33" * 32, "noop": False}  # fmt: skip
+    seq, prev = last["seq"] + 1, last["hash"]
+    digest = _entry_hash(seq, last["ts"], prev, "sign", data)
+    alibi = {"seq": seq, "ts": last["ts"], "prev": prev, "kind": "sign", "data": data,
+             "hash": "0x" + digest.hex(), "sig": None}  # fmt: skip
+    log.write_bytes(genuine + orjson.dumps(alibi) + b"\n")
+    with running_enclave(tmp_path, url) as enclave:
+        async with SignerClient(enclave.url) as client:
+            await client.sign_transaction(tx(nonce=7), ANVIL_ADDRESS)  # nonce 7 was never ours
+            head = await client.audit_head()
+    assert b"33" * 32 not in log.read_bytes()
+    assert log.read_bytes().startswith(genuine)
+    problems, keys = verify_log(str(log), None, (head["seq"], head["hash"]))
+    assert problems == [] and len(keys) == 2
+
+
 # ---------------------------------------------------------------- the audit log
 
 
