@@ -23,7 +23,7 @@ import sys
 import time
 
 from enclave.attestor import Attestor, DevAttestor, create_dev_pki, measure_pcr0
-from enclave.audit import AuditLog, AuditStateError, verify_log
+from enclave.audit import AuditLog, AuditStateError, iter_entries, verify_log
 from enclave.config import KEYS_ENV, ConfigError, EnclaveConfig, load_config, load_keys, parse_keys
 from enclave.core import EnclaveCore
 from enclave.kms import KmsError, generate_sealed_keys, load_sealed_keys, seal_key_from
@@ -234,7 +234,14 @@ def _verify_log(argv: list[str]) -> int:
     for problem in problems:
         print(problem)
     if not problems and head is None:
-        print("note: no --expect-head: a cut tail cannot be seen without a signed head")
+        print(
+            "note: no --expect-head: only start entries are signed one by one, so without a "
+            "signed head any later entry may have been rewritten (and a cut tail cannot be seen)"
+        )
+    if not problems and head is not None:
+        after = sum(1 for e in iter_entries(args.file) if int(e["seq"]) > head[0])
+        if after:
+            print(f"note: {after} entries after seq {head[0]} are not covered by the signed head")
     if not problems and trusted is None:
         print("note: no --keys: a wholly re-signed log cannot be told from the genuine one")
     print("OK: log intact" if not problems else f"FAIL: {len(problems)} problem(s)")

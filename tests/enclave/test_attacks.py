@@ -218,6 +218,35 @@ async def test_a_cut_tail_is_detected_against_a_signed_head(
     assert "truncated" in capsys.readouterr().out
 
 
+async def test_an_entry_rewritten_after_the_signed_head_is_not_passed_off_as_covered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Entries after the head a verifier holds are unsigned: the host rewrites one (re-chained,
+    so the log is internally consistent). verify-log cannot see it, and must not say the head
+    covers it."""
+    with running_enclave(tmp_path, f"unix://{tmp_path}/e.sock") as enclave:
+        async with SignerClient(enclave.url) as client:
+            await client.sign_transaction(tx(nonce=0), ANVIL_ADDRESS)
+            head = await client.audit_head()
+            await client.sign_transaction(tx(nonce=1), ANVIL_ADDRESS)
+    rows = enclave.audit_log.read_bytes().splitlines()
+    upto = next(i for i, r in enumerate(rows) if orjson.loads(r)["seq"] == head["seq"]) + 1
+    rewritten, prev = rows[:upto], orjson.loads(rows[upto - 1])["hash"]
+    for row in rows[upto:]:
+        e = orjson.loads(row)
+        if e["kind"] == "sign":
+            e["data"]["to"] = "0x" + "ee" * 20
+        e["prev"] = prev
+        e["hash"] = prev = "0x" + _entry_hash(e["seq"], e["ts"], prev, e["kind"], e["data"]).hex()
+        rewritten.append(orjson.dumps(e))
+    enclave.audit_log.write_bytes(b"\n".join(rewritten) + b"\n")
+    capsys.readouterr()
+    assert main(["verify-log", str(enclave.audit_log), "--expect-head",
+                 f"{head['seq']}:{head['hash']}"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"entries after seq {head['seq']} are not covered by the signed head" in out
+
+
 async def test_a_rollback_of_log_and_anchor_together_is_visible_in_the_log_it_leaves(
     tmp_path: Path,
 ) -> None:
