@@ -112,9 +112,9 @@ def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveCo
             )
         try:
             attestor = NsmAttestor(args.nsm_device)
+            pcr0 = attestor.pcr0()
         except NsmError as exc:
             raise StartError(str(exc)) from exc
-        pcr0 = attestor.pcr0()
     else:
         pcr0_hex = args.pcr0 or config.pcr0
         pcr0 = bytes.fromhex(pcr0_hex.removeprefix("0x")) if pcr0_hex else measure_pcr0()

@@ -229,7 +229,12 @@ class EnclaveCore:
             key = derive_mac_key(self.log_key.secret, peer, nonce)
             if self.session is not None:
                 self.session.pending_key = key
-        doc = self.attestor.document(nonce, self._user_data, self.log_key.public_key, now)
+        try:
+            doc = self.attestor.document(nonce, self._user_data, self.log_key.public_key, now)
+        except Exception as exc:  # NsmError, a device gone: an answer, not a dropped connection
+            if self.session is not None:
+                self.session.pending_key = None
+            return self._bad(request_id, now, "internal", f"attestor failed: {exc!s:.200}")
         if self.audit is not None:
             self.audit.append(
                 now,

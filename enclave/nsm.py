@@ -115,7 +115,10 @@ class NsmAttestor:
                 data = reply["DescribePCR"]["data"]
             except (KeyError, TypeError) as exc:
                 raise NsmError("unexpected NSM response to DescribePCR") from exc
-            self._pcr0 = bytes(data)
+            # Never bytes(data) on what the device sent: bytes(10**9) allocates a gigabyte.
+            if not isinstance(data, bytes) or len(data) != 48:
+                raise NsmError("NSM PCR0 is not 48 bytes (SHA-384)")
+            self._pcr0 = data
         return self._pcr0
 
     def close(self) -> None:

@@ -115,7 +115,14 @@ def verify_attestation(
     try:
         leaf = x509.load_der_x509_certificate(body["certificate"])
         bundle = [x509.load_der_x509_certificate(c) for c in body["cabundle"]]
-        pcrs = {int(k): bytes(v) for k, v in body["pcrs"].items()}
+        raw_pcrs = body["pcrs"]
+        # Read before the signature is checked: never bytes(v) on trust (bytes(10**9) allocates
+        # a gigabyte), only bytes as they are.
+        if not isinstance(raw_pcrs, dict) or not all(
+            type(k) is int and isinstance(v, bytes) for k, v in raw_pcrs.items()
+        ):
+            raise TypeError("pcrs must map integers to bytes")
+        pcrs: dict[int, bytes] = dict(raw_pcrs)
         timestamp_ms = int(body["timestamp"])
     except (KeyError, TypeError, ValueError) as exc:
         raise AttestationError("format", f"payload misses or mangles a field: {exc!r}") from exc

@@ -103,6 +103,63 @@ def test_an_nsm_error_and_a_missing_device_are_clear_errors(aws_root: Path) -> N
         NsmAttestor("/nonexistent/nsm")
 
 
+class HostileNsmDevice:
+    """A device (or a driver bug) answering with given raw bytes and a given length."""
+
+    def __init__(self, reply: bytes, length: int | None = None) -> None:
+        self.reply, self.length = reply, len(reply) if length is None else length
+
+    def ioctl(self, fd: int, request: int, buf: bytearray, mutate: bool) -> int:
+        req_addr, req_len, resp_addr, resp_cap = struct.unpack("=QQQQ", bytes(buf))
+        ctypes.memmove(resp_addr, self.reply, min(len(self.reply), resp_cap))
+        buf[:] = struct.pack("=QQQQ", req_addr, req_len, resp_addr, self.length)
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("reply", "length"),
+    [
+        (b"", 0),
+        (b"\xa0", 1 << 40),  # a length beyond the buffer
+        (b"\x5b\x7f\xff\xff\xff\xff\xff\xff\xff", None),  # a 2^63-byte string announced
+        (b"\x81" * 0x3000, None),  # nesting deeper than cbor2 goes
+        (b"\xff\xfe", None),  # not CBOR
+        (cbor2.dumps([1, 2]), None),  # not a map
+        (cbor2.dumps({"DescribePCR": {"data": 10**9}}), None),  # bytes(10**9): a gigabyte
+        (cbor2.dumps({"DescribePCR": {"data": "a string"}}), None),
+        (cbor2.dumps({"DescribePCR": {"data": b"short"}}), None),  # not a SHA-384 PCR
+        (cbor2.dumps({"DescribePCR": []}), None),
+        (cbor2.dumps({"Attestation": {"document": 5}}), None),
+    ],
+)
+def test_a_malicious_device_reply_is_an_nsm_error_never_a_crash_or_an_allocation(
+    reply: bytes, length: int | None
+) -> None:
+    device = HostileNsmDevice(reply, length)
+    attestor = NsmAttestor("/dev/nsm", opener=lambda path: 99, ioctl=device.ioctl)
+    with pytest.raises(NsmError):
+        attestor.pcr0()
+    with pytest.raises(NsmError):
+        attestor.document(b"n", b"u", b"k", 0.0)
+
+
+def test_a_failing_nsm_is_an_internal_error_answer_and_the_session_gets_no_channel_key() -> None:
+    from enclave.core import EnclaveCore, Session
+    from enclave.policy import Policy, PolicyConfig
+    from signer_client.signing import LocalKey
+
+    device = HostileNsmDevice(cbor2.dumps({"Error": "InternalError"}))
+    attestor = NsmAttestor("/dev/nsm", opener=lambda path: 99, ioctl=device.ioctl)
+    core = EnclaveCore([LocalKey(ANVIL_KEY)], Policy(PolicyConfig()), attestor=attestor)
+    session = Session()
+    client_key = "0x" + LocalKey(b"\x01" * 32).public_key.hex()
+    params = {"nonce": "0x" + "ab" * 32, "client_key": client_key}
+    reply = core.handle({"id": 1, "method": "attestation", "params": params}, 0.0, session)
+    assert reply["error"]["code"] == "internal" and "InternalError" in reply["error"]["reason"]
+    assert session.pending_key is None and session.mac_key is None
+    assert "result" in core.handle({"id": 2, "method": "hello"}, 0.0, session)
+
+
 def test_a_leaf_is_minted_per_document_so_a_25_hour_old_enclave_still_attests(
     aws_root: Path,
 ) -> None:
