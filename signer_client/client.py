@@ -342,6 +342,13 @@ class SignerClient:
     async def hello(self) -> SignerInfo:
         return parse_hello((await self._call("hello", {}))[0])
 
+    async def advance_nonce_floor(self, chain_id: int, sender: str, nonce: int) -> None:
+        """Tell the enclave nonces below ``nonce`` of ``sender`` will never be signed again: it
+        forgets and refuses them, so its nonce window (bounded by refusing, never by forgetting)
+        follows an account whose nonce moved on outside it. It only ever rises."""
+        params = {"chain": chain_id, "sender": sender.lower(), "nonce": nonce}
+        await self._call("advance_nonce_floor", params)
+
     async def audit_head(self) -> dict[str, Any]:
         """``{seq, hash, signature}``; the signature is checked against the hello's log key (the
         attested one when attestation is on): raise ``ReplyVerificationError`` otherwise."""

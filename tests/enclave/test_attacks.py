@@ -417,3 +417,24 @@ def test_nitro_mode_refuses_keys_measurements_and_pki_from_the_parent(
     )  # fmt: skip
     assert result.returncode == 2
     assert needle in result.stderr, result.stderr
+
+
+async def test_the_client_moves_the_nonce_window_and_it_never_goes_back(tmp_path: Path) -> None:
+    """``advance_nonce_floor`` over the real socket: the window follows the account (a nonce
+    4096 ahead is signed once the floor moved), nonces below the floor are refused, and a lower
+    floor (the host trying to re-open forgotten nonces) changes nothing, also after a restart."""
+    url = f"unix://{tmp_path}/e.sock"
+    with running_enclave(tmp_path, url) as enclave:
+        async with SignerClient(enclave.url) as client:
+            await client.sign_transaction(tx(nonce=0), ANVIL_ADDRESS)
+            with pytest.raises(PolicyDenied) as info:
+                await client.sign_transaction(tx(nonce=5000), ANVIL_ADDRESS)
+            assert info.value.rule == "nonce_window"
+            await client.advance_nonce_floor(31337, ANVIL_ADDRESS, 4000)
+            await client.advance_nonce_floor(31337, ANVIL_ADDRESS, 0)  # never lowers
+            assert (await client.sign_transaction(tx(nonce=5000), ANVIL_ADDRESS)).nonce == 5000
+    with running_enclave(tmp_path, url) as enclave:
+        async with SignerClient(enclave.url) as client:
+            with pytest.raises(PolicyDenied) as info:
+                await client.sign_transaction(tx(nonce=0, to=OTHER_ADDRESS), ANVIL_ADDRESS)
+            assert info.value.rule == "nonce_too_low"
