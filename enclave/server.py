@@ -13,8 +13,9 @@ reply frame on it carries the channel MAC.
 Robustness against a hostile peer (the parent instance owns the socket): a frame must arrive
 whole within ``read_timeout`` seconds of its first byte (a slowloris frame is cut off), at most
 ``max_connections`` connections are served at once (more are closed at accept), frames are capped
-at 1 MiB before the body is read, and a request no handler can parse is answered ``bad_request``
-and logged, never dropped with the connection.
+at 1 MiB before the body is read, a request no handler can parse is answered ``bad_request``
+and logged, never dropped with the connection, and a peer that does not read its replies is not
+read from until it does (write backpressure: replies never pile up in the enclave's memory).
 """
 
 from __future__ import annotations
@@ -150,6 +151,17 @@ class EnclaveServerProtocol(asyncio.Protocol):
                 audit.commit()
             except AuditWriteError as exc:
                 print(f"enclave: {exc}", file=sys.stderr, flush=True)
+
+    # Write backpressure: a peer that pipelines requests and never reads its replies would
+    # otherwise make us queue every reply in the enclave's fixed memory. While the transport's
+    # write buffer is above its high-water mark we read (and so answer) nothing more.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

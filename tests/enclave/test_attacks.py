@@ -438,3 +438,56 @@ async def test_the_client_moves_the_nonce_window_and_it_never_goes_back(tmp_path
             with pytest.raises(PolicyDenied) as info:
                 await client.sign_transaction(tx(nonce=0, to=OTHER_ADDRESS), ANVIL_ADDRESS)
             assert info.value.rule == "nonce_too_low"
+
+
+async def test_a_peer_that_pipelines_and_never_reads_cannot_grow_the_enclaves_memory(
+    tmp_path: Path,
+) -> None:
+    """Write backpressure: the host pipelines requests and never reads a reply. The server must
+    stop reading (and so stop answering) once its write buffer is full, not queue every reply in
+    the enclave's fixed memory; once the peer reads again, every request is answered."""
+    from enclave.server import EnclaveServerProtocol
+
+    core = EnclaveCore([LocalKey(ANVIL_KEY)], Policy(PolicyConfig(chain_ids=(31337,))))
+    paused = asyncio.Event()
+    protocols: list[EnclaveServerProtocol] = []
+    original = EnclaveServerProtocol.pause_writing
+
+    def pause_writing(self: EnclaveServerProtocol) -> None:
+        original(self)
+        protocols.append(self)
+        paused.set()
+
+    handled = 0
+    handle = core.handle
+
+    def counting(*args: Any) -> dict[str, Any]:
+        nonlocal handled
+        handled += 1
+        return handle(*args)
+
+    core.handle = counting  # type: ignore[method-assign]
+    total = 50_000
+    frame = encode_frame({"id": 1, "method": "hello", "params": {}})
+    mp = pytest.MonkeyPatch()
+    mp.setattr(EnclaveServerProtocol, "pause_writing", pause_writing)
+    server = await serve(core, f"unix://{tmp_path}/e.sock")
+    reader, writer = await asyncio.open_unix_connection(f"{tmp_path}/e.sock")
+    try:
+        writer.write(frame * total)  # ~1.3 MB of requests for ~20 MB of replies, none read
+        await asyncio.wait_for(paused.wait(), 20)
+        # Its write buffer is full: it must stop taking requests until the peer reads.
+        transport = protocols[0].transport
+        assert transport is not None and not transport.is_reading()
+        decoder, answered = FrameDecoder(), 0
+        while answered < total:
+            answered += len(decoder.feed(await asyncio.wait_for(reader.read(1 << 20), 60)))
+        assert answered == total == handled
+    finally:
+        writer.close()
+        for protocol in protocols:
+            if protocol.transport is not None:
+                protocol.transport.abort()
+        mp.undo()
+        server.close()
+        await server.wait_closed()
