@@ -244,3 +244,53 @@ async def test_a_relay_that_rewrites_hello_to_match_the_pins_fails_the_attestati
             assert info.value.check == "user_data"
         finally:
             await relay.stop()
+
+
+async def test_a_relay_that_replays_a_genuine_reply_from_an_earlier_connection_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The relay keeps a genuine, MACed ``sign_transaction`` reply from one connection and, on the
+    next (a fresh client: the same request id comes round again), answers with it instead of
+    asking the enclave. The MAC key is agreed per connection (fresh client key and nonce), so the
+    old MAC is not the new channel's; and an id rewritten to fit breaks the MAC anyway."""
+    ok = {**big_tx(), "to": "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "value": 1}
+    kept: list[bytes] = []
+
+    def keep(body: bytes) -> bytes:
+        if b'"raw"' in body:
+            kept.append(body)
+        return body
+
+    with running_enclave(tmp_path / "e", f"unix://{tmp_path}/e.sock") as enclave:
+        relay = Relay(enclave.url, str(tmp_path / "r.sock"), rewrite=keep)
+        url = await relay.start()
+        try:
+            async with SignerClient(url, attestation=attestation(enclave), timeout=5) as client:
+                await client.sign_transaction(ok, ANVIL_ADDRESS)
+        finally:
+            await relay.stop()
+        assert len(kept) == 1
+        old = kept[0]
+        for variant in ("same id", "id rewritten"):
+
+            def answer(message: dict[str, Any], variant: str = variant) -> dict[str, Any] | None:
+                if message.get("method") != "sign_transaction":
+                    return None
+                reply = orjson.loads(old)
+                if variant == "id rewritten" or reply["id"] != message["id"]:
+                    reply["id"] = message["id"]
+                return reply  # the genuine raw and its genuine (old channel's) MAC
+
+            relay = Relay(enclave.url, str(tmp_path / "r.sock"), answer=answer)
+            url = await relay.start()
+            events = EventCounter()
+            try:
+                async with SignerClient(
+                    url, attestation=attestation(enclave), on_event=events, timeout=5
+                ) as client:
+                    with pytest.raises(ReplyVerificationError) as info:
+                        await client.sign_transaction(ok, ANVIL_ADDRESS)
+                    assert info.value.check == "channel", variant
+            finally:
+                await relay.stop()
+            assert events["channel_invalid"] == 1 and events["signed"] == 0, variant
