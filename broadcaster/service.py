@@ -53,7 +53,7 @@ from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
 from nonce import TxRecord
 from nonce.backends import lookup, open_book
-from signer_client import AttestationPolicy, SignerClient
+from signer_client import AttestationPolicy, SignerClient, SignerPins
 
 __all__ = ["Service"]
 
@@ -260,6 +260,12 @@ class Service:
             connect_timeout=config.signer.connect_timeout_seconds,
             max_in_flight=config.signer.max_in_flight,
             attestation=attestation,
+            pins=SignerPins(
+                mode=config.signer.mode,
+                policy_hash=config.signer.policy_hash,
+                accounts=tuple(a.address for a in config.accounts),
+                chain_ids=(config.chain_id,),
+            ),
             on_event=self.metrics.signer_error,
         )
         fenced = config.ha is not None

@@ -99,6 +99,15 @@ class FencedSigner:
         self.fence.check()
         return await self.inner.sign_transaction(tx, sender)
 
+    async def advance_nonce_floor(self, chain_id: int, sender: str, nonce: int) -> None:
+        """Passed through behind the fence: moving the enclave's nonce window is an act of the
+        leader too (the executor finds it with ``getattr``; without it a fenced service would
+        never move the window)."""
+        self.fence.check()
+        advance = getattr(self.inner, "advance_nonce_floor", None)
+        if advance is not None:
+            await advance(chain_id, sender, nonce)
+
 
 class FencedTransport:
     """A fan-out transport whose every write passes the fence first."""

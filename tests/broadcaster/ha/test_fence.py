@@ -23,6 +23,10 @@ class Clock:
 class RecordingSigner:
     def __init__(self) -> None:
         self.calls = 0
+        self.floors: list[tuple[int, str, int]] = []
+
+    async def advance_nonce_floor(self, chain_id: int, sender: str, nonce: int) -> None:
+        self.floors.append((chain_id, sender, nonce))
 
     async def sign_transaction(self, tx: Mapping[str, Any], sender: str) -> SignedTx:
         self.calls += 1
@@ -94,6 +98,19 @@ async def test_the_signer_is_not_called_past_the_deadline() -> None:
     with pytest.raises(LeaseLost):
         await signer.sign_transaction({}, "0x")
     assert inner.calls == 1
+
+
+async def test_the_enclaves_nonce_window_moves_only_behind_the_fence() -> None:
+    f, clock, _ = fence()
+    f.extend(sent_at=100.0, lease_seconds=1.0, epoch=1)
+    inner = RecordingSigner()
+    signer = FencedSigner(inner, f)
+    await signer.advance_nonce_floor(1, "0xabc", 7)
+    assert inner.floors == [(1, "0xabc", 7)]
+    clock.now = 101.0
+    with pytest.raises(LeaseLost):
+        await signer.advance_nonce_floor(1, "0xabc", 8)
+    assert inner.floors == [(1, "0xabc", 7)]
 
 
 def test_no_transport_write_past_the_deadline() -> None:
