@@ -26,6 +26,9 @@ from urllib.parse import urlsplit
 
 from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.api.subscriptions import Subscriptions
+from broadcaster.audit import AuditStreamer, ForeignReport, LiveReconciler, SigningGate
+from broadcaster.audit.chain import full_blocks
+from broadcaster.audit.verify import AuditRefused
 from broadcaster.backoff import backoff
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
@@ -38,9 +41,11 @@ from heads.events import DeepReorg, Event, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
-from nonce import TxRecord, open_book
+from nonce import NonceBook, TxRecord, open_book
+from nonce.audit_copy import AuditCopy
 from nonce.journal import lookup
 from signer_client import AttestationPolicy, SignerClient
+from signer_client.events import SignerEvent
 
 __all__ = ["Service"]
 
@@ -73,6 +78,7 @@ class _TxMetrics(TxObserver):
     def __init__(self, metrics: Metrics, subscriptions: Subscriptions) -> None:
         self.metrics = metrics
         self.subscriptions = subscriptions
+        self.report: ForeignReport | None = None  # set once the service has built it
 
     def status(self, record: TxRecord, event: str) -> None:
         self.subscriptions.notify(record, event)
@@ -107,8 +113,11 @@ class _TxMetrics(TxObserver):
     def alert(self, kind: str, detail: str) -> None:
         log.error("ALERT %s: %s", kind, detail)
 
-    def foreign(self, sender: str) -> None:
-        self.metrics.foreign_transaction(sender)
+    def foreign(self, sender: str, nonce: int | None = None) -> None:
+        if self.report is not None:
+            self.report.foreign(sender, nonce)  # once per (sender, nonce), whoever found it
+        else:
+            self.metrics.foreign_transaction(sender)
 
 
 RETAIN_SETTLED = 10_000
@@ -144,6 +153,9 @@ class Service:
         self.metrics_server: MetricsServer | None = None
         self.manager: TxManager | None = None
         self.hub: HeadHub | None = None
+        self.gate: SigningGate | None = None
+        self.streamer: AuditStreamer | None = None
+        self.reconciler: LiveReconciler | None = None
 
     def health(self) -> Mapping[str, Any]:
         hub = self.hub
@@ -191,7 +203,15 @@ class Service:
             connect_timeout=config.signer.connect_timeout_seconds,
             max_in_flight=config.signer.max_in_flight,
             attestation=attestation,
-            on_event=self.metrics.signer_error,
+            on_event=self._on_signer_event,
+        )
+        self._signer = signer
+        gate = self.gate = SigningGate(signer)
+        report = observer.report = ForeignReport(
+            count=self.metrics.foreign_transaction,
+            alert=observer.alert,
+            gate=gate,
+            stop_signing=config.audit.stop_signing_on_foreign,
         )
         read_urls = [r.url for r in config.rpcs] + [_http_of(c.url) for c in config.clients]
         chain = ChainReader(
@@ -203,7 +223,7 @@ class Service:
             chain_id=config.chain_id,
             book=book,
             journal=journal,
-            signer=signer,
+            signer=gate,
             # tx.core.Submitter still declares submit() -> None; FanOut now returns a
             # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
             # the Protocol declares the return value.
@@ -224,7 +244,14 @@ class Service:
             retain_settled=RETAIN_SETTLED,
             evicted_on_disk=True,
             canonical_chain=tracker.canonical_chain,
+            refuse_sender=gate.why,
         )
+        copy = audit_reader = None
+        if config.audit.enabled:
+            copy = AuditCopy(config.journal.path)
+            audit_reader = ChainReader(read_urls)  # its own connections: never in the way
+            self.streamer = self._streamer(copy, signer, report)
+            self.reconciler = self._reconciler(copy, audit_reader, book, report, tracker)
         hub = self.hub = HeadHub(
             [(c.name, c.url) for c in config.clients],
             tracker=tracker,
@@ -251,6 +278,9 @@ class Service:
         server = None
         try:
             await fanout.connect()
+            if self.streamer is not None:
+                await self.streamer.load()
+                await self.streamer.sync()  # a log that does not extend ours: refused now
             await self._start_manager(manager)
             server = await api.serve(config.api.listen.host, config.api.listen.port)
             self.api_port = int(next(iter(server.sockets)).getsockname()[1])
@@ -265,6 +295,9 @@ class Service:
                 group.create_task(fanout.run(), name="fanout")
                 group.create_task(manager.run(), name="txmanager")
                 group.create_task(self._lag_updater(hub), name="lag")
+                if self.streamer is not None and self.reconciler is not None:
+                    group.create_task(self.streamer.run(), name="audit-stream")
+                    group.create_task(self.reconciler.run(), name="audit-reconcile")
                 self.ready.set()
         finally:
             self.ready.clear()
@@ -279,8 +312,81 @@ class Service:
             await fanout.aclose()
             await signer.close()
             await chain.close()
+            if audit_reader is not None:
+                await audit_reader.close()
+            if copy is not None:
+                copy.close()
             await self.metrics_server.close()
             log.info("stopped; journal flushed and closed")
+
+    def _streamer(
+        self, copy: AuditCopy, signer: SignerClient, report: ForeignReport
+    ) -> AuditStreamer:
+        def refused(exc: AuditRefused) -> None:
+            self.metrics.audit_refused(exc.reason)
+            report.refused(exc)
+
+        return AuditStreamer(
+            copy,
+            signer,
+            on_refused=refused,
+            on_stored=self.metrics.audit_verified,
+            poll=self.config.audit.poll_seconds,
+        )
+
+    def _reconciler(
+        self,
+        copy: AuditCopy,
+        reader: ChainReader,
+        book: NonceBook,
+        report: ForeignReport,
+        tracker: ChainTracker,
+    ) -> LiveReconciler:
+        async def signed(hashes: Any) -> set[bytes]:
+            return await asyncio.to_thread(copy.signed, list(hashes))
+
+        async def external(hashes: Any) -> set[bytes]:
+            found, rest = set(), []
+            for h in hashes:
+                record = book.by_hash(h)
+                if record is not None and record.intent.external:
+                    found.add(h)
+                elif record is None:
+                    rest.append(h)  # evicted from memory, or not ours: the journal knows
+            return found | await asyncio.to_thread(copy.external, rest) if rest else found
+
+        async def catch_up() -> bool:
+            assert self.streamer is not None
+            return await self.streamer.sync()
+
+        return LiveReconciler(
+            accounts=self.accounts,
+            fetch=functools.partial(full_blocks, reader),
+            signed=signed,
+            external=external,
+            catch_up=catch_up,
+            on_foreign=lambda f: report.foreign(f.sender, f.nonce, f),
+            canonical=tracker.canonical_chain,
+            on_checked=lambda audit: self.metrics.audit_block_checked(),
+        )
+
+    def _on_signer_event(self, kind: str) -> None:
+        self.metrics.signer_error(kind)
+        streamer = self.streamer
+        if kind == SignerEvent.CONNECTED and streamer is not None:
+            # A (re)connected signer: trust the log key it presented (attested when the config
+            # pins attestation), and check its log at once (a restarted enclave).
+            signer = self._signer
+            if signer.attested is not None:
+                pcr0 = signer.attested.pcrs.get(0)
+                streamer.trust(
+                    "0x" + signer.attested.public_key.hex(),
+                    attested=True,
+                    pcr0="0x" + pcr0.hex() if pcr0 is not None else None,
+                )
+            elif signer.info is not None:
+                streamer.trust(signer.info.log_public_key, attested=False)
+            streamer.wake()
 
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""
@@ -322,6 +428,8 @@ class Service:
                 metrics.rejected_header(client, event.reason)
                 metrics.invalid_message(client, f"header_{event.reason}")
                 log.warning("rejected header from %s: %s (%s)", client, event.reason, event.detail)
+        if self.reconciler is not None:
+            self.reconciler.on_events(events)  # queues blocks; checked in its own task
         hub = self.hub
         if hub is not None and hub.tracker.tip is not None:
             metrics.tip(hub.tracker.tip.number)

@@ -33,7 +33,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="vsock://CID:PORT | unix:///path | tcp://host:port")
     p.add_argument("--key-file", help="0x-hex private keys, one per line")
     p.add_argument("--config", help="TOML file (see config/enclave.example.toml)")
-    p.add_argument("--audit-log", help="append-only audit log (JSON lines)")
+    p.add_argument(
+        "--audit-log", help="append-only audit log file (JSON lines); without it, memory only"
+    )
     p.add_argument("--pki-dir", help="dev PKI directory with root.pem and root.key.pem")
     p.add_argument("--pcr0", help="override the PCR0 reported in attestation documents (hex)")
     p.add_argument("--audit-before-reply", action="store_true", help="log before replying")
@@ -61,10 +63,10 @@ async def _run(args: argparse.Namespace) -> int:
     pcr0 = bytes.fromhex(pcr0_hex.removeprefix("0x")) if pcr0_hex else measure_pcr0()
     policy = Policy(config.policy)
     audit_path = args.audit_log or config.audit_path
-    audit = (
-        AuditLog(audit_path, LocalKey(os.urandom(32)), fsync=args.fsync or config.audit_fsync)
-        if audit_path
-        else None
+    # Without --audit-log the log lives in memory only, as in a real enclave (DESIGN.md §6a):
+    # the broadcaster streams it out (audit_entries) and keeps the verified copy.
+    audit = AuditLog(
+        audit_path or None, LocalKey(os.urandom(32)), fsync=args.fsync or config.audit_fsync
     )
     pki_dir = args.pki_dir or config.pki_dir
     attestor = (

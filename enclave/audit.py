@@ -17,6 +17,7 @@ only visible against an anchor: pass the head reported by the ``audit_head`` met
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -27,9 +28,26 @@ import orjson
 from signer_client.signing import LocalKey
 from signer_client.txcodec import keccak
 
-__all__ = ["AuditLog", "Problem", "read_tail", "verify_log"]
+__all__ = ["AuditLog", "EntriesEvicted", "Problem", "head_digest", "read_tail", "verify_log"]
 
 GENESIS = "0x" + "00" * 32
+
+RING = 65_536
+"""Committed entries kept in memory for ``audit_entries`` (a real enclave has no disk)."""
+
+MAX_ENTRIES_PER_CALL = 1_000
+"""``audit_entries`` answers at most this many entries per call (a reply stays far below the
+1 MiB frame cap: a ``sign`` entry is ~700 bytes)."""
+
+
+class EntriesEvicted(LookupError):
+    """``from_seq`` is older than what the enclave still holds (ring evicted, no log file)."""
+
+
+def head_digest(seq: int, head: str) -> bytes:
+    """What a signed head's ``signature`` covers: ``keccak256("audit_head" || seq (8 bytes, big
+    endian) || hash (32 bytes))``; domain-separated from entry hashes."""
+    return keccak(b"audit_head" + seq.to_bytes(8, "big") + bytes.fromhex(head[2:]))
 
 
 def _entry_hash(seq: int, ts: float, prev: str, kind: str, data: dict[str, Any]) -> bytes:
@@ -41,13 +59,19 @@ class AuditLog:
     """Appends signed, chained entries. Writes are buffered; :meth:`flush` hands them to the OS
     (``fsync=True`` also forces them to disk)."""
 
-    def __init__(self, path: str, key: LocalKey, *, fsync: bool = False) -> None:
+    def __init__(
+        self, path: str | None, key: LocalKey, *, fsync: bool = False, ring: int = RING
+    ) -> None:
         self.path = path
         self.key = key
         self.fsync = fsync
-        self.seq, self.head = read_tail(path)
-        self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - lives as long as the log
+        self.seq, self.head = read_tail(path) if path is not None else (0, GENESIS)
+        # No path: the log lives only in memory (in a real enclave there is no disk to trust).
+        self._file: IO[bytes] | None = (
+            open(path, "ab") if path is not None else None  # noqa: SIM115 - lives with the log
+        )
         self._pending: list[tuple[float, str, Any]] = []
+        self._ring: deque[bytes] = deque(maxlen=ring)  # the newest committed lines, in seq order
 
     def append(
         self, now: float, kind: str, data: dict[str, Any] | Callable[[], dict[str, Any]]
@@ -84,6 +108,9 @@ class AuditLog:
                 )
             )
             self.head = hash_hex
+        self._ring.extend(lines)
+        if self._file is None:
+            return
         self._file.write(b"\n".join(lines) + b"\n")
         self._file.flush()
         if self.fsync:
@@ -91,7 +118,42 @@ class AuditLog:
 
     def close(self) -> None:
         self.commit()
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+
+    def signed_head(self) -> dict[str, Any]:
+        """``{seq, hash, signature}``: the head, signed by the log key (see :func:`head_digest`)."""
+        sig = self.key.sign_hash(head_digest(self.seq, self.head))
+        return {"seq": self.seq, "hash": self.head, "signature": "0x" + sig.hex()}
+
+    def entries(self, from_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Committed entries ``from_seq`` on, at most ``limit`` (capped), in seq order.
+
+        Served from memory while the ring holds ``from_seq``; older ones from the log file when
+        there is one; otherwise :class:`EntriesEvicted`.
+        """
+        limit = max(0, min(limit, MAX_ENTRIES_PER_CALL))
+        from_seq = max(1, from_seq)
+        if from_seq > self.seq or limit == 0:
+            return []
+        first = self.seq - len(self._ring) + 1  # seq of the ring's oldest line
+        if from_seq >= first:
+            start = from_seq - first
+            count = min(limit, len(self._ring) - start)
+            return [orjson.loads(self._ring[start + i]) for i in range(count)]
+        if self.path is None:
+            raise EntriesEvicted(f"entries before seq {first} are no longer held")
+        out: list[dict[str, Any]] = []
+        with open(self.path, "rb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                entry = orjson.loads(line)
+                if int(entry["seq"]) >= from_seq:
+                    out.append(entry)
+                    if len(out) >= limit:
+                        break
+        return out
 
 
 def read_tail(path: str) -> tuple[int, str]:

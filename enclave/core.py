@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from enclave.attestor import DevAttestor
-from enclave.audit import AuditLog
+from enclave.audit import AuditLog, EntriesEvicted
 from enclave.policy import Policy
 from signer_client.errors import PolicyDenied, TransactionError, TxFieldError
 from signer_client.payload import decode_payload
@@ -81,6 +81,7 @@ class EnclaveCore:
             "hello": self._hello,
             "attestation": self._attestation,
             "audit_head": self._audit_head,
+            "audit_entries": self._audit_entries,
         }
 
     def start(self, now: float, pcr0: bytes) -> None:
@@ -172,7 +173,24 @@ class EnclaveCore:
         if self.audit is None:
             return error_reply(request_id, "unsupported", "audit log disabled")
         self.audit.commit()
-        return {"id": request_id, "result": {"seq": self.audit.seq, "hash": self.audit.head}}
+        return {"id": request_id, "result": self.audit.signed_head()}
+
+    def _audit_entries(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        """``{from_seq, limit}`` -> ``{entries, head}``: committed entries (DESIGN.md §6a) and the
+        signed head they lead to, so the broadcaster can keep a verified copy."""
+        if self.audit is None:
+            return error_reply(request_id, "unsupported", "audit log disabled")
+        from_seq, limit = params.get("from_seq", 1), params.get("limit", 1000)
+        if type(from_seq) is not int or type(limit) is not int or from_seq < 0 or limit < 0:
+            return error_reply(
+                request_id, "bad_request", "from_seq and limit must be non-negative integers"
+            )
+        self.audit.commit()
+        try:
+            entries = self.audit.entries(from_seq, limit)
+        except EntriesEvicted as exc:
+            return error_reply(request_id, "evicted", str(exc))
+        return {"id": request_id, "result": {"entries": entries, "head": self.audit.signed_head()}}
 
     def restore_from_log(self, path: str) -> int:
         """Re-learn signed nonces from an existing audit log: nonce protection survives restarts."""

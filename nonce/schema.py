@@ -1,9 +1,10 @@
 """The journal's SQLite schema and the codec between rows and the book's values.
 
-Three tables: ``records`` (one row per booked intent: the intent as accepted plus its current
-state and chain facts), ``attempts`` (every signed attempt, raw bytes included, never updated)
-and ``transitions`` (every state change, append-only: the audit trail). Rows are written in the
-order the book produced the entries, so ``rowid`` order is booking order on reload.
+Three tables (the audit copy's three aside, see ``nonce.audit_copy``): ``records`` (one row per
+booked intent: the intent as accepted plus its current state and chain facts), ``attempts``
+(every signed attempt, raw bytes included, never updated) and ``transitions`` (every state
+change, append-only: the audit trail). Rows are written in the order the book produced the
+entries, so ``rowid`` order is booking order on reload.
 
 Quantities that may exceed SQLite's signed 64-bit INTEGER (``value``, fee fields) are stored as
 decimal TEXT; hashes and raw transactions as BLOB; block hashes as the ``0x`` hex the tracker uses.
@@ -19,7 +20,7 @@ import orjson
 from nonce.entries import AttemptAdded, Entry, RecordOpened, SlotReleased, StateChanged
 from nonce.state import Attempt, AttemptReason, BlockRef, Intent, TxRecord, TxState
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -75,6 +76,32 @@ CREATE TABLE IF NOT EXISTS transitions (
     block_number  INTEGER,
     block_hash    TEXT,
     tx_hash       BLOB
+);-- The verified copy of the enclave's audit log (DESIGN.md section 6a; broadcaster/audit): every
+-- entry as the enclave signed it (``entry``: its JSON line), checked before it is stored; the
+-- log keys attestation vouched for; the signed heads the enclave reported.
+CREATE TABLE IF NOT EXISTS audit_entries (
+    seq      INTEGER PRIMARY KEY,
+    hash     TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    log_key  TEXT NOT NULL,
+    tx_hash  BLOB,
+    sender   TEXT,
+    nonce    INTEGER,
+    entry    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_entries_tx ON audit_entries (tx_hash) WHERE tx_hash IS NOT NULL;
+CREATE TABLE IF NOT EXISTS audit_keys (
+    log_key     TEXT PRIMARY KEY,
+    attested    INTEGER NOT NULL,
+    pcr0        TEXT,
+    first_seen  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_heads (
+    seq        INTEGER PRIMARY KEY,
+    hash       TEXT NOT NULL,
+    signature  TEXT NOT NULL,
+    log_key    TEXT NOT NULL,
+    at         REAL NOT NULL
 );
 """
 """Indexes are what ``read_records`` needs and nothing more: every index insert dirties a page
@@ -87,6 +114,9 @@ MIGRATIONS: dict[str, tuple[str, str]] = {
     # v1 had records_slot (no reader used it) and attempts_record on the random record id;
     # SCHEMA has already built attempts_slot in their place when this runs.
     "1": ("2", "DROP INDEX IF EXISTS records_slot; DROP INDEX IF EXISTS attempts_record;"),
+    # v3 adds the audit copy's tables (audit_entries, audit_keys, audit_heads): SCHEMA has
+    # created them (IF NOT EXISTS) when this runs, so only the version moves.
+    "2": ("3", ""),
 }
 """``version -> (next version, SQL)``: applied in order on open, each in one transaction."""
 

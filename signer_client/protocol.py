@@ -20,7 +20,11 @@ Methods:
   The dict form ``{"sender", "tx"}`` (``tx`` as :func:`signer_client.txcodec.tx_to_wire` makes
   it) is still accepted.
 ``attestation`` ``{"nonce"}`` -> ``{"document"}`` (0x-hex COSE_Sign1 bytes, see ``attestation.py``)
-``audit_head`` -> ``{"seq", "hash"}``: the newest audit-log entry, an anchor for the verifier.
+``audit_head`` -> ``{"seq", "hash", "signature"}``: the newest audit-log entry, an anchor for the
+  verifier, signed by the log key (``enclave.audit.head_digest``).
+``audit_entries`` ``{"from_seq", "limit"}`` -> ``{"entries": [...], "head": {...}}``: committed
+  entries from ``from_seq`` on (at most 1,000 per call) and the signed head; ``evicted`` error
+  when the enclave no longer holds ``from_seq``.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from broadcaster.settings.model import (
     MIN_BUMP_PERCENT,
     AccountConfig,
     ApiConfig,
+    AuditConfig,
     ClientConfig,
     Config,
     ConfigError,
@@ -131,6 +132,7 @@ _TOP = (
     "journal",
     "heads",
     "cpu",
+    "audit",
 )
 
 
@@ -294,6 +296,12 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
     heads_t = r.table(data, "heads", ("watchdog_seconds",), required=False)
     watchdog = r.number(heads_t, "watchdog_seconds", "heads", default=30.0, positive=False)
     cpu = _cpu(r, r.table(data, "cpu", _CPU, required=False))
+    audit_t = r.table(data, "audit", _AUDIT, required=False)
+    audit = AuditConfig(
+        enabled=r.boolean(audit_t, "enabled", "audit", True),
+        stop_signing_on_foreign=r.boolean(audit_t, "stop_signing_on_foreign", "audit", False),
+        poll_seconds=r.number(audit_t, "poll_seconds", "audit", default=1.0, positive=True) or 1.0,
+    )
     if api is not None and metrics is not None and api.listen == metrics:
         r.problem("metrics.listen", f"same address as api.listen ({metrics})")
     if r.problems:
@@ -315,6 +323,7 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
         journal=JournalConfig(base / journal),
         heads=HeadsConfig(watchdog or None),
         cpu=cpu,
+        audit=audit,
     )
 
 
@@ -333,6 +342,7 @@ _FEES = (
     "presign_replacements",
     "max_gap_fill",
 )
+_AUDIT = ("enabled", "stop_signing_on_foreign", "poll_seconds")
 _CPU = ("pinning", "slice_us", "yield_after_reaction")
 _API = ("listen", "tokens", "max_message_bytes", "rate_per_token", "rate_burst")
 

@@ -44,6 +44,7 @@ def render_config(
     presign_replacements: bool = True,
     rate_per_token: float | None = None,
     rate_burst: int | None = None,
+    stop_signing_on_foreign: bool | None = None,
 ) -> str:
     """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs.
 
@@ -74,4 +75,10 @@ def render_config(
     lines += ["", "[journal]", f"path = {_toml(journal_path)}"]
     if watchdog_seconds is not None:
         lines += ["", "[heads]", f"watchdog_seconds = {_toml(watchdog_seconds)}"]
+    if stop_signing_on_foreign is not None:
+        lines += [
+            "",
+            "[audit]",
+            f"stop_signing_on_foreign = {_toml(stop_signing_on_foreign)}",
+        ]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,113 @@
+"""What the audit findings do to signing: the foreign-transaction report and the signing gate.
+
+:class:`ForeignReport` is the one place a foreign transaction is reported (DESIGN.md §5 and §6a),
+whoever found it: the live reconciler (a block holds a tx from our account that neither the
+verified audit log nor the journal accounts for) or the inclusion tracker (a nonce of ours taken
+by a hash we do not hold). Each ``(sender, nonce)`` is reported once: one ``foreign_transaction``
+alert, one ``broadcaster_foreign_transactions_total{sender}`` increment, even when both find it
+or a reorg brings the same block back. With ``[audit] stop_signing_on_foreign`` it also stops
+signing for that sender.
+
+:class:`SigningGate` wraps the signer the tx manager uses: once the audit log is refused
+(``broadcaster.audit.stream``), nothing is signed; once a sender is stopped, nothing is signed
+for it. Its check is one attribute test on the sign path while nothing is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from broadcaster.audit.reconcile import Foreign
+from broadcaster.audit.verify import AuditRefused
+from broadcaster.tx.seams import Signer
+from signer_client.errors import PolicyDenied
+from signer_client.signing import SignedTx
+
+__all__ = ["ForeignReport", "SigningGate"]
+
+log = logging.getLogger(__name__)
+
+
+class SigningGate:
+    """A :class:`broadcaster.tx.seams.Signer` that refuses what the audit findings forbid."""
+
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+        self.stopped: dict[str, str] = {}
+        self.refused: str | None = None
+        self._closed = False  # True once anything is stopped: the sign path's one check
+
+    def why(self, sender: str) -> str | None:
+        """Why ``sender`` may not sign (``None``: it may)."""
+        if not self._closed:
+            return None
+        if self.refused is not None:
+            return self.refused
+        return self.stopped.get(sender.lower())
+
+    def stop(self, sender: str, reason: str) -> None:
+        self.stopped.setdefault(sender.lower(), reason)
+        self._closed = True
+
+    def refuse(self, reason: str) -> None:
+        if self.refused is None:
+            self.refused = reason
+        self._closed = True
+
+    async def sign_transaction(self, tx: Mapping[str, Any], sender: str) -> SignedTx:
+        if self._closed:
+            why = self.why(sender)
+            if why is not None:
+                raise PolicyDenied("audit_stopped", why)
+        return await self.signer.sign_transaction(tx, sender)
+
+
+class ForeignReport:
+    """Reports each foreign ``(sender, nonce)`` once (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        count: Callable[[str], None],
+        alert: Callable[[str, str], None],
+        gate: SigningGate | None = None,
+        stop_signing: bool = False,
+    ) -> None:
+        self._count = count
+        self._alert = alert
+        self.gate = gate
+        self.stop_signing = stop_signing
+        self.seen: dict[tuple[str, int], Foreign | None] = {}
+
+    def foreign(self, sender: str, nonce: int | None, found: Foreign | None = None) -> bool:
+        """Report one; ``False`` when this ``(sender, nonce)`` was reported before. ``nonce``
+        ``None`` (a caller that cannot tell) is always reported."""
+        sender = sender.lower()
+        if nonce is not None:
+            key = (sender, nonce)
+            if key in self.seen:
+                return False
+            self.seen[key] = found
+        where = f"{sender}/{nonce}"
+        if found is not None:
+            where += f" tx 0x{found.hash.hex()} in block {found.block} ({found.block_hash[:18]}...)"
+        self._alert("foreign_transaction", where)
+        self._count(sender)
+        if self.stop_signing and self.gate is not None:
+            self.gate.stop(
+                sender,
+                f"signing for {sender} is stopped: a foreign transaction used its key ({where});"
+                " [audit] stop_signing_on_foreign = true. Check the key, then restart the service",
+            )
+        return True
+
+    def refused(self, exc: AuditRefused) -> None:
+        """The enclave's audit log was refused: nothing is signed any more."""
+        self._alert("audit_refused", str(exc))
+        if self.gate is not None:
+            self.gate.refuse(
+                f"signing is stopped: the enclave's {exc}. The log it serves does not extend the"
+                " verified copy in the journal; an operator must look"
+            )
