@@ -306,6 +306,9 @@ class Service:
                 server.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.wait_closed(), 5)
+            if self.streamer is not None:  # the last entries into the copy (`broadcaster audit`)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.streamer.sync(), 5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(journal.flush(), 5)
             journal.close()

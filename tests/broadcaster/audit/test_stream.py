@@ -1,0 +1,191 @@
+"""The streamer keeps a verified copy in the journal file and refuses a log that does not extend it.
+
+The source is the real enclave core (its ``audit_entries`` method, replies round-tripped through
+JSON as over the wire); the copy is a real SQLite journal file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from broadcaster.audit.stream import AuditStreamer
+from broadcaster.audit.verify import AuditRefused
+from enclave.audit import AuditLog
+from enclave.core import EnclaveCore
+from nonce.audit_copy import AuditCopy
+from signer_client.signing import LocalKey
+from signer_client.txcodec import keccak
+from tests.broadcaster.audit.test_verify import enclave, key_of, sign
+
+
+class CoreSource:
+    """``audit_entries`` of an in-process enclave core; ``tamper`` edits replies in flight."""
+
+    def __init__(self, core: EnclaveCore) -> None:
+        self.core = core
+        self.tamper: Any = None
+        self.calls = 0
+
+    async def audit_entries(self, from_seq: int, limit: int = 1000) -> dict[str, Any]:
+        self.calls += 1
+        params = {"from_seq": from_seq, "limit": limit}
+        reply = self.core.handle({"id": 1, "method": "audit_entries", "params": params}, 0.0)
+        result: dict[str, Any] = orjson.loads(orjson.dumps(reply["result"]))
+        if self.tamper is not None:
+            self.tamper(result)
+        return result
+
+
+def streamer(path: Path, source: CoreSource, refusals: list[AuditRefused]) -> AuditStreamer:
+    return AuditStreamer(AuditCopy(path), source, on_refused=refusals.append)
+
+
+def test_entries_are_stored_verified_with_the_head_and_the_key(tmp_path: Path) -> None:
+    async def main() -> None:
+        core, refusals = enclave(), []
+        for n in range(3):
+            sign(core, n)
+        s = streamer(tmp_path / "j.db", CoreSource(core), refusals)
+        s.trust(key_of(core), attested=False)
+        assert await s.sync()
+        copy = s.copy
+        assert copy.count() == 4 and s.anchor.seq == 4
+        assert copy.keys() == {key_of(core).lower()}
+        head = copy.last_head()
+        assert head is not None and head[:2] == (4, core.audit.head)  # type: ignore[union-attr]
+        sign(core, 3)
+        assert await s.sync()
+        assert copy.count() == 5 and refusals == []
+        copy.close()
+
+    asyncio.run(main())
+
+
+def test_pages_of_a_long_log_are_all_fetched(tmp_path: Path) -> None:
+    async def main() -> None:
+        core, refusals = enclave(), []
+        assert core.audit is not None
+        for i in range(2500):
+            core.audit.append(0.0, "note", {"i": i})
+        core.audit.commit()
+        source = CoreSource(core)
+        s = streamer(tmp_path / "j.db", source, refusals)
+        s.trust(key_of(core), attested=False)
+        assert await s.sync()
+        assert s.copy.count() == 2501 and source.calls == 3
+        s.copy.close()
+
+    asyncio.run(main())
+
+
+def test_a_tampered_entry_is_refused_counted_once_and_nothing_of_its_batch_is_stored(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        core, refusals = enclave(), []
+        sign(core, 0)
+        source = CoreSource(core)
+        s = streamer(tmp_path / "j.db", source, refusals)
+        s.trust(key_of(core), attested=False)
+        assert await s.sync()
+        sign(core, 1)
+        sign(core, 2)
+
+        def edit(result: dict[str, Any]) -> None:
+            if result["entries"]:
+                result["entries"][-1]["data"]["value"] = "0xffff"
+
+        source.tamper = edit
+        assert not await s.sync()
+        assert [r.reason for r in refusals] == ["tampered"]
+        assert s.copy.count() == 2  # the genuine prefix from before; nothing of the bad batch
+        assert not await s.sync()  # refused stays refused, told once
+        assert len(refusals) == 1
+        s.copy.close()
+
+    asyncio.run(main())
+
+
+def test_a_restart_with_a_fresh_log_is_refused_also_after_the_broadcaster_restarts(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        core, refusals = enclave(), []
+        for n in range(3):
+            sign(core, n)
+        s = streamer(tmp_path / "j.db", CoreSource(core), refusals)
+        s.trust(key_of(core), attested=False)
+        assert await s.sync()
+        s.copy.close()
+        # The broadcaster restarts and meets an enclave that restarted with an empty log.
+        restarted = enclave()
+        s2 = streamer(tmp_path / "j.db", CoreSource(restarted), refusals)
+        await s2.load()
+        assert s2.anchor.seq == 4
+        s2.trust(key_of(restarted), attested=False)
+        assert not await s2.sync()
+        assert [r.reason for r in refusals] == ["not_extending"]
+        assert s2.copy.count() == 4
+        s2.copy.close()
+
+    asyncio.run(main())
+
+
+def test_an_enclave_restart_that_continues_its_log_file_is_taken(tmp_path: Path) -> None:
+    async def main() -> None:
+        path = str(tmp_path / "enclave.jsonl")
+        refusals: list[AuditRefused] = []
+        first = enclave_with_file(path)
+        sign(first, 0)
+        source = CoreSource(first)
+        s = streamer(tmp_path / "j.db", source, refusals)
+        s.trust(key_of(first), attested=False)
+        assert await s.sync()
+        assert first.audit is not None
+        first.audit.close()
+        second = enclave_with_file(path)  # a new segment: new key, chained to the old head
+        sign(second, 1)
+        source.core = second
+        s.trust(key_of(second), attested=True)
+        assert await s.sync(), refusals
+        assert s.copy.count() == 4 and refusals == []
+        assert second.audit is not None
+        second.audit.close()
+        s.copy.close()
+
+    asyncio.run(main())
+
+
+def enclave_with_file(path: str) -> EnclaveCore:
+    from enclave.policy import Policy, PolicyConfig
+    from tests.enclave.running import ALLOWED_TO, ANVIL_KEY
+
+    log = AuditLog(path, LocalKey(os.urandom(32)))
+    core = EnclaveCore(
+        [LocalKey(ANVIL_KEY)],
+        Policy(PolicyConfig(chain_ids=(1,), allowed_to=(ALLOWED_TO,))),
+        audit=log,
+    )
+    core.restore_from_log(path)
+    core.start(0.0, b"\0" * 48)
+    return core
+
+
+def test_the_copy_answers_signed_and_external_hashes(tmp_path: Path) -> None:
+    async def main() -> None:
+        core, refusals = enclave(), []
+        raw = bytes.fromhex(sign(core, 0)["result"]["raw"][2:])
+        tx_hash = keccak(raw)
+        s = streamer(tmp_path / "j.db", CoreSource(core), refusals)
+        s.trust(key_of(core), attested=False)
+        assert await s.sync()
+        assert s.copy.signed([tx_hash, b"\0" * 32]) == {tx_hash}
+        assert s.copy.external([tx_hash]) == set()  # no journaled raw tx has it
+        s.copy.close()
+
+    asyncio.run(main())

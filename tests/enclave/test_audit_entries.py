@@ -1,0 +1,75 @@
+"""``audit_entries`` serves the committed log (memory ring, then the file) with a signed head."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import coincurve
+
+from enclave.audit import AuditLog, head_digest
+from enclave.core import EnclaveCore
+from enclave.policy import Policy, PolicyConfig
+from signer_client.signing import LocalKey
+from tests.enclave.running import ALLOWED_TO, ANVIL_KEY
+
+
+def core(log: AuditLog) -> EnclaveCore:
+    c = EnclaveCore(
+        [LocalKey(ANVIL_KEY)],
+        Policy(PolicyConfig(chain_ids=(1,), allowed_to=(ALLOWED_TO,))),
+        audit=log,
+    )
+    c.start(0.0, b"\0" * 48)
+    return c
+
+
+def call(c: EnclaveCore, **params: object) -> dict[str, object]:
+    return c.handle({"id": 1, "method": "audit_entries", "params": params}, 1.0)
+
+
+def fill(log: AuditLog, n: int) -> None:
+    for i in range(n):
+        log.append(float(i), "note", {"i": i})
+    log.commit()
+
+
+def test_entries_page_from_memory_and_the_head_is_signed_by_the_log_key() -> None:
+    log = AuditLog(None, LocalKey(os.urandom(32)))
+    c = core(log)
+    fill(log, 9)  # seq 1 is the start entry: 10 in all
+    reply = call(c, from_seq=4, limit=3)
+    result = reply["result"]
+    assert isinstance(result, dict)
+    assert [e["seq"] for e in result["entries"]] == [4, 5, 6]
+    head = result["head"]
+    assert (head["seq"], head["hash"]) == (10, log.head)
+    signer = coincurve.PublicKey.from_signature_and_message(
+        bytes.fromhex(head["signature"][2:]), head_digest(10, log.head), hasher=None
+    ).format(compressed=False)
+    assert signer == log.key.public_key
+    assert call(c, from_seq=11, limit=5)["result"]["entries"] == []  # type: ignore[index]
+
+
+def test_without_a_file_an_evicted_entry_is_an_error_not_a_silent_gap() -> None:
+    log = AuditLog(None, LocalKey(os.urandom(32)), ring=4)
+    c = core(log)
+    fill(log, 9)
+    reply = call(c, from_seq=2, limit=10)
+    assert reply["error"]["code"] == "evicted"  # type: ignore[index]
+    assert [e["seq"] for e in call(c, from_seq=7, limit=10)["result"]["entries"]] == [7, 8, 9, 10]  # type: ignore[index]
+
+
+def test_with_a_file_entries_older_than_the_ring_come_from_the_file(tmp_path: Path) -> None:
+    log = AuditLog(str(tmp_path / "audit.jsonl"), LocalKey(os.urandom(32)), ring=2)
+    c = core(log)
+    fill(log, 5)
+    entries = call(c, from_seq=1, limit=3)["result"]["entries"]  # type: ignore[index]
+    log.close()
+    assert [e["seq"] for e in entries] == [1, 2, 3]
+
+
+def test_bad_params_are_a_bad_request() -> None:
+    c = core(AuditLog(None, LocalKey(os.urandom(32))))
+    assert call(c, from_seq="1")["error"]["code"] == "bad_request"  # type: ignore[index]
+    assert call(c, from_seq=1, limit=-1)["error"]["code"] == "bad_request"  # type: ignore[index]
