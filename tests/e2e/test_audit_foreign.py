@@ -1,0 +1,141 @@
+"""A transaction signed outside the enclave with our key is caught: live, and by `broadcaster audit`.
+
+Real anvil (automine), the real enclave app on a unix socket, the real service (DESIGN.md §9):
+the bot sends an intent (signed by the enclave: in the audit log), a raw transaction through
+``eth_sendRawTransaction`` (signed elsewhere on purpose: journaled as external), and a second
+intent. Then the attacker, who holds the key, signs a transaction at that intent's nonce and puts
+it into a reorg's new branch (``anvil_reorg 1 [[raw, 0]]``). The live reconciler flags it as
+foreign in the block that holds it; with ``[audit] stop_signing_on_foreign = true`` the next
+intent for that account is refused with an error that says why; ``broadcaster audit`` over the
+run lists that transaction and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from eth_account import Account
+
+from broadcaster.api.client import GWEI, ApiError, BroadcasterClient
+from broadcaster.cli.audit import run_audit
+from broadcaster.dev.anvil import DEV_ADDRESS, DEV_KEY
+from broadcaster.dev.stack import dev_stack
+
+RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+THIEF = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+SENDER = DEV_ADDRESS.lower()
+
+
+async def until(predicate: Any, what: str, limit: float = 30.0) -> None:
+    """Poll an async predicate until it holds (a deadline, not a timing assertion)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def signed_elsewhere(nonce: int, to: str, value: int) -> tuple[str, str]:
+    """``(raw, hash)`` of a type-2 transfer signed with our key by eth-account, not the enclave."""
+    tx = {
+        "type": 2, "chainId": 31337, "nonce": nonce, "to": to, "value": value, "gas": 21_000,
+        "maxFeePerGas": 3 * GWEI, "maxPriorityFeePerGas": GWEI,
+    }  # fmt: skip
+    signed = Account.sign_transaction(tx, DEV_KEY)
+    return "0x" + signed.raw_transaction.hex(), "0x" + signed.hash.hex()
+
+
+async def intent(bot: BroadcasterClient, value: int) -> dict[str, Any]:
+    return await bot.send_intent(
+        to=RECIPIENT, value=value, gas=21_000, max_fee_per_gas=3 * GWEI,
+        max_priority_fee_per_gas=GWEI,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+async def test_a_key_used_outside_the_enclave_is_flagged_live_stops_signing_and_is_audited(
+    tmp_path: Path,
+) -> None:
+    async with dev_stack(tmp_path, stop_signing_on_foreign=True) as stack:
+        service, node = stack.service, stack.node
+        async with await BroadcasterClient.connect(stack.api_url, token=stack.token) as bot:
+
+            async def included(ref: str) -> bool:
+                return (await bot.get_intent(ref))["status"] == "included"
+
+            first = await intent(bot, 1000)  # nonce 0: the enclave signs it
+            await until(lambda: included(first["id"]), "the first intent's inclusion")
+            raw, raw_hash = signed_elsewhere(1, RECIPIENT, 5)  # nonce 1: external, on purpose
+            assert await bot.request("eth_sendRawTransaction", raw) == raw_hash
+            await until(lambda: included(raw_hash), "the external raw tx's inclusion")
+            second = await intent(bot, 2000)  # nonce 2
+            await until(lambda: included(second["id"]), "the second intent's inclusion")
+            reconciler = service.reconciler
+            assert reconciler is not None
+
+            async def checked_up_to_tip() -> bool:
+                tip = int(await node.rpc("eth_blockNumber"), 16)
+                return any(a.number == tip for a in reconciler.checked)
+
+            await until(checked_up_to_tip, "the reconciler to reach the tip")
+            foreign_metric = ("broadcaster_foreign_transactions_total", {"sender": SENDER})
+            assert service.metrics.sample(*foreign_metric) == 0  # nothing foreign so far
+
+            # The attacker: our key, nonce 2, to its own address, in the reorg's new branch.
+            stolen, stolen_hash = signed_elsewhere(2, THIEF, 10**18)
+            await node.rpc("anvil_reorg", 1, [[stolen, 0]])
+
+            async def flagged() -> bool:
+                return service.metrics.sample(*foreign_metric) == 1
+
+            await until(flagged, "the foreign transaction to be flagged")
+            report = service.manager.observer.report  # type: ignore[union-attr]
+            found = report.seen[(SENDER, 2)]
+            assert found is not None and "0x" + found.hash.hex() == stolen_hash
+            mined = await node.rpc("eth_getTransactionReceipt", stolen_hash)
+            assert found.block_hash == mined["blockHash"]
+            # Within a block: flagged in the block that holds it, no later block needed.
+            assert found.block == int(mined["blockNumber"], 16)
+            assert found.block == int(await node.rpc("eth_blockNumber"), 16)
+
+            with pytest.raises(ApiError) as refused:
+                await intent(bot, 3000)
+            assert "signing for " + SENDER + " is stopped" in refused.value.message
+            assert stolen_hash in refused.value.message
+
+            # The inclusion tracker finds the taken nonce too, a few blocks later (it waits for
+            # them: automine makes none by itself): still counted once.
+            async def second_failed() -> bool:
+                if (await bot.get_intent(second["id"]))["status"] == "failed":
+                    return True
+                await node.rpc("evm_mine")
+                return False
+
+            await until(second_failed, "the second intent to fail (its nonce is taken)")
+            assert service.metrics.sample(*foreign_metric) == 1
+            assert service.streamer is not None and service.streamer.refused is None
+
+            out = io.StringIO()
+            args = argparse.Namespace(
+                config=str(stack.config_path), from_block=0, to_block=None, json=True
+            )
+            status = await asyncio.to_thread(run_audit, args, out)
+            tip = int(await node.rpc("eth_blockNumber"), 16)
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert lines == [
+        {
+            "event": "foreign",
+            "hash": stolen_hash,
+            "sender": SENDER,
+            "nonce": 2,
+            "block": found.block,
+        },
+        {"event": "summary", "blocks": tip + 1, "ours": 1, "external": 1, "foreign": 1},
+    ]
+    assert status == 1
