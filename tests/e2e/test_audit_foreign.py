@@ -1,4 +1,4 @@
-"""A transaction signed outside the enclave with our key is caught: live, and by `broadcaster audit`.
+"""A transaction signed outside the enclave with our key is caught live and by `broadcaster audit`.
 
 Real anvil (automine), the real enclave app on a unix socket, the real service (DESIGN.md §9):
 the bot sends an intent (signed by the enclave: in the audit log), a raw transaction through
@@ -137,5 +137,5 @@ async def test_a_key_used_outside_the_enclave_is_flagged_live_stops_signing_and_
             "block": found.block,
         },
         {"event": "summary", "blocks": tip + 1, "ours": 1, "external": 1, "foreign": 1},
-    ]
+    ]  # fmt: skip
     assert status == 1
