@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from eth_account import Account
 
 from broadcaster.api.client import GWEI, ApiError, BroadcasterClient
 from broadcaster.cli.audit import run_audit
-from broadcaster.dev.anvil import DEV_ADDRESS, DEV_KEY
+from broadcaster.dev.anvil import DEV_ADDRESS, DEV_KEY, start_enclave
 from broadcaster.dev.stack import dev_stack
 
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -139,3 +140,50 @@ async def test_a_key_used_outside_the_enclave_is_flagged_live_stops_signing_and_
         {"event": "summary", "blocks": tip + 1, "ours": 1, "external": 1, "foreign": 1},
     ]  # fmt: skip
     assert status == 1
+
+
+@pytest.mark.timeout(120)
+async def test_an_enclave_restarted_with_its_log_tail_cut_is_refused_and_nothing_more_is_signed(
+    tmp_path: Path,
+) -> None:
+    """The parent cuts the last entry of the enclave's log file and restarts it: the restarted
+    log no longer extends the head the journal holds. Refused, counted, alerted; signing stops."""
+    enclave_dir = tmp_path / "enclave"
+    async with contextlib.AsyncExitStack() as outer:
+        first = contextlib.AsyncExitStack()
+        signer_url = await first.enter_async_context(start_enclave(enclave_dir))
+        stack = await outer.enter_async_context(dev_stack(tmp_path, signer_url=signer_url))
+        service = stack.service
+        bot = await outer.enter_async_context(
+            await BroadcasterClient.connect(stack.api_url, token=stack.token)
+        )
+        sent = await intent(bot, 1000)
+
+        async def included() -> bool:
+            return (await bot.get_intent(sent["id"]))["status"] == "included"
+
+        await until(included, "the intent's inclusion")
+        streamer = service.streamer
+        assert streamer is not None
+        assert await streamer.sync()
+        held = streamer.anchor.seq
+        log_file = enclave_dir / "enclave-audit.jsonl"
+        lines = log_file.read_bytes().splitlines(keepends=True)
+        assert len(lines) == held  # the copy holds every entry the enclave wrote
+        await first.aclose()  # the enclave stops...
+        log_file.write_bytes(b"".join(lines[:-1]))  # ...the parent cuts its last entry...
+        await outer.enter_async_context(start_enclave(enclave_dir))  # ...and restarts it
+
+        refusals = ("broadcaster_audit_refusals_total", {"reason": "not_extending"})
+
+        async def refused() -> bool:
+            streamer.wake()
+            return service.metrics.sample(*refusals) == 1
+
+        await until(refused, "the restarted enclave's log to be refused")
+        assert streamer.refused is not None and streamer.refused.reason == "not_extending"
+        assert streamer.anchor.seq == held  # nothing of the new log was taken
+        with pytest.raises(ApiError) as refusal:
+            await intent(bot, 2000)
+        assert "signing is stopped" in refusal.value.message
+        assert "not_extending" in refusal.value.message
