@@ -16,7 +16,7 @@ for it. Its check is one attribute test on the sign path while nothing is stoppe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from broadcaster.audit.reconcile import Foreign
@@ -56,12 +56,15 @@ class SigningGate:
             self.refused = reason
         self._closed = True
 
-    async def sign_transaction(self, tx: Mapping[str, Any], sender: str) -> SignedTx:
+    def sign_transaction(self, tx: Mapping[str, Any], sender: str) -> Coroutine[Any, Any, SignedTx]:
+        """The signer's coroutine itself (no extra coroutine frame on the sign path), or
+        :class:`PolicyDenied` (rule ``audit_stopped``) raised at the call, which the executor's
+        ``await signer.sign_transaction(...)`` meets inside its ``try`` all the same."""
         if self._closed:
             why = self.why(sender)
             if why is not None:
                 raise PolicyDenied("audit_stopped", why)
-        return await self.signer.sign_transaction(tx, sender)
+        return self.signer.sign_transaction(tx, sender)
 
 
 class ForeignReport:

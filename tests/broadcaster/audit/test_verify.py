@@ -174,3 +174,18 @@ def test_a_malformed_reply_is_refused_with_what_is_wrong() -> None:
         verify_batch(Anchor(), {"head": {}}, set())
     with pytest.raises(AuditRefused, match="head"):
         verify_batch(Anchor(), {"entries": [], "head": {"seq": -1}}, set())
+
+
+def test_every_pre_bound_refusal_reason_is_one_the_code_refuses_with() -> None:
+    import re
+    from pathlib import Path
+
+    from broadcaster.audit.verify import REFUSAL_REASONS
+
+    source = "\n".join(
+        p.read_text() for p in (Path(__file__).parents[3] / "broadcaster/audit").glob("*.py")
+    )
+    used = set(re.findall(r'AuditRefused\(\s*"([a-z_]+)"', source))
+    used |= set(re.findall(r'reason = "([a-z_]+)" if', source))
+    used |= set(re.findall(r'else "([a-z_]+)"\n', source))
+    assert used == set(REFUSAL_REASONS)
