@@ -89,8 +89,8 @@ class AuditStreamer:
 
     async def run(self) -> None:
         while True:
+            self._wake.clear()  # before the sync: a wake during it means "again"
             await self.sync()
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll)
             except TimeoutError:

@@ -14,8 +14,8 @@ hash)``. What this rules out, against a parent instance that relays the enclave'
 
 - an edited entry (``tampered``), a signature by any other key (``bad_signature``), a segment
   opened by a key no attestation vouched for (``untrusted_key``);
-- a dropped or reordered entry (``gap``) and a broken ``prev`` link inside a batch
-  (``chain_break``);
+- a dropped or reordered entry, or entries withheld below the head (``gap``), and a broken
+  ``prev`` link inside a batch (``chain_break``);
 - a log that does not extend the one we hold (``not_extending``): a restarted enclave with a new
   log, a truncated tail, a wholly re-signed log; a head behind ours is the same finding;
 - a head that does not match the entries or is not signed by the segment key (``bad_head``).
@@ -233,6 +233,10 @@ def verify_batch(
         current = Anchor(entry.seq, entry.hash, entry.key)
     if head.seq < current.seq:
         raise AuditRefused("bad_head", f"head seq {head.seq} is behind entry {current.seq}")
+    if head.seq > current.seq and not out:
+        raise AuditRefused(
+            "gap", f"the head is at seq {head.seq} but no entry from seq {anchor.seq + 1} came"
+        )
     if head.seq == current.seq:
         if head.hash != current.hash:
             reason = "not_extending" if not out else "bad_head"

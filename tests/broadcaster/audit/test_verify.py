@@ -115,6 +115,16 @@ def test_a_log_re_signed_by_another_key_is_refused_it_was_never_attested() -> No
     assert info.value.reason == "untrusted_key"
 
 
+def test_entries_withheld_below_the_head_are_a_gap() -> None:
+    core = enclave()
+    sign(core, 0)
+    reply = entries(core)
+    reply["entries"] = []  # the relay serves the head but none of the entries up to it
+    with pytest.raises(AuditRefused) as info:
+        verify_batch(Anchor(), reply, {key_of(core)})
+    assert info.value.reason == "gap"
+
+
 def test_an_entry_signed_by_another_key_inside_a_segment_is_a_bad_signature() -> None:
     core, other = enclave(), enclave()
     sign(core, 0)
