@@ -170,6 +170,19 @@ class Service:
             "tip": tip.number if tip else None,
             # Live asyncio tasks: flat in a healthy service (the soak test watches it for leaks).
             "tasks": len(asyncio.all_tasks()),
+            "audit": self._audit_health(),
+        }
+
+    def _audit_health(self) -> Mapping[str, Any] | None:
+        streamer, reconciler = self.streamer, self.reconciler
+        if streamer is None or reconciler is None:
+            return None
+        refused = streamer.refused
+        return {
+            "verified_seq": streamer.anchor.seq,
+            "refused": str(refused) if refused is not None else None,
+            "blocks_checked": reconciler.blocks_checked,
+            "stopped_senders": sorted(self.gate.stopped) if self.gate is not None else [],
         }
 
     async def run(self) -> None:

@@ -121,6 +121,8 @@ async def test_a_key_used_outside_the_enclave_is_flagged_live_stops_signing_and_
             await until(second_failed, "the second intent to fail (its nonce is taken)")
             assert service.metrics.sample(*foreign_metric) == 1
             assert service.streamer is not None and service.streamer.refused is None
+            audit_health = service.health()["audit"]
+            assert audit_health["refused"] is None and audit_health["stopped_senders"] == [SENDER]
 
             out = io.StringIO()
             args = argparse.Namespace(
@@ -187,3 +189,4 @@ async def test_an_enclave_restarted_with_its_log_tail_cut_is_refused_and_nothing
             await intent(bot, 2000)
         assert "signing is stopped" in refusal.value.message
         assert "not_extending" in refusal.value.message
+        assert "not_extending" in service.health()["audit"]["refused"]
