@@ -25,6 +25,7 @@ from typing import IO, Any
 import coincurve
 import orjson
 
+from signer_client.protocol import head_digest
 from signer_client.signing import LocalKey
 from signer_client.txcodec import keccak
 
@@ -42,12 +43,6 @@ MAX_ENTRIES_PER_CALL = 1_000
 
 class EntriesEvicted(LookupError):
     """``from_seq`` is older than what the enclave still holds (ring evicted, no log file)."""
-
-
-def head_digest(seq: int, head: str) -> bytes:
-    """What a signed head's ``signature`` covers: ``keccak256("audit_head" || seq (8 bytes, big
-    endian) || hash (32 bytes))``; domain-separated from entry hashes."""
-    return keccak(b"audit_head" + seq.to_bytes(8, "big") + bytes.fromhex(head[2:]))
 
 
 def _entry_hash(seq: int, ts: float, prev: str, kind: str, data: dict[str, Any]) -> bytes:
@@ -121,10 +116,12 @@ class AuditLog:
         if self._file is not None:
             self._file.close()
 
-    def signed_head(self) -> dict[str, Any]:
-        """``{seq, hash, signature}``: the head, signed by the log key (see :func:`head_digest`)."""
-        sig = self.key.sign_hash(head_digest(self.seq, self.head))
-        return {"seq": self.seq, "hash": self.head, "signature": "0x" + sig.hex()}
+    def signed_head(self, at: tuple[int, str] | None = None) -> dict[str, Any]:
+        """``{seq, hash, signature}``: the head (or the committed entry ``at = (seq, hash)``),
+        signed by the log key over :func:`signer_client.protocol.head_digest`."""
+        seq, head = at if at is not None else (self.seq, self.head)
+        sig = self.key.sign_hash(head_digest(seq, head))
+        return {"seq": seq, "hash": head, "signature": "0x" + sig.hex()}
 
     def entries(self, from_seq: int, limit: int) -> list[dict[str, Any]]:
         """Committed entries ``from_seq`` on, at most ``limit`` (capped), in seq order.

@@ -23,8 +23,9 @@ Methods:
 ``audit_head`` -> ``{"seq", "hash", "signature"}``: the newest audit-log entry, an anchor for the
   verifier, signed by the log key (``enclave.audit.head_digest``).
 ``audit_entries`` ``{"from_seq", "limit"}`` -> ``{"entries": [...], "head": {...}}``: committed
-  entries from ``from_seq`` on (at most 1,000 per call) and the signed head; ``evicted`` error
-  when the enclave no longer holds ``from_seq``.
+  entries from ``from_seq`` on (at most 1,000 per call) and the signed head *at the last entry
+  returned* (the log's current head when none is), so every page is authenticated by its own
+  head; ``evicted`` error when the enclave no longer holds ``from_seq``.
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ def hello_info_bytes(result: dict[str, Any]) -> bytes:
 
     fields = ("protocol", "mode", "addresses", "chain_ids", "policy_hash", "log_public_key")
     return orjson.dumps({k: result.get(k) for k in fields}, option=orjson.OPT_SORT_KEYS)
+
+
+def head_digest(seq: int, head: str) -> bytes:
+    """What an ``audit_head`` signature covers: ``keccak256("enclave-audit-head" 0x00 ||
+    seq (8 bytes, big-endian) || hash (32 bytes))``."""
+    from signer_client.txcodec import keccak
+
+    return keccak(b"enclave-audit-head\x00" + seq.to_bytes(8, "big") + bytes.fromhex(head[2:]))
 
 
 def error_reply(request_id: object, code: str, reason: str, **extra: str) -> dict[str, Any]:

@@ -108,7 +108,7 @@ class AuditStreamer:
                     reply = await self.source.audit_entries(self.anchor.seq + 1, PAGE)
                     batch = verify_batch(self.anchor, reply, self.trusted)
                     await self._store(batch)
-                    if batch.anchor.seq >= batch.head.seq or not batch.entries:
+                    if len(batch.entries) < PAGE:  # a short page: nothing more for now
                         return True
             except AuditRefused as exc:
                 self._refuse(exc)
@@ -142,10 +142,10 @@ class AuditStreamer:
             for e in batch.entries
         ]
         head = batch.head
-        matched = head.seq == batch.anchor.seq and batch.anchor.key is not None
-        stored_head = (head.seq, head.hash, head.signature, batch.anchor.key) if matched else None
+        key = batch.anchor.key  # verify_batch checked the head's signature by it
+        stored_head = (head.seq, head.hash, head.signature, key) if key is not None else None
         if rows or (stored_head is not None and head.seq > self.head_seq):
-            await asyncio.to_thread(self.copy.append, rows, stored_head, self.clock())  # type: ignore[arg-type]
+            await asyncio.to_thread(self.copy.append, rows, stored_head, self.clock())
         self.anchor = batch.anchor
         if stored_head is not None:
             self.head_seq = head.seq

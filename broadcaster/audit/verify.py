@@ -7,10 +7,12 @@ and the new anchor, or raises :class:`AuditRefused` naming what is wrong. Nothin
 accepted: one bad entry refuses the whole batch.
 
 The entry format is ``enclave/audit.py``'s: ``hash = keccak256(orjson(sorted {seq, ts, prev, kind,
-data}))``, ``sig`` the log key's recoverable secp256k1 signature over ``hash``; a ``start`` entry
-opens a segment and announces its log key, which must be an attested one. A signed head is
-``{seq, hash, signature}`` with ``signature`` over ``keccak256("audit_head" || seq (8 bytes) ||
-hash)``. What this rules out, against a parent instance that relays the enclave's socket:
+data}))``; a ``start`` entry opens a segment, announces its log key (which must be an attested
+one) and is signed by it (``sig``, recoverable secp256k1 over ``hash``). Later entries may carry
+no ``sig``: they are chained by ``prev`` into the signed head their page ends at (``audit_entries``
+returns the head signed at its last entry: ``{seq, hash, signature}``, ``signature`` over
+``signer_client.protocol.head_digest``); one that carries a ``sig`` must be signed by the
+segment's key. What this rules out, against a parent instance that relays the enclave's socket:
 
 - an edited entry (``tampered``), a signature by any other key (``bad_signature``), a segment
   opened by a key no attestation vouched for (``untrusted_key``);
@@ -31,6 +33,7 @@ import coincurve
 import orjson
 
 from broadcaster.errors import BroadcasterError
+from signer_client.protocol import head_digest
 from signer_client.txcodec import keccak
 
 __all__ = [
@@ -118,10 +121,6 @@ def entry_hash(seq: int, ts: float, prev: str, kind: str, data: Mapping[str, Any
     return keccak(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
 
 
-def head_digest(seq: int, head: str) -> bytes:
-    return keccak(b"audit_head" + seq.to_bytes(8, "big") + bytes.fromhex(head[2:]))
-
-
 def _signer(digest: bytes, sig_hex: object) -> str:
     if type(sig_hex) is not str or not sig_hex.startswith("0x") or len(sig_hex) != 132:
         raise ValueError("signature is not 65 bytes of 0x-hex")
@@ -182,10 +181,13 @@ def _check_entry(
         raise AuditRefused("malformed", f"seq {seq}: {exc}", seq) from exc
     if "0x" + digest.hex() != claimed:
         raise AuditRefused("tampered", f"seq {seq}: content does not match its hash", seq)
-    try:
-        signer = _signer(digest, raw.get("sig"))
-    except ValueError as exc:
-        raise AuditRefused("bad_signature", f"seq {seq}: {exc}", seq) from exc
+    sig = raw.get("sig")
+    signer = None
+    if sig is not None or kind == "start":
+        try:
+            signer = _signer(digest, sig)
+        except ValueError as exc:
+            raise AuditRefused("bad_signature", f"seq {seq}: {exc}", seq) from exc
     key = anchor.key
     if kind == "start":
         announced = str(data.get("log_public_key", "")).lower()
@@ -196,7 +198,11 @@ def _check_entry(
                 "untrusted_key", f"seq {seq}: log key {announced[:18]}... is not attested", seq
             )
         key = announced
-    elif key is None or signer != key:
+    elif key is None:
+        raise AuditRefused("bad_signature", f"seq {seq}: no segment start before it", seq)
+    elif signer is not None and signer != key:
+        # An unsigned entry is authenticated by the signed head its page ends at (its hash is
+        # chained into it); a signed one must be signed by the segment's key.
         raise AuditRefused("bad_signature", f"seq {seq}: not signed by the segment's log key", seq)
     tx_hash = sender = nonce = None
     if kind == "sign":
@@ -231,23 +237,25 @@ def verify_batch(
         entry = _check_entry(raw, current, trusted, first=not out)
         out.append(entry)
         current = Anchor(entry.seq, entry.hash, entry.key)
-    if head.seq < current.seq:
-        raise AuditRefused("bad_head", f"head seq {head.seq} is behind entry {current.seq}")
-    if head.seq > current.seq and not out:
+    if out:
+        if (head.seq, head.hash) != (current.seq, current.hash):
+            raise AuditRefused(
+                "bad_head",
+                f"the page ends at seq {current.seq}, its signed head is at seq {head.seq}",
+            )
+    elif head.seq > anchor.seq:
         raise AuditRefused(
             "gap", f"the head is at seq {head.seq} but no entry from seq {anchor.seq + 1} came"
         )
-    if head.seq == current.seq:
-        if head.hash != current.hash:
-            reason = "not_extending" if not out else "bad_head"
-            raise AuditRefused(
-                reason, f"the enclave's head at seq {head.seq} is not the entry we hold there"
-            )
-        if current.key is not None:
-            try:
-                signer = _signer(head_digest(head.seq, head.hash), head.signature)
-            except ValueError as exc:
-                raise AuditRefused("bad_head", f"head signature: {exc}") from exc
-            if signer != current.key:
-                raise AuditRefused("bad_head", "head not signed by the segment's log key")
+    elif head.hash != anchor.hash:
+        raise AuditRefused(
+            "not_extending", f"the enclave's head at seq {head.seq} is not the entry we hold there"
+        )
+    if current.key is not None:
+        try:
+            signer = _signer(head_digest(head.seq, head.hash), head.signature)
+        except ValueError as exc:
+            raise AuditRefused("bad_head", f"head signature: {exc}") from exc
+        if signer != current.key:
+            raise AuditRefused("bad_head", "head not signed by the segment's log key")
     return VerifiedBatch(tuple(out), current, head)

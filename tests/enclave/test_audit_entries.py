@@ -42,13 +42,15 @@ def test_entries_page_from_memory_and_the_head_is_signed_by_the_log_key() -> Non
     result = reply["result"]
     assert isinstance(result, dict)
     assert [e["seq"] for e in result["entries"]] == [4, 5, 6]
-    head = result["head"]
-    assert (head["seq"], head["hash"]) == (10, log.head)
+    head = result["head"]  # signed at the page's last entry: the page authenticates itself
+    assert (head["seq"], head["hash"]) == (6, result["entries"][-1]["hash"])
     signer = coincurve.PublicKey.from_signature_and_message(
-        bytes.fromhex(head["signature"][2:]), head_digest(10, log.head), hasher=None
+        bytes.fromhex(head["signature"][2:]), head_digest(6, head["hash"]), hasher=None
     ).format(compressed=False)
     assert signer == log.key.public_key
-    assert call(c, from_seq=11, limit=5)["result"]["entries"] == []  # type: ignore[index]
+    empty = call(c, from_seq=11, limit=5)["result"]
+    assert empty["entries"] == [] and empty["head"]["seq"] == 10  # type: ignore[index]
+    assert empty["head"]["hash"] == log.head  # type: ignore[index]
 
 
 def test_without_a_file_an_evicted_entry_is_an_error_not_a_silent_gap() -> None:

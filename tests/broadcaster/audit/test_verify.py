@@ -199,3 +199,31 @@ def test_every_pre_bound_refusal_reason_is_one_the_code_refuses_with() -> None:
     used |= set(re.findall(r'reason = "([a-z_]+)" if', source))
     used |= set(re.findall(r'else "([a-z_]+)"\n', source))
     assert used == set(REFUSAL_REASONS)
+
+
+def test_entries_without_their_own_signature_are_taken_on_the_signed_head_of_their_page() -> None:
+    """The enclave may sign only segment starts and heads (every later entry is chained into
+    the head): such a page verifies, and an edit in it is still caught."""
+    core = enclave()
+    sign(core, 0)
+    sign(core, 1)
+    reply = entries(core)
+    for entry in reply["entries"][1:]:
+        entry["sig"] = None
+    batch = verify_batch(Anchor(), copy.deepcopy(reply), {key_of(core)})
+    assert [e.nonce for e in batch.entries] == [None, 0, 1]
+    reply["entries"][2]["data"]["to"] = "0x" + "66" * 20
+    with pytest.raises(AuditRefused) as info:
+        verify_batch(Anchor(), reply, {key_of(core)})
+    assert info.value.reason == "tampered"
+
+
+def test_a_page_that_does_not_end_at_its_signed_head_is_refused() -> None:
+    core = enclave()
+    sign(core, 0)
+    sign(core, 1)
+    reply = entries(core)
+    del reply["entries"][-1]  # the relay cuts the page's tail, keeps the head
+    with pytest.raises(AuditRefused) as info:
+        verify_batch(Anchor(), reply, {key_of(core)})
+    assert info.value.reason == "bad_head"
