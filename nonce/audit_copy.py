@@ -121,6 +121,28 @@ class AuditCopy:
         seq, digest, signature = rows[0]
         return int(seq), str(digest), str(signature)
 
+    def lines(self, from_seq: int = 1, limit: int = 10_000) -> list[StoredEntry]:
+        """The stored entries (``entry``: the JSON line as the enclave signed it, beside the
+        columns indexed from it), in seq order."""
+        rows = self._run(
+            "SELECT seq, hash, kind, log_key, tx_hash, sender, nonce, entry FROM audit_entries"
+            " WHERE seq >= ? ORDER BY seq LIMIT ?",
+            (from_seq, limit),
+        )
+        return [
+            StoredEntry(
+                int(seq), str(digest), str(kind), str(key),
+                bytes(tx) if tx is not None else None, sender,
+                int(nonce) if nonce is not None else None, bytes(entry),
+            )
+            for seq, digest, kind, key, tx, sender, nonce, entry in rows
+        ]  # fmt: skip
+
+    def heads(self) -> list[tuple[int, str, str]]:
+        """Every stored signed head ``(seq, hash, signature)``, ascending."""
+        rows = self._run("SELECT seq, hash, signature FROM audit_heads ORDER BY seq")
+        return [(int(a), str(b), str(c)) for a, b, c in rows]
+
     def keys(self) -> set[str]:
         return {str(row[0]) for row in self._run("SELECT log_key FROM audit_keys")}
 

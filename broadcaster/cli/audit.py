@@ -9,7 +9,8 @@ is foreign. Blocks come from the config's public RPCs and the head clients' HTTP
     {"event": "foreign", "hash": "0x..", "sender": "0x..", "nonce": 7, "block": 123}
     {"event": "summary", "blocks": 40, "ours": 12, "external": 1, "foreign": 1}
 
-Exit status: 0 when every transaction is accounted for, 1 when some are foreign, 2 when the audit
+The journal's copy is verified again first (:func:`verify_copy`): the parent instance owns the
+disk. Exit status: 0 when every transaction is accounted for, 1 when some are foreign, 2 when the audit
 could not run (no journal, no RPC answered, a block missing).
 """
 
@@ -19,12 +20,13 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
 from broadcaster.audit.chain import full_blocks_by_number
 from broadcaster.audit.reconcile import Foreign, Totals, ours_in, plan_block
+from broadcaster.audit.verify import Anchor, AuditRefused, Head, verify_batch
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.settings import Config, ConfigError, load_config
 from nonce.audit_copy import AuditCopy
@@ -78,10 +80,53 @@ def _describe(found: Foreign) -> str:
     )
 
 
+def verify_copy(copy: AuditCopy) -> int:
+    """Check the journal's copy again, as the streamer did when it stored it: the whole chain
+    from seq 1, each segment opened by a stored (attested) key, up to the last stored signed
+    head (the disk is the parent instance's; an edit there is caught here). Returns the seq
+    verified; raises :class:`AuditRefused`."""
+    heads = copy.heads()
+    if not heads:
+        return 0
+    by_seq = {seq: Head(seq, digest, sig) for seq, digest, sig in heads}
+    keys = copy.keys()
+    anchor = Anchor()
+    pending: list[Any] = []
+    while True:
+        rows = copy.lines(anchor.seq + len(pending) + 1)
+        if not rows:
+            break
+        for row in rows:
+            pending.append(row)
+            head = by_seq.get(row.seq)
+            if head is None:
+                continue
+            # A page end: verify up to its signed head, and the indexed columns the reconciler
+            # reads (tx_hash, sender, nonce) against what was verified.
+            signed = {"seq": head.seq, "hash": head.hash, "signature": head.signature}
+            entries = [orjson.loads(r.entry) for r in pending]
+            batch = verify_batch(anchor, {"entries": entries, "head": signed}, keys)
+            for stored, checked in zip(pending, batch.entries, strict=True):
+                indexed = (stored.hash, stored.kind, stored.tx_hash, stored.sender, stored.nonce)
+                if indexed != (checked.hash, checked.kind, checked.tx_hash, checked.sender,
+                               checked.nonce):  # fmt: skip
+                    raise AuditRefused(
+                        "tampered", f"seq {stored.seq}: indexed columns differ", stored.seq
+                    )
+            anchor, pending = batch.anchor, []
+    if anchor.seq != heads[-1][0]:
+        raise AuditRefused(
+            "not_extending",
+            f"the copy verifies to seq {anchor.seq}, its last head is seq {heads[-1][0]}",
+        )
+    return anchor.seq
+
+
 async def _reconcile(config: Config, path: Path, first: int, last: int | None) -> Totals:
     accounts = {a.address.lower() for a in config.accounts}
     copy = AuditCopy(path)
     try:
+        await asyncio.to_thread(verify_copy, copy)
         async with ChainReader(_read_urls(config)) as chain:
             return await audit_range(copy, chain, accounts, first, last)
     finally:
@@ -122,6 +167,11 @@ def run_audit(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         return 2
     try:
         totals = asyncio.run(_reconcile(config, path, args.from_block, args.to_block))
+    except AuditRefused as exc:
+        print(
+            f"broadcaster audit: the journal's audit copy does not verify: {exc}", file=sys.stderr
+        )
+        return 2
     except (ChainReadError, ValueError, JournalError) as exc:
         print(f"broadcaster audit: {exc}", file=sys.stderr)
         return 2

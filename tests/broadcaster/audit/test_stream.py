@@ -189,3 +189,46 @@ def test_the_copy_answers_signed_and_external_hashes(tmp_path: Path) -> None:
         s.copy.close()
 
     asyncio.run(main())
+
+
+def test_broadcaster_audit_checks_the_stored_copy_again_and_catches_an_edit_on_disk(
+    tmp_path: Path,
+) -> None:
+    from broadcaster.cli.audit import verify_copy
+
+    async def main() -> None:
+        core, refusals = enclave(), []
+        assert core.audit is not None
+        for n in range(3):
+            sign(core, n)
+        for i in range(1500):  # two pages: two stored heads
+            core.audit.append(0.0, "note", {"i": i})
+        core.audit.commit()
+        s = streamer(tmp_path / "j.db", CoreSource(core), refusals)
+        s.trust(key_of(core), attested=False)
+        assert await s.sync()
+        assert verify_copy(s.copy) == 1504 == s.anchor.seq
+        # The parent owns the disk: it edits the stored sign entry of nonce 1.
+        (line,) = s.copy._run("SELECT entry FROM audit_entries WHERE nonce = 1")
+        entry = orjson.loads(line[0])
+        entry["data"]["tx_hash"] = "0x" + "77" * 32
+        s.copy._run("UPDATE audit_entries SET entry = ? WHERE nonce = 1", (orjson.dumps(entry),))
+        try:
+            verify_copy(s.copy)
+        except AuditRefused as exc:
+            assert exc.reason == "tampered" and exc.seq == 3
+        else:
+            raise AssertionError("an edited copy verified")
+        s.copy._run("UPDATE audit_entries SET entry = ? WHERE nonce = 1", (line[0],))
+        assert verify_copy(s.copy) == 1504
+        # ... or it leaves the line alone and edits the column the reconciler looks up.
+        s.copy._run("UPDATE audit_entries SET tx_hash = ? WHERE nonce = 1", (b"\x77" * 32,))
+        try:
+            verify_copy(s.copy)
+        except AuditRefused as exc:
+            assert exc.reason == "tampered" and "indexed" in str(exc)
+        else:
+            raise AssertionError("an edited column verified")
+        s.copy.close()
+
+    asyncio.run(main())
