@@ -10,8 +10,8 @@ is foreign. Blocks come from the config's public RPCs and the head clients' HTTP
     {"event": "summary", "blocks": 40, "ours": 12, "external": 1, "foreign": 1}
 
 The journal's copy is verified again first (:func:`verify_copy`): the parent instance owns the
-disk. Exit status: 0 when every transaction is accounted for, 1 when some are foreign, 2 when the audit
-could not run (no journal, no RPC answered, a block missing).
+disk. Exit status: 0 when every transaction is accounted for, 1 when some are foreign, 2 when the
+audit could not run (no journal, a copy that does not verify, no RPC answered, a block missing).
 """
 
 from __future__ import annotations
