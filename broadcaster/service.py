@@ -293,6 +293,7 @@ class Service:
             await fanout.connect()
             if self.streamer is not None:
                 await self.streamer.load()
+                self.metrics.audit_verified(self.streamer.anchor.seq)
                 await self.streamer.sync()  # a log that does not extend ours: refused now
             await self._start_manager(manager)
             server = await api.serve(config.api.listen.host, config.api.listen.port)
