@@ -44,7 +44,7 @@ from heads.tracker import ChainTracker
 from nonce import NonceBook, TxRecord, open_book
 from nonce.audit_copy import AuditCopy
 from nonce.journal import lookup
-from signer_client import AttestationPolicy, SignerClient
+from signer_client import AttestationPolicy, SignerClient, SignerPins
 from signer_client.events import SignerEvent
 
 __all__ = ["Service"]
@@ -216,6 +216,12 @@ class Service:
             connect_timeout=config.signer.connect_timeout_seconds,
             max_in_flight=config.signer.max_in_flight,
             attestation=attestation,
+            pins=SignerPins(
+                mode=config.signer.mode,
+                policy_hash=config.signer.policy_hash,
+                accounts=tuple(a.address for a in config.accounts),
+                chain_ids=(config.chain_id,),
+            ),
             on_event=self._on_signer_event,
         )
         self._signer = signer

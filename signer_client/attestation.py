@@ -104,7 +104,7 @@ def verify_attestation(
     document: bytes,
     policy: AttestationPolicy,
     *,
-    nonce: bytes,
+    nonce: bytes | None,
     user_data: bytes | None = None,
     now: float | None = None,
 ) -> AttestationResult:
@@ -148,7 +148,7 @@ def verify_attestation(
     if pcrs.get(0) != policy.pcr0:
         got = pcrs.get(0, b"").hex()
         raise AttestationError("pcr0", f"PCR0 {got[:16]}... is not the expected image")
-    if body.get("nonce") != nonce:
+    if nonce is not None and body.get("nonce") != nonce:
         raise AttestationError("nonce", "document does not carry our nonce (stale or replayed)")
     if abs(now * 1000 - timestamp_ms) > policy.max_age * 1000:
         raise AttestationError("stale", "document timestamp is too old")

@@ -54,6 +54,7 @@ __all__ = ["checksum_address", "config_from_dict", "load_config", "parse_config"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_POLICY_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _PCR0 = re.compile(r"(0x)?[0-9a-fA-F]{96}")
 
 
@@ -193,6 +194,19 @@ def _signer(r: ConfigReader, table: dict[str, Any] | None, base: Path) -> Signer
     if (root is None) != (pcr0 is None) and not r.has_problem("signer.pcr0"):
         missing = "pcr0" if root is not None else "attestation_root"
         r.problem(f"signer.{missing}", "attestation needs both attestation_root and pcr0")
+    policy_hash = r.string(table, "policy_hash", "signer", required=False)
+    if policy_hash is not None and not _POLICY_HASH.fullmatch(policy_hash):
+        r.problem("signer.policy_hash", "expected 0x and 64 hex digits (hello's policy_hash)")
+        policy_hash = None
+    mode = r.string(table, "mode", "signer", required=False)
+    if mode is not None and mode not in ("dev", "nitro"):
+        r.problem("signer.mode", f"expected 'dev' or 'nitro', got {mode!r}")
+        mode = None
+    if mode == "nitro" and (root is None or pcr0 is None) and not r.has_problem("signer.pcr0"):
+        r.problem(
+            "signer.mode",
+            'mode = "nitro" needs attestation_root and pcr0: an unattested signer proves nothing',
+        )
     if url is None or endpoint is None or timeout is None or connect is None or in_flight is None:
         return None
     return SignerConfig(
@@ -203,6 +217,8 @@ def _signer(r: ConfigReader, table: dict[str, Any] | None, base: Path) -> Signer
         max_in_flight=in_flight,
         attestation_root=None if root is None else base / root,
         pcr0=None if pcr0 is None else pcr0.removeprefix("0x").lower(),
+        policy_hash=None if policy_hash is None else policy_hash.lower(),
+        mode=mode,
     )
 
 
@@ -329,6 +345,8 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
 
 _SIGNER = (
     "url",
+    "policy_hash",
+    "mode",
     "timeout_seconds",
     "connect_timeout_seconds",
     "max_in_flight",

@@ -94,7 +94,9 @@ class RpcConfig:
 @dataclass(frozen=True, slots=True)
 class SignerConfig:
     """The enclave signer. With ``attestation_root`` and ``pcr0`` set, every connection must
-    present a valid Nitro attestation document (pinned root, expected PCR0)."""
+    present a valid Nitro attestation document (pinned root, expected PCR0) and replies are taken
+    only over the channel bound to the attested key. ``policy_hash`` and ``mode``, with the
+    configured accounts and chain id, are compared with ``hello`` before first use (§6a)."""
 
     url: str
     endpoint: Endpoint
@@ -103,6 +105,8 @@ class SignerConfig:
     max_in_flight: int = 256
     attestation_root: Path | None = None
     pcr0: str | None = None  # 96 lowercase hex digits (48 bytes, SHA-384)
+    policy_hash: str | None = None  # 0x + 64 lowercase hex: hello's policy_hash must equal it
+    mode: str | None = None  # "dev" | "nitro": hello's mode must equal it
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,12 +145,17 @@ async def test_a_key_used_outside_the_enclave_is_flagged_live_stops_signing_and_
 
 
 @pytest.mark.timeout(120)
-async def test_an_enclave_restarted_with_its_log_tail_cut_is_refused_and_nothing_more_is_signed(
+async def test_an_enclave_on_a_cut_or_rolled_back_log_is_refused_and_nothing_more_is_signed(
     tmp_path: Path,
 ) -> None:
-    """The parent cuts the last entry of the enclave's log file and restarts it: the restarted
-    log no longer extends the head the journal holds. Refused, counted, alerted; signing stops."""
+    """The parent owns the enclave's disk. It cuts the last entry of the log and restarts the
+    enclave: the enclave itself refuses to start (the tail no longer ends at its sealed anchor).
+    It then puts back an older, consistent pair of log and anchor (taken before the intent was
+    signed; the enclave cannot tell it from its own): the enclave starts, but its log no longer
+    extends the head the journal holds. Refused, counted, alerted; signing stops."""
     enclave_dir = tmp_path / "enclave"
+    log_file = enclave_dir / "enclave-audit.jsonl"
+    anchor_file = enclave_dir / "enclave-audit.jsonl.head"
     async with contextlib.AsyncExitStack() as outer:
         first = contextlib.AsyncExitStack()
         signer_url = await first.enter_async_context(start_enclave(enclave_dir))
@@ -159,6 +164,10 @@ async def test_an_enclave_restarted_with_its_log_tail_cut_is_refused_and_nothing
         bot = await outer.enter_async_context(
             await BroadcasterClient.connect(stack.api_url, token=stack.token)
         )
+        # An older consistent pair: the anchor first, then the log (a line committed in between
+        # only makes the log longer than its anchor, which the enclave takes).
+        old_anchor = anchor_file.read_bytes()
+        old_log = log_file.read_bytes()
         sent = await intent(bot, 1000)
 
         async def included() -> bool:
@@ -169,12 +178,16 @@ async def test_an_enclave_restarted_with_its_log_tail_cut_is_refused_and_nothing
         assert streamer is not None
         assert await streamer.sync()
         held = streamer.anchor.seq
-        log_file = enclave_dir / "enclave-audit.jsonl"
         lines = log_file.read_bytes().splitlines(keepends=True)
         assert len(lines) == held  # the copy holds every entry the enclave wrote
         await first.aclose()  # the enclave stops...
         log_file.write_bytes(b"".join(lines[:-1]))  # ...the parent cuts its last entry...
-        await outer.enter_async_context(start_enclave(enclave_dir))  # ...and restarts it
+        with pytest.raises(RuntimeError, match="exited with 2"):
+            await outer.enter_async_context(start_enclave(enclave_dir))  # ...refused at start
+        assert b"refusing to start" in (enclave_dir / "enclave.log").read_bytes()
+        anchor_file.write_bytes(old_anchor)  # ...so it rolls both back to the older pair
+        log_file.write_bytes(old_log)
+        await outer.enter_async_context(start_enclave(enclave_dir))  # ...which starts
 
         refusals = ("broadcaster_audit_refusals_total", {"reason": "not_extending"})
 

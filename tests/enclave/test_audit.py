@@ -66,19 +66,28 @@ def test_an_edited_entry_is_pinpointed(tmp_path: Path) -> None:
     assert kinds(log) == [(3, 3, "edited")]
 
 
-def test_an_edit_with_a_recomputed_hash_fails_the_signature(tmp_path: Path) -> None:
+def test_an_edit_with_a_recomputed_hash_breaks_the_chain_or_the_signed_head(
+    tmp_path: Path,
+) -> None:
     log = tmp_path / "audit.jsonl"
-    write_log(log)
+    core = write_log(log)
+    assert core.audit is not None
+    head = (core.audit.seq, core.audit.head)
     rows = lines(log)
-    entry = orjson.loads(rows[3])
-    entry["data"]["nonce"] = 99
-    digest = _entry_hash(entry["seq"], entry["ts"], entry["prev"], entry["kind"], entry["data"])
-    entry["hash"] = "0x" + digest.hex()
-    rows[3] = orjson.dumps(entry)
-    log.write_bytes(b"\n".join(rows) + b"\n")
-    found = kinds(log)
-    assert (4, 4, "bad_signature") in found
-    assert (5, 5, "chain_break") in found  # the next entry still links to the original hash
+    for index in (3, len(rows) - 1):  # an inner entry, then the last one
+        edited = list(rows)
+        entry = orjson.loads(edited[index])
+        entry["data"]["nonce"] = 99
+        digest = _entry_hash(entry["seq"], entry["ts"], entry["prev"], entry["kind"], entry["data"])
+        entry["hash"] = "0x" + digest.hex()
+        edited[index] = orjson.dumps(entry)
+        log.write_bytes(b"\n".join(edited) + b"\n")
+        problems, _ = verify_log(str(log), None, head)
+        found = [(p.seq, p.kind) for p in problems]
+        if index == 3:
+            assert (5, "chain_break") in found  # the next entry still links to the original
+        else:
+            assert found == [(6, "edited")]  # the signed head names the original hash
 
 
 def test_a_dropped_entry_is_pinpointed(tmp_path: Path) -> None:

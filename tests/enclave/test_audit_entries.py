@@ -6,12 +6,17 @@ import os
 from pathlib import Path
 
 import coincurve
+import orjson
 
+from broadcaster.audit.verify import Anchor, verify_batch
+from enclave.__main__ import _serve_parser, _setup
 from enclave.audit import AuditLog, head_digest
 from enclave.core import EnclaveCore
 from enclave.policy import Policy, PolicyConfig
 from signer_client.signing import LocalKey
-from tests.enclave.running import ALLOWED_TO, ANVIL_KEY
+from signer_client.txcodec import keccak, signing_payload
+from tests.enclave.running import ALLOWED_TO, ANVIL_ADDRESS, ANVIL_KEY, POLICY_TOML
+from tests.enclave.test_policy import fields
 
 
 def core(log: AuditLog) -> EnclaveCore:
@@ -75,3 +80,34 @@ def test_bad_params_are_a_bad_request() -> None:
     c = core(AuditLog(None, LocalKey(os.urandom(32))))
     assert call(c, from_seq="1")["error"]["code"] == "bad_request"  # type: ignore[index]
     assert call(c, from_seq=1, limit=-1)["error"]["code"] == "bad_request"  # type: ignore[index]
+
+
+def test_the_dev_app_without_audit_log_keeps_its_log_in_memory_and_serves_it_verified(
+    tmp_path: Path,
+) -> None:
+    """No ``--audit-log`` in dev mode: no file (and no anchor) appears, yet every reply is still
+    logged first and ``audit_entries`` serves the enclave's own entry format (a signed start,
+    then ``sig: null`` entries), which the broadcaster's verifier takes on the page's head."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(ANVIL_KEY + "\n")
+    config = tmp_path / "enclave.toml"
+    config.write_text(POLICY_TOML)
+    before = set(tmp_path.iterdir())
+    args = _serve_parser().parse_args(
+        ["--listen", f"unix://{tmp_path}/e.sock", "--key-file", str(keys), "--config", str(config)]
+    )
+    c, _, pcr0 = _setup(args, 0.0)
+    c.start(0.0, pcr0)
+    payload = signing_payload(fields(to=ALLOWED_TO, nonce=3))
+    params = {"sender": ANVIL_ADDRESS.lower(), "payload": "0x" + payload.hex()}
+    raw = c.handle({"id": 1, "method": "sign_transaction", "params": params}, 1.0)["result"]
+    reply = c.handle({"id": 2, "method": "audit_entries", "params": {"from_seq": 1}}, 2.0)
+    assert c.audit is not None and c.audit.path is None
+    assert set(tmp_path.iterdir()) == before  # nothing written to the parent's disk
+    result = orjson.loads(orjson.dumps(reply["result"]))
+    assert [e["sig"] is None for e in result["entries"]] == [False, True]
+    batch = verify_batch(Anchor(), result, {str(c.hello_result["log_public_key"])})
+    sign = batch.entries[-1]
+    assert sign.kind == "sign" and sign.nonce == 3
+    assert sign.tx_hash == keccak(bytes.fromhex(raw["raw"][2:]))  # type: ignore[index]
+    assert orjson.loads(sign.line)["data"]["value"] == "0x0"  # the enclave's hex intent fields

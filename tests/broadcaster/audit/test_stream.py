@@ -165,7 +165,7 @@ def enclave_with_file(path: str) -> EnclaveCore:
     from enclave.policy import Policy, PolicyConfig
     from tests.enclave.running import ALLOWED_TO, ANVIL_KEY
 
-    log = AuditLog(path, LocalKey(os.urandom(32)))
+    log = AuditLog(path, LocalKey(os.urandom(32)), seal_key=b"s" * 32)  # sealed, as the app does
     core = EnclaveCore(
         [LocalKey(ANVIL_KEY)],
         Policy(PolicyConfig(chain_ids=(1,), allowed_to=(ALLOWED_TO,))),
