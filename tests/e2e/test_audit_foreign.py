@@ -165,7 +165,7 @@ async def test_an_enclave_on_a_cut_or_rolled_back_log_is_refused_and_nothing_mor
             await BroadcasterClient.connect(stack.api_url, token=stack.token)
         )
         # An older consistent pair: the anchor first, then the log (a line committed in between
-        # only makes the log longer than its anchor, which the enclave takes).
+        # only makes the log longer than its anchor: the enclave starts either way).
         old_anchor = anchor_file.read_bytes()
         old_log = log_file.read_bytes()
         sent = await intent(bot, 1000)
