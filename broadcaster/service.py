@@ -380,7 +380,9 @@ class Service:
 
         async def catch_up() -> bool:
             assert self.streamer is not None
-            return await self.streamer.sync()
+            # Complete when synced, or refused (it takes nothing more); not when the signer
+            # did not answer: the reconciler then asks again rather than call a tx foreign.
+            return await self.streamer.sync() or self.streamer.refused is not None
 
         return LiveReconciler(
             accounts=self.accounts,

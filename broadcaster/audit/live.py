@@ -114,11 +114,15 @@ class LiveReconciler:
                     log.error("reconciler: block %s never fetched; not checked", block_hash)
                     self.queue.pop(block_hash, None)
                 continue
-            await self.check(block)
+            if await self.check(block) is None:
+                continue  # the copy could not catch up: asked again, never called foreign
             self.queue.pop(block_hash, None)
         return not self.queue
 
-    async def check(self, block: FullBlock) -> BlockAudit:
+    async def check(self, block: FullBlock) -> BlockAudit | None:
+        """Classify ``block``; ``None`` (nothing reported, the block stays queued) when it holds
+        a hash the copy lacks and the copy could not catch up with the enclave (the signer did
+        not answer: a reconnect, a restarted enclave): that hash may well be ours."""
         mine = [tx.hash for tx in ours_in(block, self.accounts)]
         signed: set[bytes] = set()
         external: set[bytes] = set()
@@ -128,7 +132,11 @@ class LiveReconciler:
             if unknown:
                 external = await self.external(unknown)
                 if any(h not in external for h in unknown):
-                    await self.catch_up()  # entries not streamed yet? fetch them, then decide
+                    # Entries not streamed yet? Fetch them, then decide; ``catch_up`` is
+                    # ``False`` when the copy is not complete (a refused log is complete: it
+                    # takes nothing more, and what it lacks is foreign).
+                    if not await self.catch_up():
+                        return None
                     signed |= await self.signed(unknown)
         audit = plan_block(block, self.accounts, signed, external)
         self.blocks_checked += 1

@@ -126,3 +126,35 @@ def test_a_block_no_reader_has_yet_is_asked_again_and_one_off_the_chain_is_dropp
         assert rec.checked[-1].external == 1
 
     asyncio.run(main())
+
+
+def test_a_tx_of_ours_is_not_foreign_while_the_signer_cannot_be_caught_up_with() -> None:
+    """Attack: the enclave restarts (or the socket drops) just as a block holding our newest tx
+    arrives; its entry is in the enclave's log, not in the copy yet. The block stays queued
+    (nothing reported, no sender stopped) until the copy catches up, then it is ours."""
+
+    async def main() -> None:
+        chain = Chain()
+        b1 = head(1, "01")
+        chain.add(b1, tx(1, 0))
+        chain.backlog = {tx(1, 0).hash}
+        chain.canonical = [b1]
+        up = False
+
+        async def catch_up() -> bool:
+            chain.catch_ups += 1
+            if up:
+                chain.signed |= chain.backlog
+            return up
+
+        rec = chain.reconciler()
+        rec.catch_up = catch_up
+        rec.on_events([Extension("a", None, (b1,))])
+        for _ in range(3):
+            assert not await rec.step()
+        assert chain.foreign == [] and b1.hash in rec.queue and rec.checked == []
+        up = True
+        assert await rec.step()
+        assert chain.foreign == [] and rec.checked[-1].ours == 1
+
+    asyncio.run(main())
