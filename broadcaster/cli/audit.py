@@ -114,6 +114,12 @@ def verify_copy(copy: AuditCopy) -> int:
                         "tampered", f"seq {stored.seq}: indexed columns differ", stored.seq
                     )
             anchor, pending = batch.anchor, []
+    if pending:  # the streamer stores a page's rows with its head: these no head vouches for
+        raise AuditRefused(
+            "tampered",
+            f"seq {pending[0].seq}..{pending[-1].seq}: stored past the last signed head",
+            pending[0].seq,
+        )
     if anchor.seq != heads[-1][0]:
         raise AuditRefused(
             "not_extending",

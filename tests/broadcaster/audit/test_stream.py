@@ -232,3 +232,39 @@ def test_broadcaster_audit_checks_the_stored_copy_again_and_catches_an_edit_on_d
         s.copy.close()
 
     asyncio.run(main())
+
+
+def test_broadcaster_audit_refuses_a_row_slipped_in_past_the_last_signed_head(
+    tmp_path: Path,
+) -> None:
+    """Attack: the parent owns the disk and hides a foreign tx from ``broadcaster audit`` by
+    appending a ``sign`` row for it after the last stored head (no head vouches for it; the
+    streamer always stores a page's rows with its head in one transaction)."""
+    from broadcaster.cli.audit import verify_copy
+    from nonce.audit_copy import StoredEntry
+
+    async def main() -> None:
+        core, refusals = enclave(), []
+        sign(core, 0)
+        s = streamer(tmp_path / "j.db", CoreSource(core), refusals)
+        s.trust(key_of(core), attested=False)
+        assert await s.sync()
+        assert verify_copy(s.copy) == 2
+        foreign = b"\x66" * 32
+        (last,) = s.copy.lines(2)
+        forged = orjson.loads(last.entry)
+        forged.update(seq=3, prev=last.hash)
+        forged["data"]["tx_hash"] = "0x" + foreign.hex()
+        row = StoredEntry(3, "0x" + "55" * 32, "sign", last.log_key, foreign, last.sender, 1,
+                          orjson.dumps(forged))  # fmt: skip
+        s.copy.append([row], None, 0.0)
+        assert s.copy.signed([foreign]) == {foreign}  # what the reconciler would believe
+        try:
+            verify_copy(s.copy)
+        except AuditRefused as exc:
+            assert exc.reason == "tampered" and exc.seq == 3
+        else:
+            raise AssertionError("a row no signed head covers verified")
+        s.copy.close()
+
+    asyncio.run(main())
