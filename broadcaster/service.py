@@ -121,6 +121,7 @@ class _TxMetrics(TxObserver):
 
 
 RETAIN_SETTLED = 10_000
+_RECHECK_ON = frozenset({SignerEvent.DISCONNECTED, SignerEvent.CONNECTED})
 """Finalized records kept in memory; older ones are answered from the journal file."""
 
 
@@ -225,7 +226,7 @@ class Service:
             on_event=self._on_signer_event,
         )
         self._signer = signer
-        gate = self.gate = SigningGate(signer)
+        gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
         report = observer.report = ForeignReport(
             count=self.metrics.foreign_transaction,
             alert=observer.alert,
@@ -354,6 +355,7 @@ class Service:
             signer,
             on_refused=refused,
             on_stored=self.metrics.audit_verified,
+            on_synced=self.gate.release if self.gate is not None else None,
             poll=self.config.audit.poll_seconds,
         )
 
@@ -398,6 +400,11 @@ class Service:
     def _on_signer_event(self, kind: str) -> None:
         self.metrics.signer_error(kind)
         streamer = self.streamer
+        if streamer is not None and self.gate is not None and kind in _RECHECK_ON:
+            # Close the reconnect window: nothing is signed on a new connection before its log
+            # is checked against the copy (a restarted or rolled-back enclave is refused first).
+            self.gate.hold()
+            streamer.reconnected()
         if kind == SignerEvent.CONNECTED and streamer is not None:
             # A (re)connected signer: trust the log key it presented (attested when the config
             # pins attestation), and check its log at once (a restarted enclave).

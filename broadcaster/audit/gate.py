@@ -10,11 +10,16 @@ signing for that sender.
 
 :class:`SigningGate` wraps the signer the tx manager uses: once the audit log is refused
 (``broadcaster.audit.stream``), nothing is signed; once a sender is stopped, nothing is signed
-for it. Its check is one attribute test on the sign path while nothing is stopped.
+for it. Its check is one attribute test on the sign path while nothing is stopped. After the
+signer (re)connects the gate *holds* (:meth:`SigningGate.hold`): signatures wait until the
+streamer has checked the new connection's log against the copy (:meth:`SigningGate.release`), so
+a restarted or rolled-back enclave is refused before it signs anything (at most ``hold_timeout``
+seconds, then ``SignerUnavailable``: the executor retries as for a signer that is down).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -22,7 +27,7 @@ from typing import Any
 from broadcaster.audit.reconcile import Foreign
 from broadcaster.audit.verify import AuditRefused
 from broadcaster.tx.seams import Signer
-from signer_client.errors import PolicyDenied
+from signer_client.errors import PolicyDenied, SignerUnavailable
 from signer_client.signing import SignedTx
 
 __all__ = ["ForeignReport", "SigningGate"]
@@ -33,11 +38,26 @@ log = logging.getLogger(__name__)
 class SigningGate:
     """A :class:`broadcaster.tx.seams.Signer` that refuses what the audit findings forbid."""
 
-    def __init__(self, signer: Signer) -> None:
+    def __init__(self, signer: Signer, *, hold_timeout: float = 2.0) -> None:
         self.signer = signer
+        self.hold_timeout = hold_timeout
         self.stopped: dict[str, str] = {}
         self.refused: str | None = None
-        self._closed = False  # True once anything is stopped: the sign path's one check
+        self.held: asyncio.Event | None = None  # set by release(): the log check is done
+        self._closed = False  # True once anything is stopped or held: the sign path's one check
+
+    def hold(self) -> None:
+        """Signatures wait for :meth:`release` (a (re)connected signer's log is not checked)."""
+        if self.held is None:
+            self.held = asyncio.Event()
+        self._closed = True
+
+    def release(self) -> None:
+        """The log was checked (or refused): waiting signatures go on (or are refused)."""
+        held, self.held = self.held, None
+        self._closed = self.refused is not None or bool(self.stopped)
+        if held is not None:
+            held.set()
 
     def why(self, sender: str) -> str | None:
         """Why ``sender`` may not sign (``None``: it may)."""
@@ -55,6 +75,7 @@ class SigningGate:
         if self.refused is None:
             self.refused = reason
         self._closed = True
+        self.release()  # waiting signatures now meet the refusal
 
     def sign_transaction(self, tx: Mapping[str, Any], sender: str) -> Coroutine[Any, Any, SignedTx]:
         """The signer's coroutine itself (no extra coroutine frame on the sign path), or
@@ -64,7 +85,20 @@ class SigningGate:
             why = self.why(sender)
             if why is not None:
                 raise PolicyDenied("audit_stopped", why)
+            if self.held is not None:
+                return self._after_check(tx, sender, self.held)
         return self.signer.sign_transaction(tx, sender)
+
+    async def _after_check(
+        self, tx: Mapping[str, Any], sender: str, held: asyncio.Event
+    ) -> SignedTx:
+        try:
+            await asyncio.wait_for(held.wait(), self.hold_timeout)
+        except TimeoutError:
+            raise SignerUnavailable(
+                "the reconnected signer's audit log is not checked yet: not signing until it is"
+            ) from None
+        return await self.sign_transaction(tx, sender)  # refused, held again, or signed
 
 
 class ForeignReport:

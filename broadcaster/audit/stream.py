@@ -49,6 +49,7 @@ class AuditStreamer:
         *,
         on_refused: Callable[[AuditRefused], None],
         on_stored: Callable[[int], None] | None = None,
+        on_synced: Callable[[], None] | None = None,
         poll: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -56,6 +57,8 @@ class AuditStreamer:
         self.source = source
         self.on_refused = on_refused
         self.on_stored = on_stored or (lambda seq: None)
+        self.on_synced = on_synced or (lambda: None)
+        self.connections = 0  # bumped by reconnected(): a sync ends on the newest connection
         self.poll = poll
         self.clock = clock
         self.anchor = Anchor()
@@ -84,6 +87,11 @@ class AuditStreamer:
             self._new_keys.append((key, attested, pcr0))
         self.wake()
 
+    def reconnected(self) -> None:
+        """The signer (re)connected: the next sync checks the new connection's log."""
+        self.connections += 1
+        self.wake()
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -103,12 +111,19 @@ class AuditStreamer:
             if self.refused is not None:
                 return False
             try:
-                await self._store_keys()
+                connection = self.connections
                 while True:
+                    await self._store_keys()
                     reply = await self.source.audit_entries(self.anchor.seq + 1, PAGE)
                     batch = verify_batch(self.anchor, reply, self.trusted)
                     await self._store(batch)
                     if len(batch.entries) < PAGE:  # a short page: nothing more for now
+                        if connection != self.connections:
+                            # It (re)connected meanwhile: the reply may be the old one's. Ask
+                            # the new connection too before calling the log checked.
+                            connection = self.connections
+                            continue
+                        self.on_synced()
                         return True
             except AuditRefused as exc:
                 self._refuse(exc)

@@ -188,6 +188,12 @@ async def test_an_enclave_on_a_cut_or_rolled_back_log_is_refused_and_nothing_mor
         anchor_file.write_bytes(old_anchor)  # ...so it rolls both back to the older pair
         log_file.write_bytes(old_log)
         await outer.enter_async_context(start_enclave(enclave_dir))  # ...which starts
+        # The reconnect window: an intent at once, before the streamer has looked at the new
+        # log. Signing holds until the log check (which refuses it): the rolled-back enclave
+        # signs nothing.
+        signs_before = old_log.count(b'"kind":"sign"')
+        with contextlib.suppress(ApiError):
+            await intent(bot, 1500)
 
         refusals = ("broadcaster_audit_refusals_total", {"reason": "not_extending"})
 
@@ -198,6 +204,7 @@ async def test_an_enclave_on_a_cut_or_rolled_back_log_is_refused_and_nothing_mor
         await until(refused, "the restarted enclave's log to be refused")
         assert streamer.refused is not None and streamer.refused.reason == "not_extending"
         assert streamer.anchor.seq == held  # nothing of the new log was taken
+        assert log_file.read_bytes().count(b'"kind":"sign"') == signs_before
         with pytest.raises(ApiError) as refusal:
             await intent(bot, 2000)
         assert "signing is stopped" in refusal.value.message

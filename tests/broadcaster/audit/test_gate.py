@@ -87,3 +87,36 @@ def test_a_refused_audit_log_stops_every_signature() -> None:
     assert gate.why(A) is not None and gate.why(B) is not None
     assert "not_extending" in (gate.why(A) or "")
     assert rec.alerts[0][0] == "audit_refused"
+
+
+def test_after_a_reconnect_nothing_is_signed_before_the_log_check_and_a_refusal_wins() -> None:
+    """Attack: the reconnect window. A restarted enclave on a rolled-back log gets a signature
+    out before the streamer's check refuses it. Held, a signature waits for the check: released
+    it signs; refused it is denied; never checked it gives up (SignerUnavailable, retried)."""
+    from signer_client.errors import SignerUnavailable
+
+    async def main() -> None:
+        rec, inner = Recorder(), Signs()
+        gate = SigningGate(inner, hold_timeout=0.05)
+        report = ForeignReport(count=rec.count, alert=rec.alert, gate=gate)
+        gate.hold()
+        waiting = asyncio.ensure_future(gate.sign_transaction({}, A))
+        await asyncio.sleep(0)
+        assert inner.signed == 0 and not waiting.done()
+        gate.release()
+        await waiting
+        assert inner.signed == 1
+        gate.hold()
+        waiting = asyncio.ensure_future(gate.sign_transaction({}, A))
+        await asyncio.sleep(0)
+        report.refused(AuditRefused("not_extending", "the enclave's head is behind ours"))
+        with pytest.raises(PolicyDenied):
+            await waiting
+        assert inner.signed == 1
+        gate2 = SigningGate(inner, hold_timeout=0.01)
+        gate2.hold()
+        with pytest.raises(SignerUnavailable):
+            await gate2.sign_transaction({}, B)
+        assert inner.signed == 1
+
+    asyncio.run(main())
