@@ -3,6 +3,11 @@
 ``eth_getBlockByHash(h, true)`` / ``eth_getBlockByNumber(n, true)`` carry each transaction's
 ``from``, so no signature is recovered here. A block answered with another hash than asked, or
 malformed, is left out (and logged), as ``ChainReader.blocks`` does.
+
+Live (:func:`full_blocks`), every read endpoint is asked and the transactions of every answer
+with the right hash are merged: one RPC that omits a transaction of ours from a block (a lie
+the block hash does not reveal: the transactions root is not recomputed here) or that does not
+have the block yet cannot hide it while another endpoint answers honestly.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 from collections.abc import Sequence
 
 from broadcaster.audit.reconcile import FullBlock, parse_full_block
-from broadcaster.rpc.chain_reader import ChainReader
+from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 
 __all__ = ["full_blocks", "full_blocks_by_number"]
 
@@ -19,21 +24,46 @@ log = logging.getLogger(__name__)
 
 
 async def full_blocks(chain: ChainReader, hashes: Sequence[str]) -> dict[str, FullBlock]:
-    """The blocks a reader has, by the (lower-case) hash asked for."""
-    results = await chain.batch([("eth_getBlockByHash", [h, True]) for h in hashes])
+    """The blocks some read endpoint has, by the (lower-case) hash asked for, each with the
+    union of the transactions every endpoint answered for it (see the module docstring)."""
+    calls = [("eth_getBlockByHash", [h, True]) for h in hashes]
+    answers = await chain.replies_each(calls)
     out: dict[str, FullBlock] = {}
-    for wanted, raw in zip(hashes, results, strict=True):
-        if type(raw) is not dict:
+    for url, replies in answers.items():
+        if isinstance(replies, Exception):
             continue
-        try:
-            block = parse_full_block(raw)
-        except (KeyError, ValueError, TypeError) as exc:
-            log.warning("malformed block %s: %s", wanted, exc)
-            continue
-        if block.hash != wanted.lower():
-            log.warning("RPC answered block %s for %s: ignored", block.hash, wanted)
-            continue
-        out[wanted] = block
+        for wanted, reply in zip(hashes, replies, strict=True):
+            raw = reply.get("result")
+            if type(raw) is not dict:
+                continue
+            try:
+                block = parse_full_block(raw)
+            except (KeyError, ValueError, TypeError) as exc:
+                log.warning("%s: malformed block %s: %s", url, wanted, exc)
+                continue
+            if block.hash != wanted.lower():
+                log.warning("%s answered block %s for %s: ignored", url, block.hash, wanted)
+                continue
+            known = out.get(wanted)
+            if known is None:
+                out[wanted] = block
+                continue
+            seen = {tx.hash for tx in known.txs}
+            extra = tuple(tx for tx in block.txs if tx.hash not in seen)
+            if extra or len(block.txs) != len(known.txs):
+                log.warning(
+                    "%s disagrees on the transactions of block %s (%d vs %d): checked with"
+                    " every transaction any endpoint answered",
+                    url,
+                    wanted,
+                    len(block.txs),
+                    len(known.txs),
+                )
+            if extra:
+                out[wanted] = FullBlock(known.number, known.hash, known.txs + extra)
+    if not out and hashes and all(isinstance(r, Exception) for r in answers.values()):
+        errors = "; ".join(str(r) for r in answers.values())
+        raise ChainReadError(f"no endpoint answered: {errors}")
     return out
 
 

@@ -1,0 +1,60 @@
+"""Full blocks for the live reconciler: one lying or lagging read endpoint cannot hide a
+transaction of ours while another answers honestly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broadcaster.audit.chain import full_blocks
+from broadcaster.audit.reconcile import plan_block
+from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
+
+OURS = "0x" + "aa" * 20
+BLOCK = "0x" + "b1" * 32
+
+
+def tx(n: int, sender: str, nonce: int) -> dict[str, Any]:
+    return {"hash": "0x" + f"{n:064x}", "from": sender, "nonce": hex(nonce), "type": "0x0"}
+
+
+def block(*txs: dict[str, Any]) -> dict[str, Any]:
+    return {"number": "0x7", "hash": BLOCK, "transactions": list(txs)}
+
+
+def reader(answers: dict[str, Any]) -> ChainReader:
+    async def post(url: str, body: Any) -> Any:
+        answer = answers[url]
+        if isinstance(answer, Exception):
+            raise answer
+        return [{"jsonrpc": "2.0", "id": call["id"], "result": answer} for call in body]
+
+    return ChainReader(list(answers), post=post)
+
+
+async def test_a_foreign_tx_omitted_by_the_first_endpoint_is_still_checked() -> None:
+    """Attack: the RPC that answers first (the one ``ChainReader`` sticks to) serves the block
+    under its true hash without the foreign transaction from our account (mixed case ``from``,
+    a legacy type-0 tx); an honest endpoint has it."""
+    foreign = tx(9, "0x" + "AA" * 20, 4)
+    honest = block(tx(1, "0x" + "11" * 20, 0), foreign)
+    liar = block(tx(1, "0x" + "11" * 20, 0))
+    chain = reader({"http://liar": liar, "http://honest": honest})
+    blocks = await full_blocks(chain, [BLOCK])
+    audit = plan_block(blocks[BLOCK], {OURS}, signed=set(), external=set())
+    assert [(f.sender, f.nonce) for f in audit.foreign] == [(OURS, 4)]
+
+
+async def test_an_endpoint_without_the_block_yet_does_not_keep_it_from_being_checked() -> None:
+    """A lagging endpoint answers ``null`` for a new block; the other one has it."""
+    chain = reader({"http://lagging": None, "http://down": OSError("refused"),
+                    "http://honest": block(tx(1, OURS, 0))})  # fmt: skip
+    blocks = await full_blocks(chain, [BLOCK])
+    assert [t.nonce for t in blocks[BLOCK].txs] == [0]
+
+
+async def test_no_endpoint_answering_is_a_read_error_not_an_empty_answer() -> None:
+    chain = reader({"http://a": OSError("refused"), "http://b": OSError("refused")})
+    with pytest.raises(ChainReadError):
+        await full_blocks(chain, [BLOCK])
