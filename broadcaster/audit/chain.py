@@ -23,6 +23,12 @@ __all__ = ["full_blocks", "full_blocks_by_number"]
 log = logging.getLogger(__name__)
 
 
+def _union(known: FullBlock, other: FullBlock) -> FullBlock:
+    seen = {tx.hash for tx in known.txs}
+    extra = tuple(tx for tx in other.txs if tx.hash not in seen)
+    return FullBlock(known.number, known.hash, known.txs + extra) if extra else known
+
+
 async def full_blocks(chain: ChainReader, hashes: Sequence[str]) -> dict[str, FullBlock]:
     """The blocks some read endpoint has, by the (lower-case) hash asked for, each with the
     union of the transactions every endpoint answered for it (see the module docstring)."""
@@ -59,8 +65,7 @@ async def full_blocks(chain: ChainReader, hashes: Sequence[str]) -> dict[str, Fu
                     len(block.txs),
                     len(known.txs),
                 )
-            if extra:
-                out[wanted] = FullBlock(known.number, known.hash, known.txs + extra)
+            out[wanted] = _union(known, block)
     if not out and hashes and all(isinstance(r, Exception) for r in answers.values()):
         errors = "; ".join(str(r) for r in answers.values())
         raise ChainReadError(f"no endpoint answered: {errors}")
@@ -69,7 +74,10 @@ async def full_blocks(chain: ChainReader, hashes: Sequence[str]) -> dict[str, Fu
 
 async def full_blocks_by_number(chain: ChainReader, numbers: Sequence[int]) -> list[FullBlock]:
     """Blocks ``numbers`` of the reader's canonical chain, in order; raises ``ValueError`` for
-    one the reader does not have or answers malformed (history must be complete)."""
+    one the reader does not have or answers malformed (history must be complete). The chain is
+    the first answering endpoint's; each block's transactions are then merged with what every
+    endpoint answers for that block hash (:func:`full_blocks`): one that omits a transaction
+    cannot hide it from ``broadcaster audit`` while another has the block."""
     results = await chain.batch([("eth_getBlockByNumber", [hex(n), True]) for n in numbers])
     out: list[FullBlock] = []
     for number, raw in zip(numbers, results, strict=True):
@@ -79,4 +87,5 @@ async def full_blocks_by_number(chain: ChainReader, numbers: Sequence[int]) -> l
         if block.number != number:
             raise ValueError(f"block {number}: the RPC answered block {block.number}")
         out.append(block)
-    return out
+    merged = await full_blocks(chain, [b.hash for b in out])
+    return [_union(b, merged[b.hash]) if b.hash in merged else b for b in out]

@@ -58,3 +58,28 @@ async def test_no_endpoint_answering_is_a_read_error_not_an_empty_answer() -> No
     chain = reader({"http://a": OSError("refused"), "http://b": OSError("refused")})
     with pytest.raises(ChainReadError):
         await full_blocks(chain, [BLOCK])
+
+
+async def test_broadcaster_audit_history_is_not_hidden_by_the_endpoint_it_reads_first() -> None:
+    """The same omission, offline: ``broadcaster audit`` reads the canonical chain by number from
+    the first endpoint, and each block's transactions from every endpoint; and a ``--to-block``
+    beyond every endpoint's tip is an error (exit 2), never a silently shorter audit."""
+    from broadcaster.audit.chain import full_blocks_by_number
+
+    foreign = tx(9, OURS, 4)
+    nodes = {"http://liar": block(tx(1, OURS, 3)), "http://honest": block(tx(1, OURS, 3), foreign)}
+
+    async def post(url: str, body: Any) -> Any:
+        replies = []
+        for call in body:
+            asked = call["params"][0]
+            known = asked in (BLOCK, "0x7")
+            replies.append({"jsonrpc": "2.0", "id": call["id"],
+                            "result": nodes[url] if known else None})  # fmt: skip
+        return replies
+
+    chain = ChainReader(list(nodes), post=post)
+    (found,) = await full_blocks_by_number(chain, [7])
+    assert [t.nonce for t in found.txs] == [3, 4]
+    with pytest.raises(ValueError, match="block 8: the RPC does not have it"):
+        await full_blocks_by_number(chain, [7, 8])
