@@ -271,6 +271,10 @@ class Service:
             copy = AuditCopy(config.journal.path)
             audit_reader = ChainReader(read_urls)  # its own connections: never in the way
             self.streamer = self._streamer(copy, signer, report)
+            # Nothing is signed before a first log check (the start-up sync below, or the
+            # streamer's next one if the signer is not up yet): a sign request that opened the
+            # connection would otherwise pass before the CONNECTED hold.
+            gate.hold()
             self.reconciler = self._reconciler(copy, audit_reader, book, report, tracker)
         hub = self.hub = HeadHub(
             [(c.name, c.url) for c in config.clients],
