@@ -23,14 +23,35 @@ def block(*txs: dict[str, Any]) -> dict[str, Any]:
     return {"number": "0x7", "hash": BLOCK, "transactions": list(txs)}
 
 
-def reader(answers: dict[str, Any]) -> ChainReader:
-    async def post(url: str, body: Any) -> Any:
-        answer = answers[url]
-        if isinstance(answer, Exception):
-            raise answer
-        return [{"jsonrpc": "2.0", "id": call["id"], "result": answer} for call in body]
+def answer(node: dict[str, Any] | None, call: dict[str, Any]) -> Any:
+    """What a node holding block ``node`` (or none) answers to one call."""
+    method, params = call["method"], call["params"]
+    if node is None:
+        return None
+    if method == "eth_getTransactionByHash":
+        found = [t for t in node["transactions"] if t["hash"] == params[0]]
+        return {**found[0], "blockHash": node["hash"]} if found else None
+    if params[0] not in (node["hash"], node["number"]):
+        return None
+    if params[1]:
+        return node
+    return {**node, "transactions": [t["hash"] for t in node["transactions"]]}
 
-    return ChainReader(list(answers), post=post)
+
+def reader(nodes: dict[str, Any]) -> ChainReader:
+    """Endpoints by URL: a node's block, ``None`` (no block yet) or an exception raised."""
+    calls: dict[str, list[Any]] = {url: [] for url in nodes}
+
+    async def post(url: str, body: Any) -> Any:
+        node = nodes[url]
+        if isinstance(node, Exception):
+            raise node
+        calls[url].extend(body)
+        return [{"jsonrpc": "2.0", "id": c["id"], "result": answer(node, c)} for c in body]
+
+    chain = ChainReader(list(nodes), post=post)
+    chain.calls = calls  # type: ignore[attr-defined]
+    return chain
 
 
 async def test_a_foreign_tx_omitted_by_the_first_endpoint_is_still_checked() -> None:
@@ -67,19 +88,22 @@ async def test_broadcaster_audit_history_is_not_hidden_by_the_endpoint_it_reads_
     from broadcaster.audit.chain import full_blocks_by_number
 
     foreign = tx(9, OURS, 4)
-    nodes = {"http://liar": block(tx(1, OURS, 3)), "http://honest": block(tx(1, OURS, 3), foreign)}
-
-    async def post(url: str, body: Any) -> Any:
-        replies = []
-        for call in body:
-            asked = call["params"][0]
-            known = asked in (BLOCK, "0x7")
-            replies.append({"jsonrpc": "2.0", "id": call["id"],
-                            "result": nodes[url] if known else None})  # fmt: skip
-        return replies
-
-    chain = ChainReader(list(nodes), post=post)
+    chain = reader({"http://liar": block(tx(1, OURS, 3)),
+                    "http://honest": block(tx(1, OURS, 3), foreign)})  # fmt: skip
     (found,) = await full_blocks_by_number(chain, [7])
     assert [t.nonce for t in found.txs] == [3, 4]
     with pytest.raises(ValueError, match="block 8: the RPC does not have it"):
         await full_blocks_by_number(chain, [7, 8])
+
+
+async def test_only_one_endpoint_sends_full_blocks_the_others_send_hashes() -> None:
+    """Cost: the event loop parses one full block per block, not one per endpoint."""
+    body = block(tx(1, OURS, 3), tx(2, "0x" + "22" * 20, 0))
+    chain = reader({"http://a": body, "http://b": body, "http://c": body})
+    blocks = await full_blocks(chain, [BLOCK])
+    assert len(blocks[BLOCK].txs) == 2
+    full = [
+        url for url, calls in chain.calls.items()  # type: ignore[attr-defined]
+        for c in calls if c["method"] == "eth_getBlockByHash" and c["params"][1]
+    ]  # fmt: skip
+    assert full == ["http://a"]
