@@ -158,3 +158,48 @@ def test_a_tx_of_ours_is_not_foreign_while_the_signer_cannot_be_caught_up_with()
         assert chain.foreign == [] and rec.checked[-1].ours == 1
 
     asyncio.run(main())
+
+
+def test_a_block_that_arrives_during_a_catch_up_is_checked_and_a_deep_reorg_rescans_it_all() -> (
+    None
+):
+    """Block 2 (a foreign tx) arrives while block 1's catch-up is in flight; then a reorg of
+    depth 2 brings a branch whose middle block holds the same foreign tx again (counted by the
+    service once per sender and nonce) and whose other block holds a new one."""
+
+    async def main() -> None:
+        chain = Chain()
+        b1, b2 = head(1, "01"), head(2, "02")
+        chain.add(b1, tx(1, 0))
+        chain.add(b2, tx(66, 1))
+        chain.backlog = {tx(1, 0).hash}
+        chain.canonical = [b1]
+        rec = chain.reconciler()
+
+        async def catch_up() -> bool:
+            if chain.catch_ups == 0:
+                chain.canonical = [b1, b2]
+                rec.on_events([Extension("a", b1, (b2,))])  # arrives mid catch-up
+            chain.catch_ups += 1
+            chain.signed |= chain.backlog
+            return True
+
+        rec.catch_up = catch_up
+        rec.on_events([Extension("a", None, (b1,))])
+        while rec.queue:
+            await rec.step()
+        assert [(f.nonce, f.block_hash) for f in chain.foreign] == [(1, b2.hash)]
+        b1x, b2x, b3x = head(1, "1b"), head(2, "2b"), head(3, "3b")
+        chain.add(b1x)
+        chain.add(b2x, tx(66, 1))
+        chain.add(b3x, tx(67, 2))
+        rec.on_events([Reorg("a", head(0, "00"), (b1, b2), (b1x, b2x, b3x))])
+        chain.canonical = [b1x, b2x, b3x]
+        while rec.queue:
+            await rec.step()
+        assert [(f.nonce, f.block_hash) for f in chain.foreign[1:]] == [
+            (1, b2x.hash),
+            (2, b3x.hash),
+        ]
+
+    asyncio.run(main())

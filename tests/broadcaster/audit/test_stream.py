@@ -268,3 +268,44 @@ def test_broadcaster_audit_refuses_a_row_slipped_in_past_the_last_signed_head(
         s.copy.close()
 
     asyncio.run(main())
+
+
+def test_streaming_abuse_reordered_pages_evicted_and_a_head_behind_are_refused_once_each(
+    tmp_path: Path,
+) -> None:
+    """A hostile signer: a page with two entries swapped (a gap), an ``evicted`` answer it
+    repeats forever (refused once, never asked again), a head behind the copy (a rollback)."""
+    from signer_client.errors import RemoteError
+
+    async def main() -> None:
+        for n, attack in enumerate(("swap", "evicted", "behind")):
+            core, refusals = enclave(), []
+            sign(core, 0)
+            source = CoreSource(core)
+            s = streamer(tmp_path / f"j{n}.db", source, refusals)
+            s.trust(key_of(core), attested=False)
+            assert await s.sync()
+            for nonce in (1, 2):
+                sign(core, nonce)
+
+            def hostile(result: dict[str, Any], attack: str = attack) -> None:
+                if attack == "swap":
+                    entries = result["entries"]
+                    entries[0], entries[1] = entries[1], entries[0]
+                elif attack == "evicted":
+                    raise RemoteError("evicted", "entries below seq 3 are gone")
+                else:
+                    result["entries"] = []
+                    result["head"]["seq"] = 1
+
+            source.tamper = hostile
+            calls = source.calls
+            assert not await s.sync()
+            assert not await s.sync()
+            expected = {"swap": "gap", "evicted": "evicted", "behind": "not_extending"}[attack]
+            assert [r.reason for r in refusals] == [expected]
+            assert source.calls == calls + 1  # refused: not asked again
+            assert s.copy.count() == 2  # nothing of the hostile pages
+            s.copy.close()
+
+    asyncio.run(main())
