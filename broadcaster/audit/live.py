@@ -55,6 +55,8 @@ class LiveReconciler:
         self.canonical = canonical
         self.retry_delay = retry_delay
         self.queue: dict[str, int] = {}  # block hash -> fetch attempts so far
+        # Fetched, not decided yet (the copy could not catch up): not fetched again.
+        self.fetched: dict[str, FullBlock] = {}
         self.checked: list[BlockAudit] = []  # the newest few, for tests and /healthz
         self.blocks_checked = 0
         self._wake = asyncio.Event()
@@ -72,6 +74,7 @@ class LiveReconciler:
                 assert isinstance(event, Reorg)
                 for head in event.old:
                     self.queue.pop(head.hash, None)
+                    self.fetched.pop(head.hash, None)
                 for head in event.new:  # the rescan from the fork point
                     self.queue.setdefault(head.hash, 0)
                     queued = True
@@ -97,16 +100,20 @@ class LiveReconciler:
     async def step(self) -> bool:
         """Check every queued block a reader has; ``False`` when some must be asked again."""
         wanted = list(self.queue)
+        blocks = {h: self.fetched[h] for h in wanted if h in self.fetched}
+        missing = [h for h in wanted if h not in blocks]
         try:
-            blocks = await self.fetch(wanted)
+            if missing:
+                blocks.update(await self.fetch(missing))
         except ChainReadError as exc:
             log.warning("reconciler: blocks not fetched: %s", exc)
-            blocks = {}
         canonical = {h.hash for h in self.canonical()}
+        behind = False  # a catch-up failed this step: the rest waits for the next one
         for block_hash in wanted:
             block = blocks.get(block_hash)
             if block_hash not in canonical:
                 self.queue.pop(block_hash, None)  # left the chain before its turn
+                self.fetched.pop(block_hash, None)
                 continue
             if block is None:
                 tries = self.queue[block_hash] = self.queue.get(block_hash, 0) + 1
@@ -114,9 +121,14 @@ class LiveReconciler:
                     log.error("reconciler: block %s never fetched; not checked", block_hash)
                     self.queue.pop(block_hash, None)
                 continue
-            if await self.check(block) is None:
-                continue  # the copy could not catch up: asked again, never called foreign
+            if behind or await self.check(block) is None:
+                # The copy could not catch up: asked again (not fetched again), never called
+                # foreign; one catch-up attempt per step, however many blocks wait.
+                behind = True
+                self.fetched[block_hash] = block
+                continue
             self.queue.pop(block_hash, None)
+            self.fetched.pop(block_hash, None)
         return not self.queue
 
     async def check(self, block: FullBlock) -> BlockAudit | None:

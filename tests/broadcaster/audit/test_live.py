@@ -147,15 +147,29 @@ def test_a_tx_of_ours_is_not_foreign_while_the_signer_cannot_be_caught_up_with()
                 chain.signed |= chain.backlog
             return up
 
+        b2 = head(2, "02")
+        chain.add(b2, tx(2, 1))
+        chain.backlog.add(tx(2, 1).hash)
+        chain.canonical = [b1, b2]
+        fetched: list[str] = []
+
+        async def fetch(hashes: Sequence[str]) -> dict[str, FullBlock]:
+            fetched.extend(hashes)
+            return await chain.fetch(hashes)
+
         rec = chain.reconciler()
-        rec.catch_up = catch_up
-        rec.on_events([Extension("a", None, (b1,))])
+        rec.catch_up, rec.fetch = catch_up, fetch
+        rec.on_events([Extension("a", None, (b1, b2))])
         for _ in range(3):
             assert not await rec.step()
-        assert chain.foreign == [] and b1.hash in rec.queue and rec.checked == []
+        assert chain.foreign == [] and set(rec.queue) == {b1.hash, b2.hash}
+        assert rec.checked == []
+        # A long outage costs one catch-up attempt per step and one fetch per block.
+        assert chain.catch_ups == 3 and sorted(fetched) == [b1.hash, b2.hash]
         up = True
         assert await rec.step()
-        assert chain.foreign == [] and rec.checked[-1].ours == 1
+        assert chain.foreign == [] and [a.ours for a in rec.checked] == [1, 1]
+        assert rec.fetched == {}
 
     asyncio.run(main())
 
