@@ -27,7 +27,11 @@ a human), ``rejected_headers_total{client,reason}`` (header hash did not verify:
 node), ``signer_errors_total{kind}``, ``signer_up``, ``build_info{version}``, with ``[ha]``
 ``lease_age_seconds`` (seconds since the leader lease was last renewed, as this instance last
 saw it: the leader's own renewals, or the leader's as a standby reads them) and
-``failovers_total`` (leases this instance took over from another holder), and the standard
+``failovers_total`` (leases this instance took over from another holder), the audit copy's
+``audit_refusals_total{reason}`` (the enclave's audit log was refused: signing stopped; reasons
+are ``broadcaster.audit.verify.REFUSAL_REASONS``), ``audit_verified_seq`` (the last verified
+entry held in the journal) and ``audit_blocks_checked_total`` (canonical blocks reconciled with
+it), and the standard
 ``process_*`` metrics of the service process.
 
 The update methods run on the reaction path: labelled children for the configured clients and
@@ -47,6 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
+from broadcaster.audit.verify import REFUSAL_REASONS
 from broadcaster.tx.reasons import ResendReason
 
 __all__ = [
@@ -223,6 +228,17 @@ class Metrics:
         self.failovers_total = counter(
             "failovers", "Leader leases this instance took over from another holder ([ha])"
         )
+        self.audit_refusals_total = counter(
+            "audit_refusals",
+            "The enclave's audit log was refused (signing stopped)",
+            ("reason",),
+        )
+        self.audit_verified_seq = gauge(
+            "audit_verified_seq", "Last verified audit-log entry held in the journal"
+        )
+        self.audit_blocks_checked_total = counter(
+            "audit_blocks_checked", "Canonical blocks reconciled with the verified audit log"
+        )
         gauge("build_info", "Version of the running broadcaster", ("version",)).labels(
             _version()
         ).set(1)
@@ -244,6 +260,8 @@ class Metrics:
             self._labelled("intents", self.intents_total, status)
         for reason in RESEND_REASONS:
             self._labelled("resends", self.resends_total, reason)
+        for reason in REFUSAL_REASONS:
+            self._labelled("audit_refused", self.audit_refusals_total, reason)
         self._reorgs_inc = self.reorgs_total.inc
         self._depth_observe = self.reorg_depth.observe
         self._reaction_observe = self.reaction_seconds.observe
@@ -303,6 +321,15 @@ class Metrics:
     def resend(self, reason: str) -> None:
         """One re-signed or rebroadcast attempt (``reorg``, ``underpriced``, ``retry``...)."""
         self._labelled("resends", self.resends_total, reason).inc()
+
+    def audit_refused(self, reason: str) -> None:
+        self._labelled("audit_refused", self.audit_refusals_total, reason).inc()
+
+    def audit_verified(self, seq: int) -> None:
+        self.audit_verified_seq.set(seq)
+
+    def audit_block_checked(self) -> None:
+        self.audit_blocks_checked_total.inc()
 
     def foreign_transaction(self, sender: str) -> None:
         """A nonce of ``sender`` was taken by a transaction we never signed."""

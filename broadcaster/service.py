@@ -36,6 +36,9 @@ from urllib.parse import urlsplit
 
 from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.api.subscriptions import Subscriptions
+from broadcaster.audit import AuditStreamer, ForeignReport, LiveReconciler, SigningGate
+from broadcaster.audit.chain import full_blocks
+from broadcaster.audit.verify import AuditRefused
 from broadcaster.backoff import backoff
 from broadcaster.ha.fence import Fence, FencedSigner, fenced_transports
 from broadcaster.ha.role import Leadership
@@ -51,9 +54,11 @@ from heads.events import DeepReorg, Event, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
-from nonce import TxRecord
+from nonce import NonceBook, TxRecord
+from nonce.audit_copy import AuditCopy
 from nonce.backends import lookup, open_book
 from signer_client import AttestationPolicy, SignerClient, SignerPins
+from signer_client.events import SignerEvent
 
 __all__ = ["Service"]
 
@@ -86,6 +91,7 @@ class _TxMetrics(TxObserver):
     def __init__(self, metrics: Metrics, subscriptions: Subscriptions) -> None:
         self.metrics = metrics
         self.subscriptions = subscriptions
+        self.report: ForeignReport | None = None  # set once the service has built it
 
     def status(self, record: TxRecord, event: str) -> None:
         self.subscriptions.notify(record, event)
@@ -120,11 +126,15 @@ class _TxMetrics(TxObserver):
     def alert(self, kind: str, detail: str) -> None:
         log.error("ALERT %s: %s", kind, detail)
 
-    def foreign(self, sender: str) -> None:
-        self.metrics.foreign_transaction(sender)
+    def foreign(self, sender: str, nonce: int | None = None) -> None:
+        if self.report is not None:
+            self.report.foreign(sender, nonce)  # once per (sender, nonce), whoever found it
+        else:
+            self.metrics.foreign_transaction(sender)
 
 
 RETAIN_SETTLED = 10_000
+_RECHECK_ON = frozenset({SignerEvent.DISCONNECTED, SignerEvent.CONNECTED})
 """Finalized records kept in memory; older ones are answered from the journal file."""
 
 
@@ -178,6 +188,9 @@ class Service:
         self.hub: HeadHub | None = None
         self.fence = Fence(on_lapse)
         self.leadership: Leadership | None = None
+        self.gate: SigningGate | None = None
+        self.streamer: AuditStreamer | None = None
+        self.reconciler: LiveReconciler | None = None
 
     def health(self) -> Mapping[str, Any]:
         hub = self.hub
@@ -194,6 +207,19 @@ class Service:
             "tip": tip.number if tip else None,
             # Live asyncio tasks: flat in a healthy service (the soak test watches it for leaks).
             "tasks": len(asyncio.all_tasks()),
+            "audit": self._audit_health(),
+        }
+
+    def _audit_health(self) -> Mapping[str, Any] | None:
+        streamer, reconciler = self.streamer, self.reconciler
+        if streamer is None or reconciler is None:
+            return None
+        refused = streamer.refused
+        return {
+            "verified_seq": streamer.anchor.seq,
+            "refused": str(refused) if refused is not None else None,
+            "blocks_checked": reconciler.blocks_checked,
+            "stopped_senders": sorted(self.gate.stopped) if self.gate is not None else [],
         }
 
     async def run(self) -> None:
@@ -266,7 +292,15 @@ class Service:
                 accounts=tuple(a.address for a in config.accounts),
                 chain_ids=(config.chain_id,),
             ),
-            on_event=self.metrics.signer_error,
+            on_event=self._on_signer_event,
+        )
+        self._signer = signer
+        gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
+        report = observer.report = ForeignReport(
+            count=self.metrics.foreign_transaction,
+            alert=observer.alert,
+            gate=gate,
+            stop_signing=config.audit.stop_signing_on_foreign,
         )
         fenced = config.ha is not None
         read_urls = [r.url for r in config.rpcs] + [_http_of(c.url) for c in config.clients]
@@ -283,7 +317,7 @@ class Service:
             chain_id=config.chain_id,
             book=book,
             journal=journal,
-            signer=FencedSigner(signer, self.fence) if fenced else signer,
+            signer=FencedSigner(gate, self.fence) if fenced else gate,
             # tx.core.Submitter still declares submit() -> None; FanOut now returns a
             # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
             # the Protocol declares the return value.
@@ -304,9 +338,21 @@ class Service:
             retain_settled=RETAIN_SETTLED,
             evicted_on_disk=True,
             canonical_chain=tracker.canonical_chain,
+            refuse_sender=gate.why,
         )
         if not fenced:
             self.manager = manager  # with [ha], once started: heads already flow to _on_events
+        copy = audit_reader = None
+        if config.audit.enabled:
+            assert config.journal.path is not None  # the loader refuses [audit] on PostgreSQL
+            copy = AuditCopy(config.journal.path)
+            audit_reader = ChainReader(read_urls)  # its own connections: never in the way
+            self.streamer = self._streamer(copy, signer, report)
+            # Nothing is signed before a first log check (the start-up sync below, or the
+            # streamer's next one if the signer is not up yet): a sign request that opened the
+            # connection would otherwise pass before the CONNECTED hold.
+            gate.hold()
+            self.reconciler = self._reconciler(copy, audit_reader, book, report, tracker)
         api = self.api = IntentApi(
             manager,
             chain_id=config.chain_id,
@@ -329,6 +375,10 @@ class Service:
         server = None
         try:
             await fanout.connect()
+            if self.streamer is not None:
+                await self.streamer.load()
+                self.metrics.audit_verified(self.streamer.anchor.seq)
+                await self.streamer.sync()  # a log that does not extend ours: refused now
             await self._start_manager(manager)
             self.manager = manager
             server = await api.serve(config.api.listen.host, config.api.listen.port)
@@ -349,6 +399,9 @@ class Service:
                 group.create_task(fanout.run(), name="fanout")
                 group.create_task(manager.run(), name="txmanager")
                 group.create_task(self._lag_updater(hub), name="lag")
+                if self.streamer is not None and self.reconciler is not None:
+                    group.create_task(self.streamer.run(), name="audit-stream")
+                    group.create_task(self.reconciler.run(), name="audit-reconcile")
                 self.ready.set()
         finally:
             self.ready.clear()
@@ -357,6 +410,9 @@ class Service:
                 server.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.wait_closed(), 5)
+            if self.streamer is not None:  # the last entries into the copy (`broadcaster audit`)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.streamer.sync(), 5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(journal.flush(), 5)
             journal.close()
@@ -368,6 +424,10 @@ class Service:
                     task.cancel()
             if self.leadership is not None:
                 await self._release()
+            if audit_reader is not None:
+                await audit_reader.close()
+            if copy is not None:
+                copy.close()
             await self.metrics_server.close()
             log.info("stopped; journal flushed and closed")
 
@@ -416,6 +476,83 @@ class Service:
             await asyncio.to_thread(leadership.store.release, leadership.instance, leadership.epoch)
         leadership.store.close()
 
+    def _streamer(
+        self, copy: AuditCopy, signer: SignerClient, report: ForeignReport
+    ) -> AuditStreamer:
+        def refused(exc: AuditRefused) -> None:
+            self.metrics.audit_refused(exc.reason)
+            report.refused(exc)
+
+        return AuditStreamer(
+            copy,
+            signer,
+            on_refused=refused,
+            on_stored=self.metrics.audit_verified,
+            on_synced=self.gate.release if self.gate is not None else None,
+            poll=self.config.audit.poll_seconds,
+        )
+
+    def _reconciler(
+        self,
+        copy: AuditCopy,
+        reader: ChainReader,
+        book: NonceBook,
+        report: ForeignReport,
+        tracker: ChainTracker,
+    ) -> LiveReconciler:
+        async def signed(hashes: Any) -> set[bytes]:
+            return await asyncio.to_thread(copy.signed, list(hashes))
+
+        async def external(hashes: Any) -> set[bytes]:
+            found, rest = set(), []
+            for h in hashes:
+                record = book.by_hash(h)
+                if record is not None and record.intent.external:
+                    found.add(h)
+                elif record is None:
+                    rest.append(h)  # evicted from memory, or not ours: the journal knows
+            return found | await asyncio.to_thread(copy.external, rest) if rest else found
+
+        async def catch_up() -> bool:
+            assert self.streamer is not None
+            # Complete when synced, or refused (it takes nothing more); not when the signer
+            # did not answer: the reconciler then asks again rather than call a tx foreign.
+            return await self.streamer.sync() or self.streamer.refused is not None
+
+        return LiveReconciler(
+            accounts=self.accounts,
+            fetch=functools.partial(full_blocks, reader),
+            signed=signed,
+            external=external,
+            catch_up=catch_up,
+            on_foreign=lambda f: report.foreign(f.sender, f.nonce, f),
+            canonical=tracker.canonical_chain,
+            on_checked=lambda audit: self.metrics.audit_block_checked(),
+        )
+
+    def _on_signer_event(self, kind: str) -> None:
+        self.metrics.signer_error(kind)
+        streamer = self.streamer
+        if streamer is not None and self.gate is not None and kind in _RECHECK_ON:
+            # Close the reconnect window: nothing is signed on a new connection before its log
+            # is checked against the copy (a restarted or rolled-back enclave is refused first).
+            self.gate.hold()
+            streamer.reconnected()
+        if kind == SignerEvent.CONNECTED and streamer is not None:
+            # A (re)connected signer: trust the log key it presented (attested when the config
+            # pins attestation), and check its log at once (a restarted enclave).
+            signer = self._signer
+            if signer.attested is not None:
+                pcr0 = signer.attested.pcrs.get(0)
+                streamer.trust(
+                    "0x" + signer.attested.public_key.hex(),
+                    attested=True,
+                    pcr0="0x" + pcr0.hex() if pcr0 is not None else None,
+                )
+            elif signer.info is not None:
+                streamer.trust(signer.info.log_public_key, attested=False)
+            streamer.wake()
+
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""
         for delay in backoff(initial=0.2, maximum=5.0):
@@ -456,6 +593,8 @@ class Service:
                 metrics.rejected_header(client, event.reason)
                 metrics.invalid_message(client, f"header_{event.reason}")
                 log.warning("rejected header from %s: %s (%s)", client, event.reason, event.detail)
+        if self.reconciler is not None:
+            self.reconciler.on_events(events)  # queues blocks; checked in its own task
         hub = self.hub
         if hub is not None and hub.tracker.tip is not None:
             tip = hub.tracker.tip

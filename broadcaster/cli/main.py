@@ -6,6 +6,7 @@ broadcaster record --client a=ws://127.0.0.1:8545 --out heads.jsonl.gz
 broadcaster replay FILE [--json]
 broadcaster check-config FILE
 broadcaster doctor
+broadcaster audit --config FILE --from-block N [--to-block M] [--json]
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return run_check_config(args.file)
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from broadcaster.cli.audit import run_audit
+
+    return run_audit(args)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from broadcaster.cli.run import run_service
 
@@ -122,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file, listing every problem")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
+
+    from broadcaster.cli.audit import add_audit_arguments
+
+    audit = sub.add_parser(
+        "audit", help="check the chain's transactions from our accounts against the audit log"
+    )
+    add_audit_arguments(audit)
+    audit.set_defaults(func=_cmd_audit)
 
     from broadcaster.cli.doctor.command import add_doctor_arguments, run_doctor
 
