@@ -70,8 +70,13 @@ def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | R
     timestamp_text = header.get("timestamp")
     timestamp = None
     if timestamp_text is not None:
-        timestamp = _quantity(timestamp_text)
+        try:
+            timestamp = int(timestamp_text, 16) if timestamp_text[:2] == "0x" else None
+        except (ValueError, TypeError):
+            timestamp = _quantity(timestamp_text)
         if timestamp is None:
+            timestamp = _quantity(timestamp_text)
+        if timestamp is None or timestamp < 0:
             return Rejected(
                 client, block_hash, "malformed", f"bad timestamp {timestamp_text!r:.80}"
             )

@@ -113,6 +113,8 @@ class ChainTracker:
         self._heads: dict[str, tuple[Head, int]] = {}
         self._connected: set[str] = set()
         self._clients: set[str] = set()
+        # Announcements before this sequence number are from before the client's last disconnect.
+        self._since: dict[str, int] = {}
         self._seq = 0
 
     # -- queries --------------------------------------------------------------------------------
@@ -163,8 +165,14 @@ class ChainTracker:
         return []
 
     def on_disconnect(self, client: str) -> list[Event]:
-        """The client is no candidate any more; the tip stays (a lost link is no rollback)."""
+        """The client is no candidate any more; the tip stays (a lost link is no rollback).
+
+        Its head (still reported by :meth:`client_head`) and its held or unconnectable
+        announcements are stale after a reconnect: only what it announces from then on counts.
+        """
         self._connected.discard(client)
+        self._foreign_heads.pop(client, None)
+        self._since[client] = self._seq + 1
         return []
 
     def on_head(self, client: str, header: Mapping[str, Any]) -> list[Event]:
@@ -183,7 +191,11 @@ class ChainTracker:
         self._seq += 1
         seq = self._seq
         current = self._heads.get(client)
-        if current is not None and current[0].hash == head.hash:
+        if (
+            current is not None
+            and current[0].hash == head.hash
+            and (not self._since or current[1] >= self._since.get(client, 0))
+        ):
             return []  # a duplicate changes nothing
         blocks = self._blocks
         trust = self.trust
@@ -196,7 +208,11 @@ class ChainTracker:
             events: list[Event] = []
             if trust.origin:
                 trust.confirm(client, head, blocks, events)
-            self._set_head(client, head, seq)
+            self._heads[client] = (head, seq)
+            if self._foreign_heads:
+                self._foreign_heads.pop(client, None)
+            if self._tip is not None and head.hash == self._tip.hash:
+                return events  # a late copy of the tip: it already is the best candidate
             events += self._choose_tip(client)
             return events
         if self._tip is None:  # the first accepted head anchors the chain
@@ -214,7 +230,16 @@ class ChainTracker:
             if not self._held_by_parent:
                 # The common case: one block on top of the tip. Its number is above every
                 # candidate, so it wins under either rule unless its client is quarantined.
-                self._add_to_store(head, seq)
+                block_hash = head.hash
+                blocks[block_hash] = head
+                self._seen[block_hash] = seq
+                bucket = self._by_number.get(head.number)
+                if bucket is None:
+                    self._by_number[head.number] = [block_hash]
+                else:
+                    bucket.append(block_hash)
+                    if len(bucket) > _PER_HEIGHT:
+                        self._evict(head.number, bucket)
                 self._heads[client] = (head, seq)
                 if len(self._connected) == 1 and not trust.quarantined:
                     self._tip = head
@@ -283,16 +308,17 @@ class ChainTracker:
             if fault is not None:
                 return [fault]
             connected, events = self._connect(block, seq)
-            self._adopt_connected(connected)
-            return events + self._choose_tip(client)
+            if self._adopt_connected(connected):
+                events += self._choose_tip(client)
+            return events
         if block.hash in self._root_parents and block.number >= self._window_low():
             # The parent of a root: store it as the new root, so forks below the anchor connect,
             # and keep filling the window downwards.
             self._root_parents.discard(block.hash)
             self._root_parents.add(block.parent_hash)
             connected, events = self._connect(block, seq)
-            self._adopt_connected(connected)
-            events += self._choose_tip(client)
+            if self._adopt_connected(connected):
+                events += self._choose_tip(client)
             if block.number > 0 and block.number - 1 >= self._window_low():
                 events.append(NeedAncestor(client, block.parent_hash))
             return events
@@ -441,18 +467,22 @@ class ChainTracker:
                 connected.append(child)
         return connected, rejected
 
-    def _adopt_connected(self, connected: list[Head]) -> None:
-        """Held announcements among ``connected`` become their clients' heads if still newest."""
+    def _adopt_connected(self, connected: list[Head]) -> bool:
+        """Held announcements among ``connected`` become their clients' heads if still newest;
+        tell whether any client's head changed (then the tip is recomputed)."""
+        changed = False
         if not self._held_announcements:
-            return
+            return changed
         for block in connected:
             announcements = self._held_announcements.pop(block.hash, None)
             if not announcements:
                 continue
             for client, seq in announcements:
                 current = self._heads.get(client)
-                if current is None or current[1] < seq:
+                if (current is None or current[1] < seq) and seq >= self._since.get(client, 0):
                     self._set_head(client, block, seq)
+                    changed = True
+        return changed
 
     def _hold(self, client: str, block: Head, seq: int) -> list[Event]:
         """Keep ``block`` until its parent arrives (checked now if that parent is held)."""
@@ -523,12 +553,16 @@ class ChainTracker:
                     return [fault]
             self._add_foreign(head, seq)
             self._foreign_heads[client] = (head, seq)
-            return events + self._unconnectable(client, reason)
+            moved = self._unconnectable(client, reason)
+            return events + (moved if moved else self._choose_tip(client))
         events += self._hold(client, head, seq)
         if head.hash not in self._held:
             return events
         self._held_announcements.setdefault(head.hash, []).append((client, seq))
-        return events + self._request_or_give_up(client, head)
+        events += self._request_or_give_up(client, head)
+        # Recomputed after every announcement: the client's current head stays the one before,
+        # and the tip holder may have left.
+        return events + self._choose_tip(client)
 
     def _add_foreign(self, block: Head, seq: int) -> None:
         self._foreign[block.hash] = block
@@ -637,21 +671,31 @@ class ChainTracker:
         connected to confirm it? Only such blocks count towards quarantine (:mod:`heads.trust`)."""
         return current is not None and head.number <= current[0].number and len(self._connected) > 1
 
+    def _live_heads(self) -> dict[str, Head]:
+        """The current heads of the connected clients, announced since their last connect."""
+        heads = self._heads
+        since = self._since
+        live = {}
+        for client in self._connected:
+            entry = heads.get(client)
+            if entry is not None and entry[1] >= since.get(client, 0):
+                live[client] = entry[0]
+        return live
+
     def _excluded(self, client: str) -> bool:
         """Is ``client`` quarantined while another connected client could stand in for it?"""
         quarantined = self.trust.quarantined
         if client not in quarantined:
             return False
-        heads = self._heads
-        return any(c in heads and c not in quarantined for c in self._connected)
+        return any(c not in quarantined for c in self._live_heads())
 
     def _candidates(self) -> list[Head]:
-        heads = self._heads
+        live = self._live_heads()
         quarantined = self.trust.quarantined
-        found = [heads[c][0] for c in self._connected if c in heads and c not in quarantined]
-        if not found and quarantined:
-            found = [heads[c][0] for c in self._connected if c in heads]
-        return found
+        if not quarantined:
+            return list(live.values())
+        found = [head for c, head in live.items() if c not in quarantined]
+        return found if found else list(live.values())
 
     def _rank(self, head: Head) -> tuple[int, int]:
         return (head.number, self._sign * self._seen.get(head.hash, 0))
@@ -687,7 +731,7 @@ class ChainTracker:
         return []
 
     def _supporting_heads(self) -> list[Head]:
-        return [self._heads[c][0] for c in self._connected if c in self._heads]
+        return list(self._live_heads().values())
 
     def _diff(self, client: str, old_tip: Head, new_tip: Head) -> Event:
         """Walk both branches back to their common ancestor."""
