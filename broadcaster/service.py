@@ -34,7 +34,7 @@ from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut
 from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
-from heads.events import DeepReorg, Event, Rejected, Reorg
+from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
@@ -198,7 +198,11 @@ class Service:
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
         fanout = FanOut([Endpoint(r.name, r.url) for r in config.rpcs])  # the manager listens
-        tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
+        tracker = ChainTracker(
+            finality_depth=config.finality_depth,
+            fork_choice=config.fork_choice,
+            clients=len(config.clients),
+        )
         manager = self.manager = TxManager(
             chain_id=config.chain_id,
             book=book,
@@ -230,7 +234,9 @@ class Service:
             tracker=tracker,
             on_events=self._on_events,
             hooks=_HubMetrics(self.metrics),
-            options=SubscriptionOptions(watchdog=config.heads.watchdog_seconds),
+            options=SubscriptionOptions(
+                watchdog=config.heads.watchdog_seconds, chain_id=config.chain_id
+            ),
         )
         api = self.api = IntentApi(
             manager,
@@ -322,6 +328,15 @@ class Service:
                 metrics.rejected_header(client, event.reason)
                 metrics.invalid_message(client, f"header_{event.reason}")
                 log.warning("rejected header from %s: %s (%s)", client, event.reason, event.detail)
+            elif kind is Quarantine:
+                assert isinstance(event, Quarantine)
+                metrics.quarantine(event.client, event.active)
+                log.warning(
+                    "client %s %s (%d unconfirmed blocks)",
+                    event.client,
+                    "quarantined: its heads are no candidates" if event.active else "released",
+                    event.unconfirmed,
+                )
         hub = self.hub
         if hub is not None and hub.tracker.tip is not None:
             metrics.tip(hub.tracker.tip.number)
