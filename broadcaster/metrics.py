@@ -24,9 +24,10 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 Extras for operators: ``deep_reorgs_total`` (reorg below the finality window: re-anchored, needs
 a human), ``rejected_headers_total{client,reason}`` (a header the tracker refused: hash mismatch,
 malformed, ``bad_number``, ``bad_timestamp``, ``conflict``; a lying or broken node),
-``quarantines_total{client}`` and ``client_quarantined{client}`` (a client whose self-forks no other
-client confirms: its heads are no candidates, DESIGN.md §3), ``signer_errors_total{kind}``, ``signer_up``, ``build_info{version}``, and the standard
-``process_*`` metrics of the service process.
+``quarantines_total{client}`` and ``client_quarantined{client}`` (a client whose self-forks no
+other client confirms: its heads are no candidates, DESIGN.md §3), ``signer_errors_total{kind}``,
+``signer_up``, ``build_info{version}``, and the standard ``process_*`` metrics of the service
+process.
 
 The update methods run on the reaction path: labelled children for the configured clients and
 RPCs, and for every known status, are bound at construction (their series also exist at 0 from

@@ -28,6 +28,7 @@ from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.backoff import backoff
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
+from broadcaster.rpc.chain_id import screen_rpcs
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut
@@ -193,11 +194,19 @@ class Service:
             attestation=attestation,
             on_event=self.metrics.signer_error,
         )
-        read_urls = [r.url for r in config.rpcs] + [_http_of(c.url) for c in config.clients]
+        # Every broadcast RPC is asked eth_chainId first: one of another chain is kept out.
+        screen = await screen_rpcs([(r.name, r.url) for r in config.rpcs], config.chain_id)
+        for refused in screen.refused:
+            log.error("%s", refused)
+            self.metrics.invalid_message(refused.name, "chain_id_mismatch")
+        rpcs = [r for r in config.rpcs if r.name in screen.kept]
+        if not rpcs:
+            raise screen.refused[0]
+        read_urls = [r.url for r in rpcs] + [_http_of(c.url) for c in config.clients]
         chain = ChainReader(
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
-        fanout = FanOut([Endpoint(r.name, r.url) for r in config.rpcs])  # the manager listens
+        fanout = FanOut([Endpoint(r.name, r.url) for r in rpcs])  # the manager listens
         tracker = ChainTracker(
             finality_depth=config.finality_depth,
             fork_choice=config.fork_choice,
@@ -212,7 +221,7 @@ class Service:
             # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
             # the Protocol declares the return value.
             fanout=fanout,
-            endpoints=len(config.rpcs),
+            endpoints=len(rpcs),
             chain=chain,
             finality_depth=config.finality_depth,
             fees=FeePolicy(

@@ -140,13 +140,13 @@ Event = Extension | Reorg | DeepReorg | Rejected | NeedAncestor | Quarantine
 TipChange = Extension | Reorg | DeepReorg
 
 __all__ = [
+    "REJECT_REASONS",
     "DeepReorg",
     "Event",
     "Extension",
     "Head",
     "NeedAncestor",
     "Quarantine",
-    "REJECT_REASONS",
     "RejectReason",
     "Rejected",
     "Reorg",

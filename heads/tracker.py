@@ -22,8 +22,9 @@ Model
   of the first accepted line, of any client, that brought the block: a late copy of a block seen
   before never beats a newer sibling, so propagation skew cannot flip the tip back.
 * Every block whose parent is known is checked structurally (``number`` = parent's + 1,
-  ``timestamp`` not below the parent's, see :func:`heads.parse.structural_fault`) and a hash the tracker holds cannot be re-claimed with
-  another number or parent; with ``verify`` the header hash is recomputed. A refused line is a
+  ``timestamp`` not below the parent's, see :func:`heads.parse.structural_fault`) and a hash
+  the tracker holds cannot be re-claimed with another number or parent; with ``verify`` the
+  header hash is recomputed. A refused line is a
   ``Rejected`` event and leaves no trace.
 * A move of the tip to a descendant is an ``Extension``, anything else a ``Reorg``; a branch
   that does not meet ours inside the window is a ``DeepReorg`` (re-anchor). With two or more
@@ -635,8 +636,7 @@ class ChainTracker:
         if target is None or not self._would_win(target):
             head = self._foreign_heads[client][0] if client in self._foreign_heads else None
             log.warning(
-                "client %s is on a chain that does not meet ours within %d blocks (head %s); "
-                "%s",
+                "client %s is on a chain that does not meet ours within %d blocks (head %s); %s",
                 client,
                 self.finality_depth,
                 None if head is None else f"{head.number} {head.hash}",
@@ -722,9 +722,12 @@ class ChainTracker:
                 event: Event = Extension(client, old_tip, (new_tip,))
             else:
                 event = self._diff(client, old_tip, new_tip)
-                if type(event) is DeepReorg and not self._single_client():
-                    if supporters(new_tip, self._supporting_heads(), self._blocks) < 2:
-                        continue  # a deep move on one client's word: not while others exist
+                if (
+                    type(event) is DeepReorg
+                    and not self._single_client()
+                    and supporters(new_tip, self._supporting_heads(), self._blocks) < 2
+                ):
+                    continue  # a deep move on one client's word: not while others exist
             self._tip = new_tip
             self._prune()
             return [event]

@@ -286,7 +286,7 @@ def test_a_sibling_flood_is_quarantined_and_the_store_stays_bounded() -> None:
     events: list[Event] = []
     frames = 100_000
     for i in range(frames):
-        sibling = {"number": tip["number"], "hash": "0x%064x" % (i + 1), "parentHash": parent["hash"]}
+        sibling = {"number": tip["number"], "hash": f"0x{i + 1:064x}", "parentHash": parent["hash"]}
         events += tracker.on_head("liar", sibling)
     assert len(reorgs(events)) <= tracker.trust.quarantine_after
     assert [e for e in events if isinstance(e, Quarantine)] == [
@@ -302,9 +302,7 @@ def test_a_sibling_flood_is_quarantined_and_the_store_stays_bounded() -> None:
     assert [b.hash for b in reorg.new] == [sibling["hash"]]
 
 
-def test_a_quarantined_client_is_released_when_another_client_confirms_one_of_its_blocks() -> (
-    None
-):
+def test_a_quarantined_client_is_released_when_another_client_confirms_one_of_its_blocks() -> None:
     tracker = ChainTracker(quarantine_after=2)
     tree = Tree()
     tree.chain("a", "g", 3)
