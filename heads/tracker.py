@@ -79,7 +79,7 @@ class ChainTracker:
         fork_choice: ForkChoice = "latest",
         verify: bool = True,
         clients: int | None = None,
-        quarantine_after: int = 4,
+        quarantine_after: int = 2,
     ) -> None:
         if finality_depth < 1:
             raise ValueError(f"finality_depth must be >= 1, got {finality_depth}")

@@ -28,7 +28,7 @@ _NONE: Final = 1 << 62  # "no unconfirmed block": above every height
 class Trust:
     """Unconfirmed blocks by origin, per-client counts and the quarantined set."""
 
-    def __init__(self, quarantine_after: int = 4) -> None:
+    def __init__(self, quarantine_after: int = 2) -> None:
         if quarantine_after < 1:
             raise ValueError(f"quarantine_after must be >= 1, got {quarantine_after}")
         self.quarantine_after = quarantine_after
