@@ -273,8 +273,8 @@ class ChainTracker:
             connected, rejected = self._connect(head, seq)
             events += rejected
             self._set_head(client, head, seq)
-            self._adopt_connected(connected)
-            events += self._choose_tip(client)
+            movers = {client} | self._adopt_connected(connected)
+            events += self._choose_tip(client, movers)
             return events
         return self._hold_announcement(client, head, seq)
 
@@ -309,8 +309,9 @@ class ChainTracker:
             if fault is not None:
                 return [fault]
             connected, events = self._connect(block, seq)
-            if self._adopt_connected(connected):
-                events += self._choose_tip(client)
+            movers = self._adopt_connected(connected)
+            if movers:
+                events += self._choose_tip(client, movers)
             return events
         if block.hash in self._root_parents and block.number >= self._window_low():
             # The parent of a root: store it as the new root, so forks below the anchor connect,
@@ -318,8 +319,9 @@ class ChainTracker:
             self._root_parents.discard(block.hash)
             self._root_parents.add(block.parent_hash)
             connected, events = self._connect(block, seq)
-            if self._adopt_connected(connected):
-                events += self._choose_tip(client)
+            movers = self._adopt_connected(connected)
+            if movers:
+                events += self._choose_tip(client, movers)
             if block.number > 0 and block.number - 1 >= self._window_low():
                 events.append(NeedAncestor(client, block.parent_hash))
             return events
@@ -468,10 +470,10 @@ class ChainTracker:
                 connected.append(child)
         return connected, rejected
 
-    def _adopt_connected(self, connected: list[Head]) -> bool:
+    def _adopt_connected(self, connected: list[Head]) -> set[str]:
         """Held announcements among ``connected`` become their clients' heads if still newest;
-        tell whether any client's head changed (then the tip is recomputed)."""
-        changed = False
+        return the clients whose head changed (then the tip is recomputed)."""
+        changed: set[str] = set()
         if not self._held_announcements:
             return changed
         for block in connected:
@@ -482,7 +484,7 @@ class ChainTracker:
                 current = self._heads.get(client)
                 if (current is None or current[1] < seq) and seq >= self._since.get(client, 0):
                     self._set_head(client, block, seq)
-                    changed = True
+                    changed.add(client)
         return changed
 
     def _hold(self, client: str, block: Head, seq: int) -> list[Event]:
@@ -555,15 +557,15 @@ class ChainTracker:
             self._add_foreign(head, seq)
             self._foreign_heads[client] = (head, seq)
             moved = self._unconnectable(client, reason)
-            return events + (moved if moved else self._choose_tip(client))
+            return events + (moved if moved else self._choose_tip(client, ()))
         events += self._hold(client, head, seq)
         if head.hash not in self._held:
             return events
         self._held_announcements.setdefault(head.hash, []).append((client, seq))
         events += self._request_or_give_up(client, head)
-        # Recomputed after every announcement: the client's current head stays the one before,
-        # and the tip holder may have left.
-        return events + self._choose_tip(client)
+        # Recomputed after every announcement: the client's current head stays the one before
+        # (nothing it just announced can win yet, so no move down on it).
+        return events + self._choose_tip(client, ())
 
     def _add_foreign(self, block: Head, seq: int) -> None:
         self._foreign[block.hash] = block
@@ -662,7 +664,7 @@ class ChainTracker:
         self._tip = target
         self._prune()
         events: list[Event] = [DeepReorg(client, old_tip, target, reason)]
-        return events + self._choose_tip(client)
+        return events + self._choose_tip(client, list(claims))
 
     # -- fork choice ----------------------------------------------------------------------------
 
@@ -704,16 +706,37 @@ class ChainTracker:
         rank = self._rank(head)
         return all(self._rank(other) < rank for other in self._candidates())
 
-    def _choose_tip(self, client: str) -> list[Event]:
+    def _choose_tip(self, client: str, movers: Iterable[str] | None = None) -> list[Event]:
+        """Recompute the tip after ``movers`` (default: ``client``) changed their heads.
+
+        The best candidate wins when it ranks above the tip. A candidate ranking below the tip
+        (a lower block, an ancestor, an older sibling) wins only when it is what a mover just
+        made its head (a lone client's lower announcement moves the tip, DESIGN.md §3) or when
+        the tip is an unconfirmed block of a quarantined client: the tip holder's disconnect
+        followed by somebody else's unrelated line is no rollback.
+        """
         candidates = self._candidates()
         if not candidates:
             return []
         old_tip = self._tip
         if len(candidates) > 1:
             candidates.sort(key=self._rank, reverse=True)
+        floor: tuple[int, int] | None = None
+        moved: set[str] = set()
+        if old_tip is not None:
+            floor = self._rank(old_tip)
+            for mover in (client,) if movers is None else movers:
+                entry = self._heads.get(mover)
+                if entry is not None:
+                    moved.add(entry[0].hash)
+            trust = self.trust
+            if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
+                floor = None  # a liar's block: any honest candidate may replace it
         for new_tip in candidates:
             if old_tip is not None and new_tip.hash == old_tip.hash:
                 return []
+            if floor is not None and self._rank(new_tip) < floor and new_tip.hash not in moved:
+                return []  # nobody just announced it: no rollback on somebody else's line
             if old_tip is None:
                 self._tip = new_tip
                 self._prune()

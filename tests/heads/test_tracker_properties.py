@@ -9,6 +9,9 @@ The reference keeps every block forever and recomputes from scratch:
   the first line (announcement or backfilled block) that brought it;
 * the tip is recomputed after every announcement that is not a duplicate and after a backfill
   that changed some client's head; never on a disconnect; no candidates leave it where it is;
+  a best candidate ranking below the tip wins only if a client just made it its head (a lone
+  client's lower announcement moves the tip; the tip holder's disconnect followed by another
+  client's unrelated line does not);
 * a tip move is diffed by walking parents.
 
 Hypothesis draws random block trees, several clients, announcement orders with gaps and late
@@ -66,29 +69,38 @@ class Reference:
     def heads(self) -> dict[str, str | None]:
         return {c: self.head_of(c) for c in self.announcements}
 
-    def recompute(self) -> None:
-        best, best_rank = None, None
+    def rank(self, h: str) -> tuple[int, int]:
         sign = 1 if self.fork_choice == "latest" else -1
+        return (self.number[h], sign * self.first_seen[h])
+
+    def recompute(self, moved: set[str]) -> None:
+        """``moved``: the blocks clients just made their heads. The best candidate ranking
+        below the tip wins only if it is one of them (no rollback on somebody else's line)."""
+        best = None
         for client in self.connected:
             h = self.head_of(client)
-            if h is None:
-                continue
-            rank = (self.number[h], sign * self.first_seen[h])
-            if best_rank is None or rank > best_rank:
-                best, best_rank = h, rank
-        if best is not None:
-            self.tip = best
+            if h is not None and (best is None or self.rank(h) > self.rank(best)):
+                best = h
+        if best is None:
+            return
+        if self.tip is not None and self.rank(best) < self.rank(self.tip) and best not in moved:
+            return
+        self.tip = best
+
+    def moved(self, before: dict[str, str | None]) -> set[str]:
+        return {h for c, h in self.heads().items() if h is not None and h != before.get(c)}
 
     def announce(self, client: str, hdr: dict[str, Any]) -> None:
         self.seq += 1
         self.connected.add(client)
         if self.head_of(client) == hdr["hash"]:
             return  # a duplicate changes nothing
+        before = self.heads()
         h = self._learn(hdr)
         if self.anchor is None:
             self.anchor = h
         self.announcements.setdefault(client, []).append((self.seq, h))
-        self.recompute()
+        self.recompute(self.moved(before))
 
     def backfill(self, client: str, hdr: dict[str, Any]) -> None:
         self.seq += 1
@@ -96,7 +108,7 @@ class Reference:
         before = self.heads()
         self._learn(hdr)
         if self.heads() != before:
-            self.recompute()
+            self.recompute(self.moved(before))
 
     def disconnect(self, client: str) -> None:
         self.connected.discard(client)

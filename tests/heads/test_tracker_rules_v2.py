@@ -328,3 +328,19 @@ def test_an_honest_fast_client_ahead_of_a_late_one_is_never_quarantined() -> Non
             events += tracker.on_head("late", chain[i - 3])
     assert not any(isinstance(e, Quarantine) for e in events)
     assert tracker.tip is not None and tracker.tip.hash == chain[-1]["hash"]
+
+
+def test_a_held_announcement_after_the_tip_holder_left_does_not_move_the_tip_down() -> None:
+    """Seen in the client-chaos suite: the tip holder is cut, a reconnected client's first head
+    has a gap (held) while its last connected head is lower. Nobody announced that lower block
+    just now, so the tip stays (the cut is no rollback); no flip down and back up."""
+    tree = Tree()
+    tree.chain("a", "g", 6)
+    tracker = ChainTracker()
+    for label in ("g", "a1", "a2", "a3"):
+        tracker.on_head("x", tree[label])
+    tracker.on_head("y", tree["a1"])
+    tracker.on_disconnect("x")
+    events = tracker.on_head("y", tree["a6"])  # a gap: held, y's head is still a1
+    assert moves(events) == [] and NeedAncestor("y", tree.hash("a5")) in events
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash("a3")

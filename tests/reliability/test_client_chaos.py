@@ -16,6 +16,8 @@ service's tip is the new head. Checked at the end, against what was injected:
 - nothing is double-counted: a block a reported reorg drops was canonical at that moment
   according to the service's own stream of tip moves, and ``reorgs_total`` and the
   ``reorg_depth`` histogram equal the reported events; no deep reorg; the final chain is anvil's;
+- exactly the injected reorgs are counted: the reported reorgs equal the injected ones (depth,
+  ancestor, dropped blocks) one for one, and ``reorgs_total`` equals the number injected;
 - a stalled socket was replaced by the watchdog; the service never stopped.
 """
 
@@ -308,6 +310,10 @@ async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(tmp_path:
             )
             assert not log.deep, f"deep reorgs reported: {log.deep}"
             assert not missed, f"injected reorgs not reported: {missed}"
+            # Rules v2 (DESIGN.md §3): propagation skew, cuts and reconnects add no reorg of
+            # their own: every reorg counted is one injected, with its depth, ancestor and blocks.
+            assert got == injected, f"reported {len(got)} reorgs for {len(injected)} injected"
+            assert running.metric("broadcaster_reorgs_total") == len(injected)
             assert {n: canon[n] for n in chain} == chain, "the service's chain is not anvil's"
             # the metrics count exactly the events the service reported, once each
             assert running.metric("broadcaster_reorgs_total") == len(got)
