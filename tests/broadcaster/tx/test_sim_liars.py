@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from broadcaster.tx.testing import GWEI, Sim, SimFactory
+from broadcaster.tx.testing import Sim, SimFactory
 from broadcaster.tx.testing.chain import header_hash, london_header
 from heads.events import Quarantine, Reorg
 from nonce import TxState
@@ -55,9 +55,7 @@ def sibling_flood(sim: Sim) -> None:
     parent = sim.chain.blocks[tip.parent_hash]
     feed = sim.host.feed  # type: ignore[union-attr]
     for i in range(2_000):
-        feed.announce_raw(
-            "b", sealed(tip.number, parent.hash, tip.timestamp, 1, "0x" + f"{i:08x}")
-        )
+        feed.announce_raw("b", sealed(tip.number, parent.hash, tip.timestamp, 1, "0x" + f"{i:08x}"))
 
 
 LIES: dict[str, Callable[[Sim], None]] = {
