@@ -2,8 +2,11 @@
 
 The service follows two websocket relays of the same anvil (:class:`ChaosProxy`, the late one
 delays every frame by 400 ms). A block holding our transaction is mined and at once reorged out
-with ``anvil_reorg 1``: the late client then delivers its copies of the abandoned block after
-the fast client announced the new branch. Exactly one reorg is counted and exactly one
+with ``anvil_reorg 1`` (automine off, so the replacement waits in the pool until both clients
+delivered the reorg): the late client delivers its copy of the abandoned block after the fast
+client announced the new branch, at the same height. Under rules v1 (ties to the latest
+announcement) that copy flipped the tip back and its own copy of the new block flipped it again:
+three reorgs and a replacement of the replacement (fees x1.21). Exactly one reorg is counted and exactly one
 replacement goes out, at +10% (not compounded by a flip back and forth), and it is mined.
 """
 
@@ -66,8 +69,21 @@ async def test_a_reorg_seen_by_a_fast_and_a_late_client_is_one_reorg_and_one_rep
                 await until(included, "our transaction included (seen by the fast client)")
                 mined = await node.rpc("eth_getTransactionReceipt", sent["hash"])
                 assert mined is not None
-                # At once: the late client has not delivered that block yet.
+                # The replacement must wait in the pool: were it mined at once, the new branch
+                # would be higher than the late copies before they arrive and hide a flip back.
+                await node.rpc("evm_setAutomine", False)
+                # At once: the late client has not delivered the block holding our tx yet.
                 await node.rpc("anvil_reorg", 1, [])
+                reorged = (await node.rpc("eth_getBlockByNumber", "latest", False))["hash"]
+                assert reorged != mined["blockHash"]
+
+                def both_at(block_hash: str) -> bool:
+                    return all(s.head_hash == block_hash for s in hub.status())
+
+                await until(lambda: both_at(reorged), "the late client delivered the reorg")
+                # The late client's copy of the abandoned block came in between: no flip back.
+                assert running.metric("broadcaster_reorgs_total") == 1
+                await node.rpc("evm_mine")
 
                 async def replaced() -> bool:
                     intent = await bot.get_intent(sent["id"])
@@ -75,11 +91,7 @@ async def test_a_reorg_seen_by_a_fast_and_a_late_client_is_one_reorg_and_one_rep
 
                 await until(replaced, "the replacement mined")
                 latest = (await node.rpc("eth_getBlockByNumber", "latest", False))["hash"]
-
-                def both_at_latest() -> bool:
-                    return all(s.head_hash == latest for s in hub.status())
-
-                await until(both_at_latest, "the late client delivered everything")
+                await until(lambda: both_at(latest), "the late client delivered everything")
                 final = await bot.get_intent(sent["id"])
             tx = await node.rpc("eth_getTransactionByHash", final["hash"])
             assert int(tx["nonce"], 16) == int(sent["nonce"], 16)
