@@ -6,8 +6,9 @@ with ``anvil_reorg 1`` (automine off, so the replacement waits in the pool until
 delivered the reorg): the late client delivers its copy of the abandoned block after the fast
 client announced the new branch, at the same height. Under rules v1 (ties to the latest
 announcement) that copy flipped the tip back and its own copy of the new block flipped it again:
-three reorgs and a replacement of the replacement (fees x1.21). Exactly one reorg is counted and exactly one
-replacement goes out, at +10% (not compounded by a flip back and forth), and it is mined.
+three reorgs and a replacement of the replacement (fees x1.21). Exactly one reorg is counted and
+exactly one replacement goes out, at +10% (not compounded by a flip back and forth), and it is
+mined.
 """
 
 from __future__ import annotations
