@@ -57,6 +57,9 @@ ForkChoice = Literal["latest", "first-seen"]
 
 # Held (unconnected) and foreign blocks kept at most per window height; beyond it the lowest go.
 _HELD_PER_WINDOW_BLOCK: Final = 4
+# Blocks a client may run ahead of every other connected client before its heads count as
+# unconfirmed (heads.trust): propagation skew is a block or two.
+_LEAD: Final = 4
 # Blocks stored at one height at most: a flood of siblings evicts the oldest non-canonical ones.
 _PER_HEIGHT: Final = 8
 # The store is pruned in batches of this many heights: up to this many blocks beyond the window
@@ -248,6 +251,8 @@ class ChainTracker:
                         self._prune()
                     return [Extension(client, tip, (head,))]
                 events = []
+                if self._suspect(client, head, current):
+                    trust.originate(client, head, events)
                 if trust.origin:
                     trust.confirm(client, tip, blocks, events)
                 if self._foreign_heads:
@@ -266,7 +271,7 @@ class ChainTracker:
             if fault is not None:
                 return [fault]
             events = []
-            if self._forks_itself(client, head, current):
+            if self._suspect(client, head, current):
                 trust.originate(client, head, events)
             if trust.origin:
                 trust.confirm(client, parent, blocks, events)
@@ -538,7 +543,7 @@ class ChainTracker:
             stored = self._held.get(head.hash) or self._foreign[head.hash]
             if (stored.number, stored.parent_hash) != (head.number, head.parent_hash):
                 return [self._conflict(client, head, stored)]
-        elif self._forks_itself(client, head, self._heads.get(client)):
+        elif self._suspect(client, head, self._heads.get(client)):
             self.trust.originate(client, head, events)
         if (
             head.parent_hash in self._foreign
@@ -668,10 +673,26 @@ class ChainTracker:
 
     # -- fork choice ----------------------------------------------------------------------------
 
-    def _forks_itself(self, client: str, head: Head, current: tuple[Head, int] | None) -> bool:
-        """Is the new ``head`` no higher than ``client``'s own head, with another client
-        connected to confirm it? Only such blocks count towards quarantine (:mod:`heads.trust`)."""
-        return current is not None and head.number <= current[0].number and len(self._connected) > 1
+    def _suspect(self, client: str, head: Head, current: tuple[Head, int] | None) -> bool:
+        """Does the new ``head`` count towards ``client``'s quarantine (:mod:`heads.trust`)?
+
+        With another client connected: when it forks itself (no higher than its own head: a
+        sibling flood), or when it runs more than ``_LEAD`` blocks ahead of every other connected
+        client's head (a forged chain raced ahead block by block). An honest client is ahead of
+        the others by one or two blocks at most, and their copies confirm its blocks.
+        """
+        if len(self._connected) < 2:
+            return False
+        if current is not None and head.number <= current[0].number:
+            return True
+        since = self._since
+        top = -1
+        for other in self._connected:
+            if other != client:
+                entry = self._heads.get(other)
+                if entry is not None and entry[1] >= since.get(other, 0) and entry[0].number > top:
+                    top = entry[0].number
+        return top >= 0 and head.number > top + _LEAD
 
     def _live_heads(self) -> dict[str, Head]:
         """The current heads of the connected clients, announced since their last connect."""

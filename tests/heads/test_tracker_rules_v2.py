@@ -344,3 +344,25 @@ def test_a_held_announcement_after_the_tip_holder_left_does_not_move_the_tip_dow
     events = tracker.on_head("y", tree["a6"])  # a gap: held, y's head is still a1
     assert moves(events) == [] and NeedAncestor("y", tree.hash("a5")) in events
     assert tracker.tip is not None and tracker.tip.hash == tree.hash("a3")
+
+
+def test_a_forged_chain_raced_ahead_block_by_block_is_quarantined() -> None:
+    """Each forged block is the child of the one before (structure holds, hashes verify): the
+    liar runs ahead of the honest client, which never confirms any of it."""
+    chain = sealed_chain(10)
+    tracker = ChainTracker(finality_depth=64, clients=2)
+    for header in chain:
+        tracker.on_head("honest", header)
+        tracker.on_head("liar", header)
+    parent = chain[-1]
+    events: list[Event] = []
+    for number in range(10, 1010):
+        forged = sealed_header(number, parent["hash"], salt="race")
+        events += tracker.on_head("liar", forged)
+        parent = forged
+    assert Quarantine("liar", True, 2) in events
+    assert tracker.tip is not None and tracker.tip.hash == chain[-1]["hash"]
+    # The fake height reached the tip only while the liar was within the allowed lead.
+    assert max(e.tip.number for e in moves(events)) <= 9 + 4 + 1
+    (ext,) = moves(tracker.on_head("honest", sealed_header(10, chain[-1]["hash"])))
+    assert isinstance(ext, Extension) and tracker.tip.number == 10
