@@ -1,14 +1,14 @@
 """Which client's word the tracker takes: confirmation and quarantine (DESIGN.md §3, trust).
 
-A client *forks itself* when it announces a new block (first seen from it) no higher than its
-own current head: a sibling of its head, or a block on another, lower branch. Honest clients do
-that once per reorg; a liar flooding siblings does it with every frame. Such a block, announced
-while another client is connected, stays *unconfirmed* until another client announces it or a
-descendant of it (its parent hash commits to it). A client with ``quarantine_after``
-unconfirmed self-forks in the window is *quarantined*: its heads stop being candidates for the
-tip until another client confirms one of its blocks. Blocks leaving the window (or evicted) stop
-counting. Quarantine only shuts a client out while another connected client has a head to stand
-in for it: a lone client is never frozen.
+A new block a client is the first to announce, while another client is connected, is
+*suspect* when the client forks itself with it (no higher than its own current head: a sibling
+flood) or runs more than a few blocks ahead of every other connected client with it (a forged
+chain raced ahead); the tracker decides (``ChainTracker._suspect``). A suspect block stays
+*unconfirmed* until another client announces it or a descendant of it (its parent hash commits
+to it). A client with ``quarantine_after`` unconfirmed blocks in the window is *quarantined*:
+its heads stop being candidates for the tip until another client confirms one of its blocks.
+Blocks leaving the window (or evicted) stop counting. Quarantine only shuts a client out while
+another connected client has a head to stand in for it: a lone client is never frozen.
 
 Pure bookkeeping: the tracker calls it and keeps the maps bounded by its window.
 """
@@ -39,7 +39,7 @@ class Trust:
         self.lowest = _NONE  # no unconfirmed block is lower (lazy: may be lower than the least)
 
     def originate(self, client: str, block: Head, events: list[Event]) -> None:
-        """``client`` forked itself with the new ``block`` while another client listens."""
+        """``client`` brought the suspect ``block`` while another client listens."""
         if block.hash in self.origin:
             return
         self.origin[block.hash] = client
