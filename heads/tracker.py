@@ -686,13 +686,18 @@ class ChainTracker:
         if current is not None and head.number <= current[0].number:
             return True
         since = self._since
-        top = -1
+        heads = self._heads
+        near = head.number - _LEAD
+        behind = False  # some other client has a live head, all of them far below
         for other in self._connected:
             if other != client:
-                entry = self._heads.get(other)
-                if entry is not None and entry[1] >= since.get(other, 0) and entry[0].number > top:
-                    top = entry[0].number
-        return top >= 0 and head.number > top + _LEAD
+                entry = heads.get(other)
+                if entry is None or (since and entry[1] < since.get(other, 0)):
+                    continue
+                if entry[0].number >= near:
+                    return False  # the usual case, found at once: someone is close
+                behind = True
+        return behind
 
     def _live_heads(self) -> dict[str, Head]:
         """The current heads of the connected clients, announced since their last connect."""
