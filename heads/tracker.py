@@ -688,11 +688,14 @@ class ChainTracker:
         since = self._since
         heads = self._heads
         near = head.number - _LEAD
+        low = self._window_low()  # a head below the window is on a chain we no longer hold
         behind = False  # some other client has a live head, all of them far below
         for other in self._connected:
             if other != client:
                 entry = heads.get(other)
                 if entry is None or (since and entry[1] < since.get(other, 0)):
+                    continue
+                if entry[0].number < low:
                     continue
                 if entry[0].number >= near:
                     return False  # the usual case, found at once: someone is close

@@ -366,3 +366,15 @@ def test_a_forged_chain_raced_ahead_block_by_block_is_quarantined() -> None:
     assert max(e.tip.number for e in moves(events)) <= 9 + 4 + 1
     (ext,) = moves(tracker.on_head("honest", sealed_header(10, chain[-1]["hash"])))
     assert isinstance(ext, Extension) and tracker.tip.number == 10
+
+
+def test_an_orphan_from_one_of_two_clients_right_after_start_does_not_re_anchor() -> None:
+    chain = sealed_chain(5, start=100)
+    tracker = ChainTracker(finality_depth=8, clients=2)
+    tracker.on_head("honest", chain[0])
+    events: list[Event] = []
+    for i in range(50):  # before the liar ever agreed with anything: orphans 1,000+ ahead
+        events += tracker.on_head("liar", sealed_header(1100 + i, f"0x{i + 1:064x}", salt="o"))
+        events += tracker.on_head("honest", chain[min(i + 1, 4)])
+    assert [e for e in events if isinstance(e, DeepReorg)] == []
+    assert tracker.tip is not None and tracker.tip.hash == chain[-1]["hash"]
