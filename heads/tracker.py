@@ -217,7 +217,7 @@ class ChainTracker:
                 self._foreign_heads.pop(client, None)
             if self._tip is not None and head.hash == self._tip.hash:
                 return events  # a late copy of the tip: it already is the best candidate
-            events += self._choose_tip(client)
+            events += self._choose_tip(client, self._regressed(client, current, head))
             return events
         if self._tip is None:  # the first accepted head anchors the chain
             return self._anchor(client, head, seq)
@@ -263,7 +263,7 @@ class ChainTracker:
                         self._prune()
                     events.append(Extension(client, tip, (head,)))
                     return events
-                events += self._choose_tip(client)
+                events += self._choose_tip(client, ())
                 return events
         parent = blocks.get(head.parent_hash)
         if parent is not None:
@@ -275,10 +275,11 @@ class ChainTracker:
                 trust.originate(client, head, events)
             if trust.origin:
                 trust.confirm(client, parent, blocks, events)
+            regressed = self._regressed(client, current, head)
             connected, rejected = self._connect(head, seq)
             events += rejected
             self._set_head(client, head, seq)
-            movers = {client} | self._adopt_connected(connected)
+            movers = set(regressed) | self._adopt_connected(connected)
             events += self._choose_tip(client, movers)
             return events
         return self._hold_announcement(client, head, seq)
@@ -314,9 +315,8 @@ class ChainTracker:
             if fault is not None:
                 return [fault]
             connected, events = self._connect(block, seq)
-            movers = self._adopt_connected(connected)
-            if movers:
-                events += self._choose_tip(client, movers)
+            if self._adopted:
+                events += self._choose_tip(client, self._adopt_connected(connected))
             return events
         if block.hash in self._root_parents and block.number >= self._window_low():
             # The parent of a root: store it as the new root, so forks below the anchor connect,
@@ -324,9 +324,8 @@ class ChainTracker:
             self._root_parents.discard(block.hash)
             self._root_parents.add(block.parent_hash)
             connected, events = self._connect(block, seq)
-            movers = self._adopt_connected(connected)
-            if movers:
-                events += self._choose_tip(client, movers)
+            if self._adopted:
+                events += self._choose_tip(client, self._adopt_connected(connected))
             if block.number > 0 and block.number - 1 >= self._window_low():
                 events.append(NeedAncestor(client, block.parent_hash))
             return events
@@ -385,7 +384,7 @@ class ChainTracker:
         events += rejected
         self._set_head(client, head, seq)
         self._adopt_connected(connected)
-        events += self._choose_tip(client)
+        events += self._choose_tip(client, ())
         if head.number > 0:
             # Fill the window below the anchor (by hash, from this client), so a reorg right
             # after start-up finds its common ancestor instead of looking deep.
@@ -475,12 +474,31 @@ class ChainTracker:
                 connected.append(child)
         return connected, rejected
 
+    @property
+    def _adopted(self) -> bool:
+        """Could a connect make some client's held head current (then the tip is recomputed)?"""
+        return bool(self._held_announcements)
+
+    def _regressed(
+        self, client: str, current: tuple[Head, int] | None, head: Head
+    ) -> tuple[str, ...]:
+        """``(client,)`` when ``head`` takes ``client``'s live head down or sideways (no
+        higher): only then may it pull the tip below where it is (DESIGN.md §3: a lone client's
+        lower block or ancestor moves the tip; a late client catching up, after the tip holder
+        left, does not roll it back)."""
+        if current is None or (self._since and current[1] < self._since.get(client, 0)):
+            return ()
+        if head.hash == current[0].hash:
+            return ()  # the same block again (a repeated held announcement): no step at all
+        return (client,) if head.number <= current[0].number else ()
+
     def _adopt_connected(self, connected: list[Head]) -> set[str]:
         """Held announcements among ``connected`` become their clients' heads if still newest;
-        return the clients whose head changed (then the tip is recomputed)."""
-        changed: set[str] = set()
+        return the clients whose head went down by it (movers for the recompute that follows,
+        see :meth:`_choose_tip`)."""
         if not self._held_announcements:
-            return changed
+            return set()
+        before: dict[str, tuple[Head, int] | None] = {}
         for block in connected:
             announcements = self._held_announcements.pop(block.hash, None)
             if not announcements:
@@ -488,9 +506,10 @@ class ChainTracker:
             for client, seq in announcements:
                 current = self._heads.get(client)
                 if (current is None or current[1] < seq) and seq >= self._since.get(client, 0):
+                    before.setdefault(client, current)
                     self._set_head(client, block, seq)
-                    changed.add(client)
-        return changed
+        # Judged from where each client stood before this connect, not step by step.
+        return {c for c, old in before.items() if self._regressed(c, old, self._heads[c][0])}
 
     def _hold(self, client: str, block: Head, seq: int) -> list[Event]:
         """Keep ``block`` until its parent arrives (checked now if that parent is held)."""
@@ -735,14 +754,15 @@ class ChainTracker:
         rank = self._rank(head)
         return all(self._rank(other) < rank for other in self._candidates())
 
-    def _choose_tip(self, client: str, movers: Iterable[str] | None = None) -> list[Event]:
-        """Recompute the tip after ``movers`` (default: ``client``) changed their heads.
+    def _choose_tip(self, client: str, movers: Iterable[str]) -> list[Event]:
+        """Recompute the tip; ``movers`` just took their own heads down or sideways.
 
         The best candidate wins when it ranks above the tip. A candidate ranking below the tip
-        (a lower block, an ancestor, an older sibling) wins only when it is what a mover just
-        made its head (a lone client's lower announcement moves the tip, DESIGN.md §3) or when
-        the tip is an unconfirmed block of a quarantined client: the tip holder's disconnect
-        followed by somebody else's unrelated line is no rollback.
+        (a lower block, an ancestor, an older sibling) wins only when a mover just made it its
+        head (a client that announces a lower block or an ancestor of its own head moves the
+        tip when no connected client is higher, DESIGN.md §3), or when the tip is an unconfirmed
+        block of a quarantined client. The tip holder's disconnect followed by somebody else's
+        line (a late copy, a client catching up, a held head) is no rollback.
         """
         candidates = self._candidates()
         if not candidates:
@@ -754,7 +774,7 @@ class ChainTracker:
         moved: set[str] = set()
         if old_tip is not None:
             floor = self._rank(old_tip)
-            for mover in (client,) if movers is None else movers:
+            for mover in movers:
                 entry = self._heads.get(mover)
                 if entry is not None:
                     moved.add(entry[0].hash)

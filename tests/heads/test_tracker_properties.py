@@ -9,9 +9,9 @@ The reference keeps every block forever and recomputes from scratch:
   the first line (announcement or backfilled block) that brought it;
 * the tip is recomputed after every announcement that is not a duplicate and after a backfill
   that changed some client's head; never on a disconnect; no candidates leave it where it is;
-  a best candidate ranking below the tip wins only if a client just made it its head (a lone
-  client's lower announcement moves the tip; the tip holder's disconnect followed by another
-  client's unrelated line does not);
+  a best candidate ranking below the tip wins only if a client just made it its head by going
+  down or sideways from its own live head (a client announcing a lower block or an ancestor of
+  its head moves the tip; a late client catching up after the tip holder left does not);
 * a tip move is diffed by walking parents.
 
 Hypothesis draws random block trees, several clients, announcement orders with gaps and late
@@ -74,8 +74,8 @@ class Reference:
         return (self.number[h], sign * self.first_seen[h])
 
     def recompute(self, moved: set[str]) -> None:
-        """``moved``: the blocks clients just made their heads. The best candidate ranking
-        below the tip wins only if it is one of them (no rollback on somebody else's line)."""
+        """``moved``: the blocks clients just made their heads by going down or sideways. The
+        best candidate ranking below the tip wins only if it is one of them."""
         best = None
         for client in self.connected:
             h = self.head_of(client)
@@ -88,7 +88,18 @@ class Reference:
         self.tip = best
 
     def moved(self, before: dict[str, str | None]) -> set[str]:
-        return {h for c, h in self.heads().items() if h is not None and h != before.get(c)}
+        """New heads that took their client's live head down or sideways (no higher)."""
+        moved = set()
+        for c, h in self.heads().items():
+            old = before.get(c)
+            if (
+                h is not None
+                and old is not None
+                and h != old
+                and self.number[h] <= self.number[old]
+            ):
+                moved.add(h)
+        return moved
 
     def announce(self, client: str, hdr: dict[str, Any]) -> None:
         self.seq += 1

@@ -79,13 +79,31 @@ def test_a_stale_head_of_a_disconnected_client_is_no_candidate() -> None:
     tracker.on_head("x", tree["g"])
     for label in ("a1", "a2", "a3"):
         tracker.on_head("x", tree[label])
-    tracker.on_head("y", tree["b1"])
+        tracker.on_head("y", tree[label])
     assert tracker.on_disconnect("x") == []  # no recompute on a disconnect
     assert tracker.tip is not None and tracker.tip.hash == tree.hash("a3")
-    # y's next announcement recomputes: x's a3 is no candidate any more.
-    (reorg,) = reorgs(tracker.on_head("y", tree["b2"]))
+    # y goes down to another branch: x's a3 is no candidate any more, so the tip follows y.
+    events = tracker.on_head("y", tree["b2"])  # held: b1 is fetched from y
+    (reorg,) = reorgs(events + tracker.on_block("y", tree["b1"]))
     assert reorg.ancestor.hash == tree.hash("g")
     assert [b.hash for b in reorg.new] == [tree.hash("b1"), tree.hash("b2")]
+
+
+def test_a_late_client_catching_up_after_the_tip_holder_left_does_not_roll_the_tip_back() -> None:
+    """Seen live (tests/e2e/test_heads_live.py): the fast client is stopped before the late
+    one's copies of the same blocks arrive; those copies are below the tip but no step down
+    for the late client itself, so no rollback (a lost connection is not a rollback)."""
+    tree = Tree()
+    tree.chain("a", "g", 3)
+    tracker = ChainTracker()
+    for label in ("g", "a1", "a2", "a3"):
+        tracker.on_head("fast", tree[label])
+    tracker.on_disconnect("fast")
+    events: list[Event] = []
+    for label in ("g", "a1", "a2", "a3"):
+        events += tracker.on_head("late", tree[label])
+    assert moves(events) == []
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash("a3")
 
 
 def test_the_same_lower_announcement_does_not_move_the_tip_while_a_higher_client_is_connected() -> (
