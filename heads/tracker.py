@@ -486,8 +486,10 @@ class ChainTracker:
         higher): only then may it pull the tip below where it is (DESIGN.md §3: a lone client's
         lower block or ancestor moves the tip; a late client catching up, after the tip holder
         left, does not roll it back)."""
-        if current is None or (self._since and current[1] < self._since.get(client, 0)):
-            return ()
+        if current is None:
+            return ()  # its first head: a client catching up from nowhere never steps down
+        # A head from before a disconnect still counts here: a node restarted on an older
+        # chain (anvil restarted from genesis) steps down by announcing it.
         if head.hash == current[0].hash:
             return ()  # the same block again (a repeated held announcement): no step at all
         return (client,) if head.number <= current[0].number else ()

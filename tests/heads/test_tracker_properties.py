@@ -44,6 +44,7 @@ class Reference:
     anchor: str | None = None
     tip: str | None = None
     seq: int = 0
+    last: dict[str, str] = field(default_factory=dict)  # each client's last head, ever
 
     def _learn(self, hdr: dict[str, Any]) -> str:
         h = str(hdr["hash"])
@@ -87,11 +88,16 @@ class Reference:
             return
         self.tip = best
 
+    def remember(self) -> None:
+        for c, h in self.heads().items():
+            if h is not None:
+                self.last[c] = h
+
     def moved(self, before: dict[str, str | None]) -> set[str]:
         """New heads that took their client's live head down or sideways (no higher)."""
         moved = set()
         for c, h in self.heads().items():
-            old = before.get(c)
+            old = before.get(c) or self.last.get(c)  # a head from before a disconnect counts
             if (
                 h is not None
                 and old is not None
@@ -112,6 +118,7 @@ class Reference:
             self.anchor = h
         self.announcements.setdefault(client, []).append((self.seq, h))
         self.recompute(self.moved(before))
+        self.remember()
 
     def backfill(self, client: str, hdr: dict[str, Any]) -> None:
         self.seq += 1
@@ -120,6 +127,7 @@ class Reference:
         self._learn(hdr)
         if self.heads() != before:
             self.recompute(self.moved(before))
+        self.remember()
 
     def disconnect(self, client: str) -> None:
         self.connected.discard(client)
