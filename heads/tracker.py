@@ -661,7 +661,7 @@ class ChainTracker:
         target = reanchor_target(
             claims, self._foreign, single=self._single_client(), announcer=client
         )
-        if target is None or not self._would_win(target):
+        if target is None or not (self._would_win(target) or self._outvotes(target, claims)):
             head = self._foreign_heads[client][0] if client in self._foreign_heads else None
             log.warning(
                 "client %s is on a chain that does not meet ours within %d blocks (head %s); %s",
@@ -691,6 +691,21 @@ class ChainTracker:
         self._prune()
         events: list[Event] = [DeepReorg(client, old_tip, target, reason)]
         return events + self._choose_tip(client, list(claims))
+
+    def _outvotes(self, target: Head, claims: Mapping[str, tuple[Head, int]]) -> bool:
+        """More connected clients on ``target``'s chain (two at least) than on the tip's: their
+        word re-anchors even below a higher head. A liar whose far-ahead orphan was the very first
+        line (it anchored) would otherwise hold the tip against every honest client, since the
+        honest chain never "wins" against its fake height."""
+        if self._single_client() or self._tip is None:
+            return False
+        backers = sum(
+            1 for head, _ in claims.values() if _path_down(head, target, self._foreign) is not None
+        )
+        if backers < 2:
+            return False
+        others = [h for c, h in self._live_heads().items() if c not in claims]
+        return supporters(self._tip, others, self._blocks) < backers
 
     # -- fork choice ----------------------------------------------------------------------------
 

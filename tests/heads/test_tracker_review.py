@@ -1,0 +1,60 @@
+"""Adversarial review of rules v2 (issue 12): attacks on the pure tracker that once broke it.
+
+Each test is one attack; it fails if the attack succeeds (see the report in the issue).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from heads.events import DeepReorg, Event, Extension, Reorg
+from heads.tracker import ChainTracker
+from tests.heads.chain import sealed_chain, sealed_header
+
+
+def moves(events: list[Event]) -> list[Event]:
+    return [e for e in events if isinstance(e, Extension | Reorg | DeepReorg)]
+
+
+def test_two_honest_clients_re_anchor_off_a_liars_far_ahead_start_up_anchor() -> None:
+    """Three clients; the liar's orphan 1,000 ahead is the very first line (it anchors). The two
+    honest clients agree on the real chain: two voices re-anchor on it, although the liar's fake
+    head is higher, and the liar's fake chain never wins back (it has one voice)."""
+    chain = sealed_chain(12, start=100)
+    tracker = ChainTracker(finality_depth=8, clients=3)
+    for name in ("liar", "a", "b"):
+        tracker.on_connect(name)
+    fake = sealed_header(1100, "0x" + "ee" * 32, salt="fake")
+    tracker.on_head("liar", fake)
+    events: list[Event] = []
+    for i, header in enumerate(chain):
+        events += tracker.on_head("a", header)
+        events += tracker.on_head("b", header)
+        fake = sealed_header(1101 + i, fake["hash"], salt="fake")
+        events += tracker.on_head("liar", fake)  # the liar keeps its fake chain going
+    assert tracker.tip is not None and tracker.tip.hash == chain[-1]["hash"]
+    assert len([e for e in events if isinstance(e, DeepReorg)]) == 1  # one re-anchor, no return
+    # A real reorg on the honest chain is still seen as one.
+    sibling = sealed_header(111, chain[-2]["hash"], salt="reorg")
+    after = tracker.on_head("a", sibling)
+    after += tracker.on_head("b", sealed_header(112, sibling["hash"], salt="reorg"))
+    after += tracker.on_head("liar", sealed_header(1112, fake["hash"], salt="fake"))
+    (reorg,) = [e for e in after if isinstance(e, Reorg)]
+    assert [b.hash for b in reorg.old] == [chain[-1]["hash"]]
+    assert tracker.tip is not None and tracker.tip.number == 112
+
+
+def test_one_liar_cannot_outvote_an_honest_anchor_with_three_clients() -> None:
+    """The majority rule cuts both ways: the liar's far-ahead orphan, and a lower one, stay
+    one voice against the honest anchor even when a third client is silent."""
+    chain = sealed_chain(6, start=100)
+    tracker = ChainTracker(finality_depth=8, clients=3)
+    for name in ("liar", "a", "b"):
+        tracker.on_connect(name)
+    events: list[Event] = []
+    for i, header in enumerate(chain):
+        events += tracker.on_head("a", header)
+        events += tracker.on_head("liar", sealed_header(2000 + i, f"0x{i + 1:064x}", salt="x"))
+        events += tracker.on_head("liar", sealed_header(50 + i, f"0x{i + 7:064x}", salt="y"))
+    assert [e for e in events if isinstance(e, DeepReorg)] == []
+    assert tracker.tip is not None and tracker.tip.hash == chain[-1]["hash"]
