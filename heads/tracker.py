@@ -266,7 +266,7 @@ class ChainTracker:
                 events += self._choose_tip(client, ())
                 return events
         parent = blocks.get(head.parent_hash)
-        if parent is not None:
+        if parent is not None and head.number <= tip.number + self.finality_depth:
             fault = structural_fault(client, head, parent)
             if fault is not None:
                 return [fault]
@@ -282,6 +282,8 @@ class ChainTracker:
             movers = set(regressed) | self._adopt_connected(connected)
             events += self._choose_tip(client, movers)
             return events
+        # No parent, or a chain (a quarantined client's forged race) already a window above the
+        # tip: not stored, so the store stays bounded by the window whatever a client sends.
         return self._hold_announcement(client, head, seq)
 
     def on_block(self, client: str, header: Mapping[str, Any]) -> list[Event]:

@@ -58,3 +58,24 @@ def test_one_liar_cannot_outvote_an_honest_anchor_with_three_clients() -> None:
         events += tracker.on_head("liar", sealed_header(50 + i, f"0x{i + 7:064x}", salt="y"))
     assert [e for e in events if isinstance(e, DeepReorg)] == []
     assert tracker.tip is not None and tracker.tip.hash == chain[-1]["hash"]
+
+
+def test_a_quarantined_liar_racing_a_forged_chain_ahead_keeps_memory_bounded() -> None:
+    """The forged chain hangs off the real tip, so each forged block connects: stored blocks
+    must still be bounded by the window, not by how far the liar races."""
+    depth = 8
+    chain = sealed_chain(10)
+    tracker = ChainTracker(finality_depth=depth, clients=2)
+    for header in chain:
+        tracker.on_head("honest", header)
+        tracker.on_head("liar", header)
+    parent = chain[-1]["hash"]
+    for number in range(10, 3000):
+        forged = sealed_header(number, parent, salt="forged")
+        tracker.on_head("liar", forged)
+        parent = forged["hash"]
+    assert tracker.tip is not None and tracker.tip.number <= 9 + 5
+    sizes = tracker.stats()
+    assert max(sizes.values()) <= 8 * (depth + 32 + 1), sizes
+    (ext,) = moves(tracker.on_head("honest", sealed_header(10, chain[-1]["hash"])))
+    assert isinstance(ext, Extension)
