@@ -104,6 +104,7 @@ class ChainTracker:
         # Held blocks whose parent is unknown, indexed by that parent.
         self._held: dict[str, Head] = {}
         self._held_by_parent: dict[str, list[str]] = {}
+        self._held_owner: dict[str, str] = {}  # the client whose line brought each held block
         # Announcements of held blocks: hash -> [(client, announcement seq)].
         self._held_announcements: dict[str, list[tuple[str, int]]] = {}
         # Parent hashes of stored roots (the anchor, re-anchored heads): a backfilled block with
@@ -155,6 +156,7 @@ class ChainTracker:
             "blocks": len(self._blocks),
             "first_seen": len(self._seen),
             "held": len(self._held),
+            "held_owners": len(self._held_owner),
             "held_announcements": len(self._held_announcements),
             "foreign": len(self._foreign),
             "unconfirmed": len(self.trust.origin),
@@ -461,6 +463,7 @@ class ChainTracker:
                 continue
             for child_hash in children:
                 child = self._held.pop(child_hash, None)
+                self._held_owner.pop(child_hash, None)
                 if child is None:
                     continue
                 fault = structural_fault("-", child, parent)
@@ -525,12 +528,21 @@ class ChainTracker:
             if fault is not None:
                 return [fault]
         self._held[block.hash] = block
+        self._held_owner[block.hash] = client
         self._seen.setdefault(block.hash, seq)
         self._held_by_parent.setdefault(block.parent_hash, []).append(block.hash)
         limit = _HELD_PER_WINDOW_BLOCK * (self.finality_depth + 1)
         if len(self._held) > limit:
+            # Evict from the client holding the most (a flood of orphans is one client's), its
+            # lowest first: another client's held head waiting for its parent survives.
+            owners = self._held_owner
+            counts: dict[str, int] = {}
+            for owner in owners.values():
+                counts[owner] = counts.get(owner, 0) + 1
+            top = max(counts, key=lambda c: counts[c])
+            mine = [self._held[h] for h, owner in owners.items() if owner == top]
             excess = len(self._held) - limit
-            for lowest in sorted(self._held.values(), key=lambda b: b.number)[:excess]:
+            for lowest in sorted(mine, key=lambda b: b.number)[:excess]:
                 self._forget_held(lowest)
         return []
 
@@ -548,6 +560,7 @@ class ChainTracker:
 
     def _forget_held(self, block: Head) -> None:
         self._held.pop(block.hash, None)
+        self._held_owner.pop(block.hash, None)
         self._held_announcements.pop(block.hash, None)
         self._drop(block.hash)
         siblings = self._held_by_parent.get(block.parent_hash)

@@ -5,8 +5,6 @@ Each test is one attack; it fails if the attack succeeds (see the report in the 
 
 from __future__ import annotations
 
-from typing import Any
-
 from heads.events import DeepReorg, Event, Extension, Reorg
 from heads.tracker import ChainTracker
 from tests.heads.chain import sealed_chain, sealed_header
@@ -79,3 +77,19 @@ def test_a_quarantined_liar_racing_a_forged_chain_ahead_keeps_memory_bounded() -
     assert max(sizes.values()) <= 8 * (depth + 32 + 1), sizes
     (ext,) = moves(tracker.on_head("honest", sealed_header(10, chain[-1]["hash"])))
     assert isinstance(ext, Extension)
+
+
+def test_a_flood_of_held_orphans_does_not_evict_an_honest_held_head() -> None:
+    """The liar fills the held set with orphans (unknown parents) inside the window; the honest
+    client's held head, waiting for its backfilled parent, must survive and connect."""
+    chain = sealed_chain(12)
+    tracker = ChainTracker(finality_depth=8, clients=2)
+    for header in chain[:10]:
+        tracker.on_head("honest", header)
+        tracker.on_head("liar", header)
+    tracker.on_head("honest", chain[11])  # held: its parent chain[10] is asked for
+    for i in range(500):
+        tracker.on_head("liar", sealed_header(10 + i % 8, f"0x{i + 1:064x}", salt="orphan"))
+    tracker.on_block("honest", chain[10])
+    assert tracker.tip is not None and tracker.tip.hash == chain[11]["hash"]
+    assert tracker.stats()["held"] <= 4 * (8 + 1)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,8 @@ from eth_account import Account
 from broadcaster.dev.anvil import start_anvil, start_enclave
 from broadcaster.service import Service
 from heads.events import DeepReorg, Event, Extension, Reorg
+from heads.hub import HeadHub
+from heads.recording import Recorder
 from tests.reliability.common import (
     ChaosProxy,
     knob,
@@ -131,7 +134,22 @@ def chaos_step(rng: random.Random, proxies: dict[str, ChaosProxy], tally: dict[s
         tally[action] += 1
 
 
-async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(tmp_path: Path) -> None:
+async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    record_to = os.environ.get("RELIABILITY_CHAOS_RECORD")
+    if record_to:  # the tracker's feed as a §4 recording: `broadcaster replay` reproduces a round
+        original_init = HeadHub.__init__
+
+        opened: list[Recorder] = []
+
+        def recording_init(self: HeadHub, *args: Any, **kwargs: Any) -> None:
+            opened.append(Recorder(record_to, flush_interval=0.0))
+            kwargs["recorder"] = opened[-1]
+            original_init(self, *args, **kwargs)
+
+        monkeypatch.setattr(HeadHub, "__init__", recording_init)
+        request.addfinalizer(lambda: [recorder.close() for recorder in opened])
     rng = random.Random(seed("client-chaos"))
     log = EventLog()
     injected: list[tuple[int, str, list[str]]] = []  # depth, ancestor, dropped hashes
