@@ -736,6 +736,8 @@ class ChainTracker:
             return False
         if current is not None and head.number <= current[0].number:
             return True
+        if self._contested(client, head):
+            return True
         since = self._since
         heads = self._heads
         near = head.number - _LEAD
@@ -752,6 +754,39 @@ class ChainTracker:
                     return False  # the usual case, found at once: someone is close
                 behind = True
         return behind
+
+    def _contested(self, client: str, head: Head) -> bool:
+        """Has another connected client, since ``head``'s parent was first seen, announced a
+        lower block on another branch, two or more blocks past where the branches part? Then
+        ``client`` builds its branch alone against the others' progress: a forged branch kept
+        one block ahead of the honest tip (never a self-fork after its first block, never more
+        than ``_LEAD`` ahead) is unconfirmed block after block. Propagation skew (a late copy of
+        the block a reorg replaced) is one block past the fork, so it does not count."""
+        parent_seen = self._seen.get(head.parent_hash)
+        if parent_seen is None:
+            return False
+        blocks = self._blocks
+        since = self._since
+        for other, (other_head, seq) in self._heads.items():
+            if (
+                other == client
+                or seq <= parent_seen
+                or other_head.number >= head.number
+                or other_head.hash == head.parent_hash
+                or other not in self._connected
+                or (since and seq < since.get(other, 0))
+            ):
+                continue
+            a: Head | None = other_head
+            b: Head | None = blocks.get(head.parent_hash)
+            while a is not None and b is not None and a.hash != b.hash:
+                if a.number >= b.number:
+                    a = blocks.get(a.parent_hash)
+                else:
+                    b = blocks.get(b.parent_hash)
+            if a is not None and b is not None and other_head.number - a.number >= 2:
+                return True
+        return False
 
     def _live_heads(self) -> dict[str, Head]:
         """The current heads of the connected clients, announced since their last connect."""
@@ -808,7 +843,7 @@ class ChainTracker:
             floor = self._rank(old_tip)
             for mover in movers:
                 entry = self._heads.get(mover)
-                if entry is not None:
+                if entry is not None and entry[0].hash != old_tip.hash:
                     moved.add(entry[0].hash)
             trust = self.trust
             if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
@@ -825,6 +860,13 @@ class ChainTracker:
             if new_tip.parent_hash == old_tip.hash:  # the common case: one block on top
                 event: Event = Extension(client, old_tip, (new_tip,))
             else:
+                if (
+                    floor is not None
+                    and not moved
+                    and new_tip.number > old_tip.number
+                    and self._left_behind(old_tip, new_tip)
+                ):
+                    continue  # a late copy of a block the chain already left: no flip back
                 event = self._diff(client, old_tip, new_tip)
                 if (
                     type(event) is DeepReorg
@@ -836,6 +878,31 @@ class ChainTracker:
             self._prune()
             return [event]
         return []
+
+    def _left_behind(self, old_tip: Head, new_tip: Head) -> bool:
+        """Is ``new_tip`` on another branch and first seen before the first block of the tip's
+        own branch? Then the chain already left it: a late client's copy of a block a reorg
+        dropped, higher than the new branch has got so far (the client-chaos suite's 202 for
+        200: a client just connected delivered the abandoned tip while the fast client was
+        still announcing the re-mined blocks below it). The branch it is on wins again only
+        with a block first seen after that (it really grew). An extension is never left
+        behind, and the rule is off when a client just stepped down (the plain ranking then
+        decides)."""
+        blocks = self._blocks
+        seen = self._seen
+        a: Head | None = old_tip
+        b: Head | None = new_tip
+        branch_seen: int | None = None  # when the tip's branch was first seen (its earliest)
+        while a is not None and b is not None and a.hash != b.hash:
+            if a.number >= b.number:
+                when = seen.get(a.hash, 0)
+                branch_seen = when if branch_seen is None else min(branch_seen, when)
+                a = blocks.get(a.parent_hash)
+            else:
+                b = blocks.get(b.parent_hash)
+        if a is None or b is None or branch_seen is None:
+            return False
+        return seen.get(new_tip.hash, 0) < branch_seen
 
     def _supporting_heads(self) -> list[Head]:
         return list(self._live_heads().values())

@@ -11,7 +11,10 @@ The reference keeps every block forever and recomputes from scratch:
   that changed some client's head; never on a disconnect; no candidates leave it where it is;
   a best candidate ranking below the tip wins only if a client just made it its head by going
   down or sideways from its own live head (a client announcing a lower block or an ancestor of
-  its head moves the tip; a late client catching up after the tip holder left does not);
+  its head moves the tip; a late client catching up after the tip holder left does not); a
+  best candidate higher than the tip on another branch, first seen before every block of the
+  tip's branch, is skipped unless a client just stepped down (a late copy of a block the chain
+  already left);
 * a tip move is diffed by walking parents.
 
 Hypothesis draws random block trees, several clients, announcement orders with gaps and late
@@ -77,16 +80,27 @@ class Reference:
     def recompute(self, moved: set[str]) -> None:
         """``moved``: the blocks clients just made their heads by going down or sideways. The
         best candidate ranking below the tip wins only if it is one of them."""
-        best = None
-        for client in self.connected:
-            h = self.head_of(client)
-            if h is not None and (best is None or self.rank(h) > self.rank(best)):
-                best = h
-        if best is None:
+        heads = {h for c in self.connected if (h := self.head_of(c)) is not None}
+        for best in sorted(heads, key=self.rank, reverse=True):
+            if best == self.tip:
+                return
+            if self.tip is not None and self.rank(best) < self.rank(self.tip):
+                if best not in moved:
+                    return
+            elif self.tip is not None and not moved - {self.tip} and self.left_behind(best):
+                continue  # a late copy of a block the chain already left
+            self.tip = best
             return
-        if self.tip is not None and self.rank(best) < self.rank(self.tip) and best not in moved:
-            return
-        self.tip = best
+
+    def left_behind(self, h: str) -> bool:
+        """Higher than the tip, on another branch, and first seen before every block of the
+        tip's branch (above the common ancestor)."""
+        assert self.tip is not None
+        if self.number[h] <= self.number[self.tip]:
+            return False
+        mine = set(self.ancestors(h))
+        branch = [b for b in self.ancestors(self.tip) if b not in mine]
+        return bool(branch) and self.first_seen[h] < min(self.first_seen[b] for b in branch)
 
     def remember(self) -> None:
         for c, h in self.heads().items():

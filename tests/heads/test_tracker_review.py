@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from heads.events import DeepReorg, Event, Extension, Reorg
 from heads.tracker import ChainTracker
-from tests.heads.chain import sealed_chain, sealed_header
+from tests.heads.chain import Tree, sealed_chain, sealed_header
 
 
 def moves(events: list[Event]) -> list[Event]:
@@ -93,3 +93,63 @@ def test_a_flood_of_held_orphans_does_not_evict_an_honest_held_head() -> None:
     tracker.on_block("honest", chain[10])
     assert tracker.tip is not None and tracker.tip.hash == chain[11]["hash"]
     assert tracker.stats()["held"] <= 4 * (8 + 1)
+
+
+def test_a_forged_branch_kept_one_block_ahead_of_the_honest_tip_is_quarantined() -> None:
+    """The liar forks two below the tip and always stays one block above the honest client:
+    within the run-ahead lead, one self-fork only. Its branch is built alone against the honest
+    client's progress; it must be quarantined and the tip end on the honest chain."""
+    chain = sealed_chain(30)
+    tracker = ChainTracker(finality_depth=64, clients=2)
+    for header in chain[:10]:
+        tracker.on_head("honest", header)
+        tracker.on_head("liar", header)
+    events: list[Event] = []
+    parent, number = chain[7]["hash"], 8
+    for i in range(10, 30):
+        while number <= i + 1:
+            forged = sealed_header(number, parent, salt="forged")
+            events += tracker.on_head("liar", forged)
+            parent, number = forged["hash"], number + 1
+        events += tracker.on_head("honest", chain[i])
+    assert tracker.tip is not None and tracker.tip.hash == chain[29]["hash"]
+    assert "liar" in tracker.trust.quarantined
+    assert len([e for e in events if isinstance(e, Reorg)]) <= 2  # onto the forgery and back
+
+
+def test_a_late_copy_of_the_abandoned_tip_above_the_new_branch_does_not_flip_back() -> None:
+    """The client-chaos suite's 202 reorgs for 200 (seed 120844030, 200 rounds, replayed from
+    its recording): the tip holder ``a`` is gone; ``c`` is at the old tip 20 when
+    ``anvil_reorg 10`` re-mines 11'..20' and starts announcing them; ``b``, just connected,
+    then delivers its (late) copy of the old 20, higher than ``c`` has got so far. Rules v1
+    flipped back to the old chain and forth again: three reorgs for one. One reorg, the
+    injected one, with its depth and ancestor."""
+    tree = Tree()
+    old = tree.chain("o", "g", 20)
+    new = tree.chain("n", old[9], 10)  # re-mined 11'..20' on block 10
+    tracker = ChainTracker(clients=3)
+    for name in ("a", "b", "c"):
+        tracker.on_connect(name)
+    events: list[Event] = []
+    for label in ["g", *old]:
+        events += tracker.on_head("a", tree[label])
+    tracker.on_disconnect("a")
+    tracker.on_disconnect("b")
+    events += tracker.on_head("c", tree[old[-1]])
+    tracker.on_connect("b")
+    for label in new[:7]:  # c announces 11'..17'
+        events += tracker.on_head("c", tree[label])
+    events += tracker.on_head("b", tree[old[-1]])  # b's late copy of the abandoned 20
+    for label in new[7:]:
+        events += tracker.on_head("c", tree[label])
+    for label in new:
+        events += tracker.on_head("b", tree[label])
+    (reorg,) = [e for e in events if isinstance(e, Reorg)]
+    assert reorg.ancestor.hash == tree.hash(old[9]) and reorg.depth == 10
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash(new[-1])
+    # The old branch wins again when it really grows: a block first seen after the new branch.
+    tree.add("o21", old[-1])
+    tree.add("o22", "o21")
+    grown = tracker.on_head("b", tree["o21"]) + tracker.on_head("b", tree["o22"])
+    (back,) = [e for e in grown if isinstance(e, Reorg)]
+    assert tracker.tip.hash == tree.hash("o22") and back.depth == 10
