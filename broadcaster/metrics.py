@@ -23,8 +23,11 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 =======================================  =========  ==============================================
 
 Extras for operators: ``deep_reorgs_total`` (reorg below the finality window: re-anchored, needs
-a human), ``rejected_headers_total{client,reason}`` (header hash did not verify: a lying or broken
-node), ``signer_errors_total{kind}``, ``signer_up``, ``build_info{version}``, with ``[ha]``
+a human), ``rejected_headers_total{client,reason}`` (a header the tracker refused: hash mismatch,
+malformed, ``bad_number``, ``bad_timestamp``, ``conflict``; a lying or broken node),
+``quarantines_total{client}`` and ``client_quarantined{client}`` (a client whose self-forks no
+other client confirms: its heads are no candidates, DESIGN.md §3), ``signer_errors_total{kind}``,
+``signer_up``, ``build_info{version}``, with ``[ha]``
 ``lease_age_seconds`` (seconds since the leader lease was last renewed, as this instance last
 saw it: the leader's own renewals, or the leader's as a standby reads them) and
 ``failovers_total`` (leases this instance took over from another holder), the audit copy's
@@ -219,6 +222,12 @@ class Metrics:
         self.rejected_headers_total = counter(
             "rejected_headers", "Headers whose hash did not verify", ("client", "reason")
         )
+        self.quarantines_total = counter(
+            "quarantines", "Times a client was quarantined (heads no candidates)", ("client",)
+        )
+        self.client_quarantined = gauge(
+            "client_quarantined", "1 while the client is quarantined", ("client",)
+        )
         self.intents_total = counter("intents", "Intents reaching each status", ("status",))
         self.is_leader = gauge("is_leader", "1 on the instance that accepts, signs and sends")
         self.is_leader.set(1)  # without [ha] the only instance acts; [ha] starts as a standby
@@ -315,6 +324,12 @@ class Metrics:
 
     def rejected_header(self, client: str, reason: str) -> None:
         self._labelled("rejected", self.rejected_headers_total, client, reason).inc()
+
+    def quarantine(self, client: str, active: bool) -> None:
+        """The tracker quarantined ``client`` (``active``) or released it."""
+        if active:
+            self._labelled("quarantines", self.quarantines_total, client).inc()
+        self._labelled("quarantined", self.client_quarantined, client).set(1 if active else 0)
 
     # ------------------------------------------------------------ transactions
 

@@ -44,13 +44,14 @@ from broadcaster.ha.fence import Fence, FencedSigner, fenced_transports
 from broadcaster.ha.role import Leadership
 from broadcaster.ha.standby import StandbyApi
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
+from broadcaster.rpc.chain_id import screen_rpcs
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, default_transport
 from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
-from heads.events import DeepReorg, Event, Rejected, Reorg
+from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
@@ -238,13 +239,19 @@ class Service:
         self.metrics_server = await start_metrics_server(
             self.metrics, config.metrics.listen.host, config.metrics.listen.port, self.health
         )
-        tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
+        tracker = ChainTracker(
+            finality_depth=config.finality_depth,
+            fork_choice=config.fork_choice,
+            clients=len(config.clients),
+        )
         hub = self.hub = HeadHub(
             [(c.name, c.url) for c in config.clients],
             tracker=tracker,
             on_events=self._on_events,
             hooks=_HubMetrics(self.metrics),
-            options=SubscriptionOptions(watchdog=config.heads.watchdog_seconds),
+            options=SubscriptionOptions(
+                watchdog=config.heads.watchdog_seconds, chain_id=config.chain_id
+            ),
         )
         heads_task: asyncio.Task[None] | None = None
         lease_task: asyncio.Task[None] | None = None
@@ -303,12 +310,20 @@ class Service:
             stop_signing=config.audit.stop_signing_on_foreign,
         )
         fenced = config.ha is not None
-        read_urls = [r.url for r in config.rpcs] + [_http_of(c.url) for c in config.clients]
+        # Every broadcast RPC is asked eth_chainId first: one of another chain is kept out.
+        screen = await screen_rpcs([(r.name, r.url) for r in config.rpcs], config.chain_id)
+        for refused in screen.refused:
+            log.error("%s", refused)
+            self.metrics.invalid_message(refused.name, "chain_id_mismatch")
+        rpcs = [r for r in config.rpcs if r.name in screen.kept]
+        if not rpcs:
+            raise screen.refused[0]
+        read_urls = [r.url for r in rpcs] + [_http_of(c.url) for c in config.clients]
         chain = ChainReader(
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
         fanout = FanOut(  # the manager listens
-            [Endpoint(r.name, r.url) for r in config.rpcs],
+            [Endpoint(r.name, r.url) for r in rpcs],
             transport_factory=(
                 fenced_transports(default_transport, self.fence) if fenced else default_transport
             ),
@@ -322,7 +337,7 @@ class Service:
             # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
             # the Protocol declares the return value.
             fanout=fanout,
-            endpoints=len(config.rpcs),
+            endpoints=len(rpcs),
             chain=chain,
             finality_depth=config.finality_depth,
             fees=FeePolicy(
@@ -593,6 +608,15 @@ class Service:
                 metrics.rejected_header(client, event.reason)
                 metrics.invalid_message(client, f"header_{event.reason}")
                 log.warning("rejected header from %s: %s (%s)", client, event.reason, event.detail)
+            elif kind is Quarantine:
+                assert isinstance(event, Quarantine)
+                metrics.quarantine(event.client, event.active)
+                log.warning(
+                    "client %s %s (%d unconfirmed blocks)",
+                    event.client,
+                    "quarantined: its heads are no candidates" if event.active else "released",
+                    event.unconfirmed,
+                )
         if self.reconciler is not None:
             self.reconciler.on_events(events)  # queues blocks; checked in its own task
         hub = self.hub

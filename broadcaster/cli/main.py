@@ -37,10 +37,14 @@ def _describe(event: dict[str, Any]) -> str:
         return (
             f"rejected {event['hash']} from {event['client']}: {event['reason']} {event['detail']}"
         )
+    if kind in ("quarantine", "release"):
+        what = "quarantined" if kind == "quarantine" else "released from quarantine"
+        return f"client {event['client']} {what} ({event['unconfirmed']} unconfirmed blocks)"
     tip = event.get("tip") or {}
     return (
         f"{event['heads']} heads, {event['reorgs']} reorgs (max depth {event['max_depth']}), "
         f"{event['deep_reorgs']} deep, {event['rejected']} rejected, "
+        f"{event['quarantined']} quarantined, "
         f"{event['invalid_lines']} invalid lines; tip #{tip.get('number')} {tip.get('hash')}"
     )
 
@@ -55,6 +59,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             finality_depth=args.finality_depth,
             fork_choice=args.fork_choice,
             verify=not args.no_verify,
+            clients=args.clients,
         ):
             if args.json:
                 out.write(orjson.dumps(event) + b"\n")
@@ -109,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--finality-depth", type=int, default=64)
     replay.add_argument("--fork-choice", choices=["latest", "first-seen"], default="latest")
     replay.add_argument("--no-verify", action="store_true", help="skip header hash checks")
+    replay.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="clients configured when it was recorded (re-anchor rule; default: those seen)",
+    )
     replay.set_defaults(func=_cmd_replay)
 
     from broadcaster.cli.record import add_record_arguments
