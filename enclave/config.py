@@ -43,6 +43,7 @@ _POLICY_INTS = (
     "burst",
     "nonce_window",
     "max_value_per_window",
+    "max_fee_per_blob_gas",
 )
 
 
@@ -75,6 +76,14 @@ def _policy(raw: dict[str, Any]) -> PolicyConfig:
             if not (isinstance(a, str) and a.startswith("0x") and len(a) == 42):
                 raise ConfigError(f"policy.allowed_to[{i}]: expected a 0x address")
         kwargs["allowed_to"] = tuple(addresses)
+    if "allowed_delegates" in raw:
+        delegates = raw["allowed_delegates"]
+        if not isinstance(delegates, list):
+            raise ConfigError("policy.allowed_delegates: expected an array of 0x addresses")
+        for i, a in enumerate(delegates):
+            if not (isinstance(a, str) and a.startswith("0x") and len(a) == 42):
+                raise ConfigError(f"policy.allowed_delegates[{i}]: expected a 0x address")
+        kwargs["allowed_delegates"] = tuple(delegates)
     for key in _POLICY_INTS:
         if key in raw:
             kwargs[key] = _int(raw[key], f"policy.{key}")
