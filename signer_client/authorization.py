@@ -223,9 +223,9 @@ def authorization_to_wire(a: Authorization) -> dict[str, Any]:
 
 class SignedAuthorization(NamedTuple):
     """A signed EIP-7702 authorization, as eth-account's ``SignedSetCodeAuthorization`` names its
-    parts (``chain_id, address, nonce, y_parity, r, s``, ``authority``: the signer's checksummed
-    address, ``authorization_hash``). Goes into a type-4 ``authorizationList`` as it is, or as
-    :meth:`as_dict`."""
+    parts and types (``chain_id, address, nonce, y_parity, r, s``, ``authority``: the signer's
+    20-byte address, ``authorization_hash``). Goes into a type-4 ``authorizationList`` as it is,
+    or as :meth:`as_dict`."""
 
     chain_id: int
     address: bytes
@@ -233,7 +233,7 @@ class SignedAuthorization(NamedTuple):
     y_parity: int
     r: int
     s: int
-    authority: str
+    authority: bytes
     authorization_hash: bytes
 
     def as_dict(self) -> dict[str, Any]:

@@ -128,9 +128,7 @@ class ReplyVerifier:
         pub = recover_uncompressed(sig, msg_hash)
         if pub is None or keccak(pub[1:])[12:] != sender:
             raise ReplyVerificationError("sender", "signature recovers to another address")
-        return SignedAuthorization(
-            chain_id, address, nonce, y_parity, r, s, to_checksum_address(sender), msg_hash
-        )
+        return SignedAuthorization(chain_id, address, nonce, y_parity, r, s, sender, msg_hash)
 
 
 def _explain_mismatch(raw: bytes, fields: TxFields) -> NoReturn:
