@@ -203,7 +203,13 @@ class EnclaveCore:
             sender_hex = sender_hex.lower()
             key = self.keys.get(sender_hex)
             if key is None:
-                return error_reply(request_id, "unknown_sender", f"no key for {params['sender']}")
+                return self._bad(
+                    request_id,
+                    now,
+                    "unknown_sender",
+                    f"no key for {params['sender']!s:.80}",
+                    "sign_transaction",
+                )
         payload_hex = params.get("payload")
         if payload_hex is not None:
             # Protocol 2: the unsigned signing payload. Decoded strictly (it must be the one
@@ -252,7 +258,13 @@ class EnclaveCore:
         sender_hex = str(params["sender"]).lower()
         key = self.keys.get(sender_hex)
         if key is None:
-            return error_reply(request_id, "unknown_sender", f"no key for {params['sender']}")
+            return self._bad(
+                request_id,
+                now,
+                "unknown_sender",
+                f"no key for {params['sender']!s:.80}",
+                "sign_authorization",
+            )
         chain_id, address, nonce = parse_unsigned_authorization(params["authorization"])
         msg_hash = authorization_hash(chain_id, address, nonce)
         entry = {
@@ -263,7 +275,7 @@ class EnclaveCore:
             "signing_hash": "0x" + msg_hash.hex(),
         }
         try:
-            self.policy.check_authorization(chain_id, address, key.address_bytes, now)
+            self.policy.check_authorization(chain_id, address, key.address_bytes, now, nonce=nonce)
         except PolicyDenied as exc:
             if self.audit is not None:
                 self.audit.append(
@@ -375,6 +387,13 @@ class EnclaveCore:
                     int(d.get("blob_fee_cap", "0x0"), 16),
                 )
                 count += 1
+            elif kind == "authorize":
+                self.policy.restore_authorization(
+                    int(d["chain"]),
+                    bytes.fromhex(d["sender"][2:]),
+                    int(d["nonce"]),
+                    bytes.fromhex(d["address"][2:]),
+                )
             elif kind == "nonce_floor":
                 self.policy.advance_floor(
                     int(d["chain"]), bytes.fromhex(d["sender"][2:]), int(d["nonce"])

@@ -51,7 +51,12 @@ from typing import Any
 
 import orjson
 
-from enclave.typed_rules import bump_percent_for, check_authorization, check_typed
+from enclave.typed_rules import (
+    AuthorizationNonces,
+    bump_percent_for,
+    check_authorization,
+    check_typed,
+)
 from signer_client.errors import PolicyDenied
 from signer_client.txcodec import TxFields, keccak
 
@@ -212,6 +217,7 @@ class Policy:
         )
         self._moved: dict[bytes, deque[tuple[float, int]]] = {}
         self._delegates = frozenset(bytes.fromhex(a[2:]) for a in config.allowed_delegates)
+        self._auth_nonces = AuthorizationNonces(config.nonce_window)
         self.hash = config.policy_hash()
 
     def check(self, f: TxFields, sender: bytes, msg_hash: bytes, now: float) -> None:
@@ -281,7 +287,7 @@ class Policy:
         if record is None:
             self._windows[wkey] = window
             if nonce >= window.floor + c.nonce_window - c.nonce_window // 4:
-                self._slide(window, nonce - c.nonce_window // 2)
+                self._slide(window, nonce - c.nonce_window // 2, wkey)
             noop = is_noop(f, sender)
             window.records[nonce] = NonceRecord(
                 {msg_hash},
@@ -338,11 +344,23 @@ class Policy:
                     f"{min_blob} (+{percent}%), got {blob_fee}",
                 )
 
-    def check_authorization(self, chain_id: int, address: bytes, sender: bytes, now: float) -> None:
-        """The policy of ``sign_authorization`` (``delegate_not_allowed``, ``chain_id``), and the
-        sender's rate limit."""
+    def check_authorization(
+        self, chain_id: int, address: bytes, sender: bytes, now: float, *, nonce: int
+    ) -> None:
+        """The policy of ``sign_authorization`` (``delegate_not_allowed``, ``chain_id``, nonce
+        protection of ``(chain, sender, nonce)``), and the sender's rate limit; when allowed, the
+        delegate is recorded at ``nonce``."""
         check_authorization(chain_id, address, self._chain_ids, self._delegates)
+        window = self._windows.get((chain_id, sender))
+        self._auth_nonces.check(chain_id, sender, nonce, address, window.floor if window else 0)
         self._take_token(sender, now)
+        self._auth_nonces.record(chain_id, sender, nonce, address)
+
+    def restore_authorization(
+        self, chain_id: int, sender: bytes, nonce: int, address: bytes
+    ) -> None:
+        """Re-learn a signed authorization from the verified audit log after a restart."""
+        self._auth_nonces.record(chain_id, sender, nonce, address)
 
     def _check_moved(self, sender: bytes, value: int, now: float) -> None:
         cap = self.config.max_value_per_window
@@ -375,12 +393,13 @@ class Policy:
             raise PolicyDenied("rate_limit", f"more than {c.rate_per_second}/s (burst {c.burst})")
         bucket.tokens -= 1.0
 
-    @staticmethod
-    def _slide(window: _Window, floor: int) -> None:
+    def _slide(self, window: _Window, floor: int, key: tuple[int, bytes] | None = None) -> None:
         # Forgetting is safe only together with refusing: nonces below the floor are denied.
         window.floor = floor
         for n in [n for n in window.records if n < floor]:
             del window.records[n]
+        if key is not None:
+            self._auth_nonces.forget_below(key[0], key[1], floor)
 
     def advance_floor(self, chain_id: int, sender: bytes, nonce: int) -> None:
         """Raise the window floor to ``nonce`` (the chain's confirmed nonce): records below it are
@@ -390,7 +409,7 @@ class Policy:
             self._windows[(chain_id, sender)] = _Window(nonce)
             return
         if nonce > window.floor:
-            self._slide(window, nonce)
+            self._slide(window, nonce, (chain_id, sender))
 
     def restore(
         self,

@@ -10,6 +10,18 @@ calls them.
 ``chain_id``             an authorization's chain id is in ``chain_ids``; chain id 0 (valid on
                          every chain, replayable anywhere) only if 0 is listed.
 ``blob_fee_cap``         ``maxFeePerBlobGas <= max_fee_per_blob_gas``.
+``blob_count``           at most :data:`MAX_BLOBS_PER_TX` blob hashes (EIP-7594, Osaka: geth's
+                         ``params.BlobTxMaxBlobs``); more is a transaction no pool takes, signed
+                         only to tie up a nonce.
+``nonce_conflict``       (``sign_authorization``) nonce protection for authorizations: at a signed
+                         ``(chain, authority, nonce)`` the enclave signs only the same delegate
+                         again (the same signature: RFC 6979), never another one, so the host
+                         cannot hold two delegations of one nonce and pick later
+                         (:class:`AuthorizationNonces`; restored from the log's ``authorize``
+                         entries). Bounded like transaction nonces: at most ``nonce_window``
+                         remembered per ``(chain, authority)``, refused when full
+                         (``nonce_window``), none below the transaction window's floor
+                         (``nonce_too_low``: those nonces are used).
 
 Replacing a blob transaction (nonce protection) takes +100% on all three fee fields, geth's
 blobpool rule (``core/txpool/blobpool``: ``blobpool.PriceBump = 100``), or ``bump_percent`` if
@@ -21,9 +33,17 @@ from __future__ import annotations
 from signer_client.errors import PolicyDenied
 from signer_client.txcodec import TxFields
 
-__all__ = ["BLOB_PRICE_BUMP", "bump_percent_for", "check_authorization", "check_typed"]
+__all__ = [
+    "BLOB_PRICE_BUMP",
+    "MAX_BLOBS_PER_TX",
+    "AuthorizationNonces",
+    "bump_percent_for",
+    "check_authorization",
+    "check_typed",
+]
 
 BLOB_PRICE_BUMP = 100
+MAX_BLOBS_PER_TX = 6
 
 
 def check_authorization(
@@ -46,6 +66,11 @@ def check_typed(
         blob_fee = f.max_fee_per_blob_gas
         if blob_fee is None or blob_fee > max_blob_fee:
             raise PolicyDenied("blob_fee_cap", f"blob fee cap {blob_fee} exceeds {max_blob_fee}")
+        if len(f.blob_hashes) > MAX_BLOBS_PER_TX:
+            raise PolicyDenied(
+                "blob_count", f"{len(f.blob_hashes)} blobs; a transaction carries at most "
+                f"{MAX_BLOBS_PER_TX}",
+            )  # fmt: skip
     elif f.type == 4:
         for i, auth in enumerate(f.authorizations):
             try:
@@ -57,3 +82,42 @@ def check_typed(
 def bump_percent_for(tx_type: int, bump_percent: int) -> int:
     """The fee raise a replacement of a ``tx_type`` transaction needs."""
     return max(bump_percent, BLOB_PRICE_BUMP) if tx_type == 3 else bump_percent
+
+
+class AuthorizationNonces:
+    """The delegate signed at each ``(chain, authority, nonce)`` (see ``nonce_conflict`` above)."""
+
+    def __init__(self, window: int) -> None:
+        self._window = window
+        self._signed: dict[tuple[int, bytes], dict[int, bytes]] = {}
+
+    def check(self, chain_id: int, sender: bytes, nonce: int, address: bytes, floor: int) -> None:
+        """Raise :class:`PolicyDenied` unless ``address`` may be signed at ``nonce``."""
+        if nonce < floor:
+            raise PolicyDenied(
+                "nonce_too_low", f"authorization nonce {nonce} is below the window ({floor})"
+            )
+        signed = self._signed.get((chain_id, sender), {})
+        known = signed.get(nonce)
+        if known is None:
+            if len(signed) >= self._window:
+                raise PolicyDenied(
+                    "nonce_window",
+                    f"{len(signed)} authorization nonces remembered: refused, never forgotten",
+                )
+        elif known != address:
+            raise PolicyDenied(
+                "nonce_conflict",
+                f"authorization nonce {nonce} already signed for 0x{known.hex()}: never another "
+                "delegate at the same nonce",
+            )
+
+    def record(self, chain_id: int, sender: bytes, nonce: int, address: bytes) -> None:
+        self._signed.setdefault((chain_id, sender), {})[nonce] = address
+
+    def forget_below(self, chain_id: int, sender: bytes, floor: int) -> None:
+        """The transaction window's floor moved up: nonces below it are refused from now on."""
+        signed = self._signed.get((chain_id, sender))
+        if signed:
+            for n in [n for n in signed if n < floor]:
+                del signed[n]

@@ -76,12 +76,12 @@ def test_an_authorization_for_another_chain_or_for_every_chain_is_refused() -> N
     assert rule_of(p, set_code_tx(authorizationList=[auth(chain_id=0)])) == "chain_id"
     assert rule_of(p, set_code_tx(authorizationList=[auth(chain_id=5)])) == "chain_id"
     with pytest.raises(PolicyDenied) as info:
-        p.check_authorization(0, bytes.fromhex(DELEGATE[2:]), SENDER, 0.0)
+        p.check_authorization(0, bytes.fromhex(DELEGATE[2:]), SENDER, 0.0, nonce=1)
     assert info.value.rule == "chain_id"
     with pytest.raises(PolicyDenied) as info:
-        p.check_authorization(1, bytes.fromhex(WRONG[2:]), SENDER, 0.0)
+        p.check_authorization(1, bytes.fromhex(WRONG[2:]), SENDER, 0.0, nonce=1)
     assert info.value.rule == "delegate_not_allowed"
-    p.check_authorization(1, bytes.fromhex(DELEGATE.lower()[2:]), SENDER, 0.0)
+    p.check_authorization(1, bytes.fromhex(DELEGATE.lower()[2:]), SENDER, 0.0, nonce=1)
 
 
 def test_the_blob_fee_cap_is_enforced() -> None:
