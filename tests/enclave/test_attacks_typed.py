@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from enclave.audit import AuditLog, load_verified
+from enclave.audit import AuditLog, load_verified, verify_log
 from enclave.core import EnclaveCore
 from enclave.policy import Policy, PolicyConfig
 from signer_client.authorization import encode_authorizations
@@ -310,3 +310,19 @@ def test_the_policy_hash_changes_with_the_blob_fee_cap_and_the_delegates() -> No
     )
     assert a.policy_hash() != PolicyConfig(allowed_delegates=(DELEGATE, DELEGATE_2)).policy_hash()
     assert PolicyConfig().policy_hash() != PolicyConfig(max_fee_per_blob_gas=1).policy_hash()
+
+
+def test_verify_log_names_two_delegates_authorized_at_one_nonce(tmp_path: Path) -> None:
+    """An enclave whose memory was rolled back (restarted without what it had signed) leaves
+    two ``authorize`` entries at one ``(chain, authority, nonce)``: verify-log names them."""
+    log = str(tmp_path / "audit.jsonl")
+    for delegate in (DELEGATE, DELEGATE_2):
+        policy = Policy(PolicyConfig(chain_ids=(1,), allowed_delegates=(DELEGATE, DELEGATE_2)))
+        c = EnclaveCore([LocalKey(KEY)], policy, audit=AuditLog(log, LocalKey(os.urandom(32))))
+        c.start(0.0, b"\0" * 48)
+        assert "result" in authorize(c, nonce=9, address=delegate)
+        assert c.audit is not None
+        c.audit.commit()
+        c.audit.close()
+    problems, _ = verify_log(log)
+    assert [p.kind for p in problems] == ["conflicting_intent"]
