@@ -14,6 +14,7 @@ import pytest
 from eth_account import Account
 
 from enclave.audit import AuditLog, load_verified, verify_log
+from enclave.config import ConfigError, _policy
 from enclave.core import EnclaveCore
 from enclave.policy import Policy, PolicyConfig
 from signer_client.authorization import encode_authorizations
@@ -326,3 +327,13 @@ def test_verify_log_names_two_delegates_authorized_at_one_nonce(tmp_path: Path) 
         c.audit.close()
     problems, _ = verify_log(log)
     assert [p.kind for p in problems] == ["conflicting_intent"]
+
+
+@pytest.mark.parametrize(
+    "bad", ["0x" + "zz" * 20, "0x" + " 5" * 20, "0x" + "5f" * 19 + "\u0661\u0661"]
+)
+def test_a_delegate_in_the_config_that_is_not_hex_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"policy.allowed_delegates\[0\]"):
+        _policy({"allowed_delegates": [bad]})
+    with pytest.raises(ConfigError, match=r"policy.allowed_to\[0\]"):
+        _policy({"allowed_to": [bad]})
