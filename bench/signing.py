@@ -15,6 +15,9 @@
   the coalesced writes, reply parsing and the full verification, secp256k1 recovery included).
 * build + sign a 1559 tx (dict -> raw bytes) vs eth-account ``Account.sign_transaction``, bytes
   asserted identical.
+* types 3 and 4 next to 1559 (last rows, so earlier row ids stay put): the enclave's server-side
+  sign without the log, and build + sign vs eth-account, for a 1559 tx, a blob tx (type 3, one
+  versioned hash) and a set-code tx (type 4, one authorization).
 
 ``ratio`` is always ``peer_p50_us / p50_us``: how many times faster than the peer we are.
 Run alone: ``python -m bench.signing [--quick]``.
@@ -154,6 +157,75 @@ def bench_build_sign(n: int) -> dict[str, Any]:
     peer = _time(lambda i: Account.sign_transaction(tx(i), KEY), max(200, n // 10))
     return _row("build + sign a 1559 tx (dict -> raw), bytes identical", ours,
                 "eth-account Account.sign_transaction", peer[0], ">= 8x faster")  # fmt: skip
+
+
+BLOB_HASH = "0x01" + "ab" * 31
+DELEGATE = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+_AUTH = Account.sign_authorization({"chainId": 31337, "address": DELEGATE, "nonce": 1}, KEY)
+AUTHORIZATION = {"chainId": 31337, "address": DELEGATE, "nonce": 1, "yParity": _AUTH.y_parity,
+                 "r": _AUTH.r, "s": _AUTH.s}  # fmt: skip
+
+
+def typed_tx(tx_type: int, nonce: int) -> dict[str, Any]:
+    out = {**tx(nonce), "type": tx_type, "gas": 60_000}
+    if tx_type == 3:
+        out.update(maxFeePerBlobGas=10**9, blobVersionedHashes=[BLOB_HASH])
+    elif tx_type == 4:
+        out["authorizationList"] = [AUTHORIZATION]
+    return out
+
+
+def bench_typed(n: int) -> list[dict[str, Any]]:
+    """Server-side sign (no log) and build + sign of types 2, 3 and 4, side by side."""
+    config = PolicyConfig(chain_ids=(31337,), rate_per_second=1e9, burst=10**9,
+                          allowed_delegates=(DELEGATE,))  # fmt: skip
+    names = {2: "1559 (type 2)", 3: "blob (type 3, 1 hash)", 4: "set-code (type 4, 1 auth)"}
+    key = LocalKey(KEY)
+    raw_key = coincurve.PrivateKey(bytes.fromhex(KEY[2:]))
+    digest = keccak(b"x")
+    secp = _time(lambda i: raw_key.sign_recoverable(digest, hasher=None), n)[0]
+    rows = []
+    for tx_type in (2, 3, 4):
+        core = EnclaveCore([LocalKey(KEY)], Policy(config))
+        messages = [
+            {"id": i, "method": "sign_transaction", "params": {
+                "sender": SENDER.lower(),
+                "payload": "0x" + signing_payload(tx_from_dict(typed_tx(tx_type, i))).hex()}}
+            for i in range(n + 200)
+        ]  # fmt: skip
+        now = time.time()
+        assert "result" in core.handle(messages[0], now), "the policy refused the bench tx"
+        core.policy = Policy(config)
+        server = _time(lambda i: encode_frame(core.handle(messages[i], now)), n)  # noqa: B023
+        for i in range(50):
+            t = typed_tx(tx_type, i)
+            assert key.sign(tx_from_dict(t)).raw == bytes(
+                Account.sign_transaction(t, KEY).raw_transaction
+            ), "bytes differ"
+        ours = _time(lambda i: key.sign(tx_from_dict(typed_tx(tx_type, i))), n)  # noqa: B023
+        peer = _time(
+            lambda i: Account.sign_transaction(typed_tx(tx_type, i), KEY),  # noqa: B023
+            max(200, n // 10),
+        )
+        rows.append(
+            _row(
+                f"enclave sign, server-side, no audit log: {names[tx_type]}",
+                server,
+                "libsecp256k1 sign_recoverable alone",
+                secp,
+                "(informational)",
+            )
+        )
+        rows.append(
+            _row(
+                f"build + sign (dict -> raw), bytes identical: {names[tx_type]}",
+                ours,
+                "eth-account Account.sign_transaction",
+                peer[0],
+                "(informational)",
+            )
+        )
+    return rows  # fmt: skip
 
 
 def bench_verify(n: int) -> dict[str, Any]:
@@ -362,6 +434,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         bench_build_sign(n),
         bench_verify(n),
         *bench_round_trip(500 if quick else 5_000),
+        *bench_typed(n),
     ]
 
 

@@ -433,15 +433,20 @@ def verify_log(
 def _conflicts(parsed: list[tuple[int, dict[str, Any]]]) -> list[Problem]:
     """Two ``sign`` entries with different intents at one ``(chain, sender, nonce)``: what an
     enclave whose nonce memory was rolled back (log and anchor replaced by an older pair) would
-    leave behind. Noops are not conflicts."""
-    intents: dict[tuple[Any, Any, Any], Any] = {}
+    leave behind. Noops are not conflicts. Likewise two ``authorize`` entries delegating one
+    ``(chain, authority, nonce)`` to different addresses."""
+    intents: dict[tuple[Any, ...], Any] = {}
     found = []
     for n, e in parsed:
         d = e.get("data")
-        if e.get("kind") != "sign" or not isinstance(d, dict) or d.get("noop"):
+        kind = e.get("kind")
+        if kind not in ("sign", "authorize") or not isinstance(d, dict) or d.get("noop"):
             continue
-        key = (d.get("chain"), d.get("sender"), d.get("nonce"))
-        intent = d.get("intent")
+        key: tuple[Any, ...] = (d.get("chain"), d.get("sender"), d.get("nonce"))
+        if kind == "authorize":
+            key, intent = (*key, "authorize"), d.get("address")
+        else:
+            intent = d.get("intent")
         seen = intents.setdefault(key, intent)
         if intent is not None and seen is not None and seen != intent:
             found.append(

@@ -43,7 +43,18 @@ _POLICY_INTS = (
     "burst",
     "nonce_window",
     "max_value_per_window",
+    "max_fee_per_blob_gas",
 )
+
+
+def _is_address(a: object) -> bool:
+    """``0x`` and 40 hex digits (bytes.fromhex would also skip spaces)."""
+    return (
+        isinstance(a, str)
+        and a.startswith("0x")
+        and len(a) == 42
+        and all(c in "0123456789abcdefABCDEF" for c in a[2:])
+    )
 
 
 def _int(value: Any, path: str) -> int:
@@ -72,9 +83,17 @@ def _policy(raw: dict[str, Any]) -> PolicyConfig:
     if "allowed_to" in raw:
         addresses = raw["allowed_to"]
         for i, a in enumerate(addresses):
-            if not (isinstance(a, str) and a.startswith("0x") and len(a) == 42):
+            if not _is_address(a):
                 raise ConfigError(f"policy.allowed_to[{i}]: expected a 0x address")
         kwargs["allowed_to"] = tuple(addresses)
+    if "allowed_delegates" in raw:
+        delegates = raw["allowed_delegates"]
+        if not isinstance(delegates, list):
+            raise ConfigError("policy.allowed_delegates: expected an array of 0x addresses")
+        for i, a in enumerate(delegates):
+            if not _is_address(a):
+                raise ConfigError(f"policy.allowed_delegates[{i}]: expected a 0x address")
+        kwargs["allowed_delegates"] = tuple(delegates)
     for key in _POLICY_INTS:
         if key in raw:
             kwargs[key] = _int(raw[key], f"policy.{key}")

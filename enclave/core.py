@@ -20,7 +20,8 @@ from typing import Any
 
 from enclave.attestor import Attestor
 from enclave.audit import AuditLog, AuditWriteError, EntriesEvicted, load_verified
-from enclave.policy import Policy, intent_hash
+from enclave.policy import Policy, intent_hash, is_noop
+from signer_client.authorization import authorization_hash, parse_unsigned_authorization
 from signer_client.channel import derive_mac_key
 from signer_client.errors import PolicyDenied, TransactionError, TxFieldError
 from signer_client.payload import decode_payload
@@ -57,9 +58,39 @@ def _sign_entry(sender_hex: str, f: TxFields, msg_hash: bytes, raw: bytes) -> di
         "tip_cap": hex(f.tip_cap),
         "access_list_len": len(f.access_list),
         "intent": "0x" + intent_hash(f, data_keccak).hex(),
-        "noop": f.value == 0 and not f.data and not f.access_list and to.hex() == sender_hex[2:],
+        "noop": is_noop(f, bytes.fromhex(sender_hex[2:])),
         "signing_hash": "0x" + msg_hash.hex(),
         "tx_hash": "0x" + keccak(raw).hex(),
+        **_typed_entry(f),
+    }
+
+
+def _typed_entry(f: TxFields) -> dict[str, Any]:
+    """The type-3 and type-4 parts of a sign entry: blob fee cap and hashes, authorizations
+    (each with its authority, recovered here in commit, off the reply path)."""
+    if f.type == 3:
+        return {
+            "blob_fee_cap": hex(f.max_fee_per_blob_gas),  # type: ignore[arg-type]
+            "blob_hashes": ["0x" + h.hex() for h in f.blob_hashes],
+        }
+    if f.type == 4:
+        return {"authorizations": [_auth_entry(a) for a in f.authorizations]}
+    return {}
+
+
+def _auth_entry(a: Any) -> dict[str, Any]:
+    from signer_client.secp import recover_uncompressed
+
+    sig = a.r.to_bytes(32, "big") + a.s.to_bytes(32, "big") + bytes((a.y_parity,))
+    try:
+        pub = recover_uncompressed(sig, authorization_hash(a.chain_id, a.address, a.nonce))
+    except (ValueError, OverflowError):
+        pub = None
+    return {
+        "chain": a.chain_id,
+        "address": "0x" + a.address.hex(),
+        "nonce": a.nonce,
+        "authority": None if pub is None else "0x" + keccak(pub[1:])[12:].hex(),
     }
 
 
@@ -109,6 +140,7 @@ class EnclaveCore:
         self._user_data = keccak(hello_info_bytes(self.hello_result))
         self._methods: dict[str, Callable[[Any, Any, float], dict[str, Any]]] = {
             "sign_transaction": self._sign,
+            "sign_authorization": self._sign_authorization,
             "hello": self._hello,
             "attestation": self._attestation,
             "audit_head": self._audit_head,
@@ -171,7 +203,13 @@ class EnclaveCore:
             sender_hex = sender_hex.lower()
             key = self.keys.get(sender_hex)
             if key is None:
-                return error_reply(request_id, "unknown_sender", f"no key for {params['sender']}")
+                return self._bad(
+                    request_id,
+                    now,
+                    "unknown_sender",
+                    f"no key for {params['sender']!s:.80}",
+                    "sign_transaction",
+                )
         payload_hex = params.get("payload")
         if payload_hex is not None:
             # Protocol 2: the unsigned signing payload. Decoded strictly (it must be the one
@@ -212,6 +250,43 @@ class EnclaveCore:
         if self.audit is not None:
             self.audit.append(now, "sign", partial(_sign_entry, sender_hex, f, msg_hash, raw))
         return {"id": request_id, "result": {"raw": "0x" + raw.hex()}}
+
+    def _sign_authorization(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        """``{sender, authorization: {chainId, address, nonce}}`` -> ``{signature}`` (65 bytes
+        ``r || s || yParity``, 0x-hex) over EIP-7702's ``keccak256(0x05 || rlp([chainId,
+        address, nonce]))``, only to an address in ``allowed_delegates``."""
+        sender_hex = str(params["sender"]).lower()
+        key = self.keys.get(sender_hex)
+        if key is None:
+            return self._bad(
+                request_id,
+                now,
+                "unknown_sender",
+                f"no key for {params['sender']!s:.80}",
+                "sign_authorization",
+            )
+        chain_id, address, nonce = parse_unsigned_authorization(params["authorization"])
+        msg_hash = authorization_hash(chain_id, address, nonce)
+        entry = {
+            "sender": sender_hex,
+            "chain": chain_id,
+            "address": "0x" + address.hex(),
+            "nonce": nonce,
+            "signing_hash": "0x" + msg_hash.hex(),
+        }
+        try:
+            self.policy.check_authorization(chain_id, address, key.address_bytes, now, nonce=nonce)
+        except PolicyDenied as exc:
+            if self.audit is not None:
+                self.audit.append(
+                    now, "deny", {**entry, "type": "authorization", "rule": exc.rule,
+                                  "reason": exc.reason},
+                )  # fmt: skip
+            return error_reply(request_id, "policy_denied", exc.reason, rule=exc.rule)
+        sig = key.sign_hash(msg_hash)
+        if self.audit is not None:
+            self.audit.append(now, "authorize", entry)
+        return {"id": request_id, "result": {"signature": "0x" + sig.hex()}}
 
     def _hello(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
         if self.audit is not None:
@@ -321,8 +396,16 @@ class EnclaveCore:
                     int(d["tip_cap"], 16),
                     bytes.fromhex(intent[2:]) if intent else None,
                     bool(d.get("noop", False)),
+                    int(d.get("blob_fee_cap", "0x0"), 16),
                 )
                 count += 1
+            elif kind == "authorize":
+                self.policy.restore_authorization(
+                    int(d["chain"]),
+                    bytes.fromhex(d["sender"][2:]),
+                    int(d["nonce"]),
+                    bytes.fromhex(d["address"][2:]),
+                )
             elif kind == "nonce_floor":
                 self.policy.advance_floor(
                     int(d["chain"]), bytes.fromhex(d["sender"][2:]), int(d["nonce"])

@@ -10,9 +10,11 @@ Rules, in the order they are checked (the first that fails names the denial, ``P
 ``gas_cap``           ``gas <= max_gas``
 ``fee_cap``           ``maxFeePerGas`` (or ``gasPrice``) ``<= max_fee_per_gas``
 ``tip_cap``           ``maxPriorityFeePerGas`` (or ``gasPrice``) ``<= max_priority_fee_per_gas``
+``blob_fee_cap``, ``delegate_not_allowed``: types 3 and 4 (``enclave.typed_rules``)
 ``nonce_conflict``    nonce protection binds the *intent* (DESIGN.md section 6a): at an already
                       signed ``(chain, sender, nonce)`` only the same intent (same ``type``, ``to``,
-                      ``value``, ``data``, ``gas``, access list) is signed again, and only as a
+                      ``value``, ``data``, ``gas``, access list, blob hashes, authorizations) is
+                      signed again, and only as a
                       valid fee bump, geth's txpool replace rule (``core/txpool/legacypool``): both
                       the fee cap and the tip cap strictly above, and at least ``bump_percent``
                       (>= 10) % above, the highest signed so far; or the noop (a 0-value,
@@ -37,7 +39,8 @@ sender over ``value_window_seconds``; like the rate limit it lives in memory and
 ``allow_self`` lets the sender itself through the ``to`` allowlist only for the noop shape (0 value,
 empty data): a self-call with calldata or value is a payload like any other.
 
-Blob (type 3) transactions are not signed at all, so their +100% rule is not needed here.
+A blob (type 3) replacement needs +100% on the fee cap, the tip cap and the blob fee cap
+(geth's blobpool); :meth:`Policy.check_authorization` is the rule of ``sign_authorization``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ from typing import Any
 
 import orjson
 
+from enclave.typed_rules import (
+    AuthorizationNonces,
+    bump_percent_for,
+    check_authorization,
+    check_typed,
+)
 from signer_client.errors import PolicyDenied
 from signer_client.txcodec import TxFields, keccak
 
@@ -75,6 +84,9 @@ class PolicyConfig:
     # (fee bumps of a signed intent and noops do not count again). None = no cap.
     max_value_per_window: int | None = None
     value_window_seconds: float = 3600.0
+    # EIP-7702: the contracts an account may be delegated to (lowercase 0x-hex); empty = none.
+    allowed_delegates: tuple[str, ...] = ()
+    max_fee_per_blob_gas: int = 10**12  # EIP-4844 blob fee cap, 1000 gwei
 
     def __post_init__(self) -> None:
         if self.bump_percent < 10:
@@ -83,6 +95,12 @@ class PolicyConfig:
             raise ValueError("nonce_window must be at least 16")
         if self.allowed_to is not None:
             object.__setattr__(self, "allowed_to", tuple(a.lower() for a in self.allowed_to))
+        for a in self.allowed_delegates:
+            if not (a.startswith("0x") and len(a) == 42):
+                raise ValueError(f"allowed_delegates: {a!r} is not a 0x address")
+        object.__setattr__(
+            self, "allowed_delegates", tuple(sorted(a.lower() for a in self.allowed_delegates))
+        )
         if self.allowed_selectors is not None:
             rules = tuple(
                 sorted(
@@ -114,29 +132,36 @@ class PolicyConfig:
 
 def intent_of(f: TxFields) -> tuple[Any, ...]:
     """What a fee bump must keep: every field but the nonce and the fees."""
-    return (f.type, f.chain_id, f.gas, f.to, f.value, f.data, f.access_list)
+    return (
+        f.type, f.chain_id, f.gas, f.to, f.value, f.data, f.access_list, f.blob_hashes,
+        f.authorizations,
+    )  # fmt: skip
 
 
 def intent_hash(f: TxFields, data_keccak: bytes | None = None) -> bytes:
     """keccak256 of :func:`intent_of` in a canonical byte form (audit entries carry it, restored
     records compare with it). ``data_keccak`` is ``keccak256(f.data)`` when the caller has it."""
-    body = orjson.dumps(
-        [
-            f.type,
-            f.chain_id,
-            f.gas,
-            f.to.hex(),
-            hex(f.value),
-            (keccak(f.data) if data_keccak is None else data_keccak).hex(),
-            [[a.hex(), [k.hex() for k in keys]] for a, keys in f.access_list],
-        ]
-    )
-    return keccak(body)
+    parts: list[Any] = [
+        f.type,
+        f.chain_id,
+        f.gas,
+        f.to.hex(),
+        hex(f.value),
+        (keccak(f.data) if data_keccak is None else data_keccak).hex(),
+        [[a.hex(), [k.hex() for k in keys]] for a, keys in f.access_list],
+    ]
+    if f.type == 3:  # types 0-2 keep the form their logged hashes were made with
+        parts.append([h.hex() for h in f.blob_hashes])
+    elif f.type == 4:
+        parts.append([[hex(a.chain_id), a.address.hex(), hex(a.nonce), a.y_parity, hex(a.r),
+                       hex(a.s)] for a in f.authorizations])  # fmt: skip
+    return keccak(orjson.dumps(parts))
 
 
 def is_noop(f: TxFields, sender: bytes) -> bool:
     """The 0-value, empty-data transfer to the sender itself that fills a given-up nonce."""
-    return f.to == sender and f.value == 0 and not f.data and not f.access_list
+    # Types 3 and 4 never: their blobs and authorizations are payloads of their own.
+    return f.to == sender and f.value == 0 and not f.data and not f.access_list and f.type <= 2
 
 
 @dataclass(slots=True)
@@ -148,6 +173,7 @@ class NonceRecord:
     hashes: set[bytes] = field(default_factory=set)
     fee_cap: int = 0
     tip_cap: int = 0
+    blob_fee_cap: int = 0
     intent: bytes | None = None
     fields: tuple[Any, ...] | None = None
     noop_only: bool = False  # only noops signed here so far: the first real intent may still come
@@ -190,6 +216,8 @@ class Policy:
             }
         )
         self._moved: dict[bytes, deque[tuple[float, int]]] = {}
+        self._delegates = frozenset(bytes.fromhex(a[2:]) for a in config.allowed_delegates)
+        self._auth_nonces = AuthorizationNonces(config.nonce_window)
         self.hash = config.policy_hash()
 
     def check(self, f: TxFields, sender: bytes, msg_hash: bytes, now: float) -> None:
@@ -229,6 +257,8 @@ class Policy:
             raise PolicyDenied("fee_cap", f"fee cap {fee_cap} exceeds {c.max_fee_per_gas}")
         if tip_cap > c.max_priority_fee_per_gas:  # type: ignore[operator]
             raise PolicyDenied("tip_cap", f"tip {tip_cap} exceeds {c.max_priority_fee_per_gas}")
+        if f.type >= 3:
+            check_typed(f, self._chain_ids, self._delegates, c.max_fee_per_blob_gas)
         nonce = f.nonce
         wkey = (chain_id, sender)
         window = self._windows.get(wkey)
@@ -257,12 +287,13 @@ class Policy:
         if record is None:
             self._windows[wkey] = window
             if nonce >= window.floor + c.nonce_window - c.nonce_window // 4:
-                self._slide(window, nonce - c.nonce_window // 2)
+                self._slide(window, nonce - c.nonce_window // 2, wkey)
             noop = is_noop(f, sender)
             window.records[nonce] = NonceRecord(
                 {msg_hash},
                 0 if noop else fee_cap,  # type: ignore[arg-type]
                 0 if noop else tip_cap,  # type: ignore[arg-type]
+                0 if noop else f.max_fee_per_blob_gas or 0,
                 None,
                 None if noop else intent_of(f),
                 noop,
@@ -274,6 +305,7 @@ class Policy:
                     record.noop_only = False
                     record.fields = intent_of(f)
                 record.fee_cap, record.tip_cap = fee_cap, tip_cap  # type: ignore[assignment]
+                record.blob_fee_cap = f.max_fee_per_blob_gas or 0
 
     def _check_replacement(
         self, old: NonceRecord, f: TxFields, sender: bytes, fee_cap: int, tip_cap: int
@@ -287,7 +319,8 @@ class Policy:
                 f"nonce {nonce} already signed for another intent (to, value, data, gas, type or "
                 "access list differ): only the same intent with higher fees, or the noop",
             )
-        bump = 100 + self.config.bump_percent
+        percent = bump_percent_for(f.type, self.config.bump_percent)
+        bump = 100 + percent
         min_fee = old.fee_cap * bump // 100
         min_tip = old.tip_cap * bump // 100
         if (
@@ -299,8 +332,35 @@ class Policy:
             raise PolicyDenied(
                 "nonce_conflict",
                 f"nonce {nonce} already signed; a replacement needs fee cap >= {min_fee} and "
-                f"tip >= {min_tip} (+{self.config.bump_percent}%), got {fee_cap} / {tip_cap}",
+                f"tip >= {min_tip} (+{percent}%), got {fee_cap} / {tip_cap}",
             )
+        if f.type == 3:  # the blob fee too (geth's blobpool bumps all three)
+            blob_fee = f.max_fee_per_blob_gas or 0
+            min_blob = old.blob_fee_cap * bump // 100
+            if blob_fee <= old.blob_fee_cap or blob_fee < min_blob:
+                raise PolicyDenied(
+                    "nonce_conflict",
+                    f"nonce {nonce} already signed; a blob replacement needs blob fee cap >= "
+                    f"{min_blob} (+{percent}%), got {blob_fee}",
+                )
+
+    def check_authorization(
+        self, chain_id: int, address: bytes, sender: bytes, now: float, *, nonce: int
+    ) -> None:
+        """The policy of ``sign_authorization`` (``delegate_not_allowed``, ``chain_id``, nonce
+        protection of ``(chain, sender, nonce)``), and the sender's rate limit; when allowed, the
+        delegate is recorded at ``nonce``."""
+        check_authorization(chain_id, address, self._chain_ids, self._delegates)
+        window = self._windows.get((chain_id, sender))
+        self._auth_nonces.check(chain_id, sender, nonce, address, window.floor if window else 0)
+        self._take_token(sender, now)
+        self._auth_nonces.record(chain_id, sender, nonce, address)
+
+    def restore_authorization(
+        self, chain_id: int, sender: bytes, nonce: int, address: bytes
+    ) -> None:
+        """Re-learn a signed authorization from the verified audit log after a restart."""
+        self._auth_nonces.record(chain_id, sender, nonce, address)
 
     def _check_moved(self, sender: bytes, value: int, now: float) -> None:
         cap = self.config.max_value_per_window
@@ -333,12 +393,13 @@ class Policy:
             raise PolicyDenied("rate_limit", f"more than {c.rate_per_second}/s (burst {c.burst})")
         bucket.tokens -= 1.0
 
-    @staticmethod
-    def _slide(window: _Window, floor: int) -> None:
+    def _slide(self, window: _Window, floor: int, key: tuple[int, bytes] | None = None) -> None:
         # Forgetting is safe only together with refusing: nonces below the floor are denied.
         window.floor = floor
         for n in [n for n in window.records if n < floor]:
             del window.records[n]
+        if key is not None:
+            self._auth_nonces.forget_below(key[0], key[1], floor)
 
     def advance_floor(self, chain_id: int, sender: bytes, nonce: int) -> None:
         """Raise the window floor to ``nonce`` (the chain's confirmed nonce): records below it are
@@ -348,7 +409,7 @@ class Policy:
             self._windows[(chain_id, sender)] = _Window(nonce)
             return
         if nonce > window.floor:
-            self._slide(window, nonce)
+            self._slide(window, nonce, (chain_id, sender))
 
     def restore(
         self,
@@ -360,6 +421,7 @@ class Policy:
         tip_cap: int,
         intent: bytes | None = None,
         noop: bool = False,
+        blob_fee_cap: int = 0,
     ) -> None:
         """Re-learn a signature from the verified audit log after a restart.
 
@@ -387,6 +449,7 @@ class Policy:
                 record.intent = intent
             record.fee_cap = max(record.fee_cap, fee_cap)
             record.tip_cap = max(record.tip_cap, tip_cap)
+            record.blob_fee_cap = max(record.blob_fee_cap, blob_fee_cap)
 
     def remembered(self) -> int:
         """How many (chain, sender, nonce) records are held (bounded by the window)."""

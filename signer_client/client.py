@@ -32,6 +32,7 @@ from typing import Any
 import coincurve
 
 from signer_client.attestation import AttestationPolicy, AttestationResult, verify_attestation
+from signer_client.authorization import SignedAuthorization, parse_unsigned_authorization
 from signer_client.channel import derive_mac_key, open_sealed
 from signer_client.endpoints import Endpoint, connect_vsock_socket, parse_endpoint, set_nodelay
 from signer_client.errors import (
@@ -319,6 +320,36 @@ class SignerClient:
         try:
             signed = self._verifier.verify(
                 fields, msg_hash, sender_bytes, result.get("raw"), result.get("hash"), body
+            )
+        except ReplyVerificationError:
+            self._emit(SignerEvent.REPLY_INVALID)
+            raise
+        self._emit(SignerEvent.SIGNED)
+        return signed
+
+    async def sign_authorization(
+        self, authorization: Mapping[str, Any], sender: str | bytes
+    ) -> SignedAuthorization:
+        """Have the signer sign an EIP-7702 authorization ``{chainId, address, nonce}`` as
+        ``sender``; the enclave signs only delegations to its ``allowed_delegates``. Returned only
+        after the signature is checked to be ``sender``'s over this very authorization; it goes
+        into a type-4 ``authorizationList`` as it is (or as ``.as_dict()``)."""
+        chain_id, address, nonce = parse_unsigned_authorization(authorization)
+        sender_bytes, sender_hex = self._sender(sender)
+        params = {
+            "sender": sender_hex,
+            "authorization": {
+                "chainId": hex(chain_id), "address": "0x" + address.hex(), "nonce": hex(nonce),
+            },
+        }  # fmt: skip
+        try:
+            result, _ = await self._call("sign_authorization", params)
+        except PolicyDenied:
+            self._emit(SignerEvent.POLICY_DENIED)
+            raise
+        try:
+            signed = self._verifier.verify_authorization(
+                chain_id, address, nonce, sender_bytes, result.get("signature")
             )
         except ReplyVerificationError:
             self._emit(SignerEvent.REPLY_INVALID)

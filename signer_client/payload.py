@@ -18,7 +18,7 @@ from typing import Any
 
 from signer_client.errors import TxDecodeError
 from signer_client.rlp import decode, list_at, string_at, strings_at
-from signer_client.txcodec import TxFields, decode_access_list
+from signer_client.txcodec import TxFields, decode_access_list, typed_fields
 
 __all__ = ["decode_payload", "split_signed"]
 
@@ -94,11 +94,18 @@ def decode_payload(payload: bytes) -> tuple[TxFields, bytes]:
             return fields, payload[start:end]
         chain_rlp = 1 if len(chain) == 1 and chain[0] < 0x80 else 1 + len(chain)
         return fields, payload[start : end - chain_rlp - 2]  # minus rlp(chainId), 0x80, 0x80
-    if tx_type not in (1, 2):
+    if tx_type not in (1, 2, 3, 4):
         raise TxDecodeError(f"unsupported transaction type {tx_type}")
     start, end = list_at(payload, 1, n)
     if end != n:
         raise TxDecodeError("rlp: trailing bytes")
+    if tx_type >= 3:
+        # Blob and set-code transactions: the generic strict decoder (canonical RLP), then the
+        # shared field checks. Rarer than 1559 by far; the flat walk is not worth a third copy.
+        typed = decode(payload[1:])
+        if not isinstance(typed, list):
+            raise TxDecodeError(f"type-{tx_type} payload: expected a list")
+        return typed_fields(tx_type, typed), payload[start:end]
     items, pos = strings_at(payload, start, end)
     head: tuple[Any, ...]
     if tx_type == 2:

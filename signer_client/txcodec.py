@@ -1,9 +1,14 @@
-"""Transaction encoding: legacy (EIP-155), EIP-2930 and EIP-1559, fast and byte-exact.
+"""Transaction encoding: legacy (EIP-155), EIP-2930, EIP-1559, EIP-4844, EIP-7702; byte-exact.
 
 * Legacy, EIP-155: signing payload ``rlp([nonce, gasPrice, gas, to, value, data, chainId, 0, 0])``,
   raw ``rlp([nonce, gasPrice, gas, to, value, data, v, r, s])`` with ``v = chainId*2 + 35 + y``
   (``27 + y`` without a chain id, pre-EIP-155).
-* EIP-2930 (type 1) and EIP-1559 (type 2), enveloped per EIP-2718: payload
+* EIP-4844 (type 3) in its canonical form (what is signed and hashed): the 1559 fields, then
+  ``maxFeePerBlobGas`` and ``blobVersionedHashes``; ``to`` may not be empty. The network form
+  with the blob sidecar is built by the service around these bytes, never signed.
+* EIP-7702 (type 4): the 1559 fields, then ``authorizationList`` (``signer_client.authorization``);
+  ``to`` may not be empty, the list not either.
+* EIP-2930 (type 1) and the types above, enveloped per EIP-2718: payload
   ``type || rlp(fields)``, raw ``type || rlp(fields + [yParity, r, s])``; the transaction hash is
   ``keccak256(raw)``.
 
@@ -19,6 +24,16 @@ from typing import Any, NamedTuple
 
 import sha3
 
+from signer_client.authorization import (
+    Authorization,
+    authorization_to_wire,
+    decode_authorizations,
+    decode_blob_hashes,
+    encode_authorizations,
+    encode_blob_hashes,
+    parse_authorizations,
+    parse_blob_hashes,
+)
 from signer_client.errors import TxDecodeError, TxFieldError
 from signer_client.rlp import Item, decode, encode_bytes, encode_int, encode_list_payload
 
@@ -38,6 +53,7 @@ __all__ = [
     "signing_payload",
     "tx_from_dict",
     "tx_to_wire",
+    "typed_fields",
 ]
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -56,7 +72,8 @@ def keccak(data: bytes) -> bytes:
 
 
 class TxFields(NamedTuple):
-    """One unsigned transaction. ``gas_price`` is set for types 0 and 1, the 1559 fees for 2.
+    """One unsigned transaction. ``gas_price`` is set for types 0 and 1, the 1559 fees for 2-4;
+    ``max_fee_per_blob_gas`` and ``blob_hashes`` for type 3, ``authorizations`` for type 4.
 
     A ``NamedTuple`` rather than a frozen dataclass: immutable and compared field by field all the
     same, but built in 0.3 us instead of 1.6 us (a frozen dataclass's ``__init__`` goes through
@@ -74,6 +91,9 @@ class TxFields(NamedTuple):
     max_fee_per_gas: int | None = None
     max_priority_fee_per_gas: int | None = None
     access_list: AccessList = ()
+    max_fee_per_blob_gas: int | None = None
+    blob_hashes: tuple[bytes, ...] = ()
+    authorizations: tuple[Authorization, ...] = ()
 
     @property
     def fee_cap(self) -> int:
@@ -114,6 +134,9 @@ _KNOWN_KEYS = frozenset(
         "maxFeePerGas",
         "maxPriorityFeePerGas",
         "accessList",
+        "maxFeePerBlobGas",
+        "blobVersionedHashes",
+        "authorizationList",
         "from",
     }
 )
@@ -210,11 +233,22 @@ def tx_from_dict(tx: Mapping[str, Any]) -> TxFields:
     get = tx.get
     raw_type = get("type")
     if raw_type is None:
-        tx_type = 2 if "maxFeePerGas" in tx else 1 if "accessList" in tx else 0
+        tx_type = (
+            4 if "authorizationList" in tx
+            else 3 if "blobVersionedHashes" in tx or "maxFeePerBlobGas" in tx
+            else 2 if "maxFeePerGas" in tx
+            else 1 if "accessList" in tx
+            else 0
+        )  # fmt: skip
     elif raw_type == 2 and type(raw_type) is int:
         tx_type = 2
     else:
-        tx_type = _quantity(tx, "type", 3)
+        tx_type = _quantity(tx, "type", 5)
+    if tx_type != 3 and ("maxFeePerBlobGas" in tx or "blobVersionedHashes" in tx):
+        key = "maxFeePerBlobGas" if "maxFeePerBlobGas" in tx else "blobVersionedHashes"
+        raise TxFieldError(key, f"only a type-3 transaction carries {key}")
+    if tx_type != 4 and "authorizationList" in tx:
+        raise TxFieldError("authorizationList", "only a type-4 transaction carries it")
     to = _to_address(get("to"))
     data_raw = get("data", get("input", b""))
     data = _hex_bytes(data_raw, "data") if data_raw else b""
@@ -228,13 +262,23 @@ def tx_from_dict(tx: Mapping[str, Any]) -> TxFields:
     else:
         chain_id = _u(tx, "chainId", _UINT64)
     access = get("accessList")
-    if tx_type == 2:
+    if tx_type >= 2:
         if "gasPrice" in tx:
             raise TxFieldError("gasPrice", "an EIP-1559 transaction takes maxFeePerGas instead")
-        return TxFields(
-            2, chain_id, nonce, gas, to, value, data, None, _u(tx, "maxFeePerGas"),
-            _u(tx, "maxPriorityFeePerGas"), _access_list(access),
-        )  # fmt: skip
+        if tx_type == 2:
+            return TxFields(
+                2, chain_id, nonce, gas, to, value, data, None, _u(tx, "maxFeePerGas"),
+                _u(tx, "maxPriorityFeePerGas"), _access_list(access),
+            )  # fmt: skip
+        if not to:
+            raise TxFieldError("to", f"a type-{tx_type} transaction cannot create a contract")
+        head = (tx_type, chain_id, nonce, gas, to, value, data, None, _u(tx, "maxFeePerGas"),
+                _u(tx, "maxPriorityFeePerGas"), _access_list(access))  # fmt: skip
+        if tx_type == 3:
+            return TxFields(
+                *head, _u(tx, "maxFeePerBlobGas"), parse_blob_hashes(get("blobVersionedHashes"))
+            )
+        return TxFields(*head, None, (), parse_authorizations(get("authorizationList")))
     if "maxFeePerGas" in tx or "maxPriorityFeePerGas" in tx:
         raise TxFieldError("maxFeePerGas", f"a type-{tx_type} transaction takes gasPrice")
     gas_price = _u(tx, "gasPrice")
@@ -256,9 +300,14 @@ def tx_to_wire(f: TxFields) -> dict[str, Any]:
     }
     if f.chain_id is not None:
         out["chainId"] = hex(f.chain_id)
-    if f.type == 2:
+    if f.type >= 2:
         out["maxFeePerGas"] = hex(f.max_fee_per_gas)  # type: ignore[arg-type]
         out["maxPriorityFeePerGas"] = hex(f.max_priority_fee_per_gas)  # type: ignore[arg-type]
+        if f.type == 3:
+            out["maxFeePerBlobGas"] = hex(f.max_fee_per_blob_gas)  # type: ignore[arg-type]
+            out["blobVersionedHashes"] = ["0x" + h.hex() for h in f.blob_hashes]
+        elif f.type == 4:
+            out["authorizationList"] = [authorization_to_wire(a) for a in f.authorizations]
     else:
         out["gasPrice"] = hex(f.gas_price)  # type: ignore[arg-type]
     if f.type != 0:
@@ -286,10 +335,15 @@ def body_items(f: TxFields) -> bytes:
     """The encoded list items every signing payload and raw encoding share."""
     # One tuple unpack instead of a property call per field, one join of a flat tuple: this runs
     # on every sign request and every reply check.
-    tx_type, chain_id, nonce, gas, to, value, data, gas_price, max_fee, tip, access_list = f
+    (tx_type, chain_id, nonce, gas, to, value, data, gas_price, max_fee, tip, access_list,
+     blob_fee, blob_hashes, auths) = f  # fmt: skip
     to_item = b"\x94" + to if to else b"\x80"
     access = b"\xc0" if not access_list else _encode_access_list(access_list)
-    if tx_type == 2:
+    if tx_type >= 2:
+        if tx_type == 3:
+            access += encode_int(blob_fee) + encode_blob_hashes(blob_hashes)  # type: ignore[arg-type]
+        elif tx_type == 4:
+            access += encode_authorizations(auths)
         return b"".join(
             (
                 encode_int(chain_id),  # type: ignore[arg-type]
@@ -317,7 +371,7 @@ def body_items(f: TxFields) -> bytes:
 
 
 def signing_payload(f: TxFields, body: bytes | None = None) -> bytes:
-    """The bytes whose keccak256 the sender signs (EIP-155 / EIP-2930 / EIP-1559)."""
+    """The bytes whose keccak256 the sender signs (EIP-155 / EIP-2718 envelopes, types 1-4)."""
     if body is None:
         body = body_items(f)
     if f.type == 0:
@@ -386,7 +440,8 @@ def decode_access_list(item: Item) -> AccessList:
 
 
 def decode_raw(raw: bytes) -> DecodedTx:
-    """Decode a signed legacy / EIP-2930 / EIP-1559 transaction (strict, canonical RLP)."""
+    """Decode a signed legacy or type 1-4 transaction (strict, canonical RLP; type 3 in its
+    canonical form, without the sidecar)."""
     if not raw:
         raise TxDecodeError("empty transaction")
     if raw[0] >= 0xC0:
@@ -412,35 +467,57 @@ def decode_raw(raw: bytes) -> DecodedTx:
         )
         return DecodedTx(fields, y, _int(items[7], "r"), _int(items[8], "s"))
     tx_type = raw[0]
-    if tx_type not in (1, 2):
+    if tx_type not in _TYPED_FIELDS:
         raise TxDecodeError(f"unsupported transaction type {tx_type}")
     items = decode(raw[1:])
-    want = 12 if tx_type == 2 else 11
+    want = _TYPED_FIELDS[tx_type] + 3
     if not isinstance(items, list) or len(items) != want:
         raise TxDecodeError(f"type-{tx_type} transaction: expected {want} fields")
-    chain_id = _int(items[0], "chainId")
-    nonce = _int(items[1], "nonce")
-    gas_price = tip = max_fee = None
-    if tx_type == 2:
-        tip = _int(items[2], "maxPriorityFeePerGas")
-        max_fee = _int(items[3], "maxFeePerGas")
-    else:
-        gas_price = _int(items[2], "gasPrice")
-    i = want - 8  # index of gas
-    fields = TxFields(
-        tx_type,
-        chain_id,
-        nonce,
-        _int(items[i], "gas"),
-        _to(items[i + 1]),
-        _int(items[i + 2], "value"),
-        _bytes(items[i + 3], "data"),
-        gas_price,
-        max_fee,
-        tip,
-        decode_access_list(items[i + 4]),
-    )
-    y = _int(items[i + 5], "yParity")
+    fields = typed_fields(tx_type, items[:-3])
+    y = _int(items[-3], "yParity")
     if y > 1:
         raise TxDecodeError(f"yParity must be 0 or 1, got {y}")
-    return DecodedTx(fields, y, _int(items[i + 6], "r"), _int(items[i + 7], "s"))
+    return DecodedTx(fields, y, _int(items[-2], "r"), _int(items[-1], "s"))
+
+
+#: Unsigned item count per EIP-2718 type.
+_TYPED_FIELDS = {1: 8, 2: 9, 3: 11, 4: 10}
+
+
+def _uint(item: Item, name: str, max_bytes: int = 32) -> int:
+    value = _int(item, name)
+    if len(item) > max_bytes:
+        raise TxDecodeError(f"{name}: more than {max_bytes * 8} bits")
+    return value
+
+
+def typed_fields(tx_type: int, items: list[Item]) -> TxFields:
+    """The unsigned fields of a type 1-4 transaction from its decoded RLP items (no signature).
+
+    Strict: canonical integers within their widths (chain id, nonce and gas 64 bits, the rest 256),
+    ``to`` of 20 bytes for types 3 and 4, the type's own lists well formed."""
+    if len(items) != _TYPED_FIELDS.get(tx_type, -1):
+        raise TxDecodeError(f"type-{tx_type} payload: expected {_TYPED_FIELDS.get(tx_type)} fields")
+    chain_id = _uint(items[0], "chainId", 8)
+    nonce = _uint(items[1], "nonce", 8)
+    gas_price = tip = max_fee = None
+    if tx_type >= 2:
+        tip = _uint(items[2], "maxPriorityFeePerGas")
+        max_fee = _uint(items[3], "maxFeePerGas")
+    else:
+        gas_price = _uint(items[2], "gasPrice")
+    i = 4 if tx_type >= 2 else 3  # index of gas
+    to = _to(items[i + 1])
+    if tx_type >= 3 and not to:
+        raise TxDecodeError(f"to: a type-{tx_type} transaction cannot create a contract")
+    head = (
+        tx_type, chain_id, nonce, _uint(items[i], "gas", 8), to, _uint(items[i + 2], "value"),
+        _bytes(items[i + 3], "data"), gas_price, max_fee, tip, decode_access_list(items[i + 4]),
+    )  # fmt: skip
+    if tx_type == 3:
+        return TxFields(
+            *head, _uint(items[i + 5], "maxFeePerBlobGas"), decode_blob_hashes(items[i + 6])
+        )
+    if tx_type == 4:
+        return TxFields(*head, None, (), decode_authorizations(items[i + 5]))
+    return TxFields(*head)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
+from signer_client.authorization import SignedAuthorization, authorization_hash
 from signer_client.errors import ReplyVerificationError, TxDecodeError
 from signer_client.payload import split_signed
 from signer_client.secp import recover_uncompressed
@@ -102,6 +103,32 @@ class ReplyVerifier:
         elif pub != known[0]:
             raise ReplyVerificationError("sender", "signature recovers to another address")
         return SignedTx(raw, tx_hash, known[1], fields.nonce, fields.chain_id, fields.type)
+
+    def verify_authorization(
+        self, chain_id: int, address: bytes, nonce: int, sender: bytes, sig_hex: object
+    ) -> SignedAuthorization:
+        """A ``sign_authorization`` reply (``signature``: 65 bytes ``r || s || yParity``, 0x-hex)
+        must be a canonical (low-s) signature by ``sender`` over *our* EIP-7702 hash of the
+        request, so the item we return delegates exactly what was asked, signed by whom we asked.
+        """
+        if type(sig_hex) is not str or sig_hex[:2] != "0x" or len(sig_hex) != 132:
+            raise ReplyVerificationError("format", "signature must be 65 bytes of 0x-hex")
+        try:
+            sig = _fromhex(sig_hex[2:])
+        except ValueError:
+            raise ReplyVerificationError("format", "signature is not hex") from None
+        r, s, y_parity = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+        if y_parity > 1:
+            raise ReplyVerificationError("signature", "yParity must be 0 or 1")
+        if not 0 < r < SECP256K1_N:
+            raise ReplyVerificationError("signature", "r out of range")
+        if not 0 < s <= SECP256K1_HALF_N:
+            raise ReplyVerificationError("low_s", "s is not in the lower half of the order (EIP-2)")
+        msg_hash = authorization_hash(chain_id, address, nonce)
+        pub = recover_uncompressed(sig, msg_hash)
+        if pub is None or keccak(pub[1:])[12:] != sender:
+            raise ReplyVerificationError("sender", "signature recovers to another address")
+        return SignedAuthorization(chain_id, address, nonce, y_parity, r, s, sender, msg_hash)
 
 
 def _explain_mismatch(raw: bytes, fields: TxFields) -> NoReturn:

@@ -230,6 +230,12 @@ MESSAGE_RULES: Final[tuple[tuple[str, ErrorKind], ...]] = (
     # geth core/txpool/errors.go ErrAccountLimitExceeded; legacypool ErrFutureReplacePending
     ("account limit exceeded", _FULL),
     ("future transaction tries to replace pending", _FULL),
+    # geth core/txpool/errors.go ErrInflightTxLimitReached: an EIP-7702-delegated account (or one
+    # with a pending authorization) may have one transaction in flight; the next waits for it.
+    ("in-flight transaction limit reached for delegated accounts", _FULL),
+    # geth core/txpool/errors.go ErrAlreadyReserved: a blob and a non-blob transaction from one
+    # account cannot coexist in geth's pools (the blobpool and the legacypool reserve senders).
+    ("address already reserved", _FULL),
     ("spammer", _FULL),  # Erigon DiscardReason Spammer
     # --- RATE_LIMITED: providers (EIP-1474 -32005 "limit exceeded", HTTP 429 bodies). ---
     ("rate limit", _RATE),

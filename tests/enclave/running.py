@@ -15,6 +15,7 @@ ANVIL_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 OTHER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 OTHER_ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 ALLOWED_TO = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+ALLOWED_DELEGATE = "0x5FbDB2315678afecb367f032d93F642f64180aa3"  # anvil's first deployment
 REPO = Path(__file__).resolve().parents[2]
 
 POLICY_TOML = f"""
@@ -27,6 +28,8 @@ max_fee_per_gas = 500000000000
 max_priority_fee_per_gas = 50000000000
 rate_per_second = 1000000
 burst = 1000000
+allowed_delegates = ["{ALLOWED_DELEGATE}"]
+max_fee_per_blob_gas = 100000000000
 """
 
 

@@ -100,7 +100,7 @@ def _with(index: int, item: bytes) -> bytes:
     ("payload", "why"),
     [
         (b"", "empty"),
-        (b"\x03" + encode_list_payload(b"".join(GOOD_ITEMS)), "blob type"),
+        (b"\x03" + encode_list_payload(b"".join(GOOD_ITEMS)), "type 3, 1559 fields"),
         (_typed(GOOD_ITEMS) + b"\x00", "trailing byte"),
         (_with(1, b"\x81\x07"), "a single byte below 0x80 wrapped in a prefix"),
         (_with(1, b"\x00"), "zero written as 0x00 instead of 0x80"),

@@ -43,6 +43,8 @@ REAL_STRINGS: list[tuple[str, str, int | None, ErrorKind]] = [
     ("geth", "nonce too low: next nonce 5, tx nonce 3", -32000, K.NONCE_TOO_LOW),
     ("geth", "nonce too high", -32000, K.NONCE_TOO_HIGH),
     ("geth", "gapped-nonce tx from delegated accounts", -32000, K.NONCE_TOO_HIGH),
+    ("geth", "in-flight transaction limit reached for delegated accounts", -32000, K.POOL_FULL),
+    ("geth", "address already reserved", -32000, K.POOL_FULL),
     ("geth", "authority nonce too low", -32000, K.INVALID),
     ("geth", "insufficient funds for gas * price + value", -32000, K.INSUFFICIENT_FUNDS),
     (

@@ -1,0 +1,133 @@
+"""EIP-4844 blob sidecars: commitments, proofs, versioned hashes and the network form.
+
+The signer signs a blob transaction's canonical form only (``0x03 || rlp([chain_id, ...,
+max_fee_per_blob_gas, blob_versioned_hashes, y_parity, r, s])``; its hash is the transaction
+hash). What ``eth_sendRawTransaction`` takes is the *network form* with the sidecar:
+
+* version 0, EIP-4844 (Cancun, Prague): ``0x03 || rlp([tx_payload_body, blobs, commitments,
+  proofs])``, one blob proof per blob;
+* version 1, EIP-7594 (Osaka, PeerDAS): ``0x03 || rlp([tx_payload_body, 1, blobs, commitments,
+  cell_proofs])``, 128 cell proofs per blob (what eth-account 0.14 emits);
+
+where ``tx_payload_body`` is the canonical form's RLP list. A commitment is
+``blob_to_kzg_commitment(blob)`` (48 bytes), a proof ``compute_blob_kzg_proof(blob, commitment)``
+(48 bytes), the versioned hash ``0x01 || sha256(commitment)[1:]``. KZG comes from ``ckzg`` with
+the Ethereum mainnet trusted setup (the KZG ceremony's output, the same file for every network),
+taken from the copy eth-account ships.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from broadcaster.errors import BroadcasterError
+from signer_client.rlp import encode_bytes, encode_list_payload, list_at
+
+__all__ = [
+    "BLOB_SIZE",
+    "BlobError",
+    "Sidecar",
+    "network_form",
+    "sidecar",
+    "versioned_hash",
+]
+
+BLOB_SIZE = 131_072  # 4096 field elements of 32 bytes (EIP-4844 FIELD_ELEMENTS_PER_BLOB)
+MAX_BLOBS = 9  # Prague's MAX_BLOBS_PER_BLOCK (EIP-7691); a tx cannot carry more
+_BLS_MODULUS = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
+
+
+class BlobError(BroadcasterError, ValueError):
+    """A blob is malformed (size, a field element out of range) or KZG failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    blobs: tuple[bytes, ...]
+    commitments: tuple[bytes, ...]
+    proofs: tuple[bytes, ...]
+    versioned_hashes: tuple[bytes, ...]
+
+
+@functools.cache
+def _trusted_setup() -> Any:
+    import ckzg
+
+    path = resources.files("eth_account").joinpath(
+        "typed_transactions/blob_transactions/kzg_trusted_setup.txt"
+    )
+    with resources.as_file(path) as file:
+        return ckzg.load_trusted_setup(str(file), 0)
+
+
+def versioned_hash(commitment: bytes) -> bytes:
+    """EIP-4844 ``kzg_to_versioned_hash``: ``0x01 || sha256(commitment)[1:]``."""
+    return b"\x01" + hashlib.sha256(commitment).digest()[1:]
+
+
+def sidecar(blobs: tuple[bytes, ...] | list[bytes]) -> Sidecar:
+    """Commitments, proofs and versioned hashes of ``blobs`` (each exactly ``BLOB_SIZE`` bytes of
+    canonical field elements, big-endian, each below the BLS12-381 modulus)."""
+    import ckzg
+
+    if not 0 < len(blobs) <= MAX_BLOBS:
+        raise BlobError(f"a blob transaction carries 1 to {MAX_BLOBS} blobs, got {len(blobs)}")
+    setup = _trusted_setup()
+    commitments, proofs = [], []
+    for i, blob in enumerate(blobs):
+        if len(blob) != BLOB_SIZE:
+            raise BlobError(f"blobs[{i}]: a blob is {BLOB_SIZE} bytes, got {len(blob)}")
+        for at in range(0, BLOB_SIZE, 32):
+            if int.from_bytes(blob[at : at + 32], "big") >= _BLS_MODULUS:
+                raise BlobError(
+                    f"blobs[{i}]: field element {at // 32} is not below the BLS modulus"
+                )
+        try:
+            commitment = bytes(ckzg.blob_to_kzg_commitment(blob, setup))
+            proofs.append(bytes(ckzg.compute_blob_kzg_proof(blob, commitment, setup)))
+        except RuntimeError as exc:  # ckzg's only error type
+            raise BlobError(f"blobs[{i}]: KZG failed: {exc}") from exc
+        commitments.append(commitment)
+    return Sidecar(
+        tuple(blobs),
+        tuple(commitments),
+        tuple(proofs),
+        tuple(versioned_hash(c) for c in commitments),
+    )
+
+
+def cell_proofs(car: Sidecar) -> tuple[bytes, ...]:
+    """EIP-7594's 128 cell proofs per blob, in blob order (version-1 sidecars)."""
+    import ckzg
+
+    setup = _trusted_setup()
+    out: list[bytes] = []
+    for blob in car.blobs:
+        _, proofs = ckzg.compute_cells_and_kzg_proofs(blob, setup)
+        out.extend(bytes(p) for p in proofs)
+    return tuple(out)
+
+
+def network_form(raw: bytes, car: Sidecar, version: int = 0) -> bytes:
+    """The ``eth_sendRawTransaction`` bytes of a signed canonical blob transaction ``raw``, with
+    a version-0 (EIP-4844) or version-1 (EIP-7594, cell proofs) sidecar."""
+    if raw[:1] != b"\x03":
+        raise BlobError("not a blob (type 3) transaction")
+    _, stop = list_at(raw, 1, len(raw))
+    if stop != len(raw):
+        raise BlobError("trailing bytes after the transaction")
+    if version not in (0, 1):
+        raise BlobError(f"unknown sidecar version {version}")
+    proofs = car.proofs if version == 0 else cell_proofs(car)
+    parts = (
+        raw[1:],
+        b"\x01" if version == 1 else b"",
+        encode_list_payload(b"".join(encode_bytes(b) for b in car.blobs)),
+        encode_list_payload(b"".join(encode_bytes(c) for c in car.commitments)),
+        encode_list_payload(b"".join(encode_bytes(p) for p in proofs)),
+    )
+    return b"\x03" + encode_list_payload(b"".join(parts))
