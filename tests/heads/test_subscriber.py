@@ -348,6 +348,51 @@ async def test_a_silent_socket_trips_the_watchdog_and_is_replaced(node: FakeNode
     assert probe.disconnected_count("a") >= 1
 
 
+async def test_a_node_re_sending_its_old_head_trips_the_progress_watchdog(node: FakeNode) -> None:
+    """Connected, answering, never silent (its old head every 50 ms, faster than the 0.2 s
+    watchdog), but no new block: dropped like a silent socket (``disconnected``, counted
+    ``no_progress``, reconnected); after the reconnect its re-sent old head is held back, and a
+    new block is passed on again."""
+    probe = Probe()
+    hub = make_hub(node, probe, watchdog=0.2)
+
+    async def resend_forever() -> None:
+        while True:
+            with contextlib.suppress(ConnectionClosed, AssertionError):
+                await node.send(notification(header(3)))
+            await asyncio.sleep(0.05)
+
+    async with running(hub):
+        await probe.until(lambda: hub.state("a").connected, "subscribed")
+        for n in (1, 2, 3):
+            await node.send(notification(header(n)))
+        await probe.until(
+            lambda: hub.tracker.tip is not None and hub.tracker.tip.number == 3, "tip 3"
+        )
+        resender = asyncio.create_task(resend_forever())
+        try:
+            await probe.until(lambda: ("a", "no_progress") in probe.invalid, "a no-progress drop")
+            await probe.until(lambda: probe.connected_count("a") >= 2, "a reconnect")
+            assert probe.disconnected_count("a") >= 1
+            state = hub.state("a")
+            assert state.watchdog_expiries >= 1 and state.invalid["no_progress"] >= 1
+            assert "no new block" in (state.last_error or "")
+            passed_on = probe.heads["a"]
+            await probe.until(lambda: node.connections >= 3, "dropped again: still no progress")
+            assert probe.heads["a"] == passed_on  # held back, every re-send since the drop
+        finally:
+            resender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resender
+        await probe.until(lambda: hub.state("a").connected, "connected again")
+        await node.send(notification(header(4)))
+        await probe.until(
+            lambda: hub.tracker.tip is not None and hub.tracker.tip.number == 4,
+            "a new block is passed on",
+        )
+        assert probe.heads["a"] == passed_on + 1
+
+
 async def test_an_unreachable_node_is_retried_with_delays_from_the_injected_backoff() -> None:
     probe = Probe()
     taken: list[float] = []
