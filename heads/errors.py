@@ -5,7 +5,7 @@
     ├── RecordingError       a line of a recording is not a valid DESIGN.md §4 record
     ├── SubscriptionEnded    a client subscription returned; it must not (CONVENTIONS.md 7)
     └── SessionLost          one websocket session ended; the subscriber reconnects
-        ├── WatchdogExpired  no head arrived within the watchdog period on an open socket
+        ├── WatchdogExpired  no new block arrived within the watchdog period on an open socket
         ├── SubscribeFailed  the node answered ``eth_subscribe`` with an error
         └── ChainIdMismatch  the node's ``eth_chainId`` is not the configured chain: kept out
 
@@ -55,7 +55,7 @@ class SessionLost(HeadsError):
 
 
 class WatchdogExpired(SessionLost):
-    """No head arrived within the watchdog period on an open socket."""
+    """No new block (silent, or only heads already announced) within the watchdog period."""
 
 
 class SubscribeFailed(SessionLost):

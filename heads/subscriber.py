@@ -16,8 +16,14 @@ Failure handling:
 * any disconnect (refused, reset, closed, handshake error, subscribe error) -> reconnect after a
   delay from the injected :func:`backoff` generator (full jitter, exponential, capped); the
   generator restarts after a session that delivered a head;
-* a socket that stays open but delivers no head for ``watchdog`` seconds is dead: close it and
-  reconnect;
+* a socket that stays open but delivers no *new* block for ``watchdog`` seconds is dead: close it
+  and reconnect (the sink gets ``connection(name, False)``, as for any disconnect). Progress, not
+  traffic: a head whose hash this client already announced (a stuck node re-sending its old
+  head), a ping answer or a backfill reply does not keep the socket alive, so a peer that stays
+  connected but stops making progress cannot hold the honest clients in quarantine
+  (docs/chain-tracking.md). Such an expiry is also counted ``no_progress``; after it, re-sent
+  old heads are not passed on until the client announces a new block (a reconnect does not make
+  its stale head a live one again);
 * a malformed frame is counted by reason (``invalid`` in :class:`ClientState`) and skipped.
 
 ``run()`` never returns: a subscription that ends is a failure (CONVENTIONS.md 7). Cancel it.
@@ -63,6 +69,7 @@ MISSING_FIELDS: Final = "missing_fields"
 OVERSIZED: Final = "oversized"
 WRONG_BLOCK: Final = "wrong_block"  # a backfill reply that is not the block asked for
 CHAIN_ID_MISMATCH: Final = "chain_id_mismatch"  # eth_chainId is not the configured chain
+NO_PROGRESS: Final = "no_progress"  # heads arrived for a watchdog period, none of them new
 INVALID_REASONS: Final = (
     MALFORMED_JSON,
     NOT_NOTIFICATION,
@@ -70,7 +77,12 @@ INVALID_REASONS: Final = (
     OVERSIZED,
     WRONG_BLOCK,
     CHAIN_ID_MISMATCH,
+    NO_PROGRESS,
 )
+
+# Hashes a subscription remembers having announced (the watchdog's notion of "new"): far more
+# than the heads a node can re-send from the window, bounded whatever it sends.
+_ANNOUNCED_CAP: Final = 1024
 
 
 def backoff(
@@ -194,7 +206,8 @@ class ClientState:
 class SubscriptionOptions:
     """Tunables shared by every subscription of a hub.
 
-    ``watchdog``: seconds without a head before an open socket counts as dead (``None``
+    ``watchdog``: seconds without a new block (a head with a hash the client has not announced
+    before) before an open socket counts as dead (``None``
     disables it; anvil without ``--block-time`` is silent until a test mines). ``chain_id``: when
     set, every session starts with ``eth_chainId`` and a node of another chain is kept out
     (:class:`~heads.errors.ChainIdMismatch`, counted ``chain_id_mismatch``). ``max_frame``: a
@@ -254,6 +267,12 @@ class Subscription:
         self._timer: asyncio.Timeout | None = None
         self._sender: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        # Progress watchdog: hashes announced (oldest first, bounded; kept across sessions), old
+        # heads re-sent since the last new block, and whether the last session ended for lack of
+        # progress (then re-sent old heads are held back until a new block arrives).
+        self._announced: dict[str, None] = {}
+        self._repeats = 0
+        self._stuck = False
 
     def request_block(self, block_hash: str) -> None:
         """Queue ``eth_getBlockByHash(block_hash, false)``; sent once the current frame is done.
@@ -365,6 +384,13 @@ class Subscription:
             if not timer.expired():
                 raise
             self.state.watchdog_expiries += 1
+            if self._repeats:
+                self._stuck = True
+                self._invalid(
+                    NO_PROGRESS, f"{self._repeats} old heads re-sent, no new block for {watchdog} s"
+                )
+                self._repeats = 0
+                raise WatchdogExpired(f"no new block for {watchdog} s") from None
             raise WatchdogExpired(f"no head for {watchdog} s") from None
         finally:
             self._timer = None
@@ -389,11 +415,18 @@ class Subscription:
                 if frame.subscription != self._subscription:
                     self._invalid(NOT_NOTIFICATION, "notification for another subscription")
                     return
+                if not self._progress(frame.header):
+                    self._repeats += 1
+                    if self._stuck:
+                        return  # still stuck after a no-progress drop: nothing to pass on
+                else:
+                    self._repeats = 0
+                    self._stuck = False
+                    timer, watchdog = self._timer, self._options.watchdog
+                    if timer is not None and watchdog is not None:
+                        timer.reschedule(asyncio.get_running_loop().time() + watchdog)
                 self.state.heads += 1
                 self._sink.head(self.name, frame.header, recv_ns)
-                timer, watchdog = self._timer, self._options.watchdog
-                if timer is not None and watchdog is not None:
-                    timer.reschedule(asyncio.get_running_loop().time() + watchdog)
             elif type(frame) is ResponseFrame:
                 self._response(frame, recv_ns)
             else:
@@ -456,6 +489,18 @@ class Subscription:
             pass  # the session is ending; _read reports why, the next head asks again
         finally:
             self._sender = None
+
+    def _progress(self, header: dict[str, Any]) -> bool:
+        """Is this head a block the client has not announced before (remembered, bounded)?"""
+        block_hash = header["hash"]
+        key = block_hash.lower() if type(block_hash) is str else repr(block_hash)
+        announced = self._announced
+        if key in announced:
+            return False
+        announced[key] = None
+        if len(announced) > _ANNOUNCED_CAP:
+            del announced[next(iter(announced))]
+        return True
 
     def _invalid(self, reason: str, detail: str) -> None:
         self.state.invalid[reason] += 1

@@ -30,7 +30,7 @@ def _warnings(config: Config) -> list[str]:
     if len(config.clients) < 2:
         out.append("clients: a single newHeads source cannot outvote a lying or lagging node")
     if config.heads.watchdog_seconds is None:
-        out.append("heads.watchdog_seconds = 0: a silent subscription is never reconnected")
+        out.append("heads.watchdog_seconds = 0: a stuck subscription is never reconnected")
     return out
 
 

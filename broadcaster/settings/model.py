@@ -198,8 +198,9 @@ class HaConfig:
 
 @dataclass(frozen=True, slots=True)
 class HeadsConfig:
-    """``watchdog_seconds``: an open subscription without a head for this long is reconnected
-    (``None``, written ``0`` in the file: never)."""
+    """``watchdog_seconds``: an open subscription without a new block (a head whose hash the
+    client has not announced before) for this long is reconnected (``None``, written ``0`` in
+    the file: never)."""
 
     watchdog_seconds: float | None = 30.0
 

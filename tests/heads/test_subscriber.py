@@ -348,6 +348,62 @@ async def test_a_silent_socket_trips_the_watchdog_and_is_replaced(node: FakeNode
     assert probe.disconnected_count("a") >= 1
 
 
+async def test_a_node_re_sending_its_old_head_trips_the_progress_watchdog(node: FakeNode) -> None:
+    """Connected, answering, never silent (its old head every 50 ms, faster than the 0.2 s
+    watchdog), but no new block: dropped like a silent socket (``disconnected``, counted
+    ``no_progress``, reconnected); after the reconnect its re-sent old head is held back, and a
+    new block is passed on again."""
+    probe = Probe()
+    hub = make_hub(node, probe, watchdog=0.2)
+
+    async def resend_forever() -> None:
+        while True:
+            with contextlib.suppress(ConnectionClosed, AssertionError):
+                await node.send(notification(header(3)))
+            await asyncio.sleep(0.05)
+
+    async with running(hub):
+        await probe.until(lambda: hub.state("a").connected, "subscribed")
+        for n in (1, 2, 3):
+            await node.send(notification(header(n)))
+        await probe.until(
+            lambda: hub.tracker.tip is not None and hub.tracker.tip.number == 3, "tip 3"
+        )
+        resender = asyncio.create_task(resend_forever())
+        try:
+            await probe.until(lambda: ("a", "no_progress") in probe.invalid, "a no-progress drop")
+            dropped = node.connections  # the session the watchdog ended
+            passed_on = probe.heads["a"]
+            await probe.until(lambda: probe.disconnected_count("a") >= 1, "a disconnect")
+            await probe.until(
+                lambda: "no new block" in (hub.state("a").last_error or ""), "the reason"
+            )
+            state = hub.state("a")
+            assert state.watchdog_expiries >= 1 and state.invalid["no_progress"] >= 1
+            # The next session brings nothing new either: dropped again, nothing passed on.
+            await probe.until(lambda: node.connections >= dropped + 2, "dropped again")
+            assert probe.heads["a"] == passed_on  # held back, every re-send since the drop
+        finally:
+            resender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resender
+        # A new block is passed on again (re-sent on each reconnect: a session may still end on
+        # the watchdog between its subscribe answer and the frame).
+        for _ in range(20):
+            await probe.until(lambda: hub.state("a").connected, "connected again")
+            before = probe.disconnected_count("a")
+            with contextlib.suppress(ConnectionClosed):
+                await node.send(notification(header(4)))
+            await probe.until(
+                lambda b=before: probe.heads["a"] > passed_on or probe.disconnected_count("a") > b,
+                "the new block, or another drop",
+            )
+            if probe.heads["a"] > passed_on:
+                break
+        assert hub.tracker.tip is not None and hub.tracker.tip.number == 4
+        assert probe.heads["a"] == passed_on + 1
+
+
 async def test_an_unreachable_node_is_retried_with_delays_from_the_injected_backoff() -> None:
     probe = Probe()
     taken: list[float] = []
