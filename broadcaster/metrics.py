@@ -19,6 +19,8 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 ``invalid_messages_total{client,reason}`` counter   frames from a client that were not usable
 ``intents_total{status}``                counter    intents reaching each status
 ``foreign_transactions_total{sender}``   counter    nonces of ours taken by a tx we never signed
+``bundles_total{rpc,result}``            counter    eth_sendBundle answers per builder (section 5a)
+``private_sends_total{rpc}``             counter    eth_sendPrivateTransaction requests written
 =======================================  =========  ==============================================
 
 Extras for operators: ``deep_reorgs_total`` (reorg below the finality window: re-anchored, needs
@@ -210,6 +212,16 @@ class Metrics:
             "rejected_headers", "Headers whose hash did not verify", ("client", "reason")
         )
         self.intents_total = counter("intents", "Intents reaching each status", ("status",))
+        self.bundles_total = counter(
+            "bundles",
+            "eth_sendBundle answers per builder (result: accepted, rejected, failed, dropped)",
+            ("rpc", "result"),
+        )
+        self.private_sends_total = counter(
+            "private_sends",
+            "eth_sendPrivateTransaction requests per private RPC (one per answer or failure)",
+            ("rpc",),
+        )
         gauge("build_info", "Version of the running broadcaster", ("version",)).labels(
             _version()
         ).set(1)
@@ -325,6 +337,13 @@ class Metrics:
 
     def intent(self, status: str) -> None:
         self._labelled("intents", self.intents_total, status).inc()
+
+    def orderflow(self, rpc: str, method: str, result: str) -> None:
+        """An answer from a builder or private RPC (``broadcaster.rpc.orderflow.RESULTS``)."""
+        if method == "eth_sendBundle":
+            self._labelled("bundles", self.bundles_total, rpc, result).inc()
+        elif method == "eth_sendPrivateTransaction":
+            self._labelled("private_sends", self.private_sends_total, rpc).inc()
 
     # ------------------------------------------------------------ reading
 

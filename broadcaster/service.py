@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut
+from broadcaster.rpc.orderflow import OrderflowSender
 from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
+from broadcaster.tx.routing import Router
 from heads.events import DeepReorg, Event, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
@@ -73,9 +76,12 @@ class _TxMetrics(TxObserver):
     def __init__(self, metrics: Metrics, subscriptions: Subscriptions) -> None:
         self.metrics = metrics
         self.subscriptions = subscriptions
+        self.router: Router | None = None  # cancels a private intent's bundle (section 5a)
 
     def status(self, record: TxRecord, event: str) -> None:
         self.subscriptions.notify(record, event)
+        if self.router is not None:
+            self.router.on_status(record, event)
         if event in _COUNTED_STATUSES:
             self.metrics.intent(event)
 
@@ -144,6 +150,8 @@ class Service:
         self.metrics_server: MetricsServer | None = None
         self.manager: TxManager | None = None
         self.hub: HeadHub | None = None
+        self.router: Router | None = None
+        self._retargeted: int | None = None  # the tip the live bundles were last sent for
 
     def health(self) -> Mapping[str, Any]:
         hub = self.hub
@@ -193,12 +201,31 @@ class Service:
             attestation=attestation,
             on_event=self.metrics.signer_error,
         )
-        read_urls = [r.url for r in config.rpcs] + [_http_of(c.url) for c in config.clients]
+        # Chain reads never go to private RPCs or builders (section 5a): public ones and the
+        # head clients' nodes only.
+        read_urls = [r.url for r in config.public_rpcs] + [_http_of(c.url) for c in config.clients]
         chain = ChainReader(
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
-        fanout = FanOut([Endpoint(r.name, r.url) for r in config.rpcs])  # the manager listens
+        public = config.public_rpcs
+        fanout = FanOut([Endpoint(r.name, r.url) for r in public]) if public else None
+        private = config.private_rpcs
+        orderflow = (
+            OrderflowSender(
+                [(r.name, r.url, r.kind) for r in private], on_result=self.metrics.orderflow
+            )
+            if private
+            else None
+        )
         tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
+        router = self.router = observer.router = Router(
+            fanout,
+            orderflow,
+            builders=sum(1 for r in private if r.kind == "builder"),
+            private=sum(1 for r in private if r.kind == "private"),
+            tip_number=lambda: tracker.tip.number if tracker.tip else None,
+            clock_ns=time.perf_counter_ns,
+        )
         manager = self.manager = TxManager(
             chain_id=config.chain_id,
             book=book,
@@ -207,8 +234,8 @@ class Service:
             # tx.core.Submitter still declares submit() -> None; FanOut now returns a
             # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
             # the Protocol declares the return value.
-            fanout=fanout,
-            endpoints=len(config.rpcs),
+            fanout=router,
+            endpoints=max(1, len(public)),
             chain=chain,
             finality_depth=config.finality_depth,
             fees=FeePolicy(
@@ -250,10 +277,14 @@ class Service:
             priority_fee=config.fees.priority_fee_wei,
             max_gap_fill=config.fees.max_gap_fill,
             subscriptions=subscriptions,
+            routing=(config.routing.private, bool(private), bool(public)),
         )
         server = None
         try:
-            await fanout.connect()
+            if fanout is not None:
+                await fanout.connect()
+            if orderflow is not None:
+                await orderflow.connect()
             await self._start_manager(manager)
             server = await api.serve(config.api.listen.host, config.api.listen.port)
             self.api_port = int(next(iter(server.sockets)).getsockname()[1])
@@ -265,7 +296,10 @@ class Service:
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(hub.run(), name="heads")
-                group.create_task(fanout.run(), name="fanout")
+                if fanout is not None:
+                    group.create_task(fanout.run(), name="fanout")
+                if orderflow is not None:
+                    group.create_task(orderflow.run(), name="orderflow")
                 group.create_task(manager.run(), name="txmanager")
                 group.create_task(self._lag_updater(hub), name="lag")
                 self.ready.set()
@@ -279,7 +313,10 @@ class Service:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(journal.flush(), 5)
             journal.close()
-            await fanout.aclose()
+            if fanout is not None:
+                await fanout.aclose()
+            if orderflow is not None:
+                await orderflow.aclose()
             await signer.close()
             await chain.close()
             await self.metrics_server.close()
@@ -329,6 +366,10 @@ class Service:
         if hub is not None and hub.tracker.tip is not None:
             tip = hub.tracker.tip
             metrics.tip(tip.number)
+            router = self.router
+            if router is not None and router.records and tip.number != self._retargeted:
+                self._retargeted = tip.number
+                router.on_head(tip.number)  # bundles target one block: re-target at tip + 1
             api = self.api
             if api is not None and str(header.get("hash", "")).lower() == tip.hash.lower():
                 api.subscriptions.new_head(header)  # eth_subscribe("newHeads"): the new tip
