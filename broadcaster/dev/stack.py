@@ -69,12 +69,20 @@ def write_config(
     presign: bool = True,
     tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
     accounts: Sequence[str] = (DEV_ADDRESS,),
+    endpoints: Sequence[tuple[str, str, str]] | None = None,
+    routing_private: bool | None = None,
 ) -> Path:
+    """``endpoints``: ``(name, url, kind)`` instead of ``rpcs`` endpoints on the node itself."""
     urls = [node.http_url, node.ws_url, node.http_url]
     text = render_config(
         chain_id=31337,
         clients=[("anvil", node.ws_url)],
-        rpcs=[(f"rpc{i}", urls[i % len(urls)]) for i in range(rpcs)],
+        rpcs=(
+            list(endpoints)
+            if endpoints is not None
+            else [(f"rpc{i}", urls[i % len(urls)]) for i in range(rpcs)]
+        ),
+        routing_private=routing_private,
         signer_url=signer_url,
         accounts=list(accounts),
         api_listen=f"127.0.0.1:{free_port()}",
@@ -104,6 +112,8 @@ async def dev_stack(
     presign: bool = True,
     tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
     accounts: Sequence[str] = (DEV_ADDRESS,),
+    endpoints: Sequence[tuple[str, str, str]] | None = None,
+    routing_private: bool | None = None,
 ) -> AsyncIterator[DevStack]:
     """Start (or reuse) anvil and the enclave app, then the service; stop all on exit."""
     async with contextlib.AsyncExitStack() as stack:
@@ -121,6 +131,8 @@ async def dev_stack(
             presign=presign,
             tenants=tenants,
             accounts=accounts,
+            endpoints=endpoints,
+            routing_private=routing_private,
         )
         service = Service(load_config(config_path))
         task = asyncio.get_running_loop().create_task(service.run(), name="service")

@@ -60,7 +60,7 @@ def test_nothing_is_sent_for_an_intent_whose_next_block_is_past_valid_until_bloc
     assert noop == [SendBundle("i-1", replacement_uuid("i-1", noop=True), (RAW,), 101, False)]
 
 
-def test_every_new_head_re_targets_a_live_bundle_at_the_new_next_block_under_the_same_uuid() -> None:
+def test_each_new_head_re_targets_a_live_bundle_at_the_next_block_under_the_same_uuid() -> None:
     live = target(valid_until=105)
     first = plan_head([live], 101, builders=True)
     second = plan_head([live], 102, builders=True)
