@@ -74,8 +74,10 @@ DESIGN_METRIC_NAMES = (
     "broadcaster_pending_transactions",
     "broadcaster_invalid_messages_total",
     "broadcaster_intents_total",
+    "broadcaster_bundles_total",
+    "broadcaster_private_sends_total",
 )
-"""The names DESIGN.md section 7 fixes, as exposed (histograms add _bucket/_sum/_count)."""
+"""The names DESIGN.md sections 5a and 7 fix, as exposed (histograms add _bucket/_sum/_count)."""
 
 REORG_DEPTH_BUCKETS = (1, 2, 3, 4, 5, 7, 10, 16, 32, 64)
 # Literal decimals so the ``le`` labels read cleanly (``0.0002``, not ``0.00019999999999999998``).

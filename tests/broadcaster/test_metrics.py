@@ -33,6 +33,8 @@ DESIGN_TYPES = {
     "broadcaster_pending_transactions": "gauge",
     "broadcaster_invalid_messages_total": "counter",
     "broadcaster_intents_total": "counter",
+    "broadcaster_bundles_total": "counter",
+    "broadcaster_private_sends_total": "counter",
 }
 DESIGN_LABELS = {
     "broadcaster_heads_total": {"client"},
@@ -44,6 +46,8 @@ DESIGN_LABELS = {
     "broadcaster_pending_transactions": {"sender"},
     "broadcaster_invalid_messages_total": {"client", "reason"},
     "broadcaster_intents_total": {"status"},
+    "broadcaster_bundles_total": {"rpc", "result"},
+    "broadcaster_private_sends_total": {"rpc"},
 }
 SENDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 
@@ -69,6 +73,8 @@ def exercised() -> Metrics:
     metrics.invalid_message("b", "bad_json")
     metrics.rejected_header("b", "hash_mismatch")
     metrics.intent("included")
+    metrics.orderflow("builder", "eth_sendBundle", "accepted")
+    metrics.orderflow("protect", "eth_sendPrivateTransaction", "accepted")
     return metrics
 
 
