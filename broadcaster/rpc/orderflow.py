@@ -24,7 +24,8 @@ from typing import Any, Final
 import orjson
 
 from broadcaster.rpc.fanout import Endpoint, default_transport
-from broadcaster.rpc.transport.base import Reply, Transport
+from broadcaster.rpc.transport.base import Reply, Transport, split_url
+from broadcaster.rpc.transport.http import HttpTransport
 
 __all__ = ["RESULTS", "OrderflowEndpoint", "OrderflowSender"]
 
@@ -46,11 +47,11 @@ class OrderflowEndpoint:
         self.name = name
         self.kind = kind
         self.owner = owner
-        self.queue: deque[tuple[str, bytes]] = deque()
+        self.queue: deque[tuple[str, int, bytes]] = deque()
         self.queue_size = queue_size
         self.pending: dict[int, tuple[str, asyncio.TimerHandle | None]] = {}
         self.wake = asyncio.Event()
-        self.transport: Transport = default_transport(Endpoint(name, url), self.on_reply)
+        self.transport: Transport = _transport(name, url, self.on_reply)
 
     def offer(self, method: str, body_of: Callable[[int], bytes]) -> bool:
         """Write now (True) or queue for the worker (False)."""
@@ -62,7 +63,7 @@ class OrderflowEndpoint:
             self.owner.report(self.name, method, "dropped")
             return False
         rid = next(self.owner.ids)
-        self.queue.append((method, body_of(rid)))
+        self.queue.append((method, rid, body_of(rid)))
         self.wake.set()
         return False
 
@@ -103,14 +104,22 @@ class OrderflowEndpoint:
                     log.warning("orderflow endpoint %s unreachable: %s", self.name, exc)
                     await asyncio.sleep(0.2)
                     continue
-                method, body = self.queue.popleft()
-                rid = int(orjson.loads(body)["id"])
+                method, rid, body = self.queue.popleft()
                 try:
                     self.transport.send(rid, body)
                 except OSError:
                     self.owner.report(self.name, method, "failed")
                     continue
                 self._arm(rid, method)
+
+
+def _transport(name: str, url: str, on_reply: Callable[[int, Reply], None]) -> Transport:
+    """HTTP endpoints get a wider pool than the fan-out's: a bundle is one request per intent
+    (builders take no batches), so a reaction that re-signs ``k`` private intents writes ``k``
+    requests per builder at once, each on its own idle kept-alive connection."""
+    if split_url(url).scheme in ("http", "https"):
+        return HttpTransport(name, url, on_reply, min_connections=16, max_connections=128)
+    return default_transport(Endpoint(name, url), on_reply)
 
 
 def classify(reply: Reply) -> str:
@@ -132,6 +141,13 @@ def classify(reply: Reply) -> str:
 
 def request(rid: int, method: str, params: dict[str, Any]) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": [params]})
+
+
+def request_maker(method: str, params: dict[str, Any]) -> Callable[[int], bytes]:
+    """``request`` for any id, the params serialized once (one request per endpoint)."""
+    head = b'{"jsonrpc":"2.0","id":'
+    tail = b',"method":' + orjson.dumps(method) + b',"params":[' + orjson.dumps(params) + b"]}"
+    return lambda rid: b"".join((head, str(rid).encode(), tail))
 
 
 class OrderflowSender:
@@ -169,8 +185,9 @@ class OrderflowSender:
 
     def _send(self, targets: list[OrderflowEndpoint], method: str, params: dict[str, Any]) -> int:
         written = 0
+        body_of = request_maker(method, params)
         for endpoint in targets:
-            if endpoint.offer(method, lambda rid: request(rid, method, params)):
+            if endpoint.offer(method, body_of):
                 written += 1
         return written
 

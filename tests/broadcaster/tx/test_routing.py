@@ -217,3 +217,12 @@ def test_builder_answers_are_classified_into_the_bundles_total_results(
     reply: Reply, result: str
 ) -> None:
     assert classify(reply) == result
+
+
+def test_the_shared_request_body_is_the_plain_json_rpc_request_for_every_id() -> None:
+    from broadcaster.rpc.orderflow import request, request_maker
+
+    params = {"txs": ["0x02"], "blockNumber": "0x65", "replacementUuid": "u"}
+    body_of = request_maker("eth_sendBundle", params)
+    for rid in (1, 77, 10**9):
+        assert body_of(rid) == request(rid, "eth_sendBundle", params)
