@@ -25,6 +25,7 @@ from broadcaster.tx.bundles import (
     plan_cancel,
     plan_head,
     plan_submit,
+    replacement_uuid,
 )
 from broadcaster.tx.seams import Submitter
 from nonce import TxRecord, TxState
@@ -67,6 +68,10 @@ class Router:
         self.on_action = on_action
         self.records: dict[str, TxRecord] = {}  # private intents with a live target, by id
         self.last_ns = 0  # the clock after the latest private write (bench, reaction end)
+        # (uuid -> (block, txs)) of the last bundle every builder took: a re-target that would
+        # send the same txs for the same block again (a reorg's head after the reaction already
+        # sent the replacement, a stale-attempt resend) is skipped.
+        self.sent: dict[str, tuple[int, tuple[bytes, ...]]] = {}
 
     # -- Submitter -------------------------------------------------------------------------------
 
@@ -123,6 +128,11 @@ class Router:
         if self.public is not None:
             self.public.listen(on_result, on_written)
 
+    def stats(self) -> dict[str, Any]:
+        """The public fan-out's per-lane stats (``FanOut.stats``); none without one."""
+        stats = getattr(self.public, "stats", None)
+        return dict(stats()) if stats is not None else {}
+
     # -- heads and statuses ----------------------------------------------------------------------
 
     def target_of(self, record: TxRecord) -> Target | None:
@@ -145,6 +155,8 @@ class Router:
         for intent_id, record in list(self.records.items()):
             if record.state is TxState.FINALIZED or record.settled:
                 del self.records[intent_id]
+                for noop in (False, True):
+                    self.sent.pop(replacement_uuid(intent_id, noop=noop), None)
                 continue
             target = self.target_of(record)
             if target is not None:
@@ -172,12 +184,19 @@ class Router:
         written = 0
         for action in actions:
             if type(action) is SendBundle:
+                if action.retarget and self.sent.get(action.uuid) == (
+                    action.block_number,
+                    action.txs,
+                ):
+                    continue
                 params: dict[str, Any] = {
                     "txs": ["0x" + raw.hex() for raw in action.txs],
                     "blockNumber": hex(action.block_number),
                     "replacementUuid": action.uuid,
                 }
                 count = port.to_builders("eth_sendBundle", params)
+                if count:
+                    self.sent[action.uuid] = (action.block_number, action.txs)
             elif type(action) is SendPrivate:
                 params = {
                     "tx": "0x" + action.raw.hex(),
@@ -187,6 +206,7 @@ class Router:
             elif type(action) is CancelBundle:
                 count = port.to_builders("eth_cancelBundle", {"replacementUuid": action.uuid})
                 self.records.pop(action.intent_id, None)
+                self.sent.pop(action.uuid, None)
             else:
                 assert isinstance(action, CancelPrivate)
                 params = {"txHash": "0x" + action.tx_hash.hex()}

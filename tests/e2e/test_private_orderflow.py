@@ -58,8 +58,26 @@ async def orderflow(tmp_path: Path, *, with_public: bool) -> AsyncIterator[Order
             await BroadcasterClient.connect(running.api_url, token=running.token)
         )
         flow = Orderflow(running, node, builder, public, bot)
-        await mine_empty(flow)  # a head, so the service knows the tip
+        await first_head(flow)
         yield flow
+
+
+async def first_head(flow: Orderflow) -> None:
+    """Blocks until the service follows one: "ready" may come before its subscription is up,
+    and anvil --no-mining announces nothing by itself."""
+    hub = flow.stack.service.hub
+    assert hub is not None
+    for _ in range(100):
+        await flow.node.rpc("evm_mine")
+        with contextlib.suppress(AssertionError):
+            await until(lambda: _has_tip(flow), "a first head", limit=1.0)
+            return
+    raise AssertionError("the service never followed a head")
+
+
+async def _has_tip(flow: Orderflow) -> bool:
+    hub = flow.stack.service.hub
+    return hub is not None and hub.tracker.tip is not None
 
 
 def tip(flow: Orderflow) -> int:

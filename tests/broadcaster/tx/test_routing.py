@@ -226,3 +226,14 @@ def test_the_shared_request_body_is_the_plain_json_rpc_request_for_every_id() ->
     body_of = request_maker("eth_sendBundle", params)
     for rid in (1, 77, 10**9):
         assert body_of(rid) == request(rid, "eth_sendBundle", params)
+
+
+def test_a_re_target_that_would_repeat_the_last_bundle_is_skipped() -> None:
+    """A reorg head after the reaction already sent the replacement for this block."""
+    world = World(private_rpcs=0)
+    record = world.record(private=True)
+    ctx = world.attempt(record, b"\x0d", AttemptReason.INITIAL)
+    world.router.submit(b"\x0d", ctx.attempt.hash, ctx)  # for block 101
+    assert world.router.on_head(100) == 0  # same tip again: nothing new to say
+    assert world.router.on_head(101) == 1
+    assert len(world.port.calls) == 2
