@@ -21,11 +21,15 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 ``foreign_transactions_total{sender}``   counter    nonces of ours taken by a tx we never signed
 ``bundles_total{rpc,result}``            counter    eth_sendBundle answers per builder (section 5a)
 ``private_sends_total{rpc}``             counter    eth_sendPrivateTransaction requests written
+``is_leader``                            gauge      1 on the instance that acts (no [ha]: always)
 =======================================  =========  ==============================================
 
 Extras for operators: ``deep_reorgs_total`` (reorg below the finality window: re-anchored, needs
 a human), ``rejected_headers_total{client,reason}`` (header hash did not verify: a lying or broken
-node), ``signer_errors_total{kind}``, ``signer_up``, ``build_info{version}``, and the standard
+node), ``signer_errors_total{kind}``, ``signer_up``, ``build_info{version}``, with ``[ha]``
+``lease_age_seconds`` (seconds since the leader lease was last renewed, as this instance last
+saw it: the leader's own renewals, or the leader's as a standby reads them) and
+``failovers_total`` (leases this instance took over from another holder), and the standard
 ``process_*`` metrics of the service process.
 
 The update methods run on the reaction path: labelled children for the configured clients and
@@ -76,6 +80,7 @@ DESIGN_METRIC_NAMES = (
     "broadcaster_intents_total",
     "broadcaster_bundles_total",
     "broadcaster_private_sends_total",
+    "broadcaster_is_leader",
 )
 """The names DESIGN.md sections 5a and 7 fix, as exposed (histograms add _bucket/_sum/_count)."""
 
@@ -224,6 +229,14 @@ class Metrics:
             "eth_sendPrivateTransaction requests per private RPC (one per answer or failure)",
             ("rpc",),
         )
+        self.is_leader = gauge("is_leader", "1 on the instance that accepts, signs and sends")
+        self.is_leader.set(1)  # without [ha] the only instance acts; [ha] starts as a standby
+        self.lease_age_seconds = gauge(
+            "lease_age_seconds", "Seconds since the leader lease was last renewed ([ha])"
+        )
+        self.failovers_total = counter(
+            "failovers", "Leader leases this instance took over from another holder ([ha])"
+        )
         gauge("build_info", "Version of the running broadcaster", ("version",)).labels(
             _version()
         ).set(1)
@@ -348,6 +361,14 @@ class Metrics:
             self._labelled("private_sends", self.private_sends_total, rpc).inc()
 
     # ------------------------------------------------------------ reading
+
+    def leadership(self, leader: bool, lease_age: float | None = None) -> None:
+        self.is_leader.set(1 if leader else 0)
+        if lease_age is not None:
+            self.lease_age_seconds.set(lease_age)
+
+    def failover(self) -> None:
+        self.failovers_total.inc()
 
     def sample(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
         """The current value of one exposed sample (``broadcaster_heads_total``...), or None."""

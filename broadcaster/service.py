@@ -10,6 +10,15 @@ part that fails takes the service down (a supervisor restarts it) rather than li
 
 Shutdown (SIGTERM/SIGINT, or cancelling :meth:`Service.run`) drains: the API stops accepting
 intents, in-flight requests finish, the journal is flushed and closed, connections close.
+
+With ``[ha]`` (a PostgreSQL journal, DESIGN.md §9) the service starts as a standby: metrics,
+the head subscriptions, and on ``[api] listen`` the standby API (every request refused, naming
+the leader: ``broadcaster.ha.standby``), while it polls the leader lease. Once the lease is
+its own it closes the standby API and starts as above -- the journal reloaded (fenced on the
+lease epoch), recovery as after a crash, the intent API -- and renews the lease. Every
+signature and every RPC write passes the fence (``broadcaster.ha.fence``); when the lease
+lapses the process exits at once (code 75) without sending anything more: a crash, which the
+next leader recovers from, and a supervisor restarts this one as a standby.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,10 +38,13 @@ from urllib.parse import urlsplit
 from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.backoff import backoff
+from broadcaster.ha.fence import Fence, FencedSigner, FencedTransport, fenced_transports
+from broadcaster.ha.role import Leadership
+from broadcaster.ha.standby import StandbyApi
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
-from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut
+from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, default_transport
 from broadcaster.rpc.orderflow import OrderflowSender
 from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
@@ -41,9 +54,9 @@ from heads.events import DeepReorg, Event, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
-from nonce import TxRecord, open_book
-from nonce.journal import lookup
-from signer_client import AttestationPolicy, SignerClient
+from nonce import TxRecord
+from nonce.backends import lookup, open_book
+from signer_client import AttestationPolicy, SignerClient, SignerPins
 
 __all__ = ["Service"]
 
@@ -121,8 +134,21 @@ RETAIN_SETTLED = 10_000
 """Finalized records kept in memory; older ones are answered from the journal file."""
 
 
-def _journal_lookup(path: Path, intent_id: str | None, key: str | None) -> TxRecord | None:
+EXIT_LEASE_LOST = 75
+"""Exit code of a leader whose lease lapsed (EX_TEMPFAIL: a supervisor restarts it, a standby)."""
+
+
+def _journal_lookup(path: Path | str, intent_id: str | None, key: str | None) -> TxRecord | None:
     return lookup(path, intent_id=intent_id, key=key)
+
+
+def exit_on_lapse(why: str) -> None:
+    """The fence's ``on_lapse`` in production: stop at once, before anything else runs."""
+    log.critical("leader lease lost (%s): exiting now, sending nothing more", why)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(EXIT_LEASE_LOST)
 
 
 def _http_of(ws_url: str) -> str:
@@ -135,7 +161,13 @@ def _http_of(ws_url: str) -> str:
 class Service:
     """The assembled broadcaster. ``await Service(config).run()`` until cancelled."""
 
-    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        on_lapse: Callable[[str], None] = exit_on_lapse,
+    ) -> None:
         self.config = config
         accounts = [a.address.lower() for a in config.accounts]
         self.accounts = accounts
@@ -150,6 +182,8 @@ class Service:
         self.metrics_server: MetricsServer | None = None
         self.manager: TxManager | None = None
         self.hub: HeadHub | None = None
+        self.fence = Fence(on_lapse)
+        self.leadership: Leadership | None = None
         self.router: Router | None = None
         self._retargeted: int | None = None  # the tip the live bundles were last sent for
 
@@ -158,9 +192,11 @@ class Service:
         clients = hub.status() if hub is not None else []
         up = sum(1 for c in clients if c.connected)
         tip = hub.tracker.tip if hub is not None else None
+        role = self.leadership.status() if self.leadership is not None else None
         return {
-            "healthy": self.ready.is_set() and up > 0,
+            "healthy": self.ready.is_set() and up > 0 and (role is None or role.leader),
             "ready": self.ready.is_set(),
+            **({"role": role.text, "leader": role.leader_name} if role is not None else {}),
             "clients_up": up,
             "clients": len(clients),
             "tip": tip.number if tip else None,
@@ -184,8 +220,41 @@ class Service:
         self.metrics_server = await start_metrics_server(
             self.metrics, config.metrics.listen.host, config.metrics.listen.port, self.health
         )
-        # Finalized records beyond the newest few thousand stay on disk (journal lookups).
-        book, journal = open_book(config.journal.path, settled_kept=RETAIN_SETTLED)
+        tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
+        hub = self.hub = HeadHub(
+            [(c.name, c.url) for c in config.clients],
+            tracker=tracker,
+            on_events=self._on_events,
+            hooks=_HubMetrics(self.metrics),
+            options=SubscriptionOptions(watchdog=config.heads.watchdog_seconds),
+        )
+        heads_task: asyncio.Task[None] | None = None
+        lease_task: asyncio.Task[None] | None = None
+        if config.ha is None:
+            # Finalized records beyond the newest few thousand stay on disk (journal lookups).
+            book, journal = open_book(config.journal.target, settled_kept=RETAIN_SETTLED)
+        else:
+            loop = asyncio.get_running_loop()
+            heads_task = loop.create_task(hub.run(), name="heads")
+            try:
+                epoch = await self._standby(config)
+                assert self.leadership is not None
+                # Renewing from now on: the reload and the recovery below may take a while.
+                lease_task = loop.create_task(self.leadership.keep(), name="lease")
+                # Off the loop, so the renewals go on while a big journal loads.
+                book, journal = await asyncio.to_thread(
+                    open_book, config.journal.target, epoch=epoch, settled_kept=RETAIN_SETTLED
+                )
+                from nonce.pg_journal import PgJournal
+
+                if isinstance(journal, PgJournal):  # another instance holds the lease: stop now
+                    journal.on_stale = lambda stale: self.fence.lapse(f"journal: {stale}")
+            except BaseException:
+                heads_task.cancel()
+                if lease_task is not None:
+                    lease_task.cancel()
+                await self.metrics_server.close()
+                raise
         subscriptions = Subscriptions()  # before the manager and the API: both only use it
         observer = _TxMetrics(self.metrics, subscriptions)
         attestation = None
@@ -199,8 +268,15 @@ class Service:
             connect_timeout=config.signer.connect_timeout_seconds,
             max_in_flight=config.signer.max_in_flight,
             attestation=attestation,
+            pins=SignerPins(
+                mode=config.signer.mode,
+                policy_hash=config.signer.policy_hash,
+                accounts=tuple(a.address for a in config.accounts),
+                chain_ids=(config.chain_id,),
+            ),
             on_event=self.metrics.signer_error,
         )
+        fenced = config.ha is not None
         # Chain reads never go to private RPCs or builders (section 5a): public ones and the
         # head clients' nodes only.
         read_urls = [r.url for r in config.public_rpcs] + [_http_of(c.url) for c in config.clients]
@@ -208,16 +284,28 @@ class Service:
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
         public = config.public_rpcs
-        fanout = FanOut([Endpoint(r.name, r.url) for r in public]) if public else None
+        fanout = (
+            FanOut(  # the manager listens (through the router)
+                [Endpoint(r.name, r.url) for r in public],
+                transport_factory=(
+                    fenced_transports(default_transport, self.fence)
+                    if fenced
+                    else default_transport
+                ),
+            )
+            if public
+            else None
+        )
         private = config.private_rpcs
         orderflow = (
             OrderflowSender(
-                [(r.name, r.url, r.kind) for r in private], on_result=self.metrics.orderflow
+                [(r.name, r.url, r.kind) for r in private],
+                on_result=self.metrics.orderflow,
+                wrap=(lambda t: FencedTransport(t, self.fence)) if fenced else None,
             )
             if private
             else None
         )
-        tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
         router = self.router = observer.router = Router(
             fanout,
             orderflow,
@@ -226,11 +314,11 @@ class Service:
             tip_number=lambda: tracker.tip.number if tracker.tip else None,
             clock_ns=time.perf_counter_ns,
         )
-        manager = self.manager = TxManager(
+        manager = TxManager(
             chain_id=config.chain_id,
             book=book,
             journal=journal,
-            signer=signer,
+            signer=FencedSigner(signer, self.fence) if fenced else signer,
             # tx.core.Submitter still declares submit() -> None; FanOut now returns a
             # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
             # the Protocol declares the return value.
@@ -247,18 +335,13 @@ class Service:
             observer=observer,
             presign=config.fees.presign_replacements,
             after_reaction=os.sched_yield if config.cpu.yield_after_reaction else None,
-            lookup=functools.partial(_journal_lookup, config.journal.path),
+            lookup=self._lookup(config),
             retain_settled=RETAIN_SETTLED,
             evicted_on_disk=True,
             canonical_chain=tracker.canonical_chain,
         )
-        hub = self.hub = HeadHub(
-            [(c.name, c.url) for c in config.clients],
-            tracker=tracker,
-            on_events=self._on_events,
-            hooks=_HubMetrics(self.metrics),
-            options=SubscriptionOptions(watchdog=config.heads.watchdog_seconds),
-        )
+        if not fenced:
+            self.manager = manager  # with [ha], once started: heads already flow to _on_events
         api = self.api = IntentApi(
             manager,
             chain_id=config.chain_id,
@@ -286,6 +369,7 @@ class Service:
             if orderflow is not None:
                 await orderflow.connect()
             await self._start_manager(manager)
+            self.manager = manager
             server = await api.serve(config.api.listen.host, config.api.listen.port)
             self.api_port = int(next(iter(server.sockets)).getsockname()[1])
             log.info(
@@ -295,7 +379,12 @@ class Service:
                 self.metrics_server.url,
             )
             async with asyncio.TaskGroup() as group:
-                group.create_task(hub.run(), name="heads")
+                if heads_task is None:
+                    group.create_task(hub.run(), name="heads")
+                else:
+                    group.create_task(_follow(heads_task), name="heads")
+                if lease_task is not None:
+                    group.create_task(_follow(lease_task), name="lease")
                 if fanout is not None:
                     group.create_task(fanout.run(), name="fanout")
                 if orderflow is not None:
@@ -319,8 +408,58 @@ class Service:
                 await orderflow.aclose()
             await signer.close()
             await chain.close()
+            for task in (heads_task, lease_task):
+                if task is not None:
+                    task.cancel()
+            if self.leadership is not None:
+                await self._release()
             await self.metrics_server.close()
             log.info("stopped; journal flushed and closed")
+
+    @staticmethod
+    def _lookup(config: Config) -> Callable[[str | None, str | None], TxRecord | None]:
+        """Finds evicted records in the journal (PostgreSQL: over one kept connection)."""
+        if config.journal.url is None:
+            return functools.partial(_journal_lookup, config.journal.target)
+        from nonce.pg_journal import PgReader
+
+        reader = PgReader(config.journal.url)
+        return lambda intent_id, key: reader.lookup(intent_id=intent_id, key=key)
+
+    async def _standby(self, config: Config) -> int:
+        """Follow heads and refuse intents (naming the leader) until the lease is ours."""
+        assert config.ha is not None and config.journal.url is not None
+        from broadcaster.ha.lease import PgLeaseStore
+
+        leadership = self.leadership = Leadership(
+            PgLeaseStore(config.journal.url),
+            instance=config.ha.instance,
+            lease_seconds=config.ha.lease_seconds,
+            fence=self.fence,
+            metrics=self.metrics,
+        )
+        standby = StandbyApi(config.api.tokens, lambda: leadership.leader)
+        server = await standby.serve(config.api.listen.host, config.api.listen.port)
+        self.api_port = server.port
+        log.info("standby %s: refusing intents on ws://%s:%d", config.ha.instance,
+                 config.api.listen.host, self.api_port)  # fmt: skip
+        try:
+            grant = await leadership.acquire()
+        finally:
+            await server.close()
+        return grant.epoch
+
+    async def _release(self) -> None:
+        """A clean stop gives the lease up (nothing is sent any more): a standby takes over
+        at its next poll instead of waiting the lease out."""
+        leadership = self.leadership
+        assert leadership is not None
+        if leadership.epoch is None or self.fence.lapsed:
+            return
+        self.fence.lapsed = True  # no send after this point, even by a late task
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(leadership.store.release, leadership.instance, leadership.epoch)
+        leadership.store.close()
 
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""
@@ -380,3 +519,8 @@ class Service:
                 if status.lag is not None:
                     self.metrics.client_lag(status.name, status.lag)
             await asyncio.sleep(1.0)
+
+
+async def _follow(task: asyncio.Task[None]) -> None:
+    """Await a task started before the group (the standby's head subscriptions)."""
+    await task

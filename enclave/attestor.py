@@ -1,5 +1,6 @@
-"""Attestation documents from a development PKI, shaped like AWS Nitro's (see
-``signer_client/attestation.py`` for the format and how clients verify it).
+"""Attestation: the :class:`Attestor` seam, the dev implementation and the real one (``/dev/nsm``,
+in ``enclave/nsm.py``). Documents are shaped like AWS Nitro's (see ``signer_client/attestation.py``
+for the format and how clients verify it).
 
 In a real Nitro enclave the document comes from the Nitro Security Module (``/dev/nsm``), signed
 by a per-enclave leaf under AWS's root, and PCR0 is the SHA-384 measurement of the enclave image.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from pathlib import Path
+from typing import Protocol
 
 import cbor2
 from cryptography import x509
@@ -23,7 +25,20 @@ from cryptography.x509.oid import NameOID
 
 from signer_client.attestation import COSE_ALG_ES384, sig_structure
 
-__all__ = ["DevAttestor", "create_dev_pki", "measure_pcr0"]
+__all__ = ["Attestor", "DevAttestor", "create_dev_pki", "measure_pcr0"]
+
+
+class Attestor(Protocol):
+    """Produces attestation documents binding the caller's data to this enclave's measurement."""
+
+    def document(self, nonce: bytes, user_data: bytes, public_key: bytes, now: float) -> bytes:
+        """A COSE_Sign1 document carrying ``nonce``, ``user_data`` and ``public_key``."""
+        ...
+
+    def pcr0(self) -> bytes:
+        """The measurement documents report (48 bytes)."""
+        ...
+
 
 _PACKAGES = ("enclave", "signer_client")
 
@@ -94,7 +109,12 @@ def create_dev_pki(
 
 
 class DevAttestor:
-    """Issues COSE_Sign1 attestation documents under a dev root with an ephemeral leaf key."""
+    """Issues COSE_Sign1 attestation documents under a dev root, a fresh leaf for every document.
+
+    A new P-384 leaf per document, valid from one hour before to three hours after ``now`` (like the
+    NSM's own per-document certificates): a leaf minted at start and reused would expire under a
+    long-running enclave, and the next reconnect would fail attestation.
+    """
 
     def __init__(
         self,
@@ -104,11 +124,12 @@ class DevAttestor:
         module_id: str = "dev-enclave",
     ) -> None:
         self.root_cert = root_cert
+        self._root_key = root_key
         self.pcrs = pcrs
         self.module_id = module_id
-        self._leaf_key = ec.generate_private_key(ec.SECP384R1())
-        now = dt.datetime.now(dt.UTC)
-        self._leaf = _cert(module_id, self._leaf_key, root_cert.subject, root_key, False, 1, now)
+
+    def pcr0(self) -> bytes:
+        return self.pcrs[0]
 
     @classmethod
     def from_dir(cls, directory: str | Path, pcrs: dict[int, bytes]) -> DevAttestor:
@@ -121,8 +142,25 @@ class DevAttestor:
             raise ValueError("dev root key must be ECDSA")
         return cls(cert, key, pcrs)
 
+    def _leaf(self, now: float) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP384R1())
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(self.module_id))
+            .issuer_name(self.root_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(at - dt.timedelta(hours=1))
+            .not_valid_after(at + dt.timedelta(hours=3))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self._root_key, hashes.SHA384())
+        )
+        return cert, key
+
     def document(self, nonce: bytes, user_data: bytes, public_key: bytes, now: float) -> bytes:
         """A COSE_Sign1 document binding ``nonce``, ``user_data`` and ``public_key``."""
+        leaf, leaf_key = self._leaf(now)
         protected = cbor2.dumps({1: COSE_ALG_ES384})
         payload = cbor2.dumps(
             {
@@ -130,14 +168,14 @@ class DevAttestor:
                 "digest": "SHA384",
                 "timestamp": int(now * 1000),
                 "pcrs": self.pcrs,
-                "certificate": self._leaf.public_bytes(serialization.Encoding.DER),
+                "certificate": leaf.public_bytes(serialization.Encoding.DER),
                 "cabundle": [self.root_cert.public_bytes(serialization.Encoding.DER)],
                 "public_key": public_key,
                 "user_data": user_data,
                 "nonce": nonce,
             }
         )
-        der = self._leaf_key.sign(sig_structure(protected, payload), ec.ECDSA(hashes.SHA384()))
+        der = leaf_key.sign(sig_structure(protected, payload), ec.ECDSA(hashes.SHA384()))
         r, s = decode_dss_signature(der)
         signature = r.to_bytes(48, "big") + s.to_bytes(48, "big")
         return cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]))

@@ -1,35 +1,107 @@
-"""The hash-chained, signed audit log, and its verifier.
+"""The hash-chained audit log, its signed heads, its sealed anchor, and its verifier.
 
 One JSON object per line::
 
     {"seq": 7, "ts": 1700000000.123, "prev": "0x<hash of seq 6>", "kind": "sign",
-     "data": {...}, "hash": "0x<keccak256 of the canonical entry>", "sig": "0x<r||s||v>"}
+     "data": {...}, "hash": "0x<keccak256 of the canonical entry>", "sig": null}
 
-``hash = keccak256(orjson(sorted {seq, ts, prev, kind, data}))`` and ``sig`` is the enclave's log
-key's secp256k1 recoverable signature over ``hash``. The log key is generated inside the enclave at
-start; its public key opens each segment (a ``start`` entry, itself chained and signed) and is
-carried in the attestation document's ``public_key``, so a verifier can tell genuine segments from
-forged ones. An edit breaks ``hash`` or ``sig``; a dropped entry leaves a gap in ``seq`` and a
-broken ``prev`` link; a reordered one arrives with a ``seq`` out of place. Truncating the tail is
-only visible against an anchor: pass the head reported by the ``audit_head`` method.
+``hash = keccak256(orjson(sorted {seq, ts, prev, kind, data}))``. Each segment opens with a
+``start`` entry that announces the segment's log key (``data.log_public_key``, the key the
+attestation document binds) and carries ``sig``, that key's secp256k1 recoverable signature over
+``hash``. Later entries are not signed one by one (a second libsecp256k1 signature per request
+would double the sign path, and with logging before the reply it would sit in front of every
+signature): they are chained to the start entry by ``prev``, and the chain is anchored by signed
+*heads*: ``audit_head`` returns ``{seq, hash, signature}``, ``signature`` by the log key over
+:func:`head_digest`. A verifier holding the attested log keys and a signed head detects an edit
+(``hash``), a drop or a reorder (``seq`` / ``prev``), a tail truncation (the log ends before the
+head) and a wholly re-signed log (its start entries announce keys nobody attested).
+
+Inside the enclave the log also anchors its own restart: every commit rewrites ``PATH.head`` with
+``(seq, hash)`` and an HMAC under the sealing key (derived from the keys only the enclave holds),
+and on start the enclave refuses a log that does not reach that anchor, and cuts off what follows
+it (:func:`cut_to_anchor`: unsigned lines the host may have appended). What a host that
+owns the disk can still do, and what catches it, is in the README ("Threat model").
+
+A failed write raises :class:`AuditWriteError` and leaves the log as it was: the server then
+fails closed and sends no signature whose entry is not on disk.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import coincurve
 import orjson
 
+from signer_client.protocol import head_digest
 from signer_client.signing import LocalKey
 from signer_client.txcodec import keccak
 
-__all__ = ["AuditLog", "Problem", "read_tail", "verify_log"]
+__all__ = [
+    "AuditLog",
+    "AuditStateError",
+    "AuditWriteError",
+    "Problem",
+    "cut_to_anchor",
+    "head_digest",
+    "load_verified",
+    "read_tail",
+    "recover_head_key",
+    "verify_log",
+]
 
 GENESIS = "0x" + "00" * 32
+_dumps = orjson.dumps
+_SORTED = orjson.OPT_SORT_KEYS
+_ANCHOR_LEN = 20 + 1 + 66 + 1 + 64 + 1
+
+
+class AuditWriteError(OSError):
+    """The audit log could not be written: nothing that depended on it may leave."""
+
+
+class AuditStateError(ValueError):
+    """The log on disk is not one this enclave may restore from (truncated, edited, unsealed)."""
+
+
+def recover_head_key(seq: int, head: str, signature_hex: str) -> bytes:
+    """The uncompressed public key that signed an ``audit_head`` (compare with the attested key)."""
+    return _recover(head_digest(seq, head), signature_hex)
+
+
+def _anchor_mac(seal_key: bytes, seq: int, head: str) -> str:
+    msg = b"enclave-audit-anchor\x00" + seq.to_bytes(8, "big") + bytes.fromhex(head[2:])
+    # Keyed BLAKE2b (RFC 7693 section 2.9's MAC mode): a third of HMAC-SHA256's cost, and the
+    # anchor is rewritten on every commit, in front of every reply.
+    return hashlib.blake2b(msg, key=seal_key, digest_size=32).hexdigest()
+
+
+def _anchor_path(path: str) -> str:
+    return path + ".head"
+
+
+def read_anchor(path: str, seal_key: bytes) -> tuple[int, str] | None:
+    """The sealed ``(seq, hash)`` next to the log, ``None`` if there is none; raise on a forgery."""
+    try:
+        with open(_anchor_path(path), "rb") as f:
+            text = f.read().decode("ascii", "replace").split()
+    except FileNotFoundError:
+        return None
+    if not text:  # created, never written (a fresh log); with entries present, still refused
+        return None
+    try:
+        seq, head, mac = int(text[0]), text[1], text[2]
+    except (IndexError, ValueError) as exc:
+        raise AuditStateError(f"{_anchor_path(path)}: not an anchor") from exc
+    if not hmac.compare_digest(mac, _anchor_mac(seal_key, seq, head)):
+        raise AuditStateError(f"{_anchor_path(path)}: anchor not sealed by this enclave's keys")
+    return seq, head
 
 
 def _entry_hash(seq: int, ts: float, prev: str, kind: str, data: dict[str, Any]) -> bytes:
@@ -38,60 +110,110 @@ def _entry_hash(seq: int, ts: float, prev: str, kind: str, data: dict[str, Any])
 
 
 class AuditLog:
-    """Appends signed, chained entries. Writes are buffered; :meth:`flush` hands them to the OS
-    (``fsync=True`` also forces them to disk)."""
+    """Appends chained entries. :meth:`commit` writes what :meth:`append` queued (``fsync=True``
+    also forces it to disk) and, with a ``seal_key``, rewrites the sealed anchor."""
 
-    def __init__(self, path: str, key: LocalKey, *, fsync: bool = False) -> None:
+    def __init__(
+        self, path: str, key: LocalKey, *, fsync: bool = False, seal_key: bytes | None = None
+    ) -> None:
         self.path = path
         self.key = key
         self.fsync = fsync
+        self.seal_key = seal_key
         self.seq, self.head = read_tail(path)
-        self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - lives as long as the log
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        self._anchor_fd = (
+            os.open(_anchor_path(path), os.O_WRONLY | os.O_CREAT, 0o600)
+            if seal_key is not None
+            else None
+        )
         self._pending: list[tuple[float, str, Any]] = []
+        self.failed_writes = 0
 
     def append(
         self, now: float, kind: str, data: dict[str, Any] | Callable[[], dict[str, Any]]
     ) -> None:
-        """Queue an entry; it is hashed, signed and written by :meth:`commit`.
+        """Queue an entry; it is hashed and written by :meth:`commit`.
 
         ``data`` may be a zero-argument callable: the sign path passes one so that building the
-        entry's dict (hex strings of hashes) happens after the reply is written, not before.
+        entry's dict (hex strings of hashes) happens in :meth:`commit`, not in the policy path.
         """
         self._pending.append((now, kind, data))
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     def commit(self) -> None:
+        """Write the queued entries; raise :class:`AuditWriteError` (and keep the log and its
+        in-memory head as they were) when the write fails."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        seq, head = self.seq, self.head
         lines = []
         for ts, kind, item in pending:
             data = item() if callable(item) else item
-            self.seq += 1
-            digest = _entry_hash(self.seq, ts, self.head, kind, data)
-            sig = self.key.sign_hash(digest)
-            hash_hex = "0x" + digest.hex()
-            lines.append(
-                orjson.dumps(
-                    {
-                        "seq": self.seq,
-                        "ts": ts,
-                        "prev": self.head,
-                        "kind": kind,
-                        "data": data,
-                        "hash": hash_hex,
-                        "sig": "0x" + sig.hex(),
-                    }
-                )
+            seq += 1
+            # One serialisation serves both the hash and the line: the hashed bytes are the
+            # sorted {data, kind, prev, seq, ts}; the line is them plus hash and sig.
+            body = _dumps(
+                {"seq": seq, "ts": ts, "prev": head, "kind": kind, "data": data},
+                option=_SORTED,
             )
-            self.head = hash_hex
-        self._file.write(b"\n".join(lines) + b"\n")
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+            digest = keccak(body)
+            hash_hex = "0x" + digest.hex()
+            sig = (
+                b'"0x' + self.key.sign_hash(digest).hex().encode() + b'"'
+                if kind == "start"
+                else b"null"
+            )
+            lines.append(body[:-1] + b',"hash":"' + hash_hex.encode() + b'","sig":' + sig + b"}")
+            head = hash_hex
+        data = b"\n".join(lines) + b"\n"
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(28, f"short write ({written} of {len(data)} bytes)")
+            if self.fsync:
+                os.fsync(self._fd)
+            if self._anchor_fd is not None and self.seal_key is not None:
+                anchor = f"{seq:020d} {head} {_anchor_mac(self.seal_key, seq, head)}\n"
+                os.pwrite(self._anchor_fd, anchor.encode(), 0)
+        except OSError as exc:
+            self.failed_writes += 1
+            # A partial line would break the chain for every later entry: cut it off (best
+            # effort; if even this fails, the start-up check refuses the log, never trusts it).
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+            raise AuditWriteError(exc.errno or 0, f"audit log write failed: {exc}") from exc
+        self._size += len(data)
+        self.seq, self.head = seq, head
+
+    def resync(self) -> None:
+        """Re-read the tail after the file was cut (:func:`cut_to_anchor`) before any append."""
+        self.seq, self.head = read_tail(self.path)
+        self._size = os.fstat(self._fd).st_size
+
+    def sign_head(self) -> dict[str, Any]:
+        """``{seq, hash, signature}``: the current head, signed by the log key."""
+        return {
+            "seq": self.seq,
+            "hash": self.head,
+            "signature": "0x" + self.key.sign_hash(head_digest(self.seq, self.head)).hex(),
+        }
 
     def close(self) -> None:
-        self.commit()
-        self._file.close()
+        try:
+            self.commit()
+        finally:
+            os.close(self._fd)
+            if self._anchor_fd is not None:
+                os.close(self._anchor_fd)
+                self._anchor_fd = None
 
 
 def read_tail(path: str) -> tuple[int, str]:
@@ -121,8 +243,8 @@ class Problem:
 
     line: int
     seq: int | None
-    # malformed | edited | bad_signature | untrusted_key | dropped | reordered | chain_break
-    # | truncated
+    # malformed | edited | bad_signature | untrusted_key | unanchored | dropped | reordered
+    # | chain_break | truncated | conflicting_intent
     kind: str
     detail: str
 
@@ -172,10 +294,12 @@ def verify_log(
             if "0x" + digest.hex() != e["hash"]:
                 problems.append(Problem(n, seq, "edited", "content does not match its hash"))
             else:
-                signer = _recover(digest, e["sig"])
+                signer = _recover(digest, e["sig"]) if e.get("sig") else None
+                if e["kind"] == "start" and signer is None:
+                    raise ValueError("start entry without a signature")
                 if e["kind"] == "start":
                     announced = str(e["data"]["log_public_key"])
-                    if bytes.fromhex(announced[2:]) != signer:
+                    if signer is None or bytes.fromhex(announced[2:]) != signer:
                         problems.append(
                             Problem(n, seq, "bad_signature", "start not signed by its key")
                         )
@@ -185,7 +309,9 @@ def verify_log(
                         )
                     key = signer
                     keys.append(announced)
-                elif key is None or signer != key:
+                elif key is None:
+                    problems.append(Problem(n, seq, "unanchored", "entry before any start entry"))
+                elif signer is not None and signer != key:
                     problems.append(Problem(n, seq, "bad_signature", "not signed by the log key"))
         except (KeyError, TypeError, ValueError, Exception) as exc:
             problems.append(Problem(n, seq, "malformed", f"{type(exc).__name__}: {exc}"))
@@ -206,6 +332,7 @@ def verify_log(
             problems.append(Problem(n, seq, "chain_break", "first entry must link to genesis"))
         hashes.setdefault(seq, str(e.get("hash")))
         expected = max(expected, seq + 1)
+    problems.extend(_conflicts(parsed))
     if expect_head is not None:
         head_seq, head_hash = expect_head
         if expected - 1 < head_seq:
@@ -216,3 +343,85 @@ def verify_log(
             problems.append(Problem(len(parsed), head_seq, "edited", "head hash does not match"))
     problems.sort(key=lambda p: (p.line, p.seq or 0))
     return problems, keys
+
+
+def _conflicts(parsed: list[tuple[int, dict[str, Any]]]) -> list[Problem]:
+    """Two ``sign`` entries with different intents at one ``(chain, sender, nonce)``: what an
+    enclave whose nonce memory was rolled back (log and anchor replaced by an older pair) would
+    leave behind. Noops are not conflicts."""
+    intents: dict[tuple[Any, Any, Any], Any] = {}
+    found = []
+    for n, e in parsed:
+        d = e.get("data")
+        if e.get("kind") != "sign" or not isinstance(d, dict) or d.get("noop"):
+            continue
+        key = (d.get("chain"), d.get("sender"), d.get("nonce"))
+        intent = d.get("intent")
+        seen = intents.setdefault(key, intent)
+        if intent is not None and seen is not None and seen != intent:
+            found.append(
+                Problem(n, e.get("seq"), "conflicting_intent",
+                        f"another intent signed at chain {key[0]} sender {key[1]} nonce {key[2]}")
+            )  # fmt: skip
+    return found
+
+
+def load_verified(path: str, seal_key: bytes | None) -> list[dict[str, Any]]:
+    """The entries of the enclave's own log, for a restart: the whole chain must verify and, with
+    a ``seal_key``, end exactly at the sealed anchor. Raise :class:`AuditStateError` otherwise
+    (a truncated tail would make the enclave forget nonces it signed)."""
+    anchor = read_anchor(path, seal_key) if seal_key is not None else None
+    if not os.path.exists(path):
+        if anchor is not None:
+            raise AuditStateError(
+                f"{path} is missing but its sealed anchor says seq {anchor[0]}: deleted log"
+            )
+        return []
+    if anchor is not None:
+        dropped = cut_to_anchor(path, anchor)
+        if dropped:
+            print(
+                f"enclave: {path}: cut {dropped} entr{'y' if dropped == 1 else 'ies'} after the "
+                f"sealed anchor (seq {anchor[0]}): never answered, or not written by this enclave",
+                file=sys.stderr,
+                flush=True,
+            )
+    problems, _ = verify_log(path, None, anchor)
+    if problems:
+        raise AuditStateError(f"{path}: {problems[0]} ({len(problems)} problem(s))")
+    entries = iter_entries(path)
+    if seal_key is not None and anchor is None and entries:
+        raise AuditStateError(f"{path} has entries but no sealed anchor ({path}.head)")
+    return entries
+
+
+def cut_to_anchor(path: str, anchor: tuple[int, str]) -> int:
+    """Truncate the log right after its anchored entry; return how many lines were cut.
+
+    Entries after the anchor are either a crash between the log write and the anchor write (the
+    reply waits for both, so none of their signatures left) or lines the host appended. Only
+    ``start`` entries are signed one by one, so an appended, well-chained ``sign`` entry cannot
+    be told from a genuine one: adopted, the enclave would chain onto it and every later signed
+    head would vouch for it (an alibi for a transaction signed elsewhere). So they are cut, never
+    restored. A log without the anchored entry is left as it is (``load_verified`` refuses it).
+    """
+    seq, head = anchor
+    needle = head.encode()
+    offset = 0
+    cut: int | None = None
+    dropped = 0
+    with open(path, "rb") as f:
+        for line in f:
+            offset += len(line)
+            if cut is not None:
+                dropped += bool(line.strip())
+            elif needle in line:
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(entry, dict) and (entry.get("seq"), entry.get("hash")) == (seq, head):
+                    cut = offset
+    if cut is not None and dropped:
+        os.truncate(path, cut)
+    return dropped if cut is not None else 0

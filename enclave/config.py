@@ -12,7 +12,7 @@ from typing import Any
 from enclave.policy import PolicyConfig
 from signer_client.signing import LocalKey
 
-__all__ = ["ConfigError", "EnclaveConfig", "load_config", "load_keys"]
+__all__ = ["ConfigError", "EnclaveConfig", "load_config", "load_keys", "parse_keys"]
 
 KEYS_ENV = "ENCLAVE_KEYS"
 
@@ -29,7 +29,7 @@ class EnclaveConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     audit_path: str | None = None
     audit_fsync: bool = False
-    audit_before_reply: bool = False
+    audit_before_reply: bool = True
     pki_dir: str | None = None
     pcr0: str | None = None
 
@@ -41,7 +41,8 @@ _POLICY_INTS = (
     "max_priority_fee_per_gas",
     "bump_percent",
     "burst",
-    "nonce_memory",
+    "nonce_window",
+    "max_value_per_window",
 )
 
 
@@ -82,6 +83,19 @@ def _policy(raw: dict[str, Any]) -> PolicyConfig:
             kwargs[key] = bool(raw[key])
     if "rate_per_second" in raw:
         kwargs["rate_per_second"] = float(raw["rate_per_second"])
+    if "value_window_seconds" in raw:
+        kwargs["value_window_seconds"] = float(raw["value_window_seconds"])
+    if "allowed_selectors" in raw:
+        table = raw["allowed_selectors"]
+        if not isinstance(table, dict):
+            raise ConfigError("policy.allowed_selectors: expected a table of address = [selectors]")
+        rules = []
+        for to, selectors in table.items():
+            path = f"policy.allowed_selectors.{to}"
+            if not (isinstance(selectors, list) and all(isinstance(x, str) for x in selectors)):
+                raise ConfigError(f"{path}: expected an array of 0x-hex 4-byte selectors")
+            rules.append((to, tuple(selectors)))
+        kwargs["allowed_selectors"] = tuple(rules)
     try:
         return PolicyConfig(**kwargs)
     except ValueError as exc:
@@ -111,7 +125,7 @@ def load_config(path: str | None) -> EnclaveConfig:
         policy=_policy(raw.get("policy", {})),
         audit_path=audit.get("path"),
         audit_fsync=bool(audit.get("fsync", False)),
-        audit_before_reply=bool(audit.get("before_reply", False)),
+        audit_before_reply=bool(audit.get("before_reply", True)),
         pki_dir=attestation.get("pki_dir"),
         pcr0=attestation.get("pcr0") or None,
     )
@@ -128,6 +142,11 @@ def load_keys(key_file: str | None, *, allow_env: bool) -> list[LocalKey]:
         texts = os.environ[KEYS_ENV].replace(",", " ").split()
     else:
         raise ConfigError(f"no keys: pass --key-file FILE (or set {KEYS_ENV} in dev mode)")
+    return parse_keys(texts)
+
+
+def parse_keys(texts: list[str]) -> list[LocalKey]:
+    """0x-hex private keys; errors name the key's position, never its text."""
     keys = []
     for i, text in enumerate(texts, 1):
         try:

@@ -6,8 +6,9 @@ libsecp256k1's signature): sender lookup by lowercase hex; the signing payload a
 (protocol 2) and is decoded strictly by one flat walk (``signer_client.payload``), so its hash
 needs no re-encoding and its RLP body is reused for the raw encoding; signatures go
 straight through libsecp256k1 (``signer_client.secp``); the reply carries only the raw bytes.
-Audit entries are queued here, as closures, and built, hashed, signed and written by the adapter
-after the reply has left (see ``AuditLog``).
+Audit entries are queued here, as closures, and built, hashed and written by the adapter's
+``commit`` before the replies leave (the default; a failed write fails the replies closed, see
+``server.py``). ``hello``, ``attestation``, denials and bad requests are logged too.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from enclave.attestor import DevAttestor
-from enclave.audit import AuditLog
-from enclave.policy import Policy
+from enclave.attestor import Attestor
+from enclave.audit import AuditLog, load_verified
+from enclave.policy import Policy, intent_hash
+from signer_client.channel import derive_mac_key
 from signer_client.errors import PolicyDenied, TransactionError, TxFieldError
 from signer_client.payload import decode_payload
 from signer_client.protocol import PROTOCOL_VERSION, error_reply, hello_info_bytes
@@ -37,17 +39,38 @@ __all__ = ["EnclaveCore"]
 
 
 def _sign_entry(sender_hex: str, f: TxFields, msg_hash: bytes, raw: bytes) -> dict[str, Any]:
-    # Built when the entry is committed, after the reply is written: even the tx hash is computed
-    # here, off the reply path (the client hashes the raw bytes itself).
+    # Built in commit, not in the policy path: the whole intent (DESIGN.md section 6a), so the
+    # log can be compared with the chain field by field.
+    data_keccak = keccak(f.data)
+    to = f.to
     return {
         "sender": sender_hex,
         "chain": f.chain_id,
         "nonce": f.nonce,
-        "signing_hash": "0x" + msg_hash.hex(),
-        "tx_hash": "0x" + keccak(raw).hex(),
+        "type": f.type,
+        "to": "0x" + to.hex(),
+        "value": hex(f.value),
+        "data_keccak": "0x" + data_keccak.hex(),
+        "data_len": len(f.data),
+        "gas": f.gas,
         "fee_cap": hex(f.fee_cap),
         "tip_cap": hex(f.tip_cap),
+        "access_list_len": len(f.access_list),
+        "intent": "0x" + intent_hash(f, data_keccak).hex(),
+        "noop": f.value == 0 and not f.data and not f.access_list and to.hex() == sender_hex[2:],
+        "signing_hash": "0x" + msg_hash.hex(),
+        "tx_hash": "0x" + keccak(raw).hex(),
     }
+
+
+class Session:
+    """Per-connection state the adapter keeps: the channel MAC key once attested."""
+
+    __slots__ = ("mac_key", "pending_key")
+
+    def __init__(self) -> None:
+        self.mac_key: bytes | None = None
+        self.pending_key: bytes | None = None  # takes effect after the attestation reply
 
 
 class EnclaveCore:
@@ -57,8 +80,9 @@ class EnclaveCore:
         policy: Policy,
         *,
         audit: AuditLog | None = None,
-        attestor: DevAttestor | None = None,
+        attestor: Attestor | None = None,
         mode: str = "dev",
+        log_key: LocalKey | None = None,
     ) -> None:
         if not keys:
             raise ValueError("the enclave needs at least one signing key")
@@ -66,7 +90,14 @@ class EnclaveCore:
         self.policy = policy
         self.audit = audit
         self.attestor = attestor
-        self.log_key = audit.key if audit is not None else LocalKey(os.urandom(32))
+        self.log_key = (
+            audit.key
+            if audit is not None
+            else log_key
+            if log_key is not None
+            else LocalKey(os.urandom(32))
+        )
+        self.session: Session | None = None  # the connection of the request being handled
         self.hello_result: dict[str, Any] = {
             "protocol": PROTOCOL_VERSION,
             "mode": mode,
@@ -81,6 +112,7 @@ class EnclaveCore:
             "hello": self._hello,
             "attestation": self._attestation,
             "audit_head": self._audit_head,
+            "advance_nonce_floor": self._advance_floor,
         }
 
     def start(self, now: float, pcr0: bytes) -> None:
@@ -93,7 +125,9 @@ class EnclaveCore:
             )
             self.audit.commit()
 
-    def handle(self, message: dict[str, Any], now: float) -> dict[str, Any]:
+    def handle(
+        self, message: dict[str, Any], now: float, session: Session | None = None
+    ) -> dict[str, Any]:
         request_id = message.get("id")
         name = message.get("method")
         if name == "sign_transaction":  # the hot one: no table lookup
@@ -101,13 +135,31 @@ class EnclaveCore:
         else:
             method = self._methods.get(name)  # type: ignore[arg-type]
         if method is None:
-            return error_reply(request_id, "unknown_method", f"no method {message.get('method')!r}")
+            return self._bad(request_id, now, "unknown_method", f"no method {name!r:.80}")
+        self.session = session
         try:
             return method(request_id, message.get("params") or {}, now)
         except TransactionError as exc:  # TxFieldError (dict form), TxDecodeError (payload)
-            return error_reply(request_id, "bad_request", exc.reason)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            return error_reply(request_id, "bad_request", f"malformed params: {exc!r}")
+            return self._bad(request_id, now, "bad_request", exc.reason, name)
+        except RecursionError:
+            return self._bad(request_id, now, "bad_request", "params nested too deeply", name)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            return self._bad(
+                request_id, now, "bad_request", f"malformed params: {exc!r:.200}", name
+            )
+
+    def bad_frame(self, now: float, reason: str) -> dict[str, Any]:
+        """A frame that is not a request at all (the adapter's parse failed): logged, answered."""
+        return self._bad(None, now, "bad_request", reason)
+
+    def _bad(
+        self, request_id: Any, now: float, code: str, reason: str, method: object = None
+    ) -> dict[str, Any]:
+        if self.audit is not None:
+            self.audit.append(
+                now, "bad_request", {"code": code, "method": str(method)[:64], "reason": reason}
+            )
+        return error_reply(request_id if type(request_id) is int else None, code, reason)
 
     # ------------------------------------------------------------ methods
 
@@ -144,6 +196,10 @@ class EnclaveCore:
                         "sender": sender_hex,
                         "chain": f.chain_id,
                         "nonce": f.nonce,
+                        "type": f.type,
+                        "to": "0x" + f.to.hex(),
+                        "value": hex(f.value),
+                        "data_keccak": "0x" + keccak(f.data).hex(),
                         "signing_hash": "0x" + msg_hash.hex(),
                         "rule": exc.rule,
                         "reason": exc.reason,
@@ -157,35 +213,69 @@ class EnclaveCore:
         return {"id": request_id, "result": {"raw": "0x" + raw.hex()}}
 
     def _hello(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        if self.audit is not None:
+            self.audit.append(now, "hello", {})
         return {"id": request_id, "result": self.hello_result}
 
     def _attestation(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
         if self.attestor is None:
-            return error_reply(request_id, "unsupported", "this signer has no attestation PKI")
+            return error_reply(request_id, "unsupported", "this signer has no attestor")
         nonce = bytes.fromhex(str(params["nonce"]).removeprefix("0x"))
         if len(nonce) > 512:
-            return error_reply(request_id, "bad_request", "nonce longer than 512 bytes")
-        doc = self.attestor.document(nonce, self._user_data, self.log_key.public_key, now)
+            return self._bad(request_id, now, "bad_request", "nonce longer than 512 bytes")
+        client_key = params.get("client_key")
+        if client_key is not None:
+            peer = bytes.fromhex(str(client_key).removeprefix("0x"))
+            key = derive_mac_key(self.log_key.secret, peer, nonce)
+            if self.session is not None:
+                self.session.pending_key = key
+        try:
+            doc = self.attestor.document(nonce, self._user_data, self.log_key.public_key, now)
+        except Exception as exc:  # NsmError, a device gone: an answer, not a dropped connection
+            if self.session is not None:
+                self.session.pending_key = None
+            return self._bad(request_id, now, "internal", f"attestor failed: {exc!s:.200}")
+        if self.audit is not None:
+            self.audit.append(
+                now,
+                "attestation",
+                {"nonce": "0x" + nonce.hex(), "channel": client_key is not None},
+            )
         return {"id": request_id, "result": {"document": "0x" + doc.hex()}}
 
     def _audit_head(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
         if self.audit is None:
             return error_reply(request_id, "unsupported", "audit log disabled")
         self.audit.commit()
-        return {"id": request_id, "result": {"seq": self.audit.seq, "hash": self.audit.head}}
+        return {"id": request_id, "result": self.audit.sign_head()}
+
+    def _advance_floor(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        """``{chain, sender, nonce}``: the chain's confirmed nonce; older nonces are refused."""
+        sender = bytes.fromhex(str(params["sender"]).lower().removeprefix("0x"))
+        chain, nonce = int(params["chain"]), int(params["nonce"])
+        self.policy.advance_floor(chain, sender, nonce)
+        if self.audit is not None:
+            self.audit.append(
+                now, "nonce_floor", {"sender": "0x" + sender.hex(), "chain": chain, "nonce": nonce}
+            )
+        return {"id": request_id, "result": {}}
 
     def restore_from_log(self, path: str) -> int:
-        """Re-learn signed nonces from an existing audit log: nonce protection survives restarts."""
-        from enclave.audit import iter_entries
+        """Re-learn signed nonces from the enclave's own log: nonce protection survives restarts.
 
+        The log is verified first (:func:`enclave.audit.load_verified`: chained, and ending at its
+        sealed anchor when the log is sealed); one that is not raises ``AuditStateError`` and the
+        app refuses to start, rather than forget what it signed."""
+        seal_key = self.audit.seal_key if self.audit is not None else None
         count = 0
-        try:
-            entries = iter_entries(path)
-        except FileNotFoundError:
-            return 0
+        entries = load_verified(path, seal_key)
+        if self.audit is not None and os.path.abspath(self.audit.path) == os.path.abspath(path):
+            self.audit.resync()  # the tail past the sealed anchor may have been cut
         for e in entries:
-            if e.get("kind") == "sign":
-                d = e["data"]
+            kind = e.get("kind")
+            d = e["data"]
+            if kind == "sign":
+                intent = d.get("intent")
                 self.policy.restore(
                     int(d["chain"]),
                     bytes.fromhex(d["sender"][2:]),
@@ -193,6 +283,12 @@ class EnclaveCore:
                     bytes.fromhex(d["signing_hash"][2:]),
                     int(d["fee_cap"], 16),
                     int(d["tip_cap"], 16),
+                    bytes.fromhex(intent[2:]) if intent else None,
+                    bool(d.get("noop", False)),
                 )
                 count += 1
+            elif kind == "nonce_floor":
+                self.policy.advance_floor(
+                    int(d["chain"]), bytes.fromhex(d["sender"][2:]), int(d["nonce"])
+                )
         return count

@@ -13,7 +13,8 @@
     │   ├── BumpTooSmall         a replacement bump below geth's minimum of 10 %
     │   └── FeeCapExceeded       the replacement fees the rules demand exceed the caller's cap
     └── JournalError             the durable journal failed; acknowledged durability is at risk
-        └── JournalClosed        the journal was closed (or its writer died)
+        ├── JournalClosed        the journal was closed (or its writer died)
+        └── StaleEpoch           a write under a lease epoch another instance has replaced (fenced)
 
 Errors carry fields, not just text; sqlite3 errors are converted at the journal boundary and
 chained with ``from``.
@@ -125,6 +126,15 @@ class JournalClosed(JournalError):
         super().__init__(detail)
 
 
+class StaleEpoch(JournalError):
+    """Fencing: this instance's lease epoch is no longer the lease's; its writes are refused."""
+
+    def __init__(self, epoch: int, current: int | None) -> None:
+        self.epoch = epoch
+        self.current = current
+        super().__init__(f"lease epoch {epoch} is stale (the lease is at epoch {current})")
+
+
 __all__ = [
     "AttemptMismatch",
     "BumpTooSmall",
@@ -139,5 +149,6 @@ __all__ = [
     "NonceError",
     "NonceInUse",
     "SenderNotSynced",
+    "StaleEpoch",
     "UnknownIntent",
 ]

@@ -38,6 +38,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from nonce.book import NonceBook
 from nonce.entries import Entry
@@ -71,13 +72,15 @@ class _Close:
 _CLOSE = _Close()
 
 
-class SqliteJournal:
-    """``Journal`` on a SQLite file in WAL mode, with a writer thread (see the module docstring)."""
+class ThreadedJournal:
+    """The writer-thread machinery every backend shares (see the module docstring): the caller's
+    side (``append``, ``kick``, ``flush``, ``commit_now``, ``close``) and the group-commit loop.
+    A backend implements ``_write(entries, durable=...)`` (one transaction) and ``_disconnect``;
+    its constructor opens the connection, then calls :meth:`_start`."""
 
-    def __init__(
-        self, path: str | Path, *, linger: float = LINGER, max_batch: int = MAX_BATCH
-    ) -> None:
-        self.path = Path(path)
+    where: str = "journal"
+
+    def __init__(self, *, linger: float = LINGER, max_batch: int = MAX_BATCH) -> None:
         self._linger = linger
         self._max_batch = max_batch
         self._pending: deque[Entry | _Barrier | _Close] = deque()
@@ -85,16 +88,19 @@ class SqliteJournal:
         self._closed = False
         self._error: JournalError | None = None
         self.committed_batches = 0
-        try:
-            self._conn = _connect(self.path)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
-        self._full = False
         self._synced = False  # the last commit was fsynced: nothing written since awaits one
-        self._thread = threading.Thread(target=self._run, name="nonce-journal", daemon=True)
-        self._thread.start()
         # Bound methods, looked up once: append is on the reorg hot path.
         self._push = self._pending.append
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="nonce-journal", daemon=True)
+        self._thread.start()
+
+    def _write(self, entries: list[Entry], *, durable: bool) -> None:
+        raise NotImplementedError
+
+    def _disconnect(self) -> None:
+        raise NotImplementedError
 
     # -- the caller's side ---------------------------------------------------------------------
 
@@ -145,9 +151,9 @@ class SqliteJournal:
         self._push(_CLOSE)
         self._wake.set()
         self._thread.join()
-        self._conn.close()
+        self._disconnect()
 
-    def __enter__(self) -> SqliteJournal:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -184,12 +190,32 @@ class SqliteJournal:
                     self._error = JournalError(f"journal write failed: {exc}")
                     self._error.__cause__ = exc
                     logger.exception(
-                        "journal %s: write failed, journal is now unhealthy", self.path
+                        "journal %s: write failed, journal is now unhealthy", self.where
                     )
             if barriers:
                 _resolve(barriers, self._error)
             if closing:
                 return
+
+
+class SqliteJournal(ThreadedJournal):
+    """``Journal`` on a SQLite file in WAL mode, with a writer thread (see the module docstring)."""
+
+    def __init__(
+        self, path: str | Path, *, linger: float = LINGER, max_batch: int = MAX_BATCH
+    ) -> None:
+        super().__init__(linger=linger, max_batch=max_batch)
+        self.path = Path(path)
+        self.where = str(self.path)
+        try:
+            self._conn = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self._full = False
+        self._start()
+
+    def _disconnect(self) -> None:
+        self._conn.close()
 
     def _write(self, entries: list[Entry], *, durable: bool) -> None:
         conn = self._conn
@@ -330,4 +356,4 @@ def open_book(
     return NonceBook.restore(records, journal), journal
 
 
-__all__ = ["LINGER", "MAX_BATCH", "SqliteJournal", "load", "open_book"]
+__all__ = ["LINGER", "MAX_BATCH", "SqliteJournal", "ThreadedJournal", "load", "open_book"]

@@ -20,6 +20,7 @@ from signer_client.errors import (
     BadRequest,
     FrameError,
     FrameTooLarge,
+    HelloMismatch,
     PolicyDenied,
     ProtocolError,
     RemoteError,
@@ -35,7 +36,7 @@ from signer_client.errors import (
 )
 from signer_client.events import EventCounter, EventSink, SignerEvent
 from signer_client.fake import ANVIL_DEV_KEY, FakeSigner, Signer
-from signer_client.protocol import PROTOCOL_VERSION, SignerInfo
+from signer_client.protocol import PROTOCOL_VERSION, SignerInfo, SignerPins, check_hello
 from signer_client.signing import LocalKey, SignedTx, to_checksum_address
 from signer_client.txcodec import TxFields, decode_raw, tx_from_dict
 
@@ -51,6 +52,7 @@ __all__ = [
     "FakeSigner",
     "FrameError",
     "FrameTooLarge",
+    "HelloMismatch",
     "LocalKey",
     "PolicyDenied",
     "ProtocolError",
@@ -62,6 +64,7 @@ __all__ = [
     "SignerError",
     "SignerEvent",
     "SignerInfo",
+    "SignerPins",
     "SignerTimeout",
     "SignerUnavailable",
     "TransactionError",
@@ -70,6 +73,7 @@ __all__ = [
     "TxFieldError",
     "TxFields",
     "UnknownSender",
+    "check_hello",
     "decode_raw",
     "to_checksum_address",
     "tx_from_dict",

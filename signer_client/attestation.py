@@ -104,7 +104,7 @@ def verify_attestation(
     document: bytes,
     policy: AttestationPolicy,
     *,
-    nonce: bytes,
+    nonce: bytes | None,
     user_data: bytes | None = None,
     now: float | None = None,
 ) -> AttestationResult:
@@ -115,7 +115,14 @@ def verify_attestation(
     try:
         leaf = x509.load_der_x509_certificate(body["certificate"])
         bundle = [x509.load_der_x509_certificate(c) for c in body["cabundle"]]
-        pcrs = {int(k): bytes(v) for k, v in body["pcrs"].items()}
+        raw_pcrs = body["pcrs"]
+        # Read before the signature is checked: never bytes(v) on trust (bytes(10**9) allocates
+        # a gigabyte), only bytes as they are.
+        if not isinstance(raw_pcrs, dict) or not all(
+            type(k) is int and isinstance(v, bytes) for k, v in raw_pcrs.items()
+        ):
+            raise TypeError("pcrs must map integers to bytes")
+        pcrs: dict[int, bytes] = dict(raw_pcrs)
         timestamp_ms = int(body["timestamp"])
     except (KeyError, TypeError, ValueError) as exc:
         raise AttestationError("format", f"payload misses or mangles a field: {exc!r}") from exc
@@ -148,7 +155,7 @@ def verify_attestation(
     if pcrs.get(0) != policy.pcr0:
         got = pcrs.get(0, b"").hex()
         raise AttestationError("pcr0", f"PCR0 {got[:16]}... is not the expected image")
-    if body.get("nonce") != nonce:
+    if nonce is not None and body.get("nonce") != nonce:
         raise AttestationError("nonce", "document does not carry our nonce (stale or replayed)")
     if abs(now * 1000 - timestamp_ms) > policy.max_age * 1000:
         raise AttestationError("stale", "document timestamp is too old")

@@ -29,11 +29,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import coincurve
+
 from signer_client.attestation import AttestationPolicy, AttestationResult, verify_attestation
+from signer_client.channel import derive_mac_key, open_sealed
 from signer_client.endpoints import Endpoint, connect_vsock_socket, parse_endpoint, set_nodelay
 from signer_client.errors import (
     AttestationError,
     FrameTooLarge,
+    HelloMismatch,
     PolicyDenied,
     ProtocolError,
     ReplyVerificationError,
@@ -46,7 +50,15 @@ from signer_client.errors import (
 )
 from signer_client.events import EventSink, SignerEvent, backoff
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
-from signer_client.protocol import SignerInfo, hello_info_bytes, parse_hello
+from signer_client.protocol import (
+    SignerInfo,
+    SignerPins,
+    check_hello,
+    head_digest,
+    hello_info_bytes,
+    parse_hello,
+)
+from signer_client.secp import recover_uncompressed
 from signer_client.signing import SignedTx
 from signer_client.txcodec import (
     TxFields,
@@ -92,6 +104,8 @@ class _Connection(asyncio.Protocol):
         # None: nothing written in this loop pass yet; a list: a flush is scheduled and frames
         # sent meanwhile wait in it.
         self._queued: list[bytes] | None = None
+        # Set once attested with a client key: every reply must carry the channel MAC.
+        self.mac_key: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -124,7 +138,17 @@ class _Connection(asyncio.Protocol):
             self.abort(exc)
             return
         pending = self.pending
+        mac_key = self.mac_key
         for body in bodies:
+            if mac_key is not None:
+                try:
+                    body = open_sealed(mac_key, body)
+                except ReplyVerificationError as exc:
+                    # Not from the attested enclave (a relay answering by itself): nothing on
+                    # this connection can be trusted any more.
+                    self._on_event(SignerEvent.CHANNEL_INVALID)
+                    self.abort(exc)
+                    return
             try:
                 message = parse_message(body)
             except ProtocolError as exc:
@@ -186,6 +210,10 @@ class SignerClient:
     :param max_in_flight: requests outstanding at once; further callers wait for a slot.
     :param attestation: when set, every new connection must present a valid attestation document
         (pinned root, PCR0, fresh nonce) before it is used. ``None`` trusts the endpoint (dev).
+    :param pins: compared with ``hello`` on every new connection before it is used (mode, policy
+        hash, accounts, chain ids); a mismatch raises :class:`HelloMismatch` naming the field.
+        With ``attestation`` set, replies are accepted only with the MAC of a channel keyed by
+        ECDH with the attested key (``signer_client/channel.py``).
     :param on_event: called with a :class:`SignerEvent` kind on every failure / lifecycle event.
     :param backoff: factory of reconnect delay iterators (tests inject a deterministic one).
     """
@@ -198,6 +226,7 @@ class SignerClient:
         connect_timeout: float = 2.0,
         max_in_flight: int = 256,
         attestation: AttestationPolicy | None = None,
+        pins: SignerPins | None = None,
         on_event: EventSink | None = None,
         backoff: Callable[[], Iterator[float]] = backoff,
     ) -> None:
@@ -206,6 +235,7 @@ class SignerClient:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.attestation_policy = attestation
+        self.pins = pins
         self._emit: EventSink = on_event if on_event is not None else _ignore
         self._backoff_factory = backoff
         # A request slot is a counter, not an ``asyncio.Semaphore``: ``async with`` a semaphore
@@ -312,8 +342,27 @@ class SignerClient:
     async def hello(self) -> SignerInfo:
         return parse_hello((await self._call("hello", {}))[0])
 
+    async def advance_nonce_floor(self, chain_id: int, sender: str, nonce: int) -> None:
+        """Tell the enclave nonces below ``nonce`` of ``sender`` will never be signed again: it
+        forgets and refuses them, so its nonce window (bounded by refusing, never by forgetting)
+        follows an account whose nonce moved on outside it. It only ever rises."""
+        params = {"chain": chain_id, "sender": sender.lower(), "nonce": nonce}
+        await self._call("advance_nonce_floor", params)
+
     async def audit_head(self) -> dict[str, Any]:
-        return (await self._call("audit_head", {}))[0]
+        """``{seq, hash, signature}``; the signature is checked against the hello's log key (the
+        attested one when attestation is on): raise ``ReplyVerificationError`` otherwise."""
+        result = (await self._call("audit_head", {}))[0]
+        try:
+            seq, head, sig = int(result["seq"]), str(result["hash"]), str(result["signature"])
+            signer = recover_uncompressed(bytes.fromhex(sig[2:]), head_digest(seq, head))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReplyVerificationError("audit_head", f"malformed head: {exc!r}") from exc
+        expected = self.info.log_public_key.removeprefix("0x").lower() if self.info else None
+        if signer is None or signer.hex() != expected:
+            self._emit(SignerEvent.REPLY_INVALID)
+            raise ReplyVerificationError("audit_head", "head not signed by the signer's log key")
+        return result
 
     async def _call(
         self, method: str, params: dict[str, Any], digest_of: bytes | None = None
@@ -454,6 +503,9 @@ class SignerClient:
             try:
                 conn = await asyncio.wait_for(self._open_stream(), budget)
                 await self._handshake(conn, loop.time() + budget)
+            except HelloMismatch:
+                self._emit(SignerEvent.HELLO_MISMATCH)
+                raise
             except AttestationError:
                 self._emit(SignerEvent.ATTESTATION_FAILED)
                 raise
@@ -482,21 +534,39 @@ class SignerClient:
         try:
             hello_result, _ = await self._roundtrip(conn, "hello", {}, deadline)
             info = parse_hello(hello_result)
+            if self.pins is not None:
+                check_hello(info, self.pins)
             policy = self.attestation_policy
             if policy is not None:
                 nonce = os.urandom(32)
+                ephemeral = coincurve.PrivateKey()
                 doc, _ = await self._roundtrip(
-                    conn, "attestation", {"nonce": "0x" + nonce.hex()}, deadline
+                    conn,
+                    "attestation",
+                    {
+                        "nonce": "0x" + nonce.hex(),
+                        "client_key": "0x" + ephemeral.public_key.format(compressed=True).hex(),
+                    },
+                    deadline,
                 )
                 document = doc.get("document")
                 if not isinstance(document, str) or not document.startswith("0x"):
                     raise AttestationError("format", "attestation reply has no 0x-hex document")
-                self.attested = verify_attestation(
+                attested = verify_attestation(
                     bytes.fromhex(document[2:]),
                     policy,
                     nonce=nonce,
                     user_data=keccak(hello_info_bytes(hello_result)),
                 )
+                if attested.public_key.hex() != info.log_public_key.removeprefix("0x").lower():
+                    raise HelloMismatch(
+                        "public_key", "the attested public key is not the hello's log key"
+                    )
+                try:
+                    conn.mac_key = derive_mac_key(ephemeral.secret, attested.public_key, nonce)
+                except ValueError as exc:
+                    raise AttestationError("public_key", str(exc)) from exc
+                self.attested = attested
                 self._emit(SignerEvent.ATTESTED)
             self.info = info
         except BaseException:

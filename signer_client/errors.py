@@ -18,6 +18,7 @@
     │   └── BadRequest               code ``bad_request``
     ├── ReplyVerificationError       a reply did not match its request (``.check`` names the check)
     └── AttestationError             an attestation document failed verification (``.check``)
+        └── HelloMismatch            ``hello`` disagrees with what the client pinned (``.field``)
 
 Errors carry fields, not only text; third-party exceptions are chained with ``from``.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "BadRequest",
     "FrameError",
     "FrameTooLarge",
+    "HelloMismatch",
     "PolicyDenied",
     "ProtocolError",
     "RemoteError",
@@ -150,6 +152,17 @@ class AttestationError(SignerError):
     def __init__(self, check: str, reason: str) -> None:
         super().__init__(f"{check}: {reason}")
         self.check = check
+
+
+class HelloMismatch(AttestationError):
+    """The signer's ``hello`` is not the one pinned: ``field`` is ``mode``, ``policy_hash``,
+    ``accounts``, ``chain_ids`` or ``public_key`` (the attested key is not the hello's)."""
+
+    code = "hello_mismatch"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"hello:{field}", reason)
+        self.field = field
 
 
 def remote_error(error: object) -> RemoteError:

@@ -32,6 +32,8 @@ class SignerEvent(StrEnum):
     LATE_REPLY = "late_reply"  # a reply to a request we had given up on
     ATTESTED = "attested"
     ATTESTATION_FAILED = "attestation_failed"
+    HELLO_MISMATCH = "hello_mismatch"  # hello disagrees with the pins: the signer is not used
+    CHANNEL_INVALID = "channel_invalid"  # a reply without the attested channel's MAC
 
 
 class EventCounter(Counter[str]):

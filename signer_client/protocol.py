@@ -19,8 +19,14 @@ Methods:
   (:func:`signer_client.payload.decode_payload`) and applies its policy to the decoded fields.
   The dict form ``{"sender", "tx"}`` (``tx`` as :func:`signer_client.txcodec.tx_to_wire` makes
   it) is still accepted.
-``attestation`` ``{"nonce"}`` -> ``{"document"}`` (0x-hex COSE_Sign1 bytes, see ``attestation.py``)
-``audit_head`` -> ``{"seq", "hash"}``: the newest audit-log entry, an anchor for the verifier.
+``attestation`` ``{"nonce", "client_key"?}`` -> ``{"document"}`` (0x-hex COSE_Sign1 bytes, see
+  ``attestation.py``; its ``public_key`` is the hello's ``log_public_key``, its ``user_data``
+  keccak256 of :func:`hello_info_bytes`). With ``client_key`` (0x-hex secp256k1 public key) every
+  later reply on the connection carries ``"mac"`` (``channel.py``).
+``audit_head`` -> ``{"seq", "hash", "signature"}``: the newest audit-log entry, signed by the
+  attested log key over ``enclave.audit.head_digest(seq, hash)`` (65-byte r||s||v, 0x-hex).
+``advance_nonce_floor`` ``{"chain", "sender", "nonce"}`` -> ``{}``: the chain's confirmed nonce;
+  the enclave forgets and refuses nonces below it (keeps its nonce window moving).
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from signer_client.errors import ProtocolError
+from signer_client.errors import HelloMismatch, ProtocolError
 
 __all__ = [
     "ERROR_CODES",
     "PROTOCOL_VERSION",
     "SignerInfo",
+    "SignerPins",
+    "check_hello",
     "error_reply",
+    "head_digest",
     "hello_info_bytes",
     "parse_hello",
 ]
@@ -48,6 +57,11 @@ ERROR_CODES = (
     "bad_request",  # malformed params or transaction
     "unknown_method",
     "internal",
+    "unsupported",  # e.g. attestation on a signer without an attestor
+    "audit_failed",  # the audit entry could not be written: the signature was withheld
+    "too_many_connections",
+    "read_timeout",  # a frame was not completed in time (the connection is closed)
+    "frame_too_large",
 )
 
 
@@ -82,12 +96,53 @@ def parse_hello(result: object) -> SignerInfo:
     return info
 
 
+@dataclass(frozen=True, slots=True)
+class SignerPins:
+    """What the client pins and compares with ``hello`` before the first request (DESIGN.md
+    section 6a). ``None`` leaves a field unchecked. ``accounts`` must all be held by the signer,
+    ``chain_ids`` all allowed by its policy; ``mode`` and ``policy_hash`` must be equal."""
+
+    mode: str | None = None
+    policy_hash: str | None = None
+    accounts: tuple[str, ...] | None = None
+    chain_ids: tuple[int, ...] | None = None
+
+
+def check_hello(info: SignerInfo, pins: SignerPins) -> None:
+    """Raise :class:`HelloMismatch` naming the first field that differs from the pins."""
+    if pins.mode is not None and info.mode != pins.mode:
+        raise HelloMismatch("mode", f"signer runs in mode {info.mode!r}, pinned {pins.mode!r}")
+    if pins.policy_hash is not None and info.policy_hash.lower() != pins.policy_hash.lower():
+        raise HelloMismatch(
+            "policy_hash",
+            f"signer's policy is {info.policy_hash}, pinned {pins.policy_hash}: "
+            "its policy was changed",
+        )
+    if pins.accounts is not None:
+        held = {a.lower() for a in info.addresses}
+        missing = [a for a in pins.accounts if a.lower() not in held]
+        if missing:
+            raise HelloMismatch("accounts", f"signer holds no key for {', '.join(missing)}")
+    if pins.chain_ids is not None:
+        absent = [c for c in pins.chain_ids if c not in info.chain_ids]
+        if absent:
+            raise HelloMismatch("chain_ids", f"signer's policy does not allow chain id {absent}")
+
+
 def hello_info_bytes(result: dict[str, Any]) -> bytes:
     """Canonical bytes of a hello result; the attestation's ``user_data`` commits to their hash."""
     import orjson
 
     fields = ("protocol", "mode", "addresses", "chain_ids", "policy_hash", "log_public_key")
     return orjson.dumps({k: result.get(k) for k in fields}, option=orjson.OPT_SORT_KEYS)
+
+
+def head_digest(seq: int, head: str) -> bytes:
+    """What an ``audit_head`` signature covers: ``keccak256("enclave-audit-head" 0x00 ||
+    seq (8 bytes, big-endian) || hash (32 bytes))``."""
+    from signer_client.txcodec import keccak
+
+    return keccak(b"enclave-audit-head\x00" + seq.to_bytes(8, "big") + bytes.fromhex(head[2:]))
 
 
 def error_reply(request_id: object, code: str, reason: str, **extra: str) -> dict[str, Any]:

@@ -99,6 +99,11 @@ class LocalKey:
         self.address_bytes: bytes = keccak(self.public_key[1:])[12:]
         self.address: str = to_checksum_address(self.address_bytes)
 
+    @property
+    def secret(self) -> bytes:
+        """The 32-byte private key (the enclave derives its channel and sealing keys from it)."""
+        return self._secret
+
     def sign_hash(self, msg_hash: bytes) -> bytes:
         """65 bytes ``r || s || recid`` over a 32-byte hash (no re-hashing)."""
         return sign_recoverable(self._secret, msg_hash)

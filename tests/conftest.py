@@ -10,6 +10,7 @@ import uvloop
 import broadcaster.dev.anvil
 from tests import real_servers
 from tests.anvil import Anvil, running_anvil
+from tests.postgres import Postgres, running_postgres
 
 # Real mainnet frontier headers and uncles, kept in the repo (tests/fixtures/mainnet/README.md).
 MAINNET_FRONTIER = Path(__file__).resolve().parent / "fixtures" / "mainnet"
@@ -68,3 +69,10 @@ def pytest_asyncio_loop_factories(
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every async test runs on uvloop, the loop the service runs on in production."""
     return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server per test process (tests/postgres.py); e2e tests only."""
+    with running_postgres() as server:
+        yield server

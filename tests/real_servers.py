@@ -1,4 +1,4 @@
-"""Only tests marked ``e2e`` may start a real server (anvil, Prometheus, promtool).
+"""Only tests marked ``e2e`` may start a real server (anvil, Prometheus, promtool, PostgreSQL).
 
 ``make unit`` (``-m "not e2e"``) must pass on a machine that has none of them, so a test that
 needs one has to carry the marker. The suite enforces it where it runs with them installed too:

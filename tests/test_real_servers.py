@@ -1,4 +1,4 @@
-"""The guard that keeps real servers (anvil, Prometheus) out of tests not marked e2e."""
+"""The guard that keeps real servers (anvil, Prometheus, PostgreSQL) out of tests not marked e2e."""
 
 from __future__ import annotations
 
@@ -62,3 +62,29 @@ def test_while_an_e2e_test_runs_the_binary_is_handed_out(
         assert real_servers.binary("anvil", str(fake_bin / "anvil")) == str(fake_bin / "anvil")
     finally:
         real_servers.running_unmarked(request.node.nodeid)
+
+
+def test_an_unmarked_test_that_finds_postgresql_is_told_to_mark_itself_e2e(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.postgres import pg_bindir
+
+    (tmp_path / "postgres").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "postgres").chmod(0o755)
+    monkeypatch.setenv("PG_BINDIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"starts postgres .* is not marked e2e"):
+        pg_bindir()
+
+
+def test_a_missing_postgresql_is_the_setup_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glob
+
+    from tests import postgres
+
+    monkeypatch.setenv("PG_BINDIR", str(tmp_path / "none"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    with pytest.raises(RuntimeError, match="make setup"):
+        postgres.pg_bindir()

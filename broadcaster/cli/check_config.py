@@ -63,7 +63,7 @@ def describe_config(config: Config) -> str:
         f"{api.rate_per_token:g} req/s per token, burst {api.rate_burst}, "
         f"{api.max_connections_per_token} connections per token)",
         f"metrics: http://{config.metrics.listen}/metrics (and /healthz)",
-        f"journal: {config.journal.path}",
+        f"journal: {_journal(config)}",
         "heads watchdog: " + ("off" if watchdog is None else f"{watchdog:g} s"),
         "cpu pinning: " + (", ".join(map(str, config.cpu.pinning)) or "none"),
         *(
@@ -96,3 +96,13 @@ def run_check_config(
     for line in describe_config(config).splitlines():
         print(f"  {line}", file=out)
     return 0
+
+
+def _journal(config: Config) -> str:
+    if config.journal.url is None:
+        return str(config.journal.path)
+    from nonce.pg_journal import redact
+
+    ha = config.ha
+    lease = f", [ha] instance {ha.instance}, lease {ha.lease_seconds:g} s" if ha else ""
+    return f"{redact(config.journal.url)} (PostgreSQL{lease})"

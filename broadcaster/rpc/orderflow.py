@@ -42,7 +42,13 @@ class OrderflowEndpoint:
     """One ``private`` or ``builder`` endpoint: its transport, queue and worker."""
 
     def __init__(
-        self, name: str, url: str, kind: str, owner: OrderflowSender, queue_size: int
+        self,
+        name: str,
+        url: str,
+        kind: str,
+        owner: OrderflowSender,
+        queue_size: int,
+        wrap: Callable[[Transport], Transport] | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -52,6 +58,8 @@ class OrderflowEndpoint:
         self.pending: dict[int, tuple[str, asyncio.TimerHandle | None]] = {}
         self.wake = asyncio.Event()
         self.transport: Transport = _transport(name, url, self.on_reply)
+        if wrap is not None:  # [ha]: the lease fence before every write
+            self.transport = wrap(self.transport)
 
     def offer(self, method: str, body_of: Callable[[int], bytes]) -> bool:
         """Write now (True) or queue for the worker (False)."""
@@ -161,12 +169,15 @@ class OrderflowSender:
         timeout: float = 2.0,
         queue_size: int = 1024,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
+        wrap: Callable[[Transport], Transport] | None = None,
     ) -> None:
         self.ids = itertools.count(1)
         self.timeout = timeout
         self.clock_ns = clock_ns
         self.on_result: OnResult = on_result or (lambda rpc, method, result: None)
-        self.endpoints = [OrderflowEndpoint(n, u, k, self, queue_size) for n, u, k in endpoints]
+        self.endpoints = [
+            OrderflowEndpoint(n, u, k, self, queue_size, wrap) for n, u, k in endpoints
+        ]
         self.builders = [e for e in self.endpoints if e.kind == "builder"]
         self.private = [e for e in self.endpoints if e.kind == "private"]
 

@@ -38,6 +38,7 @@ from broadcaster.settings.model import (
     ConfigProblem,
     CpuConfig,
     FeesConfig,
+    HaConfig,
     HeadsConfig,
     JournalConfig,
     ListenAddress,
@@ -56,6 +57,7 @@ __all__ = ["checksum_address", "config_from_dict", "load_config", "parse_config"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_POLICY_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _PCR0 = re.compile(r"(0x)?[0-9a-fA-F]{96}")
 
 
@@ -135,6 +137,7 @@ _TOP = (
     "heads",
     "cpu",
     "routing",
+    "ha",
 )
 
 
@@ -233,6 +236,19 @@ def _signer(r: ConfigReader, table: dict[str, Any] | None, base: Path) -> Signer
     if (root is None) != (pcr0 is None) and not r.has_problem("signer.pcr0"):
         missing = "pcr0" if root is not None else "attestation_root"
         r.problem(f"signer.{missing}", "attestation needs both attestation_root and pcr0")
+    policy_hash = r.string(table, "policy_hash", "signer", required=False)
+    if policy_hash is not None and not _POLICY_HASH.fullmatch(policy_hash):
+        r.problem("signer.policy_hash", "expected 0x and 64 hex digits (hello's policy_hash)")
+        policy_hash = None
+    mode = r.string(table, "mode", "signer", required=False)
+    if mode is not None and mode not in ("dev", "nitro"):
+        r.problem("signer.mode", f"expected 'dev' or 'nitro', got {mode!r}")
+        mode = None
+    if mode == "nitro" and (root is None or pcr0 is None) and not r.has_problem("signer.pcr0"):
+        r.problem(
+            "signer.mode",
+            'mode = "nitro" needs attestation_root and pcr0: an unattested signer proves nothing',
+        )
     if url is None or endpoint is None or timeout is None or connect is None or in_flight is None:
         return None
     return SignerConfig(
@@ -243,6 +259,8 @@ def _signer(r: ConfigReader, table: dict[str, Any] | None, base: Path) -> Signer
         max_in_flight=in_flight,
         attestation_root=None if root is None else base / root,
         pcr0=None if pcr0 is None else pcr0.removeprefix("0x").lower(),
+        policy_hash=None if policy_hash is None else policy_hash.lower(),
+        mode=mode,
     )
 
 
@@ -398,6 +416,55 @@ def _api(r: ConfigReader, table: dict[str, Any] | None) -> ApiConfig | None:
     return ApiConfig(listen, tuple(tokens), size, rate, burst, tuple(tenants), per_token)
 
 
+def _journal(r: ConfigReader, table: dict[str, Any] | None, base: Path) -> JournalConfig | None:
+    if table is None:
+        return None
+    has_path, has_url = "path" in table, "url" in table
+    if has_path and has_url:
+        r.problem("journal", "set either path (SQLite) or url (PostgreSQL), not both")
+        return None
+    if has_url:
+        url = r.string(table, "url", "journal")
+        if url is None:
+            return None
+        if not url.startswith(("postgresql://", "postgres://")):
+            # Only the scheme is shown: the rest may hold a password.
+            scheme = url.partition("://")[0] if "://" in url else url[:0]
+            shown = f"scheme {quote(scheme[:20])}" if scheme else "no scheme"
+            r.problem("journal.url", f"expected a postgresql:// URL, got {shown}")
+            return None
+        try:  # (libpq checks the rest; a multi-host "h1:5432,h2:5432" is fine)
+            urlsplit(url)
+        except ValueError as exc:
+            r.problem("journal.url", f"is not a valid URL ({exc})")
+            return None
+        return JournalConfig(url=url)
+    path = r.string(table, "path", "journal")
+    if path == "":
+        r.problem("journal.path", "must not be empty")
+    if not path:
+        return None
+    return JournalConfig(path=base / path)
+
+
+def _ha(
+    r: ConfigReader, table: dict[str, Any] | None, journal: JournalConfig | None
+) -> HaConfig | None:
+    if table is None:
+        return None
+    instance = r.string(table, "instance", "ha")
+    if instance is not None and (not instance.strip() or len(instance) > 64):
+        r.problem("ha.instance", "must be a non-empty name of at most 64 characters")
+    lease = r.number(table, "lease_seconds", "ha", default=2.0, positive=True)
+    if lease is not None and not 0.2 <= lease <= 300:
+        r.problem("ha.lease_seconds", f"must be between 0.2 and 300 seconds, got {lease:g}")
+    if journal is not None and journal.url is None:
+        r.problem("ha", 'needs a PostgreSQL journal ([journal] url = "postgresql://...")')
+    if instance is None or lease is None:
+        return None
+    return HaConfig(instance=instance, lease_seconds=float(lease))
+
+
 def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
     r.known_keys(data, "", _TOP)
     chain_id = r.integer(data, "chain_id", "", low=1, high=(1 << 64) - 1)
@@ -425,10 +492,9 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
     api = _api(r, r.table(data, "api", _API))
     metrics_t = r.table(data, "metrics", ("listen",))
     metrics = r.parsed(metrics_t, "listen", "metrics", _listen)
-    journal_t = r.table(data, "journal", ("path",))
-    journal = r.string(journal_t, "path", "journal")
-    if journal == "":
-        r.problem("journal.path", "must not be empty")
+    journal_t = r.table(data, "journal", ("path", "url"))
+    journal = _journal(r, journal_t, base)
+    ha = _ha(r, r.table(data, "ha", ("instance", "lease_seconds"), required=False), journal)
     heads_t = r.table(data, "heads", ("watchdog_seconds",), required=False)
     watchdog = r.number(heads_t, "watchdog_seconds", "heads", default=30.0, positive=False)
     cpu = _cpu(r, r.table(data, "cpu", _CPU, required=False))
@@ -450,15 +516,18 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
         fees=fees,
         api=api,
         metrics=MetricsConfig(metrics),
-        journal=JournalConfig(base / journal),
+        journal=journal,
         heads=HeadsConfig(watchdog or None),
         cpu=cpu,
         routing=RoutingConfig(private_default),
+        ha=ha,
     )
 
 
 _SIGNER = (
     "url",
+    "policy_hash",
+    "mode",
     "timeout_seconds",
     "connect_timeout_seconds",
     "max_in_flight",

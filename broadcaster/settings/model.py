@@ -28,6 +28,7 @@ __all__ = [
     "CpuConfig",
     "FeesConfig",
     "ForkChoice",
+    "HaConfig",
     "HeadsConfig",
     "JournalConfig",
     "ListenAddress",
@@ -123,7 +124,9 @@ class RoutingConfig:
 @dataclass(frozen=True, slots=True)
 class SignerConfig:
     """The enclave signer. With ``attestation_root`` and ``pcr0`` set, every connection must
-    present a valid Nitro attestation document (pinned root, expected PCR0)."""
+    present a valid Nitro attestation document (pinned root, expected PCR0) and replies are taken
+    only over the channel bound to the attested key. ``policy_hash`` and ``mode``, with the
+    configured accounts and chain id, are compared with ``hello`` before first use (§6a)."""
 
     url: str
     endpoint: Endpoint
@@ -132,6 +135,8 @@ class SignerConfig:
     max_in_flight: int = 256
     attestation_root: Path | None = None
     pcr0: str | None = None  # 96 lowercase hex digits (48 bytes, SHA-384)
+    policy_hash: str | None = None  # 0x + 64 lowercase hex: hello's policy_hash must equal it
+    mode: str | None = None  # "dev" | "nitro": hello's mode must equal it
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +199,29 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class JournalConfig:
-    """The SQLite journal. A relative path is relative to the config file's directory."""
+    """The journal: ``path``, a SQLite file (the embedded default; relative to the config
+    file's directory), or ``url``, a PostgreSQL database (``postgresql://...``, for
+    active/standby with ``[ha]``). Exactly one of them is set."""
 
-    path: Path
+    path: Path | None = None
+    url: str | None = None
+
+    @property
+    def target(self) -> Path | str:
+        """What :mod:`nonce.backends` opens: the path or the URL."""
+        if self.url is not None:
+            return self.url
+        assert self.path is not None
+        return self.path
+
+
+@dataclass(frozen=True, slots=True)
+class HaConfig:
+    """Active/standby (DESIGN.md §9): ``instance`` names this process to the others (the
+    leader a standby names), ``lease_seconds`` is the leader lease; only with ``[journal] url``."""
+
+    instance: str
+    lease_seconds: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +263,7 @@ class Config:
     heads: HeadsConfig = HeadsConfig()
     cpu: CpuConfig = CpuConfig()
     routing: RoutingConfig = RoutingConfig()
+    ha: HaConfig | None = None
     source: Path | None = None
 
     @property

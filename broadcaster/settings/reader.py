@@ -116,7 +116,8 @@ class ConfigReader:
         return any(p == path for p, _ in self.problems)
 
     def scan_secrets(self, data: dict[str, Any]) -> None:
-        """Flag values shaped like a 32-byte private key anywhere (API tokens excepted)."""
+        """Flag values shaped like a 32-byte private key anywhere (API tokens and the pinned
+        policy hash, a keccak256 digest, excepted)."""
         stack: list[tuple[str, object]] = [("", data)]
         while stack:
             path, value = stack.pop()
@@ -126,7 +127,11 @@ class ConfigReader:
                 stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
             elif isinstance(value, str) and _TOKEN_PATH.fullmatch(path):
                 continue  # a bearer token may well be 32 random bytes in hex
-            elif isinstance(value, str) and _SECRET_VALUE.fullmatch(value):
+            elif (
+                isinstance(value, str)
+                and path != "signer.policy_hash"
+                and _SECRET_VALUE.fullmatch(value)
+            ):
                 self.problem(path, f"looks like a private key (32 bytes of hex): {_KEYS_ELSEWHERE}")
 
     def known_keys(self, table: dict[str, Any], path: str, allowed: Sequence[str]) -> None:

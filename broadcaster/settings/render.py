@@ -47,6 +47,9 @@ def render_config(
     tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
     max_connections_per_token: int | None = None,
     routing_private: bool | None = None,
+    journal_url: str | None = None,
+    ha_instance: str | None = None,
+    lease_seconds: float | None = None,
 ) -> str:
     """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs
     (an rpc may be ``(name, url, kind)``, section 5a; ``routing_private``: ``[routing] private``),
@@ -84,9 +87,16 @@ def render_config(
         lines += ["", "[[api.tenants]]", f"name = {_toml(name)}", f"token = {_toml(token)}"]
         lines += [f"accounts = {_toml(list(tenant_accounts))}"]
     lines += ["", "[metrics]", f"listen = {_toml(metrics_listen)}"]
-    lines += ["", "[journal]", f"path = {_toml(journal_path)}"]
     if routing_private is not None:
         lines += ["", "[routing]", f"private = {_toml(routing_private)}"]
+    if journal_url is not None:
+        lines += ["", "[journal]", f"url = {_toml(journal_url)}"]
+    else:
+        lines += ["", "[journal]", f"path = {_toml(journal_path)}"]
+    if ha_instance is not None:
+        lines += ["", "[ha]", f"instance = {_toml(ha_instance)}"]
+        if lease_seconds is not None:
+            lines += [f"lease_seconds = {_toml(float(lease_seconds))}"]
     if watchdog_seconds is not None:
         lines += ["", "[heads]", f"watchdog_seconds = {_toml(watchdog_seconds)}"]
     return "\n".join(lines) + "\n"

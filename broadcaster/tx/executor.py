@@ -181,28 +181,63 @@ class Executor:
         Raises :class:`SignRefused` for a denial that does not pass. An enclave ``rate_limit``
         passes (retry); a ``nonce_conflict`` means something at or above ``fees`` was signed at
         the nonce before (a replacement signed ahead and lost in a restart): the floor rises, and
-        the caller's next computation bumps over it.
+        the caller's next computation bumps over it. A ``nonce_window`` (the account moved on
+        outside the enclave) raises the enclave's floor once (:meth:`_move_window`) and retries.
         """
         tx = tx_dict(record.intent, record.nonce, fees, noop=noop)
         started = self.clock_ns()
-        try:
-            signed = await self.signer.sign_transaction(tx, record.sender)
-        except PolicyDenied as exc:
-            self.observer.signer_error("policy_denied")
-            log.warning("%s/%d: signer refused: %s", record.sender, record.nonce, exc)
-            if exc.rule == "rate_limit":
+        moved = False
+        while True:
+            try:
+                signed = await self.signer.sign_transaction(tx, record.sender)
+                break
+            except PolicyDenied as exc:
+                if exc.rule == "nonce_window" and not moved and await self._move_window(record):
+                    moved = True
+                    continue
+                return self._refused(record, fees, exc)
+            except SignerError as exc:
+                self.observer.signer_error(type(exc).__name__)
+                log.warning("%s/%d: signer failed: %s", record.sender, record.nonce, exc)
                 return None
-            if exc.rule == "nonce_conflict":
-                self.ledger.raise_floor(record, fees)
-                return None
-            raise SignRefused(str(exc)) from exc
-        except SignerError as exc:
-            self.observer.signer_error(type(exc).__name__)
-            log.warning("%s/%d: signer failed: %s", record.sender, record.nonce, exc)
-            return None
         self.observer.signed((self.clock_ns() - started) / 1e9)
         self.ledger.signed_fees(record.sender, record.nonce, fees)
         return signed
+
+    async def _move_window(self, record: TxRecord) -> bool:
+        """The enclave refused ``record``'s nonce as beyond its nonce window: the account moved
+        on outside it (raw transactions signed elsewhere). Raise the enclave's floor to the lowest
+        nonce we may still have to sign for this sender (any of our records not yet finalized: a
+        reorg may need it re-signed), never above; True if it was raised."""
+        advance = getattr(self.signer, "advance_nonce_floor", None)
+        if advance is None:
+            return False
+        floor = min(
+            (
+                r.nonce
+                for r in self.book.records(record.sender)
+                if r.state is not TxState.FINALIZED and not r.intent.external
+            ),
+            default=record.nonce,
+        )
+        floor = min(floor, record.nonce)
+        try:
+            await advance(self.chain_id, record.sender, floor)
+        except SignerError as exc:
+            log.warning("%s: could not move the enclave's nonce window: %s", record.sender, exc)
+            return False
+        log.info("%s: enclave nonce window floor raised to %d", record.sender, floor)
+        return True
+
+    def _refused(self, record: TxRecord, fees: Fees, exc: PolicyDenied) -> SignedTx | None:
+        self.observer.signer_error("policy_denied")
+        log.warning("%s/%d: signer refused: %s", record.sender, record.nonce, exc)
+        if exc.rule == "rate_limit":
+            return None
+        if exc.rule == "nonce_conflict":
+            self.ledger.raise_floor(record, fees)
+            return None
+        raise SignRefused(str(exc)) from exc
 
     def attempt_of(
         self, record: TxRecord, signed: SignedTx, fees: Fees, reason: AttemptReason

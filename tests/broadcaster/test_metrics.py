@@ -35,6 +35,7 @@ DESIGN_TYPES = {
     "broadcaster_intents_total": "counter",
     "broadcaster_bundles_total": "counter",
     "broadcaster_private_sends_total": "counter",
+    "broadcaster_is_leader": "gauge",
 }
 DESIGN_LABELS = {
     "broadcaster_heads_total": {"client"},

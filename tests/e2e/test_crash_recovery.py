@@ -5,7 +5,8 @@ it, it reconnects after the restart and resubmits every key it never got an answ
 end, the chain must hold every intent exactly once: each nonce used once, no gap, every intent's
 payload mined once (noop fillers, if the service needed any, are counted separately).
 
-CI runs a few trials; the reliability suite's long form runs many (``RELIABILITY_TRIALS``).
+CI runs a few trials; the reliability suite's long form runs many (``RELIABILITY_TRIALS``). The
+same trials run with the journal on a real PostgreSQL (``[journal] url``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from broadcaster.dev.anvil import DEV_ADDRESS, AnvilNode, start_anvil, start_enc
 from broadcaster.dev.stack import TOKEN, write_config
 from tests.e2e.service_process import ServiceProcess, service_process
 from tests.e2e.support import mined_by_nonce
+from tests.postgres import Postgres
 
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "3"))
@@ -69,14 +71,16 @@ async def wait_all_included(api: BroadcasterClient, ids: list[str], limit: float
         await asyncio.sleep(0.5)
 
 
-async def run_trials(tmp_path: Path, trials: int, seed: int) -> None:
+async def run_trials(
+    tmp_path: Path, trials: int, seed: int, journal_url: str | None = None
+) -> None:
     rng = random.Random(seed)
     bot = Bot()
     async with (
         start_anvil("chain", block_time=1) as node,
         start_enclave(tmp_path / "enclave") as signer_url,
     ):
-        config = write_config(tmp_path, node, signer_url)
+        config = write_config(tmp_path, node, signer_url, journal_url=journal_url)
         async with service_process(config) as service:
             await service.start()
             for _ in range(trials):
@@ -152,3 +156,11 @@ async def test_kill_9_at_random_moments_loses_no_accepted_intent(tmp_path: Path)
     seed = int(os.environ.get("RELIABILITY_SEED", random.randrange(1 << 30)))
     print(f"seed {seed} (RELIABILITY_SEED={seed} reproduces the kill schedule)")
     await run_trials(tmp_path, TRIALS, seed)
+
+
+async def test_kill_9_at_random_moments_loses_no_accepted_intent_on_postgresql(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    seed = int(os.environ.get("RELIABILITY_SEED", random.randrange(1 << 30)))
+    print(f"seed {seed} (RELIABILITY_SEED={seed} reproduces the kill schedule)")
+    await run_trials(tmp_path, TRIALS, seed, journal_url=postgres.new_database())

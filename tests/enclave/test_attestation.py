@@ -94,3 +94,25 @@ def test_a_document_for_another_hello_fails(pki: Path, attestor: DevAttestor) ->
 
 def test_garbage_is_not_a_document(pki: Path) -> None:
     assert failed_check(b"\x00garbage", policy(pki), nonce=NONCE) == "format"
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        {"pcrs": {0: 10**9}},  # bytes(10**9), before any signature is checked: a gigabyte
+        {"pcrs": [b"\x11" * 48]},  # not a map
+        {"pcrs": {"zero": PCR0}},
+        {"cabundle": 7},
+        {"timestamp": "soon"},
+    ],
+)
+def test_an_unsigned_mangled_payload_is_a_format_error_not_an_allocation(
+    pki: Path, attestor: DevAttestor, mangle: dict[str, object]
+) -> None:
+    """Whoever owns the socket can send any document: everything read before the signature is
+    checked must be type-checked, never converted on trust."""
+    doc = cbor2.loads(attestor.document(NONCE, b"", b"", time.time()))
+    protected, unprotected, payload, signature = doc.value
+    body = {**cbor2.loads(payload), **mangle}
+    forged = cbor2.dumps(cbor2.CBORTag(18, [protected, unprotected, cbor2.dumps(body), signature]))
+    assert failed_check(forged, policy(pki), nonce=NONCE) == "format"

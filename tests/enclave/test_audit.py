@@ -66,19 +66,28 @@ def test_an_edited_entry_is_pinpointed(tmp_path: Path) -> None:
     assert kinds(log) == [(3, 3, "edited")]
 
 
-def test_an_edit_with_a_recomputed_hash_fails_the_signature(tmp_path: Path) -> None:
+def test_an_edit_with_a_recomputed_hash_breaks_the_chain_or_the_signed_head(
+    tmp_path: Path,
+) -> None:
     log = tmp_path / "audit.jsonl"
-    write_log(log)
+    core = write_log(log)
+    assert core.audit is not None
+    head = (core.audit.seq, core.audit.head)
     rows = lines(log)
-    entry = orjson.loads(rows[3])
-    entry["data"]["nonce"] = 99
-    digest = _entry_hash(entry["seq"], entry["ts"], entry["prev"], entry["kind"], entry["data"])
-    entry["hash"] = "0x" + digest.hex()
-    rows[3] = orjson.dumps(entry)
-    log.write_bytes(b"\n".join(rows) + b"\n")
-    found = kinds(log)
-    assert (4, 4, "bad_signature") in found
-    assert (5, 5, "chain_break") in found  # the next entry still links to the original hash
+    for index in (3, len(rows) - 1):  # an inner entry, then the last one
+        edited = list(rows)
+        entry = orjson.loads(edited[index])
+        entry["data"]["nonce"] = 99
+        digest = _entry_hash(entry["seq"], entry["ts"], entry["prev"], entry["kind"], entry["data"])
+        entry["hash"] = "0x" + digest.hex()
+        edited[index] = orjson.dumps(entry)
+        log.write_bytes(b"\n".join(edited) + b"\n")
+        problems, _ = verify_log(str(log), None, head)
+        found = [(p.seq, p.kind) for p in problems]
+        if index == 3:
+            assert (5, "chain_break") in found  # the next entry still links to the original
+        else:
+            assert found == [(6, "edited")]  # the signed head names the original hash
 
 
 def test_a_dropped_entry_is_pinpointed(tmp_path: Path) -> None:
@@ -146,3 +155,43 @@ def test_nonce_protection_is_restored_from_the_log_after_a_restart(tmp_path: Pat
     core.audit.close()
     problems, keys = verify_log(str(log))
     assert problems == [] and len(keys) == 2  # two segments, chained across the restart
+
+
+def test_a_restart_after_more_than_half_a_window_of_nonces_keeps_signing_new_ones(
+    tmp_path: Path,
+) -> None:
+    """The restored window is the one the enclave had: replayed with the same slide rule. Before,
+    restore left the floor half a window below the *first* logged nonce, so after 2048+ signatures
+    per account (the default window) a restart refused every new nonce as beyond the window."""
+    log = tmp_path / "audit.jsonl"
+    config = PolicyConfig(chain_ids=(1,), nonce_window=16)
+
+    def core() -> EnclaveCore:
+        return EnclaveCore(
+            [LocalKey(ANVIL_KEY)],
+            Policy(config),
+            audit=AuditLog(str(log), LocalKey(os.urandom(32))),
+        )
+
+    first = core()
+    first.start(1000.0, b"\0" * 48)
+    for nonce in range(40):
+        assert "result" in first.handle(sign_request(nonce, fields(nonce=nonce)), 1000.0)
+    assert first.audit is not None
+    first.audit.close()
+    again = core()
+    assert again.restore_from_log(str(log)) == 40
+
+    def window(c: EnclaveCore) -> list[tuple[int, list[int]]]:
+        return [(w.floor, sorted(w.records)) for w in c.policy._windows.values()]
+
+    assert window(again) == window(first)
+    again.start(2000.0, b"\0" * 48)
+    assert "result" in again.handle(sign_request(40, fields(nonce=40)), 2000.0)
+    # ... and what it remembers it still protects; what it forgot it still refuses.
+    swap = again.handle(sign_request(39, fields(nonce=39, value=5)), 2000.0)
+    assert swap["error"]["rule"] == "nonce_conflict"
+    old = again.handle(sign_request(10, fields(nonce=10, value=5)), 2000.0)
+    assert old["error"]["rule"] == "nonce_too_low"
+    assert again.audit is not None
+    again.audit.close()

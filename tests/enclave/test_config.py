@@ -25,6 +25,12 @@ def test_the_example_config_loads() -> None:
         ("[policy]\nallowed_to = ['0x12']\n", "policy.allowed_to[0]"),
         ("[policy]\nbump = 5\n", "policy.bump"),
         ("mode = 'cloud'\n", "mode"),
+        (
+            "[policy.allowed_selectors]\n'0x" + "11" * 20 + "' = 5\n",
+            "policy.allowed_selectors.0x" + "11" * 20,
+        ),
+        ("[policy.allowed_selectors]\n'0x" + "11" * 20 + "' = ['0x12']\n", "policy"),
+        ("[policy]\nnonce_window = 2\n", "policy"),
     ],
 )
 def test_a_bad_value_is_reported_with_its_key_path(tmp_path: Path, text: str, path: str) -> None:
@@ -32,3 +38,15 @@ def test_a_bad_value_is_reported_with_its_key_path(tmp_path: Path, text: str, pa
     file.write_text(text)
     with pytest.raises(ConfigError, match=path.replace("[", r"\[").replace("]", r"\]")):
         load_config(str(file))
+
+
+def test_the_optional_calldata_and_cumulative_value_rules_load(tmp_path: Path) -> None:
+    file = tmp_path / "e.toml"
+    to = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+    file.write_text(
+        "[policy]\nmax_value_per_window = '1000'\nvalue_window_seconds = 60\n"
+        f"[policy.allowed_selectors]\n'{to}' = ['0xA9059CBB', '0x']\n"
+    )
+    policy = load_config(str(file)).policy
+    assert policy.max_value_per_window == 1000 and policy.value_window_seconds == 60.0
+    assert policy.allowed_selectors == ((to.lower(), ("0xa9059cbb", "0x")),)

@@ -55,7 +55,7 @@ def test_a_payload_is_signed_byte_identically_to_the_dict_form_and_eth_account()
         (lambda p: p.replace(b"\x82\x52\x08", b"\x83\x00\x52\x08"), "leading zero (gas)"),
     ],
 )
-def test_a_tampered_payload_is_refused_and_leaves_no_trace(
+def test_a_tampered_payload_is_refused_logged_and_leaves_no_nonce(
     tmp_path: Path, payload: Any, why: str
 ) -> None:
     log = tmp_path / "audit.jsonl"
@@ -67,7 +67,8 @@ def test_a_tampered_payload_is_refused_and_leaves_no_trace(
     assert reply["error"]["code"] == "bad_request", why
     assert c.audit is not None
     c.audit.close()
-    assert log.read_bytes() == b""  # nothing signed, nothing denied: nothing to log
+    entries = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert [e["kind"] for e in entries] == ["bad_request"]  # logged, nothing signed
     # ... and no nonce was recorded: the honest payload for that nonce still signs.
     assert "result" in core().handle(payload_request(hex0x(good)), 0.0)
 

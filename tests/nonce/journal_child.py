@@ -1,7 +1,7 @@
 """Child process for the kill -9 test: books intents as fast as it can, acknowledging each one
 on stdout only after ``await journal.flush()`` returned, exactly as the intent API does.
 
-    python -m tests.nonce.journal_child DB_PATH
+    python -m tests.nonce.journal_child DB_PATH_OR_URL
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from nonce.journal import open_book
+from nonce.backends import open_book
 from nonce.state import AttemptReason, BlockRef, TxState
 from tests.nonce.factories import ALICE, BOB, attempt, intent
 

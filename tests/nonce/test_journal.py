@@ -1,4 +1,5 @@
-"""The SQLite journal: round trips, flush semantics, failure surfacing, and kill -9."""
+"""The journal contract on both backends (``store``: SQLite, a real PostgreSQL): round trips,
+flush semantics, failure surfacing, and kill -9."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nonce.backends import Target, load, lookup, open_book, open_journal
 from nonce.book import NonceBook
 from nonce.entries import (
     AttemptAdded,
@@ -25,9 +27,10 @@ from nonce.entries import (
     StateChanged,
 )
 from nonce.errors import JournalClosed, JournalError, NonceError
-from nonce.journal import SqliteJournal, load, lookup, open_book
+from nonce.journal import SqliteJournal
 from nonce.schema import SCHEMA, SCHEMA_VERSION, batch_statements, statements
 from nonce.state import AttemptReason, BlockRef, Intent, TxRecord, TxState
+from tests.nonce.conftest import query
 from tests.nonce.factories import ALICE, BOB, TARGET, attempt, intent, synced_book
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,8 +93,8 @@ def test_the_file_is_in_wal_mode(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_load_gives_back_exactly_what_the_book_held(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+def test_load_gives_back_exactly_what_the_book_held(store: Target) -> None:
+    path = store
     book, journal = open_book(path)
     _populate(book)
     journal.close()
@@ -104,8 +107,8 @@ def test_load_gives_back_exactly_what_the_book_held(tmp_path: Path) -> None:
     assert again.pending_counts() == {ALICE: 2, BOB: 0}
 
 
-def test_a_reopened_journal_keeps_appending(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+def test_a_reopened_journal_keeps_appending(store: Target) -> None:
+    path = store
     book, journal = open_book(path)
     _populate(book)
     journal.close()
@@ -120,8 +123,13 @@ def test_missing_file_loads_empty(tmp_path: Path) -> None:
     assert load(tmp_path / "absent.db") == []
 
 
-async def test_flush_waits_for_the_commit_and_concurrent_flushes_share_it(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+def test_an_empty_store_loads_empty(store: Target) -> None:
+    open_journal(store).close()
+    assert load(store) == []
+
+
+async def test_flush_waits_for_the_commit_and_concurrent_flushes_share_it(store: Target) -> None:
+    path = store
     book, journal = open_book(path)
     book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
     for i in range(50):
@@ -133,8 +141,8 @@ async def test_flush_waits_for_the_commit_and_concurrent_flushes_share_it(tmp_pa
     journal.close()
 
 
-async def test_a_cancelled_flush_does_not_break_the_writer(tmp_path: Path) -> None:
-    journal = SqliteJournal(tmp_path / "j.db")
+async def test_a_cancelled_flush_does_not_break_the_writer(store: Target) -> None:
+    journal = open_journal(store)
     task = asyncio.ensure_future(journal.flush())
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -143,8 +151,10 @@ async def test_a_cancelled_flush_does_not_break_the_writer(tmp_path: Path) -> No
     journal.close()
 
 
-def test_a_failed_write_makes_every_flush_raise(tmp_path: Path) -> None:
-    journal = SqliteJournal(tmp_path / "j.db")
+def test_a_failed_write_makes_every_flush_raise(store: Target) -> None:
+    """On both backends: a conflicting row fails the journal loudly, never dropped silently
+    (PostgreSQL ignores conflicts only when it writes a batch again after a lost connection)."""
+    journal = open_journal(store)
     book = NonceBook(journal)
     book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
     record = book.accept(intent(), now=0)
@@ -153,15 +163,16 @@ def test_a_failed_write_makes_every_flush_raise(tmp_path: Path) -> None:
     journal.append(AttemptAdded(record.intent.id, a))  # the same hash twice: IntegrityError
     with pytest.raises(JournalError) as caught:
         journal.commit_now(timeout=10)
-    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
+    cause = caught.value.__cause__
+    assert isinstance(cause, sqlite3.IntegrityError) or type(cause).__name__ == "UniqueViolation"
     assert journal.error is caught.value
     with pytest.raises(JournalError):
         journal.commit_now(timeout=10)
     journal.close()
 
 
-def test_a_closed_journal_refuses_appends(tmp_path: Path) -> None:
-    journal = SqliteJournal(tmp_path / "j.db")
+def test_a_closed_journal_refuses_appends(store: Target) -> None:
+    journal = open_journal(store)
     journal.close()
     journal.close()
     book = NonceBook(journal)
@@ -173,15 +184,18 @@ def test_a_closed_journal_refuses_appends(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("acks_before_kill", [1, 40, 400])
-def test_every_acknowledged_intent_survives_kill_9(tmp_path: Path, acks_before_kill: int) -> None:
-    path = tmp_path / "j.db"
+def test_every_acknowledged_intent_survives_kill_9(store: Target, acks_before_kill: int) -> None:
+    path = store
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.nonce.journal_child", str(path)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
     )
     assert child.stdout is not None and child.stderr is not None
     acked: dict[str, tuple[str, int, bytes]] = {}
@@ -205,11 +219,9 @@ def test_every_acknowledged_intent_survives_kill_9(tmp_path: Path, acks_before_k
         assert record.attempts[0].hash == tx_hash
         assert record.state is not TxState.PENDING  # the acknowledged 'signed' made it
     # Batches are atomic and in order: no attempt without its record, nonces unique per sender.
-    conn = sqlite3.connect(path)
-    orphans = conn.execute(
-        "SELECT COUNT(*) FROM attempts WHERE record_id NOT IN (SELECT id FROM records)"
-    ).fetchone()[0]
-    conn.close()
+    orphans = query(
+        path, "SELECT COUNT(*) FROM attempts WHERE record_id NOT IN (SELECT id FROM records)"
+    )[0][0]
     assert orphans == 0
     book = NonceBook.restore(records.values())
     for sender in (ALICE, BOB):
@@ -294,9 +306,9 @@ def test_batches_leave_the_tables_as_entry_by_entry_writes_do(
 
 
 def test_one_batch_of_many_changes_reloads_the_last_state_and_keeps_every_transition(
-    tmp_path: Path,
+    store: Target,
 ) -> None:
-    path = tmp_path / "j.db"
+    path = store
     book, journal = open_book(path)
     book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
     before = book.accept(intent(id="before"), now=1.0)
@@ -315,9 +327,7 @@ def test_one_batch_of_many_changes_reloads_the_last_state_and_keeps_every_transi
     journal.close()
 
     assert _snapshot(load(path)) == _snapshot(list(book.all_records()))
-    conn = sqlite3.connect(path)
-    trail = conn.execute("SELECT record_id, old, new, at FROM transitions ORDER BY seq").fetchall()
-    conn.close()
+    trail = query(path, "SELECT record_id, old, new, at FROM transitions ORDER BY seq")
     assert trail == [
         ("before", "pending", "signed", 3.0),
         ("before", "signed", "broadcast", 4.0),
@@ -330,8 +340,8 @@ def test_one_batch_of_many_changes_reloads_the_last_state_and_keeps_every_transi
     ]
 
 
-def test_a_release_and_a_state_change_in_one_batch_keep_the_later_time(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+def test_a_release_and_a_state_change_in_one_batch_keep_the_later_time(store: Target) -> None:
+    path = store
     book, journal = open_book(path)
     book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
     first = book.accept(intent(id="first"), now=1.0)
@@ -352,8 +362,8 @@ def test_a_release_and_a_state_change_in_one_batch_keep_the_later_time(tmp_path:
 # -- fsyncs: shared by concurrent flushes, skipped when nothing is new ------------------------
 
 
-async def test_a_burst_of_flushes_shares_a_few_commits(tmp_path: Path) -> None:
-    book, journal = open_book(tmp_path / "j.db")
+async def test_a_burst_of_flushes_shares_a_few_commits(store: Target) -> None:
+    book, journal = open_book(store)
     book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
     await journal.flush()
     before = journal.committed_batches
@@ -365,12 +375,12 @@ async def test_a_burst_of_flushes_shares_a_few_commits(tmp_path: Path) -> None:
     await asyncio.gather(*(one(i) for i in range(200)))
     # Typically one commit; the bound leaves room for the writer taking the GIL mid-burst.
     assert journal.committed_batches - before < 20
-    assert len(load(tmp_path / "j.db")) == 200
+    assert len(load(store)) == 200
     journal.close()
 
 
-def test_a_flush_after_an_fsynced_commit_with_nothing_new_commits_nothing(tmp_path: Path) -> None:
-    book, journal = open_book(tmp_path / "j.db")
+def test_a_flush_after_an_fsynced_commit_with_nothing_new_commits_nothing(store: Target) -> None:
+    book, journal = open_book(store)
     book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
     book.accept(intent(), now=1.0)
     journal.commit_now()

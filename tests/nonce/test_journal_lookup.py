@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nonce import BlockRef, Intent, TxState
-from nonce.journal import load, lookup, open_book
+from nonce.backends import Target, load, lookup, open_book
 
 ALICE = "0x" + "aa" * 20
 BOB = "0x" + "bb" * 20
 
 
-def settle(path: Path, count: int) -> list[str]:
+def settle(path: Target, count: int) -> list[str]:
     """Book ``count`` intents, include and finalize all but the last; return their ids."""
     from nonce import Attempt, AttemptReason
 
@@ -40,8 +38,8 @@ def settle(path: Path, count: int) -> list[str]:
     return ids
 
 
-def test_load_keeps_every_open_record_and_only_the_last_finalized_ones(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+def test_load_keeps_every_open_record_and_only_the_last_finalized_ones(store: Target) -> None:
+    path = store
     ids = settle(path, 10)
     everything = load(path)
     assert [r.intent.id for r in everything] == ids
@@ -50,8 +48,8 @@ def test_load_keeps_every_open_record_and_only_the_last_finalized_ones(tmp_path:
     assert kept[-1].state is TxState.SIGNED and not kept[-1].settled
 
 
-def test_lookup_finds_an_evicted_record_by_id_or_key(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+def test_lookup_finds_an_evicted_record_by_id_or_key(store: Target) -> None:
+    path = store
     ids = settle(path, 5)
     by_id = lookup(path, intent_id=ids[0])
     by_key = lookup(path, key="k0")
@@ -63,12 +61,12 @@ def test_lookup_finds_an_evicted_record_by_id_or_key(tmp_path: Path) -> None:
     assert lookup(path, key="nope") is None
 
 
-def test_lookup_keeps_apart_the_attempts_of_records_that_share_a_nonce(tmp_path: Path) -> None:
+def test_lookup_keeps_apart_the_attempts_of_records_that_share_a_nonce(store: Target) -> None:
     """Attempts are found by (nonce, record id): other senders' and released records' attempts
     at the same nonce stay with their own records."""
     from nonce import Attempt, AttemptReason
 
-    path = tmp_path / "j.db"
+    path = store
     book, journal = open_book(path)
     for sender in (ALICE, BOB):
         book.resync(sender, chain_latest=0, chain_pending=0, now=0)

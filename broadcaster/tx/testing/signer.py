@@ -79,6 +79,7 @@ class SimEnclave:
         self.latency = 0.0002
         self.timeout = 2.0
         self.requests: list[SignRequest] = []
+        self.floors: list[tuple[str, int]] = []  # advance_nonce_floor calls, in order
         self.listeners: list[Callable[[SignRequest], None]] = []
         # Last signature per (sender, nonce), as the policy remembers it (for the invariants).
         self._last: dict[tuple[str, int], tuple[bytes, TxFields]] = {}
@@ -145,6 +146,16 @@ class SimEnclave:
             listener(decided)
         return reply
 
+    def advance_floor(self, chain_id: int, sender: str, nonce: int) -> dict[str, Any]:
+        """``advance_nonce_floor`` through the real handler."""
+        params = {"chain": chain_id, "sender": sender, "nonce": nonce}
+        reply = self.core.handle({"id": 1, "method": "advance_nonce_floor", "params": params},
+                                 self._clock())  # fmt: skip
+        if self.core.audit is not None:
+            self.core.audit.commit()
+        self.floors.append((sender.lower(), nonce))
+        return reply
+
     def denials(self, rule: str | None = None) -> list[SignRequest]:
         return [r for r in self.requests if r.denied and (rule is None or r.denied == rule)]
 
@@ -183,3 +194,10 @@ class SimSigner:
         return self._verifier.verify(
             fields, keccak(payload), sender_bytes, result.get("raw"), result.get("hash"), body
         )
+
+    async def advance_nonce_floor(self, chain_id: int, sender: str, nonce: int) -> None:
+        if self.enclave.down:
+            raise SignerUnavailable("signer down (scripted)")
+        error = self.enclave.advance_floor(chain_id, sender, nonce).get("error")
+        if error is not None:
+            raise remote_error(error)

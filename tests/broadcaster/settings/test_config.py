@@ -105,7 +105,14 @@ def test_the_example_file_sets_and_comments_every_key_the_loader_knows() -> None
     data = tomllib.loads(text)
     for table in ("signer", "fees", "api", "metrics", "journal", "heads", "cpu"):
         assert table in data, table
-    assert set(data["signer"]) >= {"url", "timeout_seconds", "attestation_root", "pcr0"}
+    assert set(data["signer"]) >= {
+        "url",
+        "timeout_seconds",
+        "attestation_root",
+        "pcr0",
+        "policy_hash",
+        "mode",
+    }
     assert set(data["fees"]) == {
         "bump_percent",
         "priority_fee_wei",
@@ -317,6 +324,21 @@ def test_attestation_needs_both_root_and_pcr0() -> None:
     assert config.signer.pcr0 == "ab" * 48
     data["signer"]["pcr0"] = "ab"
     assert only_problem(data).startswith("signer.pcr0: expected 96 hex digits")
+
+
+def test_the_pinned_policy_hash_and_mode_are_checked_by_key_path() -> None:
+    data = minimal()
+    data["signer"]["policy_hash"] = "0x1234"
+    assert only_problem(data).startswith("signer.policy_hash: expected 0x and 64 hex digits")
+    data["signer"]["policy_hash"] = "0x" + "AB" * 32
+    assert config_from_dict(data).signer.policy_hash == "0x" + "ab" * 32
+    data["signer"]["mode"] = "prod"
+    assert only_problem(data) == "signer.mode: expected 'dev' or 'nitro', got 'prod'"
+    data["signer"]["mode"] = "nitro"  # without attestation pins: an unattested signer
+    assert only_problem(data).startswith('signer.mode: mode = "nitro" needs attestation_root')
+    data["signer"]["attestation_root"] = "root.pem"
+    data["signer"]["pcr0"] = "ab" * 48
+    assert config_from_dict(data).signer.mode == "nitro"
 
 
 # ---------------------------------------------------------------- accounts and keys
