@@ -148,3 +148,19 @@ def test_a_public_intent_next_to_private_ones_never_goes_to_the_builder(
     assert targets(sim, public.intent.id) == []
     assert len(sim.checker.mined(public.intent.id)) == 1
     sim.check()
+
+
+def test_a_private_intent_stays_private_after_a_crash_and_restart(make_sim: MakeSim) -> None:
+    """The journal keeps the flag: the restarted process resends it only as a bundle."""
+    sim = make_sim()
+    record = sim.run(sim.submit(private=True))
+    sim.run(sim.mine(bundles=False))
+    sim.run(sim.crash())
+    sim.run(sim.restart())
+    reloaded = sim.record(record.intent.id)
+    assert reloaded.intent.private
+    sim.run(sim.mine(bundles=False))  # a head after the restart: re-targeted by the new process
+    sim.run(sim.finish())
+    assert len(sim.checker.mined(record.intent.id)) == 1
+    no_public_send(sim, record.intent.id)
+    sim.check()
