@@ -34,6 +34,9 @@ import sha3
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from signer_client.errors import TxDecodeError
+from signer_client.signing import signed_from_raw
+
 __all__ = ["BASE_FEE", "CHAIN_ID", "Block", "Chain", "Harness", "RawArrival", "TxWaiter"]
 
 CHAIN_ID = 31337
@@ -63,8 +66,25 @@ class Block:
             "timestamp": hex(self.timestamp),
         }
 
-    def body(self) -> dict[str, Any]:
-        return {**self.header(), "transactions": list(self.txs)}
+    def body(self, full: bool = False, raws: dict[str, bytes] | None = None) -> dict[str, Any]:
+        if not full:
+            return {**self.header(), "transactions": list(self.txs)}
+        return {
+            **self.header(),
+            "transactions": [_tx_object(h, (raws or {}).get(h)) for h in self.txs],
+        }
+
+
+def _tx_object(tx_hash: str, raw: bytes | None) -> dict[str, Any]:
+    """``eth_getBlockByHash(h, true)``'s view of a transaction: who sent it, at which nonce (the
+    audit reconciler reads these). Decoded only when asked, never on the arrival path."""
+    if raw is None:
+        return {"hash": tx_hash, "from": "0x" + "00" * 20, "nonce": "0x0"}
+    try:
+        fields, signed = signed_from_raw(raw)
+    except TxDecodeError:
+        return {"hash": tx_hash, "from": "0x" + "00" * 20, "nonce": "0x0"}
+    return {"hash": tx_hash, "from": signed.sender.lower(), "nonce": hex(fields.nonce)}
 
 
 class Chain:
@@ -76,6 +96,7 @@ class Chain:
         self.blocks: dict[str, Block] = {genesis.hash: genesis}
         self.tip = genesis
         self.pending_nonce = 0  # the driver raises it as the implementation sends
+        self.raws: dict[str, bytes] = {}  # tx hash -> raw bytes, for full blocks
 
     def _new_hash(self) -> str:
         return _keccak_hex(b"bench-block" + next(self._ids).to_bytes(8, "big"))
@@ -113,7 +134,8 @@ class Chain:
     def call(self, method: str, params: list[Any]) -> Any:
         if method == "eth_getBlockByHash":
             block = self.blocks.get(str(params[0]).lower())
-            return block.body() if block is not None else None
+            full = len(params) > 1 and params[1] is True
+            return block.body(full, self.raws) if block is not None else None
         if method == "eth_getBlockByNumber":
             tag = params[0] if params else "latest"
             if tag in ("latest", "pending", "safe", "finalized"):
@@ -121,7 +143,8 @@ class Chain:
             if tag == "earliest":
                 return self.canonical()[-1].body()
             block = self.by_number(int(tag, 16))
-            return block.body() if block is not None else None
+            full = len(params) > 1 and params[1] is True
+            return block.body(full, self.raws) if block is not None else None
         if method == "eth_getTransactionCount":
             mined = self.mined_count()
             tag = params[1] if len(params) > 1 else "latest"
@@ -391,6 +414,7 @@ class Harness:
             raw = bytes.fromhex(params[0][2:])
             tx_hash = _keccak_hex(raw)
             self._raw_arrival(RawArrival(t_ns, rpc, tx_hash))
+            self.chain.raws.setdefault(tx_hash, raw)
             return {"jsonrpc": "2.0", "id": rid, "result": tx_hash}
         assert type(method) is str
         self.read_counts[method] = self.read_counts.get(method, 0) + 1

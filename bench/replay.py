@@ -1,4 +1,5 @@
-"""Replay throughput and peak memory (DESIGN.md §8: >= 200,000 heads/s, flat memory to 1M heads).
+"""Replay throughput and peak memory (DESIGN.md §8: >= 200,000 heads/s bare, >= 100,000 verified,
+flat memory to 1M heads).
 
 Recordings in the DESIGN.md §4 format are generated deterministically (seeded):
 

@@ -25,11 +25,18 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 =======================================  =========  ==============================================
 
 Extras for operators: ``deep_reorgs_total`` (reorg below the finality window: re-anchored, needs
-a human), ``rejected_headers_total{client,reason}`` (header hash did not verify: a lying or broken
-node), ``signer_errors_total{kind}``, ``signer_up``, ``build_info{version}``, with ``[ha]``
+a human), ``rejected_headers_total{client,reason}`` (a header the tracker refused: hash mismatch,
+malformed, ``bad_number``, ``bad_timestamp``, ``conflict``; a lying or broken node),
+``quarantines_total{client}`` and ``client_quarantined{client}`` (a client whose self-forks no
+other client confirms: its heads are no candidates, DESIGN.md §3), ``signer_errors_total{kind}``,
+``signer_up``, ``build_info{version}``, with ``[ha]``
 ``lease_age_seconds`` (seconds since the leader lease was last renewed, as this instance last
 saw it: the leader's own renewals, or the leader's as a standby reads them) and
-``failovers_total`` (leases this instance took over from another holder), and the standard
+``failovers_total`` (leases this instance took over from another holder), the audit copy's
+``audit_refusals_total{reason}`` (the enclave's audit log was refused: signing stopped; reasons
+are ``broadcaster.audit.verify.REFUSAL_REASONS``), ``audit_verified_seq`` (the last verified
+entry held in the journal) and ``audit_blocks_checked_total`` (canonical blocks reconciled with
+it), and the standard
 ``process_*`` metrics of the service process.
 
 The update methods run on the reaction path: labelled children for the configured clients and
@@ -49,6 +56,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
+from broadcaster.audit.verify import REFUSAL_REASONS
 from broadcaster.tx.reasons import ResendReason
 
 __all__ = [
@@ -218,6 +226,12 @@ class Metrics:
         self.rejected_headers_total = counter(
             "rejected_headers", "Headers whose hash did not verify", ("client", "reason")
         )
+        self.quarantines_total = counter(
+            "quarantines", "Times a client was quarantined (heads no candidates)", ("client",)
+        )
+        self.client_quarantined = gauge(
+            "client_quarantined", "1 while the client is quarantined", ("client",)
+        )
         self.intents_total = counter("intents", "Intents reaching each status", ("status",))
         self.bundles_total = counter(
             "bundles",
@@ -236,6 +250,17 @@ class Metrics:
         )
         self.failovers_total = counter(
             "failovers", "Leader leases this instance took over from another holder ([ha])"
+        )
+        self.audit_refusals_total = counter(
+            "audit_refusals",
+            "The enclave's audit log was refused (signing stopped)",
+            ("reason",),
+        )
+        self.audit_verified_seq = gauge(
+            "audit_verified_seq", "Last verified audit-log entry held in the journal"
+        )
+        self.audit_blocks_checked_total = counter(
+            "audit_blocks_checked", "Canonical blocks reconciled with the verified audit log"
         )
         gauge("build_info", "Version of the running broadcaster", ("version",)).labels(
             _version()
@@ -258,6 +283,8 @@ class Metrics:
             self._labelled("intents", self.intents_total, status)
         for reason in RESEND_REASONS:
             self._labelled("resends", self.resends_total, reason)
+        for reason in REFUSAL_REASONS:
+            self._labelled("audit_refused", self.audit_refusals_total, reason)
         self._reorgs_inc = self.reorgs_total.inc
         self._depth_observe = self.reorg_depth.observe
         self._reaction_observe = self.reaction_seconds.observe
@@ -312,11 +339,26 @@ class Metrics:
     def rejected_header(self, client: str, reason: str) -> None:
         self._labelled("rejected", self.rejected_headers_total, client, reason).inc()
 
+    def quarantine(self, client: str, active: bool) -> None:
+        """The tracker quarantined ``client`` (``active``) or released it."""
+        if active:
+            self._labelled("quarantines", self.quarantines_total, client).inc()
+        self._labelled("quarantined", self.client_quarantined, client).set(1 if active else 0)
+
     # ------------------------------------------------------------ transactions
 
     def resend(self, reason: str) -> None:
         """One re-signed or rebroadcast attempt (``reorg``, ``underpriced``, ``retry``...)."""
         self._labelled("resends", self.resends_total, reason).inc()
+
+    def audit_refused(self, reason: str) -> None:
+        self._labelled("audit_refused", self.audit_refusals_total, reason).inc()
+
+    def audit_verified(self, seq: int) -> None:
+        self.audit_verified_seq.set(seq)
+
+    def audit_block_checked(self) -> None:
+        self.audit_blocks_checked_total.inc()
 
     def foreign_transaction(self, sender: str) -> None:
         """A nonce of ``sender`` was taken by a transaction we never signed."""

@@ -37,11 +37,15 @@ from urllib.parse import urlsplit
 
 from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.api.subscriptions import Subscriptions
+from broadcaster.audit import AuditStreamer, ForeignReport, LiveReconciler, SigningGate
+from broadcaster.audit.chain import full_blocks
+from broadcaster.audit.verify import AuditRefused
 from broadcaster.backoff import backoff
 from broadcaster.ha.fence import Fence, FencedSigner, FencedTransport, fenced_transports
 from broadcaster.ha.role import Leadership
 from broadcaster.ha.standby import StandbyApi
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
+from broadcaster.rpc.chain_id import screen_rpcs
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, default_transport
@@ -50,13 +54,15 @@ from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
 from broadcaster.tx.routing import Router
-from heads.events import DeepReorg, Event, Rejected, Reorg
+from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
-from nonce import TxRecord
+from nonce import NonceBook, TxRecord
+from nonce.audit_copy import AuditCopy
 from nonce.backends import lookup, open_book
 from signer_client import AttestationPolicy, SignerClient, SignerPins
+from signer_client.events import SignerEvent
 
 __all__ = ["Service"]
 
@@ -90,6 +96,7 @@ class _TxMetrics(TxObserver):
         self.metrics = metrics
         self.subscriptions = subscriptions
         self.router: Router | None = None  # cancels a private intent's bundle (section 5a)
+        self.report: ForeignReport | None = None  # set once the service has built it
 
     def status(self, record: TxRecord, event: str) -> None:
         self.subscriptions.notify(record, event)
@@ -126,11 +133,15 @@ class _TxMetrics(TxObserver):
     def alert(self, kind: str, detail: str) -> None:
         log.error("ALERT %s: %s", kind, detail)
 
-    def foreign(self, sender: str) -> None:
-        self.metrics.foreign_transaction(sender)
+    def foreign(self, sender: str, nonce: int | None = None) -> None:
+        if self.report is not None:
+            self.report.foreign(sender, nonce)  # once per (sender, nonce), whoever found it
+        else:
+            self.metrics.foreign_transaction(sender)
 
 
 RETAIN_SETTLED = 10_000
+_RECHECK_ON = frozenset({SignerEvent.DISCONNECTED, SignerEvent.CONNECTED})
 """Finalized records kept in memory; older ones are answered from the journal file."""
 
 
@@ -186,6 +197,9 @@ class Service:
         self.leadership: Leadership | None = None
         self.router: Router | None = None
         self._retargeted: int | None = None  # the tip the live bundles were last sent for
+        self.gate: SigningGate | None = None
+        self.streamer: AuditStreamer | None = None
+        self.reconciler: LiveReconciler | None = None
 
     def health(self) -> Mapping[str, Any]:
         hub = self.hub
@@ -202,6 +216,19 @@ class Service:
             "tip": tip.number if tip else None,
             # Live asyncio tasks: flat in a healthy service (the soak test watches it for leaks).
             "tasks": len(asyncio.all_tasks()),
+            "audit": self._audit_health(),
+        }
+
+    def _audit_health(self) -> Mapping[str, Any] | None:
+        streamer, reconciler = self.streamer, self.reconciler
+        if streamer is None or reconciler is None:
+            return None
+        refused = streamer.refused
+        return {
+            "verified_seq": streamer.anchor.seq,
+            "refused": str(refused) if refused is not None else None,
+            "blocks_checked": reconciler.blocks_checked,
+            "stopped_senders": sorted(self.gate.stopped) if self.gate is not None else [],
         }
 
     async def run(self) -> None:
@@ -220,13 +247,19 @@ class Service:
         self.metrics_server = await start_metrics_server(
             self.metrics, config.metrics.listen.host, config.metrics.listen.port, self.health
         )
-        tracker = ChainTracker(finality_depth=config.finality_depth, fork_choice=config.fork_choice)
+        tracker = ChainTracker(
+            finality_depth=config.finality_depth,
+            fork_choice=config.fork_choice,
+            clients=len(config.clients),
+        )
         hub = self.hub = HeadHub(
             [(c.name, c.url) for c in config.clients],
             tracker=tracker,
             on_events=self._on_events,
             hooks=_HubMetrics(self.metrics),
-            options=SubscriptionOptions(watchdog=config.heads.watchdog_seconds),
+            options=SubscriptionOptions(
+                watchdog=config.heads.watchdog_seconds, chain_id=config.chain_id
+            ),
         )
         heads_task: asyncio.Task[None] | None = None
         lease_task: asyncio.Task[None] | None = None
@@ -274,16 +307,38 @@ class Service:
                 accounts=tuple(a.address for a in config.accounts),
                 chain_ids=(config.chain_id,),
             ),
-            on_event=self.metrics.signer_error,
+            on_event=self._on_signer_event,
+        )
+        self._signer = signer
+        gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
+        report = observer.report = ForeignReport(
+            count=self.metrics.foreign_transaction,
+            alert=observer.alert,
+            gate=gate,
+            stop_signing=config.audit.stop_signing_on_foreign,
         )
         fenced = config.ha is not None
-        # Chain reads never go to private RPCs or builders (section 5a): public ones and the
-        # head clients' nodes only.
-        read_urls = [r.url for r in config.public_rpcs] + [_http_of(c.url) for c in config.clients]
+        # Every RPC of every kind is asked eth_chainId first: one of another chain is kept out (a
+        # builder that serves only the bundle API and answers an error is kept, unverified).
+        screen = await screen_rpcs(
+            [(r.name, r.url) for r in config.rpcs],
+            config.chain_id,
+            bundle_only=[r.name for r in config.rpcs if r.kind == "builder"],
+        )
+        for refused in screen.refused:
+            log.error("%s", refused)
+            self.metrics.invalid_message(refused.name, "chain_id_mismatch")
+        rpcs = [r for r in config.rpcs if r.name in screen.kept]
+        if not rpcs:
+            raise screen.refused[0]
+        public = [r for r in rpcs if r.kind == "public"]
+        private = [r for r in rpcs if r.kind != "public"]
+        # Chain reads never go to private RPCs or builders (section 5a): screened public ones and
+        # the head clients' nodes only.
+        read_urls = [r.url for r in public] + [_http_of(c.url) for c in config.clients]
         chain = ChainReader(
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
-        public = config.public_rpcs
         fanout = (
             FanOut(  # the manager listens (through the router)
                 [Endpoint(r.name, r.url) for r in public],
@@ -296,7 +351,6 @@ class Service:
             if public
             else None
         )
-        private = config.private_rpcs
         orderflow = (
             OrderflowSender(
                 [(r.name, r.url, r.kind) for r in private],
@@ -318,7 +372,7 @@ class Service:
             chain_id=config.chain_id,
             book=book,
             journal=journal,
-            signer=FencedSigner(signer, self.fence) if fenced else signer,
+            signer=FencedSigner(gate, self.fence) if fenced else gate,
             # tx.core.Submitter still declares submit() -> None; FanOut now returns a
             # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
             # the Protocol declares the return value.
@@ -339,9 +393,21 @@ class Service:
             retain_settled=RETAIN_SETTLED,
             evicted_on_disk=True,
             canonical_chain=tracker.canonical_chain,
+            refuse_sender=gate.why,
         )
         if not fenced:
             self.manager = manager  # with [ha], once started: heads already flow to _on_events
+        copy = audit_reader = None
+        if config.audit.enabled:
+            assert config.journal.path is not None  # the loader refuses [audit] on PostgreSQL
+            copy = AuditCopy(config.journal.path)
+            audit_reader = ChainReader(read_urls)  # its own connections: never in the way
+            self.streamer = self._streamer(copy, signer, report)
+            # Nothing is signed before a first log check (the start-up sync below, or the
+            # streamer's next one if the signer is not up yet): a sign request that opened the
+            # connection would otherwise pass before the CONNECTED hold.
+            gate.hold()
+            self.reconciler = self._reconciler(copy, audit_reader, book, report, tracker)
         api = self.api = IntentApi(
             manager,
             chain_id=config.chain_id,
@@ -368,6 +434,10 @@ class Service:
                 await fanout.connect()
             if orderflow is not None:
                 await orderflow.connect()
+            if self.streamer is not None:
+                await self.streamer.load()
+                self.metrics.audit_verified(self.streamer.anchor.seq)
+                await self.streamer.sync()  # a log that does not extend ours: refused now
             await self._start_manager(manager)
             self.manager = manager
             server = await api.serve(config.api.listen.host, config.api.listen.port)
@@ -391,6 +461,9 @@ class Service:
                     group.create_task(orderflow.run(), name="orderflow")
                 group.create_task(manager.run(), name="txmanager")
                 group.create_task(self._lag_updater(hub), name="lag")
+                if self.streamer is not None and self.reconciler is not None:
+                    group.create_task(self.streamer.run(), name="audit-stream")
+                    group.create_task(self.reconciler.run(), name="audit-reconcile")
                 self.ready.set()
         finally:
             self.ready.clear()
@@ -399,6 +472,9 @@ class Service:
                 server.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.wait_closed(), 5)
+            if self.streamer is not None:  # the last entries into the copy (`broadcaster audit`)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.streamer.sync(), 5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(journal.flush(), 5)
             journal.close()
@@ -413,6 +489,10 @@ class Service:
                     task.cancel()
             if self.leadership is not None:
                 await self._release()
+            if audit_reader is not None:
+                await audit_reader.close()
+            if copy is not None:
+                copy.close()
             await self.metrics_server.close()
             log.info("stopped; journal flushed and closed")
 
@@ -461,6 +541,83 @@ class Service:
             await asyncio.to_thread(leadership.store.release, leadership.instance, leadership.epoch)
         leadership.store.close()
 
+    def _streamer(
+        self, copy: AuditCopy, signer: SignerClient, report: ForeignReport
+    ) -> AuditStreamer:
+        def refused(exc: AuditRefused) -> None:
+            self.metrics.audit_refused(exc.reason)
+            report.refused(exc)
+
+        return AuditStreamer(
+            copy,
+            signer,
+            on_refused=refused,
+            on_stored=self.metrics.audit_verified,
+            on_synced=self.gate.release if self.gate is not None else None,
+            poll=self.config.audit.poll_seconds,
+        )
+
+    def _reconciler(
+        self,
+        copy: AuditCopy,
+        reader: ChainReader,
+        book: NonceBook,
+        report: ForeignReport,
+        tracker: ChainTracker,
+    ) -> LiveReconciler:
+        async def signed(hashes: Any) -> set[bytes]:
+            return await asyncio.to_thread(copy.signed, list(hashes))
+
+        async def external(hashes: Any) -> set[bytes]:
+            found, rest = set(), []
+            for h in hashes:
+                record = book.by_hash(h)
+                if record is not None and record.intent.external:
+                    found.add(h)
+                elif record is None:
+                    rest.append(h)  # evicted from memory, or not ours: the journal knows
+            return found | await asyncio.to_thread(copy.external, rest) if rest else found
+
+        async def catch_up() -> bool:
+            assert self.streamer is not None
+            # Complete when synced, or refused (it takes nothing more); not when the signer
+            # did not answer: the reconciler then asks again rather than call a tx foreign.
+            return await self.streamer.sync() or self.streamer.refused is not None
+
+        return LiveReconciler(
+            accounts=self.accounts,
+            fetch=functools.partial(full_blocks, reader),
+            signed=signed,
+            external=external,
+            catch_up=catch_up,
+            on_foreign=lambda f: report.foreign(f.sender, f.nonce, f),
+            canonical=tracker.canonical_chain,
+            on_checked=lambda audit: self.metrics.audit_block_checked(),
+        )
+
+    def _on_signer_event(self, kind: str) -> None:
+        self.metrics.signer_error(kind)
+        streamer = self.streamer
+        if streamer is not None and self.gate is not None and kind in _RECHECK_ON:
+            # Close the reconnect window: nothing is signed on a new connection before its log
+            # is checked against the copy (a restarted or rolled-back enclave is refused first).
+            self.gate.hold()
+            streamer.reconnected()
+        if kind == SignerEvent.CONNECTED and streamer is not None:
+            # A (re)connected signer: trust the log key it presented (attested when the config
+            # pins attestation), and check its log at once (a restarted enclave).
+            signer = self._signer
+            if signer.attested is not None:
+                pcr0 = signer.attested.pcrs.get(0)
+                streamer.trust(
+                    "0x" + signer.attested.public_key.hex(),
+                    attested=True,
+                    pcr0="0x" + pcr0.hex() if pcr0 is not None else None,
+                )
+            elif signer.info is not None:
+                streamer.trust(signer.info.log_public_key, attested=False)
+            streamer.wake()
+
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""
         for delay in backoff(initial=0.2, maximum=5.0):
@@ -501,6 +658,17 @@ class Service:
                 metrics.rejected_header(client, event.reason)
                 metrics.invalid_message(client, f"header_{event.reason}")
                 log.warning("rejected header from %s: %s (%s)", client, event.reason, event.detail)
+            elif kind is Quarantine:
+                assert isinstance(event, Quarantine)
+                metrics.quarantine(event.client, event.active)
+                log.warning(
+                    "client %s %s (%d unconfirmed blocks)",
+                    event.client,
+                    "quarantined: its heads are no candidates" if event.active else "released",
+                    event.unconfirmed,
+                )
+        if self.reconciler is not None:
+            self.reconciler.on_events(events)  # queues blocks; checked in its own task
         hub = self.hub
         if hub is not None and hub.tracker.tip is not None:
             tip = hub.tracker.tip

@@ -38,7 +38,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="vsock://CID:PORT | unix:///path | tcp://host:port")
     p.add_argument("--key-file", help="0x-hex private keys, one per line")
     p.add_argument("--config", help="TOML file (see config/enclave.example.toml)")
-    p.add_argument("--audit-log", help="append-only audit log (JSON lines)")
+    p.add_argument(
+        "--audit-log",
+        help="append-only audit log file (JSON lines; FILE.head holds its sealed anchor); "
+        "without it (dev mode only) the log lives in memory",
+    )
     p.add_argument("--pki-dir", help="dev PKI directory with root.pem and root.key.pem")
     p.add_argument("--pcr0", help="override the PCR0 reported in attestation documents (hex)")
     p.add_argument("--mode", choices=("dev", "nitro"), help="overrides the config's mode")
@@ -152,15 +156,13 @@ def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveCo
     except (ConfigError, OSError, KmsError, NsmError) as exc:
         raise StartError(str(exc)) from exc
     policy = Policy(config.policy)
-    audit = (
-        AuditLog(
-            audit_path,
-            LocalKey(os.urandom(32)),
-            fsync=args.fsync or config.audit_fsync,
-            seal_key=seal_key,
-        )
-        if audit_path
-        else None
+    # Without --audit-log (dev mode only, nitro mode refused above) the log lives in memory:
+    # still served by audit_entries, so the broadcaster keeps its verified copy (DESIGN.md §6a).
+    audit = AuditLog(
+        audit_path or None,
+        LocalKey(os.urandom(32)),
+        fsync=args.fsync or config.audit_fsync,
+        seal_key=seal_key,
     )
     core = EnclaveCore(keys, policy, audit=audit, attestor=attestor, mode=mode)
     if audit_path:
@@ -170,7 +172,8 @@ def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveCo
             raise StartError(f"refusing to start: {exc}") from exc
     else:
         print(
-            "enclave: no --audit-log: nonce memory lives in RAM and is lost on restart (dev only)",
+            "enclave: no --audit-log: the audit log and nonce memory live in RAM and are lost on "
+            "restart (dev only)",
             file=sys.stderr,
         )
     return core, config, pcr0

@@ -22,8 +22,14 @@ and on start the enclave refuses a log that does not reach that anchor, and cuts
 it (:func:`cut_to_anchor`: unsigned lines the host may have appended). What a host that
 owns the disk can still do, and what catches it, is in the README ("Threat model").
 
-A failed write raises :class:`AuditWriteError` and leaves the log as it was: the server then
-fails closed and sends no signature whose entry is not on disk.
+A failed write raises :class:`AuditWriteError` and leaves the log as it was (the entries stay
+queued for the next commit): the server then fails closed and sends no signature whose entry is
+not on disk.
+
+The newest committed lines are also kept in memory (:data:`RING`) and served by
+``audit_entries`` (:meth:`AuditLog.entries`), so the broadcaster keeps a verified copy; older ones
+come from the file. Without a path (dev mode without ``--audit-log``; nitro mode refuses to start
+without one) the log lives in memory only: nothing to anchor, nothing that survives a restart.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import hashlib
 import hmac
 import os
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +54,7 @@ __all__ = [
     "AuditLog",
     "AuditStateError",
     "AuditWriteError",
+    "EntriesEvicted",
     "Problem",
     "cut_to_anchor",
     "head_digest",
@@ -104,6 +112,18 @@ def read_anchor(path: str, seal_key: bytes) -> tuple[int, str] | None:
     return seq, head
 
 
+RING = 65_536
+"""Committed entries kept in memory for ``audit_entries`` (a real enclave has no disk)."""
+
+MAX_ENTRIES_PER_CALL = 1_000
+"""``audit_entries`` answers at most this many entries per call (a reply stays far below the
+1 MiB frame cap: a ``sign`` entry is ~700 bytes)."""
+
+
+class EntriesEvicted(LookupError):
+    """``from_seq`` is older than what the enclave still holds (ring evicted, no log file)."""
+
+
 def _entry_hash(seq: int, ts: float, prev: str, kind: str, data: dict[str, Any]) -> bytes:
     body = {"seq": seq, "ts": ts, "prev": prev, "kind": kind, "data": data}
     return keccak(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
@@ -114,21 +134,36 @@ class AuditLog:
     also forces it to disk) and, with a ``seal_key``, rewrites the sealed anchor."""
 
     def __init__(
-        self, path: str, key: LocalKey, *, fsync: bool = False, seal_key: bytes | None = None
+        self,
+        path: str | None,
+        key: LocalKey,
+        *,
+        fsync: bool = False,
+        seal_key: bytes | None = None,
+        ring: int = RING,
     ) -> None:
         self.path = path
         self.key = key
         self.fsync = fsync
         self.seal_key = seal_key
-        self.seq, self.head = read_tail(path)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._size = os.fstat(self._fd).st_size
+        # No path: the log lives only in memory (dev mode without --audit-log; nitro mode refuses
+        # to start without one). Nothing can fail to be written, and nothing survives a restart.
+        self.seq, self.head = read_tail(path) if path is not None else (0, GENESIS)
+        self._fd = (
+            os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if path is not None
+            else None
+        )
+        self._size = os.fstat(self._fd).st_size if self._fd is not None else 0
         self._anchor_fd = (
             os.open(_anchor_path(path), os.O_WRONLY | os.O_CREAT, 0o600)
-            if seal_key is not None
+            if seal_key is not None and path is not None
             else None
         )
         self._pending: list[tuple[float, str, Any]] = []
+        # The newest committed lines, in seq order, for ``audit_entries``: only lines that are
+        # committed (written, when there is a file) ever enter it.
+        self._ring: deque[bytes] = deque(maxlen=ring)
         self.failed_writes = 0
 
     def append(
@@ -146,15 +181,17 @@ class AuditLog:
         return len(self._pending)
 
     def commit(self) -> None:
-        """Write the queued entries; raise :class:`AuditWriteError` (and keep the log and its
-        in-memory head as they were) when the write fails."""
+        """Write the queued entries; raise :class:`AuditWriteError` (and keep the log, its
+        in-memory head and the queue as they were) when the write fails."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
         seq, head = self.seq, self.head
         lines = []
+        built: list[tuple[float, str, Any]] = []
         for ts, kind, item in pending:
             data = item() if callable(item) else item
+            built.append((ts, kind, data))
             seq += 1
             # One serialisation serves both the hash and the line: the hashed bytes are the
             # sorted {data, kind, prev, seq, ts}; the line is them plus hash and sig.
@@ -171,6 +208,10 @@ class AuditLog:
             )
             lines.append(body[:-1] + b',"hash":"' + hash_hex.encode() + b'","sig":' + sig + b"}")
             head = hash_hex
+        if self._fd is None:
+            self._ring.extend(lines)
+            self.seq, self.head = seq, head
+            return
         data = b"\n".join(lines) + b"\n"
         try:
             written = os.write(self._fd, data)
@@ -189,31 +230,75 @@ class AuditLog:
                 os.ftruncate(self._fd, self._size)
             except OSError:
                 pass
+            # The entries stay queued (in front of any queued since): a later commit writes them
+            # or fails again, and no reply that depended on them leaves in between.
+            self._pending[:0] = built
             raise AuditWriteError(exc.errno or 0, f"audit log write failed: {exc}") from exc
         self._size += len(data)
+        self._ring.extend(lines)
         self.seq, self.head = seq, head
 
     def resync(self) -> None:
         """Re-read the tail after the file was cut (:func:`cut_to_anchor`) before any append."""
+        if self.path is None or self._fd is None:
+            return  # a memory-only log: nothing on disk to re-read
         self.seq, self.head = read_tail(self.path)
         self._size = os.fstat(self._fd).st_size
 
     def sign_head(self) -> dict[str, Any]:
         """``{seq, hash, signature}``: the current head, signed by the log key."""
-        return {
-            "seq": self.seq,
-            "hash": self.head,
-            "signature": "0x" + self.key.sign_hash(head_digest(self.seq, self.head)).hex(),
-        }
+        return self.signed_head()
+
+    def signed_head(self, at: tuple[int, str] | None = None) -> dict[str, Any]:
+        """``{seq, hash, signature}``: the head (or the committed entry ``at = (seq, hash)``),
+        signed by the log key over :func:`signer_client.protocol.head_digest`."""
+        seq, head = at if at is not None else (self.seq, self.head)
+        sig = self.key.sign_hash(head_digest(seq, head))
+        return {"seq": seq, "hash": head, "signature": "0x" + sig.hex()}
 
     def close(self) -> None:
         try:
             self.commit()
         finally:
-            os.close(self._fd)
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             if self._anchor_fd is not None:
                 os.close(self._anchor_fd)
                 self._anchor_fd = None
+
+    def entries(self, from_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Committed entries ``from_seq`` on, at most ``limit`` (capped), in seq order.
+
+        Served from memory while the ring holds ``from_seq``; older ones from the log file when
+        there is one; otherwise :class:`EntriesEvicted`.
+        """
+        limit = max(0, min(limit, MAX_ENTRIES_PER_CALL))
+        from_seq = max(1, from_seq)
+        if from_seq > self.seq or limit == 0:
+            return []
+        first = self.seq - len(self._ring) + 1  # seq of the ring's oldest line
+        if from_seq >= first:
+            start = from_seq - first
+            count = min(limit, len(self._ring) - start)
+            return [orjson.loads(self._ring[start + i]) for i in range(count)]
+        if self.path is None:
+            raise EntriesEvicted(f"entries before seq {first} are no longer held")
+        out: list[dict[str, Any]] = []
+        # Older entries come from the file (parent-writable: the broadcaster verifies every page
+        # against its signed head, so an edited line is refused there, never trusted).
+        with open(self.path, "rb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                entry = orjson.loads(line)
+                if int(entry["seq"]) > self.seq:
+                    break
+                if int(entry["seq"]) >= from_seq:
+                    out.append(entry)
+                    if len(out) >= limit:
+                        break
+        return out
 
 
 def read_tail(path: str) -> tuple[int, str]:

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from enclave.attestor import Attestor
-from enclave.audit import AuditLog, load_verified
+from enclave.audit import AuditLog, AuditWriteError, EntriesEvicted, load_verified
 from enclave.policy import Policy, intent_hash
 from signer_client.channel import derive_mac_key
 from signer_client.errors import PolicyDenied, TransactionError, TxFieldError
@@ -112,6 +112,7 @@ class EnclaveCore:
             "hello": self._hello,
             "attestation": self._attestation,
             "audit_head": self._audit_head,
+            "audit_entries": self._audit_entries,
             "advance_nonce_floor": self._advance_floor,
         }
 
@@ -246,8 +247,39 @@ class EnclaveCore:
     def _audit_head(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
         if self.audit is None:
             return error_reply(request_id, "unsupported", "audit log disabled")
-        self.audit.commit()
-        return {"id": request_id, "result": self.audit.sign_head()}
+        try:
+            self.audit.commit()
+        except AuditWriteError:
+            # The queued entries stay queued: the server's own commit retries them and fails
+            # every reply of this read closed if it fails again.
+            return error_reply(request_id, "audit_failed", "audit log write failed")
+        return {"id": request_id, "result": self.audit.signed_head()}
+
+    def _audit_entries(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        """``{from_seq, limit}`` -> ``{entries, head}``: committed entries (DESIGN.md §6a) and the
+        head signed at the page's last entry, so the broadcaster can keep a verified copy."""
+        if self.audit is None:
+            return error_reply(request_id, "unsupported", "audit log disabled")
+        from_seq, limit = params.get("from_seq", 1), params.get("limit", 1000)
+        if type(from_seq) is not int or type(limit) is not int or from_seq < 0 or limit < 0:
+            return self._bad(
+                request_id, now, "bad_request", "from_seq and limit must be non-negative integers"
+            )
+        try:
+            self.audit.commit()
+        except AuditWriteError:
+            return error_reply(request_id, "audit_failed", "audit log write failed")
+        try:
+            entries = self.audit.entries(from_seq, limit)
+        except EntriesEvicted as exc:
+            return error_reply(request_id, "evicted", str(exc))
+        # The head signed at the page's last entry: every page is authenticated on its own (the
+        # entries after a segment's start carry no signature of their own).
+        at = (int(entries[-1]["seq"]), str(entries[-1]["hash"])) if entries else None
+        return {
+            "id": request_id,
+            "result": {"entries": entries, "head": self.audit.signed_head(at)},
+        }
 
     def _advance_floor(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
         """``{chain, sender, nonce}``: the chain's confirmed nonce; older nonces are refused."""
@@ -269,7 +301,11 @@ class EnclaveCore:
         seal_key = self.audit.seal_key if self.audit is not None else None
         count = 0
         entries = load_verified(path, seal_key)
-        if self.audit is not None and os.path.abspath(self.audit.path) == os.path.abspath(path):
+        if (
+            self.audit is not None
+            and self.audit.path is not None
+            and os.path.abspath(self.audit.path) == os.path.abspath(path)
+        ):
             self.audit.resync()  # the tail past the sealed anchor may have been cut
         for e in entries:
             kind = e.get("kind")

@@ -6,7 +6,8 @@
     ├── SubscriptionEnded    a client subscription returned; it must not (CONVENTIONS.md 7)
     └── SessionLost          one websocket session ended; the subscriber reconnects
         ├── WatchdogExpired  no head arrived within the watchdog period on an open socket
-        └── SubscribeFailed  the node answered ``eth_subscribe`` with an error
+        ├── SubscribeFailed  the node answered ``eth_subscribe`` with an error
+        └── ChainIdMismatch  the node's ``eth_chainId`` is not the configured chain: kept out
 
 The tracker never raises for bad input: a header it refuses is a ``Rejected`` event, counted by
 client and reason. These errors are for the I/O around it. Third-party exceptions (websockets,
@@ -16,6 +17,7 @@ OSError) are converted where a session ends, and chained with ``from``.
 from __future__ import annotations
 
 __all__ = [
+    "ChainIdMismatch",
     "HeaderError",
     "HeadsError",
     "RecordingError",
@@ -58,3 +60,17 @@ class WatchdogExpired(SessionLost):
 
 class SubscribeFailed(SessionLost):
     """The node answered ``eth_subscribe`` with an error (or not with a subscription id)."""
+
+
+class ChainIdMismatch(SessionLost):
+    """The node answered ``eth_chainId`` with another chain than the configured one (or not a
+    quantity): its heads are kept out (never subscribed), and it is asked again after a backoff."""
+
+    def __init__(self, client: str, expected: int, answered: object) -> None:
+        super().__init__(
+            f"client {client}: eth_chainId answered {answered!r:.80}, configured chain is "
+            f"{expected} ({hex(expected)}): kept out"
+        )
+        self.client = client
+        self.expected = expected
+        self.answered = answered

@@ -8,7 +8,10 @@ keeps replay at hundreds of thousands of heads per second.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
+
+RejectReason = Literal["hash_mismatch", "malformed", "bad_number", "bad_timestamp", "conflict"]
+REJECT_REASONS: Final = ("hash_mismatch", "malformed", "bad_number", "bad_timestamp", "conflict")
 
 
 class Head(NamedTuple):
@@ -24,6 +27,8 @@ class Head(NamedTuple):
     base_fee: int | None = None
     """EIP-1559 ``baseFeePerGas``, only from a header whose hash was verified (a liar can put any
     base fee into an unverifiable header): the fee the transaction side prices re-signs with."""
+    timestamp: int | None = None
+    """The header's ``timestamp`` when it carried one: checked above the parent's (DESIGN.md §3)."""
 
     def ref(self) -> dict[str, int | str]:
         return {"number": self.number, "hash": self.hash}
@@ -91,14 +96,32 @@ class DeepReorg:
 class Rejected:
     """A header that was refused and ignored entirely (it never enters the store).
 
-    ``reason``: ``"hash_mismatch"`` (keccak256(rlp(header)) differs from ``hash``: a lying or
-    broken RPC) or ``"malformed"`` (missing or ill-typed ``number``/``hash``/``parentHash``).
+    ``reason`` (one of :data:`REJECT_REASONS`): ``"hash_mismatch"`` (keccak256(rlp(header))
+    differs from ``hash``: a lying or broken RPC), ``"malformed"`` (missing or ill-typed
+    ``number``/``hash``/``parentHash``/``timestamp``), ``"bad_number"`` (the parent is known and
+    the number is not its + 1), ``"bad_timestamp"`` (not above the known parent's), or
+    ``"conflict"`` (a hash the tracker holds, claimed with another number or parent).
     """
 
     client: str
     hash: str | None
-    reason: Literal["hash_mismatch", "malformed"]
+    reason: RejectReason
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """``client`` was quarantined (``active``) or released (DESIGN.md §3, trust).
+
+    A client is quarantined when several of the heads it was first to announce in the window were
+    never confirmed by another connected client (announced by it, or by a descendant it
+    announced). Its heads are no candidates for the tip until another client confirms one of
+    its blocks (then ``active`` is false).
+    """
+
+    client: str
+    active: bool
+    unconfirmed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +136,18 @@ class NeedAncestor:
     hash: str
 
 
-Event = Extension | Reorg | DeepReorg | Rejected | NeedAncestor
+Event = Extension | Reorg | DeepReorg | Rejected | NeedAncestor | Quarantine
 TipChange = Extension | Reorg | DeepReorg
 
 __all__ = [
+    "REJECT_REASONS",
     "DeepReorg",
     "Event",
     "Extension",
     "Head",
     "NeedAncestor",
+    "Quarantine",
+    "RejectReason",
     "Rejected",
     "Reorg",
     "TipChange",

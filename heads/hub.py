@@ -179,10 +179,14 @@ class HeadHub:
         if self.recorder is not None:
             self.recorder.event(client, "connected" if connected else "disconnected")
         self.hooks.on_client_state(client, connected)
-        if not connected:
+        # A connect makes the client's next heads candidates; a disconnect takes its head out
+        # of the candidates without moving the tip (DESIGN.md §3: no rollback on a lost link).
+        if connected:
+            events = self.tracker.on_connect(client)
+        else:
             events = self.tracker.on_disconnect(client)
-            if events:
-                self._dispatch(events, client, time.perf_counter_ns(), {})
+        if events:
+            self._dispatch(events, client, time.perf_counter_ns(), {})
 
     def invalid(self, client: str, reason: str, detail: str) -> None:
         self.hooks.on_invalid(client, reason)

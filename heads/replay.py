@@ -9,7 +9,10 @@ reorg, deep reorg and rejected header, then a summary::
      "tip": {"number": 150, "hash": "0x.."}, ...}
 
 ``heads`` counts the ``head`` lines read, rejected ones included; ``rejected`` counts the
-``head``/``block`` lines whose header failed verification (hash mismatch or malformed fields).
+``head``/``block`` lines the tracker refused (hash mismatch, malformed fields, an impossible
+number or timestamp for a known parent, a held hash claimed with another parent);
+``quarantined`` counts the times a client was quarantined (its ``quarantine`` and ``release``
+lines come in order). ``connected``/``disconnected`` lines drive the tracker's connected set.
 Lines that are not JSON objects of the format (a truncated last line, garbage) are counted as
 ``invalid_lines`` and skipped. The first accepted ``head`` anchors the chain.
 
@@ -26,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from heads.events import DeepReorg, Extension, NeedAncestor, Rejected, Reorg
+from heads.events import DeepReorg, Extension, NeedAncestor, Quarantine, Rejected, Reorg
 from heads.recording import iter_line_batches
 from heads.tracker import ChainTracker, ForkChoice
 
@@ -73,15 +76,33 @@ def rejected_json(event: Rejected, t: float | None = None) -> dict[str, Any]:
     return out
 
 
+def quarantine_json(event: Quarantine, t: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "event": "quarantine" if event.active else "release",
+        "client": event.client,
+        "unconfirmed": event.unconfirmed,
+    }
+    if t is not None:
+        out["t"] = t
+    return out
+
+
 def replay(
     path: str | Path,
     *,
     finality_depth: int = 64,
     fork_choice: ForkChoice = "latest",
     verify: bool = True,
+    clients: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Replay ``path``; yield reorg/deep_reorg/rejected events, then the summary."""
-    tracker = ChainTracker(finality_depth=finality_depth, fork_choice=fork_choice, verify=verify)
+    """Replay ``path``; yield reorg/deep_reorg/rejected/quarantine events, then the summary.
+
+    ``clients``: how many clients were configured when it was recorded (the re-anchor rule
+    depends on it); ``None`` counts the clients seen so far.
+    """
+    tracker = ChainTracker(
+        finality_depth=finality_depth, fork_choice=fork_choice, verify=verify, clients=clients
+    )
     heads = blocks = reorgs = deep_reorgs = rejected = invalid = 0
     max_depth = 0
     loads = orjson.loads
@@ -110,10 +131,13 @@ def replay(
                         rejected += 1
                         continue
                     events = tracker.on_block(client, header)
-                elif record.get("event") == "disconnected":
-                    events = tracker.on_disconnect(client)
-                    continue
                 else:
+                    event_name = record.get("event")
+                    if type(client) is str:
+                        if event_name == "disconnected":
+                            tracker.on_disconnect(client)
+                        elif event_name == "connected":
+                            tracker.on_connect(client)
                     continue
             if not events:
                 continue
@@ -135,6 +159,9 @@ def replay(
                     assert isinstance(event, Rejected)
                     rejected += 1
                     yield rejected_json(event, record.get("t"))
+                elif kind is Quarantine:
+                    assert isinstance(event, Quarantine)
+                    yield quarantine_json(event, record.get("t"))
     tip = tracker.tip
     yield {
         "event": "summary",
@@ -146,4 +173,5 @@ def replay(
         "deep_reorgs": deep_reorgs,
         "blocks": blocks,
         "invalid_lines": invalid,
+        "quarantined": tracker.trust.quarantines,
     }

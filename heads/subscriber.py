@@ -40,7 +40,7 @@ from websockets.exceptions import InvalidURI, WebSocketException
 from websockets.uri import parse_uri
 
 from heads.connection import HeadsConnection
-from heads.errors import SubscribeFailed, WatchdogExpired
+from heads.errors import ChainIdMismatch, SubscribeFailed, WatchdogExpired
 
 __all__ = [
     "ClientState",
@@ -61,7 +61,16 @@ MALFORMED_JSON: Final = "malformed_json"
 NOT_NOTIFICATION: Final = "not_notification"
 MISSING_FIELDS: Final = "missing_fields"
 OVERSIZED: Final = "oversized"
-INVALID_REASONS: Final = (MALFORMED_JSON, NOT_NOTIFICATION, MISSING_FIELDS, OVERSIZED)
+WRONG_BLOCK: Final = "wrong_block"  # a backfill reply that is not the block asked for
+CHAIN_ID_MISMATCH: Final = "chain_id_mismatch"  # eth_chainId is not the configured chain
+INVALID_REASONS: Final = (
+    MALFORMED_JSON,
+    NOT_NOTIFICATION,
+    MISSING_FIELDS,
+    OVERSIZED,
+    WRONG_BLOCK,
+    CHAIN_ID_MISMATCH,
+)
 
 
 def backoff(
@@ -176,6 +185,7 @@ class ClientState:
     backfill_missing: int = 0
     backfill_errors: int = 0
     watchdog_expiries: int = 0
+    chain_id_mismatches: int = 0
     last_error: str | None = None
     invalid: Counter[str] = field(default_factory=Counter)
 
@@ -185,12 +195,15 @@ class SubscriptionOptions:
     """Tunables shared by every subscription of a hub.
 
     ``watchdog``: seconds without a head before an open socket counts as dead (``None``
-    disables it; anvil without ``--block-time`` is silent until a test mines). ``max_frame``: a
+    disables it; anvil without ``--block-time`` is silent until a test mines). ``chain_id``: when
+    set, every session starts with ``eth_chainId`` and a node of another chain is kept out
+    (:class:`~heads.errors.ChainIdMismatch`, counted ``chain_id_mismatch``). ``max_frame``: a
     larger message is counted ``oversized`` and skipped (``max_socket_frame`` is the hard limit at
     which websockets itself closes the connection).
     """
 
     watchdog: float | None = 30.0
+    chain_id: int | None = None
     max_frame: int = 4 << 20
     max_socket_frame: int = 16 << 20
     open_timeout: float = 10.0
@@ -207,6 +220,7 @@ _RECONNECTABLE: Final = (
     WebSocketException,
     WatchdogExpired,
     SubscribeFailed,
+    ChainIdMismatch,
 )
 
 
@@ -258,7 +272,10 @@ class Subscription:
                 await self._session()
             except _RECONNECTABLE as exc:
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
-                log.info("client %s: connection ended: %s", self.name, self.state.last_error)
+                if isinstance(exc, ChainIdMismatch):
+                    log.error("%s", exc)
+                else:
+                    log.info("client %s: connection ended: %s", self.name, self.state.last_error)
             finally:
                 self._pending.clear()
                 self._outbox.clear()
@@ -286,8 +303,10 @@ class Subscription:
             assert isinstance(ws, HeadsConnection)
             self._ws = ws
             self._failure = None
-            self._subscribe_id = self._next_id()
             self._subscription = None
+            if options.chain_id is not None:
+                await self._check_chain_id(ws, options.chain_id)
+            self._subscribe_id = self._next_id()
             try:
                 ws.on_message = self._on_message
                 await ws.send(
@@ -300,6 +319,29 @@ class Subscription:
                 if self._sender is not None:
                     self._sender.cancel()
                     self._sender = None
+
+    async def _check_chain_id(self, ws: HeadsConnection, expected: int) -> None:
+        """Ask ``eth_chainId`` before subscribing; a node of another chain is kept out."""
+        request_id = self._next_id()
+        await ws.send(_request(request_id, "eth_chainId", []), text=True)
+        async with asyncio.timeout(self._options.open_timeout):
+            while True:
+                raw = await ws.recv(decode=False)
+                ws.backlog -= 1
+                frame = parse_frame(raw, self._options.max_frame)
+                if type(frame) is ResponseFrame and frame.id == request_id:
+                    break
+                self._invalid(NOT_NOTIFICATION, "a message before the eth_chainId answer")
+        answer = frame.result
+        try:
+            chain_id = int(answer, 16) if type(answer) is str else None
+        except ValueError:
+            chain_id = None
+        if chain_id != expected:
+            self.state.chain_id_mismatches += 1
+            error = ChainIdMismatch(self.name, expected, frame.error or answer)
+            self._invalid(CHAIN_ID_MISMATCH, str(error))
+            raise error
 
     async def _read(self, ws: HeadsConnection) -> None:
         """Wait for the session to end; only fragmented messages are read here."""
@@ -391,6 +433,11 @@ class Subscription:
             self.state.backfill_missing += 1
             self._sink.missing_block(self.name, block_hash)
         elif type(result) is dict and "hash" in result and "parentHash" in result:
+            answered = result["hash"]
+            if type(answered) is not str or answered.lower() != block_hash:
+                # DESIGN.md §3: a backfill reply must be the block asked for.
+                self._invalid(WRONG_BLOCK, f"asked {block_hash}, got {answered!r:.80}")
+                return
             self._sink.block(self.name, result, recv_ns)
         else:
             self._invalid(MISSING_FIELDS, f"eth_getBlockByHash {block_hash}: not a header")

@@ -1,41 +1,53 @@
-"""The canonical-chain tracker: pure, synchronous, no I/O, no clock (DESIGN.md §3).
+"""The canonical-chain tracker: pure, synchronous, no I/O, no clock (DESIGN.md §3, rules v2).
 
-    tracker = ChainTracker(finality_depth=64, fork_choice="latest")
+    tracker = ChainTracker(finality_depth=64, fork_choice="latest", clients=2)
     for event in tracker.on_head("a", header):   # a newHeads announcement from client "a"
-        ...             # Extension | Reorg | DeepReorg | Rejected | NeedAncestor
+        ...      # Extension | Reorg | DeepReorg | Rejected | NeedAncestor | Quarantine
     tracker.on_block("a", header)                 # an ancestor fetched by hash (backfill)
-    tracker.on_disconnect("a")                    # the client's head stays a candidate
+    tracker.on_connect("a"); tracker.on_disconnect("a")
 
 Model
 -----
 * The *store* holds every block whose ancestry is connected, for ``finality_depth`` heights below
   the tip. It is a forest: the first head anchors it without a known parent, and a deep reorg
   re-anchors on a chain that does not meet the old one inside the window.
-* Each client has a *current head*: its most recent announcement whose ancestry is connected.
-  An announcement whose parent is unknown is *held*, and the tracker asks for the parent by hash
-  (``NeedAncestor``) from the client that announced it. When the held chain connects, the head
-  becomes the client's current head, unless the client has announced something newer since.
-* Fork choice (recomputed after every announcement and whenever a held head connects): the
-  highest ``number`` among the clients' current heads; among equal numbers the most recently
-  announced (``"latest"``) or the block first seen earliest (``"first-seen"``). A disconnected
-  client's head stays a candidate.
-* When the tip moves, the tracker walks both branches back to their common ancestor: a move to a
-  descendant is an ``Extension``, anything else a ``Reorg``; a walk that leaves the window before
-  the branches meet is a ``DeepReorg``.
+* A client is *connected* from its first line (head, block, ``on_connect``) until
+  ``on_disconnect``. Its *current head* is its most recent announcement whose ancestry is
+  connected; an announcement whose parent is unknown is *held*, and the tracker asks the
+  announcing client for the parent by hash (``NeedAncestor``).
+* Fork choice, recomputed after every announcement and whenever a held head connects, never on
+  a disconnect: among the current heads of the connected clients (quarantined ones excluded,
+  see :mod:`heads.trust`), the highest ``number``; among equal numbers the block *first seen*
+  most recently (``"latest"``) or earliest (``"first-seen"``). "First seen" is the sequence number
+  of the first accepted line, of any client, that brought the block: a late copy of a block seen
+  before never beats a newer sibling, so propagation skew cannot flip the tip back.
+* Every block whose parent is known is checked structurally (``number`` = parent's + 1,
+  ``timestamp`` not below the parent's, see :func:`heads.parse.structural_fault`) and a hash
+  the tracker holds cannot be re-claimed with another number or parent; with ``verify`` the
+  header hash is recomputed. A refused line is a
+  ``Rejected`` event and leaves no trace.
+* A move of the tip to a descendant is an ``Extension``, anything else a ``Reorg``; a branch
+  that does not meet ours inside the window is a ``DeepReorg`` (re-anchor). With two or more
+  clients configured, a re-anchor needs two connected clients announcing that head or its
+  descendants (:mod:`heads.anchor`).
+* Memory is bounded by the window whatever clients send: at most ``_PER_HEIGHT`` blocks per
+  height (a flood of siblings evicts the oldest non-canonical ones), held and foreign blocks
+  capped, everything pruned with the window.
 
-Every announcement is accounted for in O(depth of the change): one dict lookup for a duplicate or
-a plain extension, a walk of ``depth`` steps for a reorg.
+The common announcement (a child of the tip) is one dict lookup, one structural comparison and
+one store insert; a reorg is a walk of ``depth`` steps.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal
 
+from heads.anchor import reanchor_target, supporters
 from heads.events import DeepReorg, Event, Extension, Head, NeedAncestor, Rejected, Reorg
-from heads.header import HeaderError, verify_header_hash
+from heads.parse import parse_head, structural_fault
+from heads.trust import Trust
 
 __all__ = ["ChainTracker", "ForkChoice", "parse_head"]
 
@@ -43,73 +55,25 @@ log = logging.getLogger(__name__)
 
 ForkChoice = Literal["latest", "first-seen"]
 
-_HASH_TEXT: Final = re.compile(r"0x[0-9a-f]{64}")
-# Held (unconnected) blocks kept at most, per tracker; beyond it the lowest are dropped. Bounds
-# memory when a client announces chains that never connect.
+# Held (unconnected) and foreign blocks kept at most per window height; beyond it the lowest go.
 _HELD_PER_WINDOW_BLOCK: Final = 4
+# Blocks a client may run ahead of every other connected client before its heads count as
+# unconfirmed (heads.trust): propagation skew is a block or two.
+_LEAD: Final = 4
+# Blocks stored at one height at most: a flood of siblings evicts the oldest non-canonical ones.
+_PER_HEIGHT: Final = 8
 # The store is pruned in batches of this many heights: up to this many blocks beyond the window
 # are kept, and the window rule is enforced explicitly when diffing (see ``_diff``).
 _PRUNE_BATCH: Final = 32
 
 
-_hash_match = _HASH_TEXT.fullmatch
-
-
-def _is_hash(value: object) -> bool:
-    return type(value) is str and _hash_match(value) is not None
-
-
-def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | Rejected:
-    """Extract ``(number, hash, parentHash)`` and, when ``verify``, check the hash (a verified
-    header's ``baseFeePerGas`` comes along as ``Head.base_fee``).
-
-    Hashes are normalised to lowercase. A malformed header or one whose recomputed hash differs
-    comes back as a :class:`Rejected` event, never as an exception.
-    """
-    try:
-        block_hash = header["hash"]
-        parent_hash = header["parentHash"]
-        number_text = header["number"]
-    except (KeyError, TypeError):
-        return Rejected(client, None, "malformed", "missing number, hash or parentHash")
-    # Clients send lowercase hex; anything else is normalised (or refused) off the fast path.
-    if type(block_hash) is not str or _hash_match(block_hash) is None:
-        block_hash = block_hash.lower() if type(block_hash) is str else block_hash
-        if not _is_hash(block_hash):
-            return Rejected(
-                client, None, "malformed", f"hash is not 32 bytes of hex: {block_hash!r:.80}"
-            )
-    if type(parent_hash) is not str or _hash_match(parent_hash) is None:
-        parent_hash = parent_hash.lower() if type(parent_hash) is str else parent_hash
-        if not _is_hash(parent_hash):
-            return Rejected(client, block_hash, "malformed", f"bad parentHash {parent_hash!r:.80}")
-    try:
-        if type(number_text) is str and number_text.startswith("0x"):
-            number = int(number_text, 16)
-        elif type(number_text) is int:
-            number = number_text
-        else:
-            raise ValueError(number_text)
-    except ValueError:
-        return Rejected(client, block_hash, "malformed", f"bad number {number_text!r:.80}")
-    if number < 0:
-        return Rejected(client, block_hash, "malformed", f"negative number {number}")
-    if verify and len(header) > 3:
-        try:
-            ok = verify_header_hash(header, block_hash)
-        except HeaderError as exc:
-            return Rejected(client, block_hash, "malformed", str(exc))
-        if ok is False:
-            return Rejected(client, block_hash, "hash_mismatch", "keccak256(rlp(header)) != hash")
-        if ok:  # the hash covers baseFeePerGas: it is as true as the block (hex, checked above)
-            fee = header.get("baseFeePerGas")
-            if type(fee) is str:
-                return Head(number, block_hash, parent_hash, int(fee, 16))
-    return Head(number, block_hash, parent_hash)
-
-
 class ChainTracker:
-    """Tracks the canonical chain across several clients by parent hash. See the module doc."""
+    """Tracks the canonical chain across several clients by parent hash. See the module doc.
+
+    ``clients``: how many clients are configured (the re-anchor rule depends on it); ``None``
+    counts the clients seen so far (replay of a recording). ``quarantine_after``: unconfirmed
+    heads in the window after which a client is quarantined (:class:`heads.trust.Trust`).
+    """
 
     def __init__(
         self,
@@ -117,6 +81,8 @@ class ChainTracker:
         finality_depth: int = 64,
         fork_choice: ForkChoice = "latest",
         verify: bool = True,
+        clients: int | None = None,
+        quarantine_after: int = 2,
     ) -> None:
         if finality_depth < 1:
             raise ValueError(f"finality_depth must be >= 1, got {finality_depth}")
@@ -124,27 +90,36 @@ class ChainTracker:
             raise ValueError(f'fork_choice must be "latest" or "first-seen", got {fork_choice!r}')
         self.finality_depth = finality_depth
         self.fork_choice: ForkChoice = fork_choice
-        self._track_first_seen = fork_choice == "first-seen"  # only that rule reads it
+        self._sign = 1 if fork_choice == "latest" else -1
         self.verify = verify
+        self.configured_clients = clients
+        self.trust = Trust(quarantine_after)
         self._tip: Head | None = None
         # The store: connected blocks in the window, and an index by height for pruning.
         self._blocks: dict[str, Head] = {}
         self._by_number: dict[int, list[str]] = {}
         self._pruned_below = 0  # every height below this has been pruned from the store
-        # Order in which blocks were first seen (any client, head or backfill): for first-seen.
-        self._first_seen: dict[str, int] = {}
+        # When each stored, held or foreign block was first seen (sequence of the line).
+        self._seen: dict[str, int] = {}
         # Held blocks whose parent is unknown, indexed by that parent.
         self._held: dict[str, Head] = {}
         self._held_by_parent: dict[str, list[str]] = {}
+        self._held_owner: dict[str, str] = {}  # the client whose line brought each held block
         # Announcements of held blocks: hash -> [(client, announcement seq)].
         self._held_announcements: dict[str, list[tuple[str, int]]] = {}
         # Parent hashes of stored roots (the anchor, re-anchored heads): a backfilled block with
         # such a hash extends the store downwards (a fork just below the anchor is found).
         self._root_parents: set[str] = set()
-        # Blocks on chains proven not to meet ours inside the window (not fetched again).
+        # Blocks on chains proven not to meet ours inside the window (not fetched again), and
+        # each client's latest such head (what a re-anchor needs two connected clients for).
         self._foreign: dict[str, Head] = {}
+        self._foreign_heads: dict[str, tuple[Head, int]] = {}
         # Each client's current head and the sequence number of its announcement.
         self._heads: dict[str, tuple[Head, int]] = {}
+        self._connected: set[str] = set()
+        self._clients: set[str] = set()
+        # Announcements before this sequence number are from before the client's last disconnect.
+        self._since: dict[str, int] = {}
         self._seq = 0
 
     # -- queries --------------------------------------------------------------------------------
@@ -152,6 +127,10 @@ class ChainTracker:
     @property
     def tip(self) -> Head | None:
         return self._tip
+
+    @property
+    def connected(self) -> frozenset[str]:
+        return frozenset(self._connected)
 
     def client_head(self, client: str) -> Head | None:
         entry = self._heads.get(client)
@@ -175,91 +154,189 @@ class ChainTracker:
         """Sizes of the internal maps: all bounded by the window (a test checks it)."""
         return {
             "blocks": len(self._blocks),
-            "first_seen": len(self._first_seen),
+            "first_seen": len(self._seen),
             "held": len(self._held),
+            "held_owners": len(self._held_owner),
             "held_announcements": len(self._held_announcements),
             "foreign": len(self._foreign),
+            "unconfirmed": len(self.trust.origin),
         }
 
     # -- inputs ---------------------------------------------------------------------------------
 
+    def on_connect(self, client: str) -> list[Event]:
+        """The client's subscription is up: it is connected (its head may be a candidate)."""
+        self._connected.add(client)
+        self._clients.add(client)
+        return []
+
+    def on_disconnect(self, client: str) -> list[Event]:
+        """The client is no candidate any more; the tip stays (a lost link is no rollback).
+
+        Its head (still reported by :meth:`client_head`) and its held or unconnectable
+        announcements are stale after a reconnect: only what it announces from then on counts.
+        """
+        self._connected.discard(client)
+        self._foreign_heads.pop(client, None)
+        self._since[client] = self._seq + 1
+        return []
+
     def on_head(self, client: str, header: Mapping[str, Any]) -> list[Event]:
         """A ``newHeads`` announcement from ``client``."""
+        if client not in self._connected:
+            self.on_connect(client)
         known = self._known(header)
-        head = known if known is not None else parse_head(client, header, self.verify)
-        if type(head) is Rejected:
-            return [head]
-        assert type(head) is Head
+        if known is None:
+            parsed = parse_head(client, header, self.verify)
+            if type(parsed) is Rejected:
+                return [parsed]
+            assert type(parsed) is Head
+            head = parsed
+        else:
+            head = known
         self._seq += 1
         seq = self._seq
         current = self._heads.get(client)
-        if current is not None and current[0].hash == head.hash:
-            return []  # a duplicate changes nothing, not even recency
-        if self._track_first_seen:
-            self._first_seen.setdefault(head.hash, seq)
-
-        if head.hash in self._blocks:
+        if (
+            current is not None
+            and current[0].hash == head.hash
+            and (not self._since or current[1] >= self._since.get(client, 0))
+        ):
+            return []  # a duplicate changes nothing
+        blocks = self._blocks
+        trust = self.trust
+        if known is not None or head.hash in blocks:
+            if known is None:
+                stored = blocks[head.hash]
+                if (stored.number, stored.parent_hash) != (head.number, head.parent_hash):
+                    return [self._conflict(client, head, stored)]
+                head = stored
+            events: list[Event] = []
+            if trust.origin:
+                trust.confirm(client, head, blocks, events)
             self._heads[client] = (head, seq)
-            return self._choose_tip(client)
-        if self._tip is None:  # the first accepted head anchors the chain
-            self._root_parents.add(head.parent_hash)
-            self._adopt_connected(self._connect(head))
-            self._heads[client] = (head, seq)
-            events = self._choose_tip(client)
-            if head.number > 0:
-                # Fill the window below the anchor (by hash, from this client), so a reorg
-                # right after start-up finds its common ancestor instead of looking deep.
-                events.append(NeedAncestor(client, head.parent_hash))
+            if self._foreign_heads:
+                self._foreign_heads.pop(client, None)
+            if self._tip is not None and head.hash == self._tip.hash:
+                return events  # a late copy of the tip: it already is the best candidate
+            events += self._choose_tip(client, self._regressed(client, current, head))
             return events
+        if self._tip is None:  # the first accepted head anchors the chain
+            return self._anchor(client, head, seq)
         tip = self._tip
-        if head.parent_hash == tip.hash and not self._held_by_parent:
-            # The common case: one block on top of the tip. Its number is above every candidate,
-            # so it wins under either fork-choice rule without ranking the clients.
-            self._add_to_store(head)
-            self._heads[client] = (head, seq)
-            self._tip = head
-            if head.number - self.finality_depth >= self._pruned_below + _PRUNE_BATCH:
-                self._prune()
-            return [Extension(client, tip, (head,))]
-        if head.parent_hash in self._blocks:
-            self._adopt_connected(self._connect(head))
-            self._heads[client] = (head, seq)
-            return self._choose_tip(client)
+        if head.parent_hash == tip.hash:
+            if head.number != tip.number + 1 or (
+                head.timestamp is not None
+                and tip.timestamp is not None
+                and head.timestamp < tip.timestamp
+            ):
+                fault = structural_fault(client, head, tip)
+                assert fault is not None
+                return [fault]
+            if not self._held_by_parent:
+                # The common case: one block on top of the tip. Its number is above every
+                # candidate, so it wins under either rule unless its client is quarantined.
+                block_hash = head.hash
+                blocks[block_hash] = head
+                self._seen[block_hash] = seq
+                bucket = self._by_number.get(head.number)
+                if bucket is None:
+                    self._by_number[head.number] = [block_hash]
+                else:
+                    bucket.append(block_hash)
+                    if len(bucket) > _PER_HEIGHT:
+                        self._evict(head.number, bucket)
+                self._heads[client] = (head, seq)
+                if len(self._connected) == 1 and not trust.quarantined:
+                    self._tip = head
+                    if head.number - self.finality_depth >= self._pruned_below + _PRUNE_BATCH:
+                        self._prune()
+                    return [Extension(client, tip, (head,))]
+                events = []
+                if self._suspect(client, head, current):
+                    trust.originate(client, head, events)
+                if trust.origin:
+                    trust.confirm(client, tip, blocks, events)
+                if self._foreign_heads:
+                    self._foreign_heads.pop(client, None)
+                if not self._excluded(client):
+                    self._tip = head
+                    if head.number - self.finality_depth >= self._pruned_below + _PRUNE_BATCH:
+                        self._prune()
+                    events.append(Extension(client, tip, (head,)))
+                    return events
+                events += self._choose_tip(client, ())
+                return events
+        parent = blocks.get(head.parent_hash)
+        if parent is not None and head.number <= tip.number + self.finality_depth:
+            fault = structural_fault(client, head, parent)
+            if fault is not None:
+                return [fault]
+            events = []
+            if self._suspect(client, head, current):
+                trust.originate(client, head, events)
+            if trust.origin:
+                trust.confirm(client, parent, blocks, events)
+            regressed = self._regressed(client, current, head)
+            connected, rejected = self._connect(head, seq)
+            events += rejected
+            self._set_head(client, head, seq)
+            movers = set(regressed) | self._adopt_connected(connected)
+            events += self._choose_tip(client, movers)
+            return events
+        # No parent, or a chain (a quarantined client's forged race) already a window above the
+        # tip: not stored, so the store stays bounded by the window whatever a client sends.
         return self._hold_announcement(client, head, seq)
 
     def on_block(self, client: str, header: Mapping[str, Any]) -> list[Event]:
-        """An ancestor fetched by hash after a ``NeedAncestor`` (data, not an announcement)."""
-        known = self._known(header)
-        if known is not None:
+        """An ancestor fetched by hash after a ``NeedAncestor`` (data, not an announcement).
+
+        A block nothing waits for is ignored: backfill only ever fills what was asked for.
+        """
+        if client not in self._connected:
+            self.on_connect(client)
+        if self._known(header) is not None:
             return []
         block = parse_head(client, header, self.verify)
         if type(block) is Rejected:
             return [block]
         assert type(block) is Head
-        self._seq += 1
-        if self._track_first_seen:
-            self._first_seen.setdefault(block.hash, self._seq)
+        if block.hash in self._blocks:
+            stored = self._blocks[block.hash]
+            if (stored.number, stored.parent_hash) != (block.number, block.parent_hash):
+                return [self._conflict(client, block, stored)]
+            return []
         if block.hash in self._held or block.hash in self._foreign:
             return []
-        if self._tip is None:
-            self._hold(block)
+        wanted = block.hash in self._held_by_parent or block.hash in self._root_parents
+        if not wanted or self._tip is None:
             return []
-        if block.parent_hash in self._blocks:
-            connected = self._connect(block)
-            self._adopt_connected(connected)
-            return self._choose_tip(client)
+        self._seq += 1
+        seq = self._seq
+        parent = self._blocks.get(block.parent_hash)
+        if parent is not None:
+            fault = structural_fault(client, block, parent)
+            if fault is not None:
+                return [fault]
+            connected, events = self._connect(block, seq)
+            if self._adopted:
+                events += self._choose_tip(client, self._adopt_connected(connected))
+            return events
         if block.hash in self._root_parents and block.number >= self._window_low():
             # The parent of a root: store it as the new root, so forks below the anchor connect,
             # and keep filling the window downwards.
             self._root_parents.discard(block.hash)
             self._root_parents.add(block.parent_hash)
-            self._adopt_connected(self._connect(block))
-            events = self._choose_tip(client)
+            connected, events = self._connect(block, seq)
+            if self._adopted:
+                events += self._choose_tip(client, self._adopt_connected(connected))
             if block.number > 0 and block.number - 1 >= self._window_low():
                 events.append(NeedAncestor(client, block.parent_hash))
             return events
-        self._hold(block)
-        return self._request_or_give_up(client, block)
+        events = self._hold(client, block, seq)
+        if block.hash not in self._held:
+            return events
+        return events + self._request_or_give_up(client, block)
 
     def on_missing(self, client: str, block_hash: str) -> list[Event]:
         """``client`` answered ``null`` for an ancestor we asked for: drop what waited on it.
@@ -267,23 +344,12 @@ class ChainTracker:
         The held blocks above it cannot connect through this client; they are forgotten (a
         later announcement that needs them asks again).
         """
-        waiting = [
-            self._held[h] for h in self._held_by_parent.get(block_hash, ()) if h in self._held
-        ]
-        while waiting:
-            block = waiting.pop()
-            waiting.extend(
-                self._held[h] for h in self._held_by_parent.get(block.hash, ()) if h in self._held
-            )
+        for block in self._held_above(block_hash):
             self._forget_held(block)
         return []
 
     def _window_low(self) -> int:
         return self._tip.number - self.finality_depth if self._tip is not None else 0
-
-    def on_disconnect(self, client: str) -> list[Event]:
-        """A lost connection is not a rollback: the client's head stays a candidate."""
-        return []
 
     # -- store ----------------------------------------------------------------------------------
 
@@ -291,8 +357,8 @@ class ChainTracker:
         """The stored block if ``header`` repeats one we hold with the same number and parent.
 
         Such a header carries nothing new for the tracker, so it is not verified again. A header
-        that reuses a stored hash with a different number or parent is parsed (and rejected) in
-        full.
+        that reuses a stored hash with a different number or parent is parsed in full (and
+        refused as a ``conflict``).
         """
         try:
             stored = self._blocks.get(header["hash"])
@@ -306,59 +372,197 @@ class ChainTracker:
             return stored
         return None
 
-    def _add_to_store(self, block: Head) -> None:
+    def _conflict(self, client: str, claim: Head, stored: Head) -> Rejected:
+        return Rejected(
+            client,
+            claim.hash,
+            "conflict",
+            f"held as #{stored.number} on {stored.parent_hash}, "
+            f"claimed as #{claim.number} on {claim.parent_hash}",
+        )
+
+    def _anchor(self, client: str, head: Head, seq: int) -> list[Event]:
+        self._root_parents.add(head.parent_hash)
+        events: list[Event] = []
+        connected, rejected = self._connect(head, seq)
+        events += rejected
+        self._set_head(client, head, seq)
+        self._adopt_connected(connected)
+        events += self._choose_tip(client, ())
+        if head.number > 0:
+            # Fill the window below the anchor (by hash, from this client), so a reorg right
+            # after start-up finds its common ancestor instead of looking deep.
+            events.append(NeedAncestor(client, head.parent_hash))
+        return events
+
+    def _set_head(self, client: str, head: Head, seq: int) -> None:
+        self._heads[client] = (head, seq)
+        if self._foreign_heads:
+            self._foreign_heads.pop(client, None)
+
+    def _add_to_store(self, block: Head, seq: int) -> None:
         self._blocks[block.hash] = block
+        self._seen.setdefault(block.hash, seq)
         bucket = self._by_number.get(block.number)
         if bucket is None:
             self._by_number[block.number] = [block.hash]
         else:
             bucket.append(block.hash)
+            if len(bucket) > _PER_HEIGHT:
+                self._evict(block.number, bucket)
 
-    def _connect(self, block: Head) -> list[Head]:
-        """Add ``block`` (parent in the store) and every held descendant; return them all."""
+    def _drop(self, block_hash: str) -> None:
+        """Forget what the tracker knows about a block leaving every map."""
+        self._seen.pop(block_hash, None)
+        if self.trust.origin:
+            self.trust.forget(block_hash)
+
+    def _evict(self, number: int, bucket: list[str]) -> None:
+        """Too many blocks at one height: drop the oldest that no chain we follow goes through,
+        with whatever the store holds above it."""
+        protected: set[str] = set()
+        tops = [entry[0] for entry in self._heads.values()]
+        if self._tip is not None:
+            tops.append(self._tip)
+        for top in tops:
+            block: Head | None = top
+            while block is not None and block.number > number:
+                block = self._blocks.get(block.parent_hash)
+            if block is not None and block.number == number:
+                protected.add(block.hash)
+        victim = next((h for h in bucket if h not in protected), None)
+        if victim is None:
+            return
+        doomed = {victim}
+        height = number
+        while doomed:
+            layer = self._by_number.get(height)
+            if layer is not None:
+                layer[:] = [h for h in layer if h not in doomed]
+                if not layer:
+                    del self._by_number[height]
+            for block_hash in doomed:
+                del self._blocks[block_hash]
+                self._drop(block_hash)
+            height += 1
+            above = self._by_number.get(height, ())
+            doomed = {h for h in above if self._blocks[h].parent_hash in doomed}
+
+    def _connect(self, block: Head, seq: int) -> tuple[list[Head], list[Event]]:
+        """Add ``block`` (parent stored) and every held descendant that passes the structural
+        checks; return those connected and the ``Rejected`` events of the others."""
         connected = [block]
-        self._add_to_store(block)
+        rejected: list[Event] = []
+        self._add_to_store(block, self._seen.get(block.hash, seq))
         i = 0
         while i < len(connected):
-            children = self._held_by_parent.pop(connected[i].hash, None)
+            parent = connected[i]
+            children = self._held_by_parent.pop(parent.hash, None)
             i += 1
-            if children:
-                for child_hash in children:
-                    child = self._held.pop(child_hash, None)
-                    if child is not None:
-                        self._add_to_store(child)
-                        connected.append(child)
-        return connected
+            if not children:
+                continue
+            for child_hash in children:
+                child = self._held.pop(child_hash, None)
+                self._held_owner.pop(child_hash, None)
+                if child is None:
+                    continue
+                fault = structural_fault("-", child, parent)
+                if fault is not None:
+                    announcers = self._held_announcements.pop(child.hash, [])
+                    who = announcers[0][0] if announcers else "-"
+                    rejected.append(Rejected(who, child.hash, fault.reason, fault.detail))
+                    for above in self._held_above(child.hash):
+                        self._forget_held(above)
+                    self._drop(child.hash)
+                    continue
+                self._add_to_store(child, self._seen.get(child.hash, seq))
+                connected.append(child)
+        return connected, rejected
 
-    def _adopt_connected(self, connected: list[Head]) -> None:
-        """Held announcements among ``connected`` become their clients' heads if still newest."""
+    @property
+    def _adopted(self) -> bool:
+        """Could a connect make some client's held head current (then the tip is recomputed)?"""
+        return bool(self._held_announcements)
+
+    def _regressed(
+        self, client: str, current: tuple[Head, int] | None, head: Head
+    ) -> tuple[str, ...]:
+        """``(client,)`` when ``head`` takes ``client``'s live head down or sideways (no
+        higher): only then may it pull the tip below where it is (DESIGN.md §3: a lone client's
+        lower block or ancestor moves the tip; a late client catching up, after the tip holder
+        left, does not roll it back)."""
+        if current is None:
+            return ()  # its first head: a client catching up from nowhere never steps down
+        # A head from before a disconnect still counts here: a node restarted on an older
+        # chain (anvil restarted from genesis) steps down by announcing it.
+        if head.hash == current[0].hash:
+            return ()  # the same block again (a repeated held announcement): no step at all
+        return (client,) if head.number <= current[0].number else ()
+
+    def _adopt_connected(self, connected: list[Head]) -> set[str]:
+        """Held announcements among ``connected`` become their clients' heads if still newest;
+        return the clients whose head went down by it (movers for the recompute that follows,
+        see :meth:`_choose_tip`)."""
         if not self._held_announcements:
-            return
+            return set()
+        before: dict[str, tuple[Head, int] | None] = {}
         for block in connected:
             announcements = self._held_announcements.pop(block.hash, None)
             if not announcements:
                 continue
             for client, seq in announcements:
                 current = self._heads.get(client)
-                if current is None or current[1] < seq:
-                    self._heads[client] = (block, seq)
+                if (current is None or current[1] < seq) and seq >= self._since.get(client, 0):
+                    before.setdefault(client, current)
+                    self._set_head(client, block, seq)
+        # Judged from where each client stood before this connect, not step by step.
+        return {c for c, old in before.items() if self._regressed(c, old, self._heads[c][0])}
 
-    def _hold(self, block: Head) -> None:
+    def _hold(self, client: str, block: Head, seq: int) -> list[Event]:
+        """Keep ``block`` until its parent arrives (checked now if that parent is held)."""
         if block.hash in self._held:
-            return
+            return []
+        parent = self._held.get(block.parent_hash) or self._foreign.get(block.parent_hash)
+        if parent is not None:
+            fault = structural_fault(client, block, parent)
+            if fault is not None:
+                return [fault]
         self._held[block.hash] = block
+        self._held_owner[block.hash] = client
+        self._seen.setdefault(block.hash, seq)
         self._held_by_parent.setdefault(block.parent_hash, []).append(block.hash)
         limit = _HELD_PER_WINDOW_BLOCK * (self.finality_depth + 1)
         if len(self._held) > limit:
-            self._drop_lowest_held(len(self._held) - limit)
+            # Evict from the client holding the most (a flood of orphans is one client's), its
+            # lowest first: another client's held head waiting for its parent survives.
+            owners = self._held_owner
+            counts: dict[str, int] = {}
+            for owner in owners.values():
+                counts[owner] = counts.get(owner, 0) + 1
+            top = max(counts, key=lambda c: counts[c])
+            mine = [self._held[h] for h, owner in owners.items() if owner == top]
+            excess = len(self._held) - limit
+            for lowest in sorted(mine, key=lambda b: b.number)[:excess]:
+                self._forget_held(lowest)
+        return []
 
-    def _drop_lowest_held(self, count: int) -> None:
-        for block in sorted(self._held.values(), key=lambda b: b.number)[:count]:
-            self._forget_held(block)
+    def _held_above(self, block_hash: str) -> list[Head]:
+        """Every held block that waits (directly or not) on ``block_hash``."""
+        found: list[Head] = []
+        waiting = [block_hash]
+        while waiting:
+            for child_hash in self._held_by_parent.get(waiting.pop(), ()):
+                child = self._held.get(child_hash)
+                if child is not None:
+                    found.append(child)
+                    waiting.append(child.hash)
+        return found
 
     def _forget_held(self, block: Head) -> None:
         self._held.pop(block.hash, None)
+        self._held_owner.pop(block.hash, None)
         self._held_announcements.pop(block.hash, None)
+        self._drop(block.hash)
         siblings = self._held_by_parent.get(block.parent_hash)
         if siblings is not None:
             try:
@@ -370,6 +574,13 @@ class ChainTracker:
 
     def _hold_announcement(self, client: str, head: Head, seq: int) -> list[Event]:
         assert self._tip is not None
+        events: list[Event] = []
+        if head.hash in self._held or head.hash in self._foreign:
+            stored = self._held.get(head.hash) or self._foreign[head.hash]
+            if (stored.number, stored.parent_hash) != (head.number, head.parent_hash):
+                return [self._conflict(client, head, stored)]
+        elif self._suspect(client, head, self._heads.get(client)):
+            self.trust.originate(client, head, events)
         if (
             head.parent_hash in self._foreign
             or head.number > self._tip.number + self.finality_depth
@@ -379,11 +590,34 @@ class ChainTracker:
             reason: Literal["ancestor_below_window", "gap"] = (
                 "ancestor_below_window" if head.parent_hash in self._foreign else "gap"
             )
-            self._foreign[head.hash] = head
-            return self._unconnectable(client, head, seq, reason)
-        self._hold(head)
+            parent = self._foreign.get(head.parent_hash)
+            if parent is not None:
+                fault = structural_fault(client, head, parent)
+                if fault is not None:
+                    return [fault]
+            self._add_foreign(head, seq)
+            self._foreign_heads[client] = (head, seq)
+            moved = self._unconnectable(client, reason)
+            return events + (moved if moved else self._choose_tip(client, ()))
+        events += self._hold(client, head, seq)
+        if head.hash not in self._held:
+            return events
         self._held_announcements.setdefault(head.hash, []).append((client, seq))
-        return self._request_or_give_up(client, head)
+        events += self._request_or_give_up(client, head)
+        # Recomputed after every announcement: the client's current head stays the one before
+        # (nothing it just announced can win yet, so no move down on it).
+        return events + self._choose_tip(client, ())
+
+    def _add_foreign(self, block: Head, seq: int) -> None:
+        self._foreign[block.hash] = block
+        self._seen.setdefault(block.hash, seq)
+        limit = _HELD_PER_WINDOW_BLOCK * (self.finality_depth + 1)
+        if len(self._foreign) > limit:
+            keep = {entry[0].hash for entry in self._foreign_heads.values()}
+            lowest = sorted(self._foreign.values(), key=lambda b: b.number)
+            for old in [b for b in lowest if b.hash not in keep][: len(self._foreign) - limit]:
+                del self._foreign[old.hash]
+                self._drop(old.hash)
 
     def _held_root(self, block: Head) -> Head:
         """The lowest held ancestor of ``block`` (its parent is what to fetch next)."""
@@ -406,109 +640,272 @@ class ChainTracker:
         return self._resolve_foreign_chain(client, root)
 
     def _resolve_foreign_chain(self, client: str, root: Head) -> list[Event]:
-        """Move the held chain above ``root`` out of the held set; re-anchor if it wins."""
-        chain = self._connect_detached(root)
-        best: tuple[Head, str, int] | None = None
+        """Move the held chain above ``root`` out of the held set into the foreign one; its
+        announcers' newest heads in it become their foreign heads (re-anchor candidates)."""
+        chain = [root, *self._held_above(root.hash)]
+        announced: dict[str, tuple[Head, int]] = {}
         for block in chain:
-            self._foreign[block.hash] = block
             for announcer, seq in self._held_announcements.pop(block.hash, ()):
-                if best is None or (block.number, seq) > (best[0].number, best[2]):
-                    best = (block, announcer, seq)
-        if best is None:
+                if announcer not in announced or announced[announcer][1] < seq:
+                    announced[announcer] = (block, seq)
+        for block in chain:
+            seen = self._seen.get(block.hash, 0)
+            self._forget_held(block)
+            self._add_foreign(block, seen)
+            self._seen[block.hash] = seen
+        for announcer, entry in announced.items():
+            current = self._foreign_heads.get(announcer)
+            if current is None or current[1] < entry[1]:
+                self._foreign_heads[announcer] = entry
+        if not announced:
             return []
-        head, announcer, seq = best
-        return self._unconnectable(announcer, head, seq, "ancestor_below_window")
+        return self._unconnectable(client, "ancestor_below_window")
 
-    def _connect_detached(self, root: Head) -> list[Head]:
-        """Take ``root`` and its held descendants out of the held set (not into the store)."""
-        chain = [root]
-        self._forget_held_keep_announcements(root)
-        i = 0
-        while i < len(chain):
-            for child_hash in self._held_by_parent.pop(chain[i].hash, ()):
-                child = self._held.pop(child_hash, None)
-                if child is not None:
-                    chain.append(child)
-            i += 1
-        return chain
-
-    def _forget_held_keep_announcements(self, block: Head) -> None:
-        announcements = self._held_announcements.get(block.hash)
-        self._forget_held(block)
-        if announcements is not None:
-            self._held_announcements[block.hash] = announcements
+    def _single_client(self) -> bool:
+        configured = self.configured_clients
+        return (configured if configured is not None else len(self._clients)) <= 1
 
     def _unconnectable(
-        self,
-        client: str,
-        head: Head,
-        seq: int,
-        reason: Literal["ancestor_below_window", "gap"],
+        self, client: str, reason: Literal["ancestor_below_window", "gap"]
     ) -> list[Event]:
-        """A head whose chain cannot meet ours inside the window.
-
-        If it would win fork choice, re-anchor on it (``DeepReorg``: never guess what it
-        dropped); otherwise it is a client on a stale fork below the window and is ignored.
-        """
+        """A head whose chain cannot meet ours inside the window: re-anchor on it (``DeepReorg``,
+        never guess what it dropped) when it would win fork choice and enough clients say so."""
         old_tip = self._tip
         assert old_tip is not None
-        if not self._would_win(client, head, seq):
+        claims = {c: e for c, e in self._foreign_heads.items() if c in self._connected}
+        target = reanchor_target(
+            claims, self._foreign, single=self._single_client(), announcer=client
+        )
+        if target is None or not (self._would_win(target) or self._outvotes(target, claims)):
+            head = self._foreign_heads[client][0] if client in self._foreign_heads else None
             log.warning(
-                "client %s is on a chain that does not meet ours within %d blocks (head %d %s)",
+                "client %s is on a chain that does not meet ours within %d blocks (head %s); %s",
                 client,
                 self.finality_depth,
-                head.number,
-                head.hash,
+                None if head is None else f"{head.number} {head.hash}",
+                "not re-anchoring on one client's word" if target is None else "not ahead",
             )
             return []
-        self._foreign.pop(head.hash, None)
-        self._root_parents.add(head.parent_hash)
+        # Re-anchor: the target becomes a root, every supporting client's chain above it joins.
+        self._root_parents.add(target.parent_hash)
         if len(self._root_parents) > 64:  # stale roots of pruned chains: keep the set small
-            self._root_parents = {head.parent_hash}
-        self._add_to_store(head)
-        self._heads[client] = (head, seq)
-        self._tip = head
+            self._root_parents = {target.parent_hash}
+        paths = {c: _path_down(e[0], target, self._foreign) for c, e in claims.items()}
+        self._foreign.pop(target.hash, None)
+        self._add_to_store(target, self._seen.get(target.hash, self._seq))
+        for supporter, path in paths.items():
+            if path is None:
+                continue
+            head, seq = claims[supporter]
+            for block in path:
+                if block.hash not in self._blocks:
+                    self._foreign.pop(block.hash, None)
+                    self._add_to_store(block, self._seen.get(block.hash, seq))
+            self._set_head(supporter, head, seq)
+        self._tip = target
         self._prune()
-        return [DeepReorg(client, old_tip, head, reason)]
+        events: list[Event] = [DeepReorg(client, old_tip, target, reason)]
+        return events + self._choose_tip(client, list(claims))
+
+    def _outvotes(self, target: Head, claims: Mapping[str, tuple[Head, int]]) -> bool:
+        """More connected clients on ``target``'s chain (two at least) than on the tip's: their
+        word re-anchors even below a higher head. A liar whose far-ahead orphan was the very first
+        line (it anchored) would otherwise hold the tip against every honest client, since the
+        honest chain never "wins" against its fake height."""
+        if self._single_client() or self._tip is None:
+            return False
+        backers = sum(
+            1 for head, _ in claims.values() if _path_down(head, target, self._foreign) is not None
+        )
+        if backers < 2:
+            return False
+        others = [h for c, h in self._live_heads().items() if c not in claims]
+        return supporters(self._tip, others, self._blocks) < backers
 
     # -- fork choice ----------------------------------------------------------------------------
 
-    def _rank(self, head: Head, seq: int) -> tuple[int, int]:
-        if self.fork_choice == "latest":
-            return (head.number, seq)
-        return (head.number, -self._first_seen.get(head.hash, seq))
+    def _suspect(self, client: str, head: Head, current: tuple[Head, int] | None) -> bool:
+        """Does the new ``head`` count towards ``client``'s quarantine (:mod:`heads.trust`)?
 
-    def _would_win(self, client: str, head: Head, seq: int) -> bool:
-        rank = self._rank(head, seq)
-        for other, (other_head, other_seq) in self._heads.items():
-            if other != client and self._rank(other_head, other_seq) > rank:
-                return False
-        return True
+        With another client connected: when it forks itself (no higher than its own head: a
+        sibling flood), or when it runs more than ``_LEAD`` blocks ahead of every other connected
+        client's head (a forged chain raced ahead block by block). An honest client is ahead of
+        the others by one or two blocks at most, and their copies confirm its blocks.
+        """
+        if len(self._connected) < 2:
+            return False
+        if current is not None and head.number <= current[0].number:
+            return True
+        if self._contested(client, head):
+            return True
+        since = self._since
+        heads = self._heads
+        near = head.number - _LEAD
+        low = self._window_low()  # a head below the window is on a chain we no longer hold
+        behind = False  # some other client has a live head, all of them far below
+        for other in self._connected:
+            if other != client:
+                entry = heads.get(other)
+                if entry is None or (since and entry[1] < since.get(other, 0)):
+                    continue
+                if entry[0].number < low:
+                    continue
+                if entry[0].number >= near:
+                    return False  # the usual case, found at once: someone is close
+                behind = True
+        return behind
 
-    def _best_head(self) -> Head | None:
-        best: Head | None = None
-        best_rank = (-1, 0)
-        for head, seq in self._heads.values():
-            rank = self._rank(head, seq)
-            if rank > best_rank:
-                best, best_rank = head, rank
-        return best
+    def _contested(self, client: str, head: Head) -> bool:
+        """Has another connected client, since ``head``'s parent was first seen, announced a
+        lower block on another branch, two or more blocks past where the branches part? Then
+        ``client`` builds its branch alone against the others' progress: a forged branch kept
+        one block ahead of the honest tip (never a self-fork after its first block, never more
+        than ``_LEAD`` ahead) is unconfirmed block after block. Propagation skew (a late copy of
+        the block a reorg replaced) is one block past the fork, so it does not count."""
+        parent_seen = self._seen.get(head.parent_hash)
+        if parent_seen is None:
+            return False
+        blocks = self._blocks
+        since = self._since
+        for other, (other_head, seq) in self._heads.items():
+            if (
+                other == client
+                or seq <= parent_seen
+                or other_head.number >= head.number
+                or other_head.hash == head.parent_hash
+                or other not in self._connected
+                or (since and seq < since.get(other, 0))
+            ):
+                continue
+            a: Head | None = other_head
+            b: Head | None = blocks.get(head.parent_hash)
+            while a is not None and b is not None and a.hash != b.hash:
+                if a.number >= b.number:
+                    a = blocks.get(a.parent_hash)
+                else:
+                    b = blocks.get(b.parent_hash)
+            if a is not None and b is not None and other_head.number - a.number >= 2:
+                return True
+        return False
 
-    def _choose_tip(self, client: str) -> list[Event]:
-        new_tip = self._best_head()
-        old_tip = self._tip
-        if new_tip is None or new_tip is old_tip or (old_tip and new_tip.hash == old_tip.hash):
+    def _live_heads(self) -> dict[str, Head]:
+        """The current heads of the connected clients, announced since their last connect."""
+        heads = self._heads
+        since = self._since
+        live = {}
+        for client in self._connected:
+            entry = heads.get(client)
+            if entry is not None and entry[1] >= since.get(client, 0):
+                live[client] = entry[0]
+        return live
+
+    def _excluded(self, client: str) -> bool:
+        """Is ``client`` quarantined while another connected client could stand in for it?"""
+        quarantined = self.trust.quarantined
+        if client not in quarantined:
+            return False
+        return any(c not in quarantined for c in self._live_heads())
+
+    def _candidates(self) -> list[Head]:
+        live = self._live_heads()
+        quarantined = self.trust.quarantined
+        if not quarantined:
+            return list(live.values())
+        found = [head for c, head in live.items() if c not in quarantined]
+        return found if found else list(live.values())
+
+    def _rank(self, head: Head) -> tuple[int, int]:
+        return (head.number, self._sign * self._seen.get(head.hash, 0))
+
+    def _would_win(self, head: Head) -> bool:
+        rank = self._rank(head)
+        return all(self._rank(other) < rank for other in self._candidates())
+
+    def _choose_tip(self, client: str, movers: Iterable[str]) -> list[Event]:
+        """Recompute the tip; ``movers`` just took their own heads down or sideways.
+
+        The best candidate wins when it ranks above the tip. A candidate ranking below the tip
+        (a lower block, an ancestor, an older sibling) wins only when a mover just made it its
+        head (a client that announces a lower block or an ancestor of its own head moves the
+        tip when no connected client is higher, DESIGN.md §3), or when the tip is an unconfirmed
+        block of a quarantined client. The tip holder's disconnect followed by somebody else's
+        line (a late copy, a client catching up, a held head) is no rollback.
+        """
+        candidates = self._candidates()
+        if not candidates:
             return []
-        self._tip = new_tip
-        if old_tip is None:
+        old_tip = self._tip
+        if len(candidates) > 1:
+            candidates.sort(key=self._rank, reverse=True)
+        floor: tuple[int, int] | None = None
+        moved: set[str] = set()
+        if old_tip is not None:
+            floor = self._rank(old_tip)
+            for mover in movers:
+                entry = self._heads.get(mover)
+                if entry is not None and entry[0].hash != old_tip.hash:
+                    moved.add(entry[0].hash)
+            trust = self.trust
+            if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
+                floor = None  # a liar's block: any honest candidate may replace it
+        for new_tip in candidates:
+            if old_tip is not None and new_tip.hash == old_tip.hash:
+                return []
+            if floor is not None and self._rank(new_tip) < floor and new_tip.hash not in moved:
+                return []  # nobody just announced it: no rollback on somebody else's line
+            if old_tip is None:
+                self._tip = new_tip
+                self._prune()
+                return [Extension(client, None, (new_tip,))]
+            if new_tip.parent_hash == old_tip.hash:  # the common case: one block on top
+                event: Event = Extension(client, old_tip, (new_tip,))
+            else:
+                if (
+                    floor is not None
+                    and not moved
+                    and new_tip.number > old_tip.number
+                    and self._left_behind(old_tip, new_tip)
+                ):
+                    continue  # a late copy of a block the chain already left: no flip back
+                event = self._diff(client, old_tip, new_tip)
+                if (
+                    type(event) is DeepReorg
+                    and not self._single_client()
+                    and supporters(new_tip, self._supporting_heads(), self._blocks) < 2
+                ):
+                    continue  # a deep move on one client's word: not while others exist
+            self._tip = new_tip
             self._prune()
-            return [Extension(client, None, (new_tip,))]
-        if new_tip.parent_hash == old_tip.hash:  # the common case: one block on top
-            event: Event = Extension(client, old_tip, (new_tip,))
-        else:
-            event = self._diff(client, old_tip, new_tip)
-        self._prune()
-        return [event]
+            return [event]
+        return []
+
+    def _left_behind(self, old_tip: Head, new_tip: Head) -> bool:
+        """Is ``new_tip`` on another branch and first seen before the first block of the tip's
+        own branch? Then the chain already left it: a late client's copy of a block a reorg
+        dropped, higher than the new branch has got so far (the client-chaos suite's 202 for
+        200: a client just connected delivered the abandoned tip while the fast client was
+        still announcing the re-mined blocks below it). The branch it is on wins again only
+        with a block first seen after that (it really grew). An extension is never left
+        behind, and the rule is off when a client just stepped down (the plain ranking then
+        decides)."""
+        blocks = self._blocks
+        seen = self._seen
+        a: Head | None = old_tip
+        b: Head | None = new_tip
+        branch_seen: int | None = None  # when the tip's branch was first seen (its earliest)
+        while a is not None and b is not None and a.hash != b.hash:
+            if a.number >= b.number:
+                when = seen.get(a.hash, 0)
+                branch_seen = when if branch_seen is None else min(branch_seen, when)
+                a = blocks.get(a.parent_hash)
+            else:
+                b = blocks.get(b.parent_hash)
+        if a is None or b is None or branch_seen is None:
+            return False
+        return seen.get(new_tip.hash, 0) < branch_seen
+
+    def _supporting_heads(self) -> list[Head]:
+        return list(self._live_heads().values())
 
     def _diff(self, client: str, old_tip: Head, new_tip: Head) -> Event:
         """Walk both branches back to their common ancestor."""
@@ -545,6 +942,9 @@ class ChainTracker:
         if low < self._pruned_below + _PRUNE_BATCH:
             return
         by_number = self._by_number
+        blocks = self._blocks
+        seen = self._seen
+        origin = self.trust.origin
         heights: Iterable[int]
         if low - self._pruned_below <= len(by_number):
             heights = range(self._pruned_below, low)
@@ -552,18 +952,33 @@ class ChainTracker:
             heights = [n for n in by_number if n < low]
         for number in heights:
             for block_hash in by_number.pop(number, ()):
-                del self._blocks[block_hash]
-                self._first_seen.pop(block_hash, None)
+                del blocks[block_hash]
+                del seen[block_hash]
+                if origin and block_hash in origin:
+                    self.trust.forget(block_hash)
         self._pruned_below = low
-        if self._held and len(self._held) > self.finality_depth:
+        if self._held:
             for block in [b for b in self._held.values() if b.number < low]:
                 self._forget_held(block)
-                self._first_seen.pop(block.hash, None)
         if self._foreign:
+            keep = {entry[0].hash for entry in self._foreign_heads.values()}
             for block in [b for b in self._foreign.values() if b.number < low]:
-                del self._foreign[block.hash]
-                self._first_seen.pop(block.hash, None)
-        if len(self._first_seen) > 4 * (self.finality_depth + 1) + len(self._held):
-            # Hashes seen only as duplicates of pruned/rejected blocks: keep the map bounded.
-            keep = self._blocks.keys() | self._held.keys() | self._foreign.keys()
-            self._first_seen = {h: s for h, s in self._first_seen.items() if h in keep}
+                if block.hash not in keep:
+                    del self._foreign[block.hash]
+                    self._drop(block.hash)
+
+
+def _path_down(head: Head, target: Head, foreign: Mapping[str, Head]) -> list[Head] | None:
+    """The foreign blocks from just above ``target`` up to ``head``, ascending; ``None`` when
+    ``head`` does not descend from ``target`` through them."""
+    path: list[Head] = []
+    block: Head | None = head
+    while block is not None and block.number > target.number:
+        path.append(block)
+        block = foreign.get(block.parent_hash)
+        if block is None and path[-1].parent_hash == target.hash:
+            block = target
+    if block is None or block.hash != target.hash:
+        return None
+    path.reverse()
+    return path

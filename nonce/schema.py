@@ -7,10 +7,11 @@ for SQLite: ``?`` placeholders, ``rowid`` order; PostgreSQL gets ``%s`` and an i
 ``_seq``). A new table is one more :class:`Table` in :data:`TABLES`; a schema change is one
 more entry in :data:`MIGRATIONS`, applied by both backends.
 
-Three tables: ``records`` (one row per booked intent: the intent as accepted plus its current
-state and chain facts), ``attempts`` (every signed attempt, raw bytes included, never updated)
-and ``transitions`` (every state change, append-only: the audit trail). Rows are written in the
-order the book produced the entries, so ``rowid`` order is booking order on reload.
+Three tables (the audit copy's three aside, see ``nonce.audit_copy``): ``records`` (one row per
+booked intent: the intent as accepted plus its current state and chain facts), ``attempts``
+(every signed attempt, raw bytes included, never updated) and ``transitions`` (every state
+change, append-only: the audit trail). Rows are written in the order the book produced the
+entries, so ``rowid`` order is booking order on reload.
 
 Quantities that may exceed SQLite's signed 64-bit INTEGER (``value``, fee fields) are stored as
 decimal TEXT; hashes and raw transactions as BLOB; block hashes as the ``0x`` hex the tracker uses.
@@ -27,7 +28,7 @@ import orjson
 from nonce.entries import AttemptAdded, Entry, RecordOpened, SlotReleased, StateChanged
 from nonce.state import Attempt, AttemptReason, BlockRef, Intent, TxRecord, TxState
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,42 @@ TABLES: tuple[Table, ...] = (
             "tx_hash BLOB",
         ),
     ),
+    # The verified copy of the enclave's audit log (DESIGN.md section 6a; broadcaster/audit):
+    # every entry as the enclave wrote it (``entry``: its JSON line), checked before it is
+    # stored; the log keys attestation vouched for; the signed heads the enclave reported.
+    Table(
+        "audit_entries",
+        (
+            "seq INTEGER PRIMARY KEY",
+            "hash TEXT NOT NULL",
+            "kind TEXT NOT NULL",
+            "log_key TEXT NOT NULL",
+            "tx_hash BLOB",
+            "sender TEXT",
+            "nonce INTEGER",
+            "entry BLOB NOT NULL",
+        ),
+        indexes=(("audit_entries_tx", "tx_hash"),),
+    ),
+    Table(
+        "audit_keys",
+        (
+            "log_key TEXT PRIMARY KEY",
+            "attested INTEGER NOT NULL",
+            "pcr0 TEXT",
+            "first_seen REAL NOT NULL",
+        ),
+    ),
+    Table(
+        "audit_heads",
+        (
+            "seq INTEGER PRIMARY KEY",
+            "hash TEXT NOT NULL",
+            "signature TEXT NOT NULL",
+            "log_key TEXT NOT NULL",
+            "at REAL NOT NULL",
+        ),
+    ),
 )
 """The journal's tables, on both backends."""
 
@@ -197,8 +234,11 @@ MIGRATIONS: dict[str, tuple[str, str]] = {
     # v1 had records_slot (no reader used it) and attempts_record on the random record id;
     # SCHEMA has already built attempts_slot in their place when this runs.
     "1": ("2", "DROP INDEX IF EXISTS records_slot; DROP INDEX IF EXISTS attempts_record;"),
-    # v3: Intent.private (DESIGN.md 5a), so a private intent stays private after a restart.
-    "2": ("3", "ALTER TABLE records ADD COLUMN is_private INTEGER NOT NULL DEFAULT 0;"),
+    # v3 adds the audit copy's tables (audit_entries, audit_keys, audit_heads): SCHEMA has
+    # created them (IF NOT EXISTS) when this runs, so only the version moves.
+    "2": ("3", ""),
+    # v4: Intent.private (DESIGN.md 5a), so a private intent stays private after a restart.
+    "3": ("4", "ALTER TABLE records ADD COLUMN is_private INTEGER NOT NULL DEFAULT 0;"),
 }
 """``version -> (next version, SQL)``: applied in order on open, each in one transaction."""
 

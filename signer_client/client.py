@@ -364,6 +364,12 @@ class SignerClient:
             raise ReplyVerificationError("audit_head", "head not signed by the signer's log key")
         return result
 
+    async def audit_entries(self, from_seq: int, limit: int = 1000) -> dict[str, Any]:
+        """``{"entries": [...], "head": {seq, hash, signature}}``: the enclave's committed audit
+        entries from ``from_seq`` on (at most ``limit``; the enclave caps it) and its signed head.
+        Unverified here: ``broadcaster.audit`` checks every entry before keeping it."""
+        return (await self._call("audit_entries", {"from_seq": from_seq, "limit": limit}))[0]
+
     async def _call(
         self, method: str, params: dict[str, Any], digest_of: bytes | None = None
     ) -> tuple[dict[str, Any], bytes]:

@@ -24,7 +24,11 @@ Methods:
   keccak256 of :func:`hello_info_bytes`). With ``client_key`` (0x-hex secp256k1 public key) every
   later reply on the connection carries ``"mac"`` (``channel.py``).
 ``audit_head`` -> ``{"seq", "hash", "signature"}``: the newest audit-log entry, signed by the
-  attested log key over ``enclave.audit.head_digest(seq, hash)`` (65-byte r||s||v, 0x-hex).
+  attested log key over :func:`head_digest` ``(seq, hash)`` (65-byte r||s||v, 0x-hex).
+``audit_entries`` ``{"from_seq", "limit"}`` -> ``{"entries": [...], "head": {...}}``: committed
+  entries from ``from_seq`` on (at most 1,000 per call) and the signed head *at the last entry
+  returned* (the log's current head when none is), so every page is authenticated by its own
+  head; ``evicted`` error when the enclave no longer holds ``from_seq``.
 ``advance_nonce_floor`` ``{"chain", "sender", "nonce"}`` -> ``{}``: the chain's confirmed nonce;
   the enclave forgets and refuses nonces below it (keeps its nonce window moving).
 """

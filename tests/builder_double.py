@@ -48,6 +48,8 @@ class BuilderDouble:
     bundles: dict[str, Bundle] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    chain_id: int | None = None  # None: eth_chainId refused, as a bundle-only relay does
+    probed: int = 0  # eth_chainId asked (the service's start-up screen, not a chain read)
     port: int = 0
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
@@ -132,6 +134,12 @@ class BuilderDouble:
             answer["result"] = None
         elif method in ("eth_sendPrivateTransaction", "eth_cancelPrivateTransaction"):
             answer["result"] = True
+        elif method == "eth_chainId":  # the start-up screen; a bundle-only relay refuses it
+            self.probed += 1
+            if self.chain_id is None:
+                answer["error"] = {"code": -32601, "message": "method eth_chainId not supported"}
+            else:
+                answer["result"] = hex(self.chain_id)
         else:
             self.unexpected.append(str(method))
             answer["error"] = {"code": -32601, "message": f"method {method} not supported"}

@@ -5,13 +5,16 @@ on a unix socket as it would be on VSOCK), and the service; a demo bot submits i
 the API and follows their status notifications; then the demo reorgs the chain under them
 (``anvil_reorg``, which drops their transactions) and narrates: the reorg, which transactions
 it dropped, their re-signed replacements (same nonce, higher fees), the reaction latency, and the
-re-inclusion. It ends with a summary checked against the chain and leaves nothing running.
+re-inclusion. It ends with a summary checked against the chain, then ``broadcaster audit`` over
+its own run (every transaction of the demo account in every block must be in the enclave's
+verified audit log: DESIGN.md §6a), and leaves nothing running.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import tempfile
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from broadcaster.api.client import GWEI, BroadcasterClient
+from broadcaster.cli.audit import run_audit
 from broadcaster.dev.anvil import DEV_ADDRESS
 from broadcaster.dev.stack import DevStack, dev_stack
 
@@ -167,6 +171,7 @@ async def _demo(workdir: Path, anvil: str | None) -> int:
                 ids += await _reorg_round(stack, bot, narrator, 2, 3)
                 follower.cancel()
             ok = await _summary(stack, bot, ids)
+            ok &= await _audit(stack)
     _say("stopped everything" + ("" if ok else " (with problems: see above)"))
     return 0 if ok else 1
 
@@ -197,6 +202,22 @@ async def _summary(stack: DevStack, bot: BroadcasterClient, ids: list[str]) -> b
         f"{reorgs:.0f} reorgs survived, {resends:.0f} re-signed"
     )
     return ok
+
+
+async def _audit(stack: DevStack) -> bool:
+    """``broadcaster audit --config FILE --from-block 0`` over the demo's own chain."""
+    streamer = stack.service.streamer
+    if streamer is not None:
+        await streamer.sync()  # the enclave's newest entries into the journal's copy
+    _say(f"broadcaster audit --config {stack.config_path.name} --from-block 0:")
+    out = io.StringIO()
+    args = argparse.Namespace(
+        config=str(stack.config_path), from_block=0, to_block=None, json=False
+    )
+    status = await asyncio.to_thread(run_audit, args, out)
+    for line in out.getvalue().splitlines():
+        _say(f"   {line}")
+    return status == 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ broadcaster record --client a=ws://127.0.0.1:8545 --out heads.jsonl.gz
 broadcaster replay FILE [--json]
 broadcaster check-config FILE
 broadcaster doctor
+broadcaster audit --config FILE --from-block N [--to-block M] [--json]
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ def _describe(event: dict[str, Any]) -> str:
         return (
             f"rejected {event['hash']} from {event['client']}: {event['reason']} {event['detail']}"
         )
+    if kind in ("quarantine", "release"):
+        what = "quarantined" if kind == "quarantine" else "released from quarantine"
+        return f"client {event['client']} {what} ({event['unconfirmed']} unconfirmed blocks)"
     tip = event.get("tip") or {}
     return (
         f"{event['heads']} heads, {event['reorgs']} reorgs (max depth {event['max_depth']}), "
         f"{event['deep_reorgs']} deep, {event['rejected']} rejected, "
+        f"{event['quarantined']} quarantined, "
         f"{event['invalid_lines']} invalid lines; tip #{tip.get('number')} {tip.get('hash')}"
     )
 
@@ -54,6 +59,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             finality_depth=args.finality_depth,
             fork_choice=args.fork_choice,
             verify=not args.no_verify,
+            clients=args.clients,
         ):
             if args.json:
                 out.write(orjson.dumps(event) + b"\n")
@@ -84,6 +90,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return run_check_config(args.file)
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from broadcaster.cli.audit import run_audit
+
+    return run_audit(args)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from broadcaster.cli.run import run_service
 
@@ -102,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--finality-depth", type=int, default=64)
     replay.add_argument("--fork-choice", choices=["latest", "first-seen"], default="latest")
     replay.add_argument("--no-verify", action="store_true", help="skip header hash checks")
+    replay.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="clients configured when it was recorded (re-anchor rule; default: those seen)",
+    )
     replay.set_defaults(func=_cmd_replay)
 
     from broadcaster.cli.record import add_record_arguments
@@ -122,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file, listing every problem")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
+
+    from broadcaster.cli.audit import add_audit_arguments
+
+    audit = sub.add_parser(
+        "audit", help="check the chain's transactions from our accounts against the audit log"
+    )
+    add_audit_arguments(audit)
+    audit.set_defaults(func=_cmd_audit)
 
     from broadcaster.cli.doctor.command import add_doctor_arguments, run_doctor
 

@@ -23,10 +23,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from heads.events import DeepReorg, Event, Rejected, Reorg
+from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.recording import Recorder
 from heads.subscriber import SubscriptionOptions
+from heads.tracker import ChainTracker
 
 __all__ = ["add_record_arguments", "clients_from_args", "record", "run_record"]
 
@@ -60,6 +61,8 @@ def _report(events: list[Event], client: str, recv_ns: int, header: Mapping[str,
             log.warning("deep reorg (%s) to %d via %s", event.reason, event.new_tip.number, client)
         elif type(event) is Rejected:
             log.warning("rejected %s from %s: %s", event.hash, client, event.reason)
+        elif type(event) is Quarantine:
+            log.warning("client %s %s", event.client, "quarantined" if event.active else "released")
 
 
 async def record(
@@ -89,7 +92,16 @@ async def record(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, stop.set)
                 signals.callback(loop.remove_signal_handler, signum)
-        hub = HeadHub(clients, on_events=_report, hooks=hooks, recorder=recorder, options=options)
+        # The tracker follows rules v2 with the number of clients recorded (re-anchor rule).
+        tracker = ChainTracker(clients=len(clients))
+        hub = HeadHub(
+            clients,
+            tracker=tracker,
+            on_events=_report,
+            hooks=hooks,
+            recorder=recorder,
+            options=options,
+        )
         async with asyncio.TaskGroup() as group:
             following = group.create_task(hub.run(), name="record:hub")
             flushing = group.create_task(_flush_regularly(recorder), name="record:flush")
@@ -130,6 +142,11 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="recording file (.gz: gzip)")
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--heads", type=int, help="stop after this many head lines")
+    parser.add_argument(
+        "--chain-id",
+        type=int,
+        help="check each client's eth_chainId on connect (default: --config's chain_id)",
+    )
     parser.add_argument(
         "--watchdog",
         type=float,
@@ -172,9 +189,13 @@ def run_record(args: argparse.Namespace) -> int:
         print(f"broadcaster record: {exc}", file=sys.stderr)
         return 2
     watchdog = args.watchdog if args.watchdog and args.watchdog > 0 else None
-    coroutine = record(
-        clients, args.out, args.duration, args.heads, options=SubscriptionOptions(watchdog=watchdog)
-    )
+    chain_id = getattr(args, "chain_id", None)
+    if chain_id is None and args.config is not None:
+        with open(args.config, "rb") as f:
+            configured = tomllib.load(f).get("chain_id")
+        chain_id = configured if type(configured) is int else None
+    options = SubscriptionOptions(watchdog=watchdog, chain_id=chain_id)
+    coroutine = record(clients, args.out, args.duration, args.heads, options=options)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it

@@ -75,6 +75,7 @@ def write_config(
     ha_instance: str | None = None,
     lease_seconds: float | None = None,
     rpc_urls: list[str] | None = None,
+    stop_signing_on_foreign: bool | None = None,
 ) -> Path:
     """The config of one service on ``node``: SQLite in ``workdir`` unless ``journal_url``
     (PostgreSQL; with ``ha_instance``, active/standby). ``rpc_urls``: broadcast targets other
@@ -104,6 +105,7 @@ def write_config(
         journal_url=journal_url,
         ha_instance=ha_instance,
         lease_seconds=lease_seconds,
+        stop_signing_on_foreign=stop_signing_on_foreign,
     )
     path = workdir / "broadcaster.toml"
     path.write_text(text)
@@ -124,6 +126,7 @@ async def dev_stack(
     accounts: Sequence[str] = (DEV_ADDRESS,),
     endpoints: Sequence[tuple[str, str, str]] | None = None,
     routing_private: bool | None = None,
+    stop_signing_on_foreign: bool | None = None,
 ) -> AsyncIterator[DevStack]:
     """Start (or reuse) anvil and the enclave app, then the service; stop all on exit."""
     async with contextlib.AsyncExitStack() as stack:
@@ -143,6 +146,7 @@ async def dev_stack(
             accounts=accounts,
             endpoints=endpoints,
             routing_private=routing_private,
+            stop_signing_on_foreign=stop_signing_on_foreign,
         )
         service = Service(load_config(config_path))
         task = asyncio.get_running_loop().create_task(service.run(), name="service")

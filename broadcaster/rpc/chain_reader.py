@@ -224,6 +224,22 @@ class ChainReader:
         by_id = {r.get("id"): r for r in replies if type(r) is dict}
         return [by_id.get(i, {}) for i in ids]
 
+    async def replies_each(
+        self, calls: Sequence[tuple[str, list[Any]]]
+    ) -> dict[str, list[dict[str, Any]] | ChainReadError]:
+        """The reply objects of ``calls`` from every read endpoint, asked concurrently, by URL
+        (an endpoint that gave no usable answer maps to its :class:`ChainReadError`): for a
+        reader that must not take one endpoint's word (the audit reconciler)."""
+
+        async def ask(url: str) -> list[dict[str, Any]] | ChainReadError:
+            try:
+                return await self._replies_at(url, calls)
+            except ChainReadError as exc:
+                return exc
+
+        answers = await asyncio.gather(*(ask(url) for url in self.urls))
+        return dict(zip(self.urls, answers, strict=True))
+
     async def call(self, method: str, *params: Any) -> Any:
         (result,) = await self.batch([(method, list(params))])
         return result

@@ -32,6 +32,7 @@ from broadcaster.settings.model import (
     RPC_KINDS,
     AccountConfig,
     ApiConfig,
+    AuditConfig,
     ClientConfig,
     Config,
     ConfigError,
@@ -138,6 +139,7 @@ _TOP = (
     "cpu",
     "routing",
     "ha",
+    "audit",
 )
 
 
@@ -498,6 +500,23 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
     heads_t = r.table(data, "heads", ("watchdog_seconds",), required=False)
     watchdog = r.number(heads_t, "watchdog_seconds", "heads", default=30.0, positive=False)
     cpu = _cpu(r, r.table(data, "cpu", _CPU, required=False))
+    audit_t = r.table(data, "audit", _AUDIT, required=False)
+    # The audit copy lives in the SQLite journal file. On a PostgreSQL journal ([ha]) each
+    # instance's enclave keeps its own log, and one shared copy keyed by seq would mix them:
+    # off by default there, and refused when asked for, until the copy is kept per log key.
+    on_postgres = journal is not None and journal.url is not None
+    audit_on = r.boolean(audit_t, "enabled", "audit", not on_postgres)
+    if audit_on and on_postgres:
+        r.problem(
+            "audit.enabled",
+            "the audit copy needs a SQLite journal for now ([journal] path): with a PostgreSQL"
+            " journal each instance's enclave log would share one copy; set enabled = false",
+        )
+    audit = AuditConfig(
+        enabled=audit_on,
+        stop_signing_on_foreign=r.boolean(audit_t, "stop_signing_on_foreign", "audit", False),
+        poll_seconds=r.number(audit_t, "poll_seconds", "audit", default=1.0, positive=True) or 1.0,
+    )
     if api is not None and metrics is not None and api.listen == metrics:
         r.problem("metrics.listen", f"same address as api.listen ({metrics})")
     if r.problems:
@@ -521,6 +540,7 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
         cpu=cpu,
         routing=RoutingConfig(private_default),
         ha=ha,
+        audit=audit,
     )
 
 
@@ -541,6 +561,7 @@ _FEES = (
     "presign_replacements",
     "max_gap_fill",
 )
+_AUDIT = ("enabled", "stop_signing_on_foreign", "poll_seconds")
 _CPU = ("pinning", "slice_us", "yield_after_reaction")
 _API = (
     "listen",

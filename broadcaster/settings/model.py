@@ -233,6 +233,22 @@ class HeadsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """The audit copy and the live reconciler (DESIGN.md §6a; ``broadcaster.audit``).
+
+    ``enabled``: stream the enclave's audit log into the journal and reconcile every canonical
+    block against it. ``stop_signing_on_foreign``: once a foreign transaction from an account is
+    seen, the service signs nothing more for that account (intents are refused with an error
+    naming it) until an operator restarts it. ``poll_seconds``: how often the audit log is
+    fetched when nothing asks sooner.
+    """
+
+    enabled: bool = True
+    stop_signing_on_foreign: bool = False
+    poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class CpuConfig:
     """How the service asks for the CPU (see :mod:`broadcaster.scheduling`).
 
@@ -264,6 +280,7 @@ class Config:
     cpu: CpuConfig = CpuConfig()
     routing: RoutingConfig = RoutingConfig()
     ha: HaConfig | None = None
+    audit: AuditConfig = AuditConfig()
     source: Path | None = None
 
     @property

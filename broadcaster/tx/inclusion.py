@@ -352,7 +352,7 @@ class InclusionTracker:
             record.nonce,
         )
         self.observer.alert("foreign_transaction", f"{record.sender}/{record.nonce}")
-        self.observer.foreign(record.sender)
+        self.observer.foreign(record.sender, record.nonce)
         # Active: failed. Given up already (a cancel or an expiry whose noop lost to the foreign
         # tx): it keeps its state, which stays true. Either way the nonce is gone: nothing of
         # ours is sent there again, and it is counted once.

@@ -87,8 +87,11 @@ class TxManager:
         resync_delay: float = 0.2,
         foreign_blocks: int = 3,
         canonical_chain: Callable[[], Iterable[Head]] | None = None,
+        refuse_sender: Callable[[str], str | None] | None = None,
     ) -> None:
         self.chain_id = chain_id
+        # Why ``sender`` may not sign any more (``[audit] stop_signing_on_foreign``), or None.
+        self._refuse_sender = refuse_sender
         self.book = book
         self.journal = journal
         self.chain = chain
@@ -267,6 +270,10 @@ class TxManager:
         if self._stopping:
             raise RuntimeError("the service is shutting down and accepts no new intents")
         self._check_not_expired(intent)
+        if self._refuse_sender is not None:
+            why = self._refuse_sender(intent.sender)
+            if why is not None:
+                raise InvalidIntent("from", why)
         if intent.key is not None and self.book.by_key(intent.key) is None:
             earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
             if earlier is not None:

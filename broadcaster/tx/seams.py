@@ -87,5 +87,6 @@ class TxObserver:
     def alert(self, kind: str, detail: str) -> None:
         """Something an operator must look at (insufficient funds, deep reorg...)."""
 
-    def foreign(self, sender: str) -> None:
-        """A transaction we never signed took one of ``sender``'s nonces."""
+    def foreign(self, sender: str, nonce: int | None = None) -> None:
+        """A transaction we never signed took one of ``sender``'s nonces (``nonce``, when known:
+        the service reports each ``(sender, nonce)`` once, whoever finds it)."""

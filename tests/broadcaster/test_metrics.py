@@ -73,6 +73,7 @@ def exercised() -> Metrics:
     metrics.pending(SENDER, 4)
     metrics.invalid_message("b", "bad_json")
     metrics.rejected_header("b", "hash_mismatch")
+    metrics.quarantine("b", True)
     metrics.intent("included")
     metrics.orderflow("builder", "eth_sendBundle", "accepted")
     metrics.orderflow("protect", "eth_sendPrivateTransaction", "accepted")

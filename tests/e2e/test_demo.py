@@ -29,6 +29,14 @@ def test_the_demo_runs_to_completion_and_every_intent_is_mined_once() -> None:
     assert "reaction: reorg head frame read -> last RPC write" in out
     assert "4 intents, nonces used 4 (expected 4), 2 reorgs survived, 4 re-signed" in out
     assert "PROBLEM" not in out
+    # It ends with `broadcaster audit` over its own run: every transaction accounted for.
+    assert "broadcaster audit --config broadcaster.toml --from-block 0:" in out
+    audit = re.search(
+        r"audit: (\d+) blocks, (\d+) signed by the enclave .* (\d+) foreign: (.*)", out
+    )
+    assert audit is not None, out
+    assert int(audit[2]) == 4 and int(audit[3]) == 0, audit[0]
+    assert audit[4] == "every transaction accounted for"
     assert "stopped everything" in out
     assert_drops_name_the_included_hash(out)
 

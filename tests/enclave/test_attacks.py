@@ -59,6 +59,21 @@ def raw_exchange(path: str, frames: list[bytes]) -> list[dict[str, Any]]:
         return out
 
 
+def one_read_exchange(path: str, frames: list[bytes]) -> list[dict[str, Any]]:
+    """Send ``frames`` in a single write; read until each is answered or the enclave closes."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(path)
+        s.sendall(b"".join(frames))
+        decoder, out = FrameDecoder(), []
+        while len(out) < len(frames):
+            data = s.recv(65536)
+            if not data:
+                break
+            out += [orjson.loads(b) for b in decoder.feed(data)]
+        return out
+
+
 # ---------------------------------------------------------------- nonce protection
 
 
@@ -320,6 +335,44 @@ async def test_a_full_disk_fails_closed_no_signature_leaves(tmp_path: Path) -> N
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_an_audit_head_in_the_same_read_as_a_sign_on_a_full_disk_lets_neither_out(
+    tmp_path: Path,
+) -> None:
+    """The host fills the disk and asks for a head in the very read that carries a signature:
+    the head's own commit fails, the sign's entry stays queued, and the read's closing commit
+    fails it closed too (a dropped queue would have let the signature out with no entry)."""
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(log), LocalKey(os.urandom(32)))
+    core = EnclaveCore(
+        [LocalKey(ANVIL_KEY)],
+        Policy(PolicyConfig(chain_ids=(31337,), allowed_to=(ALLOWED_TO,))),
+        audit=audit,
+    )
+    core.start(0.0, b"\0" * 48)
+    path = f"{tmp_path}/e.sock"
+    server = await serve(core, f"unix://{path}")
+    wire = {k: ("0x" if v == b"" else hex(v) if isinstance(v, int) else v) for k, v in tx().items()}
+    frames = [
+        encode_frame({"id": 1, "method": "sign_transaction",
+                      "params": {"sender": ANVIL_ADDRESS, "tx": wire}}),
+        encode_frame({"id": 2, "method": "audit_head", "params": {}}),
+        encode_frame({"id": 3, "method": "audit_entries", "params": {"from_seq": 1}}),
+    ]  # fmt: skip
+    try:
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, audit._fd)
+        os.close(full)
+        loop = asyncio.get_running_loop()
+        # One write: the three requests arrive in one read (one commit before their replies).
+        replies = await loop.run_in_executor(None, one_read_exchange, path, frames)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [r.get("error", {}).get("code") for r in replies] == ["audit_failed"] * 3
+    assert audit.seq == 1 and audit.pending >= 1  # only the start entry is on disk
+    assert [e["seq"] for e in audit.entries(1, 10)] == [1]  # nothing uncommitted is served
 
 
 # ---------------------------------------------------------------- hostile frames

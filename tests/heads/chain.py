@@ -47,3 +47,51 @@ class Tree:
 
     def number(self, label: str) -> int:
         return int(self.headers[label]["number"], 16)
+
+
+def sealed_header(
+    number: int, parent: str, *, timestamp: int | None = None, salt: str = "", base_fee: int = 7
+) -> dict[str, Any]:
+    """A whole Prague header whose ``hash`` is its real ``keccak256(rlp(header))``.
+
+    What a liar sends: self-consistent (a liar computes keccak too), so hash verification alone
+    accepts it. ``salt`` makes siblings distinct (it goes into ``extraData``).
+    """
+    from heads.header import compute_header_hash, header_plan
+
+    fields: dict[str, Any] = {
+        "parentHash": parent,
+        "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
+        "miner": "0x" + "00" * 20,
+        "stateRoot": "0x" + "11" * 32,
+        "transactionsRoot": "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "receiptsRoot": "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "logsBloom": "0x" + "00" * 256,
+        "difficulty": "0x0",
+        "number": hex(number),
+        "gasLimit": "0x1c9c380",
+        "gasUsed": "0x0",
+        "timestamp": hex(1_700_000_000 + 12 * number if timestamp is None else timestamp),
+        "extraData": "0x" + salt.encode().hex(),
+        "mixHash": "0x" + "00" * 32,
+        "nonce": "0x0000000000000000",
+        "baseFeePerGas": hex(base_fee),
+        "withdrawalsRoot": "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "blobGasUsed": "0x0",
+        "excessBlobGas": "0x0",
+        "parentBeaconBlockRoot": "0x" + "00" * 32,
+        "requestsHash": "0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    }
+    plan = header_plan(fields)
+    assert plan is not None
+    return {"hash": compute_header_hash(fields, plan), **fields}
+
+
+def sealed_chain(length: int, *, start: int = 0, salt: str = "") -> list[dict[str, Any]]:
+    """``length`` sealed headers numbered from ``start``, each the child of the one before."""
+    chain: list[dict[str, Any]] = []
+    parent = GENESIS_PARENT
+    for number in range(start, start + length):
+        chain.append(sealed_header(number, parent, salt=salt))
+        parent = chain[-1]["hash"]
+    return chain

@@ -82,3 +82,32 @@ def test_a_tampered_line_is_rejected_and_the_genuine_block_is_accepted_later(
     assert summary["reorgs"] == 0
     assert [e["event"] for e in events[:-1]] == ["rejected"]
     assert events[0]["reason"] == "hash_mismatch"
+
+
+def test_replay_of_a_lying_client_counts_rejected_lines_and_the_quarantine(tmp_path: Path) -> None:
+    from tests.heads.chain import sealed_chain, sealed_header
+
+    chain = sealed_chain(12)
+    lines: list[dict[str, Any]] = [
+        {"t": 0.0, "client": "honest", "event": "connected"},
+        {"t": 0.0, "client": "liar", "event": "connected"},
+    ]
+    for header in chain:
+        lines.append({"t": 0.1, "client": "honest", "head": header})
+        lines.append({"t": 0.1, "client": "liar", "head": header})
+    tip, parent = chain[-1], chain[-2]
+    lines.append({"t": 1.0, "client": "liar", "head": sealed_header(11 + 10**6, tip["hash"])})
+    for i in range(50):
+        sibling = sealed_header(11, parent["hash"], salt=f"flood {i}")
+        lines.append({"t": 1.0, "client": "liar", "head": sibling})
+    path = tmp_path / "liar.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    events = list(replay(path))
+    summary = events[-1]
+    assert summary["heads"] == 2 * 12 + 1 + 50
+    assert summary["rejected"] == 1
+    assert summary["quarantined"] == 1
+    assert summary["tip"] == {"number": 11, "hash": tip["hash"]}
+    assert [e["event"] for e in events if e["event"] in ("quarantine", "release")] == ["quarantine"]
+    assert summary["reorgs"] <= 4
+    assert events == list(replay(path))  # deterministic

@@ -64,6 +64,7 @@ class FakeNode:
         self.requests: list[tuple[str, list[Any]]] = []
         self.subscribed = asyncio.Event()
         self.subscribe_error = False
+        self.chain_id = "0x7a69"  # 31337
         self.port = 0
 
     @property
@@ -88,6 +89,9 @@ class FakeNode:
                     reply = {"jsonrpc": "2.0", "id": request["id"], "result": SUB}
                 await ws.send(orjson.dumps(reply).decode())
                 self.subscribed.set()
+            elif request["method"] == "eth_chainId":
+                reply = {"jsonrpc": "2.0", "id": request["id"], "result": self.chain_id}
+                await ws.send(orjson.dumps(reply).decode())
             elif request["method"] == "eth_getBlockByHash":
                 result = self.blocks.get(request["params"][0])
                 await ws.send(
@@ -113,7 +117,11 @@ async def node() -> AsyncIterator[FakeNode]:
 
 
 def make_hub(node: FakeNode, probe: Probe, **kwargs: Any) -> HeadHub:
-    options = SubscriptionOptions(watchdog=kwargs.pop("watchdog", None), backoff=zero_backoff)
+    options = SubscriptionOptions(
+        watchdog=kwargs.pop("watchdog", None),
+        chain_id=kwargs.pop("chain_id", None),
+        backoff=zero_backoff,
+    )
     return HeadHub(
         [("a", node.url)],
         on_events=probe.on_events,
@@ -456,3 +464,41 @@ def test_frame_boundaries_find_exactly_the_chunks_that_are_one_whole_frame(
                 expected = payload
         assert got == expected, (begin, end)
         begin = end
+
+
+async def test_a_node_of_another_chain_is_kept_out_with_an_error_naming_it(node: FakeNode) -> None:
+    node.chain_id = "0x1"  # mainnet, while the service is configured for 31337
+    probe = Probe()
+    hub = make_hub(node, probe, chain_id=31337)
+    async with running(hub):
+        await probe.until(lambda: hub.state("a").chain_id_mismatches >= 2, "asked again")
+        assert not hub.state("a").connected
+    assert [m for m, _ in node.requests if m == "eth_subscribe"] == []  # never subscribed
+    assert ("a", "chain_id_mismatch") in probe.invalid
+    error = hub.state("a").last_error or ""
+    assert "client a" in error and "0x1" in error and "31337" in error
+
+
+async def test_a_node_of_the_configured_chain_is_subscribed_after_eth_chain_id(
+    node: FakeNode,
+) -> None:
+    probe = Probe()
+    hub = make_hub(node, probe, chain_id=31337)
+    async with running(hub):
+        await probe.until(lambda: hub.state("a").connected, "connected")
+        await node.send(notification(header(1)))
+        await probe.until(lambda: hub.tracker.tip is not None, "a head")
+    assert [m for m, _ in node.requests][:2] == ["eth_chainId", "eth_subscribe"]
+
+
+async def test_a_backfill_reply_that_is_not_the_block_asked_for_is_refused(node: FakeNode) -> None:
+    probe = Probe()
+    node.blocks[block_hash(2)] = header(2, fork=7, parent_fork=0)  # another block at that hash
+    hub = make_hub(node, probe)
+    async with running(hub):
+        await probe.until(lambda: hub.state("a").connected, "connected")
+        await node.send(notification(header(1)))
+        await node.send(notification(header(3)))  # 2 missing: asked for by hash
+        await probe.until(lambda: ("a", "wrong_block") in probe.invalid, "refused")
+    assert hub.tracker.tip is not None and hub.tracker.tip.number == 1
+    assert hub.tracker.get(block_hash(2, fork=7)) is None

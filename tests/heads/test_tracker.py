@@ -142,15 +142,15 @@ def test_a_second_client_announcing_the_tip_changes_nothing() -> None:
     assert tracker.on_head("y", tree["a1"]) == []
 
 
-def test_a_disconnected_clients_head_stays_a_candidate() -> None:
+def test_a_disconnect_does_not_move_the_tip() -> None:
     tree = Tree()
     tree.chain("a", "g", 2)
     tracker = ChainTracker()
     tracker.on_head("x", tree["g"])
     tracker.on_head("y", tree["a1"])
     tracker.on_head("x", tree["a2"])
-    assert tracker.on_disconnect("x") == []
-    assert tracker.on_head("y", tree["a1"]) == []  # duplicate of y's head
+    assert tracker.on_disconnect("x") == []  # a lost connection is not a rollback
+    assert tracker.on_head("y", tree["a1"]) == []  # duplicate of y's head: nothing recomputed
     assert tracker.tip and tracker.tip.hash == tree.hash("a2")
 
 
@@ -235,6 +235,11 @@ def test_a_reorg_whose_ancestor_left_the_window_is_a_deep_reorg() -> None:
     events = []
     for i in range(9, 5, -1):
         events += tracker2.on_block("y", tree[f"b{i}"])
+    # Two clients are known, so y's word alone does not re-anchor (DESIGN.md §3, window) ...
+    assert [e for e in events if isinstance(e, DeepReorg)] == []
+    assert tracker2.tip and tracker2.tip.hash == tree.hash("a10")
+    # ... x announcing the same head is the second voice: re-anchor, never guess.
+    events = tracker2.on_head("x", tree["b10"])
     (deep,) = [e for e in events if isinstance(e, DeepReorg)]
     assert deep.reason == "ancestor_below_window"
     assert deep.new_tip.hash == tree.hash("b10")

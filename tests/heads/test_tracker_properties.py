@@ -1,10 +1,25 @@
-"""The tracker against a straightforward reference model, on random trees and orders.
+"""The tracker against a straightforward reference model of rules v2 (DESIGN.md §3).
 
-The reference keeps every block forever and recomputes everything from scratch after each input:
-a client's head is its most recent announcement whose ancestry is all received, the tip is the
-best head by (number, recency) or (number, first seen), and a tip move is diffed by walking
-parents. Hypothesis draws block trees, several clients, announcement orders with gaps, and the
-moments at which backfilled ancestors arrive.
+The reference keeps every block forever and recomputes from scratch:
+
+* a client is connected from its first line until a disconnect; its current head is its most
+  recent announcement since it (re)connected whose ancestry is all received;
+* the tip is, among the current heads of connected clients, the highest number, ties to the
+  block first seen most recently (``latest``) or earliest (``first-seen``), where "first seen" is
+  the first line (announcement or backfilled block) that brought it;
+* the tip is recomputed after every announcement that is not a duplicate and after a backfill
+  that changed some client's head; never on a disconnect; no candidates leave it where it is;
+  a best candidate ranking below the tip wins only if a client just made it its head by going
+  down or sideways from its own live head (a client announcing a lower block or an ancestor of
+  its head moves the tip; a late client catching up after the tip holder left does not); a
+  best candidate higher than the tip on another branch, first seen before every block of the
+  tip's branch, is skipped unless a client just stepped down (a late copy of a block the chain
+  already left);
+* a tip move is diffed by walking parents.
+
+Hypothesis draws random block trees, several clients, announcement orders with gaps and late
+copies of abandoned blocks, disconnects, and the moments at which backfilled ancestors arrive.
+Quarantine is out of this model (``quarantine_after`` is huge); it has its own tests.
 """
 
 from __future__ import annotations
@@ -27,65 +42,110 @@ class Reference:
     number: dict[str, int] = field(default_factory=dict)
     received: set[str] = field(default_factory=set)
     first_seen: dict[str, int] = field(default_factory=dict)
-    announcements: list[tuple[int, str, str]] = field(default_factory=list)
+    announcements: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    connected: set[str] = field(default_factory=set)
     anchor: str | None = None
+    tip: str | None = None
     seq: int = 0
+    last: dict[str, str] = field(default_factory=dict)  # each client's last head, ever
 
     def _learn(self, hdr: dict[str, Any]) -> str:
-        h = hdr["hash"]
+        h = str(hdr["hash"])
         self.parent[h] = hdr["parentHash"]
         self.number[h] = int(hdr["number"], 16)
         self.received.add(h)
         self.first_seen.setdefault(h, self.seq)
-        return str(h)
+        return h
 
-    def connected(self, h: str) -> bool:
+    def is_connected(self, h: str) -> bool:
         while h != self.anchor:
             if h not in self.received:
                 return False
             h = self.parent[h]
         return True
 
-    def head_of(self, client: str) -> tuple[str, int] | None:
-        best = None
-        for seq, c, h in self.announcements:
-            if c == client and self.connected(h) and (best is None or seq > best[1]):
-                best = (h, seq)
-        return best
+    def head_of(self, client: str) -> str | None:
+        for _, h in reversed(self.announcements.get(client, [])):
+            if self.is_connected(h):
+                return h
+        return None
 
-    def tip(self) -> str | None:
-        best, best_rank = None, None
-        for client in {c for _, c, _ in self.announcements}:
-            head = self.head_of(client)
-            if head is None:
-                continue
-            h, seq = head
-            rank = (self.number[h], seq if self.fork_choice == "latest" else -self.first_seen[h])
-            if best_rank is None or rank > best_rank:
-                best, best_rank = h, rank
-        return best
+    def heads(self) -> dict[str, str | None]:
+        return {c: self.head_of(c) for c in self.announcements}
+
+    def rank(self, h: str) -> tuple[int, int]:
+        sign = 1 if self.fork_choice == "latest" else -1
+        return (self.number[h], sign * self.first_seen[h])
+
+    def recompute(self, moved: set[str]) -> None:
+        """``moved``: the blocks clients just made their heads by going down or sideways. The
+        best candidate ranking below the tip wins only if it is one of them."""
+        heads = {h for c in self.connected if (h := self.head_of(c)) is not None}
+        for best in sorted(heads, key=self.rank, reverse=True):
+            if best == self.tip:
+                return
+            if self.tip is not None and self.rank(best) < self.rank(self.tip):
+                if best not in moved:
+                    return
+            elif self.tip is not None and not moved - {self.tip} and self.left_behind(best):
+                continue  # a late copy of a block the chain already left
+            self.tip = best
+            return
+
+    def left_behind(self, h: str) -> bool:
+        """Higher than the tip, on another branch, and first seen before every block of the
+        tip's branch (above the common ancestor)."""
+        assert self.tip is not None
+        if self.number[h] <= self.number[self.tip]:
+            return False
+        mine = set(self.ancestors(h))
+        branch = [b for b in self.ancestors(self.tip) if b not in mine]
+        return bool(branch) and self.first_seen[h] < min(self.first_seen[b] for b in branch)
+
+    def remember(self) -> None:
+        for c, h in self.heads().items():
+            if h is not None:
+                self.last[c] = h
+
+    def moved(self, before: dict[str, str | None]) -> set[str]:
+        """New heads that took their client's live head down or sideways (no higher)."""
+        moved = set()
+        for c, h in self.heads().items():
+            old = before.get(c) or self.last.get(c)  # a head from before a disconnect counts
+            if (
+                h is not None
+                and old is not None
+                and h != old
+                and self.number[h] <= self.number[old]
+            ):
+                moved.add(h)
+        return moved
 
     def announce(self, client: str, hdr: dict[str, Any]) -> None:
         self.seq += 1
-        current = self.head_of(client)
-        if current is not None and current[0] == hdr["hash"]:
-            return
+        self.connected.add(client)
+        if self.head_of(client) == hdr["hash"]:
+            return  # a duplicate changes nothing
+        before = self.heads()
         h = self._learn(hdr)
         if self.anchor is None:
             self.anchor = h
-        self.announcements.append((self.seq, client, h))
+        self.announcements.setdefault(client, []).append((self.seq, h))
+        self.recompute(self.moved(before))
+        self.remember()
 
-    def backfill(self, hdr: dict[str, Any]) -> None:
+    def backfill(self, client: str, hdr: dict[str, Any]) -> None:
         self.seq += 1
+        self.connected.add(client)
+        before = self.heads()
         self._learn(hdr)
+        if self.heads() != before:
+            self.recompute(self.moved(before))
+        self.remember()
 
-    def path_to(self, h: str, ancestor: str) -> list[str]:
-        path = []
-        while h != ancestor:
-            path.append(h)
-            h = self.parent[h]
-        path.reverse()
-        return path
+    def disconnect(self, client: str) -> None:
+        self.connected.discard(client)
+        self.announcements.pop(client, None)  # what it said before is stale after a reconnect
 
     def ancestors(self, h: str) -> list[str]:
         chain = [h]
@@ -95,13 +155,18 @@ class Reference:
         return chain
 
     def diff(self, old: str, new: str) -> tuple[str, list[str], list[str]]:
-        old_line = set(self.ancestors(old))
-        lca = next(h for h in self.ancestors(new) if h in old_line)
-        return lca, self.path_to(old, lca), self.path_to(new, lca)
+        old_line = self.ancestors(old)
+        lca = next(h for h in self.ancestors(new) if h in set(old_line))
+        new_line = self.ancestors(new)
+        return (
+            lca,
+            list(reversed(old_line[: old_line.index(lca)])),
+            list(reversed(new_line[: new_line.index(lca)])),
+        )
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int, list[tuple[Any, ...]]]:
+def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
     size = draw(st.integers(min_value=2, max_value=24))
     headers = [{"number": "0x0", "hash": block_hash("0"), "parentHash": GENESIS_PARENT}]
     for i in range(1, size):
@@ -115,19 +180,22 @@ def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int, list[tuple[An
         )
     clients = draw(st.integers(min_value=1, max_value=3))
     steps: list[tuple[Any, ...]] = [("announce", 0, 0)]
-    for _ in range(draw(st.integers(min_value=1, max_value=50))):
-        if draw(st.integers(0, 3)) == 0:
+    for _ in range(draw(st.integers(min_value=1, max_value=60))):
+        kind = draw(st.integers(0, 9))
+        if kind <= 2:
             steps.append(("deliver", draw(st.integers(0, 1_000))))
-        else:
+        elif kind == 3:
+            steps.append(("disconnect", draw(st.integers(0, clients - 1))))
+        else:  # any block, so late copies of abandoned ones too
             steps.append(
                 ("announce", draw(st.integers(0, clients - 1)), draw(st.integers(0, size - 1)))
             )
-    return headers, clients, steps
+    return headers, steps
 
 
 def check_step(ref: Reference, old_tip: str | None, events: list[Event]) -> None:
     changes = [e for e in events if isinstance(e, Extension | Reorg)]
-    new_tip = ref.tip()
+    new_tip = ref.tip
     if new_tip == old_tip:
         assert changes == []
         return
@@ -152,31 +220,32 @@ def check_step(ref: Reference, old_tip: str | None, events: list[Event]) -> None
 @settings(max_examples=400, deadline=None)
 @given(scenarios(), st.sampled_from(["latest", "first-seen"]))
 def test_tracker_agrees_with_the_reference_model(
-    scenario: tuple[list[dict[str, Any]], int, list[tuple[Any, ...]]], fork_choice: ForkChoice
+    scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]]], fork_choice: ForkChoice
 ) -> None:
-    headers, _, steps = scenario
+    headers, steps = scenario
     by_hash = {h["hash"]: h for h in headers}
-    tracker = ChainTracker(finality_depth=10_000, fork_choice=fork_choice)
+    tracker = ChainTracker(finality_depth=10_000, fork_choice=fork_choice, quarantine_after=10**9)
     ref = Reference(fork_choice)
     pending: list[NeedAncestor] = []
 
-    def run(events: list[Event]) -> None:
-        pending.extend(e for e in events if isinstance(e, NeedAncestor))
-
     for step in steps + [("deliver", 0)] * 200:
-        old_tip = ref.tip()
+        old_tip = ref.tip
         if step[0] == "announce":
             _, client, index = step
             ref.announce(f"c{client}", headers[index])
             events = tracker.on_head(f"c{client}", headers[index])
+        elif step[0] == "disconnect":
+            ref.disconnect(f"c{step[1]}")
+            events = tracker.on_disconnect(f"c{step[1]}")
+            assert events == []  # never a tip move on a disconnect
         else:
             if not pending:
                 continue
             request = pending.pop(step[1] % len(pending))
             hdr = by_hash[request.hash]
-            ref.backfill(hdr)
+            ref.backfill(request.client, hdr)
             events = tracker.on_block(request.client, hdr)
-        run(events)
+        pending.extend(e for e in events if isinstance(e, NeedAncestor))
         check_step(ref, old_tip, events)
-        assert (tracker.tip.hash if tracker.tip else None) == ref.tip()
+        assert (tracker.tip.hash if tracker.tip else None) == ref.tip
     assert pending == []

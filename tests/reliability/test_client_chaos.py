@@ -16,6 +16,8 @@ service's tip is the new head. Checked at the end, against what was injected:
 - nothing is double-counted: a block a reported reorg drops was canonical at that moment
   according to the service's own stream of tip moves, and ``reorgs_total`` and the
   ``reorg_depth`` histogram equal the reported events; no deep reorg; the final chain is anvil's;
+- exactly the injected reorgs are counted: the reported reorgs equal the injected ones (depth,
+  ancestor, dropped blocks) one for one, and ``reorgs_total`` equals the number injected;
 - a stalled socket was replaced by the watchdog; the service never stopped.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +37,8 @@ from eth_account import Account
 from broadcaster.dev.anvil import start_anvil, start_enclave
 from broadcaster.service import Service
 from heads.events import DeepReorg, Event, Extension, Reorg
+from heads.hub import HeadHub
+from heads.recording import Recorder
 from tests.reliability.common import (
     ChaosProxy,
     knob,
@@ -129,7 +134,22 @@ def chaos_step(rng: random.Random, proxies: dict[str, ChaosProxy], tally: dict[s
         tally[action] += 1
 
 
-async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(tmp_path: Path) -> None:
+async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    record_to = os.environ.get("RELIABILITY_CHAOS_RECORD")
+    if record_to:  # the tracker's feed as a §4 recording: `broadcaster replay` reproduces a round
+        original_init = HeadHub.__init__
+
+        opened: list[Recorder] = []
+
+        def recording_init(self: HeadHub, *args: Any, **kwargs: Any) -> None:
+            opened.append(Recorder(record_to, flush_interval=0.0))
+            kwargs["recorder"] = opened[-1]
+            original_init(self, *args, **kwargs)
+
+        monkeypatch.setattr(HeadHub, "__init__", recording_init)
+        request.addfinalizer(lambda: [recorder.close() for recorder in opened])
     rng = random.Random(seed("client-chaos"))
     log = EventLog()
     injected: list[tuple[int, str, list[str]]] = []  # depth, ancestor, dropped hashes
@@ -308,6 +328,10 @@ async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(tmp_path:
             )
             assert not log.deep, f"deep reorgs reported: {log.deep}"
             assert not missed, f"injected reorgs not reported: {missed}"
+            # Rules v2 (DESIGN.md §3): propagation skew, cuts and reconnects add no reorg of
+            # their own: every reorg counted is one injected, with its depth, ancestor and blocks.
+            assert got == injected, f"reported {len(got)} reorgs for {len(injected)} injected"
+            assert running.metric("broadcaster_reorgs_total") == len(injected)
             assert {n: canon[n] for n in chain} == chain, "the service's chain is not anvil's"
             # the metrics count exactly the events the service reported, once each
             assert running.metric("broadcaster_reorgs_total") == len(got)

@@ -102,6 +102,10 @@ async def test_signer_faults_never_lose_an_intent_nor_broadcast_an_unverified_tx
             signer_url=signer.url,
         )
         text = config.read_text().replace("[signer]\n", "[signer]\ntimeout_seconds = 0.5\n", 1)
+        # The fault signer keeps no audit log (it answers every request as a sign request):
+        # with the audit on, signing would wait, rightly, for a log check it can never pass.
+        assert "[audit]" not in text
+        text += "\n[audit]\nenabled = false\n"
         config.write_text(text)
         try:
             async with (

@@ -45,7 +45,9 @@ class HeadFeed:
         self.network = network
         self.loop = loop
         self.clients = list(clients)
-        self.tracker = ChainTracker(finality_depth=finality_depth, fork_choice=fork_choice)
+        self.tracker = ChainTracker(
+            finality_depth=finality_depth, fork_choice=fork_choice, clients=len(self.clients)
+        )
         self._clock_ns = clock_ns
         self._consumer = consumer
         self.alive = True
@@ -61,9 +63,16 @@ class HeadFeed:
         """Every client (re)connects and announces its node's current head (start-up)."""
         for name in self.clients:
             self.connected.add(name)
+            self.tracker.on_connect(name)
             node = self.network[name]
             if node.view.head.number > 0 and not node.down:
                 self.announce(name, node.view.head)
+
+    def disconnect(self, client: str) -> None:
+        """The client's websocket dropped: its head is no candidate (the tip stays)."""
+        self.connected.discard(client)
+        if self.alive:
+            self.tracker.on_disconnect(client)
 
     def announce(self, client: str, block: Block) -> None:
         if client in self.connected:

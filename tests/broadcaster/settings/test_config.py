@@ -84,6 +84,17 @@ def test_the_minimal_file_of_design_section_7_loads_with_documented_defaults() -
     assert config.cpu.pinning == ()
     assert config.cpu.slice_us == 300
     assert config.cpu.yield_after_reaction is True
+    assert config.audit.enabled is True
+    assert config.audit.stop_signing_on_foreign is False
+    assert config.audit.poll_seconds == 1.0
+
+
+def test_the_audit_section_sets_stop_signing_on_foreign() -> None:
+    data = minimal()
+    data["audit"] = {"stop_signing_on_foreign": True, "poll_seconds": 0.5, "enabled": True}
+    config = config_from_dict(data)
+    assert config.audit.stop_signing_on_foreign is True
+    assert config.audit.poll_seconds == 0.5
 
 
 def test_a_zero_slice_leaves_the_kernel_default() -> None:
@@ -103,7 +114,7 @@ def test_the_shipped_example_files_are_valid(name: str) -> None:
 def test_the_example_file_sets_and_comments_every_key_the_loader_knows() -> None:
     text = (REPO / "config/broadcaster.example.toml").read_text()
     data = tomllib.loads(text)
-    for table in ("signer", "fees", "api", "metrics", "journal", "heads", "cpu"):
+    for table in ("signer", "fees", "api", "metrics", "journal", "heads", "cpu", "audit"):
         assert table in data, table
     assert set(data["signer"]) >= {
         "url",
@@ -121,6 +132,7 @@ def test_the_example_file_sets_and_comments_every_key_the_loader_knows() -> None
         "max_gap_fill",
     }
     assert set(data["cpu"]) == {"pinning", "slice_us", "yield_after_reaction"}
+    assert set(data["audit"]) == {"enabled", "stop_signing_on_foreign", "poll_seconds"}
     assert set(data["api"]) == {
         "listen",
         "tokens",
@@ -264,6 +276,9 @@ def test_unknown_keys_are_errors_with_a_did_you_mean_hint(mutate: Any, expected:
         (lambda d: d.update(cpu={"slice_us": 100_001}), "cpu.slice_us: must be at most 100000, got 100001"),
         (lambda d: d.update(cpu={"slice_us": -1}), "cpu.slice_us: must be at least 0, got -1"),
         (lambda d: d.update(cpu={"yield_after_reaction": "yes"}), 'cpu.yield_after_reaction: expected true or false, got a string ("yes")'),
+        (lambda d: d.update(audit={"stop_signing_on_foreign": "yes"}), 'audit.stop_signing_on_foreign: expected true or false, got a string ("yes")'),
+        (lambda d: d.update(audit={"poll_seconds": 0}), "audit.poll_seconds: must be greater than 0, got 0"),
+        (lambda d: d.update(audit={"stop_signing": True}), 'audit.stop_signing: unknown key (did you mean "stop_signing_on_foreign"?)'),
         (lambda d: d.update(fees={"priority_fee_wei": 10, "max_fee_cap_wei": 5}), "fees.max_fee_cap_wei: is below fees.priority_fee_wei (10)"),
         (lambda d: d["clients"].append({"name": "a", "url": "ws://b"}), 'clients[1].name: duplicate name "a" (also clients[0].name)'),
         (lambda d: d["rpcs"][0].update(name="has space"), "rpcs[0].name: use 1-64 letters, digits, '_', '.', '-' (it becomes a metric label), got \"has space\""),

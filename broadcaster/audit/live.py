@@ -1,0 +1,166 @@
+"""The live reconciler: every canonical block checked against the verified audit log (DESIGN §6a).
+
+The tracker's events feed :meth:`LiveReconciler.on_events` (synchronous, after the tx manager
+has reacted: it only queues block hashes). Its own task fetches each queued block with its
+transactions (``eth_getBlockByHash(h, true)``, batched, from the head clients and public RPCs,
+never a private or builder endpoint) and classifies the transactions from our accounts with
+:func:`broadcaster.audit.reconcile.plan_block`. A hash the audit copy does not hold yet is not
+foreign at once: the streamer first fetches the enclave's newest entries (a transaction can be
+mined before its entry is streamed), then the block is classified again.
+
+Reorg-aware: a reorg queues every block of the new branch, from the fork point up; a block that
+is no longer canonical when its turn comes is skipped; a foreign transaction found in a dropped
+block and again in its replacement is reported once (``ForeignReport`` keys on sender and nonce).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+
+from broadcaster.audit.reconcile import BlockAudit, Foreign, FullBlock, ours_in, plan_block
+from broadcaster.rpc.chain_reader import ChainReadError
+from heads.events import DeepReorg, Event, Extension, Head, Reorg
+
+__all__ = ["LiveReconciler"]
+
+log = logging.getLogger(__name__)
+
+FETCH_RETRIES = 200
+"""Times a queued block is asked for again (every ``retry_delay``) while no reader has it."""
+
+
+class LiveReconciler:
+    def __init__(
+        self,
+        *,
+        accounts: Collection[str],
+        fetch: Callable[[Sequence[str]], Awaitable[dict[str, FullBlock]]],
+        signed: Callable[[Iterable[bytes]], Awaitable[set[bytes]]],
+        external: Callable[[Iterable[bytes]], Awaitable[set[bytes]]],
+        catch_up: Callable[[], Awaitable[bool]],
+        on_foreign: Callable[[Foreign], object],
+        canonical: Callable[[], Iterable[Head]],
+        on_checked: Callable[[BlockAudit], None] | None = None,
+        retry_delay: float = 0.1,
+    ) -> None:
+        self.on_checked = on_checked or (lambda audit: None)
+        self.accounts = {a.lower() for a in accounts}
+        self.fetch = fetch
+        self.signed = signed
+        self.external = external
+        self.catch_up = catch_up
+        self.on_foreign = on_foreign
+        self.canonical = canonical
+        self.retry_delay = retry_delay
+        self.queue: dict[str, int] = {}  # block hash -> fetch attempts so far
+        # Fetched, not decided yet (the copy could not catch up): not fetched again.
+        self.fetched: dict[str, FullBlock] = {}
+        self.checked: list[BlockAudit] = []  # the newest few, for tests and /healthz
+        self.blocks_checked = 0
+        self._wake = asyncio.Event()
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        """Queue the blocks that joined the canonical chain (cheap; called on the event path)."""
+        queued = False
+        for event in events:
+            kind = type(event)
+            if kind is Extension:
+                for head in event.added:  # type: ignore[union-attr]
+                    self.queue.setdefault(head.hash, 0)
+                    queued = True
+            elif kind is Reorg:
+                assert isinstance(event, Reorg)
+                for head in event.old:
+                    self.queue.pop(head.hash, None)
+                    self.fetched.pop(head.hash, None)
+                for head in event.new:  # the rescan from the fork point
+                    self.queue.setdefault(head.hash, 0)
+                    queued = True
+            elif kind is DeepReorg:
+                assert isinstance(event, DeepReorg)
+                log.warning(
+                    "deep reorg: the reconciler checks from the new tip on; run `broadcaster"
+                    " audit` over the blocks below it"
+                )
+                self.queue.setdefault(event.new_tip.hash, 0)
+                queued = True
+        if queued:
+            self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.queue:
+                if not await self.step():
+                    await asyncio.sleep(self.retry_delay)
+
+    async def step(self) -> bool:
+        """Check every queued block a reader has; ``False`` when some must be asked again."""
+        wanted = list(self.queue)
+        blocks = {h: self.fetched[h] for h in wanted if h in self.fetched}
+        missing = [h for h in wanted if h not in blocks]
+        try:
+            if missing:
+                blocks.update(await self.fetch(missing))
+        except ChainReadError as exc:
+            log.warning("reconciler: blocks not fetched: %s", exc)
+        canonical = {h.hash for h in self.canonical()}
+        behind = False  # a catch-up failed this step: the rest waits for the next one
+        for block_hash in wanted:
+            block = blocks.get(block_hash)
+            if block_hash not in canonical:
+                self.queue.pop(block_hash, None)  # left the chain before its turn
+                self.fetched.pop(block_hash, None)
+                continue
+            if block is None:
+                tries = self.queue[block_hash] = self.queue.get(block_hash, 0) + 1
+                if tries >= FETCH_RETRIES:
+                    log.error("reconciler: block %s never fetched; not checked", block_hash)
+                    self.queue.pop(block_hash, None)
+                continue
+            if behind or await self.check(block) is None:
+                # The copy could not catch up: asked again (not fetched again), never called
+                # foreign; one catch-up attempt per step, however many blocks wait.
+                behind = True
+                self.fetched[block_hash] = block
+                continue
+            self.queue.pop(block_hash, None)
+            self.fetched.pop(block_hash, None)
+        return not self.queue
+
+    async def check(self, block: FullBlock) -> BlockAudit | None:
+        """Classify ``block``; ``None`` (nothing reported, the block stays queued) when it holds
+        a hash the copy lacks and the copy could not catch up with the enclave (the signer did
+        not answer: a reconnect, a restarted enclave): that hash may well be ours."""
+        mine = [tx.hash for tx in ours_in(block, self.accounts)]
+        signed: set[bytes] = set()
+        external: set[bytes] = set()
+        if mine:
+            signed = await self.signed(mine)
+            unknown = [h for h in mine if h not in signed]
+            if unknown:
+                external = await self.external(unknown)
+                if any(h not in external for h in unknown):
+                    # Entries not streamed yet? Fetch them, then decide; ``catch_up`` is
+                    # ``False`` when the copy is not complete (a refused log is complete: it
+                    # takes nothing more, and what it lacks is foreign).
+                    if not await self.catch_up():
+                        return None
+                    signed |= await self.signed(unknown)
+        audit = plan_block(block, self.accounts, signed, external)
+        self.blocks_checked += 1
+        self.checked = [*self.checked[-63:], audit]
+        self.on_checked(audit)
+        for found in audit.foreign:
+            log.error(
+                "foreign transaction 0x%s from %s (nonce %d) in block %d",
+                found.hash.hex(),
+                found.sender,
+                found.nonce,
+                found.block,
+            )
+            self.on_foreign(found)
+        return audit

@@ -1,0 +1,154 @@
+"""Reconciliation with the chain, the pure core (DESIGN.md §6a "Reconciliation, live and offline").
+
+Every transaction from one of our accounts in a canonical block must be one the verified audit
+log holds (a ``sign`` entry with its ``tx_hash``) or an ``eth_sendRawTransaction`` the journal
+accepted as external; anything else is a *foreign* transaction: the key was used outside the
+enclave, or the enclave signed without logging. :func:`plan_block` classifies one block's
+transactions; the live reconciler (``broadcaster.audit.live``) and ``broadcaster audit``
+(``broadcaster.cli.audit``) only fetch blocks and the known hashes, and act on what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BlockAudit",
+    "BlockTx",
+    "Foreign",
+    "FullBlock",
+    "Totals",
+    "parse_full_block",
+    "plan_block",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTx:
+    """One transaction of a block: hash, sender (lower-case 0x-hex) and nonce."""
+
+    hash: bytes
+    sender: str
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class FullBlock:
+    number: int
+    hash: str
+    txs: tuple[BlockTx, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """A transaction from our account that neither the audit log nor the journal accounts for."""
+
+    hash: bytes
+    sender: str
+    nonce: int
+    block: int
+    block_hash: str
+
+    def event(self) -> dict[str, Any]:
+        """The ``broadcaster audit --json`` line (DESIGN.md §6a)."""
+        return {
+            "event": "foreign",
+            "hash": "0x" + self.hash.hex(),
+            "sender": self.sender,
+            "nonce": self.nonce,
+            "block": self.block,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BlockAudit:
+    """What one block held of ours: ``ours`` (in the audit log), ``external`` (journaled raw
+    txs) and ``foreign``."""
+
+    number: int
+    hash: str
+    ours: int
+    external: int
+    foreign: tuple[Foreign, ...]
+
+
+@dataclass(slots=True)
+class Totals:
+    """Running sums for a summary line."""
+
+    blocks: int = 0
+    ours: int = 0
+    external: int = 0
+    foreign: list[Foreign] = field(default_factory=list)
+
+    def add(self, audit: BlockAudit) -> None:
+        self.blocks += 1
+        self.ours += audit.ours
+        self.external += audit.external
+        self.foreign.extend(audit.foreign)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "event": "summary",
+            "blocks": self.blocks,
+            "ours": self.ours,
+            "external": self.external,
+            "foreign": len(self.foreign),
+        }
+
+
+def ours_in(block: FullBlock, accounts: Collection[str]) -> list[BlockTx]:
+    """The block's transactions sent from ``accounts`` (lower-case 0x-hex)."""
+    return [tx for tx in block.txs if tx.sender in accounts]
+
+
+def plan_block(
+    block: FullBlock,
+    accounts: Collection[str],
+    signed: Collection[bytes],
+    external: Collection[bytes],
+) -> BlockAudit:
+    """Classify ``block``'s transactions from ``accounts``: in ``signed`` (the verified audit
+    log's tx hashes), in ``external`` (journaled raw txs), or foreign. A hash in both counts as
+    ours (the enclave signed it)."""
+    ours = ext = 0
+    foreign: list[Foreign] = []
+    for tx in block.txs:
+        if tx.sender not in accounts:
+            continue
+        if tx.hash in signed:
+            ours += 1
+        elif tx.hash in external:
+            ext += 1
+        else:
+            foreign.append(Foreign(tx.hash, tx.sender, tx.nonce, block.number, block.hash))
+    return BlockAudit(block.number, block.hash, ours, ext, tuple(foreign))
+
+
+def _int(value: Any) -> int:
+    if type(value) is int:
+        return value
+    if type(value) is str and value.startswith("0x"):
+        return int(value, 16)
+    raise ValueError(f"not a quantity: {value!r}")
+
+
+def parse_full_block(raw: Mapping[str, Any]) -> FullBlock:
+    """A block of ``eth_getBlockByHash(h, true)`` / ``eth_getBlockByNumber(n, true)``.
+
+    Raises ``ValueError`` when it is not one (transaction hashes instead of objects included:
+    a sender cannot be known from a hash)."""
+    txs: list[BlockTx] = []
+    items: Iterable[Any] = raw.get("transactions") or ()
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise ValueError("the block's transactions are not objects (asked with true?)")
+        tx_hash = str(item["hash"])
+        sender = str(item["from"]).lower()
+        if not tx_hash.startswith("0x") or len(tx_hash) != 66 or len(sender) != 42:
+            raise ValueError(f"malformed transaction {tx_hash!r} from {sender!r}")
+        txs.append(BlockTx(bytes.fromhex(tx_hash[2:]), sender, _int(item["nonce"])))
+    block_hash = str(raw["hash"]).lower()
+    return FullBlock(_int(raw["number"]), block_hash, tuple(txs))

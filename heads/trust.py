@@ -1,0 +1,82 @@
+"""Which client's word the tracker takes: confirmation and quarantine (DESIGN.md §3, trust).
+
+A new block a client is the first to announce, while another client is connected, is
+*suspect* when the client forks itself with it (no higher than its own current head: a sibling
+flood) or runs more than a few blocks ahead of every other connected client with it (a forged
+chain raced ahead); the tracker decides (``ChainTracker._suspect``). A suspect block stays
+*unconfirmed* until another client announces it or a descendant of it (its parent hash commits
+to it). A client with ``quarantine_after`` unconfirmed blocks in the window is *quarantined*:
+its heads stop being candidates for the tip until another client confirms one of its blocks.
+Blocks leaving the window (or evicted) stop counting. Quarantine only shuts a client out while
+another connected client has a head to stand in for it: a lone client is never frozen.
+
+Pure bookkeeping: the tracker calls it and keeps the maps bounded by its window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from heads.events import Event, Head, Quarantine
+
+__all__ = ["Trust"]
+
+_NONE: Final = 1 << 62  # "no unconfirmed block": above every height
+
+
+class Trust:
+    """Unconfirmed blocks by origin, per-client counts and the quarantined set."""
+
+    def __init__(self, quarantine_after: int = 2) -> None:
+        if quarantine_after < 1:
+            raise ValueError(f"quarantine_after must be >= 1, got {quarantine_after}")
+        self.quarantine_after = quarantine_after
+        self.origin: dict[str, str] = {}  # unconfirmed block hash -> the client that brought it
+        self.unconfirmed: dict[str, int] = {}
+        self.quarantined: set[str] = set()
+        self.quarantines = 0  # how many times a client was quarantined
+        self.lowest = _NONE  # no unconfirmed block is lower (lazy: may be lower than the least)
+
+    def originate(self, client: str, block: Head, events: list[Event]) -> None:
+        """``client`` brought the suspect ``block`` while another client listens."""
+        if block.hash in self.origin:
+            return
+        self.origin[block.hash] = client
+        if block.number < self.lowest:
+            self.lowest = block.number
+        count = self.unconfirmed.get(client, 0) + 1
+        self.unconfirmed[client] = count
+        if count >= self.quarantine_after and client not in self.quarantined:
+            self.quarantined.add(client)
+            self.quarantines += 1
+            events.append(Quarantine(client, True, count))
+
+    def confirm(
+        self, client: str, block: Head, blocks: Mapping[str, Head], events: list[Event]
+    ) -> None:
+        """``client`` announced ``block``: it and its ancestors down to the lowest unconfirmed
+        height are confirmed where another client brought them (at most a window's walk, and
+        none while nothing is unconfirmed)."""
+        origin = self.origin
+        lowest = self.lowest
+        current: Head | None = block
+        while current is not None and current.number >= lowest and origin:
+            brought_by = origin.get(current.hash)
+            if brought_by is not None and brought_by != client:
+                del origin[current.hash]
+                self.unconfirmed[brought_by] -= 1
+                if brought_by in self.quarantined:
+                    self.quarantined.discard(brought_by)
+                    events.append(Quarantine(brought_by, False, self.unconfirmed[brought_by]))
+            current = blocks.get(current.parent_hash)
+        if not origin:
+            self.lowest = _NONE
+
+    def forget(self, block_hash: str) -> None:
+        """The block left the tracker's maps (window, eviction): it no longer counts."""
+        brought_by = self.origin.pop(block_hash, None)
+        if brought_by is not None:
+            self.unconfirmed[brought_by] -= 1
+        if not self.origin:
+            self.lowest = _NONE
