@@ -316,6 +316,7 @@ _COMPARED: Final = (
     ("validUntilBlock", "valid_until_block"),
     ("type", "tx_type"),
     ("accessList", "access_list"),
+    ("private", "private"),  # a retry may not move an intent between public and private
 )
 
 

@@ -64,7 +64,9 @@ class OrderflowEndpoint:
     def offer(self, method: str, body_of: Callable[[int], bytes]) -> bool:
         """Write now (True) or queue for the worker (False)."""
         if not self.queue and self.transport.ready():
-            with contextlib.suppress(OSError):
+            # RuntimeError: the [ha] fence refused the write (the lease lapsed); the worker
+            # reports the queued copy as failed. Never raised into the reaction.
+            with contextlib.suppress(OSError, RuntimeError):
                 self.write(method, body_of)
                 return True
         if len(self.queue) >= self.queue_size:
@@ -115,7 +117,7 @@ class OrderflowEndpoint:
                 method, rid, body = self.queue.popleft()
                 try:
                     self.transport.send(rid, body)
-                except OSError:
+                except (OSError, RuntimeError):  # RuntimeError: the [ha] fence refused it
                     self.owner.report(self.name, method, "failed")
                     continue
                 self._arm(rid, method)

@@ -72,6 +72,10 @@ class Router:
         # send the same txs for the same block again (a reorg's head after the reaction already
         # sent the replacement, a stale-attempt resend) is skipped.
         self.sent: dict[str, tuple[int, tuple[bytes, ...]]] = {}
+        # Private intents submitted before any tip (start-up recovery, a takeover, a first intent
+        # before the first head): their bundles go out with the first head's re-target, their
+        # private transactions (which need no per-head re-send) right then, too.
+        self.deferred: set[str] = set()
 
     # -- Submitter -------------------------------------------------------------------------------
 
@@ -95,7 +99,9 @@ class Router:
         target = Target(record.intent.id, raw, tx_hash, record.intent.valid_until_block, noop=noop)
         tip = self.tip_number()
         if tip is None:
+            self.deferred.add(record.intent.id)
             return done
+        self.deferred.discard(record.intent.id)
         plan = plan_submit(target, tip, builders=self.builders, private=self.private)
         written = self.execute(plan)
         if written:
@@ -152,6 +158,13 @@ class Router:
     def on_head(self, tip: int) -> int:
         """Re-target every live bundle at ``tip + 1``; forget settled intents. Returns writes."""
         targets = []
+        late: list[OrderflowAction] = []
+        for intent_id in sorted(self.deferred):
+            record = self.records.get(intent_id)
+            target = self.target_of(record) if record is not None else None
+            if target is not None and self.private and not (target.mined or target.given_up):
+                late.extend(plan_submit(target, tip, builders=False, private=True))
+        self.deferred.clear()
         for intent_id, record in list(self.records.items()):
             if record.state is TxState.FINALIZED or record.settled:
                 del self.records[intent_id]
@@ -161,7 +174,7 @@ class Router:
             target = self.target_of(record)
             if target is not None:
                 targets.append(target)
-        return self.execute(plan_head(targets, tip, builders=self.builders))
+        return self.execute([*late, *plan_head(targets, tip, builders=self.builders)])
 
     def on_status(self, record: TxRecord, event: str) -> None:
         """A private intent was cancelled or expired: cancel its payload bundle and private txs."""

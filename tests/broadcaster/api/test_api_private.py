@@ -44,3 +44,16 @@ def test_private_must_be_a_boolean() -> None:
     with pytest.raises(ParamError) as info:
         parse_intent({**INTENT, "private": "yes"}, defaults(private_routes=True))
     assert info.value.field == "private"
+
+
+def test_a_retry_under_the_same_key_with_another_private_value_is_a_conflict() -> None:
+    """Review: ``private`` was missing from the idempotency comparison, so a retry flipping it
+    was answered with the earlier intent as if it were the same request."""
+    from broadcaster.api.intents import idempotency_conflict
+
+    both = defaults(private_routes=True, public_routes=True)
+    params = {**INTENT, "key": "k1"}
+    earlier = parse_intent(params, both)
+    flipped = {**params, "private": True}
+    assert idempotency_conflict(flipped, parse_intent(flipped, both), earlier) == "private"
+    assert idempotency_conflict(params, parse_intent(params, both), earlier) is None
