@@ -107,8 +107,8 @@ async def screen_rpcs(
             reply = await send(http_url(url), body)
         except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
             return f"{type(exc).__name__}: {exc}"
-        if name in bundle_only and type(reply) is dict and "result" not in reply:
-            return f"a bundle-only endpoint: {reply.get('error')!r:.80}"
+        if name in bundle_only and not (type(reply) is dict and "result" in reply):
+            return f"a bundle-only endpoint answered no chain id: {reply!r:.80}"
         return judge_chain_id(name, url, expected, reply)
 
     try:

@@ -111,18 +111,37 @@ class Router:
         return done
 
     def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> Submitted:
-        public = [item for item in items if not self.is_private(item[2])]
-        if len(public) == len(items):
+        """The public items in one fan-out batch, first (builders' work never delays them and
+        they keep the one JSON-RPC batch per RPC), then the private ones in order.
+        ``written_items`` stays the count of leading items written now."""
+        flags = [self.is_private(item[2]) for item in items]
+        if not any(flags):
             assert self.public is not None
             return self.public.submit_many(items)
+        public = [item for item, private in zip(items, flags, strict=True) if not private]
         done = Submitted()
-        for raw, tx_hash, context in items:  # in order: a sender's nonces keep theirs
-            one = self.submit(raw, tx_hash, context)
-            done.written += one.written
-            done.queued += one.queued
-            done.refused += one.refused
-            done.last_ns = max(done.last_ns, one.last_ns)
-            if one.written and done.written_items == items.index((raw, tx_hash, context)):
+        written_public = 0
+        if public:
+            assert self.public is not None
+            first = self.public.submit_many(public)
+            done.written, done.queued, done.refused = first.written, first.queued, first.refused
+            done.last_ns = first.last_ns
+            written_public = first.written_items
+        leading = True
+        seen_public = 0
+        for (raw, tx_hash, context), private in zip(items, flags, strict=True):
+            if private:
+                one = self.submit(raw, tx_hash, context)
+                done.written += one.written
+                done.queued += one.queued
+                done.refused += one.refused
+                done.last_ns = max(done.last_ns, one.last_ns)
+                wrote = one.written > 0
+            else:
+                wrote = seen_public < written_public
+                seen_public += 1
+            leading = leading and wrote
+            if leading:
                 done.written_items += 1
         return done
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sha3
 
-from broadcaster.api.client import GWEI, BroadcasterClient
+from broadcaster.api.client import GWEI, ApiError, BroadcasterClient
 from broadcaster.dev.anvil import DEV_ADDRESS, AnvilNode, start_anvil
 from broadcaster.dev.stack import DevStack, dev_stack
 from broadcaster.tx.bundles import replacement_uuid
@@ -42,10 +42,14 @@ class Orderflow:
 
 
 @contextlib.asynccontextmanager
-async def orderflow(tmp_path: Path, *, with_public: bool) -> AsyncIterator[Orderflow]:
+async def orderflow(
+    tmp_path: Path, *, with_public: bool, builder_chain_id: int | None = None
+) -> AsyncIterator[Orderflow]:
     async with contextlib.AsyncExitStack() as stack:
         node = await stack.enter_async_context(start_anvil("anvil", "--no-mining"))
-        builder = await stack.enter_async_context(BuilderDouble(node.http_url))
+        builder = await stack.enter_async_context(
+            BuilderDouble(node.http_url, chain_id=builder_chain_id)
+        )
         endpoints = [("builder", builder.url, "builder")]
         public = None
         if with_public:
@@ -239,6 +243,26 @@ async def test_a_builders_only_deployment_sends_every_intent_as_a_bundle(tmp_pat
         await only.builder.build()
         await until(lambda: _is(only, sent["id"], "included"), "inclusion")
         assert only.builder.unexpected == []  # nonce counts, blocks, receipts: the head client's
+        assert only.builder.probed == 1  # the start-up eth_chainId screen covers builders too
+
+
+async def test_a_builder_of_another_chain_is_kept_out_and_private_intents_refused(
+    tmp_path: Path,
+) -> None:
+    """Review: the eth_chainId screen covers every kind; a builder answering chain 1 gets
+    nothing of ours, and a private intent is refused clearly instead of going nowhere."""
+    async with orderflow(tmp_path, with_public=True, builder_chain_id=1) as flow:
+        with pytest.raises(ApiError) as info:
+            await send_private(flow, private=True)
+        assert 'no [[rpcs]] of kind "private" or "builder"' in str(info.value)
+        assert (
+            flow.stack.service.metrics.sample(
+                "broadcaster_invalid_messages_total",
+                {"client": "builder", "reason": "chain_id_mismatch"},
+            )
+            == 1
+        )
+        assert flow.builder.probed == 1 and flow.builder.sends() == []
 
 
 async def _is(flow: Orderflow, intent_id: str, wanted: str) -> bool:

@@ -62,16 +62,17 @@ async def test_a_bundle_only_builder_refusing_eth_chain_id_is_kept_but_a_wrong_c
         "http://b/": {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}},
         "http://b2/": {"jsonrpc": "2.0", "id": 1, "result": "0x1"},
         "http://p/": {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}},
+        "http://b3/": "method not allowed",
     }
 
     async def post(url: str, body: object) -> object:
         return answers[url]
 
     screen = await screen_rpcs(
-        [("b", "http://b/"), ("b2", "http://b2/"), ("p", "http://p/")],
+        [("b", "http://b/"), ("b2", "http://b2/"), ("p", "http://p/"), ("b3", "http://b3/")],
         31337,
         post=post,
-        bundle_only=["b", "b2"],
+        bundle_only=["b", "b2", "b3"],
     )
-    assert screen.kept == ["b"] and screen.unchecked == ["b"]
+    assert screen.kept == ["b", "b3"] and screen.unchecked == ["b", "b3"]
     assert sorted(r.name for r in screen.refused) == ["b2", "p"]

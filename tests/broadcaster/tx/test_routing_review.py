@@ -111,3 +111,34 @@ async def test_a_write_the_ha_fence_refuses_is_a_failed_send_not_a_crash() -> No
     assert results == [("b", "eth_sendBundle", "failed")]
     assert not worker.done()
     worker.cancel()
+
+
+def test_a_mixed_reaction_batch_writes_the_public_ones_first_in_one_batch() -> None:
+    """A private item ahead of public ones in a reaction's batch: the public replacements went
+    one request each, after the builders' work; now one fan-out batch, before it."""
+    world = World()
+    log: list[str] = []
+    fanout = world.fanout
+    assert fanout is not None
+    batches: list[int] = []
+    real_many, real_builders = fanout.submit_many, world.port.to_builders
+
+    def many(items):  # type: ignore[no-untyped-def]
+        log.append("public")
+        batches.append(len(items))
+        return real_many(items)
+
+    def builders(method, params):  # type: ignore[no-untyped-def]
+        log.append("builder")
+        return real_builders(method, params)
+
+    fanout.submit_many = many  # type: ignore[method-assign]
+    world.port.to_builders = builders  # type: ignore[method-assign]
+    private = world.record(private=True)
+    p1, p2 = world.record(private=False), world.record(private=False)
+    a = world.attempt(private, b"\x1a", AttemptReason.REORG)
+    b = world.attempt(p1, b"\x1b", AttemptReason.REORG)
+    c = world.attempt(p2, b"\x1c", AttemptReason.REORG)
+    done = world.router.submit_many([(x.attempt.raw, x.attempt.hash, x) for x in (a, b, c)])
+    assert log[0] == "public" and batches == [2] and fanout.sent == [b"\x1b", b"\x1c"]
+    assert done.written_items == 3 and done.written == 4
