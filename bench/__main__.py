@@ -31,7 +31,14 @@ import uvloop
 
 from bench.harness import Harness
 from bench.plot import plot_reaction
-from bench.reaction import BroadcasterImpl, Impl, PeerImpl, ReactionResult, run_reaction
+from bench.reaction import (
+    BroadcasterImpl,
+    Impl,
+    PeerImpl,
+    PrivateBroadcasterImpl,
+    ReactionResult,
+    run_reaction,
+)
 from bench.replay import ReplayRun, run_replay, startup_seconds
 from bench.report import deltas, format_deltas, format_table, pct, row, signing_rows
 from bench.throughput import ThroughputRun, broadcaster_throughput, peer_throughput
@@ -44,6 +51,7 @@ LABELS = {
     "raw": "hand-written peer (raw websockets + orjson, eth-account, aiohttp)",
     "web3": "web3.py + eth-account bot",
     "floor": "harness floor (pre-signed, sent on frame arrival)",
+    "private": "broadcaster, private intents: replacement bundle at the last of 3 builders",
 }
 
 
@@ -57,8 +65,8 @@ class Plan:
 
     @classmethod
     def make(cls, quick: bool, trials: int | None) -> Plan:
-        everyone = ("broadcaster", "raw", "web3", "floor")
-        batch = ("broadcaster", "raw", "floor")
+        everyone = ("broadcaster", "private", "raw", "web3", "floor")
+        batch = ("broadcaster", "private", "raw", "floor")
         one, ten, hundred = (30, 8, 4) if quick else (200, 40, 15)
         if trials is not None:
             one, ten, hundred = trials, max(2, trials // 5), max(2, trials // 10)
@@ -113,6 +121,11 @@ async def _reaction(plan: Plan, workdir: Path, fake_delay_ms: float | None) -> l
         pool = iter(harnesses)
         if "broadcaster" in names:
             impls.append(BroadcasterImpl(next(pool)))
+        if "private" in names:  # its own harness, whose RPCs play builders (section 5a)
+            builders = Harness(builders=True)
+            await builders.__aenter__()
+            harnesses.append(builders)
+            impls.append(PrivateBroadcasterImpl(builders))
         for name, module in (("raw", "bench.peers.raw"), ("web3", "bench.peers.web3bot"),
                              ("floor", "bench.peers.floor")):  # fmt: skip
             if name in names:
@@ -179,6 +192,18 @@ def reaction_rows(results: list[ReactionResult]) -> list[dict[str, Any]]:
             for r in results
             if r.k == k and r.impl not in ("broadcaster", "web3", "raw")
         )  # fmt: skip
+        private = by.get(("private", k))
+        if private is not None:
+            rows.append(
+                row(
+                    f"reaction.inproc.{k}.private",
+                    f"reorg reaction in-process, {k} tx, private intents (replacement bundles "
+                    "to 3 builders)",
+                    unit="µs", ours="private", ours_p50=pct(private.in_process_us, 50),
+                    ours_p99=pct(private.in_process_us, 99), target="(next to the public one)",
+                    n=len(private.in_process_us), error=private.error,
+                )
+            )  # fmt: skip
         if ours is not None:
             i50, i99 = pct(ours.in_process_us, 50), pct(ours.in_process_us, 99)
             target, met = "(informational)", None

@@ -279,7 +279,12 @@ def _ws_text_frame(payload: bytes) -> bytes:
 class Harness:
     """One node: ``ws_url`` for heads and reads, ``rpc_urls`` (3) for broadcasts."""
 
-    def __init__(self, rpcs: int = 3) -> None:
+    def __init__(self, rpcs: int = 3, *, builders: bool = False) -> None:
+        """``builders``: the RPCs play block builders (``eth_sendBundle``: each bundle's txs
+        arrive like raw transactions) and one more endpoint, ``reader_url``, answers the
+        chain reads a builder never serves (DESIGN.md 5a)."""
+        self.builders = builders
+        self.reader_url = ""
         self.chain = Chain()
         self.n_rpcs = rpcs
         self.arrivals: list[RawArrival] = []
@@ -313,6 +318,10 @@ class Harness:
             server = await self.loop.create_server(factory, "127.0.0.1", 0)
             self._rpc_servers.append(server)
             self.rpc_urls.append(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        if self.builders:
+            server = await self.loop.create_server(lambda: _RpcConnection(self, -1), "127.0.0.1", 0)
+            self._rpc_servers.append(server)
+            self.reader_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -393,6 +402,14 @@ class Harness:
         rid = request.get("id")
         method = request.get("method")
         params = request.get("params") or []
+        if method == "eth_sendBundle" and rpc >= 0 and self.builders:
+            bundle = params[0]
+            for raw_hex in bundle["txs"]:
+                tx_hash = _keccak_hex(bytes.fromhex(raw_hex[2:]))
+                self._raw_arrival(RawArrival(t_ns, rpc, tx_hash))
+            return {"jsonrpc": "2.0", "id": rid, "result": {"bundleHash": "0x" + "00" * 32}}
+        if method == "eth_cancelBundle" and rpc >= 0 and self.builders:
+            return {"jsonrpc": "2.0", "id": rid, "result": None}
         if method == "eth_sendRawTransaction" and rpc >= 0:
             raw = bytes.fromhex(params[0][2:])
             tx_hash = _keccak_hex(raw)

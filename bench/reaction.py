@@ -36,7 +36,14 @@ from bench.harness import Harness
 from bench.service import RunningService, reaction_lines, running_broadcaster
 from broadcaster.api.client import GWEI, BroadcasterClient
 
-__all__ = ["BroadcasterImpl", "Impl", "PeerImpl", "ReactionResult", "run_reaction"]
+__all__ = [
+    "BroadcasterImpl",
+    "Impl",
+    "PeerImpl",
+    "PrivateBroadcasterImpl",
+    "ReactionResult",
+    "run_reaction",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 TO = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -157,7 +164,7 @@ class BroadcasterImpl(Impl):
 
     async def start(self, workdir: Path) -> None:
         self.service = await self._stack.enter_async_context(
-            running_broadcaster(self.harness, workdir / "broadcaster")
+            running_broadcaster(self.harness, workdir / self.name)  # own journal
         )
         self.client = await self.service.client()
         self._stack.push_async_callback(self.client.close)
@@ -201,6 +208,15 @@ class BroadcasterImpl(Impl):
         if self.service is None:
             return []
         return [us for dropped, us in reaction_lines(self.service.log_path) if dropped == k]
+
+
+class PrivateBroadcasterImpl(BroadcasterImpl):
+    """The same service with ``[routing] private = true`` and the 3 harness RPCs as builders:
+    the figure is then the reorg frame -> the replacement *bundle* (``eth_sendBundle`` for the
+    new tip + 1) at the last of 3 builders (DESIGN.md 5a: the same reaction, the same budget)."""
+
+    name = "private"
+    label = "broadcaster, private intents -> 3 builders (eth_sendBundle)"
 
 
 async def _trial(impl: Impl, k: int) -> tuple[float, float]:

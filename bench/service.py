@@ -49,10 +49,17 @@ def reaction_lines(log_path: Path) -> list[tuple[int, float]]:
 
 
 def _config(harness: Harness, signer_url: str, workdir: Path, api_port: int, rate: bool) -> str:
+    rpcs: list[tuple[str, str] | tuple[str, str, str]]
+    if harness.builders:  # DESIGN.md 5a: 3 builders, one public RPC for the reads
+        rpcs = [(f"builder{i}", url, "builder") for i, url in enumerate(harness.rpc_urls)]
+        rpcs.append(("reader", harness.reader_url, "public"))
+    else:
+        rpcs = [(f"rpc{i}", url) for i, url in enumerate(harness.rpc_urls)]
     text = render_config(
         chain_id=CHAIN_ID,
         clients=[("harness", harness.ws_url)],
-        rpcs=[(f"rpc{i}", url) for i, url in enumerate(harness.rpc_urls)],
+        rpcs=rpcs,
+        routing_private=True if harness.builders else None,
         signer_url=signer_url,
         accounts=[ADDRESS],
         api_listen=f"127.0.0.1:{api_port}",

@@ -19,6 +19,8 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 ``invalid_messages_total{client,reason}`` counter   frames from a client that were not usable
 ``intents_total{status}``                counter    intents reaching each status
 ``foreign_transactions_total{sender}``   counter    nonces of ours taken by a tx we never signed
+``bundles_total{rpc,result}``            counter    eth_sendBundle answers per builder (section 5a)
+``private_sends_total{rpc}``             counter    eth_sendPrivateTransaction requests written
 ``is_leader``                            gauge      1 on the instance that acts (no [ha]: always)
 =======================================  =========  ==============================================
 
@@ -84,9 +86,11 @@ DESIGN_METRIC_NAMES = (
     "broadcaster_pending_transactions",
     "broadcaster_invalid_messages_total",
     "broadcaster_intents_total",
+    "broadcaster_bundles_total",
+    "broadcaster_private_sends_total",
     "broadcaster_is_leader",
 )
-"""The names DESIGN.md section 7 fixes, as exposed (histograms add _bucket/_sum/_count)."""
+"""The names DESIGN.md sections 5a and 7 fix, as exposed (histograms add _bucket/_sum/_count)."""
 
 REORG_DEPTH_BUCKETS = (1, 2, 3, 4, 5, 7, 10, 16, 32, 64)
 # Literal decimals so the ``le`` labels read cleanly (``0.0002``, not ``0.00019999999999999998``).
@@ -229,6 +233,16 @@ class Metrics:
             "client_quarantined", "1 while the client is quarantined", ("client",)
         )
         self.intents_total = counter("intents", "Intents reaching each status", ("status",))
+        self.bundles_total = counter(
+            "bundles",
+            "eth_sendBundle answers per builder (result: accepted, rejected, failed, dropped)",
+            ("rpc", "result"),
+        )
+        self.private_sends_total = counter(
+            "private_sends",
+            "eth_sendPrivateTransaction requests per private RPC (one per answer or failure)",
+            ("rpc",),
+        )
         self.is_leader = gauge("is_leader", "1 on the instance that accepts, signs and sends")
         self.is_leader.set(1)  # without [ha] the only instance acts; [ha] starts as a standby
         self.lease_age_seconds = gauge(
@@ -380,6 +394,13 @@ class Metrics:
 
     def intent(self, status: str) -> None:
         self._labelled("intents", self.intents_total, status).inc()
+
+    def orderflow(self, rpc: str, method: str, result: str) -> None:
+        """An answer from a builder or private RPC (``broadcaster.rpc.orderflow.RESULTS``)."""
+        if method == "eth_sendBundle":
+            self._labelled("bundles", self.bundles_total, rpc, result).inc()
+        elif method == "eth_sendPrivateTransaction":
+            self._labelled("private_sends", self.private_sends_total, rpc).inc()
 
     # ------------------------------------------------------------ reading
 

@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from broadcaster.audit import AuditStreamer, ForeignReport, LiveReconciler, Sign
 from broadcaster.audit.chain import full_blocks
 from broadcaster.audit.verify import AuditRefused
 from broadcaster.backoff import backoff
-from broadcaster.ha.fence import Fence, FencedSigner, fenced_transports
+from broadcaster.ha.fence import Fence, FencedSigner, FencedTransport, fenced_transports
 from broadcaster.ha.role import Leadership
 from broadcaster.ha.standby import StandbyApi
 from broadcaster.metrics import Metrics, MetricsServer, start_metrics_server
@@ -48,9 +49,11 @@ from broadcaster.rpc.chain_id import screen_rpcs
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.rpc.error_table import ErrorKind
 from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, default_transport
+from broadcaster.rpc.orderflow import OrderflowSender
 from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
+from broadcaster.tx.routing import Router
 from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
@@ -92,10 +95,13 @@ class _TxMetrics(TxObserver):
     def __init__(self, metrics: Metrics, subscriptions: Subscriptions) -> None:
         self.metrics = metrics
         self.subscriptions = subscriptions
+        self.router: Router | None = None  # cancels a private intent's bundle (section 5a)
         self.report: ForeignReport | None = None  # set once the service has built it
 
     def status(self, record: TxRecord, event: str) -> None:
         self.subscriptions.notify(record, event)
+        if self.router is not None:
+            self.router.on_status(record, event)
         if event in _COUNTED_STATUSES:
             self.metrics.intent(event)
 
@@ -189,6 +195,8 @@ class Service:
         self.hub: HeadHub | None = None
         self.fence = Fence(on_lapse)
         self.leadership: Leadership | None = None
+        self.router: Router | None = None
+        self._retargeted: int | None = None  # the tip the live bundles were last sent for
         self.gate: SigningGate | None = None
         self.streamer: AuditStreamer | None = None
         self.reconciler: LiveReconciler | None = None
@@ -310,23 +318,55 @@ class Service:
             stop_signing=config.audit.stop_signing_on_foreign,
         )
         fenced = config.ha is not None
-        # Every broadcast RPC is asked eth_chainId first: one of another chain is kept out.
-        screen = await screen_rpcs([(r.name, r.url) for r in config.rpcs], config.chain_id)
+        # Every RPC of every kind is asked eth_chainId first: one of another chain is kept out (a
+        # builder that serves only the bundle API and answers an error is kept, unverified).
+        screen = await screen_rpcs(
+            [(r.name, r.url) for r in config.rpcs],
+            config.chain_id,
+            bundle_only=[r.name for r in config.rpcs if r.kind == "builder"],
+        )
         for refused in screen.refused:
             log.error("%s", refused)
             self.metrics.invalid_message(refused.name, "chain_id_mismatch")
         rpcs = [r for r in config.rpcs if r.name in screen.kept]
         if not rpcs:
             raise screen.refused[0]
-        read_urls = [r.url for r in rpcs] + [_http_of(c.url) for c in config.clients]
+        public = [r for r in rpcs if r.kind == "public"]
+        private = [r for r in rpcs if r.kind != "public"]
+        # Chain reads never go to private RPCs or builders (section 5a): screened public ones and
+        # the head clients' nodes only.
+        read_urls = [r.url for r in public] + [_http_of(c.url) for c in config.clients]
         chain = ChainReader(
             read_urls, on_lie=lambda url, what: self.metrics.invalid_message("rpc", what)
         )
-        fanout = FanOut(  # the manager listens
-            [Endpoint(r.name, r.url) for r in rpcs],
-            transport_factory=(
-                fenced_transports(default_transport, self.fence) if fenced else default_transport
-            ),
+        fanout = (
+            FanOut(  # the manager listens (through the router)
+                [Endpoint(r.name, r.url) for r in public],
+                transport_factory=(
+                    fenced_transports(default_transport, self.fence)
+                    if fenced
+                    else default_transport
+                ),
+            )
+            if public
+            else None
+        )
+        orderflow = (
+            OrderflowSender(
+                [(r.name, r.url, r.kind) for r in private],
+                on_result=self.metrics.orderflow,
+                wrap=(lambda t: FencedTransport(t, self.fence)) if fenced else None,
+            )
+            if private
+            else None
+        )
+        router = self.router = observer.router = Router(
+            fanout,
+            orderflow,
+            builders=sum(1 for r in private if r.kind == "builder"),
+            private=sum(1 for r in private if r.kind == "private"),
+            tip_number=lambda: tracker.tip.number if tracker.tip else None,
+            clock_ns=time.perf_counter_ns,
         )
         manager = TxManager(
             chain_id=config.chain_id,
@@ -336,8 +376,8 @@ class Service:
             # tx.core.Submitter still declares submit() -> None; FanOut now returns a
             # Submitted the manager ignores. The ignore goes (warn_unused_ignores tells) once
             # the Protocol declares the return value.
-            fanout=fanout,
-            endpoints=len(rpcs),
+            fanout=router,
+            endpoints=max(1, len(public)),
             chain=chain,
             finality_depth=config.finality_depth,
             fees=FeePolicy(
@@ -386,10 +426,14 @@ class Service:
             priority_fee=config.fees.priority_fee_wei,
             max_gap_fill=config.fees.max_gap_fill,
             subscriptions=subscriptions,
+            routing=(config.routing.private, bool(private), bool(public)),
         )
         server = None
         try:
-            await fanout.connect()
+            if fanout is not None:
+                await fanout.connect()
+            if orderflow is not None:
+                await orderflow.connect()
             if self.streamer is not None:
                 await self.streamer.load()
                 self.metrics.audit_verified(self.streamer.anchor.seq)
@@ -411,7 +455,10 @@ class Service:
                     group.create_task(_follow(heads_task), name="heads")
                 if lease_task is not None:
                     group.create_task(_follow(lease_task), name="lease")
-                group.create_task(fanout.run(), name="fanout")
+                if fanout is not None:
+                    group.create_task(fanout.run(), name="fanout")
+                if orderflow is not None:
+                    group.create_task(orderflow.run(), name="orderflow")
                 group.create_task(manager.run(), name="txmanager")
                 group.create_task(self._lag_updater(hub), name="lag")
                 if self.streamer is not None and self.reconciler is not None:
@@ -431,7 +478,10 @@ class Service:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(journal.flush(), 5)
             journal.close()
-            await fanout.aclose()
+            if fanout is not None:
+                await fanout.aclose()
+            if orderflow is not None:
+                await orderflow.aclose()
             await signer.close()
             await chain.close()
             for task in (heads_task, lease_task):
@@ -623,6 +673,10 @@ class Service:
         if hub is not None and hub.tracker.tip is not None:
             tip = hub.tracker.tip
             metrics.tip(tip.number)
+            router = self.router
+            if router is not None and router.records and tip.number != self._retargeted:
+                self._retargeted = tip.number
+                router.on_head(tip.number)  # bundles target one block: re-target at tip + 1
             api = self.api
             if api is not None and str(header.get("hash", "")).lower() == tip.hash.lower():
                 api.subscriptions.new_head(header)  # eth_subscribe("newHeads"): the new tip

@@ -351,8 +351,12 @@ def open_book(
 
     ``settled_kept`` bounds how many finalized records come back into memory (see ``load``).
     """
-    records = load(path, settled_kept=settled_kept)
-    journal = SqliteJournal(path)
+    journal = SqliteJournal(path)  # first: it migrates a journal written by earlier code
+    try:
+        records = load(path, settled_kept=settled_kept)
+    except BaseException:
+        journal.close()
+        raise
     return NonceBook.restore(records, journal), journal
 
 

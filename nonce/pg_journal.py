@@ -124,7 +124,8 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
         version = row[0] if row else SCHEMA_VERSION
         while version in MIGRATIONS:
             version, sql = MIGRATIONS[version]
-            conn.execute(sql)
+            if sql:  # a step may only move the version (its tables are in the DDL above)
+                conn.execute(sql)
             conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (version,))
             logger.info("journal: migrated to schema %s", version)
     if version != SCHEMA_VERSION:

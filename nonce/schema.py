@@ -28,7 +28,7 @@ import orjson
 from nonce.entries import AttemptAdded, Entry, RecordOpened, SlotReleased, StateChanged
 from nonce.state import Attempt, AttemptReason, BlockRef, Intent, TxRecord, TxState
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,7 @@ TABLES: tuple[Table, ...] = (
             "included_hash BLOB",
             "settled INTEGER NOT NULL DEFAULT 0",
             "released INTEGER NOT NULL DEFAULT 0",
+            "is_private INTEGER NOT NULL DEFAULT 0",  # Intent.private (DESIGN.md 5a)
         ),
         ordered=True,
     ),
@@ -236,21 +237,23 @@ MIGRATIONS: dict[str, tuple[str, str]] = {
     # v3 adds the audit copy's tables (audit_entries, audit_keys, audit_heads): SCHEMA has
     # created them (IF NOT EXISTS) when this runs, so only the version moves.
     "2": ("3", ""),
+    # v4: Intent.private (DESIGN.md 5a), so a private intent stays private after a restart.
+    "3": ("4", "ALTER TABLE records ADD COLUMN is_private INTEGER NOT NULL DEFAULT 0;"),
 }
 """``version -> (next version, SQL)``: applied in order on open, each in one transaction."""
 
 INSERT_RECORD = (
     "INSERT INTO records (id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
     " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list, external,"
-    " noop, accepted_at, state, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " noop, is_private, accepted_at, state, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_RECORD_FINAL = (
     "INSERT INTO records (id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
     " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list, external,"
-    " noop, accepted_at, state, updated_at, state_reason, block_number, block_hash,"
+    " noop, is_private, accepted_at, state, updated_at, state_reason, block_number, block_hash,"
     " included_hash, settled, released)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_ATTEMPT = (
     "INSERT INTO attempts (hash, record_id, nonce, raw, max_fee_per_gas, max_priority_fee_per_gas,"
@@ -317,7 +320,8 @@ def statements(entry: Entry) -> Iterator[Statement]:
             INSERT_RECORD,
             (i.id, i.sender, entry.nonce, i.key, i.chain_id, i.tx_type, i.to, str(i.value), i.data,
              i.gas, str(i.max_fee_per_gas), str(i.max_priority_fee_per_gas), i.valid_until_block,
-             access, int(i.external), int(i.noop), entry.at, entry.state.value, entry.at),
+             access, int(i.external), int(i.noop), int(i.private), entry.at, entry.state.value,
+             entry.at),
         )  # fmt: skip
     elif isinstance(entry, SlotReleased):
         yield (RELEASE, (entry.at, entry.intent_id))
@@ -399,7 +403,8 @@ def batch_statements(entries: Iterable[Entry]) -> list[tuple[str, Rows]]:
         )
         head = (rid, i.sender, o.nonce, i.key, i.chain_id, i.tx_type, i.to, str(i.value), i.data,
                 i.gas, str(i.max_fee_per_gas), str(i.max_priority_fee_per_gas),
-                i.valid_until_block, access, int(i.external), int(i.noop), o.at)  # fmt: skip
+                i.valid_until_block, access, int(i.external), int(i.noop), int(i.private),
+                o.at)  # fmt: skip
         change = last.pop(rid, None)
         release_at = released.pop(rid, None)
         if change is None and release_at is None:
@@ -503,7 +508,8 @@ def read_records(
             "SELECT id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
             " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list,"
             " external, noop, state, state_reason, updated_at, block_number, block_hash,"
-            f" included_hash, settled, released FROM records{record_filter} ORDER BY rowid"
+            f" included_hash, settled, released, is_private FROM records{record_filter}"
+            " ORDER BY rowid"
         ),
         params,
     ):
@@ -524,6 +530,7 @@ def read_records(
             access_list=access,
             external=bool(row[14]),
             noop=bool(row[15]),
+            private=bool(row[24]),
         )
         out.append(
             TxRecord(

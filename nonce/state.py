@@ -121,7 +121,8 @@ class Intent:
     0 and 1 the gas price is ``max_fee_per_gas`` and ``max_priority_fee_per_gas`` must equal it.
     ``external`` marks bytes signed elsewhere (``eth_sendRawTransaction``): they can be rebroadcast
     but never re-signed. ``noop`` marks a filler intent the book made to plug a nonce gap.
-    ``access_list`` is EIP-2930's ``((address, (storage_key, ...)), ...)``.
+    ``access_list`` is EIP-2930's ``((address, (storage_key, ...)), ...)``. ``private`` (DESIGN.md
+    section 5a): every attempt, replacement and noop goes only to private RPCs and builders.
     """
 
     id: str
@@ -139,6 +140,7 @@ class Intent:
     access_list: tuple[tuple[str, tuple[str, ...]], ...] = ()
     external: bool = False
     noop: bool = False
+    private: bool = False  # DESIGN.md 5a: only private RPCs and builders, every attempt
 
     def __post_init__(self) -> None:
         if not self.id:

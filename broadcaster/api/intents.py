@@ -29,6 +29,7 @@ __all__ = [
     "intent_json",
     "parse_address",
     "parse_intent",
+    "parse_private",
     "parse_quantity",
 ]
 
@@ -55,6 +56,7 @@ _INTENT_FIELDS: Final = frozenset(
         "chainId",
         "nonce",
         "accessList",
+        "private",
     }
 )
 
@@ -76,6 +78,30 @@ class IntentDefaults:
     accounts: Sequence[str]  # lowercase addresses the signer holds keys for
     priority_fee: int = 1_000_000_000  # 1 gwei
     base_fee: int | None = None  # the current tip's base fee, for a default maxFeePerGas
+    private: bool = False  # [routing] private: the default of an intent's "private"
+    private_routes: bool = False  # some [[rpcs]] is kind "private" or "builder"
+    public_routes: bool = True  # some [[rpcs]] is kind "public"
+
+
+def parse_private(params: Mapping[str, Any], defaults: IntentDefaults) -> bool:
+    """The intent's ``private`` flag (DESIGN.md 5a), refused when nothing could carry it."""
+    value = params.get("private", defaults.private)
+    if value is None:
+        value = defaults.private
+    if type(value) is not bool:
+        raise ParamError("private", f"expected true or false, got {value!r:.40}")
+    if value and not defaults.private_routes:
+        raise ParamError(
+            "private",
+            'no [[rpcs]] of kind "private" or "builder" is configured: a private intent '
+            "would have nowhere to go (it is never sent to a public endpoint)",
+        )
+    if not value and not defaults.public_routes:
+        raise ParamError(
+            "private",
+            'no [[rpcs]] of kind "public" is configured: send with "private": true',
+        )
+    return value
 
 
 def parse_quantity(value: Any, field: str, *, maximum: int = _MAX_UINT256) -> int:
@@ -235,6 +261,7 @@ def parse_intent(
     if key is not None and (type(key) is not str or not 0 < len(key) <= _MAX_KEY_LENGTH):
         raise ParamError("key", f"expected a string of 1 to {_MAX_KEY_LENGTH} characters")
     access_list = parse_access_list(params.get("accessList"))
+    private = parse_private(params, defaults)
     if access_list and tx_type == 0:
         raise ParamError("accessList", "a legacy (type 0) transaction has no access list")
     try:
@@ -254,6 +281,7 @@ def parse_intent(
             key=key,
             tx_type=tx_type,
             access_list=access_list,
+            private=private,
         )
     except InvalidIntent as exc:
         raise ParamError(exc.field, exc.reason) from exc
@@ -288,6 +316,7 @@ _COMPARED: Final = (
     ("validUntilBlock", "valid_until_block"),
     ("type", "tx_type"),
     ("accessList", "access_list"),
+    ("private", "private"),  # a retry may not move an intent between public and private
 )
 
 

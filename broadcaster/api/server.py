@@ -114,7 +114,9 @@ class IntentApi(Dispatcher):
         max_gap_fill: int = 4,
         subscriptions: Subscriptions | None = None,
         intake: Callable[[], str | None] = lambda: None,
+        routing: tuple[bool, bool, bool] = (False, False, True),
     ) -> None:
+        """``routing``: ``([routing] private, any private/builder rpc, any public rpc)``."""
         if not tokens and not tenants:
             raise ValueError("the API needs at least one token or tenant")
         self.manager = manager
@@ -127,6 +129,7 @@ class IntentApi(Dispatcher):
         self._priority_fee = priority_fee  # [fees] priority_fee_wei: the tip of intents without one
         self._max_gap_fill = max_gap_fill
         self._intake = intake
+        self._routing = routing
         self._disk = asyncio.Semaphore(self.limits.disk_lookups)
         # Built by the service before the manager (its observers notify there); or our own.
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
@@ -182,6 +185,9 @@ class IntentApi(Dispatcher):
             accounts=client.access.senders(self.accounts),
             base_fee=self.manager.base_fee,
             priority_fee=self._priority_fee,
+            private=self._routing[0],
+            private_routes=self._routing[1],
+            public_routes=self._routing[2],
         )
 
     def _check_intake(self) -> None:
@@ -476,6 +482,8 @@ class IntentApi(Dispatcher):
             chain_id=self.chain_id,
             tx_type=fields.type,
             external=True,
+            # Raw bytes follow [routing] private (and a private-only deployment's endpoints).
+            private=self._routing[0] or not self._routing[2],
         )
         try:
             await self.manager.submit_raw(intent, fields.nonce, signed)

@@ -47,7 +47,14 @@ def describe_config(config: Config) -> str:
         f"finality depth {config.finality_depth}",
         f"clients ({len(config.clients)}): "
         + ", ".join(f"{c.name}={c.url}" for c in config.clients),
-        f"rpcs ({len(config.rpcs)}): " + ", ".join(f"{r.name}={r.url}" for r in config.rpcs),
+        f"rpcs ({len(config.rpcs)}): "
+        + ", ".join(
+            f"{r.name}={r.url}"
+            + ("" if r.kind == "public" else f" ({r.kind}{', auth ' + r.auth if r.auth else ''})")
+            for r in config.rpcs
+        ),
+        f"routing: private = {str(config.routing.private).lower()}"
+        f" (chain reads: {len(config.public_rpcs)} public rpcs + the clients)",
         f"signer: {signer.url} ({attested}, timeout {signer.timeout_seconds:g} s)",
         f"accounts ({len(config.accounts)}): " + ", ".join(a.address for a in config.accounts),
         f"fees: bump {fees.bump_percent}%, default tip {fees.priority_fee_wei} wei, {cap}",

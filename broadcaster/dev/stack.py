@@ -69,6 +69,8 @@ def write_config(
     presign: bool = True,
     tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
     accounts: Sequence[str] = (DEV_ADDRESS,),
+    endpoints: Sequence[tuple[str, str, str]] | None = None,
+    routing_private: bool | None = None,
     journal_url: str | None = None,
     ha_instance: str | None = None,
     lease_seconds: float | None = None,
@@ -77,12 +79,18 @@ def write_config(
 ) -> Path:
     """The config of one service on ``node``: SQLite in ``workdir`` unless ``journal_url``
     (PostgreSQL; with ``ha_instance``, active/standby). ``rpc_urls``: broadcast targets other
-    than the node itself (a recording proxy)."""
+    than the node itself (a recording proxy). ``endpoints``: ``(name, url, kind)`` instead of
+    either (section 5a)."""
     urls = rpc_urls or [node.http_url, node.ws_url, node.http_url]
     text = render_config(
         chain_id=31337,
         clients=[("anvil", node.ws_url)],
-        rpcs=[(f"rpc{i}", urls[i % len(urls)]) for i in range(rpcs)],
+        rpcs=(
+            list(endpoints)
+            if endpoints is not None
+            else [(f"rpc{i}", urls[i % len(urls)]) for i in range(rpcs)]
+        ),
+        routing_private=routing_private,
         signer_url=signer_url,
         accounts=list(accounts),
         api_listen=f"127.0.0.1:{free_port()}",
@@ -116,6 +124,8 @@ async def dev_stack(
     presign: bool = True,
     tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
     accounts: Sequence[str] = (DEV_ADDRESS,),
+    endpoints: Sequence[tuple[str, str, str]] | None = None,
+    routing_private: bool | None = None,
     stop_signing_on_foreign: bool | None = None,
 ) -> AsyncIterator[DevStack]:
     """Start (or reuse) anvil and the enclave app, then the service; stop all on exit."""
@@ -134,6 +144,8 @@ async def dev_stack(
             presign=presign,
             tenants=tenants,
             accounts=accounts,
+            endpoints=endpoints,
+            routing_private=routing_private,
             stop_signing_on_foreign=stop_signing_on_foreign,
         )
         service = Service(load_config(config_path))

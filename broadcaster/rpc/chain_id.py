@@ -8,6 +8,9 @@ asked at the HTTP endpoint the node serves beside it); an endpoint that answers 
 kept out, with a :class:`ChainIdMismatch` naming it (the service logs it and counts
 ``invalid_messages_total{client=<rpc>,reason="chain_id_mismatch"}``). An endpoint that does not
 answer at start is kept (it may come up later): that is logged, and it is not re-checked later.
+Every kind of ``[[rpcs]]`` is asked (DESIGN.md 5a: a private RPC or builder of another chain would
+hold our private intents); a builder named in ``bundle_only`` serves only the bundle API, so its
+JSON-RPC error to ``eth_chainId`` keeps it unverified, while a chain id it does answer is judged.
 
 The head clients are checked by their subscription on every connect
 (``heads.subscriber.SubscriptionOptions.chain_id``).
@@ -82,6 +85,7 @@ async def screen_rpcs(
     *,
     timeout: float = 5.0,  # noqa: ASYNC109 - a per-request HTTP timeout, not the call's
     post: Post | None = None,
+    bundle_only: Sequence[str] = (),
 ) -> ChainIdScreen:
     """Ask every ``(name, url)`` for ``eth_chainId`` at once; sort them into kept and refused."""
     session: aiohttp.ClientSession | None = None
@@ -103,6 +107,8 @@ async def screen_rpcs(
             reply = await send(http_url(url), body)
         except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
             return f"{type(exc).__name__}: {exc}"
+        if name in bundle_only and not (type(reply) is dict and "result" in reply):
+            return f"a bundle-only endpoint answered no chain id: {reply!r:.80}"
         return judge_chain_id(name, url, expected, reply)
 
     try:

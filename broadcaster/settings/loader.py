@@ -29,6 +29,7 @@ from broadcaster.settings.model import (
     DEFAULT_FINALITY_DEPTH,
     DEFAULT_SLICE_US,
     MIN_BUMP_PERCENT,
+    RPC_KINDS,
     AccountConfig,
     ApiConfig,
     AuditConfig,
@@ -43,6 +44,7 @@ from broadcaster.settings.model import (
     JournalConfig,
     ListenAddress,
     MetricsConfig,
+    RoutingConfig,
     RpcConfig,
     SignerConfig,
     TenantConfig,
@@ -135,6 +137,7 @@ _TOP = (
     "journal",
     "heads",
     "cpu",
+    "routing",
     "ha",
     "audit",
 )
@@ -153,11 +156,16 @@ def _entries(
 
 
 def _endpoints(
-    r: ConfigReader, data: dict[str, Any], key: str, schemes: tuple[str, ...]
+    r: ConfigReader,
+    data: dict[str, Any],
+    key: str,
+    schemes: tuple[str, ...],
+    extra: tuple[str, ...] = (),
 ) -> list[Any]:
-    result: list[tuple[str, str]] = []
+    """``(name, url)`` per entry; with ``extra`` keys allowed, ``((path, entry), (name, url))``."""
+    result: list[Any] = []
     seen: dict[str, str] = {}
-    for path, entry in _entries(r, data, key, ("name", "url")):
+    for path, entry in _entries(r, data, key, ("name", "url", *extra)):
         name = r.string(entry, "name", path)
         url = r.string(entry, "url", path)
         if name is not None:
@@ -174,8 +182,41 @@ def _endpoints(
         if url is not None and (error := _url(url, schemes)) is not None:
             r.problem(f"{path}.url", error)
         if name is not None and url is not None:
-            result.append((name, url))
+            result.append(((path, entry), (name, url)) if extra else (name, url))
     return result
+
+
+def _rpcs(r: ConfigReader, data: dict[str, Any]) -> list[RpcConfig]:
+    """``[[rpcs]]``: name, url, ``kind`` (section 5a) and optional ``auth``."""
+    named = _endpoints(r, data, "rpcs", ("http", "https", "ws", "wss"), ("kind", "auth"))
+    out: list[RpcConfig] = []
+    for (path, entry), (name, url) in named:
+        kind = r.choice(entry, "kind", path, RPC_KINDS, default="public")
+        auth = r.choice(entry, "auth", path, ("flashbots", "none"), default="none")
+        if kind is None or auth is None:
+            continue
+        if auth == "flashbots" and kind == "public":
+            r.problem(f"{path}.auth", 'only private and builder endpoints take auth = "flashbots"')
+            continue
+        if auth == "flashbots":
+            # The X-Flashbots-Signature needs the enclave's auth key (an EIP-191 signature of
+            # keccak256(body) by a key that signs nothing else): not in this build yet. Refused
+            # rather than sending unsigned requests a builder would rate-limit or ignore.
+            r.problem(
+                f"{path}.auth",
+                'auth = "flashbots" is not supported yet (the signer has no auth-key method); '
+                "remove it to send unauthenticated",
+            )
+            continue
+        out.append(
+            RpcConfig(
+                name,
+                url,
+                "builder" if kind == "builder" else "private" if kind == "private" else "public",
+                "flashbots" if auth == "flashbots" else None,
+            )
+        )
+    return out
 
 
 def _signer(r: ConfigReader, table: dict[str, Any] | None, base: Path) -> SignerConfig | None:
@@ -432,7 +473,21 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
     fork = r.choice(data, "fork_choice", "", ("latest", "first-seen"), default="latest")
     depth = r.integer(data, "finality_depth", "", default=DEFAULT_FINALITY_DEPTH, low=1, high=8192)
     clients = _endpoints(r, data, "clients", ("ws", "wss"))
-    rpcs = _endpoints(r, data, "rpcs", ("http", "https", "ws", "wss"))
+    rpcs = _rpcs(r, data)
+    routing_t = r.table(data, "routing", ("private",), required=False)
+    private_default = r.boolean(routing_t, "private", "routing", default=False)
+    if private_default and not any(rpc.kind != "public" for rpc in rpcs) and rpcs:
+        r.problem(
+            "routing.private",
+            'is true but no [[rpcs]] has kind = "private" or "builder": every intent '
+            "would be refused",
+        )
+    if rpcs and not private_default and all(rpc.kind != "public" for rpc in rpcs):
+        r.problem(
+            "routing.private",
+            'no [[rpcs]] has kind = "public": set private = true (a builders/private-only '
+            'deployment), or every intent without "private": true would be refused',
+        )
     signer = _signer(r, r.table(data, "signer", _SIGNER), base)
     accounts = _accounts(r, data)
     fees = _fees(r, r.table(data, "fees", _FEES, required=False))
@@ -474,7 +529,7 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
         fork_choice="latest" if fork == "latest" else "first-seen",
         finality_depth=depth,
         clients=tuple(ClientConfig(n, u) for n, u in clients),
-        rpcs=tuple(RpcConfig(n, u) for n, u in rpcs),
+        rpcs=tuple(rpcs),
         signer=signer,
         accounts=tuple(accounts),
         fees=fees,
@@ -483,6 +538,7 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
         journal=journal,
         heads=HeadsConfig(watchdog or None),
         cpu=cpu,
+        routing=RoutingConfig(private_default),
         ha=ha,
         audit=audit,
     )

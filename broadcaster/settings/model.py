@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_FINALITY_DEPTH",
     "DEFAULT_SLICE_US",
     "MIN_BUMP_PERCENT",
+    "RPC_KINDS",
     "AccountConfig",
     "ApiConfig",
     "ClientConfig",
@@ -32,7 +33,10 @@ __all__ = [
     "JournalConfig",
     "ListenAddress",
     "MetricsConfig",
+    "RoutingConfig",
+    "RpcAuth",
     "RpcConfig",
+    "RpcKind",
     "SignerConfig",
     "TenantConfig",
 ]
@@ -85,12 +89,36 @@ class ClientConfig:
     url: str
 
 
+RpcKind = Literal["public", "private", "builder"]
+RPC_KINDS: tuple[RpcKind, ...] = ("public", "private", "builder")
+RpcAuth = Literal["flashbots"]
+
+
 @dataclass(frozen=True, slots=True)
 class RpcConfig:
-    """A broadcast target for ``eth_sendRawTransaction`` (``http(s)://`` or ``ws(s)://``)."""
+    """A broadcast target (``http(s)://`` or ``ws(s)://``), DESIGN.md section 5a.
+
+    ``kind``: ``public`` (``eth_sendRawTransaction``; also serves chain reads), ``private``
+    (``eth_sendPrivateTransaction {tx, maxBlockNumber}``, Flashbots Protect style) or
+    ``builder`` (``eth_sendBundle`` / ``eth_cancelBundle``). Private and builder endpoints
+    never serve chain reads. ``auth``: ``"flashbots"`` (the ``X-Flashbots-Signature`` header).
+    """
 
     name: str
     url: str
+    kind: RpcKind = "public"
+    auth: RpcAuth | None = None
+
+    @property
+    def public(self) -> bool:
+        return self.kind == "public"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """``[routing] private``: the default of an intent's ``private`` flag (section 5a)."""
+
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +279,17 @@ class Config:
     journal: JournalConfig
     heads: HeadsConfig = HeadsConfig()
     cpu: CpuConfig = CpuConfig()
+    routing: RoutingConfig = RoutingConfig()
     ha: HaConfig | None = None
     audit: AuditConfig = AuditConfig()
     source: Path | None = None
+
+    @property
+    def public_rpcs(self) -> tuple[RpcConfig, ...]:
+        """The ``kind = "public"`` endpoints: the only ``[[rpcs]]`` chain reads may use."""
+        return tuple(r for r in self.rpcs if r.kind == "public")
+
+    @property
+    def private_rpcs(self) -> tuple[RpcConfig, ...]:
+        """The ``private`` and ``builder`` endpoints: where ``private: true`` intents go."""
+        return tuple(r for r in self.rpcs if r.kind != "public")

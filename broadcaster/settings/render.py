@@ -29,7 +29,7 @@ def render_config(
     *,
     chain_id: int,
     clients: Sequence[tuple[str, str]],
-    rpcs: Sequence[tuple[str, str]],
+    rpcs: Sequence[tuple[str, str] | tuple[str, str, str]],
     signer_url: str,
     accounts: Sequence[str],
     api_listen: str,
@@ -46,12 +46,14 @@ def render_config(
     rate_burst: int | None = None,
     tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
     max_connections_per_token: int | None = None,
+    routing_private: bool | None = None,
     journal_url: str | None = None,
     ha_instance: str | None = None,
     lease_seconds: float | None = None,
     stop_signing_on_foreign: bool | None = None,
 ) -> str:
-    """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs,
+    """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs
+    (an rpc may be ``(name, url, kind)``, section 5a; ``routing_private``: ``[routing] private``),
     ``tenants`` ``(name, token, accounts)`` triples (``tokens`` may then be empty).
 
     What it writes is what :func:`broadcaster.settings.loader.parse_config` reads (a test
@@ -64,8 +66,9 @@ def render_config(
         f"finality_depth = {_toml(finality_depth)}",
     ]
     for section, pairs in (("clients", clients), ("rpcs", rpcs)):
-        for name, url in pairs:
+        for name, url, *kind in pairs:
             lines += ["", f"[[{section}]]", f"name = {_toml(name)}", f"url = {_toml(url)}"]
+            lines += [f"kind = {_toml(k)}" for k in kind]
     lines += ["", "[signer]", f"url = {_toml(signer_url)}"]
     for address in accounts:
         lines += ["", "[[accounts]]", f"address = {_toml(address)}"]
@@ -85,6 +88,8 @@ def render_config(
         lines += ["", "[[api.tenants]]", f"name = {_toml(name)}", f"token = {_toml(token)}"]
         lines += [f"accounts = {_toml(list(tenant_accounts))}"]
     lines += ["", "[metrics]", f"listen = {_toml(metrics_listen)}"]
+    if routing_private is not None:
+        lines += ["", "[routing]", f"private = {_toml(routing_private)}"]
     if journal_url is not None:
         lines += ["", "[journal]", f"url = {_toml(journal_url)}"]
     else:

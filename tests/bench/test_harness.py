@@ -81,6 +81,42 @@ async def test_the_rpc_endpoints_stamp_split_pipelined_and_batched_requests() ->
         assert not waiter.done.is_set()  # only one of the 3 RPCs has them
 
 
+async def test_builder_rpcs_take_bundles_as_arrivals_and_a_reader_serves_the_reads() -> None:
+    """``Harness(builders=True)``: each ``eth_sendBundle`` tx arrives like a raw transaction (the
+    private reaction figure uses the same waiter), and ``reader_url`` answers chain reads."""
+    raw = bytes.fromhex("02f86b827a6980843b9aca00")
+    bundle = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_sendBundle", "params": [
+        {"txs": ["0x" + raw.hex()], "blockNumber": "0x2", "replacementUuid": "u"}]})  # fmt: skip
+    sender = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+    count = orjson.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "eth_getTransactionCount",
+            "params": [sender, "latest"],
+        }
+    )
+
+    async def post(url: str, body: bytes) -> dict[str, object]:
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        reply: dict[str, object] = orjson.loads(await reader.readexactly(length))
+        writer.close()
+        return reply
+
+    async with Harness(builders=True) as harness:
+        assert harness.reader_url
+        reply = await post(harness.rpc_urls[2], bundle)
+        assert "bundleHash" in reply["result"]  # type: ignore[operator]
+        assert harness.raw_counts == [0, 0, 1]
+        assert harness.arrivals[0].tx_hash == "0x" + __import__("sha3").keccak_256(raw).hexdigest()
+        assert (await post(harness.reader_url, count))["result"] == "0x0"
+        assert harness.raw_counts == [0, 0, 1]  # the reader is not one of the 3 RPCs
+
+
 def test_ratios_read_as_times_better_than_the_peer() -> None:
     latency = row("x.a", "lat", unit="µs", ours="o", ours_p50=100, peer="p", peer_p50=300)
     rate = row("x.b", "rate", unit="heads/s", ours="o", ours_p50=300, peer="p", peer_p50=100,

@@ -39,3 +39,16 @@ def test_the_pre_bound_intent_statuses_are_ones_the_api_or_the_service_counts() 
         re.findall(r'"([a-z]+)"', service.split("_COUNTED_STATUSES = ")[1].split("\n")[0])
     )
     assert set(INTENT_STATUSES) == told | counted
+
+
+def test_the_orderflow_results_are_exactly_the_ones_the_sender_reports() -> None:
+    """``bundles_total{result}`` takes only :data:`broadcaster.rpc.orderflow.RESULTS`, and every
+    one of them is reported somewhere in the sender."""
+    from broadcaster.rpc.orderflow import RESULTS
+
+    source = (REPO / "broadcaster/rpc/orderflow.py").read_text()
+    reported = set(re.findall(r'(?:report\([^)]*|return) "([a-z]+)"', source))
+    assert reported == set(RESULTS), reported
+    dashboard = (REPO / "config/grafana-dashboard.json").read_text()
+    for value in re.findall(r'result=\\"([a-z]+)', dashboard):
+        assert value in RESULTS, value

@@ -33,6 +33,8 @@ DESIGN_TYPES = {
     "broadcaster_pending_transactions": "gauge",
     "broadcaster_invalid_messages_total": "counter",
     "broadcaster_intents_total": "counter",
+    "broadcaster_bundles_total": "counter",
+    "broadcaster_private_sends_total": "counter",
     "broadcaster_is_leader": "gauge",
 }
 DESIGN_LABELS = {
@@ -45,6 +47,8 @@ DESIGN_LABELS = {
     "broadcaster_pending_transactions": {"sender"},
     "broadcaster_invalid_messages_total": {"client", "reason"},
     "broadcaster_intents_total": {"status"},
+    "broadcaster_bundles_total": {"rpc", "result"},
+    "broadcaster_private_sends_total": {"rpc"},
 }
 SENDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 
@@ -71,6 +75,8 @@ def exercised() -> Metrics:
     metrics.rejected_header("b", "hash_mismatch")
     metrics.quarantine("b", True)
     metrics.intent("included")
+    metrics.orderflow("builder", "eth_sendBundle", "accepted")
+    metrics.orderflow("protect", "eth_sendPrivateTransaction", "accepted")
     return metrics
 
 

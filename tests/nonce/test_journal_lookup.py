@@ -103,3 +103,49 @@ def test_lookup_keeps_apart_the_attempts_of_records_that_share_a_nonce(store: Ta
     gone = lookup(path, intent_id="gone")
     assert gone is not None and gone.released and gone.attempts == []
     assert [len(r.attempts) for r in load(path, settled_kept=0)] == [1, 1, 0, 1]
+
+
+def test_a_v3_journal_gains_is_private_on_both_backends(store: Target) -> None:
+    """Schema v3 (the audit tables) had no ``records.is_private``: opening it applies the v3 -> v4
+    step on SQLite and PostgreSQL alike, old intents read public, and a new private one sticks."""
+    from nonce.backends import is_postgres
+    from tests.nonce.conftest import query
+
+    book, journal = open_book(store)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(_intent("old", 0, private=False), now=1.0)
+    journal.close()
+    _downgrade_to_v3(store, is_postgres(store))
+    book2, journal2 = open_book(store)
+    book2.accept(_intent("new", 1, private=True), now=2.0)
+    journal2.close()
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [("4",)]
+    assert {r.intent.id: r.intent.private for r in load(store)} == {"old": False, "new": True}
+
+
+def _downgrade_to_v3(store: Target, postgres: bool) -> None:
+    sqls = (
+        "ALTER TABLE records DROP COLUMN is_private",
+        "UPDATE meta SET value = '3' WHERE key = 'schema'",
+    )
+    if postgres:
+        import psycopg
+
+        assert isinstance(store, str)
+        with psycopg.connect(store) as conn:
+            for sql in sqls:
+                conn.execute(sql)
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(store, isolation_level=None)
+    for sql in sqls:
+        conn.execute(sql)
+    conn.close()
+
+
+def _intent(intent_id: str, value: int, *, private: bool) -> Intent:
+    return Intent(
+        id=intent_id, sender=ALICE, to=BOB, value=value, data=b"", gas=21_000,
+        max_fee_per_gas=2, max_priority_fee_per_gas=1, chain_id=1, key=intent_id, private=private,
+    )  # fmt: skip

@@ -54,9 +54,12 @@ class FeeSettings:
 class _Observer(TxObserver):
     def __init__(self, hooks: Hooks) -> None:
         self.hooks = hooks
+        self.listeners: list[Callable[[TxRecord, str], None]] = []  # e.g. Router.on_status
 
     def status(self, record: TxRecord, event: str) -> None:
         self.hooks.status(record, event)
+        for listener in self.listeners:
+            listener(record, event)
 
     def alert(self, kind: str, detail: str) -> None:
         self.hooks.alert(kind, detail)
@@ -91,6 +94,7 @@ class ManagerAdapter:
             priority_fee=fees.priority_fee_wei,
             max_gap_fill=fees.max_gap_fill,
         )
+        self.observer = _Observer(hooks)
         self.manager = TxManager(
             chain_id=chain_id,
             book=book,
@@ -101,7 +105,7 @@ class ManagerAdapter:
             chain=chain,
             finality_depth=finality_depth,
             fees=policy,
-            observer=_Observer(hooks),
+            observer=self.observer,
             clock=clock,
             clock_ns=clock_ns,
             presign=presign,

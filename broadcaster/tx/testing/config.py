@@ -65,3 +65,4 @@ class SimConfig:
     retain_settled: int = 10_000
     linger: float | None = 0.002
     history: int = 3
+    builder: bool = False  # a builder endpoint (section 5a): the producer builds its bundles

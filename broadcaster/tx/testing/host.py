@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broadcaster.tx.routing import Router
 from broadcaster.tx.testing.adapter import FeeSettings, Hooks, ManagerAdapter
+from broadcaster.tx.testing.builder import SimBuilder
 from broadcaster.tx.testing.chain import SimTx
 from broadcaster.tx.testing.heads import HeadFeed
 from broadcaster.tx.testing.journal import SimJournal, reopen
@@ -45,6 +47,7 @@ class HostPlan:
     retain_settled: int
     journal_path: Path
     linger: float | None
+    builder: SimBuilder | None = None  # the private-orderflow endpoint (router in front)
 
 
 @dataclass(eq=False)
@@ -95,10 +98,16 @@ async def boot(
 ) -> Host:
     book, journal = reopen(plan.journal_path, loop=clock.loop, linger=plan.linger)
     adapter: ManagerAdapter | None = None
+    router: Router | None = None
+    retargeted: list[int] = []
 
     def on_chain(events: list[Event], client: str, recv_ns: int, header: Mapping[str, Any]) -> None:
         if adapter is not None:
             adapter.on_chain(events, client, recv_ns, header)
+        tip = feed.tracker.tip
+        if router is not None and tip is not None and tip.number not in retargeted[-1:]:
+            retargeted.append(tip.number)  # as broadcaster/service.py: once per new tip
+            router.on_head(tip.number)
 
     def sent(tx: SimTx) -> None:
         on_send(tx)
@@ -110,6 +119,15 @@ async def boot(
         clock_ns=clock.ns,
         on_send=sent,
     )
+    if plan.builder is not None:
+        router = Router(
+            fanout,
+            plan.builder,
+            builders=1,
+            private=0,
+            tip_number=lambda: feed.tracker.tip.number if feed.tracker.tip else None,
+            clock_ns=clock.ns,
+        )
     chain = SimChainState(network, plan.readers)
     feed = HeadFeed(
         network,
@@ -124,7 +142,7 @@ async def boot(
         book=book,
         journal=journal,
         signer=SimSigner(enclave),
-        fanout=fanout,
+        fanout=router if router is not None else fanout,
         endpoints=len(plan.rpcs),
         chain=chain,
         finality_depth=plan.finality_depth,
@@ -136,6 +154,8 @@ async def boot(
         retain_settled=plan.retain_settled,
         canonical_chain=feed.tracker.canonical_chain,
     )
+    if router is not None:
+        adapter.observer.listeners.append(router.on_status)  # cancels bundles (cancel, expiry)
     host = Host(plan, journal, fanout, chain, adapter, feed)
     host.recovery = await adapter.start(plan.accounts)
     loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from broadcaster.tx.testing.builder import SimBuilder
 from broadcaster.tx.testing.chain import Block, SimChain, SimTx, decode_tx
 from broadcaster.tx.testing.checker import Checker
 from broadcaster.tx.testing.config import CHAIN_ID, FOREIGN_TO, GWEI, KEYS, RECIPIENTS, SimConfig
@@ -66,6 +67,8 @@ class Sim:
         self.lives = 0
         self.next_base_fee: int | None = None
         self._ids = itertools.count(1)
+        # Section 5a: a builder endpoint whose bundles the block producer builds into its blocks.
+        self.builder = SimBuilder(self.clock.ns) if cfg.builder else None
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class Sim:
             cfg.retain_settled,
             self.workdir / "journal.db",
             cfg.linger,
+            self.builder,
         )
 
     async def boot(self) -> None:
@@ -168,11 +172,16 @@ class Sim:
         txs: Iterable[SimTx] = (),
         exclude: Callable[[SimTx], bool] | None = None,
         wait: float | None = None,
+        bundles: bool = True,
     ) -> list[Block]:
-        """``count`` blocks on the producer's tip from the nodes' pools (``txs`` forced first)."""
+        """``count`` blocks on the producer's tip from the nodes' pools (``txs`` forced first,
+        then the builder's bundles for the block unless ``bundles`` is false)."""
         made = []
         forced = list(txs)
         for _ in range(count):
+            if self.builder is not None:
+                held = self.builder.for_block(self.chain.tip.number + 1)
+                forced += held if bundles else []
             block = self.chain.build(
                 self.chain.tip,
                 self.network.candidates(),
@@ -266,6 +275,7 @@ class Sim:
         gas_price: int | None = None,
         valid_until: int | None = None,
         sender: int = 0,
+        private: bool = False,
     ) -> Intent:
         n = next(self._ids)
         if tx_type == 2:
@@ -286,6 +296,7 @@ class Sim:
             chain_id=CHAIN_ID,
             valid_until_block=valid_until,
             tx_type=tx_type,
+            private=private,
         )
         self.intents[intent.id] = intent
         return intent

@@ -51,3 +51,28 @@ async def test_screening_keeps_the_right_chain_refuses_another_and_keeps_a_silen
     assert [e.name for e in screen.refused] == ["other"]
     assert screen.unchecked == ["down"]
     assert all(body["method"] == "eth_chainId" for _, body in asked)
+
+
+async def test_a_bundle_only_builder_refusing_eth_chain_id_is_kept_but_a_wrong_chain_is_not() -> (
+    None
+):
+    """Every kind is screened (DESIGN.md 5a): a builder's -32601 keeps it unverified; a builder or
+    private RPC answering another chain is kept out like a public one."""
+    answers = {
+        "http://b/": {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}},
+        "http://b2/": {"jsonrpc": "2.0", "id": 1, "result": "0x1"},
+        "http://p/": {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}},
+        "http://b3/": "method not allowed",
+    }
+
+    async def post(url: str, body: object) -> object:
+        return answers[url]
+
+    screen = await screen_rpcs(
+        [("b", "http://b/"), ("b2", "http://b2/"), ("p", "http://p/"), ("b3", "http://b3/")],
+        31337,
+        post=post,
+        bundle_only=["b", "b2", "b3"],
+    )
+    assert screen.kept == ["b", "b3"] and screen.unchecked == ["b", "b3"]
+    assert sorted(r.name for r in screen.refused) == ["b2", "p"]

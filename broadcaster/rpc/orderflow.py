@@ -1,0 +1,223 @@
+"""Requests to private RPCs and block builders (DESIGN.md section 5a), written synchronously.
+
+Each endpoint reuses a fan-out :class:`~broadcaster.rpc.transport.base.Transport` (raw
+keep-alive HTTP/1.1 or websocket): :meth:`OrderflowSender.send` writes the JSON-RPC request into
+the socket before it returns when the endpoint is ready -- so a reorg reaction's replacement
+bundle is written inside the reaction -- and queues it (bounded) for the endpoint's worker
+otherwise. Methods: ``eth_sendBundle``, ``eth_cancelBundle`` (builders, the Flashbots bundle
+API) and ``eth_sendPrivateTransaction``, ``eth_cancelPrivateTransaction`` (private RPCs,
+Flashbots Protect style). Answers are reported through ``on_result(endpoint, method, result)``
+with ``result`` one of :data:`RESULTS`; nothing is retried (the next head re-targets a bundle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import orjson
+
+from broadcaster.rpc.fanout import Endpoint, default_transport
+from broadcaster.rpc.transport.base import Reply, Transport, split_url
+from broadcaster.rpc.transport.http import HttpTransport
+
+__all__ = ["RESULTS", "OrderflowEndpoint", "OrderflowSender"]
+
+log = logging.getLogger(__name__)
+
+RESULTS: Final = ("accepted", "rejected", "failed", "dropped")
+"""``accepted``: a JSON-RPC result; ``rejected``: a JSON-RPC error; ``failed``: no answer
+(connection, HTTP status, timeout, unreadable body); ``dropped``: the endpoint's queue was full."""
+
+OnResult = Callable[[str, str, str], None]
+
+
+class OrderflowEndpoint:
+    """One ``private`` or ``builder`` endpoint: its transport, queue and worker."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        kind: str,
+        owner: OrderflowSender,
+        queue_size: int,
+        wrap: Callable[[Transport], Transport] | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.owner = owner
+        self.queue: deque[tuple[str, int, bytes]] = deque()
+        self.queue_size = queue_size
+        self.pending: dict[int, tuple[str, asyncio.TimerHandle | None]] = {}
+        self.wake = asyncio.Event()
+        self.transport: Transport = _transport(name, url, self.on_reply)
+        if wrap is not None:  # [ha]: the lease fence before every write
+            self.transport = wrap(self.transport)
+
+    def offer(self, method: str, body_of: Callable[[int], bytes]) -> bool:
+        """Write now (True) or queue for the worker (False)."""
+        if not self.queue and self.transport.ready():
+            # RuntimeError: the [ha] fence refused the write (the lease lapsed); the worker
+            # reports the queued copy as failed. Never raised into the reaction.
+            with contextlib.suppress(OSError, RuntimeError):
+                self.write(method, body_of)
+                return True
+        if len(self.queue) >= self.queue_size:
+            self.owner.report(self.name, method, "dropped")
+            return False
+        rid = next(self.owner.ids)
+        self.queue.append((method, rid, body_of(rid)))
+        self.wake.set()
+        return False
+
+    def write(self, method: str, body_of: Callable[[int], bytes]) -> None:
+        rid = next(self.owner.ids)
+        self.transport.send(rid, body_of(rid))
+        self._arm(rid, method)
+
+    def _arm(self, rid: int, method: str) -> None:
+        timer = None
+        with contextlib.suppress(RuntimeError):
+            timer = asyncio.get_running_loop().call_later(self.owner.timeout, self.expire, rid)
+        self.pending[rid] = (method, timer)
+
+    def expire(self, rid: int) -> None:
+        entry = self.pending.pop(rid, None)
+        if entry is not None:
+            self.transport.forget(rid)
+            self.owner.report(self.name, entry[0], "failed")
+
+    def on_reply(self, rid: int, reply: Reply) -> None:
+        entry = self.pending.pop(rid, None)
+        if entry is None:
+            return
+        method, timer = entry
+        if timer is not None:
+            timer.cancel()
+        self.owner.report(self.name, method, classify(reply))
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                try:
+                    await self.transport.wait_ready()
+                except (OSError, TimeoutError) as exc:
+                    log.warning("orderflow endpoint %s unreachable: %s", self.name, exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                method, rid, body = self.queue.popleft()
+                try:
+                    self.transport.send(rid, body)
+                except (OSError, RuntimeError):  # RuntimeError: the [ha] fence refused it
+                    self.owner.report(self.name, method, "failed")
+                    continue
+                self._arm(rid, method)
+
+
+def _transport(name: str, url: str, on_reply: Callable[[int, Reply], None]) -> Transport:
+    """HTTP endpoints get a wider pool than the fan-out's: a bundle is one request per intent
+    (builders take no batches), so a reaction that re-signs ``k`` private intents writes ``k``
+    requests per builder at once, each on its own idle kept-alive connection."""
+    if split_url(url).scheme in ("http", "https"):
+        return HttpTransport(name, url, on_reply, min_connections=16, max_connections=128)
+    return default_transport(Endpoint(name, url), on_reply)
+
+
+def classify(reply: Reply) -> str:
+    """One answer as a :data:`RESULTS` value."""
+    if reply.failure is not None or (reply.status is not None and reply.status >= 400):
+        return "failed"
+    payload: Any = reply.payload
+    if payload is None and reply.body is not None:
+        try:
+            payload = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            return "failed"
+    if isinstance(payload, dict) and payload.get("error") is not None:
+        return "rejected"
+    if isinstance(payload, dict) and "result" in payload:
+        return "accepted"
+    return "failed"
+
+
+def request(rid: int, method: str, params: dict[str, Any]) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": [params]})
+
+
+def request_maker(method: str, params: dict[str, Any]) -> Callable[[int], bytes]:
+    """``request`` for any id, the params serialized once (one request per endpoint)."""
+    head = b'{"jsonrpc":"2.0","id":'
+    tail = b',"method":' + orjson.dumps(method) + b',"params":[' + orjson.dumps(params) + b"]}"
+    return lambda rid: b"".join((head, str(rid).encode(), tail))
+
+
+class OrderflowSender:
+    """Every ``private`` and ``builder`` endpoint. ``endpoints``: ``(name, url, kind)``."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[str, str, str]],
+        *,
+        on_result: OnResult | None = None,
+        timeout: float = 2.0,
+        queue_size: int = 1024,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+        wrap: Callable[[Transport], Transport] | None = None,
+    ) -> None:
+        self.ids = itertools.count(1)
+        self.timeout = timeout
+        self.clock_ns = clock_ns
+        self.on_result: OnResult = on_result or (lambda rpc, method, result: None)
+        self.endpoints = [
+            OrderflowEndpoint(n, u, k, self, queue_size, wrap) for n, u, k in endpoints
+        ]
+        self.builders = [e for e in self.endpoints if e.kind == "builder"]
+        self.private = [e for e in self.endpoints if e.kind == "private"]
+
+    def report(self, rpc: str, method: str, result: str) -> None:
+        try:
+            self.on_result(rpc, method, result)
+        except Exception:
+            log.exception("orderflow on_result failed")
+
+    def to_builders(self, method: str, params: dict[str, Any]) -> int:
+        """Send one request to every builder; returns how many were written now."""
+        return self._send(self.builders, method, params)
+
+    def to_private(self, method: str, params: dict[str, Any]) -> int:
+        return self._send(self.private, method, params)
+
+    def _send(self, targets: list[OrderflowEndpoint], method: str, params: dict[str, Any]) -> int:
+        written = 0
+        body_of = request_maker(method, params)
+        for endpoint in targets:
+            if endpoint.offer(method, body_of):
+                written += 1
+        return written
+
+    async def connect(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for endpoint in self.endpoints:
+                group.create_task(endpoint.transport.start())
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for endpoint in self.endpoints:
+                group.create_task(endpoint.run(), name=f"orderflow:{endpoint.name}")
+
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints:
+            for _, timer in endpoint.pending.values():
+                if timer is not None:
+                    timer.cancel()
+            endpoint.pending.clear()
+            await endpoint.transport.aclose()

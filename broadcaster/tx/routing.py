@@ -1,0 +1,258 @@
+"""Which endpoints an attempt goes to (DESIGN.md section 5a): the tx manager's ``Submitter``.
+
+:class:`Router` stands where the fan-out stood. An attempt of a ``private`` intent (payload,
+replacement or noop alike: the flag is the intent's) goes only to the private RPCs and the
+builders, through :class:`~broadcaster.rpc.orderflow.OrderflowSender`, as
+:func:`broadcaster.tx.bundles.plan_submit` says; every other attempt goes to the public fan-out.
+With no public endpoint at all (a builders-only deployment) everything is routed privately.
+:meth:`Router.on_head` re-targets the live bundles (:func:`~broadcaster.tx.bundles.plan_head`);
+:meth:`Router.on_status` cancels the bundle of an intent that was cancelled or expired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from broadcaster.rpc.fanout import BroadcastResult, Submitted, Written
+from broadcaster.tx.bundles import (
+    CancelBundle,
+    CancelPrivate,
+    OrderflowAction,
+    SendBundle,
+    SendPrivate,
+    Target,
+    plan_cancel,
+    plan_head,
+    plan_submit,
+    replacement_uuid,
+)
+from broadcaster.tx.seams import Submitter
+from nonce import TxRecord, TxState
+
+__all__ = ["OrderflowPort", "Router"]
+
+_GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
+
+
+class OrderflowPort(Protocol):
+    """``OrderflowSender``'s sending half (a fake in tests)."""
+
+    def to_builders(self, method: str, params: dict[str, Any]) -> int: ...
+
+    def to_private(self, method: str, params: dict[str, Any]) -> int: ...
+
+
+class Router:
+    """A ``Submitter`` over a public fan-out (optional) and the private orderflow (optional)."""
+
+    def __init__(
+        self,
+        public: Submitter | None,
+        orderflow: OrderflowPort | None,
+        *,
+        builders: int,
+        private: int,
+        tip_number: Callable[[], int | None],
+        clock_ns: Callable[[], int],
+        on_action: Callable[[OrderflowAction, int], None] = lambda action, written: None,
+    ) -> None:
+        if public is None and orderflow is None:
+            raise ValueError("need a public fan-out or private endpoints")
+        self.public = public
+        self.orderflow = orderflow
+        self.builders = builders > 0 and orderflow is not None
+        self.private = private > 0 and orderflow is not None
+        self.tip_number = tip_number
+        self.clock_ns = clock_ns
+        self.on_action = on_action
+        self.records: dict[str, TxRecord] = {}  # private intents with a live target, by id
+        self.last_ns = 0  # the clock after the latest private write (bench, reaction end)
+        # (uuid -> (block, txs)) of the last bundle every builder took: a re-target that would
+        # send the same txs for the same block again (a reorg's head after the reaction already
+        # sent the replacement, a stale-attempt resend) is skipped.
+        self.sent: dict[str, tuple[int, tuple[bytes, ...]]] = {}
+        # Private intents submitted before any tip (start-up recovery, a takeover, a first intent
+        # before the first head): their bundles go out with the first head's re-target, their
+        # private transactions (which need no per-head re-send) right then, too.
+        self.deferred: set[str] = set()
+
+    # -- Submitter -------------------------------------------------------------------------------
+
+    def is_private(self, context: object) -> bool:
+        record = getattr(context, "record", None)
+        if self.public is None:
+            return True
+        return isinstance(record, TxRecord) and record.intent.private
+
+    def submit(self, raw: bytes, tx_hash: bytes, context: object = None) -> Submitted:
+        if not self.is_private(context):
+            assert self.public is not None
+            return self.public.submit(raw, tx_hash, context)
+        record = getattr(context, "record", None)
+        attempt = getattr(context, "attempt", None)
+        done = Submitted()
+        if not isinstance(record, TxRecord):
+            return done
+        self.records[record.intent.id] = record
+        noop = bool(getattr(attempt, "is_noop", False))
+        target = Target(record.intent.id, raw, tx_hash, record.intent.valid_until_block, noop=noop)
+        tip = self.tip_number()
+        if tip is None:
+            self.deferred.add(record.intent.id)
+            return done
+        self.deferred.discard(record.intent.id)
+        plan = plan_submit(target, tip, builders=self.builders, private=self.private)
+        written = self.execute(plan)
+        if written:
+            done.written = written
+            done.last_ns = self.last_ns
+            done.written_items = 1
+        return done
+
+    def submit_many(self, items: Sequence[tuple[bytes, bytes, object]]) -> Submitted:
+        """The public items in one fan-out batch, first (builders' work never delays them and
+        they keep the one JSON-RPC batch per RPC), then the private ones in order.
+        ``written_items`` stays the count of leading items written now."""
+        flags = [self.is_private(item[2]) for item in items]
+        if not any(flags):
+            assert self.public is not None
+            return self.public.submit_many(items)
+        public = [item for item, private in zip(items, flags, strict=True) if not private]
+        done = Submitted()
+        written_public = 0
+        if public:
+            assert self.public is not None
+            first = self.public.submit_many(public)
+            done.written, done.queued, done.refused = first.written, first.queued, first.refused
+            done.last_ns = first.last_ns
+            written_public = first.written_items
+        leading = True
+        seen_public = 0
+        for (raw, tx_hash, context), private in zip(items, flags, strict=True):
+            if private:
+                one = self.submit(raw, tx_hash, context)
+                done.written += one.written
+                done.queued += one.queued
+                done.refused += one.refused
+                done.last_ns = max(done.last_ns, one.last_ns)
+                wrote = one.written > 0
+            else:
+                wrote = seen_public < written_public
+                seen_public += 1
+            leading = leading and wrote
+            if leading:
+                done.written_items += 1
+        return done
+
+    def listen(
+        self,
+        on_result: Callable[[BroadcastResult], None],
+        on_written: Callable[[Written], None] | None = None,
+    ) -> None:
+        if self.public is not None:
+            self.public.listen(on_result, on_written)
+
+    def stats(self) -> dict[str, Any]:
+        """The public fan-out's per-lane stats (``FanOut.stats``); none without one."""
+        stats = getattr(self.public, "stats", None)
+        return dict(stats()) if stats is not None else {}
+
+    # -- heads and statuses ----------------------------------------------------------------------
+
+    def target_of(self, record: TxRecord) -> Target | None:
+        latest = record.latest
+        if latest is None:
+            return None
+        return Target(
+            record.intent.id,
+            latest.raw,
+            latest.hash,
+            record.intent.valid_until_block,
+            mined=record.block is not None,
+            given_up=record.state in _GIVEN_UP,
+            noop=latest.is_noop,
+        )
+
+    def on_head(self, tip: int) -> int:
+        """Re-target every live bundle at ``tip + 1``; forget settled intents. Returns writes."""
+        targets = []
+        late: list[OrderflowAction] = []
+        for intent_id in sorted(self.deferred):
+            record = self.records.get(intent_id)
+            target = self.target_of(record) if record is not None else None
+            if target is not None and self.private and not (target.mined or target.given_up):
+                late.extend(plan_submit(target, tip, builders=False, private=True))
+        self.deferred.clear()
+        for intent_id, record in list(self.records.items()):
+            if record.state is TxState.FINALIZED or record.settled:
+                del self.records[intent_id]
+                for noop in (False, True):
+                    self.sent.pop(replacement_uuid(intent_id, noop=noop), None)
+                continue
+            target = self.target_of(record)
+            if target is not None:
+                targets.append(target)
+        return self.execute([*late, *plan_head(targets, tip, builders=self.builders)])
+
+    def on_status(self, record: TxRecord, event: str) -> None:
+        """A private intent was cancelled or expired: cancel its payload bundle and private txs."""
+        if event not in ("cancelled", "expired") or not self.is_private(_Context(record)):
+            return
+        target = self.target_of(record)
+        if target is None:
+            return
+        hashes = tuple(a.hash for a in record.attempts if not a.is_noop)
+        self.execute(
+            plan_cancel(target, builders=self.builders, private=self.private, hashes=hashes)
+        )
+
+    # -- execution -------------------------------------------------------------------------------
+
+    def execute(self, actions: Sequence[OrderflowAction]) -> int:
+        port = self.orderflow
+        if port is None:
+            return 0
+        written = 0
+        for action in actions:
+            if type(action) is SendBundle:
+                if action.retarget and self.sent.get(action.uuid) == (
+                    action.block_number,
+                    action.txs,
+                ):
+                    continue
+                params: dict[str, Any] = {
+                    "txs": ["0x" + raw.hex() for raw in action.txs],
+                    "blockNumber": hex(action.block_number),
+                    "replacementUuid": action.uuid,
+                }
+                count = port.to_builders("eth_sendBundle", params)
+                if count:
+                    self.sent[action.uuid] = (action.block_number, action.txs)
+            elif type(action) is SendPrivate:
+                params = {
+                    "tx": "0x" + action.raw.hex(),
+                    "maxBlockNumber": hex(action.max_block_number),
+                }
+                count = port.to_private("eth_sendPrivateTransaction", params)
+            elif type(action) is CancelBundle:
+                count = port.to_builders("eth_cancelBundle", {"replacementUuid": action.uuid})
+                self.records.pop(action.intent_id, None)
+                self.sent.pop(action.uuid, None)
+            else:
+                assert isinstance(action, CancelPrivate)
+                params = {"txHash": "0x" + action.tx_hash.hex()}
+                count = port.to_private("eth_cancelPrivateTransaction", params)
+                self.records.pop(action.intent_id, None)
+            if count:
+                written += count
+                self.last_ns = self.clock_ns()
+            self.on_action(action, count)
+        return written
+
+
+class _Context:
+    __slots__ = ("record",)
+
+    def __init__(self, record: TxRecord) -> None:
+        self.record = record
