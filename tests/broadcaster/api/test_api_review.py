@@ -181,7 +181,7 @@ EVASIONS = {
         "s: integer with leading zero",
     ),
     "r-zero": (lambda: _typed(lambda i: _set(i, 10, b"")), "decode", "does not recover"),
-    "type-3": (lambda: "0x03" + hex_raw(RAW)[4:], "decode", "type-3 transaction: expected 14 fields"),
+    "type-3": (lambda: "0x03" + hex_raw(RAW)[4:], "decode", "type-3 transaction: expected 14"),
     "legacy-v27": (
         lambda: _legacy(lambda i: _set(i, 6, b"\x1b")),
         "chain-id",
