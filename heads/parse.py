@@ -64,6 +64,11 @@ def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | R
         parent_hash = parent_hash.lower() if type(parent_hash) is str else parent_hash
         if not _is_hash(parent_hash):
             return Rejected(client, block_hash, "malformed", f"bad parentHash {parent_hash!r:.80}")
+    if parent_hash == block_hash:
+        # No block is its own parent (keccak has no such fixed point anyone can find); a walk up
+        # the ancestry of one never ends: the fuzzer's anchor 0x00..00 with parent 0x00..00 ran
+        # the service out of memory.
+        return Rejected(client, block_hash, "malformed", "parentHash is the block's own hash")
     number = _quantity(number_text)
     if number is None:
         return Rejected(client, block_hash, "malformed", f"bad number {number_text!r:.80}")

@@ -160,6 +160,18 @@ def test_a_header_that_is_its_own_parent_does_not_hang_the_tracker() -> None:
     assert tracker.tip is not None and tracker.tip.hash == _h(16)
 
 
+def test_a_first_header_that_is_its_own_parent_is_refused_not_walked() -> None:
+    """Regression (the fuzzer, in a clean CI clone): an anchor whose parentHash is its own hash
+    (all zeros) ran the tracker out of memory; it is refused as malformed."""
+    zero = "0x" + "00" * 32
+    tracker = ChainTracker()
+    events = tracker.on_head("a", {"number": "0x0", "hash": zero, "parentHash": zero})
+    assert [(type(e), getattr(e, "reason", None)) for e in events] == [(Rejected, "malformed")]
+    assert tracker.tip is None
+    tracker.on_head("c", {"number": "0x1", "hash": _h(1), "parentHash": zero})
+    assert tracker.tip is not None and tracker.tip.hash == _h(1)
+
+
 @FUZZ
 @given(HEADERS)
 def test_a_header_with_any_field_of_any_type_is_accepted_or_rejected_with_a_reason(
