@@ -233,9 +233,11 @@ class ChainTracker:
                 fault = structural_fault(client, head, tip)
                 assert fault is not None
                 return [fault]
-            if not self._held_by_parent:
-                # The common case: one block on top of the tip. Its number is above every
-                # candidate, so it wins under either rule unless its client is quarantined.
+            if not self._held_by_parent and (current is None or head.number > current[0].number):
+                # The common case: one block on top of the tip, its client going up. Every
+                # candidate above it is a late copy the chain already left, so it wins under
+                # either rule unless its client is quarantined. A client stepping down or
+                # sideways onto it turns the late-copy rule off: the general path decides.
                 block_hash = head.hash
                 blocks[block_hash] = head
                 self._seen[block_hash] = seq
@@ -319,8 +321,7 @@ class ChainTracker:
             if fault is not None:
                 return [fault]
             connected, events = self._connect(block, seq)
-            if self._adopted:
-                events += self._choose_tip(client, self._adopt_connected(connected))
+            events += self._recompute_after_backfill(client, connected)
             return events
         if block.hash in self._root_parents and block.number >= self._window_low():
             # The parent of a root: store it as the new root, so forks below the anchor connect,
@@ -328,8 +329,7 @@ class ChainTracker:
             self._root_parents.discard(block.hash)
             self._root_parents.add(block.parent_hash)
             connected, events = self._connect(block, seq)
-            if self._adopted:
-                events += self._choose_tip(client, self._adopt_connected(connected))
+            events += self._recompute_after_backfill(client, connected)
             if block.number > 0 and block.number - 1 >= self._window_low():
                 events.append(NeedAncestor(client, block.parent_hash))
             return events
@@ -479,10 +479,19 @@ class ChainTracker:
                 connected.append(child)
         return connected, rejected
 
-    @property
-    def _adopted(self) -> bool:
-        """Could a connect make some client's held head current (then the tip is recomputed)?"""
-        return bool(self._held_announcements)
+    def _recompute_after_backfill(self, client: str, connected: list[Head]) -> list[Event]:
+        """Recompute the tip only when the backfill made some connected client's held head
+        current (DESIGN.md §3). A connect that changed no live head (nothing held, or only a
+        head announced before its client's disconnect) leaves the tip alone: under the
+        late-copy rule a recompute is not idempotent (a candidate skipped against the old tip
+        may extend the new one)."""
+        if not self._held_announcements:
+            return []
+        before = self._live_heads()
+        movers = self._adopt_connected(connected)
+        if self._live_heads() == before:
+            return []
+        return self._choose_tip(client, movers)
 
     def _regressed(
         self, client: str, current: tuple[Head, int] | None, head: Head
