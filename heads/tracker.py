@@ -217,8 +217,9 @@ class ChainTracker:
             self._heads[client] = (head, seq)
             if self._foreign_heads:
                 self._foreign_heads.pop(client, None)
-            if self._tip is not None and head.hash == self._tip.hash:
-                return events  # a late copy of the tip: it already is the best candidate
+            # A late copy of the tip is recomputed too (DESIGN.md §3: after every announcement
+            # that is not a duplicate): under the late-copy rule the tip need not be the best
+            # candidate (one skipped against the old tip may outrank the new one).
             events += self._choose_tip(client, self._regressed(client, current, head))
             return events
         if self._tip is None:  # the first accepted head anchors the chain

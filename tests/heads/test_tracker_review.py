@@ -207,6 +207,31 @@ def test_a_backfill_that_makes_no_live_head_current_leaves_the_tip() -> None:
     assert moves(tracker.on_block("a", tree["o1"])) == []  # a's stale o5 connects: no move
 
 
+def test_a_late_copy_of_the_tip_is_recomputed_like_any_announcement() -> None:
+    """The reference model's counterexample (pinned in ``test_tracker_properties``), rule
+    ``first-seen``: ``c``'s ``x2`` (first seen before the tip ``y1``) is skipped as a late copy
+    while higher than the tip; ``b``'s newer sibling ``z2`` wins. ``a`` then announces ``z2``
+    (no duplicate for ``a``): the tip is recomputed (DESIGN.md §3), and ``x2``, no longer above
+    the tip, outranks ``z2`` under first-seen. The tracker used to skip a copy of the tip."""
+    tree = Tree()
+    tree.add("x1", "g")
+    tree.add("x2", "x1")
+    tree.add("z2", "x1")
+    tree.add("y1", "g")
+    tracker = ChainTracker(
+        finality_depth=10_000, fork_choice="first-seen", clients=3, quarantine_after=10**9
+    )
+    tracker.on_head("a", tree["g"])
+    tracker.on_head("c", tree["x2"])  # held: asks for x1
+    tracker.on_head("a", tree["y1"])
+    assert moves(tracker.on_block("c", tree["x1"])) == []  # x2 connects: a late copy
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash("y1")
+    tracker.on_head("b", tree["z2"])
+    assert tracker.tip.hash == tree.hash("z2")
+    (reorg,) = moves(tracker.on_head("a", tree["z2"]))
+    assert isinstance(reorg, Reorg) and reorg.tip.hash == tree.hash("x2") and reorg.depth == 1
+
+
 def test_an_honest_client_outrunning_a_stuck_but_connected_peer_keeps_the_tip_moving() -> None:
     """A peer stays connected but stops making progress: it re-sends its old head. The pure
     tracker cannot tell it from an honest client outrun by a forged race, so the live subscriber's
