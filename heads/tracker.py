@@ -234,11 +234,16 @@ class ChainTracker:
                 fault = structural_fault(client, head, tip)
                 assert fault is not None
                 return [fault]
-            if not self._held_by_parent and (current is None or head.number > current[0].number):
-                # The common case: one block on top of the tip, its client going up. Every
-                # candidate above it is a late copy the chain already left, so it wins under
-                # either rule unless its client is quarantined. A client stepping down or
-                # sideways onto it turns the late-copy rule off: the general path decides.
+            if (
+                not self._held_by_parent
+                and (current is None or head.number > current[0].number)
+                and (len(self._connected) == 1 or self._outranks_candidates(head, seq))
+            ):
+                # The common case: one block on top of the tip, its client going up, above
+                # every candidate: it wins under either rule unless its client is quarantined.
+                # Otherwise the general path decides: a client stepping down or sideways onto
+                # it turns the late-copy rule off, and a candidate skipped against an older tip
+                # may descend from this one's parent.
                 block_hash = head.hash
                 blocks[block_hash] = head
                 self._seen[block_hash] = seq
@@ -826,6 +831,11 @@ class ChainTracker:
 
     def _rank(self, head: Head) -> tuple[int, int]:
         return (head.number, self._sign * self._seen.get(head.hash, 0))
+
+    def _outranks_candidates(self, head: Head, seq: int) -> bool:
+        """Would ``head``, first seen at ``seq`` (not stored yet), rank above every candidate?"""
+        rank = (head.number, self._sign * seq)
+        return all(self._rank(other) < rank for other in self._candidates())
 
     def _would_win(self, head: Head) -> bool:
         rank = self._rank(head)

@@ -286,12 +286,30 @@ _A_COPY_OF_THE_TIP_IS_RECOMPUTED = (
     ],
 )
 
+# Found by hypothesis: c0 reorgs from 17 (#4) down to 1; c1's copy of 17 is skipped as a late
+# copy; c0 then goes up to 9 (#2, an ancestor of 17), which wins. When c0 announces 10, a block
+# on top of the tip 9, c1's 17 (#4, now a descendant of the tip) outranks it; the tracker's
+# one-block-on-top fast path took 10 without looking at the other candidates.
+_A_SKIPPED_CANDIDATE_ABOVE_A_TIP_CHILD = (
+    tree([0, 0, 0, 0, 0, 1, 2, 3, 4, 9, 6, 7, 8, 9, 10, 11, 14]),
+    [("announce", 0, 0), ("announce", 0, 6), ("announce", 0, 17)]
+    + [("deliver", 0)] * 6
+    + [("announce", 0, 1)]
+    + [("deliver", 0)] * 35
+    + [("announce", 1, 17)]
+    + [("deliver", 0)] * 5
+    + [("announce", 0, 9)]
+    + [("deliver", 0)] * 2
+    + [("announce", 0, 10)],
+)
+
 
 @settings(max_examples=400, deadline=None)
 @given(scenarios(), st.sampled_from(["latest", "first-seen"]))
 @example(_SIDEWAYS_ONTO_THE_TIP, "latest")
 @example(_STALE_HELD_HEAD_CONNECTS, "latest")
 @example(_A_COPY_OF_THE_TIP_IS_RECOMPUTED, "first-seen")
+@example(_A_SKIPPED_CANDIDATE_ABOVE_A_TIP_CHILD, "latest")
 def test_tracker_agrees_with_the_reference_model(
     scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]]], fork_choice: ForkChoice
 ) -> None:
