@@ -217,8 +217,9 @@ class ChainTracker:
             self._heads[client] = (head, seq)
             if self._foreign_heads:
                 self._foreign_heads.pop(client, None)
-            if self._tip is not None and head.hash == self._tip.hash:
-                return events  # a late copy of the tip: it already is the best candidate
+            # A late copy of the tip is recomputed too (DESIGN.md §3: after every announcement
+            # that is not a duplicate): under the late-copy rule the tip need not be the best
+            # candidate (one skipped against the old tip may outrank the new one).
             events += self._choose_tip(client, self._regressed(client, current, head))
             return events
         if self._tip is None:  # the first accepted head anchors the chain
@@ -233,9 +234,16 @@ class ChainTracker:
                 fault = structural_fault(client, head, tip)
                 assert fault is not None
                 return [fault]
-            if not self._held_by_parent:
-                # The common case: one block on top of the tip. Its number is above every
-                # candidate, so it wins under either rule unless its client is quarantined.
+            if (
+                not self._held_by_parent
+                and (current is None or head.number > current[0].number)
+                and (len(self._connected) == 1 or self._outranks_candidates(head, seq))
+            ):
+                # The common case: one block on top of the tip, its client going up, above
+                # every candidate: it wins under either rule unless its client is quarantined.
+                # Otherwise the general path decides: a client stepping down or sideways onto
+                # it turns the late-copy rule off, and a candidate skipped against an older tip
+                # may descend from this one's parent.
                 block_hash = head.hash
                 blocks[block_hash] = head
                 self._seen[block_hash] = seq
@@ -319,8 +327,7 @@ class ChainTracker:
             if fault is not None:
                 return [fault]
             connected, events = self._connect(block, seq)
-            if self._adopted:
-                events += self._choose_tip(client, self._adopt_connected(connected))
+            events += self._recompute_after_backfill(client, connected)
             return events
         if block.hash in self._root_parents and block.number >= self._window_low():
             # The parent of a root: store it as the new root, so forks below the anchor connect,
@@ -328,8 +335,7 @@ class ChainTracker:
             self._root_parents.discard(block.hash)
             self._root_parents.add(block.parent_hash)
             connected, events = self._connect(block, seq)
-            if self._adopted:
-                events += self._choose_tip(client, self._adopt_connected(connected))
+            events += self._recompute_after_backfill(client, connected)
             if block.number > 0 and block.number - 1 >= self._window_low():
                 events.append(NeedAncestor(client, block.parent_hash))
             return events
@@ -479,10 +485,19 @@ class ChainTracker:
                 connected.append(child)
         return connected, rejected
 
-    @property
-    def _adopted(self) -> bool:
-        """Could a connect make some client's held head current (then the tip is recomputed)?"""
-        return bool(self._held_announcements)
+    def _recompute_after_backfill(self, client: str, connected: list[Head]) -> list[Event]:
+        """Recompute the tip only when the backfill made some connected client's held head
+        current (DESIGN.md §3). A connect that changed no live head (nothing held, or only a
+        head announced before its client's disconnect) leaves the tip alone: under the
+        late-copy rule a recompute is not idempotent (a candidate skipped against the old tip
+        may extend the new one)."""
+        if not self._held_announcements:
+            return []
+        before = self._live_heads()
+        movers = self._adopt_connected(connected)
+        if self._live_heads() == before:
+            return []
+        return self._choose_tip(client, movers)
 
     def _regressed(
         self, client: str, current: tuple[Head, int] | None, head: Head
@@ -816,6 +831,11 @@ class ChainTracker:
 
     def _rank(self, head: Head) -> tuple[int, int]:
         return (head.number, self._sign * self._seen.get(head.hash, 0))
+
+    def _outranks_candidates(self, head: Head, seq: int) -> bool:
+        """Would ``head``, first seen at ``seq`` (not stored yet), rank above every candidate?"""
+        rank = (head.number, self._sign * seq)
+        return all(self._rank(other) < rank for other in self._candidates())
 
     def _would_win(self, head: Head) -> bool:
         rank = self._rank(head)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from heads.events import Event, Extension, NeedAncestor, Reorg
@@ -217,8 +217,99 @@ def check_step(ref: Reference, old_tip: str | None, events: list[Event]) -> None
         assert event.depth == len(old)
 
 
+def tree(parents: list[int]) -> list[dict[str, Any]]:
+    """Headers as :func:`scenarios` draws them: block ``i`` (hash of ``str(i)``) on
+    ``parents[i - 1]``."""
+    headers = [{"number": "0x0", "hash": block_hash("0"), "parentHash": GENESIS_PARENT}]
+    for i, p in enumerate(parents, start=1):
+        number = hex(int(headers[p]["number"], 16) + 1)
+        parent = headers[p]["hash"]
+        headers.append({"number": number, "hash": block_hash(str(i)), "parentHash": parent})
+    return headers
+
+
+# Found by hypothesis: c0 reorgs 6 (#3, branch 1-4-6) down to 2 (#1), then announces its late
+# copy 4 and c1 its late copy 6 (both left behind: the tip stays 2); c0 then steps sideways from
+# 4 to 3 (#2, on top of the tip). A client stepping sideways turns the late-copy rule off, so the
+# plain ranking makes c1's 6 the tip; the tracker's one-block-on-top fast path took 3.
+_SIDEWAYS_ONTO_THE_TIP = (
+    tree([0, 0, 2, 1, 0, 4]),
+    [("announce", 0, 0)]
+    + [("deliver", 0)] * 4
+    + [("announce", 0, 6)]
+    + [("deliver", 0)] * 25
+    + [("announce", 0, 2)]
+    + [("deliver", 0)] * 6
+    + [("announce", 0, 4)]
+    + [("deliver", 0)] * 4
+    + [("announce", 1, 6), ("deliver", 0), ("announce", 0, 3)],
+)
+
+# Found by hypothesis: c0's 20 is held when c0 disconnects (stale from then on); after c0 comes
+# back with 4, the tip is 4 while c1's 8 (a child of 4, skipped against the old tip 2 as a late
+# copy) waits. Backfilling 20's ancestry made no live head current, so the tip must stay: the
+# tracker recomputed on any backfill while something was held and moved to 8.
+_STALE_HELD_HEAD_CONNECTS = (
+    tree([0, 0, 0, 0, 1, 1, 2, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]),
+    [
+        ("announce", 0, 0),
+        ("deliver", 0),
+        ("announce", 0, 20),
+        ("announce", 1, 8),
+        ("disconnect", 0),
+        ("deliver", 0),
+        ("announce", 2, 2),
+        ("deliver", 0),
+        ("deliver", 0),
+        ("deliver", 0),
+        ("announce", 0, 4),
+    ],
+)
+
+# Found by hypothesis (first-seen): c2's 5 (#2), first seen before the tip 2, is skipped as a
+# late copy; c1's newer sibling 6 then wins. When c0 announces 6 (not a duplicate for c0) the
+# tip is recomputed and 5, no longer above the tip, outranks 6 under first-seen; the tracker
+# skipped the recompute for a copy of the tip.
+_A_COPY_OF_THE_TIP_IS_RECOMPUTED = (
+    tree([0, 0, 0, 0, 1, 1]),
+    [
+        ("announce", 0, 0),
+        ("announce", 2, 5),
+        ("announce", 0, 2),
+        ("deliver", 0),
+        ("announce", 1, 6),
+        ("deliver", 0),
+        ("deliver", 0),
+        ("deliver", 0),
+        ("announce", 0, 6),
+        ("deliver", 0),
+    ],
+)
+
+# Found by hypothesis: c0 reorgs from 17 (#4) down to 1; c1's copy of 17 is skipped as a late
+# copy; c0 then goes up to 9 (#2, an ancestor of 17), which wins. When c0 announces 10, a block
+# on top of the tip 9, c1's 17 (#4, now a descendant of the tip) outranks it; the tracker's
+# one-block-on-top fast path took 10 without looking at the other candidates.
+_A_SKIPPED_CANDIDATE_ABOVE_A_TIP_CHILD = (
+    tree([0, 0, 0, 0, 0, 1, 2, 3, 4, 9, 6, 7, 8, 9, 10, 11, 14]),
+    [("announce", 0, 0), ("announce", 0, 6), ("announce", 0, 17)]
+    + [("deliver", 0)] * 6
+    + [("announce", 0, 1)]
+    + [("deliver", 0)] * 35
+    + [("announce", 1, 17)]
+    + [("deliver", 0)] * 5
+    + [("announce", 0, 9)]
+    + [("deliver", 0)] * 2
+    + [("announce", 0, 10)],
+)
+
+
 @settings(max_examples=400, deadline=None)
 @given(scenarios(), st.sampled_from(["latest", "first-seen"]))
+@example(_SIDEWAYS_ONTO_THE_TIP, "latest")
+@example(_STALE_HELD_HEAD_CONNECTS, "latest")
+@example(_A_COPY_OF_THE_TIP_IS_RECOMPUTED, "first-seen")
+@example(_A_SKIPPED_CANDIDATE_ABOVE_A_TIP_CHILD, "latest")
 def test_tracker_agrees_with_the_reference_model(
     scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]]], fork_choice: ForkChoice
 ) -> None:

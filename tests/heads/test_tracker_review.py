@@ -155,6 +155,83 @@ def test_a_late_copy_of_the_abandoned_tip_above_the_new_branch_does_not_flip_bac
     assert tracker.tip.hash == tree.hash("o22") and back.depth == 10
 
 
+def test_a_client_stepping_sideways_onto_the_tip_turns_the_late_copy_rule_off() -> None:
+    """The reference model's counterexample (pinned in ``test_tracker_properties``): the tip
+    is ``n1`` after ``a`` reorged down from ``o3``; ``a``'s late copy ``o2`` and ``b``'s late
+    copy ``o3`` are skipped (first seen before ``n1``). ``a`` then steps sideways from ``o2``
+    to ``n2``, a block on top of the tip: a client stepping down or sideways turns the
+    late-copy rule off, so the plain ranking decides and ``b``'s higher ``o3`` wins. The
+    one-block-on-top fast path used to take ``n2`` without looking at the other candidates."""
+    tree = Tree()
+    old = tree.chain("o", "g", 3)
+    tree.chain("n", "g", 2)
+    tracker = ChainTracker(finality_depth=10_000, clients=2, quarantine_after=10**9)
+    tracker.on_head("a", tree["g"])
+    tracker.on_head("a", tree["o3"])
+    tracker.on_block("a", tree["o2"])
+    tracker.on_block("a", tree["o1"])
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash("o3")
+    tracker.on_head("a", tree["n1"])  # a steps down: the tip follows
+    assert tracker.tip.hash == tree.hash("n1")
+    assert moves(tracker.on_head("a", tree["o2"])) == []  # late copies: skipped
+    assert moves(tracker.on_head("b", tree["o3"])) == []
+    (reorg,) = moves(tracker.on_head("a", tree["n2"]))
+    assert isinstance(reorg, Reorg) and reorg.tip.hash == tree.hash(old[-1])
+    assert reorg.depth == 1 and reorg.ancestor.hash == tree.hash("g")
+
+
+def test_a_backfill_that_makes_no_live_head_current_leaves_the_tip() -> None:
+    """The reference model's counterexample (pinned in ``test_tracker_properties``): ``a``'s
+    held ``o5`` is stale after ``a``'s disconnect. After ``a`` is back with ``p1``, the tip is
+    ``p1`` while ``b``'s ``p2`` (a child of ``p1``, skipped against the old tip ``q1`` as a
+    late copy) waits. Backfilling ``o5``'s ancestry makes no live head current, so the tip is
+    not recomputed (the tracker used to recompute on any backfill while something was held)."""
+    tree = Tree()
+    tree.chain("o", "g", 5)
+    tree.chain("p", "g", 2)
+    tree.add("q1", "g")
+    tracker = ChainTracker(finality_depth=10_000, clients=3, quarantine_after=10**9)
+    tracker.on_head("a", tree["g"])
+    tracker.on_head("a", tree["o5"])  # held: asks for o4
+    tracker.on_head("b", tree["p2"])  # held: asks for p1
+    tracker.on_disconnect("a")
+    tracker.on_block("a", tree["o4"])
+    tracker.on_head("c", tree["q1"])
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash("q1")
+    tracker.on_block("b", tree["p1"])  # b's p2 connects: a late copy, skipped
+    assert tracker.tip.hash == tree.hash("q1")
+    tracker.on_block("a", tree["o3"])
+    tracker.on_block("a", tree["o2"])
+    assert len(moves(tracker.on_head("a", tree["p1"]))) == 1  # the newest sibling at height 1
+    assert tracker.tip.hash == tree.hash("p1")
+    assert moves(tracker.on_block("a", tree["o1"])) == []  # a's stale o5 connects: no move
+
+
+def test_a_late_copy_of_the_tip_is_recomputed_like_any_announcement() -> None:
+    """The reference model's counterexample (pinned in ``test_tracker_properties``), rule
+    ``first-seen``: ``c``'s ``x2`` (first seen before the tip ``y1``) is skipped as a late copy
+    while higher than the tip; ``b``'s newer sibling ``z2`` wins. ``a`` then announces ``z2``
+    (no duplicate for ``a``): the tip is recomputed (DESIGN.md §3), and ``x2``, no longer above
+    the tip, outranks ``z2`` under first-seen. The tracker used to skip a copy of the tip."""
+    tree = Tree()
+    tree.add("x1", "g")
+    tree.add("x2", "x1")
+    tree.add("z2", "x1")
+    tree.add("y1", "g")
+    tracker = ChainTracker(
+        finality_depth=10_000, fork_choice="first-seen", clients=3, quarantine_after=10**9
+    )
+    tracker.on_head("a", tree["g"])
+    tracker.on_head("c", tree["x2"])  # held: asks for x1
+    tracker.on_head("a", tree["y1"])
+    assert moves(tracker.on_block("c", tree["x1"])) == []  # x2 connects: a late copy
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash("y1")
+    tracker.on_head("b", tree["z2"])
+    assert tracker.tip.hash == tree.hash("z2")
+    (reorg,) = moves(tracker.on_head("a", tree["z2"]))
+    assert isinstance(reorg, Reorg) and reorg.tip.hash == tree.hash("x2") and reorg.depth == 1
+
+
 def test_an_honest_client_outrunning_a_stuck_but_connected_peer_keeps_the_tip_moving() -> None:
     """A peer stays connected but stops making progress: it re-sends its old head. The pure
     tracker cannot tell it from an honest client outrun by a forged race, so the live subscriber's
