@@ -86,7 +86,8 @@ def _uint(raw: object, key: str, limit: int) -> int:
     return value
 
 
-def _raw_bytes(raw: object, key: str) -> bytes:
+def raw_bytes(raw: object, key: str) -> bytes:
+    """``raw`` as bytes: bytes as given, or 0x-hex; else :class:`TxFieldError` at ``key``."""
     if isinstance(raw, bytes | bytearray | memoryview):
         return bytes(raw)
     if isinstance(raw, str) and raw[:2] in ("0x", "0X"):
@@ -98,7 +99,7 @@ def _raw_bytes(raw: object, key: str) -> bytes:
 
 
 def _address(raw: object, key: str) -> bytes:
-    out = _raw_bytes(raw, key)
+    out = raw_bytes(raw, key)
     if len(out) != 20:
         raise TxFieldError(key, f"an address is 20 bytes, got {len(out)}")
     return out
@@ -133,7 +134,7 @@ def parse_blob_hashes(raw: object) -> tuple[bytes, ...]:
     """``blobVersionedHashes`` from a request: at least one, 32 bytes, version ``0x01``."""
     if not isinstance(raw, list | tuple) or not raw:
         raise TxFieldError("blobVersionedHashes", "a type-3 transaction needs at least one hash")
-    out = tuple(_raw_bytes(h, f"blobVersionedHashes[{i}]") for i, h in enumerate(raw))
+    out = tuple(raw_bytes(h, f"blobVersionedHashes[{i}]") for i, h in enumerate(raw))
     check_blob_hashes(out, TxFieldError)
     return out
 

@@ -33,6 +33,7 @@ from signer_client.authorization import (
     encode_blob_hashes,
     parse_authorizations,
     parse_blob_hashes,
+    raw_bytes,
 )
 from signer_client.errors import TxDecodeError, TxFieldError
 from signer_client.rlp import Item, decode, encode_bytes, encode_int, encode_list_payload
@@ -160,15 +161,9 @@ def _quantity(tx: Mapping[str, Any], key: str, limit: int = _UINT256) -> int:
     return value
 
 
-def _hex_bytes(raw: object, key: str) -> bytes:
-    if isinstance(raw, bytes | bytearray | memoryview):
-        return bytes(raw)
-    if isinstance(raw, str) and raw[:2] in ("0x", "0X"):
-        try:
-            return bytes.fromhex(raw[2:])
-        except ValueError:
-            raise TxFieldError(key, "not valid hex") from None
-    raise TxFieldError(key, f"expected bytes or a 0x-hex string, got {type(raw).__name__}")
+# One parser for 0x-hex or bytes fields, the authorization module's (it sits below this one:
+# importing from here would be circular).
+_hex_bytes = raw_bytes
 
 
 def parse_address(raw: object, key: str = "address") -> bytes:
