@@ -288,7 +288,8 @@ class Service:
                     lease_task.cancel()
                 await self.metrics_server.close()
                 raise
-        subscriptions = Subscriptions()  # before the manager and the API: both only use it
+        # before the manager and the API: both only use it
+        subscriptions = Subscriptions(on_dropped=self.metrics.api_notifications_dropped_total.inc)
         observer = _TxMetrics(self.metrics, subscriptions)
         attestation = None
         if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
