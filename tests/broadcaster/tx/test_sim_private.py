@@ -164,3 +164,31 @@ def test_a_private_intent_stays_private_after_a_crash_and_restart(make_sim: Make
     assert len(sim.checker.mined(record.intent.id)) == 1
     no_public_send(sim, record.intent.id)
     sim.check()
+
+
+
+def test_a_gap_fill_noop_of_an_account_with_private_intents_goes_only_to_the_builder(
+    make_sim: MakeSim,
+) -> None:
+    """A hole in a private account's nonces is plugged privately: a public noop would show the
+    account's activity (and that a nonce is being filled) to every mempool."""
+    sim = make_sim()
+    held = sim.run(sim.submit(private=True))
+    sim.run(sim.submit_raw(held.nonce + 3))  # signed elsewhere: nonces +1 and +2 are holes
+    sim.run(sim.crash())
+    sim.run(sim.restart())  # the start-up resync fills them
+    sim.run(sim.advance(1.0))
+    fills = [r for r in sim.adapter.records() if r.intent.noop and r.attempts]
+    assert sorted(r.nonce for r in fills) == [held.nonce + 1, held.nonce + 2]
+    assert sim.builder is not None
+    sent = {
+        decode_tx(bytes.fromhex(raw[2:])).hash
+        for seen in sim.builder.bundles()
+        for raw in seen.params["txs"]
+    }
+    for fill in fills:
+        assert fill.intent.private
+        assert {a.hash for a in fill.attempts} & sent, "the gap fill never reached the builder"
+        no_public_send(sim, fill.intent.id)
+    sim.run(sim.finish())
+    sim.check()
