@@ -166,7 +166,6 @@ def test_a_private_intent_stays_private_after_a_crash_and_restart(make_sim: Make
     sim.check()
 
 
-
 def test_a_gap_fill_noop_of_an_account_with_private_intents_goes_only_to_the_builder(
     make_sim: MakeSim,
 ) -> None:
