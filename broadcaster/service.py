@@ -353,9 +353,11 @@ class Service:
         )
         orderflow = (
             OrderflowSender(
-                [(r.name, r.url, r.kind) for r in private],
+                [(r.name, r.url, r.kind, r.auth) for r in private],
                 on_result=self.metrics.orderflow,
                 wrap=(lambda t: FencedTransport(t, self.fence)) if fenced else None,
+                # auth = "flashbots": the enclave's auth key signs each body (section 5a)
+                sign_auth=signer.sign_auth if any(r.auth for r in private) else None,
             )
             if private
             else None
