@@ -369,6 +369,7 @@ class Service:
             private=sum(1 for r in private if r.kind == "private"),
             tip_number=lambda: tracker.tip.number if tracker.tip else None,
             clock_ns=time.perf_counter_ns,
+            jobs_per_send=max(1, len(public)),  # the manager's endpoints= below
         )
         manager = TxManager(
             chain_id=config.chain_id,

@@ -56,6 +56,7 @@ class Router:
         tip_number: Callable[[], int | None],
         clock_ns: Callable[[], int],
         on_action: Callable[[OrderflowAction, int], None] = lambda action, written: None,
+        jobs_per_send: int = 1,
     ) -> None:
         if public is None and orderflow is None:
             raise ValueError("need a public fan-out or private endpoints")
@@ -66,6 +67,9 @@ class Router:
         self.tip_number = tip_number
         self.clock_ns = clock_ns
         self.on_action = on_action
+        # The executor's reaction expects this many jobs per send (TxManager ``endpoints``: the
+        # public endpoint count, at least 1); a private send settles all of them (below).
+        self.jobs_per_send = jobs_per_send
         self.records: dict[str, TxRecord] = {}  # private intents with a live target, by id
         self.last_ns = 0  # the clock after the latest private write (bench, reaction end)
         # (uuid -> (block, txs)) of the last bundle every builder took: a re-target that would
@@ -104,9 +108,14 @@ class Router:
         self.deferred.discard(record.intent.id)
         plan = plan_submit(target, tip, builders=self.builders, private=self.private)
         written = self.execute(plan)
+        # Every job the reaction expects for this send is settled here: what was not written
+        # inside this call (an auth = "flashbots" body goes to the signer first, a busy
+        # endpoint queues it) is not waited for, so the reaction is observed -- ending at the
+        # hand-off -- whatever the number of public endpoints or builders.
+        done.refused = max(0, self.jobs_per_send - written)
+        done.last_ns = self.last_ns if written else self.clock_ns()
         if written:
             done.written = written
-            done.last_ns = self.last_ns
             done.written_items = 1
         return done
 

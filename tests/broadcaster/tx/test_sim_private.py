@@ -109,6 +109,27 @@ def test_a_reorg_that_drops_it_sends_the_bumped_replacement_for_the_new_next_blo
     sim.check()
 
 
+def test_a_private_reaction_is_observed_with_more_public_endpoints_than_builders(
+    make_sim: MakeSim,
+) -> None:
+    """Review: the reaction expected one write per public endpoint (3 here) for each send, a
+    private one wrote one bundle (1 builder), so a private-only reaction never ended and
+    reaction_seconds never saw it. Every job of a private send is settled in the call now."""
+    sim = make_sim()
+    record = sim.run(sim.submit(private=True))
+    sim.run(sim.mine())
+    observer = sim.adapter.observer
+    before = len(observer.reactions)
+    sim.run(sim.reorg(1, reinclude=False))
+    assert sim.record(record.intent.id).latest is not record.attempts[0]
+    reactions = observer.reactions[before:]
+    assert len(reactions) == 1, reactions
+    seconds, dropped = reactions[0]
+    assert dropped == 1 and seconds >= 0
+    sim.run(sim.finish())
+    sim.check()
+
+
 def test_cancel_cancels_the_payload_bundle_and_the_noop_takes_the_nonce(
     make_sim: MakeSim,
 ) -> None:
