@@ -111,8 +111,11 @@ class Router:
         # Every job the reaction expects for this send is settled here: what was not written
         # inside this call (an auth = "flashbots" body goes to the signer first, a busy
         # endpoint queues it) is not waited for, so the reaction is observed -- ending at the
-        # hand-off -- whatever the number of public endpoints or builders.
-        done.refused = max(0, self.jobs_per_send - written)
+        # hand-off -- whatever the number of public endpoints or builders. Exactly
+        # ``jobs_per_send``, never more: ``refused`` goes negative when more builders and private
+        # RPCs took it than the reaction expects of one send (``Reaction.took`` settles
+        # ``written + refused``), else the reaction would end before its other sends were written.
+        done.refused = self.jobs_per_send - written
         done.last_ns = self.last_ns if written else self.clock_ns()
         if written:
             done.written = written
