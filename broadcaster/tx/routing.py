@@ -11,6 +11,7 @@ With no public endpoint at all (a builders-only deployment) everything is routed
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -31,6 +32,8 @@ from broadcaster.tx.seams import Submitter
 from nonce import TxRecord, TxState
 
 __all__ = ["OrderflowPort", "Router"]
+
+log = logging.getLogger(__name__)
 
 _GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
 
@@ -80,6 +83,7 @@ class Router:
         # before the first head): their bundles go out with the first head's re-target, their
         # private transactions (which need no per-head re-send) right then, too.
         self.deferred: set[str] = set()
+        self.nowhere: set[str] = set()  # private intents logged as having no private route
 
     # -- Submitter -------------------------------------------------------------------------------
 
@@ -106,6 +110,18 @@ class Router:
             self.deferred.add(record.intent.id)
             return done
         self.deferred.discard(record.intent.id)
+        if not (self.builders or self.private) and record.intent.id not in self.nowhere:
+            # A private intent journaled before the config lost its private/builder rpcs (or a
+            # builder screened out at start): never sent publicly, so sent nowhere -- and its
+            # nonce holds the sender's later intents. Said once per intent, loudly.
+            self.nowhere.add(record.intent.id)
+            log.error(
+                "intent %s (%s nonce %d) is private but no private or builder rpc is up: it is "
+                "sent nowhere and holds the nonces after it; add one, or cancel it",
+                record.intent.id,
+                record.intent.sender,
+                record.nonce,
+            )
         plan = plan_submit(target, tip, builders=self.builders, private=self.private)
         written = self.execute(plan)
         # Every job the reaction expects for this send is settled here: what was not written

@@ -6,7 +6,12 @@ before the public replacements it also carries were written."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from broadcaster.tx.executor import Reaction
+from broadcaster.tx.routing import Router
 from nonce import AttemptReason
 from tests.broadcaster.tx.test_routing import World
 
@@ -40,3 +45,24 @@ def test_mixed_private_and_public_in_one_batch_settle_each_send_once() -> None:
     assert ended == [], "two private sends settled the third (public) send's job too"
     reaction.took(world.router.submit_many(items[2:]))
     assert len(ended) == 1
+
+
+def test_a_private_intent_with_no_private_route_is_sent_nowhere_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A journal holding a private intent, restarted with a config whose private rpcs are gone:
+    it never falls back to the public fan-out, and the operator is told (its nonce holds the
+    sender's later intents)."""
+    world = World()
+    world.router = Router(
+        world.fanout, None, builders=0, private=0, tip_number=lambda: 100, clock_ns=lambda: 5
+    )
+    record = world.record(private=True)
+    ctx = world.attempt(record, b"\x09", AttemptReason.INITIAL)
+    with caplog.at_level(logging.ERROR, logger="broadcaster.tx.routing"):
+        for _ in range(2):
+            done = world.router.submit(b"\x09", ctx.attempt.hash, ctx)
+            assert done.written == 0
+    assert world.fanout is not None and world.fanout.sent == []
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1 and record.intent.id in errors[0], errors
