@@ -199,6 +199,7 @@ class Service:
         self._retargeted: int | None = None  # the tip the live bundles were last sent for
         self.gate: SigningGate | None = None
         self.streamer: AuditStreamer | None = None
+        self._auth_rpcs: list[str] = []  # auth = "flashbots" rpcs (section 5a)
         self.reconciler: LiveReconciler | None = None
 
     def health(self) -> Mapping[str, Any]:
@@ -311,6 +312,8 @@ class Service:
             on_event=self._on_signer_event,
         )
         self._signer = signer
+        # auth = "flashbots" rpcs (section 5a): named in the error when the signer has no auth key
+        self._auth_rpcs = [r.name for r in config.rpcs if r.auth]
         gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
         report = observer.report = ForeignReport(
             count=self.metrics.foreign_transaction,
@@ -354,9 +357,11 @@ class Service:
         )
         orderflow = (
             OrderflowSender(
-                [(r.name, r.url, r.kind) for r in private],
+                [(r.name, r.url, r.kind, r.auth) for r in private],
                 on_result=self.metrics.orderflow,
                 wrap=(lambda t: FencedTransport(t, self.fence)) if fenced else None,
+                # auth = "flashbots": the enclave's auth key signs each body (section 5a)
+                sign_auth=signer.sign_auth if any(r.auth for r in private) else None,
             )
             if private
             else None
@@ -368,6 +373,7 @@ class Service:
             private=sum(1 for r in private if r.kind == "private"),
             tip_number=lambda: tracker.tip.number if tracker.tip else None,
             clock_ns=time.perf_counter_ns,
+            jobs_per_send=max(1, len(public)),  # the manager's endpoints= below
         )
         manager = TxManager(
             chain_id=config.chain_id,
@@ -598,6 +604,17 @@ class Service:
 
     def _on_signer_event(self, kind: str) -> None:
         self.metrics.signer_error(kind)
+        if kind == SignerEvent.CONNECTED and self._auth_rpcs:
+            info = self._signer.info
+            if info is not None and info.auth_address is None:
+                # Every request to these rpcs fails until the enclave holds an auth key
+                # (signer_errors_total{kind="no_auth_key"} counts each; the SignerErrors alert).
+                log.error(
+                    'rpcs %s have auth = "flashbots" but the signer names no auth key: set '
+                    "[policy] auth_address in the enclave to one of its loaded keys; every "
+                    "request to them fails until then",
+                    ", ".join(self._auth_rpcs),
+                )
         streamer = self.streamer
         if streamer is not None and self.gate is not None and kind in _RECHECK_ON:
             # Close the reconnect window: nothing is signed on a new connection before its log

@@ -31,6 +31,7 @@ from typing import Any
 
 import coincurve
 
+from signer_client import flashbots
 from signer_client.attestation import AttestationPolicy, AttestationResult, verify_attestation
 from signer_client.authorization import SignedAuthorization, parse_unsigned_authorization
 from signer_client.channel import derive_mac_key, open_sealed
@@ -191,6 +192,26 @@ class _Connection(asyncio.Protocol):
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(error)
+
+
+def _auth_header(info: SignerInfo | None, result: dict[str, Any], body: bytes) -> str:
+    """Check a ``sign_auth`` reply against ``hello`` and the body; the header value."""
+    if info is None or info.auth_address is None:
+        raise ReplyVerificationError("auth_address", "the signer's hello names no auth key")
+    expected = info.auth_address
+    signature = result.get("signature")
+    if not isinstance(signature, str) or not signature.startswith("0x") or len(signature) != 132:
+        raise ReplyVerificationError("signature", "expected 65 bytes of 0x-hex")
+    try:
+        sig = bytes.fromhex(signature[2:])
+        address = bytes.fromhex(expected.removeprefix("0x"))
+        value = flashbots.header_value(address, sig)
+    except ValueError as exc:
+        raise ReplyVerificationError("signature", str(exc)) from None
+    flashbots.recover_header(value, body)  # the auth key's, over this body
+    if any(a.lower() == expected.lower() for a in info.addresses):
+        raise ReplyVerificationError("auth_address", "the auth key is a transaction account")
+    return value
 
 
 def _ignore(kind: str) -> None:
@@ -356,6 +377,31 @@ class SignerClient:
             raise
         self._emit(SignerEvent.SIGNED)
         return signed
+
+    async def sign_auth(self, body: bytes) -> str:
+        """The ``X-Flashbots-Signature`` header value for request ``body`` (DESIGN.md 5a), signed
+        by the signer's auth key. Returned only after the signature is checked to recover the
+        address the (attested) ``hello`` named as the auth key, over this very body, and that
+        address is none of the signer's transaction accounts."""
+        digest = flashbots.body_hash(body)
+        if self.info is not None and self.info.auth_address is None:
+            # Known from hello: no round trip, and counted as what it is (a deployment whose
+            # auth = "flashbots" endpoints have no key to sign with), not as a policy denial.
+            self._emit(SignerEvent.NO_AUTH_KEY)
+            raise PolicyDenied("auth_key", "the signer's policy names no auth key (auth_address)")
+        try:
+            result, _ = await self._call("sign_auth", {"body_hash": "0x" + digest.hex()})
+        except PolicyDenied as exc:
+            no_key = exc.rule == "auth_key"
+            self._emit(SignerEvent.NO_AUTH_KEY if no_key else SignerEvent.POLICY_DENIED)
+            raise
+        try:
+            value = _auth_header(self.info, result, body)
+        except ReplyVerificationError:
+            self._emit(SignerEvent.REPLY_INVALID)
+            raise
+        self._emit(SignerEvent.SIGNED)
+        return value
 
     def _sender(self, sender: str | bytes) -> tuple[bytes, str]:
         """``(20 bytes, lowercase 0x-hex)`` of a sender, parsed once per spelling."""

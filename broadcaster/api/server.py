@@ -48,6 +48,7 @@ from broadcaster.api.intents import (
     intent_json,
     parse_data,
     parse_intent,
+    parse_private,
     parse_quantity,
 )
 from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
@@ -414,6 +415,15 @@ class IntentApi(Dispatcher):
         if "gas" not in tx:
             if self._passthrough is None:
                 raise ParamError("gas", "required")
+            if parse_private(tx, defaults):
+                # DESIGN.md 5a: eth_estimateGas goes to public nodes (chain reads never go to
+                # private or builder endpoints, which do not serve it): estimating would show
+                # the private transaction's calldata to the very mempool it avoids.
+                raise ParamError(
+                    "gas",
+                    "required for a private transaction (estimating it would show its calldata "
+                    "to a public node); pass gas explicitly",
+                )
             # Name a bad field before asking the node; estimate what will actually be signed.
             draft = parse_intent(tx, defaults, require_gas=False)
             call: dict[str, Any] = {"from": draft.sender, "value": hex(draft.value)}

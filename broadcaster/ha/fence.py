@@ -127,6 +127,14 @@ class FencedTransport:
             raise RuntimeError(str(exc)) from exc  # the lane settles the job as not written
         self.inner.send(rid, body, ids)
 
+    def send_headed(self, rid: int, body: bytes, headers: bytes) -> None:
+        """The orderflow's authenticated write (``HttpTransport.send_headed``), fenced too."""
+        try:
+            self.fence.check()
+        except LeaseLost as exc:
+            raise RuntimeError(str(exc)) from exc
+        self.inner.send_headed(rid, body, headers)  # type: ignore[attr-defined]
+
     def forget(self, rid: int) -> None:
         self.inner.forget(rid)
 

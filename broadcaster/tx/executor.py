@@ -10,6 +10,7 @@ A payload is never signed or sent once its intent was given up, found mined, or 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -369,7 +370,10 @@ class Executor:
             return True
 
     async def fill_gap(self, sender: str, nonce: int) -> bool:
-        """Sign a noop at a nonce nothing of ours will use; ``False`` when it could not be now."""
+        """Sign a noop at a nonce nothing of ours will use; ``False`` when it could not be now.
+
+        The noop is private (builders and private RPCs only) when the sender holds any private
+        intent."""
         tip = self.fees.priority_fee
         intent = noop_intent(
             f"gap-{sender[2:10]}-{nonce}-{next(self._ids)}",
@@ -378,6 +382,10 @@ class Executor:
             max_fee_per_gas=2 * (self.view.base_fee or 1_000_000_000) + tip,
             tip=tip,
         )
+        if any(r.intent.private for r in self.book.records(sender)):
+            # DESIGN.md 5a: a private account's nonces are its own business; a public noop
+            # would show its activity (and that a nonce is being plugged) to every mempool.
+            intent = dataclasses.replace(intent, private=True)
         record = self.book.open_gap_fill(intent, nonce, now=self.clock())
         if record.has_noop:
             return True

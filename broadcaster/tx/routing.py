@@ -11,6 +11,7 @@ With no public endpoint at all (a builders-only deployment) everything is routed
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -31,6 +32,8 @@ from broadcaster.tx.seams import Submitter
 from nonce import TxRecord, TxState
 
 __all__ = ["OrderflowPort", "Router"]
+
+log = logging.getLogger(__name__)
 
 _GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
 
@@ -56,6 +59,7 @@ class Router:
         tip_number: Callable[[], int | None],
         clock_ns: Callable[[], int],
         on_action: Callable[[OrderflowAction, int], None] = lambda action, written: None,
+        jobs_per_send: int = 1,
     ) -> None:
         if public is None and orderflow is None:
             raise ValueError("need a public fan-out or private endpoints")
@@ -66,6 +70,9 @@ class Router:
         self.tip_number = tip_number
         self.clock_ns = clock_ns
         self.on_action = on_action
+        # The executor's reaction expects this many jobs per send (TxManager ``endpoints``: the
+        # public endpoint count, at least 1); a private send settles all of them (below).
+        self.jobs_per_send = jobs_per_send
         self.records: dict[str, TxRecord] = {}  # private intents with a live target, by id
         self.last_ns = 0  # the clock after the latest private write (bench, reaction end)
         # (uuid -> (block, txs)) of the last bundle every builder took: a re-target that would
@@ -76,6 +83,7 @@ class Router:
         # before the first head): their bundles go out with the first head's re-target, their
         # private transactions (which need no per-head re-send) right then, too.
         self.deferred: set[str] = set()
+        self.nowhere: set[str] = set()  # private intents logged as having no private route
 
     # -- Submitter -------------------------------------------------------------------------------
 
@@ -102,11 +110,31 @@ class Router:
             self.deferred.add(record.intent.id)
             return done
         self.deferred.discard(record.intent.id)
+        if not (self.builders or self.private) and record.intent.id not in self.nowhere:
+            # A private intent journaled before the config lost its private/builder rpcs (or a
+            # builder screened out at start): never sent publicly, so sent nowhere -- and its
+            # nonce holds the sender's later intents. Said once per intent, loudly.
+            self.nowhere.add(record.intent.id)
+            log.error(
+                "intent %s (%s nonce %d) is private but no private or builder rpc is up: it is "
+                "sent nowhere and holds the nonces after it; add one, or cancel it",
+                record.intent.id,
+                record.intent.sender,
+                record.nonce,
+            )
         plan = plan_submit(target, tip, builders=self.builders, private=self.private)
         written = self.execute(plan)
+        # Every job the reaction expects for this send is settled here: what was not written
+        # inside this call (an auth = "flashbots" body goes to the signer first, a busy
+        # endpoint queues it) is not waited for, so the reaction is observed -- ending at the
+        # hand-off -- whatever the number of public endpoints or builders. Exactly
+        # ``jobs_per_send``, never more: ``refused`` goes negative when more builders and private
+        # RPCs took it than the reaction expects of one send (``Reaction.took`` settles
+        # ``written + refused``), else the reaction would end before its other sends were written.
+        done.refused = self.jobs_per_send - written
+        done.last_ns = self.last_ns if written else self.clock_ns()
         if written:
             done.written = written
-            done.last_ns = self.last_ns
             done.written_items = 1
         return done
 

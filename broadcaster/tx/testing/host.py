@@ -127,6 +127,7 @@ async def boot(
             private=0,
             tip_number=lambda: feed.tracker.tip.number if feed.tracker.tip else None,
             clock_ns=clock.ns,
+            jobs_per_send=len(plan.rpcs),  # the adapter's endpoints=
         )
     chain = SimChainState(network, plan.readers)
     feed = HeadFeed(
