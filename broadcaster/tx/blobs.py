@@ -31,6 +31,9 @@ __all__ = [
     "BLOB_SIZE",
     "BlobError",
     "Sidecar",
+    "blob_fee_of",
+    "canonical_form",
+    "intent_sidecar",
     "network_form",
     "sidecar",
     "versioned_hash",
@@ -131,3 +134,31 @@ def network_form(raw: bytes, car: Sidecar, version: int = 0) -> bytes:
         encode_list_payload(b"".join(encode_bytes(p) for p in proofs)),
     )
     return b"\x03" + encode_list_payload(b"".join(parts))
+
+
+@functools.lru_cache(maxsize=32)
+def intent_sidecar(blobs: tuple[bytes, ...]) -> Sidecar:
+    """:func:`sidecar` of an intent's blobs, cached: KZG costs milliseconds per blob, and every
+    re-sign of the intent (reorg, bump, restart) needs the same versioned hashes and sidecar."""
+    return sidecar(blobs)
+
+
+def canonical_form(raw: bytes) -> bytes:
+    """The signed canonical form of a type-3 transaction given in either form (network form:
+    its first RLP item is the ``tx_payload_body`` list)."""
+    if raw[:1] != b"\x03":
+        return raw
+    start, stop = list_at(raw, 1, len(raw))
+    if start < stop and raw[start] >= 0xC0:  # the outer list opens with a list: network form
+        _, body_stop = list_at(raw, start, stop)
+        return b"\x03" + raw[start:body_stop]
+    return raw
+
+
+def blob_fee_of(raw: bytes) -> int | None:
+    """``maxFeePerBlobGas`` of a signed type-3 transaction (either form); ``None`` for others."""
+    if raw[:1] != b"\x03":
+        return None
+    from signer_client.txcodec import decode_raw
+
+    return decode_raw(canonical_form(raw)).fields.max_fee_per_blob_gas

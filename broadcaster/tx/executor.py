@@ -23,6 +23,7 @@ from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import Signer, Submitter, TxObserver
+from broadcaster.tx.typed import NoAuthorizationSigner, typed_fields, wire_form
 from broadcaster.tx.view import Background, ChainView
 from nonce import (
     TRANSITIONS,
@@ -184,13 +185,21 @@ class Executor:
         the caller's next computation bumps over it. A ``nonce_window`` (the account moved on
         outside the enclave) raises the enclave's floor once (:meth:`_move_window`) and retries.
         """
-        tx = tx_dict(record.intent, record.nonce, fees, noop=noop)
+        typed = not noop and record.intent.tx_type > 2  # blobs, authorizations (tx.typed)
+        tx = {} if typed else tx_dict(record.intent, record.nonce, fees, noop=noop)
         started = self.clock_ns()
         moved = False
         while True:
             try:
+                if typed:
+                    extra = await typed_fields(record, self.signer, self.fees)
+                    tx = tx_dict(record.intent, record.nonce, fees, **extra)
                 signed = await self.signer.sign_transaction(tx, record.sender)
+                if typed:
+                    signed = wire_form(record, signed)
                 break
+            except NoAuthorizationSigner as exc:
+                raise SignRefused(str(exc)) from exc
             except PolicyDenied as exc:
                 if exc.rule == "nonce_window" and not moved and await self._move_window(record):
                     moved = True

@@ -1,0 +1,95 @@
+"""What a blob (EIP-4844, type 3) or set-code (EIP-7702, type 4) signature needs beyond the
+1559 fields, and the bytes a blob transaction goes out as.
+
+- Type 3: the versioned hashes of the intent's blobs (``blobs.intent_sidecar``, KZG with
+  ``ckzg``, cached) and ``maxFeePerBlobGas``: the intent's for the first signature, +100% over
+  the highest blob fee already signed at the nonce for every re-sign (``pricing.blob_fee``; the
+  fee is read back from the journaled attempts, so it survives a restart). The signer signs the
+  canonical form; every RPC gets the *network form* with the version-0 (EIP-4844) sidecar,
+  which is what :attr:`nonce.Attempt.raw` holds, so a resend after a reorg or a restart sends
+  the same blobs with the same proofs.
+- Type 4: the authorization list, eth-account style. Pre-signed items go as given; an item to
+  sign is signed by the enclave (``sign_authorization``) with the sender's key at nonce
+  ``tx nonce + 1`` (EIP-7702 bumps the sender's nonce for the transaction before it applies
+  the authorizations, so a self-sponsored authorization is valid at the next nonce only; the
+  book reserves both, ``Intent.nonce_span``). The enclave signs only delegations to its
+  ``allowed_delegates``, and signs the same delegate again at a nonce it signed before, so a
+  re-sign after a reorg gets the same authorization.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from broadcaster.tx.blobs import blob_fee_of, intent_sidecar, network_form
+from broadcaster.tx.pricing import FeePolicy, blob_fee
+from nonce import TxRecord
+from signer_client import SignedTx
+
+__all__ = ["SIDECAR_VERSION", "NoAuthorizationSigner", "typed_fields", "wire_form"]
+
+SIDECAR_VERSION = 0
+"""EIP-4844 blob proofs (Cancun, Prague). Version 1 (EIP-7594 cell proofs, Osaka) is
+``blobs.network_form(..., version=1)``: 128 proofs per blob, tens of milliseconds to compute."""
+
+
+class NoAuthorizationSigner(Exception):
+    """The signer seam has no ``sign_authorization`` (a fake for types 0-2 only)."""
+
+
+def blob_fee_signed(record: TxRecord) -> int | None:
+    """The highest ``maxFeePerBlobGas`` signed at ``record``'s nonce so far (``None``: none)."""
+    fees = [
+        fee for a in record.attempts if not a.is_noop and (fee := blob_fee_of(a.raw)) is not None
+    ]
+    return max(fees) if fees else None
+
+
+async def typed_fields(record: TxRecord, signer: Any, policy: FeePolicy) -> dict[str, Any]:
+    """``pricing.tx_dict`` keyword arguments for the payload of a type-3/4 ``record``.
+
+    Raises what the signer's ``sign_authorization`` raises (``PolicyDenied`` for a delegate the
+    enclave's policy refuses, ``SignerError`` when it is down) and :class:`NoAuthorizationSigner`.
+    """
+    intent = record.intent
+    if intent.tx_type == 3:
+        car = intent_sidecar(intent.blobs)
+        return {
+            "blob_fee": blob_fee(intent, blob_fee_signed(record), policy),
+            "blob_hashes": car.versioned_hashes,
+        }
+    if intent.tx_type != 4:
+        return {}
+    items: list[dict[str, Any]] = []
+    for auth in intent.authorizations:
+        if auth.signature is not None:
+            y, r, s = auth.signature
+            items.append(
+                {
+                    "chainId": auth.chain_id,
+                    "address": auth.address,
+                    "nonce": auth.nonce,
+                    "yParity": y,
+                    "r": r,
+                    "s": s,
+                }
+            )
+            continue
+        sign = getattr(signer, "sign_authorization", None)
+        if sign is None:
+            raise NoAuthorizationSigner("this signer cannot sign EIP-7702 authorizations")
+        signed = await sign(
+            {"chainId": auth.chain_id, "address": auth.address, "nonce": record.nonce + 1},
+            record.sender,
+        )
+        items.append(signed.as_dict())
+    return {"authorizations": items}
+
+
+def wire_form(record: TxRecord, signed: SignedTx) -> SignedTx:
+    """``signed`` as every RPC takes it: a blob payload in its network form (same hash)."""
+    if signed.tx_type != 3 or not record.intent.blobs:
+        return signed
+    raw = network_form(signed.raw, intent_sidecar(record.intent.blobs), SIDECAR_VERSION)
+    return dataclasses.replace(signed, raw=raw)
