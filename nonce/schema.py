@@ -90,7 +90,7 @@ TABLES: tuple[Table, ...] = (
             # types 3 and 4 (migration "types"): NULL for every other intent
             "max_fee_per_blob_gas TEXT",  # EIP-4844, decimal
             "blobs BLOB",  # EIP-4844: the blobs, concatenated (131,072 bytes each)
-            "authorizations BLOB",  # EIP-7702: JSON [[chainId, address, nonce, [y, r, s] (hex) | null]]
+            "authorizations BLOB",  # EIP-7702, JSON: [[chainId, address, nonce, [y, r, s] | null]]
         ),
         ordered=True,
     ),
