@@ -1,0 +1,158 @@
+"""Blob and set-code signatures on the transaction side (pure parts and the executor's helpers):
+the tx dicts, the +100% blob replacement (read back from the attempts' network-form bytes), the
+authorization signed at tx nonce + 1, the network form sent with the canonical hash, and the
+two nonces a self-sponsored delegation holds in the book (no gap at n + 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from eth_account import Account
+
+from broadcaster.tx.blobs import blob_fee_of, canonical_form, intent_sidecar
+from broadcaster.tx.pricing import FeePolicy, blob_fee, replacement, tx_dict
+from broadcaster.tx.typed import blob_fee_signed, typed_fields, wire_form
+from nonce import Attempt, AttemptReason, AuthItem, Fees, Intent, TxRecord, TxState
+from nonce.resync import find_gaps, held_top
+from signer_client.signing import LocalKey
+from signer_client.txcodec import decode_raw, keccak, tx_from_dict
+from tests.nonce.factories import synced_book
+
+KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+SENDER = Account.from_key(KEY).address.lower()
+TO = "0x" + "22" * 20
+DELEGATE = "0x5fbdb2315678afecb367f032d93f642f64180aa3"
+BLOB = b"".join(b"\0" + i.to_bytes(31, "big") for i in range(4096))
+GWEI = 10**9
+
+
+def _blob_intent(**kw: Any) -> Intent:
+    fields: dict[str, Any] = {
+        "id": "b", "sender": SENDER, "to": TO, "value": 0, "data": b"", "gas": 21_000,
+        "max_fee_per_gas": 10 * GWEI, "max_priority_fee_per_gas": GWEI, "chain_id": 31337,
+        "tx_type": 3, "max_fee_per_blob_gas": GWEI, "blobs": (BLOB,),
+    }  # fmt: skip
+    return Intent(**{**fields, **kw})
+
+
+def _setcode_intent(*auths: AuthItem) -> Intent:
+    return Intent(
+        id="s", sender=SENDER, to=TO, value=0, data=b"", gas=100_000,
+        max_fee_per_gas=10 * GWEI, max_priority_fee_per_gas=GWEI, chain_id=31337, tx_type=4,
+        authorizations=auths or (AuthItem(31337, DELEGATE),),
+    )  # fmt: skip
+
+
+class LocalSigner:
+    """Signs with a local key, as the enclave would (the byte-level checks are the codec's)."""
+
+    def __init__(self) -> None:
+        self.key = LocalKey(KEY)
+        self.authorizations: list[Mapping[str, Any]] = []
+
+    async def sign_transaction(self, tx: Mapping[str, Any], sender: str) -> Any:
+        return self.key.sign(tx_from_dict(tx))
+
+    async def sign_authorization(self, authorization: Mapping[str, Any], sender: str) -> Any:
+        self.authorizations.append(authorization)
+        signed = Account.sign_authorization(dict(authorization), KEY)
+
+        class Signed:
+            def as_dict(self) -> dict[str, Any]:
+                return {"chainId": signed.chain_id, "address": "0x" + bytes(signed.address).hex(),
+                        "nonce": signed.nonce, "yParity": signed.y_parity, "r": signed.r,
+                        "s": signed.s}  # fmt: skip
+
+        return Signed()
+
+
+async def _sign(record: TxRecord, signer: LocalSigner, fees: Fees) -> Any:
+    extra = await typed_fields(record, signer, FeePolicy())
+    signed = await signer.sign_transaction(
+        tx_dict(record.intent, record.nonce, fees, **extra), SENDER
+    )
+    return wire_form(record, signed)
+
+
+def _attempt(record: TxRecord, signed: Any, fees: Fees) -> Attempt:
+    return Attempt(signed.raw, signed.hash, record.nonce, fees.max_fee_per_gas,
+                   fees.max_priority_fee_per_gas, 0.0, AttemptReason.INITIAL)  # fmt: skip
+
+
+async def test_a_blob_payload_goes_out_in_network_form_and_its_re_sign_doubles_all_three_fees() -> (
+    None
+):
+    record = TxRecord(_blob_intent(), 4, TxState.PENDING, 0.0)
+    signer = LocalSigner()
+    first_fees = Fees(10 * GWEI, GWEI)
+    first = await _sign(record, signer, first_fees)
+    canonical = canonical_form(first.raw)
+    assert first.raw != canonical  # the sidecar rides along
+    assert keccak(canonical) == first.hash  # the hash is the canonical form's (EIP-4844)
+    decoded = decode_raw(canonical).fields
+    assert decoded.blob_hashes == intent_sidecar((BLOB,)).versioned_hashes
+    assert blob_fee_of(first.raw) == blob_fee_of(canonical) == GWEI
+    record.attempts.append(_attempt(record, first, first_fees))
+
+    bumped = replacement(record.intent, first_fees, 0, FeePolicy(), noop=False)
+    assert bumped == Fees(20 * GWEI, 2 * GWEI)  # +100%, not +10%
+    assert blob_fee_signed(record) == GWEI
+    again = await _sign(record, signer, bumped)
+    assert blob_fee_of(again.raw) == 2 * GWEI
+
+
+def test_the_blob_fee_is_the_intents_until_something_was_signed_then_at_least_doubled() -> None:
+    intent = _blob_intent(max_fee_per_blob_gas=5)
+    assert blob_fee(intent, None, FeePolicy()) == 5
+    assert blob_fee(intent, 5, FeePolicy()) == 10
+    assert blob_fee(intent, 5, FeePolicy(bump_percent=150)) == 13  # ceil(12.5)
+    assert blob_fee(_blob_intent(max_fee_per_blob_gas=100), 5, FeePolicy()) == 100
+
+
+def test_a_noop_at_a_blob_nonce_is_a_plain_type_2_self_transfer() -> None:
+    tx = tx_dict(_blob_intent(), 4, Fees(3, 1), noop=True)
+    assert tx["type"] == 2 and tx["to"] == SENDER and "blobVersionedHashes" not in tx
+    fees = replacement(_blob_intent(), Fees(10 * GWEI, GWEI), 0, FeePolicy(), noop=True)
+    assert fees == Fees(11 * GWEI, 11 * GWEI // 10)  # no blob replacement: geth's 10%
+
+
+async def test_the_enclave_signs_a_self_sponsored_authorization_at_the_tx_nonce_plus_one() -> None:
+    signer = LocalSigner()
+    other = AuthItem(31337, DELEGATE, 9, (1, 2, 3))
+    record = TxRecord(_setcode_intent(AuthItem(31337, DELEGATE), other), 7, TxState.PENDING, 0.0)
+    extra = await typed_fields(record, signer, FeePolicy())
+    assert signer.authorizations == [{"chainId": 31337, "address": DELEGATE, "nonce": 8}]
+    mine, theirs = extra["authorizations"]
+    assert mine["nonce"] == 8 and mine["address"].lower() == DELEGATE
+    assert theirs == {"chainId": 31337, "address": DELEGATE, "nonce": 9, "yParity": 1, "r": 2,
+                      "s": 3}  # fmt: skip
+    tx = tx_dict(record.intent, 7, Fees(10, 1), **extra)
+    assert tx["type"] == 4 and tx["authorizationList"] == [mine, theirs]
+    signed = await signer.sign_transaction(tx, SENDER)
+    assert wire_form(record, signed) is signed  # only blobs change the wire form
+
+
+def test_a_self_sponsored_delegation_holds_two_nonces_in_the_book_and_n_plus_1_is_no_gap() -> None:
+    book = synced_book(senders=(SENDER,), start=3)
+    record = book.accept(_setcode_intent(), now=0.0)
+    assert record.nonce == 3 and record.span == 2
+    after = book.accept(dataclasses.replace(_setcode_intent(), id="t", authorizations=(
+        AuthItem(31337, DELEGATE, 1, (0, 1, 1)),)), now=0.0)  # fmt: skip
+    assert after.nonce == 5 and after.span == 1  # a pre-signed item takes no nonce of ours
+    slots = {r.nonce: r for r in book.records(SENDER)}
+    assert held_top(slots) == 6
+    assert find_gaps(slots, 3) == []
+    assert book.gaps(SENDER, 3) == []
+
+
+def test_once_a_noop_took_its_nonce_the_authorization_nonce_is_a_gap_to_fill() -> None:
+    book = synced_book(senders=(SENDER,), start=0)
+    record = book.accept(_setcode_intent(), now=0.0)
+    book.accept(dataclasses.replace(_setcode_intent(), id="t"), now=0.0)  # nonces 2 and 3
+    noop = Attempt(b"\x02noop", b"h" * 32, 0, 1, 1, 0.0, AttemptReason.CANCEL)
+    book.add_attempt(record, noop)
+    book.transition(record, TxState.CANCELLED, reason="cancel", now=0.0)
+    assert record.span == 1  # the noop consumes nonce 0 only
+    assert book.gaps(SENDER, 0) == [1]
