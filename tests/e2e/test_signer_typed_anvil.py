@@ -3,8 +3,8 @@ mined by real anvil on Prague, reorged out with ``anvil_reorg`` and re-signed at
 
 The signer level, below the intent API (``tests/e2e/test_typed_intents.py`` drives intents with
 ``authorizationList`` / ``blobs`` through the service): what it pins is that the enclave's bytes
-are what a Prague node takes and mines, and that the re-sign after a reorg passes the enclave's nonce protection (+10% for type 4, +100% on
-all three fees for a blob, a +10% blob bump refused).
+are what a Prague node takes and mines, and that the re-sign after a reorg passes the enclave's
+nonce protection (+10% for type 4, +100% on all three fees for a blob, a +10% blob bump refused).
 """
 
 from __future__ import annotations
