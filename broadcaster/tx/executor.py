@@ -23,7 +23,7 @@ from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import Signer, Submitter, TxObserver
-from broadcaster.tx.typed import NoAuthorizationSigner, typed_fields, wire_form
+from broadcaster.tx.typed import BlobFloors, NoAuthorizationSigner, typed_fields, wire_form
 from broadcaster.tx.view import Background, ChainView
 from nonce import (
     TRANSITIONS,
@@ -142,6 +142,7 @@ class Executor:
         self.clock = clock
         self.clock_ns = clock_ns
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._blob_floors = BlobFloors()
         self._ids = itertools.count(1)
 
     # -- per-nonce serialization -----------------------------------------------------------------
@@ -155,6 +156,8 @@ class Executor:
 
     def forget(self, record: TxRecord) -> None:
         self._locks.pop((record.sender, record.nonce), None)
+        if record.intent.tx_type == 3:
+            self._blob_floors.forget(record)
 
     # -- signatures ------------------------------------------------------------------------------
 
@@ -192,10 +195,12 @@ class Executor:
         while True:
             try:
                 if typed:
-                    extra = await typed_fields(record, self.signer, self.fees)
+                    floor = self._blob_floors.floor(record)
+                    extra = await typed_fields(record, self.signer, self.fees, floor)
                     tx = tx_dict(record.intent, record.nonce, fees, **extra)
                 signed = await self.signer.sign_transaction(tx, record.sender)
                 if typed:
+                    self._blob_floors.raise_to(record, tx)
                     signed = wire_form(record, signed)
                 break
             except NoAuthorizationSigner as exc:
@@ -204,6 +209,8 @@ class Executor:
                 if exc.rule == "nonce_window" and not moved and await self._move_window(record):
                     moved = True
                     continue
+                if typed and exc.rule == "nonce_conflict":
+                    self._blob_floors.raise_to(record, tx)  # the next one doubles it
                 return self._refused(record, fees, exc)
             except SignerError as exc:
                 self.observer.signer_error(type(exc).__name__)

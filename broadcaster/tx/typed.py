@@ -27,7 +27,14 @@ from broadcaster.tx.pricing import FeePolicy, blob_fee
 from nonce import TxRecord
 from signer_client import SignedTx
 
-__all__ = ["SIDECAR_VERSION", "NoAuthorizationSigner", "typed_fields", "wire_form"]
+__all__ = [
+    "SIDECAR_VERSION",
+    "BlobFloors",
+    "NoAuthorizationSigner",
+    "blob_fee_signed",
+    "typed_fields",
+    "wire_form",
+]
 
 SIDECAR_VERSION = 0
 """EIP-4844 blob proofs (Cancun, Prague). Version 1 (EIP-7594 cell proofs, Osaka) is
@@ -46,8 +53,38 @@ def blob_fee_signed(record: TxRecord) -> int | None:
     return max(fees) if fees else None
 
 
-async def typed_fields(record: TxRecord, signer: Any, policy: FeePolicy) -> dict[str, Any]:
-    """``pricing.tx_dict`` keyword arguments for the payload of a type-3/4 ``record``.
+class BlobFloors:
+    """The blob-fee floor per ``(sender, nonce)``: the highest ``maxFeePerBlobGas`` signed there,
+    from the record's attempts and from signatures that are no attempt (a replacement signed
+    ahead, then discarded) or that the enclave refused as not above what it signed before
+    (``nonce_conflict``), as ``AttemptLedger.floor`` does for the other two fee fields."""
+
+    def __init__(self) -> None:
+        self._fees: dict[tuple[str, int], int] = {}
+
+    def floor(self, record: TxRecord) -> int | None:
+        known = self._fees.get((record.sender, record.nonce))
+        signed = blob_fee_signed(record)
+        if known is None or signed is None:
+            return signed if known is None else known
+        return max(known, signed)
+
+    def raise_to(self, record: TxRecord, tx: dict[str, Any]) -> None:
+        fee = tx.get("maxFeePerBlobGas")
+        if fee is not None:
+            key = (record.sender, record.nonce)
+            self._fees[key] = max(fee, self._fees.get(key, 0))
+
+    def forget(self, record: TxRecord) -> None:
+        self._fees.pop((record.sender, record.nonce), None)
+
+
+async def typed_fields(
+    record: TxRecord, signer: Any, policy: FeePolicy, blob_floor: int | None = None
+) -> dict[str, Any]:
+    """``pricing.tx_dict`` keyword arguments for the payload of a type-3/4 ``record``;
+    ``blob_floor``: the highest blob fee signed at its nonce (:class:`BlobFloors`; default: as
+    its attempts say).
 
     Raises what the signer's ``sign_authorization`` raises (``PolicyDenied`` for a delegate the
     enclave's policy refuses, ``SignerError`` when it is down) and :class:`NoAuthorizationSigner`.
@@ -56,7 +93,9 @@ async def typed_fields(record: TxRecord, signer: Any, policy: FeePolicy) -> dict
     if intent.tx_type == 3:
         car = intent_sidecar(intent.blobs)
         return {
-            "blob_fee": blob_fee(intent, blob_fee_signed(record), policy),
+            "blob_fee": blob_fee(
+                intent, blob_fee_signed(record) if blob_floor is None else blob_floor, policy
+            ),
             "blob_hashes": car.versioned_hashes,
         }
     if intent.tx_type != 4:

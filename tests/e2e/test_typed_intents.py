@@ -31,12 +31,13 @@ BLOB = "0x" + b"".join(b"\0" + i.to_bytes(31, "big") for i in range(4096)).hex()
 POLICY = f'allowed_delegates = ["{DELEGATE}"]\nmax_fee_per_blob_gas = 100000000000\n'
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[DevStack]:
+@pytest.fixture(params=[True, False], ids=["presigned", "live-resign"])
+async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[DevStack]:
+    """Replacements signed ahead of the reorg (blob fees doubled ahead too), and at reaction."""
     async with (
         start_anvil("anvil", "--hardfork", "prague") as node,
         start_enclave(tmp_path / "enclave", policy=POLICY) as signer_url,
-        dev_stack(tmp_path, node=node, signer_url=signer_url, presign=False) as running,
+        dev_stack(tmp_path, node=node, signer_url=signer_url, presign=request.param) as running,
     ):
         yield running
 

@@ -13,7 +13,7 @@ from eth_account import Account
 
 from broadcaster.tx.blobs import blob_fee_of, canonical_form, intent_sidecar
 from broadcaster.tx.pricing import FeePolicy, blob_fee, replacement, tx_dict
-from broadcaster.tx.typed import blob_fee_signed, typed_fields, wire_form
+from broadcaster.tx.typed import BlobFloors, blob_fee_signed, typed_fields, wire_form
 from nonce import Attempt, AttemptReason, AuthItem, Fees, Intent, TxRecord, TxState
 from nonce.resync import find_gaps, held_top
 from signer_client.signing import LocalKey
@@ -156,3 +156,21 @@ def test_once_a_noop_took_its_nonce_the_authorization_nonce_is_a_gap_to_fill() -
     book.transition(record, TxState.CANCELLED, reason="cancel", now=0.0)
     assert record.span == 1  # the noop consumes nonce 0 only
     assert book.gaps(SENDER, 0) == [1]
+
+
+async def test_a_blob_fee_signed_outside_the_attempts_still_floors_the_next_re_sign() -> None:
+    """A replacement signed ahead and then discarded is no attempt, but the enclave remembers
+    its blob fee: the next blob fee doubles that one, not the last attempt's."""
+    record = TxRecord(_blob_intent(), 4, TxState.PENDING, 0.0)
+    floors = BlobFloors()
+    assert floors.floor(record) is None
+    signer = LocalSigner()
+    first = await _sign(record, signer, Fees(10 * GWEI, GWEI))
+    record.attempts.append(_attempt(record, first, Fees(10 * GWEI, GWEI)))
+    assert floors.floor(record) == GWEI  # from the attempt's bytes
+    floors.raise_to(record, {"maxFeePerBlobGas": 2 * GWEI})  # the presign, discarded
+    assert floors.floor(record) == 2 * GWEI
+    extra = await typed_fields(record, signer, FeePolicy(), floors.floor(record))
+    assert extra["blob_fee"] == 4 * GWEI
+    floors.forget(record)
+    assert floors.floor(record) == GWEI
