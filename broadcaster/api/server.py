@@ -54,6 +54,7 @@ from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
+from broadcaster.tx.blobs import BlobError, prepare_sidecar
 from broadcaster.tx.manager import TxManager
 from nonce import Attempt, AttemptReason, Intent, TxRecord
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
@@ -202,6 +203,12 @@ class IntentApi(Dispatcher):
 
     async def _submit(self, client: Connection, intent: Intent, params: Any = None) -> TxRecord:
         self._check_intake()
+        if intent.blobs:  # KZG off the event loop, before the intent takes a nonce
+            try:
+                await prepare_sidecar(intent.blobs)
+            except BlobError as exc:
+                self._on_intent("rejected")
+                raise RpcError(INVALID_PARAMS, f"invalid params: blobs: {exc}") from exc
         try:
             async with client.admission:
                 record = await self.manager.admit(intent)

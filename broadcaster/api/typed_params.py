@@ -2,9 +2,10 @@
 ``blobs``, ``maxFeePerBlobGas`` and ``authorizationList`` (DESIGN.md section 7). Pure.
 
 ``blobs``: a list of 1 to :data:`MAX_BLOBS` 0x-hex blobs of exactly 131,072 bytes (4096 field
-elements, each below the BLS12-381 modulus). The service computes the KZG commitments, proofs
-and versioned hashes (``broadcaster.tx.blobs``, ``ckzg``) here once, so a malformed blob is a
-``-32602`` naming it, never a failure at signing time. ``maxFeePerBlobGas`` is required.
+elements, each below the BLS12-381 modulus), checked here, so a malformed blob is a ``-32602``
+naming it; the API server then computes the KZG commitments, proofs and versioned hashes
+(``broadcaster.tx.blobs.prepare_sidecar``, ``ckzg``, in a worker process) before it books the
+intent. ``maxFeePerBlobGas`` is required.
 
 ``authorizationList``: 1 to :data:`MAX_AUTHORIZATIONS` items, each either
 
@@ -30,7 +31,7 @@ import re
 from typing import Any, Final
 
 from broadcaster.api.intents import ParamError, parse_address, parse_quantity
-from broadcaster.tx.blobs import BLOB_SIZE, BlobError, intent_sidecar
+from broadcaster.tx.blobs import BLOB_SIZE, BlobError, check_blob
 from nonce import AuthItem
 from signer_client.authorization import authorization_hash
 from signer_client.signing import recover_pubkey
@@ -48,8 +49,7 @@ _SIGNED: Final = frozenset({"address", "chainId", "nonce", "yParity", "r", "s", 
 
 
 def parse_blobs(value: Any) -> tuple[bytes, ...]:
-    """``blobs``: 0x-hex strings of exactly ``BLOB_SIZE`` bytes, checked by computing their KZG
-    commitments and proofs (cached for the executor)."""
+    """``blobs``: 0x-hex strings of exactly ``BLOB_SIZE`` bytes of canonical field elements."""
     if not isinstance(value, list) or not value:
         raise ParamError("blobs", f"expected a list of 1 to {MAX_BLOBS} 0x-hex blobs")
     if len(value) > MAX_BLOBS:
@@ -64,16 +64,11 @@ def parse_blobs(value: Any) -> tuple[bytes, ...]:
                 where, f"a blob is exactly {BLOB_SIZE} bytes, got {(len(blob) - 2) // 2}"
             )
         blobs.append(bytes.fromhex(blob[2:]))
-    out = tuple(blobs)
-    try:
-        intent_sidecar(out)
-    except BlobError as exc:
-        message = str(exc)
-        field, _, reason = message.partition(": ")
-        if field.startswith("blobs["):
-            raise ParamError(field, reason) from exc
-        raise ParamError("blobs", message) from exc
-    return out
+        try:
+            check_blob(index, blobs[-1])
+        except BlobError as exc:
+            raise ParamError(where, str(exc).partition(": ")[2]) from exc
+    return tuple(blobs)
 
 
 def _chain_id(item: dict[str, Any], where: str, chain_id: int, default: int | None) -> int:

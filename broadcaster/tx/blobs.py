@@ -18,8 +18,13 @@ taken from the copy eth-account ships.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import concurrent.futures
+import concurrent.futures.process
 import functools
 import hashlib
+import multiprocessing
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -33,8 +38,11 @@ __all__ = [
     "Sidecar",
     "blob_fee_of",
     "canonical_form",
+    "check_blob",
     "intent_sidecar",
     "network_form",
+    "prepare_sidecar",
+    "remember",
     "sidecar",
     "versioned_hash",
 ]
@@ -72,6 +80,17 @@ def versioned_hash(commitment: bytes) -> bytes:
     return b"\x01" + hashlib.sha256(commitment).digest()[1:]
 
 
+def check_blob(index: int, blob: bytes) -> None:
+    """:class:`BlobError` unless ``blob`` is ``BLOB_SIZE`` bytes of canonical field elements."""
+    if len(blob) != BLOB_SIZE:
+        raise BlobError(f"blobs[{index}]: a blob is {BLOB_SIZE} bytes, got {len(blob)}")
+    for at in range(0, BLOB_SIZE, 32):
+        if int.from_bytes(blob[at : at + 32], "big") >= _BLS_MODULUS:
+            raise BlobError(
+                f"blobs[{index}]: field element {at // 32} is not below the BLS modulus"
+            )
+
+
 def sidecar(blobs: tuple[bytes, ...] | list[bytes]) -> Sidecar:
     """Commitments, proofs and versioned hashes of ``blobs`` (each exactly ``BLOB_SIZE`` bytes of
     canonical field elements, big-endian, each below the BLS12-381 modulus)."""
@@ -82,13 +101,7 @@ def sidecar(blobs: tuple[bytes, ...] | list[bytes]) -> Sidecar:
     setup = _trusted_setup()
     commitments, proofs = [], []
     for i, blob in enumerate(blobs):
-        if len(blob) != BLOB_SIZE:
-            raise BlobError(f"blobs[{i}]: a blob is {BLOB_SIZE} bytes, got {len(blob)}")
-        for at in range(0, BLOB_SIZE, 32):
-            if int.from_bytes(blob[at : at + 32], "big") >= _BLS_MODULUS:
-                raise BlobError(
-                    f"blobs[{i}]: field element {at // 32} is not below the BLS modulus"
-                )
+        check_blob(i, blob)
         try:
             commitment = bytes(ckzg.blob_to_kzg_commitment(blob, setup))
             proofs.append(bytes(ckzg.compute_blob_kzg_proof(blob, commitment, setup)))
@@ -136,11 +149,51 @@ def network_form(raw: bytes, car: Sidecar, version: int = 0) -> bytes:
     return b"\x03" + encode_list_payload(b"".join(parts))
 
 
-@functools.lru_cache(maxsize=32)
+_CACHE: collections.OrderedDict[tuple[bytes, ...], Sidecar] = collections.OrderedDict()
+_CACHE_SIZE = 32
+_POOL: concurrent.futures.ProcessPoolExecutor | None = None
+
+
 def intent_sidecar(blobs: tuple[bytes, ...]) -> Sidecar:
-    """:func:`sidecar` of an intent's blobs, cached: KZG costs milliseconds per blob, and every
-    re-sign of the intent (reorg, bump, restart) needs the same versioned hashes and sidecar."""
-    return sidecar(blobs)
+    """:func:`sidecar` of an intent's blobs, cached: KZG costs tens of milliseconds per blob
+    (a proof ~50-100 ms on a loaded 2-core box), and every re-sign of the intent (reorg, bump,
+    presign) needs the same versioned hashes and sidecar. The API computes it off the event loop
+    first (:func:`prepare_sidecar`); only a re-sign after a restart computes it here."""
+    car = _CACHE.get(blobs)
+    if car is None:
+        car = remember(sidecar(blobs))
+    else:
+        _CACHE.move_to_end(blobs)
+    return car
+
+
+def remember(car: Sidecar) -> Sidecar:
+    _CACHE[car.blobs] = car
+    _CACHE.move_to_end(car.blobs)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return car
+
+
+async def prepare_sidecar(blobs: tuple[bytes, ...]) -> Sidecar:
+    """:func:`intent_sidecar`, with the KZG work in a worker process: ckzg holds the GIL for the
+    whole computation (a thread would stall the event loop, and with it every reorg reaction,
+    just the same). Raises :class:`BlobError`."""
+    global _POOL
+    car = _CACHE.get(blobs)
+    if car is not None:
+        return car
+    if _POOL is None:
+        # spawn, not fork: the service runs threads (journal writer, vsock connect) and uvloop
+        _POOL = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+    try:
+        car = await asyncio.wrap_future(_POOL.submit(sidecar, blobs))
+    except concurrent.futures.process.BrokenProcessPool:
+        _POOL = None
+        car = sidecar(blobs)  # the worker died: compute here rather than refuse the intent
+    return remember(car)
 
 
 def canonical_form(raw: bytes) -> bytes:

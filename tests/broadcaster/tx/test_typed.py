@@ -9,9 +9,17 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from eth_account import Account
 
-from broadcaster.tx.blobs import blob_fee_of, canonical_form, intent_sidecar
+from broadcaster.tx.blobs import (
+    BlobError,
+    blob_fee_of,
+    canonical_form,
+    intent_sidecar,
+    prepare_sidecar,
+    sidecar,
+)
 from broadcaster.tx.pricing import FeePolicy, blob_fee, replacement, tx_dict
 from broadcaster.tx.typed import BlobFloors, blob_fee_signed, typed_fields, wire_form
 from nonce import Attempt, AttemptReason, AuthItem, Fees, Intent, TxRecord, TxState
@@ -174,3 +182,13 @@ async def test_a_blob_fee_signed_outside_the_attempts_still_floors_the_next_re_s
     assert extra["blob_fee"] == 4 * GWEI
     floors.forget(record)
     assert floors.floor(record) == GWEI
+
+
+async def test_the_api_sidecar_is_computed_in_a_worker_process_and_cached_for_the_signer() -> None:
+    blob = BLOB[:-1] + b"\x07"  # not computed by any test before
+    car = await prepare_sidecar((blob,))
+    assert car == sidecar([blob])
+    assert intent_sidecar((blob,)) is car  # the executor's lookups hit the cache
+    bad = b"\xff" * 32 + BLOB[32:]
+    with pytest.raises(BlobError, match="field element 0"):
+        await prepare_sidecar((bad,))
