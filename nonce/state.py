@@ -186,9 +186,9 @@ class Intent:
             raise InvalidIntent(
                 "type", "must be 0 (legacy), 1 (EIP-2930), 2 (EIP-1559), 3 (blob) or 4 (set-code)"
             )
-        if (self.tx_type == 3) != bool(self.blobs):
+        if (self.tx_type == 3) != bool(self.blobs) and not self.external:
             raise InvalidIntent("blobs", "a type-3 intent carries blobs, and only a type-3 one")
-        if (self.tx_type == 4) != bool(self.authorizations):
+        if (self.tx_type == 4) != bool(self.authorizations) and not self.external:
             raise InvalidIntent(
                 "authorizationList", "a type-4 intent carries authorizations, and only a type-4 one"
             )

@@ -476,6 +476,12 @@ class IntentApi(Dispatcher):
         if existing is not None:
             return "0x" + signed.hash.hex()  # already tracked: "already known"
         self._check_intake()
+        if fields.type == 3:
+            raise ParamError(
+                "params[0]",
+                "a blob transaction's canonical form carries no sidecar and no node takes it; "
+                "send broadcaster_sendIntent with blobs (the service builds the sidecar)",
+            )
         check_nonce_gap(fields.nonce, await self._next_nonce(sender), self._max_gap_fill)
         intent = Intent(
             id=f"raw-{signed.hash.hex()}",

@@ -946,3 +946,29 @@ async def test_intent_ids_are_32_hex_digits_unique_and_in_time_order() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert len(set(ids)) == 50
     assert [i[:14] for i in ids] == sorted(i[:14] for i in ids)
+
+
+async def test_a_raw_set_code_tx_is_tracked_and_a_raw_blob_tx_without_sidecar_is_refused() -> None:
+    """Type 4 signed elsewhere rides as given (external: rebroadcast, never re-signed); a type-3
+    canonical form has no sidecar, so nothing could ever send it: a -32602 says what to do."""
+    api = make_api()
+    third = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"  # anvil #3
+    auth = Account.sign_authorization(
+        {"chainId": CHAIN_ID, "address": RECIPIENT, "nonce": 9}, third
+    )
+    setcode = Account.sign_transaction(
+        {**_RAW_TX, "chainId": CHAIN_ID, "nonce": 5, "type": 4, "authorizationList": [auth]},
+        OTHER_KEY,
+    )
+    reply = await call(api, request("eth_sendRawTransaction", setcode.raw_transaction.to_0x_hex()))
+    assert reply["result"] == setcode.hash.to_0x_hex()
+    from signer_client.signing import LocalKey
+    from signer_client.txcodec import tx_from_dict
+
+    canonical = LocalKey(OTHER_KEY).sign(tx_from_dict(
+        {**_RAW_TX, "chainId": CHAIN_ID, "nonce": 6, "type": 3, "accessList": [],
+         "maxFeePerBlobGas": 1, "blobVersionedHashes": [b"\x01" + b"\x00" * 31]}
+    ))  # fmt: skip
+    code, message = error_of(await call(api, request("eth_sendRawTransaction", canonical.raw_hex)))
+    assert code == -32602
+    assert message.startswith("invalid params: params[0]: ") and "sidecar" in message
