@@ -23,7 +23,13 @@ from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import Signer, Submitter, TxObserver
-from broadcaster.tx.typed import BlobFloors, NoAuthorizationSigner, typed_fields, wire_form
+from broadcaster.tx.typed import (
+    BlobFloors,
+    Delegated,
+    NoAuthorizationSigner,
+    typed_fields,
+    wire_form,
+)
 from broadcaster.tx.view import Background, ChainView
 from nonce import (
     TRANSITIONS,
@@ -143,6 +149,7 @@ class Executor:
         self.clock_ns = clock_ns
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._blob_floors = BlobFloors()
+        self.delegated = Delegated()  # geth's one-in-flight rule (tx.typed); recovery fills it
         self._ids = itertools.count(1)
 
     # -- per-nonce serialization -----------------------------------------------------------------
@@ -201,6 +208,7 @@ class Executor:
                 signed = await self.signer.sign_transaction(tx, record.sender)
                 if typed:
                     self._blob_floors.raise_to(record, tx)
+                    self.delegated.note(record)
                     signed = wire_form(record, signed)
                 break
             except NoAuthorizationSigner as exc:
@@ -321,6 +329,10 @@ class Executor:
         """
         async with self.lock(record):
             if not self.wants_payload(record):
+                return None
+            if not record.attempts and self.delegated.busy(record, self.book):
+                if retry:  # one in flight for a delegated sender: wait for it (tx.typed)
+                    self.background.spawn(self._retry_signing(record))
                 return None
             try:
                 priced = await self.sign_priced(record)

@@ -80,6 +80,8 @@ class Recovery:
                 window.hold(record.block.hash, record.block.number)
             self.inclusion.watch(record)
         for record in list(self.book.all_records()):
+            if record.attempts:
+                self.executor.delegated.note(record)  # self-sponsored EIP-7702 signed before
             if record.intent.blobs and not record.settled and not record.released:
                 # KZG in a worker now, so a re-sign after a reorg finds the sidecar cached
                 try:

@@ -24,12 +24,13 @@ from typing import Any
 
 from broadcaster.tx.blobs import blob_fee_of, intent_sidecar, network_form
 from broadcaster.tx.pricing import FeePolicy, blob_fee
-from nonce import TxRecord
+from nonce import NonceBook, TxRecord, TxState
 from signer_client import SignedTx
 
 __all__ = [
     "SIDECAR_VERSION",
     "BlobFloors",
+    "Delegated",
     "NoAuthorizationSigner",
     "blob_fee_signed",
     "typed_fields",
@@ -77,6 +78,41 @@ class BlobFloors:
 
     def forget(self, record: TxRecord) -> None:
         self._fees.pop((record.sender, record.nonce), None)
+
+
+_IN_FLIGHT = (TxState.SIGNED, TxState.BROADCAST, TxState.REORGED)
+
+
+class Delegated:
+    """Senders this service delegated (a self-sponsored EIP-7702 authorization signed here).
+
+    geth (``core/txpool``, ``ErrInflightTxLimitReached``) lets an account that is delegated, or
+    has a pending authorization, hold one transaction in its pool: a second one is refused
+    (``in-flight transaction limit reached for delegated accounts``). So the first signature of
+    such a sender's next intent waits while another of its transactions is in flight (signed,
+    sent, not yet in a canonical block), and is retried with the executor's backoff. O(1) for
+    every other sender: only senders in the set have their records looked at. Accounts
+    delegated elsewhere are not known here: for them geth's answer is a full pool, retried.
+    """
+
+    def __init__(self) -> None:
+        self.senders: set[str] = set()
+
+    def note(self, record: TxRecord) -> None:
+        if record.intent.nonce_span > 1:
+            self.senders.add(record.sender)
+
+    def busy(self, record: TxRecord, book: NonceBook) -> bool:
+        """Another transaction of ``record``'s delegated sender is in flight."""
+        if record.sender not in self.senders:
+            return False
+        return any(
+            other is not record
+            and other.state in _IN_FLIGHT
+            and other.block is None
+            and not other.released
+            for other in book.records(record.sender)
+        )
 
 
 async def typed_fields(

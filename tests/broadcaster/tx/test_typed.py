@@ -21,7 +21,7 @@ from broadcaster.tx.blobs import (
     sidecar,
 )
 from broadcaster.tx.pricing import FeePolicy, blob_fee, replacement, tx_dict
-from broadcaster.tx.typed import BlobFloors, blob_fee_signed, typed_fields, wire_form
+from broadcaster.tx.typed import BlobFloors, Delegated, blob_fee_signed, typed_fields, wire_form
 from nonce import Attempt, AttemptReason, AuthItem, Fees, Intent, TxRecord, TxState
 from nonce.resync import find_gaps, held_top
 from signer_client.signing import LocalKey
@@ -192,3 +192,28 @@ async def test_the_api_sidecar_is_computed_in_a_worker_process_and_cached_for_th
     bad = b"\xff" * 32 + BLOB[32:]
     with pytest.raises(BlobError, match="field element 0"):
         await prepare_sidecar((bad,))
+
+
+def test_a_delegated_senders_next_intent_waits_while_another_of_its_txs_is_in_flight() -> None:
+    """geth's one-in-flight rule for delegated accounts: busy only for a sender we delegated,
+    only while another of its transactions is signed or sent and not in a canonical block."""
+    from nonce import BlockRef
+    from tests.nonce.factories import ALICE, attempt, intent
+
+    book = synced_book(senders=(SENDER, ALICE), start=0)
+    delegation = book.accept(_setcode_intent(), now=0.0)
+    delegated = Delegated()
+    plain = book.accept(dataclasses.replace(intent(), id="p", sender=SENDER), now=0.0)
+    assert not delegated.busy(plain, book)  # nothing delegated yet
+    book.add_attempt(delegation, attempt(delegation))
+    book.transition(delegation, TxState.SIGNED, reason="initial", now=0.0)
+    delegated.note(delegation)
+    assert delegated.senders == {SENDER}
+    assert delegated.busy(plain, book)
+    other = book.accept(intent(ALICE), now=0.0)
+    book.add_attempt(other, attempt(other))
+    assert not delegated.busy(book.accept(intent(ALICE), now=0.0), book)  # not delegated
+    book.transition(delegation, TxState.BROADCAST, reason="written", now=0.0)
+    assert delegated.busy(plain, book)
+    book.mark_included(delegation.latest.hash, BlockRef(1, "0x" + "11" * 32), now=0.0)
+    assert not delegated.busy(plain, book)  # mined: the next one may go
