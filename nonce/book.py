@@ -198,7 +198,8 @@ class NonceBook:
         sender = intent.sender
         if nonce is None:
             nonce = self.reserve(sender)
-            if intent.nonce_span > 1:  # EIP-7702 self-sponsored: n + 1 is the authorization's
+            if intent.authorizations and intent.nonce_span > 1:
+                # EIP-7702 self-sponsored: the authorization's nonce is n + 1
                 self._next[sender] = nonce + intent.nonce_span
         else:
             occupant = self.get(sender, nonce)
