@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from broadcaster.backoff import backoff
 from broadcaster.errors import BroadcasterError
@@ -24,6 +25,7 @@ from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import Signer, Submitter, TxObserver
 from broadcaster.tx.typed import (
+    AuthKey,
     BlobFloors,
     Delegated,
     NoAuthorizationSigner,
@@ -149,6 +151,7 @@ class Executor:
         self.clock_ns = clock_ns
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._blob_floors = BlobFloors()
+        self._auths: dict[AuthKey, dict[str, Any]] = {}  # signed EIP-7702 items, per nonce
         self.delegated = Delegated()  # geth's one-in-flight rule (tx.typed); recovery fills it
         self._ids = itertools.count(1)
 
@@ -165,6 +168,10 @@ class Executor:
         self._locks.pop((record.sender, record.nonce), None)
         if record.intent.tx_type == 3:
             self._blob_floors.forget(record)
+        elif record.intent.tx_type == 4:
+            for auth in record.intent.authorizations:
+                key = (record.sender, auth.chain_id, auth.address, record.nonce + 1)
+                self._auths.pop(key, None)
 
     # -- signatures ------------------------------------------------------------------------------
 
@@ -203,7 +210,7 @@ class Executor:
             try:
                 if typed:
                     floor = self._blob_floors.floor(record)
-                    extra = await typed_fields(record, self.signer, self.fees, floor)
+                    extra = await typed_fields(record, self.signer, self.fees, floor, self._auths)
                     tx = tx_dict(record.intent, record.nonce, fees, **extra)
                 signed = await self.signer.sign_transaction(tx, record.sender)
                 if typed:

@@ -29,6 +29,7 @@ from signer_client import SignedTx
 
 __all__ = [
     "SIDECAR_VERSION",
+    "AuthKey",
     "BlobFloors",
     "Delegated",
     "NoAuthorizationSigner",
@@ -115,12 +116,22 @@ class Delegated:
         )
 
 
+AuthKey = tuple[str, int, str, int]
+"""``(authority, chain_id, delegate, nonce)`` of an authorization the enclave signed."""
+
+
 async def typed_fields(
-    record: TxRecord, signer: Any, policy: FeePolicy, blob_floor: int | None = None
+    record: TxRecord,
+    signer: Any,
+    policy: FeePolicy,
+    blob_floor: int | None = None,
+    signed_auths: dict[AuthKey, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """``pricing.tx_dict`` keyword arguments for the payload of a type-3/4 ``record``;
     ``blob_floor``: the highest blob fee signed at its nonce (:class:`BlobFloors`; default: as
-    its attempts say).
+    its attempts say). ``signed_auths`` keeps the authorizations the enclave signed: a re-sign
+    after a reorg reuses one (the enclave would sign the very same bytes again, RFC 6979)
+    instead of a second enclave round trip on the reaction path.
 
     Raises what the signer's ``sign_authorization`` raises (``PolicyDenied`` for a delegate the
     enclave's policy refuses, ``SignerError`` when it is down) and :class:`NoAuthorizationSigner`.
@@ -151,14 +162,20 @@ async def typed_fields(
                 }
             )
             continue
-        sign = getattr(signer, "sign_authorization", None)
-        if sign is None:
-            raise NoAuthorizationSigner("this signer cannot sign EIP-7702 authorizations")
-        signed = await sign(
-            {"chainId": auth.chain_id, "address": auth.address, "nonce": record.nonce + 1},
-            record.sender,
-        )
-        items.append(signed.as_dict())
+        key = (record.sender, auth.chain_id, auth.address, record.nonce + 1)
+        done = signed_auths.get(key) if signed_auths is not None else None
+        if done is None:
+            sign = getattr(signer, "sign_authorization", None)
+            if sign is None:
+                raise NoAuthorizationSigner("this signer cannot sign EIP-7702 authorizations")
+            signed = await sign(
+                {"chainId": auth.chain_id, "address": auth.address, "nonce": record.nonce + 1},
+                record.sender,
+            )
+            done = signed.as_dict()
+            if signed_auths is not None:
+                signed_auths[key] = done
+        items.append(done)
     return {"authorizations": items}
 
 

@@ -217,3 +217,15 @@ def test_a_delegated_senders_next_intent_waits_while_another_of_its_txs_is_in_fl
     assert delegated.busy(plain, book)
     book.mark_included(delegation.latest.hash, BlockRef(1, "0x" + "11" * 32), now=0.0)
     assert not delegated.busy(plain, book)  # mined: the next one may go
+
+
+async def test_a_re_sign_reuses_the_authorization_the_enclave_signed_for_that_nonce() -> None:
+    signer = LocalSigner()
+    cache: dict[Any, dict[str, Any]] = {}
+    record = TxRecord(_setcode_intent(), 7, TxState.PENDING, 0.0)
+    first = await typed_fields(record, signer, FeePolicy(), None, cache)
+    again = await typed_fields(record, signer, FeePolicy(), None, cache)
+    assert first == again and len(signer.authorizations) == 1  # one enclave round trip
+    moved = TxRecord(_setcode_intent(), 9, TxState.PENDING, 0.0)
+    await typed_fields(moved, signer, FeePolicy(), None, cache)
+    assert [a["nonce"] for a in signer.authorizations] == [8, 10]  # another nonce: signed anew
