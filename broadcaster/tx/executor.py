@@ -116,6 +116,13 @@ class SignRefused(BroadcasterError):
     """The signer will not sign this, for a reason that does not pass (a policy denial)."""
 
 
+class AuthorizationTaken(SignRefused):
+    """The enclave signed another delegate at the authorization's nonce ``n + 1`` before (an
+    earlier intent at nonce ``n`` that failed or was cancelled after its authorization was
+    signed): it never signs another one there (``nonce_conflict``), so this intent can never be
+    signed at ``n``. It fails, and a noop burns ``n`` so the next intent does not land there."""
+
+
 def allowed(record: TxRecord) -> frozenset[TxState]:
     return TRANSITIONS[record.state]
 
@@ -210,7 +217,15 @@ class Executor:
             try:
                 if typed:
                     floor = self._blob_floors.floor(record)
-                    extra = await typed_fields(record, self.signer, self.fees, floor, self._auths)
+                    try:
+                        extra = await typed_fields(
+                            record, self.signer, self.fees, floor, self._auths
+                        )
+                    except PolicyDenied as exc:
+                        if exc.rule != "nonce_conflict":
+                            raise
+                        self.observer.signer_error("policy_denied")
+                        raise AuthorizationTaken(f"authorization at nonce + 1: {exc}") from exc
                     tx = tx_dict(record.intent, record.nonce, fees, **extra)
                 signed = await self.signer.sign_transaction(tx, record.sender)
                 if typed:
@@ -345,7 +360,14 @@ class Executor:
                 priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
+                    burn = (
+                        await self._burn_nonce(record)
+                        if isinstance(exc, AuthorizationTaken)
+                        else None
+                    )
                     self.give_up(record, _S.FAILED, f"policy: {exc}")
+                    if burn is not None:
+                        self.send(record, burn, reason=ResendReason(burn.reason.value))
                 return None
             if priced is None:
                 if retry and record.state is _S.PENDING and not record.attempts:
@@ -360,6 +382,20 @@ class Executor:
             resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
             self.send(record, attempt, reason=resend, reaction=reaction)
             return attempt
+
+    async def _burn_nonce(self, record: TxRecord) -> Attempt | None:
+        """A noop at ``record``'s nonce (lock held), so a nonce no payload can use is not handed
+        to the next intent (:class:`AuthorizationTaken`); the caller sends it once it gave the
+        record up. ``None`` when the signer cannot now: then the nonce is a hole like any."""
+        try:
+            priced = await self.sign_priced(record, noop=True)
+        except SignRefused as exc:
+            log.warning("%s/%d: no noop: %s", record.sender, record.nonce, exc)
+            return None
+        if priced is None:
+            return None
+        signed, fees = priced
+        return self._record_attempt(record, signed, fees, AttemptReason.GAP_FILL)
 
     async def _retry_signing(self, record: TxRecord) -> None:
         """A first signature the signer could not give yet: retry with backoff while it stays
