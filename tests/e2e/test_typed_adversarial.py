@@ -46,11 +46,16 @@ async def bot(stack: DevStack) -> AsyncIterator[BroadcasterClient]:
 
 
 def _delegation(delegate: str, max_fee: int) -> dict[str, object]:
-    return {"to": RECIPIENT, "gas": hex(100_000), "maxFeePerGas": hex(max_fee),
-            "maxPriorityFeePerGas": hex(GWEI), "authorizationList": [{"address": delegate}]}  # fmt: skip
+    return {
+        "to": RECIPIENT,
+        "gas": hex(100_000),
+        "maxFeePerGas": hex(max_fee),
+        "maxPriorityFeePerGas": hex(GWEI),
+        "authorizationList": [{"address": delegate}],
+    }
 
 
-async def test_an_authorization_left_by_a_failed_intent_fails_the_next_delegate_at_once_and_burns_the_nonce(
+async def test_a_failed_intents_authorization_fails_the_next_delegate_at_once_and_burns_the_nonce(
     stack: DevStack, bot: BroadcasterClient
 ) -> None:
     start = await nonce_of(stack)
