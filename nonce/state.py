@@ -293,10 +293,15 @@ class TxRecord:
     @property
     def span(self) -> int:
         """Nonces this record holds from ``nonce`` up: the payload's :attr:`Intent.nonce_span`,
-        1 once a noop took the nonce (a noop consumes only its own)."""
-        if self.intent.tx_type != 4 or self.has_noop:
-            return 1
-        return self.intent.nonce_span
+        1 once a noop took the nonce (a noop consumes only its own). A noop signed after the
+        payload went out races it (a cancel, an expiry): the payload, if mined, consumes
+        ``n + 1`` with its authorization, so both stay held until the chain says which won."""
+        if self.intent.tx_type != 4 or self.intent.nonce_span == 1 or not self.has_noop:
+            return self.intent.nonce_span if self.intent.tx_type == 4 else 1
+        if self.included_hash is not None:
+            mined = next((a for a in self.attempts if a.hash == self.included_hash), None)
+            return 1 if mined is None or mined.is_noop else 2
+        return 2 if any(not a.is_noop for a in self.attempts) else 1
 
     @property
     def covers_nonce(self) -> bool:

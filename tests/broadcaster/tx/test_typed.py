@@ -229,3 +229,41 @@ async def test_a_re_sign_reuses_the_authorization_the_enclave_signed_for_that_no
     moved = TxRecord(_setcode_intent(), 9, TxState.PENDING, 0.0)
     await typed_fields(moved, signer, FeePolicy(), None, cache)
     assert [a["nonce"] for a in signer.authorizations] == [8, 10]  # another nonce: signed anew
+
+
+def test_a_cancelled_delegation_whose_payload_may_still_be_mined_keeps_n_plus_1_reserved() -> None:
+    """The cancel's noop races the payload already sent: if the payload wins, its authorization
+    consumes n + 1 too. Until the chain says which won, n + 1 is not handed out (a resync does
+    not pull the next nonce back over it); once the payload is mined, it still holds both."""
+    from nonce import BlockRef
+    from tests.nonce.factories import attempt
+
+    book = synced_book(senders=(SENDER,), start=0)
+    record = book.accept(_setcode_intent(), now=0.0)
+    payload = attempt(record)
+    book.add_attempt(record, payload)
+    book.transition(record, TxState.SIGNED, reason="initial", now=0.0)
+    book.add_attempt(record, attempt(record, reason=AttemptReason.CANCEL))
+    book.transition(record, TxState.CANCELLED, reason="cancel", now=0.0)
+    assert record.span == 2  # either may be mined
+    assert book.resync(SENDER, chain_latest=0, chain_pending=1, now=0.0).next == 2
+    assert book.accept(dataclasses.replace(_setcode_intent(), id="t"), now=0.0).nonce == 2
+    book.mark_included(payload.hash, BlockRef(1, "0x" + "11" * 32), now=0.0)  # the payload won
+    assert record.span == 2 and book.gaps(SENDER, 2) == []
+
+
+def test_a_cancelled_delegation_whose_noop_was_mined_frees_n_plus_1() -> None:
+    from nonce import BlockRef
+    from tests.nonce.factories import attempt
+
+    book = synced_book(senders=(SENDER,), start=0)
+    record = book.accept(_setcode_intent(), now=0.0)
+    book.add_attempt(record, attempt(record))
+    book.transition(record, TxState.SIGNED, reason="initial", now=0.0)
+    noop = attempt(record, reason=AttemptReason.CANCEL)
+    book.add_attempt(record, noop)
+    book.transition(record, TxState.CANCELLED, reason="cancel", now=0.0)
+    book.accept(dataclasses.replace(_setcode_intent(), id="t"), now=0.0)  # nonces 2 and 3
+    book.mark_included(noop.hash, BlockRef(1, "0x" + "11" * 32), now=0.0)  # the noop won
+    assert record.span == 1
+    assert book.gaps(SENDER, 1) == [1]  # nothing consumed n + 1: a noop must
