@@ -84,6 +84,7 @@ class IntentDefaults:
     private: bool = False  # [routing] private: the default of an intent's "private"
     private_routes: bool = False  # some [[rpcs]] is kind "private" or "builder"
     public_routes: bool = True  # some [[rpcs]] is kind "public"
+    managed: Sequence[str] = ()  # every account the signer holds keys for (all tenants')
 
 
 def parse_private(params: Mapping[str, Any], defaults: IntentDefaults) -> bool:
@@ -278,7 +279,7 @@ def parse_intent(
     if typed:
         if to is None:
             raise ParamError("to", "required: blob and set-code transactions create no contracts")
-        extra = _typed_extra(params, tx_type, sender, defaults.chain_id)
+        extra = _typed_extra(params, tx_type, sender, defaults)
     elif "maxFeePerBlobGas" in params:
         raise ParamError("maxFeePerBlobGas", "only a blob (type 3) intent takes it")
     try:
@@ -323,7 +324,7 @@ def _typed_type(params: Mapping[str, Any]) -> int:
 
 
 def _typed_extra(
-    params: Mapping[str, Any], tx_type: int, sender: str, chain_id: int
+    params: Mapping[str, Any], tx_type: int, sender: str, defaults: IntentDefaults
 ) -> dict[str, Any]:
     """``Intent`` keyword arguments of a type-3/4 intent (``broadcaster.api.typed_params``)."""
     from broadcaster.api import typed_params  # only these intents pay for KZG and recovery
@@ -331,7 +332,10 @@ def _typed_extra(
     if tx_type == 4:
         return {
             "authorizations": typed_params.parse_authorizations(
-                params["authorizationList"], sender=sender, chain_id=chain_id
+                params["authorizationList"],
+                sender=sender,
+                chain_id=defaults.chain_id,
+                managed=defaults.managed,
             )
         }
     if "maxFeePerBlobGas" not in params:

@@ -189,6 +189,7 @@ class IntentApi(Dispatcher):
             private=self._routing[0],
             private_routes=self._routing[1],
             public_routes=self._routing[2],
+            managed=self.accounts,
         )
 
     def _check_intake(self) -> None:

@@ -18,7 +18,9 @@ intent. ``maxFeePerBlobGas`` is required.
 * ``{chainId, address, nonce, yParity, r, s, authority?}``: signed elsewhere by another account
   (a sponsored delegation). The authority is recovered from the signature (EIP-7702:
   ``keccak(0x05 || rlp([chain_id, address, nonce]))``, low-s); with ``authority`` given it must
-  match. An item signed by the sender itself is refused: its nonce would have to be the tx
+  match. An item signed by any account of this broadcaster is refused (it would consume that
+  account's nonce behind the book's back; for a tenant, it may be another tenant's account); one
+  signed by the sender itself is refused: its nonce would have to be the tx
   nonce + 1, which the bot cannot know; leave the signature out and the enclave signs it.
 
 The enclave still decides: a delegate outside its ``allowed_delegates`` is refused there
@@ -28,6 +30,7 @@ The enclave still decides: a delegate outside its ``allowed_delegates`` is refus
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 from broadcaster.api.intents import ParamError, parse_address, parse_quantity
@@ -86,8 +89,11 @@ def _chain_id(item: dict[str, Any], where: str, chain_id: int, default: int | No
     return value
 
 
-def parse_authorizations(value: Any, *, sender: str, chain_id: int) -> tuple[AuthItem, ...]:
-    """``authorizationList`` (see the module docstring) for an intent from ``sender``."""
+def parse_authorizations(
+    value: Any, *, sender: str, chain_id: int, managed: Sequence[str] = ()
+) -> tuple[AuthItem, ...]:
+    """``authorizationList`` (see the module docstring) for an intent from ``sender``;
+    ``managed``: every account of this broadcaster's signer (whichever tenant it is)."""
     if not isinstance(value, list) or not value or len(value) > MAX_AUTHORIZATIONS:
         raise ParamError(
             "authorizationList",
@@ -147,6 +153,13 @@ def parse_authorizations(value: Any, *, sender: str, chain_id: int) -> tuple[Aut
                 "signed by the sender itself: a self-sponsored authorization is valid only at "
                 "the transaction's nonce + 1; leave yParity/r/s and nonce out and the enclave "
                 "signs it at that nonce",
+            )
+        if authority in managed:
+            raise ParamError(
+                where,
+                f"signed by {authority}, an account of this broadcaster: delegating it here "
+                "would consume its nonce behind its own intents (and another tenant's account "
+                "is not this token's to delegate); send it as that account's own intent",
             )
         out.append(AuthItem(auth_chain, address, nonce, (y, r, s)))
     return tuple(out)

@@ -138,3 +138,22 @@ def test_a_retry_with_other_blobs_or_authorizations_is_an_idempotency_conflict()
         idempotency_conflict(moved, parse_intent(moved, DEFAULTS), parse_intent(auth, DEFAULTS))
         == "authorizationList"
     )
+
+
+def test_an_authorization_pre_signed_by_another_account_of_this_broadcaster_is_refused() -> None:
+    """A tenant that may send only from SENDER cannot delegate OTHER (another tenant's account,
+    or our own other account) with a signature of OTHER's it holds: that would consume OTHER's
+    nonce behind its own intents, outside the token's accounts."""
+    tenant = IntentDefaults(chain_id=31337, accounts=[SENDER], managed=[SENDER, OTHER])
+    with pytest.raises(ParamError) as caught:
+        parse_intent({**BASE, "authorizationList": [_signed()]}, tenant)
+    assert caught.value.field == "authorizationList[0]"
+    assert f"signed by {OTHER}, an account of this broadcaster" in caught.value.reason
+    # An authority outside the broadcaster's accounts is a sponsored delegation: taken.
+    assert parse_intent({**BASE, "authorizationList": [_signed()]}, DEFAULTS).tx_type == 4
+
+
+def test_a_thousand_authorizations_are_refused_before_any_is_recovered() -> None:
+    error = _error({**BASE, "authorizationList": [_signed()] * 1000})
+    assert error.field == "authorizationList"
+    assert "1 to 16" in error.reason
