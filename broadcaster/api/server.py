@@ -34,6 +34,7 @@ from broadcaster.api.envelope import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     NOT_ACCEPTING,
+    RATE_LIMITED,
     SERVER_ERROR,
     ApiLimits,
     Connection,
@@ -54,7 +55,7 @@ from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
-from broadcaster.tx.blobs import BlobError, prepare_sidecar
+from broadcaster.tx.blobs import BlobError, SidecarBusy, prepare_sidecar
 from broadcaster.tx.manager import TxManager
 from nonce import Attempt, AttemptReason, Intent, TxRecord
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
@@ -210,6 +211,9 @@ class IntentApi(Dispatcher):
             except BlobError as exc:
                 self._on_intent("rejected")
                 raise RpcError(INVALID_PARAMS, f"invalid params: blobs: {exc}") from exc
+            except SidecarBusy as exc:
+                self._on_intent("rejected")
+                raise RpcError(RATE_LIMITED, f"blobs: {exc}") from exc
         try:
             async with client.admission:
                 record = await self.manager.admit(intent)

@@ -34,11 +34,14 @@ from signer_client.rlp import encode_bytes, encode_list_payload, list_at
 
 __all__ = [
     "BLOB_SIZE",
+    "MAX_WAITING",
     "BlobError",
     "Sidecar",
+    "SidecarBusy",
     "blob_fee_of",
     "canonical_form",
     "check_blob",
+    "forget",
     "intent_sidecar",
     "network_form",
     "prepare_sidecar",
@@ -150,8 +153,20 @@ def network_form(raw: bytes, car: Sidecar, version: int = 0) -> bytes:
 
 
 _CACHE: collections.OrderedDict[tuple[bytes, ...], Sidecar] = collections.OrderedDict()
-_CACHE_SIZE = 32
+_CACHE_SIZE = 4096
+"""Sidecars stay cached until their record settles (:func:`forget`, from ``Executor.forget``):
+a re-sign after a reorg must never redo KZG on the event loop (50-100 ms a blob) because more
+than a handful of blob intents were unsettled. The blobs themselves are the intents' own bytes
+objects (no copy); the bound only caps sidecars nothing forgets (intents refused after intake)."""
 _POOL: concurrent.futures.ProcessPoolExecutor | None = None
+MAX_WAITING = 16
+"""Blob intents waiting for the KZG worker at once: beyond it the API answers "busy" at once
+rather than hold every pipelined 1 MiB request (and its pickled copy) in the worker's queue."""
+_waiting = 0
+
+
+class SidecarBusy(BroadcasterError):
+    """The KZG worker has :data:`MAX_WAITING` intents queued, or failed twice in a row."""
 
 
 def intent_sidecar(blobs: tuple[bytes, ...]) -> Sidecar:
@@ -175,24 +190,47 @@ def remember(car: Sidecar) -> Sidecar:
     return car
 
 
-async def prepare_sidecar(blobs: tuple[bytes, ...]) -> Sidecar:
-    """:func:`intent_sidecar`, with the KZG work in a worker process: ckzg holds the GIL for the
-    whole computation (a thread would stall the event loop, and with it every reorg reaction,
-    just the same). Raises :class:`BlobError`."""
+def forget(blobs: tuple[bytes, ...]) -> None:
+    """The record carrying ``blobs`` settled or was dropped: its sidecar is not needed again."""
+    _CACHE.pop(blobs, None)
+
+
+def _pool() -> concurrent.futures.ProcessPoolExecutor:
     global _POOL
-    car = _CACHE.get(blobs)
-    if car is not None:
-        return car
     if _POOL is None:
         # spawn, not fork: the service runs threads (journal writer, vsock connect) and uvloop
         _POOL = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn")
         )
+    return _POOL
+
+
+async def prepare_sidecar(blobs: tuple[bytes, ...]) -> Sidecar:
+    """:func:`intent_sidecar`, with the KZG work in a worker process: ckzg holds the GIL for the
+    whole computation (a thread would stall the event loop, and with it every reorg reaction,
+    just the same). Raises :class:`BlobError`, and :class:`SidecarBusy` when
+    :data:`MAX_WAITING` are already queued or a fresh worker died too (never computed on the
+    event loop instead: that is the stall the worker exists to avoid)."""
+    global _POOL, _waiting
+    car = _CACHE.get(blobs)
+    if car is not None:
+        return car
+    if _waiting >= MAX_WAITING:
+        raise SidecarBusy(f"{_waiting} blob intents are waiting for KZG: try again shortly")
+    _waiting += 1
     try:
-        car = await asyncio.wrap_future(_POOL.submit(sidecar, blobs))
-    except concurrent.futures.process.BrokenProcessPool:
-        _POOL = None
-        car = sidecar(blobs)  # the worker died: compute here rather than refuse the intent
+        for _ in range(2):
+            pool = _pool()
+            try:
+                car = await asyncio.wrap_future(pool.submit(sidecar, blobs))
+                break
+            except concurrent.futures.process.BrokenProcessPool:
+                if _POOL is pool:
+                    _POOL = None  # the worker died (killed, out of memory): a fresh one
+        else:
+            raise SidecarBusy("the KZG worker process died twice: try again shortly")
+    finally:
+        _waiting -= 1
     return remember(car)
 
 

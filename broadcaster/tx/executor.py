@@ -20,6 +20,7 @@ from typing import Any
 from broadcaster.backoff import backoff
 from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.fanout import Submitted
+from broadcaster.tx import blobs
 from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
@@ -175,6 +176,7 @@ class Executor:
         self._locks.pop((record.sender, record.nonce), None)
         if record.intent.tx_type == 3:
             self._blob_floors.forget(record)
+            blobs.forget(record.intent.blobs)  # settled: no re-sign needs its sidecar again
         elif record.intent.tx_type == 4:
             for auth in record.intent.authorizations:
                 key = (record.sender, auth.chain_id, auth.address, record.nonce + 1)

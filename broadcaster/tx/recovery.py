@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from broadcaster.rpc.chain_reader import ChainReadError
-from broadcaster.tx.blobs import BlobError, prepare_sidecar
+from broadcaster.tx.blobs import BlobError, SidecarBusy, prepare_sidecar
 from broadcaster.tx.executor import Executor
 from broadcaster.tx.inclusion import InclusionTracker
 from broadcaster.tx.nonces import NonceSync
@@ -87,6 +87,8 @@ class Recovery:
                 try:
                     await prepare_sidecar(record.intent.blobs)
                 except BlobError as exc:  # journaled blobs passed intake: not expected
+                    log.error("%s/%d: blobs: %s", record.sender, record.nonce, exc)
+                except SidecarBusy as exc:  # the worker died twice: a re-sign computes it
                     log.error("%s/%d: blobs: %s", record.sender, record.nonce, exc)
         try:
             self.view.base_fee = await self.chain.base_fee()

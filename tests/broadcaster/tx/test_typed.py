@@ -267,3 +267,51 @@ def test_a_cancelled_delegation_whose_noop_was_mined_frees_n_plus_1() -> None:
     book.mark_included(noop.hash, BlockRef(1, "0x" + "11" * 32), now=0.0)  # the noop won
     assert record.span == 1
     assert book.gaps(SENDER, 1) == [1]  # nothing consumed n + 1: a noop must
+
+
+def test_sidecars_of_many_unsettled_blob_intents_stay_cached_until_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reorg re-signing the 33rd of 40 unsettled blob intents must not redo KZG on the event
+    loop (50-100 ms a blob, inside the reorg reaction): the sidecar stays until the record
+    settles (``Executor.forget``)."""
+    from broadcaster.tx import blobs as blobs_module
+
+    cars = [
+        blobs_module.remember(
+            blobs_module.Sidecar((bytes([i]) * 131_072,), (b"c",), (b"p",), (b"\x01" * 32,))
+        )
+        for i in range(40)
+    ]
+
+    def no_kzg(_: Any) -> Any:
+        raise AssertionError("KZG recomputed on the event loop")
+
+    monkeypatch.setattr(blobs_module, "sidecar", no_kzg)
+    assert intent_sidecar(cars[0].blobs) is cars[0]
+    blobs_module.forget(cars[0].blobs)
+    with pytest.raises(AssertionError, match="recomputed"):
+        intent_sidecar(cars[0].blobs)  # forgotten: computed again (here: refused)
+    for car in cars:
+        blobs_module.forget(car.blobs)
+
+
+async def test_blob_intents_beyond_the_kzg_queue_bound_are_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bot pipelining blob intents cannot queue unbounded work (and 1 MiB requests) behind the
+    one KZG worker: past ``MAX_WAITING`` waiting, ``SidecarBusy`` at once, nothing computed."""
+    import asyncio
+
+    from broadcaster.tx import blobs as blobs_module
+
+    monkeypatch.setattr(blobs_module, "MAX_WAITING", 2)
+    distinct = [(b"".join(b"\0" + ((i + 7) * 4096 + k).to_bytes(31, "big") for k in range(4096)),)
+                for i in range(blobs_module.MAX_WAITING + 1)]  # fmt: skip
+    tasks = [asyncio.ensure_future(prepare_sidecar(b)) for b in distinct]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    busy = [r for r in results if isinstance(r, blobs_module.SidecarBusy)]
+    assert len(busy) == 1 and "waiting for KZG" in str(busy[0]), results
+    assert all(isinstance(r, blobs_module.Sidecar) for r in results if r not in busy)
+    for b in distinct:
+        blobs_module.forget(b)
