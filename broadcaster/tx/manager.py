@@ -37,6 +37,7 @@ from broadcaster.tx.pricing import FeePolicy
 from broadcaster.tx.reaction import REBROADCAST_BLOCKS, ChainFollower
 from broadcaster.tx.recovery import Recovery
 from broadcaster.tx.seams import ChainState, Durable, Signer, Submitter, TxObserver
+from broadcaster.tx.typed import blob_cancel_refusal
 from broadcaster.tx.view import Background, ChainView
 from heads.events import Event, Head
 from nonce import (
@@ -342,6 +343,9 @@ class TxManager:
         elif record.state in (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED):
             if record.intent.external:
                 raise NonceError(f"intent {record.intent.id} was signed elsewhere: cancel it there")
+            refusal = blob_cancel_refusal(record)
+            if refusal is not None:
+                raise NonceError(refusal)
             done = await executor.noop(record, AttemptReason.CANCEL, final=_S.CANCELLED)
             if not done:
                 raise CancelFailed(

@@ -33,6 +33,7 @@ __all__ = [
     "BlobFloors",
     "Delegated",
     "NoAuthorizationSigner",
+    "blob_cancel_refusal",
     "blob_fee_signed",
     "typed_fields",
     "wire_form",
@@ -114,6 +115,25 @@ class Delegated:
             and not other.released
             for other in book.records(record.sender)
         )
+
+
+def blob_cancel_refusal(record: TxRecord) -> str | None:
+    """Why a cancel of ``record`` cannot work now, for a blob payload sent and not mined: geth
+    (and reth) keep one account in one pool, so while the blob tx is pooled a type-2 noop is
+    answered ``address already reserved``, and the blobpool replaces a blob tx only with another
+    blob tx at +100% on all three fees, which the enclave signs at this nonce only for this
+    intent's own blobs. "cancelled" would be a promise the nodes refuse to keep. After a reorg
+    (``reorged``: geth's blobpool does not take dropped blob txs back) the noop may go."""
+    if record.intent.tx_type != 3 or record.state not in (TxState.SIGNED, TxState.BROADCAST):
+        return None
+    if not any(not a.is_noop for a in record.attempts):
+        return None
+    return (
+        f"intent {record.intent.id} is a blob transaction already sent: a node's pool replaces "
+        "it only with a blob transaction (EIP-4844, +100% on all three fees), never with the "
+        "noop a cancel is (geth: 'address already reserved'); it stays as it is until mined, "
+        "reorged out or past validUntilBlock"
+    )
 
 
 AuthKey = tuple[str, int, str, int]

@@ -315,3 +315,24 @@ async def test_blob_intents_beyond_the_kzg_queue_bound_are_refused_at_once(
     assert all(isinstance(r, blobs_module.Sidecar) for r in results if r not in busy)
     for b in distinct:
         blobs_module.forget(b)
+
+
+def test_a_sent_blob_intent_is_not_cancelled_with_a_noop_no_node_would_pool() -> None:
+    """geth answers a type-2 noop at a pooled blob tx's nonce 'address already reserved': the
+    cancel would report "cancelled" and retry forever. It is refused, saying why; a blob intent
+    not signed yet, or reorged out (no longer pooled), or any other type, cancels as before."""
+    from broadcaster.tx.typed import blob_cancel_refusal
+    from tests.nonce.factories import attempt
+
+    book = synced_book(senders=(SENDER,), start=0)
+    record = book.accept(_blob_intent(), now=0.0)
+    assert blob_cancel_refusal(record) is None  # unsigned: cancelled before signing
+    book.add_attempt(record, attempt(record))
+    book.transition(record, TxState.SIGNED, reason="initial", now=0.0)
+    book.transition(record, TxState.BROADCAST, reason="written", now=0.0)
+    why = blob_cancel_refusal(record)
+    assert why is not None and "address already reserved" in why
+    delegation = book.accept(_setcode_intent(), now=0.0)
+    book.add_attempt(delegation, attempt(delegation))
+    book.transition(delegation, TxState.SIGNED, reason="initial", now=0.0)
+    assert blob_cancel_refusal(delegation) is None
