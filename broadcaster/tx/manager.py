@@ -301,6 +301,21 @@ class TxManager:
                 "nonce",
                 f"{nonce} is more than max_gap_fill = {limit} beyond the next nonce {upcoming}",
             )
+        below = self.book.get(intent.sender, nonce - 1)
+        if (
+            below is not None
+            and below.span > 1
+            and below.covers_nonce
+            and self.book.get(intent.sender, nonce) is None
+        ):
+            # The node's pending count says nonce - 1 + 1 while our delegation is pooled; once
+            # mined, its authorization takes this nonce and these bytes could never be.
+            raise InvalidIntent(
+                "nonce",
+                f"{nonce} is the authorization nonce of intent {below.intent.id} (an EIP-7702 "
+                f"self-sponsored delegation consumes {nonce - 1} and {nonce}); the next free "
+                f"nonce is {upcoming}",
+            )
         if (
             upcoming is not None
             and nonce < upcoming

@@ -6,7 +6,9 @@ What it pins: an authorization the enclave signed at ``n + 1`` for an intent tha
 (its transaction refused by the fee cap, so nonce ``n`` is reused) never leaves a later intent
 delegating elsewhere at ``n`` pending forever: the enclave refuses that second delegate at
 ``n + 1`` (``nonce_conflict``, never another delegate at a signed nonce), the intent fails with
-that reason at once, nonce ``n`` is burned by a noop, and the next delegation goes through.
+that reason at once, nonce ``n`` is burned by a noop, and the next delegation goes through; a
+raw transaction at a pooled delegation's authorization nonce ``n + 1`` (what a bot reading the
+node's pending count picks) is refused at once, naming the free nonce.
 """
 
 from __future__ import annotations
@@ -87,3 +89,34 @@ async def test_a_failed_intents_authorization_fails_the_next_delegate_at_once_an
         "0xef0100" + SECOND[2:].lower()
     )
     assert await nonce_of(stack) == at + 2  # the tx and its authorization, nothing left below
+
+
+async def test_a_raw_transaction_at_a_pending_delegations_authorization_nonce_is_refused(
+    stack: DevStack, bot: BroadcasterClient
+) -> None:
+    """While the delegation at n is pooled, the node's pending count is n + 1, so a bot signing
+    its own transaction picks n + 1: once the delegation is mined its authorization has taken
+    n + 1 and those bytes can never be mined. Refused at once, naming the free nonce."""
+    from eth_account import Account
+
+    from broadcaster.dev.anvil import DEV_KEY
+
+    node = stack.node
+    await node.rpc("evm_setAutomine", False)  # keep the delegation pooled
+    start = await nonce_of(stack)
+    answer = await bot.request("broadcaster_sendIntent", _delegation(FIRST, 10 * GWEI))
+    assert answer["nonce"] == hex(start)
+    pending = start + 1  # geth's pending count while the delegation is pooled
+    raw = Account.sign_transaction(
+        {"to": RECIPIENT, "value": 1, "gas": 21_000, "maxFeePerGas": 10 * GWEI,
+         "maxPriorityFeePerGas": GWEI, "nonce": pending, "chainId": 31337, "type": 2},
+        DEV_KEY,
+    ).raw_transaction.to_0x_hex()  # fmt: skip
+    with pytest.raises(ApiError) as refused:
+        await bot.request("eth_sendRawTransaction", raw)
+    assert "authorization nonce" in refused.value.message, refused.value.message
+    assert f"next free nonce is {start + 2}" in refused.value.message
+    await node.rpc("evm_setAutomine", True)
+    await node.rpc("evm_mine")
+    await until(lambda: included(bot, answer["id"]), "the delegation")
+    assert await nonce_of(stack) == start + 2
