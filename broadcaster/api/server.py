@@ -22,6 +22,7 @@ found, ``-32602`` invalid params (the message names the field or the raw-transac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -55,7 +56,7 @@ from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
-from broadcaster.tx.blobs import BlobError, SidecarBusy, prepare_sidecar
+from broadcaster.tx.blobs import BlobError, SidecarBusy, kzg_slot, prepare_sidecar
 from broadcaster.tx.manager import TxManager
 from nonce import Attempt, AttemptReason, Intent, TxRecord
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
@@ -205,19 +206,21 @@ class IntentApi(Dispatcher):
 
     async def _submit(self, client: Connection, intent: Intent, params: Any = None) -> TxRecord:
         self._check_intake()
-        if intent.blobs:  # KZG off the event loop, before the intent takes a nonce
-            try:
-                await prepare_sidecar(intent.blobs)
-            except BlobError as exc:
-                self._on_intent("rejected")
-                raise RpcError(INVALID_PARAMS, f"invalid params: blobs: {exc}") from exc
-            except SidecarBusy as exc:
-                self._on_intent("rejected")
-                raise RpcError(RATE_LIMITED, f"blobs: {exc}") from exc
         try:
-            async with client.admission:
-                record = await self.manager.admit(intent)
+            with kzg_slot() if intent.blobs else contextlib.nullcontext():
+                async with client.admission:
+                    if intent.blobs:
+                        # KZG off the event loop before the intent takes a nonce, in its turn:
+                        # a connection's intents get nonces in the order they arrived
+                        await prepare_sidecar(intent.blobs)
+                    record = await self.manager.admit(intent)
             await self.manager.complete(record)
+        except BlobError as exc:
+            self._on_intent("rejected")
+            raise RpcError(INVALID_PARAMS, f"invalid params: blobs: {exc}") from exc
+        except SidecarBusy as exc:
+            self._on_intent("rejected")
+            raise RpcError(RATE_LIMITED, f"blobs: {exc}") from exc
         except DuplicateIdempotencyKey as exc:
             self._on_intent("duplicate")
             earlier = exc.record

@@ -22,9 +22,11 @@ import asyncio
 import collections
 import concurrent.futures
 import concurrent.futures.process
+import contextlib
 import functools
 import hashlib
 import multiprocessing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -43,6 +45,7 @@ __all__ = [
     "check_blob",
     "forget",
     "intent_sidecar",
+    "kzg_slot",
     "network_form",
     "prepare_sidecar",
     "remember",
@@ -205,32 +208,40 @@ def _pool() -> concurrent.futures.ProcessPoolExecutor:
     return _POOL
 
 
-async def prepare_sidecar(blobs: tuple[bytes, ...]) -> Sidecar:
-    """:func:`intent_sidecar`, with the KZG work in a worker process: ckzg holds the GIL for the
-    whole computation (a thread would stall the event loop, and with it every reorg reaction,
-    just the same). Raises :class:`BlobError`, and :class:`SidecarBusy` when
-    :data:`MAX_WAITING` are already queued or a fresh worker died too (never computed on the
-    event loop instead: that is the stall the worker exists to avoid)."""
-    global _POOL, _waiting
-    car = _CACHE.get(blobs)
-    if car is not None:
-        return car
+@contextlib.contextmanager
+def kzg_slot() -> Iterator[None]:
+    """One of :data:`MAX_WAITING` places for a blob intent between intake and its sidecar (its
+    connection's admission queue, then the worker's): :class:`SidecarBusy` when none is free."""
+    global _waiting
     if _waiting >= MAX_WAITING:
         raise SidecarBusy(f"{_waiting} blob intents are waiting for KZG: try again shortly")
     _waiting += 1
     try:
-        for _ in range(2):
-            pool = _pool()
-            try:
-                car = await asyncio.wrap_future(pool.submit(sidecar, blobs))
-                break
-            except concurrent.futures.process.BrokenProcessPool:
-                if _POOL is pool:
-                    _POOL = None  # the worker died (killed, out of memory): a fresh one
-        else:
-            raise SidecarBusy("the KZG worker process died twice: try again shortly")
+        yield
     finally:
         _waiting -= 1
+
+
+async def prepare_sidecar(blobs: tuple[bytes, ...]) -> Sidecar:
+    """:func:`intent_sidecar`, with the KZG work in a worker process: ckzg holds the GIL for the
+    whole computation (a thread would stall the event loop, and with it every reorg reaction,
+    just the same). Raises :class:`BlobError`, and :class:`SidecarBusy` when a fresh worker died
+    too (never computed on the event loop instead: that is the stall the worker exists to
+    avoid). The API holds a :func:`kzg_slot` around it."""
+    global _POOL
+    car = _CACHE.get(blobs)
+    if car is not None:
+        return car
+    for _ in range(2):
+        pool = _pool()
+        try:
+            car = await asyncio.wrap_future(pool.submit(sidecar, blobs))
+            break
+        except concurrent.futures.process.BrokenProcessPool:
+            if _POOL is pool:
+                _POOL = None  # the worker died (killed, out of memory): a fresh one
+    else:
+        raise SidecarBusy("the KZG worker process died twice: try again shortly")
     return remember(car)
 
 

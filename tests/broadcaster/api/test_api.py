@@ -972,3 +972,21 @@ async def test_a_raw_set_code_tx_is_tracked_and_a_raw_blob_tx_without_sidecar_is
     code, message = error_of(await call(api, request("eth_sendRawTransaction", canonical.raw_hex)))
     assert code == -32602
     assert message.startswith("invalid params: params[0]: ") and "sidecar" in message
+
+
+async def test_a_pipelined_blob_intent_keeps_its_place_in_the_connections_nonce_order() -> None:
+    """The KZG of a blob intent (a worker process, 100+ ms) happens in the intent's turn: a
+    plain intent pipelined right after it on the same connection gets the next nonce, not the
+    blob intent's (a batcher's follow-up must not execute before its blob transaction)."""
+    blob = "0x" + b"".join(b"\0" + (9 * 4096 + i).to_bytes(31, "big") for i in range(4096)).hex()
+    api = make_api(limits=ApiLimits(max_message_bytes=1 << 20))
+    client = conn(api)
+    blob_intent = {**INTENT, "value": "0x0", "maxFeePerBlobGas": "0x1", "blobs": [blob]}
+    first = asyncio.ensure_future(
+        call(api, request("broadcaster_sendIntent", blob_intent, id=1), client)
+    )
+    second = asyncio.ensure_future(
+        call(api, request("broadcaster_sendIntent", INTENT, id=2), client)
+    )
+    replies = await asyncio.gather(first, second)
+    assert [r.get("result", {}).get("nonce") for r in replies] == ["0x0", "0x1"], replies

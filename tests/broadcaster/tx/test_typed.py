@@ -296,25 +296,24 @@ def test_sidecars_of_many_unsettled_blob_intents_stay_cached_until_forgotten(
         blobs_module.forget(car.blobs)
 
 
-async def test_blob_intents_beyond_the_kzg_queue_bound_are_refused_at_once(
+def test_blob_intents_beyond_the_kzg_queue_bound_are_refused_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A bot pipelining blob intents cannot queue unbounded work (and 1 MiB requests) behind the
-    one KZG worker: past ``MAX_WAITING`` waiting, ``SidecarBusy`` at once, nothing computed."""
-    import asyncio
+    one KZG worker: past ``MAX_WAITING`` waiting, ``SidecarBusy`` at once; a place frees when
+    its intent is done."""
+    import contextlib
 
     from broadcaster.tx import blobs as blobs_module
 
     monkeypatch.setattr(blobs_module, "MAX_WAITING", 2)
-    distinct = [(b"".join(b"\0" + ((i + 7) * 4096 + k).to_bytes(31, "big") for k in range(4096)),)
-                for i in range(blobs_module.MAX_WAITING + 1)]  # fmt: skip
-    tasks = [asyncio.ensure_future(prepare_sidecar(b)) for b in distinct]
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    busy = [r for r in results if isinstance(r, blobs_module.SidecarBusy)]
-    assert len(busy) == 1 and "waiting for KZG" in str(busy[0]), results
-    assert all(isinstance(r, blobs_module.Sidecar) for r in results if r not in busy)
-    for b in distinct:
-        blobs_module.forget(b)
+    with contextlib.ExitStack() as held:
+        held.enter_context(blobs_module.kzg_slot())
+        held.enter_context(blobs_module.kzg_slot())
+        with pytest.raises(blobs_module.SidecarBusy, match="2 blob intents are waiting"):
+            held.enter_context(blobs_module.kzg_slot())
+    with blobs_module.kzg_slot():  # all freed
+        pass
 
 
 def test_a_sent_blob_intent_is_not_cancelled_with_a_noop_no_node_would_pool() -> None:
