@@ -198,6 +198,9 @@ class NonceBook:
         sender = intent.sender
         if nonce is None:
             nonce = self.reserve(sender)
+            if intent.authorizations and intent.nonce_span > 1:
+                # EIP-7702 self-sponsored: the authorization's nonce is n + 1
+                self._next[sender] = nonce + intent.nonce_span
         else:
             occupant = self.get(sender, nonce)
             if occupant is not None:
@@ -492,7 +495,7 @@ class NonceBook:
             if record.released:
                 continue
             book._slots.setdefault(sender, {})[record.nonce] = record
-            book._next[sender] = max(book._next.get(sender, 0), record.nonce + 1)
+            book._next[sender] = max(book._next.get(sender, 0), record.nonce + record.span)
             if record.state in ACTIVE_STATES:
                 book._pending[sender] = book._pending.get(sender, 0) + 1
             if record.block is not None and not record.settled:

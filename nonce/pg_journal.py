@@ -125,7 +125,7 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
         while version in MIGRATIONS:
             version, sql = MIGRATIONS[version]
             if sql:  # a step may only move the version (its tables are in the DDL above)
-                conn.execute(sql)
+                conn.execute(POSTGRES.migration(sql))
             conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (version,))
             logger.info("journal: migrated to schema %s", version)
     if version != SCHEMA_VERSION:

@@ -28,7 +28,7 @@ import orjson
 from nonce.entries import AttemptAdded, Entry, RecordOpened, SlotReleased, StateChanged
 from nonce.state import Attempt, AttemptReason, BlockRef, Intent, TxRecord, TxState
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,10 @@ TABLES: tuple[Table, ...] = (
             "settled INTEGER NOT NULL DEFAULT 0",
             "released INTEGER NOT NULL DEFAULT 0",
             "is_private INTEGER NOT NULL DEFAULT 0",  # Intent.private (DESIGN.md 5a)
+            # types 3 and 4 (migration "types"): NULL for every other intent
+            "max_fee_per_blob_gas TEXT",  # EIP-4844, decimal
+            "blobs BLOB",  # EIP-4844: the blobs, concatenated (131,072 bytes each)
+            "authorizations BLOB",  # EIP-7702, JSON: [[chainId, address, nonce, [y, r, s] | null]]
         ),
         ordered=True,
     ),
@@ -203,6 +207,12 @@ class Dialect:
         """The column that is insertion order in an ``ordered`` table."""
         return PG_ORDER if self.postgres else "rowid"
 
+    def migration(self, text: str) -> str:
+        """A :data:`MIGRATIONS` step (neutral column types, as in :data:`TABLES`) here."""
+        if not self.postgres:
+            return text
+        return text.replace(" BLOB", " " + TYPES["BLOB"][1])
+
     def sql(self, text: str) -> str:
         """``text`` (written for SQLite, ``?`` placeholders) in this dialect."""
         if not self.postgres:
@@ -239,21 +249,31 @@ MIGRATIONS: dict[str, tuple[str, str]] = {
     "2": ("3", ""),
     # v4: Intent.private (DESIGN.md 5a), so a private intent stays private after a restart.
     "3": ("4", "ALTER TABLE records ADD COLUMN is_private INTEGER NOT NULL DEFAULT 0;"),
+    # v5, the "types" step (issue #15): blob and set-code intents (Intent.max_fee_per_blob_gas,
+    # .blobs, .authorizations), so a restart re-signs them with their blobs and authorizations.
+    "4": (
+        "5",
+        "ALTER TABLE records ADD COLUMN max_fee_per_blob_gas TEXT;"
+        " ALTER TABLE records ADD COLUMN blobs BLOB;"
+        " ALTER TABLE records ADD COLUMN authorizations BLOB;",
+    ),
 }
 """``version -> (next version, SQL)``: applied in order on open, each in one transaction."""
 
 INSERT_RECORD = (
     "INSERT INTO records (id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
     " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list, external,"
-    " noop, is_private, accepted_at, state, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " noop, is_private, max_fee_per_blob_gas, blobs, authorizations, accepted_at, state,"
+    " updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_RECORD_FINAL = (
     "INSERT INTO records (id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
     " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list, external,"
-    " noop, is_private, accepted_at, state, updated_at, state_reason, block_number, block_hash,"
-    " included_hash, settled, released)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " noop, is_private, max_fee_per_blob_gas, blobs, authorizations, accepted_at, state,"
+    " updated_at, state_reason, block_number, block_hash, included_hash, settled, released)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+    " ?)"
 )
 INSERT_ATTEMPT = (
     "INSERT INTO attempts (hash, record_id, nonce, raw, max_fee_per_gas, max_priority_fee_per_gas,"
@@ -285,6 +305,47 @@ _TEXT: dict[str, str] = {m: m.value for m in (*TxState, *AttemptReason)}
 """Enum member -> plain ``str``: ``.value`` is a descriptor call, and a ``StrEnum`` parameter is
 not an exact ``str``, so sqlite3 would send it through its adapter lookup."""
 _NO_ACCESS = orjson.dumps([])
+_NO_TYPED: tuple[None, None, None] = (None, None, None)
+
+
+def typed_columns(i: Intent) -> tuple[str | None, bytes | None, bytes | None]:
+    """``(max_fee_per_blob_gas, blobs, authorizations)`` of a type-3/4 intent, NULLs otherwise."""
+    if i.tx_type < 3:
+        return _NO_TYPED
+    auths = (
+        orjson.dumps(
+            [
+                [
+                    a.chain_id,
+                    a.address,
+                    a.nonce,
+                    [hex(v) for v in a.signature] if a.signature else None,
+                ]
+                for a in i.authorizations
+            ]
+        )
+        if i.authorizations
+        else None
+    )
+    return str(i.max_fee_per_blob_gas), b"".join(i.blobs) or None, auths
+
+
+def _typed_fields(fee: str | None, blobs: Any, auths: Any) -> dict[str, Any]:
+    """:func:`typed_columns` read back: the Intent keyword arguments."""
+    if fee is None and blobs is None and auths is None:
+        return {}
+    from nonce.state import AuthItem
+
+    data = bytes(blobs) if blobs is not None else b""
+    size = 131_072  # EIP-4844 bytes per blob
+    return {
+        "max_fee_per_blob_gas": int(fee) if fee is not None else 0,
+        "blobs": tuple(data[at : at + size] for at in range(0, len(data), size)),
+        "authorizations": tuple(
+            AuthItem(c, a, n, (int(sig[0], 16), int(sig[1], 16), int(sig[2], 16)) if sig else None)
+            for c, a, n, sig in orjson.loads(bytes(auths) if auths is not None else b"[]")
+        ),
+    }
 
 
 def statements(entry: Entry) -> Iterator[Statement]:
@@ -320,8 +381,8 @@ def statements(entry: Entry) -> Iterator[Statement]:
             INSERT_RECORD,
             (i.id, i.sender, entry.nonce, i.key, i.chain_id, i.tx_type, i.to, str(i.value), i.data,
              i.gas, str(i.max_fee_per_gas), str(i.max_priority_fee_per_gas), i.valid_until_block,
-             access, int(i.external), int(i.noop), int(i.private), entry.at, entry.state.value,
-             entry.at),
+             access, int(i.external), int(i.noop), int(i.private), *typed_columns(i), entry.at,
+             entry.state.value, entry.at),
         )  # fmt: skip
     elif isinstance(entry, SlotReleased):
         yield (RELEASE, (entry.at, entry.intent_id))
@@ -404,7 +465,7 @@ def batch_statements(entries: Iterable[Entry]) -> list[tuple[str, Rows]]:
         head = (rid, i.sender, o.nonce, i.key, i.chain_id, i.tx_type, i.to, str(i.value), i.data,
                 i.gas, str(i.max_fee_per_gas), str(i.max_priority_fee_per_gas),
                 i.valid_until_block, access, int(i.external), int(i.noop), int(i.private),
-                o.at)  # fmt: skip
+                *(typed_columns(i) if i.tx_type > 2 else _NO_TYPED), o.at)  # fmt: skip
         change = last.pop(rid, None)
         release_at = released.pop(rid, None)
         if change is None and release_at is None:
@@ -508,7 +569,8 @@ def read_records(
             "SELECT id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
             " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list,"
             " external, noop, state, state_reason, updated_at, block_number, block_hash,"
-            f" included_hash, settled, released, is_private FROM records{record_filter}"
+            " included_hash, settled, released, is_private, max_fee_per_blob_gas, blobs,"
+            f" authorizations FROM records{record_filter}"
             " ORDER BY rowid"
         ),
         params,
@@ -531,6 +593,7 @@ def read_records(
             external=bool(row[14]),
             noop=bool(row[15]),
             private=bool(row[24]),
+            **_typed_fields(row[25], row[26], row[27]),
         )
         out.append(
             TxRecord(

@@ -22,6 +22,7 @@ found, ``-32602`` invalid params (the message names the field or the raw-transac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -34,6 +35,7 @@ from broadcaster.api.envelope import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     NOT_ACCEPTING,
+    RATE_LIMITED,
     SERVER_ERROR,
     ApiLimits,
     Connection,
@@ -55,6 +57,7 @@ from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
+from broadcaster.tx.blobs import BlobError, SidecarBusy, kzg_slot, prepare_sidecar
 from broadcaster.tx.manager import TxManager
 from nonce import Attempt, AttemptReason, Intent, TxRecord
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
@@ -189,6 +192,7 @@ class IntentApi(Dispatcher):
             private=self._routing[0],
             private_routes=self._routing[1],
             public_routes=self._routing[2],
+            managed=self.accounts,
         )
 
     def _check_intake(self) -> None:
@@ -204,9 +208,20 @@ class IntentApi(Dispatcher):
     async def _submit(self, client: Connection, intent: Intent, params: Any = None) -> TxRecord:
         self._check_intake()
         try:
-            async with client.admission:
-                record = await self.manager.admit(intent)
+            with kzg_slot() if intent.blobs else contextlib.nullcontext():
+                async with client.admission:
+                    if intent.blobs:
+                        # KZG off the event loop before the intent takes a nonce, in its turn:
+                        # a connection's intents get nonces in the order they arrived
+                        await prepare_sidecar(intent.blobs)
+                    record = await self.manager.admit(intent)
             await self.manager.complete(record)
+        except BlobError as exc:
+            self._on_intent("rejected")
+            raise RpcError(INVALID_PARAMS, f"invalid params: blobs: {exc}") from exc
+        except SidecarBusy as exc:
+            self._on_intent("rejected")
+            raise RpcError(RATE_LIMITED, f"blobs: {exc}") from exc
         except DuplicateIdempotencyKey as exc:
             self._on_intent("duplicate")
             earlier = exc.record
@@ -479,6 +494,12 @@ class IntentApi(Dispatcher):
         if existing is not None:
             return "0x" + signed.hash.hex()  # already tracked: "already known"
         self._check_intake()
+        if fields.type == 3:
+            raise ParamError(
+                "params[0]",
+                "a blob transaction's canonical form carries no sidecar and no node takes it; "
+                "send broadcaster_sendIntent with blobs (the service builds the sidecar)",
+            )
         check_nonce_gap(fields.nonce, await self._next_nonce(sender), self._max_gap_fill)
         intent = Intent(
             id=f"raw-{signed.hash.hex()}",

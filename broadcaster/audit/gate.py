@@ -111,6 +111,27 @@ class SigningGate:
         if advance is not None:
             await advance(chain_id, sender, nonce)
 
+    async def sign_authorization(self, authorization: Mapping[str, Any], sender: str) -> Any:
+        """An EIP-7702 authorization (``broadcaster.tx.typed``), refused as a signature would be:
+        delegating a stopped sender's account is signing for it. Waits for a held log check."""
+        why = self.why(sender)
+        if why is not None:
+            raise PolicyDenied("audit_stopped", why)
+        if self.held is not None:
+            try:
+                await asyncio.wait_for(self.held.wait(), self.hold_timeout)
+            except TimeoutError:
+                raise SignerUnavailable(
+                    "the reconnected signer's audit log is not checked yet: not signing until it is"
+                ) from None
+            return await self.sign_authorization(authorization, sender)
+        sign = getattr(self.signer, "sign_authorization", None)
+        if sign is None:
+            raise PolicyDenied(
+                "no_authorizations", "this signer cannot sign EIP-7702 authorizations"
+            )
+        return await sign(authorization, sender)
+
 
 class ForeignReport:
     """Reports each foreign ``(sender, nonce)`` once (see the module docstring)."""

@@ -111,7 +111,11 @@ DEV_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 
 
 def _enclave_files(
-    workdir: Path, keys: tuple[str, ...], chain_id: int, auth_key: str | None = None
+    workdir: Path,
+    keys: tuple[str, ...],
+    chain_id: int,
+    auth_key: str | None = None,
+    policy: str = "",
 ) -> tuple[Path, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     key_file = workdir / "enclave-keys.txt"
@@ -122,7 +126,7 @@ def _enclave_files(
     config = workdir / "enclave.toml"
     config.write_text(
         f'mode = "dev"\n[policy]\nchain_ids = [{chain_id}]\nallow_self = true\n'
-        f"rate_per_second = 100000\nburst = 100000\n{auth}"
+        f"rate_per_second = 100000\nburst = 100000\n{auth}{policy}"
         f'[audit]\npath = "{workdir / "enclave-audit.jsonl"}"\n'
     )
     return key_file, config
@@ -135,13 +139,16 @@ async def start_enclave(
     keys: tuple[str, ...] = (DEV_KEY,),
     chain_id: int = 31337,
     auth_key: str | None = None,
+    policy: str = "",
 ) -> AsyncIterator[str]:
     """Run the reference enclave app (``python -m enclave``) on a unix socket in ``workdir``.
+
+    ``policy``: more ``[policy]`` lines (TOML), e.g. ``allowed_delegates`` for EIP-7702.
 
     Its output goes to ``workdir/enclave.log``. Yields the signer URL once the app listens.
     ``auth_key``: also load this key as the policy's auth key (``auth = "flashbots"`` rpcs).
     """
-    key_file, config = _enclave_files(workdir, keys, chain_id, auth_key)
+    key_file, config = _enclave_files(workdir, keys, chain_id, auth_key, policy)
     url = f"unix://{workdir / 'enclave.sock'}"
     log_path = workdir / "enclave.log"
     with open(log_path, "wb") as log_file:  # noqa: ASYNC230 - opened once, before anything runs

@@ -24,7 +24,7 @@ from broadcaster.ha.errors import LeaseLost
 from broadcaster.rpc.fanout import Endpoint, TransportFactory
 from broadcaster.rpc.transport.base import OnReply, Transport
 from broadcaster.tx.seams import Signer
-from signer_client import SignedTx
+from signer_client import PolicyDenied, SignedTx
 
 __all__ = ["FENCE_CLOCK", "MARGIN", "Fence", "FencedSigner", "FencedTransport", "fenced_transports"]
 
@@ -107,6 +107,16 @@ class FencedSigner:
         advance = getattr(self.inner, "advance_nonce_floor", None)
         if advance is not None:
             await advance(chain_id, sender, nonce)
+
+    async def sign_authorization(self, authorization: Mapping[str, Any], sender: str) -> Any:
+        """Behind the fence like a transaction signature (EIP-7702, ``broadcaster.tx.typed``)."""
+        self.fence.check()
+        sign = getattr(self.inner, "sign_authorization", None)
+        if sign is None:
+            raise PolicyDenied(
+                "no_authorizations", "this signer cannot sign EIP-7702 authorizations"
+            )
+        return await sign(authorization, sender)
 
 
 class FencedTransport:

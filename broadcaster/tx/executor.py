@@ -16,14 +16,24 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from broadcaster.backoff import backoff
 from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.fanout import Submitted
+from broadcaster.tx import blobs
 from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import Signer, Submitter, TxObserver
+from broadcaster.tx.typed import (
+    AuthKey,
+    BlobFloors,
+    Delegated,
+    NoAuthorizationSigner,
+    typed_fields,
+    wire_form,
+)
 from broadcaster.tx.view import Background, ChainView
 from nonce import (
     TRANSITIONS,
@@ -108,6 +118,13 @@ class SignRefused(BroadcasterError):
     """The signer will not sign this, for a reason that does not pass (a policy denial)."""
 
 
+class AuthorizationTaken(SignRefused):
+    """The enclave signed another delegate at the authorization's nonce ``n + 1`` before (an
+    earlier intent at nonce ``n`` that failed or was cancelled after its authorization was
+    signed): it never signs another one there (``nonce_conflict``), so this intent can never be
+    signed at ``n``. It fails, and a noop burns ``n`` so the next intent does not land there."""
+
+
 def allowed(record: TxRecord) -> frozenset[TxState]:
     return TRANSITIONS[record.state]
 
@@ -142,6 +159,9 @@ class Executor:
         self.clock = clock
         self.clock_ns = clock_ns
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._blob_floors = BlobFloors()
+        self._auths: dict[AuthKey, dict[str, Any]] = {}  # signed EIP-7702 items, per nonce
+        self.delegated = Delegated()  # geth's one-in-flight rule (tx.typed); recovery fills it
         self._ids = itertools.count(1)
 
     # -- per-nonce serialization -----------------------------------------------------------------
@@ -155,6 +175,13 @@ class Executor:
 
     def forget(self, record: TxRecord) -> None:
         self._locks.pop((record.sender, record.nonce), None)
+        if record.intent.tx_type == 3:
+            self._blob_floors.forget(record)
+            blobs.forget(record.intent.blobs)  # settled: no re-sign needs its sidecar again
+        elif record.intent.tx_type == 4:
+            for auth in record.intent.authorizations:
+                key = (record.sender, auth.chain_id, auth.address, record.nonce + 1)
+                self._auths.pop(key, None)
 
     # -- signatures ------------------------------------------------------------------------------
 
@@ -185,17 +212,38 @@ class Executor:
         the caller's next computation bumps over it. A ``nonce_window`` (the account moved on
         outside the enclave) raises the enclave's floor once (:meth:`_move_window`) and retries.
         """
-        tx = tx_dict(record.intent, record.nonce, fees, noop=noop)
+        typed = not noop and record.intent.tx_type > 2  # blobs, authorizations (tx.typed)
+        tx = {} if typed else tx_dict(record.intent, record.nonce, fees, noop=noop)
         started = self.clock_ns()
         moved = False
         while True:
             try:
+                if typed:
+                    floor = self._blob_floors.floor(record)
+                    try:
+                        extra = await typed_fields(
+                            record, self.signer, self.fees, floor, self._auths
+                        )
+                    except PolicyDenied as exc:
+                        if exc.rule != "nonce_conflict":
+                            raise
+                        self.observer.signer_error("policy_denied")
+                        raise AuthorizationTaken(f"authorization at nonce + 1: {exc}") from exc
+                    tx = tx_dict(record.intent, record.nonce, fees, **extra)
                 signed = await self.signer.sign_transaction(tx, record.sender)
+                if typed:
+                    self._blob_floors.raise_to(record, tx)
+                    self.delegated.note(record)
+                    signed = wire_form(record, signed)
                 break
+            except NoAuthorizationSigner as exc:
+                raise SignRefused(str(exc)) from exc
             except PolicyDenied as exc:
                 if exc.rule == "nonce_window" and not moved and await self._move_window(record):
                     moved = True
                     continue
+                if typed and exc.rule == "nonce_conflict":
+                    self._blob_floors.raise_to(record, tx)  # the next one doubles it
                 return self._refused(record, fees, exc)
             except SignerError as exc:
                 self.observer.signer_error(type(exc).__name__)
@@ -307,11 +355,22 @@ class Executor:
         async with self.lock(record):
             if not self.wants_payload(record):
                 return None
+            if not record.attempts and self.delegated.busy(record, self.book):
+                if retry:  # one in flight for a delegated sender: wait for it (tx.typed)
+                    self.background.spawn(self._retry_signing(record))
+                return None
             try:
                 priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
+                    burn = (
+                        await self._burn_nonce(record)
+                        if isinstance(exc, AuthorizationTaken)
+                        else None
+                    )
                     self.give_up(record, _S.FAILED, f"policy: {exc}")
+                    if burn is not None:
+                        self.send(record, burn, reason=ResendReason(burn.reason.value))
                 return None
             if priced is None:
                 if retry and record.state is _S.PENDING and not record.attempts:
@@ -326,6 +385,20 @@ class Executor:
             resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
             self.send(record, attempt, reason=resend, reaction=reaction)
             return attempt
+
+    async def _burn_nonce(self, record: TxRecord) -> Attempt | None:
+        """A noop at ``record``'s nonce (lock held), so a nonce no payload can use is not handed
+        to the next intent (:class:`AuthorizationTaken`); the caller sends it once it gave the
+        record up. ``None`` when the signer cannot now: then the nonce is a hole like any."""
+        try:
+            priced = await self.sign_priced(record, noop=True)
+        except SignRefused as exc:
+            log.warning("%s/%d: no noop: %s", record.sender, record.nonce, exc)
+            return None
+        if priced is None:
+            return None
+        signed, fees = priced
+        return self._record_attempt(record, signed, fees, AttemptReason.GAP_FILL)
 
     async def _retry_signing(self, record: TxRecord) -> None:
         """A first signature the signer could not give yet: retry with backoff while it stays

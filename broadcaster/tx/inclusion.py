@@ -175,6 +175,8 @@ class InclusionTracker:
             return
         self.view.window.hold(block.hash, block.number)
         self._taken_since.pop((record.sender, record.nonce), None)
+        if record.span < record.intent.nonce_span:
+            self.nonces.want(record.sender)  # a noop, not the delegation: n + 1 is a hole
         if record.block is not None and not record.settled:
             self._presign_replacement(record)
 

@@ -37,6 +37,7 @@ from broadcaster.tx.pricing import FeePolicy
 from broadcaster.tx.reaction import REBROADCAST_BLOCKS, ChainFollower
 from broadcaster.tx.recovery import Recovery
 from broadcaster.tx.seams import ChainState, Durable, Signer, Submitter, TxObserver
+from broadcaster.tx.typed import blob_cancel_refusal
 from broadcaster.tx.view import Background, ChainView
 from heads.events import Event, Head
 from nonce import (
@@ -300,6 +301,21 @@ class TxManager:
                 "nonce",
                 f"{nonce} is more than max_gap_fill = {limit} beyond the next nonce {upcoming}",
             )
+        below = self.book.get(intent.sender, nonce - 1)
+        if (
+            below is not None
+            and below.span > 1
+            and below.covers_nonce
+            and self.book.get(intent.sender, nonce) is None
+        ):
+            # The node's pending count says nonce - 1 + 1 while our delegation is pooled; once
+            # mined, its authorization takes this nonce and these bytes could never be.
+            raise InvalidIntent(
+                "nonce",
+                f"{nonce} is the authorization nonce of intent {below.intent.id} (an EIP-7702 "
+                f"self-sponsored delegation consumes {nonce - 1} and {nonce}); the next free "
+                f"nonce is {upcoming}",
+            )
         if (
             upcoming is not None
             and nonce < upcoming
@@ -342,6 +358,9 @@ class TxManager:
         elif record.state in (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED):
             if record.intent.external:
                 raise NonceError(f"intent {record.intent.id} was signed elsewhere: cancel it there")
+            refusal = blob_cancel_refusal(record)
+            if refusal is not None:
+                raise NonceError(refusal)
             done = await executor.noop(record, AttemptReason.CANCEL, final=_S.CANCELLED)
             if not done:
                 raise CancelFailed(
