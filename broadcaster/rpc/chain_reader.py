@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,12 +224,18 @@ class ChainReader:
         by_id = {r.get("id"): r for r in replies if type(r) is dict}
         return [by_id.get(i, {}) for i in ids]
 
+    @property
+    def last_url(self) -> str:
+        """The endpoint :meth:`replies` asked first (the one that answered last)."""
+        return self.urls[self._first]
+
     async def replies_each(
-        self, calls: Sequence[tuple[str, list[Any]]]
+        self, calls: Sequence[tuple[str, list[Any]]], skip: Collection[str] = ()
     ) -> dict[str, list[dict[str, Any]] | ChainReadError]:
-        """The reply objects of ``calls`` from every read endpoint, asked concurrently, by URL
-        (an endpoint that gave no usable answer maps to its :class:`ChainReadError`): for a
-        reader that must not take one endpoint's word (the audit reconciler)."""
+        """The reply objects of ``calls`` from every read endpoint but ``skip``, asked
+        concurrently, by URL (an endpoint that gave no usable answer maps to its
+        :class:`ChainReadError`): for a reader that must not take one endpoint's word (the
+        audit reconciler)."""
 
         async def ask(url: str) -> list[dict[str, Any]] | ChainReadError:
             try:
@@ -237,8 +243,9 @@ class ChainReader:
             except ChainReadError as exc:
                 return exc
 
-        answers = await asyncio.gather(*(ask(url) for url in self.urls))
-        return dict(zip(self.urls, answers, strict=True))
+        urls = [url for url in self.urls if url not in skip]
+        answers = await asyncio.gather(*(ask(url) for url in urls))
+        return dict(zip(urls, answers, strict=True))
 
     async def call(self, method: str, *params: Any) -> Any:
         (result,) = await self.batch([(method, list(params))])
