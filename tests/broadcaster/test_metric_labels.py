@@ -52,3 +52,13 @@ def test_the_orderflow_results_are_exactly_the_ones_the_sender_reports() -> None
     dashboard = (REPO / "config/grafana-dashboard.json").read_text()
     for value in re.findall(r'result=\\"([a-z]+)', dashboard):
         assert value in RESULTS, value
+
+
+def test_the_bad_block_reasons_are_exactly_the_ones_the_body_checker_refuses_with() -> None:
+    """``audit_bad_blocks_total{reason}`` takes only :data:`broadcaster.audit.body.BODY_REFUSALS`,
+    and every one of them is raised somewhere in the checker."""
+    from broadcaster.audit.body import BODY_REFUSALS
+
+    source = (REPO / "broadcaster/audit/body.py").read_text()
+    raised = set(re.findall(r'BodyRefused\(\s*"([a-z_]+)"', source))
+    assert raised == set(BODY_REFUSALS), raised
