@@ -203,7 +203,8 @@ def check_block(raw: Mapping[str, Any], wanted: str) -> CheckedBlock:
                 f"{len(encodings)} transactions make root {root}, the header says {claimed_root}",
             )
         verified = True
-    return CheckedBlock(FullBlock(number, block_hash, tuple(txs)), verified)
+    parent = str(raw.get("parentHash", "")).lower()
+    return CheckedBlock(FullBlock(number, block_hash, tuple(txs), parent), verified)
 
 
 # ------------------------------------------------------------------ the ordered trie (YP app. D)

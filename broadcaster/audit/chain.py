@@ -38,7 +38,9 @@ OnRefused = Callable[[str, str], object]
 def _union(known: FullBlock, other: FullBlock) -> FullBlock:
     seen = {tx.hash for tx in known.txs}
     extra = tuple(tx for tx in other.txs if tx.hash not in seen)
-    return FullBlock(known.number, known.hash, known.txs + extra) if extra else known
+    if not extra:
+        return known
+    return FullBlock(known.number, known.hash, known.txs + extra, known.parent_hash)
 
 
 def _ignore(url: str, reason: str) -> None:

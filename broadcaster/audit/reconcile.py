@@ -36,9 +36,13 @@ class BlockTx:
 
 @dataclass(frozen=True, slots=True)
 class FullBlock:
+    """A block's number, hash, transactions and (when the answer had one) parent hash: what
+    the live reconciler walks back by after a deep reorg."""
+
     number: int
     hash: str
     txs: tuple[BlockTx, ...]
+    parent_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,4 +155,5 @@ def parse_full_block(raw: Mapping[str, Any]) -> FullBlock:
             raise ValueError(f"malformed transaction {tx_hash!r} from {sender!r}")
         txs.append(BlockTx(bytes.fromhex(tx_hash[2:]), sender, _int(item["nonce"])))
     block_hash = str(raw["hash"]).lower()
-    return FullBlock(_int(raw["number"]), block_hash, tuple(txs))
+    parent = str(raw.get("parentHash", "")).lower()
+    return FullBlock(_int(raw["number"]), block_hash, tuple(txs), parent)
