@@ -56,8 +56,17 @@ __all__ = [
     "recovered_tx",
 ]
 
-BODY_REFUSALS: Final = ("header_hash", "transactions_root", "tx_hash", "signature", "malformed")
-"""Why a block answer was refused: the label values of ``broadcaster_audit_bad_blocks_total``."""
+BODY_REFUSALS: Final = (
+    "header_hash",
+    "transactions_root",
+    "tx_hash",
+    "signature",
+    "malformed",
+    "unverified",
+)
+"""Why a block answer was refused: the label values of ``broadcaster_audit_bad_blocks_total``
+(``unverified``: no endpoint's answer could be proven, the block was used as merged; counted by
+:mod:`broadcaster.audit.chain`, never raised here)."""
 
 EMPTY_TRIE_ROOT: Final = keccak(b"\x80")
 """``keccak256(rlp(b""))``: the root of an empty trie (a block without transactions)."""

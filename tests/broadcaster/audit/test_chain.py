@@ -222,3 +222,43 @@ def test_the_helpers_signed_transactions_decode() -> None:
     checker, not a typo in the fixture)."""
     t = tx(OUR_KEY, 1)
     assert decode_raw(t["_raw"]).fields.nonce == 1
+
+
+async def test_a_self_consistent_fake_block_at_a_height_cannot_hide_history() -> None:
+    """Attack on ``broadcaster audit``: the endpoint read first names, for height 7, a block
+    of its own making (its header hashes to the hash it names, its body to its root) without
+    the transaction signed with our key outside the enclave. No tracker vouches for a hash
+    offline: every block any endpoint names at a height is checked, so the real one is too."""
+    stolen = tx(OUR_KEY, 4)
+    real = [tx(OTHER_KEY, 0), stolen]
+    head, fake_head = header(real), header(real[:1])
+    assert fake_head["hash"] != head["hash"]
+    chain = reader({"http://liar": block(fake_head, real[0]), "http://honest": block(head, *real)})
+    found = await full_blocks_by_number(chain, [7])
+    foreign = [f for b in found for f in plan_block(b, {OURS}, set(), set()).foreign]
+    assert [(f.sender, f.nonce, f.block_hash) for f in foreign] == [(OURS, 4, head["hash"])]
+
+
+@pytest.mark.parametrize("trick", ["unknown_header_key", "unknown_tx_type"])
+async def test_an_unverifiable_answer_from_the_only_endpoint_is_counted_not_silent(
+    trick: str,
+) -> None:
+    """Attack on the 'unverified' fallback: the only endpoint makes a real block unprovable
+    (a header key this code does not know, or an item of a type it cannot encode) and leaves
+    out the transaction signed with our key outside the enclave. No answer can prove it wrong,
+    but the block is not passed as checked in silence: ``unverified`` is counted (the
+    BroadcasterAuditBadBlocks alert), naming the endpoint."""
+    stolen = tx(OUR_KEY, 4)
+    real = [tx(OTHER_KEY, 0), stolen]
+    head = header(real)
+    lie = block(head, real[0])
+    if trick == "unknown_header_key":
+        lie["futureRoot"] = "0x" + "00" * 32
+    else:
+        lie["transactions"].append(
+            {"type": "0x7f", "hash": "0x" + "77" * 32, "r": "0x1", "s": "0x1"}
+        )
+    seen, on_refused = refusals()
+    blocks = await full_blocks(reader({"http://liar": lie}), [head["hash"]], on_refused)
+    assert seen == [("http://liar", "unverified")]
+    assert blocks[head["hash"]].txs[0].sender == OTHER  # what could be read is still used
