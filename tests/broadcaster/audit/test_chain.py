@@ -53,7 +53,8 @@ def header(txs: list[dict[str, Any]], number: int = 7) -> dict[str, Any]:
         "parentHash": "0x" + "ab" * 32, "sha3Uncles": h32, "miner": "0x" + "00" * 20,
         "stateRoot": h32, "transactionsRoot": root, "receiptsRoot": h32,
         "logsBloom": "0x" + "00" * 256, "difficulty": "0x0", "number": hex(number),
-        "gasLimit": hex(30_000_000), "gasUsed": "0x0", "timestamp": hex(1000 + number),
+        "gasLimit": hex(30_000_000), "gasUsed": hex(21_000 * len(txs)),
+        "timestamp": hex(1000 + number),
         "extraData": "0x", "mixHash": h32, "nonce": "0x" + "00" * 8, "baseFeePerGas": "0x1",
         "withdrawalsRoot": h32, "blobGasUsed": "0x0", "excessBlobGas": "0x0",
         "parentBeaconBlockRoot": h32,
@@ -262,3 +263,35 @@ async def test_an_unverifiable_answer_from_the_only_endpoint_is_counted_not_sile
     blocks = await full_blocks(reader({"http://liar": lie}), [head["hash"]], on_refused)
     assert seen == [("http://liar", "unverified")]
     assert blocks[head["hash"]].txs[0].sender == OTHER  # what could be read is still used
+
+
+async def test_a_padded_or_swapped_body_is_refused_before_any_signature_is_recovered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cost attack: a liar pads a real header with validly signed transactions (thousands of
+    them would be seconds of recovery, on every retry) or swaps the body. The header's
+    ``gasUsed`` (21,000 a transaction) and the transactions root refuse it before a single
+    sender is recovered; the honest block costs one recovery a transaction."""
+    import broadcaster.audit.body as body
+
+    recovered: list[bytes] = []
+    real_recover = body.recover_pubkey
+
+    def counting(msg_hash: bytes, y: int, r: int, s: int) -> bytes:
+        recovered.append(msg_hash)
+        return real_recover(msg_hash, y, r, s)
+
+    monkeypatch.setattr(body, "recover_pubkey", counting)
+    real = [tx(OTHER_KEY, 0), tx(OTHER_KEY, 1)]
+    head = header(real)
+    padding = [tx(OTHER_KEY, n) for n in range(2, 8)]
+    for lie, why in (
+        (block(head, *real, *padding), "more than the block can hold"),
+        (block(head, real[0], padding[0]), "make root"),
+    ):
+        with pytest.raises(body.BodyRefused, match=why) as refused:
+            body.check_block(lie, head["hash"])
+        assert refused.value.reason == "transactions_root"
+        assert recovered == []
+    assert body.check_block(block(head, *real), head["hash"]).verified
+    assert len(recovered) == 2

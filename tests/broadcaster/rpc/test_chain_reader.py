@@ -68,7 +68,8 @@ def frontier_header(number: int, encodings: Sequence[bytes]) -> dict[str, Any]:
         "stateRoot": "0x" + "44" * 32,
         "transactionsRoot": "0x" + ordered_trie_root(encodings).hex(),
         "receiptsRoot": "0x" + "55" * 32, "logsBloom": "0x" + "00" * 256, "difficulty": "0x0",
-        "number": hex(number), "gasLimit": hex(30_000_000), "gasUsed": "0x0",
+        "number": hex(number), "gasLimit": hex(30_000_000),
+        "gasUsed": hex(21_000 * len(encodings)),
         "timestamp": hex(1_700_000_000 + number), "extraData": "0x", "mixHash": "0x" + "66" * 32,
         "nonce": "0x" + "00" * 8,
     }  # fmt: skip
