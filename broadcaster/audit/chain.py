@@ -152,12 +152,11 @@ async def full_blocks_by_number(
                 continue  # this endpoint does not have it (lagging)
             block_hash = str(raw.get("hash", "")).lower()
             answered_number = raw.get("number")
-            if (
-                not isinstance(answered_number, str)
-                or answered_number[:2] != "0x"
-                or int(answered_number, 16) != number
-                or len(block_hash) != 66
-            ):
+            try:
+                at = int(answered_number, 16) if isinstance(answered_number, str) else -1
+            except ValueError:
+                at = -1
+            if at != number or str(answered_number)[:2] != "0x" or len(block_hash) != 66:
                 log.warning("%s: block %d: a malformed or another block's answer", url, number)
                 on_refused(url, "malformed")
                 continue

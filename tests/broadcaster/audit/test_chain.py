@@ -295,3 +295,27 @@ async def test_a_padded_or_swapped_body_is_refused_before_any_signature_is_recov
         assert recovered == []
     assert body.check_block(block(head, *real), head["hash"]).verified
     assert len(recovered) == 2
+
+
+async def test_a_garbled_height_answer_from_one_endpoint_does_not_stop_the_history_audit() -> None:
+    real = [tx(OTHER_KEY, 0)]
+    head = header(real)
+    garbled = {**block(head, *real), "number": "0xzz"}
+    chain = reader({"http://garbled": garbled, "http://honest": block(head, *real)})
+    chain.replies_each = _by_number(chain.replies_each, garbled)  # type: ignore[method-assign]
+    seen, on_refused = refusals()
+    (found,) = await full_blocks_by_number(chain, [7], on_refused)
+    assert found.hash == head["hash"]
+    assert ("http://garbled", "malformed") in seen
+
+
+def _by_number(each: Any, garbled: dict[str, Any]) -> Any:
+    """``replies_each`` where the garbled endpoint's by-number answer is ``garbled``."""
+
+    async def replies_each(calls: Any, skip: Any = ()) -> Any:
+        answers = await each(calls, skip)
+        if "http://garbled" in answers and calls[0][0] == "eth_getBlockByNumber":
+            answers["http://garbled"] = [{"result": garbled} for _ in calls]
+        return answers
+
+    return replies_each
