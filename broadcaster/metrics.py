@@ -35,8 +35,10 @@ saw it: the leader's own renewals, or the leader's as a standby reads them) and
 ``failovers_total`` (leases this instance took over from another holder), the audit copy's
 ``audit_refusals_total{reason}`` (the enclave's audit log was refused: signing stopped; reasons
 are ``broadcaster.audit.verify.REFUSAL_REASONS``), ``audit_verified_seq`` (the last verified
-entry held in the journal) and ``audit_blocks_checked_total`` (canonical blocks reconciled with
-it), and the standard
+entry held in the journal), ``audit_blocks_checked_total`` (canonical blocks reconciled with
+it) and ``audit_bad_blocks_total{reason}`` (a read endpoint's block answer refused by the
+reconciler: its header or body does not match the hash asked for, or a transaction's fields or
+signature do not hold; reasons are ``broadcaster.audit.body.BODY_REFUSALS``), and the standard
 ``process_*`` metrics of the service process.
 
 The update methods run on the reaction path: labelled children for the configured clients and
@@ -56,6 +58,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
+from broadcaster.audit.body import BODY_REFUSALS
 from broadcaster.audit.verify import REFUSAL_REASONS
 from broadcaster.tx.reasons import ResendReason
 
@@ -267,6 +270,11 @@ class Metrics:
         self.audit_blocks_checked_total = counter(
             "audit_blocks_checked", "Canonical blocks reconciled with the verified audit log"
         )
+        self.audit_bad_blocks_total = counter(
+            "audit_bad_blocks",
+            "Block answers the reconciler refused (header or body not the block asked for)",
+            ("reason",),
+        )
         gauge("build_info", "Version of the running broadcaster", ("version",)).labels(
             _version()
         ).set(1)
@@ -290,6 +298,8 @@ class Metrics:
             self._labelled("resends", self.resends_total, reason)
         for reason in REFUSAL_REASONS:
             self._labelled("audit_refused", self.audit_refusals_total, reason)
+        for reason in BODY_REFUSALS:
+            self._labelled("audit_bad_block", self.audit_bad_blocks_total, reason)
         self._reorgs_inc = self.reorgs_total.inc
         self._depth_observe = self.reorg_depth.observe
         self._reaction_observe = self.reaction_seconds.observe
@@ -361,6 +371,10 @@ class Metrics:
 
     def audit_verified(self, seq: int) -> None:
         self.audit_verified_seq.set(seq)
+
+    def audit_bad_block(self, reason: str) -> None:
+        """A read endpoint's block answer was refused (one of ``BODY_REFUSALS``)."""
+        self._labelled("audit_bad_block", self.audit_bad_blocks_total, reason).inc()
 
     def audit_block_checked(self) -> None:
         self.audit_blocks_checked_total.inc()

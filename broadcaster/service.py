@@ -593,7 +593,9 @@ class Service:
 
         return LiveReconciler(
             accounts=self.accounts,
-            fetch=functools.partial(full_blocks, reader),
+            fetch=functools.partial(
+                full_blocks, reader, on_refused=lambda url, why: self.metrics.audit_bad_block(why)
+            ),
             signed=signed,
             external=external,
             catch_up=catch_up,

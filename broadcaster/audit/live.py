@@ -11,6 +11,14 @@ mined before its entry is streamed), then the block is classified again.
 Reorg-aware: a reorg queues every block of the new branch, from the fork point up; a block that
 is no longer canonical when its turn comes is skipped; a foreign transaction found in a dropped
 block and again in its replacement is reported once (``ForeignReport`` keys on sender and nonce).
+
+A *deep* reorg (the tracker re-anchored on a new tip whose fork point it cannot see: below its
+window, or ancestry it never received) names only the new tip. The reconciler then walks the
+new branch back itself, parent by parent (a verified block's ``parentHash`` is bound by its
+header hash), checking each block, until a parent is the block it checked at that height (the
+fork point), it reaches below the lowest block it ever checked, or :data:`WALK_LIMIT` blocks
+(then it logs what `broadcaster audit` should cover). A walked block is not canonical in the
+tracker's window; it is checked while the tip it descends from is.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ log = logging.getLogger(__name__)
 
 FETCH_RETRIES = 200
 """Times a queued block is asked for again (every ``retry_delay``) while no reader has it."""
+
+WALK_LIMIT = 1024
+"""Most blocks one deep reorg's walk back checks (and heights remembered to find a fork point)."""
 
 
 class LiveReconciler:
@@ -59,6 +70,11 @@ class LiveReconciler:
         self.fetched: dict[str, FullBlock] = {}
         self.checked: list[BlockAudit] = []  # the newest few, for tests and /healthz
         self.blocks_checked = 0
+        # Height -> hash of the block last checked there (the newest WALK_LIMIT heights): where
+        # a deep reorg's walk back stops (its fork point).
+        self.heights: dict[int, str] = {}
+        # A deep reorg's walk: block hash -> (the tip it descends from, blocks walked so far).
+        self.walk: dict[str, tuple[str, int]] = {}
         self._wake = asyncio.Event()
 
     def on_events(self, events: Sequence[Event]) -> None:
@@ -80,11 +96,16 @@ class LiveReconciler:
                     queued = True
             elif kind is DeepReorg:
                 assert isinstance(event, DeepReorg)
+                tip = event.new_tip
                 log.warning(
-                    "deep reorg: the reconciler checks from the new tip on; run `broadcaster"
-                    " audit` over the blocks below it"
+                    "deep reorg (%s) to #%d %s: the reconciler walks the new branch back to the"
+                    " fork point",
+                    event.reason,
+                    tip.number,
+                    tip.hash,
                 )
-                self.queue.setdefault(event.new_tip.hash, 0)
+                self.queue.setdefault(tip.hash, 0)
+                self.walk[tip.hash] = (tip.hash, 0)
                 queued = True
         if queued:
             self._wake.set()
@@ -111,15 +132,18 @@ class LiveReconciler:
         behind = False  # a catch-up failed this step: the rest waits for the next one
         for block_hash in wanted:
             block = blocks.get(block_hash)
-            if block_hash not in canonical:
+            walked = self.walk.get(block_hash)
+            if (walked[0] if walked is not None else block_hash) not in canonical:
                 self.queue.pop(block_hash, None)  # left the chain before its turn
                 self.fetched.pop(block_hash, None)
+                self.walk.pop(block_hash, None)
                 continue
             if block is None:
                 tries = self.queue[block_hash] = self.queue.get(block_hash, 0) + 1
                 if tries >= FETCH_RETRIES:
                     log.error("reconciler: block %s never fetched; not checked", block_hash)
                     self.queue.pop(block_hash, None)
+                    self.walk.pop(block_hash, None)
                 continue
             if behind or await self.check(block) is None:
                 # The copy could not catch up: asked again (not fetched again), never called
@@ -129,7 +153,36 @@ class LiveReconciler:
                 continue
             self.queue.pop(block_hash, None)
             self.fetched.pop(block_hash, None)
+            if walked is not None:
+                self._walk_on(block, *walked)
         return not self.queue
+
+    def _walk_on(self, block: FullBlock, tip: str, walked: int) -> None:
+        """``block`` of a deep reorg's new branch was checked: queue its parent, unless that is
+        the fork point (the block checked at its height) or the walk ends."""
+        del self.walk[block.hash]
+        parent, height = block.parent_hash, block.number - 1
+        lowest = min(self.heights, default=height + 1)
+        if not parent or height < 0 or self.heights.get(height) == parent:
+            return  # the fork point (or genesis): the new branch is checked
+        if height < lowest:
+            log.warning(
+                "deep reorg: walked down to #%d, below every block checked before; run"
+                " `broadcaster audit` below it if blocks of ours may be there",
+                block.number,
+            )
+            return
+        if walked + 1 >= WALK_LIMIT:
+            log.error(
+                "deep reorg: %d blocks walked back from %s without the fork point; run"
+                " `broadcaster audit --to-block %d`",
+                WALK_LIMIT,
+                tip,
+                height,
+            )
+            return
+        self.queue.setdefault(parent, 0)
+        self.walk[parent] = (tip, walked + 1)
 
     async def check(self, block: FullBlock) -> BlockAudit | None:
         """Classify ``block``; ``None`` (nothing reported, the block stays queued) when it holds
@@ -152,6 +205,10 @@ class LiveReconciler:
                     signed |= await self.signed(unknown)
         audit = plan_block(block, self.accounts, signed, external)
         self.blocks_checked += 1
+        heights = self.heights
+        heights[block.number] = block.hash
+        if len(heights) > WALK_LIMIT:
+            del heights[min(heights)]
         self.checked = [*self.checked[-63:], audit]
         self.on_checked(audit)
         for found in audit.foreign:

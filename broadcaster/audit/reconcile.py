@@ -10,7 +10,7 @@ transactions; the live reconciler (``broadcaster.audit.live``) and ``broadcaster
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,6 @@ __all__ = [
     "Foreign",
     "FullBlock",
     "Totals",
-    "parse_full_block",
     "plan_block",
 ]
 
@@ -36,9 +35,13 @@ class BlockTx:
 
 @dataclass(frozen=True, slots=True)
 class FullBlock:
+    """A block's number, hash, transactions and (when the answer had one) parent hash: what
+    the live reconciler walks back by after a deep reorg."""
+
     number: int
     hash: str
     txs: tuple[BlockTx, ...]
+    parent_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,30 +128,3 @@ def plan_block(
         else:
             foreign.append(Foreign(tx.hash, tx.sender, tx.nonce, block.number, block.hash))
     return BlockAudit(block.number, block.hash, ours, ext, tuple(foreign))
-
-
-def _int(value: Any) -> int:
-    if type(value) is int:
-        return value
-    if type(value) is str and value.startswith("0x"):
-        return int(value, 16)
-    raise ValueError(f"not a quantity: {value!r}")
-
-
-def parse_full_block(raw: Mapping[str, Any]) -> FullBlock:
-    """A block of ``eth_getBlockByHash(h, true)`` / ``eth_getBlockByNumber(n, true)``.
-
-    Raises ``ValueError`` when it is not one (transaction hashes instead of objects included:
-    a sender cannot be known from a hash)."""
-    txs: list[BlockTx] = []
-    items: Iterable[Any] = raw.get("transactions") or ()
-    for item in items:
-        if not isinstance(item, Mapping):
-            raise ValueError("the block's transactions are not objects (asked with true?)")
-        tx_hash = str(item["hash"])
-        sender = str(item["from"]).lower()
-        if not tx_hash.startswith("0x") or len(tx_hash) != 66 or len(sender) != 42:
-            raise ValueError(f"malformed transaction {tx_hash!r} from {sender!r}")
-        txs.append(BlockTx(bytes.fromhex(tx_hash[2:]), sender, _int(item["nonce"])))
-    block_hash = str(raw["hash"]).lower()
-    return FullBlock(_int(raw["number"]), block_hash, tuple(txs))

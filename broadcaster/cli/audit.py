@@ -1,4 +1,4 @@
-"""``broadcaster audit --config FILE --from-block N [--to-block M] [--json]`` (DESIGN.md §6a, §7).
+"""``broadcaster audit --config FILE --from-block N [--to-block M] [--json] [--keys FILE]`` (§6a).
 
 The live reconciler's check over history: every transaction from the config's accounts in blocks
 ``N..M`` (``M``: the chain's current block) of the canonical chain must be one the verified audit
@@ -10,8 +10,14 @@ is foreign. Blocks come from the config's public RPCs and the head clients' HTTP
     {"event": "summary", "blocks": 40, "ours": 12, "external": 1, "foreign": 1}
 
 The journal's copy is verified again first (:func:`verify_copy`): the parent instance owns the
-disk. Exit status: 0 when every transaction is accounted for, 1 when some are foreign, 2 when the
-audit could not run (no journal, a copy that does not verify, no RPC answered, a block missing).
+disk. The log keys the copy trusts sit on that disk too (``audit_keys``): a parent that re-signs
+a whole log with a key of its own and writes that key there passes a check against them. An
+offline auditor pins the keys instead: ``--keys FILE`` (0x-hex public keys, one per line, ``#``
+comments; the format of ``python -m enclave verify-log --keys``: the keys attestation vouched
+for, e.g. ``log_public_key`` from the enclave's attested ``hello``) is then the only trust; a
+copy with a segment signed by any other key is refused, naming that key. Exit status: 0 when
+every transaction is accounted for, 1 when some are foreign, 2 when the audit could not run (no
+journal, a copy that does not verify, a bad ``--keys`` file, no RPC answered, a block missing).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+import coincurve
 import orjson
 
 from broadcaster.audit.chain import full_blocks_by_number
@@ -32,7 +39,7 @@ from broadcaster.settings import Config, ConfigError, load_config
 from nonce.audit_copy import AuditCopy
 from nonce.errors import JournalError
 
-__all__ = ["add_audit_arguments", "audit_range", "run_audit"]
+__all__ = ["KeysFileError", "add_audit_arguments", "audit_range", "read_keys_file", "run_audit"]
 
 BATCH = 50
 """Blocks asked for per JSON-RPC batch."""
@@ -43,6 +50,52 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-block", type=int, required=True, help="first block to check")
     parser.add_argument("--to-block", type=int, help="last block to check (default: latest)")
     parser.add_argument("--json", action="store_true", help="print JSON lines (DESIGN.md §6a)")
+    parser.add_argument(
+        "--keys",
+        help="pin the audit log's keys: a file of 0x-hex log public keys, one per line (the"
+        " attested ones); default: the keys stored in the journal",
+    )
+
+
+class KeysFileError(ValueError):
+    """A ``--keys`` file that cannot be used (a clear message, exit 2)."""
+
+
+def read_keys_file(path: str | Path) -> set[str]:
+    """The log public keys of ``path``: 0x-hex, one per line, ``#`` starts a comment (the
+    format of ``python -m enclave verify-log --keys``). Lower-case; at least one."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeysFileError(f"--keys {path}: cannot read it: {exc}") from exc
+    keys: set[str] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        key = line.split("#", 1)[0].strip().lower()
+        if not key:
+            continue
+        digits = key[2:]
+        if (
+            not key.startswith("0x")
+            or not digits
+            or any(c not in "0123456789abcdef" for c in digits)
+        ):
+            raise KeysFileError(f"--keys {path} line {number}: not a 0x-hex public key: {key:.40}")
+        if len(digits) not in (66, 130):
+            raise KeysFileError(
+                f"--keys {path} line {number}: a secp256k1 public key is 33 or 65 bytes,"
+                f" got {len(digits) // 2}"
+            )
+        try:
+            point = coincurve.PublicKey(bytes.fromhex(digits))
+        except (ValueError, TypeError) as exc:
+            raise KeysFileError(
+                f"--keys {path} line {number}: not a secp256k1 public key: {key:.40}"
+            ) from exc
+        # The log names its keys uncompressed: a compressed pin is the same key.
+        keys.add("0x" + point.format(compressed=False).hex())
+    if not keys:
+        raise KeysFileError(f"--keys {path}: no keys in it")
+    return keys
 
 
 def _read_urls(config: Config) -> list[str]:
@@ -80,16 +133,16 @@ def _describe(found: Foreign) -> str:
     )
 
 
-def verify_copy(copy: AuditCopy) -> int:
+def verify_copy(copy: AuditCopy, pinned: set[str] | None = None) -> int:
     """Check the journal's copy again, as the streamer did when it stored it: the whole chain
-    from seq 1, each segment opened by a stored (attested) key, up to the last stored signed
-    head (the disk is the parent instance's; an edit there is caught here). Returns the seq
-    verified; raises :class:`AuditRefused`."""
+    from seq 1, each segment opened by a trusted key (``pinned``, else the stored attested
+    ones), up to the last stored signed head (the disk is the parent instance's; an edit there
+    is caught here). Returns the seq verified; raises :class:`AuditRefused`."""
     heads = copy.heads()
     if not heads:
         return 0
     by_seq = {seq: Head(seq, digest, sig) for seq, digest, sig in heads}
-    keys = copy.keys()
+    keys = copy.keys() if pinned is None else pinned
     anchor = Anchor()
     pending: list[Any] = []
     while True:
@@ -128,11 +181,24 @@ def verify_copy(copy: AuditCopy) -> int:
     return anchor.seq
 
 
-async def _reconcile(config: Config, path: Path, first: int, last: int | None) -> Totals:
+async def _reconcile(
+    config: Config, path: Path, first: int, last: int | None, pinned: set[str] | None = None
+) -> Totals:
     accounts = {a.address.lower() for a in config.accounts}
     copy = AuditCopy(path)
     try:
-        await asyncio.to_thread(verify_copy, copy)
+        try:
+            await asyncio.to_thread(verify_copy, copy, pinned)
+        except AuditRefused as exc:
+            if pinned is not None and exc.reason == "untrusted_key":
+                unpinned = sorted(copy.keys() - pinned)
+                raise AuditRefused(
+                    exc.reason,
+                    f"{exc.detail}: signed by a log key --keys does not list (the journal holds"
+                    f" {', '.join(k[:18] + '...' for k in unpinned) or 'no other key'})",
+                    exc.seq,
+                ) from exc
+            raise
         async with ChainReader(_read_urls(config)) as chain:
             return await audit_range(copy, chain, accounts, first, last)
     finally:
@@ -178,8 +244,15 @@ def run_audit(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     if args.from_block < 0 or (args.to_block is not None and args.to_block < args.from_block):
         print("broadcaster audit: need 0 <= --from-block <= --to-block", file=sys.stderr)
         return 2
+    pinned = None
+    if getattr(args, "keys", None) is not None:
+        try:
+            pinned = read_keys_file(args.keys)
+        except KeysFileError as exc:
+            print(f"broadcaster audit: {exc}", file=sys.stderr)
+            return 2
     try:
-        totals = asyncio.run(_reconcile(config, path, args.from_block, args.to_block))
+        totals = asyncio.run(_reconcile(config, path, args.from_block, args.to_block, pinned))
     except AuditRefused as exc:
         print(
             f"broadcaster audit: the journal's audit copy does not verify: {exc}", file=sys.stderr

@@ -6,7 +6,7 @@ broadcaster record --client a=ws://127.0.0.1:8545 --out heads.jsonl.gz
 broadcaster replay FILE [--json]
 broadcaster check-config FILE
 broadcaster doctor
-broadcaster audit --config FILE --from-block N [--to-block M] [--json]
+broadcaster audit --config FILE --from-block N [--to-block M] [--json] [--keys FILE]
 """
 
 from __future__ import annotations

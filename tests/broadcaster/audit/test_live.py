@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from broadcaster.audit.live import LiveReconciler
 from broadcaster.audit.reconcile import BlockTx, Foreign, FullBlock
-from heads.events import Extension, Head, Reorg
+from heads.events import DeepReorg, Extension, Head, Reorg
 
 OURS = "0x" + "aa" * 20
 
@@ -30,7 +30,7 @@ class Chain:
         self.foreign: list[Foreign] = []
 
     def add(self, h: Head, *txs: BlockTx) -> None:
-        self.blocks[h.hash] = FullBlock(h.number, h.hash, txs)
+        self.blocks[h.hash] = FullBlock(h.number, h.hash, txs, h.parent_hash)
 
     async def fetch(self, hashes: Sequence[str]) -> dict[str, FullBlock]:
         return {h: self.blocks[h] for h in hashes if h in self.blocks}
@@ -215,5 +215,127 @@ def test_a_block_that_arrives_during_a_catch_up_is_checked_and_a_deep_reorg_resc
             (1, b2x.hash),
             (2, b3x.hash),
         ]
+
+    asyncio.run(main())
+
+
+def branch(chain: Chain, parent: Head, tag: str, count: int) -> list[Head]:
+    """``count`` blocks on top of ``parent``, each child of the one before, added to ``chain``."""
+    out: list[Head] = []
+    for _ in range(count):
+        below = out[-1] if out else parent
+        h = head(below.number + 1, f"{tag}{below.number + 1:x}"[-2:].rjust(2, "0"), below.hash)
+        chain.add(h)
+        out.append(h)
+    return out
+
+
+def test_a_deep_reorg_walks_the_new_branch_back_to_the_fork_point_checking_every_block() -> None:
+    """The tracker re-anchors on a new tip whose fork point it cannot see (a ``DeepReorg``
+    names only the tip; the tracker's canonical chain is that tip alone). A foreign tx sits in
+    a middle block of the new branch, not the tip: found. The walk stops at the fork point
+    (block 2, checked before), never re-reading the old chain below it."""
+
+    async def main() -> None:
+        chain = Chain()
+        genesis = head(0, "00")
+        old = branch(chain, genesis, "a", 5)  # blocks 1-5
+        chain.canonical = old
+        rec = chain.reconciler()
+        rec.on_events([Extension("a", genesis, tuple(old))])
+        assert await rec.step()
+        new = branch(chain, old[1], "c", 4)  # 3'-6' on block 2
+        stolen = tx(77, 3)
+        chain.add(new[1], stolen)  # block 4', a middle block of the new branch
+        chain.canonical = [new[-1]]
+        fetched: list[str] = []
+
+        async def fetch(hashes: Sequence[str]) -> dict[str, FullBlock]:
+            fetched.extend(hashes)
+            return await chain.fetch(hashes)
+
+        rec.fetch = fetch
+        rec.on_events([DeepReorg("a", old[-1], new[-1], "ancestor_below_window")])
+        while rec.queue:
+            await rec.step()
+        assert [(f.hash, f.block, f.block_hash) for f in chain.foreign] == [
+            (stolen.hash, 4, new[1].hash)
+        ]
+        assert fetched == [h.hash for h in reversed(new)]  # 6', 5', 4', 3': not 2 nor 1
+        assert rec.walk == {}
+
+    asyncio.run(main())
+
+
+def test_a_deep_reorg_walk_stops_below_what_was_ever_checked_and_when_its_tip_leaves() -> None:
+    async def main() -> None:
+        chain = Chain()
+        genesis = head(0, "00")
+        old = branch(chain, genesis, "a", 10)
+        chain.canonical = old[6:]
+        rec = chain.reconciler()
+        rec.on_events([Extension("a", old[5], tuple(old[6:]))])  # checked from block 7 on
+        assert await rec.step()
+        new = branch(chain, old[2], "c", 9)  # 4'-12' on block 3, below anything checked
+        chain.canonical = [new[-1]]
+        rec.on_events([DeepReorg("a", old[-1], new[-1], "gap")])
+        while rec.queue:
+            await rec.step()
+        # 12' down to 7': 7''s parent (6') is below the lowest height ever checked (7): no
+        # block at height 6 was checked on either branch (the reconciler started at 7).
+        assert [a.number for a in rec.checked[-6:]] == [12, 11, 10, 9, 8, 7]
+        assert rec.checked[-7].number == 10  # the old chain's last check
+        assert rec.walk == {}
+        # Another deep reorg whose tip leaves the chain mid-walk: the walk is dropped.
+        other = branch(chain, new[4], "e", 3)  # 9''-11''
+        chain.canonical = [other[-1]]
+        rec.on_events([DeepReorg("a", new[-1], other[-1], "ancestor_below_window")])
+        assert not await rec.step()  # 11'' checked, its parent 10'' queued
+        assert set(rec.queue) == {other[1].hash}
+        chain.canonical = [new[-1]]  # back on the first branch before 10'' is read
+        assert await rec.step()
+        assert rec.queue == {} and rec.walk == {}
+        assert rec.checked[-1].number == 11
+
+    asyncio.run(main())
+
+
+def test_a_deep_reorg_walk_over_an_endless_parent_chain_stops_at_the_walk_limit() -> None:
+    """A reader feeding an endless chain of parents (each a new block one height lower, none
+    the block checked there) cannot keep the reconciler walking: the walk checks
+    ``WALK_LIMIT`` blocks, logs what ``broadcaster audit`` should cover, and ends."""
+    from broadcaster.audit.live import WALK_LIMIT
+
+    async def main() -> None:
+        chain = Chain()
+        low = head(1, "01")
+        chain.add(low)
+        chain.canonical = [low]
+        rec = chain.reconciler()
+        rec.on_events([Extension("a", head(0, "00"), (low,))])
+        assert await rec.step()
+        top = 10_000
+
+        def fake(number: int) -> str:
+            return "0x" + f"{number:064x}"
+
+        async def endless(hashes: Sequence[str]) -> dict[str, FullBlock]:
+            out = {}
+            for h in hashes:
+                n = int(h, 16)
+                out[h] = FullBlock(n, h, (), fake(n - 1))
+            return out
+
+        rec.fetch = endless
+        tip = Head(top, fake(top), fake(top - 1))
+        chain.canonical = [tip]
+        rec.on_events([DeepReorg("a", low, tip, "ancestor_below_window")])
+        steps = 0
+        while rec.queue:
+            await rec.step()
+            steps += 1
+            assert steps <= WALK_LIMIT + 1
+        assert rec.blocks_checked == 1 + WALK_LIMIT
+        assert rec.walk == {}
 
     asyncio.run(main())

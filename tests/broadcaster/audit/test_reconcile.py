@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from broadcaster.audit.reconcile import (
     BlockTx,
     Foreign,
     FullBlock,
     Totals,
-    parse_full_block,
     plan_block,
 )
 
@@ -64,19 +61,3 @@ def test_totals_sum_blocks_into_the_summary_line_of_design_6a() -> None:
     assert totals.foreign[0].event() == {
         "event": "foreign", "hash": "0x" + h(2).hex(), "sender": OURS, "nonce": 1, "block": 8,
     }  # fmt: skip
-
-
-def test_a_full_block_is_parsed_with_lower_case_senders() -> None:
-    raw = {
-        "number": "0x10",
-        "hash": "0x" + "AB" * 32,
-        "transactions": [{"hash": "0x" + "01" * 32, "from": "0x" + "AA" * 20, "nonce": "0x3"}],
-    }
-    parsed = parse_full_block(raw)
-    assert parsed == FullBlock(16, "0x" + "ab" * 32, (BlockTx(b"\x01" * 32, OURS, 3),))
-
-
-def test_a_block_of_bare_hashes_is_refused_a_sender_cannot_be_known_from_a_hash() -> None:
-    raw = {"number": "0x1", "hash": "0x" + "00" * 32, "transactions": ["0x" + "01" * 32]}
-    with pytest.raises(ValueError, match="not objects"):
-        parse_full_block(raw)
