@@ -9,6 +9,7 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 ``reorg_depth``                          histogram  blocks dropped per reorg
 ``resends_total{reason}``                counter    re-signed / rebroadcast attempts (``reorg``...)
 ``reaction_seconds``                     histogram  reorg head's bytes read -> last resend written
+``intent_seconds``                       histogram  intent frame read -> last RPC write, 1st attempt
 ``sign_seconds``                         histogram  one signer round trip
 ``broadcast_seconds{rpc}``               histogram  eth_sendRawTransaction write -> reply
 ``broadcast_errors_total{rpc,kind}``     counter    answers other than accepted (ErrorKind)
@@ -77,6 +78,7 @@ DESIGN_METRIC_NAMES = (
     "broadcaster_reorg_depth",
     "broadcaster_resends_total",
     "broadcaster_reaction_seconds",
+    "broadcaster_intent_seconds",
     "broadcaster_sign_seconds",
     "broadcaster_broadcast_seconds",
     "broadcaster_broadcast_errors_total",
@@ -196,6 +198,11 @@ class Metrics:
             "Reorg head's bytes received -> last rebroadcast written",
             REACTION_BUCKETS,
         )
+        self.intent_seconds = histogram(
+            "intent_seconds",
+            "Intent frame read -> last RPC write of its first attempt (journaled, signed)",
+            REACTION_BUCKETS,
+        )
         self.sign_seconds = histogram("sign_seconds", "Signer round trip", SIGN_BUCKETS)
         self.signer_errors_total = counter("signer_errors", "Signer failures", ("kind",))
         self.signer_up = gauge("signer_up", "1 while the signer connection is usable")
@@ -288,6 +295,7 @@ class Metrics:
         self._reorgs_inc = self.reorgs_total.inc
         self._depth_observe = self.reorg_depth.observe
         self._reaction_observe = self.reaction_seconds.observe
+        self._intent_observe = self.intent_seconds.observe
         self._sign_observe = self.sign_seconds.observe
         self._tip_set = self.tip_number.set
 
@@ -367,6 +375,10 @@ class Metrics:
     def reaction(self, seconds: float) -> None:
         """Reorg head's bytes received -> last rebroadcast written (DESIGN.md section 8)."""
         self._reaction_observe(seconds)
+
+    def intent_to_wire(self, seconds: float) -> None:
+        """Intent frame read -> last RPC write of its first attempt (DESIGN.md sections 7, 8)."""
+        self._intent_observe(seconds)
 
     def sign(self, seconds: float) -> None:
         self._sign_observe(seconds)

@@ -111,6 +111,9 @@ class _TxMetrics(TxObserver):
             "reorg reaction: %d tx re-signed and rebroadcast in %.0f µs", dropped, seconds * 1e6
         )
 
+    def intent_to_wire(self, seconds: float) -> None:
+        self.metrics.intent_to_wire(seconds)
+
     def resend(self, reason: str) -> None:
         self.metrics.resend(reason)
 

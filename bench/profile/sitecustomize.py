@@ -69,3 +69,69 @@ if _TRACE and "run" in sys.argv:
             _out.write(f"TRACE total={(end_ns - start) // 1000} {stamps}\n")
 
     reaction.ChainFollower._done = _reaction_done  # type: ignore[method-assign]
+
+_INTENT_TRACE = os.environ.get("INTENT_TRACE")
+
+if _INTENT_TRACE and "run" in sys.argv:
+    # The intent path (issue 14): frame read -> journal flush || signer round trip -> fan-out.
+    # One line per intent whose first attempt reached every RPC, stamps as µs after the
+    # frame read (FRAME_READ_NS). Intents must not overlap (the bench sends one at a time).
+    import inspect
+
+    _iclock = time.perf_counter_ns
+    _istamps: list[tuple[str, int]] = []
+    _iout = open(_INTENT_TRACE, "a", buffering=1)  # noqa: SIM115 - open for the process's lifetime
+
+    def _iwrap(owner: Any, name: str, label: str) -> None:
+        original: Callable[..., Any] = getattr(owner, name)
+        if inspect.iscoroutinefunction(original):
+
+            async def atraced(*args: Any, **kwargs: Any) -> Any:
+                _istamps.append((label + ">", _iclock()))
+                try:
+                    return await original(*args, **kwargs)
+                finally:
+                    _istamps.append((label + "<", _iclock()))
+
+            setattr(owner, name, atraced)
+            return
+
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            _istamps.append((label + ">", _iclock()))
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _istamps.append((label + "<", _iclock()))
+
+        setattr(owner, name, traced)
+
+    import broadcaster.api.server as apiserver
+    import broadcaster.rpc.fanout as ifanout
+    import broadcaster.rpc.transport.http as ihttp
+    import broadcaster.tx.executor as executor
+    import broadcaster.tx.manager as imanager
+    import nonce.journal as journal
+    import signer_client.client as sclient
+
+    _iwrap(apiserver.IntentApi, "handle_message", "handle")
+    _iwrap(apiserver, "parse_intent", "parse_intent")
+    _iwrap(imanager.TxManager, "admit", "admit")
+    _iwrap(imanager.TxManager, "complete", "complete")
+    _iwrap(journal, "_settle", "journal_settled")  # the flush's future resolved on the loop
+    _iwrap(sclient.SignerClient, "_roundtrip", "signer_rt")
+    _iwrap(sclient._Connection, "data_received", "signer_reply_read")
+    _iwrap(executor.Executor, "send_first", "send_first")
+    _iwrap(ifanout.FanOut, "submit", "submit")
+    _iwrap(ihttp.HttpTransport, "send", "write")
+
+    _intent_done = executor.Executor._intent_done
+
+    def _traced_intent_done(self: Any, clock: Any, end_ns: int) -> None:
+        start = clock.recv_ns
+        _intent_done(self, clock, end_ns)
+        if start and clock.recv_ns == 0:
+            stamps = " ".join(f"{label}:{(t - start) // 1000}" for label, t in _istamps)
+            _iout.write(f"TRACE total={(end_ns - start) // 1000} {stamps}\n")
+        _istamps.clear()
+
+    executor.Executor._intent_done = _traced_intent_done  # type: ignore[method-assign]

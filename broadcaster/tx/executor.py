@@ -297,11 +297,15 @@ class Executor:
         reaction: Reaction | None = None,
         *,
         retry: bool = True,
+        recv_ns: int = 0,
     ) -> Attempt | None:
         """Sign the payload (initial fees, or a bump over the floor) and send it.
 
         Nothing is sent once the intent was given up or found mined while the signer worked.
         A first signature that cannot be had now is retried in the background (``retry``).
+
+        ``recv_ns``: when the intent's frame was read (``perf_counter_ns``); the first attempt's
+        last RPC write then reports ``intent_to_wire`` (``broadcaster_intent_seconds``).
         """
         async with self.lock(record):
             if not self.wants_payload(record):
@@ -323,7 +327,10 @@ class Executor:
             if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
                 self.book.transition(record, _S.SIGNED, reason=reason.value, now=attempt.signed_at)
             resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
-            self.send(record, attempt, reason=resend, reaction=reaction)
+            if reaction is None and recv_ns and reason is AttemptReason.INITIAL:
+                self.send_first(record, attempt, recv_ns)
+            else:
+                self.send(record, attempt, reason=resend, reaction=reaction)
             return attempt
 
     async def _retry_signing(self, record: TxRecord) -> None:
@@ -405,6 +412,27 @@ class Executor:
         if reaction is not None:
             reaction.took(done)
         return done
+
+    def send_first(self, record: TxRecord, attempt: Attempt, recv_ns: int) -> Submitted:
+        """:meth:`send` for an intent's first attempt, timed from its frame read (``recv_ns``) to
+        the last RPC write of this attempt: the writes done inside the fan-out's call, or, for
+        a job queued behind a busy endpoint, its first write later (``TxManager.on_written``
+        settles it). The same write accounting as a reorg reaction (:class:`Reaction`)."""
+        self.ledger.sent(attempt.hash, self.view.tip_number())
+        clock = Reaction(recv_ns, 1, 0, self._intent_done)
+        send = Send(record, attempt, clock)
+        done = self.fanout.submit(attempt.raw, attempt.hash, send)
+        if done.written:
+            self.wrote(send)
+        clock.writes_left = done.written + done.queued + done.refused
+        clock.took(done)
+        return done
+
+    def _intent_done(self, clock: Reaction, end_ns: int) -> None:
+        if clock.recv_ns:
+            if end_ns > clock.recv_ns:  # some endpoint took it (none did: nothing to time)
+                self.observer.intent_to_wire((end_ns - clock.recv_ns) / 1e9)
+            clock.recv_ns = 0  # reported once
 
     def wrote(self, send: Send) -> None:
         """An endpoint's socket took ``send``'s bytes (now, or later for a queued job)."""
