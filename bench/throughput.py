@@ -1,4 +1,4 @@
-"""Intent throughput (DESIGN.md §8: accepted -> journaled -> signed -> fanned out, >= 5,000/s).
+"""Intent throughput (DESIGN.md §8: accepted -> journaled -> signed -> fanned out, >= 2,500/s).
 
 Many concurrent API connections (raw websockets, requests pre-encoded, a window of requests in
 flight on each) submit ``broadcaster_sendIntent`` to a running service for N seconds after a
