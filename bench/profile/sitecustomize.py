@@ -87,6 +87,8 @@ if _INTENT_TRACE and "run" in sys.argv:
         if inspect.iscoroutinefunction(original):
 
             async def atraced(*args: Any, **kwargs: Any) -> Any:
+                if label == "handle":
+                    _istamps.clear()  # a new message: the previous intent's tail is not ours
                 _istamps.append((label + ">", _iclock()))
                 try:
                     return await original(*args, **kwargs)
@@ -110,8 +112,10 @@ if _INTENT_TRACE and "run" in sys.argv:
     import broadcaster.rpc.transport.http as ihttp
     import broadcaster.tx.executor as executor
     import broadcaster.tx.manager as imanager
+    import nonce.book as ibook
     import nonce.journal as journal
     import signer_client.client as sclient
+    import signer_client.verify as sverify
 
     _iwrap(apiserver.IntentApi, "handle_message", "handle")
     _iwrap(apiserver, "parse_intent", "parse_intent")
@@ -120,6 +124,10 @@ if _INTENT_TRACE and "run" in sys.argv:
     _iwrap(journal, "_settle", "journal_settled")  # the flush's future resolved on the loop
     _iwrap(sclient.SignerClient, "_roundtrip", "signer_rt")
     _iwrap(sclient._Connection, "data_received", "signer_reply_read")
+    _iwrap(sverify.ReplyVerifier, "verify", "verify")
+    _iwrap(executor.Executor, "sign", "executor.sign")
+    _iwrap(ibook.NonceBook, "add_attempt", "add_attempt")
+    _iwrap(ibook.NonceBook, "transition", "transition")
     _iwrap(executor.Executor, "send_first", "send_first")
     _iwrap(ifanout.FanOut, "submit", "submit")
     _iwrap(ihttp.HttpTransport, "send", "write")
@@ -132,6 +140,5 @@ if _INTENT_TRACE and "run" in sys.argv:
         if start and clock.recv_ns == 0:
             stamps = " ".join(f"{label}:{(t - start) // 1000}" for label, t in _istamps)
             _iout.write(f"TRACE total={(end_ns - start) // 1000} {stamps}\n")
-        _istamps.clear()
 
     executor.Executor._intent_done = _traced_intent_done  # type: ignore[method-assign]

@@ -323,14 +323,25 @@ class Executor:
             signed, fees = priced
             if not self.wants_payload(record):
                 return None  # cancelled or expired while the enclave signed: never sent
-            attempt = self._record_attempt(record, signed, fees, reason)
-            if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
-                self.book.transition(record, _S.SIGNED, reason=reason.value, now=attempt.signed_at)
-            resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
-            if reaction is None and recv_ns and reason is AttemptReason.INITIAL:
-                self.send_first(record, attempt, recv_ns)
-            else:
-                self.send(record, attempt, reason=resend, reaction=reaction)
+            first = reaction is None and recv_ns > 0 and reason is AttemptReason.INITIAL
+            book = self.book
+            if first:
+                # The writes first: the book and the journal change at once, the observers
+                # (subscriptions, metrics, the router) hear of signed/broadcast right after the
+                # last write, in order, with nothing awaited in between (as the reaction does).
+                book.defer_announcements()
+            try:
+                attempt = self._record_attempt(record, signed, fees, reason)
+                if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
+                    book.transition(record, _S.SIGNED, reason=reason.value, now=attempt.signed_at)
+                if first:
+                    self.send_first(record, attempt, recv_ns)
+                else:
+                    resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
+                    self.send(record, attempt, reason=resend, reaction=reaction)
+            finally:
+                if first:
+                    book.announce()
             return attempt
 
     async def _retry_signing(self, record: TxRecord) -> None:

@@ -306,8 +306,10 @@ class TxManager:
         if recv_ns is None:
             recv_ns = FRAME_READ_NS.get()
         await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
-        self.observer.pending(self.book.pending_counts())
-        await self.executor.sign_and_send(record, recv_ns=recv_ns)
+        try:
+            await self.executor.sign_and_send(record, recv_ns=recv_ns)
+        finally:
+            self.observer.pending(self.book.pending_counts())  # after the writes, not before
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
         """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign.
