@@ -24,7 +24,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from bench.harness import Harness
-from bench.service import TOKEN, running_broadcaster
+from bench.service import TOKEN, reaction_lines, running_broadcaster
 
 __all__ = ["ThroughputRun", "broadcaster_throughput", "peer_throughput"]
 
@@ -51,6 +51,9 @@ class ThroughputRun:
     errors: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    # In-process reorg reactions (µs, 1 dropped tx) made while the intents streamed: the
+    # service's own log lines, as the reaction section reads them.
+    reaction_us: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -67,7 +70,13 @@ async def _await_delivery(harness: Harness, hashes: set[str], within: float = 5.
 
 
 async def broadcaster_throughput(
-    workdir: Path, seconds: float, *, connections: int = 8, window: int = 32, warmup: float = 1.0
+    workdir: Path,
+    seconds: float,
+    *,
+    connections: int = 8,
+    window: int = 32,
+    warmup: float = 1.0,
+    reactions: bool = True,
 ) -> ThroughputRun:
     async with (
         Harness() as harness,
@@ -122,12 +131,33 @@ async def broadcaster_throughput(
             await asyncio.sleep(max(0.0, start - loop.time()))
             cpu_before.update({name: cpu_seconds(pid) for name, pid in pids.items()})
 
+        async def reorgs() -> None:
+            """While the intents stream: one of them included in a block, then that block
+            replaced by an empty sibling (a 1-deep reorg dropping it), every 0.4 s."""
+            await asyncio.sleep(max(0.0, start - loop.time()))
+            chain = harness.chain
+            while loop.time() < stop - 0.5:
+                reached = [h for h in list(answered) if all(h in got for got in harness.received)]
+                if not reached:
+                    await asyncio.sleep(0.05)
+                    continue
+                block = chain.child(chain.tip, [reached[-1]])
+                harness.announce(block)
+                await asyncio.sleep(0.15)  # included; its replacement is signed ahead
+                harness.announce(chain.child(chain.blocks[block.parent_hash]))
+                await asyncio.sleep(0.25)  # the reaction, then the nonce resync 0.2 s after
+
         sampler = loop.create_task(sample_cpu())
+        reorging = loop.create_task(reorgs()) if reactions else None
         await asyncio.gather(*(client(i) for i in range(connections)))
         await sampler
         cpu = {n: cpu_seconds(p) - cpu_before.get(n, 0.0) for n, p in pids.items()}
+        if reorging is not None:
+            await reorging
         delivered = await _await_delivery(harness, answered)
-        return ThroughputRun("broadcaster", len(answered), seconds, delivered, errors, cpu)
+        run = ThroughputRun("broadcaster", len(answered), seconds, delivered, errors, cpu)
+        run.reaction_us = [us for dropped, us in reaction_lines(service.log_path) if dropped == 1]
+        return run
 
 
 async def peer_throughput(workdir: Path, seconds: float, *, workers: int = 16) -> ThroughputRun:
