@@ -94,6 +94,7 @@ async def broadcaster_throughput(
         start = loop.time() + warmup
         stop = start + seconds
         answered: set[str] = set()
+        by_nonce: dict[int, str] = {}  # every answered intent's first hash, by its nonce
         errors = 0
         cpu_before: dict[str, float] = {}
 
@@ -116,6 +117,7 @@ async def broadcaster_throughput(
                     now = loop.time()
                     result = reply.get("result")
                     if type(result) is dict and type(result.get("hash")) is str:
+                        by_nonce[int(result["nonce"], 16)] = result["hash"]
                         if start <= now < stop:
                             answered.add(result["hash"])
                     elif start <= now < stop:
@@ -132,20 +134,25 @@ async def broadcaster_throughput(
             cpu_before.update({name: cpu_seconds(pid) for name, pid in pids.items()})
 
         async def reorgs() -> None:
-            """While the intents stream: one of them included in a block, then that block
-            replaced by an empty sibling (a 1-deep reorg dropping it), every 0.4 s."""
+            """While the intents stream, every ~0.5 s: the sender's next unmined intent included
+            in a block, that block replaced by an empty sibling (a 1-deep reorg dropping it: the
+            reaction), then the same transaction included again on the new branch, so the
+            chain's nonce count always matches what it holds (nothing looks foreign)."""
             await asyncio.sleep(max(0.0, start - loop.time()))
             chain = harness.chain
-            while loop.time() < stop - 0.5:
-                reached = [h for h in list(answered) if all(h in got for got in harness.received)]
-                if not reached:
+            while loop.time() < stop - 0.6:
+                tx_hash = by_nonce.get(chain.mined_count())
+                if tx_hash is None or not all(tx_hash in got for got in harness.received):
                     await asyncio.sleep(0.05)
                     continue
-                block = chain.child(chain.tip, [reached[-1]])
+                block = chain.child(chain.tip, [tx_hash])
                 harness.announce(block)
                 await asyncio.sleep(0.15)  # included; its replacement is signed ahead
-                harness.announce(chain.child(chain.blocks[block.parent_hash]))
+                sibling = chain.child(chain.blocks[block.parent_hash])
+                harness.announce(sibling)
                 await asyncio.sleep(0.25)  # the reaction, then the nonce resync 0.2 s after
+                harness.announce(chain.child(sibling, [tx_hash]))
+                await asyncio.sleep(0.1)
 
         sampler = loop.create_task(sample_cpu())
         reorging = loop.create_task(reorgs()) if reactions else None

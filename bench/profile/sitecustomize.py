@@ -40,6 +40,7 @@ if _TRACE and "run" in sys.argv:
     import broadcaster.rpc.transport.http as http
     import broadcaster.tx.manager as txmanager
     import broadcaster.tx.reaction as reaction
+    import heads.parse as parse
     import heads.subscriber as subscriber
     import heads.tracker as tracker
     import nonce.book as book
@@ -48,7 +49,7 @@ if _TRACE and "run" in sys.argv:
     _wrap(subscriber, "parse_frame", "parse", first=True)
     _wrap(tracker.ChainTracker, "on_head", "tracker")
     _wrap(tracker, "parse_head", "parse_head")
-    _wrap(tracker, "verify_header_hash", "verify")
+    _wrap(parse, "verify_header_hash", "verify")  # heads.parse calls it (heads.header's)
     _wrap(tracker.ChainTracker, "_choose_tip", "choose_tip")
     _wrap(tracker.ChainTracker, "_diff", "diff")
     _wrap(reaction.ChainFollower, "on_chain", "on_chain")
