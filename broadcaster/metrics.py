@@ -59,6 +59,7 @@ from prometheus_client.metrics_core import Metric
 
 from broadcaster.audit.verify import REFUSAL_REASONS
 from broadcaster.tx.reasons import ResendReason
+from signer_client.events import SignerEvent
 
 __all__ = [
     "BROADCAST_BUCKETS",
@@ -128,6 +129,11 @@ INTENT_STATUSES = (
     "failed",
 )
 RESEND_REASONS = tuple(reason.value for reason in ResendReason)
+
+SIGNER_OK_EVENTS = frozenset({SignerEvent.CONNECTED, SignerEvent.SIGNED, SignerEvent.ATTESTED})
+"""The signer client's lifecycle and success events: not failures, never counted."""
+SIGNER_ERROR_KINDS = tuple(event.value for event in SignerEvent if event not in SIGNER_OK_EVENTS)
+"""``signer_errors_total{kind}``: the signer client's failure events (pre-bound at 0)."""
 
 
 class _Registry(CollectorRegistry):
@@ -292,6 +298,8 @@ class Metrics:
             self._labelled("resends", self.resends_total, reason)
         for reason in REFUSAL_REASONS:
             self._labelled("audit_refused", self.audit_refusals_total, reason)
+        for kind in SIGNER_ERROR_KINDS:
+            self._labelled("signer", self.signer_errors_total, kind)
         self._reorgs_inc = self.reorgs_total.inc
         self._depth_observe = self.reorg_depth.observe
         self._reaction_observe = self.reaction_seconds.observe
@@ -384,7 +392,11 @@ class Metrics:
         self._sign_observe(seconds)
 
     def signer_error(self, kind: str) -> None:
-        self._labelled("signer", self.signer_errors_total, kind).inc()
+        """One signer failure event (:data:`SIGNER_ERROR_KINDS`). A lifecycle or success event
+        (``signed``, ``connected``, ``attested``) or an unknown kind is not a failure: not
+        counted, so the alert on this counter fires on failures only."""
+        if kind in SIGNER_ERROR_KINDS:
+            self._labelled("signer", self.signer_errors_total, kind).inc()
 
     def signer_connected(self, up: bool) -> None:
         self.signer_up.set(1 if up else 0)

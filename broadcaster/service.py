@@ -121,7 +121,10 @@ class _TxMetrics(TxObserver):
         self.metrics.sign(seconds)
 
     def signer_error(self, kind: str) -> None:
-        self.metrics.signer_error(kind)
+        # Not counted here: the signer client reports each failure once through its event sink
+        # (``Service._on_signer_event``), with the closed set of kinds the alerts name; the
+        # executor's report of the same failure would count it twice, under another label.
+        del kind
 
     def broadcast(self, result: BroadcastResult) -> None:
         if result.latency_s is not None:

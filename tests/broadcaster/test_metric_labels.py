@@ -52,3 +52,18 @@ def test_the_orderflow_results_are_exactly_the_ones_the_sender_reports() -> None
     dashboard = (REPO / "config/grafana-dashboard.json").read_text()
     for value in re.findall(r'result=\\"([a-z]+)', dashboard):
         assert value in RESULTS, value
+
+
+def test_the_alerts_name_only_signer_error_kinds_the_counter_counts() -> None:
+    from broadcaster.metrics import SIGNER_ERROR_KINDS
+
+    text = (REPO / "config/alerts.yml").read_text()
+    named = {
+        k
+        for group in re.findall(r'signer_errors_total\{kind=~"([a-z_|]+)"', text)
+        for k in group.split("|")
+    }
+    listed = re.findall(r"by kind: ([a-z_, ]+)\.\.\.", text)
+    assert named and listed
+    named |= {k.strip() for k in listed[0].split(",")}
+    assert named <= set(SIGNER_ERROR_KINDS), named - set(SIGNER_ERROR_KINDS)
