@@ -10,6 +10,7 @@ A payload is never signed or sent once its intent was given up, found mined, or 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -35,7 +36,7 @@ from nonce import (
     noop_intent,
 )
 from nonce.errors import FeeCapExceeded
-from signer_client import PolicyDenied, SignedTx, SignerError
+from signer_client import PolicyDenied, SignedTx, SignerError, urgent
 
 __all__ = ["RETRY_MAX", "Executor", "Reaction", "Send", "SignRefused", "retry_delays"]
 
@@ -50,6 +51,12 @@ NONCE_CONFLICT_RETRIES = 3
 RETRY_MAX = 5.0
 """Seconds at most between attempts at something that failed for a reason that passes (signer
 down, an enclave rate limit)."""
+
+
+def _priority(reaction: Reaction | None) -> contextlib.AbstractContextManager[None]:
+    """A reorg reaction's signatures are urgent at the signer (``signer_client.priority``):
+    they go ahead of the new intents' signatures waiting there."""
+    return urgent() if reaction is not None else contextlib.nullcontext()
 
 
 def retry_delays() -> Iterator[float]:
@@ -101,6 +108,9 @@ class Send:
     attempt: Attempt
     reaction: Reaction | None
     written: bool = False
+    # A reorg reaction's write: each RPC lane writes it ahead of its queued intents
+    # (broadcaster.rpc.lane, read by duck typing: the fan-out knows no tx types).
+    urgent: bool = False
 
 
 class SignRefused(BroadcasterError):
@@ -311,7 +321,8 @@ class Executor:
             if not self.wants_payload(record):
                 return None
             try:
-                priced = await self.sign_priced(record)
+                with _priority(reaction):
+                    priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
                     self.give_up(record, _S.FAILED, f"policy: {exc}")
@@ -372,7 +383,8 @@ class Executor:
         """
         async with self.lock(record):
             try:
-                priced = await self.sign_priced(record, noop=True)
+                with _priority(reaction):
+                    priced = await self.sign_priced(record, noop=True)
             except SignRefused:
                 return False
             if priced is None:
@@ -416,7 +428,7 @@ class Executor:
             self.observer.resend(reason.value)
             self.observer.status(record, "resent")
         self.ledger.sent(attempt.hash, self.view.tip_number())
-        send = Send(record, attempt, reaction)
+        send = Send(record, attempt, reaction, urgent=reaction is not None)
         done = self.fanout.submit(attempt.raw, attempt.hash, send)
         if done.written:
             self.wrote(send)
