@@ -11,8 +11,10 @@ fan-out in ``tests/broadcaster/rpc/test_fanout_priority.py``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +52,7 @@ def test_a_reorg_replacement_reaches_every_rpc_before_the_intent_backlog(
     reorg_at = sim.enclave._clock()
     sent_before = {name: len(sim.network[name].received) for name in sim.config.rpcs}
     sim.run(sim.reorg(1, reinclude=False, wait=0.5))  # dropped: the reaction; all drains
-    for task in tasks:
-        sim.run(task)
+    sim.run(_all(tasks))
     signatures = [(r.at, r.fields.nonce) for r in sim.enclave.signed()]
     at_nonce = [at for at, n in signatures if n == nonce]
     assert len(at_nonce) >= 2, "the replacement was never signed"
@@ -62,7 +63,7 @@ def test_a_reorg_replacement_reaches_every_rpc_before_the_intent_backlog(
     else:
         asked = next(a for a in sim.enclave.asked if a[2] == nonce and a[0] >= reorg_at)
     # Signed while it waited: at most the one the enclave was making when it was asked for
-    # (FIFO, as before the change: every intent queued ahead of it, ~40 here).
+    # (FIFO, as before the change: every intent queued ahead of it, 160 here).
     passed = [n for at, n in signatures if asked[0] < at < replacement_signed and n > nonce]
     assert len(passed) <= 1, passed
     assert asked[3], "the replacement's signature was not asked for as urgent"
@@ -75,10 +76,14 @@ def test_a_reorg_replacement_reaches_every_rpc_before_the_intent_backlog(
         assert first is not None, f"{name}: no replacement at nonce {nonce}"
         behind = {tx.nonce for tx in ours[first + 1 :] if tx.nonce > nonce}
         # Every RPC gets it before the backlog's remainder (all but the signature under way
-        # and a retried send or two; FIFO: ~40 fewer).
+        # and a retried send or two).
         assert len(behind) >= waiting - 3, (name, len(behind), waiting)
     sim.run(sim.mine(3))
     sim.run(sim.finish())
     assert sim.record(included.intent.id).state in (_S.INCLUDED, _S.FINALIZED)
     assert all(sim.record(i.id).state in (_S.INCLUDED, _S.FINALIZED) for i in backlog)
     sim.check()
+
+
+async def _all(tasks: list[asyncio.Task[Any]]) -> None:
+    await asyncio.gather(*tasks)
