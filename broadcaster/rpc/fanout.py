@@ -21,7 +21,7 @@ FIFO order is kept, so a sender's later nonces reach each node in order; a reorg
 (``context.urgent``) goes ahead of the queued ones (:meth:`Lane.enqueue`). An endpoint whose last
 connection attempt failed is *down*: it takes no new job until its worker, reconnecting after
 delays from :func:`broadcaster.backoff.backoff`, connects again; an endpoint whose queue is full
-takes none either.
+takes none either (an urgent job has as many places again: :meth:`Lane.full`).
 
 **What submit returns.** ``submit`` and ``submit_many`` return a :class:`Submitted`: the
 (transaction, endpoint) jobs written before the call returned (``written``, and ``last_ns``,

@@ -134,12 +134,19 @@ class Lane:
         if self.down is not None:
             self.refuse(job, f"endpoint down: {self.down.message}")
             done.refused += 1
-        elif len(self.queue) >= self.queue_size:
+        elif self.full(job):
             self.refuse(job, "queue full")
             done.refused += 1
         else:
             self.enqueue(job)
             done.queued += 1
+
+    def full(self, job: Job) -> bool:
+        """No room for ``job``: ``queue_size`` jobs are queued; for an urgent job (a reorg
+        reaction's) as many again, so a queue an intent backlog filled still takes the
+        reaction's replacement (at its head) instead of refusing it at every busy endpoint."""
+        limit = self.queue_size
+        return len(self.queue) >= (2 * limit if job.urgent else limit)
 
     def enqueue(self, job: Job) -> None:
         """Queue ``job``: an ordinary one at the tail; an urgent one (a reorg reaction's) after
@@ -187,7 +194,7 @@ class Lane:
         elif self.down is not None:
             job.attempt += 1
             self.fanout._settle(self, job, self.down, None)
-        elif len(self.queue) >= self.queue_size:
+        elif self.full(job):
             self.refuse(job, "queue full")
         else:
             self.enqueue(job)

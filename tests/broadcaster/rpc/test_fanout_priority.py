@@ -90,3 +90,26 @@ async def test_an_urgent_batch_passes_the_queue_and_a_full_endpoint_queues_it_fi
 def _accepted(rid: int, raw: bytes) -> Reply:
     body = {"jsonrpc": "2.0", "id": rid, "result": "0x" + raw.hex()}
     return Reply(status=200, body=orjson.dumps(body))
+
+
+async def test_an_urgent_job_is_not_refused_by_a_queue_the_intent_backlog_filled() -> None:
+    """Adversarial (review): the 2,500/s intent stream fills every endpoint's bounded queue
+    while the endpoints are busy; the reaction's replacement must still be queued (first), not
+    refused "queue full" at every endpoint (then it reaches no node at all)."""
+    seen = Collector()
+    fanout, fakes = fake_fanout(["a", "b"], seen, max_batch=100, queue_size=4)
+    async with fanout:
+        for fake in fakes.values():
+            fake.set_ready(False)
+        for n in range(4):
+            fanout.submit(*item(n))  # the backlog fills both queues
+        refused = fanout.submit(*item(4))
+        assert (refused.queued, refused.refused) == (0, 2)  # an ordinary job: refused, as before
+        done = fanout.submit_many([item(100, urgent=True), item(101, urgent=True)])
+        assert (done.queued, done.refused) == (4, 0), done
+        for fake in fakes.values():
+            fake.set_ready(True)
+        await seen.until(lambda: len(seen.writes) == 12)
+    for fake in fakes.values():
+        [request] = fake.requests
+        assert list(request.raws) == [bytes([n]) * 32 for n in (100, 101, 0, 1, 2, 3)]
