@@ -53,10 +53,17 @@ RETRY_MAX = 5.0
 down, an enclave rate limit)."""
 
 
-def _priority(reaction: Reaction | None) -> contextlib.AbstractContextManager[None]:
+def _priority(
+    reaction: Reaction | None, record: TxRecord
+) -> contextlib.AbstractContextManager[None]:
     """A reorg reaction's signatures are urgent at the signer (``signer_client.priority``):
-    they go ahead of the new intents' signatures waiting there."""
-    return urgent() if reaction is not None else contextlib.nullcontext()
+    they go ahead of the new intents' signatures waiting there. So is every other re-sign of a
+    transaction already signed (a fee bump, a cancel's noop): it holds the nonce's lock while
+    it waits, and a reaction that needs that nonce meanwhile would wait behind the backlog it
+    waits behind (a bump asked for just before its transaction is mined and reorged out)."""
+    if reaction is not None or record.attempts:
+        return urgent()
+    return contextlib.nullcontext()
 
 
 def retry_delays() -> Iterator[float]:
@@ -321,7 +328,7 @@ class Executor:
             if not self.wants_payload(record):
                 return None
             try:
-                with _priority(reaction):
+                with _priority(reaction, record):
                     priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
@@ -383,7 +390,7 @@ class Executor:
         """
         async with self.lock(record):
             try:
-                with _priority(reaction):
+                with _priority(reaction, record):
                     priced = await self.sign_priced(record, noop=True)
             except SignRefused:
                 return False
