@@ -316,7 +316,11 @@ class Service:
             on_event=self._on_signer_event,
         )
         self._signer = signer
-        gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
+        gate = self.gate = SigningGate(
+            signer,
+            hold_timeout=config.signer.timeout_seconds,
+            on_timeout=lambda: self.metrics.signer_error(SignerEvent.TIMEOUT),
+        )
         report = observer.report = ForeignReport(
             count=self.metrics.foreign_transaction,
             alert=observer.alert,
