@@ -273,9 +273,10 @@ class TxManager:
 
     async def admit(self, intent: Intent) -> TxRecord:
         """The first half of :meth:`submit`: check the idempotency key and give ``intent`` its
-        nonce (in memory; :meth:`complete` makes it durable). Admissions in a given order get
-        nonces in that order, which is how the API keeps one connection's intents in order
-        while the rest of their work overlaps."""
+        nonce (in memory; :meth:`complete` makes it durable; a repeated key's
+        ``DuplicateIdempotencyKey`` is raised once the earlier record is). Admissions in a given
+        order get nonces in that order, which is how the API keeps one connection's intents in
+        order while the rest of their work overlaps."""
         if self._stopping:
             raise RuntimeError("the service is shutting down and accepts no new intents")
         self._check_not_expired(intent)
@@ -287,7 +288,13 @@ class TxManager:
             earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
             if earlier is not None:
                 raise DuplicateIdempotencyKey(intent.key, earlier)
-        return self.book.accept(intent, now=self._clock())
+        try:
+            return self.book.accept(intent, now=self._clock())
+        except DuplicateIdempotencyKey:
+            # The API answers with the earlier record: an acknowledgement too, so only once it
+            # is durable (its own flush may still be under way: a retried request).
+            await self.journal.flush()
+            raise
 
     async def complete(self, record: TxRecord, recv_ns: int | None = None) -> None:
         """The second half of :meth:`submit`: journal flush, then sign and send.

@@ -100,3 +100,33 @@ def test_intent_seconds_is_observed_for_the_first_attempt(sims: SimFactory) -> N
     sim.run(sim.mine(1))
     sim.run(sim.reorg(1))  # a reorg's re-sends are reaction_seconds, not intent_seconds
     assert len(seen) == 2
+
+
+def test_a_duplicate_key_is_answered_with_the_earlier_intent_only_once_it_is_durable(
+    sims: SimFactory,
+) -> None:
+    """Adversarial (review): a retried request (same idempotency key) arrives while the first
+    one's journal flush is still under way. The API answers it with the earlier intent: that is
+    an acknowledgement, so it must wait for the earlier intent to be durable too; else a crash
+    right then loses an intent a bot was told was accepted."""
+    import dataclasses
+
+    from nonce.errors import DuplicateIdempotencyKey
+
+    sim = sims(linger=None)
+    journal = sim.host.journal  # type: ignore[union-attr]
+    manager = sim.adapter.manager  # type: ignore[attr-defined]
+    first = dataclasses.replace(sim.intent(), key="retry-me")
+    again = dataclasses.replace(first, id=first.id + "-again")
+    journal.hold()
+    submission = sim.loop.create_task(sim.adapter.submit(first))
+    sim.run(sim.advance(0.001))
+    duplicate = sim.loop.create_task(manager.admit(again))
+    sim.run(sim.advance(1.0))
+    assert not duplicate.done(), "answered with the earlier intent before it was durable"
+    journal.release()
+    with pytest.raises(DuplicateIdempotencyKey) as info:
+        sim.run(duplicate)
+    assert info.value.record.intent.id == first.id
+    sim.run(submission)
+    sim.check()
