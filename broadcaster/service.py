@@ -316,17 +316,15 @@ class Service:
             on_event=self._on_signer_event,
         )
         self._signer = signer
-        gate = self.gate = SigningGate(
-            signer,
-            hold_timeout=config.signer.timeout_seconds,
-            on_timeout=lambda: self.metrics.signer_error(SignerEvent.TIMEOUT),
-        )
+        gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
         report = observer.report = ForeignReport(
             count=self.metrics.foreign_transaction,
             alert=observer.alert,
             gate=gate,
             stop_signing=config.audit.stop_signing_on_foreign,
         )
+        # A signature the gate gives up while holding: the client never saw it (not counted).
+        gate.on_timeout = lambda: self.metrics.signer_error(SignerEvent.TIMEOUT)
         fenced = config.ha is not None
         # Every RPC of every kind is asked eth_chainId first: one of another chain is kept out (a
         # builder that serves only the bundle API and answers an error is kept, unverified).
