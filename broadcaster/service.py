@@ -111,6 +111,9 @@ class _TxMetrics(TxObserver):
             "reorg reaction: %d tx re-signed and rebroadcast in %.0f µs", dropped, seconds * 1e6
         )
 
+    def intent_to_wire(self, seconds: float) -> None:
+        self.metrics.intent_to_wire(seconds)
+
     def resend(self, reason: str) -> None:
         self.metrics.resend(reason)
 
@@ -118,7 +121,10 @@ class _TxMetrics(TxObserver):
         self.metrics.sign(seconds)
 
     def signer_error(self, kind: str) -> None:
-        self.metrics.signer_error(kind)
+        # Not counted here: the signer client reports each failure once through its event sink
+        # (``Service._on_signer_event``), with the closed set of kinds the alerts name; the
+        # executor's report of the same failure would count it twice, under another label.
+        del kind
 
     def broadcast(self, result: BroadcastResult) -> None:
         if result.latency_s is not None:
@@ -321,6 +327,8 @@ class Service:
             gate=gate,
             stop_signing=config.audit.stop_signing_on_foreign,
         )
+        # A signature the gate gives up while holding: the client never saw it (not counted).
+        gate.on_timeout = lambda: self.metrics.signer_error(SignerEvent.TIMEOUT)
         fenced = config.ha is not None
         # Every RPC of every kind is asked eth_chainId first: one of another chain is kept out (a
         # builder that serves only the bundle API and answers an error is kept, unverified).

@@ -52,6 +52,7 @@ from signer_client.errors import (
 )
 from signer_client.events import EventSink, SignerEvent, backoff
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
+from signer_client.priority import URGENT, URGENT_RESERVE
 from signer_client.protocol import (
     SignerInfo,
     SignerPins,
@@ -265,6 +266,8 @@ class SignerClient:
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        # Urgent requests (signer_client.priority: a reorg reaction's) are served first.
+        self._urgent_waiters: deque[asyncio.Future[None]] = deque()
         self._conn: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -453,10 +456,19 @@ class SignerClient:
         """``(result, keccak(digest_of))``; the hash is computed after the request is written."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        if self._in_flight < self._max_in_flight and not self._slot_waiters:
+        if URGENT.get():
+            if self._in_flight < self._max_in_flight + URGENT_RESERVE and not self._urgent_waiters:
+                self._in_flight += 1
+            else:
+                await self._acquire_slot(self._urgent_waiters)
+        elif (
+            self._in_flight < self._max_in_flight
+            and not self._slot_waiters
+            and not self._urgent_waiters
+        ):
             self._in_flight += 1
         else:
-            await self._acquire_slot(loop)
+            await self._acquire_slot(self._slot_waiters)
         try:
             while True:
                 conn = self._conn
@@ -471,26 +483,31 @@ class SignerClient:
         finally:
             self._release_slot()
 
-    async def _acquire_slot(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait, first come first served, until a finishing request hands us its slot."""
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._slot_waiters.append(waiter)
+    async def _acquire_slot(self, waiters: deque[asyncio.Future[None]]) -> None:
+        """Wait in ``waiters``, first come first served, until a finishing request hands us its
+        slot (urgent waiters are handed one before ordinary ones: :meth:`_release_slot`)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release_slot()  # handed a slot just as we were cancelled: pass it on
-            elif waiter in self._slot_waiters:  # (a release may have dropped it already)
-                self._slot_waiters.remove(waiter)
+            elif waiter in waiters:  # (a release may have dropped it already)
+                waiters.remove(waiter)
             raise
 
     def _release_slot(self) -> None:
-        waiters = self._slot_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot goes straight to the next caller
-                return
+        # The slot goes straight to the next caller: an urgent one first; an ordinary one only
+        # while the slots in use are within max_in_flight (the urgent reserve is not theirs).
+        for waiters in (self._urgent_waiters, self._slot_waiters):
+            if waiters is self._slot_waiters and self._in_flight > self._max_in_flight:
+                break
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
         self._in_flight -= 1
 
     async def _roundtrip(

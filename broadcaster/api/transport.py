@@ -33,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from broadcaster.api.subscriptions import Outgoing, expand
+from broadcaster.tx.seams import FRAME_READ_NS
 
 if TYPE_CHECKING:
     from broadcaster.api.server import IntentApi
@@ -195,6 +197,7 @@ class ApiServer:
             if size > cap:
                 return _json_error(413, -32600, f"request body over {cap} bytes")
             chunks.append(chunk)
+        FRAME_READ_NS.set(time.perf_counter_ns())  # the body is read: intent_seconds starts
         client = self.api.connection(None, token, access, transport="http")
         reply = await self.api.handle_message(client, b"".join(chunks))
         if reply is None:
@@ -222,6 +225,8 @@ class ApiServer:
                             # Pipelined: each message in its own task, started in arrival order
                             # (the admission lock keeps intents' nonces in that order); a
                             # bounded number at once, so a flood waits here.
+                            # read: its intent's clock starts (the task below copies it)
+                            FRAME_READ_NS.set(time.perf_counter_ns())
                             await client.in_flight.acquire()
                             group.create_task(self._answer(ws, client, message.data))
                         elif message.type is WSMsgType.ERROR:

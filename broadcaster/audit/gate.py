@@ -38,9 +38,18 @@ log = logging.getLogger(__name__)
 class SigningGate:
     """A :class:`broadcaster.tx.seams.Signer` that refuses what the audit findings forbid."""
 
-    def __init__(self, signer: Signer, *, hold_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        signer: Signer,
+        *,
+        hold_timeout: float = 2.0,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> None:
         self.signer = signer
         self.hold_timeout = hold_timeout
+        # A signature given up while held (the service counts signer_errors_total{kind=
+        # "timeout"}: the signer client never saw the request, so nothing else counts it).
+        self.on_timeout = on_timeout
         self.stopped: dict[str, str] = {}
         self.refused: str | None = None
         self.held: asyncio.Event | None = None  # set by release(): the log check is done
@@ -95,6 +104,8 @@ class SigningGate:
         try:
             await asyncio.wait_for(held.wait(), self.hold_timeout)
         except TimeoutError:
+            if self.on_timeout is not None:
+                self.on_timeout()
             raise SignerUnavailable(
                 "the reconnected signer's audit log is not checked yet: not signing until it is"
             ) from None

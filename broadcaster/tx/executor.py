@@ -10,6 +10,7 @@ A payload is never signed or sent once its intent was given up, found mined, or 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -46,7 +47,7 @@ from nonce import (
     noop_intent,
 )
 from nonce.errors import FeeCapExceeded
-from signer_client import PolicyDenied, SignedTx, SignerError
+from signer_client import PolicyDenied, SignedTx, SignerError, urgent
 
 __all__ = ["RETRY_MAX", "Executor", "Reaction", "Send", "SignRefused", "retry_delays"]
 
@@ -61,6 +62,19 @@ NONCE_CONFLICT_RETRIES = 3
 RETRY_MAX = 5.0
 """Seconds at most between attempts at something that failed for a reason that passes (signer
 down, an enclave rate limit)."""
+
+
+def _priority(
+    reaction: Reaction | None, record: TxRecord
+) -> contextlib.AbstractContextManager[None]:
+    """A reorg reaction's signatures are urgent at the signer (``signer_client.priority``):
+    they go ahead of the new intents' signatures waiting there. So is every other re-sign of a
+    transaction already signed (a fee bump, a cancel's noop): it holds the nonce's lock while
+    it waits, and a reaction that needs that nonce meanwhile would wait behind the backlog it
+    waits behind (a bump asked for just before its transaction is mined and reorged out)."""
+    if reaction is not None or record.attempts:
+        return urgent()
+    return contextlib.nullcontext()
 
 
 def retry_delays() -> Iterator[float]:
@@ -112,6 +126,9 @@ class Send:
     attempt: Attempt
     reaction: Reaction | None
     written: bool = False
+    # A reorg reaction's write: each RPC lane writes it ahead of its queued intents
+    # (broadcaster.rpc.lane, read by duck typing: the fan-out knows no tx types).
+    urgent: bool = False
 
 
 class SignRefused(BroadcasterError):
@@ -346,11 +363,15 @@ class Executor:
         reaction: Reaction | None = None,
         *,
         retry: bool = True,
+        recv_ns: int = 0,
     ) -> Attempt | None:
         """Sign the payload (initial fees, or a bump over the floor) and send it.
 
         Nothing is sent once the intent was given up or found mined while the signer worked.
         A first signature that cannot be had now is retried in the background (``retry``).
+
+        ``recv_ns``: when the intent's frame was read (``perf_counter_ns``); the first attempt's
+        last RPC write then reports ``intent_to_wire`` (``broadcaster_intent_seconds``).
         """
         async with self.lock(record):
             if not self.wants_payload(record):
@@ -360,7 +381,8 @@ class Executor:
                     self.background.spawn(self._retry_signing(record))
                 return None
             try:
-                priced = await self.sign_priced(record)
+                with _priority(reaction, record):
+                    priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
                     burn = (
@@ -379,11 +401,25 @@ class Executor:
             signed, fees = priced
             if not self.wants_payload(record):
                 return None  # cancelled or expired while the enclave signed: never sent
-            attempt = self._record_attempt(record, signed, fees, reason)
-            if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
-                self.book.transition(record, _S.SIGNED, reason=reason.value, now=attempt.signed_at)
-            resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
-            self.send(record, attempt, reason=resend, reaction=reaction)
+            first = reaction is None and recv_ns > 0 and reason is AttemptReason.INITIAL
+            book = self.book
+            if first:
+                # The writes first: the book and the journal change at once, the observers
+                # (subscriptions, metrics, the router) hear of signed/broadcast right after the
+                # last write, in order, with nothing awaited in between (as the reaction does).
+                book.defer_announcements()
+            try:
+                attempt = self._record_attempt(record, signed, fees, reason)
+                if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
+                    book.transition(record, _S.SIGNED, reason=reason.value, now=attempt.signed_at)
+                if first:
+                    self.send_first(record, attempt, recv_ns)
+                else:
+                    resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
+                    self.send(record, attempt, reason=resend, reaction=reaction)
+            finally:
+                if first:
+                    book.announce()
             return attempt
 
     async def _burn_nonce(self, record: TxRecord) -> Attempt | None:
@@ -428,7 +464,8 @@ class Executor:
         """
         async with self.lock(record):
             try:
-                priced = await self.sign_priced(record, noop=True)
+                with _priority(reaction, record):
+                    priced = await self.sign_priced(record, noop=True)
             except SignRefused:
                 return False
             if priced is None:
@@ -479,13 +516,34 @@ class Executor:
             self.observer.resend(reason.value)
             self.observer.status(record, "resent")
         self.ledger.sent(attempt.hash, self.view.tip_number())
-        send = Send(record, attempt, reaction)
+        send = Send(record, attempt, reaction, urgent=reaction is not None)
         done = self.fanout.submit(attempt.raw, attempt.hash, send)
         if done.written:
             self.wrote(send)
         if reaction is not None:
             reaction.took(done)
         return done
+
+    def send_first(self, record: TxRecord, attempt: Attempt, recv_ns: int) -> Submitted:
+        """:meth:`send` for an intent's first attempt, timed from its frame read (``recv_ns``) to
+        the last RPC write of this attempt: the writes done inside the fan-out's call, or, for
+        a job queued behind a busy endpoint, its first write later (``TxManager.on_written``
+        settles it). The same write accounting as a reorg reaction (:class:`Reaction`)."""
+        self.ledger.sent(attempt.hash, self.view.tip_number())
+        clock = Reaction(recv_ns, 1, 0, self._intent_done)
+        send = Send(record, attempt, clock)
+        done = self.fanout.submit(attempt.raw, attempt.hash, send)
+        if done.written:
+            self.wrote(send)
+        clock.writes_left = done.written + done.queued + done.refused
+        clock.took(done)
+        return done
+
+    def _intent_done(self, clock: Reaction, end_ns: int) -> None:
+        if clock.recv_ns:
+            if end_ns > clock.recv_ns:  # some endpoint took it (none did: nothing to time)
+                self.observer.intent_to_wire((end_ns - clock.recv_ns) / 1e9)
+            clock.recv_ns = 0  # reported once
 
     def wrote(self, send: Send) -> None:
         """An endpoint's socket took ``send``'s bytes (now, or later for a queued job)."""

@@ -36,7 +36,14 @@ from broadcaster.tx.plans import Alert, Bump, CheckInclusion, Fail, Resync, plan
 from broadcaster.tx.pricing import FeePolicy
 from broadcaster.tx.reaction import REBROADCAST_BLOCKS, ChainFollower
 from broadcaster.tx.recovery import Recovery
-from broadcaster.tx.seams import ChainState, Durable, Signer, Submitter, TxObserver
+from broadcaster.tx.seams import (
+    FRAME_READ_NS,
+    ChainState,
+    Durable,
+    Signer,
+    Submitter,
+    TxObserver,
+)
 from broadcaster.tx.typed import blob_cancel_refusal
 from broadcaster.tx.view import Background, ChainView
 from heads.events import Event, Head
@@ -101,6 +108,7 @@ class TxManager:
         self.presign = presign
         self._endpoints = endpoints
         self._clock = clock
+        self._clock_ns = clock_ns
         self._lookup = lookup
         self._stopping = False
         book.listen(self._announce)  # first: observers hear a change before its consequences
@@ -251,8 +259,9 @@ class TxManager:
         raise: the record stays ``pending`` and is retried, or goes ``failed`` on a policy
         denial (check ``record.state``).
         """
+        recv_ns = FRAME_READ_NS.get() or self._clock_ns()
         record = await self.admit(intent)
-        await self.complete(record)
+        await self.complete(record, recv_ns)
         return record
 
     def _check_not_expired(self, intent: Intent) -> None:
@@ -265,9 +274,10 @@ class TxManager:
 
     async def admit(self, intent: Intent) -> TxRecord:
         """The first half of :meth:`submit`: check the idempotency key and give ``intent`` its
-        nonce (in memory; :meth:`complete` makes it durable). Admissions in a given order get
-        nonces in that order, which is how the API keeps one connection's intents in order
-        while the rest of their work overlaps."""
+        nonce (in memory; :meth:`complete` makes it durable; a repeated key's
+        ``DuplicateIdempotencyKey`` is raised once the earlier record is). Admissions in a given
+        order get nonces in that order, which is how the API keeps one connection's intents in
+        order while the rest of their work overlaps."""
         if self._stopping:
             raise RuntimeError("the service is shutting down and accepts no new intents")
         self._check_not_expired(intent)
@@ -279,13 +289,35 @@ class TxManager:
             earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
             if earlier is not None:
                 raise DuplicateIdempotencyKey(intent.key, earlier)
-        return self.book.accept(intent, now=self._clock())
+        try:
+            return self.book.accept(intent, now=self._clock())
+        except DuplicateIdempotencyKey:
+            # The API answers with the earlier record: an acknowledgement too, so only once it
+            # is durable (its own flush may still be under way: a retried request).
+            await self.journal.flush()
+            raise
 
-    async def complete(self, record: TxRecord) -> None:
-        """The second half of :meth:`submit`: journal flush, then sign and send."""
+    async def complete(self, record: TxRecord, recv_ns: int | None = None) -> None:
+        """The second half of :meth:`submit`: journal flush, then sign and send.
+
+        The flush comes first, and the signer is asked only once it is done: an accepted intent
+        is never lost, never on the wire before the journal knows it (DESIGN.md §5), and no
+        signature exists at its nonce that a crash could leave the journal ignorant of. (Asking
+        the signer during the fsync was tried and measured, docs/performance.md "Intent to
+        wire": a ``kill -9`` in that window leaves the enclave holding a signature at a nonce
+        the restarted journal reassigns, and the enclave's intent-bound nonce protection then
+        refuses every other payload there; ``tests/broadcaster/tx/test_sim_intent_durability.py``
+        pins it.) ``recv_ns``: when the intent's frame was read (``perf_counter_ns``; default
+        :data:`FRAME_READ_NS`, set by the API's transport), the start of
+        ``broadcaster_intent_seconds``; 0: not timed.
+        """
+        if recv_ns is None:
+            recv_ns = FRAME_READ_NS.get()
         await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
-        self.observer.pending(self.book.pending_counts())
-        await self.executor.sign_and_send(record)
+        try:
+            await self.executor.sign_and_send(record, recv_ns=recv_ns)
+        finally:
+            self.observer.pending(self.book.pending_counts())  # after the writes, not before
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
         """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign.
