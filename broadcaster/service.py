@@ -430,6 +430,7 @@ class Service:
             max_gap_fill=config.fees.max_gap_fill,
             subscriptions=subscriptions,
             routing=(config.routing.private, bool(private), bool(public)),
+            router=router,
         )
         server = None
         try:

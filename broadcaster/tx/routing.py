@@ -7,6 +7,9 @@ builders, through :class:`~broadcaster.rpc.orderflow.OrderflowSender`, as
 With no public endpoint at all (a builders-only deployment) everything is routed privately.
 :meth:`Router.on_head` re-targets the live bundles (:func:`~broadcaster.tx.bundles.plan_head`);
 :meth:`Router.on_status` cancels the bundle of an intent that was cancelled or expired.
+Bundles of ``broadcaster_sendBundle`` (:mod:`broadcaster.tx.bundle_plans`) are registered with
+:meth:`Router.add_bundle` before their members are admitted; a member's attempt then sends the
+whole bundle under the bundle's ``replacementUuid`` instead of a one-transaction bundle.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from broadcaster.rpc.fanout import BroadcastResult, Submitted, Written
+from broadcaster.tx.bundle_plans import BundleSpec, Member, plan_bundle_head, plan_bundle_submit
 from broadcaster.tx.bundles import (
     CancelBundle,
     CancelPrivate,
@@ -80,6 +84,11 @@ class Router:
         # before the first head): their bundles go out with the first head's re-target, their
         # private transactions (which need no per-head re-send) right then, too.
         self.deferred: set[str] = set()
+        # broadcaster_sendBundle: live bundles by id, and the bundle of each member intent (kept
+        # until the bundle retires: broadcaster_getIntent names it).
+        self.bundles: dict[str, BundleSpec] = {}
+        self.member_of: dict[str, str] = {}
+        self.retired: set[str] = set()  # members settled (forgotten) while their bundle lives
 
     # -- Submitter -------------------------------------------------------------------------------
 
@@ -106,7 +115,13 @@ class Router:
             self.deferred.add(record.intent.id)
             return done
         self.deferred.discard(record.intent.id)
-        plan = plan_submit(target, tip, builders=self.builders, private=self.private)
+        spec = None if noop else self.bundle_of(record.intent.id)
+        if spec is not None:
+            members = self.members(spec)
+            members[record.intent.id] = Member(raw)
+            plan = plan_bundle_submit(spec, members, tip) if self.builders else []
+        else:
+            plan = plan_submit(target, tip, builders=self.builders, private=self.private)
         written = self.execute(plan)
         # Every job the reaction expects for this send is settled here: what was not written
         # inside this call (an auth = "flashbots" body goes to the signer first, a busy
@@ -198,15 +213,70 @@ class Router:
                 del self.records[intent_id]
                 for noop in (False, True):
                     self.sent.pop(replacement_uuid(intent_id, noop=noop), None)
+                if intent_id in self.member_of:
+                    if self.member_of[intent_id] in self.bundles:
+                        self.retired.add(intent_id)
+                    else:  # its bundle was cancelled: nothing left to name
+                        del self.member_of[intent_id]
                 continue
+            if self.bundle_of(intent_id) is not None:
+                continue  # re-targeted with its bundle, below
             target = self.target_of(record)
             if target is not None:
                 targets.append(target)
-        return self.execute([*late, *plan_head(targets, tip, builders=self.builders)])
+        bundled: list[OrderflowAction] = []
+        for spec in list(self.bundles.values()):
+            if all(m in self.retired for m in spec.members):
+                self.drop_bundle(spec.id)
+                continue
+            if self.builders:
+                bundled.extend(plan_bundle_head(spec, self.members(spec), tip))
+        return self.execute([*late, *plan_head(targets, tip, builders=self.builders), *bundled])
+
+    # -- bundles (broadcaster_sendBundle) --------------------------------------------------------
+
+    def add_bundle(self, spec: BundleSpec) -> None:
+        """Register a bundle before its members are admitted (their attempts then build it)."""
+        self.bundles[spec.id] = spec
+        for member in spec.members:
+            self.member_of[member] = spec.id
+
+    def drop_bundle(self, bundle_id: str) -> None:
+        """Forget a bundle and its membership (it landed and settled, or was never sent)."""
+        spec = self.bundles.pop(bundle_id, None)
+        if spec is None:
+            return
+        self.sent.pop(spec.uuid, None)
+        for member in spec.members:
+            self.member_of.pop(member, None)
+            self.retired.discard(member)
+
+    def bundle_of(self, intent_id: str) -> BundleSpec | None:
+        """The live bundle ``intent_id`` belongs to (``None``: none, or it was cancelled)."""
+        bundle_id = self.member_of.get(intent_id)
+        return None if bundle_id is None else self.bundles.get(bundle_id)
+
+    def members(self, spec: BundleSpec) -> dict[str, Member]:
+        """The plans' view of the bundle's members that have a live record here."""
+        out: dict[str, Member] = {}
+        for intent_id in spec.members:
+            record = self.records.get(intent_id)
+            target = self.target_of(record) if record is not None else None
+            if record is None or target is None:
+                continue
+            payload = next((a.raw for a in reversed(record.attempts) if not a.is_noop), None)
+            out[intent_id] = Member(payload, mined=target.mined, given_up=target.given_up)
+        return out
 
     def on_status(self, record: TxRecord, event: str) -> None:
         """A private intent was cancelled or expired: cancel its payload bundle and private txs."""
-        if event not in ("cancelled", "expired") or not self.is_private(_Context(record)):
+        if event not in ("cancelled", "expired", "failed"):
+            return
+        spec = self.bundle_of(record.intent.id)
+        if spec is not None:  # atomic: one member given up cancels the whole bundle
+            self.execute([CancelBundle(spec.id, spec.uuid)])
+            return
+        if event == "failed" or not self.is_private(_Context(record)):
             return
         target = self.target_of(record)
         if target is None:
@@ -235,6 +305,8 @@ class Router:
                     "blockNumber": hex(action.block_number),
                     "replacementUuid": action.uuid,
                 }
+                if action.reverting:
+                    params["revertingTxHashes"] = ["0x" + h.hex() for h in action.reverting]
                 count = port.to_builders("eth_sendBundle", params)
                 if count:
                     self.sent[action.uuid] = (action.block_number, action.txs)
@@ -248,6 +320,9 @@ class Router:
                 count = port.to_builders("eth_cancelBundle", {"replacementUuid": action.uuid})
                 self.records.pop(action.intent_id, None)
                 self.sent.pop(action.uuid, None)
+                # A cancelled bundle: its members go on as single private intents (their noops
+                # take the nonces, each under its own replacementUuid); membership is kept.
+                self.bundles.pop(action.intent_id, None)
             else:
                 assert isinstance(action, CancelPrivate)
                 params = {"txHash": "0x" + action.tx_hash.hex()}

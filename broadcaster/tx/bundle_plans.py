@@ -1,0 +1,153 @@
+"""``broadcaster_sendBundle`` decisions (DESIGN.md section 5a): pure ``plan_*`` functions.
+
+A bundle is an ordered list of *slots*: our intents (by id; each a private intent the tx
+manager signs, journals and re-signs like any other) and raw transactions signed by someone
+else (a backrun target), which ride byte for byte. It goes to every builder as one
+``eth_sendBundle {txs, blockNumber, replacementUuid, revertingTxHashes?}`` under one
+``replacementUuid`` (a UUIDv5 of the bundle id), for ``max(tip + 1, blockNumber)``, and again
+on every new head until it lands or ``maxBlockNumber`` passes (the members' ``validUntilBlock``
+is the bundle's ``maxBlockNumber``, so the manager expires them with it).
+
+After a reorg drops it the reaction re-signs our members (fees +10 %, same nonces) and submits
+each: :func:`plan_bundle_submit` then sends the bundle again with the new attempts and the raw
+transactions unchanged, for the new ``tip + 1``, inside the reaction. A bundle is sent only
+once every one of our members has an attempt (the first send waits for the last member's
+signature). One member cancelled, failed or expired cancels the whole bundle
+(``eth_cancelBundle``): it is atomic, the rest cannot land without it.
+
+No I/O, no clock: :class:`broadcaster.tx.routing.Router` executes what these return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broadcaster.tx.bundles import CancelBundle, OrderflowAction, SendBundle, replacement_uuid
+
+__all__ = [
+    "BUNDLE_ID_PREFIX",
+    "MAX_BUNDLE_TXS",
+    "BundleSpec",
+    "Member",
+    "bundle_status",
+    "bundle_txs",
+    "plan_bundle_head",
+    "plan_bundle_submit",
+    "target_block",
+]
+
+MAX_BUNDLE_TXS = 16
+"""At most this many transactions (ours and raw) in one ``broadcaster_sendBundle``: an
+arbitrage or backrun bundle is 1-4 transactions; 16 leaves room and bounds the work (and the
+builders' gas simulation) one request can cause."""
+
+BUNDLE_ID_PREFIX = "bundle-"
+
+
+@dataclass(frozen=True, slots=True)
+class BundleSpec:
+    """What a bot asked for. ``slots``: an intent id (``str``) or a raw transaction (``bytes``)
+    each, in bundle order. ``first_block``: ``blockNumber`` (not before); ``max_block``:
+    ``maxBlockNumber``; ``reverting``: hashes of raw transactions allowed to revert."""
+
+    id: str
+    slots: tuple[str | bytes, ...]
+    first_block: int | None = None
+    max_block: int | None = None
+    reverting: tuple[bytes, ...] = ()
+
+    @property
+    def uuid(self) -> str:
+        return replacement_uuid(self.id)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Our intents' ids, in bundle order."""
+        return tuple(slot for slot in self.slots if isinstance(slot, str))
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One of our intents as the plans see it: ``raw`` its latest payload attempt (``None``:
+    not signed yet), ``mined`` something of ours is canonical at its nonce, ``given_up``
+    cancelled, expired or failed."""
+
+    raw: bytes | None
+    mined: bool = False
+    given_up: bool = False
+
+
+def bundle_txs(spec: BundleSpec, members: Mapping[str, Member]) -> tuple[bytes, ...] | None:
+    """The bundle's transactions in order, or ``None`` while a member has no attempt yet."""
+    txs: list[bytes] = []
+    for slot in spec.slots:
+        if isinstance(slot, bytes):
+            txs.append(slot)
+            continue
+        member = members.get(slot)
+        if member is None or member.raw is None:
+            return None
+        txs.append(member.raw)
+    return tuple(txs)
+
+
+def target_block(spec: BundleSpec, tip: int) -> int | None:
+    """The block to target at chain tip ``tip``: ``max(tip + 1, blockNumber)``, or ``None`` once
+    that is past ``maxBlockNumber``."""
+    block = max(tip + 1, spec.first_block or 0)
+    if spec.max_block is not None and block > spec.max_block:
+        return None
+    return block
+
+
+def plan_bundle_submit(
+    spec: BundleSpec, members: Mapping[str, Member], tip: int
+) -> list[OrderflowAction]:
+    """A member got a new attempt (first signature, or a reorg's re-sign): send the bundle as
+    it now stands, for the block :func:`target_block` names. Nothing while a member is unsigned
+    or the bundle is past ``maxBlockNumber`` (the manager expires its members then)."""
+    txs = bundle_txs(spec, members)
+    block = target_block(spec, tip)
+    if txs is None or block is None:
+        return []
+    return [SendBundle(spec.id, spec.uuid, txs, block, False, spec.reverting)]
+
+
+def plan_bundle_head(
+    spec: BundleSpec, members: Mapping[str, Member], tip: int
+) -> list[OrderflowAction]:
+    """A new canonical head ``tip``: re-target at the new next block; cancel the bundle when a
+    member gave up or ``maxBlockNumber`` passed; nothing once it landed (a member is mined: the
+    bundle is atomic; a reorg that drops it re-submits through the reaction)."""
+    known = [members[m] for m in spec.members if m in members]
+    if any(m.mined for m in known):
+        return []
+    if any(m.given_up for m in known) or target_block(spec, tip) is None:
+        return [CancelBundle(spec.id, spec.uuid)]
+    actions = plan_bundle_submit(spec, members, tip)
+    return [
+        SendBundle(a.intent_id, a.uuid, a.txs, a.block_number, True, a.reverting)
+        for a in actions
+        if isinstance(a, SendBundle)
+    ]
+
+
+_GIVEN_UP = ("failed", "cancelled", "expired")
+
+
+def bundle_status(statuses: list[str]) -> str:
+    """The bundle's status from its members' (``TxState`` values, bundle order): a member's
+    ``failed``/``cancelled``/``expired`` (the first one) ends the bundle so; ``finalized`` or
+    ``included`` once every member is; otherwise the first member not yet included."""
+    for status in statuses:
+        if status in _GIVEN_UP:
+            return status
+    if statuses and all(s == "finalized" for s in statuses):
+        return "finalized"
+    if statuses and all(s in ("included", "finalized") for s in statuses):
+        return "included"
+    for status in statuses:
+        if status not in ("included", "finalized"):
+            return status
+    return "pending"
