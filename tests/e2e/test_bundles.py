@@ -141,9 +141,7 @@ def bundles_for(flow: Flow, uuid: str, block: int) -> list[Received]:
 
 
 async def send_bundle(flow: Flow, txs: list[Any], **extra: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = await flow.bot.request(
-        "broadcaster_sendBundle", {"txs": txs, **extra}
-    )
+    answer: dict[str, Any] = await flow.bot.request("broadcaster_sendBundle", {"txs": txs, **extra})
     return answer
 
 
