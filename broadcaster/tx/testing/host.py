@@ -61,6 +61,7 @@ class Host:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     recovery: list[Any] = field(default_factory=list)
     alive: bool = True
+    router: Router | None = None  # the private orderflow's router (SimConfig.builder)
 
     async def kill(self, keep: int = 0) -> int:
         """``kill -9``; ``keep`` queued journal entries still reach the disk. Returns the lost."""
@@ -157,7 +158,7 @@ async def boot(
     )
     if router is not None:
         adapter.observer.listeners.append(router.on_status)  # cancels bundles (cancel, expiry)
-    host = Host(plan, journal, fanout, chain, adapter, feed)
+    host = Host(plan, journal, fanout, chain, adapter, feed, router=router)
     host.recovery = await adapter.start(plan.accounts)
     loop = asyncio.get_running_loop()
     host.tasks.append(loop.create_task(adapter.run(), name="txmanager"))
