@@ -52,15 +52,16 @@ from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, default_tr
 from broadcaster.rpc.orderflow import OrderflowSender
 from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
+from broadcaster.tx.bundle_plans import plan_restore
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
 from broadcaster.tx.routing import Router
 from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
-from nonce import NonceBook, TxRecord
+from nonce import JournalError, NonceBook, TxRecord
 from nonce.audit_copy import AuditCopy
-from nonce.backends import lookup, open_book
+from nonce.backends import load_bundles, lookup, open_book
 from signer_client import AttestationPolicy, SignerClient, SignerPins
 from signer_client.events import SignerEvent
 
@@ -432,6 +433,7 @@ class Service:
             routing=(config.routing.private, bool(private), bool(public)),
             router=router,
         )
+        await self._restore_bundles(config.journal.target, book, router, api)
         server = None
         try:
             if fanout is not None:
@@ -621,6 +623,33 @@ class Service:
             elif signer.info is not None:
                 streamer.trust(signer.info.log_public_key, attested=False)
             streamer.wake()
+
+    async def _restore_bundles(
+        self, target: Any, book: NonceBook, router: Router, api: IntentApi
+    ) -> None:
+        """``broadcaster_sendBundle`` bundles from the journal (DESIGN.md 5a): registered with
+        the router before recovery re-submits their members, so the members' attempts build
+        the bundle again (re-targeted from the first head); answerable again by id. A bundle
+        none of whose members is live any more is only answerable (or forgotten)."""
+        try:
+            rows = await asyncio.to_thread(load_bundles, target)
+        except JournalError as exc:
+            log.warning("journal: bundles not reloaded: %s", exc)
+            return
+
+        def settled(intent_id: str) -> bool | None:
+            record = book.find_intent(intent_id)
+            return None if record is None else record.settled
+
+        answerable, live, problems = plan_restore(rows, settled)
+        for problem in problems:
+            log.warning("journal: %s", problem)
+        for spec in answerable:
+            api.restore_bundle(spec)
+        for spec in live:
+            router.add_bundle(spec)
+        if live:
+            log.info("journal: %d live bundles reloaded", len(live))
 
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""

@@ -59,7 +59,12 @@ from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
-from broadcaster.tx.bundle_plans import BUNDLE_ID_PREFIX, BundleSpec, bundle_status
+from broadcaster.tx.bundle_plans import (
+    BUNDLE_ID_PREFIX,
+    BundleSpec,
+    bundle_status,
+    encode_spec,
+)
 from broadcaster.tx.manager import TxManager
 from broadcaster.tx.routing import Router
 from nonce import Attempt, AttemptReason, Intent, TxRecord
@@ -347,7 +352,10 @@ class IntentApi(Dispatcher):
             parsed.max_block,
             parsed.reverting,
         )
-        router.add_bundle(spec)  # before the members: their attempts build the bundle
+        # Journaled before the members (the same flush makes it durable with them: a restart
+        # re-targets it), registered before them (their attempts build the bundle).
+        self.manager.open_bundle(spec.id, encode_spec(spec))
+        router.add_bundle(spec)
         self._remember(spec)
         records: dict[str, TxRecord] = {}
         try:
@@ -372,6 +380,10 @@ class IntentApi(Dispatcher):
             latest = records[slot.id].latest
             hashes.append(None if latest is None else "0x" + latest.hash.hex())
         return {"id": spec.id, "hashes": hashes, "intents": list(spec.members)}
+
+    def restore_bundle(self, spec: BundleSpec) -> None:
+        """A bundle reloaded from the journal at start-up: answerable again by its id."""
+        self._remember(spec)
 
     def _remember(self, spec: BundleSpec) -> None:
         self._bundles[spec.id] = spec

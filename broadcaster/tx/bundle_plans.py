@@ -20,8 +20,11 @@ No I/O, no clock: :class:`broadcaster.tx.routing.Router` executes what these ret
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from broadcaster.tx.bundles import CancelBundle, OrderflowAction, SendBundle, replacement_uuid
 
@@ -32,8 +35,11 @@ __all__ = [
     "Member",
     "bundle_status",
     "bundle_txs",
+    "decode_spec",
+    "encode_spec",
     "plan_bundle_head",
     "plan_bundle_submit",
+    "plan_restore",
     "target_block",
 ]
 
@@ -131,6 +137,66 @@ def plan_bundle_head(
         for a in actions
         if isinstance(a, SendBundle)
     ]
+
+
+def encode_spec(spec: BundleSpec) -> bytes:
+    """The journal's form of ``spec`` (``nonce`` stores it opaque, table ``bundles``): JSON,
+    raw transactions and hashes as 0x-hex."""
+    return orjson.dumps(
+        {
+            "slots": [
+                {"raw": "0x" + s.hex()} if isinstance(s, bytes) else {"intent": s}
+                for s in spec.slots
+            ],
+            "blockNumber": spec.first_block,
+            "maxBlockNumber": spec.max_block,
+            "revertingTxHashes": ["0x" + h.hex() for h in spec.reverting],
+        }
+    )
+
+
+def decode_spec(bundle_id: str, blob: bytes) -> BundleSpec:
+    """:func:`encode_spec` reversed (raises ``ValueError`` on a row it did not write)."""
+    try:
+        data: Any = orjson.loads(blob)
+        slots: list[str | bytes] = [
+            bytes.fromhex(s["raw"][2:]) if "raw" in s else str(s["intent"]) for s in data["slots"]
+        ]
+        return BundleSpec(
+            bundle_id,
+            tuple(slots),
+            data["blockNumber"],
+            data["maxBlockNumber"],
+            tuple(bytes.fromhex(h[2:]) for h in data["revertingTxHashes"]),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"bundle {bundle_id}: unreadable journal row: {exc}") from exc
+
+
+def plan_restore(
+    rows: Iterable[tuple[str, bytes]], settled: Callable[[str], bool | None]
+) -> tuple[list[BundleSpec], list[BundleSpec], list[str]]:
+    """Journaled bundles at start-up: ``(answerable, live, problems)``. ``settled(intent_id)``
+    says whether a member's record is settled (``None``: not in the book -- evicted long ago, or
+    never booked because the bundle was refused mid-way: the bundle is not restored). A bundle
+    with a member not settled is *live*: registered with the router before recovery re-submits
+    its members, so their attempts build it again and the first head re-targets it."""
+    answerable: list[BundleSpec] = []
+    live: list[BundleSpec] = []
+    problems: list[str] = []
+    for bundle_id, blob in rows:
+        try:
+            spec = decode_spec(bundle_id, blob)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        states = [settled(member) for member in spec.members]
+        if any(state is None for state in states):
+            continue
+        answerable.append(spec)
+        if not all(states):
+            live.append(spec)
+    return answerable, live, problems
 
 
 _GIVEN_UP = ("failed", "cancelled", "expired")

@@ -280,6 +280,11 @@ class TxManager:
                 raise DuplicateIdempotencyKey(intent.key, earlier)
         return self.book.accept(intent, now=self._clock())
 
+    def open_bundle(self, bundle_id: str, spec: bytes) -> None:
+        """Journal a ``broadcaster_sendBundle`` bundle (before its members' :meth:`admit`: the
+        first member's :meth:`complete` flushes it with that member)."""
+        self.book.open_bundle(bundle_id, spec, now=self._clock())
+
     async def complete(self, record: TxRecord) -> None:
         """The second half of :meth:`submit`: journal flush, then sign and send."""
         await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broadcaster.tx.bundle_plans import plan_restore
 from broadcaster.tx.routing import Router
 from broadcaster.tx.testing.adapter import FeeSettings, Hooks, ManagerAdapter
 from broadcaster.tx.testing.builder import SimBuilder
@@ -28,6 +29,7 @@ from broadcaster.tx.testing.rpc import SimChainState, SimFanOut
 from broadcaster.tx.testing.signer import SimEnclave, SimSigner
 from broadcaster.tx.testing.vloop import VirtualClock
 from heads.events import Event
+from nonce.journal import load_bundles
 
 __all__ = ["Host", "HostPlan", "boot"]
 
@@ -157,6 +159,13 @@ async def boot(
         canonical_chain=feed.tracker.canonical_chain,
     )
     if router is not None:
+        # Journaled bundles first (as broadcaster/service.py): recovery re-submits their members.
+        def settled(intent_id: str) -> bool | None:
+            record = book.find_intent(intent_id)
+            return None if record is None else record.settled
+
+        for spec in plan_restore(load_bundles(plan.journal_path), settled)[1]:
+            router.add_bundle(spec)
         adapter.observer.listeners.append(router.on_status)  # cancels bundles (cancel, expiry)
     host = Host(plan, journal, fanout, chain, adapter, feed, router=router)
     host.recovery = await adapter.start(plan.accounts)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster.tx.bundle_plans import BundleSpec
+from broadcaster.tx.bundle_plans import BundleSpec, encode_spec
 from broadcaster.tx.routing import Router
 from broadcaster.tx.testing import Sim, SimConfig
 from broadcaster.tx.testing.chain import decode_tx
@@ -91,4 +91,29 @@ def test_a_bundle_with_a_raw_tx_lands_atomically_and_survives_a_reorg(sim: Sim) 
     assert len(sim.checker.mined(intent.id)) == 1
     for node in sim.network.nodes.values():
         assert not [tx for tx in node.received if tx.raw in (first.raw, latest.raw, raw)]
+    sim.check()
+
+
+def test_a_bundle_survives_a_crash_and_restart_and_lands_once(sim: Sim) -> None:
+    """Membership is journaled (``BundleOpened``, table ``bundles``): after ``kill -9`` the new
+    process re-registers the bundle before recovery re-submits its member, and the first head
+    re-targets the same bundle (our same bytes, the raw tx) under the same replacementUuid."""
+    raw = theirs(sim)
+    intent = sim.intent(private=True)
+    spec = BundleSpec("bundle-crash", (intent.id, raw))
+    sim.adapter.manager.open_bundle(spec.id, encode_spec(spec))
+    router(sim).add_bundle(spec)
+    record = sim.run(sim.submit(intent))
+    first = record.attempts[0]
+    sim.run(sim.crash())
+    sim.run(sim.restart())
+    assert spec.id in router(sim).bundles  # the new process's router
+    before = len(sent(sim, spec))
+    sim.run(sim.mine(bundles=False))  # a head passes without it: re-targeted from the journal
+    again = sent(sim, spec)[before:]
+    assert again and again[-1] == (sim.tip.number + 1, [first.raw, raw])
+    sim.run(sim.mine())
+    assert [tx.raw for tx in sim.tip.txs] == [first.raw, raw]
+    sim.run(sim.finish())
+    assert len(sim.checker.mined(intent.id)) == 1
     sim.check()
