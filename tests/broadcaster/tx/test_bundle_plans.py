@@ -3,13 +3,18 @@ for which block, re-targeted or cancelled per head."""
 
 from __future__ import annotations
 
+import pytest
+
 from broadcaster.tx.bundle_plans import (
     BundleSpec,
     Member,
     bundle_status,
     bundle_txs,
+    decode_spec,
+    encode_spec,
     plan_bundle_head,
     plan_bundle_submit,
+    plan_restore,
     target_block,
 )
 from broadcaster.tx.bundles import CancelBundle, SendBundle, replacement_uuid
@@ -74,3 +79,24 @@ def test_the_bundle_status_follows_its_members() -> None:
     assert bundle_status(["included", "cancelled"]) == "cancelled"
     assert bundle_status(["reorged", "included"]) == "reorged"
     assert bundle_status([]) == "pending"
+
+
+def test_the_journal_form_round_trips_and_a_bad_row_is_a_clear_error() -> None:
+    spec = BundleSpec(
+        "bundle-j", ("a", RAW, "b"), first_block=5, max_block=9, reverting=(b"\x01" * 32,)
+    )
+    assert decode_spec("bundle-j", encode_spec(spec)) == spec
+    with pytest.raises(ValueError, match="bundle-j: unreadable journal row"):
+        decode_spec("bundle-j", b"{not json")
+
+
+def test_restore_keeps_live_bundles_and_skips_incomplete_ones() -> None:
+    live = BundleSpec("bundle-live", ("a", RAW))
+    done = BundleSpec("bundle-done", ("b",))
+    refused = BundleSpec("bundle-refused", ("c", "never-booked"))
+    rows = [(s.id, encode_spec(s)) for s in (live, done, refused)] + [("bundle-bad", b"?")]
+    settled = {"a": False, "b": True, "c": False}
+    answerable, restored, problems = plan_restore(rows, settled.get)
+    assert answerable == [live, done]
+    assert restored == [live]  # a bundle of settled members needs nothing sent
+    assert len(problems) == 1 and "bundle-bad" in problems[0]
