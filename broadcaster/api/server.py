@@ -304,22 +304,20 @@ class IntentApi(Dispatcher):
 
     async def _cancel_intent(self, client: Connection, params: Any) -> dict[str, Any]:
         spec = await self._bundle_named(client, params)
+        record = None
         if spec is None:
             record = await self._record(client, params)
             spec = self._bundle_of(record)
-            if spec is None:
-                self._check_intake()  # a cancel signs a noop: only the instance that sends may
-                try:
-                    await self.manager.cancel(record)
-                except NonceError as exc:
-                    raise RpcError(SERVER_ERROR, str(exc), intent_json(record)) from exc
-                return intent_json(record)
-            named: dict[str, Any] | None = None
-        else:
-            named = {}
+        self._check_intake()  # a cancel signs a noop: only the instance that sends may
+        if spec is None:
+            assert record is not None
+            try:
+                await self.manager.cancel(record)
+            except NonceError as exc:
+                raise RpcError(SERVER_ERROR, str(exc), intent_json(record)) from exc
+            return intent_json(record)
         # A bundle is atomic: cancelling it or any member cancels every member (each one's
         # noop takes its nonce); the router sends eth_cancelBundle on the first.
-        self._check_intake()
         for member in spec.members:
             found = await self._lookup(client, member)
             if found is None or found.settled:
@@ -328,8 +326,8 @@ class IntentApi(Dispatcher):
                 await self.manager.cancel(found)
             except NonceError as exc:
                 raise RpcError(SERVER_ERROR, str(exc), self._member_json(found)) from exc
-        if named is None:
-            return self._member_json(await self._record(client, params))
+        if record is not None:
+            return self._member_json(record)
         return await self._bundle_json(client, spec)
 
     # -- bundles (DESIGN.md 5a) -------------------------------------------------------------------

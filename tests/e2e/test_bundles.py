@@ -82,7 +82,7 @@ def high_s(raw: str) -> str:
     s = int.from_bytes(fields[11], "big")
     fields[9] = b"" if parity else b"\x01"
     fields[11] = (SECP256K1_N - s).to_bytes(32, "big").lstrip(b"\x00")
-    return "0x02" + rlp.encode(fields).hex()
+    return "0x02" + bytes(rlp.encode(fields)).hex()
 
 
 @contextlib.asynccontextmanager
@@ -153,7 +153,7 @@ async def refused(flow: Flow, txs: list[Any], **extra: Any) -> str:
 
 
 async def _status_is(flow: Flow, intent_id: str, wanted: str) -> bool:
-    return (await flow.bot.get_intent(intent_id))["status"] == wanted
+    return bool((await flow.bot.get_intent(intent_id))["status"] == wanted)
 
 
 async def test_a_bundle_with_a_raw_backrun_lands_atomically_survives_a_reorg_and_lands_once(
@@ -271,3 +271,21 @@ async def test_hostile_bundles_are_refused_naming_the_rule_and_a_cancel_cancels_
             with pytest.raises(ApiError) as caught:
                 await bot_b.get_intent(sent["id"])
             assert "no bundle" in caught.value.message
+
+        # Two of our intents in one bundle (consecutive nonces, in order); cancelling one member
+        # cancels the bundle and every member.
+        pair = await send_bundle(flow, [INTENT, {"raw": raw_tx(OTHER_KEY)}, INTENT])
+        pair_uuid = replacement_uuid(pair["id"])
+        await flow.builder.wait_for(
+            lambda: any(r.params["replacementUuid"] == pair_uuid for r in flow.builder.sends()),
+            "the two-intent bundle",
+        )
+        (whole,) = [r for r in flow.builder.sends() if r.params["replacementUuid"] == pair_uuid]
+        assert [keccak(t) for t in whole.params["txs"]] == pair["hashes"]
+        nonces = [int((await flow.bot.get_intent(i))["nonce"], 16) for i in pair["intents"]]
+        assert nonces[1] == nonces[0] + 1
+        answer = await flow.bot.cancel_intent(pair["intents"][1])
+        assert answer["bundle"] == pair["id"]
+        await flow.builder.wait_for(lambda: pair_uuid in flow.builder.cancelled, "its cancel")
+        for intent_id in pair["intents"]:
+            await until(lambda i=intent_id: _status_is(flow, i, "cancelled"), "every member")
