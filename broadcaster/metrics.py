@@ -243,6 +243,11 @@ class Metrics:
             "eth_sendPrivateTransaction requests per private RPC (one per answer or failure)",
             ("rpc",),
         )
+        self.api_notifications_dropped_total = counter(
+            "api_notifications_dropped",
+            "Status/newHeads notifications dropped for a websocket that did not read them "
+            "(the connection is then closed with 1013)",
+        )
         self.is_leader = gauge("is_leader", "1 on the instance that accepts, signs and sends")
         self.is_leader.set(1)  # without [ha] the only instance acts; [ha] starts as a standby
         self.lease_age_seconds = gauge(

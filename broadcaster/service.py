@@ -200,6 +200,7 @@ class Service:
         self._retargeted: int | None = None  # the tip the live bundles were last sent for
         self.gate: SigningGate | None = None
         self.streamer: AuditStreamer | None = None
+        self._auth_rpcs: list[str] = []  # auth = "flashbots" rpcs (section 5a)
         self.reconciler: LiveReconciler | None = None
 
     def health(self) -> Mapping[str, Any]:
@@ -289,7 +290,8 @@ class Service:
                     lease_task.cancel()
                 await self.metrics_server.close()
                 raise
-        subscriptions = Subscriptions()  # before the manager and the API: both only use it
+        # before the manager and the API: both only use it
+        subscriptions = Subscriptions(on_dropped=self.metrics.api_notifications_dropped_total.inc)
         observer = _TxMetrics(self.metrics, subscriptions)
         attestation = None
         if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
@@ -311,6 +313,8 @@ class Service:
             on_event=self._on_signer_event,
         )
         self._signer = signer
+        # auth = "flashbots" rpcs (section 5a): named in the error when the signer has no auth key
+        self._auth_rpcs = [r.name for r in config.rpcs if r.auth]
         gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
         report = observer.report = ForeignReport(
             count=self.metrics.foreign_transaction,
@@ -603,6 +607,17 @@ class Service:
 
     def _on_signer_event(self, kind: str) -> None:
         self.metrics.signer_error(kind)
+        if kind == SignerEvent.CONNECTED and self._auth_rpcs:
+            info = self._signer.info
+            if info is not None and info.auth_address is None:
+                # Every request to these rpcs fails until the enclave holds an auth key
+                # (signer_errors_total{kind="no_auth_key"} counts each; the SignerErrors alert).
+                log.error(
+                    'rpcs %s have auth = "flashbots" but the signer names no auth key: set '
+                    "[policy] auth_address in the enclave to one of its loaded keys; every "
+                    "request to them fails until then",
+                    ", ".join(self._auth_rpcs),
+                )
         streamer = self.streamer
         if streamer is not None and self.gate is not None and kind in _RECHECK_ON:
             # Close the reconnect window: nothing is signed on a new connection before its log

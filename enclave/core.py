@@ -125,7 +125,9 @@ class EnclaveCore:
             if not auth:
                 raise ValueError(f"policy.auth_address {wanted} names no loaded key")
             self.auth_key = auth[0]
-            keys = [k for k in keys if k is not self.auth_key]
+            # By address, not identity: a key source listing the auth key twice must not leave
+            # a copy among the transaction keys.
+            keys = [k for k in keys if k.address_bytes != self.auth_key.address_bytes]
         if not keys:
             raise ValueError("the enclave needs at least one signing key")
         self.keys = {"0x" + k.address_bytes.hex(): k for k in keys}

@@ -384,10 +384,16 @@ class SignerClient:
         address the (attested) ``hello`` named as the auth key, over this very body, and that
         address is none of the signer's transaction accounts."""
         digest = flashbots.body_hash(body)
+        if self.info is not None and self.info.auth_address is None:
+            # Known from hello: no round trip, and counted as what it is (a deployment whose
+            # auth = "flashbots" endpoints have no key to sign with), not as a policy denial.
+            self._emit(SignerEvent.NO_AUTH_KEY)
+            raise PolicyDenied("auth_key", "the signer's policy names no auth key (auth_address)")
         try:
             result, _ = await self._call("sign_auth", {"body_hash": "0x" + digest.hex()})
-        except PolicyDenied:
-            self._emit(SignerEvent.POLICY_DENIED)
+        except PolicyDenied as exc:
+            no_key = exc.rule == "auth_key"
+            self._emit(SignerEvent.NO_AUTH_KEY if no_key else SignerEvent.POLICY_DENIED)
             raise
         try:
             value = _auth_header(self.info, result, body)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from signer_client.errors import ReplyVerificationError
 from signer_client.secp import recover_uncompressed
 from signer_client.signing import to_checksum_address
-from signer_client.txcodec import keccak
+from signer_client.txcodec import SECP256K1_HALF_N, SECP256K1_N, keccak
 
 __all__ = [
     "HEADER",
@@ -62,7 +62,8 @@ def recover_header(value: str, body: bytes) -> bytes:
     """The address whose key signed ``body`` in header ``value``; raises
     :class:`ReplyVerificationError` when the header is malformed or names another address.
 
-    Accepts ``v`` as 27/28 or 0/1 (go-ethereum's ``crypto.Sign`` gives 0/1)."""
+    Accepts ``v`` as 27/28 or 0/1 (go-ethereum's ``crypto.Sign`` gives 0/1), only a low-s
+    signature, as Flashbots' ``go-utils/signature.Verify`` does."""
     address_text, sep, sig_text = value.partition(":")
     if not sep or not address_text.startswith("0x") or not sig_text.startswith("0x"):
         raise ReplyVerificationError("flashbots_header", "expected <0xaddress>:<0xsignature>")
@@ -78,6 +79,11 @@ def recover_header(value: str, body: bytes) -> bytes:
     v = sig[64] - 27 if sig[64] >= 27 else sig[64]
     if v not in (0, 1):
         raise ReplyVerificationError("flashbots_header", f"bad signature v {sig[64]}")
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")
+    if not (0 < r < SECP256K1_N and 0 < s <= SECP256K1_HALF_N):
+        # The relay's go-ethereum crypto.VerifySignature refuses a malleable (high-s) one: so
+        # does this check, as the builder doubles' rule (EIP-2 low-s; our signer makes no other).
+        raise ReplyVerificationError("flashbots_header", "signature not canonical (EIP-2 low-s)")
     pub = recover_uncompressed(sig[:64] + bytes((v,)), auth_signing_hash(body_hash(body)))
     if pub is None:
         raise ReplyVerificationError("flashbots_header", "signature recovers no key")

@@ -215,6 +215,7 @@ class ApiServer:
         try:
             async with asyncio.TaskGroup() as group:
                 writer = group.create_task(self._write_notifications(ws, client.outbox))
+                closer = group.create_task(self._close_on_overflow(request, ws, client, writer))
                 try:
                     async for message in ws:
                         if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
@@ -227,9 +228,30 @@ class ApiServer:
                             break  # e.g. a frame over max_msg_size: closed with 1009
                 finally:
                     writer.cancel()
+                    closer.cancel()
         finally:
             subscriptions.discard(client)
         return ws
+
+    async def _close_on_overflow(
+        self, request: web.BaseRequest, ws: web.WebSocketResponse, client: Any, writer: Any
+    ) -> None:
+        """A follower that lost a notification (it does not read its socket) is closed with
+        1013: better told "reconnect and ask again" than left believing a stale status."""
+        await client.overflowed.wait()
+        writer.cancel()
+        log.warning(
+            "api: closing a websocket of %s: %d status notifications dropped (not read)",
+            client.access.name,
+            client.dropped,
+        )
+        try:
+            async with asyncio.timeout(1.0):  # the close frame queues behind unread data
+                await ws.close(code=1013, message=b"notifications dropped: reconnect, re-query")
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        if request.transport is not None:
+            request.transport.abort()
 
     async def _answer(self, ws: web.WebSocketResponse, client: Any, message: Any) -> None:
         try:

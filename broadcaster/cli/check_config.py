@@ -58,8 +58,8 @@ def describe_config(config: Config) -> str:
                 "auth: X-Flashbots-Signature on "
                 + ", ".join(r.name for r in config.rpcs if r.auth)
                 + ", signed by the signer's auth key: the enclave's [policy] auth_address must "
-                "name one of its loaded keys (else each request to them fails: logged, and "
-                'bundles_total{result="failed"})'
+                "name one of its loaded keys (else each request to them fails: logged at connect, "
+                'signer_errors_total{kind="no_auth_key"}, bundles_total{result="failed"})'
             ]
             if any(r.auth for r in config.rpcs)
             else []

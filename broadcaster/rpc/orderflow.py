@@ -11,8 +11,9 @@ with ``result`` one of :data:`RESULTS`; nothing is retried (the next head re-tar
 
 An endpoint with ``auth = "flashbots"`` carries ``X-Flashbots-Signature`` on every request: the
 signer's auth key signs each body (``SignerClient.sign_auth``, one enclave round trip), so its
-requests always go through the worker, which signs everything queued at once (pipelined on the
-signer connection) and then writes it. A body the signer would not sign is reported ``failed``.
+requests always go through the worker, which signs what is queued a window at a time
+(:data:`AUTH_SIGNS_IN_FLIGHT` over every endpoint, pipelined on the signer connection) and then
+writes it. A body the signer would not sign is reported ``failed``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ RESULTS: Final = ("accepted", "rejected", "failed", "dropped")
 
 OnResult = Callable[[str, str, str], None]
 SignAuth = Callable[[bytes], Awaitable[str]]  # body -> X-Flashbots-Signature value
+
+AUTH_SIGNS_IN_FLIGHT: Final = 8
+"""``sign_auth`` calls outstanding at once, over every auth endpoint. The enclave answers one
+request at a time in arrival order, so every auth signature queued ahead of a transaction's delays
+it: a head re-targeting 20 private intents at 5 auth builders asked for 100 at once, and a
+reorg's re-sign waited behind all of them (measured against the real enclave: a tx sign 0.14 ms
+alone, 23 ms behind 100, 197 ms behind 500; with this window 1.2 ms behind 100, 1.7 ms behind
+500). Eight keep the pipelining and bound that wait to eight auth signatures."""
 
 
 class OrderflowEndpoint:
@@ -141,11 +150,11 @@ class OrderflowEndpoint:
     async def _run_signed(self) -> None:
         """Sign every queued body (concurrently: one signer connection pipelines them), then
         write each with its ``X-Flashbots-Signature``."""
-        sign = self.owner.sign_auth
-        assert sign is not None  # OrderflowSender refuses an auth endpoint without a signer
+        sign = self.owner.signed
         while self.queue:
-            batch = list(self.queue)
-            self.queue.clear()
+            # A window at a time (AUTH_SIGNS_IN_FLIGHT): the queue may hold a thousand bodies.
+            take = min(len(self.queue), AUTH_SIGNS_IN_FLIGHT)
+            batch = [self.queue.popleft() for _ in range(take)]
             headers = await asyncio.gather(
                 *(sign(body) for _, _, body in batch), return_exceptions=True
             )
@@ -226,6 +235,7 @@ class OrderflowSender:
     ) -> None:
         self.ids = itertools.count(1)
         self.sign_auth = sign_auth
+        self._auth_window = asyncio.Semaphore(AUTH_SIGNS_IN_FLIGHT)  # over every endpoint
         self.timeout = timeout
         self.clock_ns = clock_ns
         self.on_result: OnResult = on_result or (lambda rpc, method, result: None)
@@ -240,6 +250,13 @@ class OrderflowSender:
             raise ValueError(f"endpoints {unsigned} take auth but no sign_auth was given")
         self.builders = [e for e in self.endpoints if e.kind == "builder"]
         self.private = [e for e in self.endpoints if e.kind == "private"]
+
+    async def signed(self, body: bytes) -> str:
+        """``sign_auth(body)``, at most :data:`AUTH_SIGNS_IN_FLIGHT` at once over every endpoint."""
+        sign = self.sign_auth
+        assert sign is not None  # the constructor refuses an auth endpoint without a signer
+        async with self._auth_window:
+            return await sign(body)
 
     def report(self, rpc: str, method: str, result: str) -> None:
         try:

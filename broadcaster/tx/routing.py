@@ -14,6 +14,7 @@ whole bundle under the bundle's ``replacementUuid`` instead of a one-transaction
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -35,6 +36,8 @@ from broadcaster.tx.seams import Submitter
 from nonce import TxRecord, TxState
 
 __all__ = ["OrderflowPort", "Router"]
+
+log = logging.getLogger(__name__)
 
 _GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
 
@@ -84,6 +87,7 @@ class Router:
         # before the first head): their bundles go out with the first head's re-target, their
         # private transactions (which need no per-head re-send) right then, too.
         self.deferred: set[str] = set()
+        self.nowhere: set[str] = set()  # private intents logged as having no private route
         # broadcaster_sendBundle: live bundles by id, and the bundle of each member intent (kept
         # until the bundle retires: broadcaster_getIntent names it).
         self.bundles: dict[str, BundleSpec] = {}
@@ -115,6 +119,18 @@ class Router:
             self.deferred.add(record.intent.id)
             return done
         self.deferred.discard(record.intent.id)
+        if not (self.builders or self.private) and record.intent.id not in self.nowhere:
+            # A private intent journaled before the config lost its private/builder rpcs (or a
+            # builder screened out at start): never sent publicly, so sent nowhere -- and its
+            # nonce holds the sender's later intents. Said once per intent, loudly.
+            self.nowhere.add(record.intent.id)
+            log.error(
+                "intent %s (%s nonce %d) is private but no private or builder rpc is up: it is "
+                "sent nowhere and holds the nonces after it; add one, or cancel it",
+                record.intent.id,
+                record.intent.sender,
+                record.nonce,
+            )
         spec = None if noop else self.bundle_of(record.intent.id)
         if spec is not None:
             members = self.members(spec)
@@ -126,8 +142,11 @@ class Router:
         # Every job the reaction expects for this send is settled here: what was not written
         # inside this call (an auth = "flashbots" body goes to the signer first, a busy
         # endpoint queues it) is not waited for, so the reaction is observed -- ending at the
-        # hand-off -- whatever the number of public endpoints or builders.
-        done.refused = max(0, self.jobs_per_send - written)
+        # hand-off -- whatever the number of public endpoints or builders. Exactly
+        # ``jobs_per_send``, never more: ``refused`` goes negative when more builders and private
+        # RPCs took it than the reaction expects of one send (``Reaction.took`` settles
+        # ``written + refused``), else the reaction would end before its other sends were written.
+        done.refused = self.jobs_per_send - written
         done.last_ns = self.last_ns if written else self.clock_ns()
         if written:
             done.written = written

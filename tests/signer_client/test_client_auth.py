@@ -14,6 +14,7 @@ from eth_account.messages import encode_defunct
 
 from enclave.attestor import measure_pcr0
 from signer_client import AttestationPolicy, PolicyDenied, SignerClient, UnknownSender
+from signer_client.events import EventCounter
 from signer_client.flashbots import recover_header
 from signer_client.txcodec import keccak
 from tests.enclave.running import (
@@ -85,3 +86,22 @@ async def test_an_enclave_without_an_auth_key_refuses_sign_auth(tmp_path: Path) 
             assert client.info is not None and client.info.auth_address is None
             with pytest.raises(PolicyDenied, match="no auth key"):
                 await client.sign_auth(BODY)
+
+
+async def test_sign_auth_without_an_auth_key_counts_no_auth_key_not_a_policy_denial(
+    tmp_path: Path,
+) -> None:
+    """A deployment with auth = "flashbots" rpcs and an enclave with no auth key: each request
+    fails, counted as ``no_auth_key`` (signer_errors_total; the SignerErrors alert), never as a
+    ``policy_denied`` (which tells the operator an intent broke the policy); once hello says so,
+    no round trip to the enclave."""
+    events = EventCounter()
+    with running_enclave(tmp_path, f"unix://{tmp_path}/e.sock") as plain:
+        async with SignerClient(plain.url, on_event=events) as client:
+            for _ in range(2):
+                with pytest.raises(PolicyDenied, match="no auth key"):
+                    await client.sign_auth(BODY)
+        entries = [orjson.loads(line) for line in plain.audit_log.read_bytes().splitlines()]
+    assert events["no_auth_key"] == 2
+    assert events["policy_denied"] == 0
+    assert not any(e["kind"] == "deny" for e in entries)  # refused before the enclave

@@ -73,3 +73,16 @@ def test_the_auth_preimage_is_never_a_transaction_or_authorization_payload(diges
 def test_a_body_hash_must_be_32_bytes() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         auth_signing_hash(b"\x00" * 31)
+
+
+def test_a_malleated_high_s_header_is_refused_as_the_relay_refuses_it() -> None:
+    """The same signature with ``s`` -> ``n - s`` and ``v`` flipped still recovers the key, but
+    the relay (go-ethereum ``crypto.VerifySignature``) refuses a high-s signature: the builder
+    doubles check what the relay checks."""
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    address, sig = header_of(BODY).split(":")
+    raw = bytes.fromhex(sig[2:])
+    high_s = (n - int.from_bytes(raw[32:64], "big")).to_bytes(32, "big")
+    flipped = bytes((55 - raw[64],))  # 27 <-> 28
+    with pytest.raises(ReplyVerificationError, match="low-s"):
+        recover_header(f"{address}:0x{(raw[:32] + high_s + flipped).hex()}", BODY)
