@@ -54,12 +54,12 @@ from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
 from broadcaster.tx.bundle_plans import plan_restore
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
-from broadcaster.tx.routing import Router
+from broadcaster.tx.routing import Router, member_canceller
 from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
-from nonce import JournalError, NonceBook, TxRecord
+from nonce import JournalError, NonceBook, TxRecord, TxState
 from nonce.audit_copy import AuditCopy
 from nonce.backends import load_bundles, lookup, open_book
 from signer_client import AttestationPolicy, SignerClient, SignerPins
@@ -69,6 +69,7 @@ __all__ = ["Service"]
 
 log = logging.getLogger(__name__)
 
+_GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
 _COUNTED_STATUSES = frozenset({"included", "finalized", "failed", "expired", "cancelled"})
 
 
@@ -403,6 +404,7 @@ class Service:
             canonical_chain=tracker.canonical_chain,
             refuse_sender=gate.why,
         )
+        router.cancel_member = member_canceller(manager.cancel)  # a dead bundle's members
         if not fenced:
             self.manager = manager  # with [ha], once started: heads already flow to _on_events
         copy = audit_reader = None
@@ -656,13 +658,19 @@ class Service:
             record = book.find_intent(intent_id)
             return None if record is None else record.settled
 
-        answerable, live, problems = plan_restore(rows, settled)
+        def given_up(intent_id: str) -> bool:
+            record = book.find_intent(intent_id)
+            return record is not None and record.state in _GIVEN_UP
+
+        answerable, live, dead, problems = plan_restore(rows, settled, given_up)
         for problem in problems:
             log.warning("journal: %s", problem)
         for spec in answerable:
             api.restore_bundle(spec)
         for spec in live:
             router.add_bundle(spec)
+        for bundle_id in dead:  # a member gave up or was never booked: cancel the rest
+            router.kill_bundle(bundle_id)
         if live:
             log.info("journal: %d live bundles reloaded", len(live))
 

@@ -174,15 +174,21 @@ def decode_spec(bundle_id: str, blob: bytes) -> BundleSpec:
 
 
 def plan_restore(
-    rows: Iterable[tuple[str, bytes]], settled: Callable[[str], bool | None]
-) -> tuple[list[BundleSpec], list[BundleSpec], list[str]]:
-    """Journaled bundles at start-up: ``(answerable, live, problems)``. ``settled(intent_id)``
-    says whether a member's record is settled (``None``: not in the book -- evicted long ago, or
-    never booked because the bundle was refused mid-way: the bundle is not restored). A bundle
+    rows: Iterable[tuple[str, bytes]],
+    settled: Callable[[str], bool | None],
+    given_up: Callable[[str], bool] = lambda _: False,
+) -> tuple[list[BundleSpec], list[BundleSpec], list[str], list[str]]:
+    """Journaled bundles at start-up: ``(answerable, live, dead, problems)``.
+    ``settled(intent_id)`` says whether a member's record is settled (``None``: not in the book
+    -- evicted long ago, or never booked: the process died, or the bundle was refused, between
+    two members' admissions); ``given_up(intent_id)``: cancelled, expired or failed. A bundle
     with a member not settled is *live*: registered with the router before recovery re-submits
-    its members, so their attempts build it again and the first head re-targets it."""
+    its members, so their attempts build it again and the first head re-targets it. A live
+    bundle that cannot land any more (a member given up or never booked) is also *dead* (its
+    id listed): the router must cancel its live members, never send their payloads alone."""
     answerable: list[BundleSpec] = []
     live: list[BundleSpec] = []
+    dead: list[str] = []
     problems: list[str] = []
     for bundle_id, blob in rows:
         try:
@@ -191,12 +197,14 @@ def plan_restore(
             problems.append(str(exc))
             continue
         states = [settled(member) for member in spec.members]
-        if any(state is None for state in states):
-            continue
-        answerable.append(spec)
-        if not all(states):
+        missing = any(state is None for state in states)
+        if not missing:
+            answerable.append(spec)
+        if any(state is False for state in states):
             live.append(spec)
-    return answerable, live, problems
+            if missing or any(given_up(m) for m in spec.members):
+                dead.append(spec.id)
+    return answerable, live, dead, problems
 
 
 _GIVEN_UP = ("failed", "cancelled", "expired")

@@ -14,8 +14,9 @@ whole bundle under the bundle's ``replacementUuid`` instead of a one-transaction
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from broadcaster.rpc.fanout import BroadcastResult, Submitted, Written
@@ -35,7 +36,7 @@ from broadcaster.tx.bundles import (
 from broadcaster.tx.seams import Submitter
 from nonce import TxRecord, TxState
 
-__all__ = ["OrderflowPort", "Router"]
+__all__ = ["OrderflowPort", "Router", "member_canceller"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,11 @@ class Router:
         self.bundles: dict[str, BundleSpec] = {}
         self.member_of: dict[str, str] = {}
         self.retired: set[str] = set()  # members settled (forgotten) while their bundle lives
+        # Bundles cancelled while members live (one gave up, or the bot cancelled): a member's
+        # payload never goes out without the rest (atomicity), only its noop; each live member
+        # is handed to ``cancel_member`` (the service: ``TxManager.cancel`` in a task).
+        self.dead: set[str] = set()
+        self.cancel_member: Callable[[TxRecord], None] | None = None
 
     # -- Submitter -------------------------------------------------------------------------------
 
@@ -132,6 +138,13 @@ class Router:
                 record.nonce,
             )
         spec = None if noop else self.bundle_of(record.intent.id)
+        if spec is None and not noop and self.orphaned(record.intent.id):
+            # A payload attempt of a member whose bundle is dead (recovery, a late member, a
+            # reorg's re-sign): sent nowhere, the member is cancelled (its noop takes the nonce).
+            self.give_up(record)
+            done.refused = self.jobs_per_send
+            done.last_ns = self.clock_ns()
+            return done
         if spec is not None:
             members = self.members(spec)
             members[record.intent.id] = Member(raw)
@@ -241,8 +254,12 @@ class Router:
             if self.bundle_of(intent_id) is not None:
                 continue  # re-targeted with its bundle, below
             target = self.target_of(record)
+            if target is not None and not target.noop and self.orphaned(intent_id):
+                continue  # a dead bundle's member: only its noop goes, never its payload alone
             if target is not None:
                 targets.append(target)
+        if self.dead:  # forget dead bundles once no member is left to name them
+            self.dead &= set(self.member_of.values())
         bundled: list[OrderflowAction] = []
         for spec in list(self.bundles.values()):
             if all(m in self.retired for m in spec.members):
@@ -259,6 +276,32 @@ class Router:
         self.bundles[spec.id] = spec
         for member in spec.members:
             self.member_of[member] = spec.id
+
+    def orphaned(self, intent_id: str) -> bool:
+        """``intent_id`` is a member of a bundle that was cancelled (:attr:`dead`)."""
+        bundle_id = self.member_of.get(intent_id)
+        return bundle_id is not None and bundle_id in self.dead
+
+    def kill_bundle(self, bundle_id: str) -> None:
+        """The bundle cannot land any more (a member gave up, or it was cancelled): forget its
+        definition, keep its membership (:meth:`orphaned`) and cancel every live member."""
+        spec = self.bundles.pop(bundle_id, None)
+        self.dead.add(bundle_id)
+        if spec is None:
+            return
+        for member in spec.members:
+            record = self.records.get(member)
+            if record is not None:
+                self.give_up(record)
+
+    def give_up(self, record: TxRecord) -> None:
+        latest = record.latest
+        if record.settled or record.state in _GIVEN_UP or (latest is not None and latest.is_noop):
+            return
+        if self.cancel_member is None:
+            log.error("intent %s: its bundle is dead but nothing cancels it", record.intent.id)
+            return
+        self.cancel_member(record)
 
     def drop_bundle(self, bundle_id: str) -> None:
         """Forget a bundle and its membership (it landed and settled, or was never sent)."""
@@ -339,9 +382,10 @@ class Router:
                 count = port.to_builders("eth_cancelBundle", {"replacementUuid": action.uuid})
                 self.records.pop(action.intent_id, None)
                 self.sent.pop(action.uuid, None)
-                # A cancelled bundle: its members go on as single private intents (their noops
-                # take the nonces, each under its own replacementUuid); membership is kept.
-                self.bundles.pop(action.intent_id, None)
+                # A cancelled bundle: its members' noops take the nonces (each under its own
+                # replacementUuid); their payloads never go alone (atomicity).
+                if action.intent_id in self.bundles:
+                    self.kill_bundle(action.intent_id)
             else:
                 assert isinstance(action, CancelPrivate)
                 params = {"txHash": "0x" + action.tx_hash.hex()}
@@ -352,6 +396,31 @@ class Router:
                 self.last_ns = self.clock_ns()
             self.on_action(action, count)
         return written
+
+
+def member_canceller(
+    cancel: Callable[[TxRecord], Awaitable[object]],
+) -> Callable[[TxRecord], None]:
+    """``Router.cancel_member`` over ``TxManager.cancel``: each cancel in its own task (the
+    router is synchronous and may be inside the manager's signing path); a member that was
+    given up or got its noop meanwhile (the bot's own cancel) is left alone."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(record: TxRecord) -> None:
+        latest = record.latest
+        if record.settled or record.state in _GIVEN_UP or (latest is not None and latest.is_noop):
+            return
+        try:
+            await cancel(record)
+        except Exception as exc:  # logged; the member stays unsent
+            log.error("intent %s: its bundle is dead, cancel failed: %s", record.intent.id, exc)
+
+    def start(record: TxRecord) -> None:
+        task = asyncio.get_running_loop().create_task(run(record))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return start
 
 
 class _Context:

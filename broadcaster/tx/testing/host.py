@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from broadcaster.tx.bundle_plans import plan_restore
-from broadcaster.tx.routing import Router
+from broadcaster.tx.routing import Router, member_canceller
 from broadcaster.tx.testing.adapter import FeeSettings, Hooks, ManagerAdapter
 from broadcaster.tx.testing.builder import SimBuilder
 from broadcaster.tx.testing.chain import SimTx
@@ -30,6 +30,7 @@ from broadcaster.tx.testing.signer import SimEnclave, SimSigner
 from broadcaster.tx.testing.vloop import VirtualClock
 from heads.events import Event
 from nonce.journal import load_bundles
+from nonce.state import TxState
 
 __all__ = ["Host", "HostPlan", "boot"]
 
@@ -164,9 +165,21 @@ async def boot(
             record = book.find_intent(intent_id)
             return None if record is None else record.settled
 
-        for spec in plan_restore(load_bundles(plan.journal_path), settled)[1]:
+        def given_up(intent_id: str) -> bool:
+            record = book.find_intent(intent_id)
+            return record is not None and record.state in (
+                TxState.CANCELLED,
+                TxState.EXPIRED,
+                TxState.FAILED,
+            )
+
+        _, live, dead, _ = plan_restore(load_bundles(plan.journal_path), settled, given_up)
+        for spec in live:
             router.add_bundle(spec)
+        for bundle_id in dead:  # a member gave up or was never booked: cancel the rest
+            router.kill_bundle(bundle_id)
         adapter.observer.listeners.append(router.on_status)  # cancels bundles (cancel, expiry)
+        router.cancel_member = member_canceller(adapter.cancel)  # a dead bundle's members
     host = Host(plan, journal, fanout, chain, adapter, feed, router=router)
     host.recovery = await adapter.start(plan.accounts)
     loop = asyncio.get_running_loop()

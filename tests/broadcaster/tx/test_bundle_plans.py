@@ -96,7 +96,10 @@ def test_restore_keeps_live_bundles_and_skips_incomplete_ones() -> None:
     refused = BundleSpec("bundle-refused", ("c", "never-booked"))
     rows = [(s.id, encode_spec(s)) for s in (live, done, refused)] + [("bundle-bad", b"?")]
     settled = {"a": False, "b": True, "c": False}
-    answerable, restored, problems = plan_restore(rows, settled.get)
+    answerable, restored, dead, problems = plan_restore(rows, settled.get)
     assert answerable == [live, done]
-    assert restored == [live]  # a bundle of settled members needs nothing sent
+    # a bundle of settled members needs nothing sent; one with a member never booked (a crash
+    # between two members' admissions) is live but dead: its booked members are cancelled
+    assert restored == [live, refused]
+    assert dead == ["bundle-refused"]
     assert len(problems) == 1 and "bundle-bad" in problems[0]
