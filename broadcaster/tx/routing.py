@@ -236,6 +236,12 @@ class Router:
         late: list[OrderflowAction] = []
         for intent_id in sorted(self.deferred):
             record = self.records.get(intent_id)
+            if intent_id in self.member_of:
+                # A bundle member never goes alone: its live bundle is re-targeted below; a dead
+                # bundle's member is cancelled (its noop, when signed, is re-targeted alone).
+                if record is not None and self.orphaned(intent_id):
+                    self.give_up(record)
+                continue
             target = self.target_of(record) if record is not None else None
             if target is not None and self.private and not (target.mined or target.given_up):
                 late.extend(plan_submit(target, tip, builders=False, private=True))
