@@ -404,7 +404,7 @@ class Service:
             canonical_chain=tracker.canonical_chain,
             refuse_sender=gate.why,
         )
-        router.cancel_member = member_canceller(manager.cancel)  # a dead bundle's members
+        router.cancel_member = member_canceller(manager.cancel, router)  # a dead bundle's members
         if not fenced:
             self.manager = manager  # with [ha], once started: heads already flow to _on_events
         copy = audit_reader = None

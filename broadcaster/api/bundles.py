@@ -14,9 +14,12 @@ the bundle is the unit a bot retries) or ``{"raw": "0x..."}``, a transaction som
   a low-s signature (EIP-2) (:func:`broadcaster.api.rawtx.check_raw_transaction`), and must not
   be signed by one of OUR accounts (rule ``ours``: it would take a nonce the broadcaster
   allocates; send it as an intent instead); the same raw transaction twice is refused;
-- ``maxBlockNumber`` (default: none) must not be behind the next block, ``blockNumber`` not
-  after it; each intent's ``validUntilBlock`` becomes ``min(validUntilBlock, maxBlockNumber)``,
-  so the manager expires the members with the bundle;
+- ``maxBlockNumber`` (default: none; with a ``{raw}`` entry :data:`DEFAULT_RAW_BUNDLE_BLOCKS`
+  from the first target block: someone else's transaction can stop being includable) must not
+  be behind the next block, ``blockNumber`` not after it, neither more than
+  :data:`MAX_BUNDLE_HORIZON` blocks after the next block; each intent's ``validUntilBlock``
+  becomes ``min(validUntilBlock, maxBlockNumber)``, so the manager expires the members with the
+  bundle;
 - ``revertingTxHashes`` may name only raw transactions of the bundle (our intents' hashes change
   on every re-sign and a bot cannot know them beforehand).
 """
@@ -35,11 +38,26 @@ from broadcaster.api.intents import parse_quantity as _quantity
 from broadcaster.api.rawtx import RawTxRefused, check_raw_transaction
 from broadcaster.tx.bundle_plans import MAX_BUNDLE_TXS
 from nonce import Intent
+from signer_client.authorization import Authorization, authorization_hash
+from signer_client.signing import recover_pubkey
+from signer_client.txcodec import keccak
 
-__all__ = ["BUNDLE_FIELDS", "ParsedBundle", "RawSlot", "parse_bundle"]
+__all__ = [
+    "BUNDLE_FIELDS",
+    "DEFAULT_RAW_BUNDLE_BLOCKS",
+    "MAX_BUNDLE_HORIZON",
+    "ParsedBundle",
+    "RawSlot",
+    "parse_bundle",
+]
 
 BUNDLE_FIELDS: Final = frozenset({"txs", "blockNumber", "maxBlockNumber", "revertingTxHashes"})
 _TX_HASH: Final = re.compile(r"0x[0-9a-fA-F]{64}")
+MAX_BUNDLE_HORIZON: Final = 7_200
+"""``blockNumber`` / ``maxBlockNumber`` at most this many blocks after the next one (a day at
+12 s): members hold their nonces until the bundle lands or passes ``maxBlockNumber``."""
+DEFAULT_RAW_BUNDLE_BLOCKS: Final = 25
+"""A bundle with a ``{raw}`` entry and no ``maxBlockNumber`` is tried for this many blocks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +116,15 @@ def parse_bundle(
         raise ParamError("blockNumber", f"{first_block} is after maxBlockNumber {max_block}")
     if max_block is not None and tip is not None and max_block < tip + 1:
         raise ParamError("maxBlockNumber", f"{max_block} has passed: the next block is {tip + 1}")
+    if tip is not None:
+        for field, value in (("blockNumber", first_block), ("maxBlockNumber", max_block)):
+            if value is not None and value > tip + 1 + MAX_BUNDLE_HORIZON:
+                raise ParamError(
+                    field,
+                    f"{value} is more than {MAX_BUNDLE_HORIZON} blocks after the next block "
+                    f"{tip + 1}: the members would hold their nonces (and every later intent "
+                    "of their senders) that long",
+                )
     mine = frozenset(a.lower() for a in ours)
     slots: list[Intent | RawSlot] = []
     seen: set[bytes] = set()
@@ -119,6 +146,12 @@ def parse_bundle(
         raise ParamError(
             "txs", "no intent of ours: a bundle needs at least one (raw ones ride along with it)"
         )
+    if max_block is None and tip is not None and any(isinstance(s, RawSlot) for s in slots):
+        # Someone else's transaction can stop being includable at any time (its sender's nonce
+        # moves: the backrun target landed without us): the bundle then never lands and its
+        # members would hold our nonces forever. Bounded by default; the members expire with it.
+        max_block = max(tip + 1, first_block or 0) + DEFAULT_RAW_BUNDLE_BLOCKS - 1
+        slots = [_bound(s, max_block) if isinstance(s, Intent) else s for s in slots]
     return ParsedBundle(tuple(slots), first_block, max_block, _reverting(params, seen))
 
 
@@ -130,7 +163,7 @@ def _block(params: Mapping[str, Any], field: str) -> int | None:
 def _raw(value: Any, where: str, chain_id: int, ours: frozenset[str]) -> RawSlot:
     raw = parse_data(value, where)
     try:
-        _, signed = check_raw_transaction(raw, chain_id=chain_id, access=FULL_ACCESS)
+        fields, signed = check_raw_transaction(raw, chain_id=chain_id, access=FULL_ACCESS)
     except RawTxRefused as exc:
         raise ParamError(where, str(exc)) from exc
     sender = signed.sender.lower()
@@ -140,7 +173,27 @@ def _raw(value: Any, where: str, chain_id: int, ours: frozenset[str]) -> RawSlot
             f"raw transaction refused (ours): signed by {sender}, an account of this "
             "broadcaster: it would take a nonce the broadcaster allocates; send it as an intent",
         )
+    for index, auth in enumerate(fields.authorizations):
+        authority = _authority(auth)
+        if authority is not None and authority in ours:
+            raise ParamError(
+                f"{where}.authorizationList[{index}]",
+                f"raw transaction refused (ours): an EIP-7702 authorization by {authority}, an "
+                "account of this broadcaster: it would move a nonce the broadcaster allocates "
+                "and delegate the account's code",
+            )
     return RawSlot(raw, signed.hash, sender)
+
+
+def _authority(auth: Authorization) -> str | None:
+    """The EIP-7702 authority (lowercase) that signed ``auth``; ``None`` if it recovers to
+    nothing (the chain skips such a tuple)."""
+    digest = authorization_hash(auth.chain_id, auth.address, auth.nonce)
+    try:
+        pubkey = recover_pubkey(digest, auth.y_parity, auth.r, auth.s)
+    except (ValueError, OverflowError):
+        return None
+    return "0x" + keccak(pubkey[1:])[12:].hex()
 
 
 def _intent(
@@ -154,10 +207,12 @@ def _intent(
         intent = parse_intent({**entry, "private": True}, defaults)
     except ParamError as exc:
         raise ParamError(f"{where}.{exc.field}", exc.reason) from exc
-    if max_block is not None and (
-        intent.valid_until_block is None or intent.valid_until_block > max_block
-    ):
-        intent = dataclasses.replace(intent, valid_until_block=max_block)
+    return intent if max_block is None else _bound(intent, max_block)
+
+
+def _bound(intent: Intent, max_block: int) -> Intent:
+    if intent.valid_until_block is None or intent.valid_until_block > max_block:
+        return dataclasses.replace(intent, valid_until_block=max_block)
     return intent
 
 

@@ -67,7 +67,7 @@ from broadcaster.tx.bundle_plans import (
 )
 from broadcaster.tx.manager import TxManager
 from broadcaster.tx.routing import Router
-from nonce import Attempt, AttemptReason, Intent, TxRecord
+from nonce import Attempt, AttemptReason, Intent, TxRecord, TxState
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
 from signer_client.txcodec import keccak
 
@@ -102,6 +102,7 @@ _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 # What an intent id can look like: ours (32 hex digits) or a raw transaction's ("raw-" + hash).
 # Anything else cannot be in the journal, so it is never looked up on disk.
 _INTENT_ID = re.compile(r"[0-9a-f]{32}|raw-[0-9a-f]{64}")
+_GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
 _BUNDLES_KEPT = 65_536  # bundle ids broadcaster_getIntent still answers (oldest forgotten first)
 
 
@@ -318,14 +319,21 @@ class IntentApi(Dispatcher):
             return intent_json(record)
         # A bundle is atomic: cancelling it or any member cancels every member (each one's
         # noop takes its nonce); the router sends eth_cancelBundle on the first.
+        router = self._router
         for member in spec.members:
             found = await self._lookup(client, member)
-            if found is None or found.settled:
+            if found is None or found.settled or found.state in _GIVEN_UP:
                 continue
+            if router is not None and not router.claim_cancel(member):
+                continue  # already being cancelled (its bundle died): one noop per nonce
             try:
                 await self.manager.cancel(found)
-            except NonceError as exc:
-                raise RpcError(SERVER_ERROR, str(exc), self._member_json(found)) from exc
+            except BaseException as exc:
+                if router is not None:
+                    router.release_cancel(member)
+                if isinstance(exc, NonceError):
+                    raise RpcError(SERVER_ERROR, str(exc), self._member_json(found)) from exc
+                raise
         if record is not None:
             return self._member_json(record)
         return await self._bundle_json(client, spec)

@@ -99,6 +99,7 @@ class Router:
         # is handed to ``cancel_member`` (the service: ``TxManager.cancel`` in a task).
         self.dead: set[str] = set()
         self.cancel_member: Callable[[TxRecord], None] | None = None
+        self.cancelling: set[str] = set()  # members whose cancel is claimed (claim_cancel)
 
     # -- Submitter -------------------------------------------------------------------------------
 
@@ -249,6 +250,7 @@ class Router:
         for intent_id, record in list(self.records.items()):
             if record.state is TxState.FINALIZED or record.settled:
                 del self.records[intent_id]
+                self.cancelling.discard(intent_id)
                 for noop in (False, True):
                     self.sent.pop(replacement_uuid(intent_id, noop=noop), None)
                 if intent_id in self.member_of:
@@ -307,7 +309,20 @@ class Router:
         if self.cancel_member is None:
             log.error("intent %s: its bundle is dead but nothing cancels it", record.intent.id)
             return
-        self.cancel_member(record)
+        if self.claim_cancel(record.intent.id):
+            self.cancel_member(record)
+
+    def claim_cancel(self, intent_id: str) -> bool:
+        """One canceller per member (the bot's cancelIntent or :meth:`give_up`), so two never
+        sign two noops for one nonce; ``False``: someone already is. Released by
+        :meth:`release_cancel` when that cancel failed, and once the member settles."""
+        if intent_id in self.cancelling:
+            return False
+        self.cancelling.add(intent_id)
+        return True
+
+    def release_cancel(self, intent_id: str) -> None:
+        self.cancelling.discard(intent_id)
 
     def drop_bundle(self, bundle_id: str) -> None:
         """Forget a bundle and its membership (it landed and settled, or was never sent)."""
@@ -405,11 +420,11 @@ class Router:
 
 
 def member_canceller(
-    cancel: Callable[[TxRecord], Awaitable[object]],
+    cancel: Callable[[TxRecord], Awaitable[object]], router: Router
 ) -> Callable[[TxRecord], None]:
     """``Router.cancel_member`` over ``TxManager.cancel``: each cancel in its own task (the
     router is synchronous and may be inside the manager's signing path); a member that was
-    given up or got its noop meanwhile (the bot's own cancel) is left alone."""
+    given up or got its noop meanwhile is left alone; a failed cancel releases its claim."""
     tasks: set[asyncio.Task[None]] = set()
 
     async def run(record: TxRecord) -> None:
@@ -419,6 +434,7 @@ def member_canceller(
         try:
             await cancel(record)
         except Exception as exc:  # logged; the member stays unsent
+            router.release_cancel(record.intent.id)
             log.error("intent %s: its bundle is dead, cancel failed: %s", record.intent.id, exc)
 
     def start(record: TxRecord) -> None:

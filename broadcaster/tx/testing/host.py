@@ -179,7 +179,7 @@ async def boot(
         for bundle_id in dead:  # a member gave up or was never booked: cancel the rest
             router.kill_bundle(bundle_id)
         adapter.observer.listeners.append(router.on_status)  # cancels bundles (cancel, expiry)
-        router.cancel_member = member_canceller(adapter.cancel)  # a dead bundle's members
+        router.cancel_member = member_canceller(adapter.cancel, router)  # a dead bundle's members
     host = Host(plan, journal, fanout, chain, adapter, feed, router=router)
     host.recovery = await adapter.start(plan.accounts)
     loop = asyncio.get_running_loop()

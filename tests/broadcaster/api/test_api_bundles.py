@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from broadcaster.api.bundles import RawSlot, parse_bundle
+from broadcaster.api.bundles import (
+    DEFAULT_RAW_BUNDLE_BLOCKS,
+    MAX_BUNDLE_HORIZON,
+    RawSlot,
+    parse_bundle,
+)
 from broadcaster.api.intents import IntentDefaults, ParamError
 from nonce import Intent
 
@@ -111,3 +116,47 @@ def test_reverting_hashes_name_only_raw_transactions_of_the_bundle() -> None:
     assert "revertingTxHashes[0]: expected a 32-byte" in refusal(
         {"txs": [INTENT], "revertingTxHashes": ["0x12"]}
     )
+
+
+def test_a_raw_type4_tx_carrying_an_authorization_by_one_of_our_accounts_is_refused() -> None:
+    """EIP-7702: the tuple's authority (ours) gets its nonce bumped and its code delegated when
+    the raw tx lands -- a nonce we allocate moves under our members. Someone else's own
+    authorization rides."""
+
+    def type4(authority_key: str) -> str:
+        auth = Account.sign_authorization(
+            {"chainId": 31337, "address": "0x" + "66" * 20, "nonce": 0}, authority_key
+        )
+        tx = {
+            "type": 4,
+            "chainId": 31337,
+            "nonce": 0,
+            "to": "0x" + "44" * 20,
+            "value": 0,
+            "gas": 60_000,
+            "maxFeePerGas": 16,
+            "maxPriorityFeePerGas": 1,
+            "authorizationList": [auth],
+        }
+        return "0x" + bytes(Account.sign_transaction(tx, THEIRS_KEY).raw_transaction).hex()
+
+    wanted = "txs[1].raw.authorizationList[0]: raw transaction refused (ours)"
+    assert wanted in refusal({"txs": [INTENT, {"raw": type4("0x" + "11" * 32)}]})
+    parsed = parse({"txs": [INTENT, {"raw": type4("0x" + "77" * 32)}]})
+    assert isinstance(parsed.slots[1], RawSlot)
+
+
+def test_block_bounds_are_capped_and_a_raw_bundle_is_bounded_by_default() -> None:
+    """A raw tx can stop being includable at any time (its sender's nonce moves); without a
+    bound the bundle would be re-sent every head forever and its members hold our nonces."""
+    far = hex(101 + MAX_BUNDLE_HORIZON + 1)
+    assert "maxBlockNumber: " in refusal({"txs": [INTENT], "maxBlockNumber": far})
+    assert "blockNumber: " in refusal({"txs": [INTENT], "blockNumber": far})
+    ok = parse({"txs": [INTENT], "maxBlockNumber": hex(101 + MAX_BUNDLE_HORIZON)})
+    assert ok.max_block == 101 + MAX_BUNDLE_HORIZON
+    bounded = parse({"txs": [INTENT, {"raw": raw()}]})
+    assert bounded.max_block == 101 + DEFAULT_RAW_BUNDLE_BLOCKS - 1
+    assert bounded.intents[0].valid_until_block == bounded.max_block  # expire with it
+    later = parse({"txs": [INTENT, {"raw": raw()}], "blockNumber": "0x80"})
+    assert later.max_block == 0x80 + DEFAULT_RAW_BUNDLE_BLOCKS - 1
+    assert parse({"txs": [INTENT]}).max_block is None  # ours only: re-targeted like an intent
