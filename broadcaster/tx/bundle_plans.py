@@ -21,7 +21,7 @@ No I/O, no clock: :class:`broadcaster.tx.routing.Router` executes what these ret
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -62,15 +62,17 @@ class BundleSpec:
     first_block: int | None = None
     max_block: int | None = None
     reverting: tuple[bytes, ...] = ()
+    # Derived once (every head re-targets every live bundle: a UUIDv5 and a scan per head each
+    # were a third of the router's per-bundle cost).
+    uuid: str = field(init=False, repr=False, compare=False)
+    """The bundle's ``replacementUuid`` (a UUIDv5 of its id)."""
+    members: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """Our intents' ids, in bundle order."""
 
-    @property
-    def uuid(self) -> str:
-        return replacement_uuid(self.id)
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        """Our intents' ids, in bundle order."""
-        return tuple(slot for slot in self.slots if isinstance(slot, str))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uuid", replacement_uuid(self.id))
+        members = tuple(slot for slot in self.slots if isinstance(slot, str))
+        object.__setattr__(self, "members", members)
 
 
 @dataclass(frozen=True, slots=True)
