@@ -297,10 +297,15 @@ class Router:
         self.dead.add(bundle_id)
         if spec is None:
             return
+        tip = self.tip_number()
         for member in spec.members:
             record = self.records.get(member)
-            if record is not None:
-                self.give_up(record)
+            if record is None:
+                continue
+            until = record.intent.valid_until_block
+            if tip is not None and until is not None and tip >= until:
+                continue  # its validUntilBlock passed with the bundle's: the manager expires it
+            self.give_up(record)
 
     def give_up(self, record: TxRecord) -> None:
         latest = record.latest

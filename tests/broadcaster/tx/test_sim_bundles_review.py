@@ -14,9 +14,32 @@ import pytest
 from broadcaster.tx.bundle_plans import BundleSpec, encode_spec
 from broadcaster.tx.routing import Router
 from broadcaster.tx.testing import Sim, SimConfig
+from broadcaster.tx.testing.config import CHAIN_ID, GWEI, KEYS, RECIPIENTS
 from nonce import TxState
+from signer_client.signing import LocalKey
+from signer_client.txcodec import tx_from_dict
 
 NOT_ALLOWED = "0x" + "ee" * 20  # not in the policy's allowed_to: the enclave refuses to sign
+# Someone else's transfer (KEYS[2], not an account of ours): a backrun target.
+RAW_THEIRS = (
+    LocalKey(KEYS[2])
+    .sign(
+        tx_from_dict(
+            {
+                "type": 2,
+                "chainId": CHAIN_ID,
+                "nonce": 0,
+                "to": RECIPIENTS[1],
+                "value": 9,
+                "data": b"",
+                "gas": 21_000,
+                "maxFeePerGas": 400 * GWEI,
+                "maxPriorityFeePerGas": GWEI,
+            }
+        )
+    )
+    .raw
+)
 
 
 @pytest.fixture
@@ -114,4 +137,51 @@ def test_a_crash_between_two_members_admissions_never_sends_the_first_alone(sim:
     sim.run(sim.finish())
     assert not mine & mined_raws(sim)
     assert sim.record(first.id).state is TxState.CANCELLED
+    sim.check()
+
+
+def test_a_cancel_right_after_a_reorg_re_sign_cancels_every_member_none_goes_alone(
+    sim: Sim,
+) -> None:
+    """The bundle landed, a reorg lost it, the reaction re-signed both members and re-sent the
+    bundle; the bot then cancels one member: the other is cancelled too (one noop each, at
+    their nonces), neither payload reaches a builder alone or lands."""
+    a, b = sim.intent(private=True), sim.intent(private=True)
+    spec = BundleSpec("bundle-race", (a.id, b.id))
+    router(sim).add_bundle(spec)
+    sim.run(sim.submit(a))
+    sim.run(sim.submit(b))
+    sim.run(sim.mine())
+    assert sim.record(a.id).state is TxState.INCLUDED
+    sim.run(sim.reorg(1, reinclude=False))  # reaction: re-signed, re-sent, held by the builder
+    assert sim.record(a.id).state is not TxState.INCLUDED
+    sim.run(sim.cancel(a.id))
+    assert spec.id in router(sim).dead
+    mine = payloads(sim, a.id) | payloads(sim, b.id)
+    for txs in sends_with(sim, mine):
+        assert len(txs) == 2, "a member's payload went to a builder without the rest"
+    sim.run(sim.finish())
+    for intent in (a, b):
+        record = sim.record(intent.id)
+        assert record.state in (TxState.CANCELLED, TxState.FINALIZED), record.state
+        assert sum(1 for x in record.attempts if x.is_noop) <= 1  # one noop per nonce
+    assert sim.record(b.id).state is sim.record(a.id).state  # atomic either way
+    sim.check()
+
+
+def test_a_bundle_past_max_block_is_cancelled_at_the_builder_and_never_re_sent(sim: Sim) -> None:
+    """The raw transaction can never land (here: the builder never includes the bundle): at
+    ``maxBlockNumber`` the members expire, ``eth_cancelBundle`` goes out, and no send targets a
+    block after it."""
+    last = sim.tip.number + 3
+    a = sim.intent(private=True, valid_until=last)
+    spec = BundleSpec("bundle-bounded", (a.id, RAW_THEIRS), max_block=last)
+    router(sim).add_bundle(spec)
+    sim.run(sim.submit(a))
+    sim.run(sim.mine(6, bundles=False))
+    assert sim.record(a.id).state is TxState.EXPIRED
+    assert sim.builder is not None and spec.uuid in sim.builder.cancelled
+    blocks = [int(s.params["blockNumber"], 16) for s in sim.builder.bundles(spec.uuid)]
+    assert blocks and max(blocks) <= last
+    assert spec.id not in router(sim).bundles
     sim.check()
