@@ -9,7 +9,10 @@ With no public endpoint at all (a builders-only deployment) everything is routed
 :meth:`Router.on_status` cancels the bundle of an intent that was cancelled or expired.
 Bundles of ``broadcaster_sendBundle`` (:mod:`broadcaster.tx.bundle_plans`) are registered with
 :meth:`Router.add_bundle` before their members are admitted; a member's attempt then sends the
-whole bundle under the bundle's ``replacementUuid`` instead of a one-transaction bundle.
+whole bundle under the bundle's ``replacementUuid`` instead of a one-transaction bundle. A
+bundle that can no longer land (:meth:`Router.kill_bundle`: a member cancelled, expired or
+failed) is *dead*: its other live members are cancelled (``cancel_member``) and their payloads
+are never sent alone, only their noops.
 """
 
 from __future__ import annotations
