@@ -368,14 +368,20 @@ class IntentApi(Dispatcher):
             for intent in parsed.intents:
                 records[intent.id] = await self._submit(client, intent)
         except BaseException:
-            # Nothing was sent (the bundle waits for its last member): forget it, and give
-            # back the nonces the members already took (their noops).
-            router.drop_bundle(spec.id)
+            # Nothing was sent (the bundle waits for its last member): it is dead -- a member
+            # admitted but signed later (the request was cancelled mid-way) is never sent
+            # alone -- and the nonces the members already took are given back (their noops).
+            router.kill_bundle(spec.id)
             self._bundles.pop(spec.id, None)
             for record in records.values():
+                if record.settled or record.state in _GIVEN_UP:
+                    continue
+                if not router.claim_cancel(record.intent.id):
+                    continue  # kill_bundle's cancel has it
                 try:
                     await self.manager.cancel(record)
                 except (NonceError, RuntimeError):
+                    router.release_cancel(record.intent.id)
                     log.warning("bundle %s: member %s not cancelled", spec.id, record.intent.id)
             raise
         hashes: list[str | None] = []

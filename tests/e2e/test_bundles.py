@@ -289,3 +289,41 @@ async def test_hostile_bundles_are_refused_naming_the_rule_and_a_cancel_cancels_
         await flow.builder.wait_for(lambda: pair_uuid in flow.builder.cancelled, "its cancel")
         for intent_id in pair["intents"]:
             await until(lambda i=intent_id: _status_is(flow, i, "cancelled"), "every member")
+
+
+async def test_a_member_the_enclave_refuses_takes_the_whole_bundle_down_none_goes_alone(
+    tmp_path: Path,
+) -> None:
+    """Real enclave policy in the loop: the second member's value is over the policy's
+    ``max_value`` (``value_cap``), so the first member is signed and the second never is. The
+    first member's payload reaches the builder in no bundle (a bundle needs every member) and
+    never alone; it ends cancelled (its noop takes the nonce), and the bundle says so."""
+    async with bundle_flow(tmp_path) as flow:
+        over = {**INTENT, "value": hex(2 * 10**21)}
+        txs = [INTENT, {"raw": raw_tx(OTHER_KEY)}, over]
+        with pytest.raises(ApiError) as caught:
+            await send_bundle(flow, txs)
+        assert "value_cap" in caught.value.message, caught.value.message
+        await flow.node.rpc("evm_mine")
+        await flow.node.rpc("evm_mine")
+        manager = flow.stack.service.manager
+        assert manager is not None
+        (first,) = [
+            r for r in manager.book.all_records() if r.intent.value == int(INTENT["value"], 16)
+        ]
+        await until(
+            lambda: _status_is(flow, first.intent.id, "cancelled"), "the first member's cancel"
+        )
+        ours = [
+            r
+            for r in flow.builder.sends()
+            if r.method == "eth_sendBundle"
+            and any(keccak(t) not in (keccak(raw_tx(OTHER_KEY)),) for t in r.params["txs"])
+        ]
+        for request in ours:
+            # only the first member's noop may go alone (a self-transfer at its nonce, value 0)
+            txs_sent = request.params["txs"]
+            if len(txs_sent) != 3:
+                assert len(txs_sent) == 1
+                decoded = rlp.decode(bytes.fromhex(txs_sent[0][4:]))
+                assert int.from_bytes(decoded[6], "big") == 0, "a member's payload went alone"
