@@ -52,15 +52,16 @@ from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, default_tr
 from broadcaster.rpc.orderflow import OrderflowSender
 from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
+from broadcaster.tx.bundle_plans import plan_restore
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
-from broadcaster.tx.routing import Router
+from broadcaster.tx.routing import Router, member_canceller
 from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
-from nonce import NonceBook, TxRecord
+from nonce import JournalError, NonceBook, TxRecord, TxState
 from nonce.audit_copy import AuditCopy
-from nonce.backends import lookup, open_book
+from nonce.backends import load_bundles, lookup, open_book
 from signer_client import AttestationPolicy, SignerClient, SignerPins
 from signer_client.events import SignerEvent
 
@@ -68,6 +69,7 @@ __all__ = ["Service"]
 
 log = logging.getLogger(__name__)
 
+_GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
 _COUNTED_STATUSES = frozenset({"included", "finalized", "failed", "expired", "cancelled"})
 
 
@@ -410,6 +412,7 @@ class Service:
             canonical_chain=tracker.canonical_chain,
             refuse_sender=gate.why,
         )
+        router.cancel_member = member_canceller(manager.cancel, router)  # a dead bundle's members
         if not fenced:
             self.manager = manager  # with [ha], once started: heads already flow to _on_events
         copy = audit_reader = None
@@ -442,7 +445,9 @@ class Service:
             max_gap_fill=config.fees.max_gap_fill,
             subscriptions=subscriptions,
             routing=(config.routing.private, bool(private), bool(public)),
+            router=router,
         )
+        await self._restore_bundles(config.journal.target, book, router, api)
         server = None
         try:
             if fanout is not None:
@@ -645,6 +650,39 @@ class Service:
             elif signer.info is not None:
                 streamer.trust(signer.info.log_public_key, attested=False)
             streamer.wake()
+
+    async def _restore_bundles(
+        self, target: Any, book: NonceBook, router: Router, api: IntentApi
+    ) -> None:
+        """``broadcaster_sendBundle`` bundles from the journal (DESIGN.md 5a): registered with
+        the router before recovery re-submits their members, so the members' attempts build
+        the bundle again (re-targeted from the first head); answerable again by id. A bundle
+        none of whose members is live any more is only answerable (or forgotten)."""
+        try:
+            rows = await asyncio.to_thread(load_bundles, target)
+        except JournalError as exc:
+            log.warning("journal: bundles not reloaded: %s", exc)
+            return
+
+        def settled(intent_id: str) -> bool | None:
+            record = book.find_intent(intent_id)
+            return None if record is None else record.settled
+
+        def given_up(intent_id: str) -> bool:
+            record = book.find_intent(intent_id)
+            return record is not None and record.state in _GIVEN_UP
+
+        answerable, live, dead, problems = plan_restore(rows, settled, given_up)
+        for problem in problems:
+            log.warning("journal: %s", problem)
+        for spec in answerable:
+            api.restore_bundle(spec)
+        for spec in live:
+            router.add_bundle(spec)
+        for bundle_id in dead:  # a member gave up or was never booked: cancel the rest
+            router.kill_bundle(bundle_id)
+        if live:
+            log.info("journal: %d live bundles reloaded", len(live))
 
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""

@@ -6,6 +6,7 @@ writer thread; the async tx manager in ``broadcaster`` drives it.
 from nonce.book import NonceBook
 from nonce.entries import (
     AttemptAdded,
+    BundleOpened,
     Entry,
     Journal,
     MemoryJournal,
@@ -56,6 +57,7 @@ __all__ = [
     "AuthItem",
     "BlockRef",
     "BumpTooSmall",
+    "BundleOpened",
     "DuplicateIdempotencyKey",
     "DuplicateIntent",
     "Entry",

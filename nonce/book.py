@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from nonce.entries import (
     AttemptAdded,
+    BundleOpened,
     Journal,
     NullJournal,
     RecordOpened,
@@ -217,6 +218,11 @@ class NonceBook:
         self._pending[sender] = self._pending.get(sender, 0) + 1
         self._journal.append(RecordOpened(intent, nonce, TxState.PENDING, now))
         return record
+
+    def open_bundle(self, bundle_id: str, spec: bytes, *, now: float) -> None:
+        """Journal a bundle's definition (``BundleOpened``) before its members are booked: the
+        same batch or an earlier one makes it durable with them."""
+        self._journal.append(BundleOpened(bundle_id, spec, now))
 
     def add_attempt(self, record: TxRecord, attempt: Attempt) -> None:
         """Keep a signed attempt (its raw bytes are journaled). The state is not changed: follow

@@ -25,10 +25,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from nonce.entries import AttemptAdded, Entry, RecordOpened, SlotReleased, StateChanged
+from nonce.entries import (
+    AttemptAdded,
+    BundleOpened,
+    Entry,
+    RecordOpened,
+    SlotReleased,
+    StateChanged,
+)
 from nonce.state import Attempt, AttemptReason, BlockRef, Intent, TxRecord, TxState
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,9 @@ TABLES: tuple[Table, ...] = (
             "tx_hash BLOB",
         ),
     ),
+    # broadcaster_sendBundle (DESIGN.md 5a): each bundle's definition as the broadcaster encodes
+    # it (members by intent id, raw transactions, block bounds), so a restart re-targets it.
+    Table("bundles", ("id TEXT PRIMARY KEY", "spec BLOB NOT NULL", "opened_at REAL NOT NULL")),
     # The verified copy of the enclave's audit log (DESIGN.md section 6a; broadcaster/audit):
     # every entry as the enclave wrote it (``entry``: its JSON line), checked before it is
     # stored; the log keys attestation vouched for; the signed heads the enclave reported.
@@ -257,6 +267,9 @@ MIGRATIONS: dict[str, tuple[str, str]] = {
         " ALTER TABLE records ADD COLUMN blobs BLOB;"
         " ALTER TABLE records ADD COLUMN authorizations BLOB;",
     ),
+    # v6, the "bundles" step: the bundles table (broadcaster_sendBundle membership, DESIGN.md 5a);
+    # SCHEMA has created it (IF NOT EXISTS) when this runs, so only the version moves.
+    "5": ("6", ""),
 }
 """``version -> (next version, SQL)``: applied in order on open, each in one transaction."""
 
@@ -297,6 +310,7 @@ INSERT_TRANSITION_BARE = (
     "INSERT INTO transitions (record_id, old, new, reason, at) VALUES (?, ?, ?, ?, ?)"
 )
 RELEASE = "UPDATE records SET released = 1, updated_at = ? WHERE id = ?"
+INSERT_BUNDLE = "INSERT OR IGNORE INTO bundles (id, spec, opened_at) VALUES (?, ?, ?)"
 
 Statement = tuple[str, tuple[object, ...]]
 Rows = list[tuple[object, ...]]
@@ -386,6 +400,8 @@ def statements(entry: Entry) -> Iterator[Statement]:
         )  # fmt: skip
     elif isinstance(entry, SlotReleased):
         yield (RELEASE, (entry.at, entry.intent_id))
+    elif isinstance(entry, BundleOpened):
+        yield (INSERT_BUNDLE, (entry.bundle_id, entry.spec, entry.at))
     else:  # pragma: no cover - the Entry union is closed
         raise TypeError(f"not a journal entry: {entry!r}")
 
@@ -412,6 +428,7 @@ def batch_statements(entries: Iterable[Entry]) -> list[tuple[str, Rows]]:
     released_last: set[str] = set()  # released after its last change: RELEASE runs after it
     attempts: Rows = []
     transitions: list[tuple[str, Rows]] = []
+    bundles: Rows = []
     run_sql = ""
     run: Rows = []
     for entry in entries:
@@ -449,10 +466,14 @@ def batch_statements(entries: Iterable[Entry]) -> list[tuple[str, Rows]]:
             rid = entry.intent_id
             released[rid] = entry.at
             released_last.add(rid)
+        elif type(entry) is BundleOpened:
+            bundles.append((entry.bundle_id, entry.spec, entry.at))
         else:  # pragma: no cover - the Entry union is closed
             raise TypeError(f"not a journal entry: {entry!r}")
 
     out: list[tuple[str, Rows]] = []
+    if bundles:  # its own table: independent of every other row
+        out.append((INSERT_BUNDLE, bundles))
     run_sql = ""
     for o in opened:
         i = o.intent
@@ -612,6 +633,12 @@ def read_records(
     return out
 
 
+def read_bundles(conn: Connection, dialect: Dialect = SQLITE) -> list[tuple[str, bytes]]:
+    """Every journaled bundle as ``(id, spec)``, oldest first (an older journal: none)."""
+    rows = conn.execute(dialect.sql("SELECT id, spec FROM bundles ORDER BY opened_at, id"))
+    return [(row[0], bytes(row[1])) for row in rows]
+
+
 __all__ = [
     "LEASE",
     "MIGRATIONS",
@@ -624,6 +651,7 @@ __all__ = [
     "Statement",
     "Table",
     "batch_statements",
+    "read_bundles",
     "read_records",
     "statements",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "checksum_address",
     "idempotency_conflict",
     "intent_json",
+    "new_intent_id",
     "parse_address",
     "parse_intent",
     "parse_private",
@@ -181,7 +182,7 @@ def parse_access_list(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(entries)
 
 
-def _new_intent_id() -> str:
+def new_intent_id() -> str:
     """32 hex digits: the time in µs (14 digits), then 72 random bits.
 
     Time-ordered like UUIDv7, so journal rows keyed by id land next to each other in SQLite's
@@ -284,7 +285,7 @@ def parse_intent(
         raise ParamError("maxFeePerBlobGas", "only a blob (type 3) intent takes it")
     try:
         return Intent(
-            id=intent_id or _new_intent_id(),
+            id=intent_id or new_intent_id(),
             sender=sender,
             to=to,
             value=value,

@@ -297,6 +297,11 @@ class TxManager:
             await self.journal.flush()
             raise
 
+    def open_bundle(self, bundle_id: str, spec: bytes) -> None:
+        """Journal a ``broadcaster_sendBundle`` bundle (before its members' :meth:`admit`: the
+        first member's :meth:`complete` flushes it with that member)."""
+        self.book.open_bundle(bundle_id, spec, now=self._clock())
+
     async def complete(self, record: TxRecord, recv_ns: int | None = None) -> None:
         """The second half of :meth:`submit`: journal flush, then sign and send.
 

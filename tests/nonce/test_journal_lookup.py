@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nonce import AuthItem, BlockRef, Intent, TxState
-from nonce.backends import Target, load, lookup, open_book
+from nonce.backends import Target, load, load_bundles, lookup, open_book
 from nonce.schema import SCHEMA_VERSION
 
 ALICE = "0x" + "aa" * 20
@@ -123,6 +123,62 @@ def test_a_v3_journal_gains_is_private_on_both_backends(store: Target) -> None:
     journal2.close()
     assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
     assert {r.intent.id: r.intent.private for r in load(store)} == {"old": False, "new": True}
+
+
+def test_bundles_survive_a_restart_on_both_backends(store: Target) -> None:
+    """``BundleOpened`` (broadcaster_sendBundle) lands in the ``bundles`` table with the
+    members' records, in the same batch; ``load_bundles`` reads them back oldest first."""
+    book, journal = open_book(store)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.open_bundle("bundle-1", b'{"slots": []}', now=1.0)
+    book.accept(_intent("member", 0, private=True), now=1.0)
+    book.open_bundle("bundle-2", b"\x00spec", now=2.0)
+    book.open_bundle("bundle-1", b"again", now=3.0)  # a retried batch: the first row stays
+    journal.close()
+    assert load_bundles(store) == [("bundle-1", b'{"slots": []}'), ("bundle-2", b"\x00spec")]
+    assert [r.intent.id for r in load(store)] == ["member"]
+
+
+def test_a_v5_journal_gains_the_bundles_table_on_both_backends(store: Target) -> None:
+    """Migration step "5" -> "6" ("bundles"): a journal written before it has no bundles
+    table; opening it creates the table and moves the version, its records untouched."""
+    from nonce.backends import is_postgres
+    from tests.nonce.conftest import query
+
+    book, journal = open_book(store)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(_intent("old", 0, private=True), now=1.0)
+    journal.close()
+    _run(
+        store,
+        is_postgres(store),
+        "DROP TABLE bundles",
+        "UPDATE meta SET value = '5' WHERE key = 'schema'",
+    )
+    assert load_bundles(store) == [] or is_postgres(store)  # (PostgreSQL: the reader migrates)
+    book2, journal2 = open_book(store)
+    book2.open_bundle("bundle-new", b"{}", now=2.0)
+    journal2.close()
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
+    assert load_bundles(store) == [("bundle-new", b"{}")]
+    assert [r.intent.id for r in load(store)] == ["old"]
+
+
+def _run(store: Target, postgres: bool, *sqls: str) -> None:
+    if postgres:
+        import psycopg
+
+        assert isinstance(store, str)
+        with psycopg.connect(store) as conn:
+            for sql in sqls:
+                conn.execute(sql)
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(store, isolation_level=None)
+    for sql in sqls:
+        conn.execute(sql)
+    conn.close()
 
 
 _TYPED_COLUMNS = ("max_fee_per_blob_gas", "blobs", "authorizations")  # v5, the "types" step

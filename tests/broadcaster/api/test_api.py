@@ -936,7 +936,7 @@ async def test_one_connection_pipelines_intents_and_keeps_their_nonces_in_sendin
 
 
 async def test_intent_ids_are_32_hex_digits_unique_and_in_time_order() -> None:
-    # Time-ordered ids keep the journal's id-keyed rows together (see intents._new_intent_id).
+    # Time-ordered ids keep the journal's id-keyed rows together (see intents.new_intent_id).
     api = make_api()
     client = conn(api)
     ids = []
