@@ -120,6 +120,9 @@ class ChainTracker:
         self._clients: set[str] = set()
         # Announcements before this sequence number are from before the client's last disconnect.
         self._since: dict[str, int] = {}
+        # Each client's height before its latest step down or sideways, when its head there
+        # was no unconfirmed block of its own: climbing back to it is no run ahead (_suspect).
+        self._peak: dict[str, int] = {}
         self._seq = 0
 
     # -- queries --------------------------------------------------------------------------------
@@ -203,6 +206,8 @@ class ChainTracker:
             and (not self._since or current[1] >= self._since.get(client, 0))
         ):
             return []  # a duplicate changes nothing
+        if current is not None and head.number <= current[0].number:
+            self._stepped_down(client, current[0])
         blocks = self._blocks
         trust = self.trust
         if known is not None or head.hash in blocks:
@@ -753,6 +758,8 @@ class ChainTracker:
             return True
         if self._contested(client, head):
             return True
+        if head.number <= self._peak.get(client, -1):
+            return False  # back up to where it stood before its reorg: not running ahead
         since = self._since
         heads = self._heads
         near = head.number - _LEAD
@@ -769,6 +776,15 @@ class ChainTracker:
                     return False  # the usual case, found at once: someone is close
                 behind = True
         return behind
+
+    def _stepped_down(self, client: str, head: Head) -> None:
+        """``client`` leaves ``head`` for a block no higher (a reorg): remember the height, so
+        its climb back up to it, the re-mined branch arriving in one burst while the other
+        clients are still below, is no run ahead (:meth:`_suspect`). Only a head that is no
+        unconfirmed block of its own counts: a liar cannot extend its allowance by stepping down
+        from a forged height."""
+        if head.hash not in self.trust.origin and head.number > self._peak.get(client, -1):
+            self._peak[client] = head.number
 
     def _contested(self, client: str, head: Head) -> bool:
         """Has another connected client, since ``head``'s parent was first seen, announced a
