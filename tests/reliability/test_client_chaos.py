@@ -312,9 +312,11 @@ async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(
                 if not set(hashes) <= {b.hash for e in log.reorgs[start:] for b in e.old}
             ]
             height = int(await node.rpc("eth_blockNumber"), 16)
+            # From the first block the service followed (blocks mined while the clients first
+            # connected came before its anchor) up to anvil's head.
             chain = {
                 n: (await node.rpc("eth_getBlockByNumber", hex(n), False))["hash"]
-                for n in range(max(1, height - 60), height + 1)
+                for n in range(max(min(canon), height - 60), height + 1)
             }
             report(
                 "client-chaos",
