@@ -47,6 +47,7 @@ from typing import Any, Final, Literal
 from heads.anchor import reanchor_target, supporters
 from heads.events import DeepReorg, Event, Extension, Head, NeedAncestor, Rejected, Reorg
 from heads.parse import parse_head, structural_fault
+from heads.startup import StartupVotes
 from heads.trust import Trust
 
 __all__ = ["ChainTracker", "ForkChoice", "parse_head"]
@@ -123,6 +124,11 @@ class ChainTracker:
         # Each client's height before its latest step down or sideways, when its head there
         # was no unconfirmed block of its own: climbing back to it is no run ahead (_suspect).
         self._peak: dict[str, int] = {}
+        # Before the first tip, with two or more clients configured: announcements waiting for
+        # two clients to agree on a block (heads.startup); ``None`` once anchored.
+        self._startup: StartupVotes | None = (
+            StartupVotes(finality_depth + 1) if clients is not None and clients >= 2 else None
+        )
         self._seq = 0
 
     # -- queries --------------------------------------------------------------------------------
@@ -163,6 +169,7 @@ class ChainTracker:
             "held_announcements": len(self._held_announcements),
             "foreign": len(self._foreign),
             "unconfirmed": len(self.trust.origin),
+            "startup": len(self._startup) if self._startup is not None else 0,
         }
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -182,6 +189,8 @@ class ChainTracker:
         self._connected.discard(client)
         self._foreign_heads.pop(client, None)
         self._since[client] = self._seq + 1
+        if self._startup is not None:
+            self._startup.forget(client)
         return []
 
     def on_head(self, client: str, header: Mapping[str, Any]) -> list[Event]:
@@ -228,6 +237,13 @@ class ChainTracker:
             events += self._choose_tip(client, self._regressed(client, current, head))
             return events
         if self._tip is None:  # the first accepted head anchors the chain
+            startup = self._startup
+            if startup is not None and len(self._connected) >= 2:
+                agreed = startup.add(client, head, header, seq)
+                if agreed is None:
+                    return []  # one voice while another client listens: wait for agreement
+                return self._anchor_agreed(client, head, seq, *agreed)
+            self._startup = None  # a lone connected client anchors on its own word
             return self._anchor(client, head, seq)
         tip = self._tip
         if head.parent_hash == tip.hash:
@@ -404,6 +420,21 @@ class ChainTracker:
             # Fill the window below the anchor (by hash, from this client), so a reorg right
             # after start-up finds its common ancestor instead of looking deep.
             events.append(NeedAncestor(client, head.parent_hash))
+        return events
+
+    def _anchor_agreed(
+        self, client: str, head: Head, seq: int, other: str, first_seq: int
+    ) -> list[Event]:
+        """Two clients agree on ``head``: anchor on it (first seen at ``other``'s announcement),
+        then replay, in arrival order, the waiting announcements above it (heads.startup)."""
+        startup = self._startup
+        assert startup is not None
+        self._startup = None
+        events = self._anchor(other, head, first_seq)
+        self._set_head(client, head, seq)
+        for announcer, header in startup.after(head):
+            if announcer in self._connected:
+                events += self.on_head(announcer, header)
         return events
 
     def _set_head(self, client: str, head: Head, seq: int) -> None:

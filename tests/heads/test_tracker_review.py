@@ -15,13 +15,13 @@ def moves(events: list[Event]) -> list[Event]:
 
 
 def test_two_honest_clients_re_anchor_off_a_liars_far_ahead_start_up_anchor() -> None:
-    """Three clients; the liar's orphan 1,000 ahead is the very first line (it anchors). The two
-    honest clients agree on the real chain: two voices re-anchor on it, although the liar's fake
+    """Three clients; the liar's orphan 1,000 ahead is the very first line while the liar is the
+    only client connected (a lone connected client anchors, heads.startup). The two honest
+    clients then agree on the real chain: two voices re-anchor on it, although the liar's fake
     head is higher, and the liar's fake chain never wins back (it has one voice)."""
     chain = sealed_chain(12, start=100)
     tracker = ChainTracker(finality_depth=8, clients=3)
-    for name in ("liar", "a", "b"):
-        tracker.on_connect(name)
+    tracker.on_connect("liar")
     fake = sealed_header(1100, "0x" + "ee" * 32, salt="fake")
     tracker.on_head("liar", fake)
     events: list[Event] = []
@@ -44,7 +44,8 @@ def test_two_honest_clients_re_anchor_off_a_liars_far_ahead_start_up_anchor() ->
 
 def test_one_liar_cannot_outvote_an_honest_anchor_with_three_clients() -> None:
     """The majority rule cuts both ways: the liar's far-ahead orphan, and a lower one, stay
-    one voice against the honest anchor even when a third client is silent."""
+    one voice against the honest anchor even when a third client is silent (``b`` agrees on
+    the first block, the anchor, and says nothing after it)."""
     chain = sealed_chain(6, start=100)
     tracker = ChainTracker(finality_depth=8, clients=3)
     for name in ("liar", "a", "b"):
@@ -52,6 +53,8 @@ def test_one_liar_cannot_outvote_an_honest_anchor_with_three_clients() -> None:
     events: list[Event] = []
     for i, header in enumerate(chain):
         events += tracker.on_head("a", header)
+        if i == 0:
+            events += tracker.on_head("b", header)
         events += tracker.on_head("liar", sealed_header(2000 + i, f"0x{i + 1:064x}", salt="x"))
         events += tracker.on_head("liar", sealed_header(50 + i, f"0x{i + 7:064x}", salt="y"))
     assert [e for e in events if isinstance(e, DeepReorg)] == []
@@ -133,6 +136,9 @@ def test_a_late_copy_of_the_abandoned_tip_above_the_new_branch_does_not_flip_bac
     events: list[Event] = []
     for label in ["g", *old]:
         events += tracker.on_head("a", tree[label])
+        if label == "g":  # two clients agree on the anchor (heads.startup); b then drops out
+            events += tracker.on_head("b", tree[label])
+            tracker.on_disconnect("b")
     tracker.on_disconnect("a")
     tracker.on_disconnect("b")
     events += tracker.on_head("c", tree[old[-1]])

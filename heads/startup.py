@@ -1,0 +1,72 @@
+"""The first tip on more than one client's word (DESIGN.md §3, window; issue 12).
+
+With two or more clients configured, DESIGN.md §3 lets no single client re-anchor the chain;
+the start-up anchor is the same decision, so it needs the same support: while two or more
+clients are connected, the chain is anchored on the first block that two of them announce
+(same hash, number and parent). Until then their announcements wait here, bounded per client;
+once the anchor is chosen, the tracker replays the ones above it in arrival order. A lone
+connected client still anchors on its own word (a configured client that is down, or kept out
+for another chain id, is no voice, and a service with one reachable node must still run).
+
+Without this, a lying client whose far-ahead orphan was the very first line held the tip
+against the only other (honest) client for good: one voice against one, neither can re-anchor.
+
+Pure bookkeeping: the tracker asks it before its first tip and drops it after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from heads.events import Head
+
+__all__ = ["StartupVotes"]
+
+
+class StartupVotes:
+    """Announcements before the first tip: per client, newest last, at most ``per_client``."""
+
+    def __init__(self, per_client: int) -> None:
+        if per_client < 1:
+            raise ValueError(f"per_client must be >= 1, got {per_client}")
+        self.per_client = per_client
+        # client -> hash -> (block, header as received, announcement seq)
+        self._by_client: dict[str, dict[str, tuple[Head, Mapping[str, Any], int]]] = {}
+
+    def add(
+        self, client: str, head: Head, header: Mapping[str, Any], seq: int
+    ) -> tuple[str, int] | None:
+        """Record ``client``'s announcement; return ``(other client, its seq)`` when another
+        client announced the same block before (the two agree on it), else ``None``."""
+        key = (head.number, head.parent_hash)
+        for other, announced in self._by_client.items():
+            if other == client:
+                continue
+            entry = announced.get(head.hash)
+            if entry is not None and (entry[0].number, entry[0].parent_hash) == key:
+                return other, entry[2]
+        mine = self._by_client.setdefault(client, {})
+        mine.pop(head.hash, None)
+        mine[head.hash] = (head, header, seq)
+        if len(mine) > self.per_client:
+            del mine[next(iter(mine))]
+        return None
+
+    def forget(self, client: str) -> None:
+        """``client`` disconnected: what it announced is stale."""
+        self._by_client.pop(client, None)
+
+    def after(self, anchor: Head) -> list[tuple[str, Mapping[str, Any]]]:
+        """The waiting announcements above ``anchor``, in arrival order, as (client, header)."""
+        waiting = [
+            (seq, client, header)
+            for client, announced in self._by_client.items()
+            for block, header, seq in announced.values()
+            if block.number > anchor.number
+        ]
+        waiting.sort(key=lambda entry: entry[0])
+        return [(client, header) for _, client, header in waiting]
+
+    def __len__(self) -> int:
+        return sum(len(announced) for announced in self._by_client.values())
