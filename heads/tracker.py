@@ -46,6 +46,7 @@ from typing import Any, Final, Literal
 
 from heads.anchor import reanchor_target, supporters
 from heads.events import DeepReorg, Event, Extension, Head, NeedAncestor, Rejected, Reorg
+from heads.header import HeaderError, verify_header_hash
 from heads.parse import parse_head, structural_fault
 from heads.startup import StartupVotes
 from heads.trust import Trust
@@ -124,6 +125,9 @@ class ChainTracker:
         # Each client's height before its latest step down or sideways, when its head there
         # was no unconfirmed block of its own: climbing back to it is no run ahead (_suspect).
         self._peak: dict[str, int] = {}
+        # Bare backfill replies waiting for a second client's agreement: hash -> client ->
+        # (number, parent) (``_vouches``); bounded like the held set.
+        self._bare_claims: dict[str, dict[str, tuple[int, str]]] = {}
         # Before the first tip, with two or more clients configured: announcements waiting for
         # two clients to agree on a block (heads.startup); ``None`` once anchored.
         self._startup: StartupVotes | None = (
@@ -170,6 +174,7 @@ class ChainTracker:
             "foreign": len(self._foreign),
             "unconfirmed": len(self.trust.origin),
             "startup": len(self._startup) if self._startup is not None else 0,
+            "bare_claims": len(self._bare_claims),
         }
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -340,6 +345,8 @@ class ChainTracker:
         wanted = block.hash in self._held_by_parent or block.hash in self._root_parents
         if not wanted or self._tip is None:
             return []
+        if self.verify and not self._vouches(client, block, header):
+            return []  # a bare header wiring another client's held blocks: not on its word
         self._seq += 1
         seq = self._seq
         parent = self._blocks.get(block.parent_hash)
@@ -364,6 +371,44 @@ class ChainTracker:
         if block.hash not in self._held:
             return events
         return events + self._request_or_give_up(client, block)
+
+    def _vouches(self, client: str, block: Head, header: Mapping[str, Any]) -> bool:
+        """May ``client``'s backfilled ``block`` connect what waits on it?
+
+        A header with every field of its fork is verified (its hash commits to its parent). A
+        bare one (``number``/``hash``/``parentHash`` only) can claim any parent: on one client's
+        word it may only wire blocks that client itself brought or announced. Otherwise a liar
+        that announces a block on the same missing parent (so it is asked for it too) would
+        rewire an honest client's held head onto a branch of its choice, and the genuine parent
+        would then be refused as a conflict. A bare block some other client's held block waits
+        on connects once a second client's reply agrees with it (same number and parent): two
+        honest clients on sibling heads do so at once; one liar's claim never does.
+        """
+        waiting = self._held_by_parent.get(block.hash)
+        if not waiting:
+            return True
+        try:
+            if len(header) > 3 and verify_header_hash(header, block.hash) is True:
+                return True
+        except HeaderError:
+            return False
+        owners = self._held_owner
+        announcements = self._held_announcements
+        if all(
+            owners.get(child) == client
+            or any(announcer == client for announcer, _ in announcements.get(child, ()))
+            for child in waiting
+        ):
+            return True
+        claims = self._bare_claims.pop(block.hash, {})
+        claims[client] = (block.number, block.parent_hash)
+        claim = claims[client]
+        if sum(1 for other in claims.values() if other == claim) >= 2:
+            return True
+        self._bare_claims[block.hash] = claims
+        if len(self._bare_claims) > _HELD_PER_WINDOW_BLOCK * (self.finality_depth + 1):
+            del self._bare_claims[next(iter(self._bare_claims))]  # the oldest claim goes
+        return False
 
     def on_missing(self, client: str, block_hash: str) -> list[Event]:
         """``client`` answered ``null`` for an ancestor we asked for: drop what waited on it.
