@@ -5,8 +5,9 @@ the start-up anchor is the same decision, so it needs the same support: while tw
 clients are connected, the chain is anchored on the first block that two of them announce
 (same hash, number and parent). Until then their announcements wait here, bounded per client;
 once the anchor is chosen, the tracker replays the ones above it in arrival order. A lone
-connected client still anchors on its own word (a configured client that is down, or kept out
-for another chain id, is no voice, and a service with one reachable node must still run).
+voice still anchors on its own word: a configured client that is down, or kept out for another
+chain id, is no voice, nor is a connected one whose every line so far was refused (a broken or
+clumsy liar: bad hashes), and a service with one reachable honest node must still run.
 
 Without this, a lying client whose far-ahead orphan was the very first line held the tip
 against the only other (honest) client for good: one voice against one, neither can re-anchor.
@@ -33,6 +34,7 @@ class StartupVotes:
         self.per_client = per_client
         # client -> hash -> (block, header as received, announcement seq)
         self._by_client: dict[str, dict[str, tuple[Head, Mapping[str, Any], int]]] = {}
+        self._refused_only: set[str] = set()  # connected clients whose every line was refused
 
     def add(
         self, client: str, head: Head, header: Mapping[str, Any], seq: int
@@ -46,6 +48,7 @@ class StartupVotes:
             entry = announced.get(head.hash)
             if entry is not None and (entry[0].number, entry[0].parent_hash) == key:
                 return other, entry[2]
+        self._refused_only.discard(client)
         mine = self._by_client.setdefault(client, {})
         mine.pop(head.hash, None)
         mine[head.hash] = (head, header, seq)
@@ -53,9 +56,20 @@ class StartupVotes:
             del mine[next(iter(mine))]
         return None
 
+    def refused(self, client: str) -> None:
+        """A line of ``client``'s was refused (``Rejected``)."""
+        if client not in self._by_client:
+            self._refused_only.add(client)
+
+    def voice(self, client: str) -> bool:
+        """Does connected ``client`` count as a voice the first tip must wait for? Yes unless
+        every line it sent so far was refused."""
+        return client in self._by_client or client not in self._refused_only
+
     def forget(self, client: str) -> None:
         """``client`` disconnected: what it announced is stale."""
         self._by_client.pop(client, None)
+        self._refused_only.discard(client)
 
     def after(self, anchor: Head) -> list[tuple[str, Mapping[str, Any]]]:
         """The waiting announcements above ``anchor``, in arrival order, as (client, header)."""

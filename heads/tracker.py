@@ -206,6 +206,8 @@ class ChainTracker:
         if known is None:
             parsed = parse_head(client, header, self.verify)
             if type(parsed) is Rejected:
+                if self._startup is not None:
+                    self._startup.refused(client)
                 return [parsed]
             assert type(parsed) is Head
             head = parsed
@@ -243,12 +245,14 @@ class ChainTracker:
             return events
         if self._tip is None:  # the first accepted head anchors the chain
             startup = self._startup
-            if startup is not None and len(self._connected) >= 2:
+            if startup is not None and any(
+                other != client and startup.voice(other) for other in self._connected
+            ):
                 agreed = startup.add(client, head, header, seq)
                 if agreed is None:
                     return []  # one voice while another client listens: wait for agreement
                 return self._anchor_agreed(client, head, seq, *agreed)
-            self._startup = None  # a lone connected client anchors on its own word
+            self._startup = None  # a lone voice anchors on its own word
             return self._anchor(client, head, seq)
         tip = self._tip
         if head.parent_hash == tip.hash:

@@ -139,3 +139,16 @@ def test_startup_votes_are_bounded_per_client() -> None:
     assert len(votes) == 3
     with pytest.raises(ValueError, match="per_client"):
         StartupVotes(per_client=0)
+
+
+def test_a_connected_client_whose_every_line_was_refused_is_no_voice() -> None:
+    """The broken liar of ``test_rpc_faults`` (bad hashes on every header it sends first):
+    refused lines are no vote, so the honest client anchors alone, as before."""
+    chain = sealed_chain(3)
+    tracker = ChainTracker(clients=2)
+    tracker.on_connect("honest")
+    tracker.on_connect("liar")
+    lie = dict(chain[0], timestamp="0x1")  # the hash no longer matches
+    assert [e.reason for e in tracker.on_head("liar", lie)] == ["hash_mismatch"]  # type: ignore[union-attr]
+    (ext,) = moves(tracker.on_head("honest", chain[0]))
+    assert isinstance(ext, Extension) and tracker.tip is not None

@@ -150,3 +150,33 @@ def test_a_liar_stepping_down_from_its_forged_race_gains_no_allowance() -> None:
     assert max(e.tip.number for e in moves(events)) <= 9 + 4 + 1
     (ext,) = moves(tracker.on_head("honest", sealed_header(10, chain[-1]["hash"])))
     assert isinstance(ext, Extension) and tracker.tip.number == 10
+
+
+def test_a_confirmed_reorg_forgives_the_clients_older_unconfirmed_reorg_blocks() -> None:
+    """The client-chaos suite's other false alarm (seed 10070258, 200 rounds: 12 honest
+    quarantines): while its peer was silent, ``x`` announced a reorg (8') that the next reorg
+    replaced before any peer saw it, so 8' is never confirmed. Once the peer confirms ``x``'s
+    later reorg block, the older one stops counting: the reorg after that quarantines nobody.
+    (It used to stay one self-fork short of quarantine for a whole window.)"""
+    tree = Tree()
+    old = tree.chain("o", "g", 10)
+    tree.chain("p", old[6], 3)  # 8'..10' on block 7: x's first reorg, never seen by y
+    second = tree.chain("q", old[6], 4)  # 8''..11'': the reorg that replaced it
+    third = tree.chain("r", second[1], 3)  # 10'''..12''': the next reorg
+    tracker = ChainTracker(clients=2)
+    for label in ["g", *old]:
+        tracker.on_head("x", tree[label])
+        tracker.on_head("y", tree[label])
+    events: list[Event] = []
+    for label in ("p1", "p2", "p3", *second):  # y is silent meanwhile
+        events += tracker.on_head("x", tree[label])
+    for label in second:
+        events += tracker.on_head("y", tree[label])
+    assert tracker.trust.unconfirmed.get("x") == 0
+    for label in third:
+        events += tracker.on_head("x", tree[label])
+    assert "x" not in tracker.trust.quarantined
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash(third[-1])
+    for label in third:
+        events += tracker.on_head("y", tree[label])
+    assert [e.active for e in events if isinstance(e, Quarantine)] in ([], [True, False])
