@@ -838,8 +838,6 @@ class ChainTracker:
             return True
         if self._contested(client, head):
             return True
-        if head.number <= self._peak.get(client, -1):
-            return False  # back up to where it stood before its reorg: not running ahead
         since = self._since
         heads = self._heads
         near = head.number - _LEAD
@@ -855,7 +853,23 @@ class ChainTracker:
                 if entry[0].number >= near:
                     return False  # the usual case, found at once: someone is close
                 behind = True
-        return behind
+        return behind and not self._replaces(client, head)
+
+    def _replaces(self, client: str, head: Head) -> bool:
+        """Does ``head`` re-cover a height the chain already held: back up to where ``client``
+        stood before its own reorg, or to a height where the store holds a block of another
+        branch that is no unconfirmed one? Then it is no run ahead: anvil announces a reorg's
+        re-mined branch in one burst, and the client that delivers it (the one that reorged,
+        or one just reconnected) is for a moment far above peers still on the old branch
+        (client-chaos seeds 10070258 and 155200544). A forged race above the honest tip has
+        no such height beyond the lead it was allowed to begin with."""
+        if head.number <= self._peak.get(client, -1):
+            return True
+        origin = self.trust.origin
+        return any(
+            block_hash != head.hash and block_hash not in origin
+            for block_hash in self._by_number.get(head.number, ())
+        )
 
     def _stepped_down(self, client: str, head: Head) -> None:
         """``client`` leaves ``head`` for a block no higher (a reorg): remember the height, so

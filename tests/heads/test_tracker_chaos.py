@@ -180,3 +180,34 @@ def test_a_confirmed_reorg_forgives_the_clients_older_unconfirmed_reorg_blocks()
     for label in third:
         events += tracker.on_head("y", tree[label])
     assert [e.active for e in events if isinstance(e, Quarantine)] in ([], [True, False])
+
+
+def test_a_just_reconnected_client_delivering_the_burst_is_no_run_ahead() -> None:
+    """The same burst from a client that did not reorg itself (seed 155200544, 200 rounds, 201
+    for 200): ``a`` was cut on the old chain at 10; ``b`` follows it to 20, reorgs to 12'; ``a``
+    comes back and delivers 12'..20' while ``b`` is at 13'. ``a`` never stood at 20, but the
+    chain did: heights where the store holds a confirmed-or-never-suspect block of another
+    branch are no run ahead. One reorg, no quarantine, no fall back."""
+    tree = Tree()
+    old = tree.chain("o", "g", 20)
+    new = tree.chain("n", old[10], 9)  # 12'..20' on block 11
+    tracker = ChainTracker(clients=2)
+    events: list[Event] = []
+    for label in ["g", *old[:10]]:
+        events += tracker.on_head("a", tree[label])
+        events += tracker.on_head("b", tree[label])
+    tracker.on_disconnect("a")
+    for label in old[10:]:
+        events += tracker.on_head("b", tree[label])
+    events += tracker.on_head("b", tree[new[0]])
+    events += tracker.on_head("b", tree[new[1]])
+    tracker.on_connect("a")
+    for label in new:
+        events += tracker.on_head("a", tree[label])
+        if label not in new[:2]:  # b already announced 12' and 13'
+            assert tracker.tip is not None and tracker.tip.hash == tree.hash(label)
+    for label in new[2:]:
+        events += tracker.on_head("b", tree[label])
+    assert [e for e in events if isinstance(e, Quarantine)] == []
+    (reorg,) = [e for e in events if isinstance(e, Reorg)]
+    assert reorg.depth == 9 and reorg.ancestor.hash == tree.hash(old[10])
