@@ -248,7 +248,7 @@ class ChainTracker:
             if startup is not None and any(
                 other != client and startup.voice(other) for other in self._connected
             ):
-                agreed = startup.add(client, head, header, seq)
+                agreed = startup.add(client, head, seq)
                 if agreed is None:
                     return []  # one voice while another client listens: wait for agreement
                 return self._anchor_agreed(client, head, seq, *agreed)
@@ -474,16 +474,23 @@ class ChainTracker:
     def _anchor_agreed(
         self, client: str, head: Head, seq: int, other: str, first_seq: int
     ) -> list[Event]:
-        """Two clients agree on ``head``: anchor on it (first seen at ``other``'s announcement),
-        then replay, in arrival order, the waiting announcements above it (heads.startup)."""
+        """Two clients agree on ``head``: anchor on it (first seen at ``other``'s announcement).
+
+        What waited above it is dropped, not replayed: one client's run of announcements ahead
+        of the other's is one voice (replayed, an honest client's start-up burst counted as a
+        run ahead, was quarantined and the tip fell back: client-chaos seed 1065625295). A
+        client that had announced past the anchor counts as just reconnected: its head is stale
+        (no candidate, no peer to run ahead of) until it announces again, connected through
+        backfill if need be (heads.startup).
+        """
         startup = self._startup
         assert startup is not None
         self._startup = None
         events = self._anchor(other, head, first_seq)
         self._set_head(client, head, seq)
-        for announcer, header in startup.after(head):
-            if announcer in self._connected:
-                events += self.on_head(announcer, header)
+        latest = startup.latest(other)
+        if latest is not None and latest.hash != head.hash:
+            self._since[other] = self._seq + 1
         return events
 
     def _set_head(self, client: str, head: Head, seq: int) -> None:
