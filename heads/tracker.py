@@ -358,7 +358,10 @@ class ChainTracker:
             fault = structural_fault(client, block, parent)
             if fault is not None:
                 return [fault]
+            suspicion: list[Event] = []
+            self._judge_backfill(client, block, suspicion)
             connected, events = self._connect(block, seq)
+            events = suspicion + events
             events += self._recompute_after_backfill(client, connected)
             return events
         if block.hash in self._root_parents and block.number >= self._window_low():
@@ -374,7 +377,16 @@ class ChainTracker:
         events = self._hold(client, block, seq)
         if block.hash not in self._held:
             return events
+        self._judge_backfill(client, block, events)
         return events + self._request_or_give_up(client, block)
+
+    def _judge_backfill(self, client: str, block: Head, events: list[Event]) -> None:
+        """A backfilled block is suspect like an announced one when it runs ahead of every
+        other connected client: otherwise a liar announces one forged block far ahead (one
+        unconfirmed block, below the quarantine threshold) and serves its forged ancestors
+        down to the honest tip by hash, and the whole forged chain connects and wins."""
+        if self._runs_ahead(client, block):
+            self.trust.originate(client, block, events)
 
     def _vouches(self, client: str, block: Head, header: Mapping[str, Any]) -> bool:
         """May ``client``'s backfilled ``block`` connect what waits on it?
@@ -845,6 +857,15 @@ class ChainTracker:
             return True
         if self._contested(client, head):
             return True
+        return self._runs_ahead(client, head)
+
+    def _runs_ahead(self, client: str, head: Head) -> bool:
+        """Is ``head`` more than ``_LEAD`` blocks above every other connected client's live
+        head (and no re-covered height, :meth:`_replaces`)? Asked of announcements and of
+        backfilled blocks alike: a liar's one far-ahead announcement whose forged ancestors
+        it serves by hash down to the tip is a run ahead block by block (:meth:`on_block`)."""
+        if len(self._connected) < 2:
+            return False
         since = self._since
         heads = self._heads
         near = head.number - _LEAD

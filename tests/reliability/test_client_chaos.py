@@ -248,7 +248,16 @@ async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(
             def c_replaced() -> bool:
                 return {s.name: s.watchdog_expiries for s in hub.status()}["c"] > expiries
 
+            # Bounded: a watchdog that never replaces c fails the test, it never hangs CI (a
+            # seed once looped here for 11 minutes; pytest-timeout's signal did not fire).
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + 20 * WATCHDOG
             while not c_replaced():
+                if loop.time() > give_up:
+                    raise AssertionError(
+                        f"the watchdog did not replace the stalled client c within "
+                        f"{20 * WATCHDOG} s; {hub.status()}"
+                    )
                 before = connects()
                 await node.rpc("evm_mine")
                 await delivered(before)

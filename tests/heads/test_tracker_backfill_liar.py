@@ -1,0 +1,80 @@
+"""Adversarial review, round 2 (issue 12): a liar's forged chain delivered through backfill.
+
+A liar announces one block far ahead of the honest tip and, asked for its missing parent,
+serves self-consistent (hash-verified) forged ancestors down to the honest tip. Its one
+announcement alone is below the quarantine threshold; the backfilled blocks must count too,
+or the tip jumps onto the forged chain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from heads.events import Event, NeedAncestor
+from heads.tracker import ChainTracker
+from tests.heads.chain import sealed_chain, sealed_header
+
+
+def forged_above(parent: str, start: int, count: int) -> list[dict[str, Any]]:
+    chain = []
+    for number in range(start, start + count):
+        header = sealed_header(number, parent, salt="forged")
+        chain.append(header)
+        parent = header["hash"]
+    return chain
+
+
+def serve_backfill(
+    tracker: ChainTracker, client: str, events: list[Event], by_hash: dict[str, dict[str, Any]]
+) -> list[Event]:
+    """Answer every ``NeedAncestor`` addressed to ``client`` from ``by_hash``, as a node would."""
+    out: list[Event] = list(events)
+    pending = [e for e in events if isinstance(e, NeedAncestor) and e.client == client]
+    while pending:
+        ask = pending.pop()
+        header = by_hash.get(ask.hash)
+        if header is None:
+            continue
+        got = tracker.on_block(client, header)
+        out += got
+        pending += [e for e in got if isinstance(e, NeedAncestor) and e.client == client]
+    return out
+
+
+def test_a_far_ahead_announcement_backfilled_with_forged_ancestors_does_not_move_the_tip() -> None:
+    chain = sealed_chain(10, start=100)
+    tracker = ChainTracker(finality_depth=64, clients=2)
+    for header in chain:
+        tracker.on_head("honest", header)
+        tracker.on_head("liar", header)
+    tip = chain[-1]
+    assert tracker.tip is not None and tracker.tip.hash == tip["hash"]
+    forged = forged_above(tip["hash"], 110, 40)  # 110..149 on the honest tip
+    by_hash = {h["hash"]: h for h in forged}
+    events = serve_backfill(tracker, "liar", tracker.on_head("liar", forged[-1]), by_hash)
+    assert tracker.tip is not None and tracker.tip.hash == tip["hash"], tracker.tip
+    assert "liar" in tracker.trust.quarantined
+    # The honest chain goes on and is followed; a real reorg is still seen.
+    parent = tip["hash"]
+    for number in (110, 111):
+        header = sealed_header(number, parent, salt="honest")
+        events += tracker.on_head("honest", header)
+        parent = header["hash"]
+    assert tracker.tip is not None and tracker.tip.hash == parent
+
+
+def test_an_honest_client_backfilling_a_short_gap_is_not_quarantined() -> None:
+    """The counter-property: a client that missed two blocks (a reconnect) and backfills them
+    while its peer is as high is no run ahead."""
+    chain = sealed_chain(14, start=100)
+    tracker = ChainTracker(finality_depth=64, clients=2)
+    for header in chain[:10]:
+        tracker.on_head("a", header)
+        tracker.on_head("b", header)
+    for header in chain[10:13]:
+        tracker.on_head("a", header)
+    tracker.on_disconnect("b")
+    by_hash = {h["hash"]: h for h in chain}
+    events = serve_backfill(tracker, "b", tracker.on_head("b", chain[13]), by_hash)
+    assert tracker.trust.quarantined == set()
+    assert tracker.tip is not None and tracker.tip.hash == chain[13]["hash"], events
