@@ -878,6 +878,8 @@ class ChainTracker:
                     continue
                 if entry[0].number < low:
                     continue
+                if other in self.trust.quarantined:
+                    continue  # a quarantined liar idling low is no peer to run ahead of
                 if entry[0].number >= near:
                     return False  # the usual case, found at once: someone is close
                 behind = True
@@ -928,6 +930,11 @@ class ChainTracker:
                 or other_head.hash == head.parent_hash
                 or other not in self._connected
                 or (since and seq < since.get(other, 0))
+                # a suspect's word contests nothing: a liar on a branch of its own would
+                # otherwise get the honest client quarantined too, and with every client
+                # quarantined all heads are candidates again (its forged height wins)
+                or other in self.trust.quarantined
+                or other_head.hash in self.trust.origin
             ):
                 continue
             a: Head | None = other_head

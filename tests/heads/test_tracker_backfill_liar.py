@@ -78,3 +78,70 @@ def test_an_honest_client_backfilling_a_short_gap_is_not_quarantined() -> None:
     events = serve_backfill(tracker, "b", tracker.on_head("b", chain[13]), by_hash)
     assert tracker.trust.quarantined == set()
     assert tracker.tip is not None and tracker.tip.hash == chain[13]["hash"], events
+
+
+def liar_fuzz(seed: int, steps: int = 120) -> None:
+    """One honest client, one liar picking at random among: a sibling of its own head (a fake
+    reorg, which sets its ``_peak``), a forged child, a forged block far ahead backfilled with
+    forged ancestors, a reconnect, a copy of the honest head. The tip never runs more than
+    the lead allowance above the honest head, and once the liar stops, a few honest blocks
+    put the tip back on the honest chain."""
+    import random
+
+    rng = random.Random(seed)
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    honest = sealed_chain(3, start=100)
+    for header in honest:
+        tracker.on_head("honest", header)
+        tracker.on_head("liar", header)
+    liar_head = honest[-1]
+    forged: dict[str, dict[str, Any]] = {}
+
+    def grow_honest() -> None:
+        header = sealed_header(int(honest[-1]["number"], 16) + 1, honest[-1]["hash"], salt="h")
+        honest.append(header)
+        tracker.on_head("honest", header)
+
+    for n in range(1, steps + 1):
+        action = rng.choice(["sibling", "child", "jump", "reconnect", "copy", "honest"])
+        number = int(liar_head["number"], 16)
+        if action == "sibling":
+            parent = forged.get(liar_head["parentHash"]) or next(
+                (h for h in honest if h["hash"] == liar_head["parentHash"]), None
+            )
+            if parent is not None:
+                liar_head = sealed_header(number, parent["hash"], salt=f"s{n}")
+                forged[liar_head["hash"]] = liar_head
+                tracker.on_head("liar", liar_head)
+        elif action == "child":
+            liar_head = sealed_header(number + 1, liar_head["hash"], salt=f"c{n}")
+            forged[liar_head["hash"]] = liar_head
+            tracker.on_head("liar", liar_head)
+        elif action == "jump":
+            chain = [liar_head]
+            for k in range(rng.randint(2, 20)):
+                chain.append(sealed_header(number + 1 + k, chain[-1]["hash"], salt=f"j{n}"))
+            for header in chain[1:]:
+                forged[header["hash"]] = header
+            liar_head = chain[-1]
+            serve_backfill(tracker, "liar", tracker.on_head("liar", liar_head), forged)
+        elif action == "reconnect":
+            tracker.on_disconnect("liar")
+            tracker.on_connect("liar")
+        elif action == "copy":
+            liar_head = honest[-1]
+            tracker.on_head("liar", liar_head)
+        else:
+            grow_honest()
+        tip = tracker.tip
+        assert tip is not None
+        top = int(honest[-1]["number"], 16)
+        assert tip.number <= top + 5, (seed, n, action, tip.number, top)
+    for _ in range(8):
+        grow_honest()
+    assert tracker.tip is not None and tracker.tip.hash == honest[-1]["hash"], seed
+
+
+def test_a_liar_mixing_fake_reorgs_races_and_backfills_never_runs_the_tip_ahead() -> None:
+    for seed in range(40):
+        liar_fuzz(seed)
