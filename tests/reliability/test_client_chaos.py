@@ -264,8 +264,40 @@ async def test_no_reorg_is_missed_or_double_counted_under_client_chaos(
                 await asyncio.sleep(0.1)  # the block pace while c is silent (not a wait)
             proxies["c"].restore()
 
+            async def stalls_noticed(states: dict[str, str]) -> None:
+                """A client just stalled is dropped by the watchdog before more blocks race
+                past it. Production's ratio (30 s watchdog, 12 s slots: a stalled peer is gone
+                before an honest one is 3 blocks ahead) compressed: blocks are mined here
+                back to back, and while the stalled socket is still the other connected
+                client, the pure core cannot tell the honest one running ahead of it from a
+                liar's race (docs/chain-tracking.md, Quarantine): it was quarantined, an extra
+                reorg (seed 202). Bounded by ``until``; blocks keep coming at half a watchdog
+                period so the other sessions stay alive."""
+                stalled = [n for n, p in proxies.items() if p.state == "stalled" != states[n]]
+                if not stalled:
+                    return
+                expiries = {s.name: s.watchdog_expiries for s in hub.status()}
+                pace = {"next": 0.0}
+
+                async def dropped() -> bool:
+                    now = asyncio.get_running_loop().time()
+                    if all(
+                        not s.connected or s.watchdog_expiries > expiries[s.name]
+                        for s in hub.status()
+                        if s.name in stalled
+                    ):
+                        return True
+                    if now >= pace["next"]:
+                        await node.rpc("evm_mine")
+                        pace["next"] = now + WATCHDOG / 2
+                    return False
+
+                await until(dropped, f"the watchdog dropping the stalled {stalled}")
+
             for _ in range(ROUNDS):
+                states = {n: p.state for n, p in proxies.items()}
                 chaos_step(rng, proxies, tally)
+                await stalls_noticed(states)
                 before = connects()
                 for _ in range(rng.randint(1, 3)):
                     await node.rpc("evm_mine")
