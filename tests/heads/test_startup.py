@@ -176,3 +176,28 @@ def test_a_connected_client_whose_every_line_was_refused_is_no_voice() -> None:
     assert [e.reason for e in tracker.on_head("liar", lie)] == ["hash_mismatch"]  # type: ignore[union-attr]
     (ext,) = moves(tracker.on_head("honest", chain[0]))
     assert isinstance(ext, Extension) and tracker.tip is not None
+
+
+def test_three_clients_a_liar_and_an_honest_one_wait_for_the_slow_honest_one() -> None:
+    """Start-up with three clients connected, one slow: the liar's forged lines and the honest
+    client's real ones never agree, so there is no tip (not the liar's) until the slow honest
+    client announces a block the first one did; then the real chain is followed and the
+    liar's forged chain, racing on, never becomes the tip."""
+    chain = sealed_chain(6, start=100)
+    tracker = ChainTracker(finality_depth=8, clients=3)
+    for name in ("liar", "a", "slow"):
+        tracker.on_connect(name)
+    fake = sealed_header(5000, "0x" + "ab" * 32, salt="fake")
+    tracker.on_head("liar", fake)
+    for header in chain[:3]:
+        tracker.on_head("a", header)
+        fake = sealed_header(int(fake["number"], 16) + 1, fake["hash"], salt="fake")
+        tracker.on_head("liar", fake)
+    assert tracker.tip is None
+    for header in chain[2:]:
+        tracker.on_head("slow", header)
+        fake = sealed_header(int(fake["number"], 16) + 1, fake["hash"], salt="fake")
+        tracker.on_head("liar", fake)
+    for header in chain[3:]:
+        tracker.on_head("a", header)
+    assert tracker.tip is not None and tracker.tip.hash == chain[-1]["hash"]
