@@ -182,3 +182,26 @@ def test_a_lone_fast_clients_reorg_does_not_roll_the_tip_back_to_a_slow_peers_st
         after += tracker.on_head("c", header)
     reorgs = [e for e in after if isinstance(e, Reorg)]
     assert len(reorgs) == 1 and tracker.tip is not None and tracker.tip.hash == sibling["hash"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (review, also on main): with two clients, a peer lagging more than the lead "
+    "behind (a liar announcing real blocks late, so the watchdog keeps it) gets the honest "
+    "client quarantined; the tip then follows the laggard and its forged branch from there "
+    "wins. A pure core without a clock cannot tell a laggard from a forged race ahead.",
+)
+def test_two_clients_a_lagging_liar_cannot_freeze_the_tip_and_then_fork_it() -> None:
+    chain = sealed_chain(20, start=100)
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    for header in chain[:5]:
+        tracker.on_head("honest", header)
+        tracker.on_head("liar", header)
+    for header in chain[5:15]:  # the liar stays at 104: a laggard
+        tracker.on_head("honest", header)
+    parent = chain[4]["hash"]
+    for number in range(105, 116):  # then forks from its low head, one block above the tip
+        forged = sealed_header(number, parent, salt="forged")
+        tracker.on_head("liar", forged)
+        parent = forged["hash"]
+    assert tracker.tip is not None and tracker.tip.hash == chain[14]["hash"]
