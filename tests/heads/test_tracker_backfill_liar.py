@@ -205,3 +205,27 @@ def test_two_clients_a_lagging_liar_cannot_freeze_the_tip_and_then_fork_it() -> 
         tracker.on_head("liar", forged)
         parent = forged["hash"]
     assert tracker.tip is not None and tracker.tip.hash == chain[14]["hash"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (review, also on main): one liar of three forks the chain 10 deep from an "
+    "old block and races to the honest height + 3 within one announcement burst: no block of "
+    "it is suspect (never more than the lead ahead; the honest clients announced nothing "
+    "since its parents were first seen), so the tip reorgs 10 deep on one client's word.",
+)
+def test_three_clients_one_liar_cannot_reorg_the_tip_deep_with_a_quick_forged_branch() -> None:
+    chain = sealed_chain(20, start=100)
+    tracker = ChainTracker(finality_depth=32, clients=3)
+    for header in chain[:5]:
+        for name in ("a", "b", "liar"):
+            tracker.on_head(name, header)
+    for header in chain[5:15]:
+        tracker.on_head("a", header)
+        tracker.on_head("b", header)
+    parent = chain[4]["hash"]
+    for number in range(105, 118):
+        forged = sealed_header(number, parent, salt="forged")
+        tracker.on_head("liar", forged)
+        parent = forged["hash"]
+    assert tracker.tip is not None and tracker.tip.hash == chain[14]["hash"]
