@@ -304,6 +304,23 @@ class TxRecord:
         return 2 if any(not a.is_noop for a in self.attempts) else 1
 
     @property
+    def authorization_exposed(self) -> bool:
+        """A noop, not the payload, was mined at ``n`` after the payload went out with the
+        self-sponsored EIP-7702 authorization the enclave signed for ``n + 1``: that signed
+        authorization is public and valid for as long as the account's nonce is ``n + 1``, and
+        anyone may put it in a type-4 tx of their own and delegate this account (a cancelled
+        or expired intent applied after all). ``n + 1`` must be consumed by a noop of ours at
+        once (``nonce.resync.held_top`` keeps it held, ``find_gaps`` reports it), never handed
+        to the next intent."""
+        return (
+            self.intent.tx_type == 4
+            and self.intent.nonce_span > 1
+            and self.span == 1
+            and self.included_hash is not None
+            and any(not a.is_noop for a in self.attempts)
+        )
+
+    @property
     def covers_nonce(self) -> bool:
         """Something of ours has consumed or will consume this nonce (no gap here).
 
