@@ -184,3 +184,51 @@ async def test_a_cancelled_delegations_public_authorization_cannot_be_applied_by
     got = await bot.get_intent(answer["id"])
     assert got["status"] == "cancelled", got
     await node.rpc("evm_setAutomine", True)
+
+
+async def test_a_reorg_that_swaps_the_cancels_noop_for_the_delegation_after_the_burn_went_out(
+    stack: DevStack, bot: BroadcasterClient
+) -> None:
+    """The noop won n and n + 1's burn is pooled; then a reorg puts the delegation itself at n
+    (its authorization consumes n + 1). The intent is told the truth (included: the cancel
+    lost the race), the burn at n + 1 is given up as taken by that authorization (no
+    transaction has that nonce, so it was never found and, in flight, held every later intent
+    of the delegated sender back), and the next intent is mined at n + 2."""
+    node = stack.node
+    manager = stack.service.manager
+    assert manager is not None
+    await node.rpc("evm_setAutomine", False)
+    start = await nonce_of(stack)
+    answer = await bot.request("broadcaster_sendIntent", _delegation(FIRST, 10 * GWEI))
+    payload = "0x" + manager.book.by_intent(answer["id"]).attempts[0].raw.hex()
+    await bot.cancel_intent(answer["id"])
+
+    async def noop_pooled(nonce: int) -> bool:
+        content = await node.rpc("txpool_content")
+        mine = next(
+            (v for k, v in content["pending"].items() if k.lower() == DEV_ADDRESS.lower()), {}
+        )
+        tx = mine.get(str(nonce))
+        return tx is not None and int(tx["value"], 16) == 0 and int(tx["type"], 16) == 2
+
+    await until(lambda: noop_pooled(start), "the cancel's noop pooled at n")
+    await node.rpc("evm_mine")
+    await until(lambda: noop_pooled(start + 1), "the burn of n + 1 pooled")
+    await node.rpc("anvil_reorg", 1, [[payload, 0]])  # the payload at n instead of the noop
+    assert await nonce_of(stack) == start + 2
+    await node.rpc("evm_setAutomine", True)
+    await until(lambda: included(bot, answer["id"]), "the delegation reported included")
+    burn = manager.book.get(DEV_ADDRESS.lower(), start + 1)
+    assert burn is not None and burn.intent.noop
+
+    async def burn_given_up() -> bool:
+        await node.rpc("evm_mine")
+        return burn.state.value == "failed"
+
+    await until(burn_given_up, "the burn given up as taken by the authorization")
+    assert answer["id"] in burn.state_reason, burn.state_reason
+    after = await bot.send_intent(to=RECIPIENT, value=1, gas=21_000, max_fee_per_gas=10 * GWEI,
+                                  max_priority_fee_per_gas=GWEI)  # fmt: skip
+    assert after["nonce"] == hex(start + 2)
+    await until(lambda: included(bot, after["id"]), "the next intent")
+    assert await nonce_of(stack) == start + 3
