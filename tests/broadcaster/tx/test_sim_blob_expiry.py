@@ -102,3 +102,5 @@ def test_an_expired_blob_intent_is_expired_once_its_noop_took_the_nonce(
     assert final.state_reason == EXPIRED_BY_NOOP
     assert final.block is not None and final.included_hash != record.attempts[0].hash
     assert "expired" in sim.checker.events(record.intent.id)
+    sim.run(sim.mine(sim.config.finality_depth + 2))
+    assert sim.record(record.intent.id).settled, "the expired record is watched forever"

@@ -31,9 +31,12 @@ def _delegating(sims: SimFactory) -> Sim:
     return sims(policy=dataclasses.replace(default_policy(), allowed_delegates=(DELEGATE,)))
 
 
-def _delegation(sim: Sim) -> Intent:
+def _delegation(sim: Sim, valid_until: int | None = None) -> Intent:
     intent = dataclasses.replace(
-        sim.intent(), tx_type=4, gas=100_000, authorizations=(AuthItem(CHAIN_ID, DELEGATE),)
+        sim.intent(valid_until=valid_until),
+        tx_type=4,
+        gas=100_000,
+        authorizations=(AuthItem(CHAIN_ID, DELEGATE),),
     )
     sim.intents[intent.id] = intent
     return intent
@@ -75,3 +78,17 @@ def test_a_cancelled_delegations_authorization_nonce_is_burned_once_its_noop_is_
     assert after.nonce == n + 2, "the next intent must not wait for (or get) the burned n + 1"
     sim.run(sim.mine(2))
     assert sim.tip.nonce(sender) == n + 3
+
+
+def test_an_expired_delegations_authorization_nonce_is_burned_once_its_noop_is_mined(
+    sims: SimFactory,
+) -> None:
+    sim = _delegating(sims)
+    record = sim.run(sim.submit(_delegation(sim, valid_until=sim.tip.number + 1)))
+    n, sender = record.nonce, record.sender
+    sim.run(sim.mine(3, exclude=lambda tx: tx.type == 4))  # never mined: the expiry noop is
+    assert sim.record(record.intent.id).state is TxState.EXPIRED
+    sim.run(sim.mine(2))
+    assert sim.tip.nonce(sender) == n + 2, "n + 1 left open after the expiry's noop won n"
+    assert _noops_signed_at(sim, sender, n + 1), "the enclave signed no noop at n + 1"
+    assert sim.record(record.intent.id).state is TxState.EXPIRED
