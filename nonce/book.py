@@ -49,6 +49,7 @@ from nonce.state import (
     TRANSITIONS,
     Address,
     Attempt,
+    AttemptReason,
     BlockRef,
     Intent,
     TxRecord,
@@ -60,6 +61,7 @@ _DEBUG = logging.DEBUG
 _INCLUDED = TxState.INCLUDED
 _REORGED = TxState.REORGED
 _FINALIZED = TxState.FINALIZED
+EXPIRED_BY_NOOP = "expired: validUntilBlock passed and its noop took the nonce"
 _INCLUDABLE = frozenset((TxState.PENDING, TxState.SIGNED, TxState.BROADCAST, TxState.REORGED))
 
 TransitionListener = Callable[[TxRecord, TxState, TxState], None]
@@ -290,15 +292,24 @@ class NonceBook:
                 "%s/%d: settled, ignoring inclusion in %s", record.sender, record.nonce, block.hash
             )
             return record
-        if state in _INCLUDABLE:
+        mined = _attempt(record, tx_hash)
+        if state in _INCLUDABLE and mined.reason is AttemptReason.EXPIRED_REPLACEMENT:
+            # an expiry held back until its nonce was resolved (``TxRecord.expiry_waiting``)
+            self._apply(record, TxState.EXPIRED, EXPIRED_BY_NOOP, now, block, tx_hash)
+        elif state in _INCLUDABLE:
             self._apply(record, _INCLUDED, "included", now, block, tx_hash)
-        elif state in GIVEN_UP_STATES and not _attempt(record, tx_hash).is_noop:
+        elif state in GIVEN_UP_STATES and not mined.is_noop:
             self._apply(
                 record, _INCLUDED, "included: replacement lost the race", now, block, tx_hash
             )
         else:  # already included elsewhere, or a given-up record's noop was mined
             self._apply(record, state, "included", now, block, tx_hash)
         return record
+
+    def explain(self, record: TxRecord, reason: str, *, now: float) -> None:
+        """A new ``state_reason`` for ``record`` in the state it is in (journaled; no listener
+        hears of it, nothing changed state)."""
+        self._apply(record, record.state, reason, now, record.block, record.included_hash)
 
     def on_reorg(self, old_blocks: Iterable[str], *, now: float) -> list[TxRecord]:
         """Blocks ``old_blocks`` (hashes) left the canonical chain: drop the inclusions held there.
@@ -520,4 +531,4 @@ def _slot_order(record: TxRecord) -> tuple[str, int]:
     return (record.intent.sender, record.nonce)
 
 
-__all__ = ["NonceBook", "ResyncResult", "TransitionListener"]
+__all__ = ["EXPIRED_BY_NOOP", "NonceBook", "ResyncResult", "TransitionListener"]

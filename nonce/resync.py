@@ -22,6 +22,10 @@ The rule (DESIGN.md §5, "it may go backwards after a reorg")::
 
 A record whose payload carries a self-sponsored EIP-7702 authorization spans two nonces
 (``TxRecord.span``): its own ``n`` and the authorization's ``n + 1``, which is then no gap.
+When a noop (a cancel, an expiry) was mined at ``n`` instead of a payload already sent, the
+signed authorization for ``n + 1`` is public and anyone may apply it while the account's nonce
+is ``n + 1``: that ``n + 1`` stays held and is a gap (``TxRecord.authorization_exposed``), so a
+noop of ours burns it at once rather than the next intent getting it later.
 
 A *gap* is a nonce ``n`` with ``chain_latest <= n < held`` that no record covers (nothing booked
 there, or an intent given up without a noop): every later nonce of the sender is stuck behind it
@@ -56,7 +60,9 @@ def held_top(slots: Mapping[int, TxRecord]) -> int:
     held = 0
     for nonce, record in slots.items():
         if nonce >= held and (record.attempts or record.covers_nonce):
-            held = nonce + record.span  # 2 for a self-sponsored EIP-7702 authorization
+            # 2 for a self-sponsored EIP-7702 authorization, and for one a noop replaced after
+            # it was sent (its n + 1 is a gap to burn: ``TxRecord.authorization_exposed``)
+            held = nonce + (2 if record.authorization_exposed else record.span)
     return held
 
 

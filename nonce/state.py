@@ -304,6 +304,37 @@ class TxRecord:
         return 2 if any(not a.is_noop for a in self.attempts) else 1
 
     @property
+    def expiry_waiting(self) -> bool:
+        """An expired intent whose noop is signed but whose nonce is not resolved yet: a blob
+        payload sent and still pooled (a node takes no type-2 noop beside it, 'address already
+        reserved'), so it may still be mined. It stays ``signed``/``broadcast`` until the chain
+        decides: the noop mined is ``expired`` (``NonceBook.mark_included``), the payload mined
+        is ``included``."""
+        return (
+            not self.intent.noop
+            and self.state in (TxState.SIGNED, TxState.BROADCAST)
+            and self.block is None
+            and any(a.reason is AttemptReason.EXPIRED_REPLACEMENT for a in self.attempts)
+        )
+
+    @property
+    def authorization_exposed(self) -> bool:
+        """A noop, not the payload, was mined at ``n`` after the payload went out with the
+        self-sponsored EIP-7702 authorization the enclave signed for ``n + 1``: that signed
+        authorization is public and valid for as long as the account's nonce is ``n + 1``, and
+        anyone may put it in a type-4 tx of their own and delegate this account (a cancelled
+        or expired intent applied after all). ``n + 1`` must be consumed by a noop of ours at
+        once (``nonce.resync.held_top`` keeps it held, ``find_gaps`` reports it), never handed
+        to the next intent."""
+        return (
+            self.intent.tx_type == 4
+            and self.intent.nonce_span > 1
+            and self.span == 1
+            and self.included_hash is not None
+            and any(not a.is_noop for a in self.attempts)
+        )
+
+    @property
     def covers_nonce(self) -> bool:
         """Something of ours has consumed or will consume this nonce (no gap here).
 

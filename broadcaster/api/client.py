@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -137,8 +137,17 @@ class BroadcasterClient:
         valid_until_block: int | None = None,
         key: str | None = None,
         sender: str | None = None,
+        blobs: Sequence[bytes] | None = None,
+        max_fee_per_blob_gas: int | None = None,
+        authorization_list: Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """``broadcaster_sendIntent``: returns ``{id, from, nonce, hash, status}``."""
+        """``broadcaster_sendIntent``: returns ``{id, from, nonce, hash, status}``.
+
+        ``blobs`` (131,072 bytes each) with ``max_fee_per_blob_gas`` make an EIP-4844 blob
+        intent (the service computes the commitments and proofs). ``authorization_list`` makes
+        an EIP-7702 set-code intent: ``{"address": delegate}`` for the enclave to sign with the
+        sender's key (at the tx nonce + 1), or an item signed elsewhere (``chainId``, ``address``,
+        ``nonce``, ``yParity``, ``r``, ``s``); int values go as 0x quantities."""
         intent: dict[str, Any] = {
             "to": to,
             "value": hex(value),
@@ -156,6 +165,15 @@ class BroadcasterClient:
             intent["key"] = key
         if sender is not None:
             intent["from"] = sender
+        if blobs is not None:
+            intent["blobs"] = ["0x" + bytes(blob).hex() for blob in blobs]
+        if max_fee_per_blob_gas is not None:
+            intent["maxFeePerBlobGas"] = _quantity(max_fee_per_blob_gas)
+        if authorization_list is not None:
+            intent["authorizationList"] = [
+                {k: _quantity(v) if isinstance(v, int) else v for k, v in item.items()}
+                for item in authorization_list
+            ]
         result: dict[str, Any] = await self.request("broadcaster_sendIntent", intent)
         return result
 

@@ -28,10 +28,12 @@ from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import Signer, Submitter, TxObserver
 from broadcaster.tx.typed import (
+    EXPIRY_WAITS,
     AuthKey,
     BlobFloors,
     Delegated,
     NoAuthorizationSigner,
+    blob_pooled,
     typed_fields,
     wire_form,
 )
@@ -471,8 +473,13 @@ class Executor:
             if priced is None:
                 return False
             signed, fees = priced
+            pooled = final is _S.EXPIRED and blob_pooled(record)
             attempt = self._record_attempt(record, signed, fees, reason)
-            if final is not None and final is not record.state and final in allowed(record):
+            if pooled:
+                # Not "expired" while the blob tx may still be mined: the noop's inclusion
+                # (NonceBook.mark_included) or the payload's decides (TxRecord.expiry_waiting).
+                self.book.explain(record, EXPIRY_WAITS, now=self.clock())
+            elif final is not None and final is not record.state and final in allowed(record):
                 self.book.transition(record, final, reason=reason.value, now=self.clock())
             elif record.state is _S.PENDING:
                 self.book.transition(record, _S.SIGNED, reason=reason.value, now=self.clock())
@@ -550,4 +557,5 @@ class Executor:
         send.written = True
         record = send.record
         if record.state is _S.SIGNED and record.latest is send.attempt:
-            self.book.transition(record, _S.BROADCAST, reason="written", now=self.clock())
+            why = EXPIRY_WAITS if record.expiry_waiting else "written"
+            self.book.transition(record, _S.BROADCAST, reason=why, now=self.clock())

@@ -311,6 +311,20 @@ class InclusionTracker:
     async def resolve_taken(self, record: TxRecord) -> None:
         """The chain used ``record``'s nonce with a hash we do not hold (see the module doc)."""
         now = self.clock()
+        below = self.book.get(record.sender, record.nonce - 1)
+        if below is not None and below.block is not None and below.span > 1:
+            # Our own delegation at n - 1 was mined with its self-sponsored authorization,
+            # which consumed this nonce: no transaction has it (a lookup finds none). Seen
+            # after a reorg swapped the cancel's noop for the payload once n was burned.
+            log.warning(
+                "%s/%d: taken by the authorization of intent %s", record.sender, record.nonce,
+                below.intent.id,
+            )  # fmt: skip
+            self.executor.give_up(
+                record, _S.FAILED, f"nonce used by the authorization of intent {below.intent.id}"
+            )
+            self.retention.settle(record)
+            return
         try:
             mined = await self.chain.mined_at(record.sender, record.nonce)
         except ChainReadError as exc:

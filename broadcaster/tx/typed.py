@@ -28,6 +28,7 @@ from nonce import NonceBook, TxRecord, TxState
 from signer_client import SignedTx
 
 __all__ = [
+    "EXPIRY_WAITS",
     "SIDECAR_VERSION",
     "AuthKey",
     "BlobFloors",
@@ -35,6 +36,7 @@ __all__ = [
     "NoAuthorizationSigner",
     "blob_cancel_refusal",
     "blob_fee_signed",
+    "blob_pooled",
     "typed_fields",
     "wire_form",
 ]
@@ -117,6 +119,22 @@ class Delegated:
         )
 
 
+def blob_pooled(record: TxRecord) -> bool:
+    """A blob payload was sent and is neither mined nor reorged out: a node's blobpool may hold
+    it, and then takes no type-2 noop at its nonce (``blob_cancel_refusal``)."""
+    if record.intent.tx_type != 3 or record.state not in (TxState.SIGNED, TxState.BROADCAST):
+        return False
+    return record.block is None and any(not a.is_noop for a in record.attempts)
+
+
+EXPIRY_WAITS = (
+    "past validUntilBlock, not expired yet: its blob transaction was sent and may still be "
+    "mined (a node pools no noop beside it, 'address already reserved'); a noop takes the nonce "
+    "once the blob transaction leaves the pools, and then it is expired (or included, if the "
+    "blob transaction is mined first)"
+)
+
+
 def blob_cancel_refusal(record: TxRecord) -> str | None:
     """Why a cancel of ``record`` cannot work now, for a blob payload sent and not mined: geth
     (and reth) keep one account in one pool, so while the blob tx is pooled a type-2 noop is
@@ -124,9 +142,7 @@ def blob_cancel_refusal(record: TxRecord) -> str | None:
     blob tx at +100% on all three fees, which the enclave signs at this nonce only for this
     intent's own blobs. "cancelled" would be a promise the nodes refuse to keep. After a reorg
     (``reorged``: geth's blobpool does not take dropped blob txs back) the noop may go."""
-    if record.intent.tx_type != 3 or record.state not in (TxState.SIGNED, TxState.BROADCAST):
-        return None
-    if not any(not a.is_noop for a in record.attempts):
+    if not blob_pooled(record):
         return None
     return (
         f"intent {record.intent.id} is a blob transaction already sent: a node's pool replaces "

@@ -180,3 +180,39 @@ async def test_a_delegate_outside_the_policy_is_a_clear_json_rpc_error_and_the_s
                                   max_priority_fee_per_gas=GWEI)  # fmt: skip
     await until(lambda: included(bot, after["id"]), "the next intent")
     assert await nonce_of(stack) == int(after["nonce"], 16) + 1  # any hole was filled
+
+
+async def test_the_client_sends_blob_and_delegation_intents_with_its_typed_arguments(
+    stack: DevStack, bot: BroadcasterClient
+) -> None:
+    """``BroadcasterClient.send_intent`` with ``blobs``/``max_fee_per_blob_gas`` and with
+    ``authorization_list`` (one to sign in the enclave): both mined as what was asked."""
+    node = stack.node
+    start = await nonce_of(stack)
+    blob = await bot.send_intent(
+        to=RECIPIENT, gas=21_000, max_fee_per_gas=10 * GWEI, max_priority_fee_per_gas=GWEI,
+        blobs=[bytes.fromhex(BLOB[2:])], max_fee_per_blob_gas=GWEI,
+    )  # fmt: skip
+    assert blob["nonce"] == hex(start)
+    await until(lambda: included(bot, blob["id"]), "the blob intent")
+    got = await bot.get_intent(blob["id"])
+    tx = await node.rpc("eth_getTransactionByHash", got["hash"])
+    assert int(tx["type"], 16) == 3 and int(tx["maxFeePerBlobGas"], 16) == GWEI
+    assert len(tx["blobVersionedHashes"]) == 1
+
+    delegation = await bot.send_intent(
+        to=RECIPIENT, gas=100_000, max_fee_per_gas=10 * GWEI, max_priority_fee_per_gas=GWEI,
+        authorization_list=[{"address": DELEGATE}],
+    )  # fmt: skip
+    assert delegation["nonce"] == hex(start + 1)
+    await until(lambda: included(bot, delegation["id"]), "the delegation intent")
+    assert await node.rpc("eth_getCode", DEV_ADDRESS, "latest") == (
+        "0xef0100" + DELEGATE[2:].lower()
+    )
+    assert await nonce_of(stack) == start + 3  # the blob tx, the delegation and its authorization
+    with pytest.raises(ApiError) as caught:  # the enclave's policy still decides
+        await bot.send_intent(
+            to=RECIPIENT, gas=100_000, max_fee_per_gas=10 * GWEI,
+            authorization_list=[{"address": NOT_ALLOWED, "chainId": 31337}],
+        )  # fmt: skip
+    assert caught.value.code == -32000, caught.value

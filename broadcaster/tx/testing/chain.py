@@ -21,6 +21,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from broadcaster.tx.blobs import canonical_form
 from heads.header import compute_header_hash, header_plan
 from nonce.fees import Fees
 from signer_client.signing import signed_from_raw
@@ -62,8 +63,10 @@ class SimTx:
 
 
 def decode_tx(raw: bytes) -> SimTx:
-    """Decode signed bytes (raises ``signer_client.TxDecodeError`` for anything else)."""
-    fields, signed = signed_from_raw(raw)
+    """Decode signed bytes (raises ``signer_client.TxDecodeError`` for anything else). A blob
+    transaction may come in its network form (with the sidecar): read from its canonical form,
+    whose hash is the transaction's."""
+    fields, signed = signed_from_raw(canonical_form(raw))
     return SimTx(
         raw=raw,
         hash=signed.hash,

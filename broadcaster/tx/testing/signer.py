@@ -31,6 +31,7 @@ from typing import Any
 from enclave.audit import AuditLog
 from enclave.core import EnclaveCore
 from enclave.policy import Policy, PolicyConfig
+from signer_client.authorization import parse_unsigned_authorization
 from signer_client.errors import SignerTimeout, SignerUnavailable, remote_error
 from signer_client.priority import URGENT
 from signer_client.signing import LocalKey, SignedTx
@@ -89,6 +90,8 @@ class SimEnclave:
         self.asked: list[tuple[float, str, int, bool]] = []
         self.requests: list[SignRequest] = []
         self.floors: list[tuple[str, int]] = []  # advance_nonce_floor calls, in order
+        # sign_authorization answers given: (sender, chain id, delegate, nonce), in order.
+        self.authorizations: list[tuple[str, int, str, int]] = []
         self.listeners: list[Callable[[SignRequest], None]] = []
         # Last signature per (sender, nonce), as the policy remembers it (for the invariants).
         self._last: dict[tuple[str, int], tuple[bytes, TxFields]] = {}
@@ -233,6 +236,36 @@ class SimSigner:
         result = reply["result"]
         return self._verifier.verify(
             fields, keccak(payload), sender_bytes, result.get("raw"), result.get("hash"), body
+        )
+
+    async def sign_authorization(self, authorization: Mapping[str, Any], sender: str) -> Any:
+        """An EIP-7702 authorization through the real handler and policy (``allowed_delegates``,
+        its nonce protection), verified as ``SignerClient.sign_authorization`` verifies it."""
+        enclave = self.enclave
+        chain_id, address, nonce = parse_unsigned_authorization(authorization)
+        sender_bytes = parse_address(sender, "sender")
+        if enclave.down:
+            await asyncio.sleep(0)
+            raise SignerUnavailable("signer down (scripted)")
+        await asyncio.sleep(enclave.latency)
+        sender_hex = "0x" + sender_bytes.hex()
+        params = {
+            "sender": sender_hex,
+            "authorization": {
+                "chainId": hex(chain_id), "address": "0x" + address.hex(), "nonce": hex(nonce),
+            },
+        }  # fmt: skip
+        reply = enclave.core.handle(
+            {"id": 1, "method": "sign_authorization", "params": params}, enclave._clock()
+        )
+        if enclave.core.audit is not None:
+            enclave.core.audit.commit()
+        error = reply.get("error")
+        if error is not None:
+            raise remote_error(error)
+        enclave.authorizations.append((sender_hex, chain_id, "0x" + address.hex(), nonce))
+        return self._verifier.verify_authorization(
+            chain_id, address, nonce, sender_bytes, reply["result"].get("signature")
         )
 
     async def advance_nonce_floor(self, chain_id: int, sender: str, nonce: int) -> None:

@@ -335,3 +335,35 @@ def test_a_sent_blob_intent_is_not_cancelled_with_a_noop_no_node_would_pool() ->
     book.add_attempt(delegation, attempt(delegation))
     book.transition(delegation, TxState.SIGNED, reason="initial", now=0.0)
     assert blob_cancel_refusal(delegation) is None
+
+
+def test_a_cancelled_delegations_mined_noop_leaves_n_plus_1_to_burn_not_to_reuse() -> None:
+    """The payload went out with the authorization for n + 1: after the noop won n, that
+    authorization is public and valid while the account's nonce is n + 1. With no next intent
+    booked, a resync must not hand n + 1 out again later (the window stays open until then):
+    it stays held, and is a gap to burn with a noop now. Without a payload sent (a denial, a
+    cancel before signing), nothing was exposed and n + 1 is reused as before."""
+    from nonce import BlockRef
+    from tests.nonce.factories import attempt
+
+    book = synced_book(senders=(SENDER,), start=0)
+    record = book.accept(_setcode_intent(), now=0.0)
+    book.add_attempt(record, attempt(record))
+    book.transition(record, TxState.SIGNED, reason="initial", now=0.0)
+    noop = attempt(record, reason=AttemptReason.CANCEL)
+    book.add_attempt(record, noop)
+    book.transition(record, TxState.CANCELLED, reason="cancel", now=0.0)
+    assert not record.authorization_exposed  # undecided: the payload may still win
+    book.mark_included(noop.hash, BlockRef(1, "0x" + "11" * 32), now=0.0)
+    assert record.span == 1 and record.authorization_exposed
+    result = book.resync(SENDER, chain_latest=1, chain_pending=1, now=0.0)
+    assert result.next == 2 and result.gaps == (1,)
+
+    unsent = synced_book(senders=(SENDER,), start=0)
+    burned = unsent.accept(_setcode_intent(), now=0.0)
+    gap_noop = attempt(burned, reason=AttemptReason.GAP_FILL)
+    unsent.add_attempt(burned, gap_noop)
+    unsent.transition(burned, TxState.FAILED, reason="policy", now=0.0)
+    unsent.mark_included(gap_noop.hash, BlockRef(1, "0x" + "11" * 32), now=0.0)
+    assert not burned.authorization_exposed
+    assert unsent.resync(SENDER, chain_latest=1, chain_pending=1, now=0.0).next == 1
