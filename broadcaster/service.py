@@ -59,7 +59,7 @@ from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
 from nonce import NonceBook, TxRecord
-from nonce.audit_copy import AuditCopy
+from nonce.audit_copy import AuditCopyBase, open_audit_copy
 from nonce.backends import lookup, open_book
 from signer_client import AttestationPolicy, SignerClient, SignerPins
 from signer_client.events import SignerEvent
@@ -399,8 +399,15 @@ class Service:
             self.manager = manager  # with [ha], once started: heads already flow to _on_events
         copy = audit_reader = None
         if config.audit.enabled:
-            assert config.journal.path is not None  # the loader refuses [audit] on PostgreSQL
-            copy = AuditCopy(config.journal.path)
+            # The journal's copy (SQLite file or PostgreSQL, fenced on the lease epoch as the
+            # journal is): this instance streams its own enclave's log into it.
+            copy_epoch = self.leadership.epoch if self.leadership is not None else None
+            copy = await asyncio.to_thread(open_audit_copy, config.journal.target, epoch=copy_epoch)
+            if copy_epoch is not None:
+                from nonce.pg_audit_copy import PgAuditCopy
+
+                if isinstance(copy, PgAuditCopy):  # another instance leads: stop now
+                    copy.on_stale = lambda stale: self.fence.lapse(f"audit copy: {stale}")
             audit_reader = ChainReader(read_urls)  # its own connections: never in the way
             self.streamer = self._streamer(copy, signer, report)
             # Nothing is signed before a first log check (the start-up sync below, or the
@@ -542,7 +549,7 @@ class Service:
         leadership.store.close()
 
     def _streamer(
-        self, copy: AuditCopy, signer: SignerClient, report: ForeignReport
+        self, copy: AuditCopyBase, signer: SignerClient, report: ForeignReport
     ) -> AuditStreamer:
         def refused(exc: AuditRefused) -> None:
             self.metrics.audit_refused(exc.reason)
@@ -551,6 +558,7 @@ class Service:
         return AuditStreamer(
             copy,
             signer,
+            instance=self.config.ha.instance if self.config.ha is not None else "",
             on_refused=refused,
             on_stored=self.metrics.audit_verified,
             on_synced=self.gate.release if self.gate is not None else None,
@@ -559,7 +567,7 @@ class Service:
 
     def _reconciler(
         self,
-        copy: AuditCopy,
+        copy: AuditCopyBase,
         reader: ChainReader,
         book: NonceBook,
         report: ForeignReport,

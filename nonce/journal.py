@@ -43,7 +43,7 @@ from typing import Self
 from nonce.book import NonceBook
 from nonce.entries import Entry
 from nonce.errors import JournalClosed, JournalError
-from nonce.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, batch_statements, read_records
+from nonce.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, SQLITE, batch_statements, read_records
 from nonce.state import TxRecord
 
 logger = logging.getLogger(__name__)
@@ -285,9 +285,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('flushes', '0')")
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
     while version in MIGRATIONS:  # a journal written by earlier code: bring it up to date
-        version, sql = MIGRATIONS[version]
+        version, step = MIGRATIONS[version]
         conn.executescript(
-            f"BEGIN; {sql} UPDATE meta SET value = '{version}' WHERE key = 'schema'; COMMIT;"
+            f"BEGIN; {SQLITE.migration(step)}"
+            f" UPDATE meta SET value = '{version}' WHERE key = 'schema'; COMMIT;"
         )
         logger.info("journal %s: migrated to schema %s", path, version)
     if version != SCHEMA_VERSION:

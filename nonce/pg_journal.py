@@ -123,7 +123,8 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         version = row[0] if row else SCHEMA_VERSION
         while version in MIGRATIONS:
-            version, sql = MIGRATIONS[version]
+            version, step = MIGRATIONS[version]
+            sql = POSTGRES.migration(step)
             if sql:  # a step may only move the version (its tables are in the DDL above)
                 conn.execute(sql)
             conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (version,))

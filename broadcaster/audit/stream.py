@@ -8,6 +8,9 @@ restarted enclave is checked before long), and whenever the reconciler meets a t
 cannot place yet (:meth:`sync`). It never runs on the reaction path: the sign path does not wait
 for it.
 
+Each instance streams its own enclave's log (``instance``: ``[ha] instance``, '' without [ha])
+into the copy's log for that instance (``nonce.audit_copy``: keyed by log), which it alone extends.
+
 A log that cannot be taken (an edited, re-signed, truncated or restarted log: anything
 :class:`AuditRefused` names) *refuses the enclave*: ``on_refused`` is told once (the service
 raises the ``audit_refused`` alert, counts ``audit_refusals_total{reason}`` and stops signing:
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from broadcaster.audit.verify import Anchor, AuditRefused, VerifiedBatch, verify_batch
-from nonce.audit_copy import AuditCopy, StoredEntry
+from nonce.audit_copy import AuditCopyBase, StoredEntry, log_id_of
 from nonce.errors import JournalError
 from signer_client.errors import RemoteError, SignerError
 
@@ -44,9 +47,10 @@ class AuditSource(Protocol):
 class AuditStreamer:
     def __init__(
         self,
-        copy: AuditCopy,
+        copy: AuditCopyBase,
         source: AuditSource,
         *,
+        instance: str = "",
         on_refused: Callable[[AuditRefused], None],
         on_stored: Callable[[int], None] | None = None,
         on_synced: Callable[[], None] | None = None,
@@ -55,6 +59,8 @@ class AuditStreamer:
     ) -> None:
         self.copy = copy
         self.source = source
+        self.instance = instance
+        self.log_id: str | None = None  # the log this instance's enclave serves, once known
         self.on_refused = on_refused
         self.on_stored = on_stored or (lambda seq: None)
         self.on_synced = on_synced or (lambda: None)
@@ -70,12 +76,16 @@ class AuditStreamer:
         self._new_keys: list[tuple[str, bool, str | None]] = []
 
     async def load(self) -> None:
-        """Take up where the journal's copy ends (start-up)."""
-        stored = await asyncio.to_thread(self.copy.anchor)
+        """Take up where the journal's copy of this instance's log ends (start-up); the other
+        instances' logs are theirs to extend."""
+        self.log_id = await asyncio.to_thread(self.copy.log_of, self.instance)
+        self.trusted |= await asyncio.to_thread(self.copy.keys)
+        if self.log_id is None:
+            return
+        stored = await asyncio.to_thread(self.copy.anchor, self.log_id)
         if stored is not None:
             self.anchor = Anchor(stored.seq, stored.hash, stored.key)
-        self.trusted |= await asyncio.to_thread(self.copy.keys)
-        head = await asyncio.to_thread(self.copy.last_head)
+        head = await asyncio.to_thread(self.copy.last_head, self.log_id)
         self.head_seq = head[0] if head is not None else self.anchor.seq
 
     def trust(self, log_key: str, *, attested: bool, pcr0: str | None = None) -> None:
@@ -159,8 +169,15 @@ class AuditStreamer:
         head = batch.head
         key = batch.anchor.key  # verify_batch checked the head's signature by it
         stored_head = (head.seq, head.hash, head.signature, key) if key is not None else None
-        if rows or (stored_head is not None and head.seq > self.head_seq):
-            await asyncio.to_thread(self.copy.append, rows, stored_head, self.clock())
+        log_id, bind = self.log_id, None
+        if log_id is None and rows:
+            # A log's first page starts at its seq-1 start entry (verify_batch from Anchor()).
+            log_id, bind = log_id_of(rows[0]), self.instance
+        if log_id is not None and (rows or (stored_head is not None and head.seq > self.head_seq)):
+            await asyncio.to_thread(
+                self.copy.append, log_id, rows, stored_head, self.clock(), instance=bind
+            )
+            self.log_id = log_id
         self.anchor = batch.anchor
         if stored_head is not None:
             self.head_seq = head.seq
