@@ -1,0 +1,250 @@
+"""The audit copy keyed by log, on both backends (``store``: a SQLite file, or a fresh database on
+the session's real PostgreSQL, marked e2e): two instances' enclave logs (the same signing key,
+their own log keys and seqs) in one copy, each verified on its own rows; a tampered row refused
+for its log only; reconciliation reads across logs; a stale leader's copy write fails (fenced);
+a copy written by the schema before the audit_by_log step migrates and still verifies.
+
+The logs come from real enclave cores (``enclave.core``), streamed by the real streamer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from broadcaster.audit.stream import AuditStreamer
+from broadcaster.audit.verify import AuditRefused
+from broadcaster.cli.audit import verify_copy, verify_log, verify_logs
+from enclave.core import EnclaveCore
+from nonce.audit_copy import AuditCopyBase, open_audit_copy
+from nonce.backends import Target, is_postgres
+from nonce.errors import StaleEpoch
+from nonce.schema import AUDIT_BY_LOG, SCHEMA_VERSION, SQLITE, Dialect, Table
+from signer_client.txcodec import keccak
+from tests.broadcaster.audit.test_stream import CoreSource
+from tests.broadcaster.audit.test_verify import enclave, key_of, sign
+from tests.nonce.conftest import query
+
+
+def tx_hash(reply: dict[str, Any]) -> bytes:
+    return keccak(bytes.fromhex(str(reply["result"]["raw"])[2:]))
+
+
+async def stream(copy: AuditCopyBase, core: EnclaveCore, instance: str) -> AuditStreamer:
+    s = AuditStreamer(copy, CoreSource(core), instance=instance, on_refused=_never)
+    await s.load()
+    s.trust(key_of(core), attested=False)
+    assert await s.sync()
+    return s
+
+
+def _never(exc: AuditRefused) -> None:
+    raise AssertionError(f"refused: {exc}")
+
+
+def two_logs(store: Target) -> tuple[AuditCopyBase, dict[str, EnclaveCore], dict[str, bytes]]:
+    """Instances a and b, each its own enclave (own log key, own seq 1..), one copy."""
+    copy = open_audit_copy(store)
+    cores = {"a": enclave(), "b": enclave()}
+    hashes: dict[str, bytes] = {}
+
+    async def main() -> None:
+        for n, name in enumerate(("a", "b")):
+            hashes[name] = tx_hash(sign(cores[name], n))  # other nonces: other tx hashes
+            await stream(copy, cores[name], name)
+
+    asyncio.run(main())
+    return copy, cores, hashes
+
+
+def test_two_instances_logs_are_kept_apart_and_each_verifies_on_its_own(store: Target) -> None:
+    copy, cores, hashes = two_logs(store)
+    a, b = key_of(cores["a"]).lower(), key_of(cores["b"]).lower()
+    assert copy.log_of("a") == a and copy.log_of("b") == b and copy.logs() == sorted([a, b])
+    # Both logs start at seq 1: keyed by seq alone the second would have collided.
+    assert [e.seq for e in copy.lines(a)] == [1, 2] == [e.seq for e in copy.lines(b)]
+    assert {e.log_key for e in copy.lines(a)} == {a}
+    assert verify_log(copy, a) == 2 == verify_log(copy, b)
+    assert verify_copy(copy) == 4
+    # The reconciler's question reads across logs: either instance's signature is ours.
+    assert copy.signed([hashes["a"], hashes["b"], b"\x01" * 32]) == {hashes["a"], hashes["b"]}
+    copy.close()
+
+
+def test_a_restarted_instance_takes_up_its_own_log_not_the_other_s(store: Target) -> None:
+    copy, cores, _ = two_logs(store)
+    sign(cores["b"], 7)  # b's log moves on; a's does not
+
+    async def main() -> None:
+        s = AuditStreamer(copy, CoreSource(cores["b"]), instance="b", on_refused=_never)
+        await s.load()
+        assert s.log_id == key_of(cores["b"]).lower() and s.anchor.seq == 2
+        assert await s.sync()
+        assert s.anchor.seq == 3
+        # a restarted enclave of a with a new log does not extend a's copy: refused, b unharmed
+        refusals: list[AuditRefused] = []
+        fresh = enclave()
+        s2 = AuditStreamer(copy, CoreSource(fresh), instance="a", on_refused=refusals.append)
+        await s2.load()
+        s2.trust(key_of(fresh), attested=False)
+        assert not await s2.sync()
+        assert [r.reason for r in refusals] == ["not_extending"]
+
+    asyncio.run(main())
+    assert copy.count(key_of(cores["a"]).lower()) == 2
+    assert copy.count(key_of(cores["b"]).lower()) == 3
+    copy.close()
+
+
+def test_a_tampered_row_in_one_instance_s_copy_is_refused_for_that_log_only(
+    store: Target,
+) -> None:
+    """Attack: the parent owns the database and edits a sign entry of a's log."""
+    copy, cores, _ = two_logs(store)
+    a, b = key_of(cores["a"]).lower(), key_of(cores["b"]).lower()
+    (line,) = [e for e in copy.lines(a) if e.kind == "sign"]
+    entry = orjson.loads(line.entry)
+    entry["data"]["to"] = "0x" + "66" * 20
+    copy._run(
+        "UPDATE audit_entries SET entry = ? WHERE log_id = ? AND seq = ?",
+        (orjson.dumps(entry), a, line.seq),
+    )
+    checks = {c.log_id: c for c in verify_logs(copy)}
+    assert checks[b].refused is None and checks[b].seq == 2
+    refused = checks[a].refused
+    assert refused is not None and refused.reason == "tampered" and refused.seq == line.seq
+    with pytest.raises(AuditRefused) as caught:
+        verify_copy(copy)
+    assert caught.value.reason == "tampered" and a[:18] in str(caught.value)
+    copy.close()
+
+
+@pytest.mark.e2e
+def test_a_stale_leader_s_copy_write_fails_and_changes_nothing(postgres: Any) -> None:
+    url = postgres.new_database()
+    copy = open_audit_copy(url, epoch=3)  # creates the schema, lease table included
+    query_pg(url, "INSERT INTO ha_lease (name, holder, epoch, expires_at, renewed_at)"
+                  " VALUES ('leader', 'a', 3, 0, 0)")  # fmt: skip
+    core = enclave()
+    sign(core, 0)
+    stale: list[StaleEpoch] = []
+    assert hasattr(copy, "on_stale")
+    copy.on_stale = stale.append
+
+    async def main() -> AuditStreamer:
+        return await stream(copy, core, "a")
+
+    s = asyncio.run(main())
+    assert s.log_id is not None and copy.count(s.log_id) == 2
+    query_pg(url, "UPDATE ha_lease SET epoch = 4, holder = 'b'")  # b took over
+    sign(core, 1)
+    with pytest.raises(StaleEpoch):
+        copy.add_key("0x04" + "11" * 64, attested=False, pcr0=None, at=0.0)
+    refusals: list[AuditRefused] = []
+    s.on_refused = refusals.append
+    assert not asyncio.run(s.sync())  # the write failed: not stored, not refused
+    assert copy.count(s.log_id) == 2 and refusals == [] and len(stale) == 2
+    assert len(query(url, "SELECT seq FROM audit_heads")) == 1
+    copy.close()
+
+
+def query_pg(url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+# -- migration ---------------------------------------------------------------------------------
+
+V4_ENTRIES = Table(
+    "audit_entries",
+    ("seq INTEGER PRIMARY KEY", "hash TEXT NOT NULL", "kind TEXT NOT NULL",
+     "log_key TEXT NOT NULL", "tx_hash BLOB", "sender TEXT", "nonce INTEGER",
+     "entry BLOB NOT NULL"),
+    indexes=(("audit_entries_tx", "tx_hash"),),
+)  # fmt: skip
+V4_HEADS = Table(
+    "audit_heads",
+    ("seq INTEGER PRIMARY KEY", "hash TEXT NOT NULL", "signature TEXT NOT NULL",
+     "log_key TEXT NOT NULL", "at REAL NOT NULL"),
+)  # fmt: skip
+"""The two tables as schema 4 declared them (keyed by seq alone)."""
+
+
+def v4_copy(target: Target, rows: list[tuple[Any, ...]], heads: list[tuple[Any, ...]]) -> None:
+    """Turn the journal at ``target`` into one schema 4 wrote: its audit tables keyed by seq,
+    holding ``rows`` and ``heads``, no audit_logs table, meta at 4."""
+    if is_postgres(target):
+        import psycopg
+
+        from nonce.schema import POSTGRES
+
+        dialect: Dialect = POSTGRES
+        conn: Any = psycopg.connect(str(target), autocommit=True)
+    else:
+        import sqlite3
+
+        dialect = SQLITE
+        conn = sqlite3.connect(target, isolation_level=None)
+    try:
+        for statement in ("DROP TABLE audit_entries", "DROP TABLE audit_heads",
+                          "DROP TABLE audit_logs"):  # fmt: skip
+            conn.execute(statement)
+        for statement in dialect.ddl((V4_ENTRIES, V4_HEADS)).split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        for row in rows:
+            conn.execute(
+                dialect.sql("INSERT INTO audit_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), row
+            )
+        for head in heads:
+            conn.execute(dialect.sql("INSERT INTO audit_heads VALUES (?, ?, ?, ?, ?)"), head)
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
+    finally:
+        conn.close()
+
+
+def test_a_copy_written_before_the_audit_by_log_step_migrates_and_verifies(
+    store: Target, tmp_path: Path
+) -> None:
+    """Its rows are one log (the one key in audit_keys), bound to instance '' (SQLite: no [ha]);
+    the streamer takes up where it ended and the copy verifies as before."""
+    assert SCHEMA_VERSION == AUDIT_BY_LOG
+    core = enclave()
+    for n in range(3):
+        sign(core, n)
+    copy = open_audit_copy(store)
+    s = asyncio.run(stream(copy, core, ""))
+    log_id = key_of(core).lower()
+    rows = [(e.seq, e.hash, e.kind, e.log_key, e.tx_hash, e.sender, e.nonce, e.entry)
+            for e in copy.lines(log_id)]  # fmt: skip
+    heads = [(seq, digest, sig, log_id, 1.0) for seq, digest, sig in copy.heads(log_id)]
+    signed = {e.tx_hash for e in copy.lines(log_id) if e.tx_hash is not None}
+    copy.close()
+    v4_copy(store, rows, heads)
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [("4",)]
+
+    migrated = open_audit_copy(store)  # opening migrates
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
+    assert migrated.log_of("") == log_id and migrated.logs() == [log_id]
+    assert migrated.keys() == {log_id}
+    assert verify_copy(migrated) == s.anchor.seq == 4
+    assert migrated.signed(signed) == signed and len(signed) == 3
+
+    sign(core, 3)
+
+    async def resume() -> AuditStreamer:
+        again = AuditStreamer(migrated, CoreSource(core), on_refused=_never)
+        await again.load()
+        assert again.log_id == log_id and again.anchor.seq == 4
+        assert await again.sync()
+        return again
+
+    assert asyncio.run(resume()).anchor.seq == 5
+    assert verify_copy(migrated) == 5
+    migrated.close()
