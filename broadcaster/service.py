@@ -226,8 +226,11 @@ class Service:
         refused = streamer.refused
         return {
             "verified_seq": streamer.anchor.seq,
+            "log": streamer.log_id,
             "refused": str(refused) if refused is not None else None,
             "blocks_checked": reconciler.blocks_checked,
+            "last_block_checked": max(reconciler.heights, default=None),
+            "blocks_queued": len(reconciler.queue),
             "stopped_senders": sorted(self.gate.stopped) if self.gate is not None else [],
         }
 
@@ -290,25 +293,7 @@ class Service:
                 raise
         subscriptions = Subscriptions()  # before the manager and the API: both only use it
         observer = _TxMetrics(self.metrics, subscriptions)
-        attestation = None
-        if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
-            attestation = AttestationPolicy.from_files(
-                str(config.signer.attestation_root), config.signer.pcr0
-            )
-        signer = SignerClient(
-            config.signer.url,
-            timeout=config.signer.timeout_seconds,
-            connect_timeout=config.signer.connect_timeout_seconds,
-            max_in_flight=config.signer.max_in_flight,
-            attestation=attestation,
-            pins=SignerPins(
-                mode=config.signer.mode,
-                policy_hash=config.signer.policy_hash,
-                accounts=tuple(a.address for a in config.accounts),
-                chain_ids=(config.chain_id,),
-            ),
-            on_event=self._on_signer_event,
-        )
+        signer = _signer_client(config, self._on_signer_event)
         self._signer = signer
         gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
         report = observer.report = ForeignReport(
@@ -415,6 +400,8 @@ class Service:
             # connection would otherwise pass before the CONNECTED hold.
             gate.hold()
             self.reconciler = self._reconciler(copy, audit_reader, book, report, tracker)
+            if config.ha is not None:  # blocks mined while nobody led: checked by nobody yet
+                self.reconciler.check_window(tracker.canonical_chain())
         api = self.api = IntentApi(
             manager,
             chain_id=config.chain_id,
@@ -530,11 +517,56 @@ class Service:
         self.api_port = server.port
         log.info("standby %s: refusing intents on ws://%s:%d", config.ha.instance,
                  config.api.listen.host, self.api_port)  # fmt: skip
+        audit = (
+            asyncio.get_running_loop().create_task(self._standby_audit(config), name="audit")
+            if config.audit.enabled
+            else None
+        )
         try:
             grant = await leadership.acquire()
         finally:
+            if audit is not None:
+                audit.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await audit
             await server.close()
         return grant.epoch
+
+    async def _standby_audit(self, config: Config) -> None:
+        """A standby streams its own enclave's log into the copy too (its own log only, nothing
+        else: it does not lead, so its writes are not fenced on an epoch). The leader reconciles
+        against every instance's log: what this instance's enclave signed while it led (a tail
+        it never streamed before it died) reaches the copy once it is back, as a standby."""
+        copy = await asyncio.to_thread(open_audit_copy, config.journal.target)
+        streamer: AuditStreamer | None = None
+
+        def on_event(kind: str) -> None:
+            if kind == SignerEvent.CONNECTED and streamer is not None:
+                _trust_presented(streamer, signer)
+                streamer.reconnected()
+
+        signer = _signer_client(config, on_event)
+
+        def refused(exc: AuditRefused) -> None:
+            self.metrics.audit_refused(exc.reason)
+            log.error("ALERT audit_refused (standby): %s", exc)
+
+        assert config.ha is not None
+        streamer = AuditStreamer(
+            copy,
+            signer,
+            instance=config.ha.instance,
+            on_refused=refused,
+            on_stored=self.metrics.audit_verified,
+            poll=config.audit.poll_seconds,
+        )
+        try:
+            await streamer.load()
+            await streamer.run()
+        finally:
+            with contextlib.suppress(Exception):
+                await signer.close()
+            copy.close()
 
     async def _release(self) -> None:
         """A clean stop gives the lease up (nothing is sent any more): a standby takes over
@@ -586,6 +618,10 @@ class Service:
                     rest.append(h)  # evicted from memory, or not ours: the journal knows
             return found | await asyncio.to_thread(copy.external, rest) if rest else found
 
+        async def unconfirmed(hashes: Any) -> set[bytes]:
+            # Attempts of ours by the journal's word (not proof: it only makes a block wait).
+            return {h for h in hashes if book.by_hash(h) is not None}
+
         async def catch_up() -> bool:
             assert self.streamer is not None
             # Complete when synced, or refused (it takes nothing more); not when the signer
@@ -603,6 +639,7 @@ class Service:
             on_foreign=lambda f: report.foreign(f.sender, f.nonce, f),
             canonical=tracker.canonical_chain,
             on_checked=lambda audit: self.metrics.audit_block_checked(),
+            unconfirmed=unconfirmed if self.config.ha is not None else None,
         )
 
     def _on_signer_event(self, kind: str) -> None:
@@ -616,16 +653,7 @@ class Service:
         if kind == SignerEvent.CONNECTED and streamer is not None:
             # A (re)connected signer: trust the log key it presented (attested when the config
             # pins attestation), and check its log at once (a restarted enclave).
-            signer = self._signer
-            if signer.attested is not None:
-                pcr0 = signer.attested.pcrs.get(0)
-                streamer.trust(
-                    "0x" + signer.attested.public_key.hex(),
-                    attested=True,
-                    pcr0="0x" + pcr0.hex() if pcr0 is not None else None,
-                )
-            elif signer.info is not None:
-                streamer.trust(signer.info.log_public_key, attested=False)
+            _trust_presented(streamer, self._signer)
             streamer.wake()
 
     async def _start_manager(self, manager: TxManager) -> None:
@@ -702,3 +730,40 @@ class Service:
 async def _follow(task: asyncio.Task[None]) -> None:
     """Await a task started before the group (the standby's head subscriptions)."""
     await task
+
+
+def _signer_client(config: Config, on_event: Callable[[str], None]) -> SignerClient:
+    """The signer client of ``[signer]``, pinned and (with a root and PCR0) attested."""
+    attestation = None
+    if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
+        attestation = AttestationPolicy.from_files(
+            str(config.signer.attestation_root), config.signer.pcr0
+        )
+    return SignerClient(
+        config.signer.url,
+        timeout=config.signer.timeout_seconds,
+        connect_timeout=config.signer.connect_timeout_seconds,
+        max_in_flight=config.signer.max_in_flight,
+        attestation=attestation,
+        pins=SignerPins(
+            mode=config.signer.mode,
+            policy_hash=config.signer.policy_hash,
+            accounts=tuple(a.address for a in config.accounts),
+            chain_ids=(config.chain_id,),
+        ),
+        on_event=on_event,
+    )
+
+
+def _trust_presented(streamer: AuditStreamer, signer: SignerClient) -> None:
+    """Trust the log key the (re)connected ``signer`` presented: attested when the config pins
+    attestation, else the one its ``hello`` named (dev)."""
+    if signer.attested is not None:
+        pcr0 = signer.attested.pcrs.get(0)
+        streamer.trust(
+            "0x" + signer.attested.public_key.hex(),
+            attested=True,
+            pcr0="0x" + pcr0.hex() if pcr0 is not None else None,
+        )
+    elif signer.info is not None:
+        streamer.trust(signer.info.log_public_key, attested=False)
