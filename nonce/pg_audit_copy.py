@@ -52,11 +52,12 @@ class PgAuditCopy(AuditCopyBase):
         return self._conn
 
     def _retrying(self, work: Any) -> Any:
-        """``work(conn)`` under the lock; once more on a new connection after a lost one."""
+        """``work(conn, again)`` under the lock; once more (``again``) on a new connection after
+        a lost one."""
         with self._lock:
             for attempt in range(2):
                 try:
-                    return work(self._connection())
+                    return work(self._connection(), bool(attempt))
                 except psycopg.OperationalError as exc:
                     if self._conn is not None:
                         self._conn.close()
@@ -70,7 +71,7 @@ class PgAuditCopy(AuditCopyBase):
     def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         text = POSTGRES.sql(sql)
 
-        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+        def work(conn: psycopg.Connection[Any], again: bool) -> list[tuple[Any, ...]]:
             cursor = conn.execute(text, params)
             return list(cursor.fetchall()) if cursor.description is not None else []
 
@@ -79,8 +80,14 @@ class PgAuditCopy(AuditCopyBase):
 
     def _write(self, batch: Batch) -> None:
         groups = [(POSTGRES.sql(sql), rows) for sql, rows in batch]
+        # Written again after a lost connection, a batch whose COMMIT went through finds its
+        # own rows: the same verified entries, so they are kept as they are.
+        again_groups = [
+            (sql + " ON CONFLICT DO NOTHING" if "ON CONFLICT" not in sql else sql, rows)
+            for sql, rows in groups
+        ]
 
-        def work(conn: psycopg.Connection[Any]) -> None:
+        def work(conn: psycopg.Connection[Any], again: bool) -> None:
             with conn.transaction():
                 if self.epoch is not None:
                     row = conn.execute(_FENCE).fetchone()
@@ -91,7 +98,7 @@ class PgAuditCopy(AuditCopyBase):
                             self.on_stale(stale)
                         raise stale
                 cursor = conn.cursor()
-                for sql, rows in groups:
+                for sql, rows in again_groups if again else groups:
                     cursor.executemany(sql, rows)
 
         self._retrying(work)

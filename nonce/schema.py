@@ -7,11 +7,11 @@ for SQLite: ``?`` placeholders, ``rowid`` order; PostgreSQL gets ``%s`` and an i
 ``_seq``). A new table is one more :class:`Table` in :data:`TABLES`; a schema change is one
 more entry in :data:`MIGRATIONS`, applied by both backends.
 
-Three tables (the audit copy's three aside, see ``nonce.audit_copy``): ``records`` (one row per
-booked intent: the intent as accepted plus its current state and chain facts), ``attempts``
-(every signed attempt, raw bytes included, never updated) and ``transitions`` (every state
-change, append-only: the audit trail). Rows are written in the order the book produced the
-entries, so ``rowid`` order is booking order on reload.
+Three tables (the audit copy's four aside, keyed by log, see ``nonce.audit_copy``):
+``records`` (one row per booked intent: the intent as accepted plus its current state and
+chain facts), ``attempts`` (every signed attempt, raw bytes included, never updated) and
+``transitions`` (every state change, append-only: the audit trail). Rows are written in the
+order the book produced the entries, so ``rowid`` order is booking order on reload.
 
 Quantities that may exceed SQLite's signed 64-bit INTEGER (``value``, fee fields) are stored as
 decimal TEXT; hashes and raw transactions as BLOB; block hashes as the ``0x`` hex the tracker uses.

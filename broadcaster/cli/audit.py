@@ -9,8 +9,10 @@ is foreign. Blocks come from the config's public RPCs and the head clients' HTTP
     {"event": "foreign", "hash": "0x..", "sender": "0x..", "nonce": 7, "block": 123}
     {"event": "summary", "blocks": 40, "ours": 12, "external": 1, "foreign": 1}
 
-The journal's copy is verified again first (:func:`verify_copy`): the parent instance owns the
-disk. The log keys the copy trusts sit on that disk too (``audit_keys``): a parent that re-signs
+The journal's copy (SQLite or PostgreSQL) is verified again first, every log it holds on its
+own rows (:func:`verify_logs`: one log per instance's enclave with ``[ha]``; each one's result is
+printed to stderr, and a log that does not verify is named): the parent instance owns the disk.
+The log keys the copy trusts sit on that disk too (``audit_keys``): a parent that re-signs
 a whole log with a key of its own and writes that key there passes a check against them. An
 offline auditor pins the keys instead: ``--keys FILE`` (0x-hex public keys, one per line, ``#``
 comments; the format of ``python -m enclave verify-log --keys``: the keys attestation vouched
