@@ -184,6 +184,11 @@ def verify_log(copy: AuditCopyBase, log_id: str, pinned: set[str] | None = None)
     :class:`AuditRefused`."""
     heads = copy.heads(log_id)
     if not heads:
+        first = copy.lines(log_id, 1, 1)
+        if first:  # the streamer stores a page's rows with its head: no head vouches for these
+            raise AuditRefused(
+                "tampered", f"seq {first[0].seq}..: rows with no signed head", first[0].seq
+            )
         return 0
     by_seq = {seq: Head(seq, digest, sig) for seq, digest, sig in heads}
     keys = copy.keys() if pinned is None else pinned

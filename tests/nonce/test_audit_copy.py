@@ -20,7 +20,7 @@ from broadcaster.audit.stream import AuditStreamer
 from broadcaster.audit.verify import AuditRefused
 from broadcaster.cli.audit import verify_copy, verify_log, verify_logs
 from enclave.core import EnclaveCore
-from nonce.audit_copy import AuditCopyBase, open_audit_copy
+from nonce.audit_copy import AuditCopyBase, StoredEntry, open_audit_copy
 from nonce.backends import Target, is_postgres
 from nonce.errors import StaleEpoch
 from nonce.schema import AUDIT_BY_LOG, SCHEMA_VERSION, SQLITE, Dialect, Table
@@ -120,6 +120,25 @@ def test_a_tampered_row_in_one_instance_s_copy_is_refused_for_that_log_only(
     with pytest.raises(AuditRefused) as caught:
         verify_copy(copy)
     assert caught.value.reason == "tampered" and a[:18] in str(caught.value)
+    copy.close()
+
+
+def test_a_forged_log_with_no_signed_head_is_refused_not_taken_as_ours(store: Target) -> None:
+    """Attack: the parent adds a log of its own (rows under a new log_id, no head: it has no
+    attested key to sign one) holding a foreign tx's hash, so the reconciler would count it."""
+    copy, cores, _ = two_logs(store)
+    a = key_of(cores["a"]).lower()
+    (line,) = [e for e in copy.lines(a) if e.kind == "sign"]
+    foreign = b"\x66" * 32
+    forged = StoredEntry(1, line.hash, "sign", line.log_key, foreign, line.sender, 9, line.entry)
+    copy.append("0x04" + "77" * 64, [forged], None, 0.0)
+    assert copy.signed([foreign]) == {foreign}  # what the reconciler would believe
+    checks = {c.log_id: c for c in verify_logs(copy)}
+    refused = checks["0x04" + "77" * 64].refused
+    assert refused is not None and refused.reason == "tampered"
+    assert checks[a].refused is None
+    with pytest.raises(AuditRefused):
+        verify_copy(copy)
     copy.close()
 
 

@@ -109,6 +109,7 @@ def test_a_v3_journal_gains_is_private_on_both_backends(store: Target) -> None:
     """Schema v3 (the audit tables) had no ``records.is_private``: opening it applies the v3 -> v4
     step on SQLite and PostgreSQL alike, old intents read public, and a new private one sticks."""
     from nonce.backends import is_postgres
+    from nonce.schema import SCHEMA_VERSION
     from tests.nonce.conftest import query
 
     book, journal = open_book(store)
@@ -119,7 +120,7 @@ def test_a_v3_journal_gains_is_private_on_both_backends(store: Target) -> None:
     book2, journal2 = open_book(store)
     book2.accept(_intent("new", 1, private=True), now=2.0)
     journal2.close()
-    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [("4",)]
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
     assert {r.intent.id: r.intent.private for r in load(store)} == {"old": False, "new": True}
 
 
