@@ -76,6 +76,7 @@ async def test_after_a_failover_the_old_leader_s_signatures_are_ours_and_every_l
             await streaming
         await until(b.leading, "b takes over", limit=8 * LEASE + 30)
         takeover = time.monotonic() - killed
+        at_kill = await asyncio.to_thread(_log_size, url, "a")  # what a streamed while it led
         # a's supervisor restarts it: a standby now, which streams its enclave's log (the tail
         # a never streamed before it died) into the copy, where b's reconciler finds it.
         await a.start()
@@ -111,7 +112,7 @@ async def test_after_a_failover_the_old_leader_s_signatures_are_ours_and_every_l
         assert all(c.refused is None and c.seq > 0 for c in checks), checks
         missing = {n: (tx["blockNumber"], tx["hash"]) for n, tx in by_nonce.items()
                    if bytes.fromhex(tx["hash"][2:]) not in signed}  # fmt: skip
-        assert signed == set(mined), (missing, killed_at, await b.health())
+        assert signed == set(mined), (missing, f"killed at block {killed_at}", await b.health())
 
         # broadcaster audit over the run, on the PostgreSQL journal: every log checked.
         done = await asyncio.to_thread(
@@ -130,7 +131,18 @@ async def test_after_a_failover_the_old_leader_s_signatures_are_ours_and_every_l
         intents=len(bot.asked),
         mined=len(mined),
         logs={c.log_id[:10]: c.seq for c in checks},
+        a_entries_streamed_as_leader=at_kill,
+        a_entries_streamed_as_standby=next(c.seq for c in checks if c.log_id == log_a) - at_kill,
     )
+
+
+def _log_size(url: str, instance: str) -> int:
+    copy = open_audit_copy(url)
+    try:
+        log_id = copy.log_of(instance)
+        return copy.count(log_id) if log_id is not None else 0
+    finally:
+        copy.close()
 
 
 async def _checked_past(instance: Instance, tip: int) -> bool:
