@@ -56,8 +56,17 @@ __all__ = [
     "recovered_tx",
 ]
 
-BODY_REFUSALS: Final = ("header_hash", "transactions_root", "tx_hash", "signature", "malformed")
-"""Why a block answer was refused: the label values of ``broadcaster_audit_bad_blocks_total``."""
+BODY_REFUSALS: Final = (
+    "header_hash",
+    "transactions_root",
+    "tx_hash",
+    "signature",
+    "malformed",
+    "unverified",
+)
+"""Why a block answer was refused: the label values of ``broadcaster_audit_bad_blocks_total``
+(``unverified``: no endpoint's answer could be proven, the block was used as merged; counted by
+:mod:`broadcaster.audit.chain`, never raised here)."""
 
 EMPTY_TRIE_ROOT: Final = keccak(b"\x80")
 """``keccak256(rlp(b""))``: the root of an empty trie (a block without transactions)."""
@@ -141,11 +150,18 @@ def _fields(item: Mapping[str, Any]) -> tuple[TxFields, int, int, int]:
     return fields, y, r, s
 
 
-def recovered_tx(item: object) -> tuple[BlockTx, bytes]:
-    """The transaction an RPC object describes, its sender recovered from its signature, and its
-    canonical encoding (the transactions trie's value). Raises :class:`BodyRefused` when the
-    object is malformed, its fields do not encode to its ``hash`` or its signature does not
-    recover; ``_Unencodable`` for a type this code does not know."""
+MIN_TX_GAS: Final = 21_000
+"""The intrinsic gas every transaction pays (yellow paper ``G_transaction``): a header's
+``gasUsed`` bounds how many transactions its block can hold."""
+
+MAX_UNPROVEN_TXS: Final = 20_000
+"""Most transactions read from a block whose header cannot be hashed (its ``gasUsed`` is then
+no bound): a mainnet block holds at most ``gasLimit / 21,000``, about 2,100 at 45M gas."""
+
+
+def _prepared(item: object) -> tuple[TxFields, int, int, int, bytes]:
+    """The fields, signature and canonical encoding of an RPC transaction object, its ``hash``
+    checked (cheap: no signature recovery). Raises :class:`BodyRefused` / ``_Unencodable``."""
     if not isinstance(item, Mapping):
         raise BodyRefused(
             "malformed", "the block's transactions are not objects (asked with true?)"
@@ -158,16 +174,35 @@ def recovered_tx(item: object) -> tuple[BlockTx, bytes]:
     claimed = str(item.get("hash", ""))
     if claimed.lower() != "0x" + tx_hash.hex():
         raise BodyRefused("tx_hash", f"the fields of {claimed:.80} encode to 0x{tx_hash.hex()}")
+    return fields, y, r, s, raw
+
+
+def _recovered(fields: TxFields, y: int, r: int, s: int, raw: bytes) -> BlockTx:
+    tx_hash = keccak(raw)
     try:
         pubkey = recover_pubkey(signing_hash(fields), y, r, s)
     except (ValueError, TypeError) as exc:
-        raise BodyRefused("signature", f"{claimed}: does not recover: {exc}") from exc
+        raise BodyRefused("signature", f"0x{tx_hash.hex()}: does not recover: {exc}") from exc
     sender = "0x" + keccak(pubkey[1:])[12:].hex()
-    return BlockTx(tx_hash, sender, fields.nonce), raw
+    return BlockTx(tx_hash, sender, fields.nonce)
+
+
+def recovered_tx(item: object) -> tuple[BlockTx, bytes]:
+    """The transaction an RPC object describes, its sender recovered from its signature, and its
+    canonical encoding (the transactions trie's value). Raises :class:`BodyRefused` when the
+    object is malformed, its fields do not encode to its ``hash`` or its signature does not
+    recover; ``_Unencodable`` for a type this code does not know."""
+    prepared = _prepared(item)
+    return _recovered(*prepared), prepared[4]
 
 
 def check_block(raw: Mapping[str, Any], wanted: str) -> CheckedBlock:
-    """Check an ``eth_getBlockByHash(wanted, true)`` answer (see the module docstring)."""
+    """Check an ``eth_getBlockByHash(wanted, true)`` answer (see the module docstring).
+
+    The cheap checks come first and the signature recoveries (most of the cost: tens of
+    microseconds a transaction) last, once the body is proven: a liar padding a real header
+    with thousands of validly signed transactions is refused by the header's ``gasUsed``
+    (every transaction pays 21,000) or by the transactions root before any is recovered."""
     wanted = wanted.lower()
     block_hash = str(raw.get("hash", "")).lower()
     if block_hash != wanted:
@@ -182,29 +217,34 @@ def check_block(raw: Mapping[str, Any], wanted: str) -> CheckedBlock:
     items = raw.get("transactions") or []
     if not isinstance(items, list):
         raise BodyRefused("malformed", "transactions: not a list")
-    txs: list[BlockTx] = []
-    encodings: list[bytes] = []
+    most = MAX_UNPROVEN_TXS
+    if header_ok:
+        most = _qty(raw.get("gasUsed"), "gasUsed") // MIN_TX_GAS
+    if len(items) > most:
+        raise BodyRefused(
+            "transactions_root" if header_ok else "malformed",
+            f"{len(items)} transactions, more than the block can hold ({most})",
+        )
+    prepared: list[tuple[TxFields, int, int, int, bytes]] = []
     complete = True
     for item in items:
         try:
-            tx, encoding = recovered_tx(item)
+            prepared.append(_prepared(item))
         except _Unencodable:
             complete = False  # not ours (the enclave signs types 0-4), nor provably a lie
-            continue
-        txs.append(tx)
-        encodings.append(encoding)
     verified = False
     if header_ok and complete:
-        root = "0x" + ordered_trie_root(encodings).hex()
+        root = "0x" + ordered_trie_root([p[4] for p in prepared]).hex()
         claimed_root = str(raw.get("transactionsRoot", "")).lower()
         if root != claimed_root:
             raise BodyRefused(
                 "transactions_root",
-                f"{len(encodings)} transactions make root {root}, the header says {claimed_root}",
+                f"{len(prepared)} transactions make root {root}, the header says {claimed_root}",
             )
         verified = True
+    txs = tuple(_recovered(*p) for p in prepared)
     parent = str(raw.get("parentHash", "")).lower()
-    return CheckedBlock(FullBlock(number, block_hash, tuple(txs), parent), verified)
+    return CheckedBlock(FullBlock(number, block_hash, txs, parent), verified)
 
 
 # ------------------------------------------------------------------ the ordered trie (YP app. D)

@@ -53,6 +53,7 @@ class _Found:
     def __init__(self, on_refused: OnRefused) -> None:
         self.verified: dict[str, FullBlock] = {}
         self.unverified: dict[str, FullBlock] = {}
+        self.unproven: dict[str, list[str]] = {}  # hash -> endpoints whose answer was unverified
         self.on_refused = on_refused
 
     def take(self, url: str, hashes: Sequence[str], replies: Sequence[Any]) -> None:
@@ -70,12 +71,23 @@ class _Found:
                 self.verified[wanted] = checked.block
                 self.unverified.pop(wanted, None)
             else:
+                self.unproven.setdefault(wanted, []).append(url)
                 known = self.unverified.get(wanted)
                 block = checked.block
                 self.unverified[wanted] = block if known is None else _union(known, block)
 
     def result(self) -> dict[str, FullBlock]:
         return {**self.unverified, **self.verified}
+
+    def count_unverified(self) -> None:
+        """Every block no endpoint could prove is counted, once per endpoint that answered it
+        (``unverified``): the fallback must not let a liar that makes a block unprovable (an
+        unknown header key, an item of an unknown type) drop a transaction in silence."""
+        for wanted, urls in self.unproven.items():
+            if wanted not in self.verified:
+                for url in urls:
+                    log.warning("%s: block %s could not be verified", url, wanted)
+                    self.on_refused(url, "unverified")
 
 
 async def full_blocks(
@@ -106,6 +118,7 @@ async def full_blocks(
             raise ChainReadError(f"no endpoint answered: {first_error}")
         for url, replies in usable.items():
             await asyncio.to_thread(found.take, url, rest, replies)
+    found.count_unverified()
     return found.result()
 
 
@@ -116,27 +129,50 @@ def _full_calls(hashes: Sequence[str]) -> list[tuple[str, list[Any]]]:
 async def full_blocks_by_number(
     chain: ChainReader, numbers: Sequence[int], on_refused: OnRefused = _ignore
 ) -> list[FullBlock]:
-    """Blocks ``numbers`` of the reader's canonical chain, in order; raises ``ValueError`` for
-    one the reader does not have, answers malformed, or no endpoint answers whole (history
-    must be complete). The chain (number -> hash) is the first answering endpoint's; each block
-    is then read by hash and checked as live (:func:`full_blocks`): one endpoint that adds or
-    omits a transaction cannot change what ``broadcaster audit`` finds."""
-    results = await chain.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
-    hashes: list[str] = []
-    for number, raw in zip(numbers, results, strict=True):
-        if type(raw) is not dict:
+    """The blocks at heights ``numbers`` of the canonical chain, in height order; raises
+    ``ValueError`` for a height no endpoint has, or a block named there that no endpoint
+    answers whole (history must be complete). Offline no tracker vouches for a hash: every
+    read endpoint is asked which block is at each height, and *every* block any of them names
+    there is read by hash and checked as live (:func:`full_blocks`). One endpoint that names a
+    self-consistent block of its own making (or adds or omits a transaction) cannot change what
+    ``broadcaster audit`` finds: the honest endpoint's block is checked too. A height where
+    endpoints disagree (a reorg under way, or a liar) yields several blocks; a foreign
+    transaction needs our key's signature, which no liar can forge."""
+    calls = [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
+    answers = await chain.replies_each(calls)
+    named: dict[int, list[str]] = {n: [] for n in numbers}
+    answered = False
+    for url, replies in answers.items():
+        if type(replies) is not list:
+            continue
+        answered = True
+        for number, reply in zip(numbers, replies, strict=True):
+            raw = reply.get("result")
+            if type(raw) is not dict:
+                continue  # this endpoint does not have it (lagging)
+            block_hash = str(raw.get("hash", "")).lower()
+            answered_number = raw.get("number")
+            try:
+                at = int(answered_number, 16) if isinstance(answered_number, str) else -1
+            except ValueError:
+                at = -1
+            if at != number or str(answered_number)[:2] != "0x" or len(block_hash) != 66:
+                log.warning("%s: block %d: a malformed or another block's answer", url, number)
+                on_refused(url, "malformed")
+                continue
+            if block_hash not in named[number]:
+                named[number].append(block_hash)
+    if not answered:
+        raise ChainReadError(f"no endpoint answered blocks {numbers[0]}..{numbers[-1]}")
+    for number, hashes in named.items():
+        if not hashes:
             raise ValueError(f"block {number}: the RPC does not have it")
-        answered = raw.get("number")
-        if not isinstance(answered, str) or not answered.startswith("0x"):
-            raise ValueError(f"block {number}: malformed answer")
-        if int(answered, 16) != number:
-            raise ValueError(f"block {number}: the RPC answered block {int(answered, 16)}")
-        hashes.append(str(raw.get("hash", "")).lower())
-    found = await full_blocks(chain, hashes, on_refused)
+    found = await full_blocks(chain, [h for n in numbers for h in named[n]], on_refused)
     out: list[FullBlock] = []
-    for number, block_hash in zip(numbers, hashes, strict=True):
-        block = found.get(block_hash)
-        if block is None:
-            raise ValueError(f"block {number} ({block_hash}): no endpoint answered it whole")
-        out.append(block)
+    for number in numbers:
+        for block_hash in named[number]:
+            block = found.get(block_hash)
+            if block is None or block.number != number:
+                raise ValueError(f"block {number} ({block_hash}): no endpoint answered it whole")
+            out.append(block)
     return out

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import coincurve
 import orjson
 
 from broadcaster.audit.chain import full_blocks_by_number
@@ -97,7 +98,14 @@ def read_keys_file(path: str | Path) -> set[str]:
                 f"--keys {path} line {number}: a secp256k1 public key is 33 or 65 bytes,"
                 f" got {len(digits) // 2}"
             )
-        keys.add(key)
+        try:
+            point = coincurve.PublicKey(bytes.fromhex(digits))
+        except (ValueError, TypeError) as exc:
+            raise KeysFileError(
+                f"--keys {path} line {number}: not a secp256k1 public key: {key:.40}"
+            ) from exc
+        # The log names its keys uncompressed: a compressed pin is the same key.
+        keys.add("0x" + point.format(compressed=False).hex())
     if not keys:
         raise KeysFileError(f"--keys {path}: no keys in it")
     return keys

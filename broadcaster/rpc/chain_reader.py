@@ -404,17 +404,24 @@ async def _mined_at(
        latest-1, -2, -4, ... in one batch: a recent transaction, the usual case after a crash,
        costs one or two round trips and touches only recent state, which even a pruned node
        keeps), then a 16-ary search of the bracket, ``_PROBES`` probes per batch. The block
-       found is read with ``eth_getBlockByNumber(n, true)`` and its transaction with ``from ==
-       sender`` and ``nonce == nonce`` taken.
+       found is read with ``eth_getBlockByNumber(n, true)`` and its transaction at ``(sender,
+       nonce)`` taken.
+
+    Either way the answer is *proven* by its block (:func:`_proven_in`; the direct answer's
+    block is read by the hash it names): the header must hash to the block's hash, the
+    transactions to its ``transactionsRoot``, and the sender is recovered from the signature,
+    never read from the RPC's ``from``. A lying RPC must not make a nonce look taken by a
+    transaction nobody mined or signed: the tx side would give the intent up as foreign.
     3. Raw bytes: ``eth_getRawTransactionByHash``, kept only if their keccak256 is the
        transaction's hash; without them the block's word is trusted (``raw = b""``).
 
     Raises :class:`UnlocatedNonce` when the count is already past ``nonce`` below the search
     range, when the node lacks the state of a block the search needs, or when the block found
-    does not hold the transaction.
+    does not prove it holds the transaction (a lie, or a block this code cannot verify).
     """
     tx = await _direct(reader, sender, nonce)
-    if tx is _MISSING:
+    proven = tx is _MISSING  # the search reads the block and proves the tx in it
+    if proven:
         tx = await _search(reader, sender, nonce, since_block)
     if type(tx) is not dict or tx.get("blockHash") is None:
         return None
@@ -423,6 +430,8 @@ async def _mined_at(
             reader._lie("mined_tx_mismatch")
             log.warning("RPC answered another transaction for %s/%d: ignored", sender, nonce)
             return None
+        if not proven:
+            tx = await _proven(reader, sender, nonce, tx)
         tx_hash = bytes.fromhex(str(tx["hash"])[2:])
         raw = await _raw(reader, tx_hash)
         fee = tx.get("maxFeePerGas", tx.get("gasPrice"))
@@ -513,15 +522,56 @@ async def _search(
             lo = block
     block = await reader.call("eth_getBlockByNumber", hex(hi), True)
     if type(block) is dict:
-        for tx in block.get("transactions") or ():
-            if (
-                type(tx) is dict
-                and str(tx.get("from", "")).lower() == sender.lower()
-                and _quantity(tx.get("nonce")) == nonce
-            ):
-                # Block transactions carry blockHash/blockNumber; make sure, for _mined_at.
-                return {**tx, "blockHash": block.get("hash"), "blockNumber": block.get("number")}
-    raise UnlocatedNonce(sender, nonce, start, f"block {hi} does not hold it")
+        found = _proven_in(reader, block, str(block.get("hash", "")), sender, nonce)
+        if found is not None:
+            return found
+    raise UnlocatedNonce(sender, nonce, start, f"block {hi} does not prove it holds it")
+
+
+def _proven_in(
+    reader: ChainReader, block: dict[str, Any], block_hash: str, sender: str, nonce: int
+) -> dict[str, Any] | None:
+    """The transaction object at ``(sender, nonce)`` in ``block`` (an ``eth_get
+    BlockByHash/Number(.., true)`` answer) *proven*: the header hashes to ``block_hash``, the
+    transactions to its ``transactionsRoot``, and the sender is recovered from the signature
+    (:func:`broadcaster.audit.body.check_block`); the RPC's ``from`` is never read. None when
+    the block does not prove it (a lie, counted through ``on_lie``, or a block this code cannot
+    verify). The caller still checks ``block_hash`` is canonical in its window."""
+    # Imported here: broadcaster.audit imports the tx side, which imports this module.
+    from broadcaster.audit.body import BodyRefused, check_block
+
+    try:
+        checked = check_block(block, block_hash)
+    except BodyRefused as exc:
+        reader._lie("mined_block_refused")
+        log.warning("block %s refused looking up %s/%d: %s", block_hash, sender, nonce, exc)
+        return None
+    if not checked.verified:
+        log.warning("block %s cannot be verified: %s/%d not proven", block_hash, sender, nonce)
+        return None
+    items = block.get("transactions") or []
+    for item, tx in zip(items, checked.block.txs, strict=True):
+        if tx.sender == sender.lower() and tx.nonce == nonce:
+            return {
+                **item,
+                "from": tx.sender,
+                "blockHash": checked.block.hash,
+                "blockNumber": hex(checked.block.number),
+            }
+    return None
+
+
+async def _proven(reader: ChainReader, sender: str, nonce: int, tx: dict[str, Any]) -> Any:
+    """``tx`` (an RPC's word for ``(sender, nonce)``) proven by its block, read by the hash it
+    names and checked (:func:`_proven_in`): a lying RPC must not make a nonce look taken by a
+    transaction nobody signed or mined (the tx side would give our intent up as foreign).
+    Raises :class:`UnlocatedNonce` when the block does not prove it."""
+    block_hash = str(tx.get("blockHash", "")).lower()
+    block = await reader.call("eth_getBlockByHash", block_hash, True)
+    found = _proven_in(reader, block, block_hash, sender, nonce) if type(block) is dict else None
+    if found is None or str(found.get("hash", "")).lower() != str(tx.get("hash", "")).lower():
+        raise UnlocatedNonce(sender, nonce, 0, f"block {block_hash:.80} does not prove it")
+    return found
 
 
 async def _raw(reader: ChainReader, tx_hash: bytes) -> bytes:

@@ -9,7 +9,11 @@ ahead (``presign``), so the reaction needs no signer round trip.
 A nonce the chain used while none of our attempts there is mined, for ``foreign_blocks`` blocks
 in a row, is looked up at ``(sender, nonce)`` (``ChainReader.mined_at``): our own attempt whose
 journal entry a crash lost (then it is ``included``), or a *foreign* transaction, which ends the
-intent ``failed`` with the ``foreign_transaction`` alert; it is never resent forever.
+intent ``failed`` with the ``foreign_transaction`` alert; it is never resent forever. Only a
+transaction proven in a canonical block counts (``mined_at`` checks the block's header and body and
+recovers the sender from the signature): a lookup that finds nothing, or cannot prove what it
+finds, gives nothing up and is asked again at the next recheck (a lying RPC must not get an
+intent reported ``failed``).
 """
 
 from __future__ import annotations
@@ -306,46 +310,55 @@ class InclusionTracker:
             log.warning("%s/%d: cannot look up the mined tx: %s", record.sender, record.nonce, exc)
             return  # asked again at the next recheck
         intent = record.intent
-        if mined is not None and not self.canonical(mined.block_number, mined.block_hash):
-            return  # an answer from a branch we do not follow (a lagging RPC): ask again later
-        if mined is not None:
-            ours = (mined.to, mined.value, mined.data) == (intent.to, intent.value, intent.data)
-            # A 0-value self-transfer is ours only where we signed a noop at this nonce (its
-            # journal entry may be what the crash lost): anyone holding the key can send one.
-            noop = (
-                mined.to == record.sender
-                and mined.value == 0
-                and not mined.data
-                and (record.has_noop or intent.noop)
+        if mined is None:
+            # The count says used, the lookup says not mined: one of them is wrong (a lagging
+            # or lying RPC). Only a transaction proven in a canonical block (its sender
+            # recovered from its signature, ChainReader.mined_at) gives the intent up.
+            log.warning(
+                "%s/%d: the nonce count says used, the lookup finds nothing: asked again",
+                record.sender,
+                record.nonce,
             )
-            if ours or noop:
-                if self.book.by_hash(mined.hash) is None:
-                    if ours:
-                        reason = AttemptReason.REORG if record.attempts else AttemptReason.INITIAL
-                    else:
-                        reason = noop_reason(record)
-                    attempt = Attempt(
-                        raw=mined.raw,
-                        hash=mined.hash,
-                        nonce=record.nonce,
-                        max_fee_per_gas=mined.max_fee_per_gas,
-                        max_priority_fee_per_gas=mined.max_priority_fee_per_gas,
-                        signed_at=now,
-                        reason=reason,
-                        replaces=record.latest.hash if record.latest is not None else None,
-                    )
-                    self.book.add_attempt(record, attempt)
-                if noop and not ours and record.state not in GIVEN_UP_STATES:
-                    # Our noop took the nonce, not the payload: "included" would be untrue.
-                    self.executor.give_up(record, _S.CANCELLED, "a noop of ours took the nonce")
-                self.mark_included(mined.hash, BlockRef(mined.block_number, mined.block_hash), now)
-                log.warning(
-                    "%s/%d: found a mined attempt of ours the journal did not hold (0x%s)",
-                    record.sender,
-                    record.nonce,
-                    mined.hash.hex(),
+            return
+        if not self.canonical(mined.block_number, mined.block_hash):
+            return  # an answer from a branch we do not follow (a lagging RPC): ask again later
+        ours = (mined.to, mined.value, mined.data) == (intent.to, intent.value, intent.data)
+        # A 0-value self-transfer is ours only where we signed a noop at this nonce (its
+        # journal entry may be what the crash lost): anyone holding the key can send one.
+        noop = (
+            mined.to == record.sender
+            and mined.value == 0
+            and not mined.data
+            and (record.has_noop or intent.noop)
+        )
+        if ours or noop:
+            if self.book.by_hash(mined.hash) is None:
+                if ours:
+                    reason = AttemptReason.REORG if record.attempts else AttemptReason.INITIAL
+                else:
+                    reason = noop_reason(record)
+                attempt = Attempt(
+                    raw=mined.raw,
+                    hash=mined.hash,
+                    nonce=record.nonce,
+                    max_fee_per_gas=mined.max_fee_per_gas,
+                    max_priority_fee_per_gas=mined.max_priority_fee_per_gas,
+                    signed_at=now,
+                    reason=reason,
+                    replaces=record.latest.hash if record.latest is not None else None,
                 )
-                return
+                self.book.add_attempt(record, attempt)
+            if noop and not ours and record.state not in GIVEN_UP_STATES:
+                # Our noop took the nonce, not the payload: "included" would be untrue.
+                self.executor.give_up(record, _S.CANCELLED, "a noop of ours took the nonce")
+            self.mark_included(mined.hash, BlockRef(mined.block_number, mined.block_hash), now)
+            log.warning(
+                "%s/%d: found a mined attempt of ours the journal did not hold (0x%s)",
+                record.sender,
+                record.nonce,
+                mined.hash.hex(),
+            )
+            return
         log.error(
             "%s/%d: the chain used this nonce with a transaction that is not ours",
             record.sender,

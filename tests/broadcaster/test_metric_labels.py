@@ -56,9 +56,16 @@ def test_the_orderflow_results_are_exactly_the_ones_the_sender_reports() -> None
 
 def test_the_bad_block_reasons_are_exactly_the_ones_the_body_checker_refuses_with() -> None:
     """``audit_bad_blocks_total{reason}`` takes only :data:`broadcaster.audit.body.BODY_REFUSALS`,
-    and every one of them is raised somewhere in the checker."""
+    and every one of them is raised somewhere in the checker (``unverified``: counted by the
+    block reader when no endpoint's answer could be proven)."""
     from broadcaster.audit.body import BODY_REFUSALS
 
     source = (REPO / "broadcaster/audit/body.py").read_text()
     raised = set(re.findall(r'BodyRefused\(\s*"([a-z_]+)"', source))
-    assert raised == set(BODY_REFUSALS), raised
+    counted = set(
+        re.findall(
+            r'on_refused\(url, "([a-z_]+)"\)', (REPO / "broadcaster/audit/chain.py").read_text()
+        )
+    )
+    assert raised | counted == set(BODY_REFUSALS), (raised, counted)
+    assert "unverified" in counted

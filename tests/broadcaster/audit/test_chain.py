@@ -53,7 +53,8 @@ def header(txs: list[dict[str, Any]], number: int = 7) -> dict[str, Any]:
         "parentHash": "0x" + "ab" * 32, "sha3Uncles": h32, "miner": "0x" + "00" * 20,
         "stateRoot": h32, "transactionsRoot": root, "receiptsRoot": h32,
         "logsBloom": "0x" + "00" * 256, "difficulty": "0x0", "number": hex(number),
-        "gasLimit": hex(30_000_000), "gasUsed": "0x0", "timestamp": hex(1000 + number),
+        "gasLimit": hex(30_000_000), "gasUsed": hex(21_000 * len(txs)),
+        "timestamp": hex(1000 + number),
         "extraData": "0x", "mixHash": h32, "nonce": "0x" + "00" * 8, "baseFeePerGas": "0x1",
         "withdrawalsRoot": h32, "blobGasUsed": "0x0", "excessBlobGas": "0x0",
         "parentBeaconBlockRoot": h32,
@@ -222,3 +223,99 @@ def test_the_helpers_signed_transactions_decode() -> None:
     checker, not a typo in the fixture)."""
     t = tx(OUR_KEY, 1)
     assert decode_raw(t["_raw"]).fields.nonce == 1
+
+
+async def test_a_self_consistent_fake_block_at_a_height_cannot_hide_history() -> None:
+    """Attack on ``broadcaster audit``: the endpoint read first names, for height 7, a block
+    of its own making (its header hashes to the hash it names, its body to its root) without
+    the transaction signed with our key outside the enclave. No tracker vouches for a hash
+    offline: every block any endpoint names at a height is checked, so the real one is too."""
+    stolen = tx(OUR_KEY, 4)
+    real = [tx(OTHER_KEY, 0), stolen]
+    head, fake_head = header(real), header(real[:1])
+    assert fake_head["hash"] != head["hash"]
+    chain = reader({"http://liar": block(fake_head, real[0]), "http://honest": block(head, *real)})
+    found = await full_blocks_by_number(chain, [7])
+    foreign = [f for b in found for f in plan_block(b, {OURS}, set(), set()).foreign]
+    assert [(f.sender, f.nonce, f.block_hash) for f in foreign] == [(OURS, 4, head["hash"])]
+
+
+@pytest.mark.parametrize("trick", ["unknown_header_key", "unknown_tx_type"])
+async def test_an_unverifiable_answer_from_the_only_endpoint_is_counted_not_silent(
+    trick: str,
+) -> None:
+    """Attack on the 'unverified' fallback: the only endpoint makes a real block unprovable
+    (a header key this code does not know, or an item of a type it cannot encode) and leaves
+    out the transaction signed with our key outside the enclave. No answer can prove it wrong,
+    but the block is not passed as checked in silence: ``unverified`` is counted (the
+    BroadcasterAuditBadBlocks alert), naming the endpoint."""
+    stolen = tx(OUR_KEY, 4)
+    real = [tx(OTHER_KEY, 0), stolen]
+    head = header(real)
+    lie = block(head, real[0])
+    if trick == "unknown_header_key":
+        lie["futureRoot"] = "0x" + "00" * 32
+    else:
+        lie["transactions"].append(
+            {"type": "0x7f", "hash": "0x" + "77" * 32, "r": "0x1", "s": "0x1"}
+        )
+    seen, on_refused = refusals()
+    blocks = await full_blocks(reader({"http://liar": lie}), [head["hash"]], on_refused)
+    assert seen == [("http://liar", "unverified")]
+    assert blocks[head["hash"]].txs[0].sender == OTHER  # what could be read is still used
+
+
+async def test_a_padded_or_swapped_body_is_refused_before_any_signature_is_recovered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cost attack: a liar pads a real header with validly signed transactions (thousands of
+    them would be seconds of recovery, on every retry) or swaps the body. The header's
+    ``gasUsed`` (21,000 a transaction) and the transactions root refuse it before a single
+    sender is recovered; the honest block costs one recovery a transaction."""
+    import broadcaster.audit.body as body
+
+    recovered: list[bytes] = []
+    real_recover = body.recover_pubkey
+
+    def counting(msg_hash: bytes, y: int, r: int, s: int) -> bytes:
+        recovered.append(msg_hash)
+        return real_recover(msg_hash, y, r, s)
+
+    monkeypatch.setattr(body, "recover_pubkey", counting)
+    real = [tx(OTHER_KEY, 0), tx(OTHER_KEY, 1)]
+    head = header(real)
+    padding = [tx(OTHER_KEY, n) for n in range(2, 8)]
+    for lie, why in (
+        (block(head, *real, *padding), "more than the block can hold"),
+        (block(head, real[0], padding[0]), "make root"),
+    ):
+        with pytest.raises(body.BodyRefused, match=why) as refused:
+            body.check_block(lie, head["hash"])
+        assert refused.value.reason == "transactions_root"
+        assert recovered == []
+    assert body.check_block(block(head, *real), head["hash"]).verified
+    assert len(recovered) == 2
+
+
+async def test_a_garbled_height_answer_from_one_endpoint_does_not_stop_the_history_audit() -> None:
+    real = [tx(OTHER_KEY, 0)]
+    head = header(real)
+    garbled = {**block(head, *real), "number": "0xzz"}
+    chain = reader({"http://garbled": garbled, "http://honest": block(head, *real)})
+    chain.replies_each = _by_number(chain.replies_each, garbled)  # type: ignore[method-assign]
+    seen, on_refused = refusals()
+    (found,) = await full_blocks_by_number(chain, [7], on_refused)
+    assert found.hash == head["hash"]
+    assert ("http://garbled", "malformed") in seen
+
+
+def _by_number(each: Any, garbled: dict[str, Any]) -> Any:
+    """``replies_each`` where the garbled endpoint's by-number answer is ``garbled``."""
+
+    async def replies_each(calls: Any, skip: Any = ()) -> Any:
+        answers = await each(calls, skip)
+        if "http://garbled" in answers and calls[0][0] == "eth_getBlockByNumber":
+            answers["http://garbled"] = [{"result": garbled} for _ in calls]
+        return answers
+
+    return replies_each

@@ -300,6 +300,47 @@ def test_a_deep_reorg_walk_stops_below_what_was_ever_checked_and_when_its_tip_le
     asyncio.run(main())
 
 
+def test_a_deep_reorg_walk_over_an_endless_parent_chain_stops_at_the_walk_limit() -> None:
+    """A reader feeding an endless chain of parents (each a new block one height lower, none
+    the block checked there) cannot keep the reconciler walking: the walk checks
+    ``WALK_LIMIT`` blocks, logs what ``broadcaster audit`` should cover, and ends."""
+    from broadcaster.audit.live import WALK_LIMIT
+
+    async def main() -> None:
+        chain = Chain()
+        low = head(1, "01")
+        chain.add(low)
+        chain.canonical = [low]
+        rec = chain.reconciler()
+        rec.on_events([Extension("a", head(0, "00"), (low,))])
+        assert await rec.step()
+        top = 10_000
+
+        def fake(number: int) -> str:
+            return "0x" + f"{number:064x}"
+
+        async def endless(hashes: Sequence[str]) -> dict[str, FullBlock]:
+            out = {}
+            for h in hashes:
+                n = int(h, 16)
+                out[h] = FullBlock(n, h, (), fake(n - 1))
+            return out
+
+        rec.fetch = endless
+        tip = Head(top, fake(top), fake(top - 1))
+        chain.canonical = [tip]
+        rec.on_events([DeepReorg("a", low, tip, "ancestor_below_window")])
+        steps = 0
+        while rec.queue:
+            await rec.step()
+            steps += 1
+            assert steps <= WALK_LIMIT + 1
+        assert rec.blocks_checked == 1 + WALK_LIMIT
+        assert rec.walk == {}
+
+    asyncio.run(main())
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0

@@ -156,3 +156,30 @@ def test_a_missing_keys_file_is_a_clear_error(
             str(tmp_path / "absent.txt")]  # fmt: skip
     assert run_audit(build_parser().parse_args(argv), io.StringIO()) == 2
     assert "cannot read it" in capsys.readouterr().err
+
+
+def test_a_pinned_key_in_its_compressed_spelling_pins_the_same_key(tmp_path: Path) -> None:
+    """``--keys`` takes 33- or 65-byte keys; the log names keys uncompressed. The compressed
+    spelling of the genuine key must pin it (not refuse the genuine copy as untrusted), and a
+    65-byte string that is no curve point is a clear error, not a pin that matches nothing."""
+    import coincurve
+
+    from broadcaster.cli.audit import KeysFileError, verify_copy
+    from nonce.audit_copy import AuditCopy
+    from tests.broadcaster.audit.test_verify import enclave, key_of, sign
+
+    genuine = enclave()
+    sign(genuine, 0)
+    _copy_signed_by(tmp_path / "j.db", genuine)
+    full = key_of(genuine)
+    short = coincurve.PublicKey(bytes.fromhex(full[2:])).format(compressed=True).hex()
+    pin = tmp_path / "keys.txt"
+    pin.write_text(f"0X{short.upper()}\n")
+    pinned = read_keys_file(pin)
+    assert pinned == {full.lower()}
+    copy = AuditCopy(tmp_path / "j.db")
+    assert verify_copy(copy, pinned) == 2
+    copy.close()
+    pin.write_text("0x04" + "00" * 64 + "\n")
+    with pytest.raises(KeysFileError, match="line 1: not a secp256k1 public key"):
+        read_keys_file(pin)

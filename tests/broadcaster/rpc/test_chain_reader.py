@@ -9,30 +9,74 @@ range that starts too late does to it (never "not mined" for a used nonce).
 from __future__ import annotations
 
 import bisect
+import functools
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from eth_utils import keccak
+from eth_account import Account
+from eth_utils import keccak, to_checksum_address
 
+from broadcaster.audit.body import ordered_trie_root
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError, UnlocatedNonce
+from heads.header import compute_header_hash, header_plan
 
-ME = "0x" + "ab" * 20
-OTHER = "0x" + "cd" * 20
+KEYS = {Account.from_key(k).address.lower(): k for k in ("0x" + "ab" * 32, "0x" + "cd" * 32)}
+ME, OTHER = KEYS
 URL = "http://node"
 
 
+@functools.cache
+def _signed(sender: str, nonce: int) -> Any:
+    """``sender``'s real signed EIP-1559 transaction at ``nonce`` (RFC 6979: deterministic)."""
+    tx = {"type": 2, "chainId": 1, "nonce": nonce, "gas": 21_000, "to": to_checksum(OTHER),
+          "value": nonce + 1, "data": b"", "maxFeePerGas": 100,
+          "maxPriorityFeePerGas": 2}  # fmt: skip
+    return Account.sign_transaction(tx, KEYS[sender])
+
+
+def to_checksum(address: str) -> str:
+    return str(to_checksum_address(address))
+
+
 def raw_of(sender: str, nonce: int) -> bytes:
-    return f"{sender}:{nonce}".encode()  # stands in for signed bytes: only its keccak matters
+    return bytes(_signed(sender, nonce).raw_transaction)
 
 
 def hash_of(sender: str, nonce: int) -> str:
     return "0x" + keccak(raw_of(sender, nonce)).hex()
 
 
-def block_hash(number: int) -> str:
-    return "0x" + keccak(b"block %d" % number).hex()
+def rpc_tx(sender: str, nonce: int, number: int | None, block: str | None) -> dict[str, Any]:
+    """The transaction object an RPC lists for ``_signed(sender, nonce)``."""
+    signed = _signed(sender, nonce)
+    return {
+        "type": "0x2", "chainId": "0x1", "hash": hash_of(sender, nonce), "from": sender,
+        "nonce": hex(nonce), "gas": hex(21_000), "to": OTHER, "value": hex(nonce + 1),
+        "input": "0x", "maxFeePerGas": "0x64", "maxPriorityFeePerGas": "0x2",
+        "gasPrice": "0x64", "accessList": [], "v": hex(signed.v), "yParity": hex(signed.v),
+        "r": hex(signed.r), "s": hex(signed.s), "blockHash": block,
+        "blockNumber": None if number is None else hex(number),
+    }  # fmt: skip
+
+
+def frontier_header(number: int, encodings: Sequence[bytes]) -> dict[str, Any]:
+    """A frontier header over ``encodings`` (its transactions root), with its real hash."""
+    header: dict[str, Any] = {
+        "parentHash": "0x" + "11" * 32, "sha3Uncles": "0x" + "22" * 32, "miner": "0x" + "33" * 20,
+        "stateRoot": "0x" + "44" * 32,
+        "transactionsRoot": "0x" + ordered_trie_root(encodings).hex(),
+        "receiptsRoot": "0x" + "55" * 32, "logsBloom": "0x" + "00" * 256, "difficulty": "0x0",
+        "number": hex(number), "gasLimit": hex(30_000_000),
+        "gasUsed": hex(21_000 * len(encodings)),
+        "timestamp": hex(1_700_000_000 + number), "extraData": "0x", "mixHash": "0x" + "66" * 32,
+        "nonce": "0x" + "00" * 8,
+    }  # fmt: skip
+    plan = header_plan(header)
+    assert plan is not None
+    header["hash"] = compute_header_hash(header, plan)
+    return header
 
 
 def error(code: int, message: str) -> dict[str, Any]:
@@ -62,6 +106,8 @@ class ScriptedNode:
         self._blocks_of: dict[str, list[int]] = {}
         self._where: dict[tuple[str, int], int] = {}
         self._by_hash: dict[str, tuple[str, int, int]] = {}
+        self._headers: dict[int, dict[str, Any]] = {}
+        self._numbers: dict[str, int] = {}  # block hash -> number, once computed
         for number, block in enumerate(self.blocks):
             for sender, nonce in block:
                 self._blocks_of.setdefault(sender, []).append(number)
@@ -79,23 +125,23 @@ class ScriptedNode:
     def where(self, sender: str, nonce: int) -> int | None:
         return self._where.get((sender, nonce))
 
+    def block_hash(self, number: int) -> str:
+        """Block ``number``'s real header hash (computed on first use, then known by hash)."""
+        header = self._headers.get(number)
+        if header is None:
+            encodings = [raw_of(s, n) for s, n in self.blocks[number]]
+            header = self._headers[number] = frontier_header(number, encodings)
+            self._numbers[header["hash"]] = number
+        return str(header["hash"])
+
     def tx(self, sender: str, nonce: int, number: int | None) -> dict[str, Any]:
-        return {
-            "hash": hash_of(sender, nonce),
-            "from": sender,
-            "nonce": hex(nonce),
-            "to": OTHER,
-            "value": hex(nonce + 1),
-            "input": "0x",
-            "maxFeePerGas": "0x64",
-            "maxPriorityFeePerGas": "0x2",
-            "blockHash": None if number is None else block_hash(number),
-            "blockNumber": None if number is None else hex(number),
-        }
+        block = None if number is None else self.block_hash(number)
+        return rpc_tx(sender, nonce, number, block)
 
     def block(self, number: int, full: bool) -> dict[str, Any]:
         txs = [self.tx(s, n, number) if full else hash_of(s, n) for s, n in self.blocks[number]]
-        return {"number": hex(number), "hash": block_hash(number), "transactions": txs}
+        self.block_hash(number)
+        return {**self._headers[number], "transactions": txs}
 
     def find(self, tx_hash: str) -> tuple[str, int, int] | None:
         return self._by_hash.get(tx_hash)
@@ -126,10 +172,8 @@ class ScriptedNode:
             number = int(params[0], 16)
             return {"result": self.block(number, params[1]) if number <= self.latest else None}
         if method == "eth_getBlockByHash":
-            for number in range(len(self.blocks)):
-                if block_hash(number) == params[0]:
-                    return {"result": self.block(number, params[1])}
-            return {"result": None}
+            number = self._numbers.get(params[0])
+            return {"result": None if number is None else self.block(number, params[1])}
         if method == "eth_getRawTransactionByHash":
             found = self.find(params[0])
             if self.raw == "missing":
@@ -146,7 +190,7 @@ class ScriptedNode:
                 "result": {
                     "transactionHash": params[0],
                     "blockNumber": hex(found[2]),
-                    "blockHash": block_hash(found[2]),
+                    "blockHash": self.block_hash(found[2]),
                     "status": "0x1",
                 }
             }
@@ -184,7 +228,7 @@ async def test_the_search_finds_the_block_that_used_the_nonce(where: int, length
     node = ScriptedNode(chain(length, placed))
     mined = await reader_for(node).mined_at(ME, where - 1)
     assert mined is not None
-    assert (mined.block_number, mined.block_hash) == (where, block_hash(where))
+    assert (mined.block_number, mined.block_hash) == (where, node.block_hash(where))
     assert mined.hash.hex() == hash_of(ME, where - 1)[2:]
     assert mined.raw == raw_of(ME, where - 1)  # served, and it hashes to the hash
     assert (mined.to, mined.value, mined.data) == (OTHER, where, b"")
@@ -307,11 +351,12 @@ async def test_receipts_carry_block_number_and_hash_and_a_foreign_one_is_dropped
     assert set(receipts) == set(ours)
     for tx_hash in ours:
         receipt = receipts[tx_hash]
-        assert (receipt.block_number, receipt.block_hash, receipt.status) == (3, block_hash(3), 1)
+        assert (receipt.block_number, receipt.status) == (3, 1)
+        assert receipt.block_hash == node.block_hash(3)
     node.lie_about["eth_getTransactionReceipt"] = {
         "transactionHash": hash_of(ME, 1),
         "blockNumber": "0x3",
-        "blockHash": block_hash(3),
+        "blockHash": node.block_hash(3),
     }
     assert await reader.receipts(ours[:1]) == {}
     assert lies == ["receipt_hash_mismatch"]
@@ -321,12 +366,54 @@ async def test_blocks_keep_only_blocks_answered_with_the_hash_asked_for() -> Non
     lies: list[str] = []
     node = ScriptedNode(chain(4, {2: [(ME, 0)]}))
     reader = reader_for(node, lies)
-    found = await reader.blocks([block_hash(2), block_hash(9)])
-    assert list(found) == [block_hash(2)]
-    assert (found[block_hash(2)].number, found[block_hash(2)].tx_hashes) == (
+    found = await reader.blocks([node.block_hash(2), "0x" + "99" * 32])
+    assert list(found) == [node.block_hash(2)]
+    assert (found[node.block_hash(2)].number, found[node.block_hash(2)].tx_hashes) == (
         2,
         (bytes.fromhex(hash_of(ME, 0)[2:]),),
     )
     node.lie_about["eth_getBlockByHash"] = node.block(3, False)
-    assert await reader.blocks([block_hash(2)]) == {}
+    assert await reader.blocks([node.block_hash(2)]) == {}
     assert lies == ["block_hash_mismatch"]
+
+
+# -- a lying RPC must not make a nonce look taken by a foreign transaction ----------------------
+# (the tx side gives an intent up as ``failed`` with the foreign_transaction alert on mined_at's
+# word: the answer is proven by its block, the sender recovered from the signature)
+
+
+async def test_a_direct_answer_naming_a_real_block_that_does_not_hold_it_is_not_believed() -> None:
+    node = ScriptedNode(chain(3, {2: [(ME, 0)]}), direct=True)
+    # A real signature of ours at nonce 0 (a replacement that was never mined), said to be in
+    # the real block 2, and a forged one "from" us: neither is in that block.
+    other = Account.sign_transaction(
+        {"type": 2, "chainId": 1, "nonce": 0, "gas": 21_000, "to": to_checksum(ME),
+         "value": 999, "data": b"", "maxFeePerGas": 100, "maxPriorityFeePerGas": 2},
+        KEYS[ME],
+    )  # fmt: skip
+    replacement = {**node.tx(ME, 0, 2), "to": ME, "value": hex(999), "v": hex(other.v),
+                   "yParity": hex(other.v), "r": hex(other.r), "s": hex(other.s),
+                   "hash": "0x" + bytes(other.hash).hex()}  # fmt: skip
+    forged = {**node.tx(ME, 0, 2), "to": OTHER, "value": hex(10**24), "hash": "0x" + "77" * 32}
+    for lie in (replacement, forged):
+        node.lie_about["eth_getTransactionBySenderAndNonce"] = lie
+        with pytest.raises(UnlocatedNonce, match="does not prove it"):
+            await reader_for(node).mined_at(ME, 0)
+    del node.lie_about["eth_getTransactionBySenderAndNonce"]
+    mined = await reader_for(node).mined_at(ME, 0)  # the honest answer is proven
+    assert mined is not None and mined.hash.hex() == hash_of(ME, 0)[2:]
+
+
+async def test_the_search_reads_the_sender_from_the_signature_not_the_rpcs_from() -> None:
+    node = ScriptedNode(chain(3, {2: [(OTHER, 0), (ME, 0)]}))
+    block = node.block(2, True)
+    block["transactions"][0]["from"] = ME  # another sender's tx at the same nonce, relabelled
+    node.lie_about["eth_getBlockByNumber"] = block
+    mined = await reader_for(node).mined_at(ME, 0)
+    assert mined is not None and mined.hash.hex() == hash_of(ME, 0)[2:]
+    # Our tx left out and the other one relabelled: the body no longer matches the header.
+    lies: list[str] = []
+    node.lie_about["eth_getBlockByNumber"] = {**block, "transactions": block["transactions"][:1]}
+    with pytest.raises(UnlocatedNonce, match="does not prove it"):
+        await reader_for(node, lies).mined_at(ME, 0)
+    assert lies == ["mined_block_refused"]
