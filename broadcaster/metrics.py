@@ -9,6 +9,7 @@ Every name below is exposed exactly so (prefix ``broadcaster_``; prometheus_clie
 ``reorg_depth``                          histogram  blocks dropped per reorg
 ``resends_total{reason}``                counter    re-signed / rebroadcast attempts (``reorg``...)
 ``reaction_seconds``                     histogram  reorg head's bytes read -> last resend written
+``intent_seconds``                       histogram  intent frame read -> last RPC write, 1st attempt
 ``sign_seconds``                         histogram  one signer round trip
 ``broadcast_seconds{rpc}``               histogram  eth_sendRawTransaction write -> reply
 ``broadcast_errors_total{rpc,kind}``     counter    answers other than accepted (ErrorKind)
@@ -61,6 +62,7 @@ from prometheus_client.metrics_core import Metric
 from broadcaster.audit.body import BODY_REFUSALS
 from broadcaster.audit.verify import REFUSAL_REASONS
 from broadcaster.tx.reasons import ResendReason
+from signer_client.events import SignerEvent
 
 __all__ = [
     "BROADCAST_BUCKETS",
@@ -80,6 +82,7 @@ DESIGN_METRIC_NAMES = (
     "broadcaster_reorg_depth",
     "broadcaster_resends_total",
     "broadcaster_reaction_seconds",
+    "broadcaster_intent_seconds",
     "broadcaster_sign_seconds",
     "broadcaster_broadcast_seconds",
     "broadcaster_broadcast_errors_total",
@@ -129,6 +132,11 @@ INTENT_STATUSES = (
     "failed",
 )
 RESEND_REASONS = tuple(reason.value for reason in ResendReason)
+
+SIGNER_OK_EVENTS = frozenset({SignerEvent.CONNECTED, SignerEvent.SIGNED, SignerEvent.ATTESTED})
+"""The signer client's lifecycle and success events: not failures, never counted."""
+SIGNER_ERROR_KINDS = tuple(event.value for event in SignerEvent if event not in SIGNER_OK_EVENTS)
+"""``signer_errors_total{kind}``: the signer client's failure events (pre-bound at 0)."""
 
 
 class _Registry(CollectorRegistry):
@@ -199,6 +207,11 @@ class Metrics:
             "Reorg head's bytes received -> last rebroadcast written",
             REACTION_BUCKETS,
         )
+        self.intent_seconds = histogram(
+            "intent_seconds",
+            "Intent frame read -> last RPC write of its first attempt (journaled, signed)",
+            REACTION_BUCKETS,
+        )
         self.sign_seconds = histogram("sign_seconds", "Signer round trip", SIGN_BUCKETS)
         self.signer_errors_total = counter("signer_errors", "Signer failures", ("kind",))
         self.signer_up = gauge("signer_up", "1 while the signer connection is usable")
@@ -245,6 +258,11 @@ class Metrics:
             "private_sends",
             "eth_sendPrivateTransaction requests per private RPC (one per answer or failure)",
             ("rpc",),
+        )
+        self.api_notifications_dropped_total = counter(
+            "api_notifications_dropped",
+            "Status/newHeads notifications dropped for a websocket that did not read them "
+            "(the connection is then closed with 1013)",
         )
         self.is_leader = gauge("is_leader", "1 on the instance that accepts, signs and sends")
         self.is_leader.set(1)  # without [ha] the only instance acts; [ha] starts as a standby
@@ -295,9 +313,12 @@ class Metrics:
             self._labelled("audit_refused", self.audit_refusals_total, reason)
         for reason in BODY_REFUSALS:
             self._labelled("audit_bad_block", self.audit_bad_blocks_total, reason)
+        for kind in SIGNER_ERROR_KINDS:
+            self._labelled("signer", self.signer_errors_total, kind)
         self._reorgs_inc = self.reorgs_total.inc
         self._depth_observe = self.reorg_depth.observe
         self._reaction_observe = self.reaction_seconds.observe
+        self._intent_observe = self.intent_seconds.observe
         self._sign_observe = self.sign_seconds.observe
         self._tip_set = self.tip_number.set
 
@@ -382,11 +403,19 @@ class Metrics:
         """Reorg head's bytes received -> last rebroadcast written (DESIGN.md section 8)."""
         self._reaction_observe(seconds)
 
+    def intent_to_wire(self, seconds: float) -> None:
+        """Intent frame read -> last RPC write of its first attempt (DESIGN.md sections 7, 8)."""
+        self._intent_observe(seconds)
+
     def sign(self, seconds: float) -> None:
         self._sign_observe(seconds)
 
     def signer_error(self, kind: str) -> None:
-        self._labelled("signer", self.signer_errors_total, kind).inc()
+        """One signer failure event (:data:`SIGNER_ERROR_KINDS`). A lifecycle or success event
+        (``signed``, ``connected``, ``attested``) or an unknown kind is not a failure: not
+        counted, so the alert on this counter fires on failures only."""
+        if kind in SIGNER_ERROR_KINDS:
+            self._labelled("signer", self.signer_errors_total, kind).inc()
 
     def signer_connected(self, up: bool) -> None:
         self.signer_up.set(1 if up else 0)

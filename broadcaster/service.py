@@ -52,15 +52,16 @@ from broadcaster.rpc.fanout import BroadcastResult, Endpoint, FanOut, default_tr
 from broadcaster.rpc.orderflow import OrderflowSender
 from broadcaster.scheduling import apply_slice
 from broadcaster.settings import Config
+from broadcaster.tx.bundle_plans import plan_restore
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
-from broadcaster.tx.routing import Router
+from broadcaster.tx.routing import Router, member_canceller
 from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
-from nonce import NonceBook, TxRecord
+from nonce import JournalError, NonceBook, TxRecord, TxState
 from nonce.audit_copy import AuditCopyBase, open_audit_copy
-from nonce.backends import lookup, open_book
+from nonce.backends import load_bundles, lookup, open_book
 from signer_client import AttestationPolicy, SignerClient, SignerPins
 from signer_client.events import SignerEvent
 
@@ -68,6 +69,7 @@ __all__ = ["Service"]
 
 log = logging.getLogger(__name__)
 
+_GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
 _COUNTED_STATUSES = frozenset({"included", "finalized", "failed", "expired", "cancelled"})
 
 
@@ -111,6 +113,9 @@ class _TxMetrics(TxObserver):
             "reorg reaction: %d tx re-signed and rebroadcast in %.0f µs", dropped, seconds * 1e6
         )
 
+    def intent_to_wire(self, seconds: float) -> None:
+        self.metrics.intent_to_wire(seconds)
+
     def resend(self, reason: str) -> None:
         self.metrics.resend(reason)
 
@@ -118,7 +123,10 @@ class _TxMetrics(TxObserver):
         self.metrics.sign(seconds)
 
     def signer_error(self, kind: str) -> None:
-        self.metrics.signer_error(kind)
+        # Not counted here: the signer client reports each failure once through its event sink
+        # (``Service._on_signer_event``), with the closed set of kinds the alerts name; the
+        # executor's report of the same failure would count it twice, under another label.
+        del kind
 
     def broadcast(self, result: BroadcastResult) -> None:
         if result.latency_s is not None:
@@ -199,6 +207,7 @@ class Service:
         self._retargeted: int | None = None  # the tip the live bundles were last sent for
         self.gate: SigningGate | None = None
         self.streamer: AuditStreamer | None = None
+        self._auth_rpcs: list[str] = []  # auth = "flashbots" rpcs (section 5a)
         self.reconciler: LiveReconciler | None = None
 
     def health(self) -> Mapping[str, Any]:
@@ -291,10 +300,13 @@ class Service:
                     lease_task.cancel()
                 await self.metrics_server.close()
                 raise
-        subscriptions = Subscriptions()  # before the manager and the API: both only use it
+        # before the manager and the API: both only use it
+        subscriptions = Subscriptions(on_dropped=self.metrics.api_notifications_dropped_total.inc)
         observer = _TxMetrics(self.metrics, subscriptions)
         signer = _signer_client(config, self._on_signer_event)
         self._signer = signer
+        # auth = "flashbots" rpcs (section 5a): named in the error when the signer has no auth key
+        self._auth_rpcs = [r.name for r in config.rpcs if r.auth]
         gate = self.gate = SigningGate(signer, hold_timeout=config.signer.timeout_seconds)
         report = observer.report = ForeignReport(
             count=self.metrics.foreign_transaction,
@@ -302,6 +314,8 @@ class Service:
             gate=gate,
             stop_signing=config.audit.stop_signing_on_foreign,
         )
+        # A signature the gate gives up while holding: the client never saw it (not counted).
+        gate.on_timeout = lambda: self.metrics.signer_error(SignerEvent.TIMEOUT)
         fenced = config.ha is not None
         # Every RPC of every kind is asked eth_chainId first: one of another chain is kept out (a
         # builder that serves only the bundle API and answers an error is kept, unverified).
@@ -338,9 +352,11 @@ class Service:
         )
         orderflow = (
             OrderflowSender(
-                [(r.name, r.url, r.kind) for r in private],
+                [(r.name, r.url, r.kind, r.auth) for r in private],
                 on_result=self.metrics.orderflow,
                 wrap=(lambda t: FencedTransport(t, self.fence)) if fenced else None,
+                # auth = "flashbots": the enclave's auth key signs each body (section 5a)
+                sign_auth=signer.sign_auth if any(r.auth for r in private) else None,
             )
             if private
             else None
@@ -352,6 +368,7 @@ class Service:
             private=sum(1 for r in private if r.kind == "private"),
             tip_number=lambda: tracker.tip.number if tracker.tip else None,
             clock_ns=time.perf_counter_ns,
+            jobs_per_send=max(1, len(public)),  # the manager's endpoints= below
         )
         manager = TxManager(
             chain_id=config.chain_id,
@@ -380,6 +397,7 @@ class Service:
             canonical_chain=tracker.canonical_chain,
             refuse_sender=gate.why,
         )
+        router.cancel_member = member_canceller(manager.cancel, router)  # a dead bundle's members
         if not fenced:
             self.manager = manager  # with [ha], once started: heads already flow to _on_events
         copy = audit_reader = None
@@ -421,7 +439,9 @@ class Service:
             max_gap_fill=config.fees.max_gap_fill,
             subscriptions=subscriptions,
             routing=(config.routing.private, bool(private), bool(public)),
+            router=router,
         )
+        await self._restore_bundles(config.journal.target, book, router, api)
         server = None
         try:
             if fanout is not None:
@@ -644,6 +664,17 @@ class Service:
 
     def _on_signer_event(self, kind: str) -> None:
         self.metrics.signer_error(kind)
+        if kind == SignerEvent.CONNECTED and self._auth_rpcs:
+            info = self._signer.info
+            if info is not None and info.auth_address is None:
+                # Every request to these rpcs fails until the enclave holds an auth key
+                # (signer_errors_total{kind="no_auth_key"} counts each; the SignerErrors alert).
+                log.error(
+                    'rpcs %s have auth = "flashbots" but the signer names no auth key: set '
+                    "[policy] auth_address in the enclave to one of its loaded keys; every "
+                    "request to them fails until then",
+                    ", ".join(self._auth_rpcs),
+                )
         streamer = self.streamer
         if streamer is not None and self.gate is not None and kind in _RECHECK_ON:
             # Close the reconnect window: nothing is signed on a new connection before its log
@@ -655,6 +686,39 @@ class Service:
             # pins attestation), and check its log at once (a restarted enclave).
             _trust_presented(streamer, self._signer)
             streamer.wake()
+
+    async def _restore_bundles(
+        self, target: Any, book: NonceBook, router: Router, api: IntentApi
+    ) -> None:
+        """``broadcaster_sendBundle`` bundles from the journal (DESIGN.md 5a): registered with
+        the router before recovery re-submits their members, so the members' attempts build
+        the bundle again (re-targeted from the first head); answerable again by id. A bundle
+        none of whose members is live any more is only answerable (or forgotten)."""
+        try:
+            rows = await asyncio.to_thread(load_bundles, target)
+        except JournalError as exc:
+            log.warning("journal: bundles not reloaded: %s", exc)
+            return
+
+        def settled(intent_id: str) -> bool | None:
+            record = book.find_intent(intent_id)
+            return None if record is None else record.settled
+
+        def given_up(intent_id: str) -> bool:
+            record = book.find_intent(intent_id)
+            return record is not None and record.state in _GIVEN_UP
+
+        answerable, live, dead, problems = plan_restore(rows, settled, given_up)
+        for problem in problems:
+            log.warning("journal: %s", problem)
+        for spec in answerable:
+            api.restore_bundle(spec)
+        for spec in live:
+            router.add_bundle(spec)
+        for bundle_id in dead:  # a member gave up or was never booked: cancel the rest
+            router.kill_bundle(bundle_id)
+        if live:
+            log.info("journal: %d live bundles reloaded", len(live))
 
     async def _start_manager(self, manager: TxManager) -> None:
         """Resync nonces and recover, retrying until an RPC answers (it may start after us)."""

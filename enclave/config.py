@@ -94,6 +94,10 @@ def _policy(raw: dict[str, Any]) -> PolicyConfig:
             if not _is_address(a):
                 raise ConfigError(f"policy.allowed_delegates[{i}]: expected a 0x address")
         kwargs["allowed_delegates"] = tuple(delegates)
+    if "auth_address" in raw:
+        if not _is_address(raw["auth_address"]):
+            raise ConfigError("policy.auth_address: expected a 0x address")
+        kwargs["auth_address"] = raw["auth_address"]
     for key in _POLICY_INTS:
         if key in raw:
             kwargs[key] = _int(raw[key], f"policy.{key}")

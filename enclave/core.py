@@ -24,6 +24,7 @@ from enclave.policy import Policy, intent_hash, is_noop
 from signer_client.authorization import authorization_hash, parse_unsigned_authorization
 from signer_client.channel import derive_mac_key
 from signer_client.errors import PolicyDenied, TransactionError, TxFieldError
+from signer_client.flashbots import auth_signing_hash
 from signer_client.payload import decode_payload
 from signer_client.protocol import PROTOCOL_VERSION, error_reply, hello_info_bytes
 from signer_client.signing import LocalKey
@@ -115,6 +116,18 @@ class EnclaveCore:
         mode: str = "dev",
         log_key: LocalKey | None = None,
     ) -> None:
+        # The auth key (DESIGN.md 5a) is held apart: ``self.keys`` -- the only keys
+        # sign_transaction and sign_authorization look up -- never contains it.
+        wanted = policy.config.auth_address
+        self.auth_key: LocalKey | None = None
+        if wanted is not None:
+            auth = [k for k in keys if "0x" + k.address_bytes.hex() == wanted]
+            if not auth:
+                raise ValueError(f"policy.auth_address {wanted} names no loaded key")
+            self.auth_key = auth[0]
+            # By address, not identity: a key source listing the auth key twice must not leave
+            # a copy among the transaction keys.
+            keys = [k for k in keys if k.address_bytes != self.auth_key.address_bytes]
         if not keys:
             raise ValueError("the enclave needs at least one signing key")
         self.keys = {"0x" + k.address_bytes.hex(): k for k in keys}
@@ -137,10 +150,13 @@ class EnclaveCore:
             "policy_hash": policy.hash,
             "log_public_key": "0x" + self.log_key.public_key.hex(),
         }
+        if self.auth_key is not None:
+            self.hello_result["auth_address"] = self.auth_key.address
         self._user_data = keccak(hello_info_bytes(self.hello_result))
         self._methods: dict[str, Callable[[Any, Any, float], dict[str, Any]]] = {
             "sign_transaction": self._sign,
             "sign_authorization": self._sign_authorization,
+            "sign_auth": self._sign_auth,
             "hello": self._hello,
             "attestation": self._attestation,
             "audit_head": self._audit_head,
@@ -287,6 +303,44 @@ class EnclaveCore:
         if self.audit is not None:
             self.audit.append(now, "authorize", entry)
         return {"id": request_id, "result": {"signature": "0x" + sig.hex()}}
+
+    def _sign_auth(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        """``{body_hash}`` (32 bytes, 0x-hex: ``keccak256`` of a request body) -> ``{address,
+        signature}``: the auth key's EIP-191 signature of the text ``0x<body_hash>``, the
+        ``X-Flashbots-Signature`` (DESIGN.md 5a). The enclave does the EIP-191 wrapping itself, so
+        no caller-chosen hash is ever signed with the auth key (``signer_client.flashbots``)."""
+        text = params["body_hash"]
+        if type(text) is not str or text[:2] != "0x" or len(text) != 66:
+            raise TxFieldError("body_hash", "expected 32 bytes of 0x-hex")
+        digest = bytes.fromhex(text[2:])
+        key = self.auth_key
+        try:
+            if key is None:
+                raise PolicyDenied("auth_key", "this enclave's policy names no auth key")
+            self.policy.check_auth(key.address_bytes)
+        except PolicyDenied as exc:
+            if self.audit is not None:
+                self.audit.append(
+                    now, "deny", {"type": "auth", "body_hash": text, "rule": exc.rule,
+                                  "reason": exc.reason},
+                )  # fmt: skip
+            return error_reply(request_id, "policy_denied", exc.reason, rule=exc.rule)
+        msg_hash = auth_signing_hash(digest)
+        sig = key.sign_hash(msg_hash)
+        if self.audit is not None:
+            self.audit.append(
+                now,
+                "auth",
+                {
+                    "address": "0x" + key.address_bytes.hex(),
+                    "body_hash": text.lower(),
+                    "signing_hash": "0x" + msg_hash.hex(),
+                },
+            )
+        return {
+            "id": request_id,
+            "result": {"address": key.address, "signature": "0x" + sig.hex()},
+        }
 
     def _hello(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
         if self.audit is not None:

@@ -31,6 +31,10 @@ Rules, in the order they are checked (the first that fails names the denial, ``P
                       client) or when the highest signed nonce leaves no room above.
 ``rate_limit``        per-sender token bucket: ``rate_per_second`` refill, ``burst`` capacity
 
+``auth_address`` names the auth key (DESIGN.md 5a): the enclave holds that key apart from the
+transaction keys, signs with it only ``sign_auth``'s EIP-191 wrapping of a request-body hash
+(:meth:`Policy.check_auth`, ``signer_client.flashbots``), and never a transaction with it.
+
 Optional (DESIGN.md section 6a), checked after ``to_not_allowed`` and at the first signature of a
 nonce respectively: ``selector_not_allowed`` (``allowed_selectors``: per ``to``, the 4-byte
 selectors its calldata may start with) and ``value_window_cap`` (``max_value_per_window`` wei per
@@ -87,6 +91,9 @@ class PolicyConfig:
     # EIP-7702: the contracts an account may be delegated to (lowercase 0x-hex); empty = none.
     allowed_delegates: tuple[str, ...] = ()
     max_fee_per_blob_gas: int = 10**12  # EIP-4844 blob fee cap, 1000 gwei
+    # The auth key (DESIGN.md 5a, X-Flashbots-Signature): the one loaded key that signs only
+    # request-auth digests (``sign_auth``) and never a transaction or authorization; None = none.
+    auth_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.bump_percent < 10:
@@ -117,6 +124,10 @@ class PolicyConfig:
             object.__setattr__(self, "allowed_selectors", rules)
         if self.value_window_seconds <= 0:
             raise ValueError("value_window_seconds must be positive")
+        if self.auth_address is not None:
+            if not (self.auth_address.startswith("0x") and len(self.auth_address) == 42):
+                raise ValueError(f"auth_address: {self.auth_address!r} is not a 0x address")
+            object.__setattr__(self, "auth_address", self.auth_address.lower())
 
     def policy_hash(self) -> str:
         """keccak256 of the canonical JSON of this policy: ``hello`` reports it, logs record it."""
@@ -124,6 +135,9 @@ class PolicyConfig:
             {
                 k: (str(v) if isinstance(v, int) and v >= 1 << 63 else v)
                 for k, v in asdict(self).items()
+                # A policy without an auth key hashes as it did before the key existed (pinned
+                # policy_hash values in deployed configs keep matching).
+                if not (k == "auth_address" and v is None)
             },
             option=orjson.OPT_SORT_KEYS,
         )
@@ -355,6 +369,14 @@ class Policy:
         self._auth_nonces.check(chain_id, sender, nonce, address, window.floor if window else 0)
         self._take_token(sender, now)
         self._auth_nonces.record(chain_id, sender, nonce, address)
+
+    def check_auth(self, address: bytes) -> None:
+        """The policy of ``sign_auth``: only the key ``auth_address`` names signs auth digests."""
+        wanted = self.config.auth_address
+        if wanted is None:
+            raise PolicyDenied("auth_key", "this enclave's policy names no auth key")
+        if "0x" + address.hex() != wanted:
+            raise PolicyDenied("auth_key", f"0x{address.hex()} is not the policy's auth key")
 
     def restore_authorization(
         self, chain_id: int, sender: bytes, nonce: int, address: bytes

@@ -46,7 +46,9 @@ from typing import Any, Final, Literal
 
 from heads.anchor import reanchor_target, supporters
 from heads.events import DeepReorg, Event, Extension, Head, NeedAncestor, Rejected, Reorg
+from heads.header import HeaderError, verify_header_hash
 from heads.parse import parse_head, structural_fault
+from heads.startup import StartupVotes
 from heads.trust import Trust
 
 __all__ = ["ChainTracker", "ForkChoice", "parse_head"]
@@ -120,6 +122,17 @@ class ChainTracker:
         self._clients: set[str] = set()
         # Announcements before this sequence number are from before the client's last disconnect.
         self._since: dict[str, int] = {}
+        # Each client's height before its latest step down or sideways, when its head there
+        # was no unconfirmed block of its own: climbing back to it is no run ahead (_suspect).
+        self._peak: dict[str, int] = {}
+        # Bare backfill replies waiting for a second client's agreement: hash -> client ->
+        # (number, parent) (``_vouches``); bounded like the held set.
+        self._bare_claims: dict[str, dict[str, tuple[int, str]]] = {}
+        # Before the first tip, with two or more clients configured: announcements waiting for
+        # two clients to agree on a block (heads.startup); ``None`` once anchored.
+        self._startup: StartupVotes | None = (
+            StartupVotes(finality_depth + 1) if clients is not None and clients >= 2 else None
+        )
         self._seq = 0
 
     # -- queries --------------------------------------------------------------------------------
@@ -160,6 +173,8 @@ class ChainTracker:
             "held_announcements": len(self._held_announcements),
             "foreign": len(self._foreign),
             "unconfirmed": len(self.trust.origin),
+            "startup": len(self._startup) if self._startup is not None else 0,
+            "bare_claims": len(self._bare_claims),
         }
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -179,6 +194,8 @@ class ChainTracker:
         self._connected.discard(client)
         self._foreign_heads.pop(client, None)
         self._since[client] = self._seq + 1
+        if self._startup is not None:
+            self._startup.forget(client)
         return []
 
     def on_head(self, client: str, header: Mapping[str, Any]) -> list[Event]:
@@ -189,6 +206,8 @@ class ChainTracker:
         if known is None:
             parsed = parse_head(client, header, self.verify)
             if type(parsed) is Rejected:
+                if self._startup is not None:
+                    self._startup.refused(client)
                 return [parsed]
             assert type(parsed) is Head
             head = parsed
@@ -203,6 +222,8 @@ class ChainTracker:
             and (not self._since or current[1] >= self._since.get(client, 0))
         ):
             return []  # a duplicate changes nothing
+        if current is not None and head.number <= current[0].number:
+            self._stepped_down(client, current[0])
         blocks = self._blocks
         trust = self.trust
         if known is not None or head.hash in blocks:
@@ -223,6 +244,15 @@ class ChainTracker:
             events += self._choose_tip(client, self._regressed(client, current, head))
             return events
         if self._tip is None:  # the first accepted head anchors the chain
+            startup = self._startup
+            if startup is not None and any(
+                other != client and startup.voice(other) for other in self._connected
+            ):
+                agreed = startup.add(client, head, seq)
+                if agreed is None:
+                    return []  # one voice while another client listens: wait for agreement
+                return self._anchor_agreed(client, head, seq, *agreed)
+            self._startup = None  # a lone voice anchors on its own word
             return self._anchor(client, head, seq)
         tip = self._tip
         if head.parent_hash == tip.hash:
@@ -319,6 +349,8 @@ class ChainTracker:
         wanted = block.hash in self._held_by_parent or block.hash in self._root_parents
         if not wanted or self._tip is None:
             return []
+        if self.verify and not self._vouches(client, block, header):
+            return []  # a bare header wiring another client's held blocks: not on its word
         self._seq += 1
         seq = self._seq
         parent = self._blocks.get(block.parent_hash)
@@ -326,7 +358,10 @@ class ChainTracker:
             fault = structural_fault(client, block, parent)
             if fault is not None:
                 return [fault]
+            suspicion: list[Event] = []
+            self._judge_backfill(client, block, suspicion)
             connected, events = self._connect(block, seq)
+            events = suspicion + events
             events += self._recompute_after_backfill(client, connected)
             return events
         if block.hash in self._root_parents and block.number >= self._window_low():
@@ -342,7 +377,54 @@ class ChainTracker:
         events = self._hold(client, block, seq)
         if block.hash not in self._held:
             return events
+        self._judge_backfill(client, block, events)
         return events + self._request_or_give_up(client, block)
+
+    def _judge_backfill(self, client: str, block: Head, events: list[Event]) -> None:
+        """A backfilled block is suspect like an announced one when it runs ahead of every
+        other connected client: otherwise a liar announces one forged block far ahead (one
+        unconfirmed block, below the quarantine threshold) and serves its forged ancestors
+        down to the honest tip by hash, and the whole forged chain connects and wins."""
+        if self._runs_ahead(client, block):
+            self.trust.originate(client, block, events)
+
+    def _vouches(self, client: str, block: Head, header: Mapping[str, Any]) -> bool:
+        """May ``client``'s backfilled ``block`` connect what waits on it?
+
+        A header with every field of its fork is verified (its hash commits to its parent). A
+        bare one (``number``/``hash``/``parentHash`` only) can claim any parent: on one client's
+        word it may only wire blocks that client itself brought or announced. Otherwise a liar
+        that announces a block on the same missing parent (so it is asked for it too) would
+        rewire an honest client's held head onto a branch of its choice, and the genuine parent
+        would then be refused as a conflict. A bare block some other client's held block waits
+        on connects once a second client's reply agrees with it (same number and parent): two
+        honest clients on sibling heads do so at once; one liar's claim never does.
+        """
+        waiting = self._held_by_parent.get(block.hash)
+        if not waiting:
+            return True
+        try:
+            if len(header) > 3 and verify_header_hash(header, block.hash) is True:
+                return True
+        except HeaderError:
+            return False
+        owners = self._held_owner
+        announcements = self._held_announcements
+        if all(
+            owners.get(child) == client
+            or any(announcer == client for announcer, _ in announcements.get(child, ()))
+            for child in waiting
+        ):
+            return True
+        claims = self._bare_claims.pop(block.hash, {})
+        claims[client] = (block.number, block.parent_hash)
+        claim = claims[client]
+        if sum(1 for other in claims.values() if other == claim) >= 2:
+            return True
+        self._bare_claims[block.hash] = claims
+        if len(self._bare_claims) > _HELD_PER_WINDOW_BLOCK * (self.finality_depth + 1):
+            del self._bare_claims[next(iter(self._bare_claims))]  # the oldest claim goes
+        return False
 
     def on_missing(self, client: str, block_hash: str) -> list[Event]:
         """``client`` answered ``null`` for an ancestor we asked for: drop what waited on it.
@@ -399,6 +481,28 @@ class ChainTracker:
             # Fill the window below the anchor (by hash, from this client), so a reorg right
             # after start-up finds its common ancestor instead of looking deep.
             events.append(NeedAncestor(client, head.parent_hash))
+        return events
+
+    def _anchor_agreed(
+        self, client: str, head: Head, seq: int, other: str, first_seq: int
+    ) -> list[Event]:
+        """Two clients agree on ``head``: anchor on it (first seen at ``other``'s announcement).
+
+        What waited above it is dropped, not replayed: one client's run of announcements ahead
+        of the other's is one voice (replayed, an honest client's start-up burst counted as a
+        run ahead, was quarantined and the tip fell back: client-chaos seed 1065625295). A
+        client that had announced past the anchor counts as just reconnected: its head is stale
+        (no candidate, no peer to run ahead of) until it announces again, connected through
+        backfill if need be (heads.startup).
+        """
+        startup = self._startup
+        assert startup is not None
+        self._startup = None
+        events = self._anchor(other, head, first_seq)
+        self._set_head(client, head, seq)
+        latest = startup.latest(other)
+        if latest is not None and latest.hash != head.hash:
+            self._since[other] = self._seq + 1
         return events
 
     def _set_head(self, client: str, head: Head, seq: int) -> None:
@@ -753,6 +857,15 @@ class ChainTracker:
             return True
         if self._contested(client, head):
             return True
+        return self._runs_ahead(client, head)
+
+    def _runs_ahead(self, client: str, head: Head) -> bool:
+        """Is ``head`` more than ``_LEAD`` blocks above every other connected client's live
+        head (and no re-covered height, :meth:`_replaces`)? Asked of announcements and of
+        backfilled blocks alike: a liar's one far-ahead announcement whose forged ancestors
+        it serves by hash down to the tip is a run ahead block by block (:meth:`on_block`)."""
+        if len(self._connected) < 2:
+            return False
         since = self._since
         heads = self._heads
         near = head.number - _LEAD
@@ -765,10 +878,37 @@ class ChainTracker:
                     continue
                 if entry[0].number < low:
                     continue
+                if other in self.trust.quarantined:
+                    continue  # a quarantined liar idling low is no peer to run ahead of
                 if entry[0].number >= near:
                     return False  # the usual case, found at once: someone is close
                 behind = True
-        return behind
+        return behind and not self._replaces(client, head)
+
+    def _replaces(self, client: str, head: Head) -> bool:
+        """Does ``head`` re-cover a height the chain already held: back up to where ``client``
+        stood before its own reorg, or to a height where the store holds a block of another
+        branch that is no unconfirmed one? Then it is no run ahead: anvil announces a reorg's
+        re-mined branch in one burst, and the client that delivers it (the one that reorged,
+        or one just reconnected) is for a moment far above peers still on the old branch
+        (client-chaos seeds 10070258 and 155200544). A forged race above the honest tip has
+        no such height beyond the lead it was allowed to begin with."""
+        if head.number <= self._peak.get(client, -1):
+            return True
+        origin = self.trust.origin
+        return any(
+            block_hash != head.hash and block_hash not in origin
+            for block_hash in self._by_number.get(head.number, ())
+        )
+
+    def _stepped_down(self, client: str, head: Head) -> None:
+        """``client`` leaves ``head`` for a block no higher (a reorg): remember the height, so
+        its climb back up to it, the re-mined branch arriving in one burst while the other
+        clients are still below, is no run ahead (:meth:`_suspect`). Only a head that is no
+        unconfirmed block of its own counts: a liar cannot extend its allowance by stepping down
+        from a forged height."""
+        if head.hash not in self.trust.origin and head.number > self._peak.get(client, -1):
+            self._peak[client] = head.number
 
     def _contested(self, client: str, head: Head) -> bool:
         """Has another connected client, since ``head``'s parent was first seen, announced a
@@ -790,6 +930,11 @@ class ChainTracker:
                 or other_head.hash == head.parent_hash
                 or other not in self._connected
                 or (since and seq < since.get(other, 0))
+                # a suspect's word contests nothing: a liar on a branch of its own would
+                # otherwise get the honest client quarantined too, and with every client
+                # quarantined all heads are candidates again (its forged height wins)
+                or other in self.trust.quarantined
+                or other_head.hash in self.trust.origin
             ):
                 continue
             a: Head | None = other_head

@@ -6,6 +6,7 @@ writer thread; the async tx manager in ``broadcaster`` drives it.
 from nonce.book import NonceBook
 from nonce.entries import (
     AttemptAdded,
+    BundleOpened,
     Entry,
     Journal,
     MemoryJournal,
@@ -38,6 +39,7 @@ from nonce.state import (
     TRANSITIONS,
     Attempt,
     AttemptReason,
+    AuthItem,
     BlockRef,
     Intent,
     TxRecord,
@@ -52,8 +54,10 @@ __all__ = [
     "AttemptAdded",
     "AttemptMismatch",
     "AttemptReason",
+    "AuthItem",
     "BlockRef",
     "BumpTooSmall",
+    "BundleOpened",
     "DuplicateIdempotencyKey",
     "DuplicateIntent",
     "Entry",

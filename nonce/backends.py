@@ -16,7 +16,7 @@ from nonce.state import TxRecord
 
 Target = str | Path
 
-__all__ = ["Target", "is_postgres", "load", "lookup", "open_book", "open_journal"]
+__all__ = ["Target", "is_postgres", "load", "load_bundles", "lookup", "open_book", "open_journal"]
 
 
 def is_postgres(target: Target) -> bool:
@@ -55,6 +55,16 @@ def load(target: Target, *, settled_kept: int | None = None) -> list[TxRecord]:
         assert isinstance(target, str)
         return pg_journal.load(target, settled_kept=settled_kept)
     return sqlite_journal.load(target, settled_kept=settled_kept)
+
+
+def load_bundles(target: Target) -> list[tuple[str, bytes]]:
+    """The journaled ``broadcaster_sendBundle`` bundles, ``(id, spec)``, oldest first."""
+    if is_postgres(target):
+        from nonce import pg_journal
+
+        assert isinstance(target, str)
+        return pg_journal.load_bundles(target)
+    return sqlite_journal.load_bundles(target)
 
 
 def lookup(

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from nonce.entries import (
     AttemptAdded,
+    BundleOpened,
     Journal,
     NullJournal,
     RecordOpened,
@@ -198,6 +199,9 @@ class NonceBook:
         sender = intent.sender
         if nonce is None:
             nonce = self.reserve(sender)
+            if intent.authorizations and intent.nonce_span > 1:
+                # EIP-7702 self-sponsored: the authorization's nonce is n + 1
+                self._next[sender] = nonce + intent.nonce_span
         else:
             occupant = self.get(sender, nonce)
             if occupant is not None:
@@ -214,6 +218,11 @@ class NonceBook:
         self._pending[sender] = self._pending.get(sender, 0) + 1
         self._journal.append(RecordOpened(intent, nonce, TxState.PENDING, now))
         return record
+
+    def open_bundle(self, bundle_id: str, spec: bytes, *, now: float) -> None:
+        """Journal a bundle's definition (``BundleOpened``) before its members are booked: the
+        same batch or an earlier one makes it durable with them."""
+        self._journal.append(BundleOpened(bundle_id, spec, now))
 
     def add_attempt(self, record: TxRecord, attempt: Attempt) -> None:
         """Keep a signed attempt (its raw bytes are journaled). The state is not changed: follow
@@ -492,7 +501,7 @@ class NonceBook:
             if record.released:
                 continue
             book._slots.setdefault(sender, {})[record.nonce] = record
-            book._next[sender] = max(book._next.get(sender, 0), record.nonce + 1)
+            book._next[sender] = max(book._next.get(sender, 0), record.nonce + record.span)
             if record.state in ACTIVE_STATES:
                 book._pending[sender] = book._pending.get(sender, 0) + 1
             if record.block is not None and not record.settled:

@@ -56,7 +56,17 @@ class SlotReleased(NamedTuple):
     at: float
 
 
-Entry = RecordOpened | AttemptAdded | StateChanged | SlotReleased
+class BundleOpened(NamedTuple):
+    """A ``broadcaster_sendBundle`` bundle was accepted (DESIGN.md 5a): ``spec`` is its
+    definition (member intent ids, raw transactions, block bounds) as the broadcaster encodes
+    it, opaque here; journaled before its members' ``RecordOpened`` so a restart re-targets it."""
+
+    bundle_id: str
+    spec: bytes
+    at: float
+
+
+Entry = RecordOpened | AttemptAdded | StateChanged | SlotReleased | BundleOpened
 _E = TypeVar("_E")
 
 
@@ -88,6 +98,7 @@ class MemoryJournal:
 
 __all__ = [
     "AttemptAdded",
+    "BundleOpened",
     "Entry",
     "Journal",
     "MemoryJournal",

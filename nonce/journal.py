@@ -43,7 +43,15 @@ from typing import Self
 from nonce.book import NonceBook
 from nonce.entries import Entry
 from nonce.errors import JournalClosed, JournalError
-from nonce.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, SQLITE, batch_statements, read_records
+from nonce.schema import (
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SQLITE,
+    batch_statements,
+    read_bundles,
+    read_records,
+)
 from nonce.state import TxRecord
 
 logger = logging.getLogger(__name__)
@@ -345,6 +353,24 @@ def _query(path: Path, where: str, params: tuple[object, ...]) -> list[TxRecord]
         raise JournalError(f"cannot read journal {path}: {exc}") from exc
 
 
+def load_bundles(path: str | Path) -> list[tuple[str, bytes]]:
+    """The journal's bundles (``broadcaster_sendBundle``) as ``(id, spec)``, oldest first."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            has_table = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bundles'"
+            ).fetchone()
+            return read_bundles(conn) if has_table else []
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}") from exc
+
+
 def open_book(
     path: str | Path, *, settled_kept: int | None = None
 ) -> tuple[NonceBook, SqliteJournal]:
@@ -361,4 +387,12 @@ def open_book(
     return NonceBook.restore(records, journal), journal
 
 
-__all__ = ["LINGER", "MAX_BATCH", "SqliteJournal", "ThreadedJournal", "load", "open_book"]
+__all__ = [
+    "LINGER",
+    "MAX_BATCH",
+    "SqliteJournal",
+    "ThreadedJournal",
+    "load",
+    "load_bundles",
+    "open_book",
+]

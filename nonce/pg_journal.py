@@ -44,7 +44,15 @@ from nonce.book import NonceBook
 from nonce.entries import Entry
 from nonce.errors import JournalError, StaleEpoch
 from nonce.journal import LINGER, MAX_BATCH, ThreadedJournal
-from nonce.schema import LEASE, MIGRATIONS, POSTGRES, SCHEMA_VERSION, batch_statements, read_records
+from nonce.schema import (
+    LEASE,
+    MIGRATIONS,
+    POSTGRES,
+    SCHEMA_VERSION,
+    batch_statements,
+    read_bundles,
+    read_records,
+)
 from nonce.state import TxRecord
 
 logger = logging.getLogger(__name__)
@@ -294,6 +302,22 @@ def load(url: str, *, settled_kept: int | None = None) -> list[TxRecord]:
         reader.close()
 
 
+def load_bundles(url: str) -> list[tuple[str, bytes]]:
+    """The journal's bundles as ``(id, spec)``, as :func:`nonce.journal.load_bundles`."""
+    try:
+        conn = connect(url)
+    except psycopg.Error as exc:
+        raise JournalError(f"cannot read journal {redact(url)}: {exc}") from exc
+    try:
+        return read_bundles(conn, POSTGRES)
+    except psycopg.errors.UndefinedTable:
+        return []  # no journal written yet
+    except psycopg.Error as exc:
+        raise JournalError(f"cannot read journal {redact(url)}: {exc}") from exc
+    finally:
+        conn.close()
+
+
 def lookup(url: str, *, intent_id: str | None = None, key: str | None = None) -> TxRecord | None:
     """One record by intent id or idempotency key, as :func:`nonce.journal.lookup`."""
     reader = PgReader(url)
@@ -320,4 +344,13 @@ def open_book(
     return NonceBook.restore(records, journal), journal
 
 
-__all__ = ["PgJournal", "PgReader", "connect", "ensure_schema", "load", "lookup", "open_book"]
+__all__ = [
+    "PgJournal",
+    "PgReader",
+    "connect",
+    "ensure_schema",
+    "load",
+    "load_bundles",
+    "lookup",
+    "open_book",
+]

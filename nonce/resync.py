@@ -20,6 +20,9 @@ The rule (DESIGN.md §5, "it may go backwards after a reorg")::
   up (cancelled before signing, a signer denial), or reserved and never booked: those nonces are
   reused rather than plugged with noops. Given-up records there are released (journaled).
 
+A record whose payload carries a self-sponsored EIP-7702 authorization spans two nonces
+(``TxRecord.span``): its own ``n`` and the authorization's ``n + 1``, which is then no gap.
+
 A *gap* is a nonce ``n`` with ``chain_latest <= n < held`` that no record covers (nothing booked
 there, or an intent given up without a noop): every later nonce of the sender is stuck behind it
 until the manager signs a 0-value self-transfer there. Nonces at or above ``held`` are never gaps:
@@ -53,7 +56,7 @@ def held_top(slots: Mapping[int, TxRecord]) -> int:
     held = 0
     for nonce, record in slots.items():
         if nonce >= held and (record.attempts or record.covers_nonce):
-            held = nonce + 1
+            held = nonce + record.span  # 2 for a self-sponsored EIP-7702 authorization
     return held
 
 
@@ -68,6 +71,9 @@ def find_gaps(slots: Mapping[int, TxRecord], chain_latest: int) -> list[int]:
     for nonce in range(chain_latest, held_top(slots)):
         record = slots.get(nonce)
         if record is None or not record.covers_nonce:
+            below = slots.get(nonce - 1)
+            if record is None and below is not None and below.covers_nonce and below.span > 1:
+                continue  # the authorization nonce of the record below (EIP-7702)
             out.append(nonce)
     return out
 

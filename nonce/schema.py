@@ -25,10 +25,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from nonce.entries import AttemptAdded, Entry, RecordOpened, SlotReleased, StateChanged
+from nonce.entries import (
+    AttemptAdded,
+    BundleOpened,
+    Entry,
+    RecordOpened,
+    SlotReleased,
+    StateChanged,
+)
 from nonce.state import Attempt, AttemptReason, BlockRef, Intent, TxRecord, TxState
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "7"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,10 @@ TABLES: tuple[Table, ...] = (
             "settled INTEGER NOT NULL DEFAULT 0",
             "released INTEGER NOT NULL DEFAULT 0",
             "is_private INTEGER NOT NULL DEFAULT 0",  # Intent.private (DESIGN.md 5a)
+            # types 3 and 4 (migration "types"): NULL for every other intent
+            "max_fee_per_blob_gas TEXT",  # EIP-4844, decimal
+            "blobs BLOB",  # EIP-4844: the blobs, concatenated (131,072 bytes each)
+            "authorizations BLOB",  # EIP-7702, JSON: [[chainId, address, nonce, [y, r, s] | null]]
         ),
         ordered=True,
     ),
@@ -150,6 +161,9 @@ TABLES: tuple[Table, ...] = (
             "tx_hash BLOB",
         ),
     ),
+    # broadcaster_sendBundle (DESIGN.md 5a): each bundle's definition as the broadcaster encodes
+    # it (members by intent id, raw transactions, block bounds), so a restart re-targets it.
+    Table("bundles", ("id TEXT PRIMARY KEY", "spec BLOB NOT NULL", "opened_at REAL NOT NULL")),
     # The verified copy of the enclave's audit log (DESIGN.md section 6a; broadcaster/audit):
     # every entry as the enclave wrote it (``entry``: its JSON line), checked before it is
     # stored; the log keys attestation vouched for; the signed heads the enclave reported.
@@ -224,8 +238,13 @@ class Dialect:
         return PG_ORDER if self.postgres else "rowid"
 
     def migration(self, step: str | Callable[[Dialect], str]) -> str:
-        """A :data:`MIGRATIONS` step's SQL in this dialect."""
-        return step if isinstance(step, str) else step(self)
+        """A :data:`MIGRATIONS` step's SQL in this dialect: a string step is written with
+        neutral column types (as in :data:`TABLES`), a function renders its own."""
+        if not isinstance(step, str):
+            return step(self)
+        if not self.postgres:
+            return step
+        return step.replace(" BLOB", " " + TYPES["BLOB"][1])
 
     def sql(self, text: str) -> str:
         """``text`` (written for SQLite, ``?`` placeholders) in this dialect."""
@@ -254,7 +273,7 @@ their indexes take one page per intent; ``attempts_slot`` finds a record's attem
 ``(nonce, record_id)`` (an attempt's nonce is its record's, ``NonceBook.add_attempt`` checks)
 so that its inserts land next to each other at each sender's newest nonces instead."""
 
-AUDIT_BY_LOG = "5"
+AUDIT_BY_LOG = "7"
 """The schema step that keys the audit copy by log (``audit_entries``/``audit_heads`` gain
 ``log_id`` in their primary key; ``audit_logs`` names each instance's log)."""
 
@@ -301,8 +320,19 @@ MIGRATIONS: dict[str, tuple[str, str | Callable[[Dialect], str]]] = {
     "2": ("3", ""),
     # v4: Intent.private (DESIGN.md 5a), so a private intent stays private after a restart.
     "3": ("4", "ALTER TABLE records ADD COLUMN is_private INTEGER NOT NULL DEFAULT 0;"),
-    # audit copy by log: every entry and head carries its log's id (the lead renumbers at merge).
-    "4": (AUDIT_BY_LOG, _audit_by_log),
+    # v5, the "types" step (issue #15): blob and set-code intents (Intent.max_fee_per_blob_gas,
+    # .blobs, .authorizations), so a restart re-signs them with their blobs and authorizations.
+    "4": (
+        "5",
+        "ALTER TABLE records ADD COLUMN max_fee_per_blob_gas TEXT;"
+        " ALTER TABLE records ADD COLUMN blobs BLOB;"
+        " ALTER TABLE records ADD COLUMN authorizations BLOB;",
+    ),
+    # v6, the "bundles" step: the bundles table (broadcaster_sendBundle membership, DESIGN.md 5a);
+    # SCHEMA has created it (IF NOT EXISTS) when this runs, so only the version moves.
+    "5": ("6", ""),
+    # v7, the "audit by log" step: every audit entry and head carries its log's id.
+    "6": (AUDIT_BY_LOG, _audit_by_log),
 }
 """``version -> (next version, SQL)``: applied in order on open, each in one transaction; the
 SQL is a string, or a function of the :class:`Dialect` for a step whose DDL differs by backend
@@ -311,15 +341,17 @@ SQL is a string, or a function of the :class:`Dialect` for a step whose DDL diff
 INSERT_RECORD = (
     "INSERT INTO records (id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
     " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list, external,"
-    " noop, is_private, accepted_at, state, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " noop, is_private, max_fee_per_blob_gas, blobs, authorizations, accepted_at, state,"
+    " updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_RECORD_FINAL = (
     "INSERT INTO records (id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
     " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list, external,"
-    " noop, is_private, accepted_at, state, updated_at, state_reason, block_number, block_hash,"
-    " included_hash, settled, released)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " noop, is_private, max_fee_per_blob_gas, blobs, authorizations, accepted_at, state,"
+    " updated_at, state_reason, block_number, block_hash, included_hash, settled, released)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+    " ?)"
 )
 INSERT_ATTEMPT = (
     "INSERT INTO attempts (hash, record_id, nonce, raw, max_fee_per_gas, max_priority_fee_per_gas,"
@@ -343,6 +375,7 @@ INSERT_TRANSITION_BARE = (
     "INSERT INTO transitions (record_id, old, new, reason, at) VALUES (?, ?, ?, ?, ?)"
 )
 RELEASE = "UPDATE records SET released = 1, updated_at = ? WHERE id = ?"
+INSERT_BUNDLE = "INSERT OR IGNORE INTO bundles (id, spec, opened_at) VALUES (?, ?, ?)"
 
 Statement = tuple[str, tuple[object, ...]]
 Rows = list[tuple[object, ...]]
@@ -351,6 +384,47 @@ _TEXT: dict[str, str] = {m: m.value for m in (*TxState, *AttemptReason)}
 """Enum member -> plain ``str``: ``.value`` is a descriptor call, and a ``StrEnum`` parameter is
 not an exact ``str``, so sqlite3 would send it through its adapter lookup."""
 _NO_ACCESS = orjson.dumps([])
+_NO_TYPED: tuple[None, None, None] = (None, None, None)
+
+
+def typed_columns(i: Intent) -> tuple[str | None, bytes | None, bytes | None]:
+    """``(max_fee_per_blob_gas, blobs, authorizations)`` of a type-3/4 intent, NULLs otherwise."""
+    if i.tx_type < 3:
+        return _NO_TYPED
+    auths = (
+        orjson.dumps(
+            [
+                [
+                    a.chain_id,
+                    a.address,
+                    a.nonce,
+                    [hex(v) for v in a.signature] if a.signature else None,
+                ]
+                for a in i.authorizations
+            ]
+        )
+        if i.authorizations
+        else None
+    )
+    return str(i.max_fee_per_blob_gas), b"".join(i.blobs) or None, auths
+
+
+def _typed_fields(fee: str | None, blobs: Any, auths: Any) -> dict[str, Any]:
+    """:func:`typed_columns` read back: the Intent keyword arguments."""
+    if fee is None and blobs is None and auths is None:
+        return {}
+    from nonce.state import AuthItem
+
+    data = bytes(blobs) if blobs is not None else b""
+    size = 131_072  # EIP-4844 bytes per blob
+    return {
+        "max_fee_per_blob_gas": int(fee) if fee is not None else 0,
+        "blobs": tuple(data[at : at + size] for at in range(0, len(data), size)),
+        "authorizations": tuple(
+            AuthItem(c, a, n, (int(sig[0], 16), int(sig[1], 16), int(sig[2], 16)) if sig else None)
+            for c, a, n, sig in orjson.loads(bytes(auths) if auths is not None else b"[]")
+        ),
+    }
 
 
 def statements(entry: Entry) -> Iterator[Statement]:
@@ -386,11 +460,13 @@ def statements(entry: Entry) -> Iterator[Statement]:
             INSERT_RECORD,
             (i.id, i.sender, entry.nonce, i.key, i.chain_id, i.tx_type, i.to, str(i.value), i.data,
              i.gas, str(i.max_fee_per_gas), str(i.max_priority_fee_per_gas), i.valid_until_block,
-             access, int(i.external), int(i.noop), int(i.private), entry.at, entry.state.value,
-             entry.at),
+             access, int(i.external), int(i.noop), int(i.private), *typed_columns(i), entry.at,
+             entry.state.value, entry.at),
         )  # fmt: skip
     elif isinstance(entry, SlotReleased):
         yield (RELEASE, (entry.at, entry.intent_id))
+    elif isinstance(entry, BundleOpened):
+        yield (INSERT_BUNDLE, (entry.bundle_id, entry.spec, entry.at))
     else:  # pragma: no cover - the Entry union is closed
         raise TypeError(f"not a journal entry: {entry!r}")
 
@@ -417,6 +493,7 @@ def batch_statements(entries: Iterable[Entry]) -> list[tuple[str, Rows]]:
     released_last: set[str] = set()  # released after its last change: RELEASE runs after it
     attempts: Rows = []
     transitions: list[tuple[str, Rows]] = []
+    bundles: Rows = []
     run_sql = ""
     run: Rows = []
     for entry in entries:
@@ -454,10 +531,14 @@ def batch_statements(entries: Iterable[Entry]) -> list[tuple[str, Rows]]:
             rid = entry.intent_id
             released[rid] = entry.at
             released_last.add(rid)
+        elif type(entry) is BundleOpened:
+            bundles.append((entry.bundle_id, entry.spec, entry.at))
         else:  # pragma: no cover - the Entry union is closed
             raise TypeError(f"not a journal entry: {entry!r}")
 
     out: list[tuple[str, Rows]] = []
+    if bundles:  # its own table: independent of every other row
+        out.append((INSERT_BUNDLE, bundles))
     run_sql = ""
     for o in opened:
         i = o.intent
@@ -470,7 +551,7 @@ def batch_statements(entries: Iterable[Entry]) -> list[tuple[str, Rows]]:
         head = (rid, i.sender, o.nonce, i.key, i.chain_id, i.tx_type, i.to, str(i.value), i.data,
                 i.gas, str(i.max_fee_per_gas), str(i.max_priority_fee_per_gas),
                 i.valid_until_block, access, int(i.external), int(i.noop), int(i.private),
-                o.at)  # fmt: skip
+                *(typed_columns(i) if i.tx_type > 2 else _NO_TYPED), o.at)  # fmt: skip
         change = last.pop(rid, None)
         release_at = released.pop(rid, None)
         if change is None and release_at is None:
@@ -574,7 +655,8 @@ def read_records(
             "SELECT id, sender, nonce, idem_key, chain_id, tx_type, to_address, value, data,"
             " gas, max_fee_per_gas, max_priority_fee_per_gas, valid_until_block, access_list,"
             " external, noop, state, state_reason, updated_at, block_number, block_hash,"
-            f" included_hash, settled, released, is_private FROM records{record_filter}"
+            " included_hash, settled, released, is_private, max_fee_per_blob_gas, blobs,"
+            f" authorizations FROM records{record_filter}"
             " ORDER BY rowid"
         ),
         params,
@@ -597,6 +679,7 @@ def read_records(
             external=bool(row[14]),
             noop=bool(row[15]),
             private=bool(row[24]),
+            **_typed_fields(row[25], row[26], row[27]),
         )
         out.append(
             TxRecord(
@@ -615,6 +698,12 @@ def read_records(
     return out
 
 
+def read_bundles(conn: Connection, dialect: Dialect = SQLITE) -> list[tuple[str, bytes]]:
+    """Every journaled bundle as ``(id, spec)``, oldest first (an older journal: none)."""
+    rows = conn.execute(dialect.sql("SELECT id, spec FROM bundles ORDER BY opened_at, id"))
+    return [(row[0], bytes(row[1])) for row in rows]
+
+
 __all__ = [
     "AUDIT_BY_LOG",
     "AUDIT_ENTRIES",
@@ -630,6 +719,7 @@ __all__ = [
     "Statement",
     "Table",
     "batch_statements",
+    "read_bundles",
     "read_records",
     "statements",
 ]

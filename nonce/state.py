@@ -114,11 +114,36 @@ class BlockRef:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthItem:
+    """One EIP-7702 authorization of a type-4 intent: delegate ``address`` (lowercase ``0x``).
+
+    Either *pre-signed* (``signature`` is ``(y_parity, r, s)``, by some authority other than the
+    sender; ``nonce`` as signed) or *to sign*: ``signature`` is ``None`` and the enclave signs it
+    with the sender's key at signing time (``sign_authorization``), at nonce ``tx nonce + 1``.
+    EIP-7702 increments the sender's nonce for the transaction before it processes the
+    authorization list, so a self-sponsored authorization is valid only at the next nonce: the
+    intent then consumes two nonces (:attr:`Intent.nonce_span`), ``nonce`` stays ``None``.
+    """
+
+    chain_id: int
+    address: Address
+    nonce: int | None = None
+    signature: tuple[int, int, int] | None = None
+
+    @property
+    def self_sponsored(self) -> bool:
+        return self.signature is None
+
+
+@dataclass(frozen=True, slots=True)
 class Intent:
     """What a bot asked for (``broadcaster_sendIntent``), validated once on acceptance.
 
-    ``tx_type`` is the EIP-2718 type: 2 (EIP-1559, default), 1 (EIP-2930) or 0 (legacy). For types
-    0 and 1 the gas price is ``max_fee_per_gas`` and ``max_priority_fee_per_gas`` must equal it.
+    ``tx_type`` is the EIP-2718 type: 2 (EIP-1559, default), 1 (EIP-2930), 0 (legacy), 3 (EIP-4844
+    blob: ``blobs`` and ``max_fee_per_blob_gas``) or 4 (EIP-7702 set-code: ``authorizations``). For
+    types 0 and 1 the gas price is ``max_fee_per_gas`` and ``max_priority_fee_per_gas`` must equal
+    it. ``blobs`` are the raw 131,072-byte blobs; the executor derives the sidecar and versioned
+    hashes from them (``broadcaster.tx.blobs``), so a restart re-signs from the journaled blobs.
     ``external`` marks bytes signed elsewhere (``eth_sendRawTransaction``): they can be rebroadcast
     but never re-signed. ``noop`` marks a filler intent the book made to plug a nonce gap.
     ``access_list`` is EIP-2930's ``((address, (storage_key, ...)), ...)``. ``private`` (DESIGN.md
@@ -141,6 +166,9 @@ class Intent:
     external: bool = False
     noop: bool = False
     private: bool = False  # DESIGN.md 5a: only private RPCs and builders, every attempt
+    max_fee_per_blob_gas: int = 0  # type 3 (EIP-4844)
+    blobs: tuple[bytes, ...] = ()  # type 3: the blobs themselves (sidecar rebuilt from them)
+    authorizations: tuple[AuthItem, ...] = ()  # type 4 (EIP-7702)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -154,15 +182,37 @@ class Intent:
                 raise InvalidIntent(name, "must not be negative")
         if self.gas <= 0:
             raise InvalidIntent("gas", "must be positive")
-        if self.tx_type not in (0, 1, 2):
-            raise InvalidIntent("type", "must be 0 (legacy), 1 (EIP-2930) or 2 (EIP-1559)")
+        if self.tx_type not in (0, 1, 2, 3, 4):
+            raise InvalidIntent(
+                "type", "must be 0 (legacy), 1 (EIP-2930), 2 (EIP-1559), 3 (blob) or 4 (set-code)"
+            )
+        if (self.tx_type == 3) != bool(self.blobs) and not self.external:
+            raise InvalidIntent("blobs", "a type-3 intent carries blobs, and only a type-3 one")
+        if (self.tx_type == 4) != bool(self.authorizations) and not self.external:
+            raise InvalidIntent(
+                "authorizationList", "a type-4 intent carries authorizations, and only a type-4 one"
+            )
+        if self.tx_type in (3, 4) and self.to is None:
+            raise InvalidIntent("to", "blob and set-code transactions cannot create contracts")
+        if sum(a.self_sponsored for a in self.authorizations) > 1:
+            raise InvalidIntent(
+                "authorizationList", "at most one authorization for the enclave to sign"
+            )
+        if self.max_fee_per_blob_gas < 0:
+            raise InvalidIntent("maxFeePerBlobGas", "must not be negative")
         if self.max_priority_fee_per_gas > self.max_fee_per_gas:
             # EIP-1559: "max priority fee per gas higher than max fee per gas" is invalid.
             raise InvalidIntent("maxPriorityFeePerGas", "must not exceed maxFeePerGas")
-        if self.tx_type != 2 and self.max_priority_fee_per_gas != self.max_fee_per_gas:
+        if self.tx_type < 2 and self.max_priority_fee_per_gas != self.max_fee_per_gas:
             raise InvalidIntent("gasPrice", "legacy/2930 intents carry one price in both fields")
         if self.valid_until_block is not None and self.valid_until_block < 0:
             raise InvalidIntent("validUntilBlock", "must not be negative")
+
+    @property
+    def nonce_span(self) -> int:
+        """Nonces the payload consumes: 2 with a self-sponsored EIP-7702 authorization (the tx's
+        ``n``, the authorization's ``n + 1``), else 1."""
+        return 2 if any(a.self_sponsored for a in self.authorizations) else 1
 
     def expired_at(self, block_number: int) -> bool:
         """True when ``block_number`` is past ``validUntilBlock`` (the last block it may use)."""
@@ -241,6 +291,19 @@ class TxRecord:
         return any(a.is_noop for a in self.attempts)
 
     @property
+    def span(self) -> int:
+        """Nonces this record holds from ``nonce`` up: the payload's :attr:`Intent.nonce_span`,
+        1 once a noop took the nonce (a noop consumes only its own). A noop signed after the
+        payload went out races it (a cancel, an expiry): the payload, if mined, consumes
+        ``n + 1`` with its authorization, so both stay held until the chain says which won."""
+        if self.intent.tx_type != 4 or self.intent.nonce_span == 1 or not self.has_noop:
+            return self.intent.nonce_span if self.intent.tx_type == 4 else 1
+        if self.included_hash is not None:
+            mined = next((a for a in self.attempts if a.hash == self.included_hash), None)
+            return 1 if mined is None or mined.is_noop else 2
+        return 2 if any(not a.is_noop for a in self.attempts) else 1
+
+    @property
     def covers_nonce(self) -> bool:
         """Something of ours has consumed or will consume this nonce (no gap here).
 
@@ -266,6 +329,7 @@ __all__ = [
     "Address",
     "Attempt",
     "AttemptReason",
+    "AuthItem",
     "BlockRef",
     "Intent",
     "TxRecord",

@@ -36,6 +36,7 @@ from signer_client.errors import (
 )
 from signer_client.events import EventCounter, EventSink, SignerEvent
 from signer_client.fake import ANVIL_DEV_KEY, FakeSigner, Signer
+from signer_client.priority import URGENT_RESERVE, urgent
 from signer_client.protocol import PROTOCOL_VERSION, SignerInfo, SignerPins, check_hello
 from signer_client.signing import LocalKey, SignedTx, to_checksum_address
 from signer_client.txcodec import TxFields, decode_raw, tx_from_dict
@@ -43,6 +44,7 @@ from signer_client.txcodec import TxFields, decode_raw, tx_from_dict
 __all__ = [
     "ANVIL_DEV_KEY",
     "PROTOCOL_VERSION",
+    "URGENT_RESERVE",
     "AttestationError",
     "AttestationPolicy",
     "AttestationResult",
@@ -77,5 +79,6 @@ __all__ = [
     "decode_raw",
     "to_checksum_address",
     "tx_from_dict",
+    "urgent",
     "verify_attestation",
 ]

@@ -31,6 +31,7 @@ from typing import Any
 
 import coincurve
 
+from signer_client import flashbots
 from signer_client.attestation import AttestationPolicy, AttestationResult, verify_attestation
 from signer_client.authorization import SignedAuthorization, parse_unsigned_authorization
 from signer_client.channel import derive_mac_key, open_sealed
@@ -51,6 +52,7 @@ from signer_client.errors import (
 )
 from signer_client.events import EventSink, SignerEvent, backoff
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
+from signer_client.priority import URGENT, URGENT_RESERVE
 from signer_client.protocol import (
     SignerInfo,
     SignerPins,
@@ -193,6 +195,26 @@ class _Connection(asyncio.Protocol):
                 fut.set_exception(error)
 
 
+def _auth_header(info: SignerInfo | None, result: dict[str, Any], body: bytes) -> str:
+    """Check a ``sign_auth`` reply against ``hello`` and the body; the header value."""
+    if info is None or info.auth_address is None:
+        raise ReplyVerificationError("auth_address", "the signer's hello names no auth key")
+    expected = info.auth_address
+    signature = result.get("signature")
+    if not isinstance(signature, str) or not signature.startswith("0x") or len(signature) != 132:
+        raise ReplyVerificationError("signature", "expected 65 bytes of 0x-hex")
+    try:
+        sig = bytes.fromhex(signature[2:])
+        address = bytes.fromhex(expected.removeprefix("0x"))
+        value = flashbots.header_value(address, sig)
+    except ValueError as exc:
+        raise ReplyVerificationError("signature", str(exc)) from None
+    flashbots.recover_header(value, body)  # the auth key's, over this body
+    if any(a.lower() == expected.lower() for a in info.addresses):
+        raise ReplyVerificationError("auth_address", "the auth key is a transaction account")
+    return value
+
+
 def _ignore(kind: str) -> None:
     pass
 
@@ -244,6 +266,8 @@ class SignerClient:
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        # Urgent requests (signer_client.priority: a reorg reaction's) are served first.
+        self._urgent_waiters: deque[asyncio.Future[None]] = deque()
         self._conn: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -357,6 +381,31 @@ class SignerClient:
         self._emit(SignerEvent.SIGNED)
         return signed
 
+    async def sign_auth(self, body: bytes) -> str:
+        """The ``X-Flashbots-Signature`` header value for request ``body`` (DESIGN.md 5a), signed
+        by the signer's auth key. Returned only after the signature is checked to recover the
+        address the (attested) ``hello`` named as the auth key, over this very body, and that
+        address is none of the signer's transaction accounts."""
+        digest = flashbots.body_hash(body)
+        if self.info is not None and self.info.auth_address is None:
+            # Known from hello: no round trip, and counted as what it is (a deployment whose
+            # auth = "flashbots" endpoints have no key to sign with), not as a policy denial.
+            self._emit(SignerEvent.NO_AUTH_KEY)
+            raise PolicyDenied("auth_key", "the signer's policy names no auth key (auth_address)")
+        try:
+            result, _ = await self._call("sign_auth", {"body_hash": "0x" + digest.hex()})
+        except PolicyDenied as exc:
+            no_key = exc.rule == "auth_key"
+            self._emit(SignerEvent.NO_AUTH_KEY if no_key else SignerEvent.POLICY_DENIED)
+            raise
+        try:
+            value = _auth_header(self.info, result, body)
+        except ReplyVerificationError:
+            self._emit(SignerEvent.REPLY_INVALID)
+            raise
+        self._emit(SignerEvent.SIGNED)
+        return value
+
     def _sender(self, sender: str | bytes) -> tuple[bytes, str]:
         """``(20 bytes, lowercase 0x-hex)`` of a sender, parsed once per spelling."""
         if type(sender) is not str and type(sender) is not bytes:  # bytearray, memoryview
@@ -407,10 +456,19 @@ class SignerClient:
         """``(result, keccak(digest_of))``; the hash is computed after the request is written."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        if self._in_flight < self._max_in_flight and not self._slot_waiters:
+        if URGENT.get():
+            if self._in_flight < self._max_in_flight + URGENT_RESERVE and not self._urgent_waiters:
+                self._in_flight += 1
+            else:
+                await self._acquire_slot(self._urgent_waiters)
+        elif (
+            self._in_flight < self._max_in_flight
+            and not self._slot_waiters
+            and not self._urgent_waiters
+        ):
             self._in_flight += 1
         else:
-            await self._acquire_slot(loop)
+            await self._acquire_slot(self._slot_waiters)
         try:
             while True:
                 conn = self._conn
@@ -425,26 +483,31 @@ class SignerClient:
         finally:
             self._release_slot()
 
-    async def _acquire_slot(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait, first come first served, until a finishing request hands us its slot."""
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._slot_waiters.append(waiter)
+    async def _acquire_slot(self, waiters: deque[asyncio.Future[None]]) -> None:
+        """Wait in ``waiters``, first come first served, until a finishing request hands us its
+        slot (urgent waiters are handed one before ordinary ones: :meth:`_release_slot`)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release_slot()  # handed a slot just as we were cancelled: pass it on
-            elif waiter in self._slot_waiters:  # (a release may have dropped it already)
-                self._slot_waiters.remove(waiter)
+            elif waiter in waiters:  # (a release may have dropped it already)
+                waiters.remove(waiter)
             raise
 
     def _release_slot(self) -> None:
-        waiters = self._slot_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot goes straight to the next caller
-                return
+        # The slot goes straight to the next caller: an urgent one first; an ordinary one only
+        # while the slots in use are within max_in_flight (the urgent reserve is not theirs).
+        for waiters in (self._urgent_waiters, self._slot_waiters):
+            if waiters is self._slot_waiters and self._in_flight > self._max_in_flight:
+                break
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
         self._in_flight -= 1
 
     async def _roundtrip(

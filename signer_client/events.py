@@ -34,6 +34,8 @@ class SignerEvent(StrEnum):
     ATTESTATION_FAILED = "attestation_failed"
     HELLO_MISMATCH = "hello_mismatch"  # hello disagrees with the pins: the signer is not used
     CHANNEL_INVALID = "channel_invalid"  # a reply without the attested channel's MAC
+    # sign_auth (X-Flashbots-Signature) asked of a signer whose policy names no auth key
+    NO_AUTH_KEY = "no_auth_key"
 
 
 class EventCounter(Counter[str]):

@@ -79,6 +79,7 @@ class SignerInfo:
     chain_ids: tuple[int, ...]
     policy_hash: str
     log_public_key: str
+    auth_address: str | None = None  # the auth key (DESIGN.md 5a), when the policy names one
 
 
 def parse_hello(result: object) -> SignerInfo:
@@ -92,6 +93,9 @@ def parse_hello(result: object) -> SignerInfo:
             chain_ids=tuple(int(c) for c in result["chain_ids"]),
             policy_hash=str(result["policy_hash"]),
             log_public_key=str(result.get("log_public_key", "")),
+            auth_address=(
+                None if result.get("auth_address") is None else str(result["auth_address"])
+            ),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"hello: malformed result ({exc!r})") from exc
@@ -138,7 +142,10 @@ def hello_info_bytes(result: dict[str, Any]) -> bytes:
     import orjson
 
     fields = ("protocol", "mode", "addresses", "chain_ids", "policy_hash", "log_public_key")
-    return orjson.dumps({k: result.get(k) for k in fields}, option=orjson.OPT_SORT_KEYS)
+    bound = {k: result.get(k) for k in fields}
+    if result.get("auth_address") is not None:  # bound only when there is one: older hellos
+        bound["auth_address"] = result["auth_address"]  # hash as they always did
+    return orjson.dumps(bound, option=orjson.OPT_SORT_KEYS)
 
 
 def head_digest(seq: int, head: str) -> bytes:

@@ -10,6 +10,13 @@ read reaching it is recorded as ``unexpected`` and answered with -32601, the way
 :meth:`BuilderDouble.build` builds the next block: the txs of every held bundle whose
 ``blockNumber`` is that block go to anvil (``eth_sendRawTransaction``, in bundle order), then
 ``evm_mine``; bundles for that block or earlier are then forgotten (a bundle targets one block).
+
+``X-Flashbots-Signature`` (DESIGN.md 5a): a request carrying the header is checked the way
+Flashbots' relay does (the address recovered from the EIP-191 signature of the hex keccak256 of the
+body must be the one the header names) and refused with HTTP 403 and a JSON-RPC error when it is
+not; with ``require_auth`` a bundle-API request (:data:`SIGNED_METHODS`) without the header is
+refused too (the service's start-up ``eth_chainId`` screen goes unsigned, as it may).
+``Received.signer`` is the verified address.
 """
 
 from __future__ import annotations
@@ -24,7 +31,20 @@ import orjson
 import sha3
 from aiohttp import web
 
-__all__ = ["BuilderDouble", "Received"]
+from signer_client.errors import ReplyVerificationError
+from signer_client.flashbots import HEADER, recover_header
+from signer_client.signing import to_checksum_address
+
+__all__ = ["SIGNED_METHODS", "BuilderDouble", "Received"]
+
+SIGNED_METHODS = frozenset(
+    {
+        "eth_sendBundle",
+        "eth_cancelBundle",
+        "eth_sendPrivateTransaction",
+        "eth_cancelPrivateTransaction",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +52,7 @@ class Received:
     method: str
     params: Any
     at_ns: int
+    signer: str | None = None  # the verified X-Flashbots-Signature address (EIP-55)
 
 
 @dataclass
@@ -50,6 +71,8 @@ class BuilderDouble:
     unexpected: list[str] = field(default_factory=list)
     chain_id: int | None = None  # None: eth_chainId refused, as a bundle-only relay does
     probed: int = 0  # eth_chainId asked (the service's start-up screen, not a chain read)
+    require_auth: bool = False  # refuse requests without a valid X-Flashbots-Signature
+    refused: list[str] = field(default_factory=list)  # why each refused request was refused
     port: int = 0
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
@@ -114,10 +137,33 @@ class BuilderDouble:
             raise RuntimeError(f"anvil: {method}: {reply['error']}")
         return reply["result"]
 
+    def _check_auth(
+        self, request: web.Request, body: bytes, method: object
+    ) -> tuple[str | None, str | None]:
+        """``(verified signer, None)`` or ``(None, why refused)``."""
+        header = request.headers.get(HEADER)
+        if header is None:
+            required = self.require_auth and method in SIGNED_METHODS
+            return None, (f"{method}: no X-Flashbots-Signature" if required else None)
+        try:
+            return to_checksum_address(recover_header(header, body)), None
+        except ReplyVerificationError as exc:
+            return None, str(exc)
+
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         at = time.perf_counter_ns()
         call = orjson.loads(body)
+        signer, why = self._check_auth(request, body, call.get("method"))
+        if why is not None:
+            async with self.arrived:
+                self.refused.append(why)
+                self.arrived.notify_all()
+            error = {"code": -32600, "message": f"error in signature check: {why}"}
+            answer = {"jsonrpc": "2.0", "id": None, "error": error}
+            return web.Response(
+                status=403, body=orjson.dumps(answer), content_type="application/json"
+            )
         method, params, rid = call.get("method"), call.get("params") or [{}], call.get("id")
         answer: dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
         arg = params[0] if params else {}
@@ -144,6 +190,6 @@ class BuilderDouble:
             self.unexpected.append(str(method))
             answer["error"] = {"code": -32601, "message": f"method {method} not supported"}
         async with self.arrived:
-            self.received.append(Received(str(method), arg, at))
+            self.received.append(Received(str(method), arg, at, signer))
             self.arrived.notify_all()
         return web.Response(body=orjson.dumps(answer), content_type="application/json")

@@ -40,6 +40,7 @@ if _TRACE and "run" in sys.argv:
     import broadcaster.rpc.transport.http as http
     import broadcaster.tx.manager as txmanager
     import broadcaster.tx.reaction as reaction
+    import heads.parse as parse
     import heads.subscriber as subscriber
     import heads.tracker as tracker
     import nonce.book as book
@@ -48,7 +49,7 @@ if _TRACE and "run" in sys.argv:
     _wrap(subscriber, "parse_frame", "parse", first=True)
     _wrap(tracker.ChainTracker, "on_head", "tracker")
     _wrap(tracker, "parse_head", "parse_head")
-    _wrap(tracker, "verify_header_hash", "verify")
+    _wrap(parse, "verify_header_hash", "verify")  # heads.parse calls it (heads.header's)
     _wrap(tracker.ChainTracker, "_choose_tip", "choose_tip")
     _wrap(tracker.ChainTracker, "_diff", "diff")
     _wrap(reaction.ChainFollower, "on_chain", "on_chain")
@@ -69,3 +70,76 @@ if _TRACE and "run" in sys.argv:
             _out.write(f"TRACE total={(end_ns - start) // 1000} {stamps}\n")
 
     reaction.ChainFollower._done = _reaction_done  # type: ignore[method-assign]
+
+_INTENT_TRACE = os.environ.get("INTENT_TRACE")
+
+if _INTENT_TRACE and "run" in sys.argv:
+    # The intent path (issue 14): frame read -> journal flush || signer round trip -> fan-out.
+    # One line per intent whose first attempt reached every RPC, stamps as µs after the
+    # frame read (FRAME_READ_NS). Intents must not overlap (the bench sends one at a time).
+    import inspect
+
+    _iclock = time.perf_counter_ns
+    _istamps: list[tuple[str, int]] = []
+    _iout = open(_INTENT_TRACE, "a", buffering=1)  # noqa: SIM115 - open for the process's lifetime
+
+    def _iwrap(owner: Any, name: str, label: str) -> None:
+        original: Callable[..., Any] = getattr(owner, name)
+        if inspect.iscoroutinefunction(original):
+
+            async def atraced(*args: Any, **kwargs: Any) -> Any:
+                if label == "handle":
+                    _istamps.clear()  # a new message: the previous intent's tail is not ours
+                _istamps.append((label + ">", _iclock()))
+                try:
+                    return await original(*args, **kwargs)
+                finally:
+                    _istamps.append((label + "<", _iclock()))
+
+            setattr(owner, name, atraced)
+            return
+
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            _istamps.append((label + ">", _iclock()))
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _istamps.append((label + "<", _iclock()))
+
+        setattr(owner, name, traced)
+
+    import broadcaster.api.server as apiserver
+    import broadcaster.rpc.fanout as ifanout
+    import broadcaster.rpc.transport.http as ihttp
+    import broadcaster.tx.executor as executor
+    import broadcaster.tx.manager as imanager
+    import nonce.book as ibook
+    import nonce.journal as journal
+    import signer_client.client as sclient
+    import signer_client.verify as sverify
+
+    _iwrap(apiserver.IntentApi, "handle_message", "handle")
+    _iwrap(apiserver, "parse_intent", "parse_intent")
+    _iwrap(imanager.TxManager, "admit", "admit")
+    _iwrap(imanager.TxManager, "complete", "complete")
+    _iwrap(journal, "_settle", "journal_settled")  # the flush's future resolved on the loop
+    _iwrap(sclient.SignerClient, "_roundtrip", "signer_rt")
+    _iwrap(sclient._Connection, "data_received", "signer_reply_read")
+    _iwrap(sverify.ReplyVerifier, "verify", "verify")
+    _iwrap(executor.Executor, "sign", "executor.sign")
+    _iwrap(ibook.NonceBook, "add_attempt", "add_attempt")
+    _iwrap(ibook.NonceBook, "transition", "transition")
+    _iwrap(executor.Executor, "send_first", "send_first")
+    _iwrap(ifanout.FanOut, "submit", "submit")
+    _iwrap(ihttp.HttpTransport, "send", "write")
+
+    _intent_done = executor.Executor._intent_done
+
+    def _traced_intent_done(self: Any, clock: Any, end_ns: int) -> None:
+        start = clock.recv_ns
+        _intent_done(self, clock, end_ns)
+        if start and clock.recv_ns == 0:
+            stamps = " ".join(f"{label}:{(t - start) // 1000}" for label, t in _istamps)
+            _iout.write(f"TRACE total={(end_ns - start) // 1000} {stamps}\n")
+
+    executor.Executor._intent_done = _traced_intent_done  # type: ignore[method-assign]

@@ -111,6 +111,7 @@ class Connection:
         self.subscriptions: dict[str, frozenset[str] | None] = {}
         self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(limits.notify_queue)
         self.dropped = 0
+        self.overflowed = asyncio.Event()  # set on the first notification dropped (queue full)
         # Messages are handled concurrently (a bot may pipeline requests), but intents are
         # admitted (given nonces) one at a time, in the order they arrived: FIFO lock.
         self.admission = asyncio.Lock()

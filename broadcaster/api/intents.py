@@ -27,6 +27,7 @@ __all__ = [
     "checksum_address",
     "idempotency_conflict",
     "intent_json",
+    "new_intent_id",
     "parse_address",
     "parse_intent",
     "parse_private",
@@ -57,6 +58,9 @@ _INTENT_FIELDS: Final = frozenset(
         "nonce",
         "accessList",
         "private",
+        "authorizationList",  # EIP-7702 (type 4), broadcaster.api.typed_params
+        "blobs",  # EIP-4844 (type 3)
+        "maxFeePerBlobGas",
     }
 )
 
@@ -81,6 +85,7 @@ class IntentDefaults:
     private: bool = False  # [routing] private: the default of an intent's "private"
     private_routes: bool = False  # some [[rpcs]] is kind "private" or "builder"
     public_routes: bool = True  # some [[rpcs]] is kind "public"
+    managed: Sequence[str] = ()  # every account the signer holds keys for (all tenants')
 
 
 def parse_private(params: Mapping[str, Any], defaults: IntentDefaults) -> bool:
@@ -177,7 +182,7 @@ def parse_access_list(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(entries)
 
 
-def _new_intent_id() -> str:
+def new_intent_id() -> str:
     """32 hex digits: the time in µs (14 digits), then 72 random bits.
 
     Time-ordered like UUIDv7, so journal rows keyed by id land next to each other in SQLite's
@@ -226,9 +231,16 @@ def parse_intent(
             "give either gasPrice (legacy) or maxFeePerGas and maxPriorityFeePerGas "
             "(EIP-1559), not both",
         )
-    tx_type = parse_quantity(params.get("type", 2 if "gasPrice" not in params else 0), "type")
-    if tx_type not in (0, 1, 2):
-        raise ParamError("type", "must be 0 (legacy), 1 (EIP-2930) or 2 (EIP-1559)")
+    typed = _typed_type(params)
+    tx_type = parse_quantity(
+        params.get("type", typed or (2 if "gasPrice" not in params else 0)), "type"
+    )
+    if tx_type not in (0, 1, 2, 3, 4):
+        raise ParamError(
+            "type", "must be 0 (legacy), 1 (EIP-2930), 2 (EIP-1559), 3 (blob) or 4 (set-code)"
+        )
+    if tx_type != typed and (typed or tx_type > 2):
+        raise ParamError("type", _TYPED_NEEDS[tx_type if tx_type > 2 else typed])
     if "gas" in params:
         gas = parse_quantity(params["gas"], "gas", maximum=(1 << 64) - 1)
         if gas < _INTRINSIC_GAS:
@@ -240,7 +252,7 @@ def parse_intent(
         raise ParamError("gas", "required")
     else:
         gas = 0  # the caller estimates it
-    if tx_type == 2:
+    if tx_type >= 2:
         if "gasPrice" in params:
             raise ParamError("gasPrice", "an EIP-1559 intent takes maxFeePerGas instead")
         tip = parse_quantity(
@@ -264,9 +276,16 @@ def parse_intent(
     private = parse_private(params, defaults)
     if access_list and tx_type == 0:
         raise ParamError("accessList", "a legacy (type 0) transaction has no access list")
+    extra: dict[str, Any] = {}
+    if typed:
+        if to is None:
+            raise ParamError("to", "required: blob and set-code transactions create no contracts")
+        extra = _typed_extra(params, tx_type, sender, defaults)
+    elif "maxFeePerBlobGas" in params:
+        raise ParamError("maxFeePerBlobGas", "only a blob (type 3) intent takes it")
     try:
         return Intent(
-            id=intent_id or _new_intent_id(),
+            id=intent_id or new_intent_id(),
             sender=sender,
             to=to,
             value=value,
@@ -282,9 +301,50 @@ def parse_intent(
             tx_type=tx_type,
             access_list=access_list,
             private=private,
+            **extra,
         )
     except InvalidIntent as exc:
         raise ParamError(exc.field, exc.reason) from exc
+
+
+_TYPED_NEEDS: Final = {
+    3: "a blob (type 3) intent takes blobs and maxFeePerBlobGas, and only it takes blobs",
+    4: "a set-code (type 4) intent takes authorizationList, and only it does",
+}
+
+
+def _typed_type(params: Mapping[str, Any]) -> int:
+    """3 or 4 when the params carry blobs or an authorization list, else 0."""
+    if params.get("blobs") is not None:
+        if params.get("authorizationList") is not None:
+            raise ParamError(
+                "authorizationList", "a transaction carries blobs or authorizations, not both"
+            )
+        return 3
+    return 4 if params.get("authorizationList") is not None else 0
+
+
+def _typed_extra(
+    params: Mapping[str, Any], tx_type: int, sender: str, defaults: IntentDefaults
+) -> dict[str, Any]:
+    """``Intent`` keyword arguments of a type-3/4 intent (``broadcaster.api.typed_params``)."""
+    from broadcaster.api import typed_params  # only these intents pay for KZG and recovery
+
+    if tx_type == 4:
+        return {
+            "authorizations": typed_params.parse_authorizations(
+                params["authorizationList"],
+                sender=sender,
+                chain_id=defaults.chain_id,
+                managed=defaults.managed,
+            )
+        }
+    if "maxFeePerBlobGas" not in params:
+        raise ParamError("maxFeePerBlobGas", "required for a blob (type 3) intent")
+    return {
+        "max_fee_per_blob_gas": parse_quantity(params["maxFeePerBlobGas"], "maxFeePerBlobGas"),
+        "blobs": typed_params.parse_blobs(params["blobs"]),
+    }
 
 
 def intent_json(record: TxRecord) -> dict[str, Any]:
@@ -317,6 +377,9 @@ _COMPARED: Final = (
     ("type", "tx_type"),
     ("accessList", "access_list"),
     ("private", "private"),  # a retry may not move an intent between public and private
+    ("maxFeePerBlobGas", "max_fee_per_blob_gas"),
+    ("blobs", "blobs"),
+    ("authorizationList", "authorizations"),
 )
 
 

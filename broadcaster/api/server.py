@@ -1,7 +1,9 @@
 """The intent API: JSON-RPC 2.0 over HTTP and websocket on one port (DESIGN.md §7).
 
 Methods: ``broadcaster_sendIntent``, ``broadcaster_getIntent``, ``broadcaster_cancelIntent``,
-``broadcaster_subscribe`` / ``broadcaster_unsubscribe`` (status notifications as
+``broadcaster_sendBundle`` (:mod:`broadcaster.api.bundles`; ``broadcaster_getIntent`` and
+``broadcaster_cancelIntent`` also take a bundle id), ``broadcaster_subscribe`` /
+``broadcaster_unsubscribe`` (status notifications as
 ``broadcaster_subscription`` messages; websocket only), and the Ethereum methods bots use:
 ``eth_chainId``, ``eth_blockNumber``, ``eth_accounts``, ``eth_sendTransaction`` (we sign),
 ``eth_sendRawTransaction`` (signed elsewhere: tracked and rebroadcast byte for byte),
@@ -22,6 +24,7 @@ found, ``-32602`` invalid params (the message names the field or the raw-transac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -29,11 +32,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from broadcaster.api.access import Access, Principals
+from broadcaster.api.bundles import RawSlot, parse_bundle
 from broadcaster.api.continuity import canonical_attempt
 from broadcaster.api.envelope import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     NOT_ACCEPTING,
+    RATE_LIMITED,
     SERVER_ERROR,
     ApiLimits,
     Connection,
@@ -46,17 +51,28 @@ from broadcaster.api.intents import (
     checksum_address,
     idempotency_conflict,
     intent_json,
+    new_intent_id,
     parse_data,
     parse_intent,
+    parse_private,
     parse_quantity,
 )
 from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
+from broadcaster.tx.blobs import BlobError, SidecarBusy, kzg_slot, prepare_sidecar
+from broadcaster.tx.bundle_plans import (
+    BUNDLE_ID_PREFIX,
+    BundleSpec,
+    bundle_status,
+    encode_spec,
+)
 from broadcaster.tx.manager import TxManager
-from nonce import Attempt, AttemptReason, Intent, TxRecord
+from broadcaster.tx.routing import Router
+from nonce import Attempt, AttemptReason, Intent, TxRecord, TxState
 from nonce.errors import DuplicateIdempotencyKey, InvalidIntent, NonceError, NonceInUse
+from signer_client.txcodec import keccak
 
 __all__ = ["NOT_ACCEPTING", "PASS_THROUGH", "ApiLimits", "IntentApi", "intent_json"]
 
@@ -89,6 +105,8 @@ _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 # What an intent id can look like: ours (32 hex digits) or a raw transaction's ("raw-" + hash).
 # Anything else cannot be in the journal, so it is never looked up on disk.
 _INTENT_ID = re.compile(r"[0-9a-f]{32}|raw-[0-9a-f]{64}")
+_GIVEN_UP = frozenset({TxState.CANCELLED, TxState.EXPIRED, TxState.FAILED})
+_BUNDLES_KEPT = 65_536  # bundle ids broadcaster_getIntent still answers (oldest forgotten first)
 
 
 class IntentApi(Dispatcher):
@@ -115,8 +133,10 @@ class IntentApi(Dispatcher):
         subscriptions: Subscriptions | None = None,
         intake: Callable[[], str | None] = lambda: None,
         routing: tuple[bool, bool, bool] = (False, False, True),
+        router: Router | None = None,
     ) -> None:
-        """``routing``: ``([routing] private, any private/builder rpc, any public rpc)``."""
+        """``routing``: ``([routing] private, any private/builder rpc, any public rpc)``;
+        ``router``: where ``broadcaster_sendBundle`` registers bundles (builders only)."""
         if not tokens and not tenants:
             raise ValueError("the API needs at least one token or tenant")
         self.manager = manager
@@ -130,6 +150,8 @@ class IntentApi(Dispatcher):
         self._max_gap_fill = max_gap_fill
         self._intake = intake
         self._routing = routing
+        self._router = router
+        self._bundles: dict[str, BundleSpec] = {}  # by id, for getIntent / cancelIntent
         self._disk = asyncio.Semaphore(self.limits.disk_lookups)
         # Built by the service before the manager (its observers notify there); or our own.
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
@@ -137,6 +159,7 @@ class IntentApi(Dispatcher):
             "broadcaster_sendIntent": self._send_intent,
             "broadcaster_getIntent": self._get_intent,
             "broadcaster_cancelIntent": self._cancel_intent,
+            "broadcaster_sendBundle": self._send_bundle,
             "broadcaster_subscribe": self._subscribe,
             "broadcaster_unsubscribe": self._unsubscribe,
             "eth_chainId": self._chain_id,
@@ -188,6 +211,7 @@ class IntentApi(Dispatcher):
             private=self._routing[0],
             private_routes=self._routing[1],
             public_routes=self._routing[2],
+            managed=self.accounts,
         )
 
     def _check_intake(self) -> None:
@@ -203,9 +227,20 @@ class IntentApi(Dispatcher):
     async def _submit(self, client: Connection, intent: Intent, params: Any = None) -> TxRecord:
         self._check_intake()
         try:
-            async with client.admission:
-                record = await self.manager.admit(intent)
+            with kzg_slot() if intent.blobs else contextlib.nullcontext():
+                async with client.admission:
+                    if intent.blobs:
+                        # KZG off the event loop before the intent takes a nonce, in its turn:
+                        # a connection's intents get nonces in the order they arrived
+                        await prepare_sidecar(intent.blobs)
+                    record = await self.manager.admit(intent)
             await self.manager.complete(record)
+        except BlobError as exc:
+            self._on_intent("rejected")
+            raise RpcError(INVALID_PARAMS, f"invalid params: blobs: {exc}") from exc
+        except SidecarBusy as exc:
+            self._on_intent("rejected")
+            raise RpcError(RATE_LIMITED, f"blobs: {exc}") from exc
         except DuplicateIdempotencyKey as exc:
             self._on_intent("duplicate")
             earlier = exc.record
@@ -278,16 +313,163 @@ class IntentApi(Dispatcher):
         return {k: out[k] for k in ("id", "from", "nonce", "hash", "status")}
 
     async def _get_intent(self, client: Connection, params: Any) -> dict[str, Any]:
-        return intent_json(await self._record(client, params))
+        spec = await self._bundle_named(client, params)
+        if spec is not None:
+            return await self._bundle_json(client, spec)
+        return self._member_json(await self._record(client, params))
 
     async def _cancel_intent(self, client: Connection, params: Any) -> dict[str, Any]:
-        record = await self._record(client, params)
+        spec = await self._bundle_named(client, params)
+        record = None
+        if spec is None:
+            record = await self._record(client, params)
+            spec = self._bundle_of(record)
         self._check_intake()  # a cancel signs a noop: only the instance that sends may
+        if spec is None:
+            assert record is not None
+            try:
+                await self.manager.cancel(record)
+            except NonceError as exc:
+                raise RpcError(SERVER_ERROR, str(exc), intent_json(record)) from exc
+            return intent_json(record)
+        # A bundle is atomic: cancelling it or any member cancels every member (each one's
+        # noop takes its nonce); the router sends eth_cancelBundle on the first.
+        router = self._router
+        for member in spec.members:
+            found = await self._lookup(client, member)
+            if found is None or found.settled or found.state in _GIVEN_UP:
+                continue
+            if router is not None and not router.claim_cancel(member):
+                continue  # already being cancelled (its bundle died): one noop per nonce
+            try:
+                await self.manager.cancel(found)
+            except BaseException as exc:
+                if router is not None:
+                    router.release_cancel(member)
+                if isinstance(exc, NonceError):
+                    raise RpcError(SERVER_ERROR, str(exc), self._member_json(found)) from exc
+                raise
+        if record is not None:
+            return self._member_json(record)
+        return await self._bundle_json(client, spec)
+
+    # -- bundles (DESIGN.md 5a) -------------------------------------------------------------------
+
+    async def _send_bundle(self, client: Connection, params: Any) -> dict[str, Any]:
+        router = self._router
+        parsed = parse_bundle(
+            params,
+            self._defaults(client),
+            ours=self.accounts,
+            tip=self._tip_number(),
+            builders=router is not None and router.builders,
+        )
+        assert router is not None
+        self._check_intake()
+        spec = BundleSpec(
+            BUNDLE_ID_PREFIX + new_intent_id(),
+            tuple(s.raw if isinstance(s, RawSlot) else s.id for s in parsed.slots),
+            parsed.first_block,
+            parsed.max_block,
+            parsed.reverting,
+        )
+        # Journaled before the members (the same flush makes it durable with them: a restart
+        # re-targets it), registered before them (their attempts build the bundle).
+        self.manager.open_bundle(spec.id, encode_spec(spec))
+        router.add_bundle(spec)
+        self._remember(spec)
+        records: dict[str, TxRecord] = {}
         try:
-            await self.manager.cancel(record)
-        except NonceError as exc:
-            raise RpcError(SERVER_ERROR, str(exc), intent_json(record)) from exc
-        return intent_json(record)
+            for intent in parsed.intents:
+                records[intent.id] = await self._submit(client, intent)
+        except BaseException:
+            # Nothing was sent (the bundle waits for its last member): it is dead -- a member
+            # admitted but signed later (the request was cancelled mid-way) is never sent
+            # alone -- and the nonces the members already took are given back (their noops).
+            router.kill_bundle(spec.id)
+            self._bundles.pop(spec.id, None)
+            for record in records.values():
+                if record.settled or record.state in _GIVEN_UP:
+                    continue
+                if not router.claim_cancel(record.intent.id):
+                    continue  # kill_bundle's cancel has it
+                try:
+                    await self.manager.cancel(record)
+                except (NonceError, RuntimeError):
+                    router.release_cancel(record.intent.id)
+                    log.warning("bundle %s: member %s not cancelled", spec.id, record.intent.id)
+            raise
+        hashes: list[str | None] = []
+        for slot in parsed.slots:
+            if isinstance(slot, RawSlot):
+                hashes.append("0x" + slot.hash.hex())
+                continue
+            latest = records[slot.id].latest
+            hashes.append(None if latest is None else "0x" + latest.hash.hex())
+        return {"id": spec.id, "hashes": hashes, "intents": list(spec.members)}
+
+    def restore_bundle(self, spec: BundleSpec) -> None:
+        """A bundle reloaded from the journal at start-up: answerable again by its id."""
+        self._remember(spec)
+
+    def _remember(self, spec: BundleSpec) -> None:
+        self._bundles[spec.id] = spec
+        while len(self._bundles) > _BUNDLES_KEPT:
+            del self._bundles[next(iter(self._bundles))]
+
+    def _bundle_of(self, record: TxRecord) -> BundleSpec | None:
+        router = self._router
+        bundle_id = router.member_of.get(record.intent.id) if router is not None else None
+        return None if bundle_id is None else self._bundles.get(bundle_id)
+
+    def _member_json(self, record: TxRecord) -> dict[str, Any]:
+        out = intent_json(record)
+        spec = self._bundle_of(record)
+        if spec is not None:
+            out["bundle"] = spec.id
+        return out
+
+    async def _bundle_named(self, client: Connection, params: Any) -> BundleSpec | None:
+        """The bundle ``params`` names (``[id]`` or ``{id}``), if it is one the caller owns."""
+        wanted = params[0] if isinstance(params, list) and len(params) == 1 else params
+        if isinstance(wanted, dict):
+            wanted = wanted.get("id")
+        if type(wanted) is not str or not wanted.startswith(BUNDLE_ID_PREFIX):
+            return None
+        spec = self._bundles.get(wanted)
+        if spec is not None:
+            for member in spec.members:
+                if await self._lookup(client, member) is None:
+                    spec = None  # another tenant's (or forgotten): as if unknown
+                    break
+        if spec is None:
+            raise RpcError(
+                INVALID_PARAMS, f"invalid params: id: no bundle {wanted!r:.100} is known here"
+            )
+        return spec
+
+    async def _bundle_json(self, client: Connection, spec: BundleSpec) -> dict[str, Any]:
+        """The bundle's status (:func:`~broadcaster.tx.bundle_plans.bundle_status` of its
+        members'), its members (as ``broadcaster_getIntent`` answers them, in order), the
+        current hash of every transaction in bundle order and its ``replacementUuid``."""
+        members: dict[str, dict[str, Any]] = {}
+        for member in spec.members:
+            record = await self._lookup(client, member)
+            if record is not None:
+                members[member] = self._member_json(record)
+        hashes: list[str | None] = []
+        for slot in spec.slots:
+            if isinstance(slot, bytes):
+                hashes.append("0x" + keccak(slot).hex())
+            else:
+                hashes.append(members[slot]["hash"] if slot in members else None)
+        return {
+            "id": spec.id,
+            "status": bundle_status([m["status"] for m in members.values()]),
+            "intents": list(members.values()),
+            "hashes": hashes,
+            "replacementUuid": spec.uuid,
+        }
 
     def _websocket_only(self, client: Connection, method: str) -> None:
         if client.transport != "websocket":
@@ -414,6 +596,15 @@ class IntentApi(Dispatcher):
         if "gas" not in tx:
             if self._passthrough is None:
                 raise ParamError("gas", "required")
+            if parse_private(tx, defaults):
+                # DESIGN.md 5a: eth_estimateGas goes to public nodes (chain reads never go to
+                # private or builder endpoints, which do not serve it): estimating would show
+                # the private transaction's calldata to the very mempool it avoids.
+                raise ParamError(
+                    "gas",
+                    "required for a private transaction (estimating it would show its calldata "
+                    "to a public node); pass gas explicitly",
+                )
             # Name a bad field before asking the node; estimate what will actually be signed.
             draft = parse_intent(tx, defaults, require_gas=False)
             call: dict[str, Any] = {"from": draft.sender, "value": hex(draft.value)}
@@ -469,6 +660,12 @@ class IntentApi(Dispatcher):
         if existing is not None:
             return "0x" + signed.hash.hex()  # already tracked: "already known"
         self._check_intake()
+        if fields.type == 3:
+            raise ParamError(
+                "params[0]",
+                "a blob transaction's canonical form carries no sidecar and no node takes it; "
+                "send broadcaster_sendIntent with blobs (the service builds the sidecar)",
+            )
         check_nonce_gap(fields.nonce, await self._next_nonce(sender), self._max_gap_fill)
         intent = Intent(
             id=f"raw-{signed.hash.hex()}",

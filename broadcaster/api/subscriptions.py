@@ -16,7 +16,7 @@ event touches only the connections that want it. ``bench/api_notify.py`` measure
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -50,19 +50,21 @@ class Follower(Protocol):
     subscriptions: dict[str, frozenset[str] | None]
     outbox: asyncio.Queue[Outgoing]
     dropped: int
-
-
-def _put(follower: Follower, prefixes: tuple[bytes, ...], body: bytes) -> None:
-    try:
-        follower.outbox.put_nowait((prefixes, body))
-    except asyncio.QueueFull:
-        follower.dropped += 1  # a slow bot never stalls the service
+    overflowed: asyncio.Event
 
 
 class Subscriptions:
-    """The connections that follow intents or heads, and the notifications they are owed."""
+    """The connections that follow intents or heads, and the notifications they are owed.
 
-    def __init__(self) -> None:
+    A follower whose queue is full (a bot not reading its socket) loses the notification; that
+    is counted (``on_dropped``: the ``api_notifications_dropped`` metric) and its ``overflowed``
+    event is set, on which the transport closes the connection (1013): a bot must not go on
+    believing a status that has changed without it being told. It reconnects and asks
+    ``broadcaster_getIntent``. A slow bot never stalls the service.
+    """
+
+    def __init__(self, on_dropped: Callable[[], None] | None = None) -> None:
+        self._on_dropped = on_dropped
         self._followers: set[Any] = set()
         self._ids = 0
         # intent id -> follower -> prefixes of its subscriptions to that id
@@ -155,14 +157,14 @@ class Subscriptions:
                 continue
             if body is None:
                 body = _status_body(record, event)
-            _put(follower, prefixes, body)
+            self._put(follower, prefixes, body)
         if targeted:
             for follower, prefixes in targeted.items():
                 if not follower.access.owns(record):
                     continue  # subscribed before the id was someone else's: never told
                 if body is None:
                     body = _status_body(record, event)
-                _put(follower, prefixes, body)
+                self._put(follower, prefixes, body)
 
     def new_head(self, header: Mapping[str, Any]) -> None:
         """Queue ``header`` (the node's own ``newHeads`` object) for every ``newHeads`` sub."""
@@ -170,7 +172,16 @@ class Subscriptions:
             return
         body = orjson.dumps(header)
         for follower, subs in self._heads.items():
-            _put(follower, tuple(subs.values()), body)
+            self._put(follower, tuple(subs.values()), body)
+
+    def _put(self, follower: Follower, prefixes: tuple[bytes, ...], body: bytes) -> None:
+        try:
+            follower.outbox.put_nowait((prefixes, body))
+        except asyncio.QueueFull:
+            follower.dropped += 1
+            follower.overflowed.set()
+            if self._on_dropped is not None:
+                self._on_dropped()
 
 
 def _status_body(record: TxRecord, event: str) -> bytes:

@@ -33,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from broadcaster.api.subscriptions import Outgoing, expand
+from broadcaster.tx.seams import FRAME_READ_NS
 
 if TYPE_CHECKING:
     from broadcaster.api.server import IntentApi
@@ -195,6 +197,7 @@ class ApiServer:
             if size > cap:
                 return _json_error(413, -32600, f"request body over {cap} bytes")
             chunks.append(chunk)
+        FRAME_READ_NS.set(time.perf_counter_ns())  # the body is read: intent_seconds starts
         client = self.api.connection(None, token, access, transport="http")
         reply = await self.api.handle_message(client, b"".join(chunks))
         if reply is None:
@@ -215,21 +218,45 @@ class ApiServer:
         try:
             async with asyncio.TaskGroup() as group:
                 writer = group.create_task(self._write_notifications(ws, client.outbox))
+                closer = group.create_task(self._close_on_overflow(request, ws, client, writer))
                 try:
                     async for message in ws:
                         if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
                             # Pipelined: each message in its own task, started in arrival order
                             # (the admission lock keeps intents' nonces in that order); a
                             # bounded number at once, so a flood waits here.
+                            # read: its intent's clock starts (the task below copies it)
+                            FRAME_READ_NS.set(time.perf_counter_ns())
                             await client.in_flight.acquire()
                             group.create_task(self._answer(ws, client, message.data))
                         elif message.type is WSMsgType.ERROR:
                             break  # e.g. a frame over max_msg_size: closed with 1009
                 finally:
                     writer.cancel()
+                    closer.cancel()
         finally:
             subscriptions.discard(client)
         return ws
+
+    async def _close_on_overflow(
+        self, request: web.BaseRequest, ws: web.WebSocketResponse, client: Any, writer: Any
+    ) -> None:
+        """A follower that lost a notification (it does not read its socket) is closed with
+        1013: better told "reconnect and ask again" than left believing a stale status."""
+        await client.overflowed.wait()
+        writer.cancel()
+        log.warning(
+            "api: closing a websocket of %s: %d status notifications dropped (not read)",
+            client.access.name,
+            client.dropped,
+        )
+        try:
+            async with asyncio.timeout(1.0):  # the close frame queues behind unread data
+                await ws.close(code=1013, message=b"notifications dropped: reconnect, re-query")
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        if request.transport is not None:
+            request.transport.abort()
 
     async def _answer(self, ws: web.WebSocketResponse, client: Any, message: Any) -> None:
         try:

@@ -38,9 +38,18 @@ log = logging.getLogger(__name__)
 class SigningGate:
     """A :class:`broadcaster.tx.seams.Signer` that refuses what the audit findings forbid."""
 
-    def __init__(self, signer: Signer, *, hold_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        signer: Signer,
+        *,
+        hold_timeout: float = 2.0,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> None:
         self.signer = signer
         self.hold_timeout = hold_timeout
+        # A signature given up while held (the service counts signer_errors_total{kind=
+        # "timeout"}: the signer client never saw the request, so nothing else counts it).
+        self.on_timeout = on_timeout
         self.stopped: dict[str, str] = {}
         self.refused: str | None = None
         self.held: asyncio.Event | None = None  # set by release(): the log check is done
@@ -95,6 +104,8 @@ class SigningGate:
         try:
             await asyncio.wait_for(held.wait(), self.hold_timeout)
         except TimeoutError:
+            if self.on_timeout is not None:
+                self.on_timeout()
             raise SignerUnavailable(
                 "the reconnected signer's audit log is not checked yet: not signing until it is"
             ) from None
@@ -110,6 +121,27 @@ class SigningGate:
         advance = getattr(self.signer, "advance_nonce_floor", None)
         if advance is not None:
             await advance(chain_id, sender, nonce)
+
+    async def sign_authorization(self, authorization: Mapping[str, Any], sender: str) -> Any:
+        """An EIP-7702 authorization (``broadcaster.tx.typed``), refused as a signature would be:
+        delegating a stopped sender's account is signing for it. Waits for a held log check."""
+        why = self.why(sender)
+        if why is not None:
+            raise PolicyDenied("audit_stopped", why)
+        if self.held is not None:
+            try:
+                await asyncio.wait_for(self.held.wait(), self.hold_timeout)
+            except TimeoutError:
+                raise SignerUnavailable(
+                    "the reconnected signer's audit log is not checked yet: not signing until it is"
+                ) from None
+            return await self.sign_authorization(authorization, sender)
+        sign = getattr(self.signer, "sign_authorization", None)
+        if sign is None:
+            raise PolicyDenied(
+                "no_authorizations", "this signer cannot sign EIP-7702 authorizations"
+            )
+        return await sign(authorization, sender)
 
 
 class ForeignReport:

@@ -53,6 +53,17 @@ def describe_config(config: Config) -> str:
             + ("" if r.kind == "public" else f" ({r.kind}{', auth ' + r.auth if r.auth else ''})")
             for r in config.rpcs
         ),
+        *(
+            [
+                "auth: X-Flashbots-Signature on "
+                + ", ".join(r.name for r in config.rpcs if r.auth)
+                + ", signed by the signer's auth key: the enclave's [policy] auth_address must "
+                "name one of its loaded keys (else each request to them fails: logged at connect, "
+                'signer_errors_total{kind="no_auth_key"}, bundles_total{result="failed"})'
+            ]
+            if any(r.auth for r in config.rpcs)
+            else []
+        ),
         f"routing: private = {str(config.routing.private).lower()}"
         f" (chain reads: {len(config.public_rpcs)} public rpcs + the clients)",
         f"signer: {signer.url} ({attested}, timeout {signer.timeout_seconds:g} s)",

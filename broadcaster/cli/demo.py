@@ -5,7 +5,11 @@ on a unix socket as it would be on VSOCK), and the service; a demo bot submits i
 the API and follows their status notifications; then the demo reorgs the chain under them
 (``anvil_reorg``, which drops their transactions) and narrates: the reorg, which transactions
 it dropped, their re-signed replacements (same nonce, higher fees), the reaction latency, and the
-re-inclusion. It ends with a summary checked against the chain, then ``broadcaster audit`` over
+re-inclusion. A third round does the same to a *private* intent (DESIGN.md §5a): it goes only to
+a builder (``broadcaster.dev.builder``, the bundle API in front of anvil) as a bundle for the next
+block, signed with ``X-Flashbots-Signature`` by the enclave's auth key; the reorg drops it and the
+fee-bumped replacement reaches the builder under the same ``replacementUuid`` for the new next
+block. It ends with a summary checked against the chain, then ``broadcaster audit`` over
 its own run (every transaction of the demo account in every block must be in the enclave's
 verified audit log: DESIGN.md §6a), and leaves nothing running.
 """
@@ -23,12 +27,17 @@ from typing import Any
 
 from broadcaster.api.client import GWEI, BroadcasterClient
 from broadcaster.cli.audit import run_audit
-from broadcaster.dev.anvil import DEV_ADDRESS
+from broadcaster.dev.anvil import DEV_ADDRESS, start_anvil
+from broadcaster.dev.builder import BundleSeen, DemoBuilder, wait_for_bundle
 from broadcaster.dev.stack import DevStack, dev_stack
+from broadcaster.tx.bundles import replacement_uuid
+from signer_client.txcodec import keccak
 
 __all__ = ["run_demo"]
 
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+# anvil's fourth dev key as the enclave's auth key (X-Flashbots-Signature): it signs no tx
+AUTH_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"
 
 
 def _say(text: str) -> None:
@@ -157,10 +166,100 @@ async def _reorg_round(
     return ids
 
 
+def _tx_hash(raw: str) -> str:
+    return "0x" + keccak(bytes.fromhex(raw[2:])).hex()
+
+
+async def _private_round(
+    stack: DevStack, bot: BroadcasterClient, narrator: _Narrator, builder: DemoBuilder
+) -> str:
+    """A private intent through a reorg: builder only, re-targeted, replaced under one uuid."""
+    _say("bot: submitting a private intent (private: true: builders only, never a public RPC)")
+    sent = await bot.request(
+        "broadcaster_sendIntent",
+        {
+            "to": RECIPIENT, "value": hex(77_777), "gas": hex(21_000),
+            "maxFeePerGas": hex(3 * GWEI), "maxPriorityFeePerGas": hex(GWEI),
+            "key": "demo-private", "private": True,
+        },
+    )  # fmt: skip
+    intent_id, nonce = sent["id"], int(sent["nonce"], 16)
+    narrator.label(intent_id, f"private intent nonce {nonce}")
+    uuid = replacement_uuid(intent_id)
+
+    def carries(tx_hash: str) -> Any:
+        return lambda b: (
+            b.params.get("replacementUuid") == uuid
+            and any(_tx_hash(raw) == tx_hash for raw in b.params.get("txs", []))
+        )
+
+    first = await wait_for_bundle(builder, carries(sent["hash"]))
+    _say(f"   builder: {_bundle_line(first)}")
+    await _wait(bot, [intent_id], "included")
+    included = await bot.get_intent(intent_id)
+    block = int(included["block"]["number"], 16)
+    tip = int(await stack.node.rpc("eth_blockNumber"), 16)
+    depth = tip - block + 1
+    before_sum, before_count = _reaction_stats(stack)
+    _say(f"injecting a reorg of depth {depth} at block #{tip} (drops block #{block} and the tx)")
+    await stack.node.rpc("anvil_reorg", depth, [])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = await bot.get_intent(intent_id)
+        if state["status"] == "included" and state["hash"] != sent["hash"]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise TimeoutError("the private intent was not included again within 30 s")
+    replacement = await wait_for_bundle(builder, carries(state["hash"]))
+    _say(f"   builder: {_bundle_line(replacement)} (the replacement: same uuid)")
+    after_sum, after_count = _reaction_stats(stack)
+    if after_count > before_count:
+        micros = (after_sum - before_sum) / (after_count - before_count) * 1e6
+        _say(
+            "reaction: reorg head frame read -> replacement bundle written to the builder:"
+            f" {micros:.0f} µs"
+        )
+    retargets = len(builder.bundles(uuid))
+    signed = {b.signer for b in builder.bundles(uuid)}
+    _say(
+        f"   {retargets} bundles under replacementUuid {uuid[:8]}…, all signed by "
+        f"{', '.join(sorted(str(s) for s in signed))}; refused by the builder: "
+        f"{len(builder.refused)}"
+    )
+    return str(intent_id)
+
+
+def _bundle_line(b: BundleSeen) -> str:
+    txs = ", ".join(_short(_tx_hash(raw)) for raw in b.params.get("txs", []))
+    return (
+        f"eth_sendBundle for block #{int(b.params['blockNumber'], 16)} [{txs}] "
+        f"uuid {str(b.params.get('replacementUuid'))[:8]}…, X-Flashbots-Signature by "
+        f"{_short(b.signer)}"
+    )
+
+
 async def _demo(workdir: Path, anvil: str | None) -> int:
-    _say("starting anvil (1 block/s), the enclave signer app and the broadcaster on 127.0.0.1")
-    async with dev_stack(workdir, anvil=anvil, block_time=1) as stack:
-        _say(f"   anvil {stack.node.ws_url}, signer {stack.signer_url}")
+    _say(
+        "starting anvil (1 block/s), the enclave signer app, a demo block builder and the "
+        "broadcaster on 127.0.0.1"
+    )
+    async with (
+        start_anvil("anvil", anvil=anvil, block_time=1) as node,
+        DemoBuilder(node.http_url) as builder,
+        dev_stack(
+            workdir,
+            node=node,
+            endpoints=[
+                ("rpc0", node.http_url, "public"),
+                ("rpc1", node.ws_url, "public"),
+                ("rpc2", node.http_url, "public"),
+                ("builder", builder.url, "builder", "flashbots"),
+            ],
+            auth_key=AUTH_KEY,
+        ) as stack,
+    ):
+        _say(f"   anvil {stack.node.ws_url}, signer {stack.signer_url}, builder {builder.url}")
         _say(f"   intent API {stack.api_url}, metrics {stack.metrics_url}/metrics")
         narrator = _Narrator()
         async with await BroadcasterClient.connect(stack.api_url, token=stack.token) as bot:
@@ -169,6 +268,7 @@ async def _demo(workdir: Path, anvil: str | None) -> int:
                 await asyncio.sleep(0.2)
                 ids = await _reorg_round(stack, bot, narrator, 1, 1)
                 ids += await _reorg_round(stack, bot, narrator, 2, 3)
+                ids.append(await _private_round(stack, bot, narrator, builder))
                 follower.cancel()
             ok = await _summary(stack, bot, ids)
             ok &= await _audit(stack)

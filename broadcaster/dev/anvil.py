@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from signer_client.signing import LocalKey
+
 __all__ = ["AnvilNode", "find_anvil", "free_port", "start_anvil"]
 
 _REPO_ANVIL = (
@@ -108,15 +110,23 @@ DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 DEV_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 
 
-def _enclave_files(workdir: Path, keys: tuple[str, ...], chain_id: int) -> tuple[Path, Path]:
+def _enclave_files(
+    workdir: Path,
+    keys: tuple[str, ...],
+    chain_id: int,
+    auth_key: str | None = None,
+    policy: str = "",
+) -> tuple[Path, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     key_file = workdir / "enclave-keys.txt"
-    key_file.write_text("\n".join(keys) + "\n")
+    key_file.write_text("\n".join((*keys, *([auth_key] if auth_key else []))) + "\n")
     key_file.chmod(0o600)
+    # auth_key: the X-Flashbots-Signature key (DESIGN.md 5a), named by [policy] auth_address
+    auth = f'auth_address = "{LocalKey(auth_key).address}"\n' if auth_key else ""
     config = workdir / "enclave.toml"
     config.write_text(
         f'mode = "dev"\n[policy]\nchain_ids = [{chain_id}]\nallow_self = true\n'
-        f"rate_per_second = 100000\nburst = 100000\n"
+        f"rate_per_second = 100000\nburst = 100000\n{auth}{policy}"
         f'[audit]\npath = "{workdir / "enclave-audit.jsonl"}"\n'
     )
     return key_file, config
@@ -124,13 +134,21 @@ def _enclave_files(workdir: Path, keys: tuple[str, ...], chain_id: int) -> tuple
 
 @contextlib.asynccontextmanager
 async def start_enclave(
-    workdir: Path, *, keys: tuple[str, ...] = (DEV_KEY,), chain_id: int = 31337
+    workdir: Path,
+    *,
+    keys: tuple[str, ...] = (DEV_KEY,),
+    chain_id: int = 31337,
+    auth_key: str | None = None,
+    policy: str = "",
 ) -> AsyncIterator[str]:
     """Run the reference enclave app (``python -m enclave``) on a unix socket in ``workdir``.
 
+    ``policy``: more ``[policy]`` lines (TOML), e.g. ``allowed_delegates`` for EIP-7702.
+
     Its output goes to ``workdir/enclave.log``. Yields the signer URL once the app listens.
+    ``auth_key``: also load this key as the policy's auth key (``auth = "flashbots"`` rpcs).
     """
-    key_file, config = _enclave_files(workdir, keys, chain_id)
+    key_file, config = _enclave_files(workdir, keys, chain_id, auth_key, policy)
     url = f"unix://{workdir / 'enclave.sock'}"
     log_path = workdir / "enclave.log"
     with open(log_path, "wb") as log_file:  # noqa: ASYNC230 - opened once, before anything runs

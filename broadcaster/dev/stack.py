@@ -69,7 +69,7 @@ def write_config(
     presign: bool = True,
     tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
     accounts: Sequence[str] = (DEV_ADDRESS,),
-    endpoints: Sequence[tuple[str, str, str]] | None = None,
+    endpoints: Sequence[tuple[str, str, str] | tuple[str, str, str, str]] | None = None,
     routing_private: bool | None = None,
     journal_url: str | None = None,
     ha_instance: str | None = None,
@@ -126,18 +126,24 @@ async def dev_stack(
     presign: bool = True,
     tenants: Sequence[tuple[str, str, Sequence[str]]] = (),
     accounts: Sequence[str] = (DEV_ADDRESS,),
-    endpoints: Sequence[tuple[str, str, str]] | None = None,
+    endpoints: Sequence[tuple[str, str, str] | tuple[str, str, str, str]] | None = None,
     routing_private: bool | None = None,
     stop_signing_on_foreign: bool | None = None,
+    auth_key: str | None = None,
 ) -> AsyncIterator[DevStack]:
-    """Start (or reuse) anvil and the enclave app, then the service; stop all on exit."""
+    """Start (or reuse) anvil and the enclave app, then the service; stop all on exit.
+
+    ``auth_key``: the enclave's auth key (an ``endpoints`` entry ``(name, url, kind,
+    "flashbots")`` needs one)."""
     async with contextlib.AsyncExitStack() as stack:
         if node is None:
             node = await stack.enter_async_context(
                 start_anvil("anvil", anvil=anvil, block_time=block_time)
             )
         if signer_url is None:
-            signer_url = await stack.enter_async_context(start_enclave(workdir / "enclave"))
+            signer_url = await stack.enter_async_context(
+                start_enclave(workdir / "enclave", auth_key=auth_key)
+            )
         config_path = write_config(
             workdir,
             node,

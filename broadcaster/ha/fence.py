@@ -24,7 +24,7 @@ from broadcaster.ha.errors import LeaseLost
 from broadcaster.rpc.fanout import Endpoint, TransportFactory
 from broadcaster.rpc.transport.base import OnReply, Transport
 from broadcaster.tx.seams import Signer
-from signer_client import SignedTx
+from signer_client import PolicyDenied, SignedTx
 
 __all__ = ["FENCE_CLOCK", "MARGIN", "Fence", "FencedSigner", "FencedTransport", "fenced_transports"]
 
@@ -108,6 +108,16 @@ class FencedSigner:
         if advance is not None:
             await advance(chain_id, sender, nonce)
 
+    async def sign_authorization(self, authorization: Mapping[str, Any], sender: str) -> Any:
+        """Behind the fence like a transaction signature (EIP-7702, ``broadcaster.tx.typed``)."""
+        self.fence.check()
+        sign = getattr(self.inner, "sign_authorization", None)
+        if sign is None:
+            raise PolicyDenied(
+                "no_authorizations", "this signer cannot sign EIP-7702 authorizations"
+            )
+        return await sign(authorization, sender)
+
 
 class FencedTransport:
     """A fan-out transport whose every write passes the fence first."""
@@ -126,6 +136,14 @@ class FencedTransport:
         except LeaseLost as exc:
             raise RuntimeError(str(exc)) from exc  # the lane settles the job as not written
         self.inner.send(rid, body, ids)
+
+    def send_headed(self, rid: int, body: bytes, headers: bytes) -> None:
+        """The orderflow's authenticated write (``HttpTransport.send_headed``), fenced too."""
+        try:
+            self.fence.check()
+        except LeaseLost as exc:
+            raise RuntimeError(str(exc)) from exc
+        self.inner.send_headed(rid, body, headers)  # type: ignore[attr-defined]
 
     def forget(self, rid: int) -> None:
         self.inner.forget(rid)

@@ -17,10 +17,11 @@ Per endpoint (a *lane*, :mod:`broadcaster.rpc.lane`): ``submit`` writes straight
 socket when the lane is idle (its queue empty, a connection ready) -- the reorg reaction's fast
 path, no event-loop turn between the head frame and the last write. Otherwise the job goes to
 the lane's bounded queue and the lane's worker writes it when the endpoint is ready; per-endpoint
-FIFO order is kept, so a sender's later nonces reach each node in order. An endpoint whose last
+FIFO order is kept, so a sender's later nonces reach each node in order; a reorg reaction's job
+(``context.urgent``) goes ahead of the queued ones (:meth:`Lane.enqueue`). An endpoint whose last
 connection attempt failed is *down*: it takes no new job until its worker, reconnecting after
 delays from :func:`broadcaster.backoff.backoff`, connects again; an endpoint whose queue is full
-takes none either.
+takes none either (an urgent job has as many places again: :meth:`Lane.full`).
 
 **What submit returns.** ``submit`` and ``submit_many`` return a :class:`Submitted`: the
 (transaction, endpoint) jobs written before the call returned (``written``, and ``last_ns``,
@@ -244,18 +245,21 @@ class FanOut:
         written = 0
         last: InFlight | None = None
         busy: list[Lane] | None = None
+        urgent = getattr(context, "urgent", False) is True
         self._submitting = True
         try:
             # Every idle endpoint's socket write first; the busy ones' queueing, the counts and
             # the timers after: the last write of a reorg reaction waits behind none of them.
+            # An urgent job (a reaction's) is written past a lane's queue when its connection
+            # is ready, and queued at the queue's head when it is not.
             for lane in self._lanes:
-                if lane.queue or not lane.transport.ready():
+                if (lane.queue and not urgent) or not lane.transport.ready():
                     if busy is None:
                         busy = [lane]
                     else:
                         busy.append(lane)
                     continue
-                entry = lane.write_new(Job(raw_hex, tx_hash, context))
+                entry = lane.write_new(Job(raw_hex, tx_hash, context, urgent=urgent))
                 if entry is not None:
                     written += 1
                     last = entry
@@ -263,7 +267,7 @@ class FanOut:
             done.queued = len(self._lanes) - written - (0 if busy is None else len(busy))
             if busy is not None:
                 for lane in busy:
-                    lane.hold(Job(raw_hex, tx_hash, context), done)
+                    lane.hold(Job(raw_hex, tx_hash, context, urgent=urgent), done)
             if written:
                 for lane in self._lanes:
                     if lane.fresh:
@@ -289,16 +293,25 @@ class FanOut:
         done = Submitted()
         if not items:
             return done
-        prepared = [(raw.hex().encode(), tx_hash, context) for raw, tx_hash, context in items]
+        prepared = [
+            (raw.hex().encode(), tx_hash, context, getattr(context, "urgent", False) is True)
+            for raw, tx_hash, context in items
+        ]
         self._submitting = True
         try:
             # The idle endpoints' writes first, then the busy ones' queueing (as in submit).
-            busy = [lane for lane in self._lanes if lane.queue or not lane.transport.ready()]
+            # Urgent items (a reaction's, all of them urgent) pass a ready lane's queue.
+            ahead = all(p[3] for p in prepared)
+            busy = [
+                lane
+                for lane in self._lanes
+                if (lane.queue and not ahead) or not lane.transport.ready()
+            ]
             for lane in self._lanes:
                 if lane not in busy:
-                    lane.take_new_many([Job(*item) for item in prepared], done)
+                    lane.take_new_many([Job(*p[:3], urgent=p[3]) for p in prepared], done)
             for lane in busy:
-                lane.take_new_many([Job(*item) for item in prepared], done)
+                lane.take_new_many([Job(*p[:3], urgent=p[3]) for p in prepared], done)
             if done.written:
                 for lane in self._lanes:
                     if lane.fresh:

@@ -65,6 +65,7 @@ class Job:
     writes: int = 0  # attempts that reached the socket
     delays: Iterator[float] | None = None
     refused: int = 0  # writes inside a refused batch: not failures, not held against retries
+    urgent: bool = False  # a reorg reaction's: queued ahead of every ordinary job (enqueue)
 
 
 @dataclass(slots=True)
@@ -110,7 +111,8 @@ class Lane:
         step = self.max_batch if self.batching else 1
         start = 0
         written = 0
-        while start < len(jobs) and not self.queue and self.transport.ready():
+        ahead = all(job.urgent for job in jobs)  # a reaction's: written past the queue
+        while start < len(jobs) and (ahead or not self.queue) and self.transport.ready():
             chunk = jobs[start : start + step]
             start += len(chunk)
             self.stats.fast_writes += len(chunk)
@@ -132,13 +134,38 @@ class Lane:
         if self.down is not None:
             self.refuse(job, f"endpoint down: {self.down.message}")
             done.refused += 1
-        elif len(self.queue) >= self.queue_size:
+        elif self.full(job):
             self.refuse(job, "queue full")
             done.refused += 1
         else:
-            self.queue.append(job)
-            self.wake.set()
+            self.enqueue(job)
             done.queued += 1
+
+    def full(self, job: Job) -> bool:
+        """No room for ``job``: ``queue_size`` jobs are queued; for an urgent job (a reorg
+        reaction's) as many again, so a queue an intent backlog filled still takes the
+        reaction's replacement (at its head) instead of refusing it at every busy endpoint."""
+        limit = self.queue_size
+        return len(self.queue) >= (2 * limit if job.urgent else limit)
+
+    def enqueue(self, job: Job) -> None:
+        """Queue ``job``: an ordinary one at the tail; an urgent one (a reorg reaction's) after
+        the urgent jobs already queued and ahead of every ordinary one, so a reaction never
+        waits behind a backlog of new intents. Urgent jobs keep their order among themselves
+        (a reaction's replacements go out in (sender, nonce) order); what they pass are later
+        intents, whose nonces are above the reorged ones (a node holds such a transaction until
+        the nonce below it arrives, it does not refuse it)."""
+        queue = self.queue
+        if job.urgent and queue and not queue[-1].urgent:
+            index = 0
+            for queued in queue:
+                if not queued.urgent:
+                    break
+                index += 1
+            queue.insert(index, job)
+        else:
+            queue.append(job)
+        self.wake.set()
 
     def refuse(self, job: Job, why: str) -> None:
         self.stats.dropped += 1
@@ -159,7 +186,7 @@ class Lane:
 
     def offer(self, job: Job) -> None:
         """A retry: written now if the lane is idle, else queued; a down lane fails it at once."""
-        if not self.queue and self.transport.ready():
+        if (job.urgent or not self.queue) and self.transport.ready():
             self.stats.fast_writes += 1
             entry = self.send_one(job)
             if entry is not None:
@@ -167,11 +194,10 @@ class Lane:
         elif self.down is not None:
             job.attempt += 1
             self.fanout._settle(self, job, self.down, None)
-        elif len(self.queue) >= self.queue_size:
+        elif self.full(job):
             self.refuse(job, "queue full")
         else:
-            self.queue.append(job)
-            self.wake.set()
+            self.enqueue(job)
 
     # -- writing ---------------------------------------------------------------------------------
 

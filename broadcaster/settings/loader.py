@@ -198,15 +198,10 @@ def _rpcs(r: ConfigReader, data: dict[str, Any]) -> list[RpcConfig]:
         if auth == "flashbots" and kind == "public":
             r.problem(f"{path}.auth", 'only private and builder endpoints take auth = "flashbots"')
             continue
-        if auth == "flashbots":
-            # The X-Flashbots-Signature needs the enclave's auth key (an EIP-191 signature of
-            # keccak256(body) by a key that signs nothing else): not in this build yet. Refused
-            # rather than sending unsigned requests a builder would rate-limit or ignore.
-            r.problem(
-                f"{path}.auth",
-                'auth = "flashbots" is not supported yet (the signer has no auth-key method); '
-                "remove it to send unauthenticated",
-            )
+        if auth == "flashbots" and not url.startswith(("http://", "https://")):
+            # X-Flashbots-Signature signs each request body: an HTTP header per request, which a
+            # websocket (headers only at its handshake) cannot carry.
+            r.problem(f"{path}.auth", 'auth = "flashbots" needs an http(s):// url')
             continue
         out.append(
             RpcConfig(

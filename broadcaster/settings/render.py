@@ -29,7 +29,7 @@ def render_config(
     *,
     chain_id: int,
     clients: Sequence[tuple[str, str]],
-    rpcs: Sequence[tuple[str, str] | tuple[str, str, str]],
+    rpcs: Sequence[tuple[str, str] | tuple[str, str, str] | tuple[str, str, str, str]],
     signer_url: str,
     accounts: Sequence[str],
     api_listen: str,
@@ -67,9 +67,10 @@ def render_config(
         f"finality_depth = {_toml(finality_depth)}",
     ]
     for section, pairs in (("clients", clients), ("rpcs", rpcs)):
-        for name, url, *kind in pairs:
+        for name, url, *rest in pairs:
             lines += ["", f"[[{section}]]", f"name = {_toml(name)}", f"url = {_toml(url)}"]
-            lines += [f"kind = {_toml(k)}" for k in kind]
+            lines += [f"kind = {_toml(k)}" for k in rest[:1]]
+            lines += [f"auth = {_toml(a)}" for a in rest[1:2] if a]  # (name, url, kind, auth)
     lines += ["", "[signer]", f"url = {_toml(signer_url)}"]
     for address in accounts:
         lines += ["", "[[accounts]]", f"address = {_toml(address)}"]

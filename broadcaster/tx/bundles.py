@@ -81,6 +81,7 @@ class SendBundle:
     txs: tuple[bytes, ...]
     block_number: int
     retarget: bool  # sent again for a new head (not a new attempt)
+    reverting: tuple[bytes, ...] = ()  # revertingTxHashes (broadcaster_sendBundle only)
 
 
 @dataclass(frozen=True, slots=True)

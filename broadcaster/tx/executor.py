@@ -10,19 +10,31 @@ A payload is never signed or sent once its intent was given up, found mined, or 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from broadcaster.backoff import backoff
 from broadcaster.errors import BroadcasterError
 from broadcaster.rpc.fanout import Submitted
+from broadcaster.tx import blobs
 from broadcaster.tx.ledger import AttemptLedger
 from broadcaster.tx.pricing import FeePolicy, replacement, tx_dict
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import Signer, Submitter, TxObserver
+from broadcaster.tx.typed import (
+    AuthKey,
+    BlobFloors,
+    Delegated,
+    NoAuthorizationSigner,
+    typed_fields,
+    wire_form,
+)
 from broadcaster.tx.view import Background, ChainView
 from nonce import (
     TRANSITIONS,
@@ -35,7 +47,7 @@ from nonce import (
     noop_intent,
 )
 from nonce.errors import FeeCapExceeded
-from signer_client import PolicyDenied, SignedTx, SignerError
+from signer_client import PolicyDenied, SignedTx, SignerError, urgent
 
 __all__ = ["RETRY_MAX", "Executor", "Reaction", "Send", "SignRefused", "retry_delays"]
 
@@ -50,6 +62,19 @@ NONCE_CONFLICT_RETRIES = 3
 RETRY_MAX = 5.0
 """Seconds at most between attempts at something that failed for a reason that passes (signer
 down, an enclave rate limit)."""
+
+
+def _priority(
+    reaction: Reaction | None, record: TxRecord
+) -> contextlib.AbstractContextManager[None]:
+    """A reorg reaction's signatures are urgent at the signer (``signer_client.priority``):
+    they go ahead of the new intents' signatures waiting there. So is every other re-sign of a
+    transaction already signed (a fee bump, a cancel's noop): it holds the nonce's lock while
+    it waits, and a reaction that needs that nonce meanwhile would wait behind the backlog it
+    waits behind (a bump asked for just before its transaction is mined and reorged out)."""
+    if reaction is not None or record.attempts:
+        return urgent()
+    return contextlib.nullcontext()
 
 
 def retry_delays() -> Iterator[float]:
@@ -101,10 +126,20 @@ class Send:
     attempt: Attempt
     reaction: Reaction | None
     written: bool = False
+    # A reorg reaction's write: each RPC lane writes it ahead of its queued intents
+    # (broadcaster.rpc.lane, read by duck typing: the fan-out knows no tx types).
+    urgent: bool = False
 
 
 class SignRefused(BroadcasterError):
     """The signer will not sign this, for a reason that does not pass (a policy denial)."""
+
+
+class AuthorizationTaken(SignRefused):
+    """The enclave signed another delegate at the authorization's nonce ``n + 1`` before (an
+    earlier intent at nonce ``n`` that failed or was cancelled after its authorization was
+    signed): it never signs another one there (``nonce_conflict``), so this intent can never be
+    signed at ``n``. It fails, and a noop burns ``n`` so the next intent does not land there."""
 
 
 def allowed(record: TxRecord) -> frozenset[TxState]:
@@ -141,6 +176,9 @@ class Executor:
         self.clock = clock
         self.clock_ns = clock_ns
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._blob_floors = BlobFloors()
+        self._auths: dict[AuthKey, dict[str, Any]] = {}  # signed EIP-7702 items, per nonce
+        self.delegated = Delegated()  # geth's one-in-flight rule (tx.typed); recovery fills it
         self._ids = itertools.count(1)
 
     # -- per-nonce serialization -----------------------------------------------------------------
@@ -154,6 +192,13 @@ class Executor:
 
     def forget(self, record: TxRecord) -> None:
         self._locks.pop((record.sender, record.nonce), None)
+        if record.intent.tx_type == 3:
+            self._blob_floors.forget(record)
+            blobs.forget(record.intent.blobs)  # settled: no re-sign needs its sidecar again
+        elif record.intent.tx_type == 4:
+            for auth in record.intent.authorizations:
+                key = (record.sender, auth.chain_id, auth.address, record.nonce + 1)
+                self._auths.pop(key, None)
 
     # -- signatures ------------------------------------------------------------------------------
 
@@ -184,17 +229,38 @@ class Executor:
         the caller's next computation bumps over it. A ``nonce_window`` (the account moved on
         outside the enclave) raises the enclave's floor once (:meth:`_move_window`) and retries.
         """
-        tx = tx_dict(record.intent, record.nonce, fees, noop=noop)
+        typed = not noop and record.intent.tx_type > 2  # blobs, authorizations (tx.typed)
+        tx = {} if typed else tx_dict(record.intent, record.nonce, fees, noop=noop)
         started = self.clock_ns()
         moved = False
         while True:
             try:
+                if typed:
+                    floor = self._blob_floors.floor(record)
+                    try:
+                        extra = await typed_fields(
+                            record, self.signer, self.fees, floor, self._auths
+                        )
+                    except PolicyDenied as exc:
+                        if exc.rule != "nonce_conflict":
+                            raise
+                        self.observer.signer_error("policy_denied")
+                        raise AuthorizationTaken(f"authorization at nonce + 1: {exc}") from exc
+                    tx = tx_dict(record.intent, record.nonce, fees, **extra)
                 signed = await self.signer.sign_transaction(tx, record.sender)
+                if typed:
+                    self._blob_floors.raise_to(record, tx)
+                    self.delegated.note(record)
+                    signed = wire_form(record, signed)
                 break
+            except NoAuthorizationSigner as exc:
+                raise SignRefused(str(exc)) from exc
             except PolicyDenied as exc:
                 if exc.rule == "nonce_window" and not moved and await self._move_window(record):
                     moved = True
                     continue
+                if typed and exc.rule == "nonce_conflict":
+                    self._blob_floors.raise_to(record, tx)  # the next one doubles it
                 return self._refused(record, fees, exc)
             except SignerError as exc:
                 self.observer.signer_error(type(exc).__name__)
@@ -297,20 +363,36 @@ class Executor:
         reaction: Reaction | None = None,
         *,
         retry: bool = True,
+        recv_ns: int = 0,
     ) -> Attempt | None:
         """Sign the payload (initial fees, or a bump over the floor) and send it.
 
         Nothing is sent once the intent was given up or found mined while the signer worked.
         A first signature that cannot be had now is retried in the background (``retry``).
+
+        ``recv_ns``: when the intent's frame was read (``perf_counter_ns``); the first attempt's
+        last RPC write then reports ``intent_to_wire`` (``broadcaster_intent_seconds``).
         """
         async with self.lock(record):
             if not self.wants_payload(record):
                 return None
+            if not record.attempts and self.delegated.busy(record, self.book):
+                if retry:  # one in flight for a delegated sender: wait for it (tx.typed)
+                    self.background.spawn(self._retry_signing(record))
+                return None
             try:
-                priced = await self.sign_priced(record)
+                with _priority(reaction, record):
+                    priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
+                    burn = (
+                        await self._burn_nonce(record)
+                        if isinstance(exc, AuthorizationTaken)
+                        else None
+                    )
                     self.give_up(record, _S.FAILED, f"policy: {exc}")
+                    if burn is not None:
+                        self.send(record, burn, reason=ResendReason(burn.reason.value))
                 return None
             if priced is None:
                 if retry and record.state is _S.PENDING and not record.attempts:
@@ -319,12 +401,40 @@ class Executor:
             signed, fees = priced
             if not self.wants_payload(record):
                 return None  # cancelled or expired while the enclave signed: never sent
-            attempt = self._record_attempt(record, signed, fees, reason)
-            if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
-                self.book.transition(record, _S.SIGNED, reason=reason.value, now=attempt.signed_at)
-            resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
-            self.send(record, attempt, reason=resend, reaction=reaction)
+            first = reaction is None and recv_ns > 0 and reason is AttemptReason.INITIAL
+            book = self.book
+            if first:
+                # The writes first: the book and the journal change at once, the observers
+                # (subscriptions, metrics, the router) hear of signed/broadcast right after the
+                # last write, in order, with nothing awaited in between (as the reaction does).
+                book.defer_announcements()
+            try:
+                attempt = self._record_attempt(record, signed, fees, reason)
+                if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
+                    book.transition(record, _S.SIGNED, reason=reason.value, now=attempt.signed_at)
+                if first:
+                    self.send_first(record, attempt, recv_ns)
+                else:
+                    resend = None if reason is AttemptReason.INITIAL else ResendReason(reason.value)
+                    self.send(record, attempt, reason=resend, reaction=reaction)
+            finally:
+                if first:
+                    book.announce()
             return attempt
+
+    async def _burn_nonce(self, record: TxRecord) -> Attempt | None:
+        """A noop at ``record``'s nonce (lock held), so a nonce no payload can use is not handed
+        to the next intent (:class:`AuthorizationTaken`); the caller sends it once it gave the
+        record up. ``None`` when the signer cannot now: then the nonce is a hole like any."""
+        try:
+            priced = await self.sign_priced(record, noop=True)
+        except SignRefused as exc:
+            log.warning("%s/%d: no noop: %s", record.sender, record.nonce, exc)
+            return None
+        if priced is None:
+            return None
+        signed, fees = priced
+        return self._record_attempt(record, signed, fees, AttemptReason.GAP_FILL)
 
     async def _retry_signing(self, record: TxRecord) -> None:
         """A first signature the signer could not give yet: retry with backoff while it stays
@@ -354,7 +464,8 @@ class Executor:
         """
         async with self.lock(record):
             try:
-                priced = await self.sign_priced(record, noop=True)
+                with _priority(reaction, record):
+                    priced = await self.sign_priced(record, noop=True)
             except SignRefused:
                 return False
             if priced is None:
@@ -369,7 +480,10 @@ class Executor:
             return True
 
     async def fill_gap(self, sender: str, nonce: int) -> bool:
-        """Sign a noop at a nonce nothing of ours will use; ``False`` when it could not be now."""
+        """Sign a noop at a nonce nothing of ours will use; ``False`` when it could not be now.
+
+        The noop is private (builders and private RPCs only) when the sender holds any private
+        intent."""
         tip = self.fees.priority_fee
         intent = noop_intent(
             f"gap-{sender[2:10]}-{nonce}-{next(self._ids)}",
@@ -378,6 +492,10 @@ class Executor:
             max_fee_per_gas=2 * (self.view.base_fee or 1_000_000_000) + tip,
             tip=tip,
         )
+        if any(r.intent.private for r in self.book.records(sender)):
+            # DESIGN.md 5a: a private account's nonces are its own business; a public noop
+            # would show its activity (and that a nonce is being plugged) to every mempool.
+            intent = dataclasses.replace(intent, private=True)
         record = self.book.open_gap_fill(intent, nonce, now=self.clock())
         if record.has_noop:
             return True
@@ -398,13 +516,34 @@ class Executor:
             self.observer.resend(reason.value)
             self.observer.status(record, "resent")
         self.ledger.sent(attempt.hash, self.view.tip_number())
-        send = Send(record, attempt, reaction)
+        send = Send(record, attempt, reaction, urgent=reaction is not None)
         done = self.fanout.submit(attempt.raw, attempt.hash, send)
         if done.written:
             self.wrote(send)
         if reaction is not None:
             reaction.took(done)
         return done
+
+    def send_first(self, record: TxRecord, attempt: Attempt, recv_ns: int) -> Submitted:
+        """:meth:`send` for an intent's first attempt, timed from its frame read (``recv_ns``) to
+        the last RPC write of this attempt: the writes done inside the fan-out's call, or, for
+        a job queued behind a busy endpoint, its first write later (``TxManager.on_written``
+        settles it). The same write accounting as a reorg reaction (:class:`Reaction`)."""
+        self.ledger.sent(attempt.hash, self.view.tip_number())
+        clock = Reaction(recv_ns, 1, 0, self._intent_done)
+        send = Send(record, attempt, clock)
+        done = self.fanout.submit(attempt.raw, attempt.hash, send)
+        if done.written:
+            self.wrote(send)
+        clock.writes_left = done.written + done.queued + done.refused
+        clock.took(done)
+        return done
+
+    def _intent_done(self, clock: Reaction, end_ns: int) -> None:
+        if clock.recv_ns:
+            if end_ns > clock.recv_ns:  # some endpoint took it (none did: nothing to time)
+                self.observer.intent_to_wire((end_ns - clock.recv_ns) / 1e9)
+            clock.recv_ns = 0  # reported once
 
     def wrote(self, send: Send) -> None:
         """An endpoint's socket took ``send``'s bytes (now, or later for a queued job)."""

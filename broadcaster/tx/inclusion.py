@@ -34,6 +34,7 @@ from heads.events import Head
 from nonce import Attempt, AttemptReason, BlockRef, NonceBook, TxRecord, TxState
 from nonce.fees import BASE_FEE_HEADROOM
 from nonce.state import GIVEN_UP_STATES
+from signer_client import urgent
 
 __all__ = ["InclusionTracker", "noop_reason"]
 
@@ -179,6 +180,8 @@ class InclusionTracker:
             return
         self.view.window.hold(block.hash, block.number)
         self._taken_since.pop((record.sender, record.nonce), None)
+        if record.span < record.intent.nonce_span:
+            self.nonces.want(record.sender)  # a noop, not the delegation: n + 1 is a hole
         if record.block is not None and not record.settled:
             self._presign_replacement(record)
 
@@ -208,7 +211,11 @@ class InclusionTracker:
             if record.latest is not latest or self.ledger.presigned(latest.hash) is not None:
                 return
             try:
-                priced = await executor.sign_priced(record, noop=noop)
+                # Urgent at the signer (signer_client.priority), as the reaction's re-signs: a
+                # presignature queued behind the intents' is one a reorg meanwhile lacks, and
+                # the reaction's re-sign would then wait for it under this nonce's lock.
+                with urgent():
+                    priced = await executor.sign_priced(record, noop=noop)
             except SignRefused:
                 return
         if priced is None or record.latest is not latest or record.block is None:

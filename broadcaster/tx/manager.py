@@ -36,7 +36,15 @@ from broadcaster.tx.plans import Alert, Bump, CheckInclusion, Fail, Resync, plan
 from broadcaster.tx.pricing import FeePolicy
 from broadcaster.tx.reaction import REBROADCAST_BLOCKS, ChainFollower
 from broadcaster.tx.recovery import Recovery
-from broadcaster.tx.seams import ChainState, Durable, Signer, Submitter, TxObserver
+from broadcaster.tx.seams import (
+    FRAME_READ_NS,
+    ChainState,
+    Durable,
+    Signer,
+    Submitter,
+    TxObserver,
+)
+from broadcaster.tx.typed import blob_cancel_refusal
 from broadcaster.tx.view import Background, ChainView
 from heads.events import Event, Head
 from nonce import (
@@ -100,6 +108,7 @@ class TxManager:
         self.presign = presign
         self._endpoints = endpoints
         self._clock = clock
+        self._clock_ns = clock_ns
         self._lookup = lookup
         self._stopping = False
         book.listen(self._announce)  # first: observers hear a change before its consequences
@@ -250,8 +259,9 @@ class TxManager:
         raise: the record stays ``pending`` and is retried, or goes ``failed`` on a policy
         denial (check ``record.state``).
         """
+        recv_ns = FRAME_READ_NS.get() or self._clock_ns()
         record = await self.admit(intent)
-        await self.complete(record)
+        await self.complete(record, recv_ns)
         return record
 
     def _check_not_expired(self, intent: Intent) -> None:
@@ -264,9 +274,10 @@ class TxManager:
 
     async def admit(self, intent: Intent) -> TxRecord:
         """The first half of :meth:`submit`: check the idempotency key and give ``intent`` its
-        nonce (in memory; :meth:`complete` makes it durable). Admissions in a given order get
-        nonces in that order, which is how the API keeps one connection's intents in order
-        while the rest of their work overlaps."""
+        nonce (in memory; :meth:`complete` makes it durable; a repeated key's
+        ``DuplicateIdempotencyKey`` is raised once the earlier record is). Admissions in a given
+        order get nonces in that order, which is how the API keeps one connection's intents in
+        order while the rest of their work overlaps."""
         if self._stopping:
             raise RuntimeError("the service is shutting down and accepts no new intents")
         self._check_not_expired(intent)
@@ -278,13 +289,40 @@ class TxManager:
             earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
             if earlier is not None:
                 raise DuplicateIdempotencyKey(intent.key, earlier)
-        return self.book.accept(intent, now=self._clock())
+        try:
+            return self.book.accept(intent, now=self._clock())
+        except DuplicateIdempotencyKey:
+            # The API answers with the earlier record: an acknowledgement too, so only once it
+            # is durable (its own flush may still be under way: a retried request).
+            await self.journal.flush()
+            raise
 
-    async def complete(self, record: TxRecord) -> None:
-        """The second half of :meth:`submit`: journal flush, then sign and send."""
+    def open_bundle(self, bundle_id: str, spec: bytes) -> None:
+        """Journal a ``broadcaster_sendBundle`` bundle (before its members' :meth:`admit`: the
+        first member's :meth:`complete` flushes it with that member)."""
+        self.book.open_bundle(bundle_id, spec, now=self._clock())
+
+    async def complete(self, record: TxRecord, recv_ns: int | None = None) -> None:
+        """The second half of :meth:`submit`: journal flush, then sign and send.
+
+        The flush comes first, and the signer is asked only once it is done: an accepted intent
+        is never lost, never on the wire before the journal knows it (DESIGN.md §5), and no
+        signature exists at its nonce that a crash could leave the journal ignorant of. (Asking
+        the signer during the fsync was tried and measured, docs/performance.md "Intent to
+        wire": a ``kill -9`` in that window leaves the enclave holding a signature at a nonce
+        the restarted journal reassigns, and the enclave's intent-bound nonce protection then
+        refuses every other payload there; ``tests/broadcaster/tx/test_sim_intent_durability.py``
+        pins it.) ``recv_ns``: when the intent's frame was read (``perf_counter_ns``; default
+        :data:`FRAME_READ_NS`, set by the API's transport), the start of
+        ``broadcaster_intent_seconds``; 0: not timed.
+        """
+        if recv_ns is None:
+            recv_ns = FRAME_READ_NS.get()
         await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
-        self.observer.pending(self.book.pending_counts())
-        await self.executor.sign_and_send(record)
+        try:
+            await self.executor.sign_and_send(record, recv_ns=recv_ns)
+        finally:
+            self.observer.pending(self.book.pending_counts())  # after the writes, not before
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
         """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign.
@@ -299,6 +337,21 @@ class TxManager:
             raise InvalidIntent(
                 "nonce",
                 f"{nonce} is more than max_gap_fill = {limit} beyond the next nonce {upcoming}",
+            )
+        below = self.book.get(intent.sender, nonce - 1)
+        if (
+            below is not None
+            and below.span > 1
+            and below.covers_nonce
+            and self.book.get(intent.sender, nonce) is None
+        ):
+            # The node's pending count says nonce - 1 + 1 while our delegation is pooled; once
+            # mined, its authorization takes this nonce and these bytes could never be.
+            raise InvalidIntent(
+                "nonce",
+                f"{nonce} is the authorization nonce of intent {below.intent.id} (an EIP-7702 "
+                f"self-sponsored delegation consumes {nonce - 1} and {nonce}); the next free "
+                f"nonce is {upcoming}",
             )
         if (
             upcoming is not None
@@ -342,6 +395,9 @@ class TxManager:
         elif record.state in (_S.PENDING, _S.SIGNED, _S.BROADCAST, _S.REORGED):
             if record.intent.external:
                 raise NonceError(f"intent {record.intent.id} was signed elsewhere: cancel it there")
+            refusal = blob_cancel_refusal(record)
+            if refusal is not None:
+                raise NonceError(refusal)
             done = await executor.noop(record, AttemptReason.CANCEL, final=_S.CANCELLED)
             if not done:
                 raise CancelFailed(

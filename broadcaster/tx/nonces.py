@@ -111,7 +111,10 @@ class NonceSync:
 
     def _on_transition(self, record: TxRecord, old: TxState, new: TxState) -> None:
         # A given-up intent whose nonce nothing will use is a hole (or, at the top, reusable).
-        if new in GIVEN_UP_STATES and not record.covers_nonce:
+        # So is the authorization nonce n + 1 of a self-sponsored delegation a noop replaced.
+        if new in GIVEN_UP_STATES and (
+            not record.covers_nonce or record.span < record.intent.nonce_span
+        ):
             self.want(record.sender)
 
     def want(self, sender: str) -> None:

@@ -158,7 +158,9 @@ class ChainFollower:
                     recv_ns, len(dropped), len(actions) * self.endpoints, self._done
                 )
                 ready = [
-                    Send(a.record, a.attempt, reaction) for a in actions if type(a) is SendPresigned
+                    Send(a.record, a.attempt, reaction, urgent=True)
+                    for a in actions
+                    if type(a) is SendPresigned
                 ]
                 if ready:
                     self._send_presigned(ready, tip_number)

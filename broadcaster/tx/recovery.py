@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from broadcaster.rpc.chain_reader import ChainReadError
+from broadcaster.tx.blobs import BlobError, SidecarBusy, prepare_sidecar
 from broadcaster.tx.executor import Executor
 from broadcaster.tx.inclusion import InclusionTracker
 from broadcaster.tx.nonces import NonceSync
@@ -78,6 +79,17 @@ class Recovery:
             if record.block is not None and not record.settled and not record.released:
                 window.hold(record.block.hash, record.block.number)
             self.inclusion.watch(record)
+        for record in list(self.book.all_records()):
+            if record.attempts:
+                self.executor.delegated.note(record)  # self-sponsored EIP-7702 signed before
+            if record.intent.blobs and not record.settled and not record.released:
+                # KZG in a worker now, so a re-sign after a reorg finds the sidecar cached
+                try:
+                    await prepare_sidecar(record.intent.blobs)
+                except BlobError as exc:  # journaled blobs passed intake: not expected
+                    log.error("%s/%d: blobs: %s", record.sender, record.nonce, exc)
+                except SidecarBusy as exc:  # the worker died twice: a re-sign computes it
+                    log.error("%s/%d: blobs: %s", record.sender, record.nonce, exc)
         try:
             self.view.base_fee = await self.chain.base_fee()
         except ChainReadError as exc:

@@ -6,6 +6,7 @@ reports to. Protocols (with the real implementations named), so tests and the si
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from broadcaster.rpc.chain_reader import MinedTx
@@ -13,7 +14,13 @@ from broadcaster.rpc.fanout import BroadcastResult, Submitted, Written
 from nonce import TxRecord
 from signer_client import SignedTx
 
-__all__ = ["ChainState", "Durable", "Signer", "Submitter", "TxObserver"]
+__all__ = ["FRAME_READ_NS", "ChainState", "Durable", "Signer", "Submitter", "TxObserver"]
+
+FRAME_READ_NS: ContextVar[int] = ContextVar("FRAME_READ_NS", default=0)
+"""When the API read the frame carrying the intent being handled (``perf_counter_ns``; 0: not
+known). The API's transport sets it where a message arrives, before the task that answers it is
+created (a task copies the context it is created in), so ``TxManager.complete`` can start
+``broadcaster_intent_seconds`` there without the stamp threading through every method handler."""
 
 
 class Submitter(Protocol):
@@ -69,6 +76,10 @@ class TxObserver:
 
     def reaction(self, seconds: float, dropped: int) -> None:
         """A reorg reaction finished: head frame read -> last RPC write of the last re-sign."""
+
+    def intent_to_wire(self, seconds: float) -> None:
+        """An intent's first attempt is on the wire: its frame read -> the last RPC write of
+        that attempt (``intent_seconds``). Not called when no endpoint took the attempt."""
 
     def resend(self, reason: str) -> None:
         """One transaction went out again (``resends_total{reason}``)."""

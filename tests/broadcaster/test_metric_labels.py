@@ -69,3 +69,18 @@ def test_the_bad_block_reasons_are_exactly_the_ones_the_body_checker_refuses_wit
     )
     assert raised | counted == set(BODY_REFUSALS), (raised, counted)
     assert "unverified" in counted
+
+
+def test_the_alerts_name_only_signer_error_kinds_the_counter_counts() -> None:
+    from broadcaster.metrics import SIGNER_ERROR_KINDS
+
+    text = (REPO / "config/alerts.yml").read_text()
+    named = {
+        k
+        for group in re.findall(r'signer_errors_total\{kind=~"([a-z_|]+)"', text)
+        for k in group.split("|")
+    }
+    listed = re.findall(r"by kind: ([a-z_, ]+)\.\.\.", text)
+    assert named and listed
+    named |= {k.strip() for k in listed[0].split(",")}
+    assert named <= set(SIGNER_ERROR_KINDS), named - set(SIGNER_ERROR_KINDS)

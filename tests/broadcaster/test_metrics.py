@@ -24,6 +24,7 @@ DESIGN_TYPES = {
     "broadcaster_reorg_depth": "histogram",
     "broadcaster_resends_total": "counter",
     "broadcaster_reaction_seconds": "histogram",
+    "broadcaster_intent_seconds": "histogram",
     "broadcaster_sign_seconds": "histogram",
     "broadcaster_broadcast_seconds": "histogram",
     "broadcaster_broadcast_errors_total": "counter",

@@ -54,6 +54,7 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "broadcaster_reorg_depth_bucket",
         "broadcaster_resends_total",
         "broadcaster_reaction_seconds_bucket",
+        "broadcaster_intent_seconds_bucket",
         "broadcaster_sign_seconds_bucket",
         "broadcaster_broadcast_seconds_bucket",
         "broadcaster_broadcast_errors_total",

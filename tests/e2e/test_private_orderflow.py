@@ -30,6 +30,9 @@ from tests.reliability.rpc_recorder import RecordingRpc
 pytestmark = pytest.mark.e2e
 
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+# anvil's fourth dev key: the enclave's auth key (X-Flashbots-Signature), never a tx key
+AUTH_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"
+AUTH_ADDRESS = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 
 
 @dataclass
@@ -43,20 +46,31 @@ class Orderflow:
 
 @contextlib.asynccontextmanager
 async def orderflow(
-    tmp_path: Path, *, with_public: bool, builder_chain_id: int | None = None
+    tmp_path: Path, *, with_public: bool, builder_chain_id: int | None = None, auth: bool = False
 ) -> AsyncIterator[Orderflow]:
+    """``auth``: the builder requires X-Flashbots-Signature, the enclave holds an auth key."""
     async with contextlib.AsyncExitStack() as stack:
         node = await stack.enter_async_context(start_anvil("anvil", "--no-mining"))
         builder = await stack.enter_async_context(
-            BuilderDouble(node.http_url, chain_id=builder_chain_id)
+            BuilderDouble(node.http_url, chain_id=builder_chain_id, require_auth=auth)
         )
-        endpoints = [("builder", builder.url, "builder")]
+        endpoints: list[tuple[str, str, str] | tuple[str, str, str, str]] = [
+            ("builder", builder.url, "builder", "flashbots")
+            if auth
+            else ("builder", builder.url, "builder")
+        ]
         public = None
         if with_public:
             public = await stack.enter_async_context(RecordingRpc(node.http_url))
             endpoints.insert(0, ("public", public.url, "public"))
         running = await stack.enter_async_context(
-            dev_stack(tmp_path, node=node, endpoints=endpoints, routing_private=not with_public)
+            dev_stack(
+                tmp_path,
+                node=node,
+                endpoints=endpoints,
+                routing_private=not with_public,
+                auth_key=AUTH_KEY if auth else None,
+            )
         )
         bot = await stack.enter_async_context(
             await BroadcasterClient.connect(running.api_url, token=running.token)
@@ -267,3 +281,36 @@ async def test_a_builder_of_another_chain_is_kept_out_and_private_intents_refuse
 
 async def _is(flow: Orderflow, intent_id: str, wanted: str) -> bool:
     return (await status(flow, intent_id))["status"] == wanted
+
+
+async def test_flashbots_auth_every_bundle_signed_by_the_enclaves_auth_key_through_a_reorg(
+    tmp_path: Path,
+) -> None:
+    """``auth = "flashbots"``: the builder double refuses any request whose header does not
+    recover to the address it names; every bundle -- the first, the re-target and the reorg's
+    replacement -- arrives signed by the enclave's auth key, and the intent lands once."""
+    async with orderflow(tmp_path, with_public=False, auth=True) as flow:
+        sent = await send_private(flow)
+        uuid = replacement_uuid(sent["id"])
+        first_block = tip(flow) + 1
+        await flow.builder.wait_for(lambda: bundles_for(flow, uuid, first_block), "the bundle")
+        passed = await mine_empty(flow)
+        await flow.builder.wait_for(lambda: bundles_for(flow, uuid, passed + 1), "the re-target")
+        await flow.builder.build()
+        await until(lambda: _is(flow, sent["id"], "included"), "inclusion")
+        included_at = tip(flow)
+        await flow.node.rpc("anvil_reorg", 1, [])
+
+        async def replaced() -> bool:
+            intent = await status(flow, sent["id"])
+            return len(intent["hashes"]) >= 2 and bool(bundles_for(flow, uuid, included_at + 1))
+
+        await until(replaced, "the signed replacement bundle")
+        await flow.builder.build()
+        await until(lambda: _is(flow, sent["id"], "included"), "the replacement's inclusion")
+        assert flow.builder.refused == []
+        signed = [r for r in flow.builder.received if r.method != "eth_chainId"]
+        assert flow.builder.sends() and all(r.signer == AUTH_ADDRESS for r in signed)
+        assert int(await flow.node.rpc("eth_getTransactionCount", DEV_ADDRESS, "latest"), 16) == 1
+        # The auth key signed no transaction: none on chain from it.
+        assert int(await flow.node.rpc("eth_getTransactionCount", AUTH_ADDRESS, "latest"), 16) == 0

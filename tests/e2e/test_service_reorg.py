@@ -137,6 +137,9 @@ async def test_reorged_out_intents_are_re_signed_with_higher_fees_and_included_a
     assert (metrics.sample("broadcaster_reorgs_total") or 0) == reorgs_before + 1
     assert metrics.sample("broadcaster_resends_total", {"reason": "reorg"}) == depth
     assert metrics.sample("broadcaster_reaction_seconds_count") == 1
+    # Every intent's first attempt was timed from its API frame (DESIGN.md §7), once; the
+    # reaction's re-sends are not intents.
+    assert metrics.sample("broadcaster_intent_seconds_count") == len(sent)
     assert manager.presigned_sent == (depth if manager.presign else 0)
     # One reaction: depth transactions, each to the stack's one RPC endpoint.
     assert len(yields) == 1 and yields[0] >= writes_before + depth

@@ -1,10 +1,10 @@
 """EIP-7702 and EIP-4844 transactions signed by the real enclave app (real socket, real policy),
 mined by real anvil on Prague, reorged out with ``anvil_reorg`` and re-signed at their nonce.
 
-The signer level, below the intent API (intents with ``authorizationList`` / ``blobs`` are not
-built yet): what it pins is that the enclave's bytes are what a Prague node takes and mines, and
-that the re-sign after a reorg passes the enclave's nonce protection (+10% for type 4, +100% on
-all three fees for a blob, a +10% blob bump refused).
+The signer level, below the intent API (``tests/e2e/test_typed_intents.py`` drives intents with
+``authorizationList`` / ``blobs`` through the service): what it pins is that the enclave's bytes
+are what a Prague node takes and mines, and that the re-sign after a reorg passes the enclave's
+nonce protection (+10% for type 4, +100% on all three fees for a blob, a +10% blob bump refused).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ OTHER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 OTHER_ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 ALLOWED_TO = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
 ALLOWED_DELEGATE = "0x5FbDB2315678afecb367f032d93F642f64180aa3"  # anvil's first deployment
+# anvil's fourth dev key: the auth key of the tests that use one ([policy] auth_address)
+AUTH_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"
+AUTH_ADDRESS = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 REPO = Path(__file__).resolve().parents[2]
 
 POLICY_TOML = f"""
@@ -54,11 +57,17 @@ class Enclave:
 
 
 def start_enclave(
-    workdir: Path, url: str, *, config: str = POLICY_TOML, extra: list[str] | None = None
+    workdir: Path,
+    url: str,
+    *,
+    config: str = POLICY_TOML,
+    extra: list[str] | None = None,
+    extra_keys: tuple[str, ...] = (),
 ) -> Enclave:
     workdir.mkdir(parents=True, exist_ok=True)
     key_file = workdir / "keys.txt"
-    key_file.write_text(f"# anvil dev keys\n{ANVIL_KEY}\n{OTHER_KEY}\n")
+    keys = "".join(f"{k}\n" for k in (ANVIL_KEY, OTHER_KEY, *extra_keys))
+    key_file.write_text(f"# anvil dev keys\n{keys}")
     config_file = workdir / "enclave.toml"
     config_file.write_text(config)
     pki_dir = workdir / "pki"

@@ -5,7 +5,7 @@ Each test is one attack; it fails if the attack succeeds (see the report in the 
 
 from __future__ import annotations
 
-from heads.events import DeepReorg, Event, Extension, Quarantine, Reorg
+from heads.events import DeepReorg, Event, Extension, Quarantine, Rejected, Reorg
 from heads.tracker import ChainTracker
 from tests.heads.chain import Tree, sealed_chain, sealed_header
 
@@ -15,13 +15,13 @@ def moves(events: list[Event]) -> list[Event]:
 
 
 def test_two_honest_clients_re_anchor_off_a_liars_far_ahead_start_up_anchor() -> None:
-    """Three clients; the liar's orphan 1,000 ahead is the very first line (it anchors). The two
-    honest clients agree on the real chain: two voices re-anchor on it, although the liar's fake
+    """Three clients; the liar's orphan 1,000 ahead is the very first line while the liar is the
+    only client connected (a lone connected client anchors, heads.startup). The two honest
+    clients then agree on the real chain: two voices re-anchor on it, although the liar's fake
     head is higher, and the liar's fake chain never wins back (it has one voice)."""
     chain = sealed_chain(12, start=100)
     tracker = ChainTracker(finality_depth=8, clients=3)
-    for name in ("liar", "a", "b"):
-        tracker.on_connect(name)
+    tracker.on_connect("liar")
     fake = sealed_header(1100, "0x" + "ee" * 32, salt="fake")
     tracker.on_head("liar", fake)
     events: list[Event] = []
@@ -44,7 +44,8 @@ def test_two_honest_clients_re_anchor_off_a_liars_far_ahead_start_up_anchor() ->
 
 def test_one_liar_cannot_outvote_an_honest_anchor_with_three_clients() -> None:
     """The majority rule cuts both ways: the liar's far-ahead orphan, and a lower one, stay
-    one voice against the honest anchor even when a third client is silent."""
+    one voice against the honest anchor even when a third client is silent (``b`` agrees on
+    the first block, the anchor, and says nothing after it)."""
     chain = sealed_chain(6, start=100)
     tracker = ChainTracker(finality_depth=8, clients=3)
     for name in ("liar", "a", "b"):
@@ -52,6 +53,8 @@ def test_one_liar_cannot_outvote_an_honest_anchor_with_three_clients() -> None:
     events: list[Event] = []
     for i, header in enumerate(chain):
         events += tracker.on_head("a", header)
+        if i == 0:
+            events += tracker.on_head("b", header)
         events += tracker.on_head("liar", sealed_header(2000 + i, f"0x{i + 1:064x}", salt="x"))
         events += tracker.on_head("liar", sealed_header(50 + i, f"0x{i + 7:064x}", salt="y"))
     assert [e for e in events if isinstance(e, DeepReorg)] == []
@@ -133,6 +136,9 @@ def test_a_late_copy_of_the_abandoned_tip_above_the_new_branch_does_not_flip_bac
     events: list[Event] = []
     for label in ["g", *old]:
         events += tracker.on_head("a", tree[label])
+        if label == "g":  # two clients agree on the anchor (heads.startup); b then drops out
+            events += tracker.on_head("b", tree[label])
+            tracker.on_disconnect("b")
     tracker.on_disconnect("a")
     tracker.on_disconnect("b")
     events += tracker.on_head("c", tree[old[-1]])
@@ -281,3 +287,54 @@ def test_without_the_watchdogs_disconnect_a_stuck_peer_still_freezes_the_tip() -
         ("honest", True)
     ]
     assert tracker.tip is not None and tracker.tip.hash != chain[-1]["hash"]
+
+
+def test_a_liars_bare_backfill_cannot_rewire_an_honest_held_head() -> None:
+    """Issue 12, item 4. The honest client's ``a5`` is held (``a4`` unknown). The liar announces
+    its own ``x5`` on the same parent, so it is asked for ``a4`` too, and answers first with a
+    bare header (unverifiable: number, hash, parentHash only) that puts ``a4`` on ``s3``, the
+    sibling ``a3`` replaced. On its word ``a5`` would connect through ``s3`` (a fake reorg of
+    ``a3``) and the genuine ``a4`` be refused as a conflict. A bare backfill only wires blocks
+    its own client brought or announced; with another client's block waiting on it, it needs
+    a second client's agreeing reply. One liar against one honest client: ``a5`` stays held
+    (no rewire, no fake reorg, the genuine ``a4`` not refused); a third client's agreeing reply
+    connects it as an extension."""
+    tree = Tree()
+    tree.chain("a", "g", 5)
+    tree.add("s3", "a2")
+    tracker = ChainTracker(clients=3)
+    for label in ("g", "a1", "a2", "s3", "a3"):  # s3, then a reorg to a3
+        tracker.on_head("honest", tree[label])
+        tracker.on_head("liar", tree[label])
+        tracker.on_head("third", tree[label])
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash("a3")
+    tracker.on_head("honest", tree["a5"])  # held: asks honest for a4
+    x5 = {"number": hex(5), "hash": "0x" + "55" * 32, "parentHash": tree.hash("a4")}
+    tracker.on_head("liar", x5)  # held on a4 too: asks the liar for a4
+    fake_a4 = {"number": hex(4), "hash": tree.hash("a4"), "parentHash": tree.hash("s3")}
+    assert tracker.on_block("liar", fake_a4) == []
+    assert tracker.get(tree.hash("a4")) is None
+    events = tracker.on_block("honest", tree["a4"])
+    assert [e for e in events if isinstance(e, Reorg | Rejected)] == []
+    assert tracker.tip.hash == tree.hash("a3") and tracker.get(tree.hash("a4")) is None
+    tracker.on_head("third", tree["a5"])  # held: the third client is asked for a4 as well
+    events = tracker.on_block("third", tree["a4"])
+    assert [e for e in events if isinstance(e, Reorg | Rejected)] == []
+    # the tip is at 5 (a5, or the liar's x5: its newer sibling on the genuine a4) through a3
+    assert tracker.tip is not None and tracker.tip.number == 5
+    assert [b.hash for b in tracker.canonical_chain()[-3:-1]] == [tree.hash("a3"), tree.hash("a4")]
+
+
+def test_a_bare_backfill_still_wires_its_own_clients_held_blocks() -> None:
+    """Bare headers are all some nodes give: a client's backfill of its own held head's parent
+    connects it as before."""
+    tree = Tree()
+    tree.chain("a", "g", 5)
+    tracker = ChainTracker(clients=2)
+    for label in ("g", "a1", "a2", "a3"):
+        tracker.on_head("x", tree[label])
+        tracker.on_head("y", tree[label])
+    tracker.on_head("x", tree["a5"])
+    tracker.on_head("y", tree["a5"])  # both announced it: either one's bare reply connects it
+    tracker.on_block("y", tree["a4"])
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash("a5")

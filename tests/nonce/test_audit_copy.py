@@ -10,6 +10,7 @@ The logs come from real enclave cores (``enclave.core``), streamed by the real s
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -195,9 +196,26 @@ V4_HEADS = Table(
 """The two tables as schema 4 declared them (keyed by seq alone)."""
 
 
-def v4_copy(target: Target, rows: list[tuple[Any, ...]], heads: list[tuple[Any, ...]]) -> None:
-    """Turn the journal at ``target`` into one schema 4 wrote: its audit tables keyed by seq,
-    holding ``rows`` and ``heads``, no audit_logs table, meta at 4."""
+_DROPPED = {  # what a journal at each older version did not have yet (besides the v4 audit tables)
+    "6": (),
+    "4": ("ALTER TABLE records DROP COLUMN max_fee_per_blob_gas",
+          "ALTER TABLE records DROP COLUMN blobs", "ALTER TABLE records DROP COLUMN authorizations",
+          "DROP TABLE bundles"),
+    "3": ("ALTER TABLE records DROP COLUMN max_fee_per_blob_gas",
+          "ALTER TABLE records DROP COLUMN blobs", "ALTER TABLE records DROP COLUMN authorizations",
+          "DROP TABLE bundles", "ALTER TABLE records DROP COLUMN is_private"),
+}  # fmt: skip
+
+
+def v4_copy(
+    target: Target,
+    rows: list[tuple[Any, ...]],
+    heads: list[tuple[Any, ...]],
+    version: str = "4",
+) -> None:
+    """Turn the journal at ``target`` into one an older schema (``version``: 3, 4 or 6, all before
+    the audit_by_log step) wrote: its audit tables keyed by seq, holding ``rows`` and ``heads``,
+    no audit_logs table, none of the later steps' columns and tables, meta at ``version``."""
     if is_postgres(target):
         import psycopg
 
@@ -212,7 +230,7 @@ def v4_copy(target: Target, rows: list[tuple[Any, ...]], heads: list[tuple[Any, 
         conn = sqlite3.connect(target, isolation_level=None)
     try:
         for statement in ("DROP TABLE audit_entries", "DROP TABLE audit_heads",
-                          "DROP TABLE audit_logs"):  # fmt: skip
+                          "DROP TABLE audit_logs", *_DROPPED[version]):  # fmt: skip
             conn.execute(statement)
         for statement in dialect.ddl((V4_ENTRIES, V4_HEADS)).split(";"):
             if statement.strip():
@@ -223,17 +241,32 @@ def v4_copy(target: Target, rows: list[tuple[Any, ...]], heads: list[tuple[Any, 
             )
         for head in heads:
             conn.execute(dialect.sql("INSERT INTO audit_heads VALUES (?, ?, ?, ?, ?)"), head)
-        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
+        conn.execute(f"UPDATE meta SET value = '{version}' WHERE key = 'schema'")
     finally:
         conn.close()
 
 
+@pytest.mark.parametrize("version", ["3", "4", "6"])
 def test_a_copy_written_before_the_audit_by_log_step_migrates_and_verifies(
-    store: Target, tmp_path: Path
+    store: Target, tmp_path: Path, version: str
 ) -> None:
     """Its rows are one log (the one key in audit_keys), bound to instance '' (SQLite: no [ha]);
-    the streamer takes up where it ended and the copy verifies as before."""
-    assert SCHEMA_VERSION == AUDIT_BY_LOG
+    the streamer takes up where it ended and the copy verifies as before. From schema 3, 4 (before
+    main's types and bundles steps) and 6 (after them) alike, the journal's records too: every
+    step in order, on both backends."""
+    from nonce.backends import load, open_book
+    from nonce.state import Intent
+
+    assert SCHEMA_VERSION == AUDIT_BY_LOG == "7"
+    alice, bob = "0x" + "aa" * 20, "0x" + "bb" * 20
+    old = Intent(
+        id="old", sender=alice, to=bob, value=2**70, data=b"\x01", gas=21_000,
+        max_fee_per_gas=2, max_priority_fee_per_gas=1, chain_id=1, key="old",
+    )  # fmt: skip
+    book, journal = open_book(store)
+    book.resync(alice, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(old, now=1.0)
+    journal.close()
     core = enclave()
     for n in range(3):
         sign(core, n)
@@ -245,8 +278,8 @@ def test_a_copy_written_before_the_audit_by_log_step_migrates_and_verifies(
     heads = [(seq, digest, sig, log_id, 1.0) for seq, digest, sig in copy.heads(log_id)]
     signed = {e.tx_hash for e in copy.lines(log_id) if e.tx_hash is not None}
     copy.close()
-    v4_copy(store, rows, heads)
-    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [("4",)]
+    v4_copy(store, rows, heads, version)
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [(version,)]
 
     migrated = open_audit_copy(store)  # opening migrates
     assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
@@ -267,3 +300,7 @@ def test_a_copy_written_before_the_audit_by_log_step_migrates_and_verifies(
     assert asyncio.run(resume()).anchor.seq == 5
     assert verify_copy(migrated) == 5
     migrated.close()
+    assert [r.intent for r in load(store)] == [old]
+    book2, journal2 = open_book(store)  # the journal opens at the new version and books on
+    assert book2.accept(replace(old, id="next", key="next"), now=2.0).nonce == 1
+    journal2.close()

@@ -413,6 +413,8 @@ def test_a_v1_journal_is_migrated_and_reloads_the_same(tmp_path: Path) -> None:
         for sql, params in statements(entry):
             conn.execute(sql, params)
     conn.execute("ALTER TABLE records DROP COLUMN is_private")  # v1 had no such column (v3)
+    for column in ("max_fee_per_blob_gas", "blobs", "authorizations"):  # nor these (v5, types)
+        conn.execute(f"ALTER TABLE records DROP COLUMN {column}")
     conn.close()
 
     book2, journal = open_book(path)
@@ -467,6 +469,8 @@ def test_a_private_intent_reloads_private_and_a_v2_journal_gains_the_column(
     # The same file as v2 wrote it: no column; opening it migrates and reads all as public.
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("ALTER TABLE records DROP COLUMN is_private")
+    for column in ("max_fee_per_blob_gas", "blobs", "authorizations"):  # v5, the types step
+        conn.execute(f"ALTER TABLE records DROP COLUMN {column}")
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     conn.close()
     book2, journal2 = open_book(path)

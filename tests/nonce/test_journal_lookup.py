@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from nonce import BlockRef, Intent, TxState
-from nonce.backends import Target, load, lookup, open_book
+from nonce import AuthItem, BlockRef, Intent, TxState
+from nonce.backends import Target, load, load_bundles, lookup, open_book
+from nonce.schema import SCHEMA_VERSION
 
 ALICE = "0x" + "aa" * 20
 BOB = "0x" + "bb" * 20
+CAROL = "0x" + "cc" * 20
 
 
 def settle(path: Target, count: int) -> list[str]:
@@ -124,10 +126,70 @@ def test_a_v3_journal_gains_is_private_on_both_backends(store: Target) -> None:
     assert {r.intent.id: r.intent.private for r in load(store)} == {"old": False, "new": True}
 
 
-def _downgrade_to_v3(store: Target, postgres: bool) -> None:
+def test_bundles_survive_a_restart_on_both_backends(store: Target) -> None:
+    """``BundleOpened`` (broadcaster_sendBundle) lands in the ``bundles`` table with the
+    members' records, in the same batch; ``load_bundles`` reads them back oldest first."""
+    book, journal = open_book(store)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.open_bundle("bundle-1", b'{"slots": []}', now=1.0)
+    book.accept(_intent("member", 0, private=True), now=1.0)
+    book.open_bundle("bundle-2", b"\x00spec", now=2.0)
+    book.open_bundle("bundle-1", b"again", now=3.0)  # a retried batch: the first row stays
+    journal.close()
+    assert load_bundles(store) == [("bundle-1", b'{"slots": []}'), ("bundle-2", b"\x00spec")]
+    assert [r.intent.id for r in load(store)] == ["member"]
+
+
+def test_a_v5_journal_gains_the_bundles_table_on_both_backends(store: Target) -> None:
+    """Migration step "5" -> "6" ("bundles"): a journal written before it has no bundles
+    table; opening it creates the table and moves the version, its records untouched."""
+    from nonce.backends import is_postgres
+    from tests.nonce.conftest import query
+
+    book, journal = open_book(store)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(_intent("old", 0, private=True), now=1.0)
+    journal.close()
+    _run(
+        store,
+        is_postgres(store),
+        "DROP TABLE bundles",
+        "UPDATE meta SET value = '5' WHERE key = 'schema'",
+    )
+    assert load_bundles(store) == [] or is_postgres(store)  # (PostgreSQL: the reader migrates)
+    book2, journal2 = open_book(store)
+    book2.open_bundle("bundle-new", b"{}", now=2.0)
+    journal2.close()
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
+    assert load_bundles(store) == [("bundle-new", b"{}")]
+    assert [r.intent.id for r in load(store)] == ["old"]
+
+
+def _run(store: Target, postgres: bool, *sqls: str) -> None:
+    if postgres:
+        import psycopg
+
+        assert isinstance(store, str)
+        with psycopg.connect(store) as conn:
+            for sql in sqls:
+                conn.execute(sql)
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(store, isolation_level=None)
+    for sql in sqls:
+        conn.execute(sql)
+    conn.close()
+
+
+_TYPED_COLUMNS = ("max_fee_per_blob_gas", "blobs", "authorizations")  # v5, the "types" step
+
+
+def _downgrade_to_v3(store: Target, postgres: bool, version: str = "3") -> None:
+    dropped = (*_TYPED_COLUMNS, "is_private") if version == "3" else _TYPED_COLUMNS
     sqls = (
-        "ALTER TABLE records DROP COLUMN is_private",
-        "UPDATE meta SET value = '3' WHERE key = 'schema'",
+        *(f"ALTER TABLE records DROP COLUMN {column}" for column in dropped),
+        f"UPDATE meta SET value = '{version}' WHERE key = 'schema'",
     )
     if postgres:
         import psycopg
@@ -143,6 +205,46 @@ def _downgrade_to_v3(store: Target, postgres: bool) -> None:
     for sql in sqls:
         conn.execute(sql)
     conn.close()
+
+
+def test_a_v4_journal_gains_the_typed_columns_and_blob_and_7702_intents_survive_a_restart(
+    store: Target,
+) -> None:
+    """The "types" step (v4 -> v5) on SQLite and PostgreSQL alike: old intents read back as they
+    were, and a blob intent (its blobs) and a set-code intent (its authorizations, signed and to
+    sign) reload identical, so a re-sign after a restart has everything it signed before."""
+    from nonce.backends import is_postgres
+    from tests.nonce.conftest import query
+
+    book, journal = open_book(store)
+    book.resync(ALICE, chain_latest=0, chain_pending=0, now=0.0)
+    book.accept(_intent("old", 0, private=False), now=1.0)
+    journal.close()
+    _downgrade_to_v3(store, is_postgres(store), "4")
+    book2, journal2 = open_book(store)
+    blob = Intent(
+        id="blob", sender=ALICE, to=BOB, value=0, data=b"", gas=21_000, max_fee_per_gas=10,
+        max_priority_fee_per_gas=1, chain_id=1, tx_type=3, max_fee_per_blob_gas=2**70,
+        blobs=(b"\x00" * 131_072, b"\x01" * 32 + b"\x00" * (131_072 - 32)),
+    )  # fmt: skip
+    auths = (AuthItem(1, BOB), AuthItem(0, CAROL, 7, (1, 2**255, 3)))
+    setcode = Intent(
+        id="setcode", sender=ALICE, to=ALICE, value=0, data=b"", gas=60_000, max_fee_per_gas=10,
+        max_priority_fee_per_gas=1, chain_id=1, tx_type=4, authorizations=auths,
+    )  # fmt: skip
+    book2.accept(blob, now=2.0)
+    book2.accept(setcode, now=3.0)
+    journal2.close()
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
+    loaded = {r.intent.id: r for r in load(store)}
+    assert loaded["old"].intent == _intent("old", 0, private=False)
+    assert loaded["blob"].intent == blob
+    assert loaded["setcode"].intent == setcode
+    assert (loaded["blob"].nonce, loaded["setcode"].nonce) == (1, 2)
+    # the self-sponsored authorization took nonce 3 too: the next intent gets 4 after a restart
+    book3, journal3 = open_book(store)
+    assert book3.accept(_intent("next", 1, private=False), now=4.0).nonce == 4
+    journal3.close()
 
 
 def _intent(intent_id: str, value: int, *, private: bool) -> Intent:

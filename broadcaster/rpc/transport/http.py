@@ -290,6 +290,19 @@ class HttpTransport:
         conn = self._idle.pop()
         conn.write(rid, b"".join((self._head, str(len(body)).encode(), b"\r\n\r\n", body)))
 
+    def send_headed(self, rid: int, body: bytes, headers: bytes) -> None:
+        """:meth:`send` with extra header lines (``b"Name: value\r\n"`` each) for this request
+        only: a per-body signature such as ``X-Flashbots-Signature`` (DESIGN.md 5a)."""
+        if not self._idle:
+            raise TransportClosed(f"{self.name}: no idle connection")
+        lines = headers.split(b"\r\n")
+        if lines[-1] or any(b"\n" in x or b"\r" in x or b":" not in x for x in lines[:-1]):
+            raise ValueError("expected 'Name: value' header lines, each ending in CRLF")
+        conn = self._idle.pop()
+        head = self._head[: -len(b"Content-Length: ")]
+        length = str(len(body)).encode()
+        conn.write(rid, b"".join((head, headers, b"Content-Length: ", length, b"\r\n\r\n", body)))
+
     def forget(self, rid: int) -> None:
         # The reply may still come on that connection: it can never carry another request.
         for conn in list(self._all):

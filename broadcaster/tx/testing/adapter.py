@@ -55,6 +55,10 @@ class _Observer(TxObserver):
     def __init__(self, hooks: Hooks) -> None:
         self.hooks = hooks
         self.listeners: list[Callable[[TxRecord, str], None]] = []  # e.g. Router.on_status
+        self.reactions: list[tuple[float, int]] = []  # (seconds, dropped) of each reaction
+
+    def reaction(self, seconds: float, dropped: int) -> None:
+        self.reactions.append((seconds, dropped))
 
     def status(self, record: TxRecord, event: str) -> None:
         self.hooks.status(record, event)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broadcaster.tx.routing import Router
+from broadcaster.tx.bundle_plans import plan_restore
+from broadcaster.tx.routing import Router, member_canceller
 from broadcaster.tx.testing.adapter import FeeSettings, Hooks, ManagerAdapter
 from broadcaster.tx.testing.builder import SimBuilder
 from broadcaster.tx.testing.chain import SimTx
@@ -28,6 +29,8 @@ from broadcaster.tx.testing.rpc import SimChainState, SimFanOut
 from broadcaster.tx.testing.signer import SimEnclave, SimSigner
 from broadcaster.tx.testing.vloop import VirtualClock
 from heads.events import Event
+from nonce.journal import load_bundles
+from nonce.state import TxState
 
 __all__ = ["Host", "HostPlan", "boot"]
 
@@ -61,6 +64,7 @@ class Host:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     recovery: list[Any] = field(default_factory=list)
     alive: bool = True
+    router: Router | None = None  # the private orderflow's router (SimConfig.builder)
 
     async def kill(self, keep: int = 0) -> int:
         """``kill -9``; ``keep`` queued journal entries still reach the disk. Returns the lost."""
@@ -127,6 +131,7 @@ async def boot(
             private=0,
             tip_number=lambda: feed.tracker.tip.number if feed.tracker.tip else None,
             clock_ns=clock.ns,
+            jobs_per_send=len(plan.rpcs),  # the adapter's endpoints=
         )
     chain = SimChainState(network, plan.readers)
     feed = HeadFeed(
@@ -155,8 +160,27 @@ async def boot(
         canonical_chain=feed.tracker.canonical_chain,
     )
     if router is not None:
+        # Journaled bundles first (as broadcaster/service.py): recovery re-submits their members.
+        def settled(intent_id: str) -> bool | None:
+            record = book.find_intent(intent_id)
+            return None if record is None else record.settled
+
+        def given_up(intent_id: str) -> bool:
+            record = book.find_intent(intent_id)
+            return record is not None and record.state in (
+                TxState.CANCELLED,
+                TxState.EXPIRED,
+                TxState.FAILED,
+            )
+
+        _, live, dead, _ = plan_restore(load_bundles(plan.journal_path), settled, given_up)
+        for spec in live:
+            router.add_bundle(spec)
+        for bundle_id in dead:  # a member gave up or was never booked: cancel the rest
+            router.kill_bundle(bundle_id)
         adapter.observer.listeners.append(router.on_status)  # cancels bundles (cancel, expiry)
-    host = Host(plan, journal, fanout, chain, adapter, feed)
+        router.cancel_member = member_canceller(adapter.cancel, router)  # a dead bundle's members
+    host = Host(plan, journal, fanout, chain, adapter, feed, router=router)
     host.recovery = await adapter.start(plan.accounts)
     loop = asyncio.get_running_loop()
     host.tasks.append(loop.create_task(adapter.run(), name="txmanager"))

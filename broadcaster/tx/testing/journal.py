@@ -42,6 +42,8 @@ class SimJournal:
         self._queue: list[Entry] = []
         self.dead = False
         self.flushes = 0
+        self.flushes_started = 0
+        self.held: asyncio.Event | None = None
         self.appended = 0
 
     # -- the book's Journal ----------------------------------------------------------------------
@@ -63,8 +65,23 @@ class SimJournal:
     async def flush(self) -> None:
         if self.dead:
             raise JournalClosed()  # the process is gone
+        self.flushes_started += 1
+        while self.held is not None:  # a slow disk: the fsync has not finished yet
+            await self.held.wait()
+            if self.dead:
+                raise JournalClosed()  # killed while the fsync was under way
         self.commit()
         self.flushes += 1
+
+    def hold(self) -> None:
+        """Every flush from now waits (an fsync that takes its time) until :meth:`release`."""
+        if self.held is None:
+            self.held = asyncio.Event()
+
+    def release(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.set()
 
     # -- the writer ------------------------------------------------------------------------------
 
@@ -94,6 +111,7 @@ class SimJournal:
         self._queue.clear()
         self.dead = True
         self._db.close()
+        self.release()  # a flush under way never completes: it raises JournalClosed
         return lost
 
     def close(self) -> None:

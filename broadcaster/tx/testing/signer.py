@@ -12,12 +12,17 @@ log as ``python -m enclave`` does (``EnclaveCore.restore_from_log``), or losing 
 error replies to the client's exceptions (``signer_client.errors.remote_error``) and runs the
 client's reply verification (``signer_client.verify.ReplyVerifier``) on every answer.
 Scripted faults: ``down`` (``SignerUnavailable`` at once), ``hang`` (``SignerTimeout`` after
-``timeout`` seconds), ``latency``.
+``timeout`` seconds), ``latency``. ``serial``: the enclave signs one request at a time (each
+``latency`` long) and the rest wait their turn, urgent requests first
+(``signer_client.priority``: a reorg reaction's and the presignatures, as ``SignerClient`` serves
+its waiting requests), so a backlog of intents at the signer is modelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,7 @@ from enclave.audit import AuditLog
 from enclave.core import EnclaveCore
 from enclave.policy import Policy, PolicyConfig
 from signer_client.errors import SignerTimeout, SignerUnavailable, remote_error
+from signer_client.priority import URGENT
 from signer_client.signing import LocalKey, SignedTx
 from signer_client.txcodec import (
     TxFields,
@@ -78,6 +84,9 @@ class SimEnclave:
         self.hang = False
         self.latency = 0.0002
         self.timeout = 2.0
+        self.serial = False  # one request at a time, urgent ones first (module docstring)
+        # Every sign_transaction asked for: (clock, sender, nonce, urgent), in order.
+        self.asked: list[tuple[float, str, int, bool]] = []
         self.requests: list[SignRequest] = []
         self.floors: list[tuple[str, int]] = []  # advance_nonce_floor calls, in order
         self.listeners: list[Callable[[SignRequest], None]] = []
@@ -169,6 +178,26 @@ class SimSigner:
     def __init__(self, enclave: SimEnclave) -> None:
         self.enclave = enclave
         self._verifier = ReplyVerifier()
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (rank, seq, turn)
+        self._seq = itertools.count()
+
+    async def _turn(self) -> None:
+        """Wait until the (serial) enclave is ours: urgent requests first, then in order."""
+        if not self._busy:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (0 if URGENT.get() else 1, next(self._seq), turn))
+        await turn
+
+    def _next(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy = False
 
     async def sign_transaction(self, tx: Mapping[str, Any], sender: str) -> SignedTx:
         enclave = self.enclave
@@ -177,16 +206,27 @@ class SimSigner:
         sender_hex = "0x" + sender_bytes.hex()
         body = body_items(fields)
         payload = signing_payload(fields, body)
+        enclave.asked.append((enclave._clock(), sender_hex, fields.nonce, URGENT.get()))
         if enclave.down:
             await asyncio.sleep(0)
             raise SignerUnavailable("signer down (scripted)")
         if enclave.hang:
             await asyncio.sleep(enclave.timeout)
             raise SignerTimeout(f"sign_transaction: no reply within {enclave.timeout}s")
-        await asyncio.sleep(enclave.latency)
-        if enclave.down:  # went down while the request was in flight
-            raise SignerUnavailable("signer down (scripted)")
-        reply = enclave.handle(sender_hex, fields, payload)
+        if enclave.serial:
+            await self._turn()
+            try:
+                await asyncio.sleep(enclave.latency)
+                if enclave.down:
+                    raise SignerUnavailable("signer down (scripted)")
+                reply = enclave.handle(sender_hex, fields, payload)
+            finally:
+                self._next()
+        else:
+            await asyncio.sleep(enclave.latency)
+            if enclave.down:  # went down while the request was in flight
+                raise SignerUnavailable("signer down (scripted)")
+            reply = enclave.handle(sender_hex, fields, payload)
         error = reply.get("error")
         if error is not None:
             raise remote_error(error)

@@ -296,7 +296,9 @@ BAD_CHECKSUM = RECIPIENT.replace("C51812", "c51812")
         ({"maxFeePerGas": "lots"}, "maxFeePerGas", "0x-prefixed"),
         ({"chainId": "0x1"}, "chainId", "31337"),
         ({"chainId": "mainnet"}, "chainId", "0x-prefixed"),
-        ({"type": 3}, "type", "EIP-1559"),
+        ({"type": 5}, "type", "EIP-1559"),
+        ({"type": 3}, "type", "takes blobs"),
+        ({"type": 4}, "type", "takes authorizationList"),
         ({"gasPrice": hex(GWEI)}, "gasPrice", "not both"),
         ({"type": 2, "gasPrice": hex(GWEI)}, "gasPrice", "not both"),
         ({"type": 0, "gasPrice": hex(GWEI)}, "gasPrice", "not both"),
@@ -934,7 +936,7 @@ async def test_one_connection_pipelines_intents_and_keeps_their_nonces_in_sendin
 
 
 async def test_intent_ids_are_32_hex_digits_unique_and_in_time_order() -> None:
-    # Time-ordered ids keep the journal's id-keyed rows together (see intents._new_intent_id).
+    # Time-ordered ids keep the journal's id-keyed rows together (see intents.new_intent_id).
     api = make_api()
     client = conn(api)
     ids = []
@@ -944,3 +946,47 @@ async def test_intent_ids_are_32_hex_digits_unique_and_in_time_order() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert len(set(ids)) == 50
     assert [i[:14] for i in ids] == sorted(i[:14] for i in ids)
+
+
+async def test_a_raw_set_code_tx_is_tracked_and_a_raw_blob_tx_without_sidecar_is_refused() -> None:
+    """Type 4 signed elsewhere rides as given (external: rebroadcast, never re-signed); a type-3
+    canonical form has no sidecar, so nothing could ever send it: a -32602 says what to do."""
+    api = make_api()
+    third = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"  # anvil #3
+    auth = Account.sign_authorization(
+        {"chainId": CHAIN_ID, "address": RECIPIENT, "nonce": 9}, third
+    )
+    setcode = Account.sign_transaction(
+        {**_RAW_TX, "chainId": CHAIN_ID, "nonce": 5, "type": 4, "authorizationList": [auth]},
+        OTHER_KEY,
+    )
+    reply = await call(api, request("eth_sendRawTransaction", setcode.raw_transaction.to_0x_hex()))
+    assert reply["result"] == setcode.hash.to_0x_hex()
+    from signer_client.signing import LocalKey
+    from signer_client.txcodec import tx_from_dict
+
+    canonical = LocalKey(OTHER_KEY).sign(tx_from_dict(
+        {**_RAW_TX, "chainId": CHAIN_ID, "nonce": 6, "type": 3, "accessList": [],
+         "maxFeePerBlobGas": 1, "blobVersionedHashes": [b"\x01" + b"\x00" * 31]}
+    ))  # fmt: skip
+    code, message = error_of(await call(api, request("eth_sendRawTransaction", canonical.raw_hex)))
+    assert code == -32602
+    assert message.startswith("invalid params: params[0]: ") and "sidecar" in message
+
+
+async def test_a_pipelined_blob_intent_keeps_its_place_in_the_connections_nonce_order() -> None:
+    """The KZG of a blob intent (a worker process, 100+ ms) happens in the intent's turn: a
+    plain intent pipelined right after it on the same connection gets the next nonce, not the
+    blob intent's (a batcher's follow-up must not execute before its blob transaction)."""
+    blob = "0x" + b"".join(b"\0" + (9 * 4096 + i).to_bytes(31, "big") for i in range(4096)).hex()
+    api = make_api(limits=ApiLimits(max_message_bytes=1 << 20))
+    client = conn(api)
+    blob_intent = {**INTENT, "value": "0x0", "maxFeePerBlobGas": "0x1", "blobs": [blob]}
+    first = asyncio.ensure_future(
+        call(api, request("broadcaster_sendIntent", blob_intent, id=1), client)
+    )
+    second = asyncio.ensure_future(
+        call(api, request("broadcaster_sendIntent", INTENT, id=2), client)
+    )
+    replies = await asyncio.gather(first, second)
+    assert [r.get("result", {}).get("nonce") for r in replies] == ["0x0", "0x1"], replies

@@ -49,7 +49,11 @@ RAW: dict[str, Any] = {
 
 
 def tenant_api(
-    *, passthrough: Any = None, intake: Any = lambda: None, limits: ApiLimits | None = None
+    *,
+    passthrough: Any = None,
+    intake: Any = lambda: None,
+    limits: ApiLimits | None = None,
+    subscriptions: Any = None,
 ) -> IntentApi:
     manager = StubManager()
     manager.book.resync(OTHER.lower(), chain_latest=0, chain_pending=0, now=0.0)
@@ -63,6 +67,7 @@ def tenant_api(
         passthrough=passthrough,
         intake=intake,
         limits=limits,
+        subscriptions=subscriptions,
     )
 
 

@@ -8,7 +8,18 @@ from typing import Any
 import pytest
 
 from broadcaster.api.intents import IntentDefaults, ParamError, parse_intent
-from tests.broadcaster.api.test_api import CHAIN_ID, DEV, INTENT
+from broadcaster.api.server import IntentApi
+from tests.broadcaster.api.test_api import (
+    CHAIN_ID,
+    DEV,
+    GWEI,
+    INTENT,
+    TOKEN,
+    StubManager,
+    call,
+    error_of,
+    request,
+)
 
 
 def defaults(**routing: Any) -> IntentDefaults:
@@ -57,3 +68,48 @@ def test_a_retry_under_the_same_key_with_another_private_value_is_a_conflict() -
     flipped = {**params, "private": True}
     assert idempotency_conflict(flipped, parse_intent(flipped, both), earlier) == "private"
     assert idempotency_conflict(params, parse_intent(params, both), earlier) is None
+
+
+def private_api(asked: list[str], *, default_private: bool = False) -> IntentApi:
+    async def node(method: str, *params: Any) -> Any:
+        asked.append(method)
+        return "0x5208" if method == "eth_estimateGas" else None
+
+    return IntentApi(
+        StubManager(10 * GWEI),  # type: ignore[arg-type]
+        chain_id=CHAIN_ID,
+        accounts=[DEV],
+        tokens=[TOKEN],
+        tip_number=lambda: 7,
+        passthrough=node,
+        routing=(default_private, True, True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "default_private"),
+    [({"private": True}, False), ({}, True)],
+    ids=["private-true", "routing-default"],
+)
+async def test_eth_send_transaction_without_gas_for_a_private_intent_is_refused_unestimated(
+    params: dict[str, Any], default_private: bool
+) -> None:
+    """Estimating would show the private calldata to a public node (chain reads never go to
+    private or builder endpoints): ``gas`` is required, and no node is asked."""
+    asked: list[str] = []
+    api = private_api(asked, default_private=default_private)
+    tx = {k: v for k, v in INTENT.items() if k != "gas"} | params
+    code, message = error_of(await call(api, request("eth_sendTransaction", tx)))
+    assert code == -32602
+    assert "gas" in message and "private" in message
+    assert "eth_estimateGas" not in asked
+
+
+async def test_eth_send_transaction_without_gas_for_a_public_intent_is_still_estimated() -> None:
+    asked: list[str] = []
+    api = private_api(asked)
+    tx = {k: v for k, v in INTENT.items() if k != "gas"} | {"private": False}
+    await call(api, request("eth_sendTransaction", tx))  # the stub never signs: "accepted"
+    assert asked == ["eth_estimateGas"]
+    manager: StubManager = api.manager  # type: ignore[assignment]
+    assert [i.gas for i in manager.submitted] == [0x5208]

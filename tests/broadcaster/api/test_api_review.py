@@ -11,6 +11,7 @@ import pytest
 import rlp
 
 from broadcaster.api.server import ApiLimits
+from broadcaster.api.subscriptions import Subscriptions
 from nonce import AttemptReason, BlockRef
 from signer_client.txcodec import SECP256K1_N
 from tests.broadcaster.api.test_api import (
@@ -342,4 +343,43 @@ async def test_a_slow_follower_neither_delays_nor_reorders_a_fast_ones_notificat
             assert all(f.outbox.qsize() <= 64 for f in followers)
         assert sum(f.dropped for f in followers) > 0  # the slow one's, not the fast one's
         await slow.close()
+        await fast.close()
+
+
+async def test_a_follower_that_lost_a_notification_is_closed_and_counted() -> None:
+    """A dropped status change must not leave the bot believing the old status: the connection
+    is closed (1013) so it reconnects and asks again, and the drop is counted for operators."""
+    import aiohttp
+
+    dropped: list[int] = []
+    subscriptions = Subscriptions(on_dropped=lambda: dropped.append(1))
+    api = tenant_api(limits=ApiLimits(notify_queue=8), subscriptions=subscriptions)
+    record = record_with(api, attempt(1))
+    async with http_served(api) as where, aiohttp.ClientSession() as session:
+        slow = await session.ws_connect(f"ws://{where}/full", max_msg_size=0)
+        fast = await session.ws_connect(f"ws://{where}/full", max_msg_size=0)
+        for ws in (slow, fast):
+            await ws.send_bytes(orjson.dumps(request("broadcaster_subscribe")))
+            assert "result" in orjson.loads((await ws.receive()).data)
+        pad = "x" * 4000
+        sent = 0
+        while not dropped:  # the slow one never reads: its socket buffers fill, then its queue
+            for _ in range(8):
+                api.notify(record, f"e{sent}{pad}")
+                sent += 1
+            for n in range(sent - 8, sent):
+                note = orjson.loads((await fast.receive()).data)
+                assert note["params"]["result"]["event"] == f"e{n}{pad}"
+        # The slow one, read now, ends in a close (1013 when the close frame got through the
+        # unread backlog, else an aborted socket), not in an endless stream missing events.
+        async with asyncio.timeout(30):  # a hang guard: without the close it streams forever
+            while True:
+                message = await slow.receive()
+                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                    aiohttp.WSMsgType.ERROR):  # fmt: skip
+                    break
+        assert slow.close_code in (1013, 1006, None)
+        assert slow.closed or message.type is aiohttp.WSMsgType.CLOSE
+        assert len(api.subscriptions.followers()) == 1  # only the fast one follows now
+        assert dropped and not any(f.dropped for f in api.subscriptions.followers())
         await fast.close()

@@ -113,10 +113,14 @@ def test_after_a_reconnect_nothing_is_signed_before_the_log_check_and_a_refusal_
         with pytest.raises(PolicyDenied):
             await waiting
         assert inner.signed == 1
-        gate2 = SigningGate(inner, hold_timeout=0.01)
+        timeouts: list[None] = []
+        gate2 = SigningGate(inner, hold_timeout=0.01, on_timeout=lambda: timeouts.append(None))
         gate2.hold()
         with pytest.raises(SignerUnavailable):
             await gate2.sign_transaction({}, B)
         assert inner.signed == 1
+        # Counted (review: signer_errors_total counts the client's events only, and the client
+        # never saw this request: the signer stayed "up" and nothing fired while none signed).
+        assert len(timeouts) == 1
 
     asyncio.run(main())

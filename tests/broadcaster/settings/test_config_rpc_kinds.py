@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,11 +69,36 @@ def test_an_unknown_kind_is_named_with_its_key_path() -> None:
     assert problem == 'rpcs[1].kind: expected "public" or "private" or "builder", got "relay"'
 
 
-def test_flashbots_auth_is_refused_as_not_supported_rather_than_sent_unsigned() -> None:
-    (problem,) = problems(data(PUBLIC, {**BUILDER, "auth": "flashbots"}))
-    assert problem.startswith('rpcs[1].auth: auth = "flashbots" is not supported yet')
+def test_flashbots_auth_is_accepted_on_http_builders_and_private_rpcs() -> None:
+    config = config_from_dict(
+        data(PUBLIC, {**BUILDER, "auth": "flashbots"}, {**PRIVATE, "auth": "flashbots"})
+    )
+    assert [(r.name, r.auth) for r in config.rpcs] == [
+        ("pub", None),
+        ("bld", "flashbots"),
+        ("prv", "flashbots"),
+    ]
+
+
+def test_flashbots_auth_is_refused_on_public_and_websocket_endpoints_saying_why() -> None:
     (public,) = problems(data({**PUBLIC, "auth": "flashbots"}, {**PUBLIC, "name": "p2"}))
     assert public.startswith("rpcs[0].auth: only private and builder endpoints")
+    ws = {**BUILDER, "url": "ws://127.0.0.1:9000", "auth": "flashbots"}
+    (problem,) = problems(data(PUBLIC, ws))
+    assert problem == 'rpcs[1].auth: auth = "flashbots" needs an http(s):// url'
+
+
+def test_check_config_says_what_flashbots_auth_needs(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        '\n[[rpcs]]\nname = "bld"\nurl = "http://127.0.0.1:9000"\nkind = "builder"\n'
+        'auth = "flashbots"\n'
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    out = io.StringIO()
+    assert run_check_config(path, out=out) == 0, out.getvalue()
+    assert "auth: X-Flashbots-Signature on bld" in out.getvalue()
+    assert "[policy] auth_address" in out.getvalue()
 
 
 def test_render_config_writes_kinds_and_routing_the_loader_reads() -> None:

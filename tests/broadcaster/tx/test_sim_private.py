@@ -109,6 +109,27 @@ def test_a_reorg_that_drops_it_sends_the_bumped_replacement_for_the_new_next_blo
     sim.check()
 
 
+def test_a_private_reaction_is_observed_with_more_public_endpoints_than_builders(
+    make_sim: MakeSim,
+) -> None:
+    """Review: the reaction expected one write per public endpoint (3 here) for each send, a
+    private one wrote one bundle (1 builder), so a private-only reaction never ended and
+    reaction_seconds never saw it. Every job of a private send is settled in the call now."""
+    sim = make_sim()
+    record = sim.run(sim.submit(private=True))
+    sim.run(sim.mine())
+    observer = sim.adapter.observer
+    before = len(observer.reactions)
+    sim.run(sim.reorg(1, reinclude=False))
+    assert sim.record(record.intent.id).latest is not record.attempts[0]
+    reactions = observer.reactions[before:]
+    assert len(reactions) == 1, reactions
+    seconds, dropped = reactions[0]
+    assert dropped == 1 and seconds >= 0
+    sim.run(sim.finish())
+    sim.check()
+
+
 def test_cancel_cancels_the_payload_bundle_and_the_noop_takes_the_nonce(
     make_sim: MakeSim,
 ) -> None:
@@ -163,4 +184,31 @@ def test_a_private_intent_stays_private_after_a_crash_and_restart(make_sim: Make
     sim.run(sim.finish())
     assert len(sim.checker.mined(record.intent.id)) == 1
     no_public_send(sim, record.intent.id)
+    sim.check()
+
+
+def test_a_gap_fill_noop_of_an_account_with_private_intents_goes_only_to_the_builder(
+    make_sim: MakeSim,
+) -> None:
+    """A hole in a private account's nonces is plugged privately: a public noop would show the
+    account's activity (and that a nonce is being filled) to every mempool."""
+    sim = make_sim()
+    held = sim.run(sim.submit(private=True))
+    sim.run(sim.submit_raw(held.nonce + 3))  # signed elsewhere: nonces +1 and +2 are holes
+    sim.run(sim.crash())
+    sim.run(sim.restart())  # the start-up resync fills them
+    sim.run(sim.advance(1.0))
+    fills = [r for r in sim.adapter.records() if r.intent.noop and r.attempts]
+    assert sorted(r.nonce for r in fills) == [held.nonce + 1, held.nonce + 2]
+    assert sim.builder is not None
+    sent = {
+        decode_tx(bytes.fromhex(raw[2:])).hash
+        for seen in sim.builder.bundles()
+        for raw in seen.params["txs"]
+    }
+    for fill in fills:
+        assert fill.intent.private
+        assert {a.hash for a in fill.attempts} & sent, "the gap fill never reached the builder"
+        no_public_send(sim, fill.intent.id)
+    sim.run(sim.finish())
     sim.check()

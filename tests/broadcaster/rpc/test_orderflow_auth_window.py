@@ -1,0 +1,79 @@
+"""Auth signatures never crowd the signer (``AUTH_SIGNS_IN_FLIGHT``): the enclave answers in
+arrival order, so a head re-targeting many private intents at several auth builders must not put
+hundreds of ``sign_auth`` requests ahead of a reorg's transaction re-signs. Every body is still
+signed and sent, in order per endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from broadcaster.rpc.orderflow import AUTH_SIGNS_IN_FLIGHT, OrderflowSender
+from signer_client.flashbots import auth_signing_hash, body_hash, header_value
+from signer_client.signing import LocalKey
+from tests.builder_double import BuilderDouble
+from tests.enclave.running import AUTH_KEY
+
+KEY = LocalKey(AUTH_KEY)
+PER_ENDPOINT = 60
+
+
+@pytest.fixture
+async def builders() -> AsyncIterator[list[BuilderDouble]]:
+    doubles = [BuilderDouble("http://127.0.0.1:9/", require_auth=True) for _ in range(3)]
+    for double in doubles:
+        await double.__aenter__()
+    try:
+        yield doubles
+    finally:
+        for double in doubles:
+            await double.__aexit__(None, None, None)
+
+
+async def test_auth_signatures_are_windowed_over_every_endpoint(
+    builders: list[BuilderDouble],
+) -> None:
+    in_flight = peak = 0
+
+    async def sign(body: bytes) -> str:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0)  # an enclave round trip: others may start meanwhile
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return header_value(KEY.address_bytes, KEY.sign_hash(auth_signing_hash(body_hash(body))))
+
+    results: list[str] = []
+    done = asyncio.Event()
+    total = PER_ENDPOINT * len(builders)
+
+    def on_result(rpc: str, method: str, result: str) -> None:
+        results.append(result)
+        if len(results) == total:
+            done.set()
+
+    sender = OrderflowSender(
+        [(f"b{i}", b.url, "builder", "flashbots") for i, b in enumerate(builders)],
+        on_result=on_result,
+        sign_auth=sign,
+        timeout=30.0,
+    )
+    await sender.connect()
+    for block in range(PER_ENDPOINT):  # queued before the workers run: one burst
+        sender.to_builders("eth_sendBundle", {"txs": ["0x02"], "blockNumber": hex(block)})
+    worker = asyncio.create_task(sender.run())
+    try:
+        async with asyncio.timeout(60):
+            await done.wait()
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await sender.aclose()
+    assert results == ["accepted"] * total
+    assert peak <= AUTH_SIGNS_IN_FLIGHT, peak
+    for double in builders:
+        blocks = [int(r.params["blockNumber"], 16) for r in double.sends()]
+        assert sorted(blocks) == list(range(PER_ENDPOINT))
