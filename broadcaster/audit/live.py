@@ -157,6 +157,7 @@ class LiveReconciler:
                 self.queue.pop(block_hash, None)  # left the chain before its turn
                 self.fetched.pop(block_hash, None)
                 self.walk.pop(block_hash, None)
+                self.waiting.pop(block_hash, None)
                 continue
             if block is None:
                 tries = self.queue[block_hash] = self.queue.get(block_hash, 0) + 1
@@ -167,8 +168,10 @@ class LiveReconciler:
                 continue
             if behind or await self.check(block) is None:
                 # The copy could not catch up: asked again (not fetched again), never called
-                # foreign; one catch-up attempt per step, however many blocks wait.
-                behind = True
+                # foreign; one catch-up attempt per step, however many blocks wait. A block
+                # that waits on another instance's log holds no later block back (each waits
+                # on its own clock: a foreign tx behind it is still found at once).
+                behind = behind or block_hash not in self.waiting
                 self.fetched[block_hash] = block
                 continue
             self.queue.pop(block_hash, None)

@@ -436,3 +436,28 @@ def test_a_new_leader_checks_its_canonical_window_blocks_nobody_checked() -> Non
         assert rec.blocks_checked == 2 and [f.nonce for f in chain.foreign] == [1]
 
     asyncio.run(main())
+
+
+def test_a_block_waiting_on_another_log_holds_no_later_block_back() -> None:
+    """A liar host journals an attempt row for a foreign tx: its block waits. A later block with
+    a plainly foreign tx (not journaled) is still found at its first check, not after the wait
+    (stop_signing_on_foreign stays prompt); and blocks that each hold such a tx wait side by
+    side, not one after another (N of them cannot delay the last finding N times the wait)."""
+
+    async def main() -> None:
+        chain, clock = Chain(), Clock()
+        b1, b2 = head(1, "01"), head(2, "02", "0x" + "01" * 32)
+        b3 = head(3, "03", "0x" + "02" * 32)
+        chain.add(b1, tx(1, 0))  # journaled by the liar, in no log
+        chain.add(b2, tx(2, 1))  # journaled by the liar, in no log
+        chain.add(b3, tx(3, 2))  # not journaled: foreign at once
+        chain.canonical = [b1, b2, b3]
+        rec = waiting_reconciler(chain, {tx(1, 0).hash, tx(2, 1).hash}, clock)
+        rec.on_events([Extension("a", None, (b1, b2, b3))])
+        assert not await rec.step()
+        assert [f.nonce for f in chain.foreign] == [2]
+        clock.now = 30.0
+        assert await rec.step()
+        assert sorted(f.nonce for f in chain.foreign) == [0, 1, 2]
+
+    asyncio.run(main())
