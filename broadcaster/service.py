@@ -39,6 +39,7 @@ from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.audit import AuditStreamer, ForeignReport, LiveReconciler, SigningGate
 from broadcaster.audit.chain import full_blocks
+from broadcaster.audit.logs import VerifiedLogs
 from broadcaster.audit.verify import AuditRefused
 from broadcaster.backoff import backoff
 from broadcaster.ha.fence import Fence, FencedSigner, FencedTransport, fenced_transports
@@ -625,8 +626,21 @@ class Service:
         report: ForeignReport,
         tracker: ChainTracker,
     ) -> LiveReconciler:
+        def own() -> tuple[str | None, int]:
+            streamer = self.streamer
+            return (streamer.log_id, streamer.anchor.seq) if streamer is not None else (None, 0)
+
+        # Another instance's log counts once verified here, with attested keys only when the
+        # config pins attestation (a log signed by a key the host controls never counts).
+        logs = VerifiedLogs(
+            copy,
+            own,
+            attested_only=self.config.signer.attestation_root is not None
+            and self.config.signer.pcr0 is not None,
+        )
+
         async def signed(hashes: Any) -> set[bytes]:
-            return await asyncio.to_thread(copy.signed, list(hashes))
+            return await asyncio.to_thread(logs.signed, list(hashes))
 
         async def external(hashes: Any) -> set[bytes]:
             found, rest = set(), []

@@ -203,8 +203,25 @@ class AuditCopyBase:
         )
         return [(int(a), str(b), str(c)) for a, b, c in rows]
 
-    def keys(self) -> set[str]:
-        return {str(row[0]) for row in self._run("SELECT log_key FROM audit_keys")}
+    def keys(self, *, attested_only: bool = False) -> set[str]:
+        """The stored log keys (``attested_only``: those an attestation vouched for)."""
+        sql = "SELECT log_key FROM audit_keys" + (" WHERE attested = 1" if attested_only else "")
+        return {str(row[0]) for row in self._run(sql)}
+
+    def holders(self, tx_hashes: Iterable[bytes]) -> list[tuple[bytes, str, int]]:
+        """``(tx_hash, log_id, seq)`` of every stored ``sign`` entry holding one of
+        ``tx_hashes``, in any log (the reconciler decides which logs count)."""
+        wanted = list(tx_hashes)
+        out: list[tuple[bytes, str, int]] = []
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            rows = self._run(
+                "SELECT tx_hash, log_id, seq FROM audit_entries WHERE tx_hash IN"
+                f" ({','.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            out += [(bytes(tx), str(log_id), int(seq)) for tx, log_id, seq in rows]
+        return out
 
     def signed(self, tx_hashes: Iterable[bytes]) -> set[bytes]:
         """Those of ``tx_hashes`` a verified ``sign`` entry holds, in any log."""

@@ -7,6 +7,8 @@
   log, the leader and a standby alike) and refuses a log that does not extend the copy.
 - ``reconcile``: the pure core, ``plan_block``: a block's transactions from our accounts are in
   the verified log, journaled external raw txs, or foreign.
+- ``logs``: ``VerifiedLogs``, which stored logs' entries the live reconciler counts (another
+  instance's log only once verified here, with attested keys when attestation is pinned).
 - ``live``: ``LiveReconciler``, every canonical block checked as it joins (reorg-aware).
 - ``gate``: ``ForeignReport`` (one report per foreign ``(sender, nonce)``) and ``SigningGate``
   (stop signing for a sender, or entirely once the log is refused).

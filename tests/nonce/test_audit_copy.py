@@ -304,3 +304,42 @@ def test_a_copy_written_before_the_audit_by_log_step_migrates_and_verifies(
     book2, journal2 = open_book(store)  # the journal opens at the new version and books on
     assert book2.accept(replace(old, id="next", key="next"), now=2.0).nonce == 1
     journal2.close()
+
+
+# -- the live reconciler's rule: which logs count -----------------------------------------------
+
+
+def test_the_leader_counts_another_log_only_once_it_verifies_with_attested_keys(
+    store: Target,
+) -> None:
+    """Attack through the standby path (it writes the copy unfenced, on a database its host can
+    write): rows under a forged log_id with no head, a row past the leader's own verified anchor,
+    and a whole third log signed by a key the host controls (its own fake enclave, no
+    attestation) each hold a foreign tx's hash; none is counted as signed by the leader's
+    reconciler. The genuine standby's log (attested key) is."""
+    from broadcaster.audit.logs import VerifiedLogs
+
+    copy, cores, hashes = two_logs(store)
+    a, b = key_of(cores["a"]).lower(), key_of(cores["b"]).lower()
+    for key in (a, b):  # both genuine enclaves were attested when their instances streamed
+        copy.add_key(key, attested=True, pcr0=None, at=1.0)
+    forged_row, past_anchor, fake_enclave = b"\xf1" * 32, b"\xf2" * 32, None
+    (line,) = [e for e in copy.lines(a) if e.kind == "sign"]
+    forged = StoredEntry(1, "0x" + "00" * 32, "sign", "0x" + "ee" * 33, forged_row, line.sender,
+                         9, line.entry)  # fmt: skip
+    copy.append(forged.log_key, [forged], None, 1.0)  # a new log_id, rows with no head
+    copy.append(a, [replace(forged, seq=99, log_key=a, tx_hash=past_anchor)], None, 1.0)
+    fake = enclave()  # the host's own enclave, streamed by a standby whose signer is not attested
+    fake_enclave = tx_hash(sign(fake, 5))
+    asyncio.run(stream(copy, fake, "c"))
+    wanted = [hashes["a"], hashes["b"], forged_row, past_anchor, fake_enclave]
+    assert copy.signed(wanted) == set(wanted)  # the rows are there: counting them all was the bug
+
+    logs = VerifiedLogs(copy, lambda: (a, 2), attested_only=True)
+    assert logs.signed(wanted) == {hashes["a"], hashes["b"]}
+    assert set(logs.refused) == {forged.log_key, key_of(fake).lower()}
+    # without attestation pinned (dev) any stored key is trusted: the fake enclave's log counts,
+    # the headless forgery and the row past the anchor still do not
+    dev = VerifiedLogs(copy, lambda: (a, 2), attested_only=False)
+    assert dev.signed(wanted) == {hashes["a"], hashes["b"], fake_enclave}
+    copy.close()
