@@ -150,6 +150,11 @@ class AuditCopyBase:
         rows = self._run("SELECT log_id FROM audit_logs WHERE instance = ?", (instance,))
         return str(rows[0][0]) if rows else None
 
+    def instance_of(self, log_id: str) -> str | None:
+        """The instance whose enclave serves ``log_id`` (``None``: no instance's yet)."""
+        rows = self._run("SELECT instance FROM audit_logs WHERE log_id = ?", (log_id.lower(),))
+        return str(rows[0][0]) if rows else None
+
     def logs(self) -> list[str]:
         """Every log the copy holds entries of, in order of their id."""
         rows = self._run("SELECT DISTINCT log_id FROM audit_entries ORDER BY 1")

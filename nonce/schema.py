@@ -185,7 +185,8 @@ TABLES: tuple[Table, ...] = (
     AUDIT_HEADS,
     Table(
         "audit_logs",
-        ("instance TEXT PRIMARY KEY", "log_id TEXT NOT NULL", "first_seen REAL NOT NULL"),
+        # a log is one instance's: two instances never extend one log (UNIQUE log_id)
+        ("instance TEXT PRIMARY KEY", "log_id TEXT NOT NULL UNIQUE", "first_seen REAL NOT NULL"),
     ),
 )
 """The journal's tables, on both backends."""

@@ -173,6 +173,15 @@ class AuditStreamer:
         if log_id is None and rows:
             # A log's first page starts at its seq-1 start entry (verify_batch from Anchor()).
             log_id, bind = log_id_of(rows[0]), self.instance
+            owner = await asyncio.to_thread(self.copy.instance_of, log_id)
+            if owner is not None and owner != self.instance:
+                # This instance's signer serves another instance's log (a shared or relayed
+                # enclave): extending it would leave its owner unable to store its own entries.
+                raise AuditRefused(
+                    "not_extending",
+                    f"log {log_id[:18]}... is instance {owner!r}'s, not {self.instance!r}'s",
+                    rows[0].seq,
+                )
         if log_id is not None and (rows or (stored_head is not None and head.seq > self.head_seq)):
             await asyncio.to_thread(
                 self.copy.append, log_id, rows, stored_head, self.clock(), instance=bind

@@ -343,3 +343,55 @@ def test_the_leader_counts_another_log_only_once_it_verifies_with_attested_keys(
     dev = VerifiedLogs(copy, lambda: (a, 2), attested_only=False)
     assert dev.signed(wanted) == {hashes["a"], hashes["b"], fake_enclave}
     copy.close()
+
+
+def test_a_standby_whose_signer_serves_the_leader_s_log_is_refused_not_let_extend_it(
+    store: Target,
+) -> None:
+    """Attack: the standby host relays the leader's (genuine) enclave as its own signer. Its
+    streamer would take that log as its own (bound to it) and write its rows: the leader, whose
+    rows collide with them, could then never store its own entries (no catch-up, no block
+    checked, no foreign finding). It is refused instead, and the leader's log moves on."""
+    copy, cores, _ = two_logs(store)
+    a = key_of(cores["a"]).lower()
+    sign(cores["a"], 4)
+
+    async def main() -> None:
+        refusals: list[AuditRefused] = []
+        relay = AuditStreamer(copy, CoreSource(cores["a"]), instance="c",
+                              on_refused=refusals.append)  # fmt: skip
+        await relay.load()
+        relay.trust(key_of(cores["a"]), attested=True)
+        assert not await relay.sync()
+        assert [r.reason for r in refusals] == ["not_extending"] and "'a'" in str(refusals[0])
+        assert copy.log_of("c") is None
+        leader = AuditStreamer(copy, CoreSource(cores["a"]), instance="a", on_refused=_never)
+        await leader.load()
+        assert await leader.sync() and leader.anchor.seq == 3
+
+    asyncio.run(main())
+    assert copy.count(a) == 3 and verify_log(copy, a) == 3
+    copy.close()
+
+
+def test_a_standby_that_bound_the_leader_s_log_first_makes_the_leader_refuse_loudly(
+    store: Target,
+) -> None:
+    """The same relay, started before the leader's first page: the log is the standby's, so the
+    leader's streamer is refused (the audit_refused alert, signing stopped), never silently stuck
+    on colliding rows."""
+    copy = open_audit_copy(store)
+    core = enclave()
+    tx_hash(sign(core, 0))
+
+    async def main() -> None:
+        await stream(copy, core, "c")  # the relay binds the log first
+        refusals: list[AuditRefused] = []
+        leader = AuditStreamer(copy, CoreSource(core), instance="a", on_refused=refusals.append)
+        await leader.load()
+        leader.trust(key_of(core), attested=False)
+        assert not await leader.sync()
+        assert [r.reason for r in refusals] == ["not_extending"]
+
+    asyncio.run(main())
+    copy.close()
