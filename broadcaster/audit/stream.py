@@ -74,12 +74,19 @@ class AuditStreamer:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._new_keys: list[tuple[str, bool, str | None]] = []
+        self._unsure = False  # a copy write failed: it may have committed all the same
 
     async def load(self) -> None:
         """Take up where the journal's copy of this instance's log ends (start-up); the other
         instances' logs are theirs to extend."""
-        self.log_id = await asyncio.to_thread(self.copy.log_of, self.instance)
         self.trusted |= await asyncio.to_thread(self.copy.keys)
+        await self._take_up()
+
+    async def _take_up(self) -> None:
+        """This instance's log as the copy holds it: its id, last entry and head (start-up, and
+        after a write that may have committed unacknowledged: a database restart mid-COMMIT).
+        The enclave's next entries must link to that last entry, or the log is refused."""
+        self.log_id = await asyncio.to_thread(self.copy.log_of, self.instance)
         if self.log_id is None:
             return
         stored = await asyncio.to_thread(self.copy.anchor, self.log_id)
@@ -121,6 +128,9 @@ class AuditStreamer:
             if self.refused is not None:
                 return False
             try:
+                if self._unsure:  # the last write's outcome is unknown: read what it left
+                    await self._take_up()
+                    self._unsure = False
                 connection = self.connections
                 while True:
                     await self._store_keys()
@@ -147,6 +157,7 @@ class AuditStreamer:
             except SignerError as exc:
                 log.warning("audit log not fetched (signer): %s", exc)
             except JournalError as exc:
+                self._unsure = True
                 log.error("audit copy not stored: %s", exc)
             return False
 

@@ -395,3 +395,40 @@ def test_a_standby_that_bound_the_leader_s_log_first_makes_the_leader_refuse_lou
 
     asyncio.run(main())
     copy.close()
+
+
+def test_a_copy_write_whose_commit_went_through_but_was_not_acknowledged_is_not_stuck(
+    store: Target,
+) -> None:
+    """A database restart mid-stream: the COMMIT reached the database, the answer did not (and
+    the reconnect failed: the database still restarting), so the streamer saw a JournalError.
+    The next sync must not insert the same rows again forever (a primary-key conflict every
+    time: the copy stuck, the reconciler with it); it takes up from what the copy holds."""
+    from nonce.errors import JournalError
+
+    copy = open_audit_copy(store)
+    core = enclave()
+    sign(core, 0)
+    real_append = copy.append
+    lost = [True]
+
+    def append(*args: Any, **kwargs: Any) -> None:
+        real_append(*args, **kwargs)
+        if lost:
+            lost.clear()
+            raise JournalError("audit copy: server closed the connection unexpectedly")
+
+    copy.append = append  # type: ignore[method-assign]
+
+    async def main() -> None:
+        s = AuditStreamer(copy, CoreSource(core), instance="a", on_refused=_never)
+        await s.load()
+        s.trust(key_of(core), attested=False)
+        assert not await s.sync()  # the write "failed"
+        assert await s.sync()  # the rows are there: taken up, not inserted again
+        sign(core, 1)
+        assert await s.sync() and s.anchor.seq == 3
+
+    asyncio.run(main())
+    assert verify_log(copy, key_of(core).lower()) == 3
+    copy.close()
