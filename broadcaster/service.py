@@ -39,6 +39,7 @@ from broadcaster.api.server import ApiLimits, IntentApi
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.audit import AuditStreamer, ForeignReport, LiveReconciler, SigningGate
 from broadcaster.audit.chain import full_blocks
+from broadcaster.audit.logs import VerifiedLogs
 from broadcaster.audit.verify import AuditRefused
 from broadcaster.backoff import backoff
 from broadcaster.ha.fence import Fence, FencedSigner, FencedTransport, fenced_transports
@@ -60,7 +61,7 @@ from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
 from heads.tracker import ChainTracker
 from nonce import JournalError, NonceBook, TxRecord, TxState
-from nonce.audit_copy import AuditCopy
+from nonce.audit_copy import AuditCopyBase, open_audit_copy
 from nonce.backends import load_bundles, lookup, open_book
 from signer_client import AttestationPolicy, SignerClient, SignerPins
 from signer_client.events import SignerEvent
@@ -235,8 +236,11 @@ class Service:
         refused = streamer.refused
         return {
             "verified_seq": streamer.anchor.seq,
+            "log": streamer.log_id,
             "refused": str(refused) if refused is not None else None,
             "blocks_checked": reconciler.blocks_checked,
+            "last_block_checked": max(reconciler.heights, default=None),
+            "blocks_queued": len(reconciler.queue),
             "stopped_senders": sorted(self.gate.stopped) if self.gate is not None else [],
         }
 
@@ -300,25 +304,7 @@ class Service:
         # before the manager and the API: both only use it
         subscriptions = Subscriptions(on_dropped=self.metrics.api_notifications_dropped_total.inc)
         observer = _TxMetrics(self.metrics, subscriptions)
-        attestation = None
-        if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
-            attestation = AttestationPolicy.from_files(
-                str(config.signer.attestation_root), config.signer.pcr0
-            )
-        signer = SignerClient(
-            config.signer.url,
-            timeout=config.signer.timeout_seconds,
-            connect_timeout=config.signer.connect_timeout_seconds,
-            max_in_flight=config.signer.max_in_flight,
-            attestation=attestation,
-            pins=SignerPins(
-                mode=config.signer.mode,
-                policy_hash=config.signer.policy_hash,
-                accounts=tuple(a.address for a in config.accounts),
-                chain_ids=(config.chain_id,),
-            ),
-            on_event=self._on_signer_event,
-        )
+        signer = _signer_client(config, self._on_signer_event)
         self._signer = signer
         # auth = "flashbots" rpcs (section 5a): named in the error when the signer has no auth key
         self._auth_rpcs = [r.name for r in config.rpcs if r.auth]
@@ -417,8 +403,15 @@ class Service:
             self.manager = manager  # with [ha], once started: heads already flow to _on_events
         copy = audit_reader = None
         if config.audit.enabled:
-            assert config.journal.path is not None  # the loader refuses [audit] on PostgreSQL
-            copy = AuditCopy(config.journal.path)
+            # The journal's copy (SQLite file or PostgreSQL, fenced on the lease epoch as the
+            # journal is): this instance streams its own enclave's log into it.
+            copy_epoch = self.leadership.epoch if self.leadership is not None else None
+            copy = await asyncio.to_thread(open_audit_copy, config.journal.target, epoch=copy_epoch)
+            if copy_epoch is not None:
+                from nonce.pg_audit_copy import PgAuditCopy
+
+                if isinstance(copy, PgAuditCopy):  # another instance leads: stop now
+                    copy.on_stale = lambda stale: self.fence.lapse(f"audit copy: {stale}")
             audit_reader = ChainReader(read_urls)  # its own connections: never in the way
             self.streamer = self._streamer(copy, signer, report)
             # Nothing is signed before a first log check (the start-up sync below, or the
@@ -426,6 +419,8 @@ class Service:
             # connection would otherwise pass before the CONNECTED hold.
             gate.hold()
             self.reconciler = self._reconciler(copy, audit_reader, book, report, tracker)
+            if config.ha is not None:  # blocks mined while nobody led: checked by nobody yet
+                self.reconciler.check_window(tracker.canonical_chain())
         api = self.api = IntentApi(
             manager,
             chain_id=config.chain_id,
@@ -543,11 +538,56 @@ class Service:
         self.api_port = server.port
         log.info("standby %s: refusing intents on ws://%s:%d", config.ha.instance,
                  config.api.listen.host, self.api_port)  # fmt: skip
+        audit = (
+            asyncio.get_running_loop().create_task(self._standby_audit(config), name="audit")
+            if config.audit.enabled
+            else None
+        )
         try:
             grant = await leadership.acquire()
         finally:
+            if audit is not None:
+                audit.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await audit
             await server.close()
         return grant.epoch
+
+    async def _standby_audit(self, config: Config) -> None:
+        """A standby streams its own enclave's log into the copy too (its own log only, nothing
+        else: it does not lead, so its writes are not fenced on an epoch). The leader reconciles
+        against every instance's log: what this instance's enclave signed while it led (a tail
+        it never streamed before it died) reaches the copy once it is back, as a standby."""
+        copy = await asyncio.to_thread(open_audit_copy, config.journal.target)
+        streamer: AuditStreamer | None = None
+
+        def on_event(kind: str) -> None:
+            if kind == SignerEvent.CONNECTED and streamer is not None:
+                _trust_presented(streamer, signer)
+                streamer.reconnected()
+
+        signer = _signer_client(config, on_event)
+
+        def refused(exc: AuditRefused) -> None:
+            self.metrics.audit_refused(exc.reason)
+            log.error("ALERT audit_refused (standby): %s", exc)
+
+        assert config.ha is not None
+        streamer = AuditStreamer(
+            copy,
+            signer,
+            instance=config.ha.instance,
+            on_refused=refused,
+            on_stored=self.metrics.audit_verified,
+            poll=config.audit.poll_seconds,
+        )
+        try:
+            await streamer.load()
+            await streamer.run()
+        finally:
+            with contextlib.suppress(Exception):
+                await signer.close()
+            copy.close()
 
     async def _release(self) -> None:
         """A clean stop gives the lease up (nothing is sent any more): a standby takes over
@@ -562,7 +602,7 @@ class Service:
         leadership.store.close()
 
     def _streamer(
-        self, copy: AuditCopy, signer: SignerClient, report: ForeignReport
+        self, copy: AuditCopyBase, signer: SignerClient, report: ForeignReport
     ) -> AuditStreamer:
         def refused(exc: AuditRefused) -> None:
             self.metrics.audit_refused(exc.reason)
@@ -571,6 +611,7 @@ class Service:
         return AuditStreamer(
             copy,
             signer,
+            instance=self.config.ha.instance if self.config.ha is not None else "",
             on_refused=refused,
             on_stored=self.metrics.audit_verified,
             on_synced=self.gate.release if self.gate is not None else None,
@@ -579,14 +620,27 @@ class Service:
 
     def _reconciler(
         self,
-        copy: AuditCopy,
+        copy: AuditCopyBase,
         reader: ChainReader,
         book: NonceBook,
         report: ForeignReport,
         tracker: ChainTracker,
     ) -> LiveReconciler:
+        def own() -> tuple[str | None, int]:
+            streamer = self.streamer
+            return (streamer.log_id, streamer.anchor.seq) if streamer is not None else (None, 0)
+
+        # Another instance's log counts once verified here, with attested keys only when the
+        # config pins attestation (a log signed by a key the host controls never counts).
+        logs = VerifiedLogs(
+            copy,
+            own,
+            attested_only=self.config.signer.attestation_root is not None
+            and self.config.signer.pcr0 is not None,
+        )
+
         async def signed(hashes: Any) -> set[bytes]:
-            return await asyncio.to_thread(copy.signed, list(hashes))
+            return await asyncio.to_thread(logs.signed, list(hashes))
 
         async def external(hashes: Any) -> set[bytes]:
             found, rest = set(), []
@@ -597,6 +651,10 @@ class Service:
                 elif record is None:
                     rest.append(h)  # evicted from memory, or not ours: the journal knows
             return found | await asyncio.to_thread(copy.external, rest) if rest else found
+
+        async def unconfirmed(hashes: Any) -> set[bytes]:
+            # Attempts of ours by the journal's word (not proof: it only makes a block wait).
+            return {h for h in hashes if book.by_hash(h) is not None}
 
         async def catch_up() -> bool:
             assert self.streamer is not None
@@ -615,6 +673,7 @@ class Service:
             on_foreign=lambda f: report.foreign(f.sender, f.nonce, f),
             canonical=tracker.canonical_chain,
             on_checked=lambda audit: self.metrics.audit_block_checked(),
+            unconfirmed=unconfirmed if self.config.ha is not None else None,
         )
 
     def _on_signer_event(self, kind: str) -> None:
@@ -639,16 +698,7 @@ class Service:
         if kind == SignerEvent.CONNECTED and streamer is not None:
             # A (re)connected signer: trust the log key it presented (attested when the config
             # pins attestation), and check its log at once (a restarted enclave).
-            signer = self._signer
-            if signer.attested is not None:
-                pcr0 = signer.attested.pcrs.get(0)
-                streamer.trust(
-                    "0x" + signer.attested.public_key.hex(),
-                    attested=True,
-                    pcr0="0x" + pcr0.hex() if pcr0 is not None else None,
-                )
-            elif signer.info is not None:
-                streamer.trust(signer.info.log_public_key, attested=False)
+            _trust_presented(streamer, self._signer)
             streamer.wake()
 
     async def _restore_bundles(
@@ -758,3 +808,40 @@ class Service:
 async def _follow(task: asyncio.Task[None]) -> None:
     """Await a task started before the group (the standby's head subscriptions)."""
     await task
+
+
+def _signer_client(config: Config, on_event: Callable[[str], None]) -> SignerClient:
+    """The signer client of ``[signer]``, pinned and (with a root and PCR0) attested."""
+    attestation = None
+    if config.signer.attestation_root is not None and config.signer.pcr0 is not None:
+        attestation = AttestationPolicy.from_files(
+            str(config.signer.attestation_root), config.signer.pcr0
+        )
+    return SignerClient(
+        config.signer.url,
+        timeout=config.signer.timeout_seconds,
+        connect_timeout=config.signer.connect_timeout_seconds,
+        max_in_flight=config.signer.max_in_flight,
+        attestation=attestation,
+        pins=SignerPins(
+            mode=config.signer.mode,
+            policy_hash=config.signer.policy_hash,
+            accounts=tuple(a.address for a in config.accounts),
+            chain_ids=(config.chain_id,),
+        ),
+        on_event=on_event,
+    )
+
+
+def _trust_presented(streamer: AuditStreamer, signer: SignerClient) -> None:
+    """Trust the log key the (re)connected ``signer`` presented: attested when the config pins
+    attestation, else the one its ``hello`` named (dev)."""
+    if signer.attested is not None:
+        pcr0 = signer.attested.pcrs.get(0)
+        streamer.trust(
+            "0x" + signer.attested.public_key.hex(),
+            attested=True,
+            pcr0="0x" + pcr0.hex() if pcr0 is not None else None,
+        )
+    elif signer.info is not None:
+        streamer.trust(signer.info.log_public_key, attested=False)

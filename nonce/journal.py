@@ -47,6 +47,7 @@ from nonce.schema import (
     MIGRATIONS,
     SCHEMA,
     SCHEMA_VERSION,
+    SQLITE,
     batch_statements,
     read_bundles,
     read_records,
@@ -292,9 +293,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('flushes', '0')")
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
     while version in MIGRATIONS:  # a journal written by earlier code: bring it up to date
-        version, sql = MIGRATIONS[version]
+        version, step = MIGRATIONS[version]
         conn.executescript(
-            f"BEGIN; {sql} UPDATE meta SET value = '{version}' WHERE key = 'schema'; COMMIT;"
+            f"BEGIN; {SQLITE.migration(step)}"
+            f" UPDATE meta SET value = '{version}' WHERE key = 'schema'; COMMIT;"
         )
         logger.info("journal %s: migrated to schema %s", path, version)
     if version != SCHEMA_VERSION:

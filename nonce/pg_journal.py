@@ -131,9 +131,10 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         version = row[0] if row else SCHEMA_VERSION
         while version in MIGRATIONS:
-            version, sql = MIGRATIONS[version]
+            version, step = MIGRATIONS[version]
+            sql = POSTGRES.migration(step)
             if sql:  # a step may only move the version (its tables are in the DDL above)
-                conn.execute(POSTGRES.migration(sql))
+                conn.execute(sql)
             conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (version,))
             logger.info("journal: migrated to schema %s", version)
     if version != SCHEMA_VERSION:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
 from broadcaster.audit.reconcile import BlockAudit, Foreign, FullBlock, ours_in, plan_block
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 FETCH_RETRIES = 200
 """Times a queued block is asked for again (every ``retry_delay``) while no reader has it."""
+
+WAIT_SECONDS = 120.0
+"""Longest a block waits on another instance's log (active/standby, see ``check``)."""
 
 WALK_LIMIT = 1024
 """Most blocks one deep reorg's walk back checks (and heights remembered to find a fork point)."""
@@ -55,6 +59,9 @@ class LiveReconciler:
         canonical: Callable[[], Iterable[Head]],
         on_checked: Callable[[BlockAudit], None] | None = None,
         retry_delay: float = 0.1,
+        unconfirmed: Callable[[Iterable[bytes]], Awaitable[set[bytes]]] | None = None,
+        wait_seconds: float = WAIT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.on_checked = on_checked or (lambda audit: None)
         self.accounts = {a.lower() for a in accounts}
@@ -75,7 +82,20 @@ class LiveReconciler:
         self.heights: dict[int, str] = {}
         # A deep reorg's walk: block hash -> (the tip it descends from, blocks walked so far).
         self.walk: dict[str, tuple[str, int]] = {}
+        # Active/standby: hashes of ours another instance's log may still bring (see check()).
+        self.unconfirmed = unconfirmed
+        self.wait_seconds = wait_seconds
+        self.clock = clock
+        self.waiting: dict[str, float] = {}  # block hash -> when it first waited on another log
         self._wake = asyncio.Event()
+
+    def check_window(self, heads: Iterable[Head]) -> None:
+        """Queue ``heads`` (a new leader's canonical window at takeover: blocks mined while no
+        instance led were reconciled by nobody)."""
+        for head in heads:
+            self.queue.setdefault(head.hash, 0)
+        if self.queue:
+            self._wake.set()
 
     def on_events(self, events: Sequence[Event]) -> None:
         """Queue the blocks that joined the canonical chain (cheap; called on the event path)."""
@@ -137,6 +157,7 @@ class LiveReconciler:
                 self.queue.pop(block_hash, None)  # left the chain before its turn
                 self.fetched.pop(block_hash, None)
                 self.walk.pop(block_hash, None)
+                self.waiting.pop(block_hash, None)
                 continue
             if block is None:
                 tries = self.queue[block_hash] = self.queue.get(block_hash, 0) + 1
@@ -147,8 +168,10 @@ class LiveReconciler:
                 continue
             if behind or await self.check(block) is None:
                 # The copy could not catch up: asked again (not fetched again), never called
-                # foreign; one catch-up attempt per step, however many blocks wait.
-                behind = True
+                # foreign; one catch-up attempt per step, however many blocks wait. A block
+                # that waits on another instance's log holds no later block back (each waits
+                # on its own clock: a foreign tx behind it is still found at once).
+                behind = behind or block_hash not in self.waiting
                 self.fetched[block_hash] = block
                 continue
             self.queue.pop(block_hash, None)
@@ -184,6 +207,31 @@ class LiveReconciler:
         self.queue.setdefault(parent, 0)
         self.walk[parent] = (tip, walked + 1)
 
+    async def _waits_on_another_log(
+        self, block: FullBlock, unknown: list[bytes], signed: set[bytes], external: set[bytes]
+    ) -> bool:
+        """With active/standby instances a hash no verified log holds may be one the previous
+        leader's enclave signed and its instance never streamed (it died first): its log comes
+        into the copy once that instance is back (a standby streams its own enclave's log). A
+        hash the journal holds as an attempt of ours (``unconfirmed``) therefore waits, at most
+        ``wait_seconds`` per block, before it is called foreign. The journal is the host's: it
+        can delay a finding by that long, never hide one."""
+        if self.unconfirmed is None:
+            return False
+        rest = [h for h in unknown if h not in signed and h not in external]
+        if not rest or not await self.unconfirmed(rest):
+            return False
+        first = self.waiting.setdefault(block.hash, self.clock())
+        if self.clock() - first < self.wait_seconds:
+            return True
+        log.error(
+            "reconciler: block %d holds transactions the journal says we signed that no verified"
+            " log holds after %.0f s: foreign",
+            block.number,
+            self.wait_seconds,
+        )
+        return False
+
     async def check(self, block: FullBlock) -> BlockAudit | None:
         """Classify ``block``; ``None`` (nothing reported, the block stays queued) when it holds
         a hash the copy lacks and the copy could not catch up with the enclave (the signer did
@@ -203,6 +251,9 @@ class LiveReconciler:
                     if not await self.catch_up():
                         return None
                     signed |= await self.signed(unknown)
+                    if await self._waits_on_another_log(block, unknown, signed, external):
+                        return None
+        self.waiting.pop(block.hash, None)
         audit = plan_block(block, self.accounts, signed, external)
         self.blocks_checked += 1
         heights = self.heights

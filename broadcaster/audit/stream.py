@@ -8,6 +8,9 @@ restarted enclave is checked before long), and whenever the reconciler meets a t
 cannot place yet (:meth:`sync`). It never runs on the reaction path: the sign path does not wait
 for it.
 
+Each instance streams its own enclave's log (``instance``: ``[ha] instance``, '' without [ha])
+into the copy's log for that instance (``nonce.audit_copy``: keyed by log), which it alone extends.
+
 A log that cannot be taken (an edited, re-signed, truncated or restarted log: anything
 :class:`AuditRefused` names) *refuses the enclave*: ``on_refused`` is told once (the service
 raises the ``audit_refused`` alert, counts ``audit_refusals_total{reason}`` and stops signing:
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from broadcaster.audit.verify import Anchor, AuditRefused, VerifiedBatch, verify_batch
-from nonce.audit_copy import AuditCopy, StoredEntry
+from nonce.audit_copy import AuditCopyBase, StoredEntry, log_id_of
 from nonce.errors import JournalError
 from signer_client.errors import RemoteError, SignerError
 
@@ -44,9 +47,10 @@ class AuditSource(Protocol):
 class AuditStreamer:
     def __init__(
         self,
-        copy: AuditCopy,
+        copy: AuditCopyBase,
         source: AuditSource,
         *,
+        instance: str = "",
         on_refused: Callable[[AuditRefused], None],
         on_stored: Callable[[int], None] | None = None,
         on_synced: Callable[[], None] | None = None,
@@ -55,6 +59,8 @@ class AuditStreamer:
     ) -> None:
         self.copy = copy
         self.source = source
+        self.instance = instance
+        self.log_id: str | None = None  # the log this instance's enclave serves, once known
         self.on_refused = on_refused
         self.on_stored = on_stored or (lambda seq: None)
         self.on_synced = on_synced or (lambda: None)
@@ -68,14 +74,25 @@ class AuditStreamer:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._new_keys: list[tuple[str, bool, str | None]] = []
+        self._unsure = False  # a copy write failed: it may have committed all the same
 
     async def load(self) -> None:
-        """Take up where the journal's copy ends (start-up)."""
-        stored = await asyncio.to_thread(self.copy.anchor)
+        """Take up where the journal's copy of this instance's log ends (start-up); the other
+        instances' logs are theirs to extend."""
+        self.trusted |= await asyncio.to_thread(self.copy.keys)
+        await self._take_up()
+
+    async def _take_up(self) -> None:
+        """This instance's log as the copy holds it: its id, last entry and head (start-up, and
+        after a write that may have committed unacknowledged: a database restart mid-COMMIT).
+        The enclave's next entries must link to that last entry, or the log is refused."""
+        self.log_id = await asyncio.to_thread(self.copy.log_of, self.instance)
+        if self.log_id is None:
+            return
+        stored = await asyncio.to_thread(self.copy.anchor, self.log_id)
         if stored is not None:
             self.anchor = Anchor(stored.seq, stored.hash, stored.key)
-        self.trusted |= await asyncio.to_thread(self.copy.keys)
-        head = await asyncio.to_thread(self.copy.last_head)
+        head = await asyncio.to_thread(self.copy.last_head, self.log_id)
         self.head_seq = head[0] if head is not None else self.anchor.seq
 
     def trust(self, log_key: str, *, attested: bool, pcr0: str | None = None) -> None:
@@ -111,6 +128,9 @@ class AuditStreamer:
             if self.refused is not None:
                 return False
             try:
+                if self._unsure:  # the last write's outcome is unknown: read what it left
+                    await self._take_up()
+                    self._unsure = False
                 connection = self.connections
                 while True:
                     await self._store_keys()
@@ -137,6 +157,7 @@ class AuditStreamer:
             except SignerError as exc:
                 log.warning("audit log not fetched (signer): %s", exc)
             except JournalError as exc:
+                self._unsure = True
                 log.error("audit copy not stored: %s", exc)
             return False
 
@@ -159,8 +180,24 @@ class AuditStreamer:
         head = batch.head
         key = batch.anchor.key  # verify_batch checked the head's signature by it
         stored_head = (head.seq, head.hash, head.signature, key) if key is not None else None
-        if rows or (stored_head is not None and head.seq > self.head_seq):
-            await asyncio.to_thread(self.copy.append, rows, stored_head, self.clock())
+        log_id, bind = self.log_id, None
+        if log_id is None and rows:
+            # A log's first page starts at its seq-1 start entry (verify_batch from Anchor()).
+            log_id, bind = log_id_of(rows[0]), self.instance
+            owner = await asyncio.to_thread(self.copy.instance_of, log_id)
+            if owner is not None and owner != self.instance:
+                # This instance's signer serves another instance's log (a shared or relayed
+                # enclave): extending it would leave its owner unable to store its own entries.
+                raise AuditRefused(
+                    "not_extending",
+                    f"log {log_id[:18]}... is instance {owner!r}'s, not {self.instance!r}'s",
+                    rows[0].seq,
+                )
+        if log_id is not None and (rows or (stored_head is not None and head.seq > self.head_seq)):
+            await asyncio.to_thread(
+                self.copy.append, log_id, rows, stored_head, self.clock(), instance=bind
+            )
+            self.log_id = log_id
         self.anchor = batch.anchor
         if stored_head is not None:
             self.head_seq = head.seq

@@ -9,8 +9,10 @@ is foreign. Blocks come from the config's public RPCs and the head clients' HTTP
     {"event": "foreign", "hash": "0x..", "sender": "0x..", "nonce": 7, "block": 123}
     {"event": "summary", "blocks": 40, "ours": 12, "external": 1, "foreign": 1}
 
-The journal's copy is verified again first (:func:`verify_copy`): the parent instance owns the
-disk. The log keys the copy trusts sit on that disk too (``audit_keys``): a parent that re-signs
+The journal's copy (SQLite or PostgreSQL) is verified again first, every log it holds on its
+own rows (:func:`verify_logs`: one log per instance's enclave with ``[ha]``; each one's result is
+printed to stderr, and a log that does not verify is named): the parent instance owns the disk.
+The log keys the copy trusts sit on that disk too (``audit_keys``): a parent that re-signs
 a whole log with a key of its own and writes that key there passes a check against them. An
 offline auditor pins the keys instead: ``--keys FILE`` (0x-hex public keys, one per line, ``#``
 comments; the format of ``python -m enclave verify-log --keys``: the keys attestation vouched
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,10 +39,20 @@ from broadcaster.audit.reconcile import Foreign, Totals, ours_in, plan_block
 from broadcaster.audit.verify import Anchor, AuditRefused, Head, verify_batch
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 from broadcaster.settings import Config, ConfigError, load_config
-from nonce.audit_copy import AuditCopy
+from nonce.audit_copy import AuditCopyBase, open_audit_copy
 from nonce.errors import JournalError
 
-__all__ = ["KeysFileError", "add_audit_arguments", "audit_range", "read_keys_file", "run_audit"]
+__all__ = [
+    "KeysFileError",
+    "LogCheck",
+    "add_audit_arguments",
+    "audit_range",
+    "read_keys_file",
+    "run_audit",
+    "verify_copy",
+    "verify_log",
+    "verify_logs",
+]
 
 BATCH = 50
 """Blocks asked for per JSON-RPC batch."""
@@ -105,7 +118,7 @@ def _read_urls(config: Config) -> list[str]:
 
 
 async def audit_range(
-    copy: AuditCopy,
+    copy: AuditCopyBase,
     chain: ChainReader,
     accounts: set[str],
     first: int,
@@ -133,20 +146,64 @@ def _describe(found: Foreign) -> str:
     )
 
 
-def verify_copy(copy: AuditCopy, pinned: set[str] | None = None) -> int:
-    """Check the journal's copy again, as the streamer did when it stored it: the whole chain
-    from seq 1, each segment opened by a trusted key (``pinned``, else the stored attested
-    ones), up to the last stored signed head (the disk is the parent instance's; an edit there
-    is caught here). Returns the seq verified; raises :class:`AuditRefused`."""
-    heads = copy.heads()
+@dataclass(frozen=True, slots=True)
+class LogCheck:
+    """One log of the copy checked again: verified to ``seq``, or ``refused``."""
+
+    log_id: str
+    seq: int
+    refused: AuditRefused | None = None
+
+
+def verify_logs(copy: AuditCopyBase, pinned: set[str] | None = None) -> list[LogCheck]:
+    """Every log the copy holds checked by :func:`verify_log`, each on its own rows: a log
+    that does not verify is refused alone (the others' results stand)."""
+    out: list[LogCheck] = []
+    for log_id in copy.logs():
+        try:
+            out.append(LogCheck(log_id, verify_log(copy, log_id, pinned)))
+        except AuditRefused as exc:
+            out.append(LogCheck(log_id, 0, exc))
+    return out
+
+
+def verify_copy(copy: AuditCopyBase, pinned: set[str] | None = None) -> int:
+    """Every log of the copy checked again (:func:`verify_logs`); the entries verified, all
+    logs together, or the first refusal (naming its log) raised as :class:`AuditRefused`."""
+    checks = verify_logs(copy, pinned)
+    _raise_refused(checks)
+    return sum(check.seq for check in checks)
+
+
+def _raise_refused(checks: list[LogCheck]) -> None:
+    for check in checks:
+        if check.refused is not None:
+            exc = check.refused
+            raise AuditRefused(
+                exc.reason, f"log {check.log_id[:18]}...: {exc.detail}", exc.seq
+            ) from exc
+
+
+def verify_log(copy: AuditCopyBase, log_id: str, pinned: set[str] | None = None) -> int:
+    """Check one log of the journal's copy again, as the streamer did when it stored it: the
+    whole chain from seq 1, each segment opened by a trusted key (``pinned``, else the stored
+    attested ones), up to the last stored signed head (the disk is the parent instance's; an
+    edit there is caught here). Reads only ``log_id``'s rows. Returns the seq verified; raises
+    :class:`AuditRefused`."""
+    heads = copy.heads(log_id)
     if not heads:
+        first = copy.lines(log_id, 1, 1)
+        if first:  # the streamer stores a page's rows with its head: no head vouches for these
+            raise AuditRefused(
+                "tampered", f"seq {first[0].seq}..: rows with no signed head", first[0].seq
+            )
         return 0
     by_seq = {seq: Head(seq, digest, sig) for seq, digest, sig in heads}
     keys = copy.keys() if pinned is None else pinned
     anchor = Anchor()
     pending: list[Any] = []
     while True:
-        rows = copy.lines(anchor.seq + len(pending) + 1)
+        rows = copy.lines(log_id, anchor.seq + len(pending) + 1)
         if not rows:
             break
         for row in rows:
@@ -182,13 +239,25 @@ def verify_copy(copy: AuditCopy, pinned: set[str] | None = None) -> int:
 
 
 async def _reconcile(
-    config: Config, path: Path, first: int, last: int | None, pinned: set[str] | None = None
+    config: Config,
+    target: Path | str,
+    first: int,
+    last: int | None,
+    pinned: set[str] | None = None,
+    err: IO[str] | None = None,
 ) -> Totals:
     accounts = {a.address.lower() for a in config.accounts}
-    copy = AuditCopy(path)
+    copy = await asyncio.to_thread(open_audit_copy, target)
     try:
         try:
-            await asyncio.to_thread(verify_copy, copy, pinned)
+            checks = await asyncio.to_thread(verify_logs, copy, pinned)
+            for check in checks:  # every log the journal holds (one per instance's enclave)
+                verdict = "verified" if check.refused is None else f"REFUSED: {check.refused}"
+                print(
+                    f"broadcaster audit: log {check.log_id[:18]}... to seq {check.seq}: {verdict}",
+                    file=err or sys.stderr,
+                )
+            _raise_refused(checks)
         except AuditRefused as exc:
             if pinned is not None and exc.reason == "untrusted_key":
                 unpinned = sorted(copy.keys() - pinned)
@@ -230,16 +299,9 @@ def run_audit(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"broadcaster audit: {exc}", file=sys.stderr)
         return 2
-    if config.journal.path is None:
-        print(
-            "broadcaster audit: the audit copy is kept in a SQLite journal only;"
-            " this config's journal is PostgreSQL",
-            file=sys.stderr,
-        )
-        return 2
-    path = Path(config.journal.path)
-    if not path.exists():
-        print(f"broadcaster audit: no journal at {path}", file=sys.stderr)
+    target = config.journal.target
+    if isinstance(target, Path) and not target.exists():
+        print(f"broadcaster audit: no journal at {target}", file=sys.stderr)
         return 2
     if args.from_block < 0 or (args.to_block is not None and args.to_block < args.from_block):
         print("broadcaster audit: need 0 <= --from-block <= --to-block", file=sys.stderr)
@@ -252,7 +314,7 @@ def run_audit(args: argparse.Namespace, out: IO[str] | None = None) -> int:
             print(f"broadcaster audit: {exc}", file=sys.stderr)
             return 2
     try:
-        totals = asyncio.run(_reconcile(config, path, args.from_block, args.to_block, pinned))
+        totals = asyncio.run(_reconcile(config, target, args.from_block, args.to_block, pinned))
     except AuditRefused as exc:
         print(
             f"broadcaster audit: the journal's audit copy does not verify: {exc}", file=sys.stderr

@@ -76,6 +76,7 @@ def write_config(
     lease_seconds: float | None = None,
     rpc_urls: list[str] | None = None,
     stop_signing_on_foreign: bool | None = None,
+    audit_enabled: bool | None = None,
 ) -> Path:
     """The config of one service on ``node``: SQLite in ``workdir`` unless ``journal_url``
     (PostgreSQL; with ``ha_instance``, active/standby). ``rpc_urls``: broadcast targets other
@@ -106,6 +107,7 @@ def write_config(
         ha_instance=ha_instance,
         lease_seconds=lease_seconds,
         stop_signing_on_foreign=stop_signing_on_foreign,
+        audit_enabled=audit_enabled,
     )
     path = workdir / "broadcaster.toml"
     path.write_text(text)

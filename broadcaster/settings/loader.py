@@ -496,17 +496,10 @@ def _build(r: ConfigReader, data: dict[str, Any], base: Path) -> Config | None:
     watchdog = r.number(heads_t, "watchdog_seconds", "heads", default=30.0, positive=False)
     cpu = _cpu(r, r.table(data, "cpu", _CPU, required=False))
     audit_t = r.table(data, "audit", _AUDIT, required=False)
-    # The audit copy lives in the SQLite journal file. On a PostgreSQL journal ([ha]) each
-    # instance's enclave keeps its own log, and one shared copy keyed by seq would mix them:
-    # off by default there, and refused when asked for, until the copy is kept per log key.
+    # The audit copy lives in the journal, SQLite or PostgreSQL, keyed by log (each [ha]
+    # instance's enclave keeps its own). Off by default on PostgreSQL: an operator turns it on.
     on_postgres = journal is not None and journal.url is not None
     audit_on = r.boolean(audit_t, "enabled", "audit", not on_postgres)
-    if audit_on and on_postgres:
-        r.problem(
-            "audit.enabled",
-            "the audit copy needs a SQLite journal for now ([journal] path): with a PostgreSQL"
-            " journal each instance's enclave log would share one copy; set enabled = false",
-        )
     audit = AuditConfig(
         enabled=audit_on,
         stop_signing_on_foreign=r.boolean(audit_t, "stop_signing_on_foreign", "audit", False),

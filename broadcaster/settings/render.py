@@ -51,6 +51,7 @@ def render_config(
     ha_instance: str | None = None,
     lease_seconds: float | None = None,
     stop_signing_on_foreign: bool | None = None,
+    audit_enabled: bool | None = None,
 ) -> str:
     """A config file (TOML text) from values: ``clients``/``rpcs`` are ``(name, url)`` pairs
     (an rpc may be ``(name, url, kind)``, section 5a; ``routing_private``: ``[routing] private``),
@@ -101,10 +102,10 @@ def render_config(
             lines += [f"lease_seconds = {_toml(float(lease_seconds))}"]
     if watchdog_seconds is not None:
         lines += ["", "[heads]", f"watchdog_seconds = {_toml(watchdog_seconds)}"]
-    if stop_signing_on_foreign is not None:
-        lines += [
-            "",
-            "[audit]",
-            f"stop_signing_on_foreign = {_toml(stop_signing_on_foreign)}",
-        ]
+    if stop_signing_on_foreign is not None or audit_enabled is not None:
+        lines += ["", "[audit]"]
+        if audit_enabled is not None:
+            lines += [f"enabled = {_toml(audit_enabled)}"]
+        if stop_signing_on_foreign is not None:
+            lines += [f"stop_signing_on_foreign = {_toml(stop_signing_on_foreign)}"]
     return "\n".join(lines) + "\n"

@@ -124,9 +124,14 @@ class Instance:
 
 @contextlib.asynccontextmanager
 async def pair(
-    tmp_path: Path, node: AnvilNode, url: str, rpc_urls: dict[str, list[str]] | None = None
+    tmp_path: Path,
+    node: AnvilNode,
+    url: str,
+    rpc_urls: dict[str, list[str]] | None = None,
+    audit: bool | None = None,
 ) -> AsyncIterator[tuple[Instance, Instance]]:
-    """Instances ``a`` and ``b`` (configs only; the test starts them), each with its enclave."""
+    """Instances ``a`` and ``b`` (configs only; the test starts them), each with its enclave;
+    ``audit``: ``[audit] enabled``."""
     async with contextlib.AsyncExitStack() as stack:
         instances = []
         for name in ("a", "b"):
@@ -135,7 +140,7 @@ async def pair(
             signer_url = await stack.enter_async_context(start_enclave(workdir / "enclave"))
             config = write_config(
                 workdir, node, signer_url, journal_url=url, ha_instance=name,
-                lease_seconds=LEASE, rpc_urls=(rpc_urls or {}).get(name),
+                lease_seconds=LEASE, rpc_urls=(rpc_urls or {}).get(name), audit_enabled=audit,
             )  # fmt: skip
             instances.append(Instance(name, config))
         try:

@@ -111,6 +111,7 @@ def test_a_v3_journal_gains_is_private_on_both_backends(store: Target) -> None:
     """Schema v3 (the audit tables) had no ``records.is_private``: opening it applies the v3 -> v4
     step on SQLite and PostgreSQL alike, old intents read public, and a new private one sticks."""
     from nonce.backends import is_postgres
+    from nonce.schema import SCHEMA_VERSION
     from tests.nonce.conftest import query
 
     book, journal = open_book(store)

@@ -339,3 +339,125 @@ def test_a_deep_reorg_walk_over_an_endless_parent_chain_stops_at_the_walk_limit(
         assert rec.walk == {}
 
     asyncio.run(main())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def waiting_reconciler(chain: Chain, journal: set[bytes], clock: Clock) -> LiveReconciler:
+    async def unconfirmed(hashes: Iterable[bytes]) -> set[bytes]:
+        return {h for h in hashes if h in journal}
+
+    return LiveReconciler(
+        accounts={OURS},
+        fetch=chain.fetch,
+        signed=chain.known,
+        external=chain.ext,
+        catch_up=chain.catch_up,
+        on_foreign=chain.foreign.append,
+        canonical=lambda: chain.canonical,
+        unconfirmed=unconfirmed,
+        wait_seconds=30.0,
+        clock=clock,
+    )
+
+
+def test_after_a_failover_a_journaled_hash_waits_for_the_old_leader_s_log_then_is_ours() -> None:
+    """Active/standby: the old leader's enclave signed it, its instance died before streaming
+    the entry; the journal holds the attempt, so the block waits (not foreign) until that log
+    reaches the copy (its instance is back, as a standby)."""
+
+    async def main() -> None:
+        chain, clock = Chain(), Clock()
+        b1 = head(1, "01")
+        chain.add(b1, tx(1, 0))
+        chain.canonical = [b1]
+        rec = waiting_reconciler(chain, {tx(1, 0).hash}, clock)
+        rec.on_events([Extension("a", None, (b1,))])
+        assert not await rec.step()  # waits on another log
+        clock.now = 29.0
+        assert not await rec.step()
+        assert chain.foreign == [] and rec.blocks_checked == 0
+        chain.signed.add(tx(1, 0).hash)  # the old leader's log arrives in the copy
+        assert await rec.step()
+        assert chain.foreign == [] and rec.checked[-1].ours == 1 and rec.waiting == {}
+
+    asyncio.run(main())
+
+
+def test_a_journaled_hash_no_log_ever_brings_is_foreign_after_the_wait() -> None:
+    """The journal is the host's: a forged attempt row delays the finding, never hides it."""
+
+    async def main() -> None:
+        chain, clock = Chain(), Clock()
+        b1 = head(1, "01")
+        chain.add(b1, tx(1, 0))
+        chain.canonical = [b1]
+        rec = waiting_reconciler(chain, {tx(1, 0).hash}, clock)
+        rec.on_events([Extension("a", None, (b1,))])
+        assert not await rec.step()
+        clock.now = 30.0
+        assert await rec.step()
+        assert [f.hash for f in chain.foreign] == [tx(1, 0).hash]
+
+    asyncio.run(main())
+
+
+def test_a_hash_the_journal_does_not_hold_is_foreign_at_once_also_with_a_standby() -> None:
+    async def main() -> None:
+        chain, clock = Chain(), Clock()
+        b1 = head(1, "01")
+        chain.add(b1, tx(1, 0))
+        chain.canonical = [b1]
+        rec = waiting_reconciler(chain, set(), clock)
+        rec.on_events([Extension("a", None, (b1,))])
+        assert await rec.step()
+        assert [f.hash for f in chain.foreign] == [tx(1, 0).hash]
+
+    asyncio.run(main())
+
+
+def test_a_new_leader_checks_its_canonical_window_blocks_nobody_checked() -> None:
+    async def main() -> None:
+        chain = Chain()
+        b1, b2 = head(1, "01"), head(2, "02", "0x" + "01" * 32)
+        chain.add(b1, tx(1, 0))
+        chain.add(b2, tx(2, 1))
+        chain.signed = {tx(1, 0).hash}
+        chain.canonical = [b1, b2]
+        rec = chain.reconciler()
+        rec.check_window(chain.canonical)
+        assert await rec.step()
+        assert rec.blocks_checked == 2 and [f.nonce for f in chain.foreign] == [1]
+
+    asyncio.run(main())
+
+
+def test_a_block_waiting_on_another_log_holds_no_later_block_back() -> None:
+    """A liar host journals an attempt row for a foreign tx: its block waits. A later block with
+    a plainly foreign tx (not journaled) is still found at its first check, not after the wait
+    (stop_signing_on_foreign stays prompt); and blocks that each hold such a tx wait side by
+    side, not one after another (N of them cannot delay the last finding N times the wait)."""
+
+    async def main() -> None:
+        chain, clock = Chain(), Clock()
+        b1, b2 = head(1, "01"), head(2, "02", "0x" + "01" * 32)
+        b3 = head(3, "03", "0x" + "02" * 32)
+        chain.add(b1, tx(1, 0))  # journaled by the liar, in no log
+        chain.add(b2, tx(2, 1))  # journaled by the liar, in no log
+        chain.add(b3, tx(3, 2))  # not journaled: foreign at once
+        chain.canonical = [b1, b2, b3]
+        rec = waiting_reconciler(chain, {tx(1, 0).hash, tx(2, 1).hash}, clock)
+        rec.on_events([Extension("a", None, (b1, b2, b3))])
+        assert not await rec.step()
+        assert [f.nonce for f in chain.foreign] == [2]
+        clock.now = 30.0
+        assert await rec.step()
+        assert sorted(f.nonce for f in chain.foreign) == [0, 1, 2]
+
+    asyncio.run(main())

@@ -56,7 +56,8 @@ def test_entries_are_stored_verified_with_the_head_and_the_key(tmp_path: Path) -
         copy = s.copy
         assert copy.count() == 4 and s.anchor.seq == 4
         assert copy.keys() == {key_of(core).lower()}
-        head = copy.last_head()
+        assert s.log_id is not None and copy.log_of("") == s.log_id == key_of(core).lower()
+        head = copy.last_head(s.log_id)
         assert head is not None and head[:2] == (4, core.audit.head)  # type: ignore[union-attr]
         sign(core, 3)
         assert await s.sync()
@@ -251,13 +252,14 @@ def test_broadcaster_audit_refuses_a_row_slipped_in_past_the_last_signed_head(
         assert await s.sync()
         assert verify_copy(s.copy) == 2
         foreign = b"\x66" * 32
-        (last,) = s.copy.lines(2)
+        assert s.log_id is not None
+        (last,) = s.copy.lines(s.log_id, 2)
         forged = orjson.loads(last.entry)
         forged.update(seq=3, prev=last.hash)
         forged["data"]["tx_hash"] = "0x" + foreign.hex()
         row = StoredEntry(3, "0x" + "55" * 32, "sign", last.log_key, foreign, last.sender, 1,
                           orjson.dumps(forged))  # fmt: skip
-        s.copy.append([row], None, 0.0)
+        s.copy.append(s.log_id, [row], None, 0.0)
         assert s.copy.signed([foreign]) == {foreign}  # what the reconciler would believe
         try:
             verify_copy(s.copy)

@@ -105,3 +105,20 @@ def test_a_multi_host_url_of_a_managed_database_loads() -> None:
     config = config_from_dict(data)
     assert config.journal.url == url
     assert "secret" not in describe_config(config)
+
+
+def test_the_audit_copy_may_be_enabled_on_a_postgresql_journal_off_by_default_there() -> None:
+    assert config_from_dict(ha(minimal(), instance="a")).audit.enabled is False
+    data = ha(minimal(), instance="a")
+    data["audit"] = {"enabled": True}
+    assert config_from_dict(data).audit.enabled is True
+    text = render_config(
+        chain_id=1, clients=[("a", "ws://127.0.0.1:1")], rpcs=[("r", "http://127.0.0.1:1")],
+        signer_url="unix:///tmp/s.sock", accounts=["0x" + "11" * 20], api_listen="127.0.0.1:2",
+        tokens=["t"], metrics_listen="127.0.0.1:3", journal_path=Path("j.db"), journal_url=URL,
+        ha_instance="a", audit_enabled=True,
+    )  # fmt: skip
+    assert "enabled = true" in text
+    import tomllib
+
+    assert config_from_dict(tomllib.loads(text)).audit.enabled is True  # what render writes loads
