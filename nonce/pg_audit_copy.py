@@ -19,7 +19,7 @@ import psycopg
 
 from nonce.audit_copy import AuditCopyBase, Batch
 from nonce.errors import JournalError, StaleEpoch
-from nonce.pg_journal import _FENCE, connect, redact
+from nonce.pg_journal import check_fence, connect, redact
 from nonce.schema import POSTGRES
 
 __all__ = ["PgAuditCopy"]
@@ -89,14 +89,7 @@ class PgAuditCopy(AuditCopyBase):
 
         def work(conn: psycopg.Connection[Any], again: bool) -> None:
             with conn.transaction():
-                if self.epoch is not None:
-                    row = conn.execute(_FENCE).fetchone()
-                    current = row[0] if row else None
-                    if current != self.epoch:
-                        stale = StaleEpoch(self.epoch, current)
-                        if self.on_stale is not None:
-                            self.on_stale(stale)
-                        raise stale
+                check_fence(conn, self.epoch, self.on_stale)
                 cursor = conn.cursor()
                 for sql, rows in again_groups if again else groups:
                     cursor.executemany(sql, rows)

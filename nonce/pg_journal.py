@@ -68,6 +68,26 @@ _FENCE = "SELECT epoch FROM ha_lease WHERE name = 'leader' FOR KEY SHARE"
 """The batch's fence. ``KEY SHARE``: a takeover (``FOR UPDATE``) waits for it, the leader's own
 renewal (an ``UPDATE`` of non-key columns) does not -- with ``FOR SHARE`` a renewal waited for
 the batch in flight, and a batch slower than the lock timeout failed it (the leader exited)."""
+
+
+def check_fence(
+    conn: psycopg.Connection[Any],
+    epoch: int | None,
+    on_stale: Callable[[StaleEpoch], None] | None,
+) -> None:
+    """Inside the write's transaction: the lease is still at ``epoch`` (``None``: unfenced), or
+    :class:`StaleEpoch` (``on_stale`` told first). The journal and the audit copy both call it."""
+    if epoch is None:
+        return
+    row = conn.execute(_FENCE).fetchone()
+    current = row[0] if row else None
+    if current != epoch:
+        stale = StaleEpoch(epoch, current)
+        if on_stale is not None:
+            on_stale(stale)
+        raise stale
+
+
 _BUMP_FLUSHES = "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'flushes'"
 
 
@@ -224,14 +244,7 @@ class PgJournal(ThreadedJournal):
         if conn is None:
             raise psycopg.OperationalError("not connected")
         with conn.transaction():
-            if self.epoch is not None:
-                row = conn.execute(_FENCE).fetchone()
-                current = row[0] if row else None
-                if current != self.epoch:
-                    stale = StaleEpoch(self.epoch, current)
-                    if self.on_stale is not None:
-                        self.on_stale(stale)
-                    raise stale
+            check_fence(conn, self.epoch, self.on_stale)
             if not durable:
                 conn.execute("SET LOCAL synchronous_commit TO off")
             cursor = conn.cursor()
