@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from broadcaster.dev.local_http import serve_post
 from signer_client.errors import ReplyVerificationError
 from signer_client.flashbots import HEADER, recover_header
 from signer_client.signing import to_checksum_address
@@ -56,13 +57,7 @@ class DemoBuilder:
 
     async def __aenter__(self) -> DemoBuilder:
         self._session = aiohttp.ClientSession(headers={"content-type": "application/json"})
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self._runner, self.port = await serve_post(self._handle)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

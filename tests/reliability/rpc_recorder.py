@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from broadcaster.dev.local_http import serve_post
 from broadcaster.rpc.error_table import MESSAGE_RULES
 
 
@@ -38,15 +39,7 @@ class RecordingRpc:
 
     async def __aenter__(self) -> RecordingRpc:
         self._session = aiohttp.ClientSession(headers={"content-type": "application/json"})
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self._runner, self.port = await serve_post(self._handle, shutdown_timeout=0.5)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

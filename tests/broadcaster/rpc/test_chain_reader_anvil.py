@@ -18,6 +18,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from broadcaster.dev.local_http import serve_post
 from broadcaster.rpc.chain_reader import ChainReader
 from tests.anvil import DEV_ADDRESS, Anvil, running_anvil
 from tests.broadcaster.rpc.fanout_helpers import signed_transfer
@@ -41,13 +42,7 @@ class GethLike:
 
     async def __aenter__(self) -> GethLike:
         self._session = aiohttp.ClientSession(headers={"content-type": "application/json"})
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve_post(self._handle)
         self.url = f"http://127.0.0.1:{port}/"
         return self
 
