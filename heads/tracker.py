@@ -62,6 +62,11 @@ _HELD_PER_WINDOW_BLOCK: Final = 4
 # Blocks a client may run ahead of every other connected client before its heads count as
 # unconfirmed (heads.trust): propagation skew is a block or two.
 _LEAD: Final = 4
+# Blocks of the tip's chain one client's word may drop while another connected client could
+# confirm or contradict it (the one-voice reorg rule, docs/chain-tracking.md): mainnet reorgs
+# after the merge are one block deep, and the fastest client's depth-1 reorg must move the tip at
+# once (the reaction is measured from its frame).
+_ONE_VOICE_DEPTH: Final = 1
 # Blocks stored at one height at most: a flood of siblings evicts the oldest non-canonical ones.
 _PER_HEIGHT: Final = 8
 # The store is pruned in batches of this many heights: up to this many blocks beyond the window
@@ -85,6 +90,7 @@ class ChainTracker:
         verify: bool = True,
         clients: int | None = None,
         quarantine_after: int = 2,
+        stall_seconds: float | None = None,
     ) -> None:
         if finality_depth < 1:
             raise ValueError(f"finality_depth must be >= 1, got {finality_depth}")
@@ -95,6 +101,13 @@ class ChainTracker:
         self._sign = 1 if fork_choice == "latest" else -1
         self.verify = verify
         self.configured_clients = clients
+        if stall_seconds is not None and stall_seconds <= 0:
+            raise ValueError(f"stall_seconds must be > 0 or None, got {stall_seconds}")
+        self.stall_seconds = stall_seconds
+        # With ``stall_seconds`` and a ``now`` passed in: when each client last announced a
+        # block other than its head (progress), and the latest ``now`` seen.
+        self._progress: dict[str, float] = {}
+        self._now: float | None = None
         self.trust = Trust(quarantine_after)
         self._tip: Head | None = None
         # The store: connected blocks in the window, and an index by height for pruning.
@@ -125,6 +138,12 @@ class ChainTracker:
         # Each client's height before its latest step down or sideways, when its head there
         # was no unconfirmed block of its own: climbing back to it is no run ahead (_suspect).
         self._peak: dict[str, int] = {}
+        # A client's step down or sideways that the one-voice rule held (client -> its head
+        # then): it still counts as a step when a second client's announcement releases it.
+        self._pending: dict[str, str] = {}
+        # Each client's head before its latest step down or sideways: the branch it took back
+        # itself (the one-voice rule lets a client retract its own branch against one other).
+        self._left: dict[str, Head] = {}
         # Bare backfill replies waiting for a second client's agreement: hash -> client ->
         # (number, parent) (``_vouches``); bounded like the held set.
         self._bare_claims: dict[str, dict[str, tuple[int, str]]] = {}
@@ -198,8 +217,11 @@ class ChainTracker:
             self._startup.forget(client)
         return []
 
-    def on_head(self, client: str, header: Mapping[str, Any]) -> list[Event]:
-        """A ``newHeads`` announcement from ``client``."""
+    def on_head(
+        self, client: str, header: Mapping[str, Any], now: float | None = None
+    ) -> list[Event]:
+        """A ``newHeads`` announcement from ``client``; ``now`` (seconds, any monotonic clock)
+        is used only with ``stall_seconds`` (see :meth:`_runs_ahead`)."""
         if client not in self._connected:
             self.on_connect(client)
         known = self._known(header)
@@ -222,8 +244,12 @@ class ChainTracker:
             and (not self._since or current[1] >= self._since.get(client, 0))
         ):
             return []  # a duplicate changes nothing
+        if now is not None and self.stall_seconds is not None:
+            self._now = now
+            self._progress[client] = now
         if current is not None and head.number <= current[0].number:
             self._stepped_down(client, current[0])
+            self._left[client] = current[0]
         blocks = self._blocks
         trust = self.trust
         if known is not None or head.hash in blocks:
@@ -854,7 +880,11 @@ class ChainTracker:
         if len(self._connected) < 2:
             return False
         if current is not None and head.number <= current[0].number:
-            return True
+            # A self-fork deeper than one block cannot move the tip on this client's word (the
+            # one-voice rule holds it), so it needs no quarantine: a second client's copy is
+            # what lets it win. Counting it quarantined an honest fast client whose reorg of
+            # depth 2 came while its only peer lagged (client-chaos seed 202).
+            return not self._held_by_one_voice(client, head)
         if self._contested(client, head):
             return True
         return self._runs_ahead(client, head)
@@ -870,6 +900,7 @@ class ChainTracker:
         heads = self._heads
         near = head.number - _LEAD
         low = self._window_low()  # a head below the window is on a chain we no longer hold
+        stalled_before = self._stalled_before()
         behind = False  # some other client has a live head, all of them far below
         for other in self._connected:
             if other != client:
@@ -880,6 +911,14 @@ class ChainTracker:
                     continue
                 if other in self.trust.quarantined:
                     continue  # a quarantined liar idling low is no peer to run ahead of
+                if (
+                    stalled_before is not None
+                    and self._progress.get(other, stalled_before) < stalled_before
+                ):
+                    # A peer that brought nothing new for ``stall_seconds`` (the subscriber's
+                    # progress watchdog, seen by the core) is no peer to run ahead of: an
+                    # honest client 5 blocks past a silent laggard is no forged race.
+                    continue
                 if entry[0].number >= near:
                     return False  # the usual case, found at once: someone is close
                 behind = True
@@ -1010,6 +1049,8 @@ class ChainTracker:
                 entry = self._heads.get(mover)
                 if entry is not None and entry[0].hash != old_tip.hash:
                     moved.add(entry[0].hash)
+            if self._pending:
+                moved |= self._pending_moves()
             trust = self.trust
             if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
                 floor = None  # a liar's block: any honest candidate may replace it
@@ -1034,6 +1075,14 @@ class ChainTracker:
                     continue  # a late copy of a block the chain already left: no flip back
                 event = self._diff(client, old_tip, new_tip)
                 if (
+                    type(event) is Reorg
+                    and event.depth > _ONE_VOICE_DEPTH
+                    and self._one_voice(old_tip, event)
+                ):
+                    if new_tip.hash in moved:
+                        self._hold_move(new_tip)
+                    continue  # one client's word against a deeper part of the chain: wait
+                if (
                     type(event) is DeepReorg
                     and not self._single_client()
                     and supporters(new_tip, self._supporting_heads(), self._blocks) < 2
@@ -1043,6 +1092,150 @@ class ChainTracker:
             self._prune()
             return [event]
         return []
+
+    def _one_voice(
+        self, old_tip: Head, reorg: Reorg, instead: tuple[str, Head] | None = None
+    ) -> bool:
+        """Must ``reorg`` (deeper than ``_ONE_VOICE_DEPTH``) wait for a second client?
+
+        With two or more clients configured and another connected client that could confirm
+        or contradict it, a reorg that drops more than one block of the tip's chain needs two
+        connected clients whose live heads are on the new branch (its first block or a
+        descendant; for a fall back onto the ancestor itself, the ancestor or another branch
+        from it): a liar's forged branch 10 deep inside the window, raced to the honest height
+        + 3 in one burst, has no suspect block, and moved the tip on its word alone. Not
+        held: a lone connected client (a lone client is never frozen), a single configured
+        client, and a tip that is an unconfirmed block of a quarantined client (its chain has
+        no voice to protect).
+        """
+        if self._single_client():
+            return False
+        live = self._live_heads()
+        if instead is not None:
+            live[instead[0]] = instead[1]  # judged as if the client's new head were in place
+        if len(live) < 2:
+            return False
+        trust = self.trust
+        if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
+            return False
+        new_voices, old_voices, undecided = self._branch_voices(reorg, live)
+        if new_voices >= 2:
+            return False
+        if old_voices == 1:
+            # One voice against one: another single client holds the branch it drops, no
+            # deeper than a client may run ahead unsuspected. Held, two clients that disagree
+            # would freeze the tip (a liar's forged blocks within the lead, then the honest
+            # chain outgrowing them). Deeper, it is one client's word against a chain the
+            # other built in the open (a lagging liar forking 10 deep below the honest tip).
+            if reorg.depth <= _LEAD + 1:
+                return False
+            # Deeper, it is one client's word against a chain the other built in the open (a
+            # lagging liar forking 10 deep below the honest tip), unless a client on the new
+            # branch takes back a branch it stood on itself: anvil_reorg 10 announced by the
+            # fast client while its only peer sits stalled on the old chain (client-chaos seed
+            # 10070258: held, two injected reorgs were counted as one, 3 s late).
+            return not self._retracted(reorg, live)
+        if old_voices == 0:
+            # Nobody stands on the dropped branch: wait only for a peer that has not chosen
+            # yet (its head below the fork, on the common chain) and is still making progress;
+            # a peer on a third branch or a stalled one would hold it forever.
+            return undecided > 0
+        return True  # one client's word against two
+
+    def _branch_voices(self, reorg: Reorg, live: Mapping[str, Head]) -> tuple[int, int, int]:
+        """How many live heads are on ``reorg``'s new branch, how many on the branch it drops
+        (its first block or a descendant), and how many are undecided (at or below the
+        ancestor, on its chain, and not stalled)."""
+        blocks = self._blocks
+        ancestor = reorg.ancestor
+        first = reorg.new[0] if reorg.new else None
+        dropped = reorg.old[0].hash
+        stalled_before = self._stalled_before()
+        new_voices = old_voices = undecided = 0
+        for client, head in live.items():
+            if head.number <= ancestor.number:
+                if first is None and head.hash == ancestor.hash:
+                    new_voices += 1
+                    continue
+                if stalled_before is not None and (
+                    self._progress.get(client, stalled_before) < stalled_before
+                ):
+                    continue
+                block: Head | None = blocks.get(ancestor.parent_hash)
+                while block is not None and block.number > head.number:
+                    block = blocks.get(block.parent_hash)
+                undecided += block is not None and block.hash == head.hash
+                continue
+            block = head
+            while block is not None and block.number > ancestor.number + 1:
+                block = blocks.get(block.parent_hash)
+            if block is None or block.number != ancestor.number + 1:
+                continue
+            if block.hash == dropped:
+                old_voices += 1
+            elif first is not None:
+                new_voices += block.hash == first.hash
+            else:
+                new_voices += block.parent_hash == ancestor.hash
+        return new_voices, old_voices, undecided
+
+    def _retracted(self, reorg: Reorg, live: Mapping[str, Head]) -> bool:
+        """Does a client whose live head is on ``reorg``'s new branch take back a branch it
+        stood on itself (its head before its latest step down was the dropped branch's first
+        block or a descendant)?"""
+        blocks = self._blocks
+        dropped = reorg.old[0]
+        if not reorg.new:
+            return False  # a fall back onto the ancestor: nobody is on a new branch
+        first = reorg.new[0]
+        for client, head in live.items():
+            left = self._left.get(client)
+            if left is None or left.number < dropped.number or head.number < first.number:
+                continue
+            on_new: Head | None = head
+            while on_new is not None and on_new.number > first.number:
+                on_new = blocks.get(on_new.parent_hash)
+            if on_new is None or on_new.hash != first.hash:
+                continue
+            block: Head | None = left
+            while block is not None and block.number > dropped.number:
+                block = blocks.get(block.parent_hash)
+            if block is not None and block.hash == dropped.hash:
+                return True
+        return False
+
+    def _stalled_before(self) -> float | None:
+        """With a clock: progress older than this is a stall (``stall_seconds``)."""
+        now = self._now
+        return None if now is None or self.stall_seconds is None else now - self.stall_seconds
+
+    def _held_by_one_voice(self, client: str, head: Head) -> bool:
+        """Would the one-voice rule hold the tip's move to ``client``'s new ``head`` (parent
+        stored, itself not yet)? A new block has no second voice yet."""
+        tip = self._tip
+        if tip is None or head.parent_hash == tip.hash or head.parent_hash not in self._blocks:
+            return False
+        event = self._diff(client, tip, head)
+        if type(event) is not Reorg or event.depth <= _ONE_VOICE_DEPTH:
+            return False
+        return self._one_voice(tip, event, (client, head))
+
+    def _hold_move(self, new_tip: Head) -> None:
+        """A client's step onto ``new_tip`` was held by the one-voice rule: remember it, so the
+        second client's copy that releases it lets it win although it ranks below the tip."""
+        for client, head in self._live_heads().items():
+            if head.hash == new_tip.hash:
+                self._pending[client] = head.hash
+        if len(self._pending) > 4 * max(len(self._clients), 1):
+            self._pending.clear()  # bounded whatever clients do (entries are per client anyway)
+
+    def _pending_moves(self) -> set[str]:
+        """Held steps still standing: the client's live head is the block it stepped to."""
+        live = self._live_heads()
+        standing = {c: h for c, h in self._pending.items() if live.get(c) is not None
+                    and live[c].hash == h}
+        self._pending = standing
+        return set(standing.values())
 
     def _left_behind(self, old_tip: Head, new_tip: Head) -> bool:
         """Is ``new_tip`` on another branch and first seen before the first block of the tip's

@@ -149,13 +149,6 @@ def test_a_liar_mixing_fake_reorgs_races_and_backfills_never_runs_the_tip_ahead(
         liar_fuzz(seed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (review): a lone fast honest client outrunning a slow peer by more than the "
-    "lead and then reorging is quarantined and the tip falls back to the slow peer's stale "
-    "head; keeping the tip instead breaks the forged-race fallback (4 liar tests). "
-    "The client-chaos suite's 13-for-12 failures (seeds 202, 66, 88).",
-)
 def test_a_lone_fast_clients_reorg_does_not_roll_the_tip_back_to_a_slow_peers_stale_head() -> None:
     """client-chaos seed 202 (12 rounds), replayed from its recording: b is down, c is slow and
     still at 33, a alone goes on to 38 (its last block more than the lead above c: suspect)
@@ -184,36 +177,56 @@ def test_a_lone_fast_clients_reorg_does_not_roll_the_tip_back_to_a_slow_peers_st
     assert len(reorgs) == 1 and tracker.tip is not None and tracker.tip.hash == sibling["hash"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (review, also on main): with two clients, a peer lagging more than the lead "
-    "behind (a liar announcing real blocks late, so the watchdog keeps it) gets the honest "
-    "client quarantined; the tip then follows the laggard and its forged branch from there "
-    "wins. A pure core without a clock cannot tell a laggard from a forged race ahead.",
-)
 def test_two_clients_a_lagging_liar_cannot_freeze_the_tip_and_then_fork_it() -> None:
+    """A liar that stops announcing (a laggard at 104) while the honest client goes on to 114,
+    then forks from its low head and races to one block above the honest tip.
+
+    Changed (heads6): the announcements carry ``now`` (12 s slots) and the tracker has
+    ``stall_seconds=30`` (the subscriber's watchdog period). Without a clock the honest run is
+    the very same input as the forged race of
+    ``test_a_forged_chain_raced_ahead_block_by_block_is_quarantined`` (one client 10 blocks
+    past a silent peer), whose required outcome is the opposite (fall back to the silent
+    peer): no clockless rule can pass both. With it, the silent liar is no peer to run ahead
+    of, the honest client stays trusted, and the liar's 10-deep fork is one voice against the
+    chain the other client built, held by the one-voice rule."""
+    chain = sealed_chain(20, start=100)
+    tracker = ChainTracker(finality_depth=32, clients=2, stall_seconds=30.0)
+    now = 0.0
+    for header in chain[:5]:
+        now += 12.0
+        tracker.on_head("honest", header, now)
+        tracker.on_head("liar", header, now)
+    for header in chain[5:15]:  # the liar stays at 104: a laggard
+        now += 12.0
+        tracker.on_head("honest", header, now)
+    assert tracker.trust.quarantined == set()
+    assert tracker.tip is not None and tracker.tip.hash == chain[14]["hash"]
+    parent = chain[4]["hash"]
+    for number in range(105, 116):  # then forks from its low head, one block above the tip
+        forged = sealed_header(number, parent, salt="forged")
+        tracker.on_head("liar", forged, now + 1.0)
+        parent = forged["hash"]
+    assert tracker.tip is not None and tracker.tip.hash == chain[14]["hash"]
+    # The honest chain goes on and is followed.
+    header = sealed_header(115, chain[14]["hash"], salt="honest")
+    tracker.on_head("honest", header, now + 12.0)
+    assert tracker.tip is not None and tracker.tip.hash == header["hash"]
+
+
+def test_without_a_clock_the_lagging_liar_still_gets_the_honest_client_quarantined() -> None:
+    """The core's limit, pinned: the same input without ``now`` cannot be told from a forged
+    race ahead of a silent peer, so the honest client is quarantined (the live subscriber's
+    watchdog, or ``stall_seconds`` with ``now``, is what tells them apart)."""
     chain = sealed_chain(20, start=100)
     tracker = ChainTracker(finality_depth=32, clients=2)
     for header in chain[:5]:
         tracker.on_head("honest", header)
         tracker.on_head("liar", header)
-    for header in chain[5:15]:  # the liar stays at 104: a laggard
+    for header in chain[5:15]:
         tracker.on_head("honest", header)
-    parent = chain[4]["hash"]
-    for number in range(105, 116):  # then forks from its low head, one block above the tip
-        forged = sealed_header(number, parent, salt="forged")
-        tracker.on_head("liar", forged)
-        parent = forged["hash"]
-    assert tracker.tip is not None and tracker.tip.hash == chain[14]["hash"]
+    assert "honest" in tracker.trust.quarantined
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (review, also on main): one liar of three forks the chain 10 deep from an "
-    "old block and races to the honest height + 3 within one announcement burst: no block of "
-    "it is suspect (never more than the lead ahead; the honest clients announced nothing "
-    "since its parents were first seen), so the tip reorgs 10 deep on one client's word.",
-)
 def test_three_clients_one_liar_cannot_reorg_the_tip_deep_with_a_quick_forged_branch() -> None:
     chain = sealed_chain(20, start=100)
     tracker = ChainTracker(finality_depth=32, clients=3)

@@ -153,10 +153,15 @@ def test_a_late_copy_of_the_abandoned_tip_above_the_new_branch_does_not_flip_bac
     (reorg,) = [e for e in events if isinstance(e, Reorg)]
     assert reorg.ancestor.hash == tree.hash(old[9]) and reorg.depth == 10
     assert tracker.tip is not None and tracker.tip.hash == tree.hash(new[-1])
-    # The old branch wins again when it really grows: a block first seen after the new branch.
+    # The old branch wins again when it really grows (a block first seen after the new
+    # branch) and, 10 deep, once a second client is on it (heads6: the one-voice rule; on b's
+    # word alone against c's chain it would be a lagging liar's deep fork,
+    # test_two_clients_a_lagging_liar_cannot_freeze_the_tip_and_then_fork_it).
     tree.add("o21", old[-1])
     tree.add("o22", "o21")
     grown = tracker.on_head("b", tree["o21"]) + tracker.on_head("b", tree["o22"])
+    assert [e for e in grown if isinstance(e, Reorg)] == []
+    grown = tracker.on_head("c", tree[old[-1]]) + tracker.on_head("c", tree["o21"])
     (back,) = [e for e in grown if isinstance(e, Reorg)]
     assert tracker.tip.hash == tree.hash("o22") and back.depth == 10
 
