@@ -264,6 +264,9 @@ class Service:
             finality_depth=config.finality_depth,
             fork_choice=config.fork_choice,
             clients=len(config.clients),
+            # A peer without a new block for a watchdog period is no peer to run ahead of nor
+            # one to wait for (docs/chain-tracking.md); the watchdog then drops it anyway.
+            stall_seconds=config.heads.watchdog_seconds or None,
         )
         hub = self.hub = HeadHub(
             [(c.name, c.url) for c in config.clients],

@@ -152,7 +152,8 @@ class HeadHub:
     # -- HeadSink: called synchronously by the subscriptions ------------------------------------
 
     def head(self, client: str, header: dict[str, Any], recv_ns: int) -> None:
-        events = self.tracker.on_head(client, header)
+        # ``now`` from the read time: the tracker's stall rule (``stall_seconds``) needs it.
+        events = self.tracker.on_head(client, header, recv_ns * 1e-9)
         if events:
             self._dispatch(events, client, recv_ns, header)
         # After the consumer: a reorg reaction's writes must not wait behind a counter and a

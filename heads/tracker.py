@@ -1050,7 +1050,7 @@ class ChainTracker:
                 if entry is not None and entry[0].hash != old_tip.hash:
                     moved.add(entry[0].hash)
             if self._pending:
-                moved |= self._pending_moves()
+                moved |= self._pending_moves() - {old_tip.hash}
             trust = self.trust
             if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
                 floor = None  # a liar's block: any honest candidate may replace it
@@ -1161,7 +1161,7 @@ class ChainTracker:
                     self._progress.get(client, stalled_before) < stalled_before
                 ):
                     continue
-                block: Head | None = blocks.get(ancestor.parent_hash)
+                block: Head | None = ancestor
                 while block is not None and block.number > head.number:
                     block = blocks.get(block.parent_hash)
                 undecided += block is not None and block.hash == head.hash

@@ -19,7 +19,8 @@ The reference keeps every block forever and recomputes from scratch:
 
 Hypothesis draws random block trees, several clients, announcement orders with gaps and late
 copies of abandoned blocks, disconnects, and the moments at which backfilled ancestors arrive.
-Quarantine is out of this model (``quarantine_after`` is huge); it has its own tests. So is the
+The one-voice rule (heads6, docs/chain-tracking.md) is in it, written from scratch in
+:meth:`Reference.one_voice_holds`. Quarantine is out of this model (``quarantine_after`` is huge); it has its own tests. So is the
 bare-backfill rule (issue 12: a bare, unverifiable backfilled header another client's held block
 waits on needs a second client's agreeing reply, ``ChainTracker._vouches``): the model takes a
 backfill as hash-addressed truth, which DESIGN.md §3 grants a header whose hash is verified, not a
@@ -54,6 +55,9 @@ class Reference:
     tip: str | None = None
     seq: int = 0
     last: dict[str, str] = field(default_factory=dict)  # each client's last head, ever
+    seen_clients: set[str] = field(default_factory=set)
+    left: dict[str, str] = field(default_factory=dict)  # head before its latest step down
+    pending: dict[str, str] = field(default_factory=dict)  # steps the one-voice rule held
 
     def _learn(self, hdr: dict[str, Any]) -> str:
         h = str(hdr["hash"])
@@ -86,8 +90,10 @@ class Reference:
     def recompute(self, moved: set[str]) -> None:
         """``moved``: the blocks clients just made their heads by going down or sideways. The
         best candidate ranking below the tip wins only if it is one of them."""
-        heads = {h for c in self.connected if (h := self.head_of(c)) is not None}
-        for best in sorted(heads, key=self.rank, reverse=True):
+        live = {c: h for c in self.connected if (h := self.head_of(c)) is not None}
+        self.pending = {c: h for c, h in self.pending.items() if live.get(c) == h}
+        moved = moved | set(self.pending.values())
+        for best in sorted(set(live.values()), key=self.rank, reverse=True):
             if best == self.tip:
                 return
             if self.tip is not None and self.rank(best) < self.rank(self.tip):
@@ -95,8 +101,48 @@ class Reference:
                     return
             elif self.tip is not None and not moved - {self.tip} and self.left_behind(best):
                 continue  # a late copy of a block the chain already left
+            if self.tip is not None and self.one_voice_holds(best, live):
+                if best in moved:
+                    self.pending.update({c: h for c, h in live.items() if h == best})
+                continue
             self.tip = best
             return
+
+    def one_voice_holds(self, best: str, live: dict[str, str]) -> bool:
+        """The one-voice rule, from scratch: a move dropping more than one block of the tip's
+        chain, with two or more clients seen and two connected with heads, needs two live heads
+        on the new branch; except one voice against one (exactly one live head on the dropped
+        branch: depth <= 5, or a client on the new branch whose head before its latest step
+        down was on the dropped branch), and, when no live head is on the dropped branch, it
+        waits only while some live head is an ancestor of the common ancestor (undecided)."""
+        assert self.tip is not None
+        lca, old, new = self.diff(self.tip, best)
+        if len(old) <= 1 or len(self.seen_clients) <= 1 or len(live) < 2:
+            return False
+        dropped = old[0]
+        lca_line = set(self.ancestors(lca))
+        on_new, on_old, undecided = [], 0, 0
+        for c, h in live.items():
+            line = self.ancestors(h)
+            if dropped in line:
+                on_old += 1
+            elif (new and new[0] in line) or (not new and lca in line):
+                on_new.append(c)
+            elif h in lca_line:
+                undecided += 1
+        if len(on_new) >= 2:
+            return False
+        if on_old == 1:
+            if len(old) <= 5:
+                return False
+            return not any(
+                c in self.left and dropped in self.ancestors(self.left[c])
+                for c in on_new
+                if new
+            )
+        if on_old == 0:
+            return undecided > 0
+        return True
 
     def left_behind(self, h: str) -> bool:
         """Higher than the tip, on another branch, and first seen before every block of the
@@ -130,9 +176,13 @@ class Reference:
     def announce(self, client: str, hdr: dict[str, Any]) -> None:
         self.seq += 1
         self.connected.add(client)
+        self.seen_clients.add(client)
         if self.head_of(client) == hdr["hash"]:
             return  # a duplicate changes nothing
         before = self.heads()
+        previous = before.get(client) or self.last.get(client)
+        if previous is not None and int(hdr["number"], 16) <= self.number[previous]:
+            self.left[client] = previous
         h = self._learn(hdr)
         if self.anchor is None:
             self.anchor = h
@@ -143,6 +193,7 @@ class Reference:
     def backfill(self, client: str, hdr: dict[str, Any]) -> None:
         self.seq += 1
         self.connected.add(client)
+        self.seen_clients.add(client)
         before = self.heads()
         self._learn(hdr)
         if self.heads() != before:
@@ -174,9 +225,12 @@ class Reference:
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
     size = draw(st.integers(min_value=2, max_value=24))
+    # Forks up to 5 back, or (heads6) up to 14: deep branches inside the window, where the
+    # one-voice rule decides (one voice against one is free only up to 5 blocks).
+    reach = draw(st.sampled_from([5, 14]))
     headers = [{"number": "0x0", "hash": block_hash("0"), "parentHash": GENESIS_PARENT}]
     for i in range(1, size):
-        p = draw(st.integers(min_value=max(0, i - 5), max_value=i - 1))
+        p = draw(st.integers(min_value=max(0, i - reach), max_value=i - 1))
         headers.append(
             {
                 "number": hex(int(headers[p]["number"], 16) + 1),
