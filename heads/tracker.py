@@ -1105,8 +1105,7 @@ class ChainTracker:
         from it): a liar's forged branch 10 deep inside the window, raced to the honest height
         + 3 in one burst, has no suspect block, and moved the tip on its word alone. Not
         held: a lone connected client (a lone client is never frozen), a single configured
-        client, and a tip that is an unconfirmed block of a quarantined client (its chain has
-        no voice to protect).
+        client, one voice against one (see below).
         """
         if self._single_client():
             return False
@@ -1115,14 +1114,17 @@ class ChainTracker:
             live[instead[0]] = instead[1]  # judged as if the client's new head were in place
         if len(live) < 2:
             return False
-        trust = self.trust
-        if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
-            return False
+        # A quarantined client's tip is no exception: its chain below its unconfirmed blocks
+        # may be one another client stands on (an honest client quarantined for outrunning a
+        # lagging peer: falling back onto a liar's forged branch 18 deep, found by the deep
+        # liar fuzz), and within the lead the fall back of a forged race is one voice against
+        # one anyway.
         new_voices, old_voices, undecided = self._branch_voices(reorg, live)
         if new_voices >= 2:
             return False
-        if old_voices == 1:
-            # One voice against one: another single client holds the branch it drops, no
+        if old_voices == 1 and not undecided:
+            # One voice against one, nobody else to ask (no connected client below the fork
+            # still to choose): another single client holds the branch it drops, no
             # deeper than a client may run ahead unsuspected. Held, two clients that disagree
             # would freeze the tip (a liar's forged blocks within the lead, then the honest
             # chain outgrowing them). Deeper, it is one client's word against a chain the
@@ -1232,8 +1234,9 @@ class ChainTracker:
     def _pending_moves(self) -> set[str]:
         """Held steps still standing: the client's live head is the block it stepped to."""
         live = self._live_heads()
-        standing = {c: h for c, h in self._pending.items() if live.get(c) is not None
-                    and live[c].hash == h}
+        standing = {
+            c: h for c, h in self._pending.items() if live.get(c) is not None and live[c].hash == h
+        }
         self._pending = standing
         return set(standing.values())
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from heads.events import Event, NeedAncestor, Reorg
 from heads.tracker import ChainTracker
 from tests.heads.chain import sealed_chain, sealed_header
@@ -242,3 +240,64 @@ def test_three_clients_one_liar_cannot_reorg_the_tip_deep_with_a_quick_forged_br
         tracker.on_head("liar", forged)
         parent = forged["hash"]
     assert tracker.tip is not None and tracker.tip.hash == chain[14]["hash"]
+
+
+def deep_liar_fuzz(seed: int, steps: int = 150) -> None:
+    """Two honest clients on one chain (``h1`` fast, ``h2`` lagging by a random delay) and one
+    liar that, at random, copies the honest head or forks from an honest block up to 12 back
+    and races its forged branch to the honest height + 0..3 in one burst (every block verifies).
+    The one-voice rule, per move: a reorg never drops more than one block of a branch both
+    honest clients stand on (the dropped branch's first block is below both their heads);
+    once the liar stops, a few honest blocks put the honest chain back."""
+    import random
+
+    rng = random.Random(seed)
+    tracker = ChainTracker(finality_depth=32, clients=3)
+    honest = sealed_chain(1, start=100)
+    position = {"h1": 0, "h2": 0}  # index of each honest client's head in ``honest``
+    for name in ("h1", "h2", "liar"):
+        tracker.on_head(name, honest[0])
+
+    def send(name: str, header: dict[str, Any]) -> None:
+        stands = [honest[i]["hash"] for i in range(min(position.values()) + 1)]
+        for event in tracker.on_head(name, header):
+            if isinstance(event, Reorg) and event.old[0].hash in stands:
+                assert event.depth <= 1, (seed, name, event.depth)
+
+    def announce(name: str, upto: int) -> None:
+        while position[name] < upto:
+            position[name] += 1
+            send(name, honest[position[name]])
+
+    def grow(count: int) -> None:
+        for _ in range(count):
+            number = int(honest[-1]["number"], 16) + 1
+            honest.append(sealed_header(number, honest[-1]["hash"], salt="h"))
+
+    for n in range(steps):
+        action = rng.choice(["grow", "grow", "lag", "fork", "copy"])
+        if action == "grow":
+            grow(1)
+            announce("h1", len(honest) - 1)
+        elif action == "lag":
+            announce("h2", min(len(honest) - 1, position["h2"] + rng.randint(1, 3)))
+        elif action == "copy":
+            send("liar", honest[position["h1"]])
+        else:
+            low = min(position.values())
+            base = rng.randint(max(0, low - 12), low)
+            parent = honest[base]["hash"]
+            top = int(honest[position["h1"]]["number"], 16) + rng.randint(0, 3)
+            for number in range(int(honest[base]["number"], 16) + 1, top + 1):
+                forged = sealed_header(number, parent, salt=f"f{seed}.{n}")
+                send("liar", forged)
+                parent = forged["hash"]
+    grow(5)
+    announce("h1", len(honest) - 1)
+    announce("h2", len(honest) - 1)
+    assert tracker.tip is not None and tracker.tip.hash == honest[-1]["hash"], seed
+
+
+def test_one_liar_of_three_forking_deep_in_random_bursts_never_drops_two_clients_blocks() -> None:
+    for seed in range(40):
+        deep_liar_fuzz(seed)

@@ -20,8 +20,8 @@ The reference keeps every block forever and recomputes from scratch:
 Hypothesis draws random block trees, several clients, announcement orders with gaps and late
 copies of abandoned blocks, disconnects, and the moments at which backfilled ancestors arrive.
 The one-voice rule (heads6, docs/chain-tracking.md) is in it, written from scratch in
-:meth:`Reference.one_voice_holds`. Quarantine is out of this model (``quarantine_after`` is huge); it has its own tests. So is the
-bare-backfill rule (issue 12: a bare, unverifiable backfilled header another client's held block
+:meth:`Reference.one_voice_holds`. Quarantine is out of this model (``quarantine_after`` is
+huge); it has its own tests. So is the bare-backfill rule (issue 12: a bare, unverifiable backfilled header another client's held block
 waits on needs a second client's agreeing reply, ``ChainTracker._vouches``): the model takes a
 backfill as hash-addressed truth, which DESIGN.md §3 grants a header whose hash is verified, not a
 bare one. The headers here are bare, so the tracker runs with ``verify=False`` (the rule's off
@@ -132,13 +132,11 @@ class Reference:
                 undecided += 1
         if len(on_new) >= 2:
             return False
-        if on_old == 1:
+        if on_old == 1 and not undecided:
             if len(old) <= 5:
                 return False
             return not any(
-                c in self.left and dropped in self.ancestors(self.left[c])
-                for c in on_new
-                if new
+                c in self.left and dropped in self.ancestors(self.left[c]) for c in on_new if new
             )
         if on_old == 0:
             return undecided > 0
