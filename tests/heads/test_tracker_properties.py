@@ -22,11 +22,11 @@ copies of abandoned blocks, disconnects, and the moments at which backfilled anc
 The one-voice rule (heads6, docs/chain-tracking.md) is in it, written from scratch in
 :meth:`Reference.one_voice_holds`. Quarantine is out of this model (``quarantine_after`` is
 huge); it has its own tests. So is the bare-backfill rule (issue 12: a bare, unverifiable
-backfilled header another client's held block waits on needs a second client's agreeing reply, ``ChainTracker._vouches``): the model takes a
-backfill as hash-addressed truth, which DESIGN.md §3 grants a header whose hash is verified, not a
-bare one. The headers here are bare, so the tracker runs with ``verify=False`` (the rule's off
-switch; nothing else differs for bare headers) and the rule has its own tests in
-``test_tracker_review``.
+backfilled header another client's held block waits on needs a second client's agreeing reply,
+``ChainTracker._vouches``): the model takes a backfill as hash-addressed truth, which DESIGN.md
+§3 grants a header whose hash is verified, not a bare one. The headers here are bare, so the
+tracker runs with ``verify=False`` (the rule's off switch; nothing else differs for bare
+headers) and the rule has its own tests in ``test_tracker_review``.
 """
 
 from __future__ import annotations
