@@ -172,9 +172,7 @@ def test_a_confirmed_reorg_forgives_the_clients_older_unconfirmed_reorg_blocks()
         events += tracker.on_head("x", tree[label])
     for label in second:
         events += tracker.on_head("y", tree[label])
-    # 0 once confirmed; never counted at all (heads6) when the one-voice rule held the
-    # self-fork (p1 drops 3 blocks while y is silent on them... unless one voice against one).
-    assert tracker.trust.unconfirmed.get("x", 0) == 0
+    assert tracker.trust.unconfirmed.get("x") == 0
     for label in third:
         events += tracker.on_head("x", tree[label])
     assert "x" not in tracker.trust.quarantined
