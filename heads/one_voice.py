@@ -4,8 +4,9 @@ deep-but-in-window reorgs, this is our rule).
 With two or more clients configured and another connected client that could confirm or
 contradict it, a reorg that drops more than ``_ONE_VOICE_DEPTH`` (1) blocks of the tip's chain
 waits for a second connected client on the new branch, except one voice against one (a single
-other client stands on the dropped branch: within the run-ahead lead, or taken back by the
-client that stood on it itself). Depth-1 reorgs (mainnet's, post-merge) move the tip at once.
+other client stands on the dropped branch and nobody is undecided: within the run-ahead lead,
+or taken back by the client that stood on it itself). Depth-1 reorgs (mainnet's, post-merge)
+move the tip at once.
 """
 
 from __future__ import annotations
