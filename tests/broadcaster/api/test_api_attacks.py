@@ -1,0 +1,102 @@
+"""An adversarial pass over the tenant boundary and the idempotency rules (issue #13, attack
+list): each test is an attack a hostile tenant can mount with nothing but its own token, over
+the stub manager of ``test_api.py`` (the real stack: ``tests/e2e/test_api_tenants.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.broadcaster.api.test_api import GWEI, INTENT, call, error_of, request
+from tests.broadcaster.api.test_api_access import OTHER, as_, tenant_api
+
+B_TX: dict[str, Any] = {**INTENT, "from": OTHER}
+
+
+async def test_eth_send_transaction_keys_are_per_tenant_too() -> None:
+    """``key`` is read by ``eth_sendTransaction`` as by ``sendIntent``: it must land in the
+    caller's namespace there too, or a tenant names another's key (scoped or a full-access one)
+    and is handed that intent in the conflict error's data."""
+    api = tenant_api()
+    a, b, full = as_(api, "tok-a"), as_(api, "tok-b"), as_(api, "full")
+    mine = (await call(api, request("broadcaster_sendIntent", {**INTENT, "key": "k"}), a))["result"]
+    operator = (await call(api, request("broadcaster_sendIntent", {**INTENT, "key": "ops"}), full))[
+        "result"
+    ]
+    for stolen in ("tenant:bot-a:k", "ops"):
+        reply = await call(api, request("eth_sendTransaction", {**B_TX, "key": stolen}), b)
+        text = str(reply)
+        assert mine["id"] not in text and operator["id"] not in text, reply
+        # B's own new intent (not yet signed by the stub manager), from B's account
+        assert reply["error"]["data"]["from"] == OTHER, reply
+    assert len(api.manager.submitted) == 4  # type: ignore[attr-defined]
+
+
+async def test_eth_send_transaction_retried_with_another_fee_under_its_key_is_a_conflict() -> None:
+    """A repeated key with different fields is an error on every send method, the fee fields
+    included when the request gives them (eth_sendTransaction's retry passed no params to the
+    comparison, so a different ``maxFeePerGas`` silently got the earlier record)."""
+    api = tenant_api()
+    b = as_(api, "tok-b")
+    first = await call(api, request("eth_sendTransaction", {**B_TX, "key": "k"}), b)
+    first_id = first["error"]["data"]["id"]
+    again = await call(
+        api,
+        request("eth_sendTransaction", {**B_TX, "key": "k", "maxFeePerGas": hex(4 * GWEI)}),
+        b,
+    )
+    assert error_of(again) == (
+        -32602,
+        f"invalid params: key: already used for intent {first_id} with a different "
+        "maxFeePerGas: a key names one request; use a new key for a new one",
+    )
+    assert len(api.manager.submitted) == 1  # type: ignore[attr-defined]
+
+
+async def test_eth_send_transaction_retried_without_gas_is_the_same_request_when_estimates_move() -> (
+    None
+):
+    """A bot that lost the answer resends the same ``eth_sendTransaction`` under its key; the
+    node's estimate for it may have moved (state changed) meanwhile. The gas we filled in is
+    not part of the request: the retry gets the earlier intent, not a "different gas" error."""
+    estimates = iter(("0x5208", "0x5209"))
+
+    async def node(method: str, *params: Any) -> Any:
+        assert method == "eth_estimateGas"
+        return next(estimates)
+
+    api = tenant_api(passthrough=node)
+    b = as_(api, "tok-b")
+    loose = {k: v for k, v in B_TX.items() if k != "gas"}
+    first = await call(api, request("eth_sendTransaction", {**loose, "key": "k"}), b)
+    again = await call(api, request("eth_sendTransaction", {**loose, "key": "k"}), b)
+    # the stub manager never signs: both answers say "accepted, not signed yet", same intent
+    assert again["error"]["data"]["id"] == first["error"]["data"]["id"], again
+    assert error_of(again) == error_of(first)
+    assert "accepted but not signed yet" in error_of(again)[1]
+    assert len(api.manager.submitted) == 1  # type: ignore[attr-defined]
+    # a gas the bot does give is compared as before
+    given = await call(api, request("eth_sendTransaction", {**B_TX, "key": "k", "gas": "0x6000"}), b)
+    assert "with a different gas" in error_of(given)[1]
+
+
+async def test_a_key_held_by_a_record_the_caller_does_not_own_is_refused_without_naming_it() -> (
+    None
+):
+    """Defence in depth: a record under the caller's scoped key that another tenant owns (an
+    account moved between tenants across a restart) is never handed over in a conflict."""
+    from nonce import Intent
+
+    api = tenant_api()
+    b = as_(api, "tok-b")
+    theirs = Intent(
+        id="0" * 31 + "1", sender=INTENT["from"].lower(), to=INTENT["to"].lower(), value=1, data=b"",
+        gas=21_000, max_fee_per_gas=3 * GWEI, max_priority_fee_per_gas=GWEI, chain_id=31337,
+        key="tenant:bot-b:k",
+    )  # fmt: skip
+    api.manager.book.accept(theirs, now=0.0)  # type: ignore[attr-defined]
+    reply = await call(api, request("broadcaster_sendIntent", {**B_TX, "key": "k"}), b)
+    assert error_of(reply) == (
+        -32602,
+        "invalid params: key: already used by another request; use a new key",
+    )
+    assert "data" not in reply["error"] and theirs.id not in str(reply)
