@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from broadcaster.api.subscriptions import Outgoing, expand
 from broadcaster.tx.seams import FRAME_READ_NS
@@ -81,6 +82,7 @@ class ApiServer:
             handler_cancellation=False,
             access_log=None,
             keepalive_timeout=KEEPALIVE_SECONDS,
+            logger=_ProtocolLog(on_refused),
         )
         self._server: asyncio.Server | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -276,6 +278,40 @@ class ApiServer:
                     await ws.send_frame(message, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError):
             return
+
+
+class _ProtocolLog:
+    """The logger aiohttp's connection handler uses: a request it cannot parse (anyone can
+    send one: scanners, TLS to a plaintext port, a broken proxy) is counted ``invalid`` and
+    logged in one line without its text -- aiohttp's own message quotes the request line, and
+    with it a URL-path token; it logged each at ERROR with a traceback. Anything else (a
+    failure of ours) keeps its traceback."""
+
+    def __init__(self, on_refused: Callable[[str], None]) -> None:
+        self._on_refused = on_refused
+
+    def _bad_http(self, kw: dict[str, Any]) -> HttpProcessingError | None:
+        exc = kw.get("exc_info")
+        return exc if isinstance(exc, HttpProcessingError) else None
+
+    def exception(self, message: str, *args: Any, **kw: Any) -> None:
+        bad = self._bad_http(kw)
+        if bad is None:
+            log.error(message, *args, **kw)
+            return
+        self._on_refused("invalid")
+        log.debug("api: malformed HTTP request refused (%d %s)", bad.code, type(bad).__name__)
+
+    def debug(self, message: str, *args: Any, **kw: Any) -> None:
+        bad = self._bad_http(kw)
+        if bad is None:
+            log.debug(message, *args, **kw)
+            return
+        self._on_refused("invalid")  # aiohttp's own quiet case: non-HTTP bytes first
+        log.debug("api: malformed HTTP request refused (%d %s)", bad.code, type(bad).__name__)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(log, name)  # warning, info, ...: as they are
 
 
 class _Server(web.Server):

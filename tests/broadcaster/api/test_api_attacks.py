@@ -4,9 +4,14 @@ the stub manager of ``test_api.py`` (the real stack: ``tests/e2e/test_api_tenant
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-from tests.broadcaster.api.test_api import GWEI, INTENT, call, error_of, request
+import pytest
+
+from tests.broadcaster.api.test_api import GWEI, INTENT, TOKEN, call, error_of, make_api, request
+from tests.broadcaster.api.test_api_http import http_served
 from tests.broadcaster.api.test_api_access import OTHER, as_, tenant_api
 
 B_TX: dict[str, Any] = {**INTENT, "from": OTHER}
@@ -100,3 +105,35 @@ async def test_a_key_held_by_a_record_the_caller_does_not_own_is_refused_without
         "invalid params: key: already used by another request; use a new key",
     )
     assert "data" not in reply["error"] and theirs.id not in str(reply)
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        f"POST / {TOKEN} HTTP/1.1".encode(),  # a space in the URL: the token after it
+        f"POST /{TOKEN}\x01 HTTP/1.1".encode(),  # a control character in the path
+        f"POST /{TOKEN} HTTP/9.9".encode(),  # an unknown HTTP version
+    ],
+    ids=["space", "control-char", "version"],
+)
+async def test_malformed_http_is_a_400_counted_and_logged_in_one_line_without_the_url(
+    request_line: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone can send garbage to the port (scanners, a TLS client, a broken proxy): aiohttp
+    logged each at ERROR with a traceback whose message quotes the request line, URL-path
+    token included. Now: a 400, counted as ``invalid``, one log line without the URL."""
+    seen: list[str] = []
+    caplog.set_level(logging.DEBUG)
+    async with http_served(make_api(on_intent=seen.append)) as where:
+        host, port = where.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request_line + b"\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+    assert reply.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), reply[:200]
+    assert seen == ["invalid"]
+    for record in caplog.records:
+        assert TOKEN not in record.getMessage() and record.exc_info is None, record
+        assert record.levelno < logging.ERROR, record
+    assert any("malformed HTTP request" in r.getMessage() for r in caplog.records)
