@@ -209,6 +209,9 @@ async def test_the_standby_refuses_and_takes_over_after_kill_9_losing_nothing(
         async with await BroadcasterClient.connect(leader.api_url, token=TOKEN) as api:
             await wait_all_included(api, list(bot.acked.values()), limit=120)
         assert await leader.metric("broadcaster_failovers_total") == 1
+        # every takeover raised the epoch (the first lease: 1), as both instances report it
+        assert await leader.metric("broadcaster_lease_epoch") == 1 + ROUNDS
+        assert await standby.metric("broadcaster_lease_epoch") == 1 + ROUNDS
         await check_chain(node, bot)  # every intent once, no nonce reused or skipped
         payloads = [int(tx["value"], 16) for tx in (await mined_by_nonce(node)).values()]
     report(

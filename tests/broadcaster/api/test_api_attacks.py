@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.broadcaster.api.test_api import GWEI, INTENT, TOKEN, call, error_of, make_api, request
-from tests.broadcaster.api.test_api_http import http_served
 from tests.broadcaster.api.test_api_access import OTHER, as_, tenant_api
+from tests.broadcaster.api.test_api_http import http_served
 
 B_TX: dict[str, Any] = {**INTENT, "from": OTHER}
 
@@ -57,9 +57,7 @@ async def test_eth_send_transaction_retried_with_another_fee_under_its_key_is_a_
     assert len(api.manager.submitted) == 1  # type: ignore[attr-defined]
 
 
-async def test_eth_send_transaction_retried_without_gas_is_the_same_request_when_estimates_move() -> (
-    None
-):
+async def test_an_eth_send_transaction_without_gas_retried_is_the_same_request() -> None:
     """A bot that lost the answer resends the same ``eth_sendTransaction`` under its key; the
     node's estimate for it may have moved (state changed) meanwhile. The gas we filled in is
     not part of the request: the retry gets the earlier intent, not a "different gas" error."""
@@ -80,13 +78,12 @@ async def test_eth_send_transaction_retried_without_gas_is_the_same_request_when
     assert "accepted but not signed yet" in error_of(again)[1]
     assert len(api.manager.submitted) == 1  # type: ignore[attr-defined]
     # a gas the bot does give is compared as before
-    given = await call(api, request("eth_sendTransaction", {**B_TX, "key": "k", "gas": "0x6000"}), b)
+    other_gas = {**B_TX, "key": "k", "gas": "0x6000"}
+    given = await call(api, request("eth_sendTransaction", other_gas), b)
     assert "with a different gas" in error_of(given)[1]
 
 
-async def test_a_key_held_by_a_record_the_caller_does_not_own_is_refused_without_naming_it() -> (
-    None
-):
+async def test_a_key_held_by_a_record_the_caller_does_not_own_is_refused_unnamed() -> None:
     """Defence in depth: a record under the caller's scoped key that another tenant owns (an
     account moved between tenants across a restart) is never handed over in a conflict."""
     from nonce import Intent
@@ -94,8 +91,9 @@ async def test_a_key_held_by_a_record_the_caller_does_not_own_is_refused_without
     api = tenant_api()
     b = as_(api, "tok-b")
     theirs = Intent(
-        id="0" * 31 + "1", sender=INTENT["from"].lower(), to=INTENT["to"].lower(), value=1, data=b"",
-        gas=21_000, max_fee_per_gas=3 * GWEI, max_priority_fee_per_gas=GWEI, chain_id=31337,
+        id="0" * 31 + "1", sender=INTENT["from"].lower(), to=INTENT["to"].lower(), value=1,
+        data=b"", gas=21_000, max_fee_per_gas=3 * GWEI, max_priority_fee_per_gas=GWEI,
+        chain_id=31337,
         key="tenant:bot-b:k",
     )  # fmt: skip
     api.manager.book.accept(theirs, now=0.0)  # type: ignore[attr-defined]
