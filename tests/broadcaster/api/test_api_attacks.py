@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from nonce import AttemptReason
 from tests.broadcaster.api.test_api import GWEI, INTENT, TOKEN, call, error_of, make_api, request
-from tests.broadcaster.api.test_api_access import OTHER, as_, tenant_api
+from tests.broadcaster.api.test_api_access import OTHER, as_, attempt, record_with, tenant_api
 from tests.broadcaster.api.test_api_http import http_served
 
 B_TX: dict[str, Any] = {**INTENT, "from": OTHER}
@@ -135,3 +136,53 @@ async def test_malformed_http_is_a_400_counted_and_logged_in_one_line_without_th
         assert TOKEN not in record.getMessage() and record.exc_info is None, record
         assert record.levelno < logging.ERROR, record
     assert any("malformed HTTP request" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_batch_mixing_methods_reaches_nothing_of_another_tenant() -> None:
+    """One batch of tenant B's naming tenant A's intent every way (its id, its replaced
+    attempt's hash, its current one), reading, cancelling, following and sending from A's
+    account, with a harmless call in between: every item is answered as for the unknown, the
+    node is asked only about the hashes as given (no continuity for B), nothing is booked."""
+    asked: list[tuple[str, Any]] = []
+
+    async def node(method: str, *params: Any) -> Any:
+        asked.append((method, params[0] if params else None))
+        return None
+
+    api = tenant_api(passthrough=node)
+    record = record_with(api, attempt(1), attempt(2, AttemptReason.REORG))
+    ident, old, new = record.intent.id, "0x" + "01" * 32, "0x" + "02" * 32
+    b = as_(api, "tok-b")
+    batch = [
+        request("broadcaster_getIntent", ident, id=1),
+        request("broadcaster_getIntent", old, id=2),
+        request("broadcaster_cancelIntent", old, id=3),
+        request("broadcaster_cancelIntent", {"id": ident}, id=4),
+        request("eth_chainId", id=5),
+        request("eth_getTransactionReceipt", old, id=6),
+        request("eth_getTransactionByHash", new, id=7),
+        request("broadcaster_subscribe", [ident, new], id=8),
+        request("broadcaster_sendIntent", INTENT, id=9),
+        request("eth_sendTransaction", {**INTENT, "key": "x"}, id=10),
+    ]
+    replies = {r["id"]: r for r in await call(api, batch, b)}
+    for rid, name in ((1, ident), (2, old), (3, old), (4, ident)):
+        assert error_of(replies[rid]) == (
+            -32602,
+            f"invalid params: id: no intent {name!r} is known here",
+        )
+    assert replies[5]["result"] == "0x7a69"
+    assert replies[6]["result"] is None and replies[7]["result"] is None
+    assert asked == [("eth_getTransactionReceipt", old), ("eth_getTransactionByHash", new)]
+    assert error_of(replies[8]) == (
+        -32602,
+        f"invalid params: params[0]: no intent {ident!r} is known here",
+    )
+    for rid in (9, 10):
+        assert error_of(replies[rid]) == (
+            -32602,
+            f"invalid params: from: {INTENT['from'].lower()} is not an account this token may "
+            "send from",
+        )
+    assert [r.intent.id for r in api.manager.book.all_records()] == [ident]  # type: ignore[attr-defined]
+    assert record.state.value == "pending" and api.manager.cancelled == []  # type: ignore[attr-defined]
