@@ -13,7 +13,8 @@ parser serves only the ``GET`` of a handshake and refuses any request with a bod
 ``POST``'s JSON. aiohttp (already a dependency: the metrics server) parses HTTP with llhttp and
 frames websockets in C, and serves both from one handler.
 
-Answers: ``401`` (with ``WWW-Authenticate: Bearer``) for a missing or unknown token, ``429``
+Answers: ``408`` for a body not complete within ``BODY_SECONDS`` of its headers (counted
+``invalid``), ``401`` (with ``WWW-Authenticate: Bearer``) for a missing or unknown token, ``429``
 when the token already holds ``max_connections_per_token`` connections, ``413`` for a body
 over 4x ``max_message_bytes`` (between 1x and 4x, a JSON-RPC ``-32600`` answer, as on the
 websocket), ``405`` for other methods, ``404`` for deeper paths.
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 
 _JSON = "application/json"
 KEEPALIVE_SECONDS = 75.0  # aiohttp's web.AppRunner default (its low-level Server: an hour)
+# A request's body must arrive within this, once its headers have: the keep-alive timeout does
+# not run while a request is read, so a body promised and never finished (slowloris, a client
+# that died mid-write) would hold its token's connection slot forever.
+BODY_SECONDS = 30.0
 
 
 def _json_error(status: int, code: int, message: str) -> web.Response:
@@ -194,11 +199,30 @@ class ApiServer:
             return _json_error(413, -32600, f"request body over {cap} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > cap:
-                return _json_error(413, -32600, f"request body over {cap} bytes")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > cap:
+                        return _json_error(413, -32600, f"request body over {cap} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            self._on_refused("invalid")
+            promised = request.content_length
+            response = _json_error(
+                408,
+                -32600,
+                f"request body not complete within {BODY_SECONDS:g} s ({size} of "
+                f"{promised if promised is not None else 'an unknown number of'} bytes promised)",
+            )
+            response.force_close()
+            # Sent and closed here: aiohttp would otherwise linger up to 10 s reading the body
+            # that is not coming.
+            await response.prepare(request)
+            await response.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+            return response
         FRAME_READ_NS.set(time.perf_counter_ns())  # the body is read: intent_seconds starts
         client = self.api.connection(None, token, access, transport="http")
         reply = await self.api.handle_message(client, b"".join(chunks))

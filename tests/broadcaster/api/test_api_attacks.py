@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from broadcaster.api.server import ApiLimits
 from nonce import AttemptReason
 from tests.broadcaster.api.test_api import GWEI, INTENT, TOKEN, call, error_of, make_api, request
 from tests.broadcaster.api.test_api_access import OTHER, as_, attempt, record_with, tenant_api
@@ -186,3 +187,34 @@ async def test_a_batch_mixing_methods_reaches_nothing_of_another_tenant() -> Non
         )
     assert [r.intent.id for r in api.manager.book.all_records()] == [ident]  # type: ignore[attr-defined]
     assert record.state.value == "pending" and api.manager.cancelled == []  # type: ignore[attr-defined]
+
+
+async def test_a_body_that_never_finishes_is_a_408_and_frees_the_tokens_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Slowloris in the body: headers (with a valid token) sent at once, the body promised and
+    never finished. The keep-alive timeout does not apply while a request is being read, so the
+    connection held its token's slot forever (a flaky client, or a hostile one, could hold them
+    all); now the body has ``BODY_SECONDS`` to arrive."""
+    from broadcaster.api import transport
+    from tests.broadcaster.api.test_api_review import one_exchange
+
+    monkeypatch.setattr(transport, "BODY_SECONDS", 0.3, raising=False)
+    api = make_api(limits=ApiLimits(max_connections_per_token=1))
+    async with http_served(api) as where:
+        host, port = where.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST /{TOKEN} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"jsonrpc"'
+        )
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert b"100 bytes promised" in reply
+        # the slot is free again
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert (await one_exchange(reader, writer)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await writer.wait_closed()
