@@ -26,7 +26,9 @@ client left still runs). So an idle keep-alive HTTP connection counts (else a to
 any number of sockets, one request each, until the process runs out of file descriptors), and so
 does a request whose client hung up. Refusals (``401``, ``429``) close their connection, and a
 connection idle for ``KEEPALIVE_SECONDS`` (or that never finishes its first request's headers)
-is closed.
+is closed. A request's body must arrive within ``BODY_SECONDS`` of its headers, and a
+websocket is pinged every ``HEARTBEAT_SECONDS`` (closed without its pong): neither a stalled
+body nor a peer gone without a FIN holds a slot for ever.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ KEEPALIVE_SECONDS = 75.0  # aiohttp's web.AppRunner default (its low-level Serve
 # not run while a request is read, so a body promised and never finished (slowloris, a client
 # that died mid-write) would hold its token's connection slot forever.
 BODY_SECONDS = 30.0
+# A websocket is pinged this often and closed when a pong does not come back within half of it:
+# a peer gone without a FIN (its machine or network died) would hold its token's slot forever.
+HEARTBEAT_SECONDS = 30.0
 
 
 def _json_error(status: int, code: int, message: str) -> web.Response:
@@ -235,7 +240,10 @@ class ApiServer:
     ) -> web.StreamResponse:
         limits = self.api.limits
         ws = web.WebSocketResponse(
-            max_msg_size=4 * limits.max_message_bytes, compress=False, autoping=True
+            max_msg_size=4 * limits.max_message_bytes,
+            compress=False,
+            autoping=True,
+            heartbeat=HEARTBEAT_SECONDS,
         )
         await ws.prepare(request)
         client = self.api.connection(ws, token, access)

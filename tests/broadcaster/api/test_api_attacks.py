@@ -218,3 +218,39 @@ async def test_a_body_that_never_finishes_is_a_408_and_frees_the_tokens_slot(
         assert (await one_exchange(reader, writer)).startswith(b"HTTP/1.1 200")
         writer.close()
         await writer.wait_closed()
+
+
+async def test_a_websocket_peer_that_went_silent_is_closed_and_frees_the_tokens_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bot's machine or network dies without a FIN: its websocket is half-open, and nothing
+    told the server (no heartbeat; TCP keepalive is off by default), so it held the token's slot
+    for ever -- a few such deaths and the bot was locked out until a restart. Now the server
+    pings every ``HEARTBEAT_SECONDS`` and closes a peer that does not answer."""
+    import base64
+    import os
+
+    from broadcaster.api import transport
+    from tests.broadcaster.api.test_api_review import one_exchange
+
+    monkeypatch.setattr(transport, "HEARTBEAT_SECONDS", 0.3, raising=False)
+    api = make_api(limits=ApiLimits(max_connections_per_token=1))
+    async with http_served(api) as where:
+        host, port = where.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /{TOKEN} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        # Silent from here: pings are read (the kernel does) but never answered.
+        frames = await asyncio.wait_for(reader.read(), 10)  # to EOF: the server closed it
+        assert frames[:1] == b"\x89", frames[:20]  # what it sent first: a ping
+        writer.close()
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert (await one_exchange(reader, writer)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await writer.wait_closed()
