@@ -254,3 +254,70 @@ async def test_a_websocket_peer_that_went_silent_is_closed_and_frees_the_tokens_
         assert (await one_exchange(reader, writer)).startswith(b"HTTP/1.1 200")
         writer.close()
         await writer.wait_closed()
+
+
+def _pct(text: str) -> str:
+    return "".join(f"%{b:02X}" for b in text.encode())
+
+
+ODD_PATHS = {
+    "trailing-slash": (f"/{TOKEN}/", 404),
+    "double-slash": (f"//{TOKEN}", 404),
+    "dot-segment": (f"/./{TOKEN}", 404),
+    "encoded-slash": (f"/{TOKEN}%2F", 404),
+    "deeper": (f"/{TOKEN}/x", 404),
+    "query": (f"/{TOKEN}?token=nope", 200),
+    "fragment": (f"/{TOKEN}#x", 200),
+    "percent-encoded": (f"/{_pct(TOKEN)}", 200),
+    "matrix": (f"/{TOKEN};x", 401),
+    "nul-before": (f"/%00{TOKEN}", 401),
+    "nul-after": (f"/{TOKEN}%00", 401),
+    "case": (f"/{TOKEN.upper()}", 401),
+    "absolute-form": (f"http://elsewhere/{TOKEN}", 200),
+    "token-in-query-only": (f"/?token={TOKEN}", 401),
+}
+
+
+@pytest.mark.parametrize(("target", "status"), ODD_PATHS.values(), ids=ODD_PATHS.keys())
+async def test_odd_url_paths_give_the_token_exactly_as_its_one_path_segment(
+    target: str, status: int
+) -> None:
+    """The URL-path token is the path's one segment after percent-decoding: anything that is
+    not exactly ``/TOKEN`` (plus a query or fragment, which are not the path) is a 404 for a
+    deeper path or a 401, never another token's or a partial match."""
+    seen: list[str] = []
+    async with http_served(make_api(on_intent=seen.append)) as where:
+        host, port = where.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}'
+        writer.write(
+            f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert reply.startswith(f"HTTP/1.1 {status}".encode()), reply[:200]
+    if status == 200:
+        assert reply.endswith(b'"result":"0x7a69"}')
+    assert seen == (["unauthorized"] if status == 401 else [])
+
+
+async def test_one_tenants_token_in_the_path_and_anothers_in_the_header_is_the_header_s() -> None:
+    """The header wins over the path on the websocket as on HTTP: a bot holding two tokens gets
+    exactly one tenant's view, the header's, never a union of both."""
+    from websockets.asyncio.client import connect
+
+    api = tenant_api()
+    async with (
+        http_served(api) as where,
+        connect(
+            f"ws://{where}/tok-a",
+            additional_headers={"Authorization": "Bearer tok-b"},
+            proxy=None,
+        ) as ws,
+    ):
+        await ws.send('{"jsonrpc":"2.0","id":1,"method":"eth_accounts"}')
+        reply = await asyncio.wait_for(ws.recv(), 10)
+    assert OTHER in str(reply) and INTENT["from"] not in str(reply)
