@@ -68,8 +68,11 @@ class OneVoice(Store):
             # lagging liar forking 10 deep below the honest tip), unless a client on the new
             # branch takes back a branch it stood on itself: anvil_reorg 10 announced by the
             # fast client while its only peer sits stalled on the old chain (client-chaos seed
-            # 10070258: held, two injected reorgs were counted as one, 3 s late).
-            return not self._retracted(reorg, live)
+            # 10070258: held, two injected reorgs were counted as one, 3 s late). With a clock,
+            # only while that peer is stalled: a liar that relayed the honest chain has "stood
+            # on" it too, and its 10-deep fork raced past a progressing honest peer is no
+            # retraction (review of heads6: the tip followed it 10 deep with two clients).
+            return not (self._retracted(reorg, live) and self._old_voice_stalled(reorg, live))
         if old_voices == 0:
             # Nobody stands on the dropped branch: wait only for a peer that has not chosen
             # yet (its head below the fork, on the common chain) and is still making progress;
@@ -138,6 +141,23 @@ class OneVoice(Store):
             if block is not None and block.hash == dropped.hash:
                 return True
         return False
+
+    def _old_voice_stalled(self, reorg: Reorg, live: Mapping[str, Head]) -> bool:
+        """Without a clock, True (no way to tell). With one: has every live client on the
+        branch ``reorg`` drops brought nothing new for ``stall_seconds``?"""
+        stalled_before = self._stalled_before()
+        if stalled_before is None:
+            return True
+        blocks = self._blocks
+        dropped = reorg.old[0]
+        for client, head in live.items():
+            block: Head | None = head
+            while block is not None and block.number > dropped.number:
+                block = blocks.get(block.parent_hash)
+            on_dropped = block is not None and block.hash == dropped.hash
+            if on_dropped and self._progress.get(client, stalled_before) >= stalled_before:
+                return False
+        return True
 
     def _held_by_one_voice(self, client: str, head: Head) -> bool:
         """Would the one-voice rule hold the tip's move to ``client``'s new ``head`` (parent
