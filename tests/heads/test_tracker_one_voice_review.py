@@ -5,9 +5,11 @@ Each test is one attack on the rule's exemptions or its liveness; it fails if th
 
 from __future__ import annotations
 
+import pytest
+
 from heads.events import Event, Quarantine, Reorg
 from heads.tracker import ChainTracker
-from tests.heads.chain import sealed_chain, sealed_header
+from tests.heads.chain import Tree, sealed_chain, sealed_header
 
 
 def reorgs(events: list[Event]) -> list[Reorg]:
@@ -64,3 +66,36 @@ def test_two_clients_an_honest_retraction_past_a_stalled_peer_still_moves_the_ti
         parent = block["hash"]
     (reorg,) = reorgs(events)
     assert reorg.depth == 10 and tracker.tip is not None and tracker.tip.hash == parent
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (review of heads6): the one-voice rule's 'undecided' hold deviates from "
+    "DESIGN.md §3; exempting the client's own step down re-opens client-chaos seed 202 "
+    "(quarantine of the honest fast client) or, with the step not suspect, an unquarantined "
+    "2-deep self-fork flood: needs the lead's call and a DESIGN.md revision",
+)
+@pytest.mark.parametrize("clients", [2, 3])
+@pytest.mark.parametrize("to", ["ancestor", "lower sibling"])
+def test_a_clients_lower_block_moves_the_tip_when_no_connected_client_is_higher(
+    clients: int, to: str
+) -> None:
+    """DESIGN.md §3: "a single client that announces a lower block on another branch, or an
+    ancestor of the tip, moves the tip when no connected client is higher". ``a`` runs to 10
+    while the others stay at 7, then announces 8 (the ancestor) or 8' on 7: nobody is higher
+    than 8, so the tip must move (it does on main). heads6 holds it while a peer sits below
+    the fork ("undecided"), until that peer announces."""
+    tree = Tree()
+    chain = tree.chain("m", "g", 10)
+    tree.add("x8", "m7")
+    others = ["b", "c"][: clients - 1]
+    tracker = ChainTracker(finality_depth=32, clients=clients)
+    for label in chain[:7]:
+        for name in ("a", *others):
+            tracker.on_head(name, tree[label])
+    for label in chain[7:]:
+        tracker.on_head("a", tree[label])
+    target = "m8" if to == "ancestor" else "x8"
+    events = tracker.on_head("a", tree[target])
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash(target)
+    assert len(reorgs(events)) == 1
