@@ -155,7 +155,12 @@ class ChainTracker(Backfill):
             return []  # a duplicate changes nothing
         if now is not None and self.stall_seconds is not None:
             self._now = now
-            self._progress[client] = now
+            if head.number > self._highest.get(client, -1):
+                # Only a new height is progress: a client cycling through blocks it already
+                # passed (m9, m10, m9, ...) kept looking alive and, as a progressing peer far
+                # below, got the honest client quarantined and the tip frozen (review of heads6).
+                self._highest[client] = head.number
+                self._progress[client] = now
         if current is not None and head.number <= current[0].number:
             self._stepped_down(client, current[0])
             self._left[client] = current[0]

@@ -65,6 +65,10 @@ class TrackerState:
         # With ``stall_seconds`` and a ``now`` passed in: when each client last announced a
         # block other than its head (progress), and the latest ``now`` seen.
         self._progress: dict[str, float] = {}
+        # The highest block number each client announced: progress is a new height, not any
+        # block other than its head (a liar re-announcing two old blocks in turn is no
+        # progress; review of heads6).
+        self._highest: dict[str, int] = {}
         self._now: float | None = None
         self.trust = Trust(quarantine_after)
         self._tip: Head | None = None

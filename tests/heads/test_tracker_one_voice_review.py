@@ -99,3 +99,36 @@ def test_a_clients_lower_block_moves_the_tip_when_no_connected_client_is_higher(
     events = tracker.on_head("a", tree[target])
     assert tracker.tip is not None and tracker.tip.hash == tree.hash(target)
     assert len(reorgs(events)) == 1
+
+
+def test_a_liar_cycling_through_old_blocks_is_no_progressing_peer_that_freezes_the_tip() -> None:
+    """Three clients, ``b`` down. The liar stopped at m10 and, while the honest ``a`` goes on,
+    re-announces m9 and m10 in turn: every line is "a block other than its head", which the
+    stall rule took for progress. So ``a``, running more than the lead past a "progressing"
+    peer, was quarantined and the tip froze at x5 while ``a`` went on to x11. Progress is a new
+    height (the subscriber's watchdog likewise wants a block not announced before)."""
+    tree = Tree()
+    chain = tree.chain("m", "g", 20)
+    branch = tree.chain("x", "m15", 11)
+    tracker = ChainTracker(finality_depth=32, clients=3, stall_seconds=30.0)
+    now = 0.0
+    for i, label in enumerate(chain):
+        now += 12.0
+        tracker.on_head("a", tree[label], now)
+        tracker.on_head("b", tree[label], now)
+        if i < 10:
+            tracker.on_head("liar", tree[label], now)
+    tracker.on_disconnect("b")
+    events: list[Event] = []
+    for label in branch[:5]:  # a real 5-deep reorg on a, the liar long silent: it moves
+        events += tracker.on_head("a", tree[label], now + 1.0)
+    assert [r.depth for r in reorgs(events)] == [5]
+    for k in range(20):
+        now += 6.0
+        tracker.on_head("liar", tree["m9" if k % 2 == 0 else "m10"], now)
+    for label in branch[5:]:
+        now += 12.0
+        events += tracker.on_head("a", tree[label], now)
+        tracker.on_head("liar", tree["m9" if now % 24 else "m10"], now + 1.0)
+    assert tracker.trust.quarantined == set()
+    assert tracker.tip is not None and tracker.tip.hash == tree.hash(branch[-1])
