@@ -155,10 +155,14 @@ class ChainTracker(Backfill):
             return []  # a duplicate changes nothing
         if now is not None and self.stall_seconds is not None:
             self._now = now
-            if head.number > self._highest.get(client, -1):
+            if head.number > self._highest.get(client, -1) or (
+                current is not None and current[1] < self._since.get(client, 0)
+            ):
                 # Only a new height is progress: a client cycling through blocks it already
                 # passed (m9, m10, m9, ...) kept looking alive and, as a progressing peer far
                 # below, got the honest client quarantined and the tip frozen (review of heads6).
+                # A client's first head after a reconnect is progress too (it was just dropped;
+                # counted stalled, its peers' reorgs were judged suspect: client chaos).
                 self._highest[client] = head.number
                 self._progress[client] = now
         if current is not None and head.number <= current[0].number:
