@@ -1,19 +1,23 @@
 """The one-voice reorg rule (docs/chain-tracking.md, *One voice*; DESIGN.md §3 is silent on
 deep-but-in-window reorgs, this is our rule).
 
-With two or more clients configured and another connected client that could confirm or
-contradict it, a reorg that drops more than ``_ONE_VOICE_DEPTH`` (1) blocks of the tip's chain
-waits for a second connected client on the new branch, except one voice against one (a single
-other client stands on the dropped branch and nobody is undecided: within the run-ahead lead,
-or taken back by the client that stood on it itself). Depth-1 reorgs (mainnet's, post-merge)
-move the tip at once.
+With two or more clients configured, a reorg that drops more than ``_ONE_VOICE_DEPTH`` (1)
+blocks of the tip's chain, on the word of a client that contradicts another connected client
+(another live head stands on the branch it drops), waits for a second connected client on the
+new branch, except one voice against one (a single other client stands on the dropped branch
+and nobody is undecided: within the run-ahead lead, or taken back by the client that stood on
+it itself). When nobody else stands on the dropped branch (the others lag at or below the
+fork) the plain ranking decides at once (DESIGN.md §3). Depth-1 reorgs (mainnet's,
+post-merge) move the tip at once. Deviating from pure fork choice only against another
+client's announced blocks is DESIGN.md §3's trust clause: a client whose blocks no other
+connected client confirms stops being a candidate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from heads.events import Head, Reorg
+from heads.events import Event, Head, Reorg
 from heads.store import Store
 from heads.tracker_state import (
     _LEAD,
@@ -38,7 +42,8 @@ class OneVoice(Store):
         from it): a liar's forged branch 10 deep inside the window, raced to the honest height
         + 3 in one burst, has no suspect block, and moved the tip on its word alone. Not
         held: a lone connected client (a lone client is never frozen), a single configured
-        client, one voice against one (see below).
+        client, a reorg nobody else contradicts (no other live head on the dropped branch),
+        one voice against one (see below).
         """
         if self._single_client():
             return False
@@ -54,6 +59,13 @@ class OneVoice(Store):
         # one anyway.
         new_voices, old_voices, undecided = self._branch_voices(reorg, live)
         if new_voices >= 2:
+            return False
+        if old_voices == 0:
+            # Nobody else stands on the dropped branch: the reorging client contradicts no
+            # other connected client, and DESIGN.md §3 has the plain ranking decide ("a single
+            # client that announces a lower block on another branch, or an ancestor of the
+            # tip, moves the tip when no connected client is higher"). Peers below the fork
+            # (lagging, client-chaos seed 202) or on a third branch vouch for nothing dropped.
             return False
         if old_voices == 1 and not undecided:
             # One voice against one, nobody else to ask (no connected client below the fork
@@ -73,11 +85,6 @@ class OneVoice(Store):
             # on" it too, and its 10-deep fork raced past a progressing honest peer is no
             # retraction (review of heads6: the tip followed it 10 deep with two clients).
             return not (self._retracted(reorg, live) and self._old_voice_stalled(reorg, live))
-        if old_voices == 0:
-            # Nobody stands on the dropped branch: wait only for a peer that has not chosen
-            # yet (its head below the fork, on the common chain) and is still making progress;
-            # a peer on a third branch or a stalled one would hold it forever.
-            return undecided > 0
         return True  # one client's word against two
 
     def _branch_voices(self, reorg: Reorg, live: Mapping[str, Head]) -> tuple[int, int, int]:
@@ -169,6 +176,69 @@ class OneVoice(Store):
         if type(event) is not Reorg or event.depth <= _ONE_VOICE_DEPTH:
             return False
         return self._one_voice(tip, event, (client, head))
+
+    def _free_fork(self, client: str, head: Head) -> bool:
+        """Is ``client``'s self-fork to ``head`` (parent stored, itself not yet) a reorg deeper
+        than ``_ONE_VOICE_DEPTH`` that contradicts no other connected client (nobody else's
+        live head on the branch it drops), and the client's first such since another client
+        confirmed its previous one? Then it is not suspect: it is plain fork choice
+        (DESIGN.md §3, a lower block moves the tip when no connected client is higher), and
+        counting it quarantined an honest fast client whose reorg came while its only peer
+        lagged; the tip fell back to that peer's stale head (client-chaos seed 202). Once per
+        confirmation: a liar repeating 2-deep self-forks above a lagging peer is suspect from
+        its second one on, and quarantined as a sibling flood is."""
+        tip = self._tip
+        if tip is None or head.parent_hash == tip.hash or head.parent_hash not in self._blocks:
+            return False
+        event = self._diff(client, tip, head)
+        if type(event) is not Reorg or event.depth <= _ONE_VOICE_DEPTH:
+            return False
+        live = self._live_heads()
+        live[client] = head
+        if self._branch_voices(event, live)[1]:
+            return False  # another client stands on the dropped branch: contradicted
+        previous = self._free.get(client)
+        if previous is not None and not self._confirmed_by_other(client, previous, live):
+            return False
+        if len(self._free) >= 4 * max(len(self._clients), 1):
+            self._free.clear()  # bounded whatever client names arrive
+        self._free[client] = head.hash
+        return True
+
+    def _confirmed_by_other(self, client: str, block_hash: str, live: Mapping[str, Head]) -> bool:
+        """Is another live client's head ``block_hash`` or a descendant of it (a block that
+        left the store counts as confirmed: it no longer matters)?"""
+        block = self._blocks.get(block_hash)
+        if block is None:
+            return True
+        blocks = self._blocks
+        for other, head in live.items():
+            if other == client:
+                continue
+            current: Head | None = head
+            while current is not None and current.number > block.number:
+                current = blocks.get(current.parent_hash)
+            if current is not None and current.hash == block_hash:
+                return True
+        return False
+
+    def _confirm_free(self, client: str, head: Head, events: list[Event]) -> None:
+        """``client`` announced the stored ``head``: another client's free self-fork
+        (``_free_fork``) that it is or descends from is confirmed. Its owner may fork freely
+        once more, and its older unconfirmed blocks stop counting as a confirmed suspect
+        block's would (:meth:`heads.trust.Trust.forgive`): they were never confirmed only
+        because this block, not suspect, replaced them."""
+        blocks = self._blocks
+        for owner, block_hash in list(self._free.items()):
+            block = blocks.get(block_hash)
+            if owner == client or block is None:
+                continue
+            current: Head | None = head
+            while current is not None and current.number > block.number:
+                current = blocks.get(current.parent_hash)
+            if current is not None and current.hash == block_hash:
+                del self._free[owner]
+                self.trust.forgive(owner, block.number, blocks, events)
 
     def _hold_move(self, new_tip: Head) -> None:
         """A client's step onto ``new_tip`` was held by the one-voice rule: remember it, so the

@@ -1,7 +1,8 @@
 """Which new blocks count towards a client's quarantine (DESIGN.md §3, trust; :mod:`heads.trust`
 keeps the counts).
 
-Suspect: a self-fork the one-voice rule does not hold, a run more than ``_LEAD`` blocks ahead
+Suspect: a self-fork the one-voice rule does not hold (but a deep one nobody contradicts, once
+per confirmation: ``_free_fork``), a run more than ``_LEAD`` blocks ahead
 of every other connected, progressing client (climbing back to where the chain stood is no
 run), a branch built alone against another client's progress. Backfilled blocks are judged
 like announced ones.
@@ -36,7 +37,8 @@ class Suspicion(ForkChoiceRules):
             # one-voice rule holds it), so it needs no quarantine: a second client's copy is
             # what lets it win. Counting it quarantined an honest fast client whose reorg of
             # depth 2 came while its only peer lagged (client-chaos seed 202).
-            return not self._held_by_one_voice(client, head)
+            # Nor is one that contradicts no other client, once (``_free_fork``).
+            return not (self._held_by_one_voice(client, head) or self._free_fork(client, head))
         if self._contested(client, head):
             return True
         return self._runs_ahead(client, head)

@@ -179,6 +179,8 @@ class ChainTracker(Backfill):
             events: list[Event] = []
             if trust.origin:
                 trust.confirm(client, head, blocks, events)
+            if self._free:
+                self._confirm_free(client, head, events)
             self._heads[client] = (head, seq)
             if self._foreign_heads:
                 self._foreign_heads.pop(client, None)

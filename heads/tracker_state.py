@@ -103,6 +103,9 @@ class TrackerState:
         # A client's step down or sideways that the one-voice rule held (client -> its head
         # then): it still counts as a step when a second client's announcement releases it.
         self._pending: dict[str, str] = {}
+        # Each client's latest deep self-fork that contradicted no other client (client -> its
+        # new block): not suspect, once, until another client's head confirms it (_free_fork).
+        self._free: dict[str, str] = {}
         # Each client's head before its latest step down or sideways: the branch it took back
         # itself (the one-voice rule lets a client retract its own branch against one other).
         self._left: dict[str, Head] = {}

@@ -77,6 +77,17 @@ class Trust:
         if not origin:
             self.lowest = _NONE
 
+    def forgive(
+        self, client: str, height: int, blocks: Mapping[str, Head], events: list[Event]
+    ) -> None:
+        """Another client confirmed ``client``'s block at ``height`` that was never suspect (a
+        free self-fork, ``ChainTracker._free_fork``): as :meth:`confirm` does for a suspect one,
+        its unconfirmed blocks no higher stop counting and its quarantine ends."""
+        self._forgive(client, height, blocks)
+        if client in self.quarantined:
+            self.quarantined.discard(client)
+            events.append(Quarantine(client, False, self.unconfirmed.get(client, 0)))
+
     def _forgive(self, client: str, height: int, blocks: Mapping[str, Head]) -> None:
         """Another client confirmed ``client``'s suspect block at ``height``: its stored
         unconfirmed blocks no higher stop counting. A client whose blocks are confirmed is not

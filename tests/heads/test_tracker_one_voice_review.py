@@ -68,13 +68,6 @@ def test_two_clients_an_honest_retraction_past_a_stalled_peer_still_moves_the_ti
     assert reorg.depth == 10 and tracker.tip is not None and tracker.tip.hash == parent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (review of heads6): the one-voice rule's 'undecided' hold deviates from "
-    "DESIGN.md §3; exempting the client's own step down re-opens client-chaos seed 202 "
-    "(quarantine of the honest fast client) or, with the step not suspect, an unquarantined "
-    "2-deep self-fork flood: needs the lead's call and a DESIGN.md revision",
-)
 @pytest.mark.parametrize("clients", [2, 3])
 @pytest.mark.parametrize("to", ["ancestor", "lower sibling"])
 def test_a_clients_lower_block_moves_the_tip_when_no_connected_client_is_higher(
@@ -83,8 +76,9 @@ def test_a_clients_lower_block_moves_the_tip_when_no_connected_client_is_higher(
     """DESIGN.md §3: "a single client that announces a lower block on another branch, or an
     ancestor of the tip, moves the tip when no connected client is higher". ``a`` runs to 10
     while the others stay at 7, then announces 8 (the ancestor) or 8' on 7: nobody is higher
-    than 8, so the tip must move (it does on main). heads6 holds it while a peer sits below
-    the fork ("undecided"), until that peer announces."""
+    than 8, so the tip must move. The others stand below the fork and vouch for no dropped
+    block, so the one-voice rule does not apply (it held this while a peer sat below the
+    fork, "undecided", until the review)."""
     tree = Tree()
     chain = tree.chain("m", "g", 10)
     tree.add("x8", "m7")
@@ -132,3 +126,42 @@ def test_a_liar_cycling_through_old_blocks_is_no_progressing_peer_that_freezes_t
         tracker.on_head("liar", tree["m9" if now % 24 else "m10"], now + 1.0)
     assert tracker.trust.quarantined == set()
     assert tracker.tip is not None and tracker.tip.hash == tree.hash(branch[-1])
+
+
+@pytest.mark.parametrize("clients", [2, 3])
+def test_a_liars_two_deep_self_fork_flood_above_a_lagging_peer_is_quarantined(clients: int) -> None:
+    """The price of letting a lower block move the tip when the others lag (DESIGN.md §3): a
+    2-deep self-fork that contradicts no other client is not suspect, so a liar above a
+    lagging peer could flip the tip once per two frames unquarantined (issue 12: a sibling
+    flood of 100,000 frames made 100,000 reorgs). Only one such fork per confirmation by
+    another client is free: the liar's second is suspect, its third quarantines it, and the
+    reorgs stop; the store stays bounded by the window."""
+    chain = sealed_chain(11, start=0)
+    tracker = ChainTracker(finality_depth=32, clients=clients)
+    others = ["b", "c"][: clients - 1]
+    for header in chain[:9]:  # everybody at 8
+        for name in ("liar", *others):
+            tracker.on_head(name, header)
+    for header in chain[9:]:
+        tracker.on_head("liar", header)  # the liar at 10, the others lag at 8
+    events: list[Event] = []
+    for k in range(1000):
+        low = sealed_header(9, chain[8]["hash"], salt=f"flood {k}")  # 9^k on 8: drops 9, 10
+        events += tracker.on_head("liar", low)
+        events += tracker.on_head("liar", sealed_header(10, low["hash"], salt=f"flood {k}"))
+    assert "liar" in tracker.trust.quarantined
+    assert [e.active for e in events if isinstance(e, Quarantine)] == [True]
+    assert [r.depth for r in reorgs(events)] == [2, 2]  # the free one, the suspect one
+    assert len(tracker._blocks) <= 32 * 4
+    # The honest chain goes on (b and c relay 9 and 10 of the real chain, then 11): the tip
+    # stays on the liar's last move until the honest chain outgrows it, then follows it.
+    after: list[Event] = []
+    for header in chain[9:]:
+        for name in others:
+            after += tracker.on_head(name, header)
+    top = sealed_header(11, chain[10]["hash"], salt="honest")
+    for name in others:
+        after += tracker.on_head(name, top)
+    assert tracker.tip is not None and tracker.tip.hash == top["hash"]
+    assert [r.depth for r in reorgs(after)] == [2]
+    assert "liar" in tracker.trust.quarantined

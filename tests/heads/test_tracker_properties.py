@@ -113,8 +113,8 @@ class Reference:
         chain, with two or more clients seen and two connected with heads, needs two live heads
         on the new branch; except one voice against one (exactly one live head on the dropped
         branch: depth <= 5, or a client on the new branch whose head before its latest step
-        down was on the dropped branch), and, when no live head is on the dropped branch, it
-        waits only while some live head is an ancestor of the common ancestor (undecided)."""
+        down was on the dropped branch, and nobody undecided: a live head an ancestor of the
+        common ancestor); with no live head on the dropped branch it never holds."""
         assert self.tip is not None
         lca, old, new = self.diff(self.tip, best)
         if len(old) <= 1 or len(self.seen_clients) <= 1 or len(live) < 2:
@@ -138,9 +138,9 @@ class Reference:
             return not any(
                 c in self.left and dropped in self.ancestors(self.left[c]) for c in on_new if new
             )
-        if on_old == 0:
-            return undecided > 0
-        return True
+        # Nobody on the dropped branch: the mover contradicts no other client, and the plain
+        # ranking decides (DESIGN.md §3, a lower block moves the tip when nobody is higher).
+        return on_old > 0
 
     def left_behind(self, h: str) -> bool:
         """Higher than the tip, on another branch, and first seen before every block of the
