@@ -232,6 +232,16 @@ class AuditCopyBase:
         """Those of ``tx_hashes`` a verified ``sign`` entry holds, in any log."""
         return self._matching("SELECT tx_hash FROM audit_entries WHERE tx_hash IN ({})", tx_hashes)
 
+    def signed_nonces(self, log_id: str, sender: str, floor: int) -> set[int]:
+        """The nonces at or above ``floor`` that ``sender`` has a verified ``sign`` entry at in
+        ``log_id`` (recovery: ``broadcaster.tx.unjournaled``)."""
+        rows = self._run(
+            "SELECT DISTINCT nonce FROM audit_entries"
+            " WHERE log_id = ? AND kind = 'sign' AND sender = ? AND nonce >= ?",
+            (log_id, sender.lower(), floor),
+        )
+        return {int(row[0]) for row in rows}
+
     def external(self, tx_hashes: Iterable[bytes]) -> set[bytes]:
         """Those of ``tx_hashes`` that are attempts of raw transactions the journal accepted
         as external (``eth_sendRawTransaction``: signed elsewhere, on purpose)."""

@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -366,8 +366,14 @@ class Executor:
         *,
         retry: bool = True,
         recv_ns: int = 0,
+        durable: Awaitable[None] | None = None,
     ) -> Attempt | None:
         """Sign the payload (initial fees, or a bump over the floor) and send it.
+
+        ``durable``: the intent's journal flush, started before the signer was asked
+        (``TxManager.complete``); the signed attempt waits for it before it is recorded or sent,
+        so nothing reaches the wire before the journal knows the intent (a failed flush raises
+        here and nothing is sent).
 
         Nothing is sent once the intent was given up or found mined while the signer worked.
         A first signature that cannot be had now is retried in the background (``retry``).
@@ -401,6 +407,8 @@ class Executor:
                     self.background.spawn(self._retry_signing(record))
                 return None
             signed, fees = priced
+            if durable is not None:
+                await durable
             if not self.wants_payload(record):
                 return None  # cancelled or expired while the enclave signed: never sent
             first = reaction is None and recv_ns > 0 and reason is AttemptReason.INITIAL

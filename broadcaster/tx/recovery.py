@@ -5,6 +5,11 @@ of later changes. ``start`` asks the chain for each sender's nonces and each ope
 receipt, lets ``nonce.recovery.plan_recovery`` decide, and carries the plan out: mark what was
 mined, resend identical bytes for what was not, sign what never was, fill gaps, and find at
 (sender, nonce) an attempt whose journal entry the crash lost.
+
+With a ``signed_nonces`` source (the enclave's verified audit log), recovery then takes every
+nonce the enclave signed for an intent the journal lost (the manager asks the signer during the
+intent's fsync) with a noop before the book hands it to a new intent
+(``broadcaster.tx.unjournaled``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from broadcaster.tx.inclusion import InclusionTracker
 from broadcaster.tx.nonces import NonceSync
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import ChainState, TxObserver
+from broadcaster.tx.unjournaled import NoopAt, SignedNonces, plan_unjournaled
 from broadcaster.tx.view import ChainView
 from nonce import AttemptReason, BlockRef, NonceBook, TxState
 from nonce.recovery import (
@@ -56,8 +62,10 @@ class Recovery:
         nonces: NonceSync,
         observer: TxObserver,
         clock: Callable[[], float] = time.time,
+        signed_nonces: SignedNonces | None = None,
     ) -> None:
         self.book = book
+        self.signed_nonces = signed_nonces
         self.chain = chain
         self.view = view
         self.executor = executor
@@ -96,7 +104,30 @@ class Recovery:
             log.warning("could not read the base fee at start: %s", exc)
         if self.view.tip is None:
             self.view.head_number = await self.chain.block_number()
-        return await self.reconcile(senders, self.view.head())
+        actions = await self.reconcile(senders, self.view.head())
+        if self.signed_nonces is not None:
+            actions += await self.unjournaled(senders)
+        return actions
+
+    async def unjournaled(self, senders: Sequence[str]) -> list[NoopAt]:
+        """Noops at the nonces the enclave signed that the journal does not know (and at the
+        holes below them), each sender's from its mined count (module docstring)."""
+        assert self.signed_nonces is not None
+        floors = {s: (await self.nonces.counts(s))[0] for s in senders}
+        signed = await self.signed_nonces(floors)
+        book = self.book
+        plan = plan_unjournaled(signed, floors, lambda s, n: book.get(s, n) is not None)
+        for noop in plan:
+            log.warning(
+                "recovery: %s/%d %s; a noop takes it before the nonce is reused",
+                noop.sender,
+                noop.nonce,
+                "signed by the enclave for an intent the journal lost"
+                if noop.signed
+                else "a hole below a nonce signed for a lost intent",
+            )
+            await self.executor.fill_gap(noop.sender, noop.nonce)
+        return plan
 
     async def reconcile(self, senders: Sequence[str], head_number: int | None) -> list[Any]:
         """Reconcile every unsettled record of ours with the chain (start, deep reorgs)."""
