@@ -175,6 +175,7 @@ class TxManager:
             observer=observer,
             clock=clock,
             signed_nonces=signed_nonces,
+            background=background,
         )
         self.follower = ChainFollower(
             book=book,
@@ -295,6 +296,11 @@ class TxManager:
             earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
             if earlier is not None:
                 raise DuplicateIdempotencyKey(intent.key, earlier)
+        checked = self.recovery.checked
+        if not checked.is_set():
+            # After a restart: a nonce the enclave signed for an intent the journal lost is not
+            # handed out before recovery booked its noop (``Recovery.unjournaled``).
+            await checked.wait()
         try:
             return self.book.accept(intent, now=self._clock())
         except DuplicateIdempotencyKey:

@@ -101,6 +101,43 @@ def test_a_crash_between_the_signature_and_the_durable_flush_broadcasts_nothing(
     sim.check()
 
 
+def test_with_the_signer_down_at_restart_no_new_intent_takes_a_nonce_until_its_log_is_read(
+    sims: SimFactory,
+) -> None:
+    """The crash above, and the enclave unreachable when the service comes back: recovery
+    cannot tell which nonces it signed, so the next intent waits (it could not be signed
+    anyway) instead of taking the lost one's nonce; once the signer answers, the noop first."""
+    sim = sims(linger=None)
+    journal = sim.host.journal  # type: ignore[union-attr]
+    lost = sim.intent()
+    journal.hold()
+    submission = sim.loop.create_task(sim.adapter.submit(lost))
+    sim.run(sim.advance(1.0))
+    (signed_lost,) = [r for r in sim.enclave.signed() if r.fields.value == lost.value]
+    sim.run(sim.crash())
+    with pytest.raises(BaseException):  # noqa: B017 - the killed process's await fails somehow
+        sim.run(submission)
+    sim.enclave.down = True
+    sim.run(sim.restart())
+    nxt = sim.intent()
+    waiting = sim.loop.create_task(sim.adapter.submit(nxt))
+    sim.run(sim.advance(3.0))
+    assert not waiting.done(), "a new intent took a nonce before the audit log was read"
+    assert sim.adapter.find(nxt.id) is None
+    sim.enclave.down = False
+    record = sim.run(waiting)
+    assert record.nonce == signed_lost.fields.nonce + 1
+    sim.run(sim.mine(3))
+    sim.run(sim.finish())
+    assert sim.record(nxt.id).state in (_S.INCLUDED, _S.FINALIZED)
+    assert not sim.enclave.denials()
+    mined = {
+        tx.nonce: tx for b in sim.chain.truth.blocks() for tx in b.txs if tx.sender == lost.sender
+    }
+    assert mined[signed_lost.fields.nonce].value == 0, "the lost nonce is not a noop"
+    sim.check()
+
+
 def test_intent_seconds_is_observed_for_the_first_attempt(sims: SimFactory) -> None:
     sim = sims()
     seen: list[float] = []
