@@ -14,8 +14,8 @@ reused; the unbooked nonces below the highest such one are plugged the same way,
 opens. :func:`plan_unjournaled` decides (pure); a :data:`SignedNonces` source reads the log:
 
 - :func:`copy_source`: the service's, the journal's verified copy (``nonce.audit_copy``) after
-  the audit streamer caught up with the enclave's head (retried until the signer answers: a
-  nonce is not reused on a guess);
+  the audit streamer caught up with the enclave's head (until the signer answers, recovery
+  retries in the background and new intents wait: a nonce is not reused on a guess);
 - :func:`log_source`: the enclave's own ``audit_entries`` from seq 1, checked with
   ``broadcaster.audit.verify.verify_batch`` (the simulator's).
 
@@ -25,17 +25,15 @@ Without either (``[audit]`` disabled) the manager does not overlap: it flushes, 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from broadcaster.audit.stream import PAGE, AuditSource, AuditStreamer
 from broadcaster.audit.verify import Anchor, verify_batch
 from nonce.audit_copy import AuditCopyBase
+from signer_client.errors import SignerUnavailable
 
 __all__ = ["NoopAt", "SignedNonces", "copy_source", "log_source", "plan_unjournaled"]
-
-log = logging.getLogger(__name__)
 
 # senders' floors (the chain's mined count) -> the nonces at or above each floor the enclave's
 # verified log holds a ``sign`` entry for.
@@ -95,24 +93,19 @@ def log_source(source: AuditSource, trusted: Iterable[str]) -> SignedNonces:
     return signed
 
 
-def copy_source(
-    streamer: AuditStreamer, copy: AuditCopyBase, *, retry: float = 1.0
-) -> SignedNonces:
-    """The journal's verified copy, once the streamer holds the enclave's head (retried).
+def copy_source(streamer: AuditStreamer, copy: AuditCopyBase) -> SignedNonces:
+    """The journal's verified copy, once the streamer holds the enclave's head.
 
-    A refused log stops every signature anyway (``broadcaster.audit.gate``): nothing to plug.
+    Raises :class:`SignerUnavailable` when the streamer could not catch up (the signer did not
+    answer): recovery then tries again in the background while new intents wait. A refused log
+    stops every signature anyway (``broadcaster.audit.gate``): nothing to plug.
     """
 
     async def signed(floors: Mapping[str, int]) -> Mapping[str, Collection[int]]:
-        while not await streamer.sync():
+        if not await streamer.sync():
             if streamer.refused is not None:
                 return {}
-            log.warning(
-                "recovery: waiting for the enclave's audit log (which nonces it signed that the "
-                "journal may have lost) before any nonce is reused; retrying in %.1f s",
-                retry,
-            )
-            await asyncio.sleep(retry)
+            raise SignerUnavailable("the enclave's audit log could not be brought up to date")
         log_id = streamer.log_id
         if log_id is None:
             return {}

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from broadcaster.tx.unjournaled import NoopAt, plan_unjournaled
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broadcaster.audit.stream import AuditStreamer
+from broadcaster.tx.unjournaled import NoopAt, copy_source, plan_unjournaled
+from nonce.audit_copy import open_audit_copy
+from signer_client.errors import SignerUnavailable
 
 A, B = "0xaa", "0xbb"
 
@@ -28,3 +36,22 @@ def test_nonces_below_the_chain_count_or_booked_need_nothing() -> None:
 def test_each_sender_is_planned_from_its_own_floor() -> None:
     plan = plan_unjournaled({B: {2}, A: {0}}, {A: 0, B: 2}, lambda s, n: False)
     assert plan == [NoopAt(A, 0, True), NoopAt(B, 2, True)]
+
+
+async def test_the_copy_source_raises_while_the_signer_cannot_bring_the_copy_up_to_date(
+    tmp_path: Path,
+) -> None:
+    """Recovery must not read "no lost signatures" from a copy that may lack the newest entries:
+    it is told the signer is unavailable (and retries while new intents wait)."""
+    copy = open_audit_copy(tmp_path / "journal.db")
+
+    class Down:
+        async def audit_entries(self, from_seq: int, limit: int = 1000) -> dict[str, Any]:
+            raise SignerUnavailable("down")
+
+    streamer = AuditStreamer(copy, Down(), on_refused=lambda exc: None)
+    try:
+        with pytest.raises(SignerUnavailable):
+            await copy_source(streamer, copy)({A: 0})
+    finally:
+        copy.close()
