@@ -386,7 +386,7 @@ class Executor:
                 return None
             if not record.attempts and self.delegated.busy(record, self.book):
                 if retry:  # one in flight for a delegated sender: wait for it (tx.typed)
-                    self.background.spawn(self._retry_signing(record))
+                    self.background.spawn(self._retry_signing(record, durable))
                 return None
             try:
                 with _priority(reaction, record):
@@ -404,7 +404,7 @@ class Executor:
                 return None
             if priced is None:
                 if retry and record.state is _S.PENDING and not record.attempts:
-                    self.background.spawn(self._retry_signing(record))
+                    self.background.spawn(self._retry_signing(record, durable))
                 return None
             signed, fees = priced
             if durable is not None:
@@ -446,9 +446,21 @@ class Executor:
         signed, fees = priced
         return self._record_attempt(record, signed, fees, AttemptReason.GAP_FILL)
 
-    async def _retry_signing(self, record: TxRecord) -> None:
+    async def _retry_signing(
+        self, record: TxRecord, durable: Awaitable[None] | None = None
+    ) -> None:
         """A first signature the signer could not give yet: retry with backoff while it stays
-        pending; past ``validUntilBlock`` it expires unsigned instead."""
+        pending; past ``validUntilBlock`` it expires unsigned instead.
+
+        ``durable``: the intent's flush (``sign_and_send``); no retry signs, let alone sends,
+        before it is done (a retry 0.1 s later beat a slow fsync to the wire: a ``kill -9`` then
+        left a transaction out that the journal never knew). A failed flush: no retry at all
+        (the caller's ``complete`` raises it)."""
+        if durable is not None:
+            try:
+                await durable
+            except Exception:  # noqa: BLE001 - complete() reports it; nothing may be sent
+                return
         for delay in retry_delays():
             await asyncio.sleep(delay)
             if record.state is not _S.PENDING or record.attempts:

@@ -185,3 +185,36 @@ def test_a_duplicate_key_is_answered_with_the_earlier_intent_only_once_it_is_dur
     assert info.value.record.intent.id == first.id
     sim.run(submission)
     sim.check()
+
+
+def test_a_signature_retried_in_the_background_waits_for_the_flush_too(
+    sims: SimFactory,
+) -> None:
+    """Adversarial (review): with the overlap, the first signature fails (the signer is briefly
+    unreachable) while the fsync is slow; ``sign_and_send`` hands the intent to the background
+    retry (0.1 s backoff), which signed and sent it without waiting for the flush. A ``kill -9``
+    then left a transaction on the wire the journal never knew, unacknowledged: the bot's retry
+    with the same idempotency key gets a new intent at the next nonce, executed twice."""
+    sim = sims(linger=None)
+    journal = sim.host.journal  # type: ignore[union-attr]
+    intent = sim.intent()
+    journal.hold()
+    sim.enclave.down = True
+    submission = sim.loop.create_task(sim.adapter.submit(intent))
+    sim.run(sim.advance(0.01))  # the overlapped signature failed: the retry is in the background
+    sim.enclave.down = False
+    sim.run(sim.advance(5.0))  # the retries run; the fsync still has not finished
+    assert not submission.done(), "acknowledged before the intent was durable"
+    assert _received(sim, intent.sender) == [], "a retried signature went out before the flush"
+    sim.run(sim.crash())
+    with pytest.raises(BaseException):  # noqa: B017 - the killed process's await fails somehow
+        sim.run(submission)
+    assert _received(sim, intent.sender) == [], "a crash left a broadcast intent the journal lost"
+    sim.run(sim.restart())
+    again = sim.run(sim.adapter.submit(intent))  # the bot's retry
+    sim.run(sim.mine(3))
+    sim.run(sim.finish())
+    mined = [tx for b in sim.chain.truth.blocks() for tx in b.txs if tx.sender == intent.sender]
+    assert [tx.value for tx in mined].count(intent.value) == 1, "the intent executed twice"
+    assert sim.record(again.intent.id).state in (_S.INCLUDED, _S.FINALIZED)
+    sim.check()
