@@ -459,7 +459,7 @@ class Executor:
         if durable is not None:
             try:
                 await durable
-            except Exception:  # noqa: BLE001 - complete() reports it; nothing may be sent
+            except Exception:  # complete() reports it; nothing may be sent
                 return
         for delay in retry_delays():
             await asyncio.sleep(delay)
