@@ -611,7 +611,7 @@ class Service:
         streamer = self.streamer
         if streamer is None:
             raise RuntimeError("recovery needs the audit streamer ([audit] enabled)")
-        return await copy_source(streamer, streamer.copy)(floors)
+        return await copy_source(streamer, streamer.copy, chain_id=self.config.chain_id)(floors)
 
     def _streamer(
         self, copy: AuditCopyBase, signer: SignerClient, report: ForeignReport

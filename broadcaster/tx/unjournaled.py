@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from broadcaster.audit.stream import PAGE, AuditSource, AuditStreamer
 from broadcaster.audit.verify import Anchor, verify_batch
-from nonce.audit_copy import AuditCopyBase
+from nonce.audit_copy import AuditCopyBase, entry_chain
 from signer_client.errors import SignerUnavailable
 
 __all__ = ["NoopAt", "SignedNonces", "copy_source", "log_source", "plan_unjournaled"]
@@ -73,8 +73,9 @@ def plan_unjournaled(
     return out
 
 
-def log_source(source: AuditSource, trusted: Iterable[str]) -> SignedNonces:
-    """Read the enclave's whole log, verified page by page from seq 1 (keys: ``trusted``)."""
+def log_source(source: AuditSource, trusted: Iterable[str], *, chain_id: int) -> SignedNonces:
+    """Read the enclave's whole log, verified page by page from seq 1 (keys: ``trusted``);
+    only ``chain_id``'s signatures (an enclave may sign for several chains)."""
     keys = {k.lower() for k in trusted}
 
     async def signed(floors: Mapping[str, int]) -> Mapping[str, Collection[int]]:
@@ -84,7 +85,12 @@ def log_source(source: AuditSource, trusted: Iterable[str]) -> SignedNonces:
             batch = verify_batch(anchor, await source.audit_entries(anchor.seq + 1, PAGE), keys)
             for entry in batch.entries:
                 sender, nonce = entry.sender, entry.nonce
-                if sender is not None and nonce is not None and nonce >= floors.get(sender, 0):
+                if (
+                    sender is not None
+                    and nonce is not None
+                    and nonce >= floors.get(sender, 0)
+                    and entry_chain(entry.line) == chain_id
+                ):
                     out.setdefault(sender, set()).add(nonce)
             anchor = batch.anchor
             if len(batch.entries) < PAGE:
@@ -93,8 +99,9 @@ def log_source(source: AuditSource, trusted: Iterable[str]) -> SignedNonces:
     return signed
 
 
-def copy_source(streamer: AuditStreamer, copy: AuditCopyBase) -> SignedNonces:
-    """The journal's verified copy, once the streamer holds the enclave's head.
+def copy_source(streamer: AuditStreamer, copy: AuditCopyBase, *, chain_id: int) -> SignedNonces:
+    """The journal's verified copy, once the streamer holds the enclave's head; only
+    ``chain_id``'s signatures (the enclave's nonce protection is per chain and sender).
 
     Raises :class:`SignerUnavailable` when the streamer could not catch up (the signer did not
     answer): recovery then tries again in the background while new intents wait. A refused log
@@ -110,7 +117,7 @@ def copy_source(streamer: AuditStreamer, copy: AuditCopyBase) -> SignedNonces:
         if log_id is None:
             return {}
         return {
-            sender: await asyncio.to_thread(copy.signed_nonces, log_id, sender, floor)
+            sender: await asyncio.to_thread(copy.signed_nonces, log_id, sender, floor, chain_id)
             for sender, floor in floors.items()
         }
 

@@ -161,7 +161,9 @@ async def boot(
         presign=plan.presign,
         retain_settled=plan.retain_settled,
         canonical_chain=feed.tracker.canonical_chain,
-        signed_nonces=log_source(signer, [enclave.log_key]) if plan.overlap else None,
+        signed_nonces=log_source(signer, [enclave.log_key], chain_id=plan.chain_id)
+        if plan.overlap
+        else None,
     )
     if router is not None:
         # Journaled bundles first (as broadcaster/service.py): recovery re-submits their members.

@@ -52,6 +52,47 @@ async def test_the_copy_source_raises_while_the_signer_cannot_bring_the_copy_up_
     streamer = AuditStreamer(copy, Down(), on_refused=lambda exc: None)
     try:
         with pytest.raises(SignerUnavailable):
-            await copy_source(streamer, copy)({A: 0})
+            await copy_source(streamer, copy, chain_id=1)({A: 0})
+    finally:
+        copy.close()
+
+
+async def test_signatures_for_another_chain_are_not_this_chain_s_lost_nonces(
+    tmp_path: Path,
+) -> None:
+    """Adversarial (review): one enclave, its policy allowing two chains (``chain_ids``), the
+    same key on both (a service per chain). The audit copy holds every ``sign`` entry of the
+    enclave's log; its nonce protection is per (chain, sender). Recovery on chain 1 read chain
+    10's signatures (nonce 40 there) as chain 1's lost ones and paid for 40 noops on chain 1."""
+    from enclave.audit import AuditLog
+    from enclave.core import EnclaveCore
+    from enclave.policy import Policy, PolicyConfig
+    from signer_client.signing import LocalKey
+    from signer_client.txcodec import signing_payload
+    from tests.broadcaster.audit.test_stream import CoreSource
+    from tests.enclave.running import ALLOWED_TO, ANVIL_ADDRESS, ANVIL_KEY
+    from tests.enclave.test_policy import fields
+
+    core = EnclaveCore(
+        [LocalKey(ANVIL_KEY)],
+        Policy(PolicyConfig(chain_ids=(1, 10), allowed_to=(ALLOWED_TO,))),
+        audit=AuditLog(None, LocalKey(bytes(range(1, 33)))),
+    )
+    core.start(0.0, b"\0" * 48)
+    sender = ANVIL_ADDRESS.lower()
+    for chain, nonce in ((1, 3), (10, 40)):
+        payload = signing_payload(fields(to=ALLOWED_TO, nonce=nonce, chainId=chain))
+        params = {"sender": sender, "payload": "0x" + payload.hex()}
+        assert "result" in core.handle(
+            {"id": 1, "method": "sign_transaction", "params": params}, 1.0
+        )
+    copy = open_audit_copy(tmp_path / "journal.db")
+    streamer = AuditStreamer(copy, CoreSource(core), on_refused=lambda exc: None)
+    streamer.trust(str(core.hello_result["log_public_key"]), attested=False)
+    try:
+        signed = await copy_source(streamer, copy, chain_id=1)({sender: 0})
+        assert {s: set(n) for s, n in signed.items()} == {sender: {3}}
+        plan = plan_unjournaled(signed, {sender: 0}, lambda s, n: False)
+        assert max(n.nonce for n in plan) == 3
     finally:
         copy.close()
