@@ -91,6 +91,7 @@ class ManagerAdapter:
         retain_settled: int = 10_000,
         lookup: Callable[[str | None, str | None], TxRecord | None] | None = None,
         canonical_chain: Callable[[], Iterable[Head]] | None = None,
+        signed_nonces: Any = None,
     ) -> None:
         policy = FeePolicy(
             bump_percent=fees.bump_percent,
@@ -117,6 +118,7 @@ class ManagerAdapter:
             lookup=lookup,
             evicted_on_disk=lookup is not None,
             canonical_chain=canonical_chain,
+            signed_nonces=signed_nonces,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
