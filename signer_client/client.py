@@ -29,6 +29,7 @@ re-sent request gets the identical transaction, never a second one. A per-reques
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -290,6 +291,7 @@ class SignerClient:
         self._watchdog: asyncio.TimerHandle | None = None
         self._watch_at = math.inf
         self._closed = False
+        self._reopen: asyncio.Task[None] | None = None  # the urgent lane, re-opened (_fallback)
         self.info: SignerInfo | None = None
         self.attested: AttestationResult | None = None
 
@@ -328,6 +330,9 @@ class SignerClient:
 
     async def close(self) -> None:
         self._closed = True
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog, self._watch_at = None, math.inf
@@ -497,6 +502,8 @@ class SignerClient:
             while True:
                 conn = self._lanes[lane]
                 if conn is None or conn.closed:
+                    conn = self._fallback(lane)
+                if conn is None:
                     conn = await self._connected(deadline, lane)
                 try:
                     return await self._roundtrip(conn, method, params, deadline, digest_of)
@@ -605,7 +612,32 @@ class SignerClient:
 
     # ------------------------------------------------------------ connecting
 
-    async def _connected(self, deadline: float, lane: int = ORDINARY) -> _Connection:
+    def _fallback(self, lane: int) -> _Connection | None:
+        """The urgent lane is down but the ordinary one is up: the ordinary connection, now, and
+        the urgent lane re-opened in the background. A reaction never waits for a handshake (nor
+        for what a new connection makes the service do first: its log re-checked before
+        anything is signed, ``broadcaster.audit.gate``), which stalled a sender's later
+        re-signs until the tip moved and their dropped bytes went out again instead."""
+        if lane != URGENT_LANE:
+            return None
+        conn = self._lanes[ORDINARY]
+        if conn is None or conn.closed:
+            return None
+        if self._reopen is None or self._reopen.done():
+            self._reopen = asyncio.get_running_loop().create_task(self._reopen_urgent())
+        return conn
+
+    async def _reopen_urgent(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(SignerError):  # counted by _establish; retried on next use
+            await self._connected(loop.time() + self.connect_timeout, URGENT_LANE, both=False)
+
+    async def _connected(
+        self, deadline: float, lane: int = ORDINARY, *, both: bool = True
+    ) -> _Connection:
+        """The lane's connection, opened if need be; ``both``: the other lane too, at the same
+        moment (the first request opens both, so a reaction's first urgent request does not
+        pay the urgent lane's handshake)."""
         conn = self._lanes[lane]
         if conn is not None and not conn.closed:
             return conn
@@ -613,11 +645,18 @@ class SignerClient:
             raise SignerUnavailable("client is closed")
         async with self._connect_locks[lane]:
             conn = self._lanes[lane]
-            if conn is not None and not conn.closed:
-                return conn
-            conn = await self._establish(deadline, lane)
-            self._lanes[lane] = conn
-            return conn
+            if conn is None or conn.closed:
+                conn = await self._establish(deadline, lane)
+                self._lanes[lane] = conn
+        other = self._lanes[1 - lane]
+        if both and (other is None or other.closed):
+            try:
+                await self._connected(deadline, 1 - lane, both=False)
+            except AttestationError:
+                raise  # the lanes reach different enclaves, or a pin differs: fail closed
+            except SignerError:
+                pass  # unreachable now: this lane serves meanwhile (_fallback), counted
+        return conn
 
     async def _establish(self, deadline: float, lane: int = ORDINARY) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -199,7 +199,7 @@ async def test_a_restarted_enclave_is_reconnected_and_keeps_nonce_protection(
             assert info.value.rule == "nonce_conflict"
         finally:
             restarted.stop()
-    assert events["connected"] == 3  # both lanes at first, the ordinary one again
+    assert events["connected"] == 4  # both lanes at first, both again (the first request)
     assert events["disconnected"] >= 1
 
 

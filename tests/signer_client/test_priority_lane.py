@@ -99,3 +99,36 @@ async def test_both_lanes_are_attested_and_bound_to_the_same_key(enclave: Enclav
         with urgent():
             await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
         await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+
+
+async def test_the_first_request_opens_both_lanes_so_a_reaction_pays_no_handshake(
+    enclave: Enclave,
+) -> None:
+    """The service never calls ``open()``: its first request connects. Both lanes come up then,
+    so a reaction's first urgent request finds its lane open. Opened only then, the urgent
+    lane's handshake (and the service's log re-check every new connection triggers before
+    anything is signed) stalled the reaction's later re-signs until the tip moved and the
+    dropped original bytes were mined instead (e2e test_service_reorg live-resign-3)."""
+    events: list[str] = []
+    client = SignerClient(enclave.url, on_event=events.append)
+    try:
+        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+        assert events.count("connected") == 2 and client.connected
+        before = len(events)
+        with urgent():
+            await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+        assert "connected" not in events[before:], events[before:]
+        # The urgent lane lost alone: an urgent request goes on the ordinary lane at once and
+        # the urgent lane is re-opened behind it (no handshake in front of the request).
+        lost = client._lanes[URGENT_LANE]
+        assert lost is not None and lost.transport is not None
+        lost.transport.abort()
+        await asyncio.sleep(0)  # connection_lost
+        with urgent():
+            signed = await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+        assert signed.raw
+        assert client._reopen is not None
+        await client._reopen
+        assert client.connected and client._lanes[URGENT_LANE] is not lost
+    finally:
+        await client.close()
