@@ -96,7 +96,9 @@ class OrderflowEndpoint:
             with contextlib.suppress(OSError, RuntimeError):
                 self.write(method, body_of)
                 return True
-        if len(self.queue) >= self.queue_size:
+        # A reaction's body (inside urgent()) has as many places again (as Lane.full gives an
+        # urgent job): the backlog it goes ahead of must not be what drops it.
+        if len(self.queue) >= (2 * self.queue_size if URGENT.get() else self.queue_size):
             self.owner.report(self.name, method, "dropped")
             return False
         rid = next(self.owner.ids)

@@ -129,3 +129,36 @@ async def test_a_reactions_bundle_is_signed_first_and_on_the_urgent_lane(
     assert asked[2:] == [(b, False) for b in range(PER_ENDPOINT)]
     sent = [int(r.params["blockNumber"], 16) for r in builder.sends()]
     assert sent[:2] == [1000, 1001], sent[:4]
+
+
+async def test_a_reactions_bundle_is_not_dropped_by_a_full_queue_of_ordinary_ones(
+    builders: list[BuilderDouble],
+) -> None:
+    """A full queue (``queue_size`` ordinary bodies waiting for auth signatures) still takes a
+    reaction's bundle, ahead of them (as ``Lane.full`` gives urgent jobs as many places again):
+    dropped, the reaction's bundle would be the one lost while the backlog it jumps is kept."""
+    from signer_client import urgent
+
+    reports: list[tuple[str, str, str]] = []
+
+    async def sign(body: bytes) -> str:
+        return header_value(KEY.address_bytes, KEY.sign_hash(auth_signing_hash(body_hash(body))))
+
+    sender = OrderflowSender(
+        [("b0", builders[0].url, "builder", "flashbots")],
+        on_result=lambda rpc, method, outcome: reports.append((rpc, method, outcome)),
+        sign_auth=sign,
+        queue_size=4,
+    )
+    await sender.connect()
+    try:
+        for block in range(5):  # the fifth ordinary one finds the queue full
+            sender.to_builders("eth_sendBundle", {"txs": ["0x02"], "blockNumber": hex(block)})
+        assert [r[2] for r in reports] == ["dropped"]
+        with urgent():
+            sender.to_builders("eth_sendBundle", {"txs": ["0x02"], "blockNumber": hex(1000)})
+        assert [r[2] for r in reports] == ["dropped"], reports  # the reaction's one kept
+        queue = sender.builders[0].queue
+        assert len(queue) == 5 and b'"0x3e8"' in queue[0][2]
+    finally:
+        await sender.aclose()
