@@ -467,12 +467,6 @@ def test_a_lookup_that_finds_nothing_at_a_used_nonce_gives_nothing_up(sims: SimF
     assert _foreign_alerts(sim) == 0, sim.alerts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the inclusion scan takes eth_getBlockByHash(h, false)'s hash list on its word"
-    " (a hash list cannot be checked against transactionsRoot; the fix is a full, checked"
-    " read of each block that names one of ours: broadcaster.audit.body.check_block)",
-)
 def test_a_hash_list_naming_our_unmined_tx_does_not_make_it_included(sims: SimFactory) -> None:
     """A lying read RPC lists our pending (unmined) tx in a canonical block's hash list: the
     bot must not be told ``included``."""
@@ -489,6 +483,39 @@ def test_a_hash_list_naming_our_unmined_tx_does_not_make_it_included(sims: SimFa
     state.blocks = injecting  # type: ignore[method-assign]
     sim.run(sim.mine(1, exclude=lambda t: t.hash in ours))
     assert sim.record(record.intent.id).state is not _S.INCLUDED
+    # The block naming ours was read in full, its proven body lacks it: counted, not believed.
+    assert "not_in_body" in sim.host.adapter.observer.bad_blocks
+    # Mined for real in a later block: included there, from its proven body.
+    state.blocks = real_blocks  # type: ignore[method-assign]
+    sim.run(sim.mine(2))
+    final = sim.record(record.intent.id)
+    assert final.state is _S.INCLUDED and final.block is not None
+    assert any(t.hash in ours for t in sim.chain.truth.block(final.block.hash).txs)
+
+
+def test_a_hash_list_hiding_our_mined_tx_still_finds_it_by_its_proven_body(
+    sims: SimFactory,
+) -> None:
+    """The converse lie: a read RPC leaves our mined tx out of every hash list. A block it
+    names nothing of ours in is not read in full (the hot path stays cheap), so the stall's
+    receipt recheck, proven against the block's body, is what finds it."""
+    sim = sims()
+    record = sim.run(sim.submit())
+    ours = {a.hash for a in record.attempts}
+    state = sim.host.chain
+    real_blocks = state.blocks
+
+    async def hiding(hashes: Any) -> Any:
+        found = await real_blocks(hashes)
+        return {
+            h: type(b)(b.number, b.hash, tuple(t for t in b.tx_hashes if t not in ours))
+            for h, b in found.items()
+        }
+
+    state.blocks = hiding  # type: ignore[method-assign]
+    sim.run(sim.mine(8))
+    final = sim.record(record.intent.id)
+    assert final.state is _S.INCLUDED and final.block is not None
 
 
 # -- deep reorgs -----------------------------------------------------------------------------------
