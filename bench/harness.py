@@ -478,8 +478,10 @@ class Harness:
         if method == "eth_sendBundle" and rpc >= 0 and self.builders:
             bundle = params[0]
             for raw_hex in bundle["txs"]:
-                tx_hash = _keccak_hex(bytes.fromhex(raw_hex[2:]))
+                raw = bytes.fromhex(raw_hex[2:])
+                tx_hash = _keccak_hex(raw)
                 self._raw_arrival(RawArrival(t_ns, rpc, tx_hash))
+                self.chain.raws.setdefault(tx_hash, raw)  # full blocks list its fields
             return {"jsonrpc": "2.0", "id": rid, "result": {"bundleHash": "0x" + "00" * 32}}
         if method == "eth_cancelBundle" and rpc >= 0 and self.builders:
             return {"jsonrpc": "2.0", "id": rid, "result": None}
