@@ -33,7 +33,9 @@ other client confirms: its heads are no candidates, DESIGN.md §3), ``signer_err
 ``signer_up``, ``build_info{version}``, with ``[ha]``
 ``lease_age_seconds`` (seconds since the leader lease was last renewed, as this instance last
 saw it: the leader's own renewals, or the leader's as a standby reads them) and
-``failovers_total`` (leases this instance took over from another holder), the audit copy's
+``failovers_total`` (leases this instance took over from another holder) and ``lease_epoch``
+(the lease's epoch as this instance last saw it: every takeover raises it, across restarts,
+which a process's ``failovers_total`` cannot show), the audit copy's
 ``audit_refusals_total{reason}`` (the enclave's audit log was refused: signing stopped; reasons
 are ``broadcaster.audit.verify.REFUSAL_REASONS``), ``audit_verified_seq`` (the last verified
 entry held in the journal), ``audit_blocks_checked_total`` (canonical blocks reconciled with
@@ -276,6 +278,11 @@ class Metrics:
         self.failovers_total = counter(
             "failovers", "Leader leases this instance took over from another holder ([ha])"
         )
+        self.lease_epoch = gauge(
+            "lease_epoch",
+            "The leader lease's epoch as this instance last saw it: its own as the leader, the "
+            "holder's as a standby (0: not read yet; [ha])",
+        )
         self.audit_refusals_total = counter(
             "audit_refusals",
             "The enclave's audit log was refused (signing stopped)",
@@ -463,10 +470,14 @@ class Metrics:
 
     # ------------------------------------------------------------ reading
 
-    def leadership(self, leader: bool, lease_age: float | None = None) -> None:
+    def leadership(
+        self, leader: bool, lease_age: float | None = None, epoch: int | None = None
+    ) -> None:
         self.is_leader.set(1 if leader else 0)
         if lease_age is not None:
             self.lease_age_seconds.set(lease_age)
+        if epoch:  # 0: an unknown holder (another instance inserted the row first)
+            self.lease_epoch.set(epoch)
 
     def failover(self) -> None:
         self.failovers_total.inc()

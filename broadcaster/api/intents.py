@@ -389,11 +389,15 @@ def idempotency_conflict(params: Any, new: Intent, earlier: Intent) -> str | Non
 
     ``maxFeePerGas`` is compared only when the request gives it: left out, it defaults to twice
     the base fee of the moment, and a retry a block later must still count as the same request.
+    So is ``gas`` when ``params`` is the request's object: ``eth_sendTransaction`` without gas
+    has the node estimate it, and a retry's estimate may differ from the first one's.
     """
     if isinstance(params, list) and len(params) == 1:
         params = params[0]
     given = params if isinstance(params, Mapping) else {}
     for name, attribute in _COMPARED:
+        if name == "gas" and isinstance(params, Mapping) and "gas" not in given:
+            continue  # estimated by the node (eth_sendTransaction): a retry's estimate may move
         if getattr(new, attribute) != getattr(earlier, attribute):
             return name
     if ("maxFeePerGas" in given or "gasPrice" in given) and (

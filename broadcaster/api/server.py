@@ -244,6 +244,13 @@ class IntentApi(Dispatcher):
         except DuplicateIdempotencyKey as exc:
             self._on_intent("duplicate")
             earlier = exc.record
+            if not client.access.owns(earlier):
+                # Keys are scoped per tenant, so this is only reachable through a key someone
+                # else's namespace holds: refuse without naming (or handing over) that intent.
+                raise RpcError(
+                    INVALID_PARAMS,
+                    "invalid params: key: already used by another request; use a new key",
+                ) from exc
             differs = idempotency_conflict(params, intent, earlier.intent)
             if differs is not None:
                 raise RpcError(
@@ -592,6 +599,7 @@ class IntentApi(Dispatcher):
             raise ParamError("params", "expected [transaction object]")
         tx = dict(tx)
         tx.pop("nonce", None)  # nonces are the broadcaster's to allocate
+        asked = dict(tx)  # as the bot sent it: a gas we estimate is not part of its request
         defaults = self._defaults(client)
         if "gas" not in tx:
             if self._passthrough is None:
@@ -627,7 +635,12 @@ class IntentApi(Dispatcher):
                 )
             tx["gas"] = parse_quantity(estimate, "gas")
         intent = parse_intent(tx, defaults)
-        record = await self._submit(client, intent)
+        # The same key namespace as broadcaster_sendIntent (else a tenant could name another
+        # tenant's scoped key), and the request itself for the conflict check of its fee fields.
+        scoped = client.access.scoped_key(intent.key)
+        if scoped != intent.key:
+            intent = _replace_key(intent, scoped)
+        record = await self._submit(client, intent, asked)
         latest = record.latest
         if latest is None:
             raise RpcError(

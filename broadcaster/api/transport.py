@@ -13,7 +13,8 @@ parser serves only the ``GET`` of a handshake and refuses any request with a bod
 ``POST``'s JSON. aiohttp (already a dependency: the metrics server) parses HTTP with llhttp and
 frames websockets in C, and serves both from one handler.
 
-Answers: ``401`` (with ``WWW-Authenticate: Bearer``) for a missing or unknown token, ``429``
+Answers: ``408`` for a body not complete within ``BODY_SECONDS`` of its headers (counted
+``invalid``), ``401`` (with ``WWW-Authenticate: Bearer``) for a missing or unknown token, ``429``
 when the token already holds ``max_connections_per_token`` connections, ``413`` for a body
 over 4x ``max_message_bytes`` (between 1x and 4x, a JSON-RPC ``-32600`` answer, as on the
 websocket), ``405`` for other methods, ``404`` for deeper paths.
@@ -25,7 +26,9 @@ client left still runs). So an idle keep-alive HTTP connection counts (else a to
 any number of sockets, one request each, until the process runs out of file descriptors), and so
 does a request whose client hung up. Refusals (``401``, ``429``) close their connection, and a
 connection idle for ``KEEPALIVE_SECONDS`` (or that never finishes its first request's headers)
-is closed.
+is closed. A request's body must arrive within ``BODY_SECONDS`` of its headers, and a
+websocket is pinged every ``HEARTBEAT_SECONDS`` (closed without its pong): neither a stalled
+body nor a peer gone without a FIN holds a slot for ever.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from broadcaster.api.subscriptions import Outgoing, expand
 from broadcaster.tx.seams import FRAME_READ_NS
@@ -51,6 +55,13 @@ log = logging.getLogger(__name__)
 
 _JSON = "application/json"
 KEEPALIVE_SECONDS = 75.0  # aiohttp's web.AppRunner default (its low-level Server: an hour)
+# A request's body must arrive within this, once its headers have: the keep-alive timeout does
+# not run while a request is read, so a body promised and never finished (slowloris, a client
+# that died mid-write) would hold its token's connection slot forever.
+BODY_SECONDS = 30.0
+# A websocket is pinged this often and closed when a pong does not come back within half of it:
+# a peer gone without a FIN (its machine or network died) would hold its token's slot forever.
+HEARTBEAT_SECONDS = 30.0
 
 
 def _json_error(status: int, code: int, message: str) -> web.Response:
@@ -81,6 +92,7 @@ class ApiServer:
             handler_cancellation=False,
             access_log=None,
             keepalive_timeout=KEEPALIVE_SECONDS,
+            logger=_ProtocolLog(on_refused),
         )
         self._server: asyncio.Server | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -192,11 +204,30 @@ class ApiServer:
             return _json_error(413, -32600, f"request body over {cap} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > cap:
-                return _json_error(413, -32600, f"request body over {cap} bytes")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > cap:
+                        return _json_error(413, -32600, f"request body over {cap} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            self._on_refused("invalid")
+            promised = request.content_length
+            response = _json_error(
+                408,
+                -32600,
+                f"request body not complete within {BODY_SECONDS:g} s ({size} of "
+                f"{promised if promised is not None else 'an unknown number of'} bytes promised)",
+            )
+            response.force_close()
+            # Sent and closed here: aiohttp would otherwise linger up to 10 s reading the body
+            # that is not coming.
+            await response.prepare(request)
+            await response.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+            return response
         FRAME_READ_NS.set(time.perf_counter_ns())  # the body is read: intent_seconds starts
         client = self.api.connection(None, token, access, transport="http")
         reply = await self.api.handle_message(client, b"".join(chunks))
@@ -209,7 +240,10 @@ class ApiServer:
     ) -> web.StreamResponse:
         limits = self.api.limits
         ws = web.WebSocketResponse(
-            max_msg_size=4 * limits.max_message_bytes, compress=False, autoping=True
+            max_msg_size=4 * limits.max_message_bytes,
+            compress=False,
+            autoping=True,
+            heartbeat=HEARTBEAT_SECONDS,
         )
         await ws.prepare(request)
         client = self.api.connection(ws, token, access)
@@ -276,6 +310,40 @@ class ApiServer:
                     await ws.send_frame(message, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError):
             return
+
+
+class _ProtocolLog:
+    """The logger aiohttp's connection handler uses: a request it cannot parse (anyone can
+    send one: scanners, TLS to a plaintext port, a broken proxy) is counted ``invalid`` and
+    logged in one line without its text -- aiohttp's own message quotes the request line, and
+    with it a URL-path token; it logged each at ERROR with a traceback. Anything else (a
+    failure of ours) keeps its traceback."""
+
+    def __init__(self, on_refused: Callable[[str], None]) -> None:
+        self._on_refused = on_refused
+
+    def _bad_http(self, kw: dict[str, Any]) -> HttpProcessingError | None:
+        exc = kw.get("exc_info")
+        return exc if isinstance(exc, HttpProcessingError) else None
+
+    def exception(self, message: str, *args: Any, **kw: Any) -> None:
+        bad = self._bad_http(kw)
+        if bad is None:
+            log.error(message, *args, **kw)
+            return
+        self._on_refused("invalid")
+        log.debug("api: malformed HTTP request refused (%d %s)", bad.code, type(bad).__name__)
+
+    def debug(self, message: str, *args: Any, **kw: Any) -> None:
+        bad = self._bad_http(kw)
+        if bad is None:
+            log.debug(message, *args, **kw)
+            return
+        self._on_refused("invalid")  # aiohttp's own quiet case: non-HTTP bytes first
+        log.debug("api: malformed HTTP request refused (%d %s)", bad.code, type(bad).__name__)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(log, name)  # warning, info, ...: as they are
 
 
 class _Server(web.Server):

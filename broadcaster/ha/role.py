@@ -89,7 +89,7 @@ class Leadership:
             if isinstance(answer, Grant):
                 self.fence.extend(sent_at, self.lease_seconds, answer.epoch)
                 self.epoch, self.leader, self.leading = answer.epoch, self.instance, True
-                self.metrics.leadership(True, 0.0)
+                self.metrics.leadership(True, 0.0, answer.epoch)
                 if answer.previous is not None:
                     self.metrics.failover()
                 log.warning(
@@ -103,7 +103,7 @@ class Leadership:
             if answer.holder != self.leader:
                 log.info("lease: standby, leader is %s (epoch %d)", answer.holder, answer.epoch)
             self.leader = answer.holder
-            self.metrics.leadership(False, answer.age)
+            self.metrics.leadership(False, answer.age, answer.epoch)
             # Poll again when it may be taken, if that comes before the next period.
             await asyncio.sleep(min(self.period, answer.ready_in + 0.005))
 

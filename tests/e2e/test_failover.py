@@ -209,6 +209,9 @@ async def test_the_standby_refuses_and_takes_over_after_kill_9_losing_nothing(
         async with await BroadcasterClient.connect(leader.api_url, token=TOKEN) as api:
             await wait_all_included(api, list(bot.acked.values()), limit=120)
         assert await leader.metric("broadcaster_failovers_total") == 1
+        # every takeover raised the epoch (the first lease: 1), as both instances report it
+        assert await leader.metric("broadcaster_lease_epoch") == 1 + ROUNDS
+        assert await standby.metric("broadcaster_lease_epoch") == 1 + ROUNDS
         await check_chain(node, bot)  # every intent once, no nonce reused or skipped
         payloads = [int(tx["value"], 16) for tx in (await mined_by_nonce(node)).values()]
     report(
@@ -253,6 +256,9 @@ async def test_a_leader_frozen_past_its_lease_sends_nothing_when_resumed(
                 await bot.submit(api, f"f{i}")
             await wait_all_included(api, list(bot.acked.values()))
         assert a.process is not None
+        # A bot still connected to a, whose intent arrives while a is frozen: it waits in a's
+        # socket and is the first thing a reads when it resumes, before it learns it lost.
+        late = await BroadcasterClient.connect(a.api_url, token=TOKEN)
         a.process.send_signal(signal.SIGSTOP)
         frozen = time.monotonic()
         await until(b.leading, "b takes over from the frozen a", limit=8 * LEASE + 30)
@@ -261,15 +267,24 @@ async def test_a_leader_frozen_past_its_lease_sends_nothing_when_resumed(
         height = int(await node.rpc("eth_blockNumber"), 16)
         await node.rpc("anvil_reorg", min(height, 3), [])
         sent_before = len(seen_a.raws)
+        in_the_window = asyncio.get_running_loop().create_task(bot.submit(late, "late"))
+        await asyncio.sleep(0.2)  # written into a's socket while a is stopped
         a.process.send_signal(signal.SIGCONT)
         code = await asyncio.wait_for(a.process.wait(), 60)
         assert code == EXIT_LEASE_LOST
         assert len(seen_a.raws) == sent_before, "the frozen leader sent after resuming"
+        outcome = (await asyncio.gather(in_the_window, return_exceptions=True))[0]
+        assert isinstance(outcome, Exception), "the resumed old leader acknowledged an intent"
+        assert "late" not in bot.acked
+        with contextlib.suppress(Exception):
+            await late.close()
         async with await BroadcasterClient.connect(b.api_url, token=TOKEN) as api:
+            await bot.submit(api, "late")  # unanswered: the bot resubmits it to the leader
             await wait_all_included(api, list(bot.acked.values()), limit=120)
-        await check_chain(node, bot)
+        await check_chain(node, bot)  # "late" on chain once, from b
     report("frozen_leader", lease_seconds=LEASE, takeover_seconds=round(takeover, 2),
-           sent_after_resume=0, exit_code=code)  # fmt: skip
+           sent_after_resume=0, exit_code=code,
+           intent_in_the_window=f"{type(outcome).__name__}: {outcome}"[:120])  # fmt: skip
 
 
 async def test_the_database_restarted_under_load_loses_nothing(

@@ -163,3 +163,49 @@ def test_a_takeover_waits_for_a_fenced_batch_in_flight_and_then_sees_it(postgres
         )
     a.close()
     b.close()
+
+
+def test_two_standbys_racing_for_a_lapsed_lease_make_one_leader(postgres: Postgres) -> None:
+    """Two standbys poll the same lapsed lease at once (their ``FOR UPDATE`` reads serialize):
+    exactly one takes it, at the next epoch, and the other then sees that one as the holder for
+    as long as it renews, never a second grant at any epoch."""
+    url = postgres.new_database()
+    open_book(url)[1].close()
+    a = PgLeaseStore(url)
+    assert a.try_acquire("a", LEASE) == Grant(1, None)  # a leads, then stops renewing
+    answers: dict[str, list[Grant | Holder]] = {"b": [], "c": []}
+    renewed: dict[str, bool] = {}
+    won = threading.Event()
+    start = threading.Barrier(2)
+
+    def standby(name: str) -> None:
+        store = PgLeaseStore(url)
+        start.wait()
+        after_win = 0
+        for _ in range(3000):  # bounded: a minute of polls at most
+            if after_win >= 40:  # polls every 20 ms: many leases' worth once someone won
+                break
+            answer = store.try_acquire(name, LEASE)
+            answers[name].append(answer)
+            if isinstance(answer, Grant):
+                renewed[name] = store.renew(name, answer.epoch, 60.0)  # the winner keeps it
+                won.set()
+            if won.is_set():
+                after_win += 1
+            threading.Event().wait(0.02)
+        store.close()
+
+    threads = [threading.Thread(target=standby, args=(n,)) for n in answers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    grants = [(n, g) for n, seen in answers.items() for g in seen if isinstance(g, Grant)]
+    assert len(grants) == 1, grants
+    winner, grant = grants[0]
+    assert grant == Grant(2, "a") and renewed == {winner: True}
+    loser = "c" if winner == "b" else "b"
+    after = [h for h in answers[loser] if isinstance(h, Holder) and h.epoch == 2]
+    assert after and all(h.holder == winner for h in after)
+    assert not a.renew("a", 1, LEASE)
+    a.close()

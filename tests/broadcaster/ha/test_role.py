@@ -105,3 +105,22 @@ async def test_a_late_renewal_answer_extends_the_deadline_from_when_it_was_sent(
     keeping.cancel()
     assert role.fence.deadline <= entered[0] + role.lease_seconds * (1 - MARGIN)
     assert not lapses
+
+
+async def test_the_lease_epoch_metric_follows_the_holder_then_our_own_grant() -> None:
+    """``lease_epoch`` (what the flapping alert reads: it survives restarts, a process's
+    ``failovers_total`` does not) is the holder's epoch while standing by, ours once leading;
+    an unknown holder (epoch 0: another instance inserted the row first) leaves it as it was."""
+    store = ScriptedStore([Holder("a", 4, 0.1), Holder("?", 0, 0.0), Grant(5, "a")], [])
+    role, metrics = leadership(store, [])
+    assert metrics.sample("broadcaster_lease_epoch") == 0
+    seen: list[float | None] = []
+    real = metrics.leadership
+
+    def spy(leader: bool, lease_age: float | None = None, epoch: int | None = None) -> None:
+        real(leader, lease_age, epoch)
+        seen.append(metrics.sample("broadcaster_lease_epoch"))
+
+    metrics.leadership = spy  # type: ignore[method-assign]
+    await role.acquire()
+    assert seen == [4, 4, 5]
