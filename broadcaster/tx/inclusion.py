@@ -240,7 +240,9 @@ class InclusionTracker:
     async def proven_receipts(self, receipts: Mapping[bytes, Receipt]) -> dict[bytes, Receipt]:
         """The receipts whose block is canonical in our window and whose proven body holds
         their transaction: an RPC's receipt is its word, the body is the block's (a receipt
-        naming a block that does not hold the tx is counted ``not_in_body``)."""
+        naming a block that does not hold the tx is counted ``not_in_body``). Canonical is
+        judged again once the bodies are in: a reorg during the read must not make the caller
+        mark ours included in a block the reaction has already dropped."""
         canonical = {
             h: r for h, r in receipts.items() if self.canonical(r.block_number, r.block_hash)
         }
@@ -252,6 +254,8 @@ class InclusionTracker:
             body = bodies.get(receipt.block_hash)
             if body is None:
                 continue  # not proven now: asked again at the next recheck
+            if not self.canonical(receipt.block_number, receipt.block_hash):
+                continue  # reorged out while its body was read: the caller marks nothing there
             if body.number == receipt.block_number and any(t.hash == tx_hash for t in body.txs):
                 out[tx_hash] = receipt
             else:

@@ -535,3 +535,48 @@ def test_a_deep_reorg_over_an_unfinalized_intent_ends_with_it_mined_once(
     sim.run(sim.finish())
     sim.check()
     assert sim.record(record.intent.id).state is _S.FINALIZED
+
+
+def test_a_reorg_while_a_receipts_block_is_proven_does_not_make_it_included(
+    sims: SimFactory,
+) -> None:
+    """A receipt's block is canonical when the receipt arrives, then leaves the canonical
+    chain while its body is read in full and proven (``proven_receipts``' await): the record
+    must not be marked included in the block just dropped (the reaction already ran for that
+    reorg, nothing would ever resend it)."""
+    sim = sims()
+    record = sim.run(sim.submit())
+    ours = {a.hash for a in record.attempts}
+    state = sim.host.chain
+    real_blocks, real_proven = state.blocks, state.proven_blocks
+
+    async def hiding(hashes: Any) -> Any:  # only the receipt recheck can find ours
+        found = await real_blocks(hashes)
+        return {
+            h: type(b)(b.number, b.hash, tuple(t for t in b.tx_hashes if t not in ours))
+            for h, b in found.items()
+        }
+
+    state.blocks = hiding  # type: ignore[method-assign]
+    sim.run(sim.mine(1))
+    mined = sim.tip
+    assert any(t.hash in ours for t in mined.txs)
+    assert sim.record(record.intent.id).block is None
+    reorged: list[Any] = []
+
+    async def racing(hashes: Any, on_refused: Any) -> Any:
+        bodies = await real_proven(hashes, on_refused)  # the old block's body: proven
+        if not reorged:  # meanwhile the block holding ours is reorged out, ours with it
+            reorged.extend(await sim.reorg(1, reinclude=False))
+        return bodies
+
+    state.proven_blocks = racing  # type: ignore[method-assign]
+    inclusion = sim.adapter.manager.inclusion
+    sim.run(inclusion.recheck([sim.record(record.intent.id)], resend=False))
+    assert reorged, "the scenario did not run"
+    rec = sim.record(record.intent.id)
+    assert rec.block is None, f"included in block {rec.block} the reorg dropped meanwhile"
+    state.proven_blocks = real_proven  # type: ignore[method-assign]
+    sim.run(sim.mine(6))
+    wrong = _violations(sim, "included_not_canonical")
+    assert not wrong, wrong[0]
