@@ -57,11 +57,20 @@ def load_credentials(path: str) -> Credentials:
     try:
         with open(path, "rb") as f:
             data = orjson.loads(f.read())
-        return Credentials(
-            str(data["AccessKeyId"]), str(data["SecretAccessKey"]), data.get("Token") or None
-        )
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, orjson.JSONDecodeError) as exc:
         raise TransportError(f"{path}: not AWS credentials ({type(exc).__name__})") from exc
+    # The parent writes this file: every field is checked to be what IMDS serves (non-empty
+    # strings; Token a string when present), not coerced with str() nor left to fail as an
+    # AttributeError in the first request's signing.
+    if not isinstance(data, dict):
+        raise TransportError(f"{path}: not AWS credentials (not a JSON object)")
+    key, secret, token = data.get("AccessKeyId"), data.get("SecretAccessKey"), data.get("Token")
+    for name, value in (("AccessKeyId", key), ("SecretAccessKey", secret)):
+        if not isinstance(value, str) or not value:
+            raise TransportError(f"{path}: not AWS credentials ({name} is not a non-empty string)")
+    if token is not None and not isinstance(token, str):
+        raise TransportError(f"{path}: not AWS credentials (Token is not a string)")
+    return Credentials(key, secret, token or None)
 
 
 class _Connection(http.client.HTTPSConnection):

@@ -27,7 +27,7 @@ import enclave.__main__ as app
 from enclave.cms import CmsError, envelope, open_envelope
 from enclave.kms import KmsError, load_sealed_keys, seal_bundle
 from enclave.kms_double import TEST_CREDENTIALS, KmsDouble, make_tls_files
-from enclave.kms_transport import KmsEndpoint
+from enclave.kms_transport import KmsEndpoint, TransportError, load_credentials
 from enclave.nsm import NsmAttestor
 from enclave.sigv4 import Credentials
 from tests.enclave.running import ANVIL_ADDRESS, ANVIL_KEY
@@ -367,3 +367,33 @@ def test_the_pinned_bundle_in_the_image_holds_amazons_roots_and_nothing_else() -
         "Starfield Services Root Certificate Authority - G2",
     ]  # fmt: skip
     assert context.check_hostname and context.verify_mode.name == "CERT_REQUIRED"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"[]",
+        b'{"AccessKeyId": "AKID"}',
+        b'{"AccessKeyId": 5, "SecretAccessKey": "s"}',
+        b'{"AccessKeyId": "AKID", "SecretAccessKey": ["s"]}',
+        b'{"AccessKeyId": "AKID", "SecretAccessKey": "s", "Token": 7}',
+        b'{"AccessKeyId": "", "SecretAccessKey": "s"}',
+    ],
+    ids=["empty", "list", "no-secret", "int-key", "list-secret", "int-token", "blank-key"],
+)
+def test_a_malformed_credentials_file_is_a_clear_transport_error(
+    tmp_path: Path, content: bytes
+) -> None:
+    """The parent writes the credentials file: any other shape than IMDS's (strings, the key id
+    and secret present) is refused at load with the file named, never a crash at the first
+    KMS call (an int token made sign_headers raise AttributeError outside every handler)."""
+    path = tmp_path / "aws-credentials.json"
+    path.write_bytes(content)
+    with pytest.raises(TransportError, match="aws-credentials.json"):
+        load_credentials(str(path))
+
+
+def test_a_missing_credentials_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="nowhere.json"):
+        load_credentials(str(tmp_path / "nowhere.json"))
