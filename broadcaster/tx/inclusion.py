@@ -62,6 +62,14 @@ SCAN_RETRIES = 400
 """Times a queued canonical block is asked for again (every 50 ms, all queued blocks in one
 batch) while the RPC does not have it yet: 20 s for a reader that lags the head clients."""
 
+PROOF_RETRIES = 20
+"""Times a block whose hash list names one of ours is read in full again while no endpoint
+proves its body (about 1 s at the scan's 50 ms; a reader behind a load balancer may answer the
+list from one node and the body from another that lags). Not ``SCAN_RETRIES``: an unprovable
+answer (the only read endpoint lying, or a header this version cannot hash) costs a sender
+recovery of every transaction in the block per read, and 400 of them per block pinned a core.
+Past it the stall's receipt recheck proves it (:meth:`InclusionTracker.recheck`)."""
+
 
 def noop_reason(record: TxRecord) -> AttemptReason:
     """The reason a record's earlier noop was signed (what a new noop there repeats)."""
@@ -105,6 +113,7 @@ class InclusionTracker:
         self.queue: dict[str, int] = {}
         self.wakeup = asyncio.Event()
         self._retries: dict[str, int] = {}
+        self._proofs: dict[str, int] = {}  # block -> full reads no endpoint proved (PROOF_RETRIES)
         # (sender, nonce) the chain used with none of our hashes -> tip number first seen so.
         self._taken_since: dict[tuple[str, int], int] = {}
         # Given-up intents until they settle: their noop (or the payload that won the race) is
@@ -178,6 +187,7 @@ class InclusionTracker:
                 continue
             if not window.is_canonical(block_hash):
                 self._retries.pop(block_hash, None)
+                self._proofs.pop(block_hash, None)
                 continue  # reorged out while we fetched it
             by_hash = self.book.by_hash
             if any(by_hash(tx_hash) is not None for tx_hash in block.tx_hashes):
@@ -194,8 +204,17 @@ class InclusionTracker:
         for block_hash, number in naming.items():
             body = bodies.get(block_hash)
             if body is None:
-                self._again(block_hash, number)  # no endpoint proved it (yet): asked again
+                proofs = self._proofs.get(block_hash, 0) + 1
+                if proofs < PROOF_RETRIES:
+                    self._proofs[block_hash] = proofs
+                    self._again(block_hash, number)  # no endpoint proved it (yet): asked again
+                else:  # left to the stall's receipt recheck (PROOF_RETRIES)
+                    self._proofs.pop(block_hash, None)
+                    self._retries.pop(block_hash, None)
+                    log.warning("block %s: no endpoint proves its body: left to the rechecks",
+                                block_hash)  # fmt: skip
                 continue
+            self._proofs.pop(block_hash, None)
             self._retries.pop(block_hash, None)
             if not window.is_canonical(block_hash):
                 continue
@@ -222,6 +241,7 @@ class InclusionTracker:
             self.queue[block_hash] = number
         else:
             self._retries.pop(block_hash, None)
+            self._proofs.pop(block_hash, None)
 
     async def proven(self, hashes: list[str]) -> Mapping[str, Any]:
         """The bodies of ``hashes`` some read endpoint proved (``ChainState.proven_blocks``:

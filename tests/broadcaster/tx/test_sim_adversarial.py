@@ -580,3 +580,33 @@ def test_a_reorg_while_a_receipts_block_is_proven_does_not_make_it_included(
     sim.run(sim.mine(6))
     wrong = _violations(sim, "included_not_canonical")
     assert not wrong, wrong[0]
+
+
+def test_a_block_no_endpoint_proves_is_not_read_in_full_four_hundred_times(
+    sims: SimFactory,
+) -> None:
+    """The only read endpoint names ours in a block and answers its body unprovably (a liar,
+    or a header field this version does not know): each full read costs a sender recovery of
+    every transaction in the block (tens of ms of CPU for a mainnet block). The scan's lag
+    retries (``SCAN_RETRIES``, every 50 ms for 20 s) were spent on proofs too: 400 full reads
+    per such block, a core pinned by one lying endpoint. A block answered but not proven gets a
+    short budget (``PROOF_RETRIES``); the stall's receipt recheck asks again later. The intent
+    stays broadcast: never included, never failed, on an unproven word."""
+    sim = sims()
+    record = sim.run(sim.submit())
+    state = sim.host.chain
+    asked: list[str] = []
+
+    async def unprovable(hashes: Any, on_refused: Any) -> Any:
+        asked.extend(hashes)
+        for _ in hashes:
+            on_refused("http://liar", "unverified")
+        return {}
+
+    state.proven_blocks = unprovable  # type: ignore[method-assign]
+    (block,) = sim.run(sim.mine(1))
+    sim.run(sim.advance(25.0))
+    reads = asked.count(block.hash)
+    assert 1 <= reads <= 25, f"block {block.number} read in full {reads} times"
+    rec = sim.record(record.intent.id)
+    assert rec.state is _S.BROADCAST and rec.block is None, rec.state
