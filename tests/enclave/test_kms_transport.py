@@ -390,10 +390,10 @@ def test_a_malformed_credentials_file_is_a_clear_transport_error(
     KMS call (an int token made sign_headers raise AttributeError outside every handler)."""
     path = tmp_path / "aws-credentials.json"
     path.write_bytes(content)
-    with pytest.raises(TransportError, match="aws-credentials.json"):
+    with pytest.raises(TransportError, match=r"aws-credentials\.json"):
         load_credentials(str(path))
 
 
 def test_a_missing_credentials_file_names_it(tmp_path: Path) -> None:
-    with pytest.raises(TransportError, match="nowhere.json"):
+    with pytest.raises(TransportError, match=r"nowhere\.json"):
         load_credentials(str(tmp_path / "nowhere.json"))
