@@ -65,9 +65,12 @@ def load_credentials(path: str) -> Credentials:
     if not isinstance(data, dict):
         raise TransportError(f"{path}: not AWS credentials (not a JSON object)")
     key, secret, token = data.get("AccessKeyId"), data.get("SecretAccessKey"), data.get("Token")
-    for name, value in (("AccessKeyId", key), ("SecretAccessKey", secret)):
-        if not isinstance(value, str) or not value:
-            raise TransportError(f"{path}: not AWS credentials ({name} is not a non-empty string)")
+    if not isinstance(key, str) or not key:
+        raise TransportError(f"{path}: not AWS credentials (AccessKeyId is not a non-empty string)")
+    if not isinstance(secret, str) or not secret:
+        raise TransportError(
+            f"{path}: not AWS credentials (SecretAccessKey is not a non-empty string)"
+        )
     if token is not None and not isinstance(token, str):
         raise TransportError(f"{path}: not AWS credentials (Token is not a string)")
     return Credentials(key, secret, token or None)
