@@ -9,10 +9,10 @@ ours in it is marked ``included``, and then from the proven body (which also fin
 the list left out). An answer refused is counted (``inclusion_bad_blocks_total{reason}``) and the
 block asked of every other read endpoint; a block none proves is asked again
 (``PROOF_RETRIES`` times), then left to the stall's receipt recheck. Blocks naming nothing of
-ours cost only the hash list: the hot path keeps one cheap read per block. A receipt is an RPC's word too: it counts only if its block is canonical
-in our window (a lagging RPC answers from an abandoned branch) *and* the block's proven body
-holds the transaction (:meth:`InclusionTracker.proven_receipts`; the rechecks and the start-up
-recovery use it).
+ours cost only the hash list: the hot path keeps one cheap read per block. A receipt is an
+RPC's word too: it counts only if its block is canonical in our window (a lagging RPC answers
+from an abandoned branch) *and* the block's proven body holds the transaction
+(:meth:`InclusionTracker.proven_receipts`; the rechecks and the start-up recovery use it).
 
 What a lying read endpoint can still do: leave one of ours out of a hash list (nothing of ours
 is then proven there; the stall's receipt recheck finds it, proven, when another endpoint or the
