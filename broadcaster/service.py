@@ -143,6 +143,9 @@ class _TxMetrics(TxObserver):
     def alert(self, kind: str, detail: str) -> None:
         log.error("ALERT %s: %s", kind, detail)
 
+    def bad_block(self, reason: str) -> None:
+        self.metrics.inclusion_bad_block(reason)
+
     def foreign(self, sender: str, nonce: int | None = None) -> None:
         if self.report is not None:
             self.report.foreign(sender, nonce)  # once per (sender, nonce), whoever found it

@@ -187,11 +187,9 @@ class Recovery:
         latest = {s: c[0] for s, c in counts.items()}
         check = hashes_to_check(records, latest)
         receipts = await self.chain.receipts(check) if check else {}
-        refs = {
-            h: BlockRef(r.block_number, r.block_hash)
-            for h, r in receipts.items()
-            if self.inclusion.canonical(r.block_number, r.block_hash)
-        }
+        # Only receipts whose canonical block's proven body holds the tx (issue 18).
+        proven = await self.inclusion.proven_receipts(receipts)
+        refs = {h: BlockRef(r.block_number, r.block_hash) for h, r in proven.items()}
         head = head_number if head_number is not None else self.view.head()
         actions = plan_recovery(records, ChainFacts(latest, refs, head))
         for action in actions:

@@ -56,9 +56,13 @@ class _Observer(TxObserver):
         self.hooks = hooks
         self.listeners: list[Callable[[TxRecord, str], None]] = []  # e.g. Router.on_status
         self.reactions: list[tuple[float, int]] = []  # (seconds, dropped) of each reaction
+        self.bad_blocks: list[str] = []  # the reason of each block answer the scan refused
 
     def reaction(self, seconds: float, dropped: int) -> None:
         self.reactions.append((seconds, dropped))
+
+    def bad_block(self, reason: str) -> None:
+        self.bad_blocks.append(reason)
 
     def status(self, record: TxRecord, event: str) -> None:
         self.hooks.status(record, event)
