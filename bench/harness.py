@@ -36,6 +36,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from broadcaster.audit.body import EMPTY_TRIE_ROOT, ordered_trie_root
+from broadcaster.dev.rpc_objects import tx_object
 from broadcaster.tx.blobs import canonical_form
 from heads.header import compute_header_hash, header_plan
 from signer_client.errors import TxDecodeError
@@ -109,39 +110,7 @@ def _tx_object(tx_hash: str, raw: bytes | None, block: Block) -> dict[str, Any]:
         decoded = decode_raw(_canonical_encoding(raw))
     except TxDecodeError:
         return {"hash": tx_hash}
-    f = decoded.fields
-    out: dict[str, Any] = {
-        "type": hex(f.type), "nonce": hex(f.nonce), "gas": hex(f.gas),
-        "to": "0x" + f.to.hex() if f.to else None, "value": hex(f.value),
-        "input": "0x" + f.data.hex(), "r": hex(decoded.r), "s": hex(decoded.s),
-        "hash": tx_hash, "blockHash": block.hash, "blockNumber": hex(block.number),
-    }  # fmt: skip
-    if f.type == 0:
-        chain = f.chain_id
-        out["v"] = hex(decoded.y_parity + (27 if chain is None else chain * 2 + 35))
-        out["gasPrice"] = hex(f.gas_price or 0)
-        if chain is not None:
-            out["chainId"] = hex(chain)
-        return out
-    out |= {"chainId": hex(f.chain_id or 0), "yParity": hex(decoded.y_parity),
-            "v": hex(decoded.y_parity),
-            "accessList": [{"address": "0x" + a.hex(), "storageKeys": ["0x" + k.hex() for k in ks]}
-                           for a, ks in f.access_list]}  # fmt: skip
-    if f.type == 1:
-        out["gasPrice"] = hex(f.gas_price or 0)
-        return out
-    out |= {"maxFeePerGas": hex(f.max_fee_per_gas or 0),
-            "maxPriorityFeePerGas": hex(f.max_priority_fee_per_gas or 0)}  # fmt: skip
-    if f.type == 3:
-        out |= {"maxFeePerBlobGas": hex(f.max_fee_per_blob_gas or 0),
-                "blobVersionedHashes": ["0x" + h.hex() for h in f.blob_hashes]}  # fmt: skip
-    if f.type == 4:
-        out["authorizationList"] = [
-            {"chainId": hex(a.chain_id), "address": "0x" + a.address.hex(),
-             "nonce": hex(a.nonce), "yParity": hex(a.y_parity), "r": hex(a.r), "s": hex(a.s)}
-            for a in f.authorizations
-        ]  # fmt: skip
-    return out
+    return tx_object(decoded, tx_hash) | {"blockHash": block.hash, "blockNumber": hex(block.number)}
 
 
 def _canonical_encoding(raw: bytes) -> bytes:
