@@ -7,8 +7,9 @@ protocols, batch requests supported) that timestamp every ``eth_sendRawTransacti
 with ``time.perf_counter_ns()`` (CLOCK_MONOTONIC: comparable across processes) and answer with
 the transaction hash, ``keccak256(raw)``.
 
-The chain is a tree of bare headers (``number``, ``hash``, ``parentHash``, ``baseFeePerGas``,
-``timestamp``; accepted unverified, DESIGN.md §3) that the driver grows with :meth:`Chain.child`
+The chain is a tree of blocks with whole London headers (each hash its header's keccak, each
+``transactionsRoot`` its transactions' trie: verified by the tracker, DESIGN.md §3, and the
+bodies proven by the inclusion scan, issue 18) that the driver grows with :meth:`Chain.child`
 and makes canonical with :meth:`Chain.set_tip`; every read answers from the canonical chain.
 
 Timing rules (what makes the figure mean what it says):
@@ -34,8 +35,12 @@ import sha3
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from broadcaster.audit.body import EMPTY_TRIE_ROOT, ordered_trie_root
+from broadcaster.dev.rpc_objects import tx_object
+from broadcaster.tx.blobs import canonical_form
+from heads.header import compute_header_hash, header_plan
 from signer_client.errors import TxDecodeError
-from signer_client.signing import signed_from_raw
+from signer_client.txcodec import decode_raw
 
 __all__ = ["BASE_FEE", "CHAIN_ID", "Block", "Chain", "Harness", "RawArrival", "TxWaiter"]
 
@@ -51,40 +56,69 @@ def _keccak_hex(data: bytes) -> str:
 
 @dataclass(slots=True)
 class Block:
+    """A block with a whole London header: its ``hash`` is ``keccak256(rlp(header))`` and its
+    ``transactionsRoot`` the trie of its transactions' encodings, so the service proves its body
+    as it proves a real node's (issue 18: inclusion is taken from a proven body only)."""
+
     number: int
     hash: str
     parent_hash: str
     timestamp: int
     txs: list[str] = field(default_factory=list)
+    extra: str = "0x"
+    tx_root: str = "0x" + EMPTY_TRIE_ROOT.hex()
 
     def header(self) -> dict[str, Any]:
-        return {
-            "number": hex(self.number),
-            "hash": self.hash,
-            "parentHash": self.parent_hash,
-            "baseFeePerGas": hex(BASE_FEE),
-            "timestamp": hex(self.timestamp),
-        }
+        fields = london_fields(
+            self.number, self.parent_hash, self.timestamp, self.extra, self.tx_root, len(self.txs)
+        )
+        return {**fields, "hash": self.hash}
 
     def body(self, full: bool = False, raws: dict[str, bytes] | None = None) -> dict[str, Any]:
         if not full:
             return {**self.header(), "transactions": list(self.txs)}
         return {
             **self.header(),
-            "transactions": [_tx_object(h, (raws or {}).get(h)) for h in self.txs],
+            "transactions": [_tx_object(h, (raws or {}).get(h), self) for h in self.txs],
         }
 
 
-def _tx_object(tx_hash: str, raw: bytes | None) -> dict[str, Any]:
-    """``eth_getBlockByHash(h, true)``'s view of a transaction: who sent it, at which nonce (the
-    audit reconciler reads these). Decoded only when asked, never on the arrival path."""
+def london_fields(
+    number: int, parent_hash: str, timestamp: int, extra: str, tx_root: str, tx_count: int
+) -> dict[str, str]:
+    """The 16 consensus fields of a London header (EIP-1559); ``gasUsed`` 21,000 a transaction
+    (the body checker bounds a block's transactions by it)."""
+    zero32 = "0x" + "00" * 32
+    return {
+        "parentHash": parent_hash,
+        "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
+        "miner": "0x" + "00" * 20, "stateRoot": zero32, "transactionsRoot": tx_root,
+        "receiptsRoot": zero32, "logsBloom": "0x" + "00" * 256, "difficulty": "0x0",
+        "number": hex(number), "gasLimit": hex(30_000_000), "gasUsed": hex(21_000 * tx_count),
+        "timestamp": hex(timestamp), "extraData": extra, "mixHash": zero32,
+        "nonce": "0x0000000000000000", "baseFeePerGas": hex(BASE_FEE),
+    }  # fmt: skip
+
+
+def _tx_object(tx_hash: str, raw: bytes | None, block: Block) -> dict[str, Any]:
+    """``eth_getBlockByHash(h, true)``'s transaction object, as geth lists it: every signed field
+    (the reader re-encodes it, checks the hash and recovers the sender from the signature; a
+    raw the harness never received is listed by hash alone, which the reader refuses)."""
     if raw is None:
-        return {"hash": tx_hash, "from": "0x" + "00" * 20, "nonce": "0x0"}
+        return {"hash": tx_hash}
     try:
-        fields, signed = signed_from_raw(raw)
+        decoded = decode_raw(_canonical_encoding(raw))
     except TxDecodeError:
-        return {"hash": tx_hash, "from": "0x" + "00" * 20, "nonce": "0x0"}
-    return {"hash": tx_hash, "from": signed.sender.lower(), "nonce": hex(fields.nonce)}
+        return {"hash": tx_hash}
+    return tx_object(decoded, tx_hash) | {"blockHash": block.hash, "blockNumber": hex(block.number)}
+
+
+def _canonical_encoding(raw: bytes) -> bytes:
+    """A transaction's trie value: its canonical encoding (a blob tx without its sidecar)."""
+    try:
+        return canonical_form(raw)
+    except Exception:  # not a transaction at all: hashed as given (a test's placeholder bytes)
+        return raw
 
 
 class Chain:
@@ -92,19 +126,27 @@ class Chain:
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        genesis = Block(0, self._new_hash(), "0x" + "00" * 32, 1_700_000_000)
+        self.raws: dict[str, bytes] = {}  # tx hash -> raw bytes, for full blocks
+        genesis = self._block(0, "0x" + "00" * 32, 1_700_000_000, [])
         self.blocks: dict[str, Block] = {genesis.hash: genesis}
         self.tip = genesis
         self.pending_nonce = 0  # the driver raises it as the implementation sends
-        self.raws: dict[str, bytes] = {}  # tx hash -> raw bytes, for full blocks
 
-    def _new_hash(self) -> str:
-        return _keccak_hex(b"bench-block" + next(self._ids).to_bytes(8, "big"))
+    def _block(self, number: int, parent_hash: str, timestamp: int, txs: list[str]) -> Block:
+        """A block whose header hashes to its ``hash`` (a counter in ``extraData`` tells
+        siblings apart); its transactions' raws must have arrived (``raws``)."""
+        extra = "0x" + next(self._ids).to_bytes(8, "big").hex()
+        root = ordered_trie_root(
+            [_canonical_encoding(self.raws.get(h, bytes.fromhex(h[2:]))) for h in txs]
+        )
+        fields = london_fields(number, parent_hash, timestamp, extra, "0x" + root.hex(), len(txs))
+        plan = header_plan(fields)
+        assert plan is not None, "a London header is verifiable"
+        block_hash = compute_header_hash(fields, plan)
+        return Block(number, block_hash, parent_hash, timestamp, txs, extra, "0x" + root.hex())
 
     def child(self, parent: Block, txs: Sequence[str] = ()) -> Block:
-        block = Block(
-            parent.number + 1, self._new_hash(), parent.hash, parent.timestamp + 12, list(txs)
-        )
+        block = self._block(parent.number + 1, parent.hash, parent.timestamp + 12, list(txs))
         self.blocks[block.hash] = block
         return block
 
@@ -405,8 +447,10 @@ class Harness:
         if method == "eth_sendBundle" and rpc >= 0 and self.builders:
             bundle = params[0]
             for raw_hex in bundle["txs"]:
-                tx_hash = _keccak_hex(bytes.fromhex(raw_hex[2:]))
+                raw = bytes.fromhex(raw_hex[2:])
+                tx_hash = _keccak_hex(raw)
                 self._raw_arrival(RawArrival(t_ns, rpc, tx_hash))
+                self.chain.raws.setdefault(tx_hash, raw)  # full blocks list its fields
             return {"jsonrpc": "2.0", "id": rid, "result": {"bundleHash": "0x" + "00" * 32}}
         if method == "eth_cancelBundle" and rpc >= 0 and self.builders:
             return {"jsonrpc": "2.0", "id": rid, "result": None}

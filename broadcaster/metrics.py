@@ -41,7 +41,11 @@ are ``broadcaster.audit.verify.REFUSAL_REASONS``), ``audit_verified_seq`` (the l
 entry held in the journal), ``audit_blocks_checked_total`` (canonical blocks reconciled with
 it) and ``audit_bad_blocks_total{reason}`` (a read endpoint's block answer refused by the
 reconciler: its header or body does not match the hash asked for, or a transaction's fields or
-signature do not hold; reasons are ``broadcaster.audit.body.BODY_REFUSALS``), and the standard
+signature do not hold; reasons are ``broadcaster.audit.body.BODY_REFUSALS``),
+``inclusion_bad_blocks_total{reason}`` (a block answer the inclusion scan refused before marking
+anything of ours included: the same reasons, and ``not_in_body`` for a hash list or receipt that
+names a tx of ours the block's proven body does not hold; ``broadcaster.tx.reasons.
+INCLUSION_REFUSALS``), and the standard
 ``process_*`` metrics of the service process.
 
 The update methods run on the reaction path: labelled children for the configured clients and
@@ -63,7 +67,7 @@ from prometheus_client.metrics_core import Metric
 
 from broadcaster.audit.body import BODY_REFUSALS
 from broadcaster.audit.verify import REFUSAL_REASONS
-from broadcaster.tx.reasons import ResendReason
+from broadcaster.tx.reasons import INCLUSION_REFUSALS, ResendReason
 from signer_client.events import SignerEvent
 
 __all__ = [
@@ -295,6 +299,12 @@ class Metrics:
             "Block answers the reconciler refused (header or body not the block asked for)",
             ("reason",),
         )
+        self.inclusion_bad_blocks_total = counter(
+            "inclusion_bad_blocks",
+            "Block answers the inclusion scan refused (a body not proven against its header, or"
+            " one that does not hold the tx a hash list or receipt named)",
+            ("reason",),
+        )
         gauge("build_info", "Version of the running broadcaster", ("version",)).labels(
             _version()
         ).set(1)
@@ -320,6 +330,8 @@ class Metrics:
             self._labelled("audit_refused", self.audit_refusals_total, reason)
         for reason in BODY_REFUSALS:
             self._labelled("audit_bad_block", self.audit_bad_blocks_total, reason)
+        for reason in INCLUSION_REFUSALS:
+            self._labelled("inclusion_bad_block", self.inclusion_bad_blocks_total, reason)
         for kind in SIGNER_ERROR_KINDS:
             self._labelled("signer", self.signer_errors_total, kind)
         self._reorgs_inc = self.reorgs_total.inc
@@ -398,6 +410,10 @@ class Metrics:
     def audit_bad_block(self, reason: str) -> None:
         """A read endpoint's block answer was refused (one of ``BODY_REFUSALS``)."""
         self._labelled("audit_bad_block", self.audit_bad_blocks_total, reason).inc()
+
+    def inclusion_bad_block(self, reason: str) -> None:
+        """The inclusion scan refused a block answer (one of ``INCLUSION_REFUSALS``)."""
+        self._labelled("inclusion_bad_block", self.inclusion_bad_blocks_total, reason).inc()
 
     def audit_block_checked(self) -> None:
         self.audit_blocks_checked_total.inc()

@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +56,7 @@ from broadcaster.settings import Config
 from broadcaster.tx.bundle_plans import plan_restore
 from broadcaster.tx.manager import FeePolicy, TxManager, TxObserver
 from broadcaster.tx.routing import Router, member_canceller
+from broadcaster.tx.unjournaled import copy_source
 from heads.events import DeepReorg, Event, Quarantine, Rejected, Reorg
 from heads.hub import HeadHub, HubHooks
 from heads.subscriber import SubscriptionOptions
@@ -141,6 +142,9 @@ class _TxMetrics(TxObserver):
 
     def alert(self, kind: str, detail: str) -> None:
         log.error("ALERT %s: %s", kind, detail)
+
+    def bad_block(self, reason: str) -> None:
+        self.metrics.inclusion_bad_block(reason)
 
     def foreign(self, sender: str, nonce: int | None = None) -> None:
         if self.report is not None:
@@ -400,6 +404,9 @@ class Service:
             evicted_on_disk=True,
             canonical_chain=tracker.canonical_chain,
             refuse_sender=gate.why,
+            # With the audit copy, an intent's fsync and its signature overlap: recovery learns
+            # from the enclave's verified log which nonces a crash left signed but unjournaled.
+            signed_nonces=self._signed_nonces if config.audit.enabled else None,
         )
         router.cancel_member = member_canceller(manager.cancel, router)  # a dead bundle's members
         if not fenced:
@@ -603,6 +610,14 @@ class Service:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(leadership.store.release, leadership.instance, leadership.epoch)
         leadership.store.close()
+
+    async def _signed_nonces(self, floors: Mapping[str, int]) -> Mapping[str, Collection[int]]:
+        """``broadcaster.tx.unjournaled.copy_source`` over this instance's streamer (made after
+        the manager, before its recovery runs)."""
+        streamer = self.streamer
+        if streamer is None:
+            raise RuntimeError("recovery needs the audit streamer ([audit] enabled)")
+        return await copy_source(streamer, streamer.copy, chain_id=self.config.chain_id)(floors)
 
     def _streamer(
         self, copy: AuditCopyBase, signer: SignerClient, report: ForeignReport

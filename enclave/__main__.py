@@ -3,7 +3,8 @@
     python -m enclave --listen URL --key-file FILE [--config FILE] [--audit-log FILE]
                       [--pki-dir DIR] [--pcr0 HEX] [--audit-after-reply] [--fsync]
                       [--busy-poll] [--max-connections N] [--read-timeout S]
-    python -m enclave --mode nitro --listen vsock://-1:PORT --key-bundle FILE --kms-url URL
+    python -m enclave --mode nitro --listen vsock://-1:PORT --key-bundle FILE
+                      --kms vsock://3:8000 --kms-region R --kms-ca FILE --kms-credentials FILE
                       --audit-log FILE [--generate-keys N --kms-key-id ID]
                       # keys only via KMS (or generated inside), attestation from /dev/nsm
     python -m enclave verify-log FILE [--keys FILE] [--key 0xPUB ...] [--expect-head SEQ:0xHASH]
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -27,6 +29,7 @@ from enclave.audit import AuditLog, AuditStateError, iter_entries, verify_log
 from enclave.config import KEYS_ENV, ConfigError, EnclaveConfig, load_config, load_keys, parse_keys
 from enclave.core import EnclaveCore
 from enclave.kms import KmsError, generate_sealed_keys, load_sealed_keys, seal_key_from
+from enclave.kms_transport import KmsEndpoint, TransportError, load_credentials, parse_address
 from enclave.nsm import NSM_DEVICE, NsmAttestor, NsmError
 from enclave.policy import Policy
 from enclave.server import BusyPoll, ServerLimits, serve
@@ -47,7 +50,21 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcr0", help="override the PCR0 reported in attestation documents (hex)")
     p.add_argument("--mode", choices=("dev", "nitro"), help="overrides the config's mode")
     p.add_argument("--key-bundle", help="KMS key bundle (JSON, see enclave/kms.py)")
-    p.add_argument("--kms-url", help="KMS endpoint (the vsock-proxy in production)")
+    p.add_argument(
+        "--kms",
+        metavar="ADDRESS",
+        help="KMS over HTTPS via this stream: vsock://3:8000 (the parent's vsock-proxy to "
+        "kms.<region>.amazonaws.com:443) or tcp://127.0.0.1:PORT (tests)",
+    )
+    p.add_argument("--kms-region", help="KMS region: the TLS name checked and the SigV4 scope")
+    p.add_argument(
+        "--kms-ca", help="the CA bundle trusted for KMS's certificate (pinned in the image)"
+    )
+    p.add_argument(
+        "--kms-credentials",
+        help="AWS credentials the parent hands in (JSON as IMDS serves them: AccessKeyId, "
+        "SecretAccessKey, Token); they grant nothing without a valid attestation document",
+    )
     p.add_argument(
         "--generate-keys",
         type=int,
@@ -94,6 +111,31 @@ def _nitro_refusals(args: argparse.Namespace, config: EnclaveConfig) -> list[str
     return found
 
 
+def _kms_endpoint(args: argparse.Namespace) -> KmsEndpoint:
+    """``--kms``, ``--kms-region``, ``--kms-ca`` and ``--kms-credentials``, all required."""
+    missing = [
+        flag
+        for flag, value in (
+            ("--kms ADDRESS", args.kms),
+            ("--kms-region R", args.kms_region),
+            ("--kms-ca FILE", args.kms_ca),
+            ("--kms-credentials FILE", args.kms_credentials),
+        )
+        if not value
+    ]
+    if missing:
+        raise StartError("--key-bundle needs " + ", ".join(missing) + " (KMS releases the key)")
+    try:
+        parse_address(args.kms)
+    except ValueError as exc:
+        raise StartError(str(exc)) from exc
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", args.kms_region):
+        raise StartError(f"--kms-region {args.kms_region!r}: not an AWS region name")
+    return KmsEndpoint(
+        args.kms, args.kms_region, args.kms_ca, load_credentials(args.kms_credentials)
+    )
+
+
 def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveConfig, bytes]:
     """Keys, attestor, audit log and restored nonce memory, or :class:`StartError`."""
     try:
@@ -107,8 +149,8 @@ def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveCo
         refused = _nitro_refusals(args, config)
         if refused:
             raise StartError("refused in nitro mode: " + "; ".join(refused))
-        if not (args.key_bundle and args.kms_url):
-            raise StartError("nitro mode needs --key-bundle FILE and --kms-url URL (KMS Decrypt)")
+        if not (args.key_bundle and args.kms):
+            raise StartError("nitro mode needs --key-bundle FILE and --kms ADDRESS (KMS Decrypt)")
         if not audit_path:
             raise StartError(
                 "nitro mode needs --audit-log FILE: without persistent, sealed state a restart "
@@ -130,15 +172,14 @@ def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveCo
         )
     try:
         if args.key_bundle:
-            if not args.kms_url:
-                raise StartError("--key-bundle needs --kms-url URL (KMS Decrypt releases the key)")
+            kms = _kms_endpoint(args)
             if attestor is None:
                 raise StartError("--key-bundle needs an attestor (--pki-dir in dev mode)")
             if args.generate_keys and not os.path.exists(args.key_bundle):
                 if not args.kms_key_id or args.generate_keys < 1:
                     raise StartError("--generate-keys N needs N >= 1 and --kms-key-id ID")
                 lines, data_key = generate_sealed_keys(
-                    args.key_bundle, args.kms_url, args.kms_key_id, args.generate_keys,
+                    args.key_bundle, kms, args.kms_key_id, args.generate_keys,
                     attestor, now,
                 )  # fmt: skip
                 print(
@@ -147,13 +188,13 @@ def _setup(args: argparse.Namespace, now: float) -> tuple[EnclaveCore, EnclaveCo
                     file=sys.stderr,
                 )
             else:
-                lines, data_key = load_sealed_keys(args.key_bundle, args.kms_url, attestor, now)
+                lines, data_key = load_sealed_keys(args.key_bundle, kms, attestor, now)
             keys = parse_keys(lines)
             seal_key = seal_key_from(data_key)
         else:
             keys = load_keys(args.key_file or config.key_file, allow_env=True)
             seal_key = seal_key_from(b"".join(sorted(k.secret for k in keys)))
-    except (ConfigError, OSError, KmsError, NsmError) as exc:
+    except (ConfigError, OSError, KmsError, NsmError, TransportError) as exc:
         raise StartError(str(exc)) from exc
     policy = Policy(config.policy)
     # Without --audit-log (dev mode only, nitro mode refused above) the log lives in memory:

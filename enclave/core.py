@@ -96,13 +96,16 @@ def _auth_entry(a: Any) -> dict[str, Any]:
 
 
 class Session:
-    """Per-connection state the adapter keeps: the channel MAC key once attested."""
+    """Per-connection state the adapter keeps: the channel MAC key once attested, and the lane
+    the connection's ``hello`` asked for (``urgent``: the adapter answers it ahead of queued
+    ordinary requests, ``server.py``)."""
 
-    __slots__ = ("mac_key", "pending_key")
+    __slots__ = ("mac_key", "pending_key", "urgent")
 
     def __init__(self) -> None:
         self.mac_key: bytes | None = None
         self.pending_key: bytes | None = None  # takes effect after the attestation reply
+        self.urgent = False
 
 
 class EnclaveCore:
@@ -343,8 +346,16 @@ class EnclaveCore:
         }
 
     def _hello(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:
+        # ``{"lane": "urgent"}``: the client's second connection, for a reorg reaction's
+        # requests. It changes only the order the adapter answers in, never what is signed, so
+        # a host that marks every connection urgent gains nothing but its own lost priority.
+        lane = params.get("lane") if type(params) is dict else None
+        if lane not in (None, "ordinary", "urgent"):
+            return self._bad(request_id, now, "bad_request", f"unknown lane {lane!r:.40}", "hello")
+        if self.session is not None:
+            self.session.urgent = lane == "urgent"
         if self.audit is not None:
-            self.audit.append(now, "hello", {})
+            self.audit.append(now, "hello", {"lane": lane} if lane == "urgent" else {})
         return {"id": request_id, "result": self.hello_result}
 
     def _attestation(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:

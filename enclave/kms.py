@@ -19,14 +19,13 @@ in plaintext. Only this process holds the RSA
 private key, so only this measured image ever sees the data key; it opens ``sealed_keys`` with it
 and derives the sealing key of its audit anchor from it (:func:`seal_key_from`).
 
-Transport: HTTP POST with the KMS JSON protocol to ``kms_url``. In production that is the
-``vsock-proxy`` on the parent forwarding to ``kms.<region>.amazonaws.com:443``; this module speaks
-the request and response *shapes* and is exercised end to end against the KMS double
-(``enclave/kms_double.py``). Not done here, and needed against real KMS: TLS inside the enclave,
-SigV4 request signing with the instance role's credentials (handed in by the parent; they grant
-nothing without a valid document), and unwrapping ``CiphertextForRecipient`` from its CMS
-EnvelopedData (the double returns the bare RSA-OAEP ciphertext). AWS's ``kmstool-enclave-cli``
-does all three and can replace :func:`kms_decrypt` unchanged.
+Transport (``enclave/kms_transport.py``): HTTPS with the KMS JSON protocol, TLS terminated inside
+the enclave over the parent's ``vsock-proxy`` stream (SNI ``kms.<region>.amazonaws.com``, only
+the CA bundle pinned in the image trusted), every request SigV4-signed (``enclave/sigv4.py``)
+with the credentials the parent hands in (they grant nothing without a valid document). The
+reply's ``CiphertextForRecipient`` is CMS EnvelopedData (``enclave/cms.py``: RSAES-OAEP-SHA-256
+key transport to our ephemeral key, AES-256-CBC content). The KMS double
+(``enclave/kms_double.py``) speaks the same: HTTPS under a test CA, SigV4 checked, real CMS.
 """
 
 from __future__ import annotations
@@ -34,17 +33,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import urllib.error
-import urllib.request
 from typing import Any
 
 import coincurve
 import orjson
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from enclave.attestor import Attestor
+from enclave.cms import open_envelope
+from enclave.kms_transport import KmsEndpoint, TransportError
 
 __all__ = [
     "KmsError",
@@ -55,8 +54,6 @@ __all__ = [
     "seal_bundle",
     "seal_key_from",
 ]
-
-OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
 class KmsError(RuntimeError):
@@ -83,7 +80,7 @@ def seal_bundle(key_id: str, ciphertext_blob: bytes, data_key: bytes, key_lines:
 
 
 def _recipient_call(
-    kms_url: str, target: str, request: dict[str, Any], attestor: Attestor, now: float
+    kms: KmsEndpoint, target: str, request: dict[str, Any], attestor: Attestor, now: float
 ) -> tuple[dict[str, Any], bytes]:
     """POST ``request`` plus our ``Recipient``; ``(reply, plaintext opened with our RSA key)``."""
     recipient = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -91,44 +88,37 @@ def _recipient_call(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     document = attestor.document(os.urandom(32), b"kms-recipient", spki, now)
-    body = orjson.dumps(
-        {
-            **request,
-            "Recipient": {
-                "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
-                "AttestationDocument": base64.b64encode(document).decode(),
-            },
-        }
-    )
-    http = urllib.request.Request(
-        kms_url,
-        data=body,
-        headers={
-            "Content-Type": "application/x-amz-json-1.1",
-            "X-Amz-Target": f"TrentService.{target}",
+    body = {
+        **request,
+        "Recipient": {
+            "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+            "AttestationDocument": base64.b64encode(document).decode(),
         },
-    )
+    }
     try:
-        with urllib.request.urlopen(http, timeout=10) as response:
-            reply: Any = orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")[:300]
-        raise KmsError(f"KMS refused {target} ({exc.code}): {detail}") from exc
-    except (urllib.error.URLError, OSError, orjson.JSONDecodeError) as exc:
-        raise KmsError(f"KMS at {kms_url} unreachable or garbled: {exc}") from exc
+        status, data = kms.call(target, body)  # SigV4 dates the request by the wall clock
+    except TransportError as exc:
+        raise KmsError(str(exc)) from exc
+    if status != 200:
+        detail = data.decode("utf-8", "replace")[:300]
+        raise KmsError(f"KMS refused {target} ({status}): {detail}")
+    try:
+        reply: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise KmsError(f"KMS reply to {target} is not JSON: {exc}") from exc
     if not isinstance(reply, dict) or "CiphertextForRecipient" not in reply:
         raise KmsError("KMS reply has no CiphertextForRecipient (plaintext is never accepted)")
     if reply.get("Plaintext"):
         raise KmsError("KMS reply carries a plaintext: it must be encrypted to the enclave only")
     try:
-        wrapped = base64.b64decode(reply["CiphertextForRecipient"])
-        return reply, recipient.decrypt(wrapped, OAEP)
-    except (ValueError, TypeError) as exc:
+        wrapped = base64.b64decode(reply["CiphertextForRecipient"], validate=True)
+        return reply, open_envelope(wrapped, recipient)
+    except (ValueError, TypeError) as exc:  # CmsError is a ValueError
         raise KmsError(f"CiphertextForRecipient does not open with our key: {exc}") from exc
 
 
 def kms_decrypt(
-    kms_url: str, key_id: str, ciphertext_blob: bytes, attestor: Attestor, now: float
+    kms: KmsEndpoint, key_id: str, ciphertext_blob: bytes, attestor: Attestor, now: float
 ) -> bytes:
     """The plaintext of ``ciphertext_blob``, released by KMS against our attestation document."""
     request = {
@@ -136,16 +126,16 @@ def kms_decrypt(
         "CiphertextBlob": base64.b64encode(ciphertext_blob).decode(),
         "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
     }
-    return _recipient_call(kms_url, "Decrypt", request, attestor, now)[1]
+    return _recipient_call(kms, "Decrypt", request, attestor, now)[1]
 
 
 def kms_generate_data_key(
-    kms_url: str, key_id: str, attestor: Attestor, now: float
+    kms: KmsEndpoint, key_id: str, attestor: Attestor, now: float
 ) -> tuple[bytes, bytes]:
     """``(data key, ciphertext blob)`` from KMS ``GenerateDataKey`` with our ``Recipient``: the
     plaintext comes back only encrypted to this enclave."""
     reply, data_key = _recipient_call(
-        kms_url, "GenerateDataKey", {"KeyId": key_id, "KeySpec": "AES_256"}, attestor, now
+        kms, "GenerateDataKey", {"KeyId": key_id, "KeySpec": "AES_256"}, attestor, now
     )
     try:
         return data_key, base64.b64decode(reply["CiphertextBlob"])
@@ -154,14 +144,14 @@ def kms_generate_data_key(
 
 
 def generate_sealed_keys(
-    bundle_path: str, kms_url: str, key_id: str, count: int, attestor: Attestor, now: float
+    bundle_path: str, kms: KmsEndpoint, key_id: str, count: int, attestor: Attestor, now: float
 ) -> tuple[list[str], bytes]:
     """Keys generated inside the enclave, sealed into a new key bundle at ``bundle_path`` (the
     parent stores it; only an enclave with the key policy's PCR0 can open it again)."""
     if os.path.exists(bundle_path):
         raise KmsError(f"{bundle_path} exists: refusing to replace keys (load it instead)")
     lines = ["0x" + coincurve.PrivateKey().secret.hex() for _ in range(count)]
-    data_key, blob = kms_generate_data_key(kms_url, key_id, attestor, now)
+    data_key, blob = kms_generate_data_key(kms, key_id, attestor, now)
     tmp = bundle_path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(seal_bundle(key_id, blob, data_key, "\n".join(lines) + "\n"))
@@ -172,7 +162,7 @@ def generate_sealed_keys(
 
 
 def load_sealed_keys(
-    bundle_path: str, kms_url: str, attestor: Attestor, now: float
+    bundle_path: str, kms: KmsEndpoint, attestor: Attestor, now: float
 ) -> tuple[list[str], bytes]:
     """``(key lines, data key)`` from a key bundle, via :func:`kms_decrypt`."""
     with open(bundle_path, "rb") as f:
@@ -183,7 +173,7 @@ def load_sealed_keys(
             sealed = base64.b64decode(bundle["sealed_keys"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise KmsError(f"{bundle_path}: not a key bundle ({exc})") from exc
-    data_key = kms_decrypt(kms_url, key_id, blob, attestor, now)
+    data_key = kms_decrypt(kms, key_id, blob, attestor, now)
     if len(data_key) != 32:
         raise KmsError("the data key must be 32 bytes (AES-256)")
     try:

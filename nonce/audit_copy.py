@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from nonce.errors import JournalError
 from nonce.journal import _connect
 
@@ -64,6 +66,16 @@ class StoredEntry:
     sender: str | None
     nonce: int | None
     entry: bytes
+
+
+def entry_chain(line: bytes | memoryview | str) -> int | None:
+    """The chain id a stored ``sign`` entry's data names (``data.chain``), or None."""
+    try:
+        data = orjson.loads(bytes(line) if isinstance(line, memoryview) else line)["data"]
+        chain = data.get("chain")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return chain if type(chain) is int else None
 
 
 def log_id_of(first: StoredEntry) -> str:
@@ -231,6 +243,18 @@ class AuditCopyBase:
     def signed(self, tx_hashes: Iterable[bytes]) -> set[bytes]:
         """Those of ``tx_hashes`` a verified ``sign`` entry holds, in any log."""
         return self._matching("SELECT tx_hash FROM audit_entries WHERE tx_hash IN ({})", tx_hashes)
+
+    def signed_nonces(self, log_id: str, sender: str, floor: int, chain_id: int) -> set[int]:
+        """The nonces at or above ``floor`` that ``sender`` has a verified ``sign`` entry at in
+        ``log_id`` on chain ``chain_id`` (recovery: ``broadcaster.tx.unjournaled``). The chain is
+        read from the stored entry (no column of its own): an enclave whose policy allows several
+        chains signs the same key's nonces on each, and its nonce protection is per chain."""
+        rows = self._run(
+            "SELECT nonce, entry FROM audit_entries"
+            " WHERE log_id = ? AND kind = 'sign' AND sender = ? AND nonce >= ?",
+            (log_id, sender.lower(), floor),
+        )
+        return {int(nonce) for nonce, entry in rows if entry_chain(entry) == chain_id}
 
     def external(self, tx_hashes: Iterable[bytes]) -> set[bytes]:
         """Those of ``tx_hashes`` that are attempts of raw transactions the journal accepted

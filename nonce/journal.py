@@ -124,6 +124,12 @@ class ThreadedJournal:
 
     async def flush(self) -> None:
         """Wait until everything appended so far is committed and fsynced (not on the hot path)."""
+        await self.begin_flush()
+
+    def begin_flush(self) -> asyncio.Future[None]:
+        """:meth:`flush` started now: the writer is woken before this returns, and the future
+        settles once everything appended so far is committed and fsynced. The intent path
+        starts the fsync with it and asks the signer meanwhile (``TxManager.complete``)."""
         if self._closed:
             raise JournalClosed()
         loop = asyncio.get_running_loop()
@@ -131,7 +137,7 @@ class ThreadedJournal:
         self._push(barrier)
         self._wake.set()
         assert barrier.future is not None
-        await barrier.future
+        return barrier.future
 
     def commit_now(self, timeout: float | None = None) -> None:
         """Blocking ``flush``: for start-up, shutdown and tests, never from the event loop."""

@@ -1,4 +1,11 @@
-"""The asyncio signer client: one persistent, pipelined connection per signer.
+"""The asyncio signer client: two persistent, pipelined connections (lanes) per signer.
+
+The ordinary lane carries every request; the urgent lane carries those made inside
+``signer_client.urgent()`` (a reorg reaction's re-signs, noops, presignatures, bumps, its auth
+signatures). Its ``hello`` asks the enclave for the urgent lane, which the enclave answers ahead
+of the ordinary lane's backlog (``enclave/server.py``). Each lane is handshaken alike: ``hello``
+compared with the pins, attestation with its own nonce and channel key, and both lanes must be
+bound to the same attested key.
 
 Usage (one design, two spellings)::
 
@@ -22,6 +29,7 @@ re-sent request gets the identical transaction, never a second one. A per-reques
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -82,6 +90,9 @@ class _ConnectionLost(SignerUnavailable):
 
 #: Most frames one coalesced ``write`` carries (see :meth:`_Connection.send`).
 COALESCE_FRAMES = 8
+
+#: The lanes: indexes of ``SignerClient._lanes``.
+ORDINARY, URGENT_LANE = 0, 1
 
 
 class _Connection(asyncio.Protocol):
@@ -268,8 +279,11 @@ class SignerClient:
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         # Urgent requests (signer_client.priority: a reorg reaction's) are served first.
         self._urgent_waiters: deque[asyncio.Future[None]] = deque()
-        self._conn: _Connection | None = None
-        self._connect_lock = asyncio.Lock()
+        # Two lanes, each its own connection, handshake and channel (DESIGN.md 6a): index
+        # ORDINARY for everything, URGENT for requests made inside ``urgent()``, which the enclave
+        # answers ahead of the ordinary connection's backlog (``enclave/server.py``: BATCH).
+        self._lanes: list[_Connection | None] = [None, None]
+        self._connect_locks = (asyncio.Lock(), asyncio.Lock())
         self._ids = itertools.count(1)
         self._verifier = ReplyVerifier()
         self._senders: dict[str | bytes, tuple[bytes, str]] = {}
@@ -277,6 +291,7 @@ class SignerClient:
         self._watchdog: asyncio.TimerHandle | None = None
         self._watch_at = math.inf
         self._closed = False
+        self._reopen: asyncio.Task[None] | None = None  # the urgent lane, re-opened (_fallback)
         self.info: SignerInfo | None = None
         self.attested: AttestationResult | None = None
 
@@ -294,11 +309,19 @@ class SignerClient:
         return client
 
     async def open(self) -> None:
+        """Open both lanes (the urgent one too: a reaction must not pay a handshake)."""
         loop = asyncio.get_running_loop()
-        await self._connected(loop.time() + self.connect_timeout)
+        deadline = loop.time() + self.connect_timeout
+        await self._connected(deadline, ORDINARY)
+        await self._connected(deadline, URGENT_LANE)
+
+    @property
+    def _conn(self) -> _Connection | None:
+        """The ordinary lane's connection."""
+        return self._lanes[ORDINARY]
 
     async def __aenter__(self) -> SignerClient:
-        if self._conn is None or self._conn.closed:
+        if not self.connected:
             await self.open()
         return self
 
@@ -307,13 +330,17 @@ class SignerClient:
 
     async def close(self) -> None:
         self._closed = True
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog, self._watch_at = None, math.inf
-        conn, self._conn = self._conn, None
-        if conn is not None and conn.transport is not None:
-            conn.transport.close()
-            conn.abort(SignerUnavailable("client closed"))
+        lanes, self._lanes = self._lanes, [None, None]
+        for conn in lanes:
+            if conn is not None and conn.transport is not None:
+                conn.transport.close()
+                conn.abort(SignerUnavailable("client closed"))
 
     # ------------------------------------------------------------ requests
 
@@ -456,7 +483,9 @@ class SignerClient:
         """``(result, keccak(digest_of))``; the hash is computed after the request is written."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        lane = ORDINARY
         if URGENT.get():
+            lane = URGENT_LANE
             if self._in_flight < self._max_in_flight + URGENT_RESERVE and not self._urgent_waiters:
                 self._in_flight += 1
             else:
@@ -471,9 +500,11 @@ class SignerClient:
             await self._acquire_slot(self._slot_waiters)
         try:
             while True:
-                conn = self._conn
+                conn = self._lanes[lane]
                 if conn is None or conn.closed:
-                    conn = await self._connected(deadline)
+                    conn = self._fallback(lane)
+                if conn is None:
+                    conn = await self._connected(deadline, lane)
                 try:
                     return await self._roundtrip(conn, method, params, deadline, digest_of)
                 except _ConnectionLost:
@@ -573,26 +604,61 @@ class SignerClient:
 
     def _drop(self, conn: _Connection, error: SignerError) -> None:
         """Reset a connection we no longer trust (timeout): in-flight requests are re-sent."""
-        if self._conn is conn:
-            self._conn = None
+        lanes = self._lanes
+        for lane in (ORDINARY, URGENT_LANE):
+            if lanes[lane] is conn:
+                lanes[lane] = None
         conn.abort(_ConnectionLost(str(error)))
 
     # ------------------------------------------------------------ connecting
 
-    async def _connected(self, deadline: float) -> _Connection:
-        conn = self._conn
+    def _fallback(self, lane: int) -> _Connection | None:
+        """The urgent lane is down but the ordinary one is up: the ordinary connection, now, and
+        the urgent lane re-opened in the background. A reaction never waits for a handshake (nor
+        for what a new connection makes the service do first: its log re-checked before
+        anything is signed, ``broadcaster.audit.gate``), which stalled a sender's later
+        re-signs until the tip moved and their dropped bytes went out again instead."""
+        if lane != URGENT_LANE:
+            return None
+        conn = self._lanes[ORDINARY]
+        if conn is None or conn.closed:
+            return None
+        if self._reopen is None or self._reopen.done():
+            self._reopen = asyncio.get_running_loop().create_task(self._reopen_urgent())
+        return conn
+
+    async def _reopen_urgent(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(SignerError):  # counted by _establish; retried on next use
+            await self._connected(loop.time() + self.connect_timeout, URGENT_LANE, both=False)
+
+    async def _connected(
+        self, deadline: float, lane: int = ORDINARY, *, both: bool = True
+    ) -> _Connection:
+        """The lane's connection, opened if need be; ``both``: the other lane too, at the same
+        moment (the first request opens both, so a reaction's first urgent request does not
+        pay the urgent lane's handshake)."""
+        conn = self._lanes[lane]
         if conn is not None and not conn.closed:
             return conn
         if self._closed:
             raise SignerUnavailable("client is closed")
-        async with self._connect_lock:
-            conn = self._conn
-            if conn is not None and not conn.closed:
-                return conn
-            self._conn = await self._establish(deadline)
-            return self._conn
+        async with self._connect_locks[lane]:
+            conn = self._lanes[lane]
+            if conn is None or conn.closed:
+                conn = await self._establish(deadline, lane)
+                self._lanes[lane] = conn
+        other = self._lanes[1 - lane]
+        if both and (other is None or other.closed):
+            try:
+                await self._connected(deadline, 1 - lane, both=False)
+            except AttestationError:
+                raise  # the lanes reach different enclaves, or a pin differs: fail closed
+            except SignerError:
+                pass  # unreachable now: this lane serves meanwhile (_fallback), counted
+        return conn
 
-    async def _establish(self, deadline: float) -> _Connection:
+    async def _establish(self, deadline: float, lane: int = ORDINARY) -> _Connection:
         loop = asyncio.get_running_loop()
         delays = self._backoff_factory()
         last: Exception | None = None
@@ -602,7 +668,7 @@ class SignerClient:
                 raise SignerUnavailable(f"{self.endpoint}: cannot connect ({last})") from last
             try:
                 conn = await asyncio.wait_for(self._open_stream(), budget)
-                await self._handshake(conn, loop.time() + budget)
+                await self._handshake(conn, loop.time() + budget, lane)
             except HelloMismatch:
                 self._emit(SignerEvent.HELLO_MISMATCH)
                 raise
@@ -630,9 +696,12 @@ class SignerClient:
             await loop.create_connection(lambda: conn, sock=sock)
         return conn
 
-    async def _handshake(self, conn: _Connection, deadline: float) -> None:
+    async def _handshake(self, conn: _Connection, deadline: float, lane: int = ORDINARY) -> None:
+        """``hello`` (compared with the pins), then the attestation and the channel key, on
+        either lane alike; the urgent lane's ``hello`` asks the enclave for its lane."""
         try:
-            hello_result, _ = await self._roundtrip(conn, "hello", {}, deadline)
+            hello_params = {"lane": "urgent"} if lane == URGENT_LANE else {}
+            hello_result, _ = await self._roundtrip(conn, "hello", hello_params, deadline)
             info = parse_hello(hello_result)
             if self.pins is not None:
                 check_hello(info, self.pins)
@@ -662,6 +731,18 @@ class SignerClient:
                     raise HelloMismatch(
                         "public_key", "the attested public key is not the hello's log key"
                     )
+                other = self._lanes[1 - lane]
+                if (
+                    other is not None
+                    and not other.closed
+                    and self.attested is not None
+                    and attested.public_key != self.attested.public_key
+                ):
+                    # Both lanes must reach the one enclave: two genuine enclaves would keep
+                    # two memories of signed nonces (nonce protection split in half).
+                    raise HelloMismatch(
+                        "public_key", "the two lanes reach enclaves with different attested keys"
+                    )
                 try:
                     conn.mac_key = derive_mac_key(ephemeral.secret, attested.public_key, nonce)
                 except ValueError as exc:
@@ -675,4 +756,5 @@ class SignerClient:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed
+        """Both lanes open (a lost one reconnects on its next request)."""
+        return all(c is not None and not c.closed for c in self._lanes)

@@ -10,10 +10,13 @@ and needs no new parameter on ``sign_transaction``) is *urgent* for :class:`Sign
 - it may use up to :data:`URGENT_RESERVE` slots beyond ``max_in_flight``, so a client whose
   slots are all held by ordinary requests still writes it at once.
 
-Nothing else changes: the enclave answers requests in the order it reads them, so an urgent
-request written now still waits for the requests already written before it (at most
-``max_in_flight``: the setting bounds how far behind it can be). Every check of the reply is the
-same.
+- it is written on the client's second connection, the *urgent lane* (its ``hello`` says
+  ``{"lane": "urgent"}``), which the enclave app answers as soon as it reads it: an ordinary
+  connection's backlog is answered a batch (``enclave.server.BATCH``) per loop pass, so an
+  urgent request waits for at most the batch under way, not for the up to ``max_in_flight``
+  requests written before it on the ordinary connection.
+
+Every check of the reply is the same, and the urgent lane is attested and bound like the first.
 """
 
 from __future__ import annotations

@@ -11,7 +11,11 @@ a signer that speaks another.
 
 Methods:
 
-``hello`` -> ``{"protocol", "mode", "addresses", "chain_ids", "policy_hash", "log_public_key"}``
+``hello`` ``{"lane"?}`` -> ``{"protocol", "mode", "addresses", "chain_ids", "policy_hash",
+  "log_public_key"}``. ``"lane": "urgent"`` makes the connection the client's urgent lane: the
+  enclave answers it as soon as it reads it, ahead of the ordinary connections' queued requests
+  (``enclave/server.py``, ``BATCH``); ``"ordinary"`` or none is the default. Any other value is
+  a ``bad_request``. The reply is the same on both lanes.
 ``sign_transaction`` ``{"sender", "payload"}`` -> ``{"raw"}`` (0x-hex; a ``"hash"`` may come
   along and is then checked, but the client computes ``keccak256(raw)`` itself). ``payload`` is
   the unsigned EIP-155 / EIP-2718 signing payload (:func:`signer_client.txcodec.signing_payload`),

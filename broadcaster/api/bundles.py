@@ -35,12 +35,9 @@ from typing import Any, Final
 from broadcaster.api.access import FULL_ACCESS
 from broadcaster.api.intents import IntentDefaults, ParamError, parse_data, parse_intent
 from broadcaster.api.intents import parse_quantity as _quantity
-from broadcaster.api.rawtx import RawTxRefused, check_raw_transaction
+from broadcaster.api.rawtx import RawTxRefused, authority_of, check_raw_transaction
 from broadcaster.tx.bundle_plans import MAX_BUNDLE_TXS
 from nonce import Intent
-from signer_client.authorization import Authorization, authorization_hash
-from signer_client.signing import recover_pubkey
-from signer_client.txcodec import keccak
 
 __all__ = [
     "BUNDLE_FIELDS",
@@ -174,7 +171,7 @@ def _raw(value: Any, where: str, chain_id: int, ours: frozenset[str]) -> RawSlot
             "broadcaster: it would take a nonce the broadcaster allocates; send it as an intent",
         )
     for index, auth in enumerate(fields.authorizations):
-        authority = _authority(auth)
+        authority = authority_of(auth)
         if authority is not None and authority in ours:
             raise ParamError(
                 f"{where}.authorizationList[{index}]",
@@ -183,17 +180,6 @@ def _raw(value: Any, where: str, chain_id: int, ours: frozenset[str]) -> RawSlot
                 "and delegate the account's code",
             )
     return RawSlot(raw, signed.hash, sender)
-
-
-def _authority(auth: Authorization) -> str | None:
-    """The EIP-7702 authority (lowercase) that signed ``auth``; ``None`` if it recovers to
-    nothing (the chain skips such a tuple)."""
-    digest = authorization_hash(auth.chain_id, auth.address, auth.nonce)
-    try:
-        pubkey = recover_pubkey(digest, auth.y_parity, auth.r, auth.s)
-    except (ValueError, OverflowError):
-        return None
-    return "0x" + keccak(pubkey[1:])[12:].hex()
 
 
 def _intent(

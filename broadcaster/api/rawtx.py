@@ -11,6 +11,10 @@ take bytes that are safe to repeat:
   tracking it would make the hash a bot follows differ from the one that gets mined.
 - ``sender``: the recovered sender is one of the caller's accounts (a tenant's ``accounts``;
   full access: any sender).
+- ``ours``: no EIP-7702 authorization in it is signed by one of this broadcaster's accounts
+  (the chain would move that account's nonce, which the broadcaster allocates, and delegate its
+  code to whatever the authorization names, outside the enclave's ``allowed_delegates``; the
+  same rule ``broadcaster_sendBundle`` applies to its raw members).
 - ``nonce-gap``: the nonce is at most ``[fees] max_gap_fill`` beyond the sender's next nonce:
   the nonces in between would be holes only noops could fill.
 
@@ -21,15 +25,25 @@ with the rule in the message
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from broadcaster.api.access import Access
 from broadcaster.errors import BroadcasterError
+from signer_client.authorization import Authorization, authorization_hash
 from signer_client.errors import TransactionError
-from signer_client.signing import SignedTx, signed_from_raw
-from signer_client.txcodec import SECP256K1_HALF_N, TxFields, decode_raw
+from signer_client.signing import SignedTx, recover_pubkey, signed_from_raw
+from signer_client.txcodec import SECP256K1_HALF_N, TxFields, decode_raw, keccak
 
-__all__ = ["RULES", "RawTxRefused", "check_nonce_gap", "check_raw_transaction"]
+__all__ = [
+    "RULES",
+    "RawTxRefused",
+    "authority_of",
+    "check_authorities",
+    "check_nonce_gap",
+    "check_raw_transaction",
+]
 
-RULES = ("decode", "chain-id", "low-s", "sender", "nonce-gap")
+RULES = ("decode", "chain-id", "low-s", "sender", "ours", "nonce-gap")
 
 
 class RawTxRefused(BroadcasterError, ValueError):
@@ -86,3 +100,29 @@ def check_nonce_gap(nonce: int, next_nonce: int | None, max_gap_fill: int) -> No
             f"nonce {nonce} is more than max_gap_fill = {max_gap_fill} beyond the sender's next "
             f"nonce {next_nonce}",
         )
+
+
+def authority_of(auth: Authorization) -> str | None:
+    """The EIP-7702 authority (lowercase) that signed ``auth``; ``None`` if it recovers to
+    nothing (the chain skips such a tuple)."""
+    digest = authorization_hash(auth.chain_id, auth.address, auth.nonce)
+    try:
+        pubkey = recover_pubkey(digest, auth.y_parity, auth.r, auth.s)
+    except (ValueError, OverflowError):
+        return None
+    return "0x" + keccak(pubkey[1:])[12:].hex()
+
+
+def check_authorities(fields: TxFields, ours: Collection[str]) -> None:
+    """Refuse (rule ``ours``) a type-4 transaction carrying an authorization signed by one of
+    ``ours`` (lowercase addresses); see the module docstring."""
+    for index, auth in enumerate(fields.authorizations):
+        authority = authority_of(auth)
+        if authority is not None and authority in ours:
+            raise RawTxRefused(
+                "ours",
+                f"authorizationList[{index}] is an EIP-7702 authorization by {authority}, an "
+                "account of this broadcaster: it would move a nonce the broadcaster allocates "
+                "and delegate the account's code; ask for it with broadcaster_sendIntent "
+                "(authorizations) so the enclave's allowed_delegates apply",
+            )

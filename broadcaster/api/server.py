@@ -57,7 +57,7 @@ from broadcaster.api.intents import (
     parse_private,
     parse_quantity,
 )
-from broadcaster.api.rawtx import check_nonce_gap, check_raw_transaction
+from broadcaster.api.rawtx import check_authorities, check_nonce_gap, check_raw_transaction
 from broadcaster.api.subscriptions import Subscriptions
 from broadcaster.api.transport import ApiServer
 from broadcaster.rpc.chain_reader import ChainReadError, NodeError
@@ -668,6 +668,7 @@ class IntentApi(Dispatcher):
             raise ParamError("params", "expected [signed transaction as 0x-hex bytes]")
         raw = parse_data(params[0], "params[0]")
         fields, signed = check_raw_transaction(raw, chain_id=self.chain_id, access=client.access)
+        check_authorities(fields, self.accounts)
         sender = signed.sender.lower()
         existing = self.manager.book.by_hash(signed.hash)
         if existing is not None:

@@ -27,7 +27,7 @@ from broadcaster.audit.body import BodyRefused, check_block
 from broadcaster.audit.reconcile import FullBlock
 from broadcaster.rpc.chain_reader import ChainReader, ChainReadError
 
-__all__ = ["full_blocks", "full_blocks_by_number"]
+__all__ = ["full_blocks", "full_blocks_by_number", "proven_blocks"]
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,9 @@ class _Found:
                     self.on_refused(url, "unverified")
 
 
-async def full_blocks(
-    chain: ChainReader, hashes: Sequence[str], on_refused: OnRefused = _ignore
-) -> dict[str, FullBlock]:
-    """The blocks some read endpoint has, by the (lower-case) hash asked for, each checked
-    against its header, senders recovered (see the module docstring)."""
-    hashes = [h.lower() for h in hashes]
-    if not hashes:
-        return {}
+async def _read(chain: ChainReader, hashes: Sequence[str], on_refused: OnRefused) -> _Found:
+    """Every block of ``hashes`` from the endpoint that answered last, and the ones it could
+    not prove from every other read endpoint (see the module docstring)."""
     found = _Found(on_refused)
     first_error: ChainReadError | None = None
     asked: tuple[str, ...] = ()
@@ -119,7 +114,35 @@ async def full_blocks(
         for url, replies in usable.items():
             await asyncio.to_thread(found.take, url, rest, replies)
     found.count_unverified()
-    return found.result()
+    return found
+
+
+async def full_blocks(
+    chain: ChainReader, hashes: Sequence[str], on_refused: OnRefused = _ignore
+) -> dict[str, FullBlock]:
+    """The blocks some read endpoint has, by the (lower-case) hash asked for, each checked
+    against its header, senders recovered (see the module docstring)."""
+    hashes = [h.lower() for h in hashes]
+    if not hashes:
+        return {}
+    return (await _read(chain, hashes, on_refused)).result()
+
+
+async def proven_blocks(
+    chain: ChainReader, hashes: Sequence[str], on_refused: OnRefused = _ignore
+) -> dict[str, FullBlock]:
+    """Only the blocks some read endpoint answered *verified* (header hash and
+    ``transactionsRoot`` proven: exactly the block's body), by the (lower-case) hash asked for.
+
+    For inclusion (DESIGN.md §5, issue 18): a transaction of ours is ``included`` only where a
+    proven body holds it. Unlike :func:`full_blocks` there is no merged fallback: a merge of
+    unprovable answers is a union of claims, and one liar's claim would make an unmined
+    transaction look included. A block no endpoint proves is left out (the caller asks again);
+    each unprovable answer is counted ``unverified``."""
+    hashes = [h.lower() for h in hashes]
+    if not hashes:
+        return {}
+    return dict((await _read(chain, hashes, on_refused)).verified)
 
 
 def _full_calls(hashes: Sequence[str]) -> list[tuple[str, list[Any]]]:

@@ -4,7 +4,9 @@ The tx manager asks three kinds of questions, none of them on the reaction's hot
 
 - ``eth_getTransactionCount(sender, latest|pending)`` to resync nonces (start, reorgs, errors);
 - ``eth_getBlockByHash(hash, false)``, batched, to learn which of our hashes a canonical block
-  holds (inclusion tracking);
+  lists (inclusion tracking), then, for a block that lists one of ours, ``eth_getBlockByHash(
+  hash, true)`` proven against its header (:meth:`ChainReader.proven_blocks`) before any of ours
+  is taken as included;
 - ``eth_getTransactionReceipt(hash)`` to reconcile after a crash, a deep reorg or "nonce too low"
   (each :class:`Receipt` carries its block's number *and* hash, so the caller can check that the
   block is canonical in its window before believing it);
@@ -29,13 +31,16 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 import sha3  # safe-pysha3
 
 from broadcaster.errors import BroadcasterError
+
+if TYPE_CHECKING:
+    from broadcaster.audit.reconcile import FullBlock
 
 __all__ = [
     "MINED_AT_SEARCH_BLOCKS",
@@ -322,6 +327,20 @@ class ChainReader:
                 self._lie("malformed_block")
                 log.warning("malformed block %s: %s", wanted, exc)
         return out
+
+    async def proven_blocks(
+        self, hashes: Sequence[str], on_refused: Callable[[str, str], object] | None = None
+    ) -> dict[str, FullBlock]:
+        """The blocks some read endpoint answered whole and *proven* (``eth_getBlockByHash(h,
+        true)``: header hash, ``transactionsRoot``, senders recovered), by the lower-case hash
+        asked for; an answer refused is reported to ``on_refused(url, reason)`` and the block
+        asked of every other endpoint (:func:`broadcaster.audit.chain.proven_blocks`)."""
+        # Imported here: broadcaster.audit imports the tx side, which imports this module.
+        from broadcaster.audit.chain import proven_blocks
+
+        if on_refused is None:
+            return await proven_blocks(self, hashes)
+        return await proven_blocks(self, hashes, on_refused)
 
     async def mined_at(
         self, sender: str, nonce: int, *, since_block: int | None = None

@@ -33,6 +33,7 @@ from broadcaster.rpc.fanout import Endpoint, default_transport
 from broadcaster.rpc.transport.base import Reply, Transport, split_url
 from broadcaster.rpc.transport.http import HttpTransport
 from signer_client.flashbots import HEADER
+from signer_client.priority import URGENT, urgent
 
 __all__ = ["RESULTS", "OrderflowEndpoint", "OrderflowSender"]
 
@@ -76,6 +77,10 @@ class OrderflowEndpoint:
             )
         self.owner = owner
         self.queue: deque[tuple[str, int, bytes]] = deque()
+        # Ids of queued requests offered inside ``signer_client.urgent()`` (a reorg reaction's
+        # bundles): queued ahead of the ordinary ones, their auth bodies signed on the signer's
+        # urgent lane and past the AUTH_SIGNS_IN_FLIGHT window.
+        self.urgent: set[int] = set()
         self.queue_size = queue_size
         self.pending: dict[int, tuple[str, asyncio.TimerHandle | None]] = {}
         self.wake = asyncio.Event()
@@ -91,11 +96,21 @@ class OrderflowEndpoint:
             with contextlib.suppress(OSError, RuntimeError):
                 self.write(method, body_of)
                 return True
-        if len(self.queue) >= self.queue_size:
+        # A reaction's body (inside urgent()) has as many places again (as Lane.full gives an
+        # urgent job): the backlog it goes ahead of must not be what drops it.
+        if len(self.queue) >= (2 * self.queue_size if URGENT.get() else self.queue_size):
             self.owner.report(self.name, method, "dropped")
             return False
         rid = next(self.owner.ids)
-        self.queue.append((method, rid, body_of(rid)))
+        if URGENT.get():
+            queue, urgent_ids = self.queue, self.urgent
+            ahead = 0  # after the urgent ones already queued (their order kept)
+            while ahead < len(queue) and queue[ahead][1] in urgent_ids:
+                ahead += 1
+            queue.insert(ahead, (method, rid, body_of(rid)))
+            urgent_ids.add(rid)
+        else:
+            self.queue.append((method, rid, body_of(rid)))
         self.wake.set()
         return False
 
@@ -140,6 +155,7 @@ class OrderflowEndpoint:
                     await asyncio.sleep(0.2)
                     continue
                 method, rid, body = self.queue.popleft()
+                self.urgent.discard(rid)
                 try:
                     self.transport.send(rid, body)
                 except (OSError, RuntimeError):  # RuntimeError: the [ha] fence refused it
@@ -155,8 +171,11 @@ class OrderflowEndpoint:
             # A window at a time (AUTH_SIGNS_IN_FLIGHT): the queue may hold a thousand bodies.
             take = min(len(self.queue), AUTH_SIGNS_IN_FLIGHT)
             batch = [self.queue.popleft() for _ in range(take)]
+            hurried = [rid in self.urgent for _, rid, _ in batch]
+            self.urgent.difference_update(rid for _, rid, _ in batch)
             headers = await asyncio.gather(
-                *(sign(body) for _, _, body in batch), return_exceptions=True
+                *(sign(body, hurry) for (_, _, body), hurry in zip(batch, hurried, strict=True)),
+                return_exceptions=True,
             )
             for (method, rid, body), header in zip(batch, headers, strict=True):
                 if isinstance(header, BaseException):
@@ -251,10 +270,15 @@ class OrderflowSender:
         self.builders = [e for e in self.endpoints if e.kind == "builder"]
         self.private = [e for e in self.endpoints if e.kind == "private"]
 
-    async def signed(self, body: bytes) -> str:
-        """``sign_auth(body)``, at most :data:`AUTH_SIGNS_IN_FLIGHT` at once over every endpoint."""
+    async def signed(self, body: bytes, hurry: bool = False) -> str:
+        """``sign_auth(body)``, at most :data:`AUTH_SIGNS_IN_FLIGHT` at once over every endpoint;
+        ``hurry`` (a reorg reaction's body): on the signer's urgent lane, past the window (the
+        window keeps the ordinary lane's queue short; the urgent lane does not queue behind it)."""
         sign = self.sign_auth
         assert sign is not None  # the constructor refuses an auth endpoint without a signer
+        if hurry:
+            with urgent():
+                return await sign(body)
         async with self._auth_window:
             return await sign(body)
 

@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -366,8 +366,14 @@ class Executor:
         *,
         retry: bool = True,
         recv_ns: int = 0,
+        durable: Awaitable[None] | None = None,
     ) -> Attempt | None:
         """Sign the payload (initial fees, or a bump over the floor) and send it.
+
+        ``durable``: the intent's journal flush, started before the signer was asked
+        (``TxManager.complete``); the signed attempt waits for it before it is recorded or sent,
+        so nothing reaches the wire before the journal knows the intent (a failed flush raises
+        here and nothing is sent).
 
         Nothing is sent once the intent was given up or found mined while the signer worked.
         A first signature that cannot be had now is retried in the background (``retry``).
@@ -380,7 +386,7 @@ class Executor:
                 return None
             if not record.attempts and self.delegated.busy(record, self.book):
                 if retry:  # one in flight for a delegated sender: wait for it (tx.typed)
-                    self.background.spawn(self._retry_signing(record))
+                    self.background.spawn(self._retry_signing(record, durable))
                 return None
             try:
                 with _priority(reaction, record):
@@ -398,9 +404,11 @@ class Executor:
                 return None
             if priced is None:
                 if retry and record.state is _S.PENDING and not record.attempts:
-                    self.background.spawn(self._retry_signing(record))
+                    self.background.spawn(self._retry_signing(record, durable))
                 return None
             signed, fees = priced
+            if durable is not None:
+                await durable
             if not self.wants_payload(record):
                 return None  # cancelled or expired while the enclave signed: never sent
             first = reaction is None and recv_ns > 0 and reason is AttemptReason.INITIAL
@@ -438,9 +446,21 @@ class Executor:
         signed, fees = priced
         return self._record_attempt(record, signed, fees, AttemptReason.GAP_FILL)
 
-    async def _retry_signing(self, record: TxRecord) -> None:
+    async def _retry_signing(
+        self, record: TxRecord, durable: Awaitable[None] | None = None
+    ) -> None:
         """A first signature the signer could not give yet: retry with backoff while it stays
-        pending; past ``validUntilBlock`` it expires unsigned instead."""
+        pending; past ``validUntilBlock`` it expires unsigned instead.
+
+        ``durable``: the intent's flush (``sign_and_send``); no retry signs, let alone sends,
+        before it is done (a retry 0.1 s later beat a slow fsync to the wire: a ``kill -9`` then
+        left a transaction out that the journal never knew). A failed flush: no retry at all
+        (the caller's ``complete`` raises it)."""
+        if durable is not None:
+            try:
+                await durable
+            except Exception:  # complete() reports it; nothing may be sent
+                return
         for delay in retry_delays():
             await asyncio.sleep(delay)
             if record.state is not _S.PENDING or record.attempts:

@@ -1,9 +1,25 @@
 """What the chain holds of ours: inclusion scans, receipts, and nonces taken by others.
 
 DESIGN.md §5 ("Inclusion"): for each canonical block, learn its transaction hashes (one
-``eth_getBlockByHash(h, false)`` per block, batched) and mark ours ``included`` with that block.
-A receipt from an RPC is a fact only if its block is canonical in our window (a lagging RPC
-answers from an abandoned branch). Once included, the replacement a reorg would need is signed
+``eth_getBlockByHash(h, false)`` per block, batched). A hash list is an RPC's word and cannot be
+checked against the header (issue 18): a block whose list names one of ours is read in full
+(``true``) and proven (``ChainState.proven_blocks``: the header hashes to the hash the tracker
+verified, the transactions to its ``transactionsRoot``, senders recovered) before anything of
+ours in it is marked ``included``, and then from the proven body (which also finds one of ours
+the list left out). An answer refused is counted (``inclusion_bad_blocks_total{reason}``) and the
+block asked of every other read endpoint; a block none proves is asked again
+(``PROOF_RETRIES`` times), then left to the stall's receipt recheck. Blocks naming nothing of
+ours cost only the hash list: the hot path keeps one cheap read per block. A receipt is an
+RPC's word too: it counts only if its block is canonical in our window (a lagging RPC answers
+from an abandoned branch) *and* the block's proven body holds the transaction
+(:meth:`InclusionTracker.proven_receipts`; the rechecks and the start-up recovery use it).
+
+What a lying read endpoint can still do: leave one of ours out of a hash list (nothing of ours
+is then proven there; the stall's receipt recheck finds it, proven, when another endpoint or the
+liar's own receipt names the block), or, as the *only* read endpoint, answer every block
+unprovably: then nothing is ever proven, the intent stays ``broadcast`` (never ``included`` on
+its word, never ``failed``), and ``inclusion_bad_blocks_total{reason="unverified"}`` climbs:
+the operator adds an honest endpoint. Once included, the replacement a reorg would need is signed
 ahead (``presign``), so the reaction needs no signer round trip.
 
 A nonce the chain used while none of our attempts there is mined, for ``foreign_blocks`` blocks
@@ -21,13 +37,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from broadcaster.rpc.chain_reader import ChainReadError
+from broadcaster.rpc.chain_reader import ChainReadError, Receipt
 from broadcaster.tx.executor import Executor, SignRefused
 from broadcaster.tx.ledger import AttemptLedger, Presigned
 from broadcaster.tx.nonces import NonceSync, Retention
-from broadcaster.tx.reasons import ResendReason
+from broadcaster.tx.reasons import NOT_IN_BODY, ResendReason
 from broadcaster.tx.seams import ChainState, TxObserver
 from broadcaster.tx.view import ChainView
 from heads.events import Head
@@ -44,6 +61,14 @@ _S = TxState
 SCAN_RETRIES = 400
 """Times a queued canonical block is asked for again (every 50 ms, all queued blocks in one
 batch) while the RPC does not have it yet: 20 s for a reader that lags the head clients."""
+
+PROOF_RETRIES = 20
+"""Times a block whose hash list names one of ours is read in full again while no endpoint
+proves its body (about 1 s at the scan's 50 ms; a reader behind a load balancer may answer the
+list from one node and the body from another that lags). Not ``SCAN_RETRIES``: an unprovable
+answer (the only read endpoint lying, or a header this version cannot hash) costs a sender
+recovery of every transaction in the block per read, and 400 of them per block pinned a core.
+Past it the stall's receipt recheck proves it (:meth:`InclusionTracker.recheck`)."""
 
 
 def noop_reason(record: TxRecord) -> AttemptReason:
@@ -88,6 +113,7 @@ class InclusionTracker:
         self.queue: dict[str, int] = {}
         self.wakeup = asyncio.Event()
         self._retries: dict[str, int] = {}
+        self._proofs: dict[str, int] = {}  # block -> full reads no endpoint proved (PROOF_RETRIES)
         # (sender, nonce) the chain used with none of our hashes -> tip number first seen so.
         self._taken_since: dict[tuple[str, int], int] = {}
         # Given-up intents until they settle: their noop (or the payload that won the race) is
@@ -141,7 +167,8 @@ class InclusionTracker:
             self.wakeup.set()
 
     async def scan_queued(self) -> None:
-        """Fetch the queued blocks' tx hashes (one batch) and mark ours included."""
+        """Fetch the queued blocks' tx hashes (one batch); a block whose list names one of ours
+        is read in full and proven (:meth:`proven`) before any of ours is marked included."""
         batch = dict(self.queue)
         self.queue.clear()
         if not batch:
@@ -152,26 +179,112 @@ class InclusionTracker:
             log.warning("inclusion scan failed: %s", exc)
             found = {}
         window = self.view.window
-        now = self.clock()
+        naming: dict[str, int] = {}  # blocks whose hash list names one of ours -> number
         for block_hash, number in batch.items():
             block = found.get(block_hash)
             if block is None:
-                # The RPC does not have it yet (it lags the head client): try again shortly.
-                tries = self._retries.get(block_hash, 0)
-                if tries < SCAN_RETRIES and window.is_canonical(block_hash):
-                    self._retries[block_hash] = tries + 1
-                    self.queue[block_hash] = number
-                else:
-                    self._retries.pop(block_hash, None)
+                self._again(block_hash, number)  # the RPC does not have it yet (it lags)
                 continue
+            if not window.is_canonical(block_hash):
+                self._retries.pop(block_hash, None)
+                self._proofs.pop(block_hash, None)
+                continue  # reorged out while we fetched it
+            by_hash = self.book.by_hash
+            if any(by_hash(tx_hash) is not None for tx_hash in block.tx_hashes):
+                naming[block_hash] = number
+            else:
+                # Nothing of ours listed: nothing to prove (the hot path stays one cheap read).
+                # A list that hides one of ours is caught by the rechecks (module docstring).
+                self._retries.pop(block_hash, None)
+                window.mark_scanned(block_hash)
+        if not naming:
+            return
+        bodies = await self.proven(list(naming))
+        now = self.clock()
+        for block_hash, number in naming.items():
+            body = bodies.get(block_hash)
+            if body is None:
+                proofs = self._proofs.get(block_hash, 0) + 1
+                if proofs < PROOF_RETRIES:
+                    self._proofs[block_hash] = proofs
+                    self._again(block_hash, number)  # no endpoint proved it (yet): asked again
+                else:  # left to the stall's receipt recheck (PROOF_RETRIES)
+                    self._proofs.pop(block_hash, None)
+                    self._retries.pop(block_hash, None)
+                    log.warning("block %s: no endpoint proves its body: left to the rechecks",
+                                block_hash)  # fmt: skip
+                continue
+            self._proofs.pop(block_hash, None)
             self._retries.pop(block_hash, None)
             if not window.is_canonical(block_hash):
-                continue  # reorged out while we fetched it
+                continue
+            held = {tx.hash for tx in body.txs}
+            for tx_hash in found[block_hash].tx_hashes:
+                if tx_hash not in held and self.book.by_hash(tx_hash) is not None:
+                    # The hash list named ours, the proven body does not hold it: a lie.
+                    log.warning(
+                        "block %s: the hash list names 0x%s, its proven body does not: ignored",
+                        block_hash, tx_hash.hex(),
+                    )  # fmt: skip
+                    self.observer.bad_block(NOT_IN_BODY)
             ref = BlockRef(number, block_hash)
-            for tx_hash in block.tx_hashes:
-                if self.book.by_hash(tx_hash) is not None:
-                    self.mark_included(tx_hash, ref, now)
+            for tx in body.txs:  # the proven body, also for one of ours the list left out
+                if self.book.by_hash(tx.hash) is not None:
+                    self.mark_included(tx.hash, ref, now)
             window.mark_scanned(block_hash)
+
+    def _again(self, block_hash: str, number: int) -> None:
+        """Queue ``block_hash`` again (up to ``SCAN_RETRIES`` times) while it is canonical."""
+        tries = self._retries.get(block_hash, 0)
+        if tries < SCAN_RETRIES and self.view.window.is_canonical(block_hash):
+            self._retries[block_hash] = tries + 1
+            self.queue[block_hash] = number
+        else:
+            self._retries.pop(block_hash, None)
+            self._proofs.pop(block_hash, None)
+
+    async def proven(self, hashes: list[str]) -> Mapping[str, Any]:
+        """The bodies of ``hashes`` some read endpoint proved (``ChainState.proven_blocks``:
+        the header hashes to the block's hash, which the tracker verified, the transactions to
+        its ``transactionsRoot``, senders recovered); an answer refused is counted
+        (``observer.bad_block``) and the block asked of the other endpoints. ``{}`` when no
+        endpoint answers (the caller asks again)."""
+        try:
+            return await self.chain.proven_blocks(
+                hashes, lambda url, why: self.observer.bad_block(why)
+            )
+        except ChainReadError as exc:
+            log.warning("proving blocks failed: %s", exc)
+            return {}
+
+    async def proven_receipts(self, receipts: Mapping[bytes, Receipt]) -> dict[bytes, Receipt]:
+        """The receipts whose block is canonical in our window and whose proven body holds
+        their transaction: an RPC's receipt is its word, the body is the block's (a receipt
+        naming a block that does not hold the tx is counted ``not_in_body``). Canonical is
+        judged again once the bodies are in: a reorg during the read must not make the caller
+        mark ours included in a block the reaction has already dropped."""
+        canonical = {
+            h: r for h, r in receipts.items() if self.canonical(r.block_number, r.block_hash)
+        }
+        if not canonical:
+            return {}
+        bodies = await self.proven(sorted({r.block_hash for r in canonical.values()}))
+        out: dict[bytes, Receipt] = {}
+        for tx_hash, receipt in canonical.items():
+            body = bodies.get(receipt.block_hash)
+            if body is None:
+                continue  # not proven now: asked again at the next recheck
+            if not self.canonical(receipt.block_number, receipt.block_hash):
+                continue  # reorged out while its body was read: the caller marks nothing there
+            if body.number == receipt.block_number and any(t.hash == tx_hash for t in body.txs):
+                out[tx_hash] = receipt
+            else:
+                log.warning(
+                    "receipt of 0x%s names block %s, whose proven body does not hold it",
+                    tx_hash.hex(), receipt.block_hash,
+                )  # fmt: skip
+                self.observer.bad_block(NOT_IN_BODY)
+        return out
 
     def mark_included(self, tx_hash: bytes, block: BlockRef, now: float) -> None:
         """Our ``tx_hash`` is in canonical ``block``: the book, finality and the presign."""
@@ -256,13 +369,14 @@ class InclusionTracker:
         except ChainReadError as exc:
             log.warning("receipt check failed: %s", exc)
             receipts = {}
+        receipts = await self.proven_receipts(receipts)
         now = self.clock()
         unmined: list[TxRecord] = []
         for record in records:
             found = None
             for attempt in record.attempts:
                 receipt = receipts.get(attempt.hash)
-                if receipt is not None and self.canonical(receipt.block_number, receipt.block_hash):
+                if receipt is not None:
                     found = receipt
                     break
             if found is not None:

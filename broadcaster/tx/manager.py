@@ -45,6 +45,7 @@ from broadcaster.tx.seams import (
     TxObserver,
 )
 from broadcaster.tx.typed import blob_cancel_refusal
+from broadcaster.tx.unjournaled import SignedNonces
 from broadcaster.tx.view import Background, ChainView
 from heads.events import Event, Head
 from nonce import (
@@ -96,8 +97,12 @@ class TxManager:
         foreign_blocks: int = 3,
         canonical_chain: Callable[[], Iterable[Head]] | None = None,
         refuse_sender: Callable[[str], str | None] | None = None,
+        signed_nonces: SignedNonces | None = None,
     ) -> None:
         self.chain_id = chain_id
+        # With the enclave's audit log to recover from, an intent's fsync and its signature
+        # overlap (``complete``); without it the signer is asked only once the flush is done.
+        self.overlap = signed_nonces is not None
         # Why ``sender`` may not sign any more (``[audit] stop_signing_on_foreign``), or None.
         self._refuse_sender = refuse_sender
         self.book = book
@@ -169,6 +174,8 @@ class TxManager:
             nonces=nonces,
             observer=observer,
             clock=clock,
+            signed_nonces=signed_nonces,
+            background=background,
         )
         self.follower = ChainFollower(
             book=book,
@@ -289,6 +296,11 @@ class TxManager:
             earlier = await self.find(key=intent.key)  # evicted: only the journal knows it
             if earlier is not None:
                 raise DuplicateIdempotencyKey(intent.key, earlier)
+        checked = self.recovery.checked
+        if not checked.is_set():
+            # After a restart: a nonce the enclave signed for an intent the journal lost is not
+            # handed out before recovery booked its noop (``Recovery.unjournaled``).
+            await checked.wait()
         try:
             return self.book.accept(intent, now=self._clock())
         except DuplicateIdempotencyKey:
@@ -303,26 +315,38 @@ class TxManager:
         self.book.open_bundle(bundle_id, spec, now=self._clock())
 
     async def complete(self, record: TxRecord, recv_ns: int | None = None) -> None:
-        """The second half of :meth:`submit`: journal flush, then sign and send.
+        """The second half of :meth:`submit`: make the intent durable, sign it and send it.
 
-        The flush comes first, and the signer is asked only once it is done: an accepted intent
-        is never lost, never on the wire before the journal knows it (DESIGN.md §5), and no
-        signature exists at its nonce that a crash could leave the journal ignorant of. (Asking
-        the signer during the fsync was tried and measured, docs/performance.md "Intent to
-        wire": a ``kill -9`` in that window leaves the enclave holding a signature at a nonce
-        the restarted journal reassigns, and the enclave's intent-bound nonce protection then
-        refuses every other payload there; ``tests/broadcaster/tx/test_sim_intent_durability.py``
-        pins it.) ``recv_ns``: when the intent's frame was read (``perf_counter_ns``; default
+        The promise (DESIGN.md §5): an accepted intent is never lost, and never on the wire
+        before the journal knows it. With :attr:`overlap` (the manager was given the enclave's
+        audit log, ``signed_nonces``) the journal's flush is started first and the signer asked
+        while its fsync runs; the signed attempt is sent only once the flush is done, and this
+        returns (the API acknowledges) only then. A ``kill -9`` between the signature and the
+        fsync leaves a signature at a nonce the restarted journal does not know, never sent:
+        recovery reads it from the audit log and takes that nonce with a noop before reusing it
+        (``broadcaster.tx.unjournaled``; ``tests/broadcaster/tx/test_sim_intent_durability.py``).
+        Without ``overlap`` the flush comes first and the signer is asked only once it is done.
+        ``recv_ns``: when the intent's frame was read (``perf_counter_ns``; default
         :data:`FRAME_READ_NS`, set by the API's transport), the start of
         ``broadcaster_intent_seconds``; 0: not timed.
         """
         if recv_ns is None:
             recv_ns = FRAME_READ_NS.get()
-        await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
+        if not self.overlap:
+            await self.journal.flush()  # an accepted intent is never lost (DESIGN.md §5)
+            try:
+                await self.executor.sign_and_send(record, recv_ns=recv_ns)
+            finally:
+                self.observer.pending(self.book.pending_counts())  # after the writes
+            return
+        durable = _begin_flush(self.journal)  # the writer is woken before the signer is asked
         try:
-            await self.executor.sign_and_send(record, recv_ns=recv_ns)
+            await self.executor.sign_and_send(record, recv_ns=recv_ns, durable=durable)
         finally:
-            self.observer.pending(self.book.pending_counts())  # after the writes, not before
+            try:
+                await durable  # no acknowledgement before the intent is durable
+            finally:
+                self.observer.pending(self.book.pending_counts())
 
     async def submit_raw(self, intent: Intent, nonce: int, signed: SignedTx) -> TxRecord:
         """Track bytes signed elsewhere (``eth_sendRawTransaction``): rebroadcast, never re-sign.
@@ -486,3 +510,13 @@ class TxManager:
         if record.latest is not attempt or record.state not in ACTIVE_STATES:
             return
         await self.executor.sign_and_send(record, AttemptReason.UNDERPRICED)
+
+
+def _begin_flush(journal: Durable) -> asyncio.Future[None]:
+    """The journal's flush, started now (``ThreadedJournal.begin_flush``; a ``Durable`` without
+    it: its ``flush`` as a task)."""
+    begin = getattr(journal, "begin_flush", None)
+    if begin is not None:
+        future: asyncio.Future[None] = begin()
+        return future
+    return asyncio.ensure_future(journal.flush())

@@ -5,24 +5,33 @@ of later changes. ``start`` asks the chain for each sender's nonces and each ope
 receipt, lets ``nonce.recovery.plan_recovery`` decide, and carries the plan out: mark what was
 mined, resend identical bytes for what was not, sign what never was, fill gaps, and find at
 (sender, nonce) an attempt whose journal entry the crash lost.
+
+With a ``signed_nonces`` source (the enclave's verified audit log), recovery then takes every
+nonce the enclave signed for an intent the journal lost (the manager asks the signer during the
+intent's fsync) with a noop before the book hands it to a new intent
+(``broadcaster.tx.unjournaled``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from broadcaster.audit.verify import AuditRefused
 from broadcaster.rpc.chain_reader import ChainReadError
 from broadcaster.tx.blobs import BlobError, SidecarBusy, prepare_sidecar
-from broadcaster.tx.executor import Executor
+from broadcaster.tx.executor import Executor, retry_delays
 from broadcaster.tx.inclusion import InclusionTracker
 from broadcaster.tx.nonces import NonceSync
 from broadcaster.tx.reasons import ResendReason
 from broadcaster.tx.seams import ChainState, TxObserver
-from broadcaster.tx.view import ChainView
+from broadcaster.tx.unjournaled import NoopAt, SignedNonces, plan_unjournaled
+from broadcaster.tx.view import Background, ChainView
 from nonce import AttemptReason, BlockRef, NonceBook, TxState
+from nonce.errors import JournalError
 from nonce.recovery import (
     ChainFacts,
     FillGap,
@@ -34,8 +43,13 @@ from nonce.recovery import (
     hashes_to_check,
     plan_recovery,
 )
+from signer_client.errors import SignerError
 
 __all__ = ["Recovery"]
+
+# What leaves recovery unsure which nonces the enclave signed: the signer did not answer, its
+# log was refused, the audit copy could not be read, the chain's count could not be had.
+_UNSURE = (SignerError, AuditRefused, JournalError, ChainReadError)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +70,17 @@ class Recovery:
         nonces: NonceSync,
         observer: TxObserver,
         clock: Callable[[], float] = time.time,
+        signed_nonces: SignedNonces | None = None,
+        background: Background | None = None,
     ) -> None:
         self.book = book
+        self.signed_nonces = signed_nonces
+        self.background = background or Background()
+        # Set once the nonces signed but never journaled are booked (at once without
+        # ``signed_nonces``); ``TxManager.admit`` books no new intent before.
+        self.checked = asyncio.Event()
+        if signed_nonces is None:
+            self.checked.set()
         self.chain = chain
         self.view = view
         self.executor = executor
@@ -96,7 +119,62 @@ class Recovery:
             log.warning("could not read the base fee at start: %s", exc)
         if self.view.tip is None:
             self.view.head_number = await self.chain.block_number()
-        return await self.reconcile(senders, self.view.head())
+        actions = await self.reconcile(senders, self.view.head())
+        if self.signed_nonces is not None:
+            try:
+                actions += await self.unjournaled(senders)
+            except _UNSURE as exc:  # the rest of recovery does not wait for the signer
+                log.warning(
+                    "recovery: the enclave's audit log could not be read (%s); new intents wait "
+                    "for it (no nonce is reused on a guess)",
+                    exc,
+                )
+                self.background.spawn(self._unjournaled_later(senders))
+        return actions
+
+    async def unjournaled(self, senders: Sequence[str]) -> list[NoopAt]:
+        """Noops at the nonces the enclave signed that the journal does not know (and at the
+        holes below them), each sender's from its mined count (module docstring). Sets
+        :attr:`checked` once planned: new intents get nonces only after that (``admit``)."""
+        assert self.signed_nonces is not None
+        floors = {s: (await self.nonces.counts(s))[0] for s in senders}
+        signed = await self.signed_nonces(floors)
+        book = self.book
+        plan = plan_unjournaled(signed, floors, lambda s, n: book.get(s, n) is not None)
+        unsigned = []
+        for noop in plan:
+            log.warning(
+                "recovery: %s/%d %s; a noop takes it before the nonce is reused",
+                noop.sender,
+                noop.nonce,
+                "signed by the enclave for an intent the journal lost"
+                if noop.signed
+                else "a hole below a nonce signed for a lost intent",
+            )
+            if not await self.executor.fill_gap(noop.sender, noop.nonce):
+                unsigned.append(noop)
+        self.checked.set()  # every such nonce is booked now: the book hands out later ones
+        for noop in unsigned:  # booked, the signer could not sign it now: again, later
+            self.background.spawn(self._noop_later(noop))
+        return plan
+
+    async def _unjournaled_later(self, senders: Sequence[str]) -> None:
+        for delay in retry_delays():
+            await asyncio.sleep(delay)
+            try:
+                await self.unjournaled(senders)
+                return
+            except _UNSURE as exc:
+                log.warning("recovery: the enclave's audit log still unread: %s", exc)
+
+    async def _noop_later(self, noop: NoopAt) -> None:
+        for delay in retry_delays():
+            await asyncio.sleep(delay)
+            record = self.book.get(noop.sender, noop.nonce)
+            if record is None or record.has_noop or record.block is not None:
+                return
+            if await self.executor.noop(record, AttemptReason.GAP_FILL):
+                return
 
     async def reconcile(self, senders: Sequence[str], head_number: int | None) -> list[Any]:
         """Reconcile every unsettled record of ours with the chain (start, deep reorgs)."""
@@ -109,11 +187,9 @@ class Recovery:
         latest = {s: c[0] for s, c in counts.items()}
         check = hashes_to_check(records, latest)
         receipts = await self.chain.receipts(check) if check else {}
-        refs = {
-            h: BlockRef(r.block_number, r.block_hash)
-            for h, r in receipts.items()
-            if self.inclusion.canonical(r.block_number, r.block_hash)
-        }
+        # Only receipts whose canonical block's proven body holds the tx (issue 18).
+        proven = await self.inclusion.proven_receipts(receipts)
+        refs = {h: BlockRef(r.block_number, r.block_hash) for h, r in proven.items()}
         head = head_number if head_number is not None else self.view.head()
         actions = plan_recovery(records, ChainFacts(latest, refs, head))
         for action in actions:

@@ -38,6 +38,7 @@ from broadcaster.tx.bundles import (
 )
 from broadcaster.tx.seams import Submitter
 from nonce import TxRecord, TxState
+from signer_client.priority import urgent
 
 __all__ = ["OrderflowPort", "Router", "member_canceller"]
 
@@ -155,7 +156,13 @@ class Router:
             plan = plan_bundle_submit(spec, members, tip) if self.builders else []
         else:
             plan = plan_submit(target, tip, builders=self.builders, private=self.private)
-        written = self.execute(plan)
+        if getattr(context, "urgent", False) is True:
+            # A reorg reaction's send: an auth = "flashbots" body it queues is signed on the
+            # signer's urgent lane, ahead of the queued ones (OrderflowEndpoint.offer).
+            with urgent():
+                written = self.execute(plan)
+        else:
+            written = self.execute(plan)
         # Every job the reaction expects for this send is settled here: what was not written
         # inside this call (an auth = "flashbots" body goes to the signer first, a busy
         # endpoint queues it) is not waited for, so the reaction is observed -- ending at the

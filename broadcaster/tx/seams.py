@@ -50,6 +50,12 @@ class ChainState(Protocol):
 
     async def receipts(self, tx_hashes: Sequence[bytes]) -> Mapping[bytes, Any]: ...
 
+    async def proven_blocks(
+        self, hashes: Sequence[str], on_refused: Callable[[str, str], object]
+    ) -> Mapping[str, Any]:
+        """Bodies proven against their headers (``broadcaster.audit.chain.proven_blocks``)."""
+        ...
+
     async def base_fee(self) -> int | None: ...
 
     async def block_number(self) -> int: ...
@@ -97,6 +103,10 @@ class TxObserver:
 
     def alert(self, kind: str, detail: str) -> None:
         """Something an operator must look at (insufficient funds, deep reorg...)."""
+
+    def bad_block(self, reason: str) -> None:
+        """A block answer the inclusion scan refused (``inclusion_bad_blocks_total{reason}``,
+        one of ``broadcaster.tx.reasons.INCLUSION_REFUSALS``)."""
 
     def foreign(self, sender: str, nonce: int | None = None) -> None:
         """A transaction we never signed took one of ``sender``'s nonces (``nonce``, when known:

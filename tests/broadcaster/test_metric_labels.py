@@ -84,3 +84,16 @@ def test_the_alerts_name_only_signer_error_kinds_the_counter_counts() -> None:
     assert named and listed
     named |= {k.strip() for k in listed[0].split(",")}
     assert named <= set(SIGNER_ERROR_KINDS), named - set(SIGNER_ERROR_KINDS)
+
+
+def test_the_inclusion_bad_block_reasons_are_the_body_checkers_and_not_in_body() -> None:
+    """``inclusion_bad_blocks_total{reason}`` takes :data:`broadcaster.tx.reasons.
+    INCLUSION_REFUSALS`: the body checker's reasons (spelled out on the tx side, which does not
+    import the audit package) and ``not_in_body``, which the inclusion tracker counts."""
+    from broadcaster.audit.body import BODY_REFUSALS
+    from broadcaster.tx.reasons import INCLUSION_REFUSALS, NOT_IN_BODY
+
+    assert set(INCLUSION_REFUSALS) == {*BODY_REFUSALS, NOT_IN_BODY}
+    source = (REPO / "broadcaster/tx/inclusion.py").read_text()
+    assert source.count("self.observer.bad_block(NOT_IN_BODY)") == 2
+    assert "self.observer.bad_block(why)" in source  # the checker's, reported as refused

@@ -115,3 +115,31 @@ def test_a_real_block_with_one_transaction_changed_added_or_dropped_is_refused(
         with pytest.raises(BodyRefused) as refused:
             check_block(answer, block["hash"])
         assert refused.value.reason == reason.strip(), reason
+
+
+def test_an_anvil_block_with_a_blob_transaction_verifies(anvil: Anvil) -> None:
+    """anvil's ``transactionsRoot`` over a blob transaction is the trie of its *network* form
+    (the sidecar its block object lists): accepted only because it is exactly the header's root
+    (the inclusion scan proves a blob intent's block with it; issue 18)."""
+    from broadcaster.tx.blobs import BLOB_SIZE, network_form, sidecar
+
+    car = sidecar([b"\x00" * BLOB_SIZE])
+    tx = Account.sign_transaction(
+        {"type": 3, "chainId": 31337, "nonce": 0, "to": TO, "value": 0, "gas": 50_000,
+         "maxFeePerGas": 10 * GWEI, "maxPriorityFeePerGas": GWEI, "maxFeePerBlobGas": 10 * GWEI,
+         "blobVersionedHashes": list(car.versioned_hashes)},
+        DEV_KEY,
+    )  # fmt: skip
+    anvil.rpc("evm_setAutomine", False)
+    raw = network_form(bytes(tx.raw_transaction), car)
+    anvil.rpc("eth_sendRawTransaction", "0x" + raw.hex(), timeout=90)
+    anvil.rpc("evm_mine")
+    block: dict[str, Any] = anvil.rpc("eth_getBlockByNumber", "latest", True)
+    checked = check_block(block, block["hash"])
+    assert checked.verified and checked.block.txs[0].hash == bytes(tx.hash)
+    tampered = {
+        **block,
+        "transactions": [{**block["transactions"][0], "proofs": ["0x" + "c0" + "11" * 47]}],
+    }
+    with pytest.raises(BodyRefused, match="transactions_root"):
+        check_block(tampered, block["hash"])

@@ -441,13 +441,13 @@ async def test_a_slowloris_frame_is_cut_off_and_the_connection_cap_holds(tmp_pat
         ([], {"ENCLAVE_KEYS": ANVIL_KEY}, "ENCLAVE_KEYS"),
         (["--pcr0", "00" * 48], {}, "--pcr0"),
         (["--pki-dir", "pki"], {}, "--pki-dir"),
-        (["--key-bundle", "b.json", "--kms-url", "http://127.0.0.1:1/"], {}, "--audit-log"),
+        (["--key-bundle", "b.json", "--kms", "vsock://3:8000"], {}, "--audit-log"),
         (
             [
                 "--key-bundle",
                 "b.json",
-                "--kms-url",
-                "http://127.0.0.1:1/",
+                "--kms",
+                "vsock://3:8000",
                 "--audit-log",
                 "a.jsonl",
                 "--nsm-device",

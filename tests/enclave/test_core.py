@@ -116,3 +116,18 @@ def test_the_audit_entry_of_a_signature_records_its_hashes(tmp_path: Path) -> No
     assert entry["data"]["signing_hash"] == hex0x(signing_hash(f))
     assert entry["data"]["sender"] == ANVIL_ADDRESS.lower()
     assert verify_log(str(log))[0] == []
+
+
+def test_hello_sets_the_lane_of_its_connection_and_refuses_an_unknown_lane() -> None:
+    from enclave.core import Session
+
+    core = EnclaveCore([LocalKey(ANVIL_KEY)], Policy(PolicyConfig(chain_ids=(1,))))
+    urgent, plain = Session(), Session()
+    assert "result" in core.handle(
+        {"id": 1, "method": "hello", "params": {"lane": "urgent"}}, 0.0, urgent
+    )
+    assert "result" in core.handle({"id": 2, "method": "hello", "params": {}}, 0.0, plain)
+    assert urgent.urgent and not plain.urgent
+    bad = core.handle({"id": 3, "method": "hello", "params": {"lane": "vip"}}, 0.0, plain)
+    assert bad["error"]["code"] == "bad_request" and "lane" in bad["error"]["reason"]
+    assert not plain.urgent

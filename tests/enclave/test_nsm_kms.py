@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import orjson
 import pytest
 
 from enclave.attestor import DevAttestor, create_dev_pki, measure_pcr0
 from enclave.kms import KmsError, generate_sealed_keys, load_sealed_keys, seal_bundle
-from enclave.kms_double import KmsDouble
+from enclave.kms_double import TEST_CREDENTIALS, KmsDouble
 from enclave.nsm import NSM_IOCTL_RAW, NsmAttestor, NsmError
 from signer_client.attestation import AttestationPolicy, verify_attestation
 from signer_client.errors import AttestationError
@@ -183,9 +184,21 @@ def test_a_leaf_is_minted_per_document_so_a_25_hour_old_enclave_still_attests(
 @pytest.fixture
 def kms(aws_root: Path) -> Any:
     double = KmsDouble((aws_root / "root.pem").read_bytes(), {"signer-key": GENUINE})
-    url = double.start()
-    yield double, url
+    endpoint = double.start()
+    yield double, endpoint
     double.stop()
+
+
+def kms_args(double: KmsDouble, tmp_path: Path) -> list[str]:
+    """The app's flags to reach ``double``: its address, region, test CA (pinned) and the
+    credentials the parent hands in."""
+    creds = tmp_path / "aws-credentials.json"
+    c = TEST_CREDENTIALS
+    creds.write_bytes(orjson.dumps(
+        {"AccessKeyId": c.access_key, "SecretAccessKey": c.secret_key, "Token": c.token}
+    ))  # fmt: skip
+    return ["--kms", double.address, "--kms-region", double.region,
+            "--kms-ca", str(double.ca_file), "--kms-credentials", str(creds)]  # fmt: skip
 
 
 def bundle(tmp_path: Path, double: KmsDouble) -> Path:
@@ -239,10 +252,10 @@ def test_kms_never_releases_without_a_recipient(kms: Any) -> None:
 def test_the_app_with_a_forged_pcr0_and_dev_pki_gets_no_key_and_does_not_start(
     tmp_path: Path, kms: Any
 ) -> None:
-    double, url = kms
+    double, _ = kms
     create_dev_pki(tmp_path / "pki")
     args = [sys.executable, "-m", "enclave", "--listen", f"unix://{tmp_path}/e.sock",
-            "--key-bundle", str(bundle(tmp_path, double)), "--kms-url", url,
+            "--key-bundle", str(bundle(tmp_path, double)), *kms_args(double, tmp_path),
             "--pki-dir", str(tmp_path / "pki"), "--pcr0", GENUINE.hex()]  # fmt: skip
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
@@ -255,10 +268,10 @@ def test_the_app_gets_its_keys_from_kms_when_the_document_is_good(
     """Dev mode with the trusted root's PKI (the role the NSM plays in production): the app
     starts from the bundle alone and serves the sealed key's address."""
     double = KmsDouble((aws_root / "root.pem").read_bytes(), {"signer-key": measure_pcr0()})
-    url = double.start()
+    double.start()
     try:
         args = [sys.executable, "-m", "enclave", "--listen", f"unix://{tmp_path}/e.sock",
-                "--key-bundle", str(bundle(tmp_path, double)), "--kms-url", url,
+                "--key-bundle", str(bundle(tmp_path, double)), *kms_args(double, tmp_path),
                 "--pki-dir", str(aws_root)]  # fmt: skip
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
         try:
@@ -308,10 +321,11 @@ def test_the_app_generates_its_keys_inside_once_and_reloads_them(
     tmp_path: Path, aws_root: Path
 ) -> None:
     double = KmsDouble((aws_root / "root.pem").read_bytes(), {"signer-key": measure_pcr0()})
-    url = double.start()
+    double.start()
     bundle_path = tmp_path / "keys.kms.json"
     args = [sys.executable, "-m", "enclave", "--listen", f"unix://{tmp_path}/e.sock",
-            "--key-bundle", str(bundle_path), "--kms-url", url, "--pki-dir", str(aws_root),
+            "--key-bundle", str(bundle_path), *kms_args(double, tmp_path),
+            "--pki-dir", str(aws_root),
             "--generate-keys", "1", "--kms-key-id", "signer-key",
             "--audit-log", str(tmp_path / "audit.jsonl")]  # fmt: skip
     addresses = []

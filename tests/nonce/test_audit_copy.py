@@ -432,3 +432,17 @@ def test_a_copy_write_whose_commit_went_through_but_was_not_acknowledged_is_not_
     asyncio.run(main())
     assert verify_log(copy, key_of(core).lower()) == 3
     copy.close()
+
+
+def test_signed_nonces_reads_one_log_and_one_chain_on_both_backends(store: Target) -> None:
+    """Recovery's question (``broadcaster.tx.unjournaled``): each instance's own log only, the
+    chain read from the stored entry (BYTEA on PostgreSQL), from the floor up."""
+    copy, cores, _ = two_logs(store)  # a signed nonce 0, b nonce 1 (chain 1, one sender)
+    a, b = key_of(cores["a"]).lower(), key_of(cores["b"]).lower()
+    sender = next(e.sender for e in copy.lines(a) if e.sender is not None)
+    assert sender is not None
+    assert copy.signed_nonces(a, sender, 0, 1) == {0}
+    assert copy.signed_nonces(b, sender, 0, 1) == {1}
+    assert copy.signed_nonces(b, sender, 2, 1) == set()
+    assert copy.signed_nonces(a, sender, 0, 10) == set()  # another chain's signatures: none
+    copy.close()

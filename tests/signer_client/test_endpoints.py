@@ -76,15 +76,15 @@ async def test_the_client_hands_a_connected_vsock_socket_to_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     loop = asyncio.get_running_loop()
-    ours, theirs = socket.socketpair()
     core = EnclaveCore([LocalKey(ANVIL_KEY)], Policy(PolicyConfig(chain_ids=(1,))))
-    await loop.connect_accepted_socket(
-        lambda: EnclaveServerProtocol(core, loop.time, False), theirs
-    )
     seen: list[tuple[int, int]] = []
 
     async def fake_connect(cid: int, port: int, connect_timeout: float) -> socket.socket:
         seen.append((cid, port))
+        ours, theirs = socket.socketpair()  # one per lane (ordinary, urgent)
+        await loop.connect_accepted_socket(
+            lambda: EnclaveServerProtocol(core, loop.time, False), theirs
+        )
         ours.setblocking(False)
         return ours
 
@@ -92,7 +92,7 @@ async def test_the_client_hands_a_connected_vsock_socket_to_the_event_loop(
     tx = {"chainId": 1, "nonce": 0, "gas": 21000, "gasPrice": 1, "to": ALLOWED_TO}
     async with SignerClient("vsock://16:5000") as client:
         signed = await client.sign_transaction(tx, ANVIL_ADDRESS)
-    assert seen == [(16, 5000)]
+    assert seen == [(16, 5000), (16, 5000)]  # the ordinary lane and the urgent lane
     assert signed.sender == ANVIL_ADDRESS
 
 

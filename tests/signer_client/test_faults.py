@@ -77,7 +77,7 @@ async def test_a_truncated_frame_is_counted_and_the_request_is_resent_on_a_new_c
     ):
         signed = await c.sign_transaction(TX, ANVIL_ADDRESS)
     assert events["frame_truncated"] == 1 and events["retry"] == 1
-    assert server.requests == 2 and server.connections == 2
+    assert server.requests == 2 and server.connections == 3  # 2 ordinary + the urgent lane
     assert set(server.signed) == {signed.raw}  # signed twice, one transaction: no double-sign
 
 
@@ -93,7 +93,7 @@ async def test_an_oversized_frame_is_refused_before_reading_it_and_the_client_re
             await c.sign_transaction(TX, ANVIL_ADDRESS)
         assert events["frame_too_large"] == 1
         signed = await c.sign_transaction(TX, ANVIL_ADDRESS)
-    assert server.connections == 2
+    assert server.connections == 3  # 2 ordinary + the urgent lane
     assert signed.raw == server.signed[-1]
 
 
@@ -109,7 +109,7 @@ async def test_a_stalled_signer_times_out_and_the_next_request_uses_a_fresh_conn
             await c.sign_transaction(TX, ANVIL_ADDRESS)
         assert events["timeout"] == 1
         signed = await c.sign_transaction(TX, ANVIL_ADDRESS)
-    assert server.connections == 2
+    assert server.connections == 3  # 2 ordinary + the urgent lane
     assert server.signed == [signed.raw]
 
 

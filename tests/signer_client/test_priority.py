@@ -68,7 +68,11 @@ async def test_urgent_waiters_take_the_next_slot_before_ordinary_waiters(
             for name in names
         ]
         await asyncio.gather(*tasks)
-    written_first = set(names[: 2 + URGENT_RESERVE])
-    assert set(done[: len(written_first)]) == written_first, done
-    rest = done[len(written_first) :]
-    assert rest == ["u0", "u1", "w0", "w1", "w2", "w3", "w4"], rest
+    # Two lanes (the urgent one answered apart): completions are ordered within a lane only.
+    # The slot hand-off shows as: both urgent waiters written (and so answered) before the
+    # first ordinary waiter, which is written only once the urgent reserve has drained.
+    waiting = [f"w{i}" for i in range(5)]
+    assert [n for n in done if n in waiting] == waiting, done  # FIFO among them
+    first_w = done.index("w0")
+    assert done.index("u0") < first_w and done.index("u1") < first_w, done
+    assert done.index("o0") < first_w and done.index("o1") < first_w, done  # one lane, FIFO

@@ -56,9 +56,13 @@ class _Observer(TxObserver):
         self.hooks = hooks
         self.listeners: list[Callable[[TxRecord, str], None]] = []  # e.g. Router.on_status
         self.reactions: list[tuple[float, int]] = []  # (seconds, dropped) of each reaction
+        self.bad_blocks: list[str] = []  # the reason of each block answer the scan refused
 
     def reaction(self, seconds: float, dropped: int) -> None:
         self.reactions.append((seconds, dropped))
+
+    def bad_block(self, reason: str) -> None:
+        self.bad_blocks.append(reason)
 
     def status(self, record: TxRecord, event: str) -> None:
         self.hooks.status(record, event)
@@ -91,6 +95,7 @@ class ManagerAdapter:
         retain_settled: int = 10_000,
         lookup: Callable[[str | None, str | None], TxRecord | None] | None = None,
         canonical_chain: Callable[[], Iterable[Head]] | None = None,
+        signed_nonces: Any = None,
     ) -> None:
         policy = FeePolicy(
             bump_percent=fees.bump_percent,
@@ -117,6 +122,7 @@ class ManagerAdapter:
             lookup=lookup,
             evicted_on_disk=lookup is not None,
             canonical_chain=canonical_chain,
+            signed_nonces=signed_nonces,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------

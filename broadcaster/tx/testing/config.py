@@ -66,3 +66,6 @@ class SimConfig:
     linger: float | None = 0.002
     history: int = 3
     builder: bool = False  # a builder endpoint (section 5a): the producer builds its bundles
+    # The service's default ([audit] enabled): an intent's fsync and signature overlap and
+    # recovery reads the enclave's audit log (broadcaster.tx.unjournaled). False: flush, sign.
+    overlap: bool = True

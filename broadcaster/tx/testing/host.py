@@ -28,6 +28,7 @@ from broadcaster.tx.testing.nodes import Network
 from broadcaster.tx.testing.rpc import SimChainState, SimFanOut
 from broadcaster.tx.testing.signer import SimEnclave, SimSigner
 from broadcaster.tx.testing.vloop import VirtualClock
+from broadcaster.tx.unjournaled import log_source
 from heads.events import Event
 from nonce.journal import load_bundles
 from nonce.state import TxState
@@ -51,6 +52,7 @@ class HostPlan:
     journal_path: Path
     linger: float | None
     builder: SimBuilder | None = None  # the private-orderflow endpoint (router in front)
+    overlap: bool = True  # SimConfig.overlap
 
 
 @dataclass(eq=False)
@@ -142,11 +144,12 @@ async def boot(
         consumer=on_chain,
         loop=clock.loop,
     )
+    signer = SimSigner(enclave)
     adapter = ManagerAdapter(
         chain_id=plan.chain_id,
         book=book,
         journal=journal,
-        signer=SimSigner(enclave),
+        signer=signer,
         fanout=router if router is not None else fanout,
         endpoints=len(plan.rpcs),
         chain=chain,
@@ -158,6 +161,9 @@ async def boot(
         presign=plan.presign,
         retain_settled=plan.retain_settled,
         canonical_chain=feed.tracker.canonical_chain,
+        signed_nonces=log_source(signer, [enclave.log_key], chain_id=plan.chain_id)
+        if plan.overlap
+        else None,
     )
     if router is not None:
         # Journaled bundles first (as broadcaster/service.py): recovery re-submits their members.

@@ -73,6 +73,10 @@ class SimJournal:
         self.commit()
         self.flushes += 1
 
+    def begin_flush(self) -> asyncio.Future[None]:
+        """``nonce.journal.ThreadedJournal.begin_flush``: the flush started now."""
+        return asyncio.ensure_future(self.flush(), loop=self.loop)
+
     def hold(self) -> None:
         """Every flush from now waits (an fsync that takes its time) until :meth:`release`."""
         if self.held is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from broadcaster.audit.reconcile import BlockTx, FullBlock
 from broadcaster.rpc.chain_reader import BlockTxs, MinedTx, Receipt
 from broadcaster.tx.testing.chain import Block, ChainView, SimChain, SimTx
 from nonce.fees import geth_accepts_replacement
@@ -114,6 +115,20 @@ class Node:
                 out[block_hash] = BlockTxs(
                     block.number, block.hash, tuple(t.hash for t in block.txs)
                 )
+        return out
+
+    def full_blocks(self, hashes: Iterable[str]) -> dict[str, FullBlock]:
+        """``eth_getBlockByHash(h, true)`` as ``ChainReader.proven_blocks`` returns it once
+        proven. The simulated nodes answer bodies honestly and each ``SimTx.sender`` is already
+        recovered from its real signature (:func:`decode_tx`); what the body check refuses is
+        pinned on real blocks (tests/broadcaster/audit, tests/e2e/test_inclusion_proven.py). A
+        test that scripts a lying node replaces ``SimChainState.proven_blocks``."""
+        out: dict[str, FullBlock] = {}
+        for block_hash in hashes:
+            block = self.view.block(block_hash)
+            if block is not None and block_hash in self.known:
+                txs = tuple(BlockTx(t.hash, t.sender, t.nonce) for t in block.txs)
+                out[block_hash] = FullBlock(block.number, block.hash, txs, block.parent_hash)
         return out
 
     def receipts(self, tx_hashes: Iterable[bytes]) -> dict[bytes, Receipt]:

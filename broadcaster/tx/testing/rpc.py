@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from broadcaster.audit.reconcile import FullBlock
 from broadcaster.rpc.chain_reader import BlockTxs, ChainReadError, MinedTx, Receipt
 from broadcaster.rpc.error_table import REACTIONS, ErrorKind, Reaction, classify_response
 from broadcaster.rpc.fanout import BroadcastResult, Submitted, Written
@@ -270,6 +271,11 @@ class SimChainState:
 
     async def blocks(self, hashes: Sequence[str]) -> dict[str, BlockTxs]:
         return await self._ask("eth_getBlockByHash", lambda n: n.block_txs(hashes))
+
+    async def proven_blocks(
+        self, hashes: Sequence[str], on_refused: Callable[[str, str], object]
+    ) -> dict[str, FullBlock]:
+        return await self._ask("eth_getBlockByHash(true)", lambda n: n.full_blocks(hashes))
 
     async def receipts(self, tx_hashes: Sequence[bytes]) -> dict[bytes, Receipt]:
         return await self._ask("eth_getTransactionReceipt", lambda n: n.receipts(tx_hashes))

@@ -110,6 +110,11 @@ class SimEnclave:
     def addresses(self) -> list[str]:
         return ["0x" + k.address_bytes.hex() for k in self._keys]
 
+    @property
+    def log_key(self) -> str:
+        """The log key its ``start`` entries announce (attestation would vouch for it)."""
+        return "0x" + self.core.log_key.public_key.hex()
+
     def restart(self, *, keep_state: bool = True) -> None:
         """Restart the enclave: with ``keep_state`` its nonce memory comes back from the log."""
         assert self.core.audit is not None
@@ -267,6 +272,22 @@ class SimSigner:
         return self._verifier.verify_authorization(
             chain_id, address, nonce, sender_bytes, reply["result"].get("signature")
         )
+
+    async def audit_entries(self, from_seq: int, limit: int = 1000) -> dict[str, Any]:
+        """``audit_entries`` through the real handler (``SignerClient.audit_entries``)."""
+        enclave = self.enclave
+        if enclave.down:
+            raise SignerUnavailable("signer down (scripted)")
+        await asyncio.sleep(enclave.latency)
+        params = {"from_seq": from_seq, "limit": limit}
+        reply = enclave.core.handle(
+            {"id": 1, "method": "audit_entries", "params": params}, enclave._clock()
+        )
+        error = reply.get("error")
+        if error is not None:
+            raise remote_error(error)
+        result: dict[str, Any] = reply["result"]
+        return result
 
     async def advance_nonce_floor(self, chain_id: int, sender: str, nonce: int) -> None:
         if self.enclave.down:

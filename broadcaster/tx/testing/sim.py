@@ -106,6 +106,7 @@ class Sim:
             self.workdir / "journal.db",
             cfg.linger,
             self.builder,
+            cfg.overlap,
         )
 
     async def boot(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
@@ -25,7 +26,10 @@ from websockets.exceptions import InvalidStatus
 from broadcaster.api.server import ApiLimits, IntentApi
 from tests.broadcaster.api.test_api import (
     CHAIN_ID,
+    DEV,
     INTENT,
+    OTHER_KEY,
+    RECIPIENT,
     TOKEN,
     assert_well_formed,
     fuzz_node,
@@ -326,3 +330,48 @@ def test_intents_sent_by_the_fuzz_are_never_accepted_from_bad_params(
         "POST", f"/{TOKEN}", [], orjson.dumps(request("broadcaster_sendIntent", INTENT))
     )
     assert b'"result"' in exchange(thread_server.port, good)
+
+
+DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # anvil #0 = DEV
+
+
+def _set_code(authority_key: str) -> str:
+    """A type-4 transaction signed by someone else (OTHER_KEY) carrying one authorization by
+    ``authority_key``."""
+    auth = Account.sign_authorization(
+        {"chainId": CHAIN_ID, "address": RECIPIENT, "nonce": 0}, authority_key
+    )
+    tx = Account.sign_transaction(
+        {"type": 4, "chainId": CHAIN_ID, "nonce": 0, "to": RECIPIENT, "value": 0,
+         "gas": 100_000, "maxFeePerGas": 3 * 10**9, "maxPriorityFeePerGas": 10**9,
+         "data": b"", "authorizationList": [auth]},
+        OTHER_KEY,
+    )  # fmt: skip
+    return "0x" + tx.raw_transaction.hex()
+
+
+async def test_http_raw_type4_with_an_authorization_by_one_of_our_accounts_is_refused() -> None:
+    """``eth_sendRawTransaction`` of a set-code transaction whose authorization our account
+    signed (a bot holding the key elsewhere, or a stolen signature) is refused with rule
+    ``ours``, as a bundle's raw member is: the chain would move a nonce we allocate and
+    delegate our account's code outside the enclave's ``allowed_delegates``. Another
+    authority's authorization in the same shape is taken."""
+    api = make_api()
+    async with http_served(api) as where, aiohttp.ClientSession() as session:
+        url = f"http://{where}/{TOKEN}"
+        status, reply = await post(
+            session, url, request("eth_sendRawTransaction", _set_code(DEV_KEY))
+        )
+        assert status == 200 and reply["error"]["code"] == -32602, reply
+        message = reply["error"]["message"]
+        assert message.startswith(
+            "invalid params: params[0]: raw transaction refused (ours): authorizationList[0] "
+            f"is an EIP-7702 authorization by {DEV.lower()}"
+        ), message
+        assert api.manager.submitted == []  # type: ignore[attr-defined]
+        third = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"  # anvil #3
+        status, reply = await post(
+            session, url, request("eth_sendRawTransaction", _set_code(third))
+        )
+        assert status == 200 and "result" in reply, reply
+    assert len(api.manager.submitted) == 1  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ import pytest
 from eth_account import Account
 
 from broadcaster.audit.body import BodyRefused, ordered_trie_root, recovered_tx
+from broadcaster.dev.rpc_objects import tx_object
 from signer_client.txcodec import decode_raw
 
 KEY = "0x" + "42" * 32
@@ -22,38 +23,9 @@ def rpc_object(signed: Any) -> dict[str, Any]:
     ``from`` that lies: the checker must not read it."""
     raw = bytes(signed.raw_transaction)
     decoded = decode_raw(raw)
-    f = decoded.fields
-    out: dict[str, Any] = {
-        "type": hex(f.type), "nonce": hex(f.nonce), "gas": hex(f.gas),
-        "to": "0x" + f.to.hex() if f.to else None, "value": hex(f.value),
-        "input": "0x" + f.data.hex(), "r": hex(decoded.r), "s": hex(decoded.s),
-        "hash": "0x" + bytes(signed.hash).hex(), "from": "0x" + "ee" * 20,
-    }  # fmt: skip
-    if f.type == 0:
-        chain = f.chain_id
-        out["v"] = hex(decoded.y_parity + (27 if chain is None else chain * 2 + 35))
-        out["gasPrice"] = hex(f.gas_price or 0)
-        if chain is not None:
-            out["chainId"] = hex(chain)
-        return out
-    out |= {"chainId": hex(f.chain_id or 0), "yParity": hex(decoded.y_parity),
-            "v": hex(decoded.y_parity),
-            "accessList": [{"address": "0x" + a.hex(), "storageKeys": ["0x" + k.hex() for k in ks]}
-                           for a, ks in f.access_list]}  # fmt: skip
-    if f.type == 1:
-        out["gasPrice"] = hex(f.gas_price or 0)
-    else:
-        out |= {"maxFeePerGas": hex(f.max_fee_per_gas or 0), "gasPrice": "0x7",
-                "maxPriorityFeePerGas": hex(f.max_priority_fee_per_gas or 0)}  # fmt: skip
-    if f.type == 3:
-        out |= {"maxFeePerBlobGas": hex(f.max_fee_per_blob_gas or 0),
-                "blobVersionedHashes": ["0x" + h.hex() for h in f.blob_hashes]}  # fmt: skip
-    if f.type == 4:
-        out["authorizationList"] = [
-            {"chainId": hex(a.chain_id), "address": "0x" + a.address.hex(),
-             "nonce": hex(a.nonce), "yParity": hex(a.y_parity), "r": hex(a.r), "s": hex(a.s)}
-            for a in f.authorizations
-        ]  # fmt: skip
+    out = tx_object(decoded, "0x" + bytes(signed.hash).hex()) | {"from": "0x" + "ee" * 20}
+    if decoded.fields.type >= 2:
+        out["gasPrice"] = "0x7"  # geth's effective price of a mined tx: not a signed field
     return out
 
 
