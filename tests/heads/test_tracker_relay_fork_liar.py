@@ -1,0 +1,78 @@
+"""A liar that relays the real chain ahead of lagging honest peers and forks off each relayed
+run (issue #12, review of heads6): variants of ``test_tracker_free_fork_review``'s attack 1b.
+
+The release rule they pin (docs/chain-tracking.md, *Quarantine release*): a confirmation
+forgives a client's unconfirmed blocks no higher than the confirmed one, and its quarantine
+ends only when none is left. Before it, any confirmation ended the quarantine, and every
+honest copy of a relayed block bought the liar one forged reorg and one return.
+Each test fails if the attack buys more than 4 reorgs per 100 frames (each re-signs our
+transactions at +10%, compounding).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from heads.events import Event, Quarantine, Reorg
+from heads.tracker import ChainTracker
+from tests.heads.chain import sealed_chain, sealed_header
+
+
+def _attack(
+    depth: int, *, every: int = 1, honest: tuple[str, ...] = ("honest",), rounds: int = 30
+) -> tuple[ChainTracker, list[Event], int, list[dict[str, str]]]:
+    """Each round the liar relays 3 real blocks ahead of the honest peers, then (every
+    ``every`` rounds) forks ``depth`` deep off them with a run one block above the real one;
+    the honest peers then announce the 3 real blocks. Returns the tracker, the events, the
+    frame count and the real chain."""
+    real = sealed_chain(3 * rounds + 10, start=100)
+    tracker = ChainTracker(finality_depth=32, clients=len(honest) + 1)
+    for h in real[:6]:
+        for c in (*honest, "liar"):
+            tracker.on_head(c, h, 0.0)
+    events: list[Event] = []
+    frames = 0
+    k = 5
+    for r in range(rounds):
+        for h in real[k + 1 : k + 4]:
+            events += tracker.on_head("liar", h, 0.0)
+            frames += 1
+        if r % every == 0:
+            prev = real[k + 3 - depth]
+            for i in range(depth + 1):
+                h = sealed_header(int(prev["number"], 16) + 1, prev["hash"], salt=f"f{r}.{i}")
+                events += tracker.on_head("liar", h, 0.0)
+                frames += 1
+                prev = h
+        for h in real[k + 1 : k + 4]:
+            for c in honest:
+                events += tracker.on_head(c, h, 0.0)
+                frames += 1
+        k += 3
+    return tracker, events, frames, real[: k + 1]
+
+
+def _reorgs(events: list[Event]) -> list[Reorg]:
+    return [e for e in events if isinstance(e, Reorg)]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_relaying_liar_forking_each_round_is_bounded(depth: int) -> None:
+    tracker, events, frames, real = _attack(depth)
+    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert tracker.tip is not None and tracker.tip.hash == real[-1]["hash"]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_relaying_liar_forking_every_other_round_is_bounded(depth: int) -> None:
+    tracker, events, frames, real = _attack(depth, every=2)
+    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert tracker.tip is not None and tracker.tip.hash == real[-1]["hash"]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_relaying_liar_as_one_of_three_clients_is_bounded(depth: int) -> None:
+    tracker, events, frames, real = _attack(depth, honest=("a", "b"))
+    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert tracker.tip is not None and tracker.tip.hash == real[-1]["hash"]
+    assert not any(isinstance(e, Quarantine) and e.active and e.client != "liar" for e in events)
