@@ -76,3 +76,71 @@ def test_a_relaying_liar_as_one_of_three_clients_is_bounded(depth: int) -> None:
     assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
     assert tracker.tip is not None and tracker.tip.hash == real[-1]["hash"]
     assert not any(isinstance(e, Quarantine) and e.active and e.client != "liar" for e in events)
+
+
+# Attacks on the release rule itself (thinking as the attacker after it).
+
+
+@pytest.mark.parametrize("lag", [4, 5, 6, 8])
+def test_a_liar_relaying_the_real_chain_late_flips_the_tip_a_bounded_number_of_times(
+    lag: int,
+) -> None:
+    """The liar relays each real block ``lag`` frames after the honest client (two clients,
+    no clock): the honest client runs ahead of it and is quarantined (DESIGN.md §3 cannot tell
+    the two apart without a clock, docs/chain-tracking.md). When any confirmation ended a
+    quarantine, each late copy released the honest client and its next block quarantined it
+    again, the tip falling back to the liar's head and forward: 279 reorgs in 284 heights at
+    lags 4 and 5. Now the honest client stays quarantined until every block of its run is
+    confirmed: at most 2 reorgs, the tip always on the real chain, and released as soon as the
+    liar catches up."""
+    real = sealed_chain(300, start=100)
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    for h in real[:6]:
+        tracker.on_head("honest", h, 0.0)
+        tracker.on_head("liar", h, 0.0)
+    events: list[Event] = []
+    on_real = {h["hash"] for h in real}
+    for k in range(6, 290):
+        events += tracker.on_head("honest", real[k], 0.0)
+        events += tracker.on_head("liar", real[k - lag], 0.0)
+        assert tracker.tip is not None and tracker.tip.hash in on_real
+    assert len(_reorgs(events)) <= 2, len(_reorgs(events))
+    for h in real[290 - lag : 290]:  # the liar catches up
+        events += tracker.on_head("liar", h, 0.0)
+    assert "honest" not in tracker.trust.quarantined
+    assert tracker.tip is not None and tracker.tip.hash == real[289]["hash"]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_patient_liar_forking_once_a_window_is_bounded_and_released_when_it_stops(
+    depth: int,
+) -> None:
+    """The liar waits out the window between forks (its counted blocks leave the window, so it
+    is released) and forks once more: each wait costs it a window of honest frames. Then it
+    stops forking: once its last fork leaves the window it is released, and its relayed
+    blocks move the tip again."""
+    fd = 32
+    real = sealed_chain(700, start=100)
+    tracker = ChainTracker(finality_depth=fd, clients=2)
+    for h in real[:6]:
+        tracker.on_head("honest", h, 0.0)
+        tracker.on_head("liar", h, 0.0)
+    events: list[Event] = []
+    frames = 0
+    for k in range(6, 600):
+        events += tracker.on_head("liar", real[k], 0.0)
+        frames += 1
+        if k < 400 and k % (fd + 1) == 0:
+            prev = real[k - depth]
+            for i in range(depth + 1):
+                h = sealed_header(int(prev["number"], 16) + 1, prev["hash"], salt=f"p{k}.{i}")
+                events += tracker.on_head("liar", h, 0.0)
+                frames += 1
+                prev = h
+        events += tracker.on_head("honest", real[k - 1], 0.0)
+        frames += 1
+    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert any(isinstance(e, Quarantine) and e.active and e.client == "liar" for e in events)
+    assert "liar" not in tracker.trust.quarantined
+    events = tracker.on_head("liar", real[600], 0.0)  # ahead of the honest client again
+    assert tracker.tip is not None and tracker.tip.hash == real[600]["hash"]
