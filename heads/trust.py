@@ -7,9 +7,10 @@ chain raced ahead); the tracker decides (``ChainTracker._suspect``). A suspect b
 *unconfirmed* until another client announces it or a descendant of it (its parent hash commits
 to it). A client with ``quarantine_after`` unconfirmed blocks in the window is *quarantined*:
 its heads stop being candidates for the tip until none of its blocks is left unconfirmed (a
-confirmation also forgives the branches the confirmed chain replaced: ``_forgive``; docs/
-chain-tracking.md, *Quarantine release*). Blocks leaving the window (or evicted) stop counting. Quarantine only shuts a client out while
-another connected client has a head to stand in for it: a lone client is never frozen.
+confirmation also forgives the branches the confirmed chain replaced: ``_forgive``;
+docs/chain-tracking.md, *Quarantine release*). Blocks leaving the window (or evicted) stop
+counting. Quarantine only shuts a client out while another connected client has a head to
+stand in for it: a lone client is never frozen.
 
 Pure bookkeeping: the tracker calls it and keeps the maps bounded by its window.
 """
