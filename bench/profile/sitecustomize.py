@@ -80,6 +80,8 @@ if _INTENT_TRACE and "run" in sys.argv:
     import inspect
 
     _iclock = time.perf_counter_ns
+    if os.environ.get("PROFILE_SWITCH_INTERVAL"):  # experiments: the GIL's hand-off to the writer
+        sys.setswitchinterval(float(os.environ["PROFILE_SWITCH_INTERVAL"]))
     _istamps: list[tuple[str, int]] = []
     _iout = open(_INTENT_TRACE, "a", buffering=1)  # noqa: SIM115 - open for the process's lifetime
 
@@ -123,6 +125,9 @@ if _INTENT_TRACE and "run" in sys.argv:
     _iwrap(imanager.TxManager, "admit", "admit")
     _iwrap(imanager.TxManager, "complete", "complete")
     _iwrap(journal, "_settle", "journal_settled")  # the flush's future resolved on the loop
+    # The writer thread's batch (its SQLite commit, the fsync of a flush): stamped from that
+    # thread, so the table shows when the commit began and ended against the signer's round trip.
+    _iwrap(journal.SqliteJournal, "_write", "journal_write")
     _iwrap(sclient.SignerClient, "_roundtrip", "signer_rt")
     _iwrap(sclient._Connection, "data_received", "signer_reply_read")
     _iwrap(sverify.ReplyVerifier, "verify", "verify")

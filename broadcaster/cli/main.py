@@ -102,12 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_service(args.config, log_level=args.log_level)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="broadcaster", description="Reorg-aware transaction broadcaster"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_replay(sub: Any) -> None:
     replay = sub.add_parser("replay", help="replay a recorded head stream through the tracker")
     replay.add_argument("file", help="recording (JSON lines, optionally .gz)")
     replay.add_argument("--json", action="store_true", help="print JSON lines (DESIGN.md §4)")
@@ -121,6 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="clients configured when it was recorded (re-anchor rule; default: those seen)",
     )
     replay.set_defaults(func=_cmd_replay)
+
+
+def _root_parser() -> tuple[argparse.ArgumentParser, Any]:
+    parser = argparse.ArgumentParser(
+        prog="broadcaster", description="Reorg-aware transaction broadcaster"
+    )
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def build_replay_parser() -> argparse.ArgumentParser:
+    """The parser with only `replay` on it.
+
+    Building the full parser imports the record, audit and doctor commands (aiohttp, web3-side
+    RPC, coincurve, the tx manager: ~0.8 s), all before the first head is read; replay needs none
+    of it (DESIGN.md §8, replay throughput; issue 12 item 6).
+    """
+    parser, sub = _root_parser()
+    _add_replay(sub)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, sub = _root_parser()
+    _add_replay(sub)
 
     from broadcaster.cli.record import add_record_arguments
 
@@ -158,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only the first word picks the light parser; anything else (help, other commands) gets all.
+    parser = build_replay_parser() if argv[:1] == ["replay"] else build_parser()
+    args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
 
