@@ -144,3 +144,68 @@ def test_a_patient_liar_forking_once_a_window_is_bounded_and_released_when_it_st
     assert "liar" not in tracker.trust.quarantined
     events = tracker.on_head("liar", real[600], 0.0)  # ahead of the honest client again
     assert tracker.tip is not None and tracker.tip.hash == real[600]["hash"]
+
+
+# Review of liar7: the late liar holding the tip back, and a forged race relayed on top.
+
+
+@pytest.mark.parametrize("lag", [6, 8, 16, 31])
+def test_a_liar_relaying_the_real_chain_far_behind_does_not_hold_the_tip_back(lag: int) -> None:
+    """The liar relays each real block ``lag`` frames after the honest client (two clients, no
+    clock). When only a confirmation of every unconfirmed block ended a quarantine, the honest
+    client stayed quarantined for as long as the liar kept its lag, and the tip followed the
+    liar's late copies ``lag`` blocks behind (31 blocks: six minutes of mainnet, our intents
+    expiring). Now a peer far behind confirming the client's one chain releases it
+    (docs/chain-tracking.md, *Quarantine release*): the tip is the honest head."""
+    real = sealed_chain(200, start=100)
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    for h in real[:6]:
+        tracker.on_head("honest", h, 0.0)
+        tracker.on_head("liar", h, 0.0)
+    events: list[Event] = []
+    on_real = {h["hash"] for h in real}
+    for k in range(6, 190):
+        events += tracker.on_head("honest", real[k], 0.0)
+        if k - lag >= 6:
+            events += tracker.on_head("liar", real[k - lag], 0.0)
+        assert tracker.tip is not None and tracker.tip.hash in on_real
+    assert len(_reorgs(events)) <= 2, len(_reorgs(events))
+    assert "honest" not in tracker.trust.quarantined
+    assert tracker.tip is not None and tracker.tip.hash == real[189]["hash"]
+
+
+@pytest.mark.parametrize("ahead", [2, 5, 8])
+def test_a_liar_relaying_the_real_chain_and_racing_a_forged_run_on_top_is_bounded(
+    ahead: int,
+) -> None:
+    """Each round the liar relays 3 real blocks ahead of the honest client, then races
+    ``ahead`` forged blocks on top of them (no fork: one chain); the honest client then
+    announces the 3 real blocks. When any confirmation ended a quarantine, each round put the
+    tip on the forged run (29 reorgs in 30 rounds, the tip forged at the end). The release by a
+    follower far behind (``Trust._forgive``) must not reopen it: the liar's earlier forged runs,
+    off its chain now, keep it quarantined."""
+    rounds = 30
+    real = sealed_chain(3 * rounds + 20, start=100)
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    for h in real[:6]:
+        tracker.on_head("honest", h, 0.0)
+        tracker.on_head("liar", h, 0.0)
+    events: list[Event] = []
+    frames = 0
+    k = 5
+    for r in range(rounds):
+        for h in real[k + 1 : k + 4]:
+            events += tracker.on_head("liar", h, 0.0)
+            frames += 1
+        prev = real[k + 3]
+        for i in range(ahead):
+            h = sealed_header(int(prev["number"], 16) + 1, prev["hash"], salt=f"x{r}.{i}")
+            events += tracker.on_head("liar", h, 0.0)
+            frames += 1
+            prev = h
+        for h in real[k + 1 : k + 4]:
+            events += tracker.on_head("honest", h, 0.0)
+            frames += 1
+        k += 3
+    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert tracker.tip is not None and tracker.tip.hash == real[k]["hash"]
