@@ -209,3 +209,30 @@ def test_a_liar_relaying_the_real_chain_and_racing_a_forged_run_on_top_is_bounde
         k += 3
     assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
     assert tracker.tip is not None and tracker.tip.hash == real[k]["hash"]
+
+
+@pytest.mark.parametrize("lag", [6, 16])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_real_reorg_under_a_liar_relaying_far_behind_is_followed(lag: int, depth: int) -> None:
+    """The honest client's node reorgs ``depth`` deep (anvil_reorg-like: the re-mined branch
+    one block longer, then the chain goes on) while the liar relays everything ``lag`` frames
+    late and never catches up: the tip ends on the honest head, nobody quarantined (with the
+    strict release rule alone, the tip stayed ``lag`` blocks behind on the liar's copies)."""
+    base = sealed_chain(40, start=100)
+    prev = base[-1 - depth]
+    branch = []
+    for i in range(depth + 21):
+        h = sealed_header(int(prev["number"], 16) + 1, prev["hash"], salt=f"R{i}")
+        branch.append(h)
+        prev = h
+    announced = base + branch
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    for h in announced[:6]:
+        tracker.on_head("honest", h, 0.0)
+        tracker.on_head("liar", h, 0.0)
+    for k in range(6, len(announced)):
+        tracker.on_head("honest", announced[k], 0.0)
+        if k - lag >= 6:
+            tracker.on_head("liar", announced[k - lag], 0.0)
+    assert tracker.tip is not None and tracker.tip.hash == announced[-1]["hash"]
+    assert not tracker.trust.quarantined
