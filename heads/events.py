@@ -116,8 +116,7 @@ class Quarantine:
     A client is quarantined when several of the heads it was first to announce in the window were
     never confirmed by another connected client (announced by it, or by a descendant it
     announced). Its heads are no candidates for the tip until none of its blocks is left
-    unconfirmed, or a peer far behind follows its one chain (then ``active`` is false;
-    docs/chain-tracking.md, *Quarantine release*).
+    unconfirmed (then ``active`` is false; docs/chain-tracking.md, *Quarantine release*).
     """
 
     client: str

@@ -6,9 +6,8 @@ flood) or runs more than a few blocks ahead of every other connected client with
 chain raced ahead); the tracker decides (``ChainTracker._suspect``). A suspect block stays
 *unconfirmed* until another client announces it or a descendant of it (its parent hash commits
 to it). A client with ``quarantine_after`` unconfirmed blocks in the window is *quarantined*:
-its heads stop being candidates for the tip until none of its blocks is left unconfirmed, or
-a peer far behind confirms its one chain (a confirmation also forgives the branches the
-confirmed chain replaced: ``_forgive``;
+its heads stop being candidates for the tip until none of its blocks is left unconfirmed (a
+confirmation also forgives the branches the confirmed chain replaced: ``_forgive``;
 docs/chain-tracking.md, *Quarantine release*). Blocks leaving the window (or evicted) stop
 counting. Quarantine only shuts a client out while another connected client has a head to
 stand in for it: a lone client is never frozen.
@@ -18,7 +17,7 @@ Pure bookkeeping: the tracker calls it and keeps the maps bounded by its window.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
 from typing import Final
 
 from heads.events import Event, Head, Quarantine
@@ -26,10 +25,6 @@ from heads.events import Event, Head, Quarantine
 __all__ = ["Trust"]
 
 _NONE: Final = 1 << 62  # "no unconfirmed block": above every height
-# A lagging peer confirming a quarantined client's one chain this many blocks or more below its
-# head releases it (``Trust._forgive``): one more than the run-ahead lead (heads.tracker_state
-# ``_LEAD``), below which a release flapped the tip (re-quarantined at its next block).
-_FOLLOWED_LAG: Final = 5
 
 
 class Trust:
@@ -80,11 +75,9 @@ class Trust:
                 self.unconfirmed[brought_by] -= 1
                 confirmed.setdefault(brought_by, current)
             current = blocks.get(current.parent_hash)
-        behind: set[str] = set()  # clients a lagging peer follows (``_forgive``'s return)
         for brought_by, highest in confirmed.items():
-            if self._forgive(brought_by, highest, blocks):
-                behind.add(brought_by)
-        self._release(client, events, behind)
+            self._forgive(brought_by, highest, blocks)
+        self._release(client, events)
         if not origin:
             self.lowest = _NONE
 
@@ -98,11 +91,8 @@ class Trust:
         self._forgive(client, block, blocks)
         self._release(None, events)
 
-    def _release(
-        self, announcer: str | None, events: list[Event], followed: Set[str] = frozenset()
-    ) -> None:
-        """End the quarantine of every client but ``announcer`` with no unconfirmed block left,
-        or in ``followed`` (a peer far behind confirms its one chain: ``_forgive``).
+    def _release(self, announcer: str | None, events: list[Event]) -> None:
+        """End the quarantine of every client but ``announcer`` with no unconfirmed block left.
 
         Not on any confirmation: a liar relaying the real chain ahead of a lagging peer and
         forking off it each round was released by every honest copy of a relayed block, its
@@ -113,11 +103,11 @@ class Trust:
             return
         unconfirmed = self.unconfirmed
         for client in sorted(self.quarantined):
-            if client != announcer and (client in followed or not unconfirmed.get(client)):
+            if client != announcer and not unconfirmed.get(client):
                 self.quarantined.discard(client)
                 events.append(Quarantine(client, False, 0))
 
-    def _forgive(self, client: str, confirmed: Head, blocks: Mapping[str, Head]) -> bool:
+    def _forgive(self, client: str, confirmed: Head, blocks: Mapping[str, Head]) -> None:
         """Another client confirmed ``client``'s block ``confirmed``: its stored unconfirmed
         blocks that ``confirmed``'s chain replaced stop counting. A client whose blocks are
         confirmed is not one "whose blocks no other client ever confirms" (DESIGN.md §3); an
@@ -132,23 +122,14 @@ class Trust:
         came after it: a reorg away from it). Still counting: blocks above (a forged race in
         progress), the client's own current chain, and a branch forked off a block the
         confirmed chain already had (a liar that relayed the real chain and forked off it:
-        the honest copies of the relayed blocks confirm the real chain, not its fork).
-
-        Returns whether a peer far behind follows ``client``: ``confirmed`` is on the chain it
-        stands on, more than ``_FOLLOWED_LAG`` below its head, and every block of it still
-        unconfirmed is on that chain too (a run ahead, never a fork). Then its quarantine ends
-        (:meth:`_release`): a liar relaying the real chain late (two clients, no clock) got the
-        honest client quarantined, and held it there with the tip on its late copies, as many
-        blocks behind as it relayed late (31 blocks kept for as long as it liked; review of
-        liar7). At 4 or 5 blocks late it stays quarantined (released there, each next block
-        quarantined it again and the tip fell back: 186 reorgs in 194 heights)."""
-        entry = self.heads.get(client)
+        the honest copies of the relayed blocks confirm the real chain, not its fork)."""
         if not self.unconfirmed.get(client):
-            return False
+            return
         origin = self.origin
         lowest = self.lowest
         seen = self.seen
         standing: set[str] = set()
+        entry = self.heads.get(client)
         current: Head | None = entry[0] if entry is not None else None
         while current is not None and current.number >= lowest:
             standing.add(current.hash)
@@ -168,12 +149,6 @@ class Trust:
             ):
                 del origin[block_hash]
                 self.unconfirmed[client] -= 1
-        return (
-            entry is not None
-            and entry[0].number - confirmed.number > _FOLLOWED_LAG
-            and confirmed.hash in standing
-            and all(h in standing for h, c in origin.items() if c == client)
-        )
 
     def forget(self, block_hash: str) -> None:
         """The block left the tracker's maps (window, eviction): it no longer counts."""
