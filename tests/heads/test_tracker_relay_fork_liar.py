@@ -11,6 +11,8 @@ transactions at +10%, compounding).
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from heads.events import Event, Quarantine, Reorg
@@ -149,14 +151,28 @@ def test_a_patient_liar_forking_once_a_window_is_bounded_and_released_when_it_st
 # Review of liar7: the late liar holding the tip back, and a forged race relayed on top.
 
 
+_HELD_BACK = pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "open (review of liar7): with two clients and no clock, a liar relaying the real chain"
+        " 6-31 blocks late keeps the honest client quarantined (it runs ahead) until it catches"
+        " up, and the tip follows its late copies that many blocks behind, for as long as it"
+        " likes. Releasing on a confirmation more than 5 below the client's one chain fixes"
+        " it but lets a liar jittering its lag between 5 and 6 flap the tip (20-66 reorgs in"
+        " 244 heights: test_a_liar_jittering_its_lag_does_not_flap_the_tip); bounding both"
+        " needs the tip not to fall back on a re-quarantine along its own chain (choose_tip)"
+    ),
+)
+
+
+@_HELD_BACK
 @pytest.mark.parametrize("lag", [6, 8, 16, 31])
 def test_a_liar_relaying_the_real_chain_far_behind_does_not_hold_the_tip_back(lag: int) -> None:
     """The liar relays each real block ``lag`` frames after the honest client (two clients, no
     clock). When only a confirmation of every unconfirmed block ended a quarantine, the honest
     client stayed quarantined for as long as the liar kept its lag, and the tip followed the
     liar's late copies ``lag`` blocks behind (31 blocks: six minutes of mainnet, our intents
-    expiring). Now a peer far behind confirming the client's one chain releases it
-    (docs/chain-tracking.md, *Quarantine release*): the tip is the honest head."""
+    expiring). Wanted: the tip on the honest head."""
     real = sealed_chain(200, start=100)
     tracker = ChainTracker(finality_depth=32, clients=2)
     for h in real[:6]:
@@ -181,9 +197,7 @@ def test_a_liar_relaying_the_real_chain_and_racing_a_forged_run_on_top_is_bounde
     """Each round the liar relays 3 real blocks ahead of the honest client, then races
     ``ahead`` forged blocks on top of them (no fork: one chain); the honest client then
     announces the 3 real blocks. When any confirmation ended a quarantine, each round put the
-    tip on the forged run (29 reorgs in 30 rounds, the tip forged at the end). The release by a
-    follower far behind (``Trust._forgive``) must not reopen it: the liar's earlier forged runs,
-    off its chain now, keep it quarantined."""
+    tip on the forged run (29 reorgs in 30 rounds, the tip forged at the end, on ``main``)."""
     rounds = 30
     real = sealed_chain(3 * rounds + 20, start=100)
     tracker = ChainTracker(finality_depth=32, clients=2)
@@ -211,13 +225,14 @@ def test_a_liar_relaying_the_real_chain_and_racing_a_forged_run_on_top_is_bounde
     assert tracker.tip is not None and tracker.tip.hash == real[k]["hash"]
 
 
+@_HELD_BACK
 @pytest.mark.parametrize("lag", [6, 16])
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_a_real_reorg_under_a_liar_relaying_far_behind_is_followed(lag: int, depth: int) -> None:
     """The honest client's node reorgs ``depth`` deep (anvil_reorg-like: the re-mined branch
     one block longer, then the chain goes on) while the liar relays everything ``lag`` frames
-    late and never catches up: the tip ends on the honest head, nobody quarantined (with the
-    strict release rule alone, the tip stayed ``lag`` blocks behind on the liar's copies)."""
+    late and never catches up. Wanted: the tip ends on the honest head, nobody quarantined
+    (the real reorg is followed, but ``lag`` blocks behind on the liar's copies)."""
     base = sealed_chain(40, start=100)
     prev = base[-1 - depth]
     branch = []
@@ -236,3 +251,30 @@ def test_a_real_reorg_under_a_liar_relaying_far_behind_is_followed(lag: int, dep
             tracker.on_head("liar", announced[k - lag], 0.0)
     assert tracker.tip is not None and tracker.tip.hash == announced[-1]["hash"]
     assert not tracker.trust.quarantined
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize(("low", "high"), [(4, 8), (3, 7), (5, 6), (4, 12)])
+def test_a_liar_jittering_its_lag_does_not_flap_the_tip(seed: int, low: int, high: int) -> None:
+    """The liar relays the real chain between ``low`` and ``high`` blocks late, the lag drawn
+    afresh at each honest block (catching up in bursts). Any release while the honest client
+    still runs ahead of it flaps the tip back to the liar's head and forward (50-130 reorgs in
+    244 heights on ``main``; 20-66 with a release on a confirmation more than 5 blocks below
+    the client's chain): at most 2 here, the tip on the real chain."""
+    rnd = random.Random(seed)
+    real = sealed_chain(260, start=100)
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    for h in real[:6]:
+        tracker.on_head("honest", h, 0.0)
+        tracker.on_head("liar", h, 0.0)
+    events: list[Event] = []
+    on_real = {h["hash"] for h in real}
+    relayed = 5
+    for k in range(6, 250):
+        events += tracker.on_head("honest", real[k], 0.0)
+        target = k - rnd.randint(low, high)
+        while relayed < target:
+            relayed += 1
+            events += tracker.on_head("liar", real[relayed], 0.0)
+        assert tracker.tip is not None and tracker.tip.hash in on_real
+    assert len(_reorgs(events)) <= 2, len(_reorgs(events))
