@@ -115,8 +115,8 @@ class Quarantine:
 
     A client is quarantined when several of the heads it was first to announce in the window were
     never confirmed by another connected client (announced by it, or by a descendant it
-    announced). Its heads are no candidates for the tip until another client confirms one of
-    its blocks (then ``active`` is false).
+    announced). Its heads are no candidates for the tip until none of its blocks is left
+    unconfirmed (then ``active`` is false; docs/chain-tracking.md, *Quarantine release*).
     """
 
     client: str

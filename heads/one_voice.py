@@ -238,7 +238,7 @@ class OneVoice(Store):
                 current = blocks.get(current.parent_hash)
             if current is not None and current.hash == block_hash:
                 del self._free[owner]
-                self.trust.forgive(owner, block.number, blocks, events)
+                self.trust.forgive(owner, block, blocks, events)
 
     def _hold_move(self, new_tip: Head) -> None:
         """A client's step onto ``new_tip`` was held by the one-voice rule: remember it, so the

@@ -177,7 +177,7 @@ class ChainTracker(Backfill):
                     return [self._conflict(client, head, stored)]
                 head = stored
             events: list[Event] = []
-            if trust.origin:
+            if trust.origin or trust.quarantined:
                 trust.confirm(client, head, blocks, events)
             if self._free:
                 self._confirm_free(client, head, events)
@@ -239,7 +239,7 @@ class ChainTracker(Backfill):
                 events = []
                 if self._suspect(client, head, current):
                     trust.originate(client, head, events)
-                if trust.origin:
+                if trust.origin or trust.quarantined:
                     trust.confirm(client, tip, blocks, events)
                 if self._foreign_heads:
                     self._foreign_heads.pop(client, None)
@@ -259,7 +259,7 @@ class ChainTracker(Backfill):
             events = []
             if self._suspect(client, head, current):
                 trust.originate(client, head, events)
-            if trust.origin:
+            if trust.origin or trust.quarantined:
                 trust.confirm(client, parent, blocks, events)
             regressed = self._regressed(client, current, head)
             connected, rejected = self._connect(head, seq)

@@ -78,6 +78,7 @@ class TrackerState:
         self._pruned_below = 0  # every height below this has been pruned from the store
         # When each stored, held or foreign block was first seen (sequence of the line).
         self._seen: dict[str, int] = {}
+        self.trust.seen = self._seen  # the release rule compares when blocks were first seen
         # Held blocks whose parent is unknown, indexed by that parent.
         self._held: dict[str, Head] = {}
         self._held_by_parent: dict[str, list[str]] = {}
@@ -93,6 +94,7 @@ class TrackerState:
         self._foreign_heads: dict[str, tuple[Head, int]] = {}
         # Each client's current head and the sequence number of its announcement.
         self._heads: dict[str, tuple[Head, int]] = {}
+        self.trust.heads = self._heads  # the release rule spares the chain a client stands on
         self._connected: set[str] = set()
         self._clients: set[str] = set()
         # Announcements before this sequence number are from before the client's last disconnect.

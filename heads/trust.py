@@ -6,9 +6,11 @@ flood) or runs more than a few blocks ahead of every other connected client with
 chain raced ahead); the tracker decides (``ChainTracker._suspect``). A suspect block stays
 *unconfirmed* until another client announces it or a descendant of it (its parent hash commits
 to it). A client with ``quarantine_after`` unconfirmed blocks in the window is *quarantined*:
-its heads stop being candidates for the tip until another client confirms one of its blocks.
-Blocks leaving the window (or evicted) stop counting. Quarantine only shuts a client out while
-another connected client has a head to stand in for it: a lone client is never frozen.
+its heads stop being candidates for the tip until none of its blocks is left unconfirmed (a
+confirmation also forgives the branches the confirmed chain replaced: ``_forgive``;
+docs/chain-tracking.md, *Quarantine release*). Blocks leaving the window (or evicted) stop
+counting. Quarantine only shuts a client out while another connected client has a head to
+stand in for it: a lone client is never frozen.
 
 Pure bookkeeping: the tracker calls it and keeps the maps bounded by its window.
 """
@@ -37,6 +39,10 @@ class Trust:
         self.quarantined: set[str] = set()
         self.quarantines = 0  # how many times a client was quarantined
         self.lowest = _NONE  # no unconfirmed block is lower (lazy: may be lower than the least)
+        # Each client's current head (the tracker's own map, shared: ``_forgive`` spares the
+        # chain a client stands on).
+        self.heads: Mapping[str, tuple[Head, int]] = {}
+        self.seen: Mapping[str, int] = {}  # when each block was first seen (the tracker's map)
 
     def originate(self, client: str, block: Head, events: list[Event]) -> None:
         """``client`` brought the suspect ``block`` while another client listens."""
@@ -61,48 +67,86 @@ class Trust:
         origin = self.origin
         lowest = self.lowest
         current: Head | None = block
-        confirmed: dict[str, int] = {}  # whose blocks were confirmed, up to which height
+        confirmed: dict[str, Head] = {}  # whose blocks were confirmed, the highest of each
         while current is not None and current.number >= lowest and origin:
             brought_by = origin.get(current.hash)
             if brought_by is not None and brought_by != client:
                 del origin[current.hash]
                 self.unconfirmed[brought_by] -= 1
-                confirmed.setdefault(brought_by, current.number)
+                confirmed.setdefault(brought_by, current)
             current = blocks.get(current.parent_hash)
-        for brought_by, height in confirmed.items():
-            self._forgive(brought_by, height, blocks)
-            if brought_by in self.quarantined:
-                self.quarantined.discard(brought_by)
-                events.append(Quarantine(brought_by, False, self.unconfirmed[brought_by]))
+        for brought_by, highest in confirmed.items():
+            self._forgive(brought_by, highest, blocks)
+        self._release(client, events)
         if not origin:
             self.lowest = _NONE
 
     def forgive(
-        self, client: str, height: int, blocks: Mapping[str, Head], events: list[Event]
+        self, client: str, block: Head, blocks: Mapping[str, Head], events: list[Event]
     ) -> None:
-        """Another client confirmed ``client``'s block at ``height`` that was never suspect (a
-        free self-fork, ``ChainTracker._free_fork``): as :meth:`confirm` does for a suspect one,
-        its unconfirmed blocks no higher stop counting and its quarantine ends."""
-        self._forgive(client, height, blocks)
-        if client in self.quarantined:
-            self.quarantined.discard(client)
-            events.append(Quarantine(client, False, self.unconfirmed.get(client, 0)))
+        """Another client confirmed ``client``'s ``block`` that was never suspect (a free
+        self-fork, ``ChainTracker._free_fork``): as :meth:`confirm` does for a suspect one, the
+        branches it replaced stop counting (:meth:`_forgive`), and its quarantine ends if
+        nothing of it is left unconfirmed."""
+        self._forgive(client, block, blocks)
+        self._release(None, events)
 
-    def _forgive(self, client: str, height: int, blocks: Mapping[str, Head]) -> None:
-        """Another client confirmed ``client``'s suspect block at ``height``: its stored
-        unconfirmed blocks no higher stop counting. A client whose blocks are confirmed is not
-        one "whose blocks no other client ever confirms" (DESIGN.md §3); an honest client's
-        earlier reorg blocks that the chain replaced before any peer saw them (it was alone
-        for a moment) never will be, and held one self-fork short of quarantine for a window,
-        every later reorg it announced first quarantined it for the few milliseconds until its
-        peers caught up (the client-chaos suite: 12 honest quarantines in 200 rounds). Its
-        blocks above ``height`` (a forged race in progress) still count."""
+    def _release(self, announcer: str | None, events: list[Event]) -> None:
+        """End the quarantine of every client but ``announcer`` with no unconfirmed block left.
+
+        Not on any confirmation: a liar relaying the real chain ahead of a lagging peer and
+        forking off it each round was released by every honest copy of a relayed block, its
+        forged branch (above the confirmed height) still unconfirmed, and each round bought
+        one forged reorg and one return (41 in 270 frames; review of heads6). Its blocks
+        leaving the window stop counting (:meth:`forget`): nobody is quarantined for longer."""
+        if not self.quarantined:
+            return
+        unconfirmed = self.unconfirmed
+        for client in sorted(self.quarantined):
+            if client != announcer and not unconfirmed.get(client):
+                self.quarantined.discard(client)
+                events.append(Quarantine(client, False, 0))
+
+    def _forgive(self, client: str, confirmed: Head, blocks: Mapping[str, Head]) -> None:
+        """Another client confirmed ``client``'s block ``confirmed``: its stored unconfirmed
+        blocks that ``confirmed``'s chain replaced stop counting. A client whose blocks are
+        confirmed is not one "whose blocks no other client ever confirms" (DESIGN.md §3); an
+        honest client's earlier reorg blocks that the chain replaced before any peer saw them
+        (it was alone for a moment) never will be, and held one self-fork short of quarantine
+        for a window, every later reorg it announced first quarantined it for the few
+        milliseconds until its peers caught up (the client-chaos suite: 12 honest quarantines
+        in 200 rounds).
+
+        *Replaced* is exact: no higher than ``confirmed``, off the chain the client stands on
+        now, and first seen before the block of ``confirmed``'s chain at its height (the chain
+        came after it: a reorg away from it). Still counting: blocks above (a forged race in
+        progress), the client's own current chain, and a branch forked off a block the
+        confirmed chain already had (a liar that relayed the real chain and forked off it:
+        the honest copies of the relayed blocks confirm the real chain, not its fork)."""
         if not self.unconfirmed.get(client):
             return
         origin = self.origin
+        lowest = self.lowest
+        seen = self.seen
+        standing: set[str] = set()
+        entry = self.heads.get(client)
+        current: Head | None = entry[0] if entry is not None else None
+        while current is not None and current.number >= lowest:
+            standing.add(current.hash)
+            current = blocks.get(current.parent_hash)
+        chain: dict[int, int] = {}  # height -> when the confirmed chain's block was first seen
+        current = confirmed
+        while current is not None and current.number >= lowest:
+            chain[current.number] = seen.get(current.hash, 0)
+            current = blocks.get(current.parent_hash)
         for block_hash in [h for h, c in origin.items() if c == client]:
             stored = blocks.get(block_hash)
-            if stored is not None and stored.number <= height:
+            if (
+                stored is not None
+                and stored.number <= confirmed.number
+                and block_hash not in standing
+                and seen.get(block_hash, 0) < chain.get(stored.number, 1 << 62)
+            ):
                 del origin[block_hash]
                 self.unconfirmed[client] -= 1
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from heads.events import Event, Quarantine, Reorg
 from heads.tracker import ChainTracker
 from tests.heads.chain import sealed_chain, sealed_header
@@ -166,21 +164,12 @@ def test_the_same_free_fork_stream_replayed_twice_gives_the_same_events() -> Non
     assert run() == run()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open (pre-dates heads6's free fork, not caused by it): a liar that relays the real"
-        " chain ahead of a lagging honest peer and forks 2 deep off each relayed run is released"
-        " from quarantine every time the peer confirms one of its relayed blocks"
-        " (Trust.confirm), so each round buys one forged reorg and one return: 41 reorgs in 270"
-        " frames at heads6 (59 at 6863c22, before _free_fork); bounding it needs a release rule"
-        " that does not forgive blocks above the confirmed height, not a small fix"
-    ),
-)
 def test_a_liar_relaying_ahead_of_a_lagging_peer_and_forking_each_round_is_bounded() -> None:
     """Attack 1b: as attack 1, but the honest peer progresses on the real chain behind the liar,
     confirming the real blocks the liar relayed first. Bound asserted: at most 4 reorgs per
-    100 frames (each re-signs our txs at +10%)."""
+    100 frames (each re-signs our txs at +10%). Was 41 reorgs in 270 frames, when any
+    confirmation ended a quarantine (docs/chain-tracking.md, *Quarantine release*); variants
+    in ``test_tracker_relay_fork_liar``."""
     real = sealed_chain(200, start=100)
     tracker = ChainTracker(finality_depth=32, clients=2)
     for h in real[:6]:
