@@ -60,7 +60,7 @@ from signer_client.errors import (
 )
 from signer_client.events import EventSink, SignerEvent, backoff
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
-from signer_client.priority import AHEAD, URGENT, URGENT_RESERVE
+from signer_client.priority import URGENT, URGENT_RESERVE
 from signer_client.protocol import (
     SignerInfo,
     SignerPins,
@@ -486,13 +486,10 @@ class SignerClient:
         lane = ORDINARY
         if URGENT.get():
             lane = URGENT_LANE
-            ahead = AHEAD.get()
-            if self._in_flight < self._max_in_flight + URGENT_RESERVE and (
-                ahead or not self._urgent_waiters
-            ):
+            if self._in_flight < self._max_in_flight + URGENT_RESERVE and not self._urgent_waiters:
                 self._in_flight += 1
             else:
-                await self._acquire_slot(self._urgent_waiters, front=ahead)
+                await self._acquire_slot(self._urgent_waiters)
         elif (
             self._in_flight < self._max_in_flight
             and not self._slot_waiters
@@ -517,17 +514,11 @@ class SignerClient:
         finally:
             self._release_slot()
 
-    async def _acquire_slot(
-        self, waiters: deque[asyncio.Future[None]], *, front: bool = False
-    ) -> None:
-        """Wait in ``waiters``, first come first served (``front``: a reaction's own request,
-        ahead of those waiting), until a finishing request hands us its slot (urgent waiters
-        are handed one before ordinary ones: :meth:`_release_slot`)."""
+    async def _acquire_slot(self, waiters: deque[asyncio.Future[None]]) -> None:
+        """Wait in ``waiters``, first come first served, until a finishing request hands us its
+        slot (urgent waiters are handed one before ordinary ones: :meth:`_release_slot`)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if front:
-            waiters.appendleft(waiter)
-        else:
-            waiters.append(waiter)
+        waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:

@@ -16,13 +16,6 @@ and needs no new parameter on ``sign_transaction``) is *urgent* for :class:`Sign
   urgent request waits for at most the batch under way, not for the up to ``max_in_flight``
   requests written before it on the ordinary connection.
 
-Among urgent requests, a reaction's own and the replacements signed ahead (``with
-urgent(ahead=True):``) are first, the last asked first served: such a request takes a free slot
-even while other urgent requests wait for one, and otherwise waits at the head of their queue.
-Presignatures come by the block (every transaction of ours in a new block asks for one at
-once), and the newest block's are the ones a reorg needs first; fee bumps and cancels' noops
-stay first come, first served behind them.
-
 Every check of the reply is the same, and the urgent lane is attested and bound like the first.
 """
 
@@ -32,26 +25,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["AHEAD", "URGENT", "URGENT_RESERVE", "urgent"]
+__all__ = ["URGENT", "URGENT_RESERVE", "urgent"]
 
 URGENT: ContextVar[bool] = ContextVar("signer_client_urgent", default=False)
 """True inside :func:`urgent`: the requests made there are urgent."""
-
-AHEAD: ContextVar[bool] = ContextVar("signer_client_ahead", default=False)
-"""True inside ``urgent(ahead=True)``: a reaction's own request, ahead of the other urgent ones."""
 
 URGENT_RESERVE = 16
 """Slots beyond ``max_in_flight`` that only urgent requests may take."""
 
 
 @contextmanager
-def urgent(*, ahead: bool = False) -> Iterator[None]:
-    """Requests made inside (by this task, and tasks it creates meanwhile) are urgent; with
-    ``ahead``, also ahead of the other urgent requests waiting for a slot."""
+def urgent() -> Iterator[None]:
+    """Requests made inside (by this task, and tasks it creates meanwhile) are urgent."""
     token = URGENT.set(True)
-    ahead_token = AHEAD.set(ahead)
     try:
         yield
     finally:
-        AHEAD.reset(ahead_token)
         URGENT.reset(token)

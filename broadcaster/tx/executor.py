@@ -73,12 +73,8 @@ def _priority(
     they go ahead of the new intents' signatures waiting there. So is every other re-sign of a
     transaction already signed (a fee bump, a cancel's noop): it holds the nonce's lock while
     it waits, and a reaction that needs that nonce meanwhile would wait behind the backlog it
-    waits behind (a bump asked for just before its transaction is mined and reorged out).
-    A reaction's own are ahead of those too (``ahead``): a new block of ours asks for as many
-    presignatures as it holds transactions, all urgent."""
-    if reaction is not None:
-        return urgent(ahead=True)
-    if record.attempts:
+    waits behind (a bump asked for just before its transaction is mined and reorged out)."""
+    if reaction is not None or record.attempts:
         return urgent()
     return contextlib.nullcontext()
 

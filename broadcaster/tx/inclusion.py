@@ -326,12 +326,8 @@ class InclusionTracker:
             try:
                 # Urgent at the signer (signer_client.priority), as the reaction's re-signs: a
                 # presignature queued behind the intents' is one a reorg meanwhile lacks, and
-                # the reaction's re-sign would then wait for it under this nonce's lock. Ahead
-                # too (last asked, first served among the waiting): a block of ours asks for a
-                # presignature per transaction at once, and the newest block's are the ones a
-                # reorg drops first (queued first come first served, the bench's block of a
-                # thousand had the newest transaction's presignature signed last).
-                with urgent(ahead=True):
+                # the reaction's re-sign would then wait for it under this nonce's lock.
+                with urgent():
                     priced = await executor.sign_priced(record, noop=noop)
             except SignRefused:
                 return

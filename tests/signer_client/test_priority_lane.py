@@ -24,7 +24,6 @@ from enclave.server import BATCH
 from signer_client import SignerClient, urgent
 from signer_client.attestation import AttestationPolicy
 from signer_client.client import ORDINARY, URGENT_LANE
-from signer_client.priority import URGENT_RESERVE
 from tests.enclave.running import ALLOWED_TO, ANVIL_ADDRESS, Enclave
 
 _nonces = itertools.count(7000)
@@ -133,32 +132,3 @@ async def test_the_first_request_opens_both_lanes_so_a_reaction_pays_no_handshak
         assert client.connected and client._lanes[URGENT_LANE] is not lost
     finally:
         await client.close()
-
-
-async def test_a_reactions_own_request_is_ahead_of_the_queued_urgent_ones(
-    fresh_enclave: Enclave,
-) -> None:
-    """Presignatures are urgent and come by the block: every transaction of ours in a new block
-    asks for one at once. A reaction's re-sign (``urgent(ahead=True)``) waits at the head of
-    the urgent queue, not behind them. The real enclave and policy; order only. Queued first
-    come first served it would be the last of the 201 to resolve."""
-    presigns = [next(_nonces) for _ in range(BACKLOG)]
-    reaction = next(_nonces)
-    done: list[int] = []
-
-    async def sign(nonce: int, *, ahead: bool) -> None:
-        with urgent(ahead=ahead):
-            await client.sign_transaction(tx(nonce), ANVIL_ADDRESS)
-        done.append(nonce)
-
-    async with SignerClient(fresh_enclave.url, max_in_flight=4, timeout=30) as client:
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)  # both lanes warm
-        tasks = [asyncio.create_task(sign(n, ahead=False)) for n in presigns]
-        await asyncio.sleep(0)  # every presignature has its slot or its place in the queue
-        assert client._urgent_waiters, "the backlog must wait for slots for the test to mean it"
-        tasks.append(asyncio.create_task(sign(reaction, ahead=True)))
-        await asyncio.gather(*tasks)
-    assert sorted(done) == sorted([*presigns, reaction])
-    # Behind at most the requests holding a slot (4 + URGENT_RESERVE) when it asked.
-    assert done.index(reaction) <= 4 + URGENT_RESERVE + 1, done.index(reaction)
-    assert [n for n in done if n != reaction] == presigns  # the rest kept their order
