@@ -40,10 +40,21 @@ def find_anvil(explicit: str | None = None) -> str:
     raise FileNotFoundError("anvil not found: run `make setup` or set ANVIL_BIN")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port not handed out before by this process. The kernel may give the
+    same ephemeral port to two ``bind(0)`` calls in a row once the first socket is closed (seen:
+    the API and the metrics listener of one config got the same port), so each is remembered."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise OSError("no free loopback port that was not handed out already")
 
 
 @dataclass
