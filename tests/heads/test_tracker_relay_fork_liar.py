@@ -12,6 +12,7 @@ transactions at +10%, compounding).
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,15 @@ def _attack(
                 frames += 1
         k += 3
     return tracker, events, frames, real[: k + 1]
+
+
+def _both_on(start: list[dict[str, Any]]) -> ChainTracker:
+    """A two-client tracker (``honest`` and ``liar``) where both announced ``start``."""
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    for h in start:
+        tracker.on_head("honest", h, 0.0)
+        tracker.on_head("liar", h, 0.0)
+    return tracker
 
 
 def _reorgs(events: list[Event]) -> list[Reorg]:
@@ -96,10 +106,7 @@ def test_a_liar_relaying_the_real_chain_late_flips_the_tip_a_bounded_number_of_t
     confirmed: at most 2 reorgs, the tip always on the real chain, and released as soon as the
     liar catches up."""
     real = sealed_chain(300, start=100)
-    tracker = ChainTracker(finality_depth=32, clients=2)
-    for h in real[:6]:
-        tracker.on_head("honest", h, 0.0)
-        tracker.on_head("liar", h, 0.0)
+    tracker = _both_on(real[:6])
     events: list[Event] = []
     on_real = {h["hash"] for h in real}
     for k in range(6, 290):
@@ -174,10 +181,7 @@ def test_a_liar_relaying_the_real_chain_far_behind_does_not_hold_the_tip_back(la
     liar's late copies ``lag`` blocks behind (31 blocks: six minutes of mainnet, our intents
     expiring). Wanted: the tip on the honest head."""
     real = sealed_chain(200, start=100)
-    tracker = ChainTracker(finality_depth=32, clients=2)
-    for h in real[:6]:
-        tracker.on_head("honest", h, 0.0)
-        tracker.on_head("liar", h, 0.0)
+    tracker = _both_on(real[:6])
     events: list[Event] = []
     on_real = {h["hash"] for h in real}
     for k in range(6, 190):
@@ -200,10 +204,7 @@ def test_a_liar_relaying_the_real_chain_and_racing_a_forged_run_on_top_is_bounde
     tip on the forged run (29 reorgs in 30 rounds, the tip forged at the end, on ``main``)."""
     rounds = 30
     real = sealed_chain(3 * rounds + 20, start=100)
-    tracker = ChainTracker(finality_depth=32, clients=2)
-    for h in real[:6]:
-        tracker.on_head("honest", h, 0.0)
-        tracker.on_head("liar", h, 0.0)
+    tracker = _both_on(real[:6])
     events: list[Event] = []
     frames = 0
     k = 5
@@ -263,10 +264,7 @@ def test_a_liar_jittering_its_lag_does_not_flap_the_tip(seed: int, low: int, hig
     the client's chain): at most 2 here, the tip on the real chain."""
     rnd = random.Random(seed)
     real = sealed_chain(260, start=100)
-    tracker = ChainTracker(finality_depth=32, clients=2)
-    for h in real[:6]:
-        tracker.on_head("honest", h, 0.0)
-        tracker.on_head("liar", h, 0.0)
+    tracker = _both_on(real[:6])
     events: list[Event] = []
     on_real = {h["hash"] for h in real}
     relayed = 5
