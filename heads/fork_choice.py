@@ -84,6 +84,7 @@ class ForkChoiceRules(OneVoice):
             candidates.sort(key=self._rank, reverse=True)
         floor: tuple[int, int] | None = None
         moved: set[str] = set()
+        along: str | None = None  # the vouched client whose chain the tip does not fall back on
         if old_tip is not None:
             floor = self._rank(old_tip)
             for mover in movers:
@@ -93,13 +94,24 @@ class ForkChoiceRules(OneVoice):
             if self._pending:
                 moved |= self._pending_moves() - {old_tip.hash}
             trust = self.trust
-            if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
-                floor = None  # a liar's block: any honest candidate may replace it
+            if trust.quarantined:
+                holder = trust.origin.get(old_tip.hash)
+                if holder in trust.quarantined:
+                    floor = None  # a liar's block: any honest candidate may replace it
+                    if holder in trust.vouched:
+                        along = holder  # ... but not an ancestor of it (see the docstring)
         for new_tip in candidates:
             if old_tip is not None and new_tip.hash == old_tip.hash:
                 return []
             if floor is not None and self._rank(new_tip) < floor and new_tip.hash not in moved:
                 return []  # nobody just announced it: no rollback on somebody else's line
+            if (
+                along is not None
+                and old_tip is not None
+                and new_tip.hash not in moved
+                and self._below_on_chain(new_tip, old_tip)
+            ):
+                return []  # a vouched client quarantined again: no fall back along its chain
             if old_tip is None:
                 self._tip = new_tip
                 self._prune()
@@ -133,6 +145,16 @@ class ForkChoiceRules(OneVoice):
             self._prune()
             return [event]
         return []
+
+    def _below_on_chain(self, block: Head, tip: Head) -> bool:
+        """Is ``block`` lower than ``tip`` and on its chain (an ancestor, within the window)?"""
+        if block.number >= tip.number:
+            return False
+        blocks = self._blocks
+        current: Head | None = tip
+        while current is not None and current.number > block.number:
+            current = blocks.get(current.parent_hash)
+        return current is not None and current.hash == block.hash
 
     def _left_behind(self, old_tip: Head, new_tip: Head) -> bool:
         """Is ``new_tip`` on another branch and first seen before the first block of the tip's

@@ -38,6 +38,10 @@ class Trust:
         self.unconfirmed: dict[str, int] = {}
         self.quarantined: set[str] = set()
         self.quarantines = 0  # how many times a client was quarantined
+        # Clients released by a confirmation of their one chain with blocks of it still
+        # unconfirmed above (:meth:`_release_chain`): while one of them is quarantined again,
+        # the tip does not fall back along that chain (``ChainTracker._choose_tip``).
+        self.vouched: set[str] = set()
         self.lowest = _NONE  # no unconfirmed block is lower (lazy: may be lower than the least)
         # Each client's current head (the tracker's own map, shared: ``_forgive`` spares the
         # chain a client stands on).
@@ -78,6 +82,9 @@ class Trust:
         for brought_by, highest in confirmed.items():
             self._forgive(brought_by, highest, blocks)
         self._release(client, events)
+        for brought_by, highest in confirmed.items():
+            if brought_by in self.quarantined and brought_by != client:
+                self._release_chain(brought_by, highest, blocks, events)
         if not origin:
             self.lowest = _NONE
 
@@ -105,7 +112,43 @@ class Trust:
         for client in sorted(self.quarantined):
             if client != announcer and not unconfirmed.get(client):
                 self.quarantined.discard(client)
+                self.vouched.discard(client)
                 events.append(Quarantine(client, False, 0))
+
+    def _release_chain(
+        self, client: str, confirmed: Head, blocks: Mapping[str, Head], events: list[Event]
+    ) -> None:
+        """Another client confirmed ``client``'s suspect block ``confirmed``: end its quarantine
+        if ``confirmed`` and every block of it still unconfirmed lie on the one chain it stands
+        on, those above ``confirmed`` (issue #12, review of liar7).
+
+        A client quarantined for running ahead of a late peer (an honest client ahead of a liar
+        relaying the real chain 6-31 blocks late) has its run confirmed block by block, but
+        always has the last ``lag`` blocks unconfirmed: the all-confirmed release kept it out
+        for as long as the liar kept its lag, the tip following the late copies. What a
+        forged run above a relayed real block cannot get: its run-ahead blocks confirmed
+        (a suspect block of its own, not the relayed block below the run), nor a fork of its
+        own left unconfirmed (the relay-and-fork liar's branches). The client stays counted
+        (its next block running ahead quarantines it again) and is *vouched*: the tip does not
+        fall back along its chain then (``ChainTracker._choose_tip``), so a liar jittering its
+        lag around the threshold does not flap the tip."""
+        entry = self.heads.get(client)
+        if entry is None:
+            return
+        low = confirmed.number
+        chain: set[str] = set()
+        current: Head | None = entry[0]
+        while current is not None and current.number >= low:
+            chain.add(current.hash)
+            current = blocks.get(current.parent_hash)
+        if confirmed.hash not in chain:
+            return
+        for block_hash, brought_by in self.origin.items():
+            if brought_by == client and block_hash not in chain:
+                return
+        self.quarantined.discard(client)
+        self.vouched.add(client)
+        events.append(Quarantine(client, False, self.unconfirmed.get(client, 0)))
 
     def _forgive(self, client: str, confirmed: Head, blocks: Mapping[str, Head]) -> None:
         """Another client confirmed ``client``'s block ``confirmed``: its stored unconfirmed

@@ -158,21 +158,6 @@ def test_a_patient_liar_forking_once_a_window_is_bounded_and_released_when_it_st
 # Review of liar7: the late liar holding the tip back, and a forged race relayed on top.
 
 
-_HELD_BACK = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open (review of liar7): with two clients and no clock, a liar relaying the real chain"
-        " 6-31 blocks late keeps the honest client quarantined (it runs ahead) until it catches"
-        " up, and the tip follows its late copies that many blocks behind, for as long as it"
-        " likes. Releasing on a confirmation more than 5 below the client's one chain fixes"
-        " it but lets a liar jittering its lag between 5 and 6 flap the tip (20-66 reorgs in"
-        " 244 heights: test_a_liar_jittering_its_lag_does_not_flap_the_tip); bounding both"
-        " needs the tip not to fall back on a re-quarantine along its own chain (choose_tip)"
-    ),
-)
-
-
-@_HELD_BACK
 @pytest.mark.parametrize("lag", [6, 8, 16, 31])
 def test_a_liar_relaying_the_real_chain_far_behind_does_not_hold_the_tip_back(lag: int) -> None:
     """The liar relays each real block ``lag`` frames after the honest client (two clients, no
@@ -226,7 +211,6 @@ def test_a_liar_relaying_the_real_chain_and_racing_a_forged_run_on_top_is_bounde
     assert tracker.tip is not None and tracker.tip.hash == real[k]["hash"]
 
 
-@_HELD_BACK
 @pytest.mark.parametrize("lag", [6, 16])
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_a_real_reorg_under_a_liar_relaying_far_behind_is_followed(lag: int, depth: int) -> None:
