@@ -98,7 +98,7 @@ class ForkChoiceRules(OneVoice):
                 holder = trust.origin.get(old_tip.hash)
                 if holder in trust.quarantined:
                     floor = None  # a liar's block: any honest candidate may replace it
-                    if holder in trust.vouched:
+                    if holder in trust.vouched and self._stands_on(holder, old_tip):
                         along = holder  # ... but not an ancestor of it (see the docstring)
         for new_tip in candidates:
             if old_tip is not None and new_tip.hash == old_tip.hash:
@@ -145,6 +145,13 @@ class ForkChoiceRules(OneVoice):
             self._prune()
             return [event]
         return []
+
+    def _stands_on(self, client: str, block: Head) -> bool:
+        """Is ``block`` ``client``'s current head or an ancestor of it?"""
+        entry = self._heads.get(client)
+        if entry is None:
+            return False
+        return entry[0].hash == block.hash or self._below_on_chain(block, entry[0])
 
     def _below_on_chain(self, block: Head, tip: Head) -> bool:
         """Is ``block`` lower than ``tip`` and on its chain (an ancestor, within the window)?"""

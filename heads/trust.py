@@ -42,6 +42,10 @@ class Trust:
         # unconfirmed above (:meth:`_release_chain`): while one of them is quarantined again,
         # the tip does not fall back along that chain (``ChainTracker._choose_tip``).
         self.vouched: set[str] = set()
+        # Unconfirmed blocks a confirmation forgave as replaced (``_forgive``), by hash, with
+        # the client that brought them, until they leave the window: a client with one left
+        # is not released by :meth:`_release_chain` (it abandoned a block it ran ahead with).
+        self.abandoned: dict[str, tuple[str, int]] = {}
         self.lowest = _NONE  # no unconfirmed block is lower (lazy: may be lower than the least)
         # Each client's current head (the tracker's own map, shared: ``_forgive`` spares the
         # chain a client stands on).
@@ -146,6 +150,8 @@ class Trust:
         for block_hash, brought_by in self.origin.items():
             if brought_by == client and block_hash not in chain:
                 return
+        if any(owner == client for owner, _ in self.abandoned.values()):
+            return
         self.quarantined.discard(client)
         self.vouched.add(client)
         events.append(Quarantine(client, False, self.unconfirmed.get(client, 0)))
@@ -192,11 +198,18 @@ class Trust:
             ):
                 del origin[block_hash]
                 self.unconfirmed[client] -= 1
+                self.abandoned[block_hash] = (client, stored.number)
+
+    def prune_below(self, low: int) -> None:
+        """The window moved up to ``low``: abandoned blocks below it stop counting."""
+        self.abandoned = {h: v for h, v in self.abandoned.items() if v[1] >= low}
 
     def forget(self, block_hash: str) -> None:
         """The block left the tracker's maps (window, eviction): it no longer counts."""
         brought_by = self.origin.pop(block_hash, None)
         if brought_by is not None:
             self.unconfirmed[brought_by] -= 1
+        if self.abandoned:
+            self.abandoned.pop(block_hash, None)
         if not self.origin:
             self.lowest = _NONE
