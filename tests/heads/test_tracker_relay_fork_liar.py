@@ -260,3 +260,124 @@ def test_a_liar_jittering_its_lag_does_not_flap_the_tip(seed: int, low: int, hig
             events += tracker.on_head("liar", real[relayed], 0.0)
         assert tracker.tip is not None and tracker.tip.hash in on_real
     assert len(_reorgs(events)) <= 2, len(_reorgs(events))
+
+
+# Attacks on the one-chain release and the no-fall-back hold (issue #12, branch liar8).
+
+
+@pytest.mark.parametrize("behind", [5, 6, 10])
+@pytest.mark.parametrize("period", [10, 40])
+@pytest.mark.parametrize("ahead", [1, 3, 8])
+def test_a_liar_relaying_ahead_of_a_late_peer_and_forging_on_top_is_bounded(
+    behind: int, period: int, ahead: int
+) -> None:
+    """The mirror of the late liar: the liar relays the real chain ``behind`` blocks ahead of
+    the honest client (whose copies confirm its run, so the one-chain release lets it lead),
+    and every ``period`` heights races ``ahead`` forged blocks on top of its head, then goes
+    back to relaying. Without the abandoned-block rule each forge was released by the honest
+    copies below it and put the tip on the forged block until the honest chain passed it: 29
+    reorgs in 300 heights, the tip forged for 28-196 frames. Now: at most 2 reorgs, the tip
+    forged for at most 8 frames in all, on the honest head at the end."""
+    real = sealed_chain(310, start=100)
+    on_real = {h["hash"] for h in real}
+    tracker = _both_on(real[:6])
+    events: list[Event] = []
+    forged_frames = 0
+    for k in range(6, 300):
+        events += tracker.on_head("liar", real[k], 0.0)
+        if k % period == 0:
+            prev = real[k]
+            for i in range(ahead):
+                h = sealed_header(int(prev["number"], 16) + 1, prev["hash"], salt=f"e{k}.{i}")
+                events += tracker.on_head("liar", h, 0.0)
+                prev = h
+                assert tracker.tip is not None
+                forged_frames += tracker.tip.hash not in on_real
+        if k - behind >= 6:
+            events += tracker.on_head("honest", real[k - behind], 0.0)
+        assert tracker.tip is not None
+        forged_frames += tracker.tip.hash not in on_real
+    assert len(_reorgs(events)) <= 2, len(_reorgs(events))
+    assert forged_frames <= 8, forged_frames
+    assert tracker.tip is not None and tracker.tip.hash in on_real
+
+
+@pytest.mark.parametrize("period", [2, 5, 20, 50])
+@pytest.mark.parametrize("lags", [(4, 8), (3, 6), (5, 6), (4, 16), (2, 31)])
+def test_a_liar_switching_its_lag_across_the_quarantine_threshold_does_not_flap_the_tip(
+    lags: tuple[int, int], period: int
+) -> None:
+    """The liar times its lag to the threshold: ``lags[0]`` blocks late (its honest peer not
+    quarantined, or released) for ``period`` honest blocks, then ``lags[1]`` (quarantined
+    again: the honest client runs ahead), and so on, catching up in bursts. Each
+    re-quarantine used to pull the tip back onto the liar's late copy and each release push
+    it forward again: 29 reorgs in 244 heights at (3, 6) or (2, 31) every 5 on ``main``. Now
+    the tip does not fall back along the vouched client's chain: at most 1 reorg, the tip on
+    the real chain and, on average, within a block of the honest head at (4, 8), (3, 6),
+    (5, 6) (``main``: 2.6-5.9 behind)."""
+    real = sealed_chain(260, start=100)
+    on_real = {h["hash"] for h in real}
+    tracker = _both_on(real[:6])
+    events: list[Event] = []
+    relayed = 5
+    behind = 0
+    for k in range(6, 250):
+        events += tracker.on_head("honest", real[k], 0.0)
+        lag = lags[(k // period) % 2]
+        while relayed < k - lag:
+            relayed += 1
+            events += tracker.on_head("liar", real[relayed], 0.0)
+        assert tracker.tip is not None and tracker.tip.hash in on_real
+        behind += int(real[k]["number"], 16) - tracker.tip.number
+    assert len(_reorgs(events)) <= 1, len(_reorgs(events))
+    if lags[1] <= 8:
+        assert behind <= 244 * 1.1, behind / 244
+
+
+@pytest.mark.parametrize("lag", [6, 8, 16])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_late_liar_forking_the_honest_tip_buys_no_more_than_a_timely_one(
+    lag: int, depth: int
+) -> None:
+    """The liar alternates: it relays the real chain ``lag`` blocks late (so the honest client
+    leads the tip on the one-chain release), and every 10 heights forks ``depth`` deep off the
+    honest head with a branch one block above it, then goes back to relaying late. Its fork
+    is a new sibling one block higher: plain fork choice (DESIGN.md §3, ``latest``), the
+    same 2 reorgs a liar relaying within the lead (3 late) buys with it (58 in 300 heights at
+    lag 3, on ``main`` too). The release must not make lagging a better
+    attack than that. Each fork (off the honest head) confirms the honest chain below it and
+    releases the honest client; its later blocks wait for the liar's late copies to reach
+    them, so between forks the tip is held up to 10 blocks (the fork period) behind, no
+    further. On ``main`` the tip sat on the liar's forged branch for 197-281 of the 294
+    heights (here 29: one per fork, as for the timely liar)."""
+
+    def attack(lag: int) -> tuple[int, int, int]:
+        real = sealed_chain(310, start=100)
+        on_real = {h["hash"] for h in real}
+        tracker = _both_on(real[:6])
+        events: list[Event] = []
+        behind = forged = 0
+        for k in range(6, 300):
+            events += tracker.on_head("honest", real[k], 0.0)
+            if k - lag >= 6:
+                events += tracker.on_head("liar", real[k - lag], 0.0)
+            if k % 10 == 0:
+                prev = real[k - depth]
+                for i in range(depth + 1):
+                    h = sealed_header(int(prev["number"], 16) + 1, prev["hash"], salt=f"f{k}.{i}")
+                    events += tracker.on_head("liar", h, 0.0)
+                    prev = h
+                if k - lag >= 6:
+                    events += tracker.on_head("liar", real[k - lag], 0.0)
+            assert tracker.tip is not None
+            if tracker.tip.hash in on_real:
+                behind = max(behind, k + 100 - tracker.tip.number)
+            else:
+                forged += 1
+        return len(_reorgs(events)), behind, forged
+
+    late, behind, forged = attack(lag)
+    on_time, _, on_time_forged = attack(3)  # within the lead: the honest one never runs ahead
+    assert late <= on_time, (late, on_time)
+    assert forged <= on_time_forged, (forged, on_time_forged)
+    assert behind <= 10, behind
