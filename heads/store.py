@@ -231,7 +231,7 @@ class Store(TrackerState):
                 if origin and block_hash in origin:
                     self.trust.forget(block_hash)
         self._pruned_below = low
-        if self.trust.abandoned:
+        if self.trust.abandoned or self.trust.ahead:
             self.trust.prune_below(low)
         if self._held:
             for block in [b for b in self._held.values() if b.number < low]:

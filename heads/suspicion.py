@@ -41,7 +41,10 @@ class Suspicion(ForkChoiceRules):
             return not (self._held_by_one_voice(client, head) or self._free_fork(client, head))
         if self._contested(client, head):
             return True
-        return self._runs_ahead(client, head)
+        if self._runs_ahead(client, head):
+            self.trust.ahead.add(head.hash)  # a run ahead: what Trust._release_chain releases
+            return True
+        return False
 
     def _runs_ahead(self, client: str, head: Head) -> bool:
         """Is ``head`` more than ``_LEAD`` blocks above every other connected client's live
@@ -147,4 +150,5 @@ class Suspicion(ForkChoiceRules):
         unconfirmed block, below the quarantine threshold) and serves its forged ancestors
         down to the honest tip by hash, and the whole forged chain connects and wins."""
         if self._runs_ahead(client, block):
+            self.trust.ahead.add(block.hash)
             self.trust.originate(client, block, events)

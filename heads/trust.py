@@ -46,6 +46,10 @@ class Trust:
         # the client that brought them, until they leave the window: a client with one left
         # is not released by :meth:`_release_chain` (it abandoned a block it ran ahead with).
         self.abandoned: dict[str, tuple[str, int]] = {}
+        # Unconfirmed blocks that were suspect for running ahead (the tracker adds them:
+        # ``ChainTracker._runs_ahead``), and of those the ones just confirmed (one confirm).
+        self.ahead: set[str] = set()
+        self.ahead_confirmed: set[str] = set()
         self.lowest = _NONE  # no unconfirmed block is lower (lazy: may be lower than the least)
         # Each client's current head (the tracker's own map, shared: ``_forgive`` spares the
         # chain a client stands on).
@@ -82,6 +86,10 @@ class Trust:
                 del origin[current.hash]
                 self.unconfirmed[brought_by] -= 1
                 confirmed.setdefault(brought_by, current)
+                if current.hash in self.ahead:
+                    self.ahead.discard(current.hash)
+                    if confirmed[brought_by] is current:
+                        self.ahead_confirmed.add(current.hash)
             current = blocks.get(current.parent_hash)
         for brought_by, highest in confirmed.items():
             self._forgive(brought_by, highest, blocks)
@@ -89,6 +97,8 @@ class Trust:
         for brought_by, highest in confirmed.items():
             if brought_by in self.quarantined and brought_by != client:
                 self._release_chain(brought_by, highest, blocks, events)
+        if self.ahead_confirmed:
+            self.ahead_confirmed.clear()
         if not origin:
             self.lowest = _NONE
 
@@ -147,7 +157,10 @@ class Trust:
             current = blocks.get(current.parent_hash)
         if confirmed.hash not in chain:
             return
-        for block_hash, brought_by in self.origin.items():
+        if confirmed.hash not in self.ahead_confirmed:
+            return  # a self-fork or a branch built alone: a run ahead is what this releases
+        origin = self.origin
+        for block_hash, brought_by in origin.items():
             if brought_by == client and block_hash not in chain:
                 return
         if any(owner == client for owner, _ in self.abandoned.values()):
@@ -199,10 +212,15 @@ class Trust:
                 del origin[block_hash]
                 self.unconfirmed[client] -= 1
                 self.abandoned[block_hash] = (client, stored.number)
+                self.ahead.discard(block_hash)
 
     def prune_below(self, low: int) -> None:
-        """The window moved up to ``low``: abandoned blocks below it stop counting."""
-        self.abandoned = {h: v for h, v in self.abandoned.items() if v[1] >= low}
+        """The window moved up to ``low``: abandoned blocks below it stop counting, and only
+        unconfirmed blocks stay marked as run ahead (bounded by the window)."""
+        if self.abandoned:
+            self.abandoned = {h: v for h, v in self.abandoned.items() if v[1] >= low}
+        if self.ahead:
+            self.ahead.intersection_update(self.origin)
 
     def forget(self, block_hash: str) -> None:
         """The block left the tracker's maps (window, eviction): it no longer counts."""
@@ -211,5 +229,6 @@ class Trust:
             self.unconfirmed[brought_by] -= 1
         if self.abandoned:
             self.abandoned.pop(block_hash, None)
+        self.ahead.discard(block_hash)
         if not self.origin:
             self.lowest = _NONE
