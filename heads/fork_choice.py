@@ -74,7 +74,11 @@ class ForkChoiceRules(OneVoice):
         head (a client that announces a lower block or an ancestor of its own head moves the
         tip when no connected client is higher, DESIGN.md §3), or when the tip is an unconfirmed
         block of a quarantined client. The tip holder's disconnect followed by somebody else's
-        line (a late copy, a client catching up, a held head) is no rollback.
+        line (a late copy, a client catching up, a held head) is no rollback. Nor is a
+        re-quarantine of a *vouched* client (``Trust.vouched``: released by the one-chain
+        release) that still stands on the tip: a candidate on the tip's own chain below it (the
+        late peer's head) does not replace it, a candidate on another branch may (a liar
+        jittering its lag around the threshold bought one fall back and one return each time).
         """
         candidates = self._candidates()
         if not candidates:

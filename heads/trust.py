@@ -8,7 +8,9 @@ chain raced ahead); the tracker decides (``ChainTracker._suspect``). A suspect b
 to it). A client with ``quarantine_after`` unconfirmed blocks in the window is *quarantined*:
 its heads stop being candidates for the tip until none of its blocks is left unconfirmed (a
 confirmation also forgives the branches the confirmed chain replaced: ``_forgive``;
-docs/chain-tracking.md, *Quarantine release*). Blocks leaving the window (or evicted) stop
+docs/chain-tracking.md, *Quarantine release*), or until another client confirms a block of its
+run ahead with everything it left unconfirmed on the one chain above it (``_release_chain``,
+*the one-chain release*: a client ahead of a late peer). Blocks leaving the window (or evicted) stop
 counting. Quarantine only shuts a client out while another connected client has a head to
 stand in for it: a lone client is never frozen.
 
@@ -133,19 +135,22 @@ class Trust:
         self, client: str, confirmed: Head, blocks: Mapping[str, Head], events: list[Event]
     ) -> None:
         """Another client confirmed ``client``'s suspect block ``confirmed``: end its quarantine
-        if ``confirmed`` and every block of it still unconfirmed lie on the one chain it stands
-        on, those above ``confirmed`` (issue #12, review of liar7).
+        if ``confirmed`` was suspect for running ahead (:attr:`ahead`), it and every block of the
+        client still unconfirmed lie on the one chain it stands on (those above ``confirmed``),
+        and no block it abandoned is in the window (issue #12; docs/chain-tracking.md, *The
+        one-chain release*).
 
         A client quarantined for running ahead of a late peer (an honest client ahead of a liar
         relaying the real chain 6-31 blocks late) has its run confirmed block by block, but
         always has the last ``lag`` blocks unconfirmed: the all-confirmed release kept it out
-        for as long as the liar kept its lag, the tip following the late copies. What a
-        forged run above a relayed real block cannot get: its run-ahead blocks confirmed
-        (a suspect block of its own, not the relayed block below the run), nor a fork of its
-        own left unconfirmed (the relay-and-fork liar's branches). The client stays counted
-        (its next block running ahead quarantines it again) and is *vouched*: the tip does not
-        fall back along its chain then (``ChainTracker._choose_tip``), so a liar jittering its
-        lag around the threshold does not flap the tip."""
+        for as long as the liar kept its lag, the tip following the late copies. A confirmed
+        run ahead needs real blocks more than the lead ahead of the confirming client: a forged
+        race on a real block the liar stepped down onto (a suspect self-fork) is no run ahead,
+        and a liar that forged on top of a relayed run and stepped back has an abandoned block
+        for a window. The client stays counted (its next block running ahead quarantines it
+        again) and is *vouched*: the tip does not fall back along its chain then
+        (``ChainTracker._choose_tip``), so a liar jittering its lag around the threshold does
+        not flap the tip."""
         entry = self.heads.get(client)
         if entry is None:
             return

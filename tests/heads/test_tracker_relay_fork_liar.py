@@ -3,8 +3,10 @@ run (issue #12, review of heads6): variants of ``test_tracker_free_fork_review``
 
 The release rule they pin (docs/chain-tracking.md, *Quarantine release*): a confirmation
 forgives a client's unconfirmed blocks no higher than the confirmed one, and its quarantine
-ends only when none is left. Before it, any confirmation ended the quarantine, and every
-honest copy of a relayed block bought the liar one forged reorg and one return.
+ends only when none is left, or (the one-chain release, liar8) when a block of its run ahead is
+confirmed with everything it left unconfirmed on its one chain above it. Before it, any
+confirmation ended the quarantine, and every honest copy of a relayed block bought the liar one
+forged reorg and one return.
 Each test fails if the attack buys more than 4 reorgs per 100 frames (each re-signs our
 transactions at +10%, compounding).
 """
