@@ -302,6 +302,8 @@ def test_a_liar_relaying_ahead_of_a_late_peer_and_forging_on_top_is_bounded(
     assert len(_reorgs(events)) <= 2, len(_reorgs(events))
     assert forged_frames <= 8, forged_frames
     assert tracker.tip is not None and tracker.tip.hash in on_real
+    sizes = tracker.stats()  # the abandoned and ran-ahead marks are bounded by the window too
+    assert max(sizes.values()) <= 8 * (32 + 32 + 1), sizes
 
 
 @pytest.mark.parametrize("period", [2, 5, 20, 50])
