@@ -74,7 +74,11 @@ class ForkChoiceRules(OneVoice):
         head (a client that announces a lower block or an ancestor of its own head moves the
         tip when no connected client is higher, DESIGN.md §3), or when the tip is an unconfirmed
         block of a quarantined client. The tip holder's disconnect followed by somebody else's
-        line (a late copy, a client catching up, a held head) is no rollback.
+        line (a late copy, a client catching up, a held head) is no rollback. Nor is a
+        re-quarantine of a *vouched* client (``Trust.vouched``: released by the one-chain
+        release) that still stands on the tip: a candidate on the tip's own chain below it (the
+        late peer's head) does not replace it, a candidate on another branch may (a liar
+        jittering its lag around the threshold bought one fall back and one return each time).
         """
         candidates = self._candidates()
         if not candidates:
@@ -84,6 +88,7 @@ class ForkChoiceRules(OneVoice):
             candidates.sort(key=self._rank, reverse=True)
         floor: tuple[int, int] | None = None
         moved: set[str] = set()
+        along: str | None = None  # the vouched client whose chain the tip does not fall back on
         if old_tip is not None:
             floor = self._rank(old_tip)
             for mover in movers:
@@ -93,13 +98,24 @@ class ForkChoiceRules(OneVoice):
             if self._pending:
                 moved |= self._pending_moves() - {old_tip.hash}
             trust = self.trust
-            if trust.quarantined and trust.origin.get(old_tip.hash) in trust.quarantined:
-                floor = None  # a liar's block: any honest candidate may replace it
+            if trust.quarantined:
+                holder = trust.origin.get(old_tip.hash)
+                if holder in trust.quarantined:
+                    floor = None  # a liar's block: any honest candidate may replace it
+                    if holder in trust.vouched and self._stands_on(holder, old_tip):
+                        along = holder  # ... but not an ancestor of it (see the docstring)
         for new_tip in candidates:
             if old_tip is not None and new_tip.hash == old_tip.hash:
                 return []
             if floor is not None and self._rank(new_tip) < floor and new_tip.hash not in moved:
                 return []  # nobody just announced it: no rollback on somebody else's line
+            if (
+                along is not None
+                and old_tip is not None
+                and new_tip.hash not in moved
+                and self._below_on_chain(new_tip, old_tip)
+            ):
+                return []  # a vouched client quarantined again: no fall back along its chain
             if old_tip is None:
                 self._tip = new_tip
                 self._prune()
@@ -133,6 +149,23 @@ class ForkChoiceRules(OneVoice):
             self._prune()
             return [event]
         return []
+
+    def _stands_on(self, client: str, block: Head) -> bool:
+        """Is ``block`` ``client``'s current head or an ancestor of it?"""
+        entry = self._heads.get(client)
+        if entry is None:
+            return False
+        return entry[0].hash == block.hash or self._below_on_chain(block, entry[0])
+
+    def _below_on_chain(self, block: Head, tip: Head) -> bool:
+        """Is ``block`` lower than ``tip`` and on its chain (an ancestor, within the window)?"""
+        if block.number >= tip.number:
+            return False
+        blocks = self._blocks
+        current: Head | None = tip
+        while current is not None and current.number > block.number:
+            current = blocks.get(current.parent_hash)
+        return current is not None and current.hash == block.hash
 
     def _left_behind(self, old_tip: Head, new_tip: Head) -> bool:
         """Is ``new_tip`` on another branch and first seen before the first block of the tip's

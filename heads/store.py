@@ -68,7 +68,7 @@ class Store(TrackerState):
     def _drop(self, block_hash: str) -> None:
         """Forget what the tracker knows about a block leaving every map."""
         self._seen.pop(block_hash, None)
-        if self.trust.origin:
+        if self.trust.origin or self.trust.abandoned:
             self.trust.forget(block_hash)
 
     def _evict(self, number: int, bucket: list[str]) -> None:
@@ -231,6 +231,8 @@ class Store(TrackerState):
                 if origin and block_hash in origin:
                     self.trust.forget(block_hash)
         self._pruned_below = low
+        if self.trust.abandoned or self.trust.ahead:
+            self.trust.prune_below(low)
         if self._held:
             for block in [b for b in self._held.values() if b.number < low]:
                 self._forget_held(block)

@@ -41,7 +41,12 @@ class Suspicion(ForkChoiceRules):
             return not (self._held_by_one_voice(client, head) or self._free_fork(client, head))
         if self._contested(client, head):
             return True
-        return self._runs_ahead(client, head)
+        if self.trust.vouched and self._under_a_vouched_run(client, head):
+            return True
+        if self._runs_ahead(client, head):
+            self.trust.ahead.add(head.hash)  # a run ahead: what Trust._release_chain releases
+            return True
+        return False
 
     def _runs_ahead(self, client: str, head: Head) -> bool:
         """Is ``head`` more than ``_LEAD`` blocks above every other connected client's live
@@ -141,10 +146,39 @@ class Suspicion(ForkChoiceRules):
                 return True
         return False
 
+    def _under_a_vouched_run(self, client: str, head: Head) -> bool:
+        """Does ``head`` start or grow a branch below the head of a connected *vouched* client
+        (``Trust.vouched``: its run ahead was confirmed by the one-chain release), parting from
+        its chain two or more blocks below that head? The mirror of :meth:`_contested` for a
+        peer that is higher: a late liar that forks off its own late head under the honest
+        run it has been confirming builds its branch alone against that run. Without it, at a
+        lag of 4-5 the fork was within the one-voice lead and won, and the honest client,
+        running ahead of the forged chain, was never released (the tip on the forged race for
+        as long as it lasted). A copy of a block the vouched client announced is no new block
+        and is never judged here."""
+        blocks = self._blocks
+        for other in self.trust.vouched:
+            if other == client or other not in self._connected:
+                continue
+            entry = self._heads.get(other)
+            if entry is None or entry[0].number < head.number:
+                continue
+            a: Head | None = entry[0]
+            b: Head | None = blocks.get(head.parent_hash)
+            while a is not None and b is not None and a.hash != b.hash:
+                if a.number >= b.number:
+                    a = blocks.get(a.parent_hash)
+                else:
+                    b = blocks.get(b.parent_hash)
+            if a is not None and b is not None and entry[0].number - a.number >= 2:
+                return True
+        return False
+
     def _judge_backfill(self, client: str, block: Head, events: list[Event]) -> None:
         """A backfilled block is suspect like an announced one when it runs ahead of every
         other connected client: otherwise a liar announces one forged block far ahead (one
         unconfirmed block, below the quarantine threshold) and serves its forged ancestors
         down to the honest tip by hash, and the whole forged chain connects and wins."""
         if self._runs_ahead(client, block):
+            self.trust.ahead.add(block.hash)
             self.trust.originate(client, block, events)

@@ -103,6 +103,8 @@ class ChainTracker(Backfill):
             "held_announcements": len(self._held_announcements),
             "foreign": len(self._foreign),
             "unconfirmed": len(self.trust.origin),
+            "abandoned": len(self.trust.abandoned),
+            "ran_ahead": len(self.trust.ahead),
             "startup": len(self._startup) if self._startup is not None else 0,
             "bare_claims": len(self._bare_claims),
         }

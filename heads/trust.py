@@ -8,7 +8,9 @@ chain raced ahead); the tracker decides (``ChainTracker._suspect``). A suspect b
 to it). A client with ``quarantine_after`` unconfirmed blocks in the window is *quarantined*:
 its heads stop being candidates for the tip until none of its blocks is left unconfirmed (a
 confirmation also forgives the branches the confirmed chain replaced: ``_forgive``;
-docs/chain-tracking.md, *Quarantine release*). Blocks leaving the window (or evicted) stop
+docs/chain-tracking.md, *Quarantine release*), or until another client confirms a block of its
+run ahead with everything it left unconfirmed on the one chain above it (``_release_chain``,
+*the one-chain release*: a client ahead of a late peer). Blocks leaving the window (or evicted) stop
 counting. Quarantine only shuts a client out while another connected client has a head to
 stand in for it: a lone client is never frozen.
 
@@ -38,6 +40,18 @@ class Trust:
         self.unconfirmed: dict[str, int] = {}
         self.quarantined: set[str] = set()
         self.quarantines = 0  # how many times a client was quarantined
+        # Clients released by a confirmation of their one chain with blocks of it still
+        # unconfirmed above (:meth:`_release_chain`): while one of them is quarantined again,
+        # the tip does not fall back along that chain (``ChainTracker._choose_tip``).
+        self.vouched: set[str] = set()
+        # Unconfirmed blocks a confirmation forgave as replaced (``_forgive``), by hash, with
+        # the client that brought them, until they leave the window: a client with one left
+        # is not released by :meth:`_release_chain` (it abandoned a block it ran ahead with).
+        self.abandoned: dict[str, tuple[str, int]] = {}
+        # Unconfirmed blocks that were suspect for running ahead (the tracker adds them:
+        # ``ChainTracker._runs_ahead``), and of those the ones just confirmed (one confirm).
+        self.ahead: set[str] = set()
+        self.ahead_confirmed: set[str] = set()
         self.lowest = _NONE  # no unconfirmed block is lower (lazy: may be lower than the least)
         # Each client's current head (the tracker's own map, shared: ``_forgive`` spares the
         # chain a client stands on).
@@ -74,10 +88,19 @@ class Trust:
                 del origin[current.hash]
                 self.unconfirmed[brought_by] -= 1
                 confirmed.setdefault(brought_by, current)
+                if current.hash in self.ahead:
+                    self.ahead.discard(current.hash)
+                    if confirmed[brought_by] is current:
+                        self.ahead_confirmed.add(current.hash)
             current = blocks.get(current.parent_hash)
         for brought_by, highest in confirmed.items():
             self._forgive(brought_by, highest, blocks)
         self._release(client, events)
+        for brought_by, highest in confirmed.items():
+            if brought_by in self.quarantined and brought_by != client:
+                self._release_chain(brought_by, highest, blocks, events)
+        if self.ahead_confirmed:
+            self.ahead_confirmed.clear()
         if not origin:
             self.lowest = _NONE
 
@@ -105,7 +128,51 @@ class Trust:
         for client in sorted(self.quarantined):
             if client != announcer and not unconfirmed.get(client):
                 self.quarantined.discard(client)
+                self.vouched.discard(client)
                 events.append(Quarantine(client, False, 0))
+
+    def _release_chain(
+        self, client: str, confirmed: Head, blocks: Mapping[str, Head], events: list[Event]
+    ) -> None:
+        """Another client confirmed ``client``'s suspect block ``confirmed``: end its quarantine
+        if ``confirmed`` was suspect for running ahead (:attr:`ahead`), it and every block of the
+        client still unconfirmed lie on the one chain it stands on (those above ``confirmed``),
+        and no block it abandoned is in the window (issue #12; docs/chain-tracking.md, *The
+        one-chain release*).
+
+        A client quarantined for running ahead of a late peer (an honest client ahead of a liar
+        relaying the real chain 6-31 blocks late) has its run confirmed block by block, but
+        always has the last ``lag`` blocks unconfirmed: the all-confirmed release kept it out
+        for as long as the liar kept its lag, the tip following the late copies. A confirmed
+        run ahead needs real blocks more than the lead ahead of the confirming client: a forged
+        race on a real block the liar stepped down onto (a suspect self-fork) is no run ahead,
+        and a liar that forged on top of a relayed run and stepped back has an abandoned block
+        for a window. The client stays counted (its next block running ahead quarantines it
+        again) and is *vouched*: the tip does not fall back along its chain then
+        (``ChainTracker._choose_tip``), so a liar jittering its lag around the threshold does
+        not flap the tip."""
+        entry = self.heads.get(client)
+        if entry is None:
+            return
+        low = confirmed.number
+        chain: set[str] = set()
+        current: Head | None = entry[0]
+        while current is not None and current.number >= low:
+            chain.add(current.hash)
+            current = blocks.get(current.parent_hash)
+        if confirmed.hash not in chain:
+            return
+        if confirmed.hash not in self.ahead_confirmed:
+            return  # a self-fork or a branch built alone: a run ahead is what this releases
+        origin = self.origin
+        for block_hash, brought_by in origin.items():
+            if brought_by == client and block_hash not in chain:
+                return
+        if any(owner == client for owner, _ in self.abandoned.values()):
+            return
+        self.quarantined.discard(client)
+        self.vouched.add(client)
+        events.append(Quarantine(client, False, self.unconfirmed.get(client, 0)))
 
     def _forgive(self, client: str, confirmed: Head, blocks: Mapping[str, Head]) -> None:
         """Another client confirmed ``client``'s block ``confirmed``: its stored unconfirmed
@@ -149,11 +216,24 @@ class Trust:
             ):
                 del origin[block_hash]
                 self.unconfirmed[client] -= 1
+                self.abandoned[block_hash] = (client, stored.number)
+                self.ahead.discard(block_hash)
+
+    def prune_below(self, low: int) -> None:
+        """The window moved up to ``low``: abandoned blocks below it stop counting, and only
+        unconfirmed blocks stay marked as run ahead (bounded by the window)."""
+        if self.abandoned:
+            self.abandoned = {h: v for h, v in self.abandoned.items() if v[1] >= low}
+        if self.ahead:
+            self.ahead.intersection_update(self.origin)
 
     def forget(self, block_hash: str) -> None:
         """The block left the tracker's maps (window, eviction): it no longer counts."""
         brought_by = self.origin.pop(block_hash, None)
         if brought_by is not None:
             self.unconfirmed[brought_by] -= 1
+        if self.abandoned:
+            self.abandoned.pop(block_hash, None)
+        self.ahead.discard(block_hash)
         if not self.origin:
             self.lowest = _NONE
