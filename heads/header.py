@@ -124,6 +124,9 @@ for _group in _FORK_FIELDS:
     _PLANS[len(_fields_so_far)] = _field_plan(_fields_so_far)
 
 
+_FEWEST_FIELDS: Final = min(_PLANS)
+
+
 def header_plan(header: Mapping[str, Any]) -> tuple[tuple[str, int, int, str], ...] | None:
     """The consensus fields to hash, or None when the header cannot be verified.
 
@@ -132,6 +135,8 @@ def header_plan(header: Mapping[str, Any]) -> tuple[tuple[str, int, int, str], .
     hash cannot be recomputed with certainty, so nothing can be proven wrong.
     """
     count = len(header)
+    if count < _FEWEST_FIELDS:
+        return None  # fewer keys than frontier's 15 fields (a bare head): no plan can match
     for key in _NON_CONSENSUS_KEYS:
         if key in header:
             count -= 1

@@ -20,10 +20,11 @@ from typing import Any, Final
 from heads.events import Head, Rejected
 from heads.header import HeaderError, verify_header_hash
 
-__all__ = ["parse_head", "structural_fault"]
+__all__ = ["hash_match", "parse_head", "structural_fault"]
 
 _HASH_TEXT: Final = re.compile(r"0x[0-9a-f]{64}")
 _hash_match = _HASH_TEXT.fullmatch
+hash_match: Final = _hash_match  # the one check a block hash gets (heads.fast_path uses it)
 
 
 def _is_hash(value: object) -> bool:

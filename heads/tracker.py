@@ -49,15 +49,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from heads.backfill import Backfill
 from heads.events import Event, Extension, Head, NeedAncestor, Rejected
+from heads.fast_path import FastPath
 from heads.parse import parse_head, structural_fault
 from heads.tracker_state import _PER_HEIGHT, _PRUNE_BATCH, ForkChoice
 
 __all__ = ["ChainTracker", "ForkChoice", "parse_head"]
 
 
-class ChainTracker(Backfill):
+class ChainTracker(FastPath):
     """Tracks the canonical chain across several clients by parent hash. See the module doc.
 
     ``clients``: how many clients are configured (the re-anchor and one-voice rules depend on
