@@ -33,7 +33,7 @@ from heads.events import DeepReorg, Extension, NeedAncestor, Quarantine, Rejecte
 from heads.recording import iter_line_batches
 from heads.tracker import ChainTracker, ForkChoice
 
-__all__ = ["replay"]
+__all__ = ["replay", "replay_into"]
 
 
 def reorg_json(event: Reorg, t: float | None = None) -> dict[str, Any]:
@@ -106,6 +106,13 @@ def replay(
     tracker = ChainTracker(
         finality_depth=finality_depth, fork_choice=fork_choice, verify=verify, clients=clients
     )
+    return replay_into(tracker, path, fast=fast)
+
+
+def replay_into(
+    tracker: ChainTracker, path: str | Path, *, fast: bool = True
+) -> Iterator[dict[str, Any]]:
+    """:func:`replay` through a given ``tracker`` (tests compare its state afterwards)."""
     heads = blocks = reorgs = deep_reorgs = rejected = invalid = 0
     max_depth = 0
     loads = orjson.loads
