@@ -30,7 +30,7 @@ from typing import Any
 from heads.backfill import Backfill
 from heads.errors import HeaderError
 from heads.events import Head
-from heads.header import verify_header_hash
+from heads.header import FEWEST_FIELDS, verify_header_hash
 from heads.parse import hash_match
 from heads.tracker_state import _PER_HEIGHT, _PRUNE_BATCH
 
@@ -88,7 +88,7 @@ class FastPath(Backfill):
             if tip.timestamp is not None and timestamp < tip.timestamp:
                 return False
         base_fee = None
-        if self.verify and len(header) > 3:
+        if self.verify and len(header) >= FEWEST_FIELDS:  # (fewer: verify_header_hash says None)
             try:
                 ok = verify_header_hash(header, block_hash)
             except HeaderError:

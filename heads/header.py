@@ -33,7 +33,7 @@ import sha3  # safe-pysha3: keccak256 in C
 
 from heads.errors import HeaderError
 
-__all__ = ["UNVERIFIABLE", "VERIFIED", "HeaderError", "verify_header_hash"]
+__all__ = ["FEWEST_FIELDS", "UNVERIFIABLE", "VERIFIED", "HeaderError", "verify_header_hash"]
 
 VERIFIED: Final = True
 UNVERIFIABLE: Final = None
@@ -124,7 +124,7 @@ for _group in _FORK_FIELDS:
     _PLANS[len(_fields_so_far)] = _field_plan(_fields_so_far)
 
 
-_FEWEST_FIELDS: Final = min(_PLANS)
+FEWEST_FIELDS: Final = min(_PLANS)  # a header with fewer keys is never verifiable
 
 
 def header_plan(header: Mapping[str, Any]) -> tuple[tuple[str, int, int, str], ...] | None:
@@ -135,7 +135,7 @@ def header_plan(header: Mapping[str, Any]) -> tuple[tuple[str, int, int, str], .
     hash cannot be recomputed with certainty, so nothing can be proven wrong.
     """
     count = len(header)
-    if count < _FEWEST_FIELDS:
+    if count < FEWEST_FIELDS:
         return None  # fewer keys than frontier's 15 fields (a bare head): no plan can match
     for key in _NON_CONSENSUS_KEYS:
         if key in header:
