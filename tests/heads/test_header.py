@@ -185,3 +185,20 @@ def test_the_generated_encoder_matches_the_obvious_loop_on_any_input(
     except HeaderError:
         got = None
     assert got == expected
+
+
+_PLAN_KEYS = st.sampled_from(
+    [*CONSENSUS_FIELDS, "hash", "size", "totalDifficulty", "uncles", "author", "futureField"]
+)
+
+
+@given(st.lists(_PLAN_KEYS, unique=True, max_size=25), st.integers(min_value=0, max_value=3))
+def test_header_plan_remembered_by_keys_is_the_plan_found_from_scratch(
+    keys: list[str], repeat: int
+) -> None:
+    from heads.header import find_plan
+
+    header = dict.fromkeys(keys, "0x00")
+    for _ in range(repeat + 1):  # the first call may fill the cache, the later ones read it
+        assert header_plan(header) == find_plan(header)
+    assert header_plan(dict(reversed(header.items()))) == find_plan(header)  # order is no key
