@@ -41,7 +41,8 @@ Layout: this module holds the inputs (``on_head``, ``on_block``, connects) and t
 rules are layers of the same class, one module each: :mod:`heads.tracker_state` (the maps),
 :mod:`heads.store` (store and window), :mod:`heads.one_voice` (deep reorgs on one client's
 word), :mod:`heads.fork_choice` (the tip recompute), :mod:`heads.suspicion` (what counts towards
-quarantine), :mod:`heads.backfill` (held heads, backfill, re-anchoring).
+quarantine), :mod:`heads.backfill` (held heads, backfill, re-anchoring), :mod:`heads.fast_path`
+(``on_head_quiet``: the common announcement without events, for replay; pinned to ``on_head``).
 """
 
 from __future__ import annotations
