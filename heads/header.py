@@ -33,7 +33,7 @@ import sha3  # safe-pysha3: keccak256 in C
 
 from heads.errors import HeaderError
 
-__all__ = ["UNVERIFIABLE", "VERIFIED", "HeaderError", "verify_header_hash"]
+__all__ = ["FEWEST_FIELDS", "UNVERIFIABLE", "VERIFIED", "HeaderError", "verify_header_hash"]
 
 VERIFIED: Final = True
 UNVERIFIABLE: Final = None
@@ -124,7 +124,28 @@ for _group in _FORK_FIELDS:
     _PLANS[len(_fields_so_far)] = _field_plan(_fields_so_far)
 
 
+FEWEST_FIELDS: Final = min(_PLANS)  # a header with fewer keys is never verifiable
+
+
+_PLAN_CACHE: dict[tuple[str, ...], tuple[tuple[str, int, int, str], ...] | None] = {}
+
+
 def header_plan(header: Mapping[str, Any]) -> tuple[tuple[str, int, int, str], ...] | None:
+    """:func:`find_plan`, remembered by the header's keys (a client sends the same keys in the
+    same order on every header, so this is one tuple and one lookup)."""
+    if len(header) < FEWEST_FIELDS:
+        return None  # fewer keys than frontier's 15 fields (a bare head): no plan can match
+    keys = tuple(header)
+    if keys in _PLAN_CACHE:
+        return _PLAN_CACHE[keys]
+    plan = find_plan(header)
+    if len(_PLAN_CACHE) > 64:  # key sets are few (one per fork and client); stay bounded
+        _PLAN_CACHE.clear()
+    _PLAN_CACHE[keys] = plan
+    return plan
+
+
+def find_plan(header: Mapping[str, Any]) -> tuple[tuple[str, int, int, str], ...] | None:
     """The consensus fields to hash, or None when the header cannot be verified.
 
     None means: not every field of one fork's header is there, a fork's group is only partly
@@ -132,6 +153,8 @@ def header_plan(header: Mapping[str, Any]) -> tuple[tuple[str, int, int, str], .
     hash cannot be recomputed with certainty, so nothing can be proven wrong.
     """
     count = len(header)
+    if count < FEWEST_FIELDS:
+        return None  # fewer keys than frontier's 15 fields (a bare head): no plan can match
     for key in _NON_CONSENSUS_KEYS:
         if key in header:
             count -= 1
@@ -193,6 +216,8 @@ def compute_header_hash(
 # precise ``HeaderError``; a property test pins the two to the same output.
 
 _QTY_CACHE: dict[str, str] = {}
+# The RLP prefix of a string of 0..55 bytes (one byte, 0x80 + length), as hex.
+_SHORT_STRING: Final = tuple(_rlp_prefix_hex(n, 0x80) for n in range(56))
 
 
 def _qty_item(value: object) -> str | None:
@@ -208,7 +233,10 @@ def _qty_item(value: object) -> str | None:
     if len(digits) & 1:
         digits = "0" + digits
     n = len(digits) >> 1
-    item = digits if n == 1 and digits < "80" else _rlp_prefix_hex(n, 0x80) + digits
+    if n == 1 and digits < "80":
+        item = digits
+    else:
+        item = (_SHORT_STRING[n] if n <= 55 else _rlp_prefix_hex(n, 0x80)) + digits
     if len(_QTY_CACHE) > 4096:  # values repeat (gas limits, zero fields); keep it small
         _QTY_CACHE.clear()
     _QTY_CACHE[value] = item
@@ -221,7 +249,9 @@ def _bytes_item(value: object) -> str | None:
         return None
     digits = value[2:]
     n = len(digits) >> 1
-    return digits if n == 1 and digits < "80" else _rlp_prefix_hex(n, 0x80) + digits
+    if n == 1 and digits < "80":
+        return digits
+    return (_SHORT_STRING[n] if n <= 55 else _rlp_prefix_hex(n, 0x80)) + digits
 
 
 def _compile(plan: tuple[tuple[str, int, int, str], ...]) -> Any:

@@ -20,10 +20,13 @@ from typing import Any, Final
 from heads.events import Head, Rejected
 from heads.header import HeaderError, verify_header_hash
 
-__all__ = ["parse_head", "structural_fault"]
+__all__ = ["hash_match", "parse_head", "structural_fault"]
 
 _HASH_TEXT: Final = re.compile(r"0x[0-9a-f]{64}")
 _hash_match = _HASH_TEXT.fullmatch
+hash_match: Final = _hash_match  # the one check a block hash gets (heads.fast_path uses it)
+# The block hash parse_head checked last (a parent equal to it needs no regex).
+_last_checked: list[str] = ["0x" + "0" * 64]
 
 
 def _is_hash(value: object) -> bool:
@@ -60,10 +63,15 @@ def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | R
             return Rejected(
                 client, None, "malformed", f"hash is not 32 bytes of hex: {block_hash!r:.80}"
             )
-    if type(parent_hash) is not str or _hash_match(parent_hash) is None:
+    # The parent is nearly always the block checked last (the previous head): equal to a hash
+    # that matched, it matches; only another string gets the regex.
+    if type(parent_hash) is not str or (
+        parent_hash != _last_checked[0] and _hash_match(parent_hash) is None
+    ):
         parent_hash = parent_hash.lower() if type(parent_hash) is str else parent_hash
         if not _is_hash(parent_hash):
             return Rejected(client, block_hash, "malformed", f"bad parentHash {parent_hash!r:.80}")
+    _last_checked[0] = block_hash
     if parent_hash == block_hash:
         # No block is its own parent (keccak has no such fixed point anyone can find); a walk up
         # the ancestry of one never ends: the fuzzer's anchor 0x00..00 with parent 0x00..00 ran

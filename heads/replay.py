@@ -33,7 +33,7 @@ from heads.events import DeepReorg, Extension, NeedAncestor, Quarantine, Rejecte
 from heads.recording import iter_line_batches
 from heads.tracker import ChainTracker, ForkChoice
 
-__all__ = ["replay"]
+__all__ = ["replay", "replay_into"]
 
 
 def reorg_json(event: Reorg, t: float | None = None) -> dict[str, Any]:
@@ -94,19 +94,30 @@ def replay(
     fork_choice: ForkChoice = "latest",
     verify: bool = True,
     clients: int | None = None,
+    fast: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Replay ``path``; yield reorg/deep_reorg/rejected/quarantine events, then the summary.
 
     ``clients``: how many clients were configured when it was recorded (the re-anchor rule
-    depends on it); ``None`` counts the clients seen so far.
+    depends on it); ``None`` counts the clients seen so far. ``fast``: apply the common head
+    through :meth:`~heads.fast_path.FastPath.on_head_quiet` (no events built); ``False`` sends
+    every head through ``on_head`` (the reference the fast path is tested against).
     """
     tracker = ChainTracker(
         finality_depth=finality_depth, fork_choice=fork_choice, verify=verify, clients=clients
     )
+    return replay_into(tracker, path, fast=fast)
+
+
+def replay_into(
+    tracker: ChainTracker, path: str | Path, *, fast: bool = True
+) -> Iterator[dict[str, Any]]:
+    """:func:`replay` through a given ``tracker`` (tests compare its state afterwards)."""
     heads = blocks = reorgs = deep_reorgs = rejected = invalid = 0
     max_depth = 0
     loads = orjson.loads
     on_head = tracker.on_head
+    quiet = tracker.on_head_quiet if fast else None
     for batch in iter_line_batches(path):
         for line in batch:
             try:
@@ -121,6 +132,8 @@ def replay(
                 heads += 1
                 if type(header) is not dict or type(client) is not str:
                     rejected += 1
+                    continue
+                if quiet is not None and quiet(client, header):
                     continue
                 events = on_head(client, header)
             else:

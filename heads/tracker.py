@@ -41,7 +41,8 @@ Layout: this module holds the inputs (``on_head``, ``on_block``, connects) and t
 rules are layers of the same class, one module each: :mod:`heads.tracker_state` (the maps),
 :mod:`heads.store` (store and window), :mod:`heads.one_voice` (deep reorgs on one client's
 word), :mod:`heads.fork_choice` (the tip recompute), :mod:`heads.suspicion` (what counts towards
-quarantine), :mod:`heads.backfill` (held heads, backfill, re-anchoring).
+quarantine), :mod:`heads.backfill` (held heads, backfill, re-anchoring), :mod:`heads.fast_path`
+(``on_head_quiet``: the common announcement without events, for replay; pinned to ``on_head``).
 """
 
 from __future__ import annotations
@@ -49,15 +50,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from heads.backfill import Backfill
 from heads.events import Event, Extension, Head, NeedAncestor, Rejected
+from heads.fast_path import FastPath
 from heads.parse import parse_head, structural_fault
 from heads.tracker_state import _PER_HEIGHT, _PRUNE_BATCH, ForkChoice
 
 __all__ = ["ChainTracker", "ForkChoice", "parse_head"]
 
 
-class ChainTracker(Backfill):
+class ChainTracker(FastPath):
     """Tracks the canonical chain across several clients by parent hash. See the module doc.
 
     ``clients``: how many clients are configured (the re-anchor and one-voice rules depend on

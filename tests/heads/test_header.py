@@ -185,3 +185,33 @@ def test_the_generated_encoder_matches_the_obvious_loop_on_any_input(
     except HeaderError:
         got = None
     assert got == expected
+
+
+_PLAN_EXTRAS = st.lists(
+    st.sampled_from(["hash", "size", "totalDifficulty", "uncles", "author", "futureField"]),
+    unique=True,
+    max_size=3,
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([14, 15, 16, 17, 18, 20, 21]),  # a fork's fields, or one short/over
+            st.one_of(st.none(), st.integers(min_value=0, max_value=20)),  # one field dropped
+            _PLAN_EXTRAS,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_header_plan_remembered_by_keys_is_the_plan_found_from_scratch(
+    shapes: list[tuple[int, int | None, list[str]]],
+) -> None:
+    from heads.header import find_plan
+
+    for count, drop, extras in shapes:
+        keys = [k for i, k in enumerate(CONSENSUS_FIELDS[:count]) if i != drop] + extras
+        header = dict.fromkeys(keys, "0x00")
+        assert header_plan(header) == find_plan(header)
+        assert header_plan(dict(reversed(header.items()))) == find_plan(header)
