@@ -83,8 +83,10 @@ def recover_head_key(seq: int, head: str, signature_hex: str) -> bytes:
     return _recover(head_digest(seq, head), signature_hex)
 
 
-def _anchor_mac(seal_key: bytes, seq: int, head: str) -> str:
-    msg = b"enclave-audit-anchor\x00" + seq.to_bytes(8, "big") + bytes.fromhex(head[2:])
+def _anchor_mac(seal_key: bytes, seq: int, head: str, digest: bytes | None = None) -> str:
+    """``digest``: ``head``'s bytes when the caller has them (commit just hashed them)."""
+    raw = bytes.fromhex(head[2:]) if digest is None else digest
+    msg = b"enclave-audit-anchor\x00" + seq.to_bytes(8, "big") + raw
     # Keyed BLAKE2b (RFC 7693 section 2.9's MAC mode): a third of HMAC-SHA256's cost, and the
     # anchor is rewritten on every commit, in front of every reply.
     return hashlib.blake2b(msg, key=seal_key, digest_size=32).hexdigest()
@@ -160,21 +162,30 @@ class AuditLog:
             if seal_key is not None and path is not None
             else None
         )
-        self._pending: list[tuple[float, str, Any]] = []
+        # (ts, kind, data or its builder, canonical: data's keys are already sorted throughout)
+        self._pending: list[tuple[float, str, Any, bool]] = []
         # The newest committed lines, in seq order, for ``audit_entries``: only lines that are
         # committed (written, when there is a file) ever enter it.
         self._ring: deque[bytes] = deque(maxlen=ring)
         self.failed_writes = 0
 
     def append(
-        self, now: float, kind: str, data: dict[str, Any] | Callable[[], dict[str, Any]]
+        self,
+        now: float,
+        kind: str,
+        data: dict[str, Any] | Callable[[], dict[str, Any]],
+        *,
+        canonical: bool = False,
     ) -> None:
         """Queue an entry; it is hashed and written by :meth:`commit`.
 
         ``data`` may be a zero-argument callable: the sign path passes one so that building the
         entry's dict (hex strings of hashes) happens in :meth:`commit`, not in the policy path.
+        ``canonical=True`` promises that ``data``'s keys are in sorted order at every level (the
+        sign path builds it so): it is then serialised without ``OPT_SORT_KEYS``, to the same
+        bytes the sorting dump would give.
         """
-        self._pending.append((now, kind, data))
+        self._pending.append((now, kind, data, canonical))
 
     @property
     def pending(self) -> int:
@@ -187,17 +198,19 @@ class AuditLog:
             return
         pending, self._pending = self._pending, []
         seq, head = self.seq, self.head
+        digest = b""
         lines = []
-        built: list[tuple[float, str, Any]] = []
-        for ts, kind, item in pending:
+        built: list[tuple[float, str, Any, bool]] = []
+        for ts, kind, item, canonical in pending:
             data = item() if callable(item) else item
-            built.append((ts, kind, data))
+            built.append((ts, kind, data, canonical))
             seq += 1
             # One serialisation serves both the hash and the line: the hashed bytes are the
-            # sorted {data, kind, prev, seq, ts}; the line is them plus hash and sig.
+            # sorted {data, kind, prev, seq, ts}; the line is them plus hash and sig. The body is
+            # built in that order, so a canonical ``data`` needs no sorting pass.
             body = _dumps(
-                {"seq": seq, "ts": ts, "prev": head, "kind": kind, "data": data},
-                option=_SORTED,
+                {"data": data, "kind": kind, "prev": head, "seq": seq, "ts": ts},
+                option=0 if canonical else _SORTED,
             )
             digest = keccak(body)
             hash_hex = "0x" + digest.hex()
@@ -220,7 +233,8 @@ class AuditLog:
             if self.fsync:
                 os.fsync(self._fd)
             if self._anchor_fd is not None and self.seal_key is not None:
-                anchor = f"{seq:020d} {head} {_anchor_mac(self.seal_key, seq, head)}\n"
+                mac = _anchor_mac(self.seal_key, seq, head, digest)
+                anchor = f"{seq:020d} {head} {mac}\n"
                 os.pwrite(self._anchor_fd, anchor.encode(), 0)
         except OSError as exc:
             self.failed_writes += 1

@@ -40,43 +40,52 @@ from signer_client.txcodec import (
 __all__ = ["EnclaveCore"]
 
 
-def _sign_entry(sender_hex: str, f: TxFields, msg_hash: bytes, raw: bytes) -> dict[str, Any]:
-    # Built in commit, not in the policy path: the whole intent (DESIGN.md section 6a), so the
-    # log can be compared with the chain field by field.
-    data_keccak = keccak(f.data)
-    to = f.to
+_EMPTY_KECCAK = keccak(b"")
+_EMPTY_KECCAK_HEX = _EMPTY_KECCAK.hex()
+
+
+def _sign_entry(
+    sender_hex: str, sender: bytes, f: TxFields, msg_hash: bytes, raw: bytes
+) -> dict[str, Any]:
+    """The ``data`` of a ``sign`` entry, built in commit, not in the policy path: the whole intent
+    (DESIGN.md section 6a), so the log can be compared with the chain field by field.
+
+    Built with its keys already in sorted order, at every level (``AuditLog.append(...,
+    canonical=True)``): the entry is then dumped without ``OPT_SORT_KEYS``, to the same bytes
+    (``tests/enclave/test_audit_canonical.py`` compares it with the sorted dump)."""
+    data = f.data
+    if data:
+        data_keccak = keccak(data)
+        dk_hex = data_keccak.hex()
+    else:  # the common case (transfers, noops): a constant
+        data_keccak, dk_hex = _EMPTY_KECCAK, _EMPTY_KECCAK_HEX
+    tx_type = f.type
+    fee_cap = f.gas_price if f.max_fee_per_gas is None else f.max_fee_per_gas
+    tip_cap = f.gas_price if f.max_priority_fee_per_gas is None else f.max_priority_fee_per_gas
+    head: dict[str, Any] = {"access_list_len": len(f.access_list)}
+    if tx_type == 4:  # "authorizations" < "chain"
+        head["authorizations"] = [_auth_entry(a) for a in f.authorizations]
+    elif tx_type == 3:  # "blob_fee_cap" < "blob_hashes" < "chain"
+        head["blob_fee_cap"] = hex(f.max_fee_per_blob_gas)  # type: ignore[arg-type]
+        head["blob_hashes"] = ["0x" + h.hex() for h in f.blob_hashes]
     return {
-        "sender": sender_hex,
+        **head,
         "chain": f.chain_id,
-        "nonce": f.nonce,
-        "type": f.type,
-        "to": "0x" + to.hex(),
-        "value": hex(f.value),
-        "data_keccak": "0x" + data_keccak.hex(),
-        "data_len": len(f.data),
+        "data_keccak": "0x" + dk_hex,
+        "data_len": len(data),
+        "fee_cap": hex(fee_cap),  # type: ignore[arg-type]
         "gas": f.gas,
-        "fee_cap": hex(f.fee_cap),
-        "tip_cap": hex(f.tip_cap),
-        "access_list_len": len(f.access_list),
         "intent": "0x" + intent_hash(f, data_keccak).hex(),
-        "noop": is_noop(f, bytes.fromhex(sender_hex[2:])),
+        "nonce": f.nonce,
+        "noop": is_noop(f, sender),
+        "sender": sender_hex,
         "signing_hash": "0x" + msg_hash.hex(),
+        "tip_cap": hex(tip_cap),  # type: ignore[arg-type]
+        "to": "0x" + f.to.hex(),
         "tx_hash": "0x" + keccak(raw).hex(),
-        **_typed_entry(f),
+        "type": tx_type,
+        "value": hex(f.value),
     }
-
-
-def _typed_entry(f: TxFields) -> dict[str, Any]:
-    """The type-3 and type-4 parts of a sign entry: blob fee cap and hashes, authorizations
-    (each with its authority, recovered here in commit, off the reply path)."""
-    if f.type == 3:
-        return {
-            "blob_fee_cap": hex(f.max_fee_per_blob_gas),  # type: ignore[arg-type]
-            "blob_hashes": ["0x" + h.hex() for h in f.blob_hashes],
-        }
-    if f.type == 4:
-        return {"authorizations": [_auth_entry(a) for a in f.authorizations]}
-    return {}
 
 
 def _auth_entry(a: Any) -> dict[str, Any]:
@@ -87,11 +96,11 @@ def _auth_entry(a: Any) -> dict[str, Any]:
         pub = recover_uncompressed(sig, authorization_hash(a.chain_id, a.address, a.nonce))
     except (ValueError, OverflowError):
         pub = None
-    return {
-        "chain": a.chain_id,
+    return {  # in sorted key order (see _sign_entry)
         "address": "0x" + a.address.hex(),
-        "nonce": a.nonce,
         "authority": None if pub is None else "0x" + keccak(pub[1:])[12:].hex(),
+        "chain": a.chain_id,
+        "nonce": a.nonce,
     }
 
 
@@ -267,7 +276,12 @@ class EnclaveCore:
         sig = key.sign_hash(msg_hash)
         raw = encode_signed(f, sig[64], sig[:32], sig[32:64], body)
         if self.audit is not None:
-            self.audit.append(now, "sign", partial(_sign_entry, sender_hex, f, msg_hash, raw))
+            self.audit.append(
+                now,
+                "sign",
+                partial(_sign_entry, sender_hex, key.address_bytes, f, msg_hash, raw),
+                canonical=True,
+            )
         return {"id": request_id, "result": {"raw": "0x" + raw.hex()}}
 
     def _sign_authorization(self, request_id: Any, params: Any, now: float) -> dict[str, Any]:

@@ -152,16 +152,37 @@ def intent_of(f: TxFields) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_U64 = (1 << 64) - 1  # orjson's largest integer
+
+
 def intent_hash(f: TxFields, data_keccak: bytes | None = None) -> bytes:
     """keccak256 of :func:`intent_of` in a canonical byte form (audit entries carry it, restored
     records compare with it). ``data_keccak`` is ``keccak256(f.data)`` when the caller has it."""
+    if data_keccak is None:
+        data_keccak = keccak(f.data)
+    chain_id, gas = f.chain_id, f.gas
+    if (
+        f.type <= 2
+        and not f.access_list
+        and type(chain_id) is int
+        and 0 <= chain_id <= _U64
+        and type(gas) is int
+        and 0 <= gas <= _U64
+    ):
+        # The sign path's common case (every audit entry hashes it), written out: the bytes
+        # orjson gives for the list below (ints in decimal, hex strings need no escaping), without
+        # building it. Outside orjson's integer range the general form raises, as it always did.
+        return keccak(
+            f'[{f.type},{chain_id},{gas},"{f.to.hex()}","{hex(f.value)}","{data_keccak.hex()}",[]]'
+            .encode()
+        )  # fmt: skip
     parts: list[Any] = [
         f.type,
         f.chain_id,
         f.gas,
         f.to.hex(),
         hex(f.value),
-        (keccak(f.data) if data_keccak is None else data_keccak).hex(),
+        data_keccak.hex(),
         [[a.hex(), [k.hex() for k in keys]] for a, keys in f.access_list],
     ]
     if f.type == 3:  # types 0-2 keep the form their logged hashes were made with

@@ -9,6 +9,7 @@ twice yields the same bytes, so a retried request can never produce two differen
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 
 import coincurve
 
@@ -52,6 +53,31 @@ class SignedTx:
     @property
     def hash_hex(self) -> str:
         return "0x" + self.hash.hex()
+
+
+_SIGNED_FIELDS = ("raw", "hash", "sender", "nonce", "chain_id", "tx_type")
+assert tuple(f.name for f in dataclass_fields(SignedTx)) == _SIGNED_FIELDS  # all set below
+_new = object.__new__
+_set_raw, _set_hash, _set_sender, _set_nonce, _set_chain, _set_type = (
+    SignedTx.__dict__[name].__set__ for name in _SIGNED_FIELDS
+)
+
+
+def new_signed(
+    raw: bytes, tx_hash: bytes, sender: str, nonce: int, chain_id: int | None, tx_type: int
+) -> SignedTx:
+    """``SignedTx(...)`` at half the cost, for the hot paths (every verified reply): the frozen
+    dataclass's ``__init__`` goes through ``object.__setattr__`` once per field (1.7 us); the
+    slots' own descriptors set them directly (0.9 us). The same object: equal, hashed and frozen
+    alike (``tests/signer_client/test_verify.py``)."""
+    tx = _new(SignedTx)
+    _set_raw(tx, raw)
+    _set_hash(tx, tx_hash)
+    _set_sender(tx, sender)
+    _set_nonce(tx, nonce)
+    _set_chain(tx, chain_id)
+    _set_type(tx, tx_type)
+    return tx
 
 
 def to_checksum_address(address: bytes) -> str:
@@ -118,7 +144,7 @@ class LocalKey:
 
     def sign(self, f: TxFields) -> SignedTx:
         raw, tx_hash, _ = self.sign_fields(f)
-        return SignedTx(raw, tx_hash, self.address, f.nonce, f.chain_id, f.type)
+        return new_signed(raw, tx_hash, self.address, f.nonce, f.chain_id, f.type)
 
 
 def signed_from_raw(raw: bytes) -> tuple[TxFields, SignedTx]:

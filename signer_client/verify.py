@@ -32,7 +32,7 @@ from signer_client.authorization import SignedAuthorization, authorization_hash
 from signer_client.errors import ReplyVerificationError, TxDecodeError
 from signer_client.payload import split_signed
 from signer_client.secp import recover_uncompressed
-from signer_client.signing import SignedTx, to_checksum_address
+from signer_client.signing import SignedTx, new_signed, to_checksum_address
 from signer_client.txcodec import (
     SECP256K1_HALF_N,
     SECP256K1_N,
@@ -102,7 +102,7 @@ class ReplyVerifier:
             known = self._pubkeys[sender] = (pub, to_checksum_address(sender))
         elif pub != known[0]:
             raise ReplyVerificationError("sender", "signature recovers to another address")
-        return SignedTx(raw, tx_hash, known[1], fields.nonce, fields.chain_id, fields.type)
+        return new_signed(raw, tx_hash, known[1], fields.nonce, fields.chain_id, fields.type)
 
     def verify_authorization(
         self, chain_id: int, address: bytes, nonce: int, sender: bytes, sig_hex: object

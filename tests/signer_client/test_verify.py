@@ -165,3 +165,35 @@ def test_the_verified_transaction_carries_the_raw_bytes_their_hash_and_the_sende
             REQUEST, signing_hash(REQUEST), KEY.address_bytes, expected.raw_hex, None
         )
         assert signed == expected
+
+
+def test_the_verified_transaction_is_the_frozen_dataclass_the_constructor_builds() -> None:
+    """``new_signed`` (the verifier's and ``LocalKey.sign``'s constructor) gives the very object
+    ``SignedTx(...)`` gives: every field set, equal, the same hash, and still frozen."""
+    import dataclasses
+
+    from signer_client.signing import SignedTx, new_signed
+
+    args = (b"\x02raw", b"\x11" * 32, "0xSender", 7, 31337, 2)
+    fast, slow = new_signed(*args), SignedTx(*args)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert dataclasses.astuple(fast) == args
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.nonce = 8  # type: ignore[misc]
+    signed = ReplyVerifier().verify(
+        REQUEST, signing_hash(REQUEST), KEY.address_bytes, KEY.sign(REQUEST).raw_hex, None
+    )
+    assert type(signed) is SignedTx and signed.sender == KEY.address and signed.nonce == 7
+
+
+@pytest.mark.parametrize("request_fields", [REQUEST, LEGACY], ids=["1559", "legacy"])
+def test_r_and_s_swapped_is_refused(request_fields: TxFields) -> None:
+    from signer_client.txcodec import SECP256K1_HALF_N
+
+    honest = KEY.sign(request_fields).raw
+    d = decode_raw(honest)
+    swapped = encode_signed(
+        request_fields, d.y_parity, d.s.to_bytes(32, "big"), d.r.to_bytes(32, "big")
+    )
+    # s takes r's place: high unless r happens to be below n/2, then another signer recovers.
+    assert check(request_fields, swapped) == ("low_s" if d.r > SECP256K1_HALF_N else "sender")
