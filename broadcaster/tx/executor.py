@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,8 @@ from nonce import (
     noop_intent,
 )
 from nonce.errors import FeeCapExceeded
-from signer_client import PolicyDenied, SignedTx, SignerError, urgent
+from signer_client import PolicyDenied, SignedTx, SignerError, Ticket, reacting, urgent
+from signer_client.priority import LOCKED, REACTION
 
 __all__ = ["RETRY_MAX", "Executor", "Reaction", "Send", "SignRefused", "retry_delays"]
 
@@ -66,17 +67,54 @@ RETRY_MAX = 5.0
 down, an enclave rate limit)."""
 
 
-def _priority(
-    reaction: Reaction | None, record: TxRecord
-) -> contextlib.AbstractContextManager[None]:
-    """A reorg reaction's signatures are urgent at the signer (``signer_client.priority``):
-    they go ahead of the new intents' signatures waiting there. So is every other re-sign of a
-    transaction already signed (a fee bump, a cancel's noop): it holds the nonce's lock while
-    it waits, and a reaction that needs that nonce meanwhile would wait behind the backlog it
-    waits behind (a bump asked for just before its transaction is mined and reorged out)."""
-    if reaction is not None or record.attempts:
-        return urgent()
-    return contextlib.nullcontext()
+class NonceLock(asyncio.Lock):
+    """A nonce's lock, and the signer ticket of what its holder signs (priority inheritance,
+    ``signer_client.priority``): a reaction that finds it held promotes the holder's ticket to
+    its own level, so the request it waits for is not passed by the queued presignatures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticket: Ticket | None = None  # the holder's, while it signs at an urgent level
+        self.wanted = False  # a reaction waits for it: the holder's next ticket starts promoted
+
+    async def for_reaction(self) -> None:
+        """Acquire on behalf of a reaction: the holder's signer requests are promoted first."""
+        if self.locked():
+            self.wanted = True
+            if self.ticket is not None:
+                self.ticket.promote()
+        await self.acquire()
+        self.wanted = False
+
+
+@contextlib.contextmanager
+def _priority(lock: NonceLock, reaction: Reaction | None, record: TxRecord) -> Iterator[None]:
+    """The level of the signatures made under ``lock`` (``signer_client.priority``): a reorg
+    reaction's are its own, ahead of everything; every other re-sign of a transaction already
+    signed (a fee bump, a cancel's noop) is urgent, ahead of the new intents': it holds the
+    nonce's lock while it waits (a bump asked for just before its transaction is mined and
+    reorged out). Its ticket is the lock's while it signs, so a reaction that then needs the
+    nonce promotes it instead of waiting behind every presignature queued after it."""
+    if reaction is not None:
+        with reacting():
+            yield
+    elif record.attempts:
+        with holding(lock):
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def holding(lock: NonceLock) -> Iterator[Ticket]:
+    """Sign urgently (level 2) while holding ``lock``; promoted if a reaction wants it."""
+    ticket = Ticket(REACTION if lock.wanted else LOCKED)
+    lock.ticket = ticket
+    try:
+        with urgent(ticket):
+            yield ticket
+    finally:
+        lock.ticket = None
 
 
 def retry_delays() -> Iterator[float]:
@@ -177,7 +215,7 @@ class Executor:
         self.background = background
         self.clock = clock
         self.clock_ns = clock_ns
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, int], NonceLock] = {}
         self._blob_floors = BlobFloors()
         self._auths: dict[AuthKey, dict[str, Any]] = {}  # signed EIP-7702 items, per nonce
         self.delegated = Delegated()  # geth's one-in-flight rule (tx.typed); recovery fills it
@@ -185,12 +223,25 @@ class Executor:
 
     # -- per-nonce serialization -----------------------------------------------------------------
 
-    def lock(self, record: TxRecord) -> asyncio.Lock:
+    def lock(self, record: TxRecord) -> NonceLock:
         key = (record.sender, record.nonce)
         lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
+            lock = self._locks[key] = NonceLock()
         return lock
+
+    @contextlib.asynccontextmanager
+    async def locked(self, record: TxRecord, reaction: Reaction | None) -> AsyncIterator[NonceLock]:
+        """``record``'s nonce lock; a reaction's promotes its holder's signer requests first."""
+        lock = self.lock(record)
+        if reaction is None:
+            await lock.acquire()
+        else:
+            await lock.for_reaction()
+        try:
+            yield lock
+        finally:
+            lock.release()
 
     def forget(self, record: TxRecord) -> None:
         self._locks.pop((record.sender, record.nonce), None)
@@ -381,7 +432,7 @@ class Executor:
         ``recv_ns``: when the intent's frame was read (``perf_counter_ns``); the first attempt's
         last RPC write then reports ``intent_to_wire`` (``broadcaster_intent_seconds``).
         """
-        async with self.lock(record):
+        async with self.locked(record, reaction) as lock:
             if not self.wants_payload(record):
                 return None
             if not record.attempts and self.delegated.busy(record, self.book):
@@ -389,7 +440,7 @@ class Executor:
                     self.background.spawn(self._retry_signing(record, durable))
                 return None
             try:
-                with _priority(reaction, record):
+                with _priority(lock, reaction, record):
                     priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
@@ -484,9 +535,9 @@ class Executor:
 
         ``False`` when it could not be signed now (the record's state is unchanged).
         """
-        async with self.lock(record):
+        async with self.locked(record, reaction) as lock:
             try:
-                with _priority(reaction, record):
+                with _priority(lock, reaction, record):
                     priced = await self.sign_priced(record, noop=True)
             except SignRefused:
                 return False
