@@ -74,8 +74,9 @@ Past it the stall's receipt recheck proves it (:meth:`InclusionTracker.recheck`)
 PRESIGNS_IN_FLIGHT = 4
 """Presignatures asked of the signer at once. A block holding many of ours asks for one each;
 all at once they filled the signer's urgent lane (and the loop pass that built them), and a
-reaction's own re-sign queued behind them. Served newest block first, the last of a block first
-(the most likely to be dropped by the next reorg)."""
+reaction's own re-sign queued behind them. Served newest block first (the one the next reorg
+most likely drops), within a block in the order asked (a sender's nonces in order: a reorg of
+the block needs the lowest first)."""
 
 PRESIGN_DEPTH = 4
 """A transaction whose block is this many blocks below the tip when its presignature's turn
@@ -135,7 +136,7 @@ class InclusionTracker:
         # still to be found on chain, resent when it stalls, and followed to finality, also
         # when nothing else of the sender is open.
         self._given_up: dict[tuple[str, int], TxRecord] = {}
-        # Presignatures to make: (-block number, -order asked, record, attempt), newest first.
+        # Presignatures to make: (-block number, order asked, record, attempt), newest block first.
         self._presigns: list[tuple[int, int, TxRecord, Attempt]] = []
         self._presign_order = itertools.count()
         self._presign_workers = 0
@@ -342,7 +343,7 @@ class InclusionTracker:
             block = record.block
             assert block is not None  # (the caller's check)
             heapq.heappush(
-                self._presigns, (-block.number, -next(self._presign_order), record, latest)
+                self._presigns, (-block.number, next(self._presign_order), record, latest)
             )
             if self._presign_workers < PRESIGNS_IN_FLIGHT:
                 self._presign_workers += 1

@@ -1,0 +1,49 @@
+"""Presignatures are made newest block first, a few at a time (deterministic simulator).
+
+A block holding many of ours asks for one presignature each (``InclusionTracker``). Asked all
+at once, first come first served, the next block's transaction -- the one the next 1-deep reorg
+drops -- was presigned after all of them (session 7: the reaction found no presignature and
+re-signed behind them). Now they wait in a queue served newest block first, at most
+``PRESIGNS_IN_FLIGHT`` at the signer. Order only: the serial enclave signs one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broadcaster.tx.inclusion import PRESIGNS_IN_FLIGHT
+from broadcaster.tx.testing import SimFactory
+from nonce import TxState
+
+BULK = 40
+
+
+@pytest.fixture
+def sims(tmp_path: Path) -> Iterator[SimFactory]:
+    factory = SimFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+def test_the_newest_blocks_transaction_is_presigned_before_an_older_blocks_backlog(
+    sims: SimFactory,
+) -> None:
+    sim = sims(presign=True)
+    sim.enclave.serial = True
+    records = [sim.run(sim.submit()) for _ in range(BULK + 1)]
+    last = records[-1]
+    signed_before = len(sim.enclave.signed())
+    # Block A: the first BULK of ours; block B: the last one alone (bench/throughput's shape).
+    sim.run(sim.mine(1, exclude=lambda tx: tx.nonce == last.nonce, wait=0))
+    sim.run(sim.mine(1, wait=0.5))
+    assert all(sim.record(r.intent.id).state is TxState.INCLUDED for r in records)
+    presigned = [r.fields.nonce for r in sim.enclave.signed()[signed_before:]]
+    assert sorted(presigned) == sorted(r.nonce for r in records), "each presigned once"
+    # Behind at most the ones already at the signer when block B's was asked for; before the
+    # queue it was the 41st of 41.
+    assert presigned.index(last.nonce) <= PRESIGNS_IN_FLIGHT, presigned
+    older = [n for n in presigned if n != last.nonce]
+    assert older == sorted(older), "within a block in nonce order"
