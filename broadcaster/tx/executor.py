@@ -83,8 +83,10 @@ class NonceLock(asyncio.Lock):
             self.wanted = True
             if self.ticket is not None:
                 self.ticket.promote()
-        await self.acquire()
-        self.wanted = False
+        try:
+            await self.acquire()
+        finally:
+            self.wanted = False
 
 
 @contextlib.contextmanager
