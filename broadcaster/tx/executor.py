@@ -437,6 +437,11 @@ class Executor:
         async with self.locked(record, reaction) as lock:
             if not self.wants_payload(record):
                 return None
+            if reaction is not None and reason is AttemptReason.REORG:
+                ahead = self._presigned(record)
+                if ahead is not None:
+                    self.send(record, ahead, reason=ResendReason.REORG, reaction=reaction)
+                    return ahead
             if not record.attempts and self.delegated.busy(record, self.book):
                 if retry:  # one in flight for a delegated sender: wait for it (tx.typed)
                     self.background.spawn(self._retry_signing(record, durable))
@@ -484,6 +489,25 @@ class Executor:
                 if first:
                     book.announce()
             return attempt
+
+    def _presigned(self, record: TxRecord) -> Attempt | None:
+        """The replacement signed ahead for ``record``'s latest attempt, recorded, if it is still
+        good (the payload, and the base fee has not outgrown it: ``plans.plan_reorg``'s rule).
+        A presignature finished while the reaction waited for its lock (it found none)."""
+        latest = record.latest
+        if latest is None:
+            return None
+        presigned = self.ledger.take_presigned(latest.hash)
+        if presigned is None or presigned.attempt.is_noop:
+            return None  # (a noop's, or none: spent either way; its fees stay the floor)
+        base_fee = self.view.base_fee
+        if base_fee is not None and base_fee > presigned.max_base_fee:
+            return None
+        attempt = presigned.attempt
+        self.book.add_attempt(record, attempt)
+        if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
+            self.book.transition(record, _S.SIGNED, reason=attempt.reason.value, now=self.clock())
+        return attempt
 
     async def _burn_nonce(self, record: TxRecord) -> Attempt | None:
         """A noop at ``record``'s nonce (lock held), so a nonce no payload can use is not handed

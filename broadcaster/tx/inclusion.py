@@ -385,8 +385,11 @@ class InclusionTracker:
                     priced = await executor.sign_priced(record, noop=noop)
             except SignRefused:
                 return
-        if priced is None or record.latest is not latest or record.block is None:
+        if priced is None or record.latest is not latest:
             return  # its fees stay the floor of the next signature (AttemptLedger.floor)
+        # Kept also when a reorg dropped ``latest`` while it was signed: the reaction's re-sign
+        # then waits for this lock (and promoted this request), and sends this one instead
+        # (Executor.sign_and_send) of asking the signer again.
         signed, fees = priced
         reason = noop_reason(record) if noop else AttemptReason.REORG
         attempt = executor.attempt_of(record, signed, fees, reason)

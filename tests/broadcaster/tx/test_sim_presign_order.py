@@ -47,3 +47,35 @@ def test_the_newest_blocks_transaction_is_presigned_before_an_older_blocks_backl
     assert presigned.index(last.nonce) <= PRESIGNS_IN_FLIGHT, presigned
     older = [n for n in presigned if n != last.nonce]
     assert older == sorted(older), "within a block in nonce order"
+
+
+def test_a_reaction_sends_the_presignature_it_waited_for_instead_of_signing_again(
+    sims: SimFactory,
+) -> None:
+    """The reorg arrives while the dropped tx's presignature is at the signer (the bench reorgs
+    right after it sees the tx included): the reaction finds none, waits for the nonce's lock
+    the presignature holds (promoting it), then sends it. Before: the presignature was thrown
+    away (its record no longer included) and the reaction asked the signer again."""
+    sim = sims(presign=True)
+    sim.enclave.serial = True
+    sim.enclave.latency = 0.005  # a signature takes long enough to reorg under it
+    record = sim.run(sim.submit())
+    nonce = record.nonce
+    sim.run(sim.mine(1, wait=0))
+    for _ in range(400):  # until the presignature is asked for (the block proven), not made
+        if len([a for a in sim.enclave.asked if a[2] == nonce]) >= 2:
+            break
+        sim.run(sim.advance(0.0005))
+    at_nonce = [r for r in sim.enclave.signed() if r.fields.nonce == nonce]
+    assert len(at_nonce) == 1, "the presignature must still be under way for the test to mean it"
+    sent_before = {name: len(sim.network[name].received) for name in sim.config.rpcs}
+    sim.run(sim.reorg(1, reinclude=False, wait=0.5))
+    signed = [r for r in sim.enclave.signed() if r.fields.nonce == nonce]
+    assert len(signed) == 2, "the reaction signed again instead of sending the presignature"
+    latest = sim.record(record.intent.id).latest
+    assert latest is not None and latest.reason.value == "reorg"
+    for name in sim.config.rpcs:
+        received = sim.network[name].received[sent_before[name] :]
+        assert any(tx.hash == latest.hash for tx in received), f"{name}: not the presignature"
+    sim.run(sim.finish())
+    sim.check()
