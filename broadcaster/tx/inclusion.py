@@ -83,10 +83,6 @@ PRESIGN_DEPTH = 4
 comes is not presigned (a reorg that deep re-signs, as without presign): the backlog of a big
 block must not delay the next block's."""
 
-MARK_CHUNK = 256
-"""Transactions of a proven body marked included per loop pass (a reorg frame may be waiting
-to be read: 2,500 of ours in one block held the loop for one long pass)."""
-
 
 def noop_reason(record: TxRecord) -> AttemptReason:
     """The reason a record's earlier noop was signed (what a new noop there repeats)."""
@@ -251,16 +247,10 @@ class InclusionTracker:
                     )  # fmt: skip
                     self.observer.bad_block(NOT_IN_BODY)
             ref = BlockRef(number, block_hash)
-            by_hash = self.book.by_hash
-            for index, tx in enumerate(body.txs):  # the proven body, also for one of ours
-                if index and not index % MARK_CHUNK:  # the list left out
-                    await asyncio.sleep(0)  # a reaction's frame may be waiting to be read
-                    if not window.is_canonical(block_hash):
-                        break  # reorged out meanwhile: nothing more is marked in it
-                if by_hash(tx.hash) is not None:
+            for tx in body.txs:  # the proven body, also for one of ours the list left out
+                if self.book.by_hash(tx.hash) is not None:
                     self.mark_included(tx.hash, ref, now)
-            else:
-                window.mark_scanned(block_hash)
+            window.mark_scanned(block_hash)
 
     def _again(self, block_hash: str, number: int) -> None:
         """Queue ``block_hash`` again (up to ``SCAN_RETRIES`` times) while it is canonical."""
