@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster.tx.inclusion import PRESIGNS_IN_FLIGHT
+from broadcaster.tx.inclusion import PRESIGN_DEPTH, PRESIGNS_IN_FLIGHT
 from broadcaster.tx.testing import SimFactory
 from nonce import TxState
 
@@ -79,3 +79,21 @@ def test_a_reaction_sends_the_presignature_it_waited_for_instead_of_signing_agai
         assert any(tx.hash == latest.hash for tx in received), f"{name}: not the presignature"
     sim.run(sim.finish())
     sim.check()
+
+
+def test_presignatures_whose_block_is_deep_by_their_turn_are_skipped(sims: SimFactory) -> None:
+    """Block A's 40 presignatures wait at a slow signer while the chain moves on: once A is
+    ``PRESIGN_DEPTH`` below the tip the rest are not made (a reorg that deep re-signs); the
+    newer blocks' own transaction is still presigned. Before: all 40, in order, first."""
+    sim = sims(presign=True)
+    sim.enclave.serial = True
+    records = [sim.run(sim.submit()) for _ in range(BULK + 1)]
+    last = records[-1]
+    sim.enclave.latency = 0.01  # presignatures slower than the blocks below
+    signed_before = len(sim.enclave.signed())
+    sim.run(sim.mine(1, exclude=lambda tx: tx.nonce == last.nonce, wait=0.005))
+    sim.run(sim.mine(PRESIGN_DEPTH, wait=0.005))  # the last one in the first of them
+    sim.run(sim.advance(2.0))
+    presigned = [r.fields.nonce for r in sim.enclave.signed()[signed_before:]]
+    assert last.nonce in presigned
+    assert len(presigned) < BULK // 2, presigned
