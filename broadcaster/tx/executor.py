@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +89,24 @@ class NonceLock(asyncio.Lock):
             self.wanted = False
 
 
-@contextlib.contextmanager
-def _priority(lock: NonceLock, reaction: Reaction | None, record: TxRecord) -> Iterator[None]:
+class _ForReaction:
+    """``async with``: a :class:`NonceLock` acquired on behalf of a reaction."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: NonceLock) -> None:
+        self.lock = lock
+
+    async def __aenter__(self) -> None:
+        await self.lock.for_reaction()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.lock.release()
+
+
+def _priority(
+    lock: NonceLock, reaction: Reaction | None, record: TxRecord
+) -> contextlib.AbstractContextManager[object]:
     """The level of the signatures made under ``lock`` (``signer_client.priority``): a reorg
     reaction's are its own, ahead of everything; every other re-sign of a transaction already
     signed (a fee bump, a cancel's noop) is urgent, ahead of the new intents': it holds the
@@ -98,13 +114,10 @@ def _priority(lock: NonceLock, reaction: Reaction | None, record: TxRecord) -> I
     reorged out). Its ticket is the lock's while it signs, so a reaction that then needs the
     nonce promotes it instead of waiting behind every presignature queued after it."""
     if reaction is not None:
-        with reacting():
-            yield
-    elif record.attempts:
-        with holding(lock):
-            yield
-    else:
-        yield
+        return reacting()
+    if record.attempts:
+        return holding(lock)
+    return contextlib.nullcontext()  # a first signature: ordinary, and nothing to pay
 
 
 @contextlib.contextmanager
@@ -232,18 +245,12 @@ class Executor:
             lock = self._locks[key] = NonceLock()
         return lock
 
-    @contextlib.asynccontextmanager
-    async def locked(self, record: TxRecord, reaction: Reaction | None) -> AsyncIterator[NonceLock]:
-        """``record``'s nonce lock; a reaction's promotes its holder's signer requests first."""
+    def locked(self, record: TxRecord, reaction: Reaction | None) -> NonceLock | _ForReaction:
+        """``record``'s nonce lock to ``async with``; a reaction's first promotes the holder's
+        signer requests (:meth:`NonceLock.for_reaction`). The plain lock otherwise: the intent
+        path pays nothing for it."""
         lock = self.lock(record)
-        if reaction is None:
-            await lock.acquire()
-        else:
-            await lock.for_reaction()
-        try:
-            yield lock
-        finally:
-            lock.release()
+        return lock if reaction is None else _ForReaction(lock)
 
     def forget(self, record: TxRecord) -> None:
         self._locks.pop((record.sender, record.nonce), None)
@@ -434,7 +441,8 @@ class Executor:
         ``recv_ns``: when the intent's frame was read (``perf_counter_ns``); the first attempt's
         last RPC write then reports ``intent_to_wire`` (``broadcaster_intent_seconds``).
         """
-        async with self.locked(record, reaction) as lock:
+        lock = self.lock(record)
+        async with self.locked(record, reaction):
             if not self.wants_payload(record):
                 return None
             if reaction is not None and reason is AttemptReason.REORG:
@@ -561,7 +569,8 @@ class Executor:
 
         ``False`` when it could not be signed now (the record's state is unchanged).
         """
-        async with self.locked(record, reaction) as lock:
+        lock = self.lock(record)
+        async with self.locked(record, reaction):
             try:
                 with _priority(lock, reaction, record):
                     priced = await self.sign_priced(record, noop=True)
