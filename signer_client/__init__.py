@@ -36,7 +36,7 @@ from signer_client.errors import (
 )
 from signer_client.events import EventCounter, EventSink, SignerEvent
 from signer_client.fake import ANVIL_DEV_KEY, FakeSigner, Signer
-from signer_client.priority import URGENT_RESERVE, urgent
+from signer_client.priority import URGENT_RESERVE, Ticket, reacting, urgent
 from signer_client.protocol import PROTOCOL_VERSION, SignerInfo, SignerPins, check_hello
 from signer_client.signing import LocalKey, SignedTx, to_checksum_address
 from signer_client.txcodec import TxFields, decode_raw, tx_from_dict
@@ -69,6 +69,7 @@ __all__ = [
     "SignerPins",
     "SignerTimeout",
     "SignerUnavailable",
+    "Ticket",
     "TransactionError",
     "TruncatedFrame",
     "TxDecodeError",
@@ -77,6 +78,7 @@ __all__ = [
     "UnknownSender",
     "check_hello",
     "decode_raw",
+    "reacting",
     "to_checksum_address",
     "tx_from_dict",
     "urgent",

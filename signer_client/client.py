@@ -60,7 +60,15 @@ from signer_client.errors import (
 )
 from signer_client.events import EventSink, SignerEvent, backoff
 from signer_client.framing import FrameDecoder, encode_frame, parse_message
-from signer_client.priority import URGENT, URGENT_RESERVE
+from signer_client.priority import (
+    LOCKED,
+    ORDINARY_LEVEL,
+    REACTION,
+    TICKET,
+    URGENT,
+    URGENT_RESERVE,
+    Ticket,
+)
 from signer_client.protocol import (
     SignerInfo,
     SignerPins,
@@ -276,9 +284,13 @@ class SignerClient:
         # costs ~1.2 us per request even when free (two coroutines); see _acquire_slot.
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        self._slot_waiters: deque[asyncio.Future[None]] = deque()
-        # Urgent requests (signer_client.priority: a reorg reaction's) are served first.
-        self._urgent_waiters: deque[asyncio.Future[None]] = deque()
+        # Waiters by level (signer_client.priority): a reaction's own requests, then the
+        # lock-holding urgent ones (presignatures, bumps), then the ordinary ones; each first
+        # come first served.
+        self._waiters: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque(), deque())
+        self._reaction_waiters = self._waiters[REACTION]
+        self._urgent_waiters = self._waiters[LOCKED]
+        self._slot_waiters = self._waiters[ORDINARY_LEVEL]
         # Two lanes, each its own connection, handshake and channel (DESIGN.md 6a): index
         # ORDINARY for everything, URGENT for requests made inside ``urgent()``, which the enclave
         # answers ahead of the ordinary connection's backlog (``enclave/server.py``: BATCH).
@@ -483,21 +495,31 @@ class SignerClient:
         """``(result, keccak(digest_of))``; the hash is computed after the request is written."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        lane = ORDINARY
-        if URGENT.get():
-            lane = URGENT_LANE
-            if self._in_flight < self._max_in_flight + URGENT_RESERVE and not self._urgent_waiters:
+        ticket = TICKET.get()
+        level = LOCKED if URGENT.get() else ORDINARY_LEVEL
+        if ticket is not None:
+            level = ticket.level
+        if level == ORDINARY_LEVEL:
+            if (
+                self._in_flight < self._max_in_flight
+                and not self._slot_waiters
+                and not self._urgent_waiters
+                and not self._reaction_waiters
+            ):
                 self._in_flight += 1
             else:
-                await self._acquire_slot(self._urgent_waiters)
+                await self._acquire_slot(level, ticket)
         elif (
-            self._in_flight < self._max_in_flight
-            and not self._slot_waiters
-            and not self._urgent_waiters
+            self._in_flight < self._max_in_flight + URGENT_RESERVE
+            and not self._reaction_waiters
+            and (level == REACTION or not self._urgent_waiters)
         ):
             self._in_flight += 1
         else:
-            await self._acquire_slot(self._slot_waiters)
+            await self._acquire_slot(level, ticket)
+        # A ticket promoted while it waited goes on the urgent lane too.
+        urgent_now = level < ORDINARY_LEVEL or (ticket is not None and ticket.level < level)
+        lane = URGENT_LANE if urgent_now else ORDINARY
         try:
             while True:
                 conn = self._lanes[lane]
@@ -514,25 +536,56 @@ class SignerClient:
         finally:
             self._release_slot()
 
-    async def _acquire_slot(self, waiters: deque[asyncio.Future[None]]) -> None:
-        """Wait in ``waiters``, first come first served, until a finishing request hands us its
-        slot (urgent waiters are handed one before ordinary ones: :meth:`_release_slot`)."""
+    async def _acquire_slot(self, level: int, ticket: Ticket | None = None) -> None:
+        """Wait at ``level``, first come first served, until a finishing request hands us its
+        slot (the higher levels are handed one first: :meth:`_release_slot`). Promoting
+        ``ticket`` meanwhile (priority inheritance: a reaction waits for the nonce lock its
+        holder holds) moves us to the reaction queue's tail."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters.append(waiter)
+        waiters = self._waiters
+        waiters[level].append(waiter)
+        previous = move = None
+        if ticket is not None and level > REACTION:
+            previous = ticket.on_promote
+
+            def move() -> None:
+                if previous is not None:
+                    previous()
+                with contextlib.suppress(ValueError):
+                    waiters[level].remove(waiter)
+                    waiters[REACTION].append(waiter)
+                    self._grant_free()
+
+            ticket.on_promote = move
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release_slot()  # handed a slot just as we were cancelled: pass it on
-            elif waiter in waiters:  # (a release may have dropped it already)
-                waiters.remove(waiter)
+            else:  # (a release may have dropped it already)
+                for queue in waiters:
+                    if waiter in queue:
+                        queue.remove(waiter)
             raise
+        finally:
+            if ticket is not None and ticket.on_promote is move:
+                ticket.on_promote = previous
+
+    def _grant_free(self) -> None:
+        """Hand the free urgent slots to the reaction queue (a waiter just promoted into it)."""
+        waiters = self._reaction_waiters
+        while waiters and self._in_flight < self._max_in_flight + URGENT_RESERVE:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._in_flight += 1
+                waiter.set_result(None)
 
     def _release_slot(self) -> None:
-        # The slot goes straight to the next caller: an urgent one first; an ordinary one only
-        # while the slots in use are within max_in_flight (the urgent reserve is not theirs).
-        for waiters in (self._urgent_waiters, self._slot_waiters):
-            if waiters is self._slot_waiters and self._in_flight > self._max_in_flight:
+        # The slot goes straight to the next caller: a reaction's first, then a lock holder's,
+        # then an ordinary one only while the slots in use are within max_in_flight (the urgent
+        # reserve is not theirs).
+        for level, waiters in enumerate(self._waiters):
+            if level == ORDINARY_LEVEL and self._in_flight > self._max_in_flight:
                 break
             while waiters:
                 waiter = waiters.popleft()

@@ -33,7 +33,7 @@ from broadcaster.rpc.fanout import Endpoint, default_transport
 from broadcaster.rpc.transport.base import Reply, Transport, split_url
 from broadcaster.rpc.transport.http import HttpTransport
 from signer_client.flashbots import HEADER
-from signer_client.priority import URGENT, urgent
+from signer_client.priority import URGENT, reacting
 
 __all__ = ["RESULTS", "OrderflowEndpoint", "OrderflowSender"]
 
@@ -277,7 +277,7 @@ class OrderflowSender:
         sign = self.sign_auth
         assert sign is not None  # the constructor refuses an auth endpoint without a signer
         if hurry:
-            with urgent():
+            with reacting():  # a reaction's own: ahead of the presignatures too
                 return await sign(body)
         async with self._auth_window:
             return await sign(body)

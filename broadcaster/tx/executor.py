@@ -49,7 +49,8 @@ from nonce import (
     noop_intent,
 )
 from nonce.errors import FeeCapExceeded
-from signer_client import PolicyDenied, SignedTx, SignerError, urgent
+from signer_client import PolicyDenied, SignedTx, SignerError, Ticket, reacting, urgent
+from signer_client.priority import LOCKED, REACTION
 
 __all__ = ["RETRY_MAX", "Executor", "Reaction", "Send", "SignRefused", "retry_delays"]
 
@@ -66,17 +67,69 @@ RETRY_MAX = 5.0
 down, an enclave rate limit)."""
 
 
+class NonceLock(asyncio.Lock):
+    """A nonce's lock, and the signer ticket of what its holder signs (priority inheritance,
+    ``signer_client.priority``): a reaction that finds it held promotes the holder's ticket to
+    its own level, so the request it waits for is not passed by the queued presignatures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticket: Ticket | None = None  # the holder's, while it signs at an urgent level
+        self.wanted = False  # a reaction waits for it: the holder's next ticket starts promoted
+
+    async def for_reaction(self) -> None:
+        """Acquire on behalf of a reaction: the holder's signer requests are promoted first."""
+        if self.locked():
+            self.wanted = True
+            if self.ticket is not None:
+                self.ticket.promote()
+        try:
+            await self.acquire()
+        finally:
+            self.wanted = False
+
+
+class _ForReaction:
+    """``async with``: a :class:`NonceLock` acquired on behalf of a reaction."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: NonceLock) -> None:
+        self.lock = lock
+
+    async def __aenter__(self) -> None:
+        await self.lock.for_reaction()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.lock.release()
+
+
 def _priority(
-    reaction: Reaction | None, record: TxRecord
-) -> contextlib.AbstractContextManager[None]:
-    """A reorg reaction's signatures are urgent at the signer (``signer_client.priority``):
-    they go ahead of the new intents' signatures waiting there. So is every other re-sign of a
-    transaction already signed (a fee bump, a cancel's noop): it holds the nonce's lock while
-    it waits, and a reaction that needs that nonce meanwhile would wait behind the backlog it
-    waits behind (a bump asked for just before its transaction is mined and reorged out)."""
-    if reaction is not None or record.attempts:
-        return urgent()
-    return contextlib.nullcontext()
+    lock: NonceLock, reaction: Reaction | None, record: TxRecord
+) -> contextlib.AbstractContextManager[object]:
+    """The level of the signatures made under ``lock`` (``signer_client.priority``): a reorg
+    reaction's are its own, ahead of everything; every other re-sign of a transaction already
+    signed (a fee bump, a cancel's noop) is urgent, ahead of the new intents': it holds the
+    nonce's lock while it waits (a bump asked for just before its transaction is mined and
+    reorged out). Its ticket is the lock's while it signs, so a reaction that then needs the
+    nonce promotes it instead of waiting behind every presignature queued after it."""
+    if reaction is not None:
+        return reacting()
+    if record.attempts:
+        return holding(lock)
+    return contextlib.nullcontext()  # a first signature: ordinary, and nothing to pay
+
+
+@contextlib.contextmanager
+def holding(lock: NonceLock) -> Iterator[Ticket]:
+    """Sign urgently (level 2) while holding ``lock``; promoted if a reaction wants it."""
+    ticket = Ticket(REACTION if lock.wanted else LOCKED)
+    lock.ticket = ticket
+    try:
+        with urgent(ticket):
+            yield ticket
+    finally:
+        lock.ticket = None
 
 
 def retry_delays() -> Iterator[float]:
@@ -177,7 +230,7 @@ class Executor:
         self.background = background
         self.clock = clock
         self.clock_ns = clock_ns
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, int], NonceLock] = {}
         self._blob_floors = BlobFloors()
         self._auths: dict[AuthKey, dict[str, Any]] = {}  # signed EIP-7702 items, per nonce
         self.delegated = Delegated()  # geth's one-in-flight rule (tx.typed); recovery fills it
@@ -185,12 +238,19 @@ class Executor:
 
     # -- per-nonce serialization -----------------------------------------------------------------
 
-    def lock(self, record: TxRecord) -> asyncio.Lock:
+    def lock(self, record: TxRecord) -> NonceLock:
         key = (record.sender, record.nonce)
         lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
+            lock = self._locks[key] = NonceLock()
         return lock
+
+    def locked(self, record: TxRecord, reaction: Reaction | None) -> NonceLock | _ForReaction:
+        """``record``'s nonce lock to ``async with``; a reaction's first promotes the holder's
+        signer requests (:meth:`NonceLock.for_reaction`). The plain lock otherwise: the intent
+        path pays nothing for it."""
+        lock = self.lock(record)
+        return lock if reaction is None else _ForReaction(lock)
 
     def forget(self, record: TxRecord) -> None:
         self._locks.pop((record.sender, record.nonce), None)
@@ -381,15 +441,21 @@ class Executor:
         ``recv_ns``: when the intent's frame was read (``perf_counter_ns``); the first attempt's
         last RPC write then reports ``intent_to_wire`` (``broadcaster_intent_seconds``).
         """
-        async with self.lock(record):
+        lock = self.lock(record)
+        async with self.locked(record, reaction):
             if not self.wants_payload(record):
                 return None
+            if reaction is not None and reason is AttemptReason.REORG:
+                ahead = self._presigned(record)
+                if ahead is not None:
+                    self.send(record, ahead, reason=ResendReason.REORG, reaction=reaction)
+                    return ahead
             if not record.attempts and self.delegated.busy(record, self.book):
                 if retry:  # one in flight for a delegated sender: wait for it (tx.typed)
                     self.background.spawn(self._retry_signing(record, durable))
                 return None
             try:
-                with _priority(reaction, record):
+                with _priority(lock, reaction, record):
                     priced = await self.sign_priced(record)
             except SignRefused as exc:
                 if not record.attempts:
@@ -431,6 +497,25 @@ class Executor:
                 if first:
                     book.announce()
             return attempt
+
+    def _presigned(self, record: TxRecord) -> Attempt | None:
+        """The replacement signed ahead for ``record``'s latest attempt, recorded, if it is still
+        good (the payload, and the base fee has not outgrown it: ``plans.plan_reorg``'s rule).
+        A presignature finished while the reaction waited for its lock (it found none)."""
+        latest = record.latest
+        if latest is None:
+            return None
+        presigned = self.ledger.take_presigned(latest.hash)
+        if presigned is None or presigned.attempt.is_noop:
+            return None  # (a noop's, or none: spent either way; its fees stay the floor)
+        base_fee = self.view.base_fee
+        if base_fee is not None and base_fee > presigned.max_base_fee:
+            return None
+        attempt = presigned.attempt
+        self.book.add_attempt(record, attempt)
+        if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
+            self.book.transition(record, _S.SIGNED, reason=attempt.reason.value, now=self.clock())
+        return attempt
 
     async def _burn_nonce(self, record: TxRecord) -> Attempt | None:
         """A noop at ``record``'s nonce (lock held), so a nonce no payload can use is not handed
@@ -484,9 +569,10 @@ class Executor:
 
         ``False`` when it could not be signed now (the record's state is unchanged).
         """
-        async with self.lock(record):
+        lock = self.lock(record)
+        async with self.locked(record, reaction):
             try:
-                with _priority(reaction, record):
+                with _priority(lock, reaction, record):
                     priced = await self.sign_priced(record, noop=True)
             except SignRefused:
                 return False

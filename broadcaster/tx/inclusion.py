@@ -35,13 +35,15 @@ intent reported ``failed``).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from broadcaster.rpc.chain_reader import ChainReadError, Receipt
-from broadcaster.tx.executor import Executor, SignRefused
+from broadcaster.tx.executor import Executor, SignRefused, holding
 from broadcaster.tx.ledger import AttemptLedger, Presigned
 from broadcaster.tx.nonces import NonceSync, Retention
 from broadcaster.tx.reasons import NOT_IN_BODY, ResendReason
@@ -51,7 +53,6 @@ from heads.events import Head
 from nonce import Attempt, AttemptReason, BlockRef, NonceBook, TxRecord, TxState
 from nonce.fees import BASE_FEE_HEADROOM
 from nonce.state import GIVEN_UP_STATES
-from signer_client import urgent
 
 __all__ = ["InclusionTracker", "noop_reason"]
 
@@ -69,6 +70,18 @@ list from one node and the body from another that lags). Not ``SCAN_RETRIES``: a
 answer (the only read endpoint lying, or a header this version cannot hash) costs a sender
 recovery of every transaction in the block per read, and 400 of them per block pinned a core.
 Past it the stall's receipt recheck proves it (:meth:`InclusionTracker.recheck`)."""
+
+PRESIGNS_IN_FLIGHT = 4
+"""Presignatures asked of the signer at once. A block holding many of ours asks for one each;
+all at once they filled the signer's urgent lane (and the loop pass that built them), and a
+reaction's own re-sign queued behind them. Served newest block first (the one the next reorg
+most likely drops), within a block in the order asked (a sender's nonces in order: a reorg of
+the block needs the lowest first)."""
+
+PRESIGN_DEPTH = 4
+"""A transaction whose block is this many blocks below the tip when its presignature's turn
+comes is not presigned (a reorg that deep re-signs, as without presign): the backlog of a big
+block must not delay the next block's."""
 
 
 def noop_reason(record: TxRecord) -> AttemptReason:
@@ -120,6 +133,10 @@ class InclusionTracker:
         # still to be found on chain, resent when it stalls, and followed to finality, also
         # when nothing else of the sender is open.
         self._given_up: dict[tuple[str, int], TxRecord] = {}
+        # Presignatures to make: (-block number, order asked, record, attempt), newest block first.
+        self._presigns: list[tuple[int, int, TxRecord, Attempt]] = []
+        self._presign_order = itertools.count()
+        self._presign_workers = 0
         retention.also_forget(self._forget)
         book.listen(self._on_transition)
 
@@ -201,7 +218,9 @@ class InclusionTracker:
             return
         bodies = await self.proven(list(naming))
         now = self.clock()
-        for block_hash, number in naming.items():
+        # Newest block first: its transactions are the ones the next reorg drops (their
+        # status, and their presignatures, must not wait for an older block's many).
+        for block_hash, number in sorted(naming.items(), key=lambda item: -item[1]):
             body = bodies.get(block_hash)
             if body is None:
                 proofs = self._proofs.get(block_hash, 0) + 1
@@ -314,25 +333,53 @@ class InclusionTracker:
             and self.ledger.presigned(latest.hash) is None
             and not record.intent.external
         ):
-            self.executor.background.spawn(self._presign(record, latest))
+            block = record.block
+            assert block is not None  # (the caller's check)
+            heapq.heappush(
+                self._presigns, (-block.number, next(self._presign_order), record, latest)
+            )
+            if self._presign_workers < PRESIGNS_IN_FLIGHT:
+                self._presign_workers += 1
+                self.executor.background.spawn(self._presign_worker())
+
+    async def _presign_worker(self) -> None:
+        """Make the queued presignatures, newest first (:data:`PRESIGNS_IN_FLIGHT` workers)."""
+        try:
+            queue = self._presigns
+            while queue:
+                _, _, record, latest = heapq.heappop(queue)
+                block = record.block
+                if block is None or record.latest is not latest or record.settled:
+                    continue
+                tip = self.view.head()
+                if tip is not None and tip - block.number >= PRESIGN_DEPTH:
+                    continue
+                await self._presign(record, latest)
+        finally:
+            self._presign_workers -= 1
 
     async def _presign(self, record: TxRecord, latest: Attempt) -> None:
         """Sign what a reorg dropping ``latest`` would send (a noop for a given-up record)."""
         noop = (record.has_noop or record.state in GIVEN_UP_STATES) and not record.intent.noop
         executor = self.executor
-        async with executor.lock(record):
+        lock = executor.lock(record)
+        async with lock:
             if record.latest is not latest or self.ledger.presigned(latest.hash) is not None:
                 return
             try:
-                # Urgent at the signer (signer_client.priority), as the reaction's re-signs: a
-                # presignature queued behind the intents' is one a reorg meanwhile lacks, and
-                # the reaction's re-sign would then wait for it under this nonce's lock.
-                with urgent():
+                # Urgent at the signer (signer_client.priority: level 2, ahead of the intents'):
+                # a presignature queued behind the intents' is one a reorg meanwhile lacks. Its
+                # ticket is the lock's: a reaction that needs this nonce meanwhile promotes it
+                # to the reaction's level instead of waiting behind the other presignatures.
+                with holding(lock):
                     priced = await executor.sign_priced(record, noop=noop)
             except SignRefused:
                 return
-        if priced is None or record.latest is not latest or record.block is None:
+        if priced is None or record.latest is not latest:
             return  # its fees stay the floor of the next signature (AttemptLedger.floor)
+        # Kept also when a reorg dropped ``latest`` while it was signed: the reaction's re-sign
+        # then waits for this lock (and promoted this request), and sends this one instead
+        # (Executor.sign_and_send) of asking the signer again.
         signed, fees = priced
         reason = noop_reason(record) if noop else AttemptReason.REORG
         attempt = executor.attempt_of(record, signed, fees, reason)

@@ -38,7 +38,7 @@ from broadcaster.tx.bundles import (
 )
 from broadcaster.tx.seams import Submitter
 from nonce import TxRecord, TxState
-from signer_client.priority import urgent
+from signer_client.priority import reacting
 
 __all__ = ["OrderflowPort", "Router", "member_canceller"]
 
@@ -158,8 +158,9 @@ class Router:
             plan = plan_submit(target, tip, builders=self.builders, private=self.private)
         if getattr(context, "urgent", False) is True:
             # A reorg reaction's send: an auth = "flashbots" body it queues is signed on the
-            # signer's urgent lane, ahead of the queued ones (OrderflowEndpoint.offer).
-            with urgent():
+            # signer's urgent lane at the reaction's level, ahead of the queued ones and of the
+            # presignatures (OrderflowEndpoint.offer, signer_client.priority).
+            with reacting():
                 written = self.execute(plan)
         else:
             written = self.execute(plan)
