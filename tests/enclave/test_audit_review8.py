@@ -241,3 +241,32 @@ def test_an_edited_entry_of_a_batch_rehashed_in_sorted_order_is_refused(
     path.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(AuditStateError):
         load_verified(str(path), seal)
+
+
+def test_a_failed_batch_commit_retried_writes_the_old_bytes_and_a_sealed_anchor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write fails (disk full) after the entries were built: they are re-queued as built
+    dicts, and the retry writes the old serialisation's bytes with an anchor that reads back."""
+    import enclave.audit as audit_module
+
+    path, seal, log_key = tmp_path / "audit.jsonl", os.urandom(32), LocalKey(os.urandom(32))
+    core = _core(path, seal, log_key)
+    core.start(1.0, b"\0" * 48)
+    assert core.audit is not None
+    for nonce in range(3):
+        assert "result" in _sign(core, nonce, data=b"\x01" * nonce)
+    real_write = os.write
+    monkeypatch.setattr(audit_module.os, "write", lambda fd, data: real_write(fd, data[:10]))
+    with pytest.raises(audit_module.AuditWriteError):
+        core.audit.commit()
+    monkeypatch.setattr(audit_module.os, "write", real_write)
+    core.audit.commit()
+    core.audit.close()
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        e = orjson.loads(line)
+        assert line == _old_line(e["seq"], e["ts"], e["prev"], e["kind"], e["data"], e["sig"])
+    assert read_anchor(str(path), seal) == (4, orjson.loads(lines[-1])["hash"])
+    assert _core(path, seal, log_key).restore_from_log(str(path)) == 3

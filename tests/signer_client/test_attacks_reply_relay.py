@@ -69,6 +69,12 @@ def _with_payload(message: dict[str, Any], f: TxFields) -> dict[str, Any]:
     return {**message, "params": params}
 
 
+def _as_type_1(f: TxFields) -> TxFields:
+    """The same intent as an EIP-2930 transaction (type 0 and 2 requests alike)."""
+    price = f.gas_price if f.gas_price is not None else f.max_fee_per_gas
+    return f._replace(type=1, gas_price=price, max_fee_per_gas=None, max_priority_fee_per_gas=None)
+
+
 def _resign(reply: dict[str, Any], change: Callable[[int, int, int], tuple[int, int, int]]) -> Any:
     raw = bytes.fromhex(reply["result"]["raw"][2:])
     d = decode_raw(raw)
@@ -98,6 +104,7 @@ ATTACKS: dict[str, tuple[Any, Any, set[str]]] = {
                      {"field:data"}),
     "swapped_nonce": (lambda m: _with_payload(m, _fields(m)._replace(nonce=99)), None,
                       {"field:nonce"}),
+    "swapped_type": (lambda m: _with_payload(m, _as_type_1(_fields(m))), None, {"field:type"}),
     "wrong_chain_id": (lambda m: _with_payload(m, _fields(m)._replace(chain_id=1)), None,
                        {"field:chain_id"}),
     "hash_mismatch": (None, lambda rep: {**rep, "result": {**rep["result"],
