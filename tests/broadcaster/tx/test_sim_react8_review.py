@@ -15,6 +15,7 @@ import pytest
 from broadcaster.tx.inclusion import PRESIGN_DEPTH
 from broadcaster.tx.testing import Sim, SimFactory
 from nonce import TxState
+from signer_client.txcodec import keccak
 
 BULK = 40
 
@@ -141,3 +142,39 @@ def test_a_reorg_deeper_than_the_presign_depth_still_resigns_the_skipped(
     for r in records:
         assert sim.record(r.intent.id).state in (TxState.INCLUDED, TxState.FINALIZED)
     sim.check()
+
+
+def test_a_presignature_waited_for_is_not_sent_once_the_base_fee_outgrew_it(
+    sims: SimFactory,
+) -> None:
+    """The presignature is still at the signer when a reorg to a branch with a 4x base fee
+    drops its tx: the reaction waits for it (promoting it) and must not send it (it could not
+    be mined: its fee cap no longer covers 2 x base fee + tip); a fresh re-sign covers it and
+    is mined."""
+    sim = sims(presign=True)
+    sim.enclave.serial = True
+    sim.enclave.latency = 0.005
+    record = sim.run(sim.submit())
+    nonce = record.nonce
+    sim.run(sim.mine(1, wait=0))
+    _until_asked(sim, nonce, 2)
+    base_fee = 4 * sim.chain.tip.base_fee
+    sim.set_base_fee(base_fee)
+    sim.run(sim.reorg(1, reinclude=False, wait=0))
+    _until_reorged(sim, record.intent.id)
+    assert len([r for r in sim.enclave.signed() if r.fields.nonce == nonce]) == 1
+    before = {name: len(sim.network[name].received) for name in sim.config.rpcs}
+    sim.run(sim.advance(0.5))
+    latest = sim.record(record.intent.id).latest
+    assert latest is not None and latest.max_fee_per_gas >= 2 * base_fee, latest
+    sim.run(sim.mine(1, wait=0.5))
+    assert sim.record(record.intent.id).state is TxState.INCLUDED
+    sim.run(sim.finish())
+    # The checker judges a re-sign by the base fee when the enclave signs it: this one was
+    # priced before the jump and finished after it (at the signer meanwhile). Never sent.
+    presigned = [r for r in sim.enclave.signed() if r.fields.nonce == nonce][1]
+    assert presigned.fields.max_fee_per_gas < 2 * base_fee  # what the attack is about
+    for name, count in before.items():
+        later = {tx.hash for tx in sim.network[name].received[count:] if tx.nonce == nonce}
+        assert presigned.raw is not None and keccak(presigned.raw) not in later, name
+    sim.checker.raise_if_violated(ignore=frozenset({"resign_below_base_fee"}))
