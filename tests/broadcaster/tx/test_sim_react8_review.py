@@ -7,12 +7,13 @@ holder, promoted) raced against cancels and deep reorgs. Order and counts only, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from broadcaster.tx.inclusion import PRESIGN_DEPTH
+from broadcaster.tx.inclusion import PRESIGN_DEPTH, PRESIGN_PRUNE_MIN
 from broadcaster.tx.testing import Sim, SimFactory
 from nonce import TxState
 from signer_client.txcodec import keccak
@@ -178,3 +179,26 @@ def test_a_presignature_waited_for_is_not_sent_once_the_base_fee_outgrew_it(
         later = {tx.hash for tx in sim.network[name].received[count:] if tx.nonce == nonce}
         assert presigned.raw is not None and keccak(presigned.raw) not in later, name
     sim.checker.raise_if_violated(ignore=frozenset({"resign_below_base_fee"}))
+
+
+async def _submit_many(sim: Sim, count: int) -> None:
+    await asyncio.gather(*(sim.submit(wait=0) for _ in range(count)))
+
+
+def test_the_presign_queue_does_not_keep_deep_blocks_under_a_stream(sims: SimFactory) -> None:
+    """The signer answers many requests at once but the presignatures are capped at
+    ``PRESIGNS_IN_FLIGHT``: a stream of blocks of ours outruns them. Newest block first, an
+    older block's entries are popped (and skipped, being deep) only once the newer ones are
+    done: under a steady stream never. The queue must not keep what is ``PRESIGN_DEPTH``
+    deep (it grows with the stream, holding every record, also those retention forgot)."""
+    sim = sims(presign=True)
+    sim.enclave.latency = 0.01  # parallel: 4 presignatures per 10 ms, the blocks need 5 ms each
+    inclusion = sim.adapter.manager.inclusion
+    seen = []
+    for _ in range(50):
+        sim.run(_submit_many(sim, 20))
+        sim.run(sim.mine(1, wait=0.01))
+        seen.append(len(inclusion._presigns))
+    # Bounded by what is not yet deep (20 per block, PRESIGN_DEPTH blocks) and the pruning's
+    # slack, not by the stream's length: before, it grew by 12 a block (612 after 50).
+    assert max(seen) <= 2 * PRESIGN_PRUNE_MIN, seen
