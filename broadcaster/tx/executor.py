@@ -446,8 +446,12 @@ class Executor:
             if not self.wants_payload(record):
                 return None
             if reaction is not None and reason is AttemptReason.REORG:
-                ahead = self._presigned(record)
+                ahead = self._presigned(record, noop=False)
                 if ahead is not None:
+                    if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
+                        self.book.transition(
+                            record, _S.SIGNED, reason=ahead.reason.value, now=self.clock()
+                        )
                     self.send(record, ahead, reason=ResendReason.REORG, reaction=reaction)
                     return ahead
             if not record.attempts and self.delegated.busy(record, self.book):
@@ -498,23 +502,22 @@ class Executor:
                     book.announce()
             return attempt
 
-    def _presigned(self, record: TxRecord) -> Attempt | None:
+    def _presigned(self, record: TxRecord, *, noop: bool) -> Attempt | None:
         """The replacement signed ahead for ``record``'s latest attempt, recorded, if it is still
-        good (the payload, and the base fee has not outgrown it: ``plans.plan_reorg``'s rule).
-        A presignature finished while the reaction waited for its lock (it found none)."""
+        good (a noop exactly when ``noop``, and the base fee has not outgrown it:
+        ``plans.plan_reorg``'s rule). A presignature finished while the reaction waited for its
+        lock (it found none); taken either way (a discarded one's fees stay the floor)."""
         latest = record.latest
         if latest is None:
             return None
         presigned = self.ledger.take_presigned(latest.hash)
-        if presigned is None or presigned.attempt.is_noop:
-            return None  # (a noop's, or none: spent either way; its fees stay the floor)
+        if presigned is None or presigned.attempt.is_noop is not noop:
+            return None
         base_fee = self.view.base_fee
         if base_fee is not None and base_fee > presigned.max_base_fee:
             return None
         attempt = presigned.attempt
         self.book.add_attempt(record, attempt)
-        if record.state is not _S.SIGNED and _S.SIGNED in allowed(record):
-            self.book.transition(record, _S.SIGNED, reason=attempt.reason.value, now=self.clock())
         return attempt
 
     async def _burn_nonce(self, record: TxRecord) -> Attempt | None:
@@ -571,16 +574,22 @@ class Executor:
         """
         lock = self.lock(record)
         async with self.locked(record, reaction):
-            try:
-                with _priority(lock, reaction, record):
-                    priced = await self.sign_priced(record, noop=True)
-            except SignRefused:
-                return False
-            if priced is None:
-                return False
-            signed, fees = priced
+            # A reaction that waited for this lock may have waited for the noop's presignature
+            # (InclusionTracker._presign, promoted): send it rather than sign one more.
+            ahead = self._presigned(record, noop=True) if reaction is not None else None
+            if ahead is not None:
+                attempt = ahead
+            else:
+                try:
+                    with _priority(lock, reaction, record):
+                        priced = await self.sign_priced(record, noop=True)
+                except SignRefused:
+                    return False
+                if priced is None:
+                    return False
+                signed, fees = priced
+                attempt = self._record_attempt(record, signed, fees, reason)
             pooled = final is _S.EXPIRED and blob_pooled(record)
-            attempt = self._record_attempt(record, signed, fees, reason)
             if pooled:
                 # Not "expired" while the blob tx may still be mined: the noop's inclusion
                 # (NonceBook.mark_included) or the payload's decides (TxRecord.expiry_waiting).

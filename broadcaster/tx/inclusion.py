@@ -83,6 +83,10 @@ PRESIGN_DEPTH = 4
 comes is not presigned (a reorg that deep re-signs, as without presign): the backlog of a big
 block must not delay the next block's."""
 
+PRESIGN_PRUNE_MIN = 256
+"""Queued presignatures past which the deep ones are dropped
+(:meth:`InclusionTracker._prune_presigns`)."""
+
 
 def noop_reason(record: TxRecord) -> AttemptReason:
     """The reason a record's earlier noop was signed (what a new noop there repeats)."""
@@ -137,6 +141,7 @@ class InclusionTracker:
         self._presigns: list[tuple[int, int, TxRecord, Attempt]] = []
         self._presign_order = itertools.count()
         self._presign_workers = 0
+        self._presign_prune_at = PRESIGN_PRUNE_MIN  # queue length that prunes the deep entries
         retention.also_forget(self._forget)
         book.listen(self._on_transition)
 
@@ -338,9 +343,23 @@ class InclusionTracker:
             heapq.heappush(
                 self._presigns, (-block.number, next(self._presign_order), record, latest)
             )
+            if len(self._presigns) >= self._presign_prune_at:
+                self._prune_presigns()
             if self._presign_workers < PRESIGNS_IN_FLIGHT:
                 self._presign_workers += 1
                 self.executor.background.spawn(self._presign_worker())
+
+    def _prune_presigns(self) -> None:
+        """Drop the queued presignatures already :data:`PRESIGN_DEPTH` deep. Newest first, a
+        stream of blocks that outruns the workers never lets them reach (and skip) an older
+        block's entries: the queue grew with the stream, holding every record. In place (the
+        workers hold the list); amortized O(1) per entry (pruned again at twice what is kept)."""
+        queue = self._presigns
+        tip = self.view.head()
+        if tip is not None:
+            queue[:] = [e for e in queue if tip + e[0] < PRESIGN_DEPTH]  # e[0]: -block number
+            heapq.heapify(queue)
+        self._presign_prune_at = max(PRESIGN_PRUNE_MIN, 2 * len(queue))
 
     async def _presign_worker(self) -> None:
         """Make the queued presignatures, newest first (:data:`PRESIGNS_IN_FLIGHT` workers)."""
