@@ -274,3 +274,33 @@ def test_a_liar_alternating_early_and_late_and_forking_at_each_switch_is_bounded
         tracker.on_head("liar", real[relayed], 0.0)
     assert tracker.tip is not None and tracker.tip.hash in on_real
     assert tracker.tip.number >= 349  # the honest head (or the early liar's real block)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "open (on main too, at any lag; liar8 makes it reachable with the peer 6+ behind): an"
+        " honest client stepping down onto an ancestor below a lagging peer's head leaves the"
+        " tip on the block it left, a block no client stands on, above every current head,"
+        " until a branch outgrows it: the lagging peer's head ranks below the tip and is not"
+        " the mover's (_choose_tip's floor returns at the first such candidate). DESIGN.md §3's"
+        " ranking of the current heads wants the peer's head. Dropping the floor when the tip's"
+        " holder stepped off it and nobody stands on it fixes these cases but broke the"
+        " client-chaos recording seed 10070258 (two injected anvil_reorgs counted wrong)"
+    ),
+)
+@pytest.mark.parametrize(("lag", "back"), [(2, 4), (3, 8), (6, 8)])
+def test_an_honest_client_stepping_down_below_a_lagging_peer_moves_the_tip(
+    lag: int, back: int
+) -> None:
+    real = sealed_chain(200, start=100)
+    tracker = _both_on(real[:6])
+    for k in range(6, 100):
+        tracker.on_head("honest", real[k], 0.0)
+        if k - lag >= 6:
+            tracker.on_head("liar", real[k - lag], 0.0)
+    assert tracker.tip is not None and tracker.tip.hash == real[99]["hash"]
+    tracker.on_head("honest", real[99 - back], 0.0)  # a rewind below the peer's head
+    peer = tracker.client_head("liar")
+    assert peer is not None and tracker.tip is not None
+    assert tracker.tip.hash in {peer.hash, real[99 - back]["hash"]}, tracker.tip.number
