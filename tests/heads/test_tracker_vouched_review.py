@@ -332,3 +332,40 @@ def test_an_honest_client_stepping_down_below_a_lagging_peer_moves_the_tip(
     peer = tracker.client_head("liar")
     assert peer is not None and tracker.tip is not None
     assert tracker.tip.hash in {peer.hash, real[99 - back]["hash"]}, tracker.tip.number
+
+
+@pytest.mark.parametrize("lag", [6, 16])
+@pytest.mark.parametrize("ahead", [0, 1])
+def test_a_late_liar_jumping_to_a_forged_sibling_of_the_honest_head_is_kept_out(
+    lag: int, ahead: int
+) -> None:
+    """The liar relays the real chain ``lag`` late (the honest client vouched, quarantined
+    again at each of its blocks), then jumps to a forged sibling of the honest head and races a
+    forged chain level with it (``ahead`` 0) or one above, for 100 heights, then relays the
+    real chain on time. While the honest client is quarantined the liar's branch is contested
+    by nobody (a suspect's word contests nothing): ``main`` had the tip on it for all 100
+    heights. Here the branch is below the vouched run: at most 2 heights forged, 4 reorgs."""
+    real = sealed_chain(260, start=100)
+    on_real = {h["hash"] for h in real}
+    tracker = _both_on(real[:6])
+    events: list[Event] = []
+    forged = 0
+    prev: dict[str, Any] | None = None
+    for k in range(6, 250):
+        events += tracker.on_head("honest", real[k], 0.0)
+        if 100 <= k < 200:
+            if prev is None:
+                prev = real[k - 1]
+            while int(prev["number"], 16) < k + 100 + ahead:
+                number = int(prev["number"], 16) + 1
+                prev = sealed_header(number, prev["hash"], salt=f"S{k}.{number}")
+                events += tracker.on_head("liar", prev, 0.0)
+        elif k >= 200:
+            events += tracker.on_head("liar", real[k], 0.0)
+        elif k - lag >= 6:
+            events += tracker.on_head("liar", real[k - lag], 0.0)
+        assert tracker.tip is not None
+        forged += tracker.tip.hash not in on_real
+    assert forged <= 2, forged
+    assert len(_reorgs(events)) <= 4, len(_reorgs(events))
+    assert tracker.tip is not None and tracker.tip.hash == real[249]["hash"]
