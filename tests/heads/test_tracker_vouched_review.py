@@ -369,3 +369,33 @@ def test_a_late_liar_jumping_to_a_forged_sibling_of_the_honest_head_is_kept_out(
     assert forged <= 2, forged
     assert len(_reorgs(events)) <= 4, len(_reorgs(events))
     assert tracker.tip is not None and tracker.tip.hash == real[249]["hash"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "open (on main too, not the one-chain release's): a liar in step with a healthy honest"
+        " node that forks off the tip's parent in one burst to 4-8 above the honest head and"
+        " keeps its forged chain that far ahead holds the tip on the forged chain for all 130"
+        " heights (1 reorg, the liar quarantined): the way back is one voice against one deeper"
+        " than the lead (held), the honest chain never catches up with the race"
+    ),
+)
+@pytest.mark.parametrize("lead", [4, 6, 8])
+def test_a_liar_in_step_bursting_a_forged_race_ahead_does_not_keep_the_tip(lead: int) -> None:
+    real = sealed_chain(300, start=100)
+    on_real = {h["hash"] for h in real}
+    tracker = _both_on(real[:120])
+    forged = 0
+    prev = real[119]
+    top = 119
+    for k in range(120, 250):
+        tracker.on_head("honest", real[k], 0.0)
+        while top < k + lead:
+            h = sealed_header(int(prev["number"], 16) + 1, prev["hash"], salt=f"B{top}")
+            tracker.on_head("liar", h, 0.0)
+            prev = h
+            top += 1
+        assert tracker.tip is not None
+        forged += tracker.tip.hash not in on_real
+    assert forged <= 2 * lead, forged
