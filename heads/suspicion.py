@@ -41,7 +41,7 @@ class Suspicion(ForkChoiceRules):
             return not (self._held_by_one_voice(client, head) or self._free_fork(client, head))
         if self._contested(client, head):
             return True
-        if self.trust.vouched and self._under_a_vouched_run(client, head):
+        if self.trust.vouching and self._under_a_vouched_run(client, head):
             return True
         if self._runs_ahead(client, head):
             self.trust.ahead.add(head.hash)  # a run ahead: what Trust._release_chain releases
@@ -157,7 +157,7 @@ class Suspicion(ForkChoiceRules):
         as long as it lasted). A copy of a block the vouched client announced is no new block
         and is never judged here."""
         blocks = self._blocks
-        for other in self.trust.vouched:
+        for other in self.trust.vouching:  # a run confirmed to its top vouches for nothing
             if other == client or other not in self._connected:
                 continue
             entry = self._heads.get(other)

@@ -19,7 +19,7 @@ Pure bookkeeping: the tracker calls it and keeps the maps bounded by its window.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from heads.events import Event, Head, Quarantine
@@ -44,6 +44,11 @@ class Trust:
         # unconfirmed above (:meth:`_release_chain`): while one of them is quarantined again,
         # the tip does not fall back along that chain (``ChainTracker._choose_tip``).
         self.vouched: set[str] = set()
+        # Of those, the ones with blocks of that run still unconfirmed (a run confirmed to its
+        # top vouches for nothing): a branch below one of their heads is suspect
+        # (``ChainTracker._under_a_vouched_run``). Unlike ``vouched``, it ends when the client
+        # has nothing left unconfirmed (:meth:`_unvouch`).
+        self.vouching: set[str] = set()
         # Unconfirmed blocks a confirmation forgave as replaced (``_forgive``), by hash, with
         # the client that brought them, until they leave the window: a client with one left
         # is not released by :meth:`_release_chain` (it abandoned a block it ran ahead with).
@@ -95,6 +100,8 @@ class Trust:
             current = blocks.get(current.parent_hash)
         for brought_by, highest in confirmed.items():
             self._forgive(brought_by, highest, blocks)
+        if self.vouching:
+            self._unvouch(confirmed)
         self._release(client, events)
         for brought_by, highest in confirmed.items():
             if brought_by in self.quarantined and brought_by != client:
@@ -129,7 +136,19 @@ class Trust:
             if client != announcer and not unconfirmed.get(client):
                 self.quarantined.discard(client)
                 self.vouched.discard(client)
+                self.vouching.discard(client)
                 events.append(Quarantine(client, False, 0))
+
+    def _unvouch(self, clients: Iterable[str]) -> None:
+        """A client with nothing left unconfirmed vouches for no branch below it any more
+        (:attr:`vouching`). Kept for good, a liar vouched once (its honest peer stalled for a
+        minute and caught up) had, a hundred heights later, the honest blocks under its forged
+        race judged suspect, its own forged blocks never contested, and the tip followed the
+        forged race for good (review of liar8)."""
+        unconfirmed = self.unconfirmed
+        for client in list(clients):
+            if client in self.vouching and not unconfirmed.get(client):
+                self.vouching.discard(client)
 
     def _release_chain(
         self, client: str, confirmed: Head, blocks: Mapping[str, Head], events: list[Event]
@@ -172,6 +191,7 @@ class Trust:
             return
         self.quarantined.discard(client)
         self.vouched.add(client)
+        self.vouching.add(client)
         events.append(Quarantine(client, False, self.unconfirmed.get(client, 0)))
 
     def _forgive(self, client: str, confirmed: Head, blocks: Mapping[str, Head]) -> None:
@@ -218,6 +238,8 @@ class Trust:
                 self.unconfirmed[client] -= 1
                 self.abandoned[block_hash] = (client, stored.number)
                 self.ahead.discard(block_hash)
+        if self.vouching:
+            self._unvouch((client,))
 
     def prune_below(self, low: int) -> None:
         """The window moved up to ``low``: abandoned blocks below it stop counting, and only
@@ -232,6 +254,8 @@ class Trust:
         brought_by = self.origin.pop(block_hash, None)
         if brought_by is not None:
             self.unconfirmed[brought_by] -= 1
+            if self.vouching:
+                self._unvouch((brought_by,))
         if self.abandoned:
             self.abandoned.pop(block_hash, None)
         self.ahead.discard(block_hash)
