@@ -127,6 +127,7 @@ def plan_reorg(
     *,
     next_block: int,
     base_fee: int | None,
+    presigned_for: Callable[[bytes], Presigned | None],
     take_presigned: Callable[[bytes], Presigned | None],
 ) -> list[SendPresigned | Resign | Rebroadcast]:
     """What to send for each record a reorg dropped (``dropped`` sorted by (sender, nonce)).
@@ -136,17 +137,19 @@ def plan_reorg(
       (a replacement signed ahead for the payload is discarded);
     - else the replacement signed ahead, if the base fee has not outgrown it, and if no earlier
       nonce of the sender has to be signed first (later nonces keep their order);
-    - else a fresh re-sign.
+    - else a re-sign. One that waits only behind an earlier nonce's re-sign keeps its good
+      replacement signed ahead in the ledger: the re-sign, run in nonce order, sends it
+      (``Executor.sign_and_send``) instead of asking the signer for one more at +10%.
 
-    ``take_presigned`` removes the replacement it returns (it is spent either way: a discarded
-    one's fees stay the floor of the next signature, ``AttemptLedger.floor``).
+    ``presigned_for`` looks a replacement up; ``take_presigned`` removes it (one that cannot
+    be used is spent: its fees stay the floor of the next signature, ``AttemptLedger.floor``).
     """
     out: list[SendPresigned | Resign | Rebroadcast] = []
     waiting: set[str] = set()
     for record in dropped:
         intent = record.intent
         latest = record.latest
-        presigned = take_presigned(latest.hash) if latest is not None else None
+        presigned = presigned_for(latest.hash) if latest is not None else None
         if intent.external:
             if latest is not None:
                 out.append(Rebroadcast(record, latest, "reorg_rebroadcast"))
@@ -156,16 +159,19 @@ def plan_reorg(
             or record.state in GIVEN_UP_STATES
             or (intent.expired_at(next_block) and not intent.noop)
         ) and not intent.noop
-        usable = (
+        good = (
             presigned is not None
-            and record.sender not in waiting
             and (base_fee is None or base_fee <= presigned.max_base_fee)
             and presigned.attempt.is_noop == noop
         )
-        if usable:
-            assert presigned is not None
+        if good and record.sender not in waiting:
+            assert presigned is not None and latest is not None
+            take_presigned(latest.hash)
             out.append(SendPresigned(record, presigned.attempt))
             continue
+        if presigned is not None and not good:
+            assert latest is not None
+            take_presigned(latest.hash)  # spent: outgrown, or the wrong kind
         waiting.add(record.sender)
         expired = noop and not record.has_noop and record.state not in GIVEN_UP_STATES
         reason = AttemptReason.EXPIRED_REPLACEMENT if expired else AttemptReason.REORG

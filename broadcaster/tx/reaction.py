@@ -152,6 +152,7 @@ class ChainFollower:
                     dropped,
                     next_block=tip_number + 1,
                     base_fee=self.view.base_fee,
+                    presigned_for=self.ledger.presigned,
                     take_presigned=self.ledger.take_presigned,
                 )
                 reaction = Reaction(

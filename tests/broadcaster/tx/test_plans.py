@@ -62,10 +62,16 @@ def test_a_dropped_tx_with_a_good_presign_goes_out_presigned() -> None:
     book = _book()
     record, a = _included(book)
     ahead = _presigned(record, Fees(40 * GWEI, 2 * GWEI), max_base_fee=19 * GWEI)
+    ledger = {a.hash: ahead}
     actions = plan_reorg(
-        [record], next_block=6, base_fee=10 * GWEI, take_presigned={a.hash: ahead}.pop
+        [record],
+        next_block=6,
+        base_fee=10 * GWEI,
+        presigned_for=ledger.get,
+        take_presigned=ledger.pop,
     )
     assert actions == [SendPresigned(record, ahead.attempt)]
+    assert ledger == {}  # taken: sent
 
 
 def test_a_presign_outgrown_by_the_base_fee_is_spent_and_a_fresh_resign_planned() -> None:
@@ -73,7 +79,13 @@ def test_a_presign_outgrown_by_the_base_fee_is_spent_and_a_fresh_resign_planned(
     record, a = _included(book)
     ahead = _presigned(record, Fees(40 * GWEI, 2 * GWEI), max_base_fee=19 * GWEI)
     taken = {a.hash: ahead}
-    actions = plan_reorg([record], next_block=6, base_fee=21 * GWEI, take_presigned=taken.pop)
+    actions = plan_reorg(
+        [record],
+        next_block=6,
+        base_fee=21 * GWEI,
+        presigned_for=taken.get,
+        take_presigned=taken.pop,
+    )
     assert actions == [Resign(record, noop=False, reason=AttemptReason.REORG)]
     assert taken == {}  # spent: its fees must still count as the floor (the ledger's job)
 
@@ -82,8 +94,12 @@ def test_an_expired_intent_is_replaced_by_a_noop_never_its_presigned_payload() -
     book = _book()
     record, a = _included(book, valid_until_block=5)
     ahead = _presigned(record, Fees(40 * GWEI, 2 * GWEI), max_base_fee=19 * GWEI)
-    actions = plan_reorg([record], next_block=6, base_fee=1, take_presigned={a.hash: ahead}.pop)
+    ledger = {a.hash: ahead}
+    actions = plan_reorg(
+        [record], next_block=6, base_fee=1, presigned_for=ledger.get, take_presigned=ledger.pop
+    )
     assert actions == [Resign(record, noop=True, reason=AttemptReason.EXPIRED_REPLACEMENT)]
+    assert ledger == {}  # the payload's replacement is spent, never sent
 
 
 def test_later_nonces_of_a_sender_wait_behind_its_first_fresh_resign() -> None:
@@ -99,10 +115,30 @@ def test_later_nonces_of_a_sender_wait_behind_its_first_fresh_resign() -> None:
         [first, second, other],
         next_block=6,
         base_fee=1,
+        presigned_for=ahead.get,
         take_presigned=lambda h: ahead.pop(h, None),
     )
     assert [type(x) for x in actions] == [Resign, Resign, SendPresigned]
     assert actions[2].record is other
+    # The second nonce's good replacement stays in the ledger: its re-sign, after the first
+    # nonce's, sends it instead of asking for one more (review of react8).
+    assert set(ahead) == {a2.hash}
+
+
+def test_a_later_nonces_outgrown_presign_is_spent_even_while_it_waits() -> None:
+    book = _book()
+    first, _ = _included(book)
+    second, a2 = _included(book)
+    ahead = {a2.hash: _presigned(second, Fees(40 * GWEI, 2 * GWEI), 19 * GWEI)}
+    actions = plan_reorg(
+        [first, second],
+        next_block=6,
+        base_fee=21 * GWEI,
+        presigned_for=ahead.get,
+        take_presigned=lambda h: ahead.pop(h, None),
+    )
+    assert [type(x) for x in actions] == [Resign, Resign]
+    assert ahead == {}
 
 
 def test_bytes_signed_elsewhere_are_rebroadcast_unchanged() -> None:
@@ -111,7 +147,13 @@ def test_bytes_signed_elsewhere_are_rebroadcast_unchanged() -> None:
     record = book.accept(raw, now=0)
     a = attempt(record, reason=AttemptReason.EXTERNAL)
     book.add_attempt(record, a)
-    actions = plan_reorg([record], next_block=1, base_fee=1, take_presigned=lambda h: None)
+    actions = plan_reorg(
+        [record],
+        next_block=1,
+        base_fee=1,
+        presigned_for=lambda h: None,
+        take_presigned=lambda h: None,
+    )
     assert actions == [Rebroadcast(record, a, "reorg_rebroadcast")]
 
 

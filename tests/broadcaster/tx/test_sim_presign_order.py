@@ -97,3 +97,37 @@ def test_presignatures_whose_block_is_deep_by_their_turn_are_skipped(sims: SimFa
     presigned = [r.fields.nonce for r in sim.enclave.signed()[signed_before:]]
     assert last.nonce in presigned
     assert len(presigned) < BULK // 2, presigned
+
+
+def test_a_later_nonce_sends_its_presignature_behind_an_earlier_nonces_resign(
+    sims: SimFactory,
+) -> None:
+    """Two of one sender's nonces in the reorged block; only the later one has a replacement
+    signed ahead (the earlier one's was still at the signer, or skipped). The earlier nonce is
+    re-signed first (nonce order); the later one then sends its replacement signed ahead. It
+    used to be taken and thrown away by the plan and signed once more at +10% (review of
+    react8): one more signer round trip in the reaction and fees climbing for nothing."""
+    sim = sims(presign=True)
+    first = sim.run(sim.submit())
+    second = sim.run(sim.submit())
+    assert second.nonce == first.nonce + 1
+    sim.run(sim.mine(1, wait=0.5))
+    ledger = sim.adapter.manager.ledger
+    assert first.latest is not None and second.latest is not None
+    assert ledger.presigned(first.latest.hash) is not None
+    kept = ledger.presigned(second.latest.hash)
+    assert kept is not None
+    ledger.take_presigned(first.latest.hash)  # the earlier nonce has none
+    first_dropped = first.latest.hash
+    at_second = len([r for r in sim.enclave.signed() if r.fields.nonce == second.nonce])
+    sim.run(sim.reorg(1, reinclude=False, wait=0.5))
+    signed_now = [r for r in sim.enclave.signed() if r.fields.nonce == second.nonce]
+    assert len(signed_now) == at_second, "the later nonce was signed again"
+    record = sim.record(second.intent.id)
+    assert record.latest is not None and record.latest.hash == kept.attempt.hash
+    earlier = sim.record(first.intent.id).latest
+    assert earlier is not None and earlier.hash != first_dropped  # re-signed, fresh
+    sim.run(sim.mine(1, wait=0.5))
+    sim.run(sim.finish())
+    assert sim.record(second.intent.id).state in (TxState.INCLUDED, TxState.FINALIZED)
+    sim.check()
