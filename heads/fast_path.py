@@ -103,7 +103,10 @@ class FastPath(Backfill):
             if ok:
                 fee = header.get("baseFeePerGas")
                 if type(fee) is str:
-                    base_fee = int(fee, 16)
+                    try:
+                        base_fee = int(fee, 16)
+                    except ValueError:
+                        return False  # "0x" (hashes as zero): parse_head refuses it
         heads = self._heads
         current = heads.get(client)
         if current is not None and (current[0].hash == block_hash or number <= current[0].number):

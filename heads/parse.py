@@ -103,7 +103,14 @@ def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | R
         if ok:  # the hash covers baseFeePerGas: it is as true as the block (hex, checked above)
             fee = header.get("baseFeePerGas")
             if type(fee) is str:
-                return Head(number, block_hash, parent_hash, int(fee, 16), timestamp)
+                # "0x" hashes as zero (RLP's empty string) but is no quantity: int() raised
+                # here, and one such header from a client crashed replay and the hub's reader.
+                base_fee = _quantity(fee)
+                if base_fee is None:
+                    return Rejected(
+                        client, block_hash, "malformed", f"bad baseFeePerGas {fee!r:.80}"
+                    )
+                return Head(number, block_hash, parent_hash, base_fee, timestamp)
     return Head(number, block_hash, parent_hash, None, timestamp)
 
 

@@ -55,6 +55,11 @@ class Store(TrackerState):
         )
 
     def _add_to_store(self, block: Head, seq: int) -> None:
+        if self._foreign:
+            # A block that connects is no longer foreign: left in both maps, the foreign prune
+            # dropped its first-seen entry while the store held it, and the store's own prune
+            # then raised KeyError (review of replay8: a hostile three-client stream).
+            self._foreign.pop(block.hash, None)
         self._blocks[block.hash] = block
         self._seen.setdefault(block.hash, seq)
         bucket = self._by_number.get(block.number)
