@@ -31,7 +31,7 @@ from heads.backfill import Backfill
 from heads.errors import HeaderError
 from heads.events import Head
 from heads.header import FEWEST_FIELDS, verify_header_hash
-from heads.parse import hash_match
+from heads.parse import UINT64_MAX, hash_match
 from heads.tracker_state import _PER_HEIGHT, _PRUNE_BATCH
 
 __all__ = ["FastPath"]
@@ -79,7 +79,7 @@ class FastPath(Backfill):
                 return False
         else:
             return False
-        if number != tip.number + 1:
+        if number != tip.number + 1 or number > UINT64_MAX:
             return False
         timestamp_text = header.get("timestamp")
         timestamp = None
@@ -90,7 +90,7 @@ class FastPath(Backfill):
                 timestamp = int(timestamp_text, 16)
             except ValueError:
                 return False
-            if tip.timestamp is not None and timestamp < tip.timestamp:
+            if (tip.timestamp is not None and timestamp < tip.timestamp) or timestamp > UINT64_MAX:
                 return False
         base_fee = None
         if self.verify and len(header) >= FEWEST_FIELDS:  # (fewer: verify_header_hash says None)

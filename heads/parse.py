@@ -33,6 +33,10 @@ def _is_hash(value: object) -> bool:
     return type(value) is str and _hash_match(value) is not None
 
 
+UINT64_MAX: Final = (1 << 64) - 1
+"""A header's number and timestamp are uint64 (the yellow paper, §4.3); above it: malformed."""
+
+
 def _quantity(value: object) -> int | None:
     if type(value) is str and value.startswith("0x"):
         try:
@@ -78,7 +82,9 @@ def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | R
         # the service out of memory.
         return Rejected(client, block_hash, "malformed", "parentHash is the block's own hash")
     number = _quantity(number_text)
-    if number is None:
+    if number is None or number > UINT64_MAX:
+        # A block number is a uint64 in consensus; a bigger one from a hash-consistent liar was
+        # a tip, and `broadcaster replay --json` died on it (orjson: beyond 64 bits).
         return Rejected(client, block_hash, "malformed", f"bad number {number_text!r:.80}")
     timestamp_text = header.get("timestamp")
     timestamp = None
@@ -89,7 +95,7 @@ def parse_head(client: str, header: Mapping[str, Any], verify: bool) -> Head | R
             timestamp = _quantity(timestamp_text)
         if timestamp is None:
             timestamp = _quantity(timestamp_text)
-        if timestamp is None or timestamp < 0:
+        if timestamp is None or timestamp < 0 or timestamp > UINT64_MAX:
             return Rejected(
                 client, block_hash, "malformed", f"bad timestamp {timestamp_text!r:.80}"
             )

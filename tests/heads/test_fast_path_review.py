@@ -299,13 +299,6 @@ def test_a_verified_header_with_base_fee_0x_is_refused_not_a_crash(tmp_path: Pat
     assert b"baseFeePerGas" in fast[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lone client's head numbered above 2**64 is accepted (deep_reorg 'gap', a tip) and "
-    "`broadcaster replay --json` dies in orjson.dumps (TypeError: Integer exceeds 64-bit range); "
-    "number/timestamp are uint64 in consensus and parse_head has no bound (not from replay8: "
-    "parse_head and the fast path's int() would need the same bound, and test_parse's reference)",
-)
 def test_a_head_numbered_beyond_uint64_does_not_crash_replay_json(tmp_path: Path) -> None:
     path = tmp_path / "huge.jsonl"
     first = {"number": "0x64", "hash": "0x" + "11" * 32, "parentHash": "0x" + "00" * 32}

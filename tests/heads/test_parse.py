@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import heads.parse
 from heads.events import Head, Rejected
 from heads.header import HeaderError, verify_header_hash
-from heads.parse import _quantity, parse_head
+from heads.parse import UINT64_MAX, _quantity, parse_head
 
 _HASH_TEXT: Final = re.compile(r"0x[0-9a-f]{64}")
 _hash_match = _HASH_TEXT.fullmatch
@@ -55,7 +55,7 @@ def reference_parse_head(client: str, header: Mapping[str, Any], verify: bool) -
         # the service out of memory.
         return Rejected(client, block_hash, "malformed", "parentHash is the block's own hash")
     number = _quantity(number_text)
-    if number is None:
+    if number is None or number > UINT64_MAX:  # (the uint64 bound came later, to both)
         return Rejected(client, block_hash, "malformed", f"bad number {number_text!r:.80}")
     timestamp_text = header.get("timestamp")
     timestamp = None
@@ -66,7 +66,7 @@ def reference_parse_head(client: str, header: Mapping[str, Any], verify: bool) -
             timestamp = _quantity(timestamp_text)
         if timestamp is None:
             timestamp = _quantity(timestamp_text)
-        if timestamp is None or timestamp < 0:
+        if timestamp is None or timestamp < 0 or timestamp > UINT64_MAX:
             return Rejected(
                 client, block_hash, "malformed", f"bad timestamp {timestamp_text!r:.80}"
             )
@@ -154,3 +154,16 @@ def test_in_a_fresh_interpreter_the_first_parent_gets_the_full_check() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["Rejected", "Rejected", "Rejected"]
+
+
+def test_a_number_or_timestamp_beyond_uint64_is_malformed() -> None:
+    """Consensus has them as uint64: a hash-consistent liar's 2**64 head was a tip, and
+    `broadcaster replay --json` died printing it (review of replay8)."""
+    base = {"hash": "0x" + "11" * 32, "parentHash": "0x" + "22" * 32}
+    top = {**base, "number": hex(UINT64_MAX), "timestamp": hex(UINT64_MAX)}
+    assert isinstance(parse_head("x", top, False), Head)
+    for field in ("number", "timestamp"):
+        over = {**top, field: hex(UINT64_MAX + 1)}
+        rejected = parse_head("x", over, False)
+        assert isinstance(rejected, Rejected) and rejected.reason == "malformed", rejected
+        assert field in rejected.detail
