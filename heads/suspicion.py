@@ -135,14 +135,8 @@ class Suspicion(ForkChoiceRules):
                 or other_head.hash in self.trust.origin
             ):
                 continue
-            a: Head | None = other_head
-            b: Head | None = blocks.get(head.parent_hash)
-            while a is not None and b is not None and a.hash != b.hash:
-                if a.number >= b.number:
-                    a = blocks.get(a.parent_hash)
-                else:
-                    b = blocks.get(b.parent_hash)
-            if a is not None and b is not None and other_head.number - a.number >= 2:
+            ancestor = self._meeting(other_head, blocks.get(head.parent_hash))
+            if ancestor is not None and other_head.number - ancestor.number >= 2:
                 return True
         return False
 
@@ -163,16 +157,21 @@ class Suspicion(ForkChoiceRules):
             entry = self._heads.get(other)
             if entry is None or entry[0].number < head.number:
                 continue
-            a: Head | None = entry[0]
-            b: Head | None = blocks.get(head.parent_hash)
-            while a is not None and b is not None and a.hash != b.hash:
-                if a.number >= b.number:
-                    a = blocks.get(a.parent_hash)
-                else:
-                    b = blocks.get(b.parent_hash)
-            if a is not None and b is not None and entry[0].number - a.number >= 2:
+            ancestor = self._meeting(entry[0], blocks.get(head.parent_hash))
+            if ancestor is not None and entry[0].number - ancestor.number >= 2:
                 return True
         return False
+
+    def _meeting(self, a: Head | None, b: Head | None) -> Head | None:
+        """The common ancestor of ``a`` and ``b`` in the store; ``None`` where one chain runs out
+        of stored blocks first (they do not meet inside the window)."""
+        blocks = self._blocks
+        while a is not None and b is not None and a.hash != b.hash:
+            if a.number >= b.number:
+                a = blocks.get(a.parent_hash)
+            else:
+                b = blocks.get(b.parent_hash)
+        return a if b is not None else None
 
     def _judge_backfill(self, client: str, block: Head, events: list[Event]) -> None:
         """A backfilled block is suspect like an announced one when it runs ahead of every
