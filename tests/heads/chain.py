@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from heads.events import Event, Reorg
+from heads.tracker import ChainTracker
+
 GENESIS_PARENT = "0x" + "00" * 32
 
 
@@ -95,3 +98,17 @@ def sealed_chain(length: int, *, start: int = 0, salt: str = "") -> list[dict[st
         chain.append(sealed_header(number, parent, salt=salt))
         parent = chain[-1]["hash"]
     return chain
+
+
+def reorgs(events: list[Event]) -> list[Reorg]:
+    """The reorgs among a tracker's events."""
+    return [e for e in events if isinstance(e, Reorg)]
+
+
+def both_on(start: list[dict[str, Any]]) -> ChainTracker:
+    """A two-client tracker (``honest`` and ``liar``) where both announced ``start``."""
+    tracker = ChainTracker(finality_depth=32, clients=2)
+    for h in start:
+        tracker.on_head("honest", h, 0.0)
+        tracker.on_head("liar", h, 0.0)
+    return tracker

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from heads.events import Event, Quarantine, Reorg
+from heads.events import Event, Quarantine
 from heads.tracker import ChainTracker
-from tests.heads.chain import sealed_chain, sealed_header
-
-
-def reorgs(events: list[Event]) -> list[Reorg]:
-    return [e for e in events if isinstance(e, Reorg)]
+from tests.heads.chain import reorgs, sealed_chain, sealed_header
 
 
 def _liar_frames(

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from heads.events import Event, Quarantine, Reorg
+from heads.events import Event, Quarantine
 from heads.tracker import ChainTracker
-from tests.heads.chain import Tree, sealed_chain, sealed_header
-
-
-def reorgs(events: list[Event]) -> list[Reorg]:
-    return [e for e in events if isinstance(e, Reorg)]
+from tests.heads.chain import Tree, reorgs, sealed_chain, sealed_header
 
 
 def test_two_clients_a_liar_in_sync_cannot_fork_ten_deep_by_retracting_the_honest_chain() -> None:

@@ -14,13 +14,12 @@ transactions at +10%, compounding).
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
-from heads.events import Event, Quarantine, Reorg
+from heads.events import Event, Quarantine
 from heads.tracker import ChainTracker
-from tests.heads.chain import sealed_chain, sealed_header
+from tests.heads.chain import both_on, reorgs, sealed_chain, sealed_header
 
 
 def _attack(
@@ -57,37 +56,24 @@ def _attack(
     return tracker, events, frames, real[: k + 1]
 
 
-def _both_on(start: list[dict[str, Any]]) -> ChainTracker:
-    """A two-client tracker (``honest`` and ``liar``) where both announced ``start``."""
-    tracker = ChainTracker(finality_depth=32, clients=2)
-    for h in start:
-        tracker.on_head("honest", h, 0.0)
-        tracker.on_head("liar", h, 0.0)
-    return tracker
-
-
-def _reorgs(events: list[Event]) -> list[Reorg]:
-    return [e for e in events if isinstance(e, Reorg)]
-
-
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_a_relaying_liar_forking_each_round_is_bounded(depth: int) -> None:
     tracker, events, frames, real = _attack(depth)
-    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert len(reorgs(events)) * 100 <= 4 * frames, (len(reorgs(events)), frames)
     assert tracker.tip is not None and tracker.tip.hash == real[-1]["hash"]
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_a_relaying_liar_forking_every_other_round_is_bounded(depth: int) -> None:
     tracker, events, frames, real = _attack(depth, every=2)
-    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert len(reorgs(events)) * 100 <= 4 * frames, (len(reorgs(events)), frames)
     assert tracker.tip is not None and tracker.tip.hash == real[-1]["hash"]
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_a_relaying_liar_as_one_of_three_clients_is_bounded(depth: int) -> None:
     tracker, events, frames, real = _attack(depth, honest=("a", "b"))
-    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert len(reorgs(events)) * 100 <= 4 * frames, (len(reorgs(events)), frames)
     assert tracker.tip is not None and tracker.tip.hash == real[-1]["hash"]
     assert not any(isinstance(e, Quarantine) and e.active and e.client != "liar" for e in events)
 
@@ -108,14 +94,14 @@ def test_a_liar_relaying_the_real_chain_late_flips_the_tip_a_bounded_number_of_t
     confirmed: at most 2 reorgs, the tip always on the real chain, and released as soon as the
     liar catches up."""
     real = sealed_chain(300, start=100)
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     on_real = {h["hash"] for h in real}
     for k in range(6, 290):
         events += tracker.on_head("honest", real[k], 0.0)
         events += tracker.on_head("liar", real[k - lag], 0.0)
         assert tracker.tip is not None and tracker.tip.hash in on_real
-    assert len(_reorgs(events)) <= 2, len(_reorgs(events))
+    assert len(reorgs(events)) <= 2, len(reorgs(events))
     for h in real[290 - lag : 290]:  # the liar catches up
         events += tracker.on_head("liar", h, 0.0)
     assert "honest" not in tracker.trust.quarantined
@@ -150,7 +136,7 @@ def test_a_patient_liar_forking_once_a_window_is_bounded_and_released_when_it_st
                 prev = h
         events += tracker.on_head("honest", real[k - 1], 0.0)
         frames += 1
-    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert len(reorgs(events)) * 100 <= 4 * frames, (len(reorgs(events)), frames)
     assert any(isinstance(e, Quarantine) and e.active and e.client == "liar" for e in events)
     assert "liar" not in tracker.trust.quarantined
     events = tracker.on_head("liar", real[600], 0.0)  # ahead of the honest client again
@@ -168,7 +154,7 @@ def test_a_liar_relaying_the_real_chain_far_behind_does_not_hold_the_tip_back(la
     liar's late copies ``lag`` blocks behind (31 blocks: six minutes of mainnet, our intents
     expiring). Wanted: the tip on the honest head."""
     real = sealed_chain(200, start=100)
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     on_real = {h["hash"] for h in real}
     for k in range(6, 190):
@@ -176,7 +162,7 @@ def test_a_liar_relaying_the_real_chain_far_behind_does_not_hold_the_tip_back(la
         if k - lag >= 6:
             events += tracker.on_head("liar", real[k - lag], 0.0)
         assert tracker.tip is not None and tracker.tip.hash in on_real
-    assert len(_reorgs(events)) <= 2, len(_reorgs(events))
+    assert len(reorgs(events)) <= 2, len(reorgs(events))
     assert "honest" not in tracker.trust.quarantined
     assert tracker.tip is not None and tracker.tip.hash == real[189]["hash"]
 
@@ -191,7 +177,7 @@ def test_a_liar_relaying_the_real_chain_and_racing_a_forged_run_on_top_is_bounde
     tip on the forged run (29 reorgs in 30 rounds, the tip forged at the end, on ``main``)."""
     rounds = 30
     real = sealed_chain(3 * rounds + 20, start=100)
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     frames = 0
     k = 5
@@ -209,7 +195,7 @@ def test_a_liar_relaying_the_real_chain_and_racing_a_forged_run_on_top_is_bounde
             events += tracker.on_head("honest", h, 0.0)
             frames += 1
         k += 3
-    assert len(_reorgs(events)) * 100 <= 4 * frames, (len(_reorgs(events)), frames)
+    assert len(reorgs(events)) * 100 <= 4 * frames, (len(reorgs(events)), frames)
     assert tracker.tip is not None and tracker.tip.hash == real[k]["hash"]
 
 
@@ -250,7 +236,7 @@ def test_a_liar_jittering_its_lag_does_not_flap_the_tip(seed: int, low: int, hig
     the client's chain): at most 2 here, the tip on the real chain."""
     rnd = random.Random(seed)
     real = sealed_chain(260, start=100)
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     on_real = {h["hash"] for h in real}
     relayed = 5
@@ -261,7 +247,7 @@ def test_a_liar_jittering_its_lag_does_not_flap_the_tip(seed: int, low: int, hig
             relayed += 1
             events += tracker.on_head("liar", real[relayed], 0.0)
         assert tracker.tip is not None and tracker.tip.hash in on_real
-    assert len(_reorgs(events)) <= 2, len(_reorgs(events))
+    assert len(reorgs(events)) <= 2, len(reorgs(events))
 
 
 # Attacks on the one-chain release and the no-fall-back hold (issue #12, branch liar8).
@@ -282,7 +268,7 @@ def test_a_liar_relaying_ahead_of_a_late_peer_and_forging_on_top_is_bounded(
     forged for at most 8 frames in all, on the honest head at the end."""
     real = sealed_chain(310, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     forged_frames = 0
     for k in range(6, 300):
@@ -299,7 +285,7 @@ def test_a_liar_relaying_ahead_of_a_late_peer_and_forging_on_top_is_bounded(
             events += tracker.on_head("honest", real[k - behind], 0.0)
         assert tracker.tip is not None
         forged_frames += tracker.tip.hash not in on_real
-    assert len(_reorgs(events)) <= 2, len(_reorgs(events))
+    assert len(reorgs(events)) <= 2, len(reorgs(events))
     assert forged_frames <= 8, forged_frames
     assert tracker.tip is not None and tracker.tip.hash in on_real
     sizes = tracker.stats()  # the abandoned and ran-ahead marks are bounded by the window too
@@ -321,7 +307,7 @@ def test_a_liar_switching_its_lag_across_the_quarantine_threshold_does_not_flap_
     (5, 6) (``main``: 2.6-5.9 behind)."""
     real = sealed_chain(260, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     relayed = 5
     behind = 0
@@ -333,7 +319,7 @@ def test_a_liar_switching_its_lag_across_the_quarantine_threshold_does_not_flap_
             events += tracker.on_head("liar", real[relayed], 0.0)
         assert tracker.tip is not None and tracker.tip.hash in on_real
         behind += int(real[k]["number"], 16) - tracker.tip.number
-    assert len(_reorgs(events)) <= 1, len(_reorgs(events))
+    assert len(reorgs(events)) <= 1, len(reorgs(events))
     if lags[1] <= 8:
         assert behind <= 244 * 1.1, behind / 244
 
@@ -358,7 +344,7 @@ def test_a_late_liar_forking_the_honest_tip_buys_no_more_than_a_timely_one(
     def attack(lag: int) -> tuple[int, int, int]:
         real = sealed_chain(310, start=100)
         on_real = {h["hash"] for h in real}
-        tracker = _both_on(real[:6])
+        tracker = both_on(real[:6])
         events: list[Event] = []
         behind = forged = 0
         for k in range(6, 300):
@@ -378,7 +364,7 @@ def test_a_late_liar_forking_the_honest_tip_buys_no_more_than_a_timely_one(
                 behind = max(behind, k + 100 - tracker.tip.number)
             else:
                 forged += 1
-        return len(_reorgs(events)), behind, forged
+        return len(reorgs(events)), behind, forged
 
     late, behind, forged = attack(lag)
     on_time, _, on_time_forged = attack(3)  # within the lead: the honest one never runs ahead
@@ -393,7 +379,7 @@ def _late_then_forged_race(lag: int) -> tuple[int, int]:
     count and the heights the tip spent on a forged block."""
     real = sealed_chain(210, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     forged = 0
     prev: dict[str, str] | None = None
@@ -409,7 +395,7 @@ def _late_then_forged_race(lag: int) -> tuple[int, int]:
             events += tracker.on_head("liar", real[k - lag], 0.0)
         assert tracker.tip is not None
         forged += tracker.tip.hash not in on_real
-    return len(_reorgs(events)), forged
+    return len(reorgs(events)), forged
 
 
 @pytest.mark.parametrize("lag", [4, 5, 6, 8, 16, 31])
@@ -453,7 +439,7 @@ def test_a_liar_far_ahead_of_a_lagging_honest_node_racing_a_forged_chain_is_boun
 ) -> None:
     real = sealed_chain(310, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     forged = 0
     prev: dict[str, str] | None = None
     for k in range(6, 300):
@@ -482,7 +468,7 @@ def test_a_liar_one_block_early_stepping_down_and_racing_a_forged_chain_is_kept_
     chain is the tip for at most 3 heights (as on ``main``)."""
     real = sealed_chain(310, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     forged = 0
     prev: dict[str, str] | None = None
     for k in range(6, 300):

@@ -11,11 +11,7 @@ from typing import Any
 
 from heads.events import DeepReorg, Event, Extension, NeedAncestor, Quarantine, Rejected, Reorg
 from heads.tracker import ChainTracker
-from tests.heads.chain import Tree, sealed_chain, sealed_header
-
-
-def reorgs(events: list[Event]) -> list[Reorg]:
-    return [e for e in events if isinstance(e, Reorg)]
+from tests.heads.chain import Tree, reorgs, sealed_chain, sealed_header
 
 
 def moves(events: list[Event]) -> list[Event]:

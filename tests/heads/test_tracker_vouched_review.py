@@ -9,21 +9,9 @@ from typing import Any
 
 import pytest
 
-from heads.events import Event, Reorg
+from heads.events import Event
 from heads.tracker import ChainTracker
-from tests.heads.chain import sealed_chain, sealed_header
-
-
-def _both_on(start: list[dict[str, Any]]) -> ChainTracker:
-    tracker = ChainTracker(finality_depth=32, clients=2)
-    for h in start:
-        tracker.on_head("honest", h, 0.0)
-        tracker.on_head("liar", h, 0.0)
-    return tracker
-
-
-def _reorgs(events: list[Event]) -> list[Reorg]:
-    return [e for e in events if isinstance(e, Reorg)]
+from tests.heads.chain import both_on, reorgs, sealed_chain, sealed_header
 
 
 def _vouched_once(stall: int) -> tuple[ChainTracker, list[dict[str, Any]], list[Event]]:
@@ -31,7 +19,7 @@ def _vouched_once(stall: int) -> tuple[ChainTracker, list[dict[str, Any]], list[
     chain, then catches up in a burst: its copies confirm the liar's run ahead and the one-chain
     release vouches for the liar. Then both relay the real chain in step for 100 heights."""
     real = sealed_chain(300, start=100)
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     for k in range(6, 6 + stall):
         events += tracker.on_head("liar", real[k], 0.0)
@@ -87,14 +75,14 @@ def _uncles_under_a_late_peer(lag: int, period: int) -> tuple[int, int, list[int
                 sealed_header(int(real[k]["number"], 16), real[k - 1]["hash"], salt=f"u{k}")
             )
         announced.append(real[k])
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     for i, h in enumerate(announced):
         events += tracker.on_head("honest", h, 0.0)
         if i >= lag:
             events += tracker.on_head("liar", announced[i - lag], 0.0)
-    reorgs = _reorgs(events)
-    return len(announced) - 194, len(reorgs), [r.depth for r in reorgs]
+    found = reorgs(events)
+    return len(announced) - 194, len(found), [r.depth for r in found]
 
 
 @pytest.mark.xfail(
@@ -114,7 +102,7 @@ def test_the_tip_is_not_held_back_by_a_late_peer_when_uncles_are_frequent() -> N
             u = sealed_header(int(real[k]["number"], 16), real[k - 1]["hash"], salt=f"u{k}")
             announced.append(u)
         announced.append(real[k])
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     behind = 0
     for i, h in enumerate(announced):
         tracker.on_head("honest", h, 0.0)
@@ -174,7 +162,7 @@ def _real_reorg_under_a_late_peer(lag: int, depth: int) -> tuple[list[tuple[int,
         branch.append(h)
         prev = h
     announced = base + branch
-    tracker = _both_on(announced[:6])
+    tracker = both_on(announced[:6])
     events: list[Event] = []
     for k in range(6, len(announced)):
         events += tracker.on_head("honest", announced[k], 0.0)
@@ -182,8 +170,8 @@ def _real_reorg_under_a_late_peer(lag: int, depth: int) -> tuple[list[tuple[int,
             events += tracker.on_head("liar", announced[k - lag], 0.0)
     for h in announced[len(announced) - lag :]:
         events += tracker.on_head("liar", h, 0.0)
-    reorgs = [(r.depth, len(r.new)) for r in _reorgs(events)]
-    return reorgs, tracker.tip is not None and tracker.tip.hash == announced[-1]["hash"]
+    found = [(r.depth, len(r.new)) for r in reorgs(events)]
+    return found, tracker.tip is not None and tracker.tip.hash == announced[-1]["hash"]
 
 
 @pytest.mark.parametrize(("lag", "depth"), [(6, 2), (16, 2), (16, 3)])
@@ -222,7 +210,7 @@ def test_a_vouched_client_or_its_late_peer_reconnecting_keeps_the_tip(lag: int, 
     at most 2 reorgs, the tip on the honest head at the end."""
     real = sealed_chain(200, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     for k in range(6, 190):
         away = 80 <= k < 92
@@ -233,7 +221,7 @@ def test_a_vouched_client_or_its_late_peer_reconnecting_keeps_the_tip(lag: int, 
         if k - lag >= 6 and not (away and who == "liar"):
             events += tracker.on_head("liar", real[k - lag], 0.0)
         assert tracker.tip is not None and tracker.tip.hash in on_real
-    assert len(_reorgs(events)) <= 2, [(r.depth, len(r.new)) for r in _reorgs(events)]
+    assert len(reorgs(events)) <= 2, [(r.depth, len(r.new)) for r in reorgs(events)]
     assert tracker.tip is not None and tracker.tip.hash == real[189]["hash"]
 
 
@@ -244,7 +232,7 @@ def test_a_late_liar_flooding_siblings_under_a_vouched_client_stays_bounded(lag:
     window, the tip on the real chain, on the honest head at the end."""
     real = sealed_chain(260, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     for k in range(6, 250):
         tracker.on_head("honest", real[k], 0.0)
         if k - lag >= 6:
@@ -273,7 +261,7 @@ def test_a_liar_alternating_early_and_late_and_forking_at_each_switch_is_bounded
     honest head or above it on the real chain."""
     real = sealed_chain(270, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:10])
+    tracker = both_on(real[:10])
     events: list[Event] = []
     relayed = 9
     forged = 0
@@ -295,7 +283,7 @@ def test_a_liar_alternating_early_and_late_and_forking_at_each_switch_is_bounded
             events += tracker.on_head("liar", real[relayed], 0.0)
         assert tracker.tip is not None
         forged += tracker.tip.hash not in on_real
-    assert len(_reorgs(events)) <= 3, len(_reorgs(events))
+    assert len(reorgs(events)) <= 3, len(reorgs(events))
     assert forged <= 1, forged
     while relayed < 249:
         relayed += 1
@@ -322,7 +310,7 @@ def test_an_honest_client_stepping_down_below_a_lagging_peer_moves_the_tip(
     lag: int, back: int
 ) -> None:
     real = sealed_chain(200, start=100)
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     for k in range(6, 100):
         tracker.on_head("honest", real[k], 0.0)
         if k - lag >= 6:
@@ -347,7 +335,7 @@ def test_a_late_liar_jumping_to_a_forged_sibling_of_the_honest_head_is_kept_out(
     heights. Here the branch is below the vouched run: at most 2 heights forged, 4 reorgs."""
     real = sealed_chain(260, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:6])
+    tracker = both_on(real[:6])
     events: list[Event] = []
     forged = 0
     prev: dict[str, Any] | None = None
@@ -367,7 +355,7 @@ def test_a_late_liar_jumping_to_a_forged_sibling_of_the_honest_head_is_kept_out(
         assert tracker.tip is not None
         forged += tracker.tip.hash not in on_real
     assert forged <= 2, forged
-    assert len(_reorgs(events)) <= 4, len(_reorgs(events))
+    assert len(reorgs(events)) <= 4, len(reorgs(events))
     assert tracker.tip is not None and tracker.tip.hash == real[249]["hash"]
 
 
@@ -385,7 +373,7 @@ def test_a_late_liar_jumping_to_a_forged_sibling_of_the_honest_head_is_kept_out(
 def test_a_liar_in_step_bursting_a_forged_race_ahead_does_not_keep_the_tip(lead: int) -> None:
     real = sealed_chain(300, start=100)
     on_real = {h["hash"] for h in real}
-    tracker = _both_on(real[:120])
+    tracker = both_on(real[:120])
     forged = 0
     prev = real[119]
     top = 119
