@@ -31,15 +31,35 @@ from tests.enclave.running import (
 )
 from tests.signer_client.test_priority_lane import tx
 
-_nonces = itertools.count(9000)
+nonces = itertools.count(9000)  # also the review file's: one test's nonces stay in one window
 SLOTS = 4
 WRITTEN_AT_ONCE = SLOTS + URGENT_RESERVE  # what is in flight before anything waits
 
 
-async def _presign(client: SignerClient, name: str, done: list[str]) -> None:
+async def presign(client: SignerClient, name: str, done: list[str]) -> None:
+    """A presignature: level 2 (``urgent``), no lock held."""
     with urgent():
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+        await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
     done.append(name)
+
+
+async def bump(client: SignerClient, lock: NonceLock, done: list[str]) -> None:
+    """A fee bump: level 2 while holding its nonce's ``lock`` (the executor's ``holding``)."""
+    async with lock:
+        with holding(lock):
+            await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
+        done.append("bump")
+
+
+async def react(client: SignerClient, lock: NonceLock, name: str, done: list[str]) -> None:
+    """A reaction needing ``lock``'s nonce: it promotes the holder, then signs at level 1."""
+    await lock.for_reaction()
+    try:
+        with reacting():
+            await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
+        done.append(name)
+    finally:
+        lock.release()
 
 
 async def test_a_reactions_resign_is_answered_before_the_queued_presignatures(
@@ -50,13 +70,13 @@ async def test_a_reactions_resign_is_answered_before_the_queued_presignatures(
 
     async def reaction() -> None:
         with reacting():
-            await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+            await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
         done.append("reaction")
 
     async with SignerClient(fresh_enclave.url, max_in_flight=SLOTS, timeout=60) as client:
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)  # both lanes warm
+        await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)  # both lanes warm
         presigns = [f"p{i}" for i in range(200)]
-        tasks = [asyncio.create_task(_presign(client, name, done)) for name in presigns]
+        tasks = [asyncio.create_task(presign(client, name, done)) for name in presigns]
         await asyncio.sleep(0)  # every presignature has its slot or its place in the queue
         assert len(client._urgent_waiters) == 200 - WRITTEN_AT_ONCE
         tasks.append(asyncio.create_task(reaction()))
@@ -77,32 +97,16 @@ async def test_a_bump_holding_its_nonce_lock_is_not_passed_by_later_presignature
     pass is what was written while the lock changed hands: a loop pass or two of replies.)"""
     done: list[str] = []
     lock = NonceLock()
-
-    async def bump() -> None:
-        async with lock:
-            with holding(lock):
-                await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
-            done.append("bump")
-
-    async def reaction() -> None:
-        await lock.for_reaction()
-        try:
-            with reacting():
-                await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
-            done.append("reaction")
-        finally:
-            lock.release()
-
     async with SignerClient(fresh_enclave.url, max_in_flight=SLOTS, timeout=60) as client:
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+        await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
         before = [f"p{i}" for i in range(120)]
         after = [f"q{i}" for i in range(100)]
-        tasks = [asyncio.create_task(_presign(client, name, done)) for name in before]
-        tasks.append(asyncio.create_task(bump()))
-        tasks += [asyncio.create_task(_presign(client, name, done)) for name in after]
+        tasks = [asyncio.create_task(presign(client, name, done)) for name in before]
+        tasks.append(asyncio.create_task(bump(client, lock, done)))
+        tasks += [asyncio.create_task(presign(client, name, done)) for name in after]
         await asyncio.sleep(0)
         assert lock.locked() and lock.ticket is not None  # the bump waits, holding the lock
-        tasks.append(asyncio.create_task(reaction()))
+        tasks.append(asyncio.create_task(react(client, lock, "reaction", done)))
         await asyncio.gather(*tasks)
     assert done.index("bump") <= WRITTEN_AT_ONCE, done
     assert done.index("bump") < done.index("reaction") < done.index("q0"), done
@@ -122,9 +126,9 @@ async def test_a_reactions_flashbots_auth_is_signed_before_the_queued_presignatu
     ) as enclave:
         async with SignerClient(enclave.url, max_in_flight=SLOTS, timeout=60) as client:
             sender = OrderflowSender([], sign_auth=client.sign_auth)
-            await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+            await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
             presigns = [f"p{i}" for i in range(200)]
-            tasks = [asyncio.create_task(_presign(client, name, done)) for name in presigns]
+            tasks = [asyncio.create_task(presign(client, name, done)) for name in presigns]
             await asyncio.sleep(0)
             assert len(client._urgent_waiters) == 200 - WRITTEN_AT_ONCE
 

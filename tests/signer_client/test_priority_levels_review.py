@@ -7,34 +7,22 @@ timing (the ``wait_for`` guards turn a deadlock into a failure instead of a hang
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 from broadcaster.tx.executor import NonceLock, holding
-from signer_client import URGENT_RESERVE, SignerClient, reacting, urgent
+from signer_client import SignerClient
 from signer_client.client import URGENT_LANE
 from tests.enclave.running import ANVIL_ADDRESS, Enclave
 from tests.signer_client.test_priority_lane import tx
+from tests.signer_client.test_priority_levels import (
+    SLOTS,
+    WRITTEN_AT_ONCE,
+    bump,
+    nonces,
+    presign,
+    react,
+)
 
-_nonces = itertools.count(20000)
-SLOTS = 4
-WRITTEN_AT_ONCE = SLOTS + URGENT_RESERVE
 GUARD = 60.0  # a deadlock fails the test instead of hanging it
-
-
-async def _presign(client: SignerClient, name: str, done: list[str]) -> None:
-    with urgent():
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
-    done.append(name)
-
-
-async def _reaction(client: SignerClient, lock: NonceLock, name: str, done: list[str]) -> None:
-    await lock.for_reaction()
-    try:
-        with reacting():
-            await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
-        done.append(name)
-    finally:
-        lock.release()
 
 
 async def test_a_holder_cancelled_while_queued_then_promoted_leaks_no_slot(
@@ -51,12 +39,12 @@ async def test_a_holder_cancelled_while_queued_then_promoted_leaks_no_slot(
         async with lock:
             with holding(lock):
                 holder_waiting.set()
-                await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+                await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
             done.append("bump")
 
     async with SignerClient(fresh_enclave.url, max_in_flight=SLOTS, timeout=60) as client:
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
-        tasks = [asyncio.create_task(_presign(client, f"p{i}", done)) for i in range(60)]
+        await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
+        tasks = [asyncio.create_task(presign(client, f"p{i}", done)) for i in range(60)]
         holder = asyncio.create_task(bump())
         await asyncio.sleep(0)
         assert holder_waiting.is_set() and lock.ticket is not None
@@ -67,7 +55,7 @@ async def test_a_holder_cancelled_while_queued_then_promoted_leaks_no_slot(
         assert not lock.locked() and lock.ticket is None and ticket.on_promote is None
         ticket.promote()  # a late promotion of the dead ticket: nothing happens
         assert all(holder not in q for q in client._waiters)
-        tasks.append(asyncio.create_task(_reaction(client, lock, "reaction", done)))
+        tasks.append(asyncio.create_task(react(client, lock, "reaction", done)))
         await asyncio.sleep(0)
         await asyncio.sleep(0)  # the reaction's request is made (it finds the lock free)
         queued = len(client._urgent_waiters)  # presignatures not yet written: the last ones
@@ -85,23 +73,17 @@ async def test_two_reactions_promoting_one_holder_move_it_once(fresh_enclave: En
     done: list[str] = []
     lock = NonceLock()
 
-    async def bump() -> None:
-        async with lock:
-            with holding(lock):
-                await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
-            done.append("bump")
-
     async with SignerClient(fresh_enclave.url, max_in_flight=SLOTS, timeout=60) as client:
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+        await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
         before = [f"p{i}" for i in range(120)]
         after = [f"q{i}" for i in range(60)]
-        tasks = [asyncio.create_task(_presign(client, n, done)) for n in before]
-        tasks.append(asyncio.create_task(bump()))
-        tasks += [asyncio.create_task(_presign(client, n, done)) for n in after]
+        tasks = [asyncio.create_task(presign(client, n, done)) for n in before]
+        tasks.append(asyncio.create_task(bump(client, lock, done)))
+        tasks += [asyncio.create_task(presign(client, n, done)) for n in after]
         await asyncio.sleep(0)
         assert lock.locked() and lock.ticket is not None
-        tasks.append(asyncio.create_task(_reaction(client, lock, "r1", done)))
-        tasks.append(asyncio.create_task(_reaction(client, lock, "r2", done)))
+        tasks.append(asyncio.create_task(react(client, lock, "r1", done)))
+        tasks.append(asyncio.create_task(react(client, lock, "r2", done)))
         await asyncio.sleep(0)
         queued = [w for q in client._waiters for w in q]
         assert len(queued) == len(set(queued))  # no waiter twice
@@ -127,20 +109,20 @@ async def test_a_ticket_promoted_after_its_first_request_was_answered(
     async def bump() -> None:
         async with lock:
             with holding(lock):
-                await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+                await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
                 first_done.set()
                 await go_on.wait()
-                await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+                await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
             done.append("bump")
 
     async with SignerClient(fresh_enclave.url, max_in_flight=SLOTS, timeout=60) as client:
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+        await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
         holder = asyncio.create_task(bump())
         await asyncio.wait_for(first_done.wait(), GUARD)
         presigns = [f"p{i}" for i in range(100)]
-        tasks = [asyncio.create_task(_presign(client, n, done)) for n in presigns]
+        tasks = [asyncio.create_task(presign(client, n, done)) for n in presigns]
         await asyncio.sleep(0)
-        tasks.append(asyncio.create_task(_reaction(client, lock, "reaction", done)))
+        tasks.append(asyncio.create_task(react(client, lock, "reaction", done)))
         await asyncio.sleep(0)
         go_on.set()
         await asyncio.sleep(0)
@@ -164,21 +146,15 @@ async def test_the_urgent_lane_lost_under_a_promoted_holder_and_presignatures(
     done: list[str] = []
     lock = NonceLock()
 
-    async def bump() -> None:
-        async with lock:
-            with holding(lock):
-                await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
-            done.append("bump")
-
     async with SignerClient(fresh_enclave.url, max_in_flight=SLOTS, timeout=60) as client:
-        await client.sign_transaction(tx(next(_nonces)), ANVIL_ADDRESS)
+        await client.sign_transaction(tx(next(nonces)), ANVIL_ADDRESS)
         before = [f"p{i}" for i in range(80)]
         after = [f"q{i}" for i in range(60)]
-        tasks = [asyncio.create_task(_presign(client, n, done)) for n in before]
-        tasks.append(asyncio.create_task(bump()))
-        tasks += [asyncio.create_task(_presign(client, n, done)) for n in after]
+        tasks = [asyncio.create_task(presign(client, n, done)) for n in before]
+        tasks.append(asyncio.create_task(bump(client, lock, done)))
+        tasks += [asyncio.create_task(presign(client, n, done)) for n in after]
         await asyncio.sleep(0)
-        tasks.append(asyncio.create_task(_reaction(client, lock, "reaction", done)))
+        tasks.append(asyncio.create_task(react(client, lock, "reaction", done)))
         await asyncio.sleep(0)
         lane = client._lanes[URGENT_LANE]
         assert lane is not None and lane.transport is not None
