@@ -7,8 +7,6 @@ attacks that held.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +16,6 @@ from broadcaster.tx.testing.chain import decode_tx
 from nonce import TxState
 
 _S = TxState
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def _reactions(sim: Sim) -> list[tuple[float, int]]:

@@ -8,8 +8,6 @@ mined -> expired; the blob tx mined -> included. Meanwhile the intent stays pend
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,13 +18,6 @@ from nonce.book import EXPIRED_BY_NOOP
 
 BLOB = b"".join(b"\0" + i.to_bytes(31, "big") for i in range(4096))
 RESERVED = "address already reserved"
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def _one_pool_per_account(sim: Sim) -> None:

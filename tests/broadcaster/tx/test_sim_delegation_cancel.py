@@ -8,8 +8,6 @@ gets ``n + 2``."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,13 +16,6 @@ from broadcaster.tx.testing.config import CHAIN_ID, default_policy
 from nonce import AuthItem, Intent, TxState
 
 DELEGATE = "0x5fbdb2315678afecb367f032d93f642f64180aa3"
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def _delegating(sims: SimFactory) -> Sim:

@@ -5,22 +5,11 @@ on outside the enclave (raw transactions the journal accepted) would be refused 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
-
-import pytest
 
 from broadcaster.tx.testing import SimFactory
 from broadcaster.tx.testing.config import default_policy
 from nonce import TxState
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def test_an_account_moved_on_by_raw_transactions_past_the_window_is_still_signed_for(

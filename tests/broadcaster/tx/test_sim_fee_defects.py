@@ -8,8 +8,6 @@ strict xfails written against the old manager, each failing for the reason the c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -26,13 +24,6 @@ from nonce import TxState
 from nonce.errors import InvalidIntent
 
 _S = TxState
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def is_noop(request: SignRequest) -> bool:

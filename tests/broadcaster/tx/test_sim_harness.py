@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ from broadcaster.tx.testing.vloop import VirtualTimeLoop, run_virtual
 from heads.events import Reorg
 from nonce import Intent, TxState
 from signer_client import PolicyDenied, ReplyVerificationError
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
-
 
 # -- virtual time -----------------------------------------------------------------------------
 

@@ -6,22 +6,12 @@ a foreign transaction, never a second payload at its nonce."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from broadcaster.tx.testing import SimFactory
 from nonce import TxState
 
 _S = TxState
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 @pytest.mark.parametrize("mined_before_restart", [False, True])

@@ -13,9 +13,6 @@ intent-bound nonce protection refuses the next intent's payload there for ever.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from broadcaster.tx.testing import SimFactory
@@ -23,13 +20,6 @@ from broadcaster.tx.unjournaled import NoopAt
 from nonce import TxState
 
 _S = TxState
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def _received(sim: object, sender: str) -> list[object]:

@@ -9,8 +9,7 @@ that drops our transaction afterwards is still seen once and repaired with a +10
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,13 +20,6 @@ from heads.events import Quarantine, Reorg
 from nonce import TxState
 
 _S = TxState
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def sealed(number: int, parent: str, timestamp: int, base_fee: int, extra: str) -> dict[str, Any]:

@@ -9,23 +9,11 @@ re-signed behind them). Now they wait in a queue served newest block first, at m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from broadcaster.tx.inclusion import PRESIGN_DEPTH, PRESIGNS_IN_FLIGHT
 from broadcaster.tx.testing import SimFactory
 from nonce import TxState
 
 BULK = 40
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def test_the_newest_blocks_transaction_is_presigned_before_an_older_blocks_backlog(

@@ -8,10 +8,6 @@ holder, promoted) raced against cancels and deep reorgs. Order and counts only, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from broadcaster.tx.inclusion import PRESIGN_DEPTH, PRESIGN_PRUNE_MIN
 from broadcaster.tx.testing import Sim, SimFactory
@@ -19,13 +15,6 @@ from nonce import TxState
 from signer_client.txcodec import keccak
 
 BULK = 40
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def _until_asked(sim: Sim, nonce: int, count: int) -> None:

@@ -8,11 +8,7 @@ backlog. The replacement must still reach the RPCs ahead of the backlog's remain
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from broadcaster.tx.testing import SimFactory
 from broadcaster.tx.testing.chain import SimTx
@@ -20,13 +16,6 @@ from nonce import TxState
 
 _S = TxState
 BACKLOG = 200
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def test_a_reaction_does_not_wait_behind_the_backlog_for_a_bump_holding_its_nonce(

@@ -12,8 +12,6 @@ fan-out in ``tests/broadcaster/rpc/test_fanout_priority.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +21,6 @@ from nonce import TxState
 
 _S = TxState
 BACKLOG = 200
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 @pytest.mark.parametrize("presign", [False, True])

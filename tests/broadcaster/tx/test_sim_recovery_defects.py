@@ -7,9 +7,6 @@ strict xfails written against the old manager, each failing for the reason the c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from broadcaster.tx.manager import CancelFailed
@@ -17,13 +14,6 @@ from broadcaster.tx.testing import FOREIGN_TO, SimFactory
 from nonce import TxState
 
 _S = TxState
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 # -- 4. expiry ----------------------------------------------------------------------------------

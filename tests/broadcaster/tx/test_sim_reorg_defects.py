@@ -7,9 +7,6 @@ strict xfails written against the old manager, each failing for the reason the c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from broadcaster.tx.testing import GWEI, Sim, SimFactory
@@ -17,13 +14,6 @@ from nonce import TxState
 from nonce.fees import legacy_replacement_price
 
 _S = TxState
-
-
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[SimFactory]:
-    factory = SimFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 # -- 1. a presigned replacement discarded -------------------------------------------------------
