@@ -11,7 +11,7 @@ import asyncio
 
 from broadcaster.tx.inclusion import PRESIGN_DEPTH, PRESIGN_PRUNE_MIN
 from broadcaster.tx.testing import Sim, SimFactory
-from nonce import TxState
+from nonce import TxRecord, TxState
 from signer_client.txcodec import keccak
 
 BULK = 40
@@ -33,6 +33,20 @@ def _until_reorged(sim: Sim, intent_id: str) -> None:
     raise AssertionError("the reorg was never seen")
 
 
+def _reorged_while_presigning(sims: SimFactory) -> tuple[Sim, TxRecord]:
+    """One intent mined; its block reorged out (its tx lost) while the presignature of its
+    replacement is still at the slow, serial signer."""
+    sim = sims(presign=True)
+    sim.enclave.serial = True
+    sim.enclave.latency = 0.005
+    record = sim.run(sim.submit())
+    sim.run(sim.mine(1, wait=0))
+    _until_asked(sim, record.nonce, 2)
+    sim.run(sim.reorg(1, reinclude=False, wait=0))
+    _until_reorged(sim, record.intent.id)
+    return sim, record
+
+
 def test_a_cancel_while_the_reaction_waits_for_the_presignature_still_cancels(
     sims: SimFactory,
 ) -> None:
@@ -40,15 +54,8 @@ def test_a_cancel_while_the_reaction_waits_for_the_presignature_still_cancels(
     the reaction waits for the lock. The reaction sends the (payload) presignature; the
     cancel's noop must then replace it: cancelled, and the chain holds the noop, not the
     payload (every status told true of the chain: ``sim.check``)."""
-    sim = sims(presign=True)
-    sim.enclave.serial = True
-    sim.enclave.latency = 0.005
-    record = sim.run(sim.submit())
+    sim, record = _reorged_while_presigning(sims)
     nonce = record.nonce
-    sim.run(sim.mine(1, wait=0))
-    _until_asked(sim, nonce, 2)
-    sim.run(sim.reorg(1, reinclude=False, wait=0))
-    _until_reorged(sim, record.intent.id)
     presigning = [r for r in sim.enclave.signed() if r.fields.nonce == nonce]
     assert len(presigning) == 1, "the presignature must still be under way"
     sim.run(sim.cancel(record.intent.id, wait=0.5))
@@ -65,17 +72,10 @@ def test_a_cancel_queued_before_the_reaction_on_the_presigns_lock(sims: SimFacto
     """The cancel waits for the lock the presignature holds, then the reorg: the cancel's noop
     (promoted: the reaction wants the lock) goes first; the reaction must not send the payload
     presignature after it (the intent is cancelled)."""
-    sim = sims(presign=True)
-    sim.enclave.serial = True
-    sim.enclave.latency = 0.005
-    record = sim.run(sim.submit())
-    nonce = record.nonce
-    sim.run(sim.mine(1, wait=0))
-    _until_asked(sim, nonce, 2)
     # Cancel of an included tx is refused; so reorg first with a tiny wait, then cancel at
     # once: both queue on the lock while the presignature is still at the signer.
-    sim.run(sim.reorg(1, reinclude=False, wait=0))
-    _until_reorged(sim, record.intent.id)
+    sim, record = _reorged_while_presigning(sims)
+    nonce = record.nonce
     sim.run(sim.cancel(record.intent.id, wait=0.5))
     sim.run(sim.mine(2, wait=0.5))
     sim.run(sim.finish())
