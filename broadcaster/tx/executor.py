@@ -511,10 +511,7 @@ class Executor:
         if latest is None:
             return None
         presigned = self.ledger.take_presigned(latest.hash)
-        if presigned is None or presigned.attempt.is_noop is not noop:
-            return None
-        base_fee = self.view.base_fee
-        if base_fee is not None and base_fee > presigned.max_base_fee:
+        if presigned is None or not presigned.fits(noop=noop, base_fee=self.view.base_fee):
             return None
         attempt = presigned.attempt
         self.book.add_attempt(record, attempt)

@@ -31,6 +31,11 @@ class Presigned(NamedTuple):
     fees: Fees
     max_base_fee: int
 
+    def fits(self, *, noop: bool, base_fee: int | None) -> bool:
+        """Still good to send: the kind wanted (a noop exactly when ``noop``) and the base fee
+        (``None``: unknown) has not outgrown it."""
+        return self.attempt.is_noop == noop and (base_fee is None or base_fee <= self.max_base_fee)
+
 
 @dataclass(slots=True)
 class AttemptNotes:

@@ -159,11 +159,7 @@ def plan_reorg(
             or record.state in GIVEN_UP_STATES
             or (intent.expired_at(next_block) and not intent.noop)
         ) and not intent.noop
-        good = (
-            presigned is not None
-            and (base_fee is None or base_fee <= presigned.max_base_fee)
-            and presigned.attempt.is_noop == noop
-        )
+        good = presigned is not None and presigned.fits(noop=noop, base_fee=base_fee)
         if good and record.sender not in waiting:
             assert presigned is not None and latest is not None
             take_presigned(latest.hash)
