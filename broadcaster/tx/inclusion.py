@@ -88,6 +88,11 @@ PRESIGN_PRUNE_MIN = 256
 (:meth:`InclusionTracker._prune_presigns`)."""
 
 
+def _too_deep(number: int, tip: int) -> bool:
+    """A transaction in block ``number`` is no longer presigned (:data:`PRESIGN_DEPTH`)."""
+    return tip - number >= PRESIGN_DEPTH
+
+
 def noop_reason(record: TxRecord) -> AttemptReason:
     """The reason a record's earlier noop was signed (what a new noop there repeats)."""
     for attempt in reversed(record.attempts):
@@ -357,7 +362,7 @@ class InclusionTracker:
         queue = self._presigns
         tip = self.view.head()
         if tip is not None:
-            queue[:] = [e for e in queue if tip + e[0] < PRESIGN_DEPTH]  # e[0]: -block number
+            queue[:] = [e for e in queue if not _too_deep(-e[0], tip)]  # e[0]: -block number
             heapq.heapify(queue)
         self._presign_prune_at = max(PRESIGN_PRUNE_MIN, 2 * len(queue))
 
@@ -371,7 +376,7 @@ class InclusionTracker:
                 if block is None or record.latest is not latest or record.settled:
                     continue
                 tip = self.view.head()
-                if tip is not None and tip - block.number >= PRESIGN_DEPTH:
+                if tip is not None and _too_deep(block.number, tip):
                     continue
                 await self._presign(record, latest)
         finally:
