@@ -153,19 +153,11 @@ class ForkChoiceRules(OneVoice):
     def _stands_on(self, client: str, block: Head) -> bool:
         """Is ``block`` ``client``'s current head or an ancestor of it?"""
         entry = self._heads.get(client)
-        if entry is None:
-            return False
-        return entry[0].hash == block.hash or self._below_on_chain(block, entry[0])
+        return entry is not None and self._on_chain_of(block, entry[0])
 
     def _below_on_chain(self, block: Head, tip: Head) -> bool:
         """Is ``block`` lower than ``tip`` and on its chain (an ancestor, within the window)?"""
-        if block.number >= tip.number:
-            return False
-        blocks = self._blocks
-        current: Head | None = tip
-        while current is not None and current.number > block.number:
-            current = blocks.get(current.parent_hash)
-        return current is not None and current.hash == block.hash
+        return block.number < tip.number and self._on_chain_of(block, tip)
 
     def _left_behind(self, old_tip: Head, new_tip: Head) -> bool:
         """Is ``new_tip`` on another branch and first seen before the first block of the tip's

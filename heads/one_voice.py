@@ -211,14 +211,8 @@ class OneVoice(Store):
         block = self._blocks.get(block_hash)
         if block is None:
             return True
-        blocks = self._blocks
         for other, head in live.items():
-            if other == client:
-                continue
-            current: Head | None = head
-            while current is not None and current.number > block.number:
-                current = blocks.get(current.parent_hash)
-            if current is not None and current.hash == block_hash:
+            if other != client and self._on_chain_of(block, head):
                 return True
         return False
 
@@ -233,10 +227,7 @@ class OneVoice(Store):
             block = blocks.get(block_hash)
             if owner == client or block is None:
                 continue
-            current: Head | None = head
-            while current is not None and current.number > block.number:
-                current = blocks.get(current.parent_hash)
-            if current is not None and current.hash == block_hash:
+            if self._on_chain_of(block, head):
                 del self._free[owner]
                 self.trust.forgive(owner, block, blocks, events)
 

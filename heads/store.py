@@ -166,6 +166,14 @@ class Store(TrackerState):
                 self._forget_held(lowest)
         return []
 
+    def _on_chain_of(self, block: Head, head: Head) -> bool:
+        """Is ``block`` ``head`` itself or one of its ancestors in the store?"""
+        blocks = self._blocks
+        current: Head | None = head
+        while current is not None and current.number > block.number:
+            current = blocks.get(current.parent_hash)
+        return current is not None and current.hash == block.hash
+
     def _held_above(self, block_hash: str) -> list[Head]:
         """Every held block that waits (directly or not) on ``block_hash``."""
         found: list[Head] = []
