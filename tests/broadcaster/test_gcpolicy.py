@@ -65,3 +65,23 @@ def test_run_freezes_once_the_service_is_ready(
     service = asyncio.run(main())
     assert service.frozen.is_set()
     assert not service.frozen_before_ready
+
+
+def test_run_service_sets_the_thresholds_before_the_service_runs(
+    restored_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # test_the_young_generation_... checks apply_thresholds itself; this checks that
+    # ``broadcaster run`` calls it (removing the call from run_service passed every other test).
+    gc.set_threshold(700, 10, 10)
+    seen: list[tuple[int, ...]] = []
+    config = object()
+    monkeypatch.setattr(cli_run, "load_config", lambda path: config)
+    monkeypatch.setattr(cli_run, "Service", lambda c: c)
+
+    async def fake_run(service: object) -> None:
+        assert service is config
+        seen.append(gc.get_threshold())
+
+    monkeypatch.setattr(cli_run, "_run", fake_run)
+    assert cli_run.run_service("unused.toml") == 0
+    assert seen == [(gcpolicy.GEN0_THRESHOLD, 10, 10)]
