@@ -57,7 +57,12 @@ def test_run_freezes_once_the_service_is_ready(
 ) -> None:
     async def main() -> _FakeService:
         frozen = asyncio.Event()
-        monkeypatch.setattr(cli_run, "freeze_long_lived", lambda: frozen.set() or 1)
+
+        def freeze() -> int:
+            frozen.set()
+            return 1
+
+        monkeypatch.setattr(cli_run, "freeze_long_lived", freeze)
         service = _FakeService(frozen)
         await cli_run._run(service)  # type: ignore[arg-type]
         return service
