@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 
+from broadcaster.gcpolicy import apply_thresholds, freeze_long_lived
 from broadcaster.service import Service
 from broadcaster.settings import ConfigError, load_config
 
@@ -34,11 +35,20 @@ async def _run(service: Service) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
+    freezing = loop.create_task(_freeze_when_ready(service), name="gc-freeze")
     try:
         await service.run()
     except asyncio.CancelledError:
         if not stopping:
             raise
+    finally:
+        freezing.cancel()
+
+
+async def _freeze_when_ready(service: Service) -> None:
+    """Start-up's objects out of the collector's full passes once serving (broadcaster.gcpolicy)."""
+    await service.ready.wait()
+    log.info("gc: %d start-up objects frozen", freeze_long_lived())
 
 
 def run_service(config_path: str, *, log_level: str = "INFO") -> int:
@@ -56,6 +66,7 @@ def run_service(config_path: str, *, log_level: str = "INFO") -> int:
         return 2
     import uvloop
 
+    apply_thresholds()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_run(Service(config)))
     return 0
