@@ -89,6 +89,7 @@ class ForkChoiceRules(OneVoice):
         floor: tuple[int, int] | None = None
         moved: set[str] = set()
         along: str | None = None  # the vouched client whose chain the tip does not fall back on
+        rewound: Head | None = None  # a mover's rewind onto the tip's chain, the tip abandoned
         if old_tip is not None:
             floor = self._rank(old_tip)
             for mover in movers:
@@ -97,6 +98,7 @@ class ForkChoiceRules(OneVoice):
                     moved.add(entry[0].hash)
             if self._pending:
                 moved |= self._pending_moves() - {old_tip.hash}
+            rewound = self._rewound_below(movers, old_tip)
             trust = self.trust
             if trust.quarantined:
                 holder = trust.origin.get(old_tip.hash)
@@ -107,7 +109,17 @@ class ForkChoiceRules(OneVoice):
         for new_tip in candidates:
             if old_tip is not None and new_tip.hash == old_tip.hash:
                 return []
-            if floor is not None and self._rank(new_tip) < floor and new_tip.hash not in moved:
+            if (
+                floor is not None
+                and self._rank(new_tip) < floor
+                and new_tip.hash not in moved
+                and not (
+                    rewound is not None
+                    and old_tip is not None
+                    and new_tip.number > rewound.number
+                    and self._below_on_chain(new_tip, old_tip)
+                )
+            ):
                 return []  # nobody just announced it: no rollback on somebody else's line
             if (
                 along is not None
@@ -149,6 +161,23 @@ class ForkChoiceRules(OneVoice):
             self._prune()
             return [event]
         return []
+
+    def _rewound_below(self, movers: Iterable[str], old_tip: Head) -> Head | None:
+        """The head a mover just rewound to, when it is an ancestor of ``old_tip`` and no live
+        head stands on ``old_tip`` any more (nobody's current head is it or above it on its
+        chain). Then the tip is a block every client left, and the highest current head on
+        the chain between the two (a lagging peer's) ranks as DESIGN.md §3 says: it wins over
+        the mover's lower head. Only along the tip's own chain: a sideways step (an
+        ``anvil_reorg`` re-mined branch) leaves a peer's head on the dropped branch no
+        candidate below the floor (client-chaos seed 10070258)."""
+        for mover in movers:
+            entry = self._heads.get(mover)
+            if entry is None or not self._below_on_chain(entry[0], old_tip):
+                continue
+            if any(self._on_chain_of(old_tip, head) for head in self._live_heads().values()):
+                return None
+            return entry[0]
+        return None
 
     def _stands_on(self, client: str, block: Head) -> bool:
         """Is ``block`` ``client``'s current head or an ancestor of it?"""
