@@ -79,6 +79,9 @@ class ForkChoiceRules(OneVoice):
         release) that still stands on the tip: a candidate on the tip's own chain below it (the
         late peer's head) does not replace it, a candidate on another branch may (a liar
         jittering its lag around the threshold bought one fall back and one return each time).
+        A mover's rewind onto an ancestor of the tip that leaves nobody on the tip lets the
+        current heads on the tip's chain above the rewound head rank as they are
+        (``_rewound_below``).
         """
         candidates = self._candidates()
         if not candidates:
