@@ -9,7 +9,7 @@ not flip it back; a deep move waits for the rules of :mod:`heads.one_voice` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 from heads.anchor import supporters
 from heads.events import DeepReorg, Event, Extension, Head, Reorg
@@ -66,7 +66,7 @@ class ForkChoiceRules(OneVoice):
         rank = self._rank(head)
         return all(self._rank(other) < rank for other in self._candidates())
 
-    def _choose_tip(self, client: str, movers: Iterable[str]) -> list[Event]:
+    def _choose_tip(self, client: str, movers: Collection[str]) -> list[Event]:
         """Recompute the tip; ``movers`` just took their own heads down or sideways.
 
         The best candidate wins when it ranks above the tip. A candidate ranking below the tip
@@ -101,7 +101,8 @@ class ForkChoiceRules(OneVoice):
                     moved.add(entry[0].hash)
             if self._pending:
                 moved |= self._pending_moves() - {old_tip.hash}
-            rewound = self._rewound_below(movers, old_tip)
+            if movers:  # only a step down or sideways can rewind (off the extension path)
+                rewound = self._rewound_below(movers, old_tip)
             trust = self.trust
             if trust.quarantined:
                 holder = trust.origin.get(old_tip.hash)
@@ -165,7 +166,7 @@ class ForkChoiceRules(OneVoice):
             return [event]
         return []
 
-    def _rewound_below(self, movers: Iterable[str], old_tip: Head) -> Head | None:
+    def _rewound_below(self, movers: Collection[str], old_tip: Head) -> Head | None:
         """The head a mover just rewound to, when it is an ancestor of ``old_tip`` and no live
         head stands on ``old_tip`` any more (nobody's current head is it or above it on its
         chain). Then the tip is a block every client left, and the highest current head on
