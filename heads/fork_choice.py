@@ -9,7 +9,7 @@ not flip it back; a deep move waits for the rules of :mod:`heads.one_voice` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 from heads.anchor import supporters
 from heads.events import DeepReorg, Event, Extension, Head, Reorg
@@ -66,7 +66,7 @@ class ForkChoiceRules(OneVoice):
         rank = self._rank(head)
         return all(self._rank(other) < rank for other in self._candidates())
 
-    def _choose_tip(self, client: str, movers: Iterable[str]) -> list[Event]:
+    def _choose_tip(self, client: str, movers: Collection[str]) -> list[Event]:
         """Recompute the tip; ``movers`` just took their own heads down or sideways.
 
         The best candidate wins when it ranks above the tip. A candidate ranking below the tip
@@ -79,6 +79,9 @@ class ForkChoiceRules(OneVoice):
         release) that still stands on the tip: a candidate on the tip's own chain below it (the
         late peer's head) does not replace it, a candidate on another branch may (a liar
         jittering its lag around the threshold bought one fall back and one return each time).
+        A mover's rewind onto an ancestor of the tip that leaves nobody on the tip lets the
+        current heads on the tip's chain above the rewound head rank as they are
+        (``_rewound_below``).
         """
         candidates = self._candidates()
         if not candidates:
@@ -89,6 +92,7 @@ class ForkChoiceRules(OneVoice):
         floor: tuple[int, int] | None = None
         moved: set[str] = set()
         along: str | None = None  # the vouched client whose chain the tip does not fall back on
+        rewound: Head | None = None  # a mover's rewind onto the tip's chain, the tip abandoned
         if old_tip is not None:
             floor = self._rank(old_tip)
             for mover in movers:
@@ -97,6 +101,8 @@ class ForkChoiceRules(OneVoice):
                     moved.add(entry[0].hash)
             if self._pending:
                 moved |= self._pending_moves() - {old_tip.hash}
+            if movers:  # only a step down or sideways can rewind (off the extension path)
+                rewound = self._rewound_below(movers, old_tip)
             trust = self.trust
             if trust.quarantined:
                 holder = trust.origin.get(old_tip.hash)
@@ -107,7 +113,17 @@ class ForkChoiceRules(OneVoice):
         for new_tip in candidates:
             if old_tip is not None and new_tip.hash == old_tip.hash:
                 return []
-            if floor is not None and self._rank(new_tip) < floor and new_tip.hash not in moved:
+            if (
+                floor is not None
+                and self._rank(new_tip) < floor
+                and new_tip.hash not in moved
+                and not (
+                    rewound is not None
+                    and old_tip is not None
+                    and new_tip.number > rewound.number
+                    and self._below_on_chain(new_tip, old_tip)
+                )
+            ):
                 return []  # nobody just announced it: no rollback on somebody else's line
             if (
                 along is not None
@@ -149,6 +165,23 @@ class ForkChoiceRules(OneVoice):
             self._prune()
             return [event]
         return []
+
+    def _rewound_below(self, movers: Collection[str], old_tip: Head) -> Head | None:
+        """The head a mover just rewound to, when it is an ancestor of ``old_tip`` and no live
+        head stands on ``old_tip`` any more (nobody's current head is it or above it on its
+        chain). Then the tip is a block every client left, and the highest current head on
+        the chain between the two (a lagging peer's) ranks as DESIGN.md §3 says: it wins over
+        the mover's lower head. Only along the tip's own chain: a sideways step (an
+        ``anvil_reorg`` re-mined branch) leaves a peer's head on the dropped branch no
+        candidate below the floor (client-chaos seed 10070258)."""
+        for mover in movers:
+            entry = self._heads.get(mover)
+            if entry is None or not self._below_on_chain(entry[0], old_tip):
+                continue
+            if any(self._on_chain_of(old_tip, head) for head in self._live_heads().values()):
+                return None
+            return entry[0]
+        return None
 
     def _stands_on(self, client: str, block: Head) -> bool:
         """Is ``block`` ``client``'s current head or an ancestor of it?"""

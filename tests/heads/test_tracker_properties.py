@@ -93,12 +93,24 @@ class Reference:
         best candidate ranking below the tip wins only if it is one of them."""
         live = {c: h for c in self.connected if (h := self.head_of(c)) is not None}
         self.pending = {c: h for c, h in self.pending.items() if live.get(c) == h}
+        # A rewind onto the tip's own chain that leaves nobody on the tip: the current heads
+        # between the rewound head and the tip rank as they are (a lagging peer's head wins).
+        tip_line = set(self.ancestors(self.tip)) if self.tip is not None else set()
+        rewound = [
+            m
+            for m in moved
+            if m != self.tip
+            and m in tip_line
+            and not any(self.tip in self.ancestors(h) for h in live.values())
+        ]
         moved = moved | set(self.pending.values())
         for best in sorted(set(live.values()), key=self.rank, reverse=True):
             if best == self.tip:
                 return
             if self.tip is not None and self.rank(best) < self.rank(self.tip):
-                if best not in moved:
+                if best not in moved and not any(
+                    best in tip_line and self.number[best] > self.number[m] for m in rewound
+                ):
                     return
             elif self.tip is not None and not moved - {self.tip} and self.left_behind(best):
                 continue  # a late copy of a block the chain already left

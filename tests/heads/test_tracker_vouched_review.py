@@ -292,19 +292,6 @@ def test_a_liar_alternating_early_and_late_and_forking_at_each_switch_is_bounded
     assert tracker.tip.number >= 349  # the honest head (or the early liar's real block)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open (on main too, at any lag; liar8 makes it reachable with the peer 6+ behind): an"
-        " honest client stepping down onto an ancestor below a lagging peer's head leaves the"
-        " tip on the block it left, a block no client stands on, above every current head,"
-        " until a branch outgrows it: the lagging peer's head ranks below the tip and is not"
-        " the mover's (_choose_tip's floor returns at the first such candidate). DESIGN.md §3's"
-        " ranking of the current heads wants the peer's head. Dropping the floor when the tip's"
-        " holder stepped off it and nobody stands on it fixes these cases but broke the"
-        " client-chaos recording seed 10070258 (two injected anvil_reorgs counted wrong)"
-    ),
-)
 @pytest.mark.parametrize(("lag", "back"), [(2, 4), (3, 8), (6, 8)])
 def test_an_honest_client_stepping_down_below_a_lagging_peer_moves_the_tip(
     lag: int, back: int
